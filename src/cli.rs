@@ -1,0 +1,47 @@
+//! What every binary does around its real work: one-line errors (a backtrace
+//! only when `RUST_BACKTRACE` is set), panics reported the same way, and
+//! Ctrl-C turned into a request to stop at a safe point.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Runs `main_body`, printing any error as one line and exiting non-zero.
+pub fn run_main(main_body: impl FnOnce() -> anyhow::Result<()>) {
+    let verbose = std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
+    if !verbose {
+        std::panic::set_hook(Box::new(|info| {
+            let message = info
+                .payload()
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| info.payload().downcast_ref::<&str>().copied())
+                .unwrap_or("internal error");
+            let first_line = message.lines().next().unwrap_or(message);
+            eprintln!("error: {first_line} (set RUST_BACKTRACE=1 for details)");
+        }));
+    }
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(main_body));
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => {
+            if verbose {
+                eprintln!("error: {err:?}");
+            } else {
+                eprintln!("error: {err:#}");
+            }
+            std::process::exit(1);
+        }
+        Err(_) => std::process::exit(101),
+    }
+}
+
+/// Installs a Ctrl-C handler: the first press sets `flag` (the training loop
+/// stops at its next safe point), a second press exits at once.
+pub fn stop_on_ctrl_c(flag: &'static AtomicBool) {
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\nsecond Ctrl-C: exiting now");
+            std::process::exit(130);
+        }
+        eprintln!("\nCtrl-C: stopping at the next safe point (press again to exit now)");
+    });
+}

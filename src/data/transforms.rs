@@ -1,0 +1,217 @@
+//! torchvision's transfer-learning transforms over decoded images, on tensors:
+//! `RandomResizedCrop(224)` + `RandomHorizontalFlip()` for training and
+//! `Resize(256)` + `CenterCrop(224)` for validation, bilinear with
+//! antialiasing (PIL's filter), rounded to 8-bit levels as PIL does, then the
+//! backbone's normalization. It never touches files.
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+pub const CROP_SIZE: i64 = 224;
+pub const RESIZE_SIZE: i64 = 256;
+
+/// How pixel values in [0, 1] are mapped before the backbone sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Normalization {
+    /// `(x - mean) / std` with ImageNet's statistics (torchvision models).
+    Imagenet,
+    /// TF-Lite's `(255·x - 127) / 128` (EfficientNet-Lite's training inputs).
+    TfLite,
+}
+
+impl Normalization {
+    /// Normalizes an `[N, 3, H, W]` float tensor holding values in [0, 1].
+    pub fn apply(self, images: &Tensor) -> Tensor {
+        let device = images.device();
+        match self {
+            Normalization::Imagenet => {
+                let mean = Tensor::from_slice(&[0.485f32, 0.456, 0.406])
+                    .view([1, 3, 1, 1])
+                    .to_device(device);
+                let std = Tensor::from_slice(&[0.229f32, 0.224, 0.225])
+                    .view([1, 3, 1, 1])
+                    .to_device(device);
+                (images - mean) / std
+            }
+            Normalization::TfLite => (images * 255.0 - 127.0) / 128.0,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Normalization::Imagenet => "imagenet",
+            Normalization::TfLite => "tf-lite",
+        }
+    }
+}
+
+/// A crop box in pixels: top, left, height, width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CropBox {
+    pub top: i64,
+    pub left: i64,
+    pub height: i64,
+    pub width: i64,
+}
+
+/// What one training sample gets this epoch, drawn before any pixel work so
+/// the draw order (and so the result for a seed) is independent of threading.
+#[derive(Debug, Clone, Copy)]
+pub struct Augmentation {
+    pub crop: CropBox,
+    pub flip: bool,
+}
+
+/// torchvision's `RandomResizedCrop.get_params` with scale (0.08, 1) and ratio
+/// (3/4, 4/3): ten tries at a random area and aspect ratio, then the central
+/// crop clamped to the ratio range.
+pub fn random_resized_crop_box(height: i64, width: i64, rng: &mut impl Rng) -> CropBox {
+    let (scale_min, scale_max) = (0.08f64, 1.0f64);
+    let (ratio_min, ratio_max) = (3.0f64 / 4.0, 4.0f64 / 3.0);
+    let area = (height * width) as f64;
+    for _ in 0..10 {
+        let target_area = area * rng.gen_range(scale_min..scale_max);
+        let aspect = rng.gen_range(ratio_min.ln()..ratio_max.ln()).exp();
+        let w = (target_area * aspect).sqrt().round_ties_even() as i64;
+        let h = (target_area / aspect).sqrt().round_ties_even() as i64;
+        if 0 < w && w <= width && 0 < h && h <= height {
+            let top = rng.gen_range(0..=height - h);
+            let left = rng.gen_range(0..=width - w);
+            return CropBox {
+                top,
+                left,
+                height: h,
+                width: w,
+            };
+        }
+    }
+    let in_ratio = width as f64 / height as f64;
+    let (h, w) = if in_ratio < ratio_min {
+        ((width as f64 / ratio_min).round_ties_even() as i64, width)
+    } else if in_ratio > ratio_max {
+        (height, (height as f64 * ratio_max).round_ties_even() as i64)
+    } else {
+        (height, width)
+    };
+    CropBox {
+        top: (height - h) / 2,
+        left: (width - w) / 2,
+        height: h,
+        width: w,
+    }
+}
+
+pub fn draw_augmentation(height: i64, width: i64, rng: &mut impl Rng) -> Augmentation {
+    let crop = random_resized_crop_box(height, width, rng);
+    let flip = rng.gen_bool(0.5);
+    Augmentation { crop, flip }
+}
+
+/// Resizes a `[3, H, W]` uint8 image to `[3, out_h, out_w]` float values on the
+/// 0–255 grid, the way PIL's bilinear resize does (antialiased, rounded).
+fn resize_u8(image: &Tensor, out_h: i64, out_w: i64) -> Tensor {
+    let (_, h, w) = image.size3().unwrap();
+    let as_float = image.to_kind(Kind::Float).unsqueeze(0);
+    let resized = if (h, w) == (out_h, out_w) {
+        as_float
+    } else {
+        as_float.internal_upsample_bilinear2d_aa([out_h, out_w], false, None, None)
+    };
+    resized.squeeze_dim(0).round().clamp(0.0, 255.0)
+}
+
+/// The training transform of one `[3, H, W]` uint8 image: crop, resize to
+/// 224², optional flip; returns float values in [0, 1].
+pub fn train_transform(image: &Tensor, aug: &Augmentation) -> Tensor {
+    let c = aug.crop;
+    let cropped = image.narrow(1, c.top, c.height).narrow(2, c.left, c.width);
+    let resized = resize_u8(&cropped, CROP_SIZE, CROP_SIZE);
+    let flipped = if aug.flip { resized.flip([2]) } else { resized };
+    flipped / 255.0
+}
+
+/// The size `Resize(256)` gives: the shorter side becomes 256, the longer one
+/// scales with it (truncated, as torchvision does).
+pub fn resize_shorter_side(height: i64, width: i64, target: i64) -> (i64, i64) {
+    if height <= width {
+        (
+            target,
+            (target as f64 * width as f64 / height as f64) as i64,
+        )
+    } else {
+        (
+            (target as f64 * height as f64 / width as f64) as i64,
+            target,
+        )
+    }
+}
+
+/// torchvision's `CenterCrop` offsets: `int(round((size - crop) / 2))`.
+fn center_offset(size: i64, crop: i64) -> i64 {
+    ((size - crop) as f64 / 2.0).round_ties_even() as i64
+}
+
+/// The validation transform of one `[3, H, W]` uint8 image: `Resize(256)`,
+/// `CenterCrop(224)`; returns float values in [0, 1].
+pub fn val_transform(image: &Tensor) -> Tensor {
+    let (_, h, w) = image.size3().unwrap();
+    let (rh, rw) = resize_shorter_side(h, w, RESIZE_SIZE);
+    let resized = resize_u8(image, rh, rw);
+    let cropped = if rh < CROP_SIZE || rw < CROP_SIZE {
+        // Never reached with 256 > 224; kept so a smaller resize would pad as torchvision does.
+        let pad_h = (CROP_SIZE - rh).max(0);
+        let pad_w = (CROP_SIZE - rw).max(0);
+        resized.constant_pad_nd([pad_w / 2, pad_w - pad_w / 2, pad_h / 2, pad_h - pad_h / 2])
+    } else {
+        resized
+            .narrow(1, center_offset(rh, CROP_SIZE), CROP_SIZE)
+            .narrow(2, center_offset(rw, CROP_SIZE), CROP_SIZE)
+    };
+    cropped / 255.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn crop_boxes_stay_inside_the_image_and_in_the_scale_range() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        for &(h, w) in &[(500, 375), (100, 2000), (1, 1), (224, 224)] {
+            for _ in 0..500 {
+                let c = random_resized_crop_box(h, w, &mut rng);
+                assert!(c.top >= 0 && c.left >= 0 && c.height > 0 && c.width > 0);
+                assert!(
+                    c.top + c.height <= h && c.left + c.width <= w,
+                    "{c:?} in {h}x{w}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn fallback_is_the_ratio_clamped_central_crop() {
+        // A 100x2000 strip never fits a crop of ratio <= 4/3 with area >= 8%,
+        // so every draw falls back to the centre, clamped to ratio 4/3.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let c = random_resized_crop_box(100, 2000, &mut rng);
+        assert_eq!(
+            c,
+            CropBox {
+                top: 0,
+                left: (2000 - 133) / 2,
+                height: 100,
+                width: 133
+            }
+        );
+    }
+
+    #[test]
+    fn resize_keeps_aspect_and_truncates_like_torchvision() {
+        assert_eq!(resize_shorter_side(375, 500, 256), (256, 341));
+        assert_eq!(resize_shorter_side(500, 333, 256), (384, 256));
+    }
+}

@@ -1,0 +1,28 @@
+//! # tchlab: the ML-assignment experiments, rebuilt in Rust on libtorch
+//!
+//! How data flows through the crate:
+//!
+//! ```text
+//! image files ─► data::image_folder (classes, files; non-images reported)
+//!             ─► data::loader (decode once, augment per epoch, batch, in parallel)
+//!             ─► data::transforms (torchvision's crops/resizes, normalization)
+//!             ─► models (backbone loaded by name from a published checkpoint,
+//!                        new linear head)
+//!             ─► train::finetune (SGD + StepLR, best model, resumable state)
+//!             ─► metrics.csv / summary.json / report::plots / .safetensors
+//! ```
+//!
+//! MNIST takes the same road from `data::mnist` (IDX files) into `nets`,
+//! built from the hand-derived `layers`, trained by `train::solver` with
+//! either their explicit backward passes or autograd.
+//!
+//! Binaries (`src/bin`) parse arguments and call into this library; `device`
+//! decides where tensors live.
+
+pub mod cli;
+pub mod data;
+pub mod device;
+pub mod models;
+pub mod predict;
+pub mod report;
+pub mod train;

@@ -1,0 +1,544 @@
+//! The transfer-learning run: the PyTorch tutorial's epoch loop (train phase
+//! then val phase, SGD + StepLR, keep the best val model), in two modes.
+//! `feature-extract` freezes the backbone (eval mode, no autograd), computes
+//! val features once, and trains only the new head; `full` trains everything.
+
+use super::metrics::{format_minutes, EpochRow, History, PhaseTotals};
+use super::sgd::{step_lr, Sgd};
+use super::state::RunState;
+use crate::data::image_folder::ImageFolder;
+use crate::data::loader::{DecodedSplit, EpochPlan};
+use crate::data::transforms::Normalization;
+use crate::models::checkpoint_io::save_safetensors;
+use crate::models::{Arch, Classifier};
+use crate::report::{plots, progress};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+pub const BEST_MODEL_FILE: &str = "best_model.safetensors";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Frozen pretrained backbone, new head trained.
+    FeatureExtract,
+    /// Every weight trained.
+    Full,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::FeatureExtract => "feature-extract",
+            Mode::Full => "full",
+        }
+    }
+}
+
+/// Everything that defines a run; saved with it so `--resume` replays it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FinetuneConfig {
+    pub mode: Mode,
+    pub arch: Arch,
+    pub data: PathBuf,
+    pub weights: Option<PathBuf>,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub momentum: f64,
+    pub step_size: usize,
+    pub gamma: f64,
+    pub seed: u64,
+    pub out: PathBuf,
+    pub workers: usize,
+    pub cache_features: bool,
+    pub strict: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    pub arch: String,
+    pub mode: String,
+    pub cache_features: bool,
+    pub weights: Option<PathBuf>,
+    pub device: String,
+    pub epochs: usize,
+    pub best_val_acc: f64,
+    pub best_epoch: usize,
+    pub seconds: f64,
+    pub train_images: usize,
+    pub val_images: usize,
+    pub classes: Vec<String>,
+    pub bad_files: Vec<String>,
+}
+
+/// Set by Ctrl-C; the loop stops at the next batch boundary.
+pub static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// Decoded data of a run.
+struct Splits {
+    train: DecodedSplit,
+    val: DecodedSplit,
+    /// Val images after the val transform, `[N, 3, 224, 224]` in [0, 1].
+    val_images: Tensor,
+}
+
+pub fn run(config: &FinetuneConfig, device: Device, resume: bool) -> Result<Summary> {
+    let started = Instant::now();
+    prepare_out_dir(&config.out)?;
+    // Decoding and augmentation run on rayon's pool; a second run in the same
+    // process keeps the first pool.
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(config.workers.max(1))
+        .build_global()
+        .ok();
+    let splits = load_splits(config)?;
+    let classes = splits.train.classes.clone();
+
+    tch::manual_seed(config.seed as i64);
+    let mut model = Classifier::new(config.arch, classes.len() as i64, device);
+    match &config.weights {
+        Some(weights) => {
+            model.load_backbone(weights)?;
+            println!("weights: {} (pretrained backbone)", weights.display());
+        }
+        None => println!("weights: none (random init; pass --weights for transfer learning)"),
+    }
+    let frozen = config.mode == Mode::FeatureExtract;
+    if frozen {
+        model.backbone_vs.freeze();
+    }
+    let normalization = config.arch.normalization();
+    let mut params: Vec<(String, Tensor)> = model.head_vs.variables().into_iter().collect();
+    if !frozen {
+        params.extend(model.backbone_vs.variables());
+    }
+    let mut sgd = Sgd::new(params, config.momentum);
+
+    let mut history = History::default();
+    let mut best_acc = -1.0;
+    let mut best_model = model
+        .named_tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.copy()))
+        .collect::<Vec<_>>();
+    let mut first_epoch = 0;
+    if resume {
+        let state = RunState::load(&config.out)?;
+        restore_tensors(&model.named_tensors(), &state.model);
+        sgd.load_buffers(&state.momentum);
+        best_model = state.best_model;
+        best_acc = state.best_acc;
+        history = state.history;
+        first_epoch = state.epochs_done;
+        println!(
+            "resuming {} after epoch {}",
+            config.out.display(),
+            first_epoch.saturating_sub(1)
+        );
+    }
+
+    let val_labels = splits.val.labels_tensor();
+    let val_features = frozen.then(|| {
+        backbone_features(
+            &model,
+            &splits.val_images,
+            normalization,
+            device,
+            "val features",
+        )
+    });
+    let train_features = (frozen && config.cache_features).then(|| {
+        let train_images = splits.train.val_tensor();
+        backbone_features(
+            &model,
+            &train_images,
+            normalization,
+            device,
+            "train features",
+        )
+    });
+
+    for epoch in first_epoch..config.epochs {
+        println!("Epoch {epoch}/{}", config.epochs - 1);
+        println!("----------");
+        tch::manual_seed((config.seed as i64) * 1000 + epoch as i64);
+        let lr = step_lr(config.lr, config.step_size, config.gamma, epoch);
+        let phase_start = Instant::now();
+        let train = match &train_features {
+            Some(features) => train_head_on_features(
+                &model,
+                &mut sgd,
+                features,
+                &splits.train,
+                config,
+                epoch,
+                lr,
+            )?,
+            None => train_epoch(&model, &mut sgd, &splits.train, config, epoch, lr, device)?,
+        };
+        let train_row = EpochRow {
+            epoch,
+            phase: "train".into(),
+            loss: train.loss(),
+            acc: train.acc(),
+            seconds: phase_start.elapsed().as_secs_f64(),
+        };
+        println!(
+            "train Loss: {:.4} Acc: {:.4}",
+            train_row.loss, train_row.acc
+        );
+
+        let phase_start = Instant::now();
+        let (val_loss, val_correct) = match &val_features {
+            Some(features) => eval_head(&model, features, &val_labels),
+            None => {
+                let probs =
+                    predict_probabilities(&model, &splits.val_images, normalization, device, "val");
+                loss_and_correct(&probs, &val_labels)
+            }
+        };
+        let val_count = splits.val.len() as f64;
+        let val_row = EpochRow {
+            epoch,
+            phase: "val".into(),
+            loss: val_loss,
+            acc: val_correct as f64 / val_count,
+            seconds: phase_start.elapsed().as_secs_f64(),
+        };
+        println!("val Loss: {:.4} Acc: {:.4}", val_row.loss, val_row.acc);
+        println!();
+        if val_row.acc > best_acc {
+            best_acc = val_row.acc;
+            best_model = model
+                .named_tensors()
+                .into_iter()
+                .map(|(n, t)| (n, t.copy()))
+                .collect();
+            save_model(
+                &config.out.join(BEST_MODEL_FILE),
+                &best_model,
+                config,
+                &classes,
+                best_acc,
+                epoch,
+            )?;
+        }
+        history.push(train_row);
+        history.push(val_row);
+        history.write_csv(&config.out.join("metrics.csv"))?;
+        let state = RunState {
+            config_json: serde_json::to_string(config)?,
+            epochs_done: epoch + 1,
+            best_acc,
+            history: history.clone(),
+            model: model.named_tensors(),
+            momentum: sgd.named_buffers(),
+            best_model: best_model
+                .iter()
+                .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                .collect(),
+        };
+        state.save(&config.out)?;
+        if STOP_REQUESTED.load(Ordering::SeqCst) {
+            bail!(interrupted_message(config, epoch));
+        }
+    }
+
+    let seconds = started.elapsed().as_secs_f64();
+    println!("Training complete in {}", format_minutes(seconds));
+    println!("Best val Acc: {best_acc:.6}");
+    restore_tensors(&model.named_tensors(), &best_model);
+    plots::training_curves(&history, &config.out)?;
+    let val_probs = predict_probabilities(
+        &model,
+        &splits.val_images,
+        normalization,
+        device,
+        "val grid",
+    );
+    plots::prediction_grid(
+        &splits.val,
+        &val_probs,
+        &config.out.join("val_predictions.png"),
+    )?;
+    let best = history.best_val().context("no epoch was run")?;
+    let summary = Summary {
+        arch: config.arch.name().into(),
+        mode: config.mode.name().into(),
+        cache_features: config.cache_features,
+        weights: config.weights.clone(),
+        device: format!("{device:?}"),
+        epochs: config.epochs,
+        best_val_acc: best_acc,
+        best_epoch: best.epoch,
+        seconds,
+        train_images: splits.train.len(),
+        val_images: splits.val.len(),
+        classes,
+        bad_files: splits
+            .train
+            .bad_files
+            .iter()
+            .chain(&splits.val.bad_files)
+            .map(|b| format!("{}: {}", b.path.display(), b.reason))
+            .collect(),
+    };
+    crate::models::checkpoint_io::write_atomically(
+        &config.out.join("summary.json"),
+        serde_json::to_string_pretty(&summary)?.as_bytes(),
+    )?;
+    Ok(summary)
+}
+
+fn interrupted_message(config: &FinetuneConfig, epoch: usize) -> String {
+    format!(
+        "interrupted after epoch {epoch}; the run state is saved. Resume with: finetune --resume {}",
+        config.out.display()
+    )
+}
+
+/// Creates `out` and proves it is writable before any work is done.
+fn prepare_out_dir(out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("--out {}: cannot create the output folder", out.display()))?;
+    let probe = out.join(".write-test");
+    std::fs::write(&probe, b"ok")
+        .with_context(|| format!("--out {}: output folder is not writable", out.display()))?;
+    std::fs::remove_file(&probe).ok();
+    Ok(())
+}
+
+fn load_splits(config: &FinetuneConfig) -> Result<Splits> {
+    let (train_folder, val_folder) = ImageFolder::scan_train_val(&config.data)?;
+    let total = (train_folder.samples.len() + val_folder.samples.len()) as u64;
+    let bar = progress::bar(total, "decoding images");
+    let train = DecodedSplit::decode(&train_folder, config.strict, &bar)?;
+    let val = DecodedSplit::decode(&val_folder, config.strict, &bar)?;
+    bar.finish_and_clear();
+    for bad in train.bad_files.iter().chain(&val.bad_files) {
+        eprintln!("skipped {}: {}", bad.path.display(), bad.reason);
+    }
+    println!(
+        "data: {} | classes {:?} | train {} images, val {} images, {} file(s) skipped",
+        config.data.display(),
+        train.classes,
+        train.len(),
+        val.len(),
+        train.bad_files.len() + val.bad_files.len()
+    );
+    let val_images = val.val_tensor();
+    Ok(Splits {
+        train,
+        val,
+        val_images,
+    })
+}
+
+/// Copies saved tensors into the live model variables by name.
+fn restore_tensors(live: &[(String, Tensor)], saved: &[(String, Tensor)]) {
+    tch::no_grad(|| {
+        for (name, var) in live {
+            if let Some((_, src)) = saved.iter().find(|(n, _)| n == name) {
+                var.shallow_clone().copy_(&src.to_device(var.device()));
+            }
+        }
+    });
+}
+
+fn train_epoch(
+    model: &Classifier,
+    sgd: &mut Sgd,
+    split: &DecodedSplit,
+    config: &FinetuneConfig,
+    epoch: usize,
+    lr: f64,
+    device: Device,
+) -> Result<PhaseTotals> {
+    let plan = EpochPlan::draw(split, config.seed, epoch);
+    let batches = plan.num_batches(config.batch_size);
+    let normalization = config.arch.normalization();
+    let frozen = config.mode == Mode::FeatureExtract;
+    let bar = progress::bar(batches as u64, "train");
+    let mut totals = PhaseTotals::default();
+    // A producer thread augments the next batches while this one computes.
+    std::thread::scope(|scope| -> Result<()> {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(3);
+        let plan = &plan;
+        scope.spawn(move || {
+            for b in 0..batches {
+                if sender
+                    .send(plan.batch(split, config.batch_size, b))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        for (b, (images, labels)) in receiver.iter().enumerate() {
+            let images = normalization.apply(&images.to_device(device));
+            let labels = labels.to_device(device);
+            let logits = if frozen {
+                let features = tch::no_grad(|| model.features(&images, false));
+                model.head_forward(&features, true)
+            } else {
+                model.forward(&images, true)
+            };
+            let loss = logits.cross_entropy_for_logits(&labels);
+            let loss_value = loss.double_value(&[]);
+            if !loss_value.is_finite() {
+                bail!("non-finite loss ({loss_value}) at epoch {epoch}, batch {b}; stopped. The last good state is in {}", config.out.display());
+            }
+            sgd.zero_grad();
+            loss.backward();
+            sgd.step(lr);
+            let correct = logits
+                .argmax(-1, false)
+                .eq_tensor(&labels)
+                .sum(Kind::Int64)
+                .int64_value(&[]);
+            totals.add(loss_value, correct, labels.size()[0]);
+            bar.inc(1);
+            if STOP_REQUESTED.load(Ordering::SeqCst) {
+                bar.finish_and_clear();
+                bail!(
+                    "interrupted during epoch {epoch}; the last completed epoch is saved. Resume with: finetune --resume {}",
+                    config.out.display()
+                );
+            }
+        }
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+    Ok(totals)
+}
+
+/// `--cache-features`: one epoch of the head over precomputed features,
+/// shuffled by the same (seed, epoch) stream as image training.
+fn train_head_on_features(
+    model: &Classifier,
+    sgd: &mut Sgd,
+    features: &Tensor,
+    split: &DecodedSplit,
+    config: &FinetuneConfig,
+    epoch: usize,
+    lr: f64,
+) -> Result<PhaseTotals> {
+    let plan = EpochPlan::draw(split, config.seed, epoch);
+    let labels = split.labels_tensor().to_device(features.device());
+    let mut totals = PhaseTotals::default();
+    for chunk in plan.order.chunks(config.batch_size) {
+        let index = Tensor::from_slice(&chunk.iter().map(|&i| i as i64).collect::<Vec<_>>())
+            .to_device(features.device());
+        let batch_labels = labels.index_select(0, &index);
+        let logits = model.head_forward(&features.index_select(0, &index), true);
+        let loss = logits.cross_entropy_for_logits(&batch_labels);
+        let loss_value = loss.double_value(&[]);
+        if !loss_value.is_finite() {
+            bail!("non-finite loss ({loss_value}) at epoch {epoch}; stopped");
+        }
+        sgd.zero_grad();
+        loss.backward();
+        sgd.step(lr);
+        let correct = logits
+            .argmax(-1, false)
+            .eq_tensor(&batch_labels)
+            .sum(Kind::Int64)
+            .int64_value(&[]);
+        totals.add(loss_value, correct, chunk.len() as i64);
+    }
+    Ok(totals)
+}
+
+const EVAL_BATCH: i64 = 32;
+
+/// Frozen-backbone features of `[N, 3, 224, 224]` images in [0, 1].
+fn backbone_features(
+    model: &Classifier,
+    images: &Tensor,
+    normalization: Normalization,
+    device: Device,
+    label: &str,
+) -> Tensor {
+    let n = images.size()[0];
+    let bar = progress::bar(((n + EVAL_BATCH - 1) / EVAL_BATCH) as u64, label);
+    let chunks: Vec<Tensor> = (0..n)
+        .step_by(EVAL_BATCH as usize)
+        .map(|start| {
+            let batch = images
+                .narrow(0, start, EVAL_BATCH.min(n - start))
+                .to_device(device);
+            let features = tch::no_grad(|| model.features(&normalization.apply(&batch), false));
+            bar.inc(1);
+            features
+        })
+        .collect();
+    bar.finish_and_clear();
+    Tensor::cat(&chunks, 0)
+}
+
+fn eval_head(model: &Classifier, features: &Tensor, labels: &Tensor) -> (f64, i64) {
+    let probs = tch::no_grad(|| model.head_forward(features, false).softmax(-1, Kind::Float));
+    loss_and_correct(&probs, labels)
+}
+
+/// Class probabilities `[N, classes]` (on the CPU) for images in [0, 1].
+pub fn predict_probabilities(
+    model: &Classifier,
+    images: &Tensor,
+    normalization: Normalization,
+    device: Device,
+    label: &str,
+) -> Tensor {
+    let features = backbone_features(model, images, normalization, device, label);
+    tch::no_grad(|| {
+        model
+            .head_forward(&features, false)
+            .softmax(-1, Kind::Float)
+    })
+    .to_device(Device::Cpu)
+}
+
+/// Mean cross-entropy and number of correct top-1 predictions.
+pub fn loss_and_correct(probs: &Tensor, labels: &Tensor) -> (f64, i64) {
+    let labels = labels.to_device(probs.device());
+    let loss = probs
+        .clamp_min(1e-12)
+        .log()
+        .nll_loss(&labels)
+        .double_value(&[]);
+    let correct = probs
+        .argmax(-1, false)
+        .eq_tensor(&labels)
+        .sum(Kind::Int64)
+        .int64_value(&[]);
+    (loss, correct)
+}
+
+/// Saves a trained model with what `predict`/`eval` need to use it.
+pub fn save_model(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    config: &FinetuneConfig,
+    classes: &[String],
+    val_acc: f64,
+    epoch: usize,
+) -> Result<()> {
+    let metadata = HashMap::from([
+        ("arch".to_owned(), config.arch.name().to_owned()),
+        ("classes".to_owned(), serde_json::to_string(classes)?),
+        (
+            "normalization".to_owned(),
+            config.arch.normalization().name().to_owned(),
+        ),
+        ("val_acc".to_owned(), format!("{val_acc:.6}")),
+        ("epoch".to_owned(), epoch.to_string()),
+        ("mode".to_owned(), config.mode.name().to_owned()),
+    ]);
+    save_safetensors(path, tensors, metadata)
+}

@@ -1,0 +1,108 @@
+//! Per-epoch loss and accuracy rows, best-epoch tracking, and the files that
+//! record them (`metrics.csv`, `summary.json`).
+
+use crate::models::checkpoint_io::write_atomically;
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EpochRow {
+    pub epoch: usize,
+    pub phase: String,
+    pub loss: f64,
+    pub acc: f64,
+    pub seconds: f64,
+}
+
+/// Running sums over one phase of one epoch.
+#[derive(Debug, Default)]
+pub struct PhaseTotals {
+    pub loss_sum: f64,
+    pub correct: i64,
+    pub count: i64,
+}
+
+impl PhaseTotals {
+    /// Adds a batch: its mean loss and its number of correct predictions.
+    pub fn add(&mut self, mean_loss: f64, correct: i64, batch: i64) {
+        self.loss_sum += mean_loss * batch as f64;
+        self.correct += correct;
+        self.count += batch;
+    }
+    pub fn loss(&self) -> f64 {
+        self.loss_sum / self.count.max(1) as f64
+    }
+    pub fn acc(&self) -> f64 {
+        self.correct as f64 / self.count.max(1) as f64
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct History {
+    pub rows: Vec<EpochRow>,
+}
+
+impl History {
+    pub fn push(&mut self, row: EpochRow) {
+        self.rows.push(row);
+    }
+
+    pub fn phase(&self, phase: &str) -> Vec<&EpochRow> {
+        self.rows.iter().filter(|r| r.phase == phase).collect()
+    }
+
+    /// The epoch with the highest val accuracy (the first one on ties, as
+    /// the tutorial keeps a model only when accuracy strictly improves).
+    pub fn best_val(&self) -> Option<&EpochRow> {
+        self.phase("val")
+            .into_iter()
+            .fold(None, |best: Option<&EpochRow>, r| match best {
+                Some(b) if b.acc >= r.acc => Some(b),
+                _ => Some(r),
+            })
+    }
+
+    pub fn write_csv(&self, path: &Path) -> Result<()> {
+        let mut text = String::from("epoch,phase,loss,acc,seconds\n");
+        for r in &self.rows {
+            text += &format!(
+                "{},{},{:.6},{:.6},{:.3}\n",
+                r.epoch, r.phase, r.loss, r.acc, r.seconds
+            );
+        }
+        write_atomically(path, text.as_bytes())
+    }
+}
+
+/// `40m 49s`, as the tutorial prints elapsed time.
+pub fn format_minutes(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    format!("{}m {}s", s / 60, s % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn best_val_keeps_the_first_of_equal_accuracies() {
+        let mut h = History::default();
+        for (epoch, acc) in [(0, 0.9), (1, 0.95), (2, 0.95), (3, 0.93)] {
+            h.push(EpochRow {
+                epoch,
+                phase: "val".into(),
+                loss: 0.1,
+                acc,
+                seconds: 1.0,
+            });
+        }
+        assert_eq!(h.best_val().unwrap().epoch, 1);
+    }
+
+    #[test]
+    fn minutes_format_matches_the_reference() {
+        assert_eq!(format_minutes(2449.0), "40m 49s");
+        assert_eq!(format_minutes(59.6), "1m 0s");
+    }
+}

@@ -1,0 +1,9 @@
+//! Training: the transfer-learning epoch loop, the optimizer and schedule,
+//! per-epoch metrics, and the resumable run state. Models and data come in
+//! from [`crate::models`] and [`crate::data`]; figures go out through
+//! [`crate::report`].
+
+pub mod finetune;
+pub mod metrics;
+pub mod sgd;
+pub mod state;
