@@ -29,6 +29,21 @@ pub fn load_into(vs: &mut VarStore, tensors: &[(String, Tensor)], source: &Path)
     let by_name: HashMap<&str, &Tensor> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     variables.sort_by(|a, b| a.0.cmp(&b.0));
+    // Shapes first: a checkpoint of another architecture is best explained
+    // by the first tensor whose shape differs.
+    for (name, var) in &variables {
+        let Some(src) = by_name.get(name.as_str()) else {
+            continue;
+        };
+        if src.size() != var.size() {
+            bail!(
+                "loading {}: tensor {name} has shape {:?} in the file but the model expects {:?} (weights of another architecture?)",
+                source.display(),
+                src.size(),
+                var.size()
+            );
+        }
+    }
     let missing: Vec<&String> = variables
         .iter()
         .map(|(n, _)| n)
@@ -41,18 +56,12 @@ pub fn load_into(vs: &mut VarStore, tensors: &[(String, Tensor)], source: &Path)
             missing.len()
         );
     }
-    for (name, var) in &variables {
-        let src = by_name[name.as_str()];
-        if src.size() != var.size() {
-            bail!(
-                "loading {}: tensor {name} has shape {:?} in the file but the model expects {:?} (weights of another architecture?)",
-                source.display(),
-                src.size(),
-                var.size()
-            );
+    tch::no_grad(|| {
+        for (name, var) in &variables {
+            var.shallow_clone()
+                .copy_(&by_name[name.as_str()].to_kind(var.kind()));
         }
-        tch::no_grad(|| var.shallow_clone().copy_(&src.to_kind(var.kind())));
-    }
+    });
     Ok(())
 }
 

@@ -1,0 +1,114 @@
+//! Shared by the integration tests: where the repo, its venv, the real data
+//! and the test-time fixtures are. Missing prerequisites fail loudly with the
+//! command that provides them; nothing is skipped.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn python() -> PathBuf {
+    let python = repo().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} missing: run scripts/setup.sh",
+        python.display()
+    );
+    python
+}
+
+pub fn ants_bees() -> PathBuf {
+    let data = repo().join("data/hymenoptera_data");
+    assert!(
+        data.join("train").is_dir(),
+        "{} missing: run scripts/fetch-data.sh --from ../shared/data",
+        data.display()
+    );
+    data
+}
+
+pub fn mnist_dir() -> PathBuf {
+    let dir = repo().join("data/mnist");
+    assert!(
+        dir.join("t10k-labels-idx1-ubyte.gz").exists(),
+        "{} missing: run scripts/fetch-data.sh",
+        dir.display()
+    );
+    dir
+}
+
+pub fn lite0_weights() -> PathBuf {
+    let path = repo().join("models/efficientnet-lite0-57934424.pth");
+    assert!(
+        path.exists(),
+        "{} missing: run scripts/fetch-models.sh",
+        path.display()
+    );
+    path
+}
+
+/// The parity fixtures, written once per test binary by real torchvision code.
+pub fn parity_fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = repo().join("target/test-fixtures/parity");
+        let script = repo().join("tests/fixtures/make_parity_fixtures.py");
+        run_ok(
+            Command::new(python())
+                .arg(script)
+                .arg(&dir)
+                .arg(ants_bees())
+                .arg(lite0_weights()),
+        );
+        dir
+    })
+}
+
+/// Runs a command, panicking with its output when it fails.
+pub fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+pub fn finetune() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_finetune"));
+    cmd.current_dir(repo());
+    cmd
+}
+
+/// A smaller copy of an image folder (symlinks): the first `per_class`
+/// images of every class in each split.
+pub fn subset(data: &Path, dest: &Path, per_class: usize) {
+    for split in ["train", "val"] {
+        for class in ["ants", "bees"] {
+            let from = data.join(split).join(class);
+            let to = dest.join(split).join(class);
+            std::fs::create_dir_all(&to).unwrap();
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&from)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            files.sort();
+            for f in files
+                .iter()
+                .filter(|f| f.extension().is_some_and(|e| e == "jpg"))
+                .take(per_class)
+            {
+                std::os::unix::fs::symlink(f, to.join(f.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+}
