@@ -22,7 +22,10 @@
 pub mod cli;
 pub mod data;
 pub mod device;
+pub mod layers;
+pub mod mnist_experiments;
 pub mod models;
+pub mod nets;
 pub mod predict;
 pub mod report;
 pub mod train;

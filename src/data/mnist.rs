@@ -1,1 +1,170 @@
-pub fn placeholder() {}
+//! MNIST from its IDX files (gzip-compressed or not): images as `[N, 784]`
+//! floats normalized with MNIST's mean/std, labels as int64, and the
+//! seeded 50,000/10,000 train/val split of the training file.
+
+use anyhow::{bail, Context, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use std::io::Read;
+use std::path::Path;
+use tch::{Kind, Tensor};
+
+pub const MEAN: f64 = 0.1307;
+pub const STD: f64 = 0.3081;
+const IMAGES_MAGIC: u32 = 2051;
+const LABELS_MAGIC: u32 = 2049;
+
+/// Images `[N, 784]` (normalized) and labels `[N]`.
+pub struct Split {
+    pub images: Tensor,
+    pub labels: Tensor,
+}
+
+impl Split {
+    pub fn len(&self) -> usize {
+        self.labels.size()[0] as usize
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub struct Mnist {
+    pub train: Split,
+    pub val: Split,
+    pub test: Split,
+}
+
+/// Loads `dir/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]` and splits the
+/// training file into `train_size` and the rest as validation, shuffled by `seed`.
+pub fn load(dir: &Path, train_size: usize, seed: u64) -> Result<Mnist> {
+    let train_all = load_pair(dir, "train")?;
+    let test = load_pair(dir, "t10k")?;
+    let n = train_all.len();
+    if train_size >= n {
+        bail!("train split of {train_size} leaves no validation images out of {n}");
+    }
+    let mut order: Vec<i64> = (0..n as i64).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+    let take = |range: &[i64]| {
+        let index = Tensor::from_slice(range);
+        Split {
+            images: train_all.images.index_select(0, &index),
+            labels: train_all.labels.index_select(0, &index),
+        }
+    };
+    Ok(Mnist {
+        train: take(&order[..train_size]),
+        val: take(&order[train_size..]),
+        test,
+    })
+}
+
+fn load_pair(dir: &Path, prefix: &str) -> Result<Split> {
+    let images_path = find(dir, &format!("{prefix}-images-idx3-ubyte"))?;
+    let labels_path = find(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
+    let (images, rows, cols) = read_images(&images_path)?;
+    let labels = read_labels(&labels_path)?;
+    let count = labels.len();
+    if images.len() != count * rows * cols {
+        bail!(
+            "{} holds {} images but {} holds {count} labels",
+            images_path.display(),
+            images.len() / (rows * cols),
+            labels_path.display()
+        );
+    }
+    let images = Tensor::from_slice(&images)
+        .view([count as i64, (rows * cols) as i64])
+        .to_kind(Kind::Float)
+        / 255.0;
+    let labels = Tensor::from_slice(&labels).to_kind(Kind::Int64);
+    Ok(Split {
+        images: (images - MEAN) / STD,
+        labels,
+    })
+}
+
+fn find(dir: &Path, stem: &str) -> Result<std::path::PathBuf> {
+    for name in [format!("{stem}.gz"), stem.to_owned()] {
+        let path = dir.join(name);
+        if path.exists() {
+            return Ok(path);
+        }
+    }
+    bail!(
+        "{}: not found (run scripts/fetch-data.sh)",
+        dir.join(format!("{stem}.gz")).display()
+    )
+}
+
+/// The whole file, gunzipped when it is gzip.
+fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .with_context(|| format!("{}: corrupt gzip data", path.display()))?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+fn header(bytes: &[u8], path: &Path, words: usize) -> Result<Vec<u32>> {
+    if bytes.len() < 4 * words {
+        bail!(
+            "{}: file too short for an IDX header ({} bytes)",
+            path.display(),
+            bytes.len()
+        );
+    }
+    Ok((0..words)
+        .map(|i| u32::from_be_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap()))
+        .collect())
+}
+
+/// Pixels, rows, cols of an IDX3 image file.
+pub fn read_images(path: &Path) -> Result<(Vec<u8>, usize, usize)> {
+    let bytes = read_bytes(path)?;
+    let h = header(&bytes, path, 4)?;
+    if h[0] != IMAGES_MAGIC {
+        bail!(
+            "{}: magic number {} is not an IDX image file's ({IMAGES_MAGIC})",
+            path.display(),
+            h[0]
+        );
+    }
+    let (count, rows, cols) = (h[1] as usize, h[2] as usize, h[3] as usize);
+    let expected = 16 + count * rows * cols;
+    if bytes.len() != expected {
+        bail!("{}: header says {count} images of {rows}x{cols} ({expected} bytes) but the file has {} bytes", path.display(), bytes.len());
+    }
+    Ok((bytes[16..].to_vec(), rows, cols))
+}
+
+/// Labels of an IDX1 label file.
+pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
+    let bytes = read_bytes(path)?;
+    let h = header(&bytes, path, 2)?;
+    if h[0] != LABELS_MAGIC {
+        bail!(
+            "{}: magic number {} is not an IDX label file's ({LABELS_MAGIC})",
+            path.display(),
+            h[0]
+        );
+    }
+    let count = h[1] as usize;
+    if bytes.len() != 8 + count {
+        bail!(
+            "{}: header says {count} labels but the file has {} bytes after it",
+            path.display(),
+            bytes.len() - 8
+        );
+    }
+    if let Some(bad) = bytes[8..].iter().find(|&&l| l > 9) {
+        bail!("{}: label {bad} is not a digit", path.display());
+    }
+    Ok(bytes[8..].to_vec())
+}

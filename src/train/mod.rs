@@ -6,4 +6,5 @@
 pub mod finetune;
 pub mod metrics;
 pub mod sgd;
+pub mod solver;
 pub mod state;

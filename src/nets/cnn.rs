@@ -1,0 +1,97 @@
+//! conv – ReLU – 2×2 max-pool – affine – ReLU – affine – softmax, on
+//! `[N, 1, 28, 28]` images ("same" padding keeps 28×28 before the pool).
+
+use super::Net;
+use crate::layers::{softmax_cross_entropy, Affine, Conv2d, MaxPool2d, Relu};
+use tch::nn::{self, Module};
+use tch::Tensor;
+
+pub struct ThreeLayerConvNet {
+    pub conv: Conv2d,
+    pub relu: Relu,
+    pub pool: MaxPool2d,
+    pub affine1: Affine,
+    pub affine2: Affine,
+    side: i64,
+}
+
+pub struct ConvNetShape {
+    pub side: i64,
+    pub filters: i64,
+    pub kernel: i64,
+    pub hidden: i64,
+    pub classes: i64,
+}
+
+impl ThreeLayerConvNet {
+    pub fn new(p: &nn::Path, shape: &ConvNetShape, weight_scale: f64) -> Self {
+        let pooled = shape.side / 2;
+        Self {
+            conv: Conv2d::new(
+                p / "conv",
+                1,
+                shape.filters,
+                [shape.kernel, shape.kernel],
+                1,
+                (shape.kernel - 1) / 2,
+                weight_scale,
+            ),
+            relu: Relu,
+            pool: MaxPool2d::default(),
+            affine1: Affine::new(
+                p / "affine1",
+                shape.filters * pooled * pooled,
+                shape.hidden,
+                weight_scale,
+            ),
+            affine2: Affine::new(p / "affine2", shape.hidden, shape.classes, weight_scale),
+            side: shape.side,
+        }
+    }
+
+    fn as_images(&self, flat: &Tensor) -> Tensor {
+        flat.view([-1, 1, self.side, self.side])
+    }
+}
+
+impl Net for ThreeLayerConvNet {
+    fn scores(&self, images: &Tensor) -> Tensor {
+        let x = self.as_images(images);
+        let pooled = self
+            .pool
+            .forward(&self.relu.forward(&self.conv.forward(&x)));
+        self.affine2
+            .forward(&self.relu.forward(&self.affine1.forward(&pooled)))
+    }
+
+    fn loss_and_gradients(&self, images: &Tensor, labels: &Tensor) -> (Tensor, Vec<Tensor>) {
+        let x = self.as_images(images);
+        let c = self.conv.forward(&x);
+        let r = self.relu.forward(&c);
+        let p = self.pool.forward(&r);
+        let a1 = self.affine1.forward(&p);
+        let h1 = self.relu.forward(&a1);
+        let scores = self.affine2.forward(&h1);
+        let (loss, d_scores) = softmax_cross_entropy(&scores, labels);
+        let g_a2 = self.affine2.backward(&h1, &d_scores);
+        let g_h1 = self.relu.backward(&a1, &g_a2.input);
+        let g_a1 = self.affine1.backward(&p, &g_h1.input);
+        let g_p = self.pool.backward(&r, &g_a1.input);
+        let g_r = self.relu.backward(&c, &g_p.input);
+        let g_c = self.conv.backward(&x, &g_r.input);
+        let grads = g_c
+            .params
+            .into_iter()
+            .chain(g_a1.params)
+            .chain(g_a2.params)
+            .collect();
+        (loss, grads)
+    }
+
+    fn parameters(&self) -> Vec<Tensor> {
+        let mut params = self.conv.parameters();
+        params.extend(self.affine1.parameters());
+        params.extend(self.affine2.parameters());
+        params
+    }
+}

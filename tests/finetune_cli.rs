@@ -1,0 +1,384 @@
+//! `finetune` as a user runs it: on the real ants/bees images, with real
+//! EfficientNet-Lite0 weights and torchvision-written ResNet checkpoints.
+
+mod common;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn temp_dir() -> tempfile::TempDir {
+    std::fs::create_dir_all(common::repo().join("target/test-runs")).unwrap();
+    tempfile::tempdir_in(common::repo().join("target/test-runs")).unwrap()
+}
+
+/// (phase, loss, acc) per metrics.csv row, header checked.
+fn metrics(out: &Path) -> Vec<(String, f64, f64)> {
+    let text = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("epoch,phase,loss,acc,seconds"));
+    lines
+        .map(|l| {
+            let cells: Vec<&str> = l.split(',').collect();
+            (
+                cells[1].to_owned(),
+                cells[2].parse().unwrap(),
+                cells[3].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn summary(out: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap()
+}
+
+fn png_size(path: &Path) -> (u32, u32) {
+    let image =
+        image::open(path).unwrap_or_else(|e| panic!("{}: not a valid PNG: {e}", path.display()));
+    (image.width(), image.height())
+}
+
+fn train(args: &[&str], data: &Path, out: &Path) -> Output {
+    common::run_ok(
+        common::finetune()
+            .args(args)
+            .arg("--data")
+            .arg(data)
+            .arg("--out")
+            .arg(out),
+    )
+}
+
+fn eval_accuracy(checkpoint: &Path, split: &Path, out: &Path) -> Value {
+    let output = common::run_ok(
+        common::finetune()
+            .args(["eval", "--json", "--checkpoint"])
+            .arg(checkpoint)
+            .arg("--data")
+            .arg(split)
+            .arg("--out")
+            .arg(out),
+    );
+    serde_json::from_str(&stdout(&output)).unwrap()
+}
+
+/// The files every finished run leaves, checked for content.
+fn assert_run_outputs(out: &Path, epochs: usize) {
+    let rows = metrics(out);
+    assert_eq!(
+        rows.len(),
+        2 * epochs,
+        "one train and one val row per epoch"
+    );
+    for (phase, loss, acc) in &rows {
+        assert!(
+            loss.is_finite() && *loss >= 0.0 && (0.0..=1.0).contains(acc),
+            "{phase} {loss} {acc}"
+        );
+    }
+    let s = summary(out);
+    assert_eq!(s["epochs"], epochs);
+    let best_from_rows = rows
+        .iter()
+        .filter(|r| r.0 == "val")
+        .map(|r| r.2)
+        .fold(0.0, f64::max);
+    assert!((s["best_val_acc"].as_f64().unwrap() - best_from_rows).abs() < 1e-6);
+    assert_eq!(png_size(&out.join("loss.png")), (900, 600));
+    assert_eq!(png_size(&out.join("accuracy.png")), (900, 600));
+    let (w, h) = png_size(&out.join("val_predictions.png"));
+    assert!(w == 6 * 224 && h >= 224, "grid {w}x{h}");
+    assert!(out.join("best_model.safetensors").exists());
+}
+
+#[test]
+fn help_lists_the_options() {
+    let help = stdout(&common::run_ok(common::finetune().arg("--help")));
+    for option in [
+        "--mode",
+        "--arch",
+        "--data",
+        "--weights",
+        "--epochs",
+        "--batch-size",
+        "--lr",
+        "--momentum",
+        "--step-size",
+        "--gamma",
+        "--seed",
+        "--device",
+        "--out",
+        "--workers",
+        "--cache-features",
+        "--resume",
+        "predict",
+        "eval",
+    ] {
+        assert!(help.contains(option), "--help lacks {option}:\n{help}");
+    }
+    let help = stdout(&common::run_ok(
+        common::finetune().args(["predict", "--help"]),
+    ));
+    assert!(help.contains("--checkpoint") && help.contains("--json") && help.contains("--top-k"));
+}
+
+#[test]
+fn cuda_on_a_machine_without_it_is_one_clear_line() {
+    if tch::Cuda::is_available() {
+        return; // On a GPU machine `--device cuda` is valid; the CPU-only path is what this checks.
+    }
+    let output = common::finetune()
+        .args(["--device", "cuda", "--epochs", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: --device cuda: CUDA is not available"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+}
+
+#[test]
+fn feature_extract_on_real_data_then_eval_and_predict_agree() {
+    let out = temp_dir();
+    let weights = common::lite0_weights();
+    let output = train(
+        &[
+            "--mode",
+            "feature-extract",
+            "--arch",
+            "efficientnet-lite0",
+            "--epochs",
+            "2",
+            "--weights",
+            weights.to_str().unwrap(),
+        ],
+        &common::ants_bees(),
+        out.path(),
+    );
+    let text = stdout(&output);
+    for line in [
+        "Epoch 0/1",
+        "train Loss: ",
+        "val Loss: ",
+        "Training complete in ",
+        "Best val Acc: ",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    assert_run_outputs(out.path(), 2);
+    let s = summary(out.path());
+    assert_eq!(
+        (s["train_images"].as_u64(), s["val_images"].as_u64()),
+        (Some(244), Some(153))
+    );
+    assert!(s["bad_files"][0]
+        .as_str()
+        .unwrap()
+        .contains("imageNotFound.gif"));
+    let best = s["best_val_acc"].as_f64().unwrap();
+    assert!(
+        best > 0.85,
+        "ImageNet features should separate ants from bees: {best}"
+    );
+
+    // Reloading the checkpoint reproduces the val accuracy.
+    let checkpoint = out.path().join("best_model.safetensors");
+    let val = common::ants_bees().join("val");
+    let eval = eval_accuracy(&checkpoint, &val, out.path());
+    assert!(
+        (eval["accuracy"].as_f64().unwrap() - best).abs() < 1e-9,
+        "eval {} vs training {best}",
+        eval["accuracy"]
+    );
+    let confusion_total: i64 = eval["confusion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|v| v.as_i64().unwrap())
+        .sum();
+    assert_eq!(confusion_total, 153);
+    let (w, h) = png_size(&out.path().join("confusion_matrix.png"));
+    assert!(w > 200 && w == h);
+
+    // predict on the same folder agrees with eval.
+    let output = common::run_ok(
+        common::finetune()
+            .args(["predict", "--json", "--checkpoint"])
+            .arg(&checkpoint)
+            .arg(&val),
+    );
+    let predictions: Vec<Value> = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(predictions.len(), 153);
+    let correct = predictions
+        .iter()
+        .filter(|p| {
+            let truth = Path::new(p["path"].as_str().unwrap())
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned();
+            p["top"][0]["class"] == truth.as_str()
+        })
+        .count();
+    assert!((correct as f64 / 153.0 - best).abs() < 1e-9);
+    let probability_sum: f64 = predictions[0]["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["probability"].as_f64().unwrap())
+        .sum();
+    assert!((probability_sum - 1.0).abs() < 1e-5);
+}
+
+#[test]
+fn full_mode_trains_every_weight_and_the_checkpoint_reloads() {
+    let data = temp_dir();
+    common::subset(&common::ants_bees(), data.path(), 12);
+    let out = temp_dir();
+    let weights = common::lite0_weights();
+    train(
+        &[
+            "--mode",
+            "full",
+            "--arch",
+            "efficientnet-lite0",
+            "--epochs",
+            "2",
+            "--weights",
+            weights.to_str().unwrap(),
+        ],
+        data.path(),
+        out.path(),
+    );
+    assert_run_outputs(out.path(), 2);
+    let best = summary(out.path())["best_val_acc"].as_f64().unwrap();
+    let eval = eval_accuracy(
+        &out.path().join("best_model.safetensors"),
+        &data.path().join("val"),
+        out.path(),
+    );
+    assert!((eval["accuracy"].as_f64().unwrap() - best).abs() < 1e-9);
+
+    // The backbone moved in full mode: compare a stem weight with the file.
+    let trained: std::collections::HashMap<String, tch::Tensor> =
+        tch::Tensor::read_safetensors(out.path().join("best_model.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    let original: std::collections::HashMap<String, tch::Tensor> =
+        tchlab::models::pth::read_state_dict(&weights)
+            .unwrap()
+            .into_iter()
+            .collect();
+    let moved = (&trained["_conv_stem.weight"] - &original["_conv_stem.weight"])
+        .abs()
+        .max()
+        .double_value(&[]);
+    let head_classes = trained["_fc.weight"].size()[0];
+    assert_eq!(head_classes, 2);
+    assert!(moved > 0.0, "full mode left the backbone unchanged");
+}
+
+#[test]
+fn resnets_run_end_to_end_in_both_modes_with_torchvision_checkpoints() {
+    let data = temp_dir();
+    common::subset(&common::ants_bees(), data.path(), 4);
+    for (arch, file) in [
+        ("resnet18", "resnet18.pth"),
+        ("resnet34", "resnet34.pth"),
+        ("resnet50", "resnet50.pth"),
+    ] {
+        let weights: PathBuf = common::parity_fixtures().join(file);
+        for mode in ["feature-extract", "full"] {
+            let out = temp_dir();
+            train(
+                &[
+                    "--mode",
+                    mode,
+                    "--arch",
+                    arch,
+                    "--epochs",
+                    "1",
+                    "--weights",
+                    weights.to_str().unwrap(),
+                ],
+                data.path(),
+                out.path(),
+            );
+            assert_run_outputs(out.path(), 1);
+        }
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_metrics() {
+    let data = temp_dir();
+    common::subset(&common::ants_bees(), data.path(), 8);
+    let weights = common::lite0_weights();
+    let run = |seed: &str| {
+        let out = temp_dir();
+        train(
+            &[
+                "--mode",
+                "full",
+                "--arch",
+                "efficientnet-lite0",
+                "--epochs",
+                "2",
+                "--seed",
+                seed,
+                "--weights",
+                weights.to_str().unwrap(),
+            ],
+            data.path(),
+            out.path(),
+        );
+        metrics(out.path())
+    };
+    let first = run("7");
+    assert_eq!(first, run("7"), "same seed, different metrics");
+    assert_ne!(first, run("8"), "the seed has no effect");
+}
+
+#[test]
+fn cached_features_train_the_head_in_seconds() {
+    let out = temp_dir();
+    let weights = common::lite0_weights();
+    train(
+        &[
+            "--mode",
+            "feature-extract",
+            "--cache-features",
+            "--arch",
+            "efficientnet-lite0",
+            "--epochs",
+            "3",
+            "--weights",
+            weights.to_str().unwrap(),
+        ],
+        &common::ants_bees(),
+        out.path(),
+    );
+    assert_run_outputs(out.path(), 3);
+    assert!(summary(out.path())["best_val_acc"].as_f64().unwrap() > 0.85);
+}
