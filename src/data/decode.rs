@@ -23,8 +23,14 @@ pub fn decode_rgb_bytes(bytes: &[u8]) -> Result<RgbImage> {
     let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .context("cannot guess the image format")?;
-    if reader.format().is_none() {
-        bail!("not an image (unrecognised file header)");
+    match reader.format() {
+        None => bail!("not an image (unrecognised file header)"),
+        Some(image::ImageFormat::Jpeg) if !has_jpeg_end_marker(bytes) => {
+            // The decoder would fill the missing part with grey; PIL refuses
+            // such files, and so do we.
+            bail!("cannot decode: truncated JPEG (no end-of-image marker)")
+        }
+        Some(_) => {}
     }
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(MAX_PIXELS * 8);
@@ -37,6 +43,15 @@ pub fn decode_rgb_bytes(bytes: &[u8]) -> Result<RgbImage> {
     }
     let oriented = apply_exif_orientation(decoded, exif_orientation(bytes));
     Ok(oriented.to_rgb8())
+}
+
+/// Whether a JPEG ends with its end-of-image marker (trailing padding allowed).
+fn has_jpeg_end_marker(bytes: &[u8]) -> bool {
+    let end = bytes
+        .iter()
+        .rposition(|&b| !matches!(b, 0 | b' ' | b'\r' | b'\n' | b'\t'))
+        .map_or(0, |i| i + 1);
+    bytes[..end].ends_with(&[0xFF, 0xD9])
 }
 
 /// The EXIF orientation tag (1–8), or 1 when absent.

@@ -83,9 +83,21 @@ pub fn run_ok(cmd: &mut Command) -> std::process::Output {
     output
 }
 
+/// A `finetune` command run from the repo root, as a user would (no
+/// backtrace variables, so errors print as users see them).
 pub fn finetune() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_finetune"));
-    cmd.current_dir(repo());
+    binary(env!("CARGO_BIN_EXE_finetune"))
+}
+
+pub fn mnist() -> Command {
+    binary(env!("CARGO_BIN_EXE_mnist"))
+}
+
+fn binary(path: &str) -> Command {
+    let mut cmd = Command::new(path);
+    cmd.current_dir(repo())
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE");
     cmd
 }
 
