@@ -14,12 +14,11 @@ use serde::Serialize;
 use std::path::Path;
 use tch::{nn, Tensor};
 
-pub const TRAIN_SIZE: usize = 50_000;
 /// Weight init std for the MLP (as the assignment's `weight_scale`).
 const MLP_WEIGHT_SCALE: f64 = 0.01;
 
-pub fn load(dir: &Path, seed: u64) -> Result<Mnist> {
-    let data = mnist::load(dir, TRAIN_SIZE, seed)?;
+pub fn load(dir: &Path, seed: u64, train_limit: Option<usize>) -> Result<Mnist> {
+    let data = mnist::load(dir, seed, train_limit)?;
     println!(
         "MNIST: train {}, val {}, test {} images from {}",
         data.train.len(),

@@ -53,6 +53,9 @@ struct Common {
     device: String,
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Train on only the first N of the 50,000 training images (quick checks).
+    #[arg(long, value_name = "N")]
+    train_limit: Option<usize>,
 }
 
 #[derive(Args)]
@@ -101,7 +104,11 @@ fn main() {
                 bail!("--hidden sizes must be positive");
             }
             let config = solver_config(&args.common, 10)?;
-            let data = mnist_experiments::load(&args.common.data, args.common.seed)?;
+            let data = mnist_experiments::load(
+                &args.common.data,
+                args.common.seed,
+                args.common.train_limit,
+            )?;
             let out = args
                 .common
                 .out
@@ -111,7 +118,11 @@ fn main() {
         }
         Command::Cnn(args) => {
             let config = solver_config(&args.common, 5)?;
-            let data = mnist_experiments::load(&args.common.data, args.common.seed)?;
+            let data = mnist_experiments::load(
+                &args.common.data,
+                args.common.seed,
+                args.common.train_limit,
+            )?;
             let out = args
                 .common
                 .out

@@ -35,17 +35,23 @@ pub struct Mnist {
     pub test: Split,
 }
 
-/// Loads `dir/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]` and splits the
-/// training file into `train_size` and the rest as validation, shuffled by `seed`.
-pub fn load(dir: &Path, train_size: usize, seed: u64) -> Result<Mnist> {
+/// Images of the training file held out for validation.
+pub const VAL_SIZE: usize = 10_000;
+
+/// Loads `dir/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`, holds out
+/// [`VAL_SIZE`] shuffled training images (by `seed`) for validation, and keeps
+/// at most `train_limit` of the rest for training (all 50,000 when `None`).
+pub fn load(dir: &Path, seed: u64, train_limit: Option<usize>) -> Result<Mnist> {
     let train_all = load_pair(dir, "train")?;
     let test = load_pair(dir, "t10k")?;
     let n = train_all.len();
-    if train_size >= n {
-        bail!("train split of {train_size} leaves no validation images out of {n}");
+    if n <= VAL_SIZE {
+        bail!("the training file holds {n} images; at least {} are needed for a {VAL_SIZE}-image validation split", VAL_SIZE + 1);
     }
     let mut order: Vec<i64> = (0..n as i64).collect();
     order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+    let (train_part, val_part) = order.split_at(n - VAL_SIZE);
+    let train_part = &train_part[..train_limit.unwrap_or(usize::MAX).min(train_part.len())];
     let take = |range: &[i64]| {
         let index = Tensor::from_slice(range);
         Split {
@@ -54,8 +60,8 @@ pub fn load(dir: &Path, train_size: usize, seed: u64) -> Result<Mnist> {
         }
     };
     Ok(Mnist {
-        train: take(&order[..train_size]),
-        val: take(&order[train_size..]),
+        train: take(train_part),
+        val: take(val_part),
         test,
     })
 }
