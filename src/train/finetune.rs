@@ -351,6 +351,40 @@ fn restore_tensors(live: &[(String, Tensor)], saved: &[(String, Tensor)]) {
     });
 }
 
+/// Streams the epoch's augmented images in batches of `batch_images`, in
+/// plan order: a producer thread augments the next batches (on the rayon
+/// pool) while `consume` computes on the current one.
+fn for_each_augmented_batch(
+    plan: &EpochPlan,
+    split: &DecodedSplit,
+    batch_images: usize,
+    mut consume: impl FnMut(usize, Tensor, Tensor) -> Result<()>,
+) -> Result<()> {
+    let batches = plan.num_batches(batch_images);
+    std::thread::scope(|scope| {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(3);
+        scope.spawn(move || {
+            for b in 0..batches {
+                if sender.send(plan.batch(split, batch_images, b)).is_err() {
+                    break;
+                }
+            }
+        });
+        for (b, (images, labels)) in receiver.iter().enumerate() {
+            consume(b, images, labels)?;
+        }
+        Ok(())
+    })
+}
+
+fn interrupted_during(config: &FinetuneConfig, epoch: usize) -> anyhow::Error {
+    anyhow::anyhow!(
+        "interrupted during epoch {epoch}; the last completed epoch is saved. Resume with: finetune --resume {}",
+        config.out.display()
+    )
+}
+
+/// One training epoch over augmented images.
 fn train_epoch(
     model: &Classifier,
     sgd: &mut Sgd,
@@ -361,56 +395,46 @@ fn train_epoch(
     device: Device,
 ) -> Result<PhaseTotals> {
     let plan = EpochPlan::draw(split, config.seed, epoch);
-    let batches = plan.num_batches(config.batch_size);
     let normalization = config.arch.normalization();
-    let frozen = config.mode == Mode::FeatureExtract;
-    let bar = progress::bar(batches as u64, "train");
-    let mut totals = PhaseTotals::default();
-    // A producer thread augments the next batches while this one computes.
-    std::thread::scope(|scope| -> Result<()> {
-        let (sender, receiver) = std::sync::mpsc::sync_channel(3);
-        let plan = &plan;
-        scope.spawn(move || {
-            for b in 0..batches {
-                if sender
-                    .send(plan.batch(split, config.batch_size, b))
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        });
-        for (b, (images, labels)) in receiver.iter().enumerate() {
+    if config.mode == Mode::FeatureExtract {
+        // The frozen backbone is a fixed function (eval mode), so the features
+        // of the epoch's augmented images can be computed in large batches;
+        // the head then takes the recipe's small SGD steps over them in order.
+        let bar = progress::bar(plan.num_batches(FEATURE_BATCH) as u64, "train features");
+        let mut features = Vec::new();
+        let mut labels = Vec::new();
+        for_each_augmented_batch(&plan, split, FEATURE_BATCH, |_, images, batch_labels| {
             let images = normalization.apply(&images.to_device(device));
-            let labels = labels.to_device(device);
-            let logits = if frozen {
-                let features = tch::no_grad(|| model.features(&images, false));
-                model.head_forward(&features, true)
-            } else {
-                model.forward(&images, true)
-            };
-            let loss = logits.cross_entropy_for_logits(&labels);
-            let loss_value = loss.double_value(&[]);
-            if !loss_value.is_finite() {
-                bail!("non-finite loss ({loss_value}) at epoch {epoch}, batch {b}; stopped. The last good state is in {}", config.out.display());
-            }
-            sgd.zero_grad();
-            loss.backward();
-            sgd.step(lr);
-            let correct = logits
-                .argmax(-1, false)
-                .eq_tensor(&labels)
-                .sum(Kind::Int64)
-                .int64_value(&[]);
-            totals.add(loss_value, correct, labels.size()[0]);
+            features.push(tch::no_grad(|| model.features(&images, false)));
+            labels.push(batch_labels.to_device(device));
             bar.inc(1);
             if STOP_REQUESTED.load(Ordering::SeqCst) {
-                bar.finish_and_clear();
-                bail!(
-                    "interrupted during epoch {epoch}; the last completed epoch is saved. Resume with: finetune --resume {}",
-                    config.out.display()
-                );
+                return Err(interrupted_during(config, epoch));
             }
+            Ok(())
+        })?;
+        bar.finish_and_clear();
+        return train_head_steps(
+            model,
+            sgd,
+            &Tensor::cat(&features, 0),
+            &Tensor::cat(&labels, 0),
+            config,
+            epoch,
+            lr,
+        );
+    }
+    let bar = progress::bar(plan.num_batches(config.batch_size) as u64, "train");
+    let mut totals = PhaseTotals::default();
+    for_each_augmented_batch(&plan, split, config.batch_size, |b, images, labels| {
+        let images = normalization.apply(&images.to_device(device));
+        let labels = labels.to_device(device);
+        let logits = model.forward(&images, true);
+        step(sgd, &logits, &labels, lr, &mut totals)
+            .map_err(|value| non_finite(value, config, epoch, b))?;
+        bar.inc(1);
+        if STOP_REQUESTED.load(Ordering::SeqCst) {
+            return Err(interrupted_during(config, epoch));
         }
         Ok(())
     })?;
@@ -418,8 +442,63 @@ fn train_epoch(
     Ok(totals)
 }
 
-/// `--cache-features`: one epoch of the head over precomputed features,
-/// shuffled by the same (seed, epoch) stream as image training.
+/// One SGD step on a batch's logits; returns the loss value when it is not finite.
+fn step(
+    sgd: &mut Sgd,
+    logits: &Tensor,
+    labels: &Tensor,
+    lr: f64,
+    totals: &mut PhaseTotals,
+) -> std::result::Result<(), f64> {
+    let loss = logits.cross_entropy_for_logits(labels);
+    let loss_value = loss.double_value(&[]);
+    if !loss_value.is_finite() {
+        return Err(loss_value);
+    }
+    sgd.zero_grad();
+    loss.backward();
+    sgd.step(lr);
+    let correct = logits
+        .argmax(-1, false)
+        .eq_tensor(labels)
+        .sum(Kind::Int64)
+        .int64_value(&[]);
+    totals.add(loss_value, correct, labels.size()[0]);
+    Ok(())
+}
+
+fn non_finite(value: f64, config: &FinetuneConfig, epoch: usize, batch: usize) -> anyhow::Error {
+    anyhow::anyhow!(
+        "non-finite loss ({value}) at epoch {epoch}, batch {batch}; stopped. The last good state is in {}",
+        config.out.display()
+    )
+}
+
+/// The head's SGD steps over features already in the epoch's order, in
+/// batches of `--batch-size`.
+fn train_head_steps(
+    model: &Classifier,
+    sgd: &mut Sgd,
+    features: &Tensor,
+    labels: &Tensor,
+    config: &FinetuneConfig,
+    epoch: usize,
+    lr: f64,
+) -> Result<PhaseTotals> {
+    let n = features.size()[0];
+    let batch = config.batch_size as i64;
+    let mut totals = PhaseTotals::default();
+    for (b, start) in (0..n).step_by(config.batch_size).enumerate() {
+        let len = batch.min(n - start);
+        let logits = model.head_forward(&features.narrow(0, start, len), true);
+        step(sgd, &logits, &labels.narrow(0, start, len), lr, &mut totals)
+            .map_err(|value| non_finite(value, config, epoch, b))?;
+    }
+    Ok(totals)
+}
+
+/// `--cache-features`: one epoch of the head over features precomputed
+/// without augmentation, shuffled by the same (seed, epoch) stream.
 fn train_head_on_features(
     model: &Classifier,
     sgd: &mut Sgd,
@@ -430,32 +509,28 @@ fn train_head_on_features(
     lr: f64,
 ) -> Result<PhaseTotals> {
     let plan = EpochPlan::draw(split, config.seed, epoch);
-    let labels = split.labels_tensor().to_device(features.device());
-    let mut totals = PhaseTotals::default();
-    for chunk in plan.order.chunks(config.batch_size) {
-        let index = Tensor::from_slice(&chunk.iter().map(|&i| i as i64).collect::<Vec<_>>())
-            .to_device(features.device());
-        let batch_labels = labels.index_select(0, &index);
-        let logits = model.head_forward(&features.index_select(0, &index), true);
-        let loss = logits.cross_entropy_for_logits(&batch_labels);
-        let loss_value = loss.double_value(&[]);
-        if !loss_value.is_finite() {
-            bail!("non-finite loss ({loss_value}) at epoch {epoch}; stopped");
-        }
-        sgd.zero_grad();
-        loss.backward();
-        sgd.step(lr);
-        let correct = logits
-            .argmax(-1, false)
-            .eq_tensor(&batch_labels)
-            .sum(Kind::Int64)
-            .int64_value(&[]);
-        totals.add(loss_value, correct, chunk.len() as i64);
-    }
-    Ok(totals)
+    let order: Vec<i64> = plan.order.iter().map(|&i| i as i64).collect();
+    let order = Tensor::from_slice(&order).to_device(features.device());
+    let labels = split
+        .labels_tensor()
+        .to_device(features.device())
+        .index_select(0, &order);
+    train_head_steps(
+        model,
+        sgd,
+        &features.index_select(0, &order),
+        &labels,
+        config,
+        epoch,
+        lr,
+    )
 }
 
-const EVAL_BATCH: i64 = 32;
+/// Images per frozen-backbone pass: on CPU, small batches in channels-last
+/// layout are fastest (`cargo run --release --example bench_forward`).
+const FEATURE_BATCH: usize = 4;
+
+const EVAL_BATCH: i64 = FEATURE_BATCH as i64;
 
 /// Frozen-backbone features of `[N, 3, 224, 224]` images in [0, 1].
 fn backbone_features(

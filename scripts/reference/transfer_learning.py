@@ -1,0 +1,119 @@
+"""The PyTorch reference for `finetune`: the transfer-learning tutorial's recipe
+with torchvision (ImageFolder, RandomResizedCrop/flip and Resize/CenterCrop,
+DataLoader batch 4 with num_workers=2, SGD lr 0.001 momentum 0.9, StepLR 7/0.1),
+for ResNet-18 (torchvision) or EfficientNet-Lite0 (efficientnet-lite-pytorch,
+loading the same state_dict file as finetune with strict=True).
+
+    python transfer_learning.py --arch efficientnet-lite0 --mode full \
+        --data data/hymenoptera_data --weights models/efficientnet-lite0-57934424.pth --epochs 25
+
+Prints the tutorial's per-epoch lines, then one JSON line prefixed `RESULT `
+with seconds per epoch, wall time and best val accuracy. Feature-extract mode
+freezes the backbone (requires_grad False, eval mode so its batch-norm
+statistics stay unchanged, as finetune does) and trains the new head.
+"""
+import argparse
+import copy
+import json
+import time
+
+import torch
+import torch.nn as nn
+import torchvision
+from torchvision import datasets, transforms
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--arch", default="resnet18", choices=["resnet18", "efficientnet-lite0"])
+parser.add_argument("--mode", default="feature-extract", choices=["feature-extract", "full"])
+parser.add_argument("--data", default="data/hymenoptera_data")
+parser.add_argument("--weights", required=True)
+parser.add_argument("--epochs", type=int, default=25)
+parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--workers", type=int, default=2)
+args = parser.parse_args()
+torch.manual_seed(args.seed)
+start = time.time()
+
+if args.arch == "resnet18":
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+else:  # TF-Lite input scaling, (255 x - 127) / 128, as a Normalize
+    mean, std = [127 / 255] * 3, [128 / 255] * 3
+normalize = transforms.Normalize(mean, std)
+data_transforms = {
+    "train": transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalize]),
+    "val": transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(), normalize]),
+}
+image_datasets = {x: datasets.ImageFolder(f"{args.data}/{x}", data_transforms[x]) for x in ["train", "val"]}
+loaders = {
+    x: torch.utils.data.DataLoader(image_datasets[x], batch_size=4, shuffle=(x == "train"), num_workers=args.workers)
+    for x in ["train", "val"]
+}
+sizes = {x: len(image_datasets[x]) for x in ["train", "val"]}
+num_classes = len(image_datasets["train"].classes)
+
+state_dict = torch.load(args.weights, map_location="cpu")
+if args.arch == "resnet18":
+    model = torchvision.models.resnet18(weights=None)
+    model.load_state_dict(state_dict, strict=True)
+    backbone_params = [p for n, p in model.named_parameters() if not n.startswith("fc.")]
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    head = model.fc
+else:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_name("efficientnet-lite0")
+    model.load_state_dict(state_dict, strict=True)
+    backbone_params = [p for n, p in model.named_parameters() if not n.startswith("_fc.")]
+    model._fc = nn.Linear(model._fc.in_features, num_classes)
+    head = model._fc
+
+frozen = args.mode == "feature-extract"
+if frozen:
+    for p in backbone_params:
+        p.requires_grad = False
+params = head.parameters() if frozen else model.parameters()
+optimizer = torch.optim.SGD(params, lr=0.001, momentum=0.9)
+scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=7, gamma=0.1)
+criterion = nn.CrossEntropyLoss()
+
+
+def set_train(training):
+    model.train(training)
+    if frozen and training:  # keep the frozen backbone's batch norm in eval mode
+        model.eval()
+        head.train()
+        if args.arch != "resnet18":
+            model._dropout.train()
+
+
+best_acc, best_wts, epoch_seconds = 0.0, None, []
+for epoch in range(args.epochs):
+    print(f"Epoch {epoch}/{args.epochs - 1}\n----------")
+    epoch_start = time.time()
+    for phase in ["train", "val"]:
+        set_train(phase == "train")
+        running_loss, running_corrects = 0.0, 0
+        for inputs, labels in loaders[phase]:
+            optimizer.zero_grad()
+            with torch.set_grad_enabled(phase == "train"):
+                outputs = model(inputs)
+                loss = criterion(outputs, labels)
+                if phase == "train":
+                    loss.backward()
+                    optimizer.step()
+            running_loss += loss.item() * inputs.size(0)
+            running_corrects += (outputs.argmax(1) == labels).sum().item()
+        if phase == "train":
+            scheduler.step()
+        epoch_loss, epoch_acc = running_loss / sizes[phase], running_corrects / sizes[phase]
+        print(f"{phase} Loss: {epoch_loss:.4f} Acc: {epoch_acc:.4f}")
+        if phase == "val" and epoch_acc > best_acc:
+            best_acc, best_wts = epoch_acc, copy.deepcopy(model.state_dict())
+    epoch_seconds.append(time.time() - epoch_start)
+    print()
+
+elapsed = time.time() - start
+print(f"Training complete in {elapsed // 60:.0f}m {elapsed % 60:.0f}s")
+print(f"Best val Acc: {best_acc:4f}")
+print("RESULT " + json.dumps({"arch": args.arch, "mode": args.mode, "epochs": args.epochs, "seconds": elapsed,
+                              "epoch_seconds": epoch_seconds, "best_val_acc": best_acc}))
