@@ -20,9 +20,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-bash scripts/setup.sh
-if [ -n "$DATA_FROM" ]; then bash scripts/fetch-data.sh --from "$DATA_FROM"; else bash scripts/fetch-data.sh; fi
-bash scripts/fetch-models.sh
+if [ -n "$DATA_FROM" ]; then bash scripts/prepare.sh --data-from "$DATA_FROM"; else bash scripts/prepare.sh; fi
 
 for mode in feature-extract full; do
   out=runs/reproduce/$ARCH-$mode

@@ -7,12 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DATA_ARGS=()
-if [ "${1:-}" = "--data-from" ]; then DATA_ARGS=(--from "$2"); shift 2; fi
-
-bash scripts/setup.sh
-bash scripts/fetch-data.sh "${DATA_ARGS[@]}"
-bash scripts/fetch-models.sh
+PREPARE_ARGS=()
+if [ "${1:-}" = "--data-from" ]; then PREPARE_ARGS=(--data-from "$2"); shift 2; fi
+bash scripts/prepare.sh "${PREPARE_ARGS[@]}"
 
 if [ -f models/resnet18-f37072fd.pth ]; then
   ARCH=resnet18

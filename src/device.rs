@@ -10,11 +10,7 @@ pub fn select(spec: &str) -> Result<Device> {
     let spec = spec.trim().to_ascii_lowercase();
     let cuda_count = tch::Cuda::device_count();
     match spec.as_str() {
-        "auto" => Ok(if tch::Cuda::is_available() {
-            Device::Cuda(0)
-        } else {
-            Device::Cpu
-        }),
+        "auto" => Ok(if tch::Cuda::is_available() { Device::Cuda(0) } else { Device::Cpu }),
         "cpu" => Ok(Device::Cpu),
         _ => {
             let index = match spec.strip_prefix("cuda") {
@@ -45,10 +41,7 @@ pub fn banner(device: Device) -> String {
             tch::get_num_threads(),
             tch::Cuda::is_available()
         ),
-        Device::Cuda(i) => format!(
-            "device: cuda:{i} | libtorch {torch} | CUDA devices: {}",
-            tch::Cuda::device_count()
-        ),
+        Device::Cuda(i) => format!("device: cuda:{i} | libtorch {torch} | CUDA devices: {}", tch::Cuda::device_count()),
         other => format!("device: {other:?} | libtorch {torch}"),
     }
 }

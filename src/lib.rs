@@ -12,12 +12,16 @@
 //!             ─► metrics.csv / summary.json / report::plots / .safetensors
 //! ```
 //!
+//! A saved model is used again through `predict` (probabilities for image
+//! files, evaluation of a split with a confusion matrix).
+//!
 //! MNIST takes the same road from `data::mnist` (IDX files) into `nets`,
 //! built from the hand-derived `layers`, trained by `train::solver` with
-//! either their explicit backward passes or autograd.
+//! either their explicit backward passes or autograd; `mnist_experiments`
+//! runs the assignment's sweep and CNN and writes their tables and figures.
 //!
 //! Binaries (`src/bin`) parse arguments and call into this library; `device`
-//! decides where tensors live.
+//! decides where tensors live, `cli` turns errors into one-line messages.
 
 pub mod cli;
 pub mod data;

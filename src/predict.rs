@@ -27,10 +27,7 @@ impl TrainedModel {
         let meta = read_safetensors_metadata(checkpoint)?;
         let field = |key: &str| {
             meta.get(key).cloned().with_context(|| {
-                format!(
-                    "{}: no '{key}' recorded (not a model saved by finetune?)",
-                    checkpoint.display()
-                )
+                format!("{}: no '{key}' recorded (not a model saved by finetune?)", checkpoint.display())
             })
         };
         let arch = Arch::parse(&field("arch")?)?;
@@ -42,11 +39,7 @@ impl TrainedModel {
         };
         let mut model = Classifier::new(arch, classes.len() as i64, device);
         model.load_all(checkpoint)?;
-        Ok(Self {
-            model,
-            classes,
-            normalization,
-        })
+        Ok(Self { model, classes, normalization })
     }
 
     /// Probabilities `[N, classes]` for `[N, 3, 224, 224]` images in [0, 1].
@@ -74,10 +67,7 @@ pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for input in inputs {
         if input.is_dir() {
-            let mut found: Vec<PathBuf> = walk(input)?
-                .into_iter()
-                .filter(|p| has_image_extension(p))
-                .collect();
+            let mut found: Vec<PathBuf> = walk(input)?.into_iter().filter(|p| has_image_extension(p)).collect();
             found.sort();
             files.extend(found);
         } else if input.exists() {
@@ -117,17 +107,11 @@ pub fn predict_files(
             Ok(rgb) => {
                 decoded.push(val_transform(&image_tensor(&rgb)));
                 decoded_at.push(predictions.len());
-                predictions.push(Prediction {
-                    path: path.clone(),
-                    top: Vec::new(),
-                    error: None,
-                });
+                predictions.push(Prediction { path: path.clone(), top: Vec::new(), error: None });
             }
-            Err(e) => predictions.push(Prediction {
-                path: path.clone(),
-                top: Vec::new(),
-                error: Some(format!("{e:#}")),
-            }),
+            Err(e) => {
+                predictions.push(Prediction { path: path.clone(), top: Vec::new(), error: Some(format!("{e:#}")) })
+            }
         }
         bar.inc(1);
     }
@@ -174,19 +158,10 @@ pub struct Evaluation {
 }
 
 /// Evaluates a trained model on one split folder (`DIR/<class>/*`).
-pub fn evaluate_split(
-    trained: &TrainedModel,
-    split_dir: &Path,
-    device: Device,
-) -> Result<Evaluation> {
+pub fn evaluate_split(trained: &TrainedModel, split_dir: &Path, device: Device) -> Result<Evaluation> {
     let folder = ImageFolder::scan(split_dir)?;
     if folder.classes != trained.classes {
-        bail!(
-            "{}: classes {:?} differ from the model's {:?}",
-            split_dir.display(),
-            folder.classes,
-            trained.classes
-        );
+        bail!("{}: classes {:?} differ from the model's {:?}", split_dir.display(), folder.classes, trained.classes);
     }
     let bar = progress::bar(folder.samples.len() as u64, "decoding");
     let split = DecodedSplit::decode(&folder, false, &bar)?;
@@ -207,16 +182,8 @@ pub fn evaluate_split(
             let support: i64 = confusion[c].iter().sum();
             ClassReport {
                 class: trained.classes[c].clone(),
-                precision: if predicted_c > 0 {
-                    tp / predicted_c as f64
-                } else {
-                    0.0
-                },
-                recall: if support > 0 {
-                    tp / support as f64
-                } else {
-                    0.0
-                },
+                precision: if predicted_c > 0 { tp / predicted_c as f64 } else { 0.0 },
+                recall: if support > 0 { tp / support as f64 } else { 0.0 },
                 support,
             }
         })
@@ -228,10 +195,6 @@ pub fn evaluate_split(
         loss,
         per_class,
         confusion,
-        skipped: split
-            .bad_files
-            .iter()
-            .map(|b| format!("{}: {}", b.path.display(), b.reason))
-            .collect(),
+        skipped: split.bad_files.iter().map(|b| format!("{}: {}", b.path.display(), b.reason)).collect(),
     })
 }

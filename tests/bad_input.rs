@@ -46,30 +46,20 @@ fn pixel(image: &image::RgbImage, x: u32, y: u32) -> [u8; 3] {
 fn odd_formats_decode_to_rgb_and_broken_files_are_errors_naming_them() {
     let dir = corpus();
     for (name, size) in DECODABLE {
-        let image =
-            decode_rgb(&dir.join(name)).unwrap_or_else(|e| panic!("{name} should decode: {e:#}"));
+        let image = decode_rgb(&dir.join(name)).unwrap_or_else(|e| panic!("{name} should decode: {e:#}"));
         assert_eq!(image.dimensions(), *size, "{name}");
     }
     let red = pixel(&decode_rgb(&dir.join("cmyk.jpg")).unwrap(), 10, 10);
-    assert!(
-        red[0] > 200 && red[1] < 60 && red[2] < 60,
-        "CMYK red became {red:?}"
-    );
+    assert!(red[0] > 200 && red[1] < 60 && red[2] < 60, "CMYK red became {red:?}");
     let grey = pixel(&decode_rgb(&dir.join("grayscale.png")).unwrap(), 5, 5);
     assert_eq!(grey, [128, 128, 128]);
     let green = pixel(&decode_rgb(&dir.join("palette_alpha.png")).unwrap(), 3, 3);
     assert_eq!(green, [0, 200, 0]);
     let ramp = decode_rgb(&dir.join("sixteen_bit.png")).unwrap();
-    assert!(
-        pixel(&ramp, 63, 47)[0] > pixel(&ramp, 0, 0)[0],
-        "16-bit values scaled to 8 bits"
-    );
+    assert!(pixel(&ramp, 63, 47)[0] > pixel(&ramp, 0, 0)[0], "16-bit values scaled to 8 bits");
     for (name, word) in UNUSABLE.iter().filter(|(n, _)| !n.ends_with(".gif")) {
         let err = match decode_rgb(&dir.join(name)) {
-            Ok(image) => panic!(
-                "{name} decoded to a {:?} image instead of failing",
-                image.dimensions()
-            ),
+            Ok(image) => panic!("{name} decoded to a {:?} image instead of failing", image.dimensions()),
             Err(err) => format!("{err:#}"),
         };
         assert!(err.contains(name) && err.contains(word), "{name}: {err}");
@@ -82,11 +72,7 @@ fn folder_with_corpus(dest: &Path) {
     let corpus = corpus();
     for entry in std::fs::read_dir(&corpus).unwrap() {
         let path = entry.unwrap().path();
-        std::fs::copy(
-            &path,
-            dest.join("train/ants").join(path.file_name().unwrap()),
-        )
-        .unwrap();
+        std::fs::copy(&path, dest.join("train/ants").join(path.file_name().unwrap())).unwrap();
     }
 }
 
@@ -109,17 +95,12 @@ fn training_reports_bad_files_and_uses_the_good_ones() {
         assert!(stderr.contains(name), "{name} not reported:\n{stderr}");
     }
     let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("summary.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("summary.json")).unwrap()).unwrap();
     // 12 real photos + 8 decodable odd files in train; 12 in val.
     assert_eq!(summary["train_images"], 12 + DECODABLE.len());
     assert_eq!(summary["val_images"], 12);
-    assert_eq!(
-        summary["bad_files"].as_array().unwrap().len(),
-        UNUSABLE.len()
-    );
-    assert!(String::from_utf8_lossy(&output.stdout)
-        .contains(&format!("{} file(s) skipped", UNUSABLE.len())));
+    assert_eq!(summary["bad_files"].as_array().unwrap().len(), UNUSABLE.len());
+    assert!(String::from_utf8_lossy(&output.stdout).contains(&format!("{} file(s) skipped", UNUSABLE.len())));
 }
 
 #[test]
@@ -127,14 +108,7 @@ fn strict_mode_fails_on_the_first_bad_file() {
     let data = tempfile::tempdir().unwrap();
     folder_with_corpus(data.path());
     let output = common::finetune()
-        .args([
-            "--arch",
-            "efficientnet-lite0",
-            "--epochs",
-            "1",
-            "--strict",
-            "--weights",
-        ])
+        .args(["--arch", "efficientnet-lite0", "--epochs", "1", "--strict", "--weights"])
         .arg(common::lite0_weights())
         .arg("--data")
         .arg(data.path())
@@ -145,9 +119,6 @@ fn strict_mode_fails_on_the_first_bad_file() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     // Folder order is sorted: text_named.jpg < truncated.jpg < zero_bytes.jpg among the bad ones.
-    assert!(
-        stderr.starts_with("error: bad image (--strict)") && stderr.contains("text_named.jpg"),
-        "{stderr}"
-    );
+    assert!(stderr.starts_with("error: bad image (--strict)") && stderr.contains("text_named.jpg"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }

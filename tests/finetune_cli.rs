@@ -28,11 +28,7 @@ fn metrics(out: &Path) -> Vec<(String, f64, f64)> {
     lines
         .map(|l| {
             let cells: Vec<&str> = l.split(',').collect();
-            (
-                cells[1].to_owned(),
-                cells[2].parse().unwrap(),
-                cells[3].parse().unwrap(),
-            )
+            (cells[1].to_owned(), cells[2].parse().unwrap(), cells[3].parse().unwrap())
         })
         .collect()
 }
@@ -42,20 +38,12 @@ fn summary(out: &Path) -> Value {
 }
 
 fn png_size(path: &Path) -> (u32, u32) {
-    let image =
-        image::open(path).unwrap_or_else(|e| panic!("{}: not a valid PNG: {e}", path.display()));
+    let image = image::open(path).unwrap_or_else(|e| panic!("{}: not a valid PNG: {e}", path.display()));
     (image.width(), image.height())
 }
 
 fn train(args: &[&str], data: &Path, out: &Path) -> Output {
-    common::run_ok(
-        common::finetune()
-            .args(args)
-            .arg("--data")
-            .arg(data)
-            .arg("--out")
-            .arg(out),
-    )
+    common::run_ok(common::finetune().args(args).arg("--data").arg(data).arg("--out").arg(out))
 }
 
 fn eval_accuracy(checkpoint: &Path, split: &Path, out: &Path) -> Value {
@@ -74,24 +62,13 @@ fn eval_accuracy(checkpoint: &Path, split: &Path, out: &Path) -> Value {
 /// The files every finished run leaves, checked for content.
 fn assert_run_outputs(out: &Path, epochs: usize) {
     let rows = metrics(out);
-    assert_eq!(
-        rows.len(),
-        2 * epochs,
-        "one train and one val row per epoch"
-    );
+    assert_eq!(rows.len(), 2 * epochs, "one train and one val row per epoch");
     for (phase, loss, acc) in &rows {
-        assert!(
-            loss.is_finite() && *loss >= 0.0 && (0.0..=1.0).contains(acc),
-            "{phase} {loss} {acc}"
-        );
+        assert!(loss.is_finite() && *loss >= 0.0 && (0.0..=1.0).contains(acc), "{phase} {loss} {acc}");
     }
     let s = summary(out);
     assert_eq!(s["epochs"], epochs);
-    let best_from_rows = rows
-        .iter()
-        .filter(|r| r.0 == "val")
-        .map(|r| r.2)
-        .fold(0.0, f64::max);
+    let best_from_rows = rows.iter().filter(|r| r.0 == "val").map(|r| r.2).fold(0.0, f64::max);
     assert!((s["best_val_acc"].as_f64().unwrap() - best_from_rows).abs() < 1e-6);
     assert_eq!(png_size(&out.join("loss.png")), (900, 600));
     assert_eq!(png_size(&out.join("accuracy.png")), (900, 600));
@@ -125,9 +102,7 @@ fn help_lists_the_options() {
     ] {
         assert!(help.contains(option), "--help lacks {option}:\n{help}");
     }
-    let help = stdout(&common::run_ok(
-        common::finetune().args(["predict", "--help"]),
-    ));
+    let help = stdout(&common::run_ok(common::finetune().args(["predict", "--help"])));
     assert!(help.contains("--checkpoint") && help.contains("--json") && help.contains("--top-k"));
 }
 
@@ -136,21 +111,12 @@ fn cuda_on_a_machine_without_it_is_one_clear_line() {
     if tch::Cuda::is_available() {
         return; // On a GPU machine `--device cuda` is valid; the CPU-only path is what this checks.
     }
-    let output = common::finetune()
-        .args(["--device", "cuda", "--epochs", "1"])
-        .output()
-        .unwrap();
+    let output = common::finetune().args(["--device", "cuda", "--epochs", "1"]).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
     let err = stderr(&output);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(
-        err.starts_with("error: --device cuda: CUDA is not available"),
-        "{err}"
-    );
-    assert!(
-        !err.contains("panicked") && !err.contains("backtrace"),
-        "{err}"
-    );
+    assert!(err.starts_with("error: --device cuda: CUDA is not available"), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
 }
 
 #[test]
@@ -172,40 +138,21 @@ fn feature_extract_on_real_data_then_eval_and_predict_agree() {
         out.path(),
     );
     let text = stdout(&output);
-    for line in [
-        "Epoch 0/1",
-        "train Loss: ",
-        "val Loss: ",
-        "Training complete in ",
-        "Best val Acc: ",
-    ] {
+    for line in ["Epoch 0/1", "train Loss: ", "val Loss: ", "Training complete in ", "Best val Acc: "] {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
     }
     assert_run_outputs(out.path(), 2);
     let s = summary(out.path());
-    assert_eq!(
-        (s["train_images"].as_u64(), s["val_images"].as_u64()),
-        (Some(244), Some(153))
-    );
-    assert!(s["bad_files"][0]
-        .as_str()
-        .unwrap()
-        .contains("imageNotFound.gif"));
+    assert_eq!((s["train_images"].as_u64(), s["val_images"].as_u64()), (Some(244), Some(153)));
+    assert!(s["bad_files"][0].as_str().unwrap().contains("imageNotFound.gif"));
     let best = s["best_val_acc"].as_f64().unwrap();
-    assert!(
-        best > 0.85,
-        "ImageNet features should separate ants from bees: {best}"
-    );
+    assert!(best > 0.85, "ImageNet features should separate ants from bees: {best}");
 
     // Reloading the checkpoint reproduces the val accuracy.
     let checkpoint = out.path().join("best_model.safetensors");
     let val = common::ants_bees().join("val");
     let eval = eval_accuracy(&checkpoint, &val, out.path());
-    assert!(
-        (eval["accuracy"].as_f64().unwrap() - best).abs() < 1e-9,
-        "eval {} vs training {best}",
-        eval["accuracy"]
-    );
+    assert!((eval["accuracy"].as_f64().unwrap() - best).abs() < 1e-9, "eval {} vs training {best}", eval["accuracy"]);
     let confusion_total: i64 = eval["confusion"]
         .as_array()
         .unwrap()
@@ -218,12 +165,8 @@ fn feature_extract_on_real_data_then_eval_and_predict_agree() {
     assert!(w > 200 && w == h);
 
     // predict on the same folder agrees with eval.
-    let output = common::run_ok(
-        common::finetune()
-            .args(["predict", "--json", "--checkpoint"])
-            .arg(&checkpoint)
-            .arg(&val),
-    );
+    let output =
+        common::run_ok(common::finetune().args(["predict", "--json", "--checkpoint"]).arg(&checkpoint).arg(&val));
     let predictions: Vec<Value> = serde_json::from_str(&stdout(&output)).unwrap();
     assert_eq!(predictions.len(), 153);
     let correct = predictions
@@ -241,12 +184,8 @@ fn feature_extract_on_real_data_then_eval_and_predict_agree() {
         })
         .count();
     assert!((correct as f64 / 153.0 - best).abs() < 1e-9);
-    let probability_sum: f64 = predictions[0]["top"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["probability"].as_f64().unwrap())
-        .sum();
+    let probability_sum: f64 =
+        predictions[0]["top"].as_array().unwrap().iter().map(|c| c["probability"].as_f64().unwrap()).sum();
     assert!((probability_sum - 1.0).abs() < 1e-5);
 }
 
@@ -257,43 +196,21 @@ fn full_mode_trains_every_weight_and_the_checkpoint_reloads() {
     let out = temp_dir();
     let weights = common::lite0_weights();
     train(
-        &[
-            "--mode",
-            "full",
-            "--arch",
-            "efficientnet-lite0",
-            "--epochs",
-            "2",
-            "--weights",
-            weights.to_str().unwrap(),
-        ],
+        &["--mode", "full", "--arch", "efficientnet-lite0", "--epochs", "2", "--weights", weights.to_str().unwrap()],
         data.path(),
         out.path(),
     );
     assert_run_outputs(out.path(), 2);
     let best = summary(out.path())["best_val_acc"].as_f64().unwrap();
-    let eval = eval_accuracy(
-        &out.path().join("best_model.safetensors"),
-        &data.path().join("val"),
-        out.path(),
-    );
+    let eval = eval_accuracy(&out.path().join("best_model.safetensors"), &data.path().join("val"), out.path());
     assert!((eval["accuracy"].as_f64().unwrap() - best).abs() < 1e-9);
 
     // The backbone moved in full mode: compare a stem weight with the file.
     let trained: std::collections::HashMap<String, tch::Tensor> =
-        tch::Tensor::read_safetensors(out.path().join("best_model.safetensors"))
-            .unwrap()
-            .into_iter()
-            .collect();
+        tch::Tensor::read_safetensors(out.path().join("best_model.safetensors")).unwrap().into_iter().collect();
     let original: std::collections::HashMap<String, tch::Tensor> =
-        tchlab::models::pth::read_state_dict(&weights)
-            .unwrap()
-            .into_iter()
-            .collect();
-    let moved = (&trained["_conv_stem.weight"] - &original["_conv_stem.weight"])
-        .abs()
-        .max()
-        .double_value(&[]);
+        tchlab::models::pth::read_state_dict(&weights).unwrap().into_iter().collect();
+    let moved = (&trained["_conv_stem.weight"] - &original["_conv_stem.weight"]).abs().max().double_value(&[]);
     let head_classes = trained["_fc.weight"].size()[0];
     assert_eq!(head_classes, 2);
     assert!(moved > 0.0, "full mode left the backbone unchanged");
@@ -303,25 +220,12 @@ fn full_mode_trains_every_weight_and_the_checkpoint_reloads() {
 fn resnets_run_end_to_end_in_both_modes_with_torchvision_checkpoints() {
     let data = temp_dir();
     common::subset(&common::ants_bees(), data.path(), 4);
-    for (arch, file) in [
-        ("resnet18", "resnet18.pth"),
-        ("resnet34", "resnet34.pth"),
-        ("resnet50", "resnet50.pth"),
-    ] {
+    for (arch, file) in [("resnet18", "resnet18.pth"), ("resnet34", "resnet34.pth"), ("resnet50", "resnet50.pth")] {
         let weights: PathBuf = common::parity_fixtures().join(file);
         for mode in ["feature-extract", "full"] {
             let out = temp_dir();
             train(
-                &[
-                    "--mode",
-                    mode,
-                    "--arch",
-                    arch,
-                    "--epochs",
-                    "1",
-                    "--weights",
-                    weights.to_str().unwrap(),
-                ],
+                &["--mode", mode, "--arch", arch, "--epochs", "1", "--weights", weights.to_str().unwrap()],
                 data.path(),
                 out.path(),
             );

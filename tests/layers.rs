@@ -29,17 +29,9 @@ fn rel_error(a: &Tensor, b: &Tensor) -> f64 {
 }
 
 /// Autograd's gradients of `Σ forward(x)·upstream` w.r.t. x and `params`.
-fn autograd(
-    forward: impl Fn(&Tensor) -> Tensor,
-    x: &Tensor,
-    params: &[Tensor],
-    upstream: &Tensor,
-) -> Vec<Tensor> {
+fn autograd(forward: impl Fn(&Tensor) -> Tensor, x: &Tensor, params: &[Tensor], upstream: &Tensor) -> Vec<Tensor> {
     let x = x.detach().set_requires_grad(true);
-    let params: Vec<Tensor> = params
-        .iter()
-        .map(|p| p.shallow_clone().set_requires_grad(true))
-        .collect();
+    let params: Vec<Tensor> = params.iter().map(|p| p.shallow_clone().set_requires_grad(true)).collect();
     let out = (forward(&x) * upstream).sum(Kind::Double);
     let mut wrt = vec![&x];
     wrt.extend(params.iter());
@@ -72,25 +64,17 @@ fn finite_difference_check(
         let numeric = (plus - minus) / (2.0 * h);
         let exact = analytic.reshape([-1]).double_value(&[i]);
         let rel = (numeric - exact).abs() / (numeric.abs() + exact.abs()).max(1e-8);
-        assert!(
-            rel < 1e-5,
-            "{what}[{i}]: finite difference {numeric} vs explicit {exact} (rel {rel:e})"
-        );
+        assert!(rel < 1e-5, "{what}[{i}]: finite difference {numeric} vs explicit {exact} (rel {rel:e})");
     }
 }
 
 fn assert_matches_autograd(explicit: &Gradients, reference: &[Tensor], what: &str) {
-    let explicit_all: Vec<&Tensor> = std::iter::once(&explicit.input)
-        .chain(explicit.params.iter())
-        .collect();
+    let explicit_all: Vec<&Tensor> = std::iter::once(&explicit.input).chain(explicit.params.iter()).collect();
     assert_eq!(explicit_all.len(), reference.len());
     for (i, (e, r)) in explicit_all.iter().zip(reference).enumerate() {
         assert_eq!(e.size(), r.size(), "{what} gradient {i} shape");
         let err = rel_error(e, r);
-        assert!(
-            err <= 1e-8,
-            "{what}: gradient {i} differs from autograd, relative error {err:e}"
-        );
+        assert!(err <= 1e-8, "{what}: gradient {i} differs from autograd, relative error {err:e}");
     }
 }
 
@@ -98,10 +82,7 @@ fn assert_matches_autograd(explicit: &Gradients, reference: &[Tensor], what: &st
 fn affine_backward_matches_autograd_and_finite_differences() {
     tch::manual_seed(1);
     for &(n, dims, out) in &[(1i64, [5i64, 1], 3i64), (4, [3, 7], 6), (9, [11, 1], 2)] {
-        let layer = Affine {
-            weight: randn(&[dims[0] * dims[1], out]),
-            bias: randn(&[out]),
-        };
+        let layer = Affine { weight: randn(&[dims[0] * dims[1], out]), bias: randn(&[out]) };
         let x = randn(&[n, dims[0], dims[1]]);
         let upstream = randn(&[n, out]);
         let explicit = layer.backward(&x, &upstream);
@@ -112,27 +93,9 @@ fn affine_backward_matches_autograd_and_finite_differences() {
             &upstream,
         );
         assert_matches_autograd(&explicit, &reference, "affine");
-        finite_difference_check(
-            &x,
-            &explicit.input,
-            &upstream,
-            &|| layer.forward(&x),
-            "affine dX",
-        );
-        finite_difference_check(
-            &layer.weight,
-            &explicit.params[0],
-            &upstream,
-            &|| layer.forward(&x),
-            "affine dW",
-        );
-        finite_difference_check(
-            &layer.bias,
-            &explicit.params[1],
-            &upstream,
-            &|| layer.forward(&x),
-            "affine db",
-        );
+        finite_difference_check(&x, &explicit.input, &upstream, &|| layer.forward(&x), "affine dX");
+        finite_difference_check(&layer.weight, &explicit.params[0], &upstream, &|| layer.forward(&x), "affine dW");
+        finite_difference_check(&layer.bias, &explicit.params[1], &upstream, &|| layer.forward(&x), "affine db");
     }
 }
 
@@ -164,58 +127,33 @@ fn softmax_cross_entropy_is_stable_and_matches_autograd() {
         let labels = Tensor::randint(10, [n], (Kind::Int64, Device::Cpu));
         let (loss, d_scores) = softmax_cross_entropy(&scores, &labels);
         let expected = cross_entropy(&scores, &labels);
-        assert!(
-            rel_error(&loss, &expected) <= 1e-12,
-            "loss {loss:?} vs {expected:?}"
-        );
+        assert!(rel_error(&loss, &expected) <= 1e-12, "loss {loss:?} vs {expected:?}");
         let s = scores.detach().set_requires_grad(true);
         let grad = Tensor::run_backward(&[&cross_entropy(&s, &labels)], &[&s], false, false);
         assert!(rel_error(&d_scores, &grad[0]) <= 1e-8);
     }
     let huge = Tensor::from_slice(&[1e4f64, -1e4, 0.0]).view([1, 3]);
     let (loss, grad) = softmax_cross_entropy(&huge, &Tensor::from_slice(&[1i64]));
-    assert!(
-        (loss.double_value(&[]) - 2e4).abs() < 1e-6,
-        "stable loss for huge scores"
-    );
+    assert!((loss.double_value(&[]) - 2e4).abs() < 1e-6, "stable loss for huge scores");
     assert!(grad.isfinite().all().int64_value(&[]) == 1);
 }
 
-fn check_conv(n: i64, c: i64, h: i64, w: i64, f: i64, kernel: [i64; 2], stride: i64, padding: i64) {
-    let layer = Conv2d {
-        weight: randn(&[f, c, kernel[0], kernel[1]]),
-        bias: randn(&[f]),
-        stride,
-        padding,
-    };
+fn check_conv(input: [i64; 4], f: i64, kernel: [i64; 2], stride: i64, padding: i64) {
+    let [n, c, h, w] = input;
+    let layer = Conv2d { weight: randn(&[f, c, kernel[0], kernel[1]]), bias: randn(&[f]), stride, padding };
     let x = randn(&[n, c, h, w]);
     let out = layer.forward(&x);
     let upstream = Tensor::randn(out.size(), F64);
     let explicit = layer.backward(&x, &upstream);
     let what = format!("conv N{n} C{c} {h}x{w} F{f} k{kernel:?} s{stride} p{padding}");
     let reference = autograd(
-        |x| {
-            x.conv2d(
-                &layer.weight,
-                Some(&layer.bias),
-                [stride, stride],
-                [padding, padding],
-                [1, 1],
-                1,
-            )
-        },
+        |x| x.conv2d(&layer.weight, Some(&layer.bias), [stride, stride], [padding, padding], [1, 1], 1),
         &x,
         &[layer.weight.shallow_clone(), layer.bias.shallow_clone()],
         &upstream,
     );
     assert_matches_autograd(&explicit, &reference, &what);
-    finite_difference_check(
-        &x,
-        &explicit.input,
-        &upstream,
-        &|| layer.forward(&x),
-        &format!("{what} dX"),
-    );
+    finite_difference_check(&x, &explicit.input, &upstream, &|| layer.forward(&x), &format!("{what} dX"));
     finite_difference_check(
         &layer.weight,
         &explicit.params[0],
@@ -223,23 +161,17 @@ fn check_conv(n: i64, c: i64, h: i64, w: i64, f: i64, kernel: [i64; 2], stride: 
         &|| layer.forward(&x),
         &format!("{what} dK"),
     );
-    finite_difference_check(
-        &layer.bias,
-        &explicit.params[1],
-        &upstream,
-        &|| layer.forward(&x),
-        &format!("{what} db"),
-    );
+    finite_difference_check(&layer.bias, &explicit.params[1], &upstream, &|| layer.forward(&x), &format!("{what} db"));
 }
 
 #[test]
 fn conv_backward_matches_autograd_and_finite_differences() {
     tch::manual_seed(4);
-    check_conv(1, 3, 7, 9, 4, [3, 5], 1, 0); // batch 1, odd sizes, non-square kernel
-    check_conv(2, 2, 8, 7, 3, [3, 3], 2, 1); // stride 2, padding
-    check_conv(3, 1, 9, 9, 2, [4, 2], 2, 2); // even kernel, stride that leaves spare rows
-    check_conv(2, 3, 10, 11, 5, [5, 5], 3, 0); // stride 3
-    check_conv(2, 1, 28, 28, 4, [7, 7], 1, 3); // the MNIST CNN's shape
+    check_conv([1, 3, 7, 9], 4, [3, 5], 1, 0); // batch 1, odd sizes, non-square kernel
+    check_conv([2, 2, 8, 7], 3, [3, 3], 2, 1); // stride 2, padding
+    check_conv([3, 1, 9, 9], 2, [4, 2], 2, 2); // even kernel, stride that leaves spare rows
+    check_conv([2, 3, 10, 11], 5, [5, 5], 3, 0); // stride 3
+    check_conv([2, 1, 28, 28], 4, [7, 7], 1, 3); // the MNIST CNN's shape
 }
 
 #[test]
@@ -252,13 +184,7 @@ fn maxpool_backward_routes_to_the_maximum() {
         let explicit = pool.backward(&x, &upstream);
         let reference = autograd(|x| pool.forward(x), &x, &[], &upstream);
         assert_matches_autograd(&explicit, &reference, "maxpool");
-        finite_difference_check(
-            &x,
-            &explicit.input,
-            &upstream,
-            &|| pool.forward(&x),
-            "maxpool dX",
-        );
+        finite_difference_check(&x, &explicit.input, &upstream, &|| pool.forward(&x), "maxpool dX");
     }
 }
 
@@ -267,11 +193,7 @@ fn flatten_backward_restores_the_shape() {
     let x = randn(&[2, 3, 4, 5]);
     let upstream = randn(&[2, 60]);
     let explicit = Flatten.backward(&x, &upstream);
-    assert_matches_autograd(
-        &explicit,
-        &autograd(|x| Flatten.forward(x), &x, &[], &upstream),
-        "flatten",
-    );
+    assert_matches_autograd(&explicit, &autograd(|x| Flatten.forward(x), &x, &[], &upstream), "flatten");
 }
 
 fn check_net(net: &dyn Net, images: &Tensor, labels: &Tensor, what: &str) {
@@ -282,10 +204,7 @@ fn check_net(net: &dyn Net, images: &Tensor, labels: &Tensor, what: &str) {
     assert!(rel_error(&loss, &autograd_loss) <= 1e-12);
     for (i, (e, r)) in explicit.iter().zip(&reference).enumerate() {
         let err = rel_error(e, r);
-        assert!(
-            err <= 1e-8,
-            "{what}: parameter {i} gradient differs from autograd, relative error {err:e}"
-        );
+        assert!(err <= 1e-8, "{what}: parameter {i} gradient differs from autograd, relative error {err:e}");
     }
 }
 
@@ -294,13 +213,7 @@ fn whole_networks_backward_equals_autograd() {
     tch::manual_seed(6);
     let vs = tch::nn::VarStore::new(Device::Cpu);
     let mlp = TwoLayerNet::new(&vs.root(), 784, 37, 10, 0.1);
-    let shape = ConvNetShape {
-        side: 28,
-        filters: 6,
-        kernel: 7,
-        hidden: 20,
-        classes: 10,
-    };
+    let shape = ConvNetShape { side: 28, filters: 6, kernel: 7, hidden: 20, classes: 10 };
     let cnn = ThreeLayerConvNet::new(&(vs.root() / "cnn"), &shape, 0.1);
     let mut vs = vs;
     vs.double();

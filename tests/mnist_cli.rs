@@ -8,8 +8,7 @@ fn stdout(output: &std::process::Output) -> String {
 }
 
 fn png_size(path: &std::path::Path) -> (u32, u32) {
-    let image =
-        image::open(path).unwrap_or_else(|e| panic!("{}: not a valid PNG: {e}", path.display()));
+    let image = image::open(path).unwrap_or_else(|e| panic!("{}: not a valid PNG: {e}", path.display()));
     (image.width(), image.height())
 }
 
@@ -19,10 +18,7 @@ fn number_after(text: &str, line_start: &str, key: &str) -> f64 {
         .lines()
         .find(|l| l.starts_with(line_start))
         .unwrap_or_else(|| panic!("no line {line_start:?} in:\n{text}"));
-    let rest = &line[line
-        .find(key)
-        .unwrap_or_else(|| panic!("no {key:?} in {line}"))
-        + key.len()..];
+    let rest = &line[line.find(key).unwrap_or_else(|| panic!("no {key:?} in {line}")) + key.len()..];
     rest.split_whitespace().next().unwrap().parse().unwrap()
 }
 
@@ -31,17 +27,7 @@ fn help_lists_the_options() {
     let help = stdout(&common::run_ok(common::mnist().arg("--help")));
     assert!(help.contains("mlp") && help.contains("cnn"));
     let help = stdout(&common::run_ok(common::mnist().args(["mlp", "--help"])));
-    for option in [
-        "--hidden",
-        "--grad",
-        "--epochs",
-        "--batch-size",
-        "--lr",
-        "--seed",
-        "--device",
-        "--out",
-        "--data",
-    ] {
+    for option in ["--hidden", "--grad", "--epochs", "--batch-size", "--lr", "--seed", "--device", "--out", "--data"] {
         assert!(help.contains(option), "mnist mlp --help lacks {option}");
     }
 }
@@ -65,14 +51,9 @@ fn mlp_sweep_reports_each_size_picks_the_best_and_tests_it() {
     assert!(test > 0.9, "{text}");
     let csv = std::fs::read_to_string(out.path().join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3);
-    assert!(std::fs::read_to_string(out.path().join("results.md"))
-        .unwrap()
-        .contains("**best**"));
+    assert!(std::fs::read_to_string(out.path().join("results.md")).unwrap().contains("**best**"));
     assert_eq!(png_size(&out.path().join("loss_history.png")), (900, 600));
-    assert_eq!(
-        png_size(&out.path().join("accuracy_vs_hidden.png")),
-        (900, 600)
-    );
+    assert_eq!(png_size(&out.path().join("accuracy_vs_hidden.png")), (900, 600));
 }
 
 #[test]
@@ -102,10 +83,7 @@ fn explicit_backward_and_autograd_train_to_the_same_accuracy() {
         number_after(&stdout(&output), "hidden-dim = 64 ", "val acc = ")
     };
     let (manual, autograd) = (run("manual"), run("autograd"));
-    assert!(
-        (manual - autograd).abs() <= 0.002,
-        "manual {manual} vs autograd {autograd}"
-    );
+    assert!((manual - autograd).abs() <= 0.002, "manual {manual} vs autograd {autograd}");
     assert!(manual > 0.9);
 }
 
@@ -121,13 +99,9 @@ fn cnn_trains_and_reports_test_accuracy() {
     );
     let text = stdout(&output);
     let test = number_after(&text, "test acc", "test acc = ");
-    assert!(
-        test > 0.8,
-        "one epoch on 5,000 images should be far above chance: {text}"
-    );
+    assert!(test > 0.8, "one epoch on 5,000 images should be far above chance: {text}");
     assert_eq!(png_size(&out.path().join("loss_history.png")), (900, 600));
     let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("summary.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("summary.json")).unwrap()).unwrap();
     assert!((summary["test_acc"].as_f64().unwrap() - test).abs() < 1e-4);
 }

@@ -13,10 +13,7 @@ use tchlab::models::pth::read_state_dict;
 use tchlab::models::{Arch, Classifier};
 
 fn io_tensors(name: &str) -> HashMap<String, Tensor> {
-    read_state_dict(&common::parity_fixtures().join(name))
-        .unwrap()
-        .into_iter()
-        .collect()
+    read_state_dict(&common::parity_fixtures().join(name)).unwrap().into_iter().collect()
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
@@ -25,17 +22,12 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 fn check_resnet(arch: Arch, file: &str, io: &str) {
     let mut model = Classifier::new(arch, 1000, Device::Cpu);
-    model
-        .load_all(&common::parity_fixtures().join(file))
-        .unwrap();
+    model.load_all(&common::parity_fixtures().join(file)).unwrap();
     let io = io_tensors(io);
     let logits = tch::no_grad(|| model.forward(&io["input"], false));
     let diff = max_abs_diff(&logits, &io["logits"]);
     println!("{file}: max |ours - torchvision| = {diff:e}");
-    assert!(
-        diff <= 1e-4,
-        "{file}: logits differ from torchvision's by {diff}"
-    );
+    assert!(diff <= 1e-4, "{file}: logits differ from torchvision's by {diff}");
 }
 
 #[test]
@@ -57,15 +49,9 @@ fn efficientnet_lite0_matches_the_package_with_real_weights() {
     let logits = tch::no_grad(|| model.forward(&io["input"], false));
     let diff = max_abs_diff(&logits, &io["logits"]);
     println!("efficientnet-lite0: max |ours - package| = {diff:e}");
-    assert!(
-        diff <= 1e-4,
-        "EfficientNet-Lite0 logits differ from the package's by {diff}"
-    );
+    assert!(diff <= 1e-4, "EfficientNet-Lite0 logits differ from the package's by {diff}");
     // And the ImageNet head really is trained: outputs are confident somewhere.
-    let top = io["logits"]
-        .softmax(-1, Kind::Float)
-        .max()
-        .double_value(&[]);
+    let top = io["logits"].softmax(-1, Kind::Float).max().double_value(&[]);
     assert!(top > 0.05);
 }
 
@@ -74,22 +60,17 @@ fn val_transform_matches_torchvision_on_real_images() {
     let fixtures = common::parity_fixtures();
     let expected = &io_tensors("val_transform.pth")["images"];
     let paths = std::fs::read_to_string(fixtures.join("val_paths.txt")).unwrap();
-    let ours: Vec<Tensor> = paths
-        .lines()
-        .map(|p| val_transform(&image_tensor(&decode_rgb(std::path::Path::new(p)).unwrap())))
-        .collect();
+    let ours: Vec<Tensor> =
+        paths.lines().map(|p| val_transform(&image_tensor(&decode_rgb(std::path::Path::new(p)).unwrap()))).collect();
     let ours = Tensor::stack(&ours, 0);
     assert_eq!(ours.size(), expected.size());
-    let mean_diff = (&ours - expected)
-        .abs()
-        .mean(Kind::Double)
-        .double_value(&[]);
+    let mean_diff = (&ours - expected).abs().mean(Kind::Double).double_value(&[]);
     let max_diff = max_abs_diff(&ours, expected);
-    println!("val transform on {} real images: mean |ours - torchvision| = {mean_diff:.5}, max = {max_diff:.4}", paths.lines().count());
-    assert!(
-        mean_diff <= 0.01,
-        "val transform differs from torchvision's: mean abs {mean_diff}"
+    println!(
+        "val transform on {} real images: mean |ours - torchvision| = {mean_diff:.5}, max = {max_diff:.4}",
+        paths.lines().count()
     );
+    assert!(mean_diff <= 0.01, "val transform differs from torchvision's: mean abs {mean_diff}");
 }
 
 #[test]
@@ -104,23 +85,10 @@ fn normalizations_are_the_published_ones() {
 #[test]
 fn a_checkpoint_of_another_architecture_is_named_in_the_error() {
     let mut model = Classifier::new(Arch::Resnet34, 2, Device::Cpu);
-    let err = model
-        .load_backbone(&common::parity_fixtures().join("resnet18.pth"))
-        .unwrap_err();
+    let err = model.load_backbone(&common::parity_fixtures().join("resnet18.pth")).unwrap_err();
     let message = format!("{err:#}");
-    assert!(
-        message.contains("resnet18.pth") && message.contains("layer1.2"),
-        "{message}"
-    );
+    assert!(message.contains("resnet18.pth") && message.contains("layer1.2"), "{message}");
     let mut model = Classifier::new(Arch::Resnet50, 2, Device::Cpu);
-    let message = format!(
-        "{:#}",
-        model
-            .load_backbone(&common::parity_fixtures().join("resnet18.pth"))
-            .unwrap_err()
-    );
-    assert!(
-        message.contains("has shape") && message.contains("expects"),
-        "{message}"
-    );
+    let message = format!("{:#}", model.load_backbone(&common::parity_fixtures().join("resnet18.pth")).unwrap_err());
+    assert!(message.contains("has shape") && message.contains("expects"), "{message}");
 }

@@ -77,11 +77,7 @@ fn wait_for_rows(out: &Path, rows: usize, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while metric_rows(out).len() < rows {
         assert!(child.try_wait().unwrap().is_none(), "training exited early");
-        assert!(
-            Instant::now() < deadline,
-            "no progress in {}",
-            out.display()
-        );
+        assert!(Instant::now() < deadline, "no progress in {}", out.display());
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -91,12 +87,7 @@ fn a_run_killed_mid_epoch_resumes_to_the_same_metrics() {
     let args = lite0_args("full", "4");
     let uninterrupted = temp_dir();
     common::run_ok(
-        common::finetune()
-            .args(&args)
-            .arg("--data")
-            .arg(small_data())
-            .arg("--out")
-            .arg(uninterrupted.path()),
+        common::finetune().args(&args).arg("--data").arg(small_data()).arg("--out").arg(uninterrupted.path()),
     );
     let expected = metric_rows(uninterrupted.path());
     assert_eq!(expected.len(), 8);
@@ -108,22 +99,13 @@ fn a_run_killed_mid_epoch_resumes_to_the_same_metrics() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let before_resume = metric_rows(killed.path());
-    assert!(
-        before_resume.len() < 8,
-        "the run finished before it could be killed"
-    );
+    assert!(before_resume.len() < 8, "the run finished before it could be killed");
 
     common::run_ok(common::finetune().arg("--resume").arg(killed.path()));
-    assert_eq!(
-        metric_rows(killed.path()),
-        expected,
-        "resumed metrics differ from the uninterrupted run"
-    );
+    assert_eq!(metric_rows(killed.path()), expected, "resumed metrics differ from the uninterrupted run");
     let best_a = std::fs::read(uninterrupted.path().join("summary.json")).unwrap();
     let best_b = std::fs::read(killed.path().join("summary.json")).unwrap();
-    let acc = |bytes: &[u8]| {
-        serde_json::from_slice::<serde_json::Value>(bytes).unwrap()["best_val_acc"].clone()
-    };
+    let acc = |bytes: &[u8]| serde_json::from_slice::<serde_json::Value>(bytes).unwrap()["best_val_acc"].clone();
     assert_eq!(acc(&best_a), acc(&best_b));
 }
 
@@ -133,21 +115,15 @@ fn ctrl_c_stops_at_a_safe_point_and_says_how_to_resume() {
     let out = temp_dir();
     let mut child = spawn_training(&args, out.path());
     wait_for_rows(out.path(), 2, &mut child);
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let output: Output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("Resume with: finetune --resume"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("Resume with: finetune --resume"), "{stderr}");
     assert!(out.path().join("state.safetensors").exists());
     let done = metric_rows(out.path()).len();
-    assert!(done >= 2 && done < 60);
+    assert!((2..60).contains(&done));
 }
 
 /// A finished one-epoch run to copy into each error test's output folder.
@@ -158,14 +134,7 @@ fn finished_run() -> &'static Path {
         let _ = std::fs::remove_dir_all(&dir);
         let mut args = lite0_args("feature-extract", "1");
         args.push("--cache-features".into());
-        common::run_ok(
-            common::finetune()
-                .args(&args)
-                .arg("--data")
-                .arg(small_data())
-                .arg("--out")
-                .arg(&dir),
-        );
+        common::run_ok(common::finetune().args(&args).arg("--data").arg(small_data()).arg("--out").arg(&dir));
         dir
     })
 }
@@ -175,12 +144,7 @@ fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.is_file())
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read(&p).unwrap(),
-            )
-        })
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
         .collect();
     files.sort();
     files
@@ -194,28 +158,16 @@ fn assert_fails_cleanly(args: &[String], needles: &[&str]) {
         std::fs::write(out.path().join(name), bytes).unwrap();
     }
     let before = snapshot(out.path());
-    let output = common::finetune()
-        .args(args)
-        .arg("--out")
-        .arg(out.path())
-        .output()
-        .unwrap();
+    let output = common::finetune().args(args).arg("--out").arg(out.path()).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
     let last = stderr.trim().lines().last().unwrap_or_default();
     assert!(last.starts_with("error: "), "{stderr}");
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("backtrace"),
-        "{stderr}"
-    );
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
     for needle in needles {
         assert!(last.contains(needle), "error lacks {needle:?}: {last}");
     }
-    assert_eq!(
-        snapshot(out.path()),
-        before,
-        "an earlier checkpoint was changed by a failed run"
-    );
+    assert_eq!(snapshot(out.path()), before, "an earlier checkpoint was changed by a failed run");
 }
 
 fn with_data(data: &Path, extra: &[&str]) -> Vec<String> {
@@ -230,39 +182,23 @@ fn data_folder_errors_name_the_folder() {
     let root = temp_dir();
     let missing_train = root.path().join("no-train");
     std::fs::create_dir_all(missing_train.join("val/ants")).unwrap();
-    assert_fails_cleanly(
-        &with_data(&missing_train, &[]),
-        &["no-train/train", "folder not found"],
-    );
+    assert_fails_cleanly(&with_data(&missing_train, &[]), &["no-train/train", "folder not found"]);
 
     let empty_train = root.path().join("empty-train");
     std::fs::create_dir_all(empty_train.join("train")).unwrap();
-    assert_fails_cleanly(
-        &with_data(&empty_train, &[]),
-        &["empty-train/train", "no class folders"],
-    );
+    assert_fails_cleanly(&with_data(&empty_train, &[]), &["empty-train/train", "no class folders"]);
 
     let empty_class = root.path().join("empty-class");
     common::subset(&common::ants_bees(), &empty_class, 2);
     for f in std::fs::read_dir(empty_class.join("train/bees")).unwrap() {
         std::fs::remove_file(f.unwrap().path()).unwrap();
     }
-    assert_fails_cleanly(
-        &with_data(&empty_class, &[]),
-        &["train/bees", "no image files"],
-    );
+    assert_fails_cleanly(&with_data(&empty_class, &[]), &["train/bees", "no image files"]);
 
     let other_classes = root.path().join("other-classes");
     common::subset(&common::ants_bees(), &other_classes, 2);
-    std::fs::rename(
-        other_classes.join("val/bees"),
-        other_classes.join("val/wasps"),
-    )
-    .unwrap();
-    assert_fails_cleanly(
-        &with_data(&other_classes, &[]),
-        &["different classes", "wasps"],
-    );
+    std::fs::rename(other_classes.join("val/bees"), other_classes.join("val/wasps")).unwrap();
+    assert_fails_cleanly(&with_data(&other_classes, &[]), &["different classes", "wasps"]);
 }
 
 #[test]
@@ -277,10 +213,7 @@ fn weights_errors_name_the_file_and_tensor() {
         args[at + 1] = arch.into();
         args
     };
-    assert_fails_cleanly(
-        &args(&root.path().join("missing.pth"), "efficientnet-lite0"),
-        &["missing.pth", "not found"],
-    );
+    assert_fails_cleanly(&args(&root.path().join("missing.pth"), "efficientnet-lite0"), &["missing.pth", "not found"]);
 
     let truncated = root.path().join("truncated.pth");
     let bytes = std::fs::read(common::lite0_weights()).unwrap();
@@ -290,12 +223,7 @@ fn weights_errors_name_the_file_and_tensor() {
     let resnet50 = common::parity_fixtures().join("resnet50.pth");
     assert_fails_cleanly(
         &args(&resnet50, "resnet18"),
-        &[
-            "resnet50.pth",
-            "layer1.0.conv1.weight",
-            "[64, 64, 1, 1]",
-            "[64, 64, 3, 3]",
-        ],
+        &["resnet50.pth", "layer1.0.conv1.weight", "[64, 64, 1, 1]", "[64, 64, 3, 3]"],
     );
     assert_fails_cleanly(
         &args(&common::lite0_weights(), "resnet18"),
@@ -307,18 +235,10 @@ fn weights_errors_name_the_file_and_tensor() {
 fn an_unwritable_output_folder_is_reported_before_any_work() {
     let blocker = tempfile::NamedTempFile::new().unwrap();
     let out = blocker.path().join("run");
-    let output = common::finetune()
-        .args(with_data(small_data(), &[]))
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let output = common::finetune().args(with_data(small_data(), &[])).arg("--out").arg(&out).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.starts_with("error: --out") && stderr.contains("cannot create the output folder"),
-        "{stderr}"
-    );
+    assert!(stderr.starts_with("error: --out") && stderr.contains("cannot create the output folder"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1);
 }
 
@@ -330,63 +250,47 @@ fn non_finite_loss_stops_and_keeps_the_last_good_state() {
     assert_fails_cleanly(&args, &["non-finite loss", "epoch 0, batch"]);
 }
 
+/// Runs `mnist` on a copy of the real IDX files damaged by `damage`; expects
+/// exit code 1 and one line naming the file and the problem.
+fn assert_mnist_error(what: &str, damage: impl Fn(&Path), needles: &[&str]) {
+    let dir = temp_dir();
+    for entry in std::fs::read_dir(common::mnist_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let target = std::fs::canonicalize(&path).unwrap();
+        std::os::unix::fs::symlink(target, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    damage(dir.path());
+    let output =
+        common::mnist().args(["mlp", "--hidden", "10", "--epochs", "1", "--data"]).arg(dir.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{what}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{what}: {stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "{what}: {stderr} lacks {needle}");
+    }
+}
+
+/// Replaces the test labels with a raw (uncompressed) IDX file of these bytes.
+fn write_test_labels(dir: &Path, bytes: &[u8]) {
+    std::fs::remove_file(dir.join("t10k-labels-idx1-ubyte.gz")).unwrap();
+    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), bytes).unwrap();
+}
+
 #[test]
 fn corrupt_mnist_files_are_named_with_what_is_wrong() {
-    let real = common::mnist_dir();
-    let cases: [(&str, Box<dyn Fn(&Path)>, &[&str]); 3] = [
-        (
-            "missing",
-            Box::new(|dir: &Path| {
-                std::fs::remove_file(dir.join("t10k-labels-idx1-ubyte.gz")).unwrap()
-            }),
-            &["t10k-labels-idx1-ubyte.gz", "not found"],
-        ),
-        (
-            "bad magic",
-            Box::new(|dir: &Path| {
-                std::fs::remove_file(dir.join("t10k-labels-idx1-ubyte.gz")).unwrap();
-                std::fs::write(
-                    dir.join("t10k-labels-idx1-ubyte"),
-                    [0u8, 0, 8, 3, 0, 0, 0, 1, 7],
-                )
-                .unwrap();
-            }),
-            &["t10k-labels-idx1-ubyte", "magic number 2051"],
-        ),
-        (
-            "short file",
-            Box::new(|dir: &Path| {
-                std::fs::remove_file(dir.join("t10k-labels-idx1-ubyte.gz")).unwrap();
-                std::fs::write(
-                    dir.join("t10k-labels-idx1-ubyte"),
-                    [0u8, 0, 8, 1, 0, 0, 0, 10, 7, 2],
-                )
-                .unwrap();
-            }),
-            &["t10k-labels-idx1-ubyte", "header says 10 labels", "2 bytes"],
-        ),
-    ];
-    for (what, damage, needles) in cases {
-        let dir = temp_dir();
-        for entry in std::fs::read_dir(&real).unwrap() {
-            let path = entry.unwrap().path();
-            std::os::unix::fs::symlink(
-                std::fs::canonicalize(&path).unwrap(),
-                dir.path().join(path.file_name().unwrap()),
-            )
-            .unwrap();
-        }
-        damage(dir.path());
-        let output = common::mnist()
-            .args(["mlp", "--hidden", "10", "--epochs", "1", "--data"])
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert_eq!(output.status.code(), Some(1), "{what}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(stderr.trim().lines().count(), 1, "{what}: {stderr}");
-        for needle in needles {
-            assert!(stderr.contains(needle), "{what}: {stderr} lacks {needle}");
-        }
-    }
+    assert_mnist_error(
+        "missing",
+        |dir| std::fs::remove_file(dir.join("t10k-labels-idx1-ubyte.gz")).unwrap(),
+        &["t10k-labels-idx1-ubyte.gz", "not found"],
+    );
+    assert_mnist_error(
+        "bad magic",
+        |dir| write_test_labels(dir, &[0, 0, 8, 3, 0, 0, 0, 1, 7]),
+        &["t10k-labels-idx1-ubyte", "magic number 2051"],
+    );
+    assert_mnist_error(
+        "short file",
+        |dir| write_test_labels(dir, &[0, 0, 8, 1, 0, 0, 0, 10, 7, 2]),
+        &["t10k-labels-idx1-ubyte", "header says 10 labels", "2 bytes"],
+    );
 }

@@ -166,10 +166,7 @@ fn train(args: TrainArgs) -> Result<()> {
         finetune::BEST_MODEL_FILE
     );
     if !summary.bad_files.is_empty() {
-        println!(
-            "{} file(s) were skipped (listed in summary.json)",
-            summary.bad_files.len()
-        );
+        println!("{} file(s) were skipped (listed in summary.json)", summary.bad_files.len());
     }
     Ok(())
 }
@@ -184,10 +181,7 @@ fn config_from_args(args: &TrainArgs) -> Result<FinetuneConfig> {
     let weights = if args.random_init {
         None
     } else {
-        let path = args
-            .weights
-            .clone()
-            .unwrap_or_else(|| args.arch.default_weights(&args.models_dir));
+        let path = args.weights.clone().unwrap_or_else(|| args.arch.default_weights(&args.models_dir));
         if !path.exists() {
             bail!(
                 "{}: weights file not found. Run scripts/fetch-models.sh, pass --weights FILE, or use --random-init",
@@ -196,9 +190,8 @@ fn config_from_args(args: &TrainArgs) -> Result<FinetuneConfig> {
         }
         Some(path)
     };
-    let out = args.out.clone().unwrap_or_else(|| {
-        PathBuf::from(format!("runs/{}-{}", args.arch.name(), args.mode.name()))
-    });
+    let out =
+        args.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", args.arch.name(), args.mode.name())));
     Ok(FinetuneConfig {
         mode: args.mode,
         arch: args.arch,
@@ -236,11 +229,7 @@ fn predict(args: PredictArgs) -> Result<()> {
         match &p.error {
             Some(e) => println!("{}  ERROR {e}", p.path.display()),
             None => {
-                let cells: Vec<String> = p
-                    .top
-                    .iter()
-                    .map(|c| format!("{} {:.4}", c.class, c.probability))
-                    .collect();
+                let cells: Vec<String> = p.top.iter().map(|c| format!("{} {:.4}", c.class, c.probability)).collect();
                 println!("{}  {}", p.path.display(), cells.join("  "));
             }
         }
@@ -253,16 +242,9 @@ fn eval(args: EvalArgs) -> Result<()> {
     let trained = TrainedModel::load(&args.checkpoint, device)?;
     let evaluation = evaluate_split(&trained, &args.data, device)?;
     std::fs::create_dir_all(&args.out)?;
-    plots::confusion_matrix(
-        &evaluation.confusion,
-        &trained.classes,
-        &args.out.join("confusion_matrix.png"),
-    )?;
+    plots::confusion_matrix(&evaluation.confusion, &trained.classes, &args.out.join("confusion_matrix.png"))?;
     let json = serde_json::to_string_pretty(&evaluation)?;
-    tchlab::models::checkpoint_io::write_atomically(
-        &args.out.join("evaluation.json"),
-        json.as_bytes(),
-    )?;
+    tchlab::models::checkpoint_io::write_atomically(&args.out.join("evaluation.json"), json.as_bytes())?;
     if args.json {
         println!("{json}");
         return Ok(());
@@ -274,15 +256,9 @@ fn eval(args: EvalArgs) -> Result<()> {
         evaluation.accuracy,
         evaluation.loss
     );
-    println!(
-        "{:<16} {:>9} {:>9} {:>8}",
-        "class", "precision", "recall", "support"
-    );
+    println!("{:<16} {:>9} {:>9} {:>8}", "class", "precision", "recall", "support");
     for c in &evaluation.per_class {
-        println!(
-            "{:<16} {:>9.4} {:>9.4} {:>8}",
-            c.class, c.precision, c.recall, c.support
-        );
+        println!("{:<16} {:>9.4} {:>9.4} {:>8}", c.class, c.precision, c.recall, c.support);
     }
     println!("confusion matrix (rows: true, columns: predicted):");
     for (class, row) in trained.classes.iter().zip(&evaluation.confusion) {

@@ -4,6 +4,7 @@
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+use tchlab::data::mnist::Mnist;
 use tchlab::mnist_experiments;
 use tchlab::train::solver::{GradMode, SolverConfig};
 
@@ -61,11 +62,7 @@ struct Common {
 #[derive(Args)]
 struct MlpArgs {
     /// Hidden sizes to sweep (comma separated).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "10,50,100,250,500,800,1200,1600"
-    )]
+    #[arg(long, value_delimiter = ',', default_value = "10,50,100,250,500,800,1200,1600")]
     hidden: Vec<i64>,
     #[command(flatten)]
     common: Common,
@@ -97,6 +94,12 @@ fn solver_config(common: &Common, default_epochs: usize) -> Result<SolverConfig>
     })
 }
 
+/// The MNIST splits and the output folder (`default_out` unless `--out`).
+fn data_and_out(common: &Common, default_out: &str) -> Result<(Mnist, PathBuf)> {
+    let data = mnist_experiments::load(&common.data, common.seed, common.train_limit)?;
+    Ok((data, common.out.clone().unwrap_or_else(|| PathBuf::from(default_out))))
+}
+
 fn main() {
     tchlab::cli::run_main(|| match Cli::parse().command {
         Command::Mlp(args) => {
@@ -104,30 +107,12 @@ fn main() {
                 bail!("--hidden sizes must be positive");
             }
             let config = solver_config(&args.common, 10)?;
-            let data = mnist_experiments::load(
-                &args.common.data,
-                args.common.seed,
-                args.common.train_limit,
-            )?;
-            let out = args
-                .common
-                .out
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("runs/mnist-mlp"));
+            let (data, out) = data_and_out(&args.common, "runs/mnist-mlp")?;
             mnist_experiments::mlp_sweep(&data, &args.hidden, &config, &out).map(|_| ())
         }
         Command::Cnn(args) => {
             let config = solver_config(&args.common, 5)?;
-            let data = mnist_experiments::load(
-                &args.common.data,
-                args.common.seed,
-                args.common.train_limit,
-            )?;
-            let out = args
-                .common
-                .out
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("runs/mnist-cnn"));
+            let (data, out) = data_and_out(&args.common, "runs/mnist-cnn")?;
             mnist_experiments::cnn(&data, args.hidden, &config, &out).map(|_| ())
         }
     });

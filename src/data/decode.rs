@@ -20,9 +20,8 @@ pub fn decode_rgb_bytes(bytes: &[u8]) -> Result<RgbImage> {
     if bytes.is_empty() {
         bail!("empty file (0 bytes)");
     }
-    let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .context("cannot guess the image format")?;
+    let mut reader =
+        ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().context("cannot guess the image format")?;
     match reader.format() {
         None => bail!("not an image (unrecognised file header)"),
         Some(image::ImageFormat::Jpeg) if !has_jpeg_end_marker(bytes) => {
@@ -35,9 +34,7 @@ pub fn decode_rgb_bytes(bytes: &[u8]) -> Result<RgbImage> {
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(MAX_PIXELS * 8);
     reader.limits(limits);
-    let decoded = reader
-        .decode()
-        .map_err(|e| anyhow::anyhow!("cannot decode: {e}"))?;
+    let decoded = reader.decode().map_err(|e| anyhow::anyhow!("cannot decode: {e}"))?;
     if decoded.width() == 0 || decoded.height() == 0 {
         bail!("image has no pixels");
     }
@@ -47,10 +44,7 @@ pub fn decode_rgb_bytes(bytes: &[u8]) -> Result<RgbImage> {
 
 /// Whether a JPEG ends with its end-of-image marker (trailing padding allowed).
 fn has_jpeg_end_marker(bytes: &[u8]) -> bool {
-    let end = bytes
-        .iter()
-        .rposition(|&b| !matches!(b, 0 | b' ' | b'\r' | b'\n' | b'\t'))
-        .map_or(0, |i| i + 1);
+    let end = bytes.iter().rposition(|&b| !matches!(b, 0 | b' ' | b'\r' | b'\n' | b'\t')).map_or(0, |i| i + 1);
     bytes[..end].ends_with(&[0xFF, 0xD9])
 }
 
@@ -60,10 +54,7 @@ fn exif_orientation(bytes: &[u8]) -> u32 {
     reader
         .read_from_container(&mut std::io::Cursor::new(bytes))
         .ok()
-        .and_then(|exif| {
-            exif.get_field(exif::Tag::Orientation, exif::In::PRIMARY)
-                .and_then(|f| f.value.get_uint(0))
-        })
+        .and_then(|exif| exif.get_field(exif::Tag::Orientation, exif::In::PRIMARY).and_then(|f| f.value.get_uint(0)))
         .unwrap_or(1)
 }
 

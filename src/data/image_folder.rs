@@ -6,9 +6,7 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
 /// torchvision's `IMG_EXTENSIONS`.
-pub const IMAGE_EXTENSIONS: &[&str] = &[
-    "jpg", "jpeg", "png", "ppm", "bmp", "pgm", "tif", "tiff", "webp",
-];
+pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "ppm", "bmp", "pgm", "tif", "tiff", "webp"];
 
 #[derive(Debug, Clone)]
 pub struct Sample {
@@ -30,10 +28,7 @@ pub struct ImageFolder {
 impl ImageFolder {
     pub fn scan(root: &Path) -> Result<Self> {
         if !root.is_dir() {
-            bail!(
-                "{}: folder not found (expected <data>/<split>/<class>/<images>)",
-                root.display()
-            );
+            bail!("{}: folder not found (expected <data>/<split>/<class>/<images>)", root.display());
         }
         let mut classes: Vec<String> = read_dir_sorted(root)?
             .into_iter()
@@ -42,10 +37,7 @@ impl ImageFolder {
             .collect();
         classes.sort();
         if classes.is_empty() {
-            bail!(
-                "{}: no class folders (expected <class>/<images> inside)",
-                root.display()
-            );
+            bail!("{}: no class folders (expected <class>/<images> inside)", root.display());
         }
         let mut samples = Vec::new();
         let mut ignored = Vec::new();
@@ -61,19 +53,10 @@ impl ImageFolder {
                 }
             }
             if found == 0 {
-                bail!(
-                    "{}: class folder holds no image files ({})",
-                    class_dir.display(),
-                    IMAGE_EXTENSIONS.join(", ")
-                );
+                bail!("{}: class folder holds no image files ({})", class_dir.display(), IMAGE_EXTENSIONS.join(", "));
             }
         }
-        Ok(Self {
-            root: root.to_owned(),
-            classes,
-            samples,
-            ignored,
-        })
+        Ok(Self { root: root.to_owned(), classes, samples, ignored })
     }
 
     /// Scans `data/train` and `data/val`, requiring the same classes in both.

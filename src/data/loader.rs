@@ -35,11 +35,7 @@ pub struct DecodedSplit {
 impl DecodedSplit {
     /// Decodes every sample of `folder` in parallel. With `strict`, the first
     /// undecodable file (in folder order) is an error.
-    pub fn decode(
-        folder: &ImageFolder,
-        strict: bool,
-        progress: &indicatif::ProgressBar,
-    ) -> Result<Self> {
+    pub fn decode(folder: &ImageFolder, strict: bool, progress: &indicatif::ProgressBar) -> Result<Self> {
         let results: Vec<_> = folder
             .samples
             .par_iter()
@@ -68,10 +64,7 @@ impl DecodedSplit {
                     if strict {
                         bail!("bad image (--strict): {reason}");
                     }
-                    split.bad_files.push(BadFile {
-                        path: sample.path.clone(),
-                        reason,
-                    });
+                    split.bad_files.push(BadFile { path: sample.path.clone(), reason });
                 }
             }
         }
@@ -98,11 +91,7 @@ impl DecodedSplit {
     /// The whole split through the validation transform, `[N, 3, 224, 224]`
     /// in [0, 1] (before normalization).
     pub fn val_tensor(&self) -> Tensor {
-        let transformed: Vec<Tensor> = self
-            .images
-            .par_iter()
-            .map(|rgb| val_transform(&image_tensor(rgb)))
-            .collect();
+        let transformed: Vec<Tensor> = self.images.par_iter().map(|rgb| val_transform(&image_tensor(rgb))).collect();
         Tensor::stack(&transformed, 0)
     }
 
@@ -121,8 +110,7 @@ pub struct EpochPlan {
 
 impl EpochPlan {
     pub fn draw(split: &DecodedSplit, seed: u64, epoch: usize) -> Self {
-        let mut rng =
-            ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
+        let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
         let mut order: Vec<usize> = (0..split.len()).collect();
         order.shuffle(&mut rng);
         let augmentations = order
@@ -132,10 +120,7 @@ impl EpochPlan {
                 draw_augmentation(h as i64, w as i64, &mut rng)
             })
             .collect();
-        Self {
-            order,
-            augmentations,
-        }
+        Self { order, augmentations }
     }
 
     /// Batch `b` of the epoch: `[B, 3, 224, 224]` in [0, 1] and labels `[B]`.
@@ -144,12 +129,7 @@ impl EpochPlan {
         let end = (start + batch_size).min(self.order.len());
         let images: Vec<Tensor> = (start..end)
             .into_par_iter()
-            .map(|k| {
-                train_transform(
-                    &image_tensor(&split.images[self.order[k]]),
-                    &self.augmentations[k],
-                )
-            })
+            .map(|k| train_transform(&image_tensor(&split.images[self.order[k]]), &self.augmentations[k]))
             .collect();
         let labels: Vec<i64> = (start..end).map(|k| split.labels[self.order[k]]).collect();
         (Tensor::stack(&images, 0), Tensor::from_slice(&labels))

@@ -46,7 +46,10 @@ pub fn load(dir: &Path, seed: u64, train_limit: Option<usize>) -> Result<Mnist> 
     let test = load_pair(dir, "t10k")?;
     let n = train_all.len();
     if n <= VAL_SIZE {
-        bail!("the training file holds {n} images; at least {} are needed for a {VAL_SIZE}-image validation split", VAL_SIZE + 1);
+        bail!(
+            "the training file holds {n} images; at least {} are needed for a {VAL_SIZE}-image validation split",
+            VAL_SIZE + 1
+        );
     }
     let mut order: Vec<i64> = (0..n as i64).collect();
     order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
@@ -54,16 +57,9 @@ pub fn load(dir: &Path, seed: u64, train_limit: Option<usize>) -> Result<Mnist> 
     let train_part = &train_part[..train_limit.unwrap_or(usize::MAX).min(train_part.len())];
     let take = |range: &[i64]| {
         let index = Tensor::from_slice(range);
-        Split {
-            images: train_all.images.index_select(0, &index),
-            labels: train_all.labels.index_select(0, &index),
-        }
+        Split { images: train_all.images.index_select(0, &index), labels: train_all.labels.index_select(0, &index) }
     };
-    Ok(Mnist {
-        train: take(train_part),
-        val: take(val_part),
-        test,
-    })
+    Ok(Mnist { train: take(train_part), val: take(val_part), test })
 }
 
 fn load_pair(dir: &Path, prefix: &str) -> Result<Split> {
@@ -80,15 +76,9 @@ fn load_pair(dir: &Path, prefix: &str) -> Result<Split> {
             labels_path.display()
         );
     }
-    let images = Tensor::from_slice(&images)
-        .view([count as i64, (rows * cols) as i64])
-        .to_kind(Kind::Float)
-        / 255.0;
+    let images = Tensor::from_slice(&images).view([count as i64, (rows * cols) as i64]).to_kind(Kind::Float) / 255.0;
     let labels = Tensor::from_slice(&labels).to_kind(Kind::Int64);
-    Ok(Split {
-        images: (images - MEAN) / STD,
-        labels,
-    })
+    Ok(Split { images: (images - MEAN) / STD, labels })
 }
 
 fn find(dir: &Path, stem: &str) -> Result<std::path::PathBuf> {
@@ -98,10 +88,7 @@ fn find(dir: &Path, stem: &str) -> Result<std::path::PathBuf> {
             return Ok(path);
         }
     }
-    bail!(
-        "{}: not found (run scripts/fetch-data.sh)",
-        dir.join(format!("{stem}.gz")).display()
-    )
+    bail!("{}: not found (run scripts/fetch-data.sh)", dir.join(format!("{stem}.gz")).display())
 }
 
 /// The whole file, gunzipped when it is gzip.
@@ -120,15 +107,9 @@ fn read_bytes(path: &Path) -> Result<Vec<u8>> {
 
 fn header(bytes: &[u8], path: &Path, words: usize) -> Result<Vec<u32>> {
     if bytes.len() < 4 * words {
-        bail!(
-            "{}: file too short for an IDX header ({} bytes)",
-            path.display(),
-            bytes.len()
-        );
+        bail!("{}: file too short for an IDX header ({} bytes)", path.display(), bytes.len());
     }
-    Ok((0..words)
-        .map(|i| u32::from_be_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap()))
-        .collect())
+    Ok((0..words).map(|i| u32::from_be_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap())).collect())
 }
 
 /// Pixels, rows, cols of an IDX3 image file.
@@ -136,16 +117,16 @@ pub fn read_images(path: &Path) -> Result<(Vec<u8>, usize, usize)> {
     let bytes = read_bytes(path)?;
     let h = header(&bytes, path, 4)?;
     if h[0] != IMAGES_MAGIC {
-        bail!(
-            "{}: magic number {} is not an IDX image file's ({IMAGES_MAGIC})",
-            path.display(),
-            h[0]
-        );
+        bail!("{}: magic number {} is not an IDX image file's ({IMAGES_MAGIC})", path.display(), h[0]);
     }
     let (count, rows, cols) = (h[1] as usize, h[2] as usize, h[3] as usize);
     let expected = 16 + count * rows * cols;
     if bytes.len() != expected {
-        bail!("{}: header says {count} images of {rows}x{cols} ({expected} bytes) but the file has {} bytes", path.display(), bytes.len());
+        bail!(
+            "{}: header says {count} images of {rows}x{cols} ({expected} bytes) but the file has {} bytes",
+            path.display(),
+            bytes.len()
+        );
     }
     Ok((bytes[16..].to_vec(), rows, cols))
 }
@@ -155,19 +136,11 @@ pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
     let bytes = read_bytes(path)?;
     let h = header(&bytes, path, 2)?;
     if h[0] != LABELS_MAGIC {
-        bail!(
-            "{}: magic number {} is not an IDX label file's ({LABELS_MAGIC})",
-            path.display(),
-            h[0]
-        );
+        bail!("{}: magic number {} is not an IDX label file's ({LABELS_MAGIC})", path.display(), h[0]);
     }
     let count = h[1] as usize;
     if bytes.len() != 8 + count {
-        bail!(
-            "{}: header says {count} labels but the file has {} bytes after it",
-            path.display(),
-            bytes.len() - 8
-        );
+        bail!("{}: header says {count} labels but the file has {} bytes after it", path.display(), bytes.len() - 8);
     }
     if let Some(bad) = bytes[8..].iter().find(|&&l| l > 9) {
         bail!("{}: label {bad} is not a digit", path.display());

@@ -27,12 +27,8 @@ impl Normalization {
         let device = images.device();
         match self {
             Normalization::Imagenet => {
-                let mean = Tensor::from_slice(&[0.485f32, 0.456, 0.406])
-                    .view([1, 3, 1, 1])
-                    .to_device(device);
-                let std = Tensor::from_slice(&[0.229f32, 0.224, 0.225])
-                    .view([1, 3, 1, 1])
-                    .to_device(device);
+                let mean = Tensor::from_slice(&[0.485f32, 0.456, 0.406]).view([1, 3, 1, 1]).to_device(device);
+                let std = Tensor::from_slice(&[0.229f32, 0.224, 0.225]).view([1, 3, 1, 1]).to_device(device);
                 (images - mean) / std
             }
             Normalization::TfLite => (images * 255.0 - 127.0) / 128.0,
@@ -79,12 +75,7 @@ pub fn random_resized_crop_box(height: i64, width: i64, rng: &mut impl Rng) -> C
         if 0 < w && w <= width && 0 < h && h <= height {
             let top = rng.gen_range(0..=height - h);
             let left = rng.gen_range(0..=width - w);
-            return CropBox {
-                top,
-                left,
-                height: h,
-                width: w,
-            };
+            return CropBox { top, left, height: h, width: w };
         }
     }
     let in_ratio = width as f64 / height as f64;
@@ -95,12 +86,7 @@ pub fn random_resized_crop_box(height: i64, width: i64, rng: &mut impl Rng) -> C
     } else {
         (height, width)
     };
-    CropBox {
-        top: (height - h) / 2,
-        left: (width - w) / 2,
-        height: h,
-        width: w,
-    }
+    CropBox { top: (height - h) / 2, left: (width - w) / 2, height: h, width: w }
 }
 
 pub fn draw_augmentation(height: i64, width: i64, rng: &mut impl Rng) -> Augmentation {
@@ -136,15 +122,9 @@ pub fn train_transform(image: &Tensor, aug: &Augmentation) -> Tensor {
 /// scales with it (truncated, as torchvision does).
 pub fn resize_shorter_side(height: i64, width: i64, target: i64) -> (i64, i64) {
     if height <= width {
-        (
-            target,
-            (target as f64 * width as f64 / height as f64) as i64,
-        )
+        (target, (target as f64 * width as f64 / height as f64) as i64)
     } else {
-        (
-            (target as f64 * height as f64 / width as f64) as i64,
-            target,
-        )
+        ((target as f64 * height as f64 / width as f64) as i64, target)
     }
 }
 
@@ -165,9 +145,7 @@ pub fn val_transform(image: &Tensor) -> Tensor {
         let pad_w = (CROP_SIZE - rw).max(0);
         resized.constant_pad_nd([pad_w / 2, pad_w - pad_w / 2, pad_h / 2, pad_h - pad_h / 2])
     } else {
-        resized
-            .narrow(1, center_offset(rh, CROP_SIZE), CROP_SIZE)
-            .narrow(2, center_offset(rw, CROP_SIZE), CROP_SIZE)
+        resized.narrow(1, center_offset(rh, CROP_SIZE), CROP_SIZE).narrow(2, center_offset(rw, CROP_SIZE), CROP_SIZE)
     };
     cropped / 255.0
 }
@@ -184,10 +162,7 @@ mod tests {
             for _ in 0..500 {
                 let c = random_resized_crop_box(h, w, &mut rng);
                 assert!(c.top >= 0 && c.left >= 0 && c.height > 0 && c.width > 0);
-                assert!(
-                    c.top + c.height <= h && c.left + c.width <= w,
-                    "{c:?} in {h}x{w}"
-                );
+                assert!(c.top + c.height <= h && c.left + c.width <= w, "{c:?} in {h}x{w}");
             }
         }
     }
@@ -198,15 +173,7 @@ mod tests {
         // so every draw falls back to the centre, clamped to ratio 4/3.
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let c = random_resized_crop_box(100, 2000, &mut rng);
-        assert_eq!(
-            c,
-            CropBox {
-                top: 0,
-                left: (2000 - 133) / 2,
-                height: 100,
-                width: 133
-            }
-        );
+        assert_eq!(c, CropBox { top: 0, left: (2000 - 133) / 2, height: 100, width: 133 });
     }
 
     #[test]

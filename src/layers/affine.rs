@@ -15,14 +15,7 @@ pub struct Affine {
 impl Affine {
     /// Weights ~ N(0, std²) (`std` = `weight_scale`), zero bias, as the assignment initialises.
     pub fn new(p: nn::Path, inputs: i64, outputs: i64, weight_scale: f64) -> Self {
-        let weight = p.var(
-            "weight",
-            &[inputs, outputs],
-            nn::Init::Randn {
-                mean: 0.0,
-                stdev: weight_scale,
-            },
-        );
+        let weight = p.var("weight", &[inputs, outputs], nn::Init::Randn { mean: 0.0, stdev: weight_scale });
         let bias = p.var("bias", &[outputs], nn::Init::Const(0.0));
         Self { weight, bias }
     }
@@ -39,13 +32,8 @@ impl Affine {
         let x = Self::flat(input);
         let d_weight = x.transpose(0, 1).matmul(upstream);
         let d_bias = upstream.sum_dim_intlist([0i64].as_slice(), false, upstream.kind());
-        let d_input = upstream
-            .matmul(&self.weight.transpose(0, 1))
-            .reshape(input.size());
-        Gradients {
-            input: d_input,
-            params: vec![d_weight, d_bias],
-        }
+        let d_input = upstream.matmul(&self.weight.transpose(0, 1)).reshape(input.size());
+        Gradients { input: d_input, params: vec![d_weight, d_bias] }
     }
 }
 

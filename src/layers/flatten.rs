@@ -9,10 +9,7 @@ pub struct Flatten;
 
 impl Flatten {
     pub fn backward(&self, input: &Tensor, upstream: &Tensor) -> Gradients {
-        Gradients {
-            input: upstream.reshape(input.size()),
-            params: Vec::new(),
-        }
+        Gradients { input: upstream.reshape(input.size()), params: Vec::new() }
     }
 }
 

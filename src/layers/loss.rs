@@ -7,11 +7,7 @@ use tch::{Kind, Tensor};
 pub fn softmax_cross_entropy(scores: &Tensor, labels: &Tensor) -> (Tensor, Tensor) {
     let n = scores.size()[0];
     let shifted = scores - scores.amax([1i64].as_slice(), true);
-    let log_probs = &shifted
-        - shifted
-            .exp()
-            .sum_dim_intlist([1i64].as_slice(), true, scores.kind())
-            .log();
+    let log_probs = &shifted - shifted.exp().sum_dim_intlist([1i64].as_slice(), true, scores.kind()).log();
     let picked = log_probs.gather(1, &labels.unsqueeze(1), false);
     let loss = -picked.mean(scores.kind());
     let onehot = Tensor::zeros_like(scores).scatter_value(1, &labels.unsqueeze(1), 1.0);
@@ -21,10 +17,5 @@ pub fn softmax_cross_entropy(scores: &Tensor, labels: &Tensor) -> (Tensor, Tenso
 
 /// Top-1 accuracy of `scores` against `labels`.
 pub fn accuracy(scores: &Tensor, labels: &Tensor) -> f64 {
-    scores
-        .argmax(1, false)
-        .eq_tensor(labels)
-        .to_kind(Kind::Double)
-        .mean(Kind::Double)
-        .double_value(&[])
+    scores.argmax(1, false).eq_tensor(labels).to_kind(Kind::Double).mean(Kind::Double).double_value(&[])
 }

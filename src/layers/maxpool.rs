@@ -19,31 +19,20 @@ impl Default for MaxPool2d {
 
 impl MaxPool2d {
     pub fn backward(&self, input: &Tensor, upstream: &Tensor) -> Gradients {
-        let (_, argmax) = input.max_pool2d_with_indices(
-            [self.size, self.size],
-            [self.stride, self.stride],
-            [0, 0],
-            [1, 1],
-            false,
-        );
+        let (_, argmax) =
+            input.max_pool2d_with_indices([self.size, self.size], [self.stride, self.stride], [0, 0], [1, 1], false);
         let (n, c, h, w) = input.size4().unwrap();
-        let routed = Tensor::zeros([n, c, h * w], (upstream.kind(), upstream.device()))
-            .scatter_add(2, &argmax.flatten(2, -1), &upstream.flatten(2, -1));
-        Gradients {
-            input: routed.view([n, c, h, w]),
-            params: Vec::new(),
-        }
+        let routed = Tensor::zeros([n, c, h * w], (upstream.kind(), upstream.device())).scatter_add(
+            2,
+            &argmax.flatten(2, -1),
+            &upstream.flatten(2, -1),
+        );
+        Gradients { input: routed.view([n, c, h, w]), params: Vec::new() }
     }
 }
 
 impl Module for MaxPool2d {
     fn forward(&self, x: &Tensor) -> Tensor {
-        x.max_pool2d(
-            [self.size, self.size],
-            [self.stride, self.stride],
-            [0, 0],
-            [1, 1],
-            false,
-        )
+        x.max_pool2d([self.size, self.size], [self.stride, self.stride], [0, 0], [1, 1], false)
     }
 }

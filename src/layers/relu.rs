@@ -13,10 +13,7 @@ pub struct Relu;
 impl Relu {
     pub fn backward(&self, input: &Tensor, upstream: &Tensor) -> Gradients {
         let passes = input.gt(0.0).to_kind(upstream.kind());
-        Gradients {
-            input: upstream * passes,
-            params: Vec::new(),
-        }
+        Gradients { input: upstream * passes, params: Vec::new() }
     }
 }
 

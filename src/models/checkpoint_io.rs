@@ -16,8 +16,7 @@ pub fn read_named_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     }
     let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
     if is_safetensors {
-        Tensor::read_safetensors(path)
-            .with_context(|| format!("{}: not a readable .safetensors file", path.display()))
+        Tensor::read_safetensors(path).with_context(|| format!("{}: not a readable .safetensors file", path.display()))
     } else {
         read_state_dict(path)
     }
@@ -44,11 +43,8 @@ pub fn load_into(vs: &mut VarStore, tensors: &[(String, Tensor)], source: &Path)
             );
         }
     }
-    let missing: Vec<&String> = variables
-        .iter()
-        .map(|(n, _)| n)
-        .filter(|n| !by_name.contains_key(n.as_str()))
-        .collect();
+    let missing: Vec<&String> =
+        variables.iter().map(|(n, _)| n).filter(|n| !by_name.contains_key(n.as_str())).collect();
     if let Some(first) = missing.first() {
         bail!(
             "loading {}: {} model tensor(s) missing from the file, first {first} (weights of another architecture?)",
@@ -58,8 +54,7 @@ pub fn load_into(vs: &mut VarStore, tensors: &[(String, Tensor)], source: &Path)
     }
     tch::no_grad(|| {
         for (name, var) in &variables {
-            var.shallow_clone()
-                .copy_(&by_name[name.as_str()].to_kind(var.kind()));
+            var.shallow_clone().copy_(&by_name[name.as_str()].to_kind(var.kind()));
         }
     });
     Ok(())
@@ -92,15 +87,9 @@ pub fn reject_unknown(
 
 /// Writes named tensors and string metadata to `path` atomically (a
 /// temporary file in the same folder, then a rename).
-pub fn save_safetensors(
-    path: &Path,
-    tensors: &[(String, Tensor)],
-    metadata: HashMap<String, String>,
-) -> Result<()> {
-    let cpu: Vec<(String, Tensor)> = tensors
-        .iter()
-        .map(|(n, t)| (n.clone(), t.to_device(tch::Device::Cpu).contiguous()))
-        .collect();
+pub fn save_safetensors(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String, String>) -> Result<()> {
+    let cpu: Vec<(String, Tensor)> =
+        tensors.iter().map(|(n, t)| (n.clone(), t.to_device(tch::Device::Cpu).contiguous())).collect();
     let views: Vec<(String, safetensors::tensor::TensorView)> = cpu
         .iter()
         .map(|(name, t)| {
@@ -112,15 +101,9 @@ pub fn save_safetensors(
             };
             let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
             let bytes = unsafe {
-                std::slice::from_raw_parts(
-                    t.data_ptr() as *const u8,
-                    t.numel() * t.kind().elt_size_in_bytes(),
-                )
+                std::slice::from_raw_parts(t.data_ptr() as *const u8, t.numel() * t.kind().elt_size_in_bytes())
             };
-            Ok((
-                name.clone(),
-                safetensors::tensor::TensorView::new(dtype, shape, bytes)?,
-            ))
+            Ok((name.clone(), safetensors::tensor::TensorView::new(dtype, shape, bytes)?))
         })
         .collect::<Result<_>>()?;
     let bytes = safetensors::tensor::serialize(views, &Some(metadata))?;
@@ -139,21 +122,11 @@ pub fn read_safetensors_metadata(path: &Path) -> Result<HashMap<String, String>>
 /// crash never leaves a half-written file under the final name.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    let mut file =
-        std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    file.write_all(bytes)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    file.sync_all()
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().unwrap_or_default().to_string_lossy()));
+    let mut file = std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    file.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    file.sync_all().with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     Ok(())
 }

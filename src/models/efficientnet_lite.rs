@@ -26,11 +26,7 @@ const STAGES: [(i64, i64, i64, i64, i64, i64); 7] = [
 ];
 
 fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
-    let config = nn::BatchNormConfig {
-        eps: 1e-3,
-        momentum: 0.01,
-        ..Default::default()
-    };
+    let config = nn::BatchNormConfig { eps: 1e-3, momentum: 0.01, ..Default::default() };
     nn::batch_norm2d(p, c, config)
 }
 
@@ -50,16 +46,8 @@ struct SameConv {
 
 impl SameConv {
     fn new(p: nn::Path, c_in: i64, c_out: i64, kernel: i64, stride: i64, groups: i64) -> Self {
-        let weight = p.var(
-            "weight",
-            &[c_out, c_in / groups, kernel, kernel],
-            nn::init::DEFAULT_KAIMING_UNIFORM,
-        );
-        Self {
-            weight,
-            stride,
-            groups,
-        }
+        let weight = p.var("weight", &[c_out, c_in / groups, kernel, kernel], nn::init::DEFAULT_KAIMING_UNIFORM);
+        Self { weight, stride, groups }
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
@@ -72,14 +60,7 @@ impl SameConv {
         } else {
             x.shallow_clone()
         };
-        padded.conv2d(
-            &self.weight,
-            None::<Tensor>,
-            [self.stride],
-            [0],
-            [1],
-            self.groups,
-        )
+        padded.conv2d(&self.weight, None::<Tensor>, [self.stride], [0], [1], self.groups)
     }
 }
 
@@ -132,22 +113,11 @@ pub fn backbone(p: &nn::Path) -> Backbone {
             let bp = p / "_blocks" / index;
             let (c_in, stride) = if r == 0 { (c_in, stride) } else { (c_out, 1) };
             let c_mid = c_in * expand_ratio;
-            let expand = (expand_ratio != 1).then(|| {
-                (
-                    SameConv::new(&bp / "_expand_conv", c_in, c_mid, 1, 1, 1),
-                    bn(&bp / "_bn0", c_mid),
-                )
-            });
+            let expand = (expand_ratio != 1)
+                .then(|| (SameConv::new(&bp / "_expand_conv", c_in, c_mid, 1, 1, 1), bn(&bp / "_bn0", c_mid)));
             blocks.push(MbConvBlock {
                 expand,
-                depthwise: SameConv::new(
-                    &bp / "_depthwise_conv",
-                    c_mid,
-                    c_mid,
-                    kernel,
-                    stride,
-                    c_mid,
-                ),
+                depthwise: SameConv::new(&bp / "_depthwise_conv", c_mid, c_mid, kernel, stride, c_mid),
                 bn1: bn(&bp / "_bn1", c_mid),
                 project: SameConv::new(&bp / "_project_conv", c_mid, c_out, 1, 1, 1),
                 bn2: bn(&bp / "_bn2", c_out),
@@ -168,11 +138,7 @@ pub fn backbone(p: &nn::Path) -> Backbone {
 
 impl std::fmt::Debug for Backbone {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "EfficientNet-Lite0 backbone ({} blocks)",
-            self.blocks.len()
-        )
+        write!(f, "EfficientNet-Lite0 backbone ({} blocks)", self.blocks.len())
     }
 }
 

@@ -14,9 +14,7 @@ use std::path::{Path, PathBuf};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Tensor};
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Arch {
     Resnet18,
@@ -124,28 +122,10 @@ impl Classifier {
         let head_vs = nn::VarStore::new(device);
         let backbone = arch.build_backbone(&backbone_vs.root());
         let bound = 1.0 / (arch.feature_count() as f64).sqrt();
-        let init = nn::Init::Uniform {
-            lo: -bound,
-            up: bound,
-        };
-        let config = nn::LinearConfig {
-            ws_init: init,
-            bs_init: Some(init),
-            bias: true,
-        };
-        let head = nn::linear(
-            head_vs.root() / arch.head_name(),
-            arch.feature_count(),
-            num_classes,
-            config,
-        );
-        Self {
-            arch,
-            backbone_vs,
-            head_vs,
-            backbone,
-            head,
-        }
+        let init = nn::Init::Uniform { lo: -bound, up: bound };
+        let config = nn::LinearConfig { ws_init: init, bs_init: Some(init), bias: true };
+        let head = nn::linear(head_vs.root() / arch.head_name(), arch.feature_count(), num_classes, config);
+        Self { arch, backbone_vs, head_vs, backbone, head }
     }
 
     /// Pooled backbone features, `[N, features]`. Inputs are laid out
@@ -162,9 +142,7 @@ impl Classifier {
 
     /// Logits from features (dropout applies only when `train`).
     pub fn head_forward(&self, features: &Tensor, train: bool) -> Tensor {
-        features
-            .dropout(self.arch.head_dropout(), train)
-            .apply(&self.head)
+        features.dropout(self.arch.head_dropout(), train).apply(&self.head)
     }
 
     pub fn forward(&self, images: &Tensor, train: bool) -> Tensor {
@@ -191,12 +169,8 @@ impl Classifier {
 
     /// Every tensor of the model, named as in the published checkpoint.
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
-        let mut all: Vec<(String, Tensor)> = self
-            .backbone_vs
-            .variables()
-            .into_iter()
-            .chain(self.head_vs.variables())
-            .collect();
+        let mut all: Vec<(String, Tensor)> =
+            self.backbone_vs.variables().into_iter().chain(self.head_vs.variables()).collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
     }

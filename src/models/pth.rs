@@ -16,16 +16,9 @@ use tch::{Kind, Tensor};
 /// Reads every tensor of a state_dict file, in file order.
 pub fn read_state_dict(path: &Path) -> Result<Vec<(String, Tensor)>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let parsed = if bytes.starts_with(b"PK") {
-        read_zip(&bytes)
-    } else {
-        read_legacy(&bytes)
-    };
+    let parsed = if bytes.starts_with(b"PK") { read_zip(&bytes) } else { read_legacy(&bytes) };
     parsed.with_context(|| {
-        format!(
-            "{}: not a readable PyTorch state_dict (truncated or not a .pth file?)",
-            path.display()
-        )
+        format!("{}: not a readable PyTorch state_dict (truncated or not a .pth file?)", path.display())
     })
 }
 
@@ -42,10 +35,7 @@ fn read_zip(bytes: &[u8]) -> Result<Vec<(String, Tensor)>> {
     let mut storage_bytes = |key: &str| -> Result<Vec<u8>> {
         let name = format!("{prefix}data/{key}");
         let mut data = Vec::new();
-        archive
-            .by_name(&name)
-            .with_context(|| format!("missing storage {name}"))?
-            .read_to_end(&mut data)?;
+        archive.by_name(&name).with_context(|| format!("missing storage {name}"))?.read_to_end(&mut data)?;
         Ok(data)
     };
     let mut storages = HashMap::new();
@@ -80,9 +70,7 @@ fn read_legacy(bytes: &[u8]) -> Result<Vec<(String, Tensor)>> {
         let numel = read_u64(bytes, offset)? as usize;
         offset += 8;
         let size = numel * element_sizes.get(&key).copied().unwrap_or(4);
-        let data = bytes
-            .get(offset..offset + size)
-            .with_context(|| format!("storage {key} is cut short"))?;
+        let data = bytes.get(offset..offset + size).with_context(|| format!("storage {key} is cut short"))?;
         storages.insert(key, data.to_vec());
         offset += size;
     }
@@ -90,9 +78,7 @@ fn read_legacy(bytes: &[u8]) -> Result<Vec<(String, Tensor)>> {
 }
 
 fn read_u64(bytes: &[u8], at: usize) -> Result<u64> {
-    let raw = bytes
-        .get(at..at + 8)
-        .context("file ends inside a storage header")?;
+    let raw = bytes.get(at..at + 8).context("file ends inside a storage header")?;
     Ok(u64::from_le_bytes(raw.try_into().unwrap()))
 }
 
@@ -189,26 +175,17 @@ fn tensors_of(root: &Value) -> Vec<(&str, &TensorSpec)> {
 }
 
 fn storage_keys(root: &Value) -> Vec<String> {
-    let mut keys: Vec<String> = tensors_of(root)
-        .iter()
-        .map(|(_, spec)| spec.storage_key.clone())
-        .collect();
+    let mut keys: Vec<String> = tensors_of(root).iter().map(|(_, spec)| spec.storage_key.clone()).collect();
     keys.sort();
     keys.dedup();
     keys
 }
 
 fn storage_element_sizes(root: &Value) -> HashMap<String, usize> {
-    tensors_of(root)
-        .iter()
-        .map(|(_, spec)| (spec.storage_key.clone(), element_size(spec.kind)))
-        .collect()
+    tensors_of(root).iter().map(|(_, spec)| (spec.storage_key.clone(), element_size(spec.kind))).collect()
 }
 
-fn collect_tensors(
-    root: Value,
-    storages: &HashMap<String, Vec<u8>>,
-) -> Result<Vec<(String, Tensor)>> {
+fn collect_tensors(root: Value, storages: &HashMap<String, Vec<u8>>) -> Result<Vec<(String, Tensor)>> {
     if !matches!(root, Value::Dict(_)) {
         bail!("the file holds no state_dict (top-level object is not a dict)");
     }
@@ -216,25 +193,13 @@ fn collect_tensors(
     for (name, spec) in tensors_of(&root) {
         let data = &storages[&spec.storage_key];
         let numel = (data.len() / element_size(spec.kind)) as i64;
-        let flat = Tensor::f_from_data_size(data, &[numel], spec.kind)
-            .with_context(|| format!("tensor {name}"))?;
-        let needed: i64 = spec.offset
-            + spec
-                .size
-                .iter()
-                .zip(&spec.stride)
-                .map(|(s, st)| (s - 1).max(0) * st)
-                .sum::<i64>()
-            + 1;
+        let flat = Tensor::f_from_data_size(data, &[numel], spec.kind).with_context(|| format!("tensor {name}"))?;
+        let needed: i64 =
+            spec.offset + spec.size.iter().zip(&spec.stride).map(|(s, st)| (s - 1).max(0) * st).sum::<i64>() + 1;
         if spec.size.iter().all(|&s| s > 0) && needed > numel {
-            bail!(
-                "tensor {name}: storage holds {numel} values, shape {:?} needs {needed}",
-                spec.size
-            );
+            bail!("tensor {name}: storage holds {numel} values, shape {:?} needs {needed}", spec.size);
         }
-        let tensor = flat
-            .f_as_strided(&spec.size, &spec.stride, spec.offset)?
-            .contiguous();
+        let tensor = flat.f_as_strided(&spec.size, &spec.stride, spec.offset)?.contiguous();
         out.push((name.to_owned(), tensor));
     }
     Ok(out)
@@ -251,19 +216,11 @@ struct Unpickler<'a> {
 
 impl<'a> Unpickler<'a> {
     fn new(data: &'a [u8]) -> Self {
-        Self {
-            data,
-            pos: 0,
-            stack: Vec::new(),
-            memo: HashMap::new(),
-        }
+        Self { data, pos: 0, stack: Vec::new(), memo: HashMap::new() }
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let slice = self
-            .data
-            .get(self.pos..self.pos + n)
-            .context("pickle ends early")?;
+        let slice = self.data.get(self.pos..self.pos + n).context("pickle ends early")?;
         self.pos += n;
         Ok(slice)
     }
@@ -278,10 +235,7 @@ impl<'a> Unpickler<'a> {
     }
     fn line(&mut self) -> Result<String> {
         let rest = &self.data[self.pos..];
-        let end = rest
-            .iter()
-            .position(|&b| b == b'\n')
-            .context("pickle ends early")?;
+        let end = rest.iter().position(|&b| b == b'\n').context("pickle ends early")?;
         self.pos += end + 1;
         Ok(String::from_utf8_lossy(&rest[..end]).into_owned())
     }
@@ -289,11 +243,7 @@ impl<'a> Unpickler<'a> {
         self.stack.pop().context("pickle stack underflow")
     }
     fn pop_mark(&mut self) -> Result<Vec<Value>> {
-        let mark = self
-            .stack
-            .iter()
-            .rposition(|v| matches!(v, Value::Mark))
-            .context("pickle MARK missing")?;
+        let mark = self.stack.iter().rposition(|v| matches!(v, Value::Mark)).context("pickle MARK missing")?;
         let items = self.stack.split_off(mark + 1);
         self.stack.pop();
         Ok(items)
@@ -374,11 +324,7 @@ impl<'a> Unpickler<'a> {
                 0x93 => {
                     let name = self.pop()?;
                     let module = self.pop()?;
-                    self.stack.push(Value::Global(format!(
-                        "{} {}",
-                        module.as_str()?,
-                        name.as_str()?
-                    )));
+                    self.stack.push(Value::Global(format!("{} {}", module.as_str()?, name.as_str()?)));
                 }
                 b')' => self.stack.push(Value::Tuple(Vec::new())),
                 b't' => {
@@ -387,11 +333,7 @@ impl<'a> Unpickler<'a> {
                 }
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
-                    let at = self
-                        .stack
-                        .len()
-                        .checked_sub(n)
-                        .context("pickle stack underflow")?;
+                    let at = self.stack.len().checked_sub(n).context("pickle stack underflow")?;
                     let items = self.stack.split_off(at);
                     self.stack.push(Value::Tuple(items));
                 }
@@ -448,13 +390,11 @@ impl<'a> Unpickler<'a> {
                 }
                 b'h' => {
                     let idx = self.u8()? as u32;
-                    self.stack
-                        .push(self.memo.get(&idx).context("bad memo index")?.clone());
+                    self.stack.push(self.memo.get(&idx).context("bad memo index")?.clone());
                 }
                 b'j' => {
                     let idx = self.u32()?;
-                    self.stack
-                        .push(self.memo.get(&idx).context("bad memo index")?.clone());
+                    self.stack.push(self.memo.get(&idx).context("bad memo index")?.clone());
                 }
                 b'Q' => {
                     let pid = self.pop()?;
@@ -473,10 +413,7 @@ impl<'a> Unpickler<'a> {
                 b'b' => {
                     self.pop()?; // BUILD: state (e.g. `_metadata`) is not needed
                 }
-                other => bail!(
-                    "unsupported pickle opcode 0x{other:02x} at byte {}",
-                    self.pos - 1
-                ),
+                other => bail!("unsupported pickle opcode 0x{other:02x} at byte {}", self.pos - 1),
             }
         }
     }
@@ -492,17 +429,11 @@ fn pairs_of(items: Vec<Value>) -> Vec<(Value, Value)> {
 }
 
 fn persistent_storage(pid: Value) -> Result<Value> {
-    let Value::Tuple(fields) = pid else {
-        bail!("unexpected persistent id {pid:?}")
-    };
+    let Value::Tuple(fields) = pid else { bail!("unexpected persistent id {pid:?}") };
     match fields.as_slice() {
         [Value::Str(tag), Value::Global(dtype), key, ..] if tag == "storage" => {
-            let kind =
-                storage_kind(dtype).with_context(|| format!("unsupported storage type {dtype}"))?;
-            Ok(Value::Storage {
-                kind,
-                key: key.as_str()?.to_owned(),
-            })
+            let kind = storage_kind(dtype).with_context(|| format!("unsupported storage type {dtype}"))?;
+            Ok(Value::Storage { kind, key: key.as_str()?.to_owned() })
         }
         _ => bail!("unexpected persistent id {fields:?}"),
     }
@@ -521,9 +452,7 @@ fn reduce(func: Value, args: Value) -> Result<Value> {
             let [storage, offset, size, stride, ..] = args.as_slice() else {
                 bail!("_rebuild_tensor with {} arguments", args.len())
             };
-            let Value::Storage { kind, key } = storage else {
-                bail!("tensor without storage")
-            };
+            let Value::Storage { kind, key } = storage else { bail!("tensor without storage") };
             Ok(Value::Tensor(TensorSpec {
                 storage_key: key.clone(),
                 kind: *kind,

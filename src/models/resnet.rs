@@ -6,12 +6,7 @@
 use tch::nn::{self, ModuleT};
 
 fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, padding: i64) -> nn::Conv2D {
-    let config = nn::ConvConfig {
-        stride,
-        padding,
-        bias: false,
-        ..Default::default()
-    };
+    let config = nn::ConvConfig { stride, padding, bias: false, ..Default::default() };
     nn::conv2d(p, c_in, c_out, k, config)
 }
 
@@ -21,9 +16,7 @@ fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
 
 fn downsample(p: nn::Path, c_in: i64, c_out: i64, stride: i64) -> nn::SequentialT {
     if stride != 1 || c_in != c_out {
-        nn::seq_t()
-            .add(conv(&p / "0", c_in, c_out, 1, stride, 0))
-            .add(bn(&p / "1", c_out))
+        nn::seq_t().add(conv(&p / "0", c_in, c_out, 1, stride, 0)).add(bn(&p / "1", c_out))
     } else {
         nn::seq_t()
     }
@@ -36,12 +29,7 @@ fn basic_block(p: nn::Path, c_in: i64, c_out: i64, stride: i64) -> impl ModuleT 
     let bn2 = bn(&p / "bn2", c_out);
     let shortcut = downsample(&p / "downsample", c_in, c_out, stride);
     nn::func_t(move |x, train| {
-        let y = x
-            .apply(&conv1)
-            .apply_t(&bn1, train)
-            .relu()
-            .apply(&conv2)
-            .apply_t(&bn2, train);
+        let y = x.apply(&conv1).apply_t(&bn1, train).relu().apply(&conv2).apply_t(&bn2, train);
         (x.apply_t(&shortcut, train) + y).relu()
     })
 }
@@ -75,10 +63,8 @@ pub fn backbone(p: &nn::Path, blocks: [i64; 4], bottleneck: bool) -> nn::Sequent
     let expansion = if bottleneck { 4 } else { 1 };
     let conv1 = conv(p / "conv1", 3, 64, 7, 2, 3);
     let bn1 = bn(p / "bn1", 64);
-    let mut net = nn::seq_t()
-        .add(conv1)
-        .add(bn1)
-        .add_fn(|x| x.relu().max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false));
+    let mut net =
+        nn::seq_t().add(conv1).add(bn1).add_fn(|x| x.relu().max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false));
     let mut c_in = 64;
     for (stage, &depth) in blocks.iter().enumerate() {
         let c_mid = 64 << stage;

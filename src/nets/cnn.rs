@@ -38,12 +38,7 @@ impl ThreeLayerConvNet {
             ),
             relu: Relu,
             pool: MaxPool2d::default(),
-            affine1: Affine::new(
-                p / "affine1",
-                shape.filters * pooled * pooled,
-                shape.hidden,
-                weight_scale,
-            ),
+            affine1: Affine::new(p / "affine1", shape.filters * pooled * pooled, shape.hidden, weight_scale),
             affine2: Affine::new(p / "affine2", shape.hidden, shape.classes, weight_scale),
             side: shape.side,
         }
@@ -57,11 +52,8 @@ impl ThreeLayerConvNet {
 impl Net for ThreeLayerConvNet {
     fn scores(&self, images: &Tensor) -> Tensor {
         let x = self.as_images(images);
-        let pooled = self
-            .pool
-            .forward(&self.relu.forward(&self.conv.forward(&x)));
-        self.affine2
-            .forward(&self.relu.forward(&self.affine1.forward(&pooled)))
+        let pooled = self.pool.forward(&self.relu.forward(&self.conv.forward(&x)));
+        self.affine2.forward(&self.relu.forward(&self.affine1.forward(&pooled)))
     }
 
     fn loss_and_gradients(&self, images: &Tensor, labels: &Tensor) -> (Tensor, Vec<Tensor>) {
@@ -79,12 +71,7 @@ impl Net for ThreeLayerConvNet {
         let g_p = self.pool.backward(&r, &g_a1.input);
         let g_r = self.relu.backward(&c, &g_p.input);
         let g_c = self.conv.backward(&x, &g_r.input);
-        let grads = g_c
-            .params
-            .into_iter()
-            .chain(g_a1.params)
-            .chain(g_a2.params)
-            .collect();
+        let grads = g_c.params.into_iter().chain(g_a1.params).chain(g_a2.params).collect();
         (loss, grads)
     }
 

@@ -23,8 +23,7 @@ impl TwoLayerNet {
 
 impl Net for TwoLayerNet {
     fn scores(&self, images: &Tensor) -> Tensor {
-        self.affine2
-            .forward(&self.relu.forward(&self.affine1.forward(images)))
+        self.affine2.forward(&self.relu.forward(&self.affine1.forward(images)))
     }
 
     fn loss_and_gradients(&self, images: &Tensor, labels: &Tensor) -> (Tensor, Vec<Tensor>) {
@@ -39,10 +38,6 @@ impl Net for TwoLayerNet {
     }
 
     fn parameters(&self) -> Vec<Tensor> {
-        self.affine1
-            .parameters()
-            .into_iter()
-            .chain(self.affine2.parameters())
-            .collect()
+        self.affine1.parameters().into_iter().chain(self.affine2.parameters()).collect()
     }
 }

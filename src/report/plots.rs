@@ -32,49 +32,38 @@ pub struct Series<'a> {
     pub points: Vec<(f64, f64)>,
 }
 
+/// What a line chart says around its data.
+pub struct Chart<'a> {
+    pub title: &'a str,
+    pub x_label: &'a str,
+    pub y_label: &'a str,
+    pub log_x: bool,
+    /// Where the legend goes (out of the data's way).
+    pub legend: SeriesLabelPosition,
+}
+
 /// A line chart with a legend; `marker` draws a labelled vertical line.
-pub fn line_chart(
-    path: &Path,
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    series: &[Series],
-    marker: Option<(f64, &str)>,
-    log_x: bool,
-) -> Result<()> {
+pub fn line_chart(path: &Path, chart_spec: &Chart, series: &[Series], marker: Option<(f64, &str)>) -> Result<()> {
+    let &Chart { title, x_label, y_label, log_x, ref legend } = chart_spec;
     register_fonts();
     let err = plot_err(path);
     let root = BitMapBackend::new(path, (900, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(&err)?;
     let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
-    let ys: Vec<f64> = series
-        .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.1))
-        .collect();
+    let ys: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).collect();
     let (x_min, x_max) = xs.fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
-    let (y_min, y_max) = ys
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(a, b), &y| (a.min(y), b.max(y)));
+    let (y_min, y_max) = ys.iter().fold((f64::MAX, f64::MIN), |(a, b), &y| (a.min(y), b.max(y)));
     let pad = ((y_max - y_min) * 0.08).max(1e-3);
-    let (x_max, x_min) = if x_max > x_min {
-        (x_max, x_min)
-    } else {
-        (x_min + 1.0, x_min)
-    };
+    let (x_max, x_min) = if x_max > x_min { (x_max, x_min) } else { (x_min + 1.0, x_min) };
     let mut builder = ChartBuilder::on(&root);
-    builder
-        .caption(title, (FONT, 26))
-        .margin(20)
-        .x_label_area_size(50)
-        .y_label_area_size(70);
+    builder.caption(title, (FONT, 26)).margin(20).x_label_area_size(50).y_label_area_size(70);
     let y_range = (y_min - pad)..(y_max + pad);
     if log_x {
-        let mut chart = builder
-            .build_cartesian_2d((x_min..x_max).log_scale(), y_range)
-            .map_err(&err)?;
+        let mut chart = builder.build_cartesian_2d((x_min..x_max).log_scale(), y_range).map_err(&err)?;
         chart
             .configure_mesh()
             .x_desc(x_label)
+            .x_label_formatter(&|x| format!("{x}"))
             .y_desc(y_label)
             .label_style((FONT, 16))
             .draw()
@@ -85,16 +74,15 @@ pub fn line_chart(
             .label_font((FONT, 16))
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
+            .position(legend.clone())
             .draw()
             .map_err(&err)?;
     } else {
-        let mut chart = builder
-            .build_cartesian_2d(x_min..x_max, y_range.clone())
-            .map_err(&err)?;
+        let mut chart = builder.build_cartesian_2d(x_min..x_max, y_range.clone()).map_err(&err)?;
         chart
             .configure_mesh()
             .x_desc(x_label)
+            .x_label_formatter(&|x| format!("{x}"))
             .y_desc(y_label)
             .label_style((FONT, 16))
             .draw()
@@ -103,10 +91,7 @@ pub fn line_chart(
         if let Some((x, label)) = marker {
             let style = ShapeStyle::from(&BLACK.mix(0.6)).stroke_width(2);
             chart
-                .draw_series(LineSeries::new(
-                    vec![(x, y_range.start), (x, y_range.end)],
-                    style,
-                ))
+                .draw_series(LineSeries::new(vec![(x, y_range.start), (x, y_range.end)], style))
                 .map_err(&err)?
                 .label(label.to_owned())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
@@ -116,7 +101,7 @@ pub fn line_chart(
             .label_font((FONT, 16))
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
+            .position(legend.clone())
             .draw()
             .map_err(&err)?;
     }
@@ -135,12 +120,8 @@ fn draw_series<DB: DrawingBackend, CT: plotters::coord::CoordTranslate<From = (f
             .draw_series(LineSeries::new(s.points.clone(), color.stroke_width(2)))
             .map_err(err)?
             .label(s.name.to_owned())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        chart
-            .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
-            .map_err(err)?;
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(err)?;
     }
     Ok(())
 }
@@ -149,58 +130,39 @@ fn draw_series<DB: DrawingBackend, CT: plotters::coord::CoordTranslate<From = (f
 /// epoch of the best val accuracy marked.
 pub fn training_curves(history: &History, out: &Path) -> Result<()> {
     let points = |phase: &str, f: fn(&crate::train::metrics::EpochRow) -> f64| -> Vec<(f64, f64)> {
-        history
-            .phase(phase)
-            .iter()
-            .map(|r| (r.epoch as f64, f(r)))
-            .collect()
+        history.phase(phase).iter().map(|r| (r.epoch as f64, f(r))).collect()
     };
-    let best = history.best_val().map(|r| {
-        (
-            r.epoch as f64,
-            format!("best val acc {:.4} (epoch {})", r.acc, r.epoch),
-        )
-    });
+    let best = history.best_val().map(|r| (r.epoch as f64, format!("best val acc {:.4} (epoch {})", r.acc, r.epoch)));
     let marker = best.as_ref().map(|(x, l)| (*x, l.as_str()));
     line_chart(
         &out.join("loss.png"),
-        "Loss per epoch",
-        "epoch",
-        "cross-entropy loss",
+        &Chart {
+            title: "Loss per epoch",
+            x_label: "epoch",
+            y_label: "cross-entropy loss",
+            log_x: false,
+            legend: SeriesLabelPosition::UpperRight,
+        },
         &[
-            Series {
-                name: "train",
-                color: BLUE,
-                points: points("train", |r| r.loss),
-            },
-            Series {
-                name: "val",
-                color: RED,
-                points: points("val", |r| r.loss),
-            },
+            Series { name: "train", color: BLUE, points: points("train", |r| r.loss) },
+            Series { name: "val", color: RED, points: points("val", |r| r.loss) },
         ],
         marker,
-        false,
     )?;
     line_chart(
         &out.join("accuracy.png"),
-        "Accuracy per epoch",
-        "epoch",
-        "accuracy",
+        &Chart {
+            title: "Accuracy per epoch",
+            x_label: "epoch",
+            y_label: "accuracy",
+            log_x: false,
+            legend: SeriesLabelPosition::LowerRight,
+        },
         &[
-            Series {
-                name: "train",
-                color: BLUE,
-                points: points("train", |r| r.acc),
-            },
-            Series {
-                name: "val",
-                color: RED,
-                points: points("val", |r| r.acc),
-            },
+            Series { name: "train", color: BLUE, points: points("train", |r| r.acc) },
+            Series { name: "val", color: RED, points: points("val", |r| r.acc) },
         ],
         marker,
-        false,
     )
 }
 
@@ -223,15 +185,11 @@ pub fn prediction_grid(split: &DecodedSplit, probs: &Tensor, path: &Path) -> Res
             .permute([1, 2, 0])
             .contiguous();
         let pixels = Vec::<u8>::try_from(image.flatten(0, -1))?;
-        let (x0, y0) = (
-            (slot as u32 % COLS) * CELL,
-            (slot as u32 / COLS) * (CELL + CAPTION) + CAPTION,
-        );
+        let (x0, y0) = ((slot as u32 % COLS) * CELL, (slot as u32 / COLS) * (CELL + CAPTION) + CAPTION);
         for row in 0..CELL {
             let dst = (((y0 + row) * width + x0) * 3) as usize;
             let src = (row * CELL * 3) as usize;
-            buffer[dst..dst + (CELL * 3) as usize]
-                .copy_from_slice(&pixels[src..src + (CELL * 3) as usize]);
+            buffer[dst..dst + (CELL * 3) as usize].copy_from_slice(&pixels[src..src + (CELL * 3) as usize]);
         }
     }
     {
@@ -242,44 +200,21 @@ pub fn prediction_grid(split: &DecodedSplit, probs: &Tensor, path: &Path) -> Res
             let p = probs.double_value(&[i as i64, predicted as i64]);
             let truth = split.labels[i] as usize;
             let ok = predicted == truth;
-            let (x0, y0) = (
-                (slot as u32 % COLS * CELL) as i32,
-                (slot as u32 / COLS * (CELL + CAPTION)) as i32,
-            );
+            let (x0, y0) = ((slot as u32 % COLS * CELL) as i32, (slot as u32 / COLS * (CELL + CAPTION)) as i32);
             let color = if ok { RGBColor(0, 110, 0) } else { RED };
             let line1 = format!("pred: {} ({:.2})", split.classes[predicted], p);
-            let line2 = format!(
-                "true: {}{}",
-                split.classes[truth],
-                if ok { "" } else { "  WRONG" }
-            );
-            root.draw(&Text::new(
-                line1,
-                (x0 + 6, y0 + 4),
-                (FONT, 17).into_font().color(&color),
-            ))
-            .map_err(&err)?;
-            root.draw(&Text::new(
-                line2,
-                (x0 + 6, y0 + 23),
-                (FONT, 17).into_font().color(&BLACK),
-            ))
-            .map_err(&err)?;
+            let line2 = format!("true: {}{}", split.classes[truth], if ok { "" } else { "  WRONG" });
+            root.draw(&Text::new(line1, (x0 + 6, y0 + 4), (FONT, 17).into_font().color(&color))).map_err(&err)?;
+            root.draw(&Text::new(line2, (x0 + 6, y0 + 23), (FONT, 17).into_font().color(&BLACK))).map_err(&err)?;
             if !ok {
-                let frame = [
-                    (x0 + 2, y0 + CAPTION as i32),
-                    (x0 + CELL as i32 - 3, y0 + (CAPTION + CELL) as i32 - 3),
-                ];
-                root.draw(&Rectangle::new(frame, RED.stroke_width(4)))
-                    .map_err(&err)?;
+                let frame = [(x0 + 2, y0 + CAPTION as i32), (x0 + CELL as i32 - 3, y0 + (CAPTION + CELL) as i32 - 3)];
+                root.draw(&Rectangle::new(frame, RED.stroke_width(4))).map_err(&err)?;
             }
         }
         root.present().map_err(&err)?;
     }
     let image = image::RgbImage::from_raw(width, height, buffer).context("grid buffer size")?;
-    image
-        .save(path)
-        .with_context(|| format!("writing {}", path.display()))
+    image.save(path).with_context(|| format!("writing {}", path.display()))
 }
 
 /// A confusion matrix (rows: true class, columns: predicted) as a heat map
@@ -294,46 +229,23 @@ pub fn confusion_matrix(matrix: &[Vec<i64>], classes: &[String], path: &Path) ->
     let root = BitMapBackend::new(path, (size, size)).into_drawing_area();
     root.fill(&WHITE).map_err(&err)?;
     let max = matrix.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
-    root.draw(&Text::new(
-        "Confusion matrix (rows: true, columns: predicted)",
-        (10, 10),
-        (FONT, 18),
-    ))
-    .map_err(&err)?;
+    root.draw(&Text::new("Confusion matrix (rows: true, columns: predicted)", (10, 10), (FONT, 18))).map_err(&err)?;
     for (r, row) in matrix.iter().enumerate() {
         for (c, &count) in row.iter().enumerate() {
             let shade = 1.0 - 0.75 * count as f64 / max;
             let fill = RGBColor((255.0 * shade) as u8, (255.0 * shade) as u8, 255);
             let (x, y) = (margin + c as i32 * cell, margin + r as i32 * cell);
-            root.draw(&Rectangle::new(
-                [(x, y), (x + cell, y + cell)],
-                fill.filled(),
-            ))
-            .map_err(&err)?;
-            root.draw(&Rectangle::new([(x, y), (x + cell, y + cell)], BLACK))
+            root.draw(&Rectangle::new([(x, y), (x + cell, y + cell)], fill.filled())).map_err(&err)?;
+            root.draw(&Rectangle::new([(x, y), (x + cell, y + cell)], BLACK)).map_err(&err)?;
+            root.draw(&Text::new(count.to_string(), (x + cell / 2 - 12, y + cell / 2 - 10), (FONT, 20)))
                 .map_err(&err)?;
-            root.draw(&Text::new(
-                count.to_string(),
-                (x + cell / 2 - 12, y + cell / 2 - 10),
-                (FONT, 20),
-            ))
-            .map_err(&err)?;
         }
     }
     for (i, class) in classes.iter().enumerate() {
         let label: String = class.chars().take(14).collect();
-        root.draw(&Text::new(
-            label.clone(),
-            (10, margin + i as i32 * cell + cell / 2 - 8),
-            (FONT, 16),
-        ))
-        .map_err(&err)?;
-        root.draw(&Text::new(
-            label,
-            (margin + i as i32 * cell + 4, margin - 28),
-            (FONT, 16),
-        ))
-        .map_err(&err)?;
+        root.draw(&Text::new(label.clone(), (10, margin + i as i32 * cell + cell / 2 - 8), (FONT, 16)))
+            .map_err(&err)?;
+        root.draw(&Text::new(label, (margin + i as i32 * cell + 4, margin - 28), (FONT, 16))).map_err(&err)?;
     }
     root.present().map_err(&err)?;
     Ok(())

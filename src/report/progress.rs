@@ -6,11 +6,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 pub fn bar(total: u64, label: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template(
-            "{msg:>16} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}",
-        )
-        .expect("valid progress template")
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{msg:>16} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}")
+            .expect("valid progress template")
+            .progress_chars("=> "),
     );
     bar.set_message(label.to_owned());
     bar

@@ -93,10 +93,14 @@ pub fn run(config: &FinetuneConfig, device: Device, resume: bool) -> Result<Summ
     prepare_out_dir(&config.out)?;
     // Decoding and augmentation run on rayon's pool; a second run in the same
     // process keeps the first pool.
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(config.workers.max(1))
-        .build_global()
-        .ok();
+    rayon::ThreadPoolBuilder::new().num_threads(config.workers.max(1)).build_global().ok();
+    if !resume && super::state::state_path(&config.out).exists() {
+        eprintln!(
+            "note: {} already holds a run; its files are replaced as this one progresses (finetune --resume {} continues it instead)",
+            config.out.display(),
+            config.out.display()
+        );
+    }
     let splits = load_splits(config)?;
     let classes = splits.train.classes.clone();
 
@@ -122,11 +126,7 @@ pub fn run(config: &FinetuneConfig, device: Device, resume: bool) -> Result<Summ
 
     let mut history = History::default();
     let mut best_acc = -1.0;
-    let mut best_model = model
-        .named_tensors()
-        .into_iter()
-        .map(|(n, t)| (n, t.copy()))
-        .collect::<Vec<_>>();
+    let mut best_model = model.named_tensors().into_iter().map(|(n, t)| (n, t.copy())).collect::<Vec<_>>();
     let mut first_epoch = 0;
     if resume {
         let state = RunState::load(&config.out)?;
@@ -136,32 +136,15 @@ pub fn run(config: &FinetuneConfig, device: Device, resume: bool) -> Result<Summ
         best_acc = state.best_acc;
         history = state.history;
         first_epoch = state.epochs_done;
-        println!(
-            "resuming {} after epoch {}",
-            config.out.display(),
-            first_epoch.saturating_sub(1)
-        );
+        println!("resuming {} after epoch {}", config.out.display(), first_epoch.saturating_sub(1));
     }
 
     let val_labels = splits.val.labels_tensor();
-    let val_features = frozen.then(|| {
-        backbone_features(
-            &model,
-            &splits.val_images,
-            normalization,
-            device,
-            "val features",
-        )
-    });
+    let val_features =
+        frozen.then(|| backbone_features(&model, &splits.val_images, normalization, device, "val features"));
     let train_features = (frozen && config.cache_features).then(|| {
         let train_images = splits.train.val_tensor();
-        backbone_features(
-            &model,
-            &train_images,
-            normalization,
-            device,
-            "train features",
-        )
+        backbone_features(&model, &train_images, normalization, device, "train features")
     });
 
     for epoch in first_epoch..config.epochs {
@@ -171,15 +154,7 @@ pub fn run(config: &FinetuneConfig, device: Device, resume: bool) -> Result<Summ
         let lr = step_lr(config.lr, config.step_size, config.gamma, epoch);
         let phase_start = Instant::now();
         let train = match &train_features {
-            Some(features) => train_head_on_features(
-                &model,
-                &mut sgd,
-                features,
-                &splits.train,
-                config,
-                epoch,
-                lr,
-            )?,
+            Some(features) => train_head_on_features(&model, &mut sgd, features, &splits.train, config, epoch, lr)?,
             None => train_epoch(&model, &mut sgd, &splits.train, config, epoch, lr, device)?,
         };
         let train_row = EpochRow {
@@ -189,17 +164,13 @@ pub fn run(config: &FinetuneConfig, device: Device, resume: bool) -> Result<Summ
             acc: train.acc(),
             seconds: phase_start.elapsed().as_secs_f64(),
         };
-        println!(
-            "train Loss: {:.4} Acc: {:.4}",
-            train_row.loss, train_row.acc
-        );
+        println!("train Loss: {:.4} Acc: {:.4}", train_row.loss, train_row.acc);
 
         let phase_start = Instant::now();
         let (val_loss, val_correct) = match &val_features {
             Some(features) => eval_head(&model, features, &val_labels),
             None => {
-                let probs =
-                    predict_probabilities(&model, &splits.val_images, normalization, device, "val");
+                let probs = predict_probabilities(&model, &splits.val_images, normalization, device, "val");
                 loss_and_correct(&probs, &val_labels)
             }
         };
@@ -215,19 +186,8 @@ pub fn run(config: &FinetuneConfig, device: Device, resume: bool) -> Result<Summ
         println!();
         if val_row.acc > best_acc {
             best_acc = val_row.acc;
-            best_model = model
-                .named_tensors()
-                .into_iter()
-                .map(|(n, t)| (n, t.copy()))
-                .collect();
-            save_model(
-                &config.out.join(BEST_MODEL_FILE),
-                &best_model,
-                config,
-                &classes,
-                best_acc,
-                epoch,
-            )?;
+            best_model = model.named_tensors().into_iter().map(|(n, t)| (n, t.copy())).collect();
+            save_model(&config.out.join(BEST_MODEL_FILE), &best_model, config, &classes, best_acc, epoch)?;
         }
         history.push(train_row);
         history.push(val_row);
@@ -239,10 +199,7 @@ pub fn run(config: &FinetuneConfig, device: Device, resume: bool) -> Result<Summ
             history: history.clone(),
             model: model.named_tensors(),
             momentum: sgd.named_buffers(),
-            best_model: best_model
-                .iter()
-                .map(|(n, t)| (n.clone(), t.shallow_clone()))
-                .collect(),
+            best_model: best_model.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect(),
         };
         state.save(&config.out)?;
         if STOP_REQUESTED.load(Ordering::SeqCst) {
@@ -255,18 +212,8 @@ pub fn run(config: &FinetuneConfig, device: Device, resume: bool) -> Result<Summ
     println!("Best val Acc: {best_acc:.6}");
     restore_tensors(&model.named_tensors(), &best_model);
     plots::training_curves(&history, &config.out)?;
-    let val_probs = predict_probabilities(
-        &model,
-        &splits.val_images,
-        normalization,
-        device,
-        "val grid",
-    );
-    plots::prediction_grid(
-        &splits.val,
-        &val_probs,
-        &config.out.join("val_predictions.png"),
-    )?;
+    let val_probs = predict_probabilities(&model, &splits.val_images, normalization, device, "val grid");
+    plots::prediction_grid(&splits.val, &val_probs, &config.out.join("val_predictions.png"))?;
     let best = history.best_val().context("no epoch was run")?;
     let summary = Summary {
         arch: config.arch.name().into(),
@@ -308,8 +255,7 @@ fn prepare_out_dir(out: &Path) -> Result<()> {
     std::fs::create_dir_all(out)
         .with_context(|| format!("--out {}: cannot create the output folder", out.display()))?;
     let probe = out.join(".write-test");
-    std::fs::write(&probe, b"ok")
-        .with_context(|| format!("--out {}: output folder is not writable", out.display()))?;
+    std::fs::write(&probe, b"ok").with_context(|| format!("--out {}: output folder is not writable", out.display()))?;
     std::fs::remove_file(&probe).ok();
     Ok(())
 }
@@ -333,11 +279,7 @@ fn load_splits(config: &FinetuneConfig) -> Result<Splits> {
         train.bad_files.len() + val.bad_files.len()
     );
     let val_images = val.val_tensor();
-    Ok(Splits {
-        train,
-        val,
-        val_images,
-    })
+    Ok(Splits { train, val, val_images })
 }
 
 /// Copies saved tensors into the live model variables by name.
@@ -414,15 +356,7 @@ fn train_epoch(
             Ok(())
         })?;
         bar.finish_and_clear();
-        return train_head_steps(
-            model,
-            sgd,
-            &Tensor::cat(&features, 0),
-            &Tensor::cat(&labels, 0),
-            config,
-            epoch,
-            lr,
-        );
+        return train_head_steps(model, sgd, &Tensor::cat(&features, 0), &Tensor::cat(&labels, 0), config, epoch, lr);
     }
     let bar = progress::bar(plan.num_batches(config.batch_size) as u64, "train");
     let mut totals = PhaseTotals::default();
@@ -430,8 +364,7 @@ fn train_epoch(
         let images = normalization.apply(&images.to_device(device));
         let labels = labels.to_device(device);
         let logits = model.forward(&images, true);
-        step(sgd, &logits, &labels, lr, &mut totals)
-            .map_err(|value| non_finite(value, config, epoch, b))?;
+        step(sgd, &logits, &labels, lr, &mut totals).map_err(|value| non_finite(value, config, epoch, b))?;
         bar.inc(1);
         if STOP_REQUESTED.load(Ordering::SeqCst) {
             return Err(interrupted_during(config, epoch));
@@ -458,11 +391,7 @@ fn step(
     sgd.zero_grad();
     loss.backward();
     sgd.step(lr);
-    let correct = logits
-        .argmax(-1, false)
-        .eq_tensor(labels)
-        .sum(Kind::Int64)
-        .int64_value(&[]);
+    let correct = logits.argmax(-1, false).eq_tensor(labels).sum(Kind::Int64).int64_value(&[]);
     totals.add(loss_value, correct, labels.size()[0]);
     Ok(())
 }
@@ -511,19 +440,8 @@ fn train_head_on_features(
     let plan = EpochPlan::draw(split, config.seed, epoch);
     let order: Vec<i64> = plan.order.iter().map(|&i| i as i64).collect();
     let order = Tensor::from_slice(&order).to_device(features.device());
-    let labels = split
-        .labels_tensor()
-        .to_device(features.device())
-        .index_select(0, &order);
-    train_head_steps(
-        model,
-        sgd,
-        &features.index_select(0, &order),
-        &labels,
-        config,
-        epoch,
-        lr,
-    )
+    let labels = split.labels_tensor().to_device(features.device()).index_select(0, &order);
+    train_head_steps(model, sgd, &features.index_select(0, &order), &labels, config, epoch, lr)
 }
 
 /// Images per frozen-backbone pass: on CPU, small batches in channels-last
@@ -545,9 +463,7 @@ fn backbone_features(
     let chunks: Vec<Tensor> = (0..n)
         .step_by(EVAL_BATCH as usize)
         .map(|start| {
-            let batch = images
-                .narrow(0, start, EVAL_BATCH.min(n - start))
-                .to_device(device);
+            let batch = images.narrow(0, start, EVAL_BATCH.min(n - start)).to_device(device);
             let features = tch::no_grad(|| model.features(&normalization.apply(&batch), false));
             bar.inc(1);
             features
@@ -571,27 +487,14 @@ pub fn predict_probabilities(
     label: &str,
 ) -> Tensor {
     let features = backbone_features(model, images, normalization, device, label);
-    tch::no_grad(|| {
-        model
-            .head_forward(&features, false)
-            .softmax(-1, Kind::Float)
-    })
-    .to_device(Device::Cpu)
+    tch::no_grad(|| model.head_forward(&features, false).softmax(-1, Kind::Float)).to_device(Device::Cpu)
 }
 
 /// Mean cross-entropy and number of correct top-1 predictions.
 pub fn loss_and_correct(probs: &Tensor, labels: &Tensor) -> (f64, i64) {
     let labels = labels.to_device(probs.device());
-    let loss = probs
-        .clamp_min(1e-12)
-        .log()
-        .nll_loss(&labels)
-        .double_value(&[]);
-    let correct = probs
-        .argmax(-1, false)
-        .eq_tensor(&labels)
-        .sum(Kind::Int64)
-        .int64_value(&[]);
+    let loss = probs.clamp_min(1e-12).log().nll_loss(&labels).double_value(&[]);
+    let correct = probs.argmax(-1, false).eq_tensor(&labels).sum(Kind::Int64).int64_value(&[]);
     (loss, correct)
 }
 
@@ -607,10 +510,7 @@ pub fn save_model(
     let metadata = HashMap::from([
         ("arch".to_owned(), config.arch.name().to_owned()),
         ("classes".to_owned(), serde_json::to_string(classes)?),
-        (
-            "normalization".to_owned(),
-            config.arch.normalization().name().to_owned(),
-        ),
+        ("normalization".to_owned(), config.arch.normalization().name().to_owned()),
         ("val_acc".to_owned(), format!("{val_acc:.6}")),
         ("epoch".to_owned(), epoch.to_string()),
         ("mode".to_owned(), config.mode.name().to_owned()),

@@ -55,21 +55,16 @@ impl History {
     /// The epoch with the highest val accuracy (the first one on ties, as
     /// the tutorial keeps a model only when accuracy strictly improves).
     pub fn best_val(&self) -> Option<&EpochRow> {
-        self.phase("val")
-            .into_iter()
-            .fold(None, |best: Option<&EpochRow>, r| match best {
-                Some(b) if b.acc >= r.acc => Some(b),
-                _ => Some(r),
-            })
+        self.phase("val").into_iter().fold(None, |best: Option<&EpochRow>, r| match best {
+            Some(b) if b.acc >= r.acc => Some(b),
+            _ => Some(r),
+        })
     }
 
     pub fn write_csv(&self, path: &Path) -> Result<()> {
         let mut text = String::from("epoch,phase,loss,acc,seconds\n");
         for r in &self.rows {
-            text += &format!(
-                "{},{},{:.6},{:.6},{:.3}\n",
-                r.epoch, r.phase, r.loss, r.acc, r.seconds
-            );
+            text += &format!("{},{},{:.6},{:.6},{:.3}\n", r.epoch, r.phase, r.loss, r.acc, r.seconds);
         }
         write_atomically(path, text.as_bytes())
     }
@@ -89,13 +84,7 @@ mod tests {
     fn best_val_keeps_the_first_of_equal_accuracies() {
         let mut h = History::default();
         for (epoch, acc) in [(0, 0.9), (1, 0.95), (2, 0.95), (3, 0.93)] {
-            h.push(EpochRow {
-                epoch,
-                phase: "val".into(),
-                loss: 0.1,
-                acc,
-                seconds: 1.0,
-            });
+            h.push(EpochRow { epoch, phase: "val".into(), loss: 0.1, acc, seconds: 1.0 });
         }
         assert_eq!(h.best_val().unwrap().epoch, 1);
     }

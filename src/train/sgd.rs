@@ -13,17 +13,10 @@ pub struct Sgd {
 impl Sgd {
     /// Optimizes the given named parameters (those with `requires_grad`).
     pub fn new(params: Vec<(String, Tensor)>, momentum: f64) -> Self {
-        let mut params: Vec<(String, Tensor)> = params
-            .into_iter()
-            .filter(|(_, t)| t.requires_grad())
-            .collect();
+        let mut params: Vec<(String, Tensor)> = params.into_iter().filter(|(_, t)| t.requires_grad()).collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let buffers = params.iter().map(|_| None).collect();
-        Self {
-            momentum,
-            params,
-            buffers,
-        }
+        Self { momentum, params, buffers }
     }
 
     pub fn zero_grad(&mut self) {

@@ -77,10 +77,8 @@ impl Adam {
         let correction1 = 1.0 - beta1.powi(self.step);
         let correction2 = 1.0 - beta2.powi(self.step);
         tch::no_grad(|| {
-            for ((param, grad), (m, v)) in params
-                .iter()
-                .zip(grads)
-                .zip(self.first.iter_mut().zip(self.second.iter_mut()))
+            for ((param, grad), (m, v)) in
+                params.iter().zip(grads).zip(self.first.iter_mut().zip(self.second.iter_mut()))
             {
                 *m = &*m * beta1 + grad * (1.0 - beta1);
                 *v = &*v * beta2 + grad * grad * (1.0 - beta2);
@@ -108,13 +106,7 @@ pub fn evaluate(net: &dyn Net, split: &Split, device: Device) -> f64 {
 }
 
 /// Trains `net` on `train`, reporting accuracy on `train` and `val` per epoch.
-pub fn train(
-    net: &dyn Net,
-    train: &Split,
-    val: &Split,
-    config: &SolverConfig,
-    label: &str,
-) -> Result<TrainOutcome> {
+pub fn train(net: &dyn Net, train: &Split, val: &Split, config: &SolverConfig, label: &str) -> Result<TrainOutcome> {
     let started = std::time::Instant::now();
     let params = net.parameters();
     let mut adam = Adam::new(&params);
@@ -131,18 +123,12 @@ pub fn train(
         let mut order: Vec<i64> = (0..n as i64).collect();
         order.shuffle(&mut rng);
         let order = Tensor::from_slice(&order).to_device(config.device);
-        let bar = progress::bar(
-            batches as u64,
-            &format!("{label} ep {}/{}", epoch + 1, config.epochs),
-        );
+        let bar = progress::bar(batches as u64, &format!("{label} ep {}/{}", epoch + 1, config.epochs));
         for b in 0..batches {
             let start = (b * config.batch_size) as i64;
             let len = (config.batch_size as i64).min(n as i64 - start);
             let index = order.narrow(0, start, len);
-            let (x, y) = (
-                images.index_select(0, &index),
-                labels.index_select(0, &index),
-            );
+            let (x, y) = (images.index_select(0, &index), labels.index_select(0, &index));
             let (loss, grads) = match config.grad {
                 GradMode::Manual => tch::no_grad(|| net.loss_and_gradients(&x, &y)),
                 GradMode::Autograd => {
@@ -168,9 +154,5 @@ pub fn train(
             seconds: epoch_start.elapsed().as_secs_f64(),
         });
     }
-    Ok(TrainOutcome {
-        loss_history,
-        epochs,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok(TrainOutcome { loss_history, epochs, seconds: started.elapsed().as_secs_f64() })
 }

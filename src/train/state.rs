@@ -4,9 +4,7 @@
 //! Random streams are derived from (seed, epoch), so no RNG state is stored.
 
 use super::metrics::History;
-use crate::models::checkpoint_io::{
-    read_named_tensors, read_safetensors_metadata, save_safetensors,
-};
+use crate::models::checkpoint_io::{read_named_tensors, read_safetensors_metadata, save_safetensors};
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,16 +30,8 @@ pub fn state_path(out: &Path) -> PathBuf {
 impl RunState {
     pub fn save(&self, out: &Path) -> Result<()> {
         let mut tensors = Vec::new();
-        for (prefix, group) in [
-            ("model.", &self.model),
-            ("momentum.", &self.momentum),
-            ("best.", &self.best_model),
-        ] {
-            tensors.extend(
-                group
-                    .iter()
-                    .map(|(n, t)| (format!("{prefix}{n}"), t.shallow_clone())),
-            );
+        for (prefix, group) in [("model.", &self.model), ("momentum.", &self.momentum), ("best.", &self.best_model)] {
+            tensors.extend(group.iter().map(|(n, t)| (format!("{prefix}{n}"), t.shallow_clone())));
         }
         let metadata = HashMap::from([
             ("config".to_owned(), self.config_json.clone()),
@@ -62,19 +52,13 @@ impl RunState {
             );
         }
         let meta = read_safetensors_metadata(&path)?;
-        let field = |key: &str| {
-            meta.get(key)
-                .cloned()
-                .with_context(|| format!("{}: metadata {key} missing", path.display()))
-        };
+        let field =
+            |key: &str| meta.get(key).cloned().with_context(|| format!("{}: metadata {key} missing", path.display()));
         let tensors = read_named_tensors(&path)?;
         let group = |prefix: &str| -> Vec<(String, Tensor)> {
             tensors
                 .iter()
-                .filter_map(|(n, t)| {
-                    n.strip_prefix(prefix)
-                        .map(|s| (s.to_owned(), t.shallow_clone()))
-                })
+                .filter_map(|(n, t)| n.strip_prefix(prefix).map(|s| (s.to_owned(), t.shallow_clone())))
                 .collect()
         };
         Ok(Self {

@@ -13,41 +13,25 @@ pub fn repo() -> PathBuf {
 
 pub fn python() -> PathBuf {
     let python = repo().join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} missing: run scripts/setup.sh",
-        python.display()
-    );
+    assert!(python.exists(), "{} missing: run scripts/setup.sh", python.display());
     python
 }
 
 pub fn ants_bees() -> PathBuf {
     let data = repo().join("data/hymenoptera_data");
-    assert!(
-        data.join("train").is_dir(),
-        "{} missing: run scripts/fetch-data.sh --from ../shared/data",
-        data.display()
-    );
+    assert!(data.join("train").is_dir(), "{} missing: run scripts/fetch-data.sh --from ../shared/data", data.display());
     data
 }
 
 pub fn mnist_dir() -> PathBuf {
     let dir = repo().join("data/mnist");
-    assert!(
-        dir.join("t10k-labels-idx1-ubyte.gz").exists(),
-        "{} missing: run scripts/fetch-data.sh",
-        dir.display()
-    );
+    assert!(dir.join("t10k-labels-idx1-ubyte.gz").exists(), "{} missing: run scripts/fetch-data.sh", dir.display());
     dir
 }
 
 pub fn lite0_weights() -> PathBuf {
     let path = repo().join("models/efficientnet-lite0-57934424.pth");
-    assert!(
-        path.exists(),
-        "{} missing: run scripts/fetch-models.sh",
-        path.display()
-    );
+    assert!(path.exists(), "{} missing: run scripts/fetch-models.sh", path.display());
     path
 }
 
@@ -57,22 +41,14 @@ pub fn parity_fixtures() -> &'static Path {
     DIR.get_or_init(|| {
         let dir = repo().join("target/test-fixtures/parity");
         let script = repo().join("tests/fixtures/make_parity_fixtures.py");
-        run_ok(
-            Command::new(python())
-                .arg(script)
-                .arg(&dir)
-                .arg(ants_bees())
-                .arg(lite0_weights()),
-        );
+        run_ok(Command::new(python()).arg(script).arg(&dir).arg(ants_bees()).arg(lite0_weights()));
         dir
     })
 }
 
 /// Runs a command, panicking with its output when it fails.
 pub fn run_ok(cmd: &mut Command) -> std::process::Output {
-    let output = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let output = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         output.status.success(),
         "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
@@ -95,9 +71,7 @@ pub fn mnist() -> Command {
 
 fn binary(path: &str) -> Command {
     let mut cmd = Command::new(path);
-    cmd.current_dir(repo())
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LIB_BACKTRACE");
+    cmd.current_dir(repo()).env_remove("RUST_BACKTRACE").env_remove("RUST_LIB_BACKTRACE");
     cmd
 }
 
@@ -109,16 +83,9 @@ pub fn subset(data: &Path, dest: &Path, per_class: usize) {
             let from = data.join(split).join(class);
             let to = dest.join(split).join(class);
             std::fs::create_dir_all(&to).unwrap();
-            let mut files: Vec<PathBuf> = std::fs::read_dir(&from)
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .collect();
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&from).unwrap().map(|e| e.unwrap().path()).collect();
             files.sort();
-            for f in files
-                .iter()
-                .filter(|f| f.extension().is_some_and(|e| e == "jpg"))
-                .take(per_class)
-            {
+            for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "jpg")).take(per_class) {
                 std::os::unix::fs::symlink(f, to.join(f.file_name().unwrap())).unwrap();
             }
         }
