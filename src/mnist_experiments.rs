@@ -68,7 +68,7 @@ pub fn mlp_sweep(data: &Mnist, hidden_sizes: &[i64], config: &SolverConfig, out:
     let mut rows = Vec::new();
     for &hidden in hidden_sizes {
         let (_vs, net) = mlp(hidden, config);
-        let outcome = train(&net, &data.train, &data.val, config, &format!("hidden {hidden}"))?;
+        let outcome = train(&net, &data.train, &data.val, config, &format!("hidden {hidden}"), &mut |_| {})?;
         let last = outcome.final_epoch();
         println!(
             "hidden-dim = {hidden:<5} train acc = {:.4}  val acc = {:.4}  ({:.1} s)",
@@ -83,7 +83,14 @@ pub fn mlp_sweep(data: &Mnist, hidden_sizes: &[i64], config: &SolverConfig, out:
         best.val_acc
     );
     let (_vs, net) = mlp(best_hidden, config);
-    let outcome = train(&net, &train_and_val(data), &data.test, config, &format!("hidden {best_hidden} (train+val)"))?;
+    let outcome = train(
+        &net,
+        &train_and_val(data),
+        &data.test,
+        config,
+        &format!("hidden {best_hidden} (train+val)"),
+        &mut |_| {},
+    )?;
     let test_acc = evaluate(&net, &data.test, config.device);
     println!("test acc (hidden-dim = {best_hidden}) = {test_acc:.4}");
     let summary = SweepSummary {
@@ -166,16 +173,15 @@ pub fn cnn(data: &Mnist, hidden: i64, config: &SolverConfig, out: &Path) -> Resu
     let vs = nn::VarStore::new(config.device);
     let shape = ConvNetShape { side: 28, filters: 32, kernel: 7, hidden, classes: 10 };
     let net = ThreeLayerConvNet::new(&vs.root(), &shape, 1e-2);
-    let outcome = train(&net, &data.train, &data.val, config, "cnn")?;
-    for e in &outcome.epochs {
+    let outcome = train(&net, &data.train, &data.val, config, "cnn", &mut |e| {
         println!(
             "epoch {}: train acc = {:.4}  val acc = {:.4}  ({:.1} s)",
             e.epoch + 1,
             e.train_acc,
             e.val_acc,
             e.seconds
-        );
-    }
+        )
+    })?;
     let test_acc = evaluate(&net as &dyn Net, &data.test, config.device);
     let last = outcome.final_epoch();
     println!("test acc = {test_acc:.4}  (training took {:.0} s)", outcome.seconds);

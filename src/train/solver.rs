@@ -105,8 +105,16 @@ pub fn evaluate(net: &dyn Net, split: &Split, device: Device) -> f64 {
     correct / n as f64
 }
 
-/// Trains `net` on `train`, reporting accuracy on `train` and `val` per epoch.
-pub fn train(net: &dyn Net, train: &Split, val: &Split, config: &SolverConfig, label: &str) -> Result<TrainOutcome> {
+/// Trains `net` on `train`, measuring accuracy on `train` and `val` after
+/// every epoch and handing each epoch's numbers to `on_epoch` as they come.
+pub fn train(
+    net: &dyn Net,
+    train: &Split,
+    val: &Split,
+    config: &SolverConfig,
+    label: &str,
+    on_epoch: &mut dyn FnMut(&EpochStats),
+) -> Result<TrainOutcome> {
     let started = std::time::Instant::now();
     let params = net.parameters();
     let mut adam = Adam::new(&params);
@@ -147,12 +155,14 @@ pub fn train(net: &dyn Net, train: &Split, val: &Split, config: &SolverConfig, l
         }
         bar.finish_and_clear();
         lr *= config.lr_decay;
-        epochs.push(EpochStats {
+        let stats = EpochStats {
             epoch,
             train_acc: evaluate(net, train, config.device),
             val_acc: evaluate(net, val, config.device),
             seconds: epoch_start.elapsed().as_secs_f64(),
-        });
+        };
+        on_epoch(&stats);
+        epochs.push(stats);
     }
     Ok(TrainOutcome { loss_history, epochs, seconds: started.elapsed().as_secs_f64() })
 }
