@@ -10,7 +10,7 @@ use crate::report::plots::{line_chart, Chart, Series};
 use crate::train::solver::{evaluate, train, SolverConfig, TrainOutcome};
 use anyhow::{Context, Result};
 use plotters::chart::SeriesLabelPosition;
-use plotters::style::{BLUE, RED};
+use plotters::style::{RGBColor, BLUE, RED};
 use serde::Serialize;
 use std::path::Path;
 use tch::{nn, Tensor};
@@ -143,8 +143,17 @@ fn write_sweep_tables(summary: &SweepSummary, out: &Path) -> Result<()> {
     write_atomically(&out.join("summary.json"), serde_json::to_string_pretty(summary)?.as_bytes())
 }
 
+/// Every minibatch loss, and its running mean over 100 iterations.
 fn loss_plot(outcome: &TrainOutcome, path: &Path, title: &str) -> Result<()> {
-    let points = outcome.loss_history.iter().enumerate().map(|(i, &l)| (i as f64, l)).collect();
+    let losses = &outcome.loss_history;
+    let points = losses.iter().enumerate().map(|(i, &l)| (i as f64, l)).collect();
+    let window = 100;
+    let smoothed = (0..losses.len())
+        .map(|i| {
+            let recent = &losses[i.saturating_sub(window - 1)..=i];
+            (i as f64, recent.iter().sum::<f64>() / recent.len() as f64)
+        })
+        .collect();
     line_chart(
         path,
         &Chart {
@@ -154,7 +163,10 @@ fn loss_plot(outcome: &TrainOutcome, path: &Path, title: &str) -> Result<()> {
             log_x: false,
             legend: SeriesLabelPosition::UpperRight,
         },
-        &[Series { name: "minibatch loss", color: BLUE, points }],
+        &[
+            Series { name: "minibatch loss", color: RGBColor(150, 170, 230), points },
+            Series { name: "mean of the last 100", color: RED, points: smoothed },
+        ],
         None,
     )
 }

@@ -115,13 +115,17 @@ fn draw_series<DB: DrawingBackend, CT: plotters::coord::CoordTranslate<From = (f
     err: &impl Fn(DrawingAreaErrorKind<DB::ErrorType>) -> anyhow::Error,
 ) -> Result<()> {
     for s in series {
-        let color = s.color;
+        // Long series (per-iteration losses) get a thin line and no dots.
+        let dense = s.points.len() > 100;
+        let style = s.color.stroke_width(if dense { 1 } else { 2 });
         chart
-            .draw_series(LineSeries::new(s.points.clone(), color.stroke_width(2)))
+            .draw_series(LineSeries::new(s.points.clone(), style))
             .map_err(err)?
             .label(s.name.to_owned())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-        chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(err)?;
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style.stroke_width(2)));
+        if !dense {
+            chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, style.filled()))).map_err(err)?;
+        }
     }
     Ok(())
 }
