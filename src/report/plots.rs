@@ -4,7 +4,7 @@
 
 use crate::data::loader::{image_tensor, DecodedSplit};
 use crate::data::transforms::val_transform;
-use crate::train::metrics::History;
+use crate::train::metrics::{EpochRow, History};
 use anyhow::{Context, Result};
 use plotters::prelude::*;
 use std::path::Path;
@@ -133,41 +133,28 @@ fn draw_series<DB: DrawingBackend, CT: plotters::coord::CoordTranslate<From = (f
 /// `loss.png` and `accuracy.png`: per-epoch train and val curves, with the
 /// epoch of the best val accuracy marked.
 pub fn training_curves(history: &History, out: &Path) -> Result<()> {
-    let points = |phase: &str, f: fn(&crate::train::metrics::EpochRow) -> f64| -> Vec<(f64, f64)> {
+    let points = |phase: &str, f: fn(&EpochRow) -> f64| -> Vec<(f64, f64)> {
         history.phase(phase).iter().map(|r| (r.epoch as f64, f(r))).collect()
     };
     let best = history.best_val().map(|r| (r.epoch as f64, format!("best val acc {:.4} (epoch {})", r.acc, r.epoch)));
     let marker = best.as_ref().map(|(x, l)| (*x, l.as_str()));
-    line_chart(
-        &out.join("loss.png"),
-        &Chart {
-            title: "Loss per epoch",
-            x_label: "epoch",
-            y_label: "cross-entropy loss",
-            log_x: false,
-            legend: SeriesLabelPosition::UpperRight,
-        },
-        &[
-            Series { name: "train", color: BLUE, points: points("train", |r| r.loss) },
-            Series { name: "val", color: RED, points: points("val", |r| r.loss) },
-        ],
-        marker,
-    )?;
-    line_chart(
-        &out.join("accuracy.png"),
-        &Chart {
-            title: "Accuracy per epoch",
-            x_label: "epoch",
-            y_label: "accuracy",
-            log_x: false,
-            legend: SeriesLabelPosition::LowerRight,
-        },
-        &[
-            Series { name: "train", color: BLUE, points: points("train", |r| r.acc) },
-            Series { name: "val", color: RED, points: points("val", |r| r.acc) },
-        ],
-        marker,
-    )
+    type Metric = fn(&EpochRow) -> f64;
+    let charts: [(&str, &str, &str, Metric, SeriesLabelPosition); 2] = [
+        ("loss.png", "Loss per epoch", "cross-entropy loss", |r| r.loss, SeriesLabelPosition::UpperRight),
+        ("accuracy.png", "Accuracy per epoch", "accuracy", |r| r.acc, SeriesLabelPosition::LowerRight),
+    ];
+    for (file, title, y_label, metric, legend) in charts {
+        line_chart(
+            &out.join(file),
+            &Chart { title, x_label: "epoch", y_label, log_x: false, legend },
+            &[
+                Series { name: "train", color: BLUE, points: points("train", metric) },
+                Series { name: "val", color: RED, points: points("val", metric) },
+            ],
+            marker,
+        )?;
+    }
+    Ok(())
 }
 
 /// A grid of (up to 24) validation images, each captioned with the predicted

@@ -102,10 +102,34 @@ pub fn run(config: &FinetuneConfig, device: Device, resume: bool) -> Result<Summ
         );
     }
     let splits = load_splits(config)?;
-    let classes = splits.train.classes.clone();
+    let (model, mut sgd) = build_model(config, splits.train.classes.len(), device)?;
+    let mut progress = if resume { Progress::restore(config, &model, &mut sgd)? } else { Progress::fresh(&model) };
+    let frozen =
+        (config.mode == Mode::FeatureExtract).then(|| FrozenFeatures::compute(&model, &splits, config, device));
 
+    for epoch in progress.epochs_done..config.epochs {
+        println!("Epoch {epoch}/{}", config.epochs - 1);
+        println!("----------");
+        tch::manual_seed((config.seed as i64) * 1000 + epoch as i64);
+        let train_row = train_phase(&model, &mut sgd, &splits, frozen.as_ref(), config, epoch, device)?;
+        println!("train Loss: {:.4} Acc: {:.4}", train_row.loss, train_row.acc);
+        let val_row = val_phase(&model, &splits, frozen.as_ref(), config, epoch, device);
+        println!("val Loss: {:.4} Acc: {:.4}", val_row.loss, val_row.acc);
+        println!();
+        progress.record(train_row, val_row, &model, config, &splits.train.classes)?;
+        progress.save(config, &model, &sgd)?;
+        if STOP_REQUESTED.load(Ordering::SeqCst) {
+            bail!(interrupted_message(config, epoch));
+        }
+    }
+    finish(config, device, &model, &splits, &progress, started)
+}
+
+/// The classifier with its pretrained backbone loaded (and frozen in
+/// feature-extract mode), and SGD over the weights this mode trains.
+fn build_model(config: &FinetuneConfig, num_classes: usize, device: Device) -> Result<(Classifier, Sgd)> {
     tch::manual_seed(config.seed as i64);
-    let mut model = Classifier::new(config.arch, classes.len() as i64, device);
+    let mut model = Classifier::new(config.arch, num_classes as i64, device);
     match &config.weights {
         Some(weights) => {
             model.load_backbone(weights)?;
@@ -113,108 +137,169 @@ pub fn run(config: &FinetuneConfig, device: Device, resume: bool) -> Result<Summ
         }
         None => println!("weights: none (random init; pass --weights for transfer learning)"),
     }
-    let frozen = config.mode == Mode::FeatureExtract;
-    if frozen {
-        model.backbone_vs.freeze();
-    }
-    let normalization = config.arch.normalization();
     let mut params: Vec<(String, Tensor)> = model.head_vs.variables().into_iter().collect();
-    if !frozen {
+    if config.mode == Mode::FeatureExtract {
+        model.backbone_vs.freeze();
+    } else {
         params.extend(model.backbone_vs.variables());
     }
-    let mut sgd = Sgd::new(params, config.momentum);
+    let sgd = Sgd::new(params, config.momentum);
+    Ok((model, sgd))
+}
 
-    let mut history = History::default();
-    let mut best_acc = -1.0;
-    let mut best_model = model.named_tensors().into_iter().map(|(n, t)| (n, t.copy())).collect::<Vec<_>>();
-    let mut first_epoch = 0;
-    if resume {
+/// What the epoch loop carries from one epoch to the next, and what a
+/// resume restores.
+struct Progress {
+    history: History,
+    best_acc: f64,
+    best_model: Vec<(String, Tensor)>,
+    epochs_done: usize,
+}
+
+impl Progress {
+    fn fresh(model: &Classifier) -> Self {
+        Self { history: History::default(), best_acc: -1.0, best_model: snapshot(model), epochs_done: 0 }
+    }
+
+    fn restore(config: &FinetuneConfig, model: &Classifier, sgd: &mut Sgd) -> Result<Self> {
         let state = RunState::load(&config.out)?;
         restore_tensors(&model.named_tensors(), &state.model);
         sgd.load_buffers(&state.momentum);
-        best_model = state.best_model;
-        best_acc = state.best_acc;
-        history = state.history;
-        first_epoch = state.epochs_done;
-        println!("resuming {} after epoch {}", config.out.display(), first_epoch.saturating_sub(1));
+        println!("resuming {} after epoch {}", config.out.display(), state.epochs_done.saturating_sub(1));
+        Ok(Self {
+            history: state.history,
+            best_acc: state.best_acc,
+            best_model: state.best_model,
+            epochs_done: state.epochs_done,
+        })
     }
 
-    let val_labels = splits.val.labels_tensor();
-    let val_features =
-        frozen.then(|| backbone_features(&model, &splits.val_images, normalization, device, "val features"));
-    let train_features = (frozen && config.cache_features).then(|| {
-        let train_images = splits.train.val_tensor();
-        backbone_features(&model, &train_images, normalization, device, "train features")
-    });
-
-    for epoch in first_epoch..config.epochs {
-        println!("Epoch {epoch}/{}", config.epochs - 1);
-        println!("----------");
-        tch::manual_seed((config.seed as i64) * 1000 + epoch as i64);
-        let lr = step_lr(config.lr, config.step_size, config.gamma, epoch);
-        let phase_start = Instant::now();
-        let train = match &train_features {
-            Some(features) => train_head_on_features(&model, &mut sgd, features, &splits.train, config, epoch, lr)?,
-            None => train_epoch(&model, &mut sgd, &splits.train, config, epoch, lr, device)?,
-        };
-        let train_row = EpochRow {
-            epoch,
-            phase: "train".into(),
-            loss: train.loss(),
-            acc: train.acc(),
-            seconds: phase_start.elapsed().as_secs_f64(),
-        };
-        println!("train Loss: {:.4} Acc: {:.4}", train_row.loss, train_row.acc);
-
-        let phase_start = Instant::now();
-        let (val_loss, val_correct) = match &val_features {
-            Some(features) => eval_head(&model, features, &val_labels),
-            None => {
-                let probs = predict_probabilities(&model, &splits.val_images, normalization, device, "val");
-                loss_and_correct(&probs, &val_labels)
-            }
-        };
-        let val_count = splits.val.len() as f64;
-        let val_row = EpochRow {
-            epoch,
-            phase: "val".into(),
-            loss: val_loss,
-            acc: val_correct as f64 / val_count,
-            seconds: phase_start.elapsed().as_secs_f64(),
-        };
-        println!("val Loss: {:.4} Acc: {:.4}", val_row.loss, val_row.acc);
-        println!();
-        if val_row.acc > best_acc {
-            best_acc = val_row.acc;
-            best_model = model.named_tensors().into_iter().map(|(n, t)| (n, t.copy())).collect();
-            save_model(&config.out.join(BEST_MODEL_FILE), &best_model, config, &classes, best_acc, epoch)?;
+    /// Adds an epoch's rows, keeping (and saving) the model when val accuracy
+    /// strictly improves, as the tutorial does.
+    fn record(
+        &mut self,
+        train_row: EpochRow,
+        val_row: EpochRow,
+        model: &Classifier,
+        config: &FinetuneConfig,
+        classes: &[String],
+    ) -> Result<()> {
+        let epoch = val_row.epoch;
+        if val_row.acc > self.best_acc {
+            self.best_acc = val_row.acc;
+            self.best_model = snapshot(model);
+            save_model(&config.out.join(BEST_MODEL_FILE), &self.best_model, config, classes, self.best_acc, epoch)?;
         }
-        history.push(train_row);
-        history.push(val_row);
-        history.write_csv(&config.out.join("metrics.csv"))?;
-        let state = RunState {
+        self.history.push(train_row);
+        self.history.push(val_row);
+        self.epochs_done = epoch + 1;
+        self.history.write_csv(&config.out.join("metrics.csv"))
+    }
+
+    /// Writes the resumable state (atomically).
+    fn save(&self, config: &FinetuneConfig, model: &Classifier, sgd: &Sgd) -> Result<()> {
+        RunState {
             config_json: serde_json::to_string(config)?,
-            epochs_done: epoch + 1,
-            best_acc,
-            history: history.clone(),
+            epochs_done: self.epochs_done,
+            best_acc: self.best_acc,
+            history: self.history.clone(),
             model: model.named_tensors(),
             momentum: sgd.named_buffers(),
-            best_model: best_model.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect(),
-        };
-        state.save(&config.out)?;
-        if STOP_REQUESTED.load(Ordering::SeqCst) {
-            bail!(interrupted_message(config, epoch));
+            best_model: self.best_model.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect(),
         }
+        .save(&config.out)
     }
+}
 
+/// A copy of every model tensor.
+fn snapshot(model: &Classifier) -> Vec<(String, Tensor)> {
+    model.named_tensors().into_iter().map(|(n, t)| (n, t.copy())).collect()
+}
+
+/// Frozen-backbone features that stay fixed for the whole run.
+struct FrozenFeatures {
+    val: Tensor,
+    /// Train images through the val transform (`--cache-features` only).
+    train: Option<Tensor>,
+}
+
+impl FrozenFeatures {
+    fn compute(model: &Classifier, splits: &Splits, config: &FinetuneConfig, device: Device) -> Self {
+        let normalization = config.arch.normalization();
+        let val = backbone_features(model, &splits.val_images, normalization, device, "val features");
+        let train = config
+            .cache_features
+            .then(|| backbone_features(model, &splits.train.val_tensor(), normalization, device, "train features"));
+        Self { val, train }
+    }
+}
+
+fn train_phase(
+    model: &Classifier,
+    sgd: &mut Sgd,
+    splits: &Splits,
+    frozen: Option<&FrozenFeatures>,
+    config: &FinetuneConfig,
+    epoch: usize,
+    device: Device,
+) -> Result<EpochRow> {
+    let start = Instant::now();
+    let lr = step_lr(config.lr, config.step_size, config.gamma, epoch);
+    let totals = match frozen.and_then(|f| f.train.as_ref()) {
+        Some(features) => train_head_on_features(model, sgd, features, &splits.train, config, epoch, lr)?,
+        None => train_epoch(model, sgd, &splits.train, config, epoch, lr, device)?,
+    };
+    Ok(EpochRow {
+        epoch,
+        phase: "train".into(),
+        loss: totals.loss(),
+        acc: totals.acc(),
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+fn val_phase(
+    model: &Classifier,
+    splits: &Splits,
+    frozen: Option<&FrozenFeatures>,
+    config: &FinetuneConfig,
+    epoch: usize,
+    device: Device,
+) -> EpochRow {
+    let start = Instant::now();
+    let labels = splits.val.labels_tensor();
+    let (loss, correct) = match frozen {
+        Some(features) => eval_head(model, &features.val, &labels),
+        None => {
+            let normalization = config.arch.normalization();
+            let probs = predict_probabilities(model, &splits.val_images, normalization, device, "val");
+            loss_and_correct(&probs, &labels)
+        }
+    };
+    let acc = correct as f64 / splits.val.len() as f64;
+    EpochRow { epoch, phase: "val".into(), loss, acc, seconds: start.elapsed().as_secs_f64() }
+}
+
+/// After the last epoch: the tutorial's closing lines, the best model back in
+/// place for the figures, and summary.json.
+fn finish(
+    config: &FinetuneConfig,
+    device: Device,
+    model: &Classifier,
+    splits: &Splits,
+    progress: &Progress,
+    started: Instant,
+) -> Result<Summary> {
     let seconds = started.elapsed().as_secs_f64();
     println!("Training complete in {}", format_minutes(seconds));
-    println!("Best val Acc: {best_acc:.6}");
-    restore_tensors(&model.named_tensors(), &best_model);
-    plots::training_curves(&history, &config.out)?;
-    let val_probs = predict_probabilities(&model, &splits.val_images, normalization, device, "val grid");
+    println!("Best val Acc: {:.6}", progress.best_acc);
+    restore_tensors(&model.named_tensors(), &progress.best_model);
+    plots::training_curves(&progress.history, &config.out)?;
+    let normalization = config.arch.normalization();
+    let val_probs = predict_probabilities(model, &splits.val_images, normalization, device, "val grid");
     plots::prediction_grid(&splits.val, &val_probs, &config.out.join("val_predictions.png"))?;
-    let best = history.best_val().context("no epoch was run")?;
+    let best = progress.history.best_val().context("no epoch was run")?;
+    let bad_files = splits.train.bad_files.iter().chain(&splits.val.bad_files);
     let summary = Summary {
         arch: config.arch.name().into(),
         mode: config.mode.name().into(),
@@ -222,24 +307,16 @@ pub fn run(config: &FinetuneConfig, device: Device, resume: bool) -> Result<Summ
         weights: config.weights.clone(),
         device: format!("{device:?}"),
         epochs: config.epochs,
-        best_val_acc: best_acc,
+        best_val_acc: progress.best_acc,
         best_epoch: best.epoch,
         seconds,
         train_images: splits.train.len(),
         val_images: splits.val.len(),
-        classes,
-        bad_files: splits
-            .train
-            .bad_files
-            .iter()
-            .chain(&splits.val.bad_files)
-            .map(|b| format!("{}: {}", b.path.display(), b.reason))
-            .collect(),
+        classes: splits.train.classes.clone(),
+        bad_files: bad_files.map(|b| format!("{}: {}", b.path.display(), b.reason)).collect(),
     };
-    crate::models::checkpoint_io::write_atomically(
-        &config.out.join("summary.json"),
-        serde_json::to_string_pretty(&summary)?.as_bytes(),
-    )?;
+    let json = serde_json::to_string_pretty(&summary)?;
+    crate::models::checkpoint_io::write_atomically(&config.out.join("summary.json"), json.as_bytes())?;
     Ok(summary)
 }
 
