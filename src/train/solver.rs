@@ -76,14 +76,20 @@ impl Adam {
         self.step += 1;
         let correction1 = 1.0 - beta1.powi(self.step);
         let correction2 = 1.0 - beta2.powi(self.step);
+        // In place, as torch.optim.Adam's single-tensor path: no temporaries
+        // for the moments.
         tch::no_grad(|| {
             for ((param, grad), (m, v)) in
                 params.iter().zip(grads).zip(self.first.iter_mut().zip(self.second.iter_mut()))
             {
-                *m = &*m * beta1 + grad * (1.0 - beta1);
-                *v = &*v * beta2 + grad * grad * (1.0 - beta2);
-                let step = (&*m / correction1) / ((&*v / correction2).sqrt() + eps) * lr;
-                let _ = param.shallow_clone().g_sub_(&step);
+                let _ = m.lerp_(grad, 1.0 - beta1);
+                let _ = v.g_mul_scalar_(beta2);
+                let _ = v.addcmul_(&(grad * (1.0 - beta2)), grad);
+                let mut denom = v.sqrt();
+                let _ = denom.g_div_scalar_(correction2.sqrt());
+                let _ = denom.g_add_scalar_(eps);
+                let mut param = param.shallow_clone();
+                let _ = param.addcdiv_(&(&*m * (-lr / correction1)), &denom);
             }
         });
     }
