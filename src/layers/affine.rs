@@ -29,11 +29,15 @@ impl Affine {
     }
 
     pub fn backward(&self, input: &Tensor, upstream: &Tensor) -> Gradients {
-        let x = Self::flat(input);
-        let d_weight = x.transpose(0, 1).matmul(upstream);
-        let d_bias = upstream.sum_dim_intlist([0i64].as_slice(), false, upstream.kind());
         let d_input = upstream.matmul(&self.weight.transpose(0, 1)).reshape(input.size());
-        Gradients { input: d_input, params: vec![d_weight, d_bias] }
+        Gradients { input: d_input, params: self.parameter_gradients(input, upstream) }
+    }
+
+    /// `[dW, db]` alone, for a first layer whose input needs no gradient.
+    pub fn parameter_gradients(&self, input: &Tensor, upstream: &Tensor) -> Vec<Tensor> {
+        let d_weight = Self::flat(input).transpose(0, 1).matmul(upstream);
+        let d_bias = upstream.sum_dim_intlist([0i64].as_slice(), false, upstream.kind());
+        vec![d_weight, d_bias]
     }
 }
 

@@ -33,8 +33,9 @@ impl Net for TwoLayerNet {
         let (loss, d_scores) = softmax_cross_entropy(&scores, labels);
         let g2 = self.affine2.backward(&h1, &d_scores);
         let g_relu = self.relu.backward(&a1, &g2.input);
-        let g1 = self.affine1.backward(images, &g_relu.input);
-        (loss, g1.params.into_iter().chain(g2.params).collect())
+        // The images need no gradient, so the first layer's dX is skipped.
+        let g1 = self.affine1.parameter_gradients(images, &g_relu.input);
+        (loss, g1.into_iter().chain(g2.params).collect())
     }
 
     fn parameters(&self) -> Vec<Tensor> {
