@@ -44,7 +44,7 @@ impl TrainedModel {
 
     /// Probabilities `[N, classes]` for `[N, 3, 224, 224]` images in [0, 1].
     pub fn probabilities(&self, images: &Tensor, device: Device) -> Tensor {
-        predict_probabilities(&self.model, images, self.normalization, device, "predict")
+        predict_probabilities(&self.model, images, self.normalization, device, false, "predict")
     }
 }
 

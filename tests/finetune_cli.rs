@@ -24,7 +24,7 @@ fn temp_dir() -> tempfile::TempDir {
 fn metrics(out: &Path) -> Vec<(String, f64, f64)> {
     let text = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     let mut lines = text.lines();
-    assert_eq!(lines.next(), Some("epoch,phase,loss,acc,seconds"));
+    assert_eq!(lines.next(), Some("epoch,phase,loss,acc,seconds,data_wait_seconds"));
     lines
         .map(|l| {
             let cells: Vec<&str> = l.split(',').collect();
@@ -96,6 +96,7 @@ fn help_lists_the_options() {
         "--out",
         "--workers",
         "--cache-features",
+        "--amp",
         "--resume",
         "predict",
         "eval",
@@ -104,6 +105,16 @@ fn help_lists_the_options() {
     }
     let help = stdout(&common::run_ok(common::finetune().args(["predict", "--help"])));
     assert!(help.contains("--checkpoint") && help.contains("--json") && help.contains("--top-k"));
+}
+
+#[test]
+fn amp_on_the_cpu_is_refused_in_one_line() {
+    let output =
+        common::finetune().args(["--device", "cpu", "--amp", "--epochs", "1", "--random-init"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: --amp: mixed precision runs on CUDA only"), "{err}");
 }
 
 #[test]

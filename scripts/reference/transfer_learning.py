@@ -30,7 +30,9 @@ parser.add_argument("--weights", required=True)
 parser.add_argument("--epochs", type=int, default=25)
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--workers", type=int, default=2)
+parser.add_argument("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
 args = parser.parse_args()
+device = torch.device(args.device)
 torch.manual_seed(args.seed)
 start = time.time()
 
@@ -51,7 +53,12 @@ loaders = {
 sizes = {x: len(image_datasets[x]) for x in ["train", "val"]}
 num_classes = len(image_datasets["train"].classes)
 
-state_dict = torch.load(args.weights, map_location="cpu")
+if args.weights.endswith(".safetensors"):
+    from safetensors.torch import load_file
+
+    state_dict = {k: v.float() if v.is_floating_point() else v for k, v in load_file(args.weights).items()}
+else:
+    state_dict = torch.load(args.weights, map_location="cpu")
 if args.arch == "resnet18":
     model = torchvision.models.resnet18(weights=None)
     model.load_state_dict(state_dict, strict=True)
@@ -67,6 +74,7 @@ else:
     model._fc = nn.Linear(model._fc.in_features, num_classes)
     head = model._fc
 
+model = model.to(device)
 frozen = args.mode == "feature-extract"
 if frozen:
     for p in backbone_params:
@@ -94,6 +102,7 @@ for epoch in range(args.epochs):
         set_train(phase == "train")
         running_loss, running_corrects = 0.0, 0
         for inputs, labels in loaders[phase]:
+            inputs, labels = inputs.to(device), labels.to(device)
             optimizer.zero_grad()
             with torch.set_grad_enabled(phase == "train"):
                 outputs = model(inputs)

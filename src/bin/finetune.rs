@@ -74,15 +74,18 @@ struct TrainArgs {
     /// Output folder (default: runs/<arch>-<mode>).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Threads that decode and augment images.
-    #[arg(long, default_value_t = 2)]
-    workers: usize,
+    /// Threads that decode and augment images (default: one per CPU).
+    #[arg(long)]
+    workers: Option<usize>,
     /// feature-extract only: compute train features once (no augmentation) and train the head on them.
     #[arg(long)]
     cache_features: bool,
     /// Fail on the first undecodable image instead of skipping it.
     #[arg(long)]
     strict: bool,
+    /// Mixed precision on CUDA: fp16 autocast forward passes, loss scaling in full mode.
+    #[arg(long)]
+    amp: bool,
     /// Continue the run saved in this output folder (its recipe is reused).
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
@@ -146,7 +149,7 @@ fn train(args: TrainArgs) -> Result<()> {
         None => (config_from_args(&args)?, false),
     };
     println!(
-        "finetune: {} {} | epochs {} batch {} lr {} momentum {} StepLR({}, {}) seed {} | out {}",
+        "finetune: {} {} | epochs {} batch {} lr {} momentum {} StepLR({}, {}) seed {}{} | out {}",
         config.arch.name(),
         config.mode.name(),
         config.epochs,
@@ -156,6 +159,7 @@ fn train(args: TrainArgs) -> Result<()> {
         config.step_size,
         config.gamma,
         config.seed,
+        if config.amp { " | mixed precision (--amp)" } else { "" },
         config.out.display()
     );
     tchlab::cli::stop_on_ctrl_c(&finetune::STOP_REQUESTED);
@@ -205,9 +209,10 @@ fn config_from_args(args: &TrainArgs) -> Result<FinetuneConfig> {
         gamma: args.gamma,
         seed: args.seed,
         out,
-        workers: args.workers,
+        workers: args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
         cache_features: args.cache_features,
         strict: args.strict,
+        amp: args.amp,
     })
 }
 

@@ -2,7 +2,10 @@
 //! then val phase, SGD + StepLR, keep the best val model), in two modes.
 //! `feature-extract` freezes the backbone (eval mode, no autograd), computes
 //! val features once, and trains only the new head; `full` trains everything.
+//! On CUDA, batches are staged in pinned memory and copied without blocking,
+//! and `--amp` runs the forward passes in mixed precision.
 
+use super::amp;
 use super::metrics::{format_minutes, EpochRow, History, PhaseTotals};
 use super::sgd::{step_lr, Sgd};
 use super::state::RunState;
@@ -58,6 +61,9 @@ pub struct FinetuneConfig {
     pub workers: usize,
     pub cache_features: bool,
     pub strict: bool,
+    /// Mixed precision on CUDA.
+    #[serde(default)]
+    pub amp: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,6 +73,11 @@ pub struct Summary {
     pub cache_features: bool,
     pub weights: Option<PathBuf>,
     pub device: String,
+    pub amp: bool,
+    /// Seconds the train phases of this process waited for augmented batches,
+    /// and that as a share of their time.
+    pub data_wait_seconds: f64,
+    pub data_wait_share: f64,
     pub epochs: usize,
     pub best_val_acc: f64,
     pub best_epoch: usize,
@@ -90,6 +101,7 @@ struct Splits {
 
 pub fn run(config: &FinetuneConfig, device: Device, resume: bool) -> Result<Summary> {
     let started = Instant::now();
+    amp::check_device(config.amp, device)?;
     prepare_out_dir(&config.out)?;
     // Decoding and augmentation run on rayon's pool; a second run in the same
     // process keeps the first pool.
@@ -122,7 +134,7 @@ pub fn run(config: &FinetuneConfig, device: Device, resume: bool) -> Result<Summ
             bail!(interrupted_message(config, epoch));
         }
     }
-    finish(config, device, &model, &splits, &progress, started)
+    finish(config, device, (&model, &sgd), &splits, &progress, started)
 }
 
 /// The classifier with its pretrained backbone loaded (and frozen in
@@ -143,7 +155,10 @@ fn build_model(config: &FinetuneConfig, num_classes: usize, device: Device) -> R
     } else {
         params.extend(model.backbone_vs.variables());
     }
-    let sgd = Sgd::new(params, config.momentum);
+    let mut sgd = Sgd::new(params, config.momentum);
+    if config.amp && config.mode == Mode::Full {
+        sgd = sgd.with_loss_scaling();
+    }
     Ok((model, sgd))
 }
 
@@ -226,10 +241,11 @@ struct FrozenFeatures {
 impl FrozenFeatures {
     fn compute(model: &Classifier, splits: &Splits, config: &FinetuneConfig, device: Device) -> Self {
         let normalization = config.arch.normalization();
-        let val = backbone_features(model, &splits.val_images, normalization, device, "val features");
-        let train = config
-            .cache_features
-            .then(|| backbone_features(model, &splits.train.val_tensor(), normalization, device, "train features"));
+        let amp = config.amp;
+        let val = backbone_features(model, &splits.val_images, normalization, device, amp, "val features");
+        let train = config.cache_features.then(|| {
+            backbone_features(model, &splits.train.val_tensor(), normalization, device, amp, "train features")
+        });
         Self { val, train }
     }
 }
@@ -255,6 +271,7 @@ fn train_phase(
         loss: totals.loss(),
         acc: totals.acc(),
         seconds: start.elapsed().as_secs_f64(),
+        data_wait_seconds: totals.data_wait_seconds,
     })
 }
 
@@ -272,12 +289,12 @@ fn val_phase(
         Some(features) => eval_head(model, &features.val, &labels),
         None => {
             let normalization = config.arch.normalization();
-            let probs = predict_probabilities(model, &splits.val_images, normalization, device, "val");
+            let probs = predict_probabilities(model, &splits.val_images, normalization, device, config.amp, "val");
             loss_and_correct(&probs, &labels)
         }
     };
     let acc = correct as f64 / splits.val.len() as f64;
-    EpochRow { epoch, phase: "val".into(), loss, acc, seconds: start.elapsed().as_secs_f64() }
+    EpochRow { epoch, phase: "val".into(), loss, acc, seconds: start.elapsed().as_secs_f64(), data_wait_seconds: 0.0 }
 }
 
 /// After the last epoch: the tutorial's closing lines, the best model back in
@@ -285,7 +302,7 @@ fn val_phase(
 fn finish(
     config: &FinetuneConfig,
     device: Device,
-    model: &Classifier,
+    (model, sgd): (&Classifier, &Sgd),
     splits: &Splits,
     progress: &Progress,
     started: Instant,
@@ -293,10 +310,20 @@ fn finish(
     let seconds = started.elapsed().as_secs_f64();
     println!("Training complete in {}", format_minutes(seconds));
     println!("Best val Acc: {:.6}", progress.best_acc);
+    let (data_wait_seconds, data_wait_share) = data_wait(&progress.history);
+    println!(
+        "waited for data: {data_wait_seconds:.1} s, {:.1} % of the train phases{}",
+        100.0 * data_wait_share,
+        if config.amp {
+            format!(" | mixed precision: {} step(s) skipped on overflow", sgd.skipped_steps())
+        } else {
+            String::new()
+        }
+    );
     restore_tensors(&model.named_tensors(), &progress.best_model);
     plots::training_curves(&progress.history, &config.out)?;
     let normalization = config.arch.normalization();
-    let val_probs = predict_probabilities(model, &splits.val_images, normalization, device, "val grid");
+    let val_probs = predict_probabilities(model, &splits.val_images, normalization, device, config.amp, "val grid");
     plots::prediction_grid(&splits.val, &val_probs, &config.out.join("val_predictions.png"))?;
     let best = progress.history.best_val().context("no epoch was run")?;
     let bad_files = splits.train.bad_files.iter().chain(&splits.val.bad_files);
@@ -306,6 +333,9 @@ fn finish(
         cache_features: config.cache_features,
         weights: config.weights.clone(),
         device: format!("{device:?}"),
+        amp: config.amp,
+        data_wait_seconds,
+        data_wait_share,
         epochs: config.epochs,
         best_val_acc: progress.best_acc,
         best_epoch: best.epoch,
@@ -318,6 +348,14 @@ fn finish(
     let json = serde_json::to_string_pretty(&summary)?;
     crate::models::checkpoint_io::write_atomically(&config.out.join("summary.json"), json.as_bytes())?;
     Ok(summary)
+}
+
+/// Total seconds the train phases waited for batches, and their share of those phases' time.
+fn data_wait(history: &History) -> (f64, f64) {
+    let train = history.phase("train");
+    let waited: f64 = train.iter().map(|r| r.data_wait_seconds).sum();
+    let total: f64 = train.iter().map(|r| r.seconds).sum();
+    (waited, if total > 0.0 { waited / total } else { 0.0 })
 }
 
 fn interrupted_message(config: &FinetuneConfig, epoch: usize) -> String {
@@ -371,29 +409,50 @@ fn restore_tensors(live: &[(String, Tensor)], saved: &[(String, Tensor)]) {
 }
 
 /// Streams the epoch's augmented images in batches of `batch_images`, in
-/// plan order: a producer thread augments the next batches (on the rayon
-/// pool) while `consume` computes on the current one.
+/// plan order, already on `device`: a producer thread augments the next
+/// batches (on the rayon pool, into pinned memory for CUDA) while `consume`
+/// computes on the current one. Returns the seconds spent waiting for batches.
 fn for_each_augmented_batch(
     plan: &EpochPlan,
     split: &DecodedSplit,
     batch_images: usize,
+    device: Device,
     mut consume: impl FnMut(usize, Tensor, Tensor) -> Result<()>,
-) -> Result<()> {
+) -> Result<f64> {
     let batches = plan.num_batches(batch_images);
     std::thread::scope(|scope| {
         let (sender, receiver) = std::sync::mpsc::sync_channel(3);
         scope.spawn(move || {
             for b in 0..batches {
-                if sender.send(plan.batch(split, batch_images, b)).is_err() {
+                let (images, labels) = plan.batch(split, batch_images, b);
+                let staged = if device.is_cuda() {
+                    (images.pin_memory(device), labels.pin_memory(device))
+                } else {
+                    (images, labels)
+                };
+                if sender.send(staged).is_err() {
                     break;
                 }
             }
         });
-        for (b, (images, labels)) in receiver.iter().enumerate() {
-            consume(b, images, labels)?;
+        let mut waited = 0.0;
+        for b in 0..batches {
+            let wait_start = Instant::now();
+            let Ok((images, labels)) = receiver.recv() else { break };
+            waited += wait_start.elapsed().as_secs_f64();
+            consume(b, upload(&images, device), upload(&labels, device))?;
         }
-        Ok(())
+        Ok(waited)
     })
+}
+
+/// `t` on `device`; from pinned memory to CUDA the copy does not block the host.
+fn upload(t: &Tensor, device: Device) -> Tensor {
+    if device.is_cuda() {
+        t.to_device_(device, t.kind(), true, false)
+    } else {
+        t.to_device(device)
+    }
 }
 
 fn interrupted_during(config: &FinetuneConfig, epoch: usize) -> anyhow::Error {
@@ -419,13 +478,13 @@ fn train_epoch(
         // The frozen backbone is a fixed function (eval mode), so the features
         // of the epoch's augmented images can be computed in large batches;
         // the head then takes the recipe's small SGD steps over them in order.
-        let bar = progress::bar(plan.num_batches(FEATURE_BATCH) as u64, "train features");
+        let batch_images = frozen_batch(device);
+        let bar = progress::bar(plan.num_batches(batch_images) as u64, "train features");
         let mut features = Vec::new();
         let mut labels = Vec::new();
-        for_each_augmented_batch(&plan, split, FEATURE_BATCH, |_, images, batch_labels| {
-            let images = normalization.apply(&images.to_device(device));
-            features.push(tch::no_grad(|| model.features(&images, false)));
-            labels.push(batch_labels.to_device(device));
+        let waited = for_each_augmented_batch(&plan, split, batch_images, device, |_, images, batch_labels| {
+            features.push(frozen_features(model, &normalization.apply(&images), config.amp));
+            labels.push(batch_labels);
             bar.inc(1);
             if STOP_REQUESTED.load(Ordering::SeqCst) {
                 return Err(interrupted_during(config, epoch));
@@ -433,21 +492,23 @@ fn train_epoch(
             Ok(())
         })?;
         bar.finish_and_clear();
-        return train_head_steps(model, sgd, &Tensor::cat(&features, 0), &Tensor::cat(&labels, 0), config, epoch, lr);
+        let mut totals =
+            train_head_steps(model, sgd, &Tensor::cat(&features, 0), &Tensor::cat(&labels, 0), config, epoch, lr)?;
+        totals.data_wait_seconds = waited;
+        return Ok(totals);
     }
     let bar = progress::bar(plan.num_batches(config.batch_size) as u64, "train");
     let mut totals = PhaseTotals::default();
-    for_each_augmented_batch(&plan, split, config.batch_size, |b, images, labels| {
-        let images = normalization.apply(&images.to_device(device));
-        let labels = labels.to_device(device);
-        let logits = model.forward(&images, true);
-        step(sgd, &logits, &labels, lr, &mut totals).map_err(|value| non_finite(value, config, epoch, b))?;
-        bar.inc(1);
-        if STOP_REQUESTED.load(Ordering::SeqCst) {
-            return Err(interrupted_during(config, epoch));
-        }
-        Ok(())
-    })?;
+    totals.data_wait_seconds =
+        for_each_augmented_batch(&plan, split, config.batch_size, device, |b, images, labels| {
+            let logits = amp::autocast(config.amp, || model.forward(&normalization.apply(&images), true));
+            step(sgd, &logits, &labels, lr, &mut totals).map_err(|value| non_finite(value, config, epoch, b))?;
+            bar.inc(1);
+            if STOP_REQUESTED.load(Ordering::SeqCst) {
+                return Err(interrupted_during(config, epoch));
+            }
+            Ok(())
+        })?;
     bar.finish_and_clear();
     Ok(totals)
 }
@@ -460,14 +521,12 @@ fn step(
     lr: f64,
     totals: &mut PhaseTotals,
 ) -> std::result::Result<(), f64> {
-    let loss = logits.cross_entropy_for_logits(labels);
+    let loss = logits.to_kind(Kind::Float).cross_entropy_for_logits(labels);
     let loss_value = loss.double_value(&[]);
     if !loss_value.is_finite() {
         return Err(loss_value);
     }
-    sgd.zero_grad();
-    loss.backward();
-    sgd.step(lr);
+    sgd.minimize(&loss, lr);
     let correct = logits.argmax(-1, false).eq_tensor(labels).sum(Kind::Int64).int64_value(&[]);
     totals.add(loss_value, correct, labels.size()[0]);
     Ok(())
@@ -521,11 +580,21 @@ fn train_head_on_features(
     train_head_steps(model, sgd, &features.index_select(0, &order), &labels, config, epoch, lr)
 }
 
-/// Images per frozen-backbone pass: on CPU, small batches in channels-last
-/// layout are fastest (`cargo run --release --example bench_forward`).
-const FEATURE_BATCH: usize = 4;
+/// Images per frozen-backbone (eval-mode) pass: on CPU, small batches in
+/// channels-last layout are fastest (`cargo run --release --example
+/// bench_forward`); a GPU wants large ones.
+fn frozen_batch(device: Device) -> usize {
+    if device.is_cuda() {
+        64
+    } else {
+        4
+    }
+}
 
-const EVAL_BATCH: i64 = FEATURE_BATCH as i64;
+/// Eval-mode backbone features in fp32, without autograd.
+fn frozen_features(model: &Classifier, images: &Tensor, amp: bool) -> Tensor {
+    tch::no_grad(|| amp::autocast(amp, || model.features(images, false)).to_kind(Kind::Float))
+}
 
 /// Frozen-backbone features of `[N, 3, 224, 224]` images in [0, 1].
 fn backbone_features(
@@ -533,15 +602,17 @@ fn backbone_features(
     images: &Tensor,
     normalization: Normalization,
     device: Device,
+    amp: bool,
     label: &str,
 ) -> Tensor {
     let n = images.size()[0];
-    let bar = progress::bar(((n + EVAL_BATCH - 1) / EVAL_BATCH) as u64, label);
+    let batch = frozen_batch(device) as i64;
+    let bar = progress::bar(((n + batch - 1) / batch) as u64, label);
     let chunks: Vec<Tensor> = (0..n)
-        .step_by(EVAL_BATCH as usize)
+        .step_by(batch as usize)
         .map(|start| {
-            let batch = images.narrow(0, start, EVAL_BATCH.min(n - start)).to_device(device);
-            let features = tch::no_grad(|| model.features(&normalization.apply(&batch), false));
+            let images = images.narrow(0, start, batch.min(n - start)).to_device(device);
+            let features = frozen_features(model, &normalization.apply(&images), amp);
             bar.inc(1);
             features
         })
@@ -561,9 +632,10 @@ pub fn predict_probabilities(
     images: &Tensor,
     normalization: Normalization,
     device: Device,
+    amp: bool,
     label: &str,
 ) -> Tensor {
-    let features = backbone_features(model, images, normalization, device, label);
+    let features = backbone_features(model, images, normalization, device, amp, label);
     tch::no_grad(|| model.head_forward(&features, false).softmax(-1, Kind::Float)).to_device(Device::Cpu)
 }
 

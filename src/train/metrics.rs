@@ -13,6 +13,9 @@ pub struct EpochRow {
     pub loss: f64,
     pub acc: f64,
     pub seconds: f64,
+    /// Of `seconds`, the time spent waiting for augmented batches (train phases).
+    #[serde(default)]
+    pub data_wait_seconds: f64,
 }
 
 /// Running sums over one phase of one epoch.
@@ -21,6 +24,7 @@ pub struct PhaseTotals {
     pub loss_sum: f64,
     pub correct: i64,
     pub count: i64,
+    pub data_wait_seconds: f64,
 }
 
 impl PhaseTotals {
@@ -62,9 +66,11 @@ impl History {
     }
 
     pub fn write_csv(&self, path: &Path) -> Result<()> {
-        let mut text = String::from("epoch,phase,loss,acc,seconds\n");
+        let mut text = String::from("epoch,phase,loss,acc,seconds,data_wait_seconds\n");
         for r in &self.rows {
-            text += &format!("{},{},{:.6},{:.6},{:.3}\n", r.epoch, r.phase, r.loss, r.acc, r.seconds);
+            let (epoch, phase, loss, acc, seconds, wait) =
+                (r.epoch, &r.phase, r.loss, r.acc, r.seconds, r.data_wait_seconds);
+            text += &format!("{epoch},{phase},{loss:.6},{acc:.6},{seconds:.3},{wait:.3}\n");
         }
         write_atomically(path, text.as_bytes())
     }
@@ -84,7 +90,7 @@ mod tests {
     fn best_val_keeps_the_first_of_equal_accuracies() {
         let mut h = History::default();
         for (epoch, acc) in [(0, 0.9), (1, 0.95), (2, 0.95), (3, 0.93)] {
-            h.push(EpochRow { epoch, phase: "val".into(), loss: 0.1, acc, seconds: 1.0 });
+            h.push(EpochRow { epoch, phase: "val".into(), loss: 0.1, acc, seconds: 1.0, data_wait_seconds: 0.0 });
         }
         assert_eq!(h.best_val().unwrap().epoch, 1);
     }

@@ -3,6 +3,7 @@
 //! from [`crate::models`] and [`crate::data`]; figures go out through
 //! [`crate::report`].
 
+pub mod amp;
 pub mod finetune;
 pub mod metrics;
 pub mod sgd;

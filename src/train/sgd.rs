@@ -1,13 +1,16 @@
 //! SGD with momentum, as `torch.optim.SGD` (no dampening, no weight decay),
 //! and StepLR. Written out rather than taken from `tch` so the momentum
-//! buffers can be saved and restored with a run.
+//! buffers can be saved and restored with a run. With `--amp` it scales the
+//! loss as torch's GradScaler does ([`LossScaler`]).
 
+use super::amp::LossScaler;
 use tch::Tensor;
 
 pub struct Sgd {
     pub momentum: f64,
     params: Vec<(String, Tensor)>,
     buffers: Vec<Option<Tensor>>,
+    scaler: Option<LossScaler>,
 }
 
 impl Sgd {
@@ -16,7 +19,38 @@ impl Sgd {
         let mut params: Vec<(String, Tensor)> = params.into_iter().filter(|(_, t)| t.requires_grad()).collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let buffers = params.iter().map(|_| None).collect();
-        Self { momentum, params, buffers }
+        Self { momentum, params, buffers, scaler: None }
+    }
+
+    /// Scales the loss before backward from now on (mixed precision).
+    pub fn with_loss_scaling(mut self) -> Self {
+        self.scaler = Some(LossScaler::default());
+        self
+    }
+
+    /// One optimization step from a batch's loss: zero the gradients,
+    /// backpropagate, update. With loss scaling, a step whose gradients
+    /// overflowed is skipped (as GradScaler skips it); returns whether the
+    /// update was made.
+    pub fn minimize(&mut self, loss: &Tensor, lr: f64) -> bool {
+        self.zero_grad();
+        let params = &self.params;
+        let take_step = match &mut self.scaler {
+            Some(scaler) => scaler.backward(loss, || params.iter().map(|(_, p)| p.grad()).collect()),
+            None => {
+                loss.backward();
+                true
+            }
+        };
+        if take_step {
+            self.step(lr);
+        }
+        take_step
+    }
+
+    /// Steps skipped because of gradient overflow under loss scaling.
+    pub fn skipped_steps(&self) -> u64 {
+        self.scaler.as_ref().map_or(0, LossScaler::skipped)
     }
 
     pub fn zero_grad(&mut self) {

@@ -1,0 +1,122 @@
+//! Mixed precision on CUDA (`--amp`): forward passes run under libtorch's
+//! CUDA autocast (fp16 convolutions and matrix products, fp32 where torch
+//! keeps it), and the loss is scaled before backward so that small fp16
+//! gradients do not flush to zero — `torch.cuda.amp.GradScaler`'s dynamic
+//! scaling, with its default constants.
+
+use tch::{Device, Kind, Tensor};
+
+const INITIAL_SCALE: f64 = 65536.0;
+const GROWTH_FACTOR: f64 = 2.0;
+const BACKOFF_FACTOR: f64 = 0.5;
+const GROWTH_INTERVAL: u32 = 2000;
+
+/// Runs `f` under CUDA autocast when `amp` is set (and libtorch sees CUDA).
+pub fn autocast<T>(amp: bool, f: impl FnOnce() -> T) -> T {
+    if amp {
+        tch::autocast(true, f)
+    } else {
+        f()
+    }
+}
+
+/// Mixed precision needs CUDA's autocast; on the CPU it is refused with a reason.
+pub fn check_device(amp: bool, device: Device) -> anyhow::Result<()> {
+    if amp && !device.is_cuda() {
+        anyhow::bail!("--amp: mixed precision runs on CUDA only (this run is on {device:?}); drop --amp");
+    }
+    Ok(())
+}
+
+/// Dynamic loss scale: halved when a step's gradients overflow (that step is
+/// skipped), doubled after `GROWTH_INTERVAL` good steps in a row.
+#[derive(Debug)]
+pub struct LossScaler {
+    scale: f64,
+    good_steps: u32,
+    skipped: u64,
+}
+
+impl Default for LossScaler {
+    fn default() -> Self {
+        Self { scale: INITIAL_SCALE, good_steps: 0, skipped: 0 }
+    }
+}
+
+impl LossScaler {
+    /// Backpropagates `loss · scale`, divides the gradients by the scale and
+    /// updates it; returns whether every gradient is finite (the step may be taken).
+    pub fn backward(&mut self, loss: &Tensor, grads: impl Fn() -> Vec<Tensor>) -> bool {
+        (loss * self.scale).backward();
+        let grads = grads();
+        let finite = tch::no_grad(|| {
+            let inverse = 1.0 / self.scale;
+            let mut sums = Vec::with_capacity(grads.len());
+            for grad in grads.iter().filter(|g| g.defined()) {
+                let _ = grad.shallow_clone().g_mul_scalar_(inverse);
+                sums.push(grad.sum(Kind::Float));
+            }
+            // One device sync for all of them: a sum is finite only when every
+            // element is (unscaled fp32 gradients are far from overflowing).
+            sums.is_empty() || Tensor::stack(&sums, 0).sum(Kind::Float).double_value(&[]).is_finite()
+        });
+        self.update(finite);
+        finite
+    }
+
+    fn update(&mut self, finite: bool) {
+        if finite {
+            self.good_steps += 1;
+            if self.good_steps == GROWTH_INTERVAL {
+                self.scale *= GROWTH_FACTOR;
+                self.good_steps = 0;
+            }
+        } else {
+            self.scale *= BACKOFF_FACTOR;
+            self.good_steps = 0;
+            self.skipped += 1;
+        }
+    }
+
+    pub fn scale(&self) -> f64 {
+        self.scale
+    }
+
+    /// Steps skipped so far because their gradients overflowed.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overflow_halves_the_scale_and_reports_the_step_as_skipped() {
+        let p = Tensor::from_slice(&[1.0f32]).set_requires_grad(true);
+        let mut scaler = LossScaler::default();
+        // d(1e35·p)/dp · 65536 overflows f32: the step must be refused.
+        assert!(!scaler.backward(&(&p * 1e35).sum(Kind::Float), || vec![p.grad()]));
+        assert_eq!(scaler.scale(), INITIAL_SCALE / 2.0);
+        assert_eq!(scaler.skipped(), 1);
+    }
+
+    #[test]
+    fn finite_gradients_are_unscaled() {
+        let p = Tensor::from_slice(&[3.0f32]).set_requires_grad(true);
+        let mut scaler = LossScaler::default();
+        assert!(scaler.backward(&(&p * &p).sum(Kind::Float), || vec![p.grad()]));
+        assert_eq!(p.grad().double_value(&[0]), 6.0);
+        assert_eq!(scaler.scale(), INITIAL_SCALE);
+    }
+
+    #[test]
+    fn the_scale_grows_after_a_run_of_good_steps() {
+        let mut scaler = LossScaler::default();
+        for _ in 0..GROWTH_INTERVAL {
+            scaler.update(true);
+        }
+        assert_eq!(scaler.scale(), INITIAL_SCALE * GROWTH_FACTOR);
+    }
+}
