@@ -123,16 +123,38 @@ impl EpochPlan {
         Self { order, augmentations }
     }
 
-    /// Batch `b` of the epoch: `[B, 3, 224, 224]` in [0, 1] and labels `[B]`.
+    /// Batch `b` of the epoch: `[B, 3, 224, 224]` in [0, 1] and labels `[B]`,
+    /// its images augmented on the rayon pool.
     pub fn batch(&self, split: &DecodedSplit, batch_size: usize, b: usize) -> (Tensor, Tensor) {
+        let range = self.batch_range(batch_size, b);
+        let images: Vec<Tensor> = range.clone().into_par_iter().map(|k| self.augmented(split, k)).collect();
+        (Tensor::stack(&images, 0), self.labels(split, range))
+    }
+
+    /// [`EpochPlan::batch`] on the calling thread alone.
+    pub fn batch_here(&self, split: &DecodedSplit, batch_size: usize, b: usize) -> (Tensor, Tensor) {
+        let range = self.batch_range(batch_size, b);
+        let images: Vec<Tensor> = range.clone().map(|k| self.augmented(split, k)).collect();
+        (Tensor::stack(&images, 0), self.labels(split, range))
+    }
+
+    fn batch_range(&self, batch_size: usize, b: usize) -> std::ops::Range<usize> {
         let start = b * batch_size;
-        let end = (start + batch_size).min(self.order.len());
-        let images: Vec<Tensor> = (start..end)
-            .into_par_iter()
-            .map(|k| train_transform(&image_tensor(&split.images[self.order[k]]), &self.augmentations[k]))
-            .collect();
-        let labels: Vec<i64> = (start..end).map(|k| split.labels[self.order[k]]).collect();
-        (Tensor::stack(&images, 0), Tensor::from_slice(&labels))
+        start..(start + batch_size).min(self.order.len())
+    }
+
+    /// The `k`-th image of the epoch, augmented.
+    fn augmented(&self, split: &DecodedSplit, k: usize) -> Tensor {
+        train_transform(&image_tensor(&split.images[self.order[k]]), &self.augmentations[k])
+    }
+
+    fn labels(&self, split: &DecodedSplit, range: std::ops::Range<usize>) -> Tensor {
+        Tensor::from_slice(&range.map(|k| split.labels[self.order[k]]).collect::<Vec<i64>>())
+    }
+
+    /// The labels of the whole epoch, in plan order.
+    pub fn all_labels(&self, split: &DecodedSplit) -> Tensor {
+        self.labels(split, 0..self.order.len())
     }
 
     pub fn num_batches(&self, batch_size: usize) -> usize {

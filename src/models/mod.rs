@@ -140,6 +140,11 @@ impl Classifier {
         self.backbone.forward_t(images, false)
     }
 
+    /// The backbone in training mode on `images` in whatever memory layout they have (for benchmarks).
+    pub fn backbone_forward_train_as_is(&self, images: &Tensor) -> Tensor {
+        self.backbone.forward_t(images, true)
+    }
+
     /// Logits from features (dropout applies only when `train`).
     pub fn head_forward(&self, features: &Tensor, train: bool) -> Tensor {
         features.dropout(self.arch.head_dropout(), train).apply(&self.head)

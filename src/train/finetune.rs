@@ -6,6 +6,7 @@
 //! and `--amp` runs the forward passes in mixed precision.
 
 use super::amp;
+use super::lanes::{lane_count, map_in_lanes};
 use super::metrics::{format_minutes, EpochRow, History, PhaseTotals};
 use super::sgd::{step_lr, Sgd};
 use super::state::RunState;
@@ -19,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -425,12 +426,7 @@ fn for_each_augmented_batch(
         scope.spawn(move || {
             for b in 0..batches {
                 let (images, labels) = plan.batch(split, batch_images, b);
-                let staged = if device.is_cuda() {
-                    (images.pin_memory(device), labels.pin_memory(device))
-                } else {
-                    (images, labels)
-                };
-                if sender.send(staged).is_err() {
+                if sender.send((stage(images, device), stage(labels, device))).is_err() {
                     break;
                 }
             }
@@ -444,6 +440,15 @@ fn for_each_augmented_batch(
         }
         Ok(waited)
     })
+}
+
+/// A CPU tensor ready for [`upload`]: in pinned (page-locked) memory for CUDA.
+fn stage(t: Tensor, device: Device) -> Tensor {
+    if device.is_cuda() {
+        t.pin_memory(device)
+    } else {
+        t
+    }
 }
 
 /// `t` on `device`; from pinned memory to CUDA the copy does not block the host.
@@ -476,25 +481,15 @@ fn train_epoch(
     let normalization = config.arch.normalization();
     if config.mode == Mode::FeatureExtract {
         // The frozen backbone is a fixed function (eval mode), so the features
-        // of the epoch's augmented images can be computed in large batches;
+        // of the epoch's augmented images can be computed first, in lanes;
         // the head then takes the recipe's small SGD steps over them in order.
-        let batch_images = frozen_batch(device);
-        let bar = progress::bar(plan.num_batches(batch_images) as u64, "train features");
-        let mut features = Vec::new();
-        let mut labels = Vec::new();
-        let waited = for_each_augmented_batch(&plan, split, batch_images, device, |_, images, batch_labels| {
-            features.push(frozen_features(model, &normalization.apply(&images), config.amp));
-            labels.push(batch_labels);
-            bar.inc(1);
-            if STOP_REQUESTED.load(Ordering::SeqCst) {
-                return Err(interrupted_during(config, epoch));
-            }
-            Ok(())
-        })?;
-        bar.finish_and_clear();
-        let mut totals =
-            train_head_steps(model, sgd, &Tensor::cat(&features, 0), &Tensor::cat(&labels, 0), config, epoch, lr)?;
-        totals.data_wait_seconds = waited;
+        let (features, data_seconds) = augmented_features(model, &plan, split, config, device);
+        if STOP_REQUESTED.load(Ordering::SeqCst) {
+            return Err(interrupted_during(config, epoch));
+        }
+        let labels = plan.all_labels(split).to_device(device);
+        let mut totals = train_head_steps(model, sgd, &features, &labels, config, epoch, lr)?;
+        totals.data_wait_seconds = data_seconds;
         return Ok(totals);
     }
     let bar = progress::bar(plan.num_batches(config.batch_size) as u64, "train");
@@ -511,6 +506,41 @@ fn train_epoch(
         })?;
     bar.finish_and_clear();
     Ok(totals)
+}
+
+/// Frozen-backbone features of the epoch's augmented train images, in plan
+/// order, and the seconds of the pass spent augmenting (summed over lanes,
+/// divided by their number). Stops early, with partial features, on Ctrl-C.
+fn augmented_features(
+    model: &Classifier,
+    plan: &EpochPlan,
+    split: &DecodedSplit,
+    config: &FinetuneConfig,
+    device: Device,
+) -> (Tensor, f64) {
+    let normalization = config.arch.normalization();
+    let batch_images = frozen_batch(device);
+    let lanes = lane_count(device);
+    let bar = progress::bar(plan.num_batches(batch_images) as u64, "train features");
+    let augment_nanos = AtomicU64::new(0);
+    let batches: Vec<usize> = (0..plan.num_batches(batch_images)).collect();
+    let features = map_in_lanes(model, batches, lanes, |model, b| {
+        if STOP_REQUESTED.load(Ordering::SeqCst) {
+            return Tensor::zeros([0, model.arch.feature_count()], (Kind::Float, device));
+        }
+        let start = Instant::now();
+        // One lane (CUDA) augments on the rayon pool; CPU lanes augment in place.
+        let (images, _) =
+            if lanes > 1 { plan.batch_here(split, batch_images, b) } else { plan.batch(split, batch_images, b) };
+        let images = upload(&stage(images, device), device);
+        augment_nanos.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let features = frozen_features(model, &normalization.apply(&images), config.amp);
+        bar.inc(1);
+        features
+    });
+    bar.finish_and_clear();
+    let data_seconds = augment_nanos.into_inner() as f64 / 1e9 / lanes as f64;
+    (Tensor::cat(&features, 0), data_seconds)
 }
 
 /// One SGD step on a batch's logits; returns the loss value when it is not finite.
@@ -608,15 +638,12 @@ fn backbone_features(
     let n = images.size()[0];
     let batch = frozen_batch(device) as i64;
     let bar = progress::bar(((n + batch - 1) / batch) as u64, label);
-    let chunks: Vec<Tensor> = (0..n)
-        .step_by(batch as usize)
-        .map(|start| {
-            let images = images.narrow(0, start, batch.min(n - start)).to_device(device);
-            let features = frozen_features(model, &normalization.apply(&images), amp);
-            bar.inc(1);
-            features
-        })
-        .collect();
+    let batches: Vec<Tensor> = (0..n).step_by(batch as usize).map(|s| images.narrow(0, s, batch.min(n - s))).collect();
+    let chunks = map_in_lanes(model, batches, lane_count(device), |model, images| {
+        let features = frozen_features(model, &normalization.apply(&images.to_device(device)), amp);
+        bar.inc(1);
+        features
+    });
     bar.finish_and_clear();
     Tensor::cat(&chunks, 0)
 }

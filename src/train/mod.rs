@@ -5,6 +5,7 @@
 
 pub mod amp;
 pub mod finetune;
+pub mod lanes;
 pub mod metrics;
 pub mod sgd;
 pub mod solver;

@@ -1,0 +1,46 @@
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+use tchlab::models::{Arch, Classifier};
+use tchlab::train::sgd::Sgd;
+
+fn main() {
+    let arch = Arch::parse(&std::env::args().nth(1).unwrap_or_else(|| "efficientnet-lite0".into())).unwrap();
+    let cl = std::env::args().nth(2).as_deref() != Some("nchw");
+    let model = Classifier::new(arch, 2, Device::Cpu);
+    let params: Vec<(String, Tensor)> =
+        model.backbone_vs.variables().into_iter().chain(model.head_vs.variables()).collect();
+    let mut sgd = Sgd::new(params, 0.9);
+    let x = Tensor::randn([4, 3, 224, 224], (Kind::Float, Device::Cpu));
+    let y = Tensor::from_slice(&[0i64, 1, 0, 1]);
+    let (mut f, mut b, mut o) = (vec![], vec![], vec![]);
+    for _ in 0..25 {
+        let start = Instant::now();
+        let logits = if cl {
+            model.forward(&x, true)
+        } else {
+            model.head_forward(&model.backbone_forward_train_as_is(&x), true)
+        };
+        let loss = logits.cross_entropy_for_logits(&y);
+        let _ = loss.double_value(&[]);
+        f.push(start.elapsed().as_secs_f64() * 1000.0);
+        let start = Instant::now();
+        sgd.zero_grad();
+        loss.backward();
+        b.push(start.elapsed().as_secs_f64() * 1000.0);
+        let start = Instant::now();
+        sgd.step(0.001);
+        o.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    };
+    println!(
+        "{} batch 4 {}: forward {:.0} backward {:.0} step {:.1} ms",
+        arch.name(),
+        if cl { "channels-last" } else { "nchw" },
+        med(&mut f),
+        med(&mut b),
+        med(&mut o)
+    );
+}
