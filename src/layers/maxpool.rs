@@ -19,9 +19,20 @@ impl Default for MaxPool2d {
 
 impl MaxPool2d {
     pub fn backward(&self, input: &Tensor, upstream: &Tensor) -> Gradients {
-        let (_, argmax) =
-            input.max_pool2d_with_indices([self.size, self.size], [self.stride, self.stride], [0, 0], [1, 1], false);
-        let (n, c, h, w) = input.size4().unwrap();
+        let (_, argmax) = self.forward_with_argmax(input);
+        self.backward_with_argmax(&input.size(), &argmax, upstream)
+    }
+
+    /// The pooled output and, for each output, the flat index (within its
+    /// `H·W` plane) of the input that held the window's maximum.
+    pub fn forward_with_argmax(&self, x: &Tensor) -> (Tensor, Tensor) {
+        x.max_pool2d_with_indices([self.size, self.size], [self.stride, self.stride], [0, 0], [1, 1], false)
+    }
+
+    /// Routes `upstream` to the maxima recorded by [`MaxPool2d::forward_with_argmax`],
+    /// so the forward's work is not redone.
+    pub fn backward_with_argmax(&self, input_shape: &[i64], argmax: &Tensor, upstream: &Tensor) -> Gradients {
+        let &[n, c, h, w] = input_shape else { panic!("max-pool input must be [N, C, H, W], got {input_shape:?}") };
         let routed = Tensor::zeros([n, c, h * w], (upstream.kind(), upstream.device())).scatter_add(
             2,
             &argmax.flatten(2, -1),

@@ -12,8 +12,8 @@ pub struct Relu;
 
 impl Relu {
     pub fn backward(&self, input: &Tensor, upstream: &Tensor) -> Gradients {
-        let passes = input.gt(0.0).to_kind(upstream.kind());
-        Gradients { input: upstream * passes, params: Vec::new() }
+        // A boolean mask multiplies as 0/1 (type promotion keeps upstream's kind).
+        Gradients { input: upstream * input.gt(0.0), params: Vec::new() }
     }
 }
 

@@ -129,10 +129,14 @@ impl Classifier {
     }
 
     /// Pooled backbone features, `[N, features]`. Inputs are laid out
-    /// channels-last, which oneDNN's convolutions run faster on CPU
-    /// (`examples/bench_forward.rs` measures it).
+    /// channels-last where oneDNN's convolutions run faster on a CPU: every
+    /// eval pass, and training steps of EfficientNet (whose depthwise
+    /// convolutions gain most); ResNet training steps are faster in NCHW
+    /// (`cargo run --release --example bench_step -- resnet18 [nchw]`).
     pub fn features(&self, images: &Tensor, train: bool) -> Tensor {
-        self.backbone.forward_t(&channels_last(images), train)
+        let channels_last_pays = !train || self.arch == Arch::EfficientnetLite0;
+        let images = if channels_last_pays { channels_last(images) } else { images.shallow_clone() };
+        self.backbone.forward_t(&images, train)
     }
 
     /// The backbone on `images` in whatever memory layout they have (for benchmarks).

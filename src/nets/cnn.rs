@@ -60,7 +60,7 @@ impl Net for ThreeLayerConvNet {
         let x = self.as_images(images);
         let c = self.conv.forward(&x);
         let r = self.relu.forward(&c);
-        let p = self.pool.forward(&r);
+        let (p, argmax) = self.pool.forward_with_argmax(&r);
         let a1 = self.affine1.forward(&p);
         let h1 = self.relu.forward(&a1);
         let scores = self.affine2.forward(&h1);
@@ -68,7 +68,7 @@ impl Net for ThreeLayerConvNet {
         let g_a2 = self.affine2.backward(&h1, &d_scores);
         let g_h1 = self.relu.backward(&a1, &g_a2.input);
         let g_a1 = self.affine1.backward(&p, &g_h1.input);
-        let g_p = self.pool.backward(&r, &g_a1.input);
+        let g_p = self.pool.backward_with_argmax(&r.size(), &argmax, &g_a1.input);
         let g_r = self.relu.backward(&c, &g_p.input);
         let g_c = self.conv.backward(&x, &g_r.input);
         let grads = g_c.params.into_iter().chain(g_a1.params).chain(g_a2.params).collect();

@@ -102,11 +102,19 @@ struct Splits {
 
 pub fn run(config: &FinetuneConfig, device: Device, resume: bool) -> Result<Summary> {
     let started = Instant::now();
+    // Settle this thread's libtorch thread count first: helper threads set
+    // theirs to one, and libtorch gives the last value set to any thread
+    // that has not run an operator yet.
+    let _ = tch::get_num_threads();
     amp::check_device(config.amp, device)?;
     prepare_out_dir(&config.out)?;
     // Decoding and augmentation run on rayon's pool; a second run in the same
     // process keeps the first pool.
-    rayon::ThreadPoolBuilder::new().num_threads(config.workers.max(1)).build_global().ok();
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(config.workers.max(1))
+        .start_handler(|_| single_threaded_helper())
+        .build_global()
+        .ok();
     if !resume && super::state::state_path(&config.out).exists() {
         eprintln!(
             "note: {} already holds a run; its files are replaced as this one progresses (finetune --resume {} continues it instead)",
@@ -313,7 +321,7 @@ fn finish(
     println!("Best val Acc: {:.6}", progress.best_acc);
     let (data_wait_seconds, data_wait_share) = data_wait(&progress.history);
     println!(
-        "waited for data: {data_wait_seconds:.1} s, {:.1} % of the train phases{}",
+        "data: {data_wait_seconds:.1} s of the train phases ({:.1} %) waiting for or augmenting batches{}",
         100.0 * data_wait_share,
         if config.amp {
             format!(" | mixed precision: {} step(s) skipped on overflow", sgd.skipped_steps())
@@ -424,6 +432,7 @@ fn for_each_augmented_batch(
     std::thread::scope(|scope| {
         let (sender, receiver) = std::sync::mpsc::sync_channel(3);
         scope.spawn(move || {
+            single_threaded_helper();
             for b in 0..batches {
                 let (images, labels) = plan.batch(split, batch_images, b);
                 if sender.send((stage(images, device), stage(labels, device))).is_err() {
@@ -440,6 +449,14 @@ fn for_each_augmented_batch(
         }
         Ok(waited)
     })
+}
+
+/// Makes the calling helper thread (augmentation, batch producer) run its
+/// libtorch operators on one thread, as PyTorch's DataLoader workers do: each
+/// thread that calls libtorch otherwise starts its own team of OpenMP
+/// threads, and on a few cores those teams fight the training step's team.
+fn single_threaded_helper() {
+    tch::set_num_threads(1);
 }
 
 /// A CPU tensor ready for [`upload`]: in pinned (page-locked) memory for CUDA.

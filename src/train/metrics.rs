@@ -13,7 +13,7 @@ pub struct EpochRow {
     pub loss: f64,
     pub acc: f64,
     pub seconds: f64,
-    /// Of `seconds`, the time spent waiting for augmented batches (train phases).
+    /// Of `seconds`, the time spent waiting for or augmenting batches (train phases).
     #[serde(default)]
     pub data_wait_seconds: f64,
 }
