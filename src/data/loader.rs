@@ -5,7 +5,7 @@
 
 use super::decode::decode_rgb;
 use super::image_folder::ImageFolder;
-use super::transforms::{draw_augmentation, train_transform, val_transform, Augmentation};
+use super::transforms::{draw_augmentation, train_pixels, train_transform, val_transform, Augmentation};
 use anyhow::{bail, Result};
 use image::RgbImage;
 use rand::seq::SliceRandom;
@@ -150,6 +150,17 @@ impl EpochPlan {
 
     fn labels(&self, split: &DecodedSplit, range: std::ops::Range<usize>) -> Tensor {
         Tensor::from_slice(&range.map(|k| split.labels[self.order[k]]).collect::<Vec<i64>>())
+    }
+
+    /// Every image of the epoch augmented, in plan order, as `[N, 3, 224, 224]`
+    /// uint8 pixels (the 0–255 values [`train_transform`] scales to [0, 1]),
+    /// computed on the rayon pool.
+    pub fn all_pixels(&self, split: &DecodedSplit) -> Tensor {
+        let images: Vec<Tensor> = (0..self.order.len())
+            .into_par_iter()
+            .map(|k| train_pixels(&image_tensor(&split.images[self.order[k]]), &self.augmentations[k]))
+            .collect();
+        Tensor::stack(&images, 0)
     }
 
     /// The labels of the whole epoch, in plan order.

@@ -111,11 +111,20 @@ fn resize_u8(image: &Tensor, out_h: i64, out_w: i64) -> Tensor {
 /// The training transform of one `[3, H, W]` uint8 image: crop, resize to
 /// 224², optional flip; returns float values in [0, 1].
 pub fn train_transform(image: &Tensor, aug: &Augmentation) -> Tensor {
+    train_pixels(image, aug).to_kind(Kind::Float) / 255.0
+}
+
+/// [`train_transform`] before the scaling to [0, 1]: `[3, 224, 224]` uint8
+/// (exact, since the resize rounds to the 0–255 grid as PIL does).
+pub fn train_pixels(image: &Tensor, aug: &Augmentation) -> Tensor {
     let c = aug.crop;
     let cropped = image.narrow(1, c.top, c.height).narrow(2, c.left, c.width);
-    let resized = resize_u8(&cropped, CROP_SIZE, CROP_SIZE);
-    let flipped = if aug.flip { resized.flip([2]) } else { resized };
-    flipped / 255.0
+    let resized = resize_u8(&cropped, CROP_SIZE, CROP_SIZE).to_kind(Kind::Uint8);
+    if aug.flip {
+        resized.flip([2])
+    } else {
+        resized
+    }
 }
 
 /// The size `Resize(256)` gives: the shorter side becomes 256, the longer one

@@ -418,9 +418,12 @@ fn restore_tensors(live: &[(String, Tensor)], saved: &[(String, Tensor)]) {
 }
 
 /// Streams the epoch's augmented images in batches of `batch_images`, in
-/// plan order, already on `device`: a producer thread augments the next
-/// batches (on the rayon pool, into pinned memory for CUDA) while `consume`
-/// computes on the current one. Returns the seconds spent waiting for batches.
+/// plan order, already on `device`. On CUDA a producer thread augments the
+/// next batches (on the rayon pool, into pinned memory) while `consume`
+/// computes on the current one. On the CPU the whole epoch is augmented
+/// first, on every core: helper threads working during a training step
+/// would stall its multi-threaded operators. Returns the seconds spent
+/// waiting for or preparing batches.
 fn for_each_augmented_batch(
     plan: &EpochPlan,
     split: &DecodedSplit,
@@ -429,6 +432,19 @@ fn for_each_augmented_batch(
     mut consume: impl FnMut(usize, Tensor, Tensor) -> Result<()>,
 ) -> Result<f64> {
     let batches = plan.num_batches(batch_images);
+    if !device.is_cuda() {
+        let start = Instant::now();
+        let (pixels, labels) = (plan.all_pixels(split), plan.all_labels(split));
+        let preparing = start.elapsed().as_secs_f64();
+        let total = labels.size()[0];
+        for b in 0..batches {
+            let (first, len) =
+                ((b * batch_images) as i64, (batch_images as i64).min(total - (b * batch_images) as i64));
+            let images = pixels.narrow(0, first, len).to_kind(Kind::Float) / 255.0;
+            consume(b, images, labels.narrow(0, first, len))?;
+        }
+        return Ok(preparing);
+    }
     std::thread::scope(|scope| {
         let (sender, receiver) = std::sync::mpsc::sync_channel(3);
         scope.spawn(move || {
@@ -500,7 +516,7 @@ fn train_epoch(
         // The frozen backbone is a fixed function (eval mode), so the features
         // of the epoch's augmented images can be computed first, in lanes;
         // the head then takes the recipe's small SGD steps over them in order.
-        let (features, data_seconds) = augmented_features(model, &plan, split, config, device);
+        let (features, data_seconds) = augmented_features(model, &plan, split, config, device)?;
         if STOP_REQUESTED.load(Ordering::SeqCst) {
             return Err(interrupted_during(config, epoch));
         }
@@ -526,19 +542,36 @@ fn train_epoch(
 }
 
 /// Frozen-backbone features of the epoch's augmented train images, in plan
-/// order, and the seconds of the pass spent augmenting (summed over lanes,
-/// divided by their number). Stops early, with partial features, on Ctrl-C.
+/// order, and the seconds of the pass spent waiting for or augmenting
+/// batches. Returns early, with partial features, on Ctrl-C.
 fn augmented_features(
     model: &Classifier,
     plan: &EpochPlan,
     split: &DecodedSplit,
     config: &FinetuneConfig,
     device: Device,
-) -> (Tensor, f64) {
+) -> Result<(Tensor, f64)> {
     let normalization = config.arch.normalization();
     let batch_images = frozen_batch(device);
     let lanes = lane_count(device);
     let bar = progress::bar(plan.num_batches(batch_images) as u64, "train features");
+    let features_of = |model: &Classifier, images: &Tensor| {
+        let features = frozen_features(model, &normalization.apply(images), config.amp);
+        bar.inc(1);
+        features
+    };
+    if lanes == 1 {
+        // CUDA: a producer thread augments the next batches into pinned
+        // memory while the GPU works on this one.
+        let mut features = Vec::new();
+        let waited = for_each_augmented_batch(plan, split, batch_images, device, |_, images, _| {
+            features.push(features_of(model, &images));
+            Ok(())
+        })?;
+        bar.finish_and_clear();
+        return Ok((Tensor::cat(&features, 0), waited));
+    }
+    // CPU: each lane augments its own batches and runs the backbone on them.
     let augment_nanos = AtomicU64::new(0);
     let batches: Vec<usize> = (0..plan.num_batches(batch_images)).collect();
     let features = map_in_lanes(model, batches, lanes, |model, b| {
@@ -546,18 +579,13 @@ fn augmented_features(
             return Tensor::zeros([0, model.arch.feature_count()], (Kind::Float, device));
         }
         let start = Instant::now();
-        // One lane (CUDA) augments on the rayon pool; CPU lanes augment in place.
-        let (images, _) =
-            if lanes > 1 { plan.batch_here(split, batch_images, b) } else { plan.batch(split, batch_images, b) };
-        let images = upload(&stage(images, device), device);
+        let (images, _) = plan.batch_here(split, batch_images, b);
         augment_nanos.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        let features = frozen_features(model, &normalization.apply(&images), config.amp);
-        bar.inc(1);
-        features
+        features_of(model, &images)
     });
     bar.finish_and_clear();
     let data_seconds = augment_nanos.into_inner() as f64 / 1e9 / lanes as f64;
-    (Tensor::cat(&features, 0), data_seconds)
+    Ok((Tensor::cat(&features, 0), data_seconds))
 }
 
 /// One SGD step on a batch's logits; returns the loss value when it is not finite.

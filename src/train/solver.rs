@@ -1,12 +1,10 @@
 //! The MNIST training loop: minibatch Adam over a [`Net`], with gradients
 //! from the layers' explicit backward passes or from autograd, a per-epoch
 //! learning-rate decay, and accuracy on train and val after every epoch.
-//! On the CPU each minibatch is split across lanes ([`super::lanes`]).
 
 use crate::data::mnist::Split;
 use crate::layers::loss::accuracy;
 use crate::nets::Net;
-use super::lanes::{lane_count, map_in_lanes};
 use crate::report::progress;
 use anyhow::{bail, Result};
 use rand::seq::SliceRandom;
@@ -100,20 +98,16 @@ impl Adam {
 /// Top-1 accuracy of `net` on a split, evaluated in chunks.
 pub fn evaluate(net: &dyn Net, split: &Split, device: Device) -> f64 {
     let n = split.len() as i64;
-    let chunk = 5_000;
-    let jobs: Vec<(Tensor, Tensor)> = (0..n)
-        .step_by(chunk as usize)
-        .map(|start| {
+    let chunk = 10_000;
+    let mut correct = 0.0;
+    tch::no_grad(|| {
+        for start in (0..n).step_by(chunk as usize) {
             let len = chunk.min(n - start);
-            (split.images.narrow(0, start, len), split.labels.narrow(0, start, len))
-        })
-        .collect();
-    let correct: f64 = map_in_lanes(net, jobs, lane_count(device), |net, (images, labels)| {
-        let (images, labels) = (images.to_device(device), labels.to_device(device));
-        tch::no_grad(|| accuracy(&net.scores(&images), &labels)) * labels.size()[0] as f64
-    })
-    .into_iter()
-    .sum();
+            let images = split.images.narrow(0, start, len).to_device(device);
+            let labels = split.labels.narrow(0, start, len).to_device(device);
+            correct += accuracy(&net.scores(&images), &labels) * len as f64;
+        }
+    });
     correct / n as f64
 }
 
@@ -138,7 +132,6 @@ pub fn train(
     let mut epochs = Vec::new();
     let mut lr = config.lr;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(config.seed);
-    let lanes = lane_count(config.device);
     for epoch in 0..config.epochs {
         let epoch_start = std::time::Instant::now();
         let mut order: Vec<i64> = (0..n as i64).collect();
@@ -150,7 +143,14 @@ pub fn train(
             let len = (config.batch_size as i64).min(n as i64 - start);
             let index = order.narrow(0, start, len);
             let (x, y) = (images.index_select(0, &index), labels.index_select(0, &index));
-            let (loss, grads) = batch_loss_and_gradients(net, &params, &x, &y, config.grad, lanes);
+            let (loss, grads) = match config.grad {
+                GradMode::Manual => tch::no_grad(|| net.loss_and_gradients(&x, &y)),
+                GradMode::Autograd => {
+                    let loss = net.scores(&x).cross_entropy_for_logits(&y);
+                    let grads = Tensor::run_backward(&[&loss], &params, false, false);
+                    (loss.detach(), grads)
+                }
+            };
             let loss_value = loss.to_kind(Kind::Double).double_value(&[]);
             if !loss_value.is_finite() {
                 bail!("{label}: non-finite loss ({loss_value}) at epoch {epoch}, batch {b}; lower --lr");
@@ -171,92 +171,4 @@ pub fn train(
         epochs.push(stats);
     }
     Ok(TrainOutcome { loss_history, epochs, seconds: started.elapsed().as_secs_f64() })
-}
-
-/// Mean loss and parameter gradients of a minibatch, computed as slices in
-/// `lanes`: the mean loss is an average over samples, so the slices' losses
-/// and gradients, weighted by their share of the batch, sum to the batch's.
-fn batch_loss_and_gradients(
-    net: &dyn Net,
-    params: &[Tensor],
-    images: &Tensor,
-    labels: &Tensor,
-    grad: GradMode,
-    lanes: usize,
-) -> (Tensor, Vec<Tensor>) {
-    let n = images.size()[0] as f64;
-    let slices: Vec<(Tensor, Tensor, Vec<Tensor>)> = images
-        .chunk(lanes as i64, 0)
-        .into_iter()
-        .zip(labels.chunk(lanes as i64, 0))
-        .map(|(x, y)| (x, y, params.iter().map(Tensor::shallow_clone).collect()))
-        .collect();
-    if slices.len() == 1 {
-        return loss_and_gradients(net, params, images, labels, grad);
-    }
-    let per_slice = map_in_lanes(net, slices, lanes, |net, (x, y, params)| {
-        let share = x.size()[0] as f64 / n;
-        let (loss, grads) = loss_and_gradients(net, &params, &x, &y, grad);
-        (loss * share, grads.into_iter().map(|g| g * share).collect::<Vec<_>>())
-    });
-    per_slice
-        .into_iter()
-        .reduce(|(loss, grads), (slice_loss, slice_grads)| {
-            (loss + slice_loss, grads.iter().zip(&slice_grads).map(|(g, s)| g + s).collect())
-        })
-        .expect("at least one slice")
-}
-
-fn loss_and_gradients(
-    net: &dyn Net,
-    params: &[Tensor],
-    images: &Tensor,
-    labels: &Tensor,
-    grad: GradMode,
-) -> (Tensor, Vec<Tensor>) {
-    match grad {
-        GradMode::Manual => tch::no_grad(|| net.loss_and_gradients(images, labels)),
-        GradMode::Autograd => {
-            let loss = net.scores(images).cross_entropy_for_logits(labels);
-            let grads = Tensor::run_backward(&[&loss], params, false, false);
-            (loss.detach(), grads)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::nets::cnn::ConvNetShape;
-    use crate::nets::{ThreeLayerConvNet, TwoLayerNet};
-
-    /// A batch split over lanes (evenly or not) gives the unsplit batch's
-    /// loss and gradients, both ways of computing them.
-    #[test]
-    fn lanes_give_the_whole_batch_loss_and_gradients() {
-        tch::manual_seed(3);
-        let mut vs = tch::nn::VarStore::new(Device::Cpu);
-        let mlp = TwoLayerNet::new(&vs.root(), 784, 23, 10, 0.1);
-        let shape = ConvNetShape { side: 28, filters: 4, kernel: 5, hidden: 12, classes: 10 };
-        let cnn = ThreeLayerConvNet::new(&(vs.root() / "cnn"), &shape, 0.1);
-        vs.double();
-        let images = Tensor::randn([7, 784], (Kind::Double, Device::Cpu));
-        let labels = Tensor::from_slice(&[3i64, 1, 4, 1, 5, 9, 2]);
-        for net in [&mlp as &dyn Net, &cnn] {
-            let params = net.parameters();
-            // tch's cross_entropy_for_logits (the autograd path) computes in f32.
-            for (grad, tolerance) in [(GradMode::Manual, 1e-12), (GradMode::Autograd, 1e-6)] {
-                let (loss, grads) = batch_loss_and_gradients(net, &params, &images, &labels, grad, 1);
-                for lanes in [2, 3] {
-                    let (laned_loss, laned) = batch_loss_and_gradients(net, &params, &images, &labels, grad, lanes);
-                    let loss_diff = (loss.double_value(&[]) - laned_loss.double_value(&[])).abs();
-                    assert!(loss_diff < tolerance, "{grad:?}, {lanes} lanes: loss differs by {loss_diff:e}");
-                    for (g, l) in grads.iter().zip(&laned) {
-                        let err = (g - l).abs().max().double_value(&[]);
-                        assert!(err < tolerance, "{grad:?}, {lanes} lanes: gradient differs by {err:e}");
-                    }
-                }
-            }
-        }
-    }
 }
