@@ -8,6 +8,8 @@
 //!             ─► data::transforms (torchvision's crops/resizes, normalization)
 //!             ─► models (backbone loaded by name from a published checkpoint,
 //!                        new linear head)
+//!             ─► train::feed (batches to the device) / train::frozen (frozen-
+//!                        backbone passes, in CPU lanes)
 //!             ─► train::finetune (SGD + StepLR, best model, resumable state)
 //!             ─► metrics.csv / summary.json / report::plots / .safetensors
 //! ```

@@ -10,7 +10,7 @@ use crate::data::transforms::{val_transform, Normalization};
 use crate::models::checkpoint_io::read_safetensors_metadata;
 use crate::models::{Arch, Classifier};
 use crate::report::progress;
-use crate::train::finetune::predict_probabilities;
+use crate::train::frozen::predict_probabilities;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};

@@ -221,4 +221,16 @@ fn whole_networks_backward_equals_autograd() {
     let labels = Tensor::from_slice(&[3i64, 1, 4, 1, 5]);
     check_net(&mlp, &images, &labels, "MLP");
     check_net(&cnn, &images, &labels, "CNN");
+
+    // The CNN pools before its ReLU; against autograd through the
+    // assignment's order (conv, ReLU, pool) the gradients are the same.
+    let x = images.view([-1, 1, 28, 28]);
+    let pooled = cnn.pool.forward(&cnn.relu.forward(&cnn.conv.forward(&x)));
+    let scores = cnn.affine2.forward(&cnn.relu.forward(&cnn.affine1.forward(&pooled)));
+    let reference = Tensor::run_backward(&[&cross_entropy(&scores, &labels)], &cnn.parameters(), false, false);
+    let (_, explicit) = cnn.loss_and_gradients(&images, &labels);
+    for (i, (e, r)) in explicit.iter().zip(&reference).enumerate() {
+        let err = rel_error(e, r);
+        assert!(err <= 1e-8, "CNN parameter {i}: differs from conv-ReLU-pool autograd, relative error {err:e}");
+    }
 }

@@ -1,5 +1,7 @@
 //! conv – ReLU – 2×2 max-pool – affine – ReLU – affine – softmax, on
 //! `[N, 1, 28, 28]` images ("same" padding keeps 28×28 before the pool).
+//! The ReLU runs after the pool, which gives the same values and gradients
+//! on a quarter of the elements.
 
 use super::Net;
 use crate::layers::{softmax_cross_entropy, Affine, Conv2d, MaxPool2d, Relu};
@@ -51,16 +53,20 @@ impl ThreeLayerConvNet {
 
 impl Net for ThreeLayerConvNet {
     fn scores(&self, images: &Tensor) -> Tensor {
+        // Pooling before the ReLU: the same values (see `loss_and_gradients`).
         let x = self.as_images(images);
-        let pooled = self.pool.forward(&self.relu.forward(&self.conv.forward(&x)));
+        let pooled = self.relu.forward(&self.pool.forward(&self.conv.forward(&x)));
         self.affine2.forward(&self.relu.forward(&self.affine1.forward(&pooled)))
     }
 
     fn loss_and_gradients(&self, images: &Tensor, labels: &Tensor) -> (Tensor, Vec<Tensor>) {
         let x = self.as_images(images);
         let c = self.conv.forward(&x);
-        let r = self.relu.forward(&c);
-        let (p, argmax) = self.pool.forward_with_argmax(&r);
+        // relu(pool(c)) = pool(relu(c)), ReLU being monotonic, and so are
+        // their gradients (where a window's maximum is ≤ 0 both are zero):
+        // pooling first runs the ReLU and its backward on a quarter of the values.
+        let (m, argmax) = self.pool.forward_with_argmax(&c);
+        let p = self.relu.forward(&m);
         let a1 = self.affine1.forward(&p);
         let h1 = self.relu.forward(&a1);
         let scores = self.affine2.forward(&h1);
@@ -68,10 +74,11 @@ impl Net for ThreeLayerConvNet {
         let g_a2 = self.affine2.backward(&h1, &d_scores);
         let g_h1 = self.relu.backward(&a1, &g_a2.input);
         let g_a1 = self.affine1.backward(&p, &g_h1.input);
-        let g_p = self.pool.backward_with_argmax(&r.size(), &argmax, &g_a1.input);
-        let g_r = self.relu.backward(&c, &g_p.input);
-        let g_c = self.conv.backward(&x, &g_r.input);
-        let grads = g_c.params.into_iter().chain(g_a1.params).chain(g_a2.params).collect();
+        let g_m = self.relu.backward(&m, &g_a1.input);
+        let g_c = self.pool.backward_with_argmax(&c.size(), &argmax, &g_m.input);
+        // The images need no gradient: the first layer's parameters alone.
+        let conv_grads = self.conv.parameter_gradients(&x, &g_c.input);
+        let grads = conv_grads.into_iter().chain(g_a1.params).chain(g_a2.params).collect();
         (loss, grads)
     }
 

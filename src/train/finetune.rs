@@ -6,13 +6,13 @@
 //! and `--amp` runs the forward passes in mixed precision.
 
 use super::amp;
-use super::lanes::{lane_count, map_in_lanes};
+use super::feed::{for_each_augmented_batch, single_threaded_helper};
+use super::frozen::{augmented_features, backbone_features, predict_probabilities};
 use super::metrics::{format_minutes, EpochRow, History, PhaseTotals};
 use super::sgd::{step_lr, Sgd};
 use super::state::RunState;
 use crate::data::image_folder::ImageFolder;
 use crate::data::loader::{DecodedSplit, EpochPlan};
-use crate::data::transforms::Normalization;
 use crate::models::checkpoint_io::save_safetensors;
 use crate::models::{Arch, Classifier};
 use crate::report::{plots, progress};
@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -417,82 +417,6 @@ fn restore_tensors(live: &[(String, Tensor)], saved: &[(String, Tensor)]) {
     });
 }
 
-/// Streams the epoch's augmented images in batches of `batch_images`, in
-/// plan order, already on `device`. On CUDA a producer thread augments the
-/// next batches (on the rayon pool, into pinned memory) while `consume`
-/// computes on the current one. On the CPU the whole epoch is augmented
-/// first, on every core: helper threads working during a training step
-/// would stall its multi-threaded operators. Returns the seconds spent
-/// waiting for or preparing batches.
-fn for_each_augmented_batch(
-    plan: &EpochPlan,
-    split: &DecodedSplit,
-    batch_images: usize,
-    device: Device,
-    mut consume: impl FnMut(usize, Tensor, Tensor) -> Result<()>,
-) -> Result<f64> {
-    let batches = plan.num_batches(batch_images);
-    if !device.is_cuda() {
-        let start = Instant::now();
-        let (pixels, labels) = (plan.all_pixels(split), plan.all_labels(split));
-        let preparing = start.elapsed().as_secs_f64();
-        let total = labels.size()[0];
-        for b in 0..batches {
-            let (first, len) =
-                ((b * batch_images) as i64, (batch_images as i64).min(total - (b * batch_images) as i64));
-            let images = pixels.narrow(0, first, len).to_kind(Kind::Float) / 255.0;
-            consume(b, images, labels.narrow(0, first, len))?;
-        }
-        return Ok(preparing);
-    }
-    std::thread::scope(|scope| {
-        let (sender, receiver) = std::sync::mpsc::sync_channel(3);
-        scope.spawn(move || {
-            single_threaded_helper();
-            for b in 0..batches {
-                let (images, labels) = plan.batch(split, batch_images, b);
-                if sender.send((stage(images, device), stage(labels, device))).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut waited = 0.0;
-        for b in 0..batches {
-            let wait_start = Instant::now();
-            let Ok((images, labels)) = receiver.recv() else { break };
-            waited += wait_start.elapsed().as_secs_f64();
-            consume(b, upload(&images, device), upload(&labels, device))?;
-        }
-        Ok(waited)
-    })
-}
-
-/// Makes the calling helper thread (augmentation, batch producer) run its
-/// libtorch operators on one thread, as PyTorch's DataLoader workers do: each
-/// thread that calls libtorch otherwise starts its own team of OpenMP
-/// threads, and on a few cores those teams fight the training step's team.
-fn single_threaded_helper() {
-    tch::set_num_threads(1);
-}
-
-/// A CPU tensor ready for [`upload`]: in pinned (page-locked) memory for CUDA.
-fn stage(t: Tensor, device: Device) -> Tensor {
-    if device.is_cuda() {
-        t.pin_memory(device)
-    } else {
-        t
-    }
-}
-
-/// `t` on `device`; from pinned memory to CUDA the copy does not block the host.
-fn upload(t: &Tensor, device: Device) -> Tensor {
-    if device.is_cuda() {
-        t.to_device_(device, t.kind(), true, false)
-    } else {
-        t.to_device(device)
-    }
-}
-
 fn interrupted_during(config: &FinetuneConfig, epoch: usize) -> anyhow::Error {
     anyhow::anyhow!(
         "interrupted during epoch {epoch}; the last completed epoch is saved. Resume with: finetune --resume {}",
@@ -516,7 +440,8 @@ fn train_epoch(
         // The frozen backbone is a fixed function (eval mode), so the features
         // of the epoch's augmented images can be computed first, in lanes;
         // the head then takes the recipe's small SGD steps over them in order.
-        let (features, data_seconds) = augmented_features(model, &plan, split, config, device)?;
+        let (features, data_seconds) =
+            augmented_features(model, &plan, split, config.arch.normalization(), config.amp, device)?;
         if STOP_REQUESTED.load(Ordering::SeqCst) {
             return Err(interrupted_during(config, epoch));
         }
@@ -539,53 +464,6 @@ fn train_epoch(
         })?;
     bar.finish_and_clear();
     Ok(totals)
-}
-
-/// Frozen-backbone features of the epoch's augmented train images, in plan
-/// order, and the seconds of the pass spent waiting for or augmenting
-/// batches. Returns early, with partial features, on Ctrl-C.
-fn augmented_features(
-    model: &Classifier,
-    plan: &EpochPlan,
-    split: &DecodedSplit,
-    config: &FinetuneConfig,
-    device: Device,
-) -> Result<(Tensor, f64)> {
-    let normalization = config.arch.normalization();
-    let batch_images = frozen_batch(device);
-    let lanes = lane_count(device);
-    let bar = progress::bar(plan.num_batches(batch_images) as u64, "train features");
-    let features_of = |model: &Classifier, images: &Tensor| {
-        let features = frozen_features(model, &normalization.apply(images), config.amp);
-        bar.inc(1);
-        features
-    };
-    if lanes == 1 {
-        // CUDA: a producer thread augments the next batches into pinned
-        // memory while the GPU works on this one.
-        let mut features = Vec::new();
-        let waited = for_each_augmented_batch(plan, split, batch_images, device, |_, images, _| {
-            features.push(features_of(model, &images));
-            Ok(())
-        })?;
-        bar.finish_and_clear();
-        return Ok((Tensor::cat(&features, 0), waited));
-    }
-    // CPU: each lane augments its own batches and runs the backbone on them.
-    let augment_nanos = AtomicU64::new(0);
-    let batches: Vec<usize> = (0..plan.num_batches(batch_images)).collect();
-    let features = map_in_lanes(model, batches, lanes, |model, b| {
-        if STOP_REQUESTED.load(Ordering::SeqCst) {
-            return Tensor::zeros([0, model.arch.feature_count()], (Kind::Float, device));
-        }
-        let start = Instant::now();
-        let (images, _) = plan.batch_here(split, batch_images, b);
-        augment_nanos.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        features_of(model, &images)
-    });
-    bar.finish_and_clear();
-    let data_seconds = augment_nanos.into_inner() as f64 / 1e9 / lanes as f64;
-    Ok((Tensor::cat(&features, 0), data_seconds))
 }
 
 /// One SGD step on a batch's logits; returns the loss value when it is not finite.
@@ -655,60 +533,9 @@ fn train_head_on_features(
     train_head_steps(model, sgd, &features.index_select(0, &order), &labels, config, epoch, lr)
 }
 
-/// Images per frozen-backbone (eval-mode) pass: on CPU, small batches in
-/// channels-last layout are fastest (`cargo run --release --example
-/// bench_forward`); a GPU wants large ones.
-fn frozen_batch(device: Device) -> usize {
-    if device.is_cuda() {
-        64
-    } else {
-        4
-    }
-}
-
-/// Eval-mode backbone features in fp32, without autograd.
-fn frozen_features(model: &Classifier, images: &Tensor, amp: bool) -> Tensor {
-    tch::no_grad(|| amp::autocast(amp, || model.features(images, false)).to_kind(Kind::Float))
-}
-
-/// Frozen-backbone features of `[N, 3, 224, 224]` images in [0, 1].
-fn backbone_features(
-    model: &Classifier,
-    images: &Tensor,
-    normalization: Normalization,
-    device: Device,
-    amp: bool,
-    label: &str,
-) -> Tensor {
-    let n = images.size()[0];
-    let batch = frozen_batch(device) as i64;
-    let bar = progress::bar(((n + batch - 1) / batch) as u64, label);
-    let batches: Vec<Tensor> = (0..n).step_by(batch as usize).map(|s| images.narrow(0, s, batch.min(n - s))).collect();
-    let chunks = map_in_lanes(model, batches, lane_count(device), |model, images| {
-        let features = frozen_features(model, &normalization.apply(&images.to_device(device)), amp);
-        bar.inc(1);
-        features
-    });
-    bar.finish_and_clear();
-    Tensor::cat(&chunks, 0)
-}
-
 fn eval_head(model: &Classifier, features: &Tensor, labels: &Tensor) -> (f64, i64) {
     let probs = tch::no_grad(|| model.head_forward(features, false).softmax(-1, Kind::Float));
     loss_and_correct(&probs, labels)
-}
-
-/// Class probabilities `[N, classes]` (on the CPU) for images in [0, 1].
-pub fn predict_probabilities(
-    model: &Classifier,
-    images: &Tensor,
-    normalization: Normalization,
-    device: Device,
-    amp: bool,
-    label: &str,
-) -> Tensor {
-    let features = backbone_features(model, images, normalization, device, amp, label);
-    tch::no_grad(|| model.head_forward(&features, false).softmax(-1, Kind::Float)).to_device(Device::Cpu)
 }
 
 /// Mean cross-entropy and number of correct top-1 predictions.
