@@ -49,13 +49,13 @@ fn lite0_args(mode: &str, epochs: &str) -> Vec<String> {
     .collect()
 }
 
-/// (epoch, phase, loss, acc) rows: everything but the timing column.
+/// (epoch, phase, loss, acc) rows: everything but the timing columns.
 fn metric_rows(out: &Path) -> Vec<String> {
     std::fs::read_to_string(out.join("metrics.csv"))
         .unwrap_or_default()
         .lines()
         .skip(1)
-        .map(|l| l.rsplit_once(',').unwrap().0.to_owned())
+        .map(|l| l.split(',').take(4).collect::<Vec<_>>().join(","))
         .collect()
 }
 
