@@ -10,7 +10,7 @@ use crate::data::transforms::{val_transform, Normalization};
 use crate::models::checkpoint_io::read_safetensors_metadata;
 use crate::models::{Arch, Classifier};
 use crate::report::progress;
-use crate::train::frozen::predict_probabilities;
+use crate::train::frozen::{predict_probabilities, FrozenPass};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -44,7 +44,8 @@ impl TrainedModel {
 
     /// Probabilities `[N, classes]` for `[N, 3, 224, 224]` images in [0, 1].
     pub fn probabilities(&self, images: &Tensor, device: Device) -> Tensor {
-        predict_probabilities(&self.model, images, self.normalization, device, false, "predict")
+        let pass = FrozenPass { normalization: self.normalization, device, amp: false };
+        predict_probabilities(&self.model, images, pass, "predict")
     }
 }
 

@@ -7,7 +7,7 @@
 
 use super::amp;
 use super::feed::{for_each_augmented_batch, single_threaded_helper};
-use super::frozen::{augmented_features, backbone_features, predict_probabilities};
+use super::frozen::{augmented_features, backbone_features, predict_probabilities, FrozenPass};
 use super::metrics::{format_minutes, EpochRow, History, PhaseTotals};
 use super::sgd::{step_lr, Sgd};
 use super::state::RunState;
@@ -249,12 +249,10 @@ struct FrozenFeatures {
 
 impl FrozenFeatures {
     fn compute(model: &Classifier, splits: &Splits, config: &FinetuneConfig, device: Device) -> Self {
-        let normalization = config.arch.normalization();
-        let amp = config.amp;
-        let val = backbone_features(model, &splits.val_images, normalization, device, amp, "val features");
-        let train = config.cache_features.then(|| {
-            backbone_features(model, &splits.train.val_tensor(), normalization, device, amp, "train features")
-        });
+        let pass = frozen_pass(config, device);
+        let val = backbone_features(model, &splits.val_images, pass, "val features");
+        let train =
+            config.cache_features.then(|| backbone_features(model, &splits.train.val_tensor(), pass, "train features"));
         Self { val, train }
     }
 }
@@ -297,8 +295,7 @@ fn val_phase(
     let (loss, correct) = match frozen {
         Some(features) => eval_head(model, &features.val, &labels),
         None => {
-            let normalization = config.arch.normalization();
-            let probs = predict_probabilities(model, &splits.val_images, normalization, device, config.amp, "val");
+            let probs = predict_probabilities(model, &splits.val_images, frozen_pass(config, device), "val");
             loss_and_correct(&probs, &labels)
         }
     };
@@ -331,8 +328,7 @@ fn finish(
     );
     restore_tensors(&model.named_tensors(), &progress.best_model);
     plots::training_curves(&progress.history, &config.out)?;
-    let normalization = config.arch.normalization();
-    let val_probs = predict_probabilities(model, &splits.val_images, normalization, device, config.amp, "val grid");
+    let val_probs = predict_probabilities(model, &splits.val_images, frozen_pass(config, device), "val grid");
     plots::prediction_grid(&splits.val, &val_probs, &config.out.join("val_predictions.png"))?;
     let best = progress.history.best_val().context("no epoch was run")?;
     let bad_files = splits.train.bad_files.iter().chain(&splits.val.bad_files);
@@ -357,6 +353,11 @@ fn finish(
     let json = serde_json::to_string_pretty(&summary)?;
     crate::models::checkpoint_io::write_atomically(&config.out.join("summary.json"), json.as_bytes())?;
     Ok(summary)
+}
+
+/// How this run's frozen-backbone passes go.
+fn frozen_pass(config: &FinetuneConfig, device: Device) -> FrozenPass {
+    FrozenPass { normalization: config.arch.normalization(), device, amp: config.amp }
 }
 
 /// Total seconds the train phases waited for batches, and their share of those phases' time.
@@ -440,8 +441,7 @@ fn train_epoch(
         // The frozen backbone is a fixed function (eval mode), so the features
         // of the epoch's augmented images can be computed first, in lanes;
         // the head then takes the recipe's small SGD steps over them in order.
-        let (features, data_seconds) =
-            augmented_features(model, &plan, split, config.arch.normalization(), config.amp, device)?;
+        let (features, data_seconds) = augmented_features(model, &plan, split, frozen_pass(config, device))?;
         if STOP_REQUESTED.load(Ordering::SeqCst) {
             return Err(interrupted_during(config, epoch));
         }

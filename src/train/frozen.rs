@@ -16,6 +16,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
+/// How frozen passes run: the input normalization the weights expect, the
+/// device, and whether in mixed precision (`--amp`, CUDA).
+#[derive(Debug, Clone, Copy)]
+pub struct FrozenPass {
+    pub normalization: Normalization,
+    pub device: Device,
+    pub amp: bool,
+}
+
 /// Frozen-backbone features of the epoch's augmented train images, in plan
 /// order, and the seconds of the pass spent waiting for or augmenting
 /// batches. Returns early, with partial features, on Ctrl-C.
@@ -23,10 +32,9 @@ pub fn augmented_features(
     model: &Classifier,
     plan: &EpochPlan,
     split: &DecodedSplit,
-    normalization: Normalization,
-    amp: bool,
-    device: Device,
+    pass: FrozenPass,
 ) -> Result<(Tensor, f64)> {
+    let FrozenPass { normalization, device, amp } = pass;
     let batch_images = frozen_batch(device);
     let lanes = lane_count(device);
     let bar = progress::bar(plan.num_batches(batch_images) as u64, "train features");
@@ -80,14 +88,8 @@ fn frozen_features(model: &Classifier, images: &Tensor, amp: bool) -> Tensor {
 }
 
 /// Frozen-backbone features of `[N, 3, 224, 224]` images in [0, 1].
-pub fn backbone_features(
-    model: &Classifier,
-    images: &Tensor,
-    normalization: Normalization,
-    device: Device,
-    amp: bool,
-    label: &str,
-) -> Tensor {
+pub fn backbone_features(model: &Classifier, images: &Tensor, pass: FrozenPass, label: &str) -> Tensor {
+    let FrozenPass { normalization, device, amp } = pass;
     let n = images.size()[0];
     let batch = frozen_batch(device) as i64;
     let bar = progress::bar(((n + batch - 1) / batch) as u64, label);
@@ -102,14 +104,7 @@ pub fn backbone_features(
 }
 
 /// Class probabilities `[N, classes]` (on the CPU) for images in [0, 1].
-pub fn predict_probabilities(
-    model: &Classifier,
-    images: &Tensor,
-    normalization: Normalization,
-    device: Device,
-    amp: bool,
-    label: &str,
-) -> Tensor {
-    let features = backbone_features(model, images, normalization, device, amp, label);
+pub fn predict_probabilities(model: &Classifier, images: &Tensor, pass: FrozenPass, label: &str) -> Tensor {
+    let features = backbone_features(model, images, pass, label);
     tch::no_grad(|| model.head_forward(&features, false).softmax(-1, Kind::Float)).to_device(Device::Cpu)
 }
