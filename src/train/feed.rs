@@ -67,7 +67,7 @@ pub fn single_threaded_helper() {
 }
 
 /// A CPU tensor ready for [`upload`]: in pinned (page-locked) memory for CUDA.
-pub fn stage(t: Tensor, device: Device) -> Tensor {
+fn stage(t: Tensor, device: Device) -> Tensor {
     if device.is_cuda() {
         t.pin_memory(device)
     } else {
@@ -76,7 +76,7 @@ pub fn stage(t: Tensor, device: Device) -> Tensor {
 }
 
 /// `t` on `device`; from pinned memory to CUDA the copy does not block the host.
-pub fn upload(t: &Tensor, device: Device) -> Tensor {
+fn upload(t: &Tensor, device: Device) -> Tensor {
     if device.is_cuda() {
         t.to_device_(device, t.kind(), true, false)
     } else {
