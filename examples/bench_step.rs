@@ -12,7 +12,7 @@ fn main() {
     let mut sgd = Sgd::new(params, 0.9);
     let x = Tensor::randn([4, 3, 224, 224], (Kind::Float, Device::Cpu));
     let y = Tensor::from_slice(&[0i64, 1, 0, 1]);
-    let (mut f, mut b, mut o) = (vec![], vec![], vec![]);
+    let (mut f, mut b) = (vec![], vec![]);
     for _ in 0..25 {
         let start = Instant::now();
         let logits = if cl {
@@ -24,23 +24,18 @@ fn main() {
         let _ = loss.double_value(&[]);
         f.push(start.elapsed().as_secs_f64() * 1000.0);
         let start = Instant::now();
-        sgd.zero_grad();
-        loss.backward();
+        sgd.minimize(&loss, 0.001);
         b.push(start.elapsed().as_secs_f64() * 1000.0);
-        let start = Instant::now();
-        sgd.step(0.001);
-        o.push(start.elapsed().as_secs_f64() * 1000.0);
     }
     let med = |v: &mut Vec<f64>| {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
         v[v.len() / 2]
     };
     println!(
-        "{} batch 4 {}: forward {:.0} backward {:.0} step {:.1} ms",
+        "{} batch 4 {}: forward {:.0} ms, backward and update {:.0} ms",
         arch.name(),
         if cl { "channels-last" } else { "nchw" },
         med(&mut f),
-        med(&mut b),
-        med(&mut o)
+        med(&mut b)
     );
 }

@@ -4,6 +4,7 @@
 //! (`fc`) is built by [`super::Classifier`].
 
 use tch::nn::{self, ModuleT};
+use tch::Tensor;
 
 fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, padding: i64) -> nn::Conv2D {
     let config = nn::ConvConfig { stride, padding, bias: false, ..Default::default() };
@@ -22,6 +23,29 @@ fn downsample(p: nn::Path, c_in: i64, c_out: i64, stride: i64) -> nn::Sequential
     }
 }
 
+/// `relu(y + shortcut)`, in place in `y` as torchvision's `out += identity;
+/// relu(out)` (batch norm's backward does not need its output).
+fn add_shortcut_relu(mut y: Tensor, shortcut: &Tensor) -> Tensor {
+    let _ = y.g_add_(shortcut);
+    y.relu_()
+}
+
+/// The stem's 3×3, stride-2 max pool, followed by the ReLU that torchvision
+/// applies before it (the two commute: max and ReLU are both monotone, and
+/// the gradient reaches the same input either way). In NCHW training the
+/// pool's window indices come from the channels-last kernel, four times
+/// faster than the NCHW one, and the differentiable output is a gather by
+/// them: the same values, and the same gradient as `max_pool2d`'s.
+fn stem_pool_relu(x: &Tensor) -> Tensor {
+    let pool = |x: &Tensor| x.max_pool2d_with_indices([3, 3], [2, 2], [1, 1], [1, 1], false);
+    if !(x.requires_grad() && x.is_contiguous()) {
+        return pool(x).0.relu_();
+    }
+    let indices = tch::no_grad(|| pool(&super::channels_last(&x.detach())).1.contiguous());
+    let size = indices.size();
+    x.flatten(2, -1).gather(2, &indices.flatten(2, -1), false).view(size.as_slice()).relu_()
+}
+
 fn basic_block(p: nn::Path, c_in: i64, c_out: i64, stride: i64) -> impl ModuleT {
     let conv1 = conv(&p / "conv1", c_in, c_out, 3, stride, 1);
     let bn1 = bn(&p / "bn1", c_out);
@@ -29,8 +53,8 @@ fn basic_block(p: nn::Path, c_in: i64, c_out: i64, stride: i64) -> impl ModuleT 
     let bn2 = bn(&p / "bn2", c_out);
     let shortcut = downsample(&p / "downsample", c_in, c_out, stride);
     nn::func_t(move |x, train| {
-        let y = x.apply(&conv1).apply_t(&bn1, train).relu().apply(&conv2).apply_t(&bn2, train);
-        (x.apply_t(&shortcut, train) + y).relu()
+        let y = x.apply(&conv1).apply_t(&bn1, train).relu_().apply(&conv2).apply_t(&bn2, train);
+        add_shortcut_relu(y, &x.apply_t(&shortcut, train))
     })
 }
 
@@ -47,13 +71,13 @@ fn bottleneck_block(p: nn::Path, c_in: i64, c_mid: i64, stride: i64) -> impl Mod
         let y = x
             .apply(&conv1)
             .apply_t(&bn1, train)
-            .relu()
+            .relu_()
             .apply(&conv2)
             .apply_t(&bn2, train)
-            .relu()
+            .relu_()
             .apply(&conv3)
             .apply_t(&bn3, train);
-        (x.apply_t(&shortcut, train) + y).relu()
+        add_shortcut_relu(y, &x.apply_t(&shortcut, train))
     })
 }
 
@@ -63,8 +87,7 @@ pub fn backbone(p: &nn::Path, blocks: [i64; 4], bottleneck: bool) -> nn::Sequent
     let expansion = if bottleneck { 4 } else { 1 };
     let conv1 = conv(p / "conv1", 3, 64, 7, 2, 3);
     let bn1 = bn(p / "bn1", 64);
-    let mut net =
-        nn::seq_t().add(conv1).add(bn1).add_fn(|x| x.relu().max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false));
+    let mut net = nn::seq_t().add(conv1).add(bn1).add_fn(stem_pool_relu);
     let mut c_in = 64;
     for (stage, &depth) in blocks.iter().enumerate() {
         let c_mid = 64 << stage;
@@ -89,5 +112,31 @@ pub fn feature_count(bottleneck: bool) -> i64 {
         2048
     } else {
         512
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    /// Values and input gradient of torchvision's `maxpool(relu(x))`.
+    fn reference(x: &Tensor, upstream: &Tensor) -> (Tensor, Tensor) {
+        let y = x.relu().max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        let grad = Tensor::run_backward(&[(&y * upstream).sum(Kind::Float)], &[x], false, false);
+        (y.detach(), grad[0].shallow_clone())
+    }
+
+    #[test]
+    fn stem_pool_matches_relu_then_max_pool_in_values_and_gradient() {
+        tch::manual_seed(0);
+        // Rounded to a coarse grid so that windows hold tied maxima, positive and zero.
+        let x = (Tensor::randn([2, 8, 21, 20], (Kind::Float, Device::Cpu)) * 2.0).round().set_requires_grad(true);
+        let upstream = Tensor::randn([2, 8, 11, 10], (Kind::Float, Device::Cpu));
+        let y = stem_pool_relu(&x);
+        let grad = Tensor::run_backward(&[(&y * &upstream).sum(Kind::Float)], &[&x], false, false);
+        let (expected_y, expected_grad) = reference(&x, &upstream);
+        assert!(y.detach().equal(&expected_y));
+        assert!(grad[0].equal(&expected_grad));
     }
 }

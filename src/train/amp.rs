@@ -44,11 +44,11 @@ impl Default for LossScaler {
 }
 
 impl LossScaler {
-    /// Backpropagates `loss · scale`, divides the gradients by the scale and
-    /// updates it; returns whether every gradient is finite (the step may be taken).
-    pub fn backward(&mut self, loss: &Tensor, grads: impl Fn() -> Vec<Tensor>) -> bool {
-        (loss * self.scale).backward();
-        let grads = grads();
+    /// The gradients of `loss` for `params`: backpropagates `loss · scale`,
+    /// divides the gradients by the scale and updates it. `None` when a
+    /// gradient is not finite (the step must be skipped).
+    pub fn gradients(&mut self, loss: &Tensor, params: &[(String, Tensor)]) -> Option<Vec<Tensor>> {
+        let grads = super::sgd::gradients(&(loss * self.scale), params);
         let finite = tch::no_grad(|| {
             let inverse = 1.0 / self.scale;
             let mut sums = Vec::with_capacity(grads.len());
@@ -61,7 +61,7 @@ impl LossScaler {
             sums.is_empty() || Tensor::stack(&sums, 0).sum(Kind::Float).double_value(&[]).is_finite()
         });
         self.update(finite);
-        finite
+        finite.then_some(grads)
     }
 
     fn update(&mut self, finite: bool) {
@@ -95,9 +95,10 @@ mod tests {
     #[test]
     fn overflow_halves_the_scale_and_reports_the_step_as_skipped() {
         let p = Tensor::from_slice(&[1.0f32]).set_requires_grad(true);
+        let params = [("p".to_string(), p.shallow_clone())];
         let mut scaler = LossScaler::default();
         // d(1e35·p)/dp · 65536 overflows f32: the step must be refused.
-        assert!(!scaler.backward(&(&p * 1e35).sum(Kind::Float), || vec![p.grad()]));
+        assert!(scaler.gradients(&(&p * 1e35).sum(Kind::Float), &params).is_none());
         assert_eq!(scaler.scale(), INITIAL_SCALE / 2.0);
         assert_eq!(scaler.skipped(), 1);
     }
@@ -105,9 +106,10 @@ mod tests {
     #[test]
     fn finite_gradients_are_unscaled() {
         let p = Tensor::from_slice(&[3.0f32]).set_requires_grad(true);
+        let params = [("p".to_string(), p.shallow_clone())];
         let mut scaler = LossScaler::default();
-        assert!(scaler.backward(&(&p * &p).sum(Kind::Float), || vec![p.grad()]));
-        assert_eq!(p.grad().double_value(&[0]), 6.0);
+        let grads = scaler.gradients(&(&p * &p).sum(Kind::Float), &params).expect("finite");
+        assert_eq!(grads[0].double_value(&[0]), 6.0);
         assert_eq!(scaler.scale(), INITIAL_SCALE);
     }
 

@@ -28,24 +28,21 @@ impl Sgd {
         self
     }
 
-    /// One optimization step from a batch's loss: zero the gradients,
-    /// backpropagate, update. With loss scaling, a step whose gradients
-    /// overflowed is skipped (as GradScaler skips it); returns whether the
-    /// update was made.
+    /// One optimization step from a batch's loss: backpropagate, update.
+    /// With loss scaling, a step whose gradients overflowed is skipped (as
+    /// GradScaler skips it); returns whether the update was made.
     pub fn minimize(&mut self, loss: &Tensor, lr: f64) -> bool {
-        self.zero_grad();
-        let params = &self.params;
-        let take_step = match &mut self.scaler {
-            Some(scaler) => scaler.backward(loss, || params.iter().map(|(_, p)| p.grad()).collect()),
-            None => {
-                loss.backward();
+        let grads = match &mut self.scaler {
+            Some(scaler) => scaler.gradients(loss, &self.params),
+            None => Some(gradients(loss, &self.params)),
+        };
+        match grads {
+            Some(grads) => {
+                self.step(&grads, lr);
                 true
             }
-        };
-        if take_step {
-            self.step(lr);
+            None => false,
         }
-        take_step
     }
 
     /// Steps skipped because of gradient overflow under loss scaling.
@@ -53,28 +50,23 @@ impl Sgd {
         self.scaler.as_ref().map_or(0, LossScaler::skipped)
     }
 
-    pub fn zero_grad(&mut self) {
-        for (_, p) in &mut self.params {
-            p.zero_grad();
-        }
-    }
-
-    /// One update: `buf = momentum·buf + grad` (`buf = grad` the first time),
-    /// then `p -= lr·buf`.
-    pub fn step(&mut self, lr: f64) {
+    /// One update from the parameters' gradients (in parameter order):
+    /// `buf = momentum·buf + grad` (`buf = grad` the first time), then
+    /// `p -= lr·buf`.
+    fn step(&mut self, grads: &[Tensor], lr: f64) {
         tch::no_grad(|| {
-            for ((_, param), buffer) in self.params.iter_mut().zip(self.buffers.iter_mut()) {
-                let grad = param.grad();
+            for (((_, param), buffer), grad) in self.params.iter_mut().zip(self.buffers.iter_mut()).zip(grads) {
                 if !grad.defined() {
                     continue;
                 }
                 let buf = match buffer.take() {
                     None => grad.copy(),
                     Some(mut buf) => {
-                        let _ = buf.g_mul_scalar_(self.momentum).g_add_(&grad);
+                        let _ = buf.g_mul_scalar_(self.momentum).g_add_(grad);
                         buf
                     }
                 };
+                // One pass, no temporary: p += buf · (−lr).
                 let _ = param.g_sub_(&(&buf * lr));
                 *buffer = Some(buf);
             }
@@ -98,6 +90,15 @@ impl Sgd {
             }
         }
     }
+}
+
+/// The gradients of `loss` with respect to `params` (named, in that order),
+/// returned rather than accumulated into each parameter's `.grad`: no zeroing
+/// before the step and no accumulation pass in it. A parameter the loss does
+/// not reach gets an undefined tensor.
+pub fn gradients(loss: &Tensor, params: &[(String, Tensor)]) -> Vec<Tensor> {
+    let inputs: Vec<&Tensor> = params.iter().map(|(_, p)| p).collect();
+    Tensor::run_backward(&[loss], &inputs, false, false)
 }
 
 /// `StepLR`: the learning rate of epoch `epoch` (0-based).
@@ -124,9 +125,7 @@ mod tests {
         let p = Tensor::from_slice(&[1.0f64]).set_requires_grad(true);
         let mut sgd = Sgd::new(vec![("p".into(), p.shallow_clone())], 0.9);
         for _ in 0..2 {
-            sgd.zero_grad();
-            (&p * &p * 0.5).sum(tch::Kind::Double).backward();
-            sgd.step(0.1);
+            assert!(sgd.minimize(&(&p * &p * 0.5).sum(tch::Kind::Double), 0.1));
         }
         assert!((p.double_value(&[0]) - 0.72).abs() < 1e-12);
     }
