@@ -5,7 +5,7 @@
 
 use crate::data::decode::decode_rgb;
 use crate::data::image_folder::{has_image_extension, ImageFolder};
-use crate::data::loader::{image_tensor, DecodedSplit};
+use crate::data::loader::{image_tensor, DecodedSplit, PixelBudget};
 use crate::data::transforms::{val_transform, Normalization};
 use crate::models::checkpoint_io::read_safetensors_metadata;
 use crate::models::{Arch, Classifier};
@@ -165,7 +165,7 @@ pub fn evaluate_split(trained: &TrainedModel, split_dir: &Path, device: Device) 
         bail!("{}: classes {:?} differ from the model's {:?}", split_dir.display(), folder.classes, trained.classes);
     }
     let bar = progress::bar(folder.samples.len() as u64, "decoding");
-    let split = DecodedSplit::decode(&folder, false, &bar)?;
+    let split = DecodedSplit::decode(&folder, false, &mut PixelBudget::default(), &bar)?;
     bar.finish_and_clear();
     let probs = trained.probabilities(&split.val_tensor(), device);
     let labels = split.labels_tensor();

@@ -96,6 +96,7 @@ fn help_lists_the_options() {
         "--out",
         "--workers",
         "--cache-features",
+        "--cache-mb",
         "--amp",
         "--resume",
         "predict",
@@ -250,9 +251,9 @@ fn the_same_seed_gives_the_same_metrics() {
     let data = temp_dir();
     common::subset(&common::ants_bees(), data.path(), 8);
     let weights = common::lite0_weights();
-    let run = |seed: &str| {
+    let run = |seed: &str, cache_mb: &str| {
         let out = temp_dir();
-        train(
+        let output = train(
             &[
                 "--mode",
                 "full",
@@ -262,17 +263,24 @@ fn the_same_seed_gives_the_same_metrics() {
                 "2",
                 "--seed",
                 seed,
+                "--cache-mb",
+                cache_mb,
                 "--weights",
                 weights.to_str().unwrap(),
             ],
             data.path(),
             out.path(),
         );
-        metrics(out.path())
+        (metrics(out.path()), stdout(&output))
     };
-    let first = run("7");
-    assert_eq!(first, run("7"), "same seed, different metrics");
-    assert_ne!(first, run("8"), "the seed has no effect");
+    let (first, log) = run("7", "4096");
+    assert!(log.contains("decoded images held: ") && !log.contains("decoded at each use"), "{log}");
+    assert_eq!(first, run("7", "4096").0, "same seed, different metrics");
+    assert_ne!(first, run("8", "4096").0, "the seed has no effect");
+    // With no memory for decoded images, each one is decoded at every use: same run.
+    let (undecoded, log) = run("7", "0");
+    assert!(log.contains("decoded images held: 0 MB of --cache-mb 0 (32 images beyond it"), "{log}");
+    assert_eq!(first, undecoded, "--cache-mb changed the metrics");
 }
 
 #[test]

@@ -77,6 +77,10 @@ struct TrainArgs {
     /// Threads that decode and augment images (default: one per CPU).
     #[arg(long)]
     workers: Option<usize>,
+    /// Memory for decoded images, in MB (train split first); images beyond it
+    /// are kept as file bytes and decoded at each use: slower, same results.
+    #[arg(long, value_name = "MB", default_value_t = tchlab::data::loader::DEFAULT_PIXEL_BUDGET_MB)]
+    cache_mb: u64,
     /// feature-extract only: compute train features once (no augmentation) and train the head on them.
     #[arg(long)]
     cache_features: bool,
@@ -211,6 +215,7 @@ fn config_from_args(args: &TrainArgs) -> Result<FinetuneConfig> {
         out,
         workers: args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
         cache_features: args.cache_features,
+        cache_mb: args.cache_mb,
         strict: args.strict,
         amp: args.amp,
     })

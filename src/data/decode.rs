@@ -12,8 +12,14 @@ use std::path::Path;
 pub const MAX_PIXELS: u64 = 100_000_000;
 
 pub fn decode_rgb(path: &Path) -> Result<RgbImage> {
+    Ok(read_and_decode(path)?.1)
+}
+
+/// The file's bytes and its decoded pixels.
+pub fn read_and_decode(path: &Path) -> Result<(Vec<u8>, RgbImage)> {
     let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    decode_rgb_bytes(&bytes).with_context(|| format!("{}", path.display()))
+    let rgb = decode_rgb_bytes(&bytes).with_context(|| format!("{}", path.display()))?;
+    Ok((bytes, rgb))
 }
 
 pub fn decode_rgb_bytes(bytes: &[u8]) -> Result<RgbImage> {

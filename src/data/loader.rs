@@ -1,9 +1,10 @@
 //! Turns an [`ImageFolder`] into batches: every image is decoded once per run
-//! (in parallel, bad files reported and dropped), kept in memory as uint8,
-//! and augmented per epoch on the rayon pool. Validation images are
-//! transformed once, since their transform is deterministic.
+//! (in parallel, bad files reported and dropped) and kept in memory as uint8
+//! within a [`PixelBudget`], then augmented per epoch on the rayon pool.
+//! Validation images are transformed once, since their transform is
+//! deterministic.
 
-use super::decode::decode_rgb;
+use super::decode::{decode_rgb_bytes, read_and_decode};
 use super::image_folder::ImageFolder;
 use super::transforms::{draw_augmentation, train_pixels, train_transform, val_transform, Augmentation};
 use anyhow::{bail, Result};
@@ -12,6 +13,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
+use std::borrow::Cow;
 use std::path::PathBuf;
 use tch::{Kind, Tensor};
 
@@ -22,10 +24,56 @@ pub struct BadFile {
     pub reason: String,
 }
 
-/// The decoded images of one split, kept as 8-bit RGB pixels (shareable
-/// across threads, unlike tensors).
+/// Memory that decoded images may take (`--cache-mb`). It is spent in load
+/// order (the train split first: its images are reused every epoch); images
+/// beyond it are held as their file's bytes and decoded again at each use,
+/// which is slower but gives the same pixels.
+#[derive(Debug, Clone, Copy)]
+pub struct PixelBudget {
+    remaining_bytes: u64,
+}
+
+/// The budget unless given: ants/bees takes about 220 MB decoded.
+pub const DEFAULT_PIXEL_BUDGET_MB: u64 = 4096;
+
+impl Default for PixelBudget {
+    fn default() -> Self {
+        Self::megabytes(DEFAULT_PIXEL_BUDGET_MB)
+    }
+}
+
+impl PixelBudget {
+    pub fn megabytes(mb: u64) -> Self {
+        Self { remaining_bytes: mb.saturating_mul(1 << 20) }
+    }
+
+    /// Spends `bytes` if that many are left.
+    fn take(&mut self, bytes: u64) -> bool {
+        let fits = bytes <= self.remaining_bytes;
+        if fits {
+            self.remaining_bytes -= bytes;
+        }
+        fits
+    }
+}
+
+/// How one image is held in memory.
+enum Held {
+    Pixels(RgbImage),
+    /// The file's bytes, which decoded without error when the split was loaded.
+    Encoded(Vec<u8>),
+}
+
+/// Images decoded per round of [`DecodedSplit::decode`]: bounds the memory
+/// of images decoded but not yet kept or dropped.
+const DECODE_ROUND: usize = 256;
+
+/// The images of one split as 8-bit RGB (shareable across threads, unlike
+/// tensors): decoded pixels within the [`PixelBudget`], file bytes beyond it.
 pub struct DecodedSplit {
-    pub images: Vec<RgbImage>,
+    held: Vec<Held>,
+    /// (width, height) of each image.
+    dimensions: Vec<(u32, u32)>,
     pub labels: Vec<i64>,
     pub paths: Vec<PathBuf>,
     pub classes: Vec<String>,
@@ -33,38 +81,52 @@ pub struct DecodedSplit {
 }
 
 impl DecodedSplit {
-    /// Decodes every sample of `folder` in parallel. With `strict`, the first
-    /// undecodable file (in folder order) is an error.
-    pub fn decode(folder: &ImageFolder, strict: bool, progress: &indicatif::ProgressBar) -> Result<Self> {
-        let results: Vec<_> = folder
-            .samples
-            .par_iter()
-            .map(|sample| {
-                let decoded = decode_rgb(&sample.path);
-                progress.inc(1);
-                decoded
-            })
-            .collect();
+    /// Decodes every sample of `folder` in parallel, keeping pixels while
+    /// `budget` lasts. With `strict`, the first undecodable file (in folder
+    /// order) is an error.
+    pub fn decode(
+        folder: &ImageFolder,
+        strict: bool,
+        budget: &mut PixelBudget,
+        progress: &indicatif::ProgressBar,
+    ) -> Result<Self> {
         let mut split = DecodedSplit {
-            images: Vec::new(),
+            held: Vec::new(),
+            dimensions: Vec::new(),
             labels: Vec::new(),
             paths: Vec::new(),
             classes: folder.classes.clone(),
             bad_files: Vec::new(),
         };
-        for (sample, decoded) in folder.samples.iter().zip(results) {
-            match decoded {
-                Ok(rgb) => {
-                    split.images.push(rgb);
-                    split.labels.push(sample.class_index as i64);
-                    split.paths.push(sample.path.clone());
-                }
-                Err(err) => {
-                    let reason = format!("{:#}", err);
-                    if strict {
-                        bail!("bad image (--strict): {reason}");
+        for round in folder.samples.chunks(DECODE_ROUND) {
+            let results: Vec<_> = round
+                .par_iter()
+                .map(|sample| {
+                    let decoded = read_and_decode(&sample.path);
+                    progress.inc(1);
+                    decoded
+                })
+                .collect();
+            for (sample, decoded) in round.iter().zip(results) {
+                match decoded {
+                    Ok((bytes, rgb)) => {
+                        split.dimensions.push(rgb.dimensions());
+                        let held = if budget.take(rgb.as_raw().len() as u64) {
+                            Held::Pixels(rgb)
+                        } else {
+                            Held::Encoded(bytes)
+                        };
+                        split.held.push(held);
+                        split.labels.push(sample.class_index as i64);
+                        split.paths.push(sample.path.clone());
                     }
-                    split.bad_files.push(BadFile { path: sample.path.clone(), reason });
+                    Err(err) => {
+                        let reason = format!("{:#}", err);
+                        if strict {
+                            bail!("bad image (--strict): {reason}");
+                        }
+                        split.bad_files.push(BadFile { path: sample.path.clone(), reason });
+                    }
                 }
             }
         }
@@ -74,24 +136,50 @@ impl DecodedSplit {
                 reason: "not an image extension torchvision's ImageFolder accepts; skipped".into(),
             });
         }
-        if split.images.is_empty() {
+        if split.held.is_empty() {
             bail!("{}: no decodable images", folder.root.display());
         }
         Ok(split)
     }
 
+    /// Image `i`'s pixels: borrowed when held decoded, decoded now otherwise.
+    pub fn rgb(&self, i: usize) -> Cow<'_, RgbImage> {
+        match &self.held[i] {
+            Held::Pixels(rgb) => Cow::Borrowed(rgb),
+            Held::Encoded(bytes) => Cow::Owned(
+                // The same bytes decoded without error when the split was loaded.
+                decode_rgb_bytes(bytes)
+                    .unwrap_or_else(|e| panic!("{}: decoded once, not now: {e:#}", self.paths[i].display())),
+            ),
+        }
+    }
+
+    /// Image `i`'s (width, height).
+    pub fn dimensions(&self, i: usize) -> (u32, u32) {
+        self.dimensions[i]
+    }
+
+    /// Bytes of decoded pixels held, and how many images are held encoded.
+    pub fn memory(&self) -> (u64, usize) {
+        self.held.iter().fold((0, 0), |(bytes, encoded), held| match held {
+            Held::Pixels(rgb) => (bytes + rgb.as_raw().len() as u64, encoded),
+            Held::Encoded(_) => (bytes, encoded + 1),
+        })
+    }
+
     pub fn len(&self) -> usize {
-        self.images.len()
+        self.held.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.images.is_empty()
+        self.held.is_empty()
     }
 
     /// The whole split through the validation transform, `[N, 3, 224, 224]`
     /// in [0, 1] (before normalization).
     pub fn val_tensor(&self) -> Tensor {
-        let transformed: Vec<Tensor> = self.images.par_iter().map(|rgb| val_transform(&image_tensor(rgb))).collect();
+        let transformed: Vec<Tensor> =
+            (0..self.len()).into_par_iter().map(|i| val_transform(&image_tensor(&self.rgb(i)))).collect();
         Tensor::stack(&transformed, 0)
     }
 
@@ -116,7 +204,7 @@ impl EpochPlan {
         let augmentations = order
             .iter()
             .map(|&i| {
-                let (w, h) = split.images[i].dimensions();
+                let (w, h) = split.dimensions(i);
                 draw_augmentation(h as i64, w as i64, &mut rng)
             })
             .collect();
@@ -145,20 +233,21 @@ impl EpochPlan {
 
     /// The `k`-th image of the epoch, augmented.
     fn augmented(&self, split: &DecodedSplit, k: usize) -> Tensor {
-        train_transform(&image_tensor(&split.images[self.order[k]]), &self.augmentations[k])
+        train_transform(&image_tensor(&split.rgb(self.order[k])), &self.augmentations[k])
     }
 
-    fn labels(&self, split: &DecodedSplit, range: std::ops::Range<usize>) -> Tensor {
+    /// The labels of the epoch's images `range`, in plan order.
+    pub fn labels(&self, split: &DecodedSplit, range: std::ops::Range<usize>) -> Tensor {
         Tensor::from_slice(&range.map(|k| split.labels[self.order[k]]).collect::<Vec<i64>>())
     }
 
-    /// Every image of the epoch augmented, in plan order, as `[N, 3, 224, 224]`
+    /// The epoch's images `range` (in plan order) augmented, as `[N, 3, 224, 224]`
     /// uint8 pixels (the 0–255 values [`train_transform`] scales to [0, 1]),
     /// computed on the rayon pool.
-    pub fn all_pixels(&self, split: &DecodedSplit) -> Tensor {
-        let images: Vec<Tensor> = (0..self.order.len())
+    pub fn pixels(&self, split: &DecodedSplit, range: std::ops::Range<usize>) -> Tensor {
+        let images: Vec<Tensor> = range
             .into_par_iter()
-            .map(|k| train_pixels(&image_tensor(&split.images[self.order[k]]), &self.augmentations[k]))
+            .map(|k| train_pixels(&image_tensor(&split.rgb(self.order[k])), &self.augmentations[k]))
             .collect();
         Tensor::stack(&images, 0)
     }

@@ -171,10 +171,8 @@ pub fn prediction_grid(split: &DecodedSplit, probs: &Tensor, path: &Path) -> Res
     let (width, height) = (COLS * CELL, rows * (CELL + CAPTION));
     let mut buffer = vec![255u8; (width * height * 3) as usize];
     for (slot, &i) in picks.iter().enumerate() {
-        let image = (val_transform(&image_tensor(&split.images[i])) * 255.0)
-            .to_kind(Kind::Uint8)
-            .permute([1, 2, 0])
-            .contiguous();
+        let image =
+            (val_transform(&image_tensor(&split.rgb(i))) * 255.0).to_kind(Kind::Uint8).permute([1, 2, 0]).contiguous();
         let pixels = Vec::<u8>::try_from(image.flatten(0, -1))?;
         let (x0, y0) = ((slot as u32 % COLS) * CELL, (slot as u32 / COLS) * (CELL + CAPTION) + CAPTION);
         for row in 0..CELL {

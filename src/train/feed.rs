@@ -11,9 +11,10 @@ use tch::{Device, Kind, Tensor};
 /// Streams the epoch's augmented images in batches of `batch_images`, in
 /// plan order, already on `device`. On CUDA a producer thread augments the
 /// next batches (on the rayon pool, into pinned memory) while `consume`
-/// computes on the current one. On the CPU the whole epoch is augmented
-/// first, on every core: helper threads working during a training step
-/// would stall its multi-threaded operators. Returns the seconds spent
+/// computes on the current one. On the CPU the epoch is augmented ahead in
+/// rounds of [`UPFRONT_IMAGES`] (all of it for a small dataset), on every
+/// core: helper threads working during a training step would stall its
+/// multi-threaded operators. Returns the seconds spent
 /// waiting for or preparing batches.
 pub fn for_each_augmented_batch(
     plan: &EpochPlan,
@@ -24,15 +25,20 @@ pub fn for_each_augmented_batch(
 ) -> Result<f64> {
     let batches = plan.num_batches(batch_images);
     if !device.is_cuda() {
-        let start = Instant::now();
-        let (pixels, labels) = (plan.all_pixels(split), plan.all_labels(split));
-        let preparing = start.elapsed().as_secs_f64();
-        let total = labels.size()[0];
-        for b in 0..batches {
-            let (first, len) =
-                ((b * batch_images) as i64, (batch_images as i64).min(total - (b * batch_images) as i64));
-            let images = pixels.narrow(0, first, len).to_kind(Kind::Float) / 255.0;
-            consume(b, images, labels.narrow(0, first, len))?;
+        let mut preparing = 0.0;
+        let total = plan.order.len();
+        let round_batches = (UPFRONT_IMAGES / batch_images).max(1);
+        for first_batch in (0..batches).step_by(round_batches) {
+            let start = Instant::now();
+            let first_image = first_batch * batch_images;
+            let round = first_image..(first_image + round_batches * batch_images).min(total);
+            let (pixels, labels) = (plan.pixels(split, round.clone()), plan.labels(split, round.clone()));
+            preparing += start.elapsed().as_secs_f64();
+            for (b, offset) in (first_batch..).zip((0..round.len()).step_by(batch_images)) {
+                let len = batch_images.min(round.len() - offset);
+                let images = pixels.narrow(0, offset as i64, len as i64).to_kind(Kind::Float) / 255.0;
+                consume(b, images, labels.narrow(0, offset as i64, len as i64))?;
+            }
         }
         return Ok(preparing);
     }
@@ -57,6 +63,10 @@ pub fn for_each_augmented_batch(
         Ok(waited)
     })
 }
+
+/// Images augmented at a time on the CPU (150 KB each as uint8): the whole
+/// epoch of a small dataset, bounded memory for a large one.
+const UPFRONT_IMAGES: usize = 2048;
 
 /// Makes the calling helper thread (augmentation, batch producer) run its
 /// libtorch operators on one thread, as PyTorch's DataLoader workers do: each

@@ -12,7 +12,7 @@ use super::metrics::{format_minutes, EpochRow, History, PhaseTotals};
 use super::sgd::{step_lr, Sgd};
 use super::state::RunState;
 use crate::data::image_folder::ImageFolder;
-use crate::data::loader::{DecodedSplit, EpochPlan};
+use crate::data::loader::{DecodedSplit, EpochPlan, PixelBudget, DEFAULT_PIXEL_BUDGET_MB};
 use crate::models::checkpoint_io::save_safetensors;
 use crate::models::{Arch, Classifier};
 use crate::report::{plots, progress};
@@ -44,6 +44,10 @@ impl Mode {
     }
 }
 
+fn default_cache_mb() -> u64 {
+    DEFAULT_PIXEL_BUDGET_MB
+}
+
 /// Everything that defines a run; saved with it so `--resume` replays it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FinetuneConfig {
@@ -61,6 +65,9 @@ pub struct FinetuneConfig {
     pub out: PathBuf,
     pub workers: usize,
     pub cache_features: bool,
+    /// Memory budget for decoded images (`--cache-mb`).
+    #[serde(default = "default_cache_mb")]
+    pub cache_mb: u64,
     pub strict: bool,
     /// Mixed precision on CUDA.
     #[serde(default)]
@@ -389,8 +396,9 @@ fn load_splits(config: &FinetuneConfig) -> Result<Splits> {
     let (train_folder, val_folder) = ImageFolder::scan_train_val(&config.data)?;
     let total = (train_folder.samples.len() + val_folder.samples.len()) as u64;
     let bar = progress::bar(total, "decoding images");
-    let train = DecodedSplit::decode(&train_folder, config.strict, &bar)?;
-    let val = DecodedSplit::decode(&val_folder, config.strict, &bar)?;
+    let mut budget = PixelBudget::megabytes(config.cache_mb);
+    let train = DecodedSplit::decode(&train_folder, config.strict, &mut budget, &bar)?;
+    let val = DecodedSplit::decode(&val_folder, config.strict, &mut budget, &bar)?;
     bar.finish_and_clear();
     for bad in train.bad_files.iter().chain(&val.bad_files) {
         eprintln!("skipped {}: {}", bad.path.display(), bad.reason);
@@ -402,6 +410,16 @@ fn load_splits(config: &FinetuneConfig) -> Result<Splits> {
         train.len(),
         val.len(),
         train.bad_files.len() + val.bad_files.len()
+    );
+    let ((train_bytes, train_encoded), (val_bytes, val_encoded)) = (train.memory(), val.memory());
+    println!(
+        "decoded images held: {} MB of --cache-mb {}{}",
+        (train_bytes + val_bytes).div_ceil(1 << 20),
+        config.cache_mb,
+        match train_encoded + val_encoded {
+            0 => String::new(),
+            n => format!(" ({n} images beyond it are decoded at each use)"),
+        }
     );
     let val_images = val.val_tensor();
     Ok(Splits { train, val, val_images })
