@@ -1,3 +1,9 @@
+//! One training step (batch 4) of a backbone and head, split into forward and
+//! backward + update, median of 25. The layout argument: `nchw`, or
+//! channels-last inputs with the weights as they are (`cl`) or converted to
+//! channels-last too (`cl-weights`).
+//! `cargo run --release --example bench_step -- resnet18 nchw`
+
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 use tchlab::models::{Arch, Classifier};
@@ -5,8 +11,17 @@ use tchlab::train::sgd::Sgd;
 
 fn main() {
     let arch = Arch::parse(&std::env::args().nth(1).unwrap_or_else(|| "efficientnet-lite0".into())).unwrap();
-    let cl = std::env::args().nth(2).as_deref() != Some("nchw");
+    let layout = std::env::args().nth(2).unwrap_or_default();
+    let cl = layout != "nchw";
     let model = Classifier::new(arch, 2, Device::Cpu);
+    if layout == "cl-weights" {
+        for (_, mut var) in model.backbone_vs.variables() {
+            if var.dim() == 4 {
+                let converted = tchlab::models::channels_last(&var);
+                tch::no_grad(|| var.set_data(&converted));
+            }
+        }
+    }
     let params: Vec<(String, Tensor)> =
         model.backbone_vs.variables().into_iter().chain(model.head_vs.variables()).collect();
     let mut sgd = Sgd::new(params, 0.9);
@@ -34,7 +49,7 @@ fn main() {
     println!(
         "{} batch 4 {}: forward {:.0} ms, backward and update {:.0} ms",
         arch.name(),
-        if cl { "channels-last" } else { "nchw" },
+        if cl { format!("channels-last {layout}") } else { "nchw".to_string() },
         med(&mut f),
         med(&mut b)
     );

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! image files ─► data::image_folder (classes, files; non-images reported)
-//!             ─► data::loader (decode once, augment per epoch, batch, in parallel)
+//!             ─► data::loader (decode once within a memory budget, augment per epoch, batch, in parallel)
 //!             ─► data::transforms (torchvision's crops/resizes, normalization)
 //!             ─► models (backbone loaded by name from a published checkpoint,
 //!                        new linear head)

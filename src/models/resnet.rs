@@ -32,13 +32,13 @@ fn add_shortcut_relu(mut y: Tensor, shortcut: &Tensor) -> Tensor {
 
 /// The stem's 3×3, stride-2 max pool, followed by the ReLU that torchvision
 /// applies before it (the two commute: max and ReLU are both monotone, and
-/// the gradient reaches the same input either way). In NCHW training the
+/// the gradient reaches the same input either way). In NCHW training on the CPU the
 /// pool's window indices come from the channels-last kernel, four times
 /// faster than the NCHW one, and the differentiable output is a gather by
 /// them: the same values, and the same gradient as `max_pool2d`'s.
 fn stem_pool_relu(x: &Tensor) -> Tensor {
     let pool = |x: &Tensor| x.max_pool2d_with_indices([3, 3], [2, 2], [1, 1], [1, 1], false);
-    if !(x.requires_grad() && x.is_contiguous()) {
+    if !(x.requires_grad() && x.is_contiguous() && x.device() == tch::Device::Cpu) {
         return pool(x).0.relu_();
     }
     let indices = tch::no_grad(|| pool(&super::channels_last(&x.detach())).1.contiguous());
