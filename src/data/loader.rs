@@ -33,7 +33,7 @@ pub struct PixelBudget {
     remaining_bytes: u64,
 }
 
-/// The budget unless given: ants/bees takes about 220 MB decoded.
+/// The budget unless given: ants/bees takes 233 MB decoded.
 pub const DEFAULT_PIXEL_BUDGET_MB: u64 = 4096;
 
 impl Default for PixelBudget {
