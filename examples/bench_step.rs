@@ -1,18 +1,40 @@
 //! One training step (batch 4) of a backbone and head, split into forward and
 //! backward + update, median of 25. The layout argument: `nchw`, or
 //! channels-last inputs with the weights as they are (`cl`) or converted to
-//! channels-last too (`cl-weights`).
-//! `cargo run --release --example bench_step -- resnet18 nchw`
+//! channels-last too (`cl-weights`). The third argument, `direct`, takes every
+//! weight gradient from oneDNN instead of Winograd's where it applies, and
+//! `both` alternates the two step by step (the same host load for each) and
+//! reports both.
+//! `cargo run --release --example bench_step -- resnet18 nchw both`
 
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
+use tchlab::models::winograd::Tape;
 use tchlab::models::{Arch, Classifier};
 use tchlab::train::sgd::Sgd;
+
+/// Forward and backward-and-update times of each step, in ms.
+#[derive(Default)]
+struct Times {
+    forward: Vec<f64>,
+    backward: Vec<f64>,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
 
 fn main() {
     let arch = Arch::parse(&std::env::args().nth(1).unwrap_or_else(|| "efficientnet-lite0".into())).unwrap();
     let layout = std::env::args().nth(2).unwrap_or_default();
     let cl = layout != "nchw";
+    let gradients = std::env::args().nth(3).unwrap_or_default();
+    let modes: &[bool] = match gradients.as_str() {
+        "direct" => &[false],
+        "both" => &[false, true],
+        _ => &[true],
+    };
     let model = Classifier::new(arch, 2, Device::Cpu);
     if layout == "cl-weights" {
         for (_, mut var) in model.backbone_vs.variables() {
@@ -27,30 +49,34 @@ fn main() {
     let mut sgd = Sgd::new(params, 0.9);
     let x = Tensor::randn([4, 3, 224, 224], (Kind::Float, Device::Cpu));
     let y = Tensor::from_slice(&[0i64, 1, 0, 1]);
-    let (mut f, mut b) = (vec![], vec![]);
+    let mut times: Vec<Times> = modes.iter().map(|_| Times::default()).collect();
     for _ in 0..25 {
-        let start = Instant::now();
-        let logits = if cl {
-            model.forward(&x, true)
-        } else {
-            model.head_forward(&model.backbone_forward_train_as_is(&x), true)
-        };
-        let loss = logits.cross_entropy_for_logits(&y);
-        let _ = loss.double_value(&[]);
-        f.push(start.elapsed().as_secs_f64() * 1000.0);
-        let start = Instant::now();
-        sgd.minimize(&loss, 0.001);
-        b.push(start.elapsed().as_secs_f64() * 1000.0);
+        for (&winograd, times) in modes.iter().zip(times.iter_mut()) {
+            let start = Instant::now();
+            let forward = || {
+                if cl {
+                    model.forward(&x, true)
+                } else {
+                    model.head_forward(&model.backbone_forward_train_as_is(&x), true)
+                }
+            };
+            let (logits, tape) = if winograd { Tape::record(forward) } else { (forward(), Tape::default()) };
+            let loss = logits.cross_entropy_for_logits(&y);
+            let _ = loss.double_value(&[]);
+            times.forward.push(start.elapsed().as_secs_f64() * 1000.0);
+            let start = Instant::now();
+            sgd.minimize_recorded(&loss, &tape, 0.001);
+            times.backward.push(start.elapsed().as_secs_f64() * 1000.0);
+        }
     }
-    let med = |v: &mut Vec<f64>| {
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        v[v.len() / 2]
-    };
-    println!(
-        "{} batch 4 {}: forward {:.0} ms, backward and update {:.0} ms",
-        arch.name(),
-        if cl { format!("channels-last {layout}") } else { "nchw".to_string() },
-        med(&mut f),
-        med(&mut b)
-    );
+    for (&winograd, times) in modes.iter().zip(times.iter_mut()) {
+        println!(
+            "{} batch 4 {}{}: forward {:.0} ms, backward and update {:.0} ms",
+            arch.name(),
+            if cl { format!("channels-last {layout}") } else { "nchw".to_string() },
+            if winograd { "" } else { ", weight gradients all oneDNN" },
+            median(&mut times.forward),
+            median(&mut times.backward)
+        );
+    }
 }

@@ -3,6 +3,7 @@
 //! load by name. The backbone ends at global average pooling; the classifier
 //! (`fc`) is built by [`super::Classifier`].
 
+use super::winograd::Conv3x3;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
@@ -47,9 +48,9 @@ fn stem_pool_relu(x: &Tensor) -> Tensor {
 }
 
 fn basic_block(p: nn::Path, c_in: i64, c_out: i64, stride: i64) -> impl ModuleT {
-    let conv1 = conv(&p / "conv1", c_in, c_out, 3, stride, 1);
+    let conv1 = Conv3x3::new(&p / "conv1", c_in, c_out, stride);
     let bn1 = bn(&p / "bn1", c_out);
-    let conv2 = conv(&p / "conv2", c_out, c_out, 3, 1, 1);
+    let conv2 = Conv3x3::new(&p / "conv2", c_out, c_out, 1);
     let bn2 = bn(&p / "bn2", c_out);
     let shortcut = downsample(&p / "downsample", c_in, c_out, stride);
     nn::func_t(move |x, train| {
@@ -62,7 +63,7 @@ fn bottleneck_block(p: nn::Path, c_in: i64, c_mid: i64, stride: i64) -> impl Mod
     let c_out = c_mid * 4;
     let conv1 = conv(&p / "conv1", c_in, c_mid, 1, 1, 0);
     let bn1 = bn(&p / "bn1", c_mid);
-    let conv2 = conv(&p / "conv2", c_mid, c_mid, 3, stride, 1);
+    let conv2 = Conv3x3::new(&p / "conv2", c_mid, c_mid, stride);
     let bn2 = bn(&p / "bn2", c_mid);
     let conv3 = conv(&p / "conv3", c_mid, c_out, 1, 1, 0);
     let bn3 = bn(&p / "bn3", c_out);

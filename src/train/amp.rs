@@ -4,6 +4,7 @@
 //! gradients do not flush to zero — `torch.cuda.amp.GradScaler`'s dynamic
 //! scaling, with its default constants.
 
+use crate::models::winograd::Tape;
 use tch::{Device, Kind, Tensor};
 
 const INITIAL_SCALE: f64 = 65536.0;
@@ -47,8 +48,8 @@ impl LossScaler {
     /// The gradients of `loss` for `params`: backpropagates `loss · scale`,
     /// divides the gradients by the scale and updates it. `None` when a
     /// gradient is not finite (the step must be skipped).
-    pub fn gradients(&mut self, loss: &Tensor, params: &[(String, Tensor)]) -> Option<Vec<Tensor>> {
-        let grads = super::sgd::gradients(&(loss * self.scale), params);
+    pub fn gradients(&mut self, loss: &Tensor, params: &[(String, Tensor)], tape: &Tape) -> Option<Vec<Tensor>> {
+        let grads = super::sgd::gradients(&(loss * self.scale), params, tape);
         let finite = tch::no_grad(|| {
             let inverse = 1.0 / self.scale;
             let mut sums = Vec::with_capacity(grads.len());
@@ -98,7 +99,7 @@ mod tests {
         let params = [("p".to_string(), p.shallow_clone())];
         let mut scaler = LossScaler::default();
         // d(1e35·p)/dp · 65536 overflows f32: the step must be refused.
-        assert!(scaler.gradients(&(&p * 1e35).sum(Kind::Float), &params).is_none());
+        assert!(scaler.gradients(&(&p * 1e35).sum(Kind::Float), &params, &Tape::default()).is_none());
         assert_eq!(scaler.scale(), INITIAL_SCALE / 2.0);
         assert_eq!(scaler.skipped(), 1);
     }
@@ -108,7 +109,7 @@ mod tests {
         let p = Tensor::from_slice(&[3.0f32]).set_requires_grad(true);
         let params = [("p".to_string(), p.shallow_clone())];
         let mut scaler = LossScaler::default();
-        let grads = scaler.gradients(&(&p * &p).sum(Kind::Float), &params).expect("finite");
+        let grads = scaler.gradients(&(&p * &p).sum(Kind::Float), &params, &Tape::default()).expect("finite");
         assert_eq!(grads[0].double_value(&[0]), 6.0);
         assert_eq!(scaler.scale(), INITIAL_SCALE);
     }

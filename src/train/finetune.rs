@@ -14,6 +14,7 @@ use super::state::RunState;
 use crate::data::image_folder::ImageFolder;
 use crate::data::loader::{DecodedSplit, EpochPlan, PixelBudget, DEFAULT_PIXEL_BUDGET_MB};
 use crate::models::checkpoint_io::save_safetensors;
+use crate::models::winograd::Tape;
 use crate::models::{Arch, Classifier};
 use crate::report::{plots, progress};
 use anyhow::{bail, Context, Result};
@@ -472,8 +473,10 @@ fn train_epoch(
     let mut totals = PhaseTotals::default();
     totals.data_wait_seconds =
         for_each_augmented_batch(&plan, split, config.batch_size, device, |b, images, labels| {
-            let logits = amp::autocast(config.amp, || model.forward(&normalization.apply(&images), true));
-            step(sgd, &logits, &labels, lr, &mut totals).map_err(|value| non_finite(value, config, epoch, b))?;
+            let (logits, tape) =
+                Tape::record(|| amp::autocast(config.amp, || model.forward(&normalization.apply(&images), true)));
+            step(sgd, (&logits, &tape), &labels, lr, &mut totals)
+                .map_err(|value| non_finite(value, config, epoch, b))?;
             bar.inc(1);
             if STOP_REQUESTED.load(Ordering::SeqCst) {
                 return Err(interrupted_during(config, epoch));
@@ -487,7 +490,7 @@ fn train_epoch(
 /// One SGD step on a batch's logits; returns the loss value when it is not finite.
 fn step(
     sgd: &mut Sgd,
-    logits: &Tensor,
+    (logits, tape): (&Tensor, &Tape),
     labels: &Tensor,
     lr: f64,
     totals: &mut PhaseTotals,
@@ -497,7 +500,7 @@ fn step(
     if !loss_value.is_finite() {
         return Err(loss_value);
     }
-    sgd.minimize(&loss, lr);
+    sgd.minimize_recorded(&loss, tape, lr);
     let correct = logits.argmax(-1, false).eq_tensor(labels).sum(Kind::Int64).int64_value(&[]);
     totals.add(loss_value, correct, labels.size()[0]);
     Ok(())
@@ -527,7 +530,7 @@ fn train_head_steps(
     for (b, start) in (0..n).step_by(config.batch_size).enumerate() {
         let len = batch.min(n - start);
         let logits = model.head_forward(&features.narrow(0, start, len), true);
-        step(sgd, &logits, &labels.narrow(0, start, len), lr, &mut totals)
+        step(sgd, (&logits, &Tape::default()), &labels.narrow(0, start, len), lr, &mut totals)
             .map_err(|value| non_finite(value, config, epoch, b))?;
     }
     Ok(totals)

@@ -4,6 +4,7 @@
 //! loss as torch's GradScaler does ([`LossScaler`]).
 
 use super::amp::LossScaler;
+use crate::models::winograd::{self, Tape};
 use tch::Tensor;
 
 pub struct Sgd {
@@ -32,9 +33,15 @@ impl Sgd {
     /// With loss scaling, a step whose gradients overflowed is skipped (as
     /// GradScaler skips it); returns whether the update was made.
     pub fn minimize(&mut self, loss: &Tensor, lr: f64) -> bool {
+        self.minimize_recorded(loss, &Tape::default(), lr)
+    }
+
+    /// [`Sgd::minimize`] for a forward pass recorded on `tape`, whose
+    /// convolutions' weight gradients come from [`winograd::weight_gradient`].
+    pub fn minimize_recorded(&mut self, loss: &Tensor, tape: &Tape, lr: f64) -> bool {
         let grads = match &mut self.scaler {
-            Some(scaler) => scaler.gradients(loss, &self.params),
-            None => Some(gradients(loss, &self.params)),
+            Some(scaler) => scaler.gradients(loss, &self.params, tape),
+            None => Some(gradients(loss, &self.params, tape)),
         };
         match grads {
             Some(grads) => {
@@ -95,10 +102,22 @@ impl Sgd {
 /// The gradients of `loss` with respect to `params` (named, in that order),
 /// returned rather than accumulated into each parameter's `.grad`: no zeroing
 /// before the step and no accumulation pass in it. A parameter the loss does
-/// not reach gets an undefined tensor.
-pub fn gradients(loss: &Tensor, params: &[(String, Tensor)]) -> Vec<Tensor> {
-    let inputs: Vec<&Tensor> = params.iter().map(|(_, p)| p).collect();
-    Tensor::run_backward(&[loss], &inputs, false, false)
+/// not reach gets an undefined tensor. The weights of the convolutions on
+/// `tape` get theirs from the gradient of each recorded output.
+pub fn gradients(loss: &Tensor, params: &[(String, Tensor)], tape: &Tape) -> Vec<Tensor> {
+    let inputs: Vec<&Tensor> =
+        params.iter().map(|(_, p)| p).chain(tape.entries.iter().map(|entry| &entry.output)).collect();
+    let mut grads = Tensor::run_backward(&[loss], &inputs, false, false);
+    let output_grads = grads.split_off(params.len());
+    for (entry, grad_output) in tape.entries.iter().zip(output_grads) {
+        if !grad_output.defined() {
+            continue;
+        }
+        let Some(i) = params.iter().position(|(_, p)| p.data_ptr() == entry.weight.data_ptr()) else { continue };
+        let grad = tch::no_grad(|| winograd::weight_gradient(&entry.input, &grad_output));
+        grads[i] = if grads[i].defined() { &grads[i] + grad } else { grad };
+    }
+    grads
 }
 
 /// `StepLR`: the learning rate of epoch `epoch` (0-based).

@@ -1,0 +1,390 @@
+//! Weight gradients of 3×3, stride-1, padding-1 convolutions by Winograd's
+//! minimal filtering F(2×2, 3×3) (Lavin & Gray, 2016), for training on the CPU.
+//!
+//! On AVX2 CPUs oneDNN's backward-weights kernel is its slowest, and the
+//! ResNets' 3×3 stride-1 convolutions are most of a training step. Each 2×2
+//! block of outputs (a tile) sees a 4×4 window of the padded input; in the
+//! transformed domain the weight gradient is 16 independent GEMMs over the
+//! tiles, with 2.25× fewer multiplications than the direct sum:
+//!
+//! ```text
+//! V  = Bᵀ d B           each input window d (4×4)              [C, 16, tiles]
+//! dM = A dY Aᵀ          each output-gradient tile dY (2×2)     [K, 16, tiles]
+//! dU = Σ_tiles dM Vᵀ    16 GEMMs (MKL)                         [16, K, C]
+//! dW = Gᵀ dU G                                                 [K, C, 3, 3]
+//! ```
+//!
+//! The training step runs these convolutions with a detached weight, so that
+//! autograd computes only their input gradient, and records each one on a
+//! [`Tape`]; `train::sgd::gradients` then asks autograd for the gradient of
+//! each recorded output and turns it into the weight's gradient here. Only
+//! convolutions with many tiles per channel take this path ([`Conv3x3`]); on
+//! ResNet-18 at batch 4 it saves ~3 % of the backward pass
+//! (`examples/bench_step.rs … both`), with gradients equal to oneDNN's to ~5e-6
+//! relative (`examples/bench_winograd.rs`).
+
+use rayon::prelude::*;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use tch::nn::{self, Module};
+use tch::{Device, Kind, Tensor};
+
+/// Output tile size M and input window size A = M + 2 of F(2×2, 3×3).
+const M: usize = 2;
+const A: usize = M + 2;
+
+/// Bᵀ, the input-window transform (constants, so that the compiler unrolls
+/// the transforms below and drops their zero terms).
+const BT: [[f32; A]; A] = [[1., 0., -1., 0.], [0., 1., 1., 0.], [0., -1., 1., 0.], [0., 1., 0., -1.]];
+/// A (A×M), whose transpose is the output transform.
+const AT_T: [[f32; M]; A] = [[1., 0.], [1., 1.], [1., -1.], [0., -1.]];
+/// G, the filter transform.
+const G: [[f32; 3]; A] = [[1., 0., 0.], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0., 0., 1.]];
+
+/// Gᵀ ⊗ Gᵀ as a `[9, A²]` matrix: `vec(Gᵀ dU G)` from `vec(dU)` (row-major).
+fn filter_transform_transposed() -> Tensor {
+    let g = Tensor::from_slice(G.as_flattened()).view([A as i64, 3]);
+    g.kron(&g).tr()
+}
+
+/// The gradient of `conv2d(input, weight, stride 1, padding 1)` with respect
+/// to `weight`, given the gradient of its output: `[K, C, 3, 3]`.
+/// `input` is `[N, C, H, W]` and `grad_output` `[N, K, H, W]`, float, on the CPU.
+pub fn weight_gradient(input: &Tensor, grad_output: &Tensor) -> Tensor {
+    let (n, c, h, w) = input.size4().expect("weight_gradient: input must be [N, C, H, W]");
+    let k = grad_output.size()[1];
+    assert_eq!(grad_output.size(), [n, k, h, w], "weight_gradient: grad_output must be [N, K, H, W] like input");
+    let (n, h, w) = (n as usize, h as usize, w as usize);
+    let grid = TileGrid { n, h, w, th: h.div_ceil(M), tw: w.div_ceil(M) };
+    let windows = input_windows(&input.to_kind(Kind::Float).contiguous(), &grid); // [C, A², T]
+    let tiles = output_gradient_tiles(&grad_output.to_kind(Kind::Float).contiguous(), &grid); // [K, A², T]
+    let du = scratch(Scratch::Product, [(A * A) as i64, k, c]);
+    let _ = tiles.permute([1, 0, 2]).bmm_out(&du, &windows.permute([1, 2, 0])); // [A², K, C]
+    let dw = filter_transform_transposed().matmul(&du.view([(A * A) as i64, k * c]));
+    dw.view([3, 3, k, c]).permute([2, 3, 0, 1]).contiguous()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Scratch {
+    Windows,
+    Tiles,
+    Product,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<HashMap<(Scratch, [i64; 3]), Tensor>> = RefCell::new(HashMap::new());
+}
+
+/// This thread's scratch tensor for `role` and `shape`, reused from call to
+/// call: the transformed tensors are several times the activations' size, and
+/// fresh ones come from `mmap`, whose page faults cost more than the transforms.
+fn scratch(role: Scratch, shape: [i64; 3]) -> Tensor {
+    SCRATCH.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let tensor = cache.entry((role, shape)).or_insert_with(|| Tensor::empty(shape, (Kind::Float, Device::Cpu)));
+        tensor.shallow_clone()
+    })
+}
+
+/// How outputs are cut into M×M tiles: `th × tw` tiles per image.
+struct TileGrid {
+    n: usize,
+    h: usize,
+    w: usize,
+    th: usize,
+    tw: usize,
+}
+
+impl TileGrid {
+    fn tiles(&self) -> usize {
+        self.n * self.th * self.tw
+    }
+}
+
+/// `mixed[i] = Σ_r matrix[i][r] · rows[r]`, over whole rows of `width`.
+#[inline(always)]
+fn mix_rows<const OUT: usize, const IN: usize>(
+    matrix: &[[f32; IN]; OUT],
+    rows: &[f32],
+    mixed: &mut [f32],
+    width: usize,
+) {
+    let rows: [&[f32]; IN] = std::array::from_fn(|r| &rows[r * width..][..width]);
+    for i in 0..OUT {
+        let out = &mut mixed[i * width..][..width];
+        for (col, o) in out.iter_mut().enumerate() {
+            let mut acc = 0.0;
+            for r in 0..IN {
+                if matrix[i][r] != 0.0 {
+                    acc += matrix[i][r] * rows[r][col];
+                }
+            }
+            *o = acc;
+        }
+    }
+}
+
+/// For one mixed row and one tile row: window `tj` is `mixed[M·tj .. M·tj + IN]`,
+/// and `dst[first + j][t0 + tj] = Σ_s matrix[j][s] · window[s]`.
+#[inline(always)]
+fn mix_columns<const OUT: usize, const IN: usize>(
+    matrix: &[[f32; IN]; OUT],
+    mixed: &[f32],
+    dst: &mut [f32],
+    (first, tiles, t0, tw): (usize, usize, usize, usize),
+) {
+    let mixed = &mixed[..M * (tw - 1) + IN];
+    for j in 0..OUT {
+        let out = &mut dst[(first + j) * tiles + t0..][..tw];
+        for (tj, o) in out.iter_mut().enumerate() {
+            let mut acc = 0.0;
+            for s in 0..IN {
+                if matrix[j][s] != 0.0 {
+                    acc += matrix[j][s] * mixed[M * tj + s];
+                }
+            }
+            *o = acc;
+        }
+    }
+}
+
+/// `Bᵀ d B` for the A×A window of every tile (rows and columns `M·t − 1 ..
+/// M·t + A − 2` of the input, zero outside it), per channel: `[C, A², T]`.
+fn input_windows(x: &Tensor, grid: &TileGrid) -> Tensor {
+    let c = x.size()[1] as usize;
+    let tiles = grid.tiles();
+    let mut out = scratch(Scratch::Windows, [c as i64, (A * A) as i64, tiles as i64]);
+    let src = f32_slice(x);
+    let width = M * grid.tw + 2; // input columns −1 ..= M·tw, zero outside [0, w)
+    f32_slice_mut(&mut out).par_chunks_mut(A * A * tiles).enumerate().for_each(|(ci, dst)| {
+        let mut rows = vec![0f32; A * width];
+        let mut mixed = vec![0f32; A * width];
+        for ni in 0..grid.n {
+            let plane = &src[(ni * c + ci) * grid.h * grid.w..][..grid.h * grid.w];
+            for ti in 0..grid.th {
+                for (i, row) in rows.chunks_exact_mut(width).enumerate() {
+                    let r = (M * ti + i).wrapping_sub(1);
+                    row.fill(0.0);
+                    if r < grid.h {
+                        row[1..=grid.w].copy_from_slice(&plane[r * grid.w..][..grid.w]);
+                    }
+                }
+                mix_rows(&BT, &rows, &mut mixed, width);
+                let t0 = (ni * grid.th + ti) * grid.tw;
+                for i in 0..A {
+                    mix_columns::<A, A>(&BT, &mixed[i * width..][..width], dst, (i * A, tiles, t0, grid.tw));
+                }
+            }
+        }
+    });
+    out
+}
+
+/// `A g Aᵀ` for every M×M output-gradient tile `g` (zero beyond the output),
+/// per output channel: `[K, A², T]`.
+fn output_gradient_tiles(dy: &Tensor, grid: &TileGrid) -> Tensor {
+    let k = dy.size()[1] as usize;
+    let tiles = grid.tiles();
+    let mut out = scratch(Scratch::Tiles, [k as i64, (A * A) as i64, tiles as i64]);
+    let src = f32_slice(dy);
+    let width = M * grid.tw;
+    f32_slice_mut(&mut out).par_chunks_mut(A * A * tiles).enumerate().for_each(|(ki, dst)| {
+        let mut rows = vec![0f32; M * width];
+        let mut mixed = vec![0f32; A * width];
+        for ni in 0..grid.n {
+            let plane = &src[(ni * k + ki) * grid.h * grid.w..][..grid.h * grid.w];
+            for ti in 0..grid.th {
+                for (i, row) in rows.chunks_exact_mut(width).enumerate() {
+                    let r = M * ti + i;
+                    row.fill(0.0);
+                    if r < grid.h {
+                        row[..grid.w].copy_from_slice(&plane[r * grid.w..][..grid.w]);
+                    }
+                }
+                mix_rows(&AT_T, &rows, &mut mixed, width);
+                let t0 = (ni * grid.th + ti) * grid.tw;
+                for i in 0..A {
+                    mix_columns::<A, M>(&AT_T, &mixed[i * width..][..width], dst, (i * A, tiles, t0, grid.tw));
+                }
+            }
+        }
+    });
+    out
+}
+
+fn f32_slice(t: &Tensor) -> &[f32] {
+    assert!(t.kind() == Kind::Float && t.device() == Device::Cpu && t.is_contiguous());
+    // SAFETY: a contiguous CPU float tensor holds numel() f32 values at
+    // data_ptr(), alive and unaliased by writers for as long as `t` is borrowed.
+    unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, t.numel()) }
+}
+
+fn f32_slice_mut(t: &mut Tensor) -> &mut [f32] {
+    assert!(t.kind() == Kind::Float && t.device() == Device::Cpu && t.is_contiguous());
+    // SAFETY: as above; `t` is a scratch tensor of this thread, and no other
+    // tensor on it is read while it is mutably borrowed.
+    unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel()) }
+}
+
+/// A 3×3 convolution with padding 1 and no bias (the variable is `weight`,
+/// as in `nn::conv2d`). With stride 1, inside [`Tape::record`], on the CPU,
+/// it leaves its weight gradient to [`weight_gradient`]; otherwise it is an
+/// ordinary convolution. Its output must not be modified in place (autograd
+/// is asked for the gradient of that very tensor).
+#[derive(Debug)]
+pub struct Conv3x3 {
+    pub ws: Tensor,
+    stride: i64,
+}
+
+impl Conv3x3 {
+    pub fn new(p: nn::Path, c_in: i64, c_out: i64, stride: i64) -> Self {
+        let config = nn::ConvConfig { stride, padding: 1, bias: false, ..Default::default() };
+        Self { ws: nn::conv2d(p, c_in, c_out, 3, config).ws, stride }
+    }
+}
+
+impl Module for Conv3x3 {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let stride = [self.stride, self.stride];
+        let deferred = self.stride == 1
+            && self.ws.requires_grad()
+            && worth_deferring(x, &self.ws)
+            && x.requires_grad()
+            && x.device() == Device::Cpu
+            && x.kind() == Kind::Float
+            && Tape::is_recording();
+        if !deferred {
+            return x.conv2d(&self.ws, None::<Tensor>, stride, [1, 1], [1, 1], 1);
+        }
+        let y = x.conv2d(&self.ws.detach(), None::<Tensor>, [1, 1], [1, 1], [1, 1], 1);
+        Tape::push(Deferred { weight: self.ws.shallow_clone(), input: x.shallow_clone(), output: y.shallow_clone() });
+        y
+    }
+}
+
+/// Whether Winograd's weight gradient beats oneDNN's for this input: when
+/// there are at least twice as many tiles as channels. Below that the 16
+/// GEMMs are too thin and their `[16, K, C]` result outweighs the saving
+/// (ResNet-18 at batch 4: 56×56 and 28×28 qualify, 14×14 and 7×7 do not;
+/// `examples/bench_winograd.rs`).
+fn worth_deferring(x: &Tensor, weight: &Tensor) -> bool {
+    let size = x.size();
+    let tiles = size[0] * ((size[2] + 1) / 2) * ((size[3] + 1) / 2);
+    let channels = weight.size()[0].max(weight.size()[1]);
+    tiles >= 2 * channels
+}
+
+/// A convolution whose weight gradient is left to [`weight_gradient`]: its
+/// weight variable, and the input and output of the call.
+pub struct Deferred {
+    pub weight: Tensor,
+    pub input: Tensor,
+    pub output: Tensor,
+}
+
+thread_local! {
+    static TAPE: RefCell<Option<Vec<Deferred>>> = const { RefCell::new(None) };
+}
+
+/// The [`Deferred`] convolutions of one forward pass on this thread.
+#[derive(Default)]
+pub struct Tape {
+    pub entries: Vec<Deferred>,
+}
+
+impl Tape {
+    /// Runs `forward`, recording the [`Conv3x3`] calls it makes on this thread.
+    pub fn record<T>(forward: impl FnOnce() -> T) -> (T, Tape) {
+        let outer = TAPE.with(|tape| tape.borrow_mut().replace(Vec::new()));
+        let result = forward();
+        let entries = TAPE.with(|tape| std::mem::replace(&mut *tape.borrow_mut(), outer)).unwrap_or_default();
+        (result, Tape { entries })
+    }
+
+    fn is_recording() -> bool {
+        TAPE.with(|tape| tape.borrow().is_some())
+    }
+
+    fn push(entry: Deferred) {
+        TAPE.with(|tape| tape.borrow_mut().as_mut().expect("recording").push(entry));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn autograd_weight_gradient(x: &Tensor, w: &Tensor, upstream: &Tensor) -> Tensor {
+        let w = w.detach().set_requires_grad(true);
+        let y = x.conv2d(&w, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1);
+        Tensor::run_backward(&[(&y * upstream).sum(Kind::Float)], &[&w], false, false)[0].shallow_clone()
+    }
+
+    fn max_relative_error(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b).abs().max().double_value(&[]) / b.abs().max().double_value(&[])
+    }
+
+    #[test]
+    fn weight_gradient_matches_autograd_on_even_and_odd_sizes() {
+        tch::manual_seed(1);
+        for (n, c, k, h, w) in [(2, 3, 5, 8, 8), (1, 4, 2, 7, 7), (3, 2, 3, 5, 6), (2, 6, 4, 1, 2)] {
+            let options = (Kind::Float, Device::Cpu);
+            let x = Tensor::randn([n, c, h, w], options);
+            let weight = Tensor::randn([k, c, 3, 3], options);
+            let upstream = Tensor::randn([n, k, h, w], options);
+            let expected = autograd_weight_gradient(&x, &weight, &upstream);
+            let ours = weight_gradient(&x, &upstream);
+            assert_eq!(ours.size(), [k, c, 3, 3]);
+            let error = max_relative_error(&ours, &expected);
+            assert!(error < 1e-5, "shape {:?}: relative error {error}", (n, c, k, h, w));
+        }
+    }
+
+    #[test]
+    fn conv3x3_defers_only_while_recording_and_gives_autograds_values() {
+        tch::manual_seed(2);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let conv = Conv3x3::new(vs.root() / "conv", 3, 4, 1);
+        let x = Tensor::randn([2, 3, 6, 6], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let expected = x.conv2d(&conv.ws, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1);
+        let (y, tape) = Tape::record(|| conv.forward(&x));
+        assert!(y.equal(&expected));
+        assert_eq!(tape.entries.len(), 1);
+        assert!(!Tape::is_recording());
+        let (_, no_grad_tape) = Tape::record(|| tch::no_grad(|| conv.forward(&x.detach())));
+        assert!(no_grad_tape.entries.is_empty());
+    }
+
+    #[test]
+    fn resnet_gradients_with_the_tape_equal_autograds() {
+        use crate::models::{Arch, Classifier};
+        use crate::train::sgd::gradients;
+        tch::manual_seed(3);
+        for arch in [Arch::Resnet18, Arch::Resnet50] {
+            let model = Classifier::new(arch, 3, Device::Cpu);
+            let params: Vec<(String, Tensor)> = model
+                .backbone_vs
+                .variables()
+                .into_iter()
+                .chain(model.head_vs.variables())
+                .filter(|(_, t)| t.requires_grad())
+                .collect();
+            // Odd sizes from layer 1 on (25×30), where the tiles overhang the edge.
+            let images = Tensor::randn([2, 3, 100, 120], (Kind::Float, Device::Cpu));
+            let labels = Tensor::from_slice(&[0i64, 2]);
+            let loss = |logits: Tensor| logits.cross_entropy_for_logits(&labels);
+            let (logits, tape) = Tape::record(|| model.forward(&images, true));
+            let expected = gradients(&loss(model.forward(&images, true)), &params, &Tape::default());
+            let ours = gradients(&loss(logits), &params, &tape);
+            // Layer 1's 3×3 convolutions (four in ResNet-18's blocks, one in each of ResNet-50's
+            // three); from layer 2 on there are too few tiles at this size.
+            let expected_entries = if arch == Arch::Resnet18 { 4 } else { 3 };
+            assert_eq!(tape.entries.len(), expected_entries, "{arch:?}: convolutions recorded");
+            for ((name, _), (a, b)) in params.iter().zip(ours.iter().zip(&expected)) {
+                let error = max_relative_error(a, b);
+                assert!(error < 1e-4, "{arch:?} {name}: relative error {error}");
+            }
+        }
+    }
+}
