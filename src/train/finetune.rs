@@ -142,10 +142,10 @@ pub fn run(config: &FinetuneConfig, device: Device, resume: bool) -> Result<Summ
         tch::manual_seed((config.seed as i64) * 1000 + epoch as i64);
         let train_row = train_phase(&model, &mut sgd, &splits, frozen.as_ref(), config, epoch, device)?;
         println!("train Loss: {:.4} Acc: {:.4}", train_row.loss, train_row.acc);
-        let val_row = val_phase(&model, &splits, frozen.as_ref(), config, epoch, device);
+        let (val_row, val_probs) = val_phase(&model, &splits, frozen.as_ref(), config, epoch, device);
         println!("val Loss: {:.4} Acc: {:.4}", val_row.loss, val_row.acc);
         println!();
-        progress.record(train_row, val_row, &model, config, &splits.train.classes)?;
+        progress.record((train_row, val_row), val_probs, &model, config, &splits.train.classes)?;
         progress.save(config, &model, &sgd)?;
         if STOP_REQUESTED.load(Ordering::SeqCst) {
             bail!(interrupted_message(config, epoch));
@@ -185,12 +185,21 @@ struct Progress {
     history: History,
     best_acc: f64,
     best_model: Vec<(String, Tensor)>,
+    /// The best model's val probabilities, when this process computed them
+    /// (for the prediction grid, which then needs no extra val pass).
+    best_val_probs: Option<Tensor>,
     epochs_done: usize,
 }
 
 impl Progress {
     fn fresh(model: &Classifier) -> Self {
-        Self { history: History::default(), best_acc: -1.0, best_model: snapshot(model), epochs_done: 0 }
+        Self {
+            history: History::default(),
+            best_acc: -1.0,
+            best_model: snapshot(model),
+            best_val_probs: None,
+            epochs_done: 0,
+        }
     }
 
     fn restore(config: &FinetuneConfig, model: &Classifier, sgd: &mut Sgd) -> Result<Self> {
@@ -202,6 +211,7 @@ impl Progress {
             history: state.history,
             best_acc: state.best_acc,
             best_model: state.best_model,
+            best_val_probs: None,
             epochs_done: state.epochs_done,
         })
     }
@@ -210,8 +220,8 @@ impl Progress {
     /// strictly improves, as the tutorial does.
     fn record(
         &mut self,
-        train_row: EpochRow,
-        val_row: EpochRow,
+        (train_row, val_row): (EpochRow, EpochRow),
+        val_probs: Tensor,
         model: &Classifier,
         config: &FinetuneConfig,
         classes: &[String],
@@ -220,6 +230,7 @@ impl Progress {
         if val_row.acc > self.best_acc {
             self.best_acc = val_row.acc;
             self.best_model = snapshot(model);
+            self.best_val_probs = Some(val_probs);
             save_model(&config.out.join(BEST_MODEL_FILE), &self.best_model, config, classes, self.best_acc, epoch)?;
         }
         self.history.push(train_row);
@@ -290,6 +301,7 @@ fn train_phase(
     })
 }
 
+/// The val row of an epoch, and the val probabilities it was computed from.
 fn val_phase(
     model: &Classifier,
     splits: &Splits,
@@ -297,18 +309,24 @@ fn val_phase(
     config: &FinetuneConfig,
     epoch: usize,
     device: Device,
-) -> EpochRow {
+) -> (EpochRow, Tensor) {
     let start = Instant::now();
     let labels = splits.val.labels_tensor();
-    let (loss, correct) = match frozen {
-        Some(features) => eval_head(model, &features.val, &labels),
-        None => {
-            let probs = predict_probabilities(model, &splits.val_images, frozen_pass(config, device), "val");
-            loss_and_correct(&probs, &labels)
-        }
+    let probs = match frozen {
+        Some(features) => head_probabilities(model, &features.val),
+        None => predict_probabilities(model, &splits.val_images, frozen_pass(config, device), "val"),
     };
+    let (loss, correct) = loss_and_correct(&probs, &labels);
     let acc = correct as f64 / splits.val.len() as f64;
-    EpochRow { epoch, phase: "val".into(), loss, acc, seconds: start.elapsed().as_secs_f64(), data_wait_seconds: 0.0 }
+    let row = EpochRow {
+        epoch,
+        phase: "val".into(),
+        loss,
+        acc,
+        seconds: start.elapsed().as_secs_f64(),
+        data_wait_seconds: 0.0,
+    };
+    (row, probs)
 }
 
 /// After the last epoch: the tutorial's closing lines, the best model back in
@@ -336,7 +354,10 @@ fn finish(
     );
     restore_tensors(&model.named_tensors(), &progress.best_model);
     plots::training_curves(&progress.history, &config.out)?;
-    let val_probs = predict_probabilities(model, &splits.val_images, frozen_pass(config, device), "val grid");
+    let val_probs = match &progress.best_val_probs {
+        Some(probs) => probs.shallow_clone(),
+        None => predict_probabilities(model, &splits.val_images, frozen_pass(config, device), "val grid"),
+    };
     plots::prediction_grid(&splits.val, &val_probs, &config.out.join("val_predictions.png"))?;
     let best = progress.history.best_val().context("no epoch was run")?;
     let bad_files = splits.train.bad_files.iter().chain(&splits.val.bad_files);
@@ -554,9 +575,9 @@ fn train_head_on_features(
     train_head_steps(model, sgd, &features.index_select(0, &order), &labels, config, epoch, lr)
 }
 
-fn eval_head(model: &Classifier, features: &Tensor, labels: &Tensor) -> (f64, i64) {
-    let probs = tch::no_grad(|| model.head_forward(features, false).softmax(-1, Kind::Float));
-    loss_and_correct(&probs, labels)
+/// Class probabilities from features, on the CPU (as `predict_probabilities`'s).
+fn head_probabilities(model: &Classifier, features: &Tensor) -> Tensor {
+    tch::no_grad(|| model.head_forward(features, false).softmax(-1, Kind::Float)).to_device(Device::Cpu)
 }
 
 /// Mean cross-entropy and number of correct top-1 predictions.
