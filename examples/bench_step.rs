@@ -1,10 +1,10 @@
 //! One training step (batch 4) of a backbone and head, split into forward and
-//! backward + update, median of 25. The layout argument: `nchw`, or
+//! backward + update, median over the steps. The layout argument: `nchw`, or
 //! channels-last inputs with the weights as they are (`cl`) or converted to
 //! channels-last too (`cl-weights`). The third argument, `direct`, takes every
 //! weight gradient from oneDNN instead of Winograd's where it applies, and
 //! `both` alternates the two step by step (the same host load for each) and
-//! reports both.
+//! reports both. `STEPS=N` runs N steps (of each) instead of 25.
 //! `cargo run --release --example bench_step -- resnet18 nchw both`
 
 use std::time::Instant;
@@ -50,7 +50,8 @@ fn main() {
     let x = Tensor::randn([4, 3, 224, 224], (Kind::Float, Device::Cpu));
     let y = Tensor::from_slice(&[0i64, 1, 0, 1]);
     let mut times: Vec<Times> = modes.iter().map(|_| Times::default()).collect();
-    for _ in 0..25 {
+    let steps: usize = std::env::var("STEPS").map_or(25, |s| s.parse().unwrap());
+    for _ in 0..steps {
         for (&winograd, times) in modes.iter().zip(times.iter_mut()) {
             let start = Instant::now();
             let forward = || {

@@ -10,7 +10,9 @@
 //!                        new linear head)
 //!             ─► train::feed (batches to the device) / train::frozen (frozen-
 //!                        backbone passes, in CPU lanes)
-//!             ─► train::finetune (SGD + StepLR, best model, resumable state)
+//!             ─► train::finetune (SGD + StepLR, best model, resumable state;
+//!                        on the CPU, weight gradients of ResNet's early 3×3
+//!                        convolutions by models::winograd)
 //!             ─► metrics.csv / summary.json / report::plots / .safetensors
 //! ```
 //!

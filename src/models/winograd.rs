@@ -19,9 +19,9 @@
 //! [`Tape`]; `train::sgd::gradients` then asks autograd for the gradient of
 //! each recorded output and turns it into the weight's gradient here. Only
 //! convolutions with many tiles per channel take this path ([`Conv3x3`]); on
-//! ResNet-18 at batch 4 it saves ~3 % of the backward pass
-//! (`examples/bench_step.rs … both`), with gradients equal to oneDNN's to ~5e-6
-//! relative (`examples/bench_winograd.rs`).
+//! ResNet-18 at batch 4 it saves 2–3 % of the backward pass (median of
+//! steps interleaved with oneDNN-only ones, `examples/bench_step.rs … both`),
+//! with gradients equal to oneDNN's to ~5e-6 relative (`examples/bench_winograd.rs`).
 
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -64,6 +64,8 @@ pub fn weight_gradient(input: &Tensor, grad_output: &Tensor) -> Tensor {
     dw.view([3, 3, k, c]).permute([2, 3, 0, 1]).contiguous()
 }
 
+/// What a scratch tensor holds: the transformed inputs, the transformed
+/// output gradients, or their 16 products.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Scratch {
     Windows,
@@ -75,8 +77,8 @@ thread_local! {
     static SCRATCH: RefCell<HashMap<(Scratch, [i64; 3]), Tensor>> = RefCell::new(HashMap::new());
 }
 
-/// This thread's scratch tensor for `role` and `shape`, reused from call to
-/// call: the transformed tensors are several times the activations' size, and
+/// This thread's scratch tensor for `role` and `shape` (one per shape, kept
+/// for the thread's life), reused from call to call: the transformed tensors are several times the activations' size, and
 /// fresh ones come from `mmap`, whose page faults cost more than the transforms.
 fn scratch(role: Scratch, shape: [i64; 3]) -> Tensor {
     SCRATCH.with(|cache| {
