@@ -56,8 +56,8 @@ pub fn weight_gradient(input: &Tensor, grad_output: &Tensor) -> Tensor {
     assert_eq!(grad_output.size(), [n, k, h, w], "weight_gradient: grad_output must be [N, K, H, W] like input");
     let (n, h, w) = (n as usize, h as usize, w as usize);
     let grid = TileGrid { n, h, w, th: h.div_ceil(M), tw: w.div_ceil(M) };
-    let windows = input_windows(&input.to_kind(Kind::Float).contiguous(), &grid); // [C, A², T]
-    let tiles = output_gradient_tiles(&grad_output.to_kind(Kind::Float).contiguous(), &grid); // [K, A², T]
+    let windows = transform_patches::<A, InputWindows>(&input.to_kind(Kind::Float).contiguous(), &grid); // [C, A², T]
+    let tiles = transform_patches::<M, OutputGradientTiles>(&grad_output.to_kind(Kind::Float).contiguous(), &grid); // [K, A², T]
     let du = scratch(Scratch::Product, [(A * A) as i64, k, c]);
     let _ = tiles.permute([1, 0, 2]).bmm_out(&du, &windows.permute([1, 2, 0])); // [A², K, C]
     let dw = filter_transform_transposed().matmul(&du.view([(A * A) as i64, k * c]));
@@ -150,63 +150,60 @@ fn mix_columns<const OUT: usize, const IN: usize>(
     }
 }
 
-/// `Bᵀ d B` for the A×A window of every tile (rows and columns `M·t − 1 ..
-/// M·t + A − 2` of the input, zero outside it), per channel: `[C, A², T]`.
-fn input_windows(x: &Tensor, grid: &TileGrid) -> Tensor {
-    let c = x.size()[1] as usize;
-    let tiles = grid.tiles();
-    let mut out = scratch(Scratch::Windows, [c as i64, (A * A) as i64, tiles as i64]);
-    let src = f32_slice(x);
-    let width = M * grid.tw + 2; // input columns −1 ..= M·tw, zero outside [0, w)
-    f32_slice_mut(&mut out).par_chunks_mut(A * A * tiles).enumerate().for_each(|(ci, dst)| {
-        let mut rows = vec![0f32; A * width];
-        let mut mixed = vec![0f32; A * width];
-        for ni in 0..grid.n {
-            let plane = &src[(ni * c + ci) * grid.h * grid.w..][..grid.h * grid.w];
-            for ti in 0..grid.th {
-                for (i, row) in rows.chunks_exact_mut(width).enumerate() {
-                    let r = (M * ti + i).wrapping_sub(1);
-                    row.fill(0.0);
-                    if r < grid.h {
-                        row[1..=grid.w].copy_from_slice(&plane[r * grid.w..][..grid.w]);
-                    }
-                }
-                mix_rows(&BT, &rows, &mut mixed, width);
-                let t0 = (ni * grid.th + ti) * grid.tw;
-                for i in 0..A {
-                    mix_columns::<A, A>(&BT, &mixed[i * width..][..width], dst, (i * A, tiles, t0, grid.tw));
-                }
-            }
-        }
-    });
-    out
+/// One of the two per-tile transforms: `P x Pᵀ` for the IN×IN patch `x` of
+/// each tile, where the patch of tile `(ti, tj)` has rows and columns from
+/// `M·t − PAD` on (zero outside the image). Constants, so that the compiler
+/// unrolls [`mix_rows`] and [`mix_columns`] and drops their zero terms.
+trait PatchTransform<const IN: usize> {
+    /// `P`, A×IN.
+    const MATRIX: [[f32; IN]; A];
+    const PAD: usize;
+    const SCRATCH: Scratch;
 }
 
-/// `A g Aᵀ` for every M×M output-gradient tile `g` (zero beyond the output),
-/// per output channel: `[K, A², T]`.
-fn output_gradient_tiles(dy: &Tensor, grid: &TileGrid) -> Tensor {
-    let k = dy.size()[1] as usize;
+/// `Bᵀ d B` for the A×A input window `d` of every tile.
+struct InputWindows;
+
+impl PatchTransform<A> for InputWindows {
+    const MATRIX: [[f32; A]; A] = BT;
+    const PAD: usize = 1;
+    const SCRATCH: Scratch = Scratch::Windows;
+}
+
+/// `A g Aᵀ` for every M×M output-gradient tile `g`.
+struct OutputGradientTiles;
+
+impl PatchTransform<M> for OutputGradientTiles {
+    const MATRIX: [[f32; M]; A] = AT_T;
+    const PAD: usize = 0;
+    const SCRATCH: Scratch = Scratch::Tiles;
+}
+
+/// The transform `T` of every tile's patch, per channel of `src`
+/// (`[N, channels, H, W]`): `[channels, A², tiles]`.
+fn transform_patches<const IN: usize, T: PatchTransform<IN>>(src: &Tensor, grid: &TileGrid) -> Tensor {
+    let channels = src.size()[1] as usize;
     let tiles = grid.tiles();
-    let mut out = scratch(Scratch::Tiles, [k as i64, (A * A) as i64, tiles as i64]);
-    let src = f32_slice(dy);
-    let width = M * grid.tw;
-    f32_slice_mut(&mut out).par_chunks_mut(A * A * tiles).enumerate().for_each(|(ki, dst)| {
-        let mut rows = vec![0f32; M * width];
+    let mut out = scratch(T::SCRATCH, [channels as i64, (A * A) as i64, tiles as i64]);
+    let src = f32_slice(src);
+    let width = M * grid.tw + 2 * T::PAD; // columns −PAD .. M·tw + PAD
+    f32_slice_mut(&mut out).par_chunks_mut(A * A * tiles).enumerate().for_each(|(channel, dst)| {
+        let mut rows = vec![0f32; IN * width];
         let mut mixed = vec![0f32; A * width];
         for ni in 0..grid.n {
-            let plane = &src[(ni * k + ki) * grid.h * grid.w..][..grid.h * grid.w];
+            let plane = &src[(ni * channels + channel) * grid.h * grid.w..][..grid.h * grid.w];
             for ti in 0..grid.th {
                 for (i, row) in rows.chunks_exact_mut(width).enumerate() {
-                    let r = M * ti + i;
+                    let r = (M * ti + i).wrapping_sub(T::PAD);
                     row.fill(0.0);
                     if r < grid.h {
-                        row[..grid.w].copy_from_slice(&plane[r * grid.w..][..grid.w]);
+                        row[T::PAD..T::PAD + grid.w].copy_from_slice(&plane[r * grid.w..][..grid.w]);
                     }
                 }
-                mix_rows(&AT_T, &rows, &mut mixed, width);
+                mix_rows(&T::MATRIX, &rows, &mut mixed, width);
                 let t0 = (ni * grid.th + ti) * grid.tw;
                 for i in 0..A {
-                    mix_columns::<A, M>(&AT_T, &mixed[i * width..][..width], dst, (i * A, tiles, t0, grid.tw));
+                    mix_columns(&T::MATRIX, &mixed[i * width..][..width], dst, (i * A, tiles, t0, grid.tw));
                 }
             }
         }
