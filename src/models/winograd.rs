@@ -246,13 +246,13 @@ impl Conv3x3 {
 impl Module for Conv3x3 {
     fn forward(&self, x: &Tensor) -> Tensor {
         let stride = [self.stride, self.stride];
-        let deferred = self.stride == 1
-            && self.ws.requires_grad()
-            && worth_deferring(x, &self.ws)
-            && x.requires_grad()
+        let deferred = Tape::is_recording()
+            && self.stride == 1
             && x.device() == Device::Cpu
             && x.kind() == Kind::Float
-            && Tape::is_recording();
+            && x.requires_grad()
+            && self.ws.requires_grad()
+            && worth_deferring(x, &self.ws);
         if !deferred {
             return x.conv2d(&self.ws, None::<Tensor>, stride, [1, 1], [1, 1], 1);
         }

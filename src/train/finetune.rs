@@ -145,7 +145,7 @@ pub fn run(config: &FinetuneConfig, device: Device, resume: bool) -> Result<Summ
         let (val_row, val_probs) = val_phase(&model, &splits, frozen.as_ref(), config, epoch, device);
         println!("val Loss: {:.4} Acc: {:.4}", val_row.loss, val_row.acc);
         println!();
-        progress.record((train_row, val_row), val_probs, &model, config, &splits.train.classes)?;
+        progress.record(train_row, val_row, val_probs, &model, config, &splits.train.classes)?;
         progress.save(config, &model, &sgd)?;
         if STOP_REQUESTED.load(Ordering::SeqCst) {
             bail!(interrupted_message(config, epoch));
@@ -220,7 +220,8 @@ impl Progress {
     /// strictly improves, as the tutorial does.
     fn record(
         &mut self,
-        (train_row, val_row): (EpochRow, EpochRow),
+        train_row: EpochRow,
+        val_row: EpochRow,
         val_probs: Tensor,
         model: &Classifier,
         config: &FinetuneConfig,
