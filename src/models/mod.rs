@@ -7,6 +7,7 @@
 
 pub mod checkpoint_io;
 pub mod efficientnet_lite;
+pub mod omp;
 pub mod pth;
 pub mod resnet;
 pub mod winograd;

@@ -17,15 +17,18 @@
 //! The training step runs these convolutions with a detached weight, so that
 //! autograd computes only their input gradient, and records each one on a
 //! [`Tape`]; `train::sgd::gradients` then asks autograd for the gradient of
-//! each recorded output and turns it into the weight's gradient here. Only
-//! convolutions with many tiles per channel take this path ([`Conv3x3`]); on
-//! ResNet-18 at batch 4 it saves 2–3 % of the backward pass (median of
-//! steps interleaved with oneDNN-only ones, `examples/bench_step.rs … both`),
-//! with gradients equal to oneDNN's to ~5e-6 relative (`examples/bench_winograd.rs`).
+//! each recorded output and turns it into the weight's gradient here. The
+//! transforms run on libtorch's own OpenMP threads ([`super::omp`]): on a
+//! second thread pool they competed with libtorch's spinning threads and most
+//! of the gain was lost. On ResNet-18 at batch 4 this saves ~15 % of the
+//! backward pass (steps interleaved with oneDNN-only ones,
+//! `examples/bench_step.rs … both`: 338 → 285 ms), with gradients equal to
+//! oneDNN's to ~5e-6 relative (`examples/bench_winograd.rs`).
 
-use rayon::prelude::*;
+use super::omp;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::Mutex;
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
@@ -187,7 +190,10 @@ fn transform_patches<const IN: usize, T: PatchTransform<IN>>(src: &Tensor, grid:
     let mut out = scratch(T::SCRATCH, [channels as i64, (A * A) as i64, tiles as i64]);
     let src = f32_slice(src);
     let width = M * grid.tw + 2 * T::PAD; // columns −PAD .. M·tw + PAD
-    f32_slice_mut(&mut out).par_chunks_mut(A * A * tiles).enumerate().for_each(|(channel, dst)| {
+    let planes: Vec<Mutex<&mut [f32]>> = f32_slice_mut(&mut out).chunks_mut(A * A * tiles).map(Mutex::new).collect();
+    omp::for_each_index(channels, |channel| {
+        let mut dst = planes[channel].lock().expect("one thread per channel");
+        let dst: &mut [f32] = &mut dst;
         let mut rows = vec![0f32; IN * width];
         let mut mixed = vec![0f32; A * width];
         for ni in 0..grid.n {
@@ -208,6 +214,7 @@ fn transform_patches<const IN: usize, T: PatchTransform<IN>>(src: &Tensor, grid:
             }
         }
     });
+    drop(planes);
     out
 }
 
@@ -251,8 +258,7 @@ impl Module for Conv3x3 {
             && x.device() == Device::Cpu
             && x.kind() == Kind::Float
             && x.requires_grad()
-            && self.ws.requires_grad()
-            && worth_deferring(x, &self.ws);
+            && self.ws.requires_grad();
         if !deferred {
             return x.conv2d(&self.ws, None::<Tensor>, stride, [1, 1], [1, 1], 1);
         }
@@ -260,18 +266,6 @@ impl Module for Conv3x3 {
         Tape::push(Deferred { weight: self.ws.shallow_clone(), input: x.shallow_clone(), output: y.shallow_clone() });
         y
     }
-}
-
-/// Whether Winograd's weight gradient beats oneDNN's for this input: when
-/// there are at least twice as many tiles as channels. Below that the 16
-/// GEMMs are too thin and their `[16, K, C]` result outweighs the saving
-/// (ResNet-18 at batch 4: 56×56 and 28×28 qualify, 14×14 and 7×7 do not;
-/// `examples/bench_winograd.rs`).
-fn worth_deferring(x: &Tensor, weight: &Tensor) -> bool {
-    let size = x.size();
-    let tiles = size[0] * ((size[2] + 1) / 2) * ((size[3] + 1) / 2);
-    let channels = weight.size()[0].max(weight.size()[1]);
-    tiles >= 2 * channels
 }
 
 /// A convolution whose weight gradient is left to [`weight_gradient`]: its
@@ -376,9 +370,10 @@ mod tests {
             let (logits, tape) = Tape::record(|| model.forward(&images, true));
             let expected = gradients(&loss(model.forward(&images, true)), &params, &Tape::default());
             let ours = gradients(&loss(logits), &params, &tape);
-            // Layer 1's 3×3 convolutions (four in ResNet-18's blocks, one in each of ResNet-50's
-            // three); from layer 2 on there are too few tiles at this size.
-            let expected_entries = if arch == Arch::Resnet18 { 4 } else { 3 };
+            // Every stride-1 3×3 convolution: 4 + 3 + 3 + 3 in ResNet-18's basic blocks, and in
+            // ResNet-50's bottlenecks all but the three that downsample (16 − 3), at sizes where
+            // the tiles overhang the edge (25×30 in layer 1, 4×4 in layer 4).
+            let expected_entries = 13;
             assert_eq!(tape.entries.len(), expected_entries, "{arch:?}: convolutions recorded");
             for ((name, _), (a, b)) in params.iter().zip(ours.iter().zip(&expected)) {
                 let error = max_relative_error(a, b);
