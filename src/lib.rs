@@ -11,7 +11,7 @@
 //!             ─► train::feed (batches to the device) / train::frozen (frozen-
 //!                        backbone passes, in CPU lanes)
 //!             ─► train::finetune (SGD + StepLR, best model, resumable state;
-//!                        on the CPU, weight gradients of ResNet's early 3×3
+//!                        on the CPU, weight gradients of ResNet's stride-1 3×3
 //!                        convolutions by models::winograd)
 //!             ─► metrics.csv / summary.json / report::plots / .safetensors
 //! ```

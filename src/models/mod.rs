@@ -3,7 +3,8 @@
 //! `efficientnet-lite-pytorch` package for EfficientNet-Lite0), so weights load
 //! by name; the new head keeps the original head's name (`fc` / `_fc`).
 //! [`winograd`] holds ResNet's 3×3 convolution layer and the Winograd weight
-//! gradients it uses in CPU training.
+//! gradients it uses in CPU training; [`omp`] runs their transforms on
+//! libtorch's own OpenMP threads.
 
 pub mod checkpoint_io;
 pub mod efficientnet_lite;
