@@ -12,7 +12,7 @@ use tch::{Device, Kind, Tensor};
 /// plan order, already on `device`. On CUDA a producer thread augments the
 /// next batches (on the rayon pool, into pinned memory) while `consume`
 /// computes on the current one. On the CPU the epoch is augmented ahead in
-/// rounds of [`UPFRONT_IMAGES`] (all of it for a small dataset), on every
+/// rounds of `UPFRONT_IMAGES` (all of it for a small dataset), on every
 /// core: helper threads working during a training step would stall its
 /// multi-threaded operators. Returns the seconds spent
 /// waiting for or preparing batches.
