@@ -1,14 +1,33 @@
-//! Links libtorch so that its CUDA library is loaded whenever it exists.
+//! Links libtorch so that its CUDA library is loaded whenever it exists, and
+//! records which libtorch that is.
 //!
 //! `torch-sys` tells us where libtorch lives (`DEP_TCH_LIBTORCH_LIB`). We embed
 //! that directory as an rpath, so the binaries run without LD_LIBRARY_PATH, and
 //! force-link `libtorch` with `--no-as-needed`: otherwise the linker drops it
-//! (no symbol is used directly) and CUDA is never seen at run time.
+//! (no symbol is used directly) and CUDA is never seen at run time. The
+//! version comes from the torch package's `version.py` beside `lib/`.
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    if let Ok(lib_dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
+    let lib_dir = std::env::var("DEP_TCH_LIBTORCH_LIB").ok();
+    if let Some(lib_dir) = &lib_dir {
         println!("cargo:rustc-link-arg=-Wl,-rpath={lib_dir}");
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
         println!("cargo:rustc-link-arg=-Wl,-ltorch");
     }
+    let version = lib_dir
+        .map(|dir| std::path::Path::new(&dir).join("../version.py"))
+        .and_then(|path| {
+            println!("cargo:rerun-if-changed={}", path.display());
+            std::fs::read_to_string(path).ok()
+        })
+        .and_then(|text| parse_version(&text))
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=TCHLAB_LIBTORCH_VERSION={version}");
+}
+
+/// `__version__ = '2.11.0+cpu'` → `2.11.0+cpu`.
+fn parse_version(version_py: &str) -> Option<String> {
+    let line = version_py.lines().find(|l| l.trim_start().starts_with("__version__"))?;
+    let value = line.split('=').nth(1)?.trim().trim_matches(|c| c == '\'' || c == '"');
+    (!value.is_empty()).then(|| value.to_owned())
 }

@@ -4,10 +4,12 @@
 
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
-use tchlab::models::{channels_last, Arch, Classifier};
+use tchlab::accel::channels_last;
+use tchlab::models::{Arch, Classifier};
+use tchlab::names::Named;
 
 fn main() {
-    let arch = Arch::parse(&std::env::args().nth(1).unwrap_or_else(|| "efficientnet-lite0".into())).unwrap();
+    let arch = Arch::parse_name(&std::env::args().nth(1).unwrap_or_else(|| "efficientnet-lite0".into())).unwrap();
     let model = Classifier::new(arch, 2, Device::Cpu);
     println!("{} | libtorch threads {}", arch.name(), tch::get_num_threads());
     for batch in [1i64, 4, 8, 16, 32] {

@@ -1,9 +1,11 @@
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
-use tchlab::models::{channels_last, Arch, Classifier};
+use tchlab::accel::channels_last;
+use tchlab::models::{Arch, Classifier};
+use tchlab::names::Named;
 
 fn main() {
-    let arch = Arch::parse(&std::env::args().nth(1).unwrap_or_else(|| "efficientnet-lite0".into())).unwrap();
+    let arch = Arch::parse_name(&std::env::args().nth(1).unwrap_or_else(|| "efficientnet-lite0".into())).unwrap();
     let batch: i64 = std::env::args().nth(2).map_or(4, |s| s.parse().unwrap());
     let model = Classifier::new(arch, 2, Device::Cpu);
     let x = channels_last(&Tensor::randn([batch, 3, 224, 224], (Kind::Float, Device::Cpu)));

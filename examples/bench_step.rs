@@ -9,9 +9,11 @@
 
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
-use tchlab::models::winograd::Tape;
+use tchlab::accel::winograd::WinogradBackprop;
+use tchlab::grad::{Autograd, Backprop};
 use tchlab::models::{Arch, Classifier};
-use tchlab::train::sgd::Sgd;
+use tchlab::names::Named;
+use tchlab::train::optim::{Optimizer, Sgd};
 
 /// Forward and backward-and-update times of each step, in ms.
 #[derive(Default)]
@@ -26,7 +28,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() {
-    let arch = Arch::parse(&std::env::args().nth(1).unwrap_or_else(|| "efficientnet-lite0".into())).unwrap();
+    let arch = Arch::parse_name(&std::env::args().nth(1).unwrap_or_else(|| "efficientnet-lite0".into())).unwrap();
     let layout = std::env::args().nth(2).unwrap_or_default();
     let cl = layout != "nchw";
     let gradients = std::env::args().nth(3).unwrap_or_default();
@@ -39,14 +41,13 @@ fn main() {
     if layout == "cl-weights" {
         for (_, mut var) in model.backbone_vs.variables() {
             if var.dim() == 4 {
-                let converted = tchlab::models::channels_last(&var);
+                let converted = tchlab::accel::channels_last(&var);
                 tch::no_grad(|| var.set_data(&converted));
             }
         }
     }
-    let params: Vec<(String, Tensor)> =
-        model.backbone_vs.variables().into_iter().chain(model.head_vs.variables()).collect();
-    let mut sgd = Sgd::new(params, 0.9);
+    let params = model.trainable();
+    let mut sgd = Sgd::new(&params, 0.9, 0.0);
     let x = Tensor::randn([4, 3, 224, 224], (Kind::Float, Device::Cpu));
     let y = Tensor::from_slice(&[0i64, 1, 0, 1]);
     let mut times: Vec<Times> = modes.iter().map(|_| Times::default()).collect();
@@ -54,20 +55,24 @@ fn main() {
     for _ in 0..steps {
         for (&winograd, times) in modes.iter().zip(times.iter_mut()) {
             let start = Instant::now();
-            let forward = || {
-                if cl {
+            let mut forward_ms = 0.0;
+            let mut forward = || {
+                let logits = if cl {
                     model.forward(&x, true)
                 } else {
                     model.head_forward(&model.backbone_forward_train_as_is(&x), true)
-                }
+                };
+                let _ = logits.sum(Kind::Float).double_value(&[]);
+                forward_ms = start.elapsed().as_secs_f64() * 1000.0;
+                logits
             };
-            let (logits, tape) = if winograd { Tape::record(forward) } else { (forward(), Tape::default()) };
-            let loss = logits.cross_entropy_for_logits(&y);
-            let _ = loss.double_value(&[]);
-            times.forward.push(start.elapsed().as_secs_f64() * 1000.0);
-            let start = Instant::now();
-            sgd.minimize_recorded(&loss, &tape, 0.001);
-            times.backward.push(start.elapsed().as_secs_f64() * 1000.0);
+            let loss = |logits: &Tensor| logits.cross_entropy_for_logits(&y);
+            let backprop: &dyn Backprop = if winograd { &WinogradBackprop } else { &Autograd };
+            let pass = backprop.run(&mut forward, &loss, &params, 1.0);
+            sgd.step(&params, &pass.grads, 0.001);
+            let _ = pass.loss.double_value(&[]);
+            times.forward.push(forward_ms);
+            times.backward.push(start.elapsed().as_secs_f64() * 1000.0 - forward_ms);
         }
     }
     for (&winograd, times) in modes.iter().zip(times.iter_mut()) {

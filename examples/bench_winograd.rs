@@ -1,13 +1,13 @@
 //! Weight gradient of ResNet's 3×3 stride-1 convolutions at batch 4 (or the
 //! batch given): oneDNN's (autograd with and without the weight requiring
 //! grad, the difference) against Winograd's
-//! ([`tchlab::models::winograd::weight_gradient`]), medians of 15, and the
+//! ([`tchlab::accel::winograd::weight_gradient`]), medians of 15, and the
 //! largest difference between the two relative to the largest gradient.
 //! `cargo run --release --example bench_winograd [-- BATCH]`
 
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
-use tchlab::models::winograd::weight_gradient;
+use tchlab::accel::winograd::weight_gradient;
 
 fn median_ms(mut f: impl FnMut()) -> f64 {
     let mut times: Vec<f64> = (0..18)

@@ -1,8 +1,12 @@
 //! What every binary does around its real work: one-line errors (a backtrace
-//! only when `RUST_BACKTRACE` is set), panics reported the same way, and
-//! Ctrl-C turned into a request to stop at a safe point.
+//! only when `RUST_BACKTRACE` is set), panics reported the same way, exit
+//! codes (1 for errors, 130 after Ctrl-C) and Ctrl-C connected to an
+//! [`Interrupt`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use crate::interrupt::{Interrupt, Interrupted};
+
+/// Exit status after an interruption by Ctrl-C (128 + SIGINT), as shells use.
+pub const EXIT_INTERRUPTED: i32 = 130;
 
 /// Runs `main_body`, printing any error as one line and exiting non-zero.
 pub fn run_main(main_body: impl FnOnce() -> anyhow::Result<()>) {
@@ -28,19 +32,21 @@ pub fn run_main(main_body: impl FnOnce() -> anyhow::Result<()>) {
             } else {
                 eprintln!("error: {err:#}");
             }
-            std::process::exit(1);
+            let interrupted = err.downcast_ref::<Interrupted>().is_some();
+            std::process::exit(if interrupted { EXIT_INTERRUPTED } else { 1 });
         }
         Err(_) => std::process::exit(101),
     }
 }
 
-/// Installs a Ctrl-C handler: the first press sets `flag` (the training loop
+/// Connects Ctrl-C to `interrupt`: the first press requests a stop (the work
 /// stops at its next safe point), a second press exits at once.
-pub fn stop_on_ctrl_c(flag: &'static AtomicBool) {
+pub fn stop_on_ctrl_c(interrupt: &Interrupt) {
+    let interrupt = interrupt.clone();
     let _ = ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
+        if interrupt.request() {
             eprintln!("\nsecond Ctrl-C: exiting now");
-            std::process::exit(130);
+            std::process::exit(EXIT_INTERRUPTED);
         }
         eprintln!("\nCtrl-C: stopping at the next safe point (press again to exit now)");
     });

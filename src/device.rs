@@ -1,8 +1,32 @@
-//! `--device auto|cpu|cuda|cuda:N`: parsing, CUDA detection, and the banner
-//! every binary prints at start. Nothing else in the crate picks a device.
+//! `--device auto|cpu|cuda|cuda:N`: the one argument every binary shares,
+//! CUDA detection, the names devices are shown with, and the banner every
+//! binary prints at start. Nothing else in the crate picks a device.
 
 use anyhow::{bail, Result};
 use tch::Device;
+
+/// The `--device` option, flattened into each binary's arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeviceArg {
+    /// Where tensors live: auto (CUDA when libtorch sees a GPU), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    pub device: String,
+}
+
+impl DeviceArg {
+    pub fn select(&self) -> Result<Device> {
+        select(&self.device)
+    }
+}
+
+/// A device as users type it: `cpu`, `cuda:0`.
+pub fn name(device: Device) -> String {
+    match device {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}").to_ascii_lowercase(),
+    }
+}
 
 /// Turns a `--device` value into a libtorch device, failing with one clear
 /// line when CUDA is asked for but not usable here.
@@ -36,17 +60,21 @@ pub fn select(spec: &str) -> Result<Device> {
 pub fn banner(device: Device) -> String {
     let torch = libtorch_version();
     match device {
-        Device::Cpu => format!(
-            "device: cpu ({} threads) | libtorch {torch} | CUDA available: {}",
-            tch::get_num_threads(),
-            tch::Cuda::is_available()
-        ),
+        Device::Cpu => {
+            let threads = tch::get_num_threads();
+            let plural = if threads == 1 { "" } else { "s" };
+            format!(
+                "device: cpu ({threads} thread{plural}) | libtorch {torch} | CUDA available: {}",
+                tch::Cuda::is_available()
+            )
+        }
         Device::Cuda(i) => format!("device: cuda:{i} | libtorch {torch} | CUDA devices: {}", tch::Cuda::device_count()),
         other => format!("device: {other:?} | libtorch {torch}"),
     }
 }
 
-/// The libtorch version this binary was built against (from torch-sys).
+/// The version of the libtorch this binary was built against, as its
+/// `version.py` says (read by `build.rs`; "unknown" where it found none).
 pub fn libtorch_version() -> &'static str {
-    "2.11.0"
+    env!("TCHLAB_LIBTORCH_VERSION")
 }

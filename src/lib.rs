@@ -27,13 +27,18 @@
 //! Binaries (`src/bin`) parse arguments and call into this library; `device`
 //! decides where tensors live, `cli` turns errors into one-line messages.
 
+pub mod accel;
 pub mod cli;
 pub mod data;
 pub mod device;
+pub mod grad;
+pub mod interrupt;
 pub mod layers;
 pub mod mnist_experiments;
 pub mod models;
+pub mod names;
 pub mod nets;
+pub mod persist;
 pub mod predict;
 pub mod report;
 pub mod train;

@@ -3,9 +3,9 @@
 //! and the CNN; each writes tables and figures to its output folder.
 
 use crate::data::mnist::{self, Mnist, Split};
-use crate::models::checkpoint_io::write_atomically;
 use crate::nets::cnn::ConvNetShape;
 use crate::nets::{Net, ThreeLayerConvNet, TwoLayerNet};
+use crate::persist::write_atomically;
 use crate::report::plots::{line_chart, Chart, Series};
 use crate::train::solver::{evaluate, train, SolverConfig, TrainOutcome};
 use anyhow::{Context, Result};

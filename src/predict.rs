@@ -6,10 +6,12 @@
 use crate::data::decode::decode_rgb;
 use crate::data::image_folder::{has_image_extension, ImageFolder};
 use crate::data::loader::{image_tensor, DecodedSplit, PixelBudget};
-use crate::data::transforms::{val_transform, Normalization};
-use crate::models::checkpoint_io::read_safetensors_metadata;
-use crate::models::{Arch, Classifier};
+use crate::data::transforms::val_transform_sized;
+use crate::models::Classifier;
+use crate::persist::model_card::ModelCard;
 use crate::report::progress;
+use crate::train::checkpoint::BEST_MODEL_FILE;
+use crate::train::evaluate::loss_and_correct;
 use crate::train::frozen::{predict_probabilities, FrozenPass};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -18,34 +20,38 @@ use tch::{Device, Tensor};
 
 pub struct TrainedModel {
     pub model: Classifier,
+    pub card: ModelCard,
     pub classes: Vec<String>,
-    pub normalization: Normalization,
+    /// The model file read (a run folder's best model when given the folder).
+    pub path: PathBuf,
 }
 
 impl TrainedModel {
+    /// Loads a model saved by `finetune`: its `.safetensors` file, or the
+    /// run folder that holds it.
     pub fn load(checkpoint: &Path, device: Device) -> Result<Self> {
-        let meta = read_safetensors_metadata(checkpoint)?;
-        let field = |key: &str| {
-            meta.get(key).cloned().with_context(|| {
-                format!("{}: no '{key}' recorded (not a model saved by finetune?)", checkpoint.display())
-            })
-        };
-        let arch = Arch::parse(&field("arch")?)?;
-        let classes: Vec<String> = serde_json::from_str(&field("classes")?)?;
-        let normalization = match field("normalization")?.as_str() {
-            "imagenet" => Normalization::Imagenet,
-            "tf-lite" => Normalization::TfLite,
-            other => bail!("{}: unknown normalization {other:?}", checkpoint.display()),
-        };
-        let mut model = Classifier::new(arch, classes.len() as i64, device);
-        model.load_all(checkpoint)?;
-        Ok(Self { model, classes, normalization })
+        let path = if checkpoint.is_dir() { checkpoint.join(BEST_MODEL_FILE) } else { checkpoint.to_owned() };
+        if !path.is_file() {
+            bail!(
+                "{}: no saved model there (expected a {BEST_MODEL_FILE} or a run folder holding one)",
+                path.display()
+            );
+        }
+        let card = ModelCard::read(&path)?;
+        let mut model = Classifier::new(card.arch, card.classes.len() as i64, device);
+        model.load_all(&path)?;
+        Ok(Self { model, classes: card.classes.clone(), card, path })
     }
 
-    /// Probabilities `[N, classes]` for `[N, 3, 224, 224]` images in [0, 1].
+    /// Probabilities `[N, classes]` for `[N, 3, S, S]` images in [0, 1].
     pub fn probabilities(&self, images: &Tensor, device: Device) -> Tensor {
-        let pass = FrozenPass { normalization: self.normalization, device, amp: false };
+        let pass = FrozenPass { normalization: self.card.normalization, device, amp: false };
         predict_probabilities(&self.model, images, pass, "predict")
+    }
+
+    /// The model's input for one image file: `[3, S, S]` in [0, 1].
+    fn input(&self, path: &Path) -> Result<Tensor> {
+        Ok(val_transform_sized(&image_tensor(&decode_rgb(path)?), self.card.image_size))
     }
 }
 
@@ -63,12 +69,17 @@ pub struct Prediction {
     pub error: Option<String>,
 }
 
-/// Expands folders (recursively, image extensions only) into files.
-pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+/// Image files from the inputs: folders expanded recursively (image
+/// extensions only; the number of other files is returned too), files taken
+/// as given.
+pub fn collect_images(inputs: &[PathBuf]) -> Result<(Vec<PathBuf>, usize)> {
     let mut files = Vec::new();
+    let mut skipped = 0;
     for input in inputs {
         if input.is_dir() {
-            let mut found: Vec<PathBuf> = walk(input)?.into_iter().filter(|p| has_image_extension(p)).collect();
+            let (mut found, others): (Vec<PathBuf>, Vec<PathBuf>) =
+                walk(input)?.into_iter().partition(|p| has_image_extension(p));
+            skipped += others.len();
             found.sort();
             files.extend(found);
         } else if input.exists() {
@@ -77,7 +88,7 @@ pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
             bail!("{}: no such file or folder", input.display());
         }
     }
-    Ok(files)
+    Ok((files, skipped))
 }
 
 fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -104,15 +115,17 @@ pub fn predict_files(
     let mut decoded_at = Vec::new();
     let bar = progress::bar(files.len() as u64, "decoding");
     for path in files {
-        match decode_rgb(path) {
-            Ok(rgb) => {
-                decoded.push(val_transform(&image_tensor(&rgb)));
+        match trained.input(path) {
+            Ok(image) => {
+                decoded.push(image);
                 decoded_at.push(predictions.len());
                 predictions.push(Prediction { path: path.clone(), top: Vec::new(), error: None });
             }
-            Err(e) => {
-                predictions.push(Prediction { path: path.clone(), top: Vec::new(), error: Some(format!("{e:#}")) })
-            }
+            Err(e) => predictions.push(Prediction {
+                path: path.clone(),
+                top: Vec::new(),
+                error: Some(e.root_cause().to_string()),
+            }),
         }
         bar.inc(1);
     }
@@ -158,18 +171,35 @@ pub struct Evaluation {
     pub skipped: Vec<String>,
 }
 
-/// Evaluates a trained model on one split folder (`DIR/<class>/*`).
-pub fn evaluate_split(trained: &TrainedModel, split_dir: &Path, device: Device) -> Result<Evaluation> {
-    let folder = ImageFolder::scan(split_dir)?;
-    if folder.classes != trained.classes {
-        bail!("{}: classes {:?} differ from the model's {:?}", split_dir.display(), folder.classes, trained.classes);
+/// The split folder to evaluate for `data`: `data` itself when its class
+/// folders are the model's, or its `val/` when `data` is a dataset root
+/// (`train/` and `val/` inside); the note says which was taken.
+pub fn resolve_split(data: &Path, classes: &[String]) -> Result<(ImageFolder, Option<String>)> {
+    let folder = ImageFolder::scan(data)?;
+    if folder.classes == classes {
+        return Ok((folder, None));
     }
+    let val = data.join("val");
+    if data.join("train").is_dir() && val.is_dir() {
+        let folder = ImageFolder::scan(&val)?;
+        if folder.classes == classes {
+            let note = format!("{} is a dataset root: evaluating its val split ({})", data.display(), val.display());
+            return Ok((folder, Some(note)));
+        }
+    }
+    bail!("{}: classes {:?} differ from the model's {:?}", data.display(), folder.classes, classes)
+}
+
+/// Evaluates a trained model on one split folder (`DIR/<class>/*`).
+pub fn evaluate_split(trained: &TrainedModel, folder: &ImageFolder, device: Device) -> Result<Evaluation> {
+    let split_dir = &folder.root;
     let bar = progress::bar(folder.samples.len() as u64, "decoding");
-    let split = DecodedSplit::decode(&folder, false, &mut PixelBudget::default(), &bar)?;
+    let mut split = DecodedSplit::decode(folder, false, &mut PixelBudget::default(), &bar)?;
+    split.image_size = trained.card.image_size;
     bar.finish_and_clear();
     let probs = trained.probabilities(&split.val_tensor(), device);
     let labels = split.labels_tensor();
-    let (loss, correct) = crate::train::finetune::loss_and_correct(&probs, &labels);
+    let (loss, correct) = loss_and_correct(&probs, &labels);
     let predicted: Vec<i64> = Vec::try_from(probs.argmax(-1, false))?;
     let n = trained.classes.len();
     let mut confusion = vec![vec![0i64; n]; n];
@@ -190,7 +220,7 @@ pub fn evaluate_split(trained: &TrainedModel, split_dir: &Path, device: Device) 
         })
         .collect();
     Ok(Evaluation {
-        split: split_dir.to_owned(),
+        split: split_dir.clone(),
         images: split.len(),
         accuracy: correct as f64 / split.len() as f64,
         loss,

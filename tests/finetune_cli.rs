@@ -221,7 +221,7 @@ fn full_mode_trains_every_weight_and_the_checkpoint_reloads() {
     let trained: std::collections::HashMap<String, tch::Tensor> =
         tch::Tensor::read_safetensors(out.path().join("best_model.safetensors")).unwrap().into_iter().collect();
     let original: std::collections::HashMap<String, tch::Tensor> =
-        tchlab::models::pth::read_state_dict(&weights).unwrap().into_iter().collect();
+        tchlab::persist::pth::read_state_dict(&weights).unwrap().into_iter().collect();
     let moved = (&trained["_conv_stem.weight"] - &original["_conv_stem.weight"]).abs().max().double_value(&[]);
     let head_classes = trained["_fc.weight"].size()[0];
     assert_eq!(head_classes, 2);

@@ -9,8 +9,8 @@ use tch::{Device, Kind, Tensor};
 use tchlab::data::decode::decode_rgb;
 use tchlab::data::loader::image_tensor;
 use tchlab::data::transforms::{val_transform, Normalization};
-use tchlab::models::pth::read_state_dict;
 use tchlab::models::{Arch, Classifier};
+use tchlab::persist::pth::read_state_dict;
 
 fn io_tensors(name: &str) -> HashMap<String, Tensor> {
     read_state_dict(&common::parity_fixtures().join(name)).unwrap().into_iter().collect()

@@ -1,14 +1,19 @@
 //! `finetune`: transfer learning on an image folder, and using the result
-//! (`finetune predict`, `finetune eval`). Parses arguments, then calls the library.
+//! (`finetune predict`, `finetune eval`). Parses arguments, calls the
+//! library, reports.
 
 use anyhow::{bail, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
-use tchlab::models::Arch;
-use tchlab::predict::{collect_images, evaluate_split, predict_files, TrainedModel};
+use tchlab::device::DeviceArg;
+use tchlab::interrupt::Interrupt;
+use tchlab::predict::{collect_images, evaluate_split, predict_files, resolve_split, TrainedModel};
 use tchlab::report::plots;
-use tchlab::train::finetune::{self, FinetuneConfig, Mode};
-use tchlab::train::state::RunState;
+use tchlab::train::checkpoint::{RunState, BEST_MODEL_FILE};
+use tchlab::train::config::{FinetuneConfig, TrainOptions};
+use tchlab::train::learner::{self, Start};
 
 #[derive(Parser)]
 #[command(
@@ -17,7 +22,8 @@ use tchlab::train::state::RunState;
     about = "Fine-tune a pretrained ResNet or EfficientNet-Lite0 on an image folder (DIR/train/<class>/*, DIR/val/<class>/*)",
     long_about = None,
     args_conflicts_with_subcommands = true,
-    after_help = "Examples:\n  finetune --mode feature-extract --arch efficientnet-lite0\n  finetune --mode full --arch resnet18 --epochs 25 --out runs/r18-full\n  finetune --resume runs/r18-full\n  finetune predict --checkpoint runs/r18-full/best_model.safetensors photo.jpg\n  finetune eval --checkpoint runs/r18-full/best_model.safetensors --data data/hymenoptera_data/val"
+    allow_negative_numbers = true,
+    after_help = "Examples:\n  finetune --mode feature-extract --arch efficientnet-lite0\n  finetune --mode full --arch resnet18 --epochs 25 --out runs/r18-full\n  finetune --config run.toml --lr 0.01\n  finetune --resume runs/r18-full --epochs 30\n  finetune predict --checkpoint runs/r18-full photo.jpg\n  finetune eval --checkpoint runs/r18-full --data data/hymenoptera_data"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -36,142 +42,102 @@ enum Command {
 
 #[derive(Args)]
 struct TrainArgs {
-    /// feature-extract: frozen backbone, new head; full: train every weight.
-    #[arg(long, value_enum, default_value = "feature-extract")]
-    mode: Mode,
-    #[arg(long, value_enum, default_value = "resnet18")]
-    arch: Arch,
-    /// Image folder with train/ and val/ inside.
-    #[arg(long, default_value = "data/hymenoptera_data")]
-    data: PathBuf,
-    /// Pretrained weights (.pth state_dict or .safetensors); default: the arch's file in --models-dir.
-    #[arg(long)]
-    weights: Option<PathBuf>,
-    /// Where scripts/fetch-models.sh puts weights.
-    #[arg(long, default_value = "models")]
-    models_dir: PathBuf,
-    /// Train from random weights instead of pretrained ones.
-    #[arg(long)]
-    random_init: bool,
-    #[arg(long, default_value_t = 25)]
-    epochs: usize,
-    #[arg(long, default_value_t = 4)]
-    batch_size: usize,
-    #[arg(long, default_value_t = 0.001)]
-    lr: f64,
-    #[arg(long, default_value_t = 0.9)]
-    momentum: f64,
-    /// StepLR: multiply the learning rate by --gamma every this many epochs.
-    #[arg(long, default_value_t = 7)]
-    step_size: usize,
-    #[arg(long, default_value_t = 0.1)]
-    gamma: f64,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: String,
-    /// Output folder (default: runs/<arch>-<mode>).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Threads that decode and augment images (default: one per CPU).
-    #[arg(long)]
-    workers: Option<usize>,
-    /// Memory for decoded images, in MB (train split first); images beyond it
-    /// are kept as file bytes and decoded at each use: slower, same results.
-    #[arg(long, value_name = "MB", default_value_t = tchlab::data::loader::DEFAULT_PIXEL_BUDGET_MB)]
-    cache_mb: u64,
-    /// feature-extract only: compute train features once (no augmentation) and train the head on them.
-    #[arg(long)]
-    cache_features: bool,
-    /// Fail on the first undecodable image instead of skipping it.
-    #[arg(long)]
-    strict: bool,
-    /// Mixed precision on CUDA: fp16 autocast forward passes, loss scaling in full mode.
-    #[arg(long)]
-    amp: bool,
-    /// Continue the run saved in this output folder (its recipe is reused).
+    #[command(flatten)]
+    options: TrainOptions,
+    /// Read options from a TOML file (keys as the options: `lr = 0.01`, `batch-size = 8`); flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Continue the run saved in this output folder with its own recipe (--epochs may extend it; --data, --workers, --threads, --cache-mb may change).
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
+    #[command(flatten)]
+    device: DeviceArg,
 }
 
 #[derive(Args)]
 struct PredictArgs {
-    /// A model written by finetune (best_model.safetensors).
-    #[arg(long)]
+    /// A model written by finetune: its best_model.safetensors, or the run folder.
+    #[arg(long, value_name = "FILE|DIR")]
     checkpoint: PathBuf,
-    /// Image files or folders.
+    /// Image files or folders (searched recursively for image files).
     #[arg(required = true)]
     images: Vec<PathBuf>,
-    /// Classes to show per image (default: all).
-    #[arg(long)]
-    top_k: Option<usize>,
+    /// Classes to show per image [default: all].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    top_k: Option<u64>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
-    #[arg(long, default_value = "auto")]
-    device: String,
+    /// Exit 0 even when some files cannot be read as images.
+    #[arg(long)]
+    allow_errors: bool,
+    #[command(flatten)]
+    device: DeviceArg,
 }
 
 #[derive(Args)]
 struct EvalArgs {
-    #[arg(long)]
+    /// A model written by finetune: its best_model.safetensors, or the run folder.
+    #[arg(long, value_name = "FILE|DIR")]
     checkpoint: PathBuf,
-    /// A split folder: DIR/<class>/<images>.
-    #[arg(long)]
+    /// A split folder (DIR/<class>/<images>), or a dataset root (its val/ split is evaluated).
+    #[arg(long, value_name = "DIR")]
     data: PathBuf,
-    /// Where to write the confusion matrix PNG and evaluation.json.
-    #[arg(long, default_value = ".")]
-    out: PathBuf,
+    /// Where to write confusion_matrix.png and evaluation.json [default: eval-<split> beside the model].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Print the evaluation as JSON instead of tables.
     #[arg(long)]
     json: bool,
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArg,
 }
 
 fn main() {
     tchlab::cli::run_main(|| {
-        let cli = Cli::parse();
+        let matches = Cli::command().get_matches();
+        let cli = Cli::from_arg_matches(&matches)?;
         match cli.command {
             Some(Command::Predict(args)) => predict(args),
             Some(Command::Eval(args)) => eval(args),
-            None => train(cli.train),
+            None => train(cli.train, given_options(&matches)),
         }
     });
 }
 
-fn train(args: TrainArgs) -> Result<()> {
-    let device = tchlab::device::select(&args.device)?;
-    println!("{}", tchlab::device::banner(device));
-    let (config, resume) = match &args.resume {
-        Some(dir) => {
-            let state = RunState::load(dir)?;
-            let mut config: FinetuneConfig = serde_json::from_str(&state.config_json)?;
-            config.out = dir.clone();
-            (config, true)
+/// The ids of the training options given on the command line.
+fn given_options(matches: &clap::ArgMatches) -> BTreeSet<String> {
+    let options = TrainOptions::augment_args(clap::Command::new("options"));
+    options
+        .get_arguments()
+        .map(|arg| arg.get_id().to_string())
+        .filter(|id| matches.value_source(id) == Some(ValueSource::CommandLine))
+        .collect()
+}
+
+fn train(args: TrainArgs, given: BTreeSet<String>) -> Result<()> {
+    let mut options = args.options;
+    if let Some(file) = &args.config {
+        if args.resume.is_some() {
+            bail!("--config cannot be given with --resume (the run keeps its saved recipe)");
         }
-        None => (config_from_args(&args)?, false),
+        options = options.with_file(file, &given)?;
+    }
+    let (config, start) = match &args.resume {
+        Some(dir) => (FinetuneConfig::resume(&RunState::config_json(dir)?, dir, &options, &given)?, Start::Resume),
+        None => (FinetuneConfig::new(&options)?, Start::Fresh),
     };
+    tchlab::accel::init_threads(config.threads, config.workers);
+    let device = args.device.select()?;
+    println!("{}", tchlab::device::banner(device));
+    println!("{}", config.describe());
+    let interrupt = Interrupt::new();
+    tchlab::cli::stop_on_ctrl_c(&interrupt);
+    let summary = learner::run(&config, device, start, &interrupt)?;
     println!(
-        "finetune: {} {} | epochs {} batch {} lr {} momentum {} StepLR({}, {}) seed {}{} | out {}",
-        config.arch.name(),
-        config.mode.name(),
-        config.epochs,
-        config.batch_size,
-        config.lr,
-        config.momentum,
-        config.step_size,
-        config.gamma,
-        config.seed,
-        if config.amp { " | mixed precision (--amp)" } else { "" },
-        config.out.display()
-    );
-    tchlab::cli::stop_on_ctrl_c(&finetune::STOP_REQUESTED);
-    let summary = finetune::run(&config, device, resume)?;
-    println!(
-        "results in {}: metrics.csv, summary.json, {}, loss.png, accuracy.png, val_predictions.png",
+        "results in {}: metrics.csv, summary.json, {BEST_MODEL_FILE}, loss.png, accuracy.png, val_predictions.png, TensorBoard events (tensorboard --logdir {})",
         config.out.display(),
-        finetune::BEST_MODEL_FILE
+        config.out.display()
     );
     if !summary.bad_files.is_empty() {
         println!("{} file(s) were skipped (listed in summary.json)", summary.bad_files.len());
@@ -179,89 +145,67 @@ fn train(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-fn config_from_args(args: &TrainArgs) -> Result<FinetuneConfig> {
-    if args.cache_features && args.mode != Mode::FeatureExtract {
-        bail!("--cache-features needs --mode feature-extract (in full mode the features change every step)");
-    }
-    if args.batch_size == 0 || args.epochs == 0 {
-        bail!("--batch-size and --epochs must be at least 1");
-    }
-    let weights = if args.random_init {
-        None
-    } else {
-        let path = args.weights.clone().unwrap_or_else(|| args.arch.default_weights(&args.models_dir));
-        if !path.exists() {
-            bail!(
-                "{}: weights file not found. Run scripts/fetch-models.sh, pass --weights FILE, or use --random-init",
-                path.display()
-            );
-        }
-        Some(path)
-    };
-    let out =
-        args.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", args.arch.name(), args.mode.name())));
-    Ok(FinetuneConfig {
-        mode: args.mode,
-        arch: args.arch,
-        data: args.data.clone(),
-        weights,
-        epochs: args.epochs,
-        batch_size: args.batch_size,
-        lr: args.lr,
-        momentum: args.momentum,
-        step_size: args.step_size,
-        gamma: args.gamma,
-        seed: args.seed,
-        out,
-        workers: args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
-        cache_features: args.cache_features,
-        cache_mb: args.cache_mb,
-        strict: args.strict,
-        amp: args.amp,
-    })
-}
-
 fn predict(args: PredictArgs) -> Result<()> {
-    let device = tchlab::device::select(&args.device)?;
+    let device = args.device.select()?;
     let trained = TrainedModel::load(&args.checkpoint, device)?;
-    let files = collect_images(&args.images)?;
+    let (files, skipped) = collect_images(&args.images)?;
+    if skipped > 0 {
+        eprintln!("skipped {skipped} file(s) in the folders given that are not images by extension");
+    }
     if files.is_empty() {
         bail!("no image files found in {:?}", args.images);
     }
-    let top_k = args.top_k.unwrap_or(trained.classes.len());
+    let top_k = args.top_k.map_or(trained.classes.len(), |k| k as usize);
     let predictions = predict_files(&trained, &files, top_k, device)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&predictions)?);
-        return Ok(());
-    }
-    eprintln!("{}", tchlab::device::banner(device));
-    for p in &predictions {
-        match &p.error {
-            Some(e) => println!("{}  ERROR {e}", p.path.display()),
-            None => {
-                let cells: Vec<String> = p.top.iter().map(|c| format!("{} {:.4}", c.class, c.probability)).collect();
-                println!("{}  {}", p.path.display(), cells.join("  "));
+    } else {
+        eprintln!("{}", tchlab::device::banner(device));
+        for p in &predictions {
+            match &p.error {
+                Some(e) => println!("{}  ERROR {e}", p.path.display()),
+                None => {
+                    let cells: Vec<String> =
+                        p.top.iter().map(|c| format!("{} {:.4}", c.class, c.probability)).collect();
+                    println!("{}  {}", p.path.display(), cells.join("  "));
+                }
             }
         }
+    }
+    let failed = predictions.iter().filter(|p| p.error.is_some()).count();
+    if failed > 0 && !args.allow_errors {
+        bail!(
+            "{failed} of {} file(s) could not be read as images (--allow-errors to exit 0 anyway)",
+            predictions.len()
+        );
     }
     Ok(())
 }
 
 fn eval(args: EvalArgs) -> Result<()> {
-    let device = tchlab::device::select(&args.device)?;
+    let device = args.device.select()?;
     let trained = TrainedModel::load(&args.checkpoint, device)?;
-    let evaluation = evaluate_split(&trained, &args.data, device)?;
-    std::fs::create_dir_all(&args.out)?;
-    plots::confusion_matrix(&evaluation.confusion, &trained.classes, &args.out.join("confusion_matrix.png"))?;
+    let (folder, note) = resolve_split(&args.data, &trained.classes)?;
+    if let Some(note) = note {
+        eprintln!("note: {note}");
+    }
+    let evaluation = evaluate_split(&trained, &folder, device)?;
+    let out = args.out.unwrap_or_else(|| {
+        let split_name = folder.root.file_name().map_or("split".into(), |n| n.to_string_lossy().into_owned());
+        trained.path.parent().unwrap_or(std::path::Path::new(".")).join(format!("eval-{split_name}"))
+    });
+    std::fs::create_dir_all(&out)
+        .map_err(|e| anyhow::anyhow!("--out {}: cannot create the folder ({e})", out.display()))?;
+    plots::confusion_matrix(&evaluation.confusion, &trained.classes, &out.join("confusion_matrix.png"))?;
     let json = serde_json::to_string_pretty(&evaluation)?;
-    tchlab::models::checkpoint_io::write_atomically(&args.out.join("evaluation.json"), json.as_bytes())?;
+    tchlab::persist::write_atomically(&out.join("evaluation.json"), json.as_bytes())?;
     if args.json {
         println!("{json}");
         return Ok(());
     }
     println!(
         "{}: {} images, accuracy {:.4}, loss {:.4}",
-        args.data.display(),
+        folder.root.display(),
         evaluation.images,
         evaluation.accuracy,
         evaluation.loss
@@ -275,10 +219,6 @@ fn eval(args: EvalArgs) -> Result<()> {
         let cells: Vec<String> = row.iter().map(|v| format!("{v:>6}")).collect();
         println!("{:<16}{}", class, cells.join(""));
     }
-    println!(
-        "wrote {} and {}",
-        args.out.join("confusion_matrix.png").display(),
-        args.out.join("evaluation.json").display()
-    );
+    println!("wrote {} and {}", out.join("confusion_matrix.png").display(), out.join("evaluation.json").display());
     Ok(())
 }

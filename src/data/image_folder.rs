@@ -61,8 +61,20 @@ impl ImageFolder {
 
     /// Scans `data/train` and `data/val`, requiring the same classes in both.
     pub fn scan_train_val(data: &Path) -> Result<(Self, Self)> {
+        Self::scan_train_and(data, "val")
+    }
+
+    /// Scans `data/train` and `data/<val_dir>`, requiring the same classes in both.
+    pub fn scan_train_and(data: &Path, val_dir: &str) -> Result<(Self, Self)> {
         let train = Self::scan(&data.join("train"))?;
-        let val = Self::scan(&data.join("val"))?;
+        let val_root = data.join(val_dir);
+        if !val_root.is_dir() {
+            bail!(
+                "{}: no {val_dir}/ folder beside train/ (name it with --val-dir, or hold out part of train/ with --val-split 0.2)",
+                data.display()
+            );
+        }
+        let val = Self::scan(&val_root)?;
         if train.classes != val.classes {
             bail!(
                 "{}: train and val have different classes: train {:?}, val {:?}",
@@ -72,6 +84,40 @@ impl ImageFolder {
             );
         }
         Ok((train, val))
+    }
+}
+
+impl ImageFolder {
+    /// Splits off `fraction` of each class's samples (at least one, never
+    /// all) as a validation split, chosen by `seed`; the rest stay for
+    /// training. Both keep every class.
+    pub fn split_off(self, fraction: f64, seed: u64) -> Result<(Self, Self)> {
+        use rand::seq::SliceRandom;
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0fa1);
+        let (mut train, mut val) = (Vec::new(), Vec::new());
+        for (class_index, class) in self.classes.iter().enumerate() {
+            let mut samples: Vec<Sample> =
+                self.samples.iter().filter(|s| s.class_index == class_index).cloned().collect();
+            if samples.len() < 2 {
+                bail!(
+                    "{}: class {class} has {} image(s); --val-split needs at least 2 per class",
+                    self.root.display(),
+                    samples.len()
+                );
+            }
+            samples.shuffle(&mut rng);
+            let held_out = ((samples.len() as f64 * fraction).round() as usize).clamp(1, samples.len() - 1);
+            val.extend(samples.drain(..held_out));
+            train.extend(samples);
+        }
+        let by_path = |a: &Sample, b: &Sample| a.path.cmp(&b.path);
+        train.sort_by(by_path);
+        val.sort_by(by_path);
+        let part =
+            |samples| Self { root: self.root.clone(), classes: self.classes.clone(), samples, ignored: Vec::new() };
+        let (train, val) = (part(train), part(val));
+        Ok((Self { ignored: self.ignored, ..train }, val))
     }
 }
 

@@ -6,7 +6,9 @@
 
 use super::decode::{decode_rgb_bytes, read_and_decode};
 use super::image_folder::ImageFolder;
-use super::transforms::{draw_augmentation, train_pixels, train_transform, val_transform, Augmentation};
+use super::transforms::{
+    draw_augmentation, train_pixels, train_transform, val_transform_sized, Augmentation, CROP_SIZE,
+};
 use anyhow::{bail, Result};
 use image::RgbImage;
 use rand::seq::SliceRandom;
@@ -78,6 +80,8 @@ pub struct DecodedSplit {
     pub paths: Vec<PathBuf>,
     pub classes: Vec<String>,
     pub bad_files: Vec<BadFile>,
+    /// Side of the square images the transforms produce (`--image-size`).
+    pub image_size: i64,
 }
 
 impl DecodedSplit {
@@ -97,6 +101,7 @@ impl DecodedSplit {
             paths: Vec::new(),
             classes: folder.classes.clone(),
             bad_files: Vec::new(),
+            image_size: CROP_SIZE,
         };
         for round in folder.samples.chunks(DECODE_ROUND) {
             let results: Vec<_> = round
@@ -178,8 +183,10 @@ impl DecodedSplit {
     /// The whole split through the validation transform, `[N, 3, 224, 224]`
     /// in [0, 1] (before normalization).
     pub fn val_tensor(&self) -> Tensor {
-        let transformed: Vec<Tensor> =
-            (0..self.len()).into_par_iter().map(|i| val_transform(&image_tensor(&self.rgb(i)))).collect();
+        let transformed: Vec<Tensor> = (0..self.len())
+            .into_par_iter()
+            .map(|i| val_transform_sized(&image_tensor(&self.rgb(i)), self.image_size))
+            .collect();
         Tensor::stack(&transformed, 0)
     }
 
@@ -233,7 +240,7 @@ impl EpochPlan {
 
     /// The `k`-th image of the epoch, augmented.
     fn augmented(&self, split: &DecodedSplit, k: usize) -> Tensor {
-        train_transform(&image_tensor(&split.rgb(self.order[k])), &self.augmentations[k])
+        train_transform(&image_tensor(&split.rgb(self.order[k])), &self.augmentations[k], split.image_size)
     }
 
     /// The labels of the epoch's images `range`, in plan order.
@@ -247,7 +254,7 @@ impl EpochPlan {
     pub fn pixels(&self, split: &DecodedSplit, range: std::ops::Range<usize>) -> Tensor {
         let images: Vec<Tensor> = range
             .into_par_iter()
-            .map(|k| train_pixels(&image_tensor(&split.rgb(self.order[k])), &self.augmentations[k]))
+            .map(|k| train_pixels(&image_tensor(&split.rgb(self.order[k])), &self.augmentations[k], split.image_size))
             .collect();
         Tensor::stack(&images, 0)
     }

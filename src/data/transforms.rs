@@ -109,17 +109,17 @@ fn resize_u8(image: &Tensor, out_h: i64, out_w: i64) -> Tensor {
 }
 
 /// The training transform of one `[3, H, W]` uint8 image: crop, resize to
-/// 224², optional flip; returns float values in [0, 1].
-pub fn train_transform(image: &Tensor, aug: &Augmentation) -> Tensor {
-    train_pixels(image, aug).to_kind(Kind::Float) / 255.0
+/// `size`² (224 in the tutorial), optional flip; returns float values in [0, 1].
+pub fn train_transform(image: &Tensor, aug: &Augmentation, size: i64) -> Tensor {
+    train_pixels(image, aug, size).to_kind(Kind::Float) / 255.0
 }
 
-/// [`train_transform`] before the scaling to [0, 1]: `[3, 224, 224]` uint8
+/// [`train_transform`] before the scaling to [0, 1]: `[3, size, size]` uint8
 /// (exact, since the resize rounds to the 0–255 grid as PIL does).
-pub fn train_pixels(image: &Tensor, aug: &Augmentation) -> Tensor {
+pub fn train_pixels(image: &Tensor, aug: &Augmentation, size: i64) -> Tensor {
     let c = aug.crop;
     let cropped = image.narrow(1, c.top, c.height).narrow(2, c.left, c.width);
-    let resized = resize_u8(&cropped, CROP_SIZE, CROP_SIZE).to_kind(Kind::Uint8);
+    let resized = resize_u8(&cropped, size, size).to_kind(Kind::Uint8);
     if aug.flip {
         resized.flip([2])
     } else {
@@ -145,16 +145,25 @@ fn center_offset(size: i64, crop: i64) -> i64 {
 /// The validation transform of one `[3, H, W]` uint8 image: `Resize(256)`,
 /// `CenterCrop(224)`; returns float values in [0, 1].
 pub fn val_transform(image: &Tensor) -> Tensor {
-    let (_, h, w) = image.size3().unwrap();
-    let (rh, rw) = resize_shorter_side(h, w, RESIZE_SIZE);
+    val_transform_sized(image, CROP_SIZE)
+}
+
+/// [`val_transform`] for `size`² inputs: the shorter side resized to
+/// `size·256/224` (the tutorial's proportion), then the central `size`².
+pub fn val_transform_sized(image: &Tensor, size: i64) -> Tensor {
+    let (_, h, w) = image.size3().expect("an image tensor is [3, H, W]");
+    let resize_to = if size == CROP_SIZE { RESIZE_SIZE } else { (size as f64 * 8.0 / 7.0).round() as i64 };
+    let (rh, rw) = resize_shorter_side(h, w, resize_to);
     let resized = resize_u8(image, rh, rw);
-    let cropped = if rh < CROP_SIZE || rw < CROP_SIZE {
-        // Never reached with 256 > 224; kept so a smaller resize would pad as torchvision does.
-        let pad_h = (CROP_SIZE - rh).max(0);
-        let pad_w = (CROP_SIZE - rw).max(0);
-        resized.constant_pad_nd([pad_w / 2, pad_w - pad_w / 2, pad_h / 2, pad_h - pad_h / 2])
+    let cropped = if rh < size || rw < size {
+        // A very elongated image may resize below the crop: pad as torchvision does.
+        let pad_h = (size - rh).max(0);
+        let pad_w = (size - rw).max(0);
+        let padded = resized.constant_pad_nd([pad_w / 2, pad_w - pad_w / 2, pad_h / 2, pad_h - pad_h / 2]);
+        let (ph, pw) = (rh.max(size), rw.max(size));
+        padded.narrow(1, center_offset(ph, size), size).narrow(2, center_offset(pw, size), size)
     } else {
-        resized.narrow(1, center_offset(rh, CROP_SIZE), CROP_SIZE).narrow(2, center_offset(rw, CROP_SIZE), CROP_SIZE)
+        resized.narrow(1, center_offset(rh, size), size).narrow(2, center_offset(rw, size), size)
     };
     cropped / 255.0
 }

@@ -2,54 +2,31 @@
 //! follow the published checkpoints (torchvision for ResNet, the
 //! `efficientnet-lite-pytorch` package for EfficientNet-Lite0), so weights load
 //! by name; the new head keeps the original head's name (`fc` / `_fc`).
-//! [`winograd`] holds ResNet's 3×3 convolution layer and the Winograd weight
-//! gradients it uses in CPU training; [`omp`] runs their transforms on
-//! libtorch's own OpenMP threads.
+//! Models do not choose memory layouts or gradient paths: `crate::accel`
+//! does.
 
-pub mod checkpoint_io;
 pub mod efficientnet_lite;
-pub mod omp;
-pub mod pth;
 pub mod resnet;
-pub mod winograd;
 
+use crate::accel::lanes::SharedReadOnly;
 use crate::data::transforms::Normalization;
-use anyhow::{bail, Result};
-use std::path::{Path, PathBuf};
+use crate::persist::weights;
+use anyhow::Result;
+use std::path::Path;
 use tch::nn::{self, ModuleT};
 use tch::{Device, Tensor};
 
+/// A backbone; its name is what `--arch` takes (`crate::names::Named`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Arch {
     Resnet18,
     Resnet34,
     Resnet50,
-    #[value(name = "efficientnet-lite0")]
-    #[serde(rename = "efficientnet-lite0")]
     EfficientnetLite0,
 }
 
 impl Arch {
-    pub fn name(self) -> &'static str {
-        match self {
-            Arch::Resnet18 => "resnet18",
-            Arch::Resnet34 => "resnet34",
-            Arch::Resnet50 => "resnet50",
-            Arch::EfficientnetLite0 => "efficientnet-lite0",
-        }
-    }
-
-    pub fn parse(name: &str) -> Result<Self> {
-        match name {
-            "resnet18" => Ok(Arch::Resnet18),
-            "resnet34" => Ok(Arch::Resnet34),
-            "resnet50" => Ok(Arch::Resnet50),
-            "efficientnet-lite0" => Ok(Arch::EfficientnetLite0),
-            other => bail!("unknown architecture {other:?}"),
-        }
-    }
-
     /// The input normalization the published weights were trained with.
     pub fn normalization(self) -> Normalization {
         match self {
@@ -74,23 +51,18 @@ impl Arch {
         }
     }
 
+    /// Whether the network is built on depthwise convolutions (which run
+    /// fastest channels-last, also in training).
+    pub fn depthwise(self) -> bool {
+        self == Arch::EfficientnetLite0
+    }
+
     /// Dropout before the classifier in training, as the original model has.
     pub fn head_dropout(self) -> f64 {
         match self {
             Arch::EfficientnetLite0 => 0.2,
             _ => 0.0,
         }
-    }
-
-    /// Where `scripts/fetch-models.sh` puts this architecture's weights.
-    pub fn default_weights(self, models_dir: &Path) -> PathBuf {
-        let file = match self {
-            Arch::Resnet18 => "resnet18-f37072fd.pth",
-            Arch::Resnet34 => "resnet34-b627a593.pth",
-            Arch::Resnet50 => "resnet50-0676ba61.pth",
-            Arch::EfficientnetLite0 => "efficientnet-lite0-57934424.pth",
-        };
-        models_dir.join(file)
     }
 
     fn build_backbone(self, p: &nn::Path) -> Box<dyn ModuleT> {
@@ -101,11 +73,6 @@ impl Arch {
             Arch::EfficientnetLite0 => Box::new(efficientnet_lite::backbone(p)),
         }
     }
-}
-
-/// The same `[N, C, H, W]` tensor, stored as NHWC in memory.
-pub fn channels_last(x: &Tensor) -> Tensor {
-    x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }
 
 /// A backbone plus a linear head, in two variable stores so the backbone can
@@ -133,14 +100,10 @@ impl Classifier {
         Self { arch, backbone_vs, head_vs, backbone, head }
     }
 
-    /// Pooled backbone features, `[N, features]`. Inputs are laid out
-    /// channels-last where oneDNN's convolutions run faster on a CPU: every
-    /// eval pass, and training steps of EfficientNet (whose depthwise
-    /// convolutions gain most); ResNet training steps are faster in NCHW
-    /// (`cargo run --release --example bench_step -- resnet18 [nchw]`).
+    /// Pooled backbone features, `[N, features]`, the images in the memory
+    /// layout [`crate::accel::arrange_input`] picks for the pass.
     pub fn features(&self, images: &Tensor, train: bool) -> Tensor {
-        let channels_last_pays = !train || self.arch == Arch::EfficientnetLite0;
-        let images = if channels_last_pays { channels_last(images) } else { images.shallow_clone() };
+        let images = crate::accel::arrange_input(images, train, self.arch.depthwise());
         self.backbone.forward_t(&images, train)
     }
 
@@ -165,20 +128,31 @@ impl Classifier {
 
     /// Loads published backbone weights by name, ignoring the file's head.
     pub fn load_backbone(&mut self, weights: &Path) -> Result<()> {
-        let tensors = checkpoint_io::read_named_tensors(weights)?;
-        checkpoint_io::load_into(&mut self.backbone_vs, &tensors, weights)?;
+        let tensors = weights::read_named_tensors(weights)?;
+        weights::load_into(&mut self.backbone_vs, &tensors, weights)?;
         let known: Vec<String> = self.backbone_vs.variables().into_keys().collect();
         let head_prefix = format!("{}.", self.arch.head_name());
-        checkpoint_io::reject_unknown(&tensors, &known, Some(&head_prefix), weights)
+        weights::reject_unknown(&tensors, &known, Some(&head_prefix), weights)
     }
 
     /// Loads a whole model (backbone and head), e.g. our own saved best model.
     pub fn load_all(&mut self, weights: &Path) -> Result<()> {
-        let tensors = checkpoint_io::read_named_tensors(weights)?;
-        checkpoint_io::load_into(&mut self.backbone_vs, &tensors, weights)?;
-        checkpoint_io::load_into(&mut self.head_vs, &tensors, weights)?;
+        let tensors = weights::read_named_tensors(weights)?;
+        weights::load_into(&mut self.backbone_vs, &tensors, weights)?;
+        weights::load_into(&mut self.head_vs, &tensors, weights)?;
         let known: Vec<String> = self.named_tensors().into_iter().map(|(n, _)| n).collect();
-        checkpoint_io::reject_unknown(&tensors, &known, None, weights)
+        weights::reject_unknown(&tensors, &known, None, weights)
+    }
+
+    /// The parameters training updates: the head's, and the backbone's
+    /// unless it is frozen.
+    pub fn trainable(&self) -> crate::grad::Params {
+        crate::grad::Params::new(self.named_tensors())
+    }
+
+    /// The eval-mode, no-autograd view of this model that lanes may share.
+    pub fn frozen(&self) -> FrozenView<'_> {
+        FrozenView(self)
     }
 
     /// Every tensor of the model, named as in the published checkpoint.
@@ -189,3 +163,28 @@ impl Classifier {
         all
     }
 }
+
+/// A classifier seen only through its eval-mode passes without autograd
+/// (batch norm reads its running statistics, dropout is off): what CPU lanes
+/// may run on several threads at once.
+pub struct FrozenView<'a>(&'a Classifier);
+
+impl FrozenView<'_> {
+    pub fn arch(&self) -> Arch {
+        self.0.arch
+    }
+
+    /// Pooled backbone features in fp32, `[N, features]`.
+    pub fn features(&self, images: &Tensor) -> Tensor {
+        tch::no_grad(|| self.0.features(images, false).to_kind(tch::Kind::Float))
+    }
+
+    /// Class probabilities from features.
+    pub fn probabilities(&self, features: &Tensor) -> Tensor {
+        tch::no_grad(|| self.0.head_forward(features, false).softmax(-1, tch::Kind::Float))
+    }
+}
+
+// SAFETY: a `FrozenView` exposes only eval-mode forward passes under
+// `no_grad`, which read the model's tensors and write none.
+unsafe impl SharedReadOnly for FrozenView<'_> {}

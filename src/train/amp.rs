@@ -2,10 +2,11 @@
 //! CUDA autocast (fp16 convolutions and matrix products, fp32 where torch
 //! keeps it), and the loss is scaled before backward so that small fp16
 //! gradients do not flush to zero — `torch.cuda.amp.GradScaler`'s dynamic
-//! scaling, with its default constants.
+//! scaling, with its default constants. The scaler only sees gradients as
+//! values: it gives the scale for the backward pass and unscales its result.
 
-use crate::models::winograd::Tape;
-use tch::{Device, Kind, Tensor};
+use crate::grad::Gradients;
+use tch::Device;
 
 const INITIAL_SCALE: f64 = 65536.0;
 const GROWTH_FACTOR: f64 = 2.0;
@@ -45,24 +46,19 @@ impl Default for LossScaler {
 }
 
 impl LossScaler {
-    /// The gradients of `loss` for `params`: backpropagates `loss · scale`,
-    /// divides the gradients by the scale and updates it. `None` when a
-    /// gradient is not finite (the step must be skipped).
-    pub fn gradients(&mut self, loss: &Tensor, params: &[(String, Tensor)], tape: &Tape) -> Option<Vec<Tensor>> {
-        let grads = super::sgd::gradients(&(loss * self.scale), params, tape);
-        let finite = tch::no_grad(|| {
-            let inverse = 1.0 / self.scale;
-            let mut sums = Vec::with_capacity(grads.len());
-            for grad in grads.iter().filter(|g| g.defined()) {
-                let _ = grad.shallow_clone().g_mul_scalar_(inverse);
-                sums.push(grad.sum(Kind::Float));
-            }
-            // One device sync for all of them: a sum is finite only when every
-            // element is (unscaled fp32 gradients are far from overflowing).
-            sums.is_empty() || Tensor::stack(&sums, 0).sum(Kind::Float).double_value(&[]).is_finite()
-        });
+    /// The factor the loss is multiplied by before backward.
+    pub fn scale(&self) -> f64 {
+        self.scale
+    }
+
+    /// Divides gradients computed with [`LossScaler::scale`] by it and
+    /// updates the scale; `false` when a gradient is not finite (the step
+    /// must be skipped, as GradScaler skips it).
+    pub fn unscale(&mut self, grads: &mut Gradients) -> bool {
+        grads.scale_(1.0 / self.scale);
+        let finite = grads.all_finite();
         self.update(finite);
-        finite.then_some(grads)
+        finite
     }
 
     fn update(&mut self, finite: bool) {
@@ -79,10 +75,6 @@ impl LossScaler {
         }
     }
 
-    pub fn scale(&self) -> f64 {
-        self.scale
-    }
-
     /// Steps skipped so far because their gradients overflowed.
     pub fn skipped(&self) -> u64 {
         self.skipped
@@ -92,14 +84,21 @@ impl LossScaler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::grad::{Autograd, Backprop, Params};
+    use tch::{Kind, Tensor};
+
+    fn scaled_gradients(scaler: &LossScaler, p: &Tensor, loss: impl Fn(&Tensor) -> Tensor) -> Gradients {
+        let params = Params::new([("p".to_string(), p.shallow_clone())]);
+        Autograd.run(&mut || p.shallow_clone(), &loss, &params, scaler.scale()).grads
+    }
 
     #[test]
     fn overflow_halves_the_scale_and_reports_the_step_as_skipped() {
         let p = Tensor::from_slice(&[1.0f32]).set_requires_grad(true);
-        let params = [("p".to_string(), p.shallow_clone())];
         let mut scaler = LossScaler::default();
         // d(1e35·p)/dp · 65536 overflows f32: the step must be refused.
-        assert!(scaler.gradients(&(&p * 1e35).sum(Kind::Float), &params, &Tape::default()).is_none());
+        let mut grads = scaled_gradients(&scaler, &p, |p| (p * 1e35).sum(Kind::Float));
+        assert!(!scaler.unscale(&mut grads));
         assert_eq!(scaler.scale(), INITIAL_SCALE / 2.0);
         assert_eq!(scaler.skipped(), 1);
     }
@@ -107,10 +106,10 @@ mod tests {
     #[test]
     fn finite_gradients_are_unscaled() {
         let p = Tensor::from_slice(&[3.0f32]).set_requires_grad(true);
-        let params = [("p".to_string(), p.shallow_clone())];
         let mut scaler = LossScaler::default();
-        let grads = scaler.gradients(&(&p * &p).sum(Kind::Float), &params, &Tape::default()).expect("finite");
-        assert_eq!(grads[0].double_value(&[0]), 6.0);
+        let mut grads = scaled_gradients(&scaler, &p, |p| (p * p).sum(Kind::Float));
+        assert!(scaler.unscale(&mut grads));
+        assert_eq!(grads.0[0].double_value(&[0]), 6.0);
         assert_eq!(scaler.scale(), INITIAL_SCALE);
     }
 

@@ -3,6 +3,7 @@
 //! CPU the epoch is augmented up front so no helper thread competes with a
 //! training step for the cores.
 
+use crate::accel::single_threaded_helper;
 use crate::data::loader::{DecodedSplit, EpochPlan};
 use anyhow::Result;
 use std::time::Instant;
@@ -67,14 +68,6 @@ pub fn for_each_augmented_batch(
 /// Images augmented at a time on the CPU (150 KB each as uint8): the whole
 /// epoch of a small dataset, bounded memory for a large one.
 const UPFRONT_IMAGES: usize = 2048;
-
-/// Makes the calling helper thread (augmentation, batch producer) run its
-/// libtorch operators on one thread, as PyTorch's DataLoader workers do: each
-/// thread that calls libtorch otherwise starts its own team of OpenMP
-/// threads, and on a few cores those teams fight the training step's team.
-pub fn single_threaded_helper() {
-    tch::set_num_threads(1);
-}
 
 /// A CPU tensor ready for [`upload`]: in pinned (page-locked) memory for CUDA.
 fn stage(t: Tensor, device: Device) -> Tensor {

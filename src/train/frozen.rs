@@ -1,15 +1,16 @@
 //! Passes through the frozen, eval-mode backbone: the feature-extract epoch's
 //! augmented images, fixed image sets (val, `--cache-features`), and class
 //! probabilities for evaluation and prediction. On the CPU they run in lanes
-//! ([`super::lanes`]); on CUDA in large batches.
+//! (`crate::accel::lanes`) over the model's read-only [`FrozenView`]; on CUDA
+//! in large batches.
 
 use super::amp;
 use super::feed::for_each_augmented_batch;
-use super::finetune::STOP_REQUESTED;
-use super::lanes::{lane_count, map_in_lanes};
+use crate::accel::lanes::{lane_count, map_in_lanes};
 use crate::data::loader::{DecodedSplit, EpochPlan};
 use crate::data::transforms::Normalization;
-use crate::models::Classifier;
+use crate::interrupt::Interrupt;
+use crate::models::{Classifier, FrozenView};
 use crate::report::progress;
 use anyhow::Result;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,21 +26,29 @@ pub struct FrozenPass {
     pub amp: bool,
 }
 
+impl FrozenPass {
+    /// Fp32 features of `[N, 3, H, W]` images in [0, 1].
+    fn features(&self, model: &FrozenView, images: &Tensor) -> Tensor {
+        amp::autocast(self.amp, || model.features(&self.normalization.apply(images)))
+    }
+}
+
 /// Frozen-backbone features of the epoch's augmented train images, in plan
 /// order, and the seconds of the pass spent waiting for or augmenting
-/// batches. Returns early, with partial features, on Ctrl-C.
+/// batches. Returns early, with partial features, when `interrupt` is set.
 pub fn augmented_features(
     model: &Classifier,
     plan: &EpochPlan,
     split: &DecodedSplit,
     pass: FrozenPass,
+    interrupt: &Interrupt,
 ) -> Result<(Tensor, f64)> {
-    let FrozenPass { normalization, device, amp } = pass;
-    let batch_images = frozen_batch(device);
-    let lanes = lane_count(device);
+    let view = model.frozen();
+    let batch_images = frozen_batch(pass.device);
+    let lanes = lane_count(pass.device);
     let bar = progress::bar(plan.num_batches(batch_images) as u64, "train features");
-    let features_of = |model: &Classifier, images: &Tensor| {
-        let features = frozen_features(model, &normalization.apply(images), amp);
+    let features_of = |view: &FrozenView, images: &Tensor| {
+        let features = pass.features(view, images);
         bar.inc(1);
         features
     };
@@ -47,8 +56,8 @@ pub fn augmented_features(
         // CUDA: a producer thread augments the next batches into pinned
         // memory while the GPU works on this one.
         let mut features = Vec::new();
-        let waited = for_each_augmented_batch(plan, split, batch_images, device, |_, images, _| {
-            features.push(features_of(model, &images));
+        let waited = for_each_augmented_batch(plan, split, batch_images, pass.device, |_, images, _| {
+            features.push(features_of(&view, &images));
             Ok(())
         })?;
         bar.finish_and_clear();
@@ -57,14 +66,15 @@ pub fn augmented_features(
     // CPU: each lane augments its own batches and runs the backbone on them.
     let augment_nanos = AtomicU64::new(0);
     let batches: Vec<usize> = (0..plan.num_batches(batch_images)).collect();
-    let features = map_in_lanes(model, batches, lanes, |model, b| {
-        if STOP_REQUESTED.load(Ordering::SeqCst) {
-            return Tensor::zeros([0, model.arch.feature_count()], (Kind::Float, device));
+    let feature_count = view.arch().feature_count();
+    let features = map_in_lanes(&view, batches, lanes, |view, b| {
+        if interrupt.requested() {
+            return Tensor::zeros([0, feature_count], (Kind::Float, pass.device));
         }
         let start = Instant::now();
         let (images, _) = plan.batch_here(split, batch_images, b);
         augment_nanos.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        features_of(model, &images)
+        features_of(view, &images)
     });
     bar.finish_and_clear();
     let data_seconds = augment_nanos.into_inner() as f64 / 1e9 / lanes as f64;
@@ -82,20 +92,15 @@ pub fn frozen_batch(device: Device) -> usize {
     }
 }
 
-/// Eval-mode backbone features in fp32, without autograd.
-fn frozen_features(model: &Classifier, images: &Tensor, amp: bool) -> Tensor {
-    tch::no_grad(|| amp::autocast(amp, || model.features(images, false)).to_kind(Kind::Float))
-}
-
-/// Frozen-backbone features of `[N, 3, 224, 224]` images in [0, 1].
+/// Frozen-backbone features of `[N, 3, H, W]` images in [0, 1].
 pub fn backbone_features(model: &Classifier, images: &Tensor, pass: FrozenPass, label: &str) -> Tensor {
-    let FrozenPass { normalization, device, amp } = pass;
+    let view = model.frozen();
     let n = images.size()[0];
-    let batch = frozen_batch(device) as i64;
+    let batch = frozen_batch(pass.device) as i64;
     let bar = progress::bar(((n + batch - 1) / batch) as u64, label);
     let batches: Vec<Tensor> = (0..n).step_by(batch as usize).map(|s| images.narrow(0, s, batch.min(n - s))).collect();
-    let chunks = map_in_lanes(model, batches, lane_count(device), |model, images| {
-        let features = frozen_features(model, &normalization.apply(&images.to_device(device)), amp);
+    let chunks = map_in_lanes(&view, batches, lane_count(pass.device), |view, images| {
+        let features = pass.features(view, &images.to_device(pass.device));
         bar.inc(1);
         features
     });
@@ -103,8 +108,12 @@ pub fn backbone_features(model: &Classifier, images: &Tensor, pass: FrozenPass, 
     Tensor::cat(&chunks, 0)
 }
 
+/// Class probabilities `[N, classes]` (on the CPU) from features.
+pub fn head_probabilities(model: &Classifier, features: &Tensor) -> Tensor {
+    model.frozen().probabilities(features).to_device(Device::Cpu)
+}
+
 /// Class probabilities `[N, classes]` (on the CPU) for images in [0, 1].
 pub fn predict_probabilities(model: &Classifier, images: &Tensor, pass: FrozenPass, label: &str) -> Tensor {
-    let features = backbone_features(model, images, pass, label);
-    tch::no_grad(|| model.head_forward(&features, false).softmax(-1, Kind::Float)).to_device(Device::Cpu)
+    head_probabilities(model, &backbone_features(model, images, pass, label))
 }

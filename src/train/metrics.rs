@@ -1,7 +1,7 @@
 //! Per-epoch loss and accuracy rows, best-epoch tracking, and the files that
 //! record them (`metrics.csv`, `summary.json`).
 
-use crate::models::checkpoint_io::write_atomically;
+use crate::persist::write_atomically;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -16,6 +16,9 @@ pub struct EpochRow {
     /// Of `seconds`, the time spent waiting for or augmenting batches (train phases).
     #[serde(default)]
     pub data_wait_seconds: f64,
+    /// The learning rate of the epoch.
+    #[serde(default)]
+    pub lr: f64,
 }
 
 /// Running sums over one phase of one epoch.
@@ -66,11 +69,11 @@ impl History {
     }
 
     pub fn write_csv(&self, path: &Path) -> Result<()> {
-        let mut text = String::from("epoch,phase,loss,acc,seconds,data_wait_seconds\n");
+        let mut text = String::from("epoch,phase,loss,acc,lr,seconds,data_wait_seconds\n");
         for r in &self.rows {
-            let (epoch, phase, loss, acc, seconds, wait) =
-                (r.epoch, &r.phase, r.loss, r.acc, r.seconds, r.data_wait_seconds);
-            text += &format!("{epoch},{phase},{loss:.6},{acc:.6},{seconds:.3},{wait:.3}\n");
+            let (epoch, phase, loss, acc, lr, seconds, wait) =
+                (r.epoch, &r.phase, r.loss, r.acc, r.lr, r.seconds, r.data_wait_seconds);
+            text += &format!("{epoch},{phase},{loss:.6},{acc:.6},{lr:e},{seconds:.3},{wait:.3}\n");
         }
         write_atomically(path, text.as_bytes())
     }
@@ -90,7 +93,15 @@ mod tests {
     fn best_val_keeps_the_first_of_equal_accuracies() {
         let mut h = History::default();
         for (epoch, acc) in [(0, 0.9), (1, 0.95), (2, 0.95), (3, 0.93)] {
-            h.push(EpochRow { epoch, phase: "val".into(), loss: 0.1, acc, seconds: 1.0, data_wait_seconds: 0.0 });
+            h.push(EpochRow {
+                epoch,
+                phase: "val".into(),
+                loss: 0.1,
+                acc,
+                seconds: 1.0,
+                data_wait_seconds: 0.0,
+                lr: 0.001,
+            });
         }
         assert_eq!(h.best_val().unwrap().epoch, 1);
     }

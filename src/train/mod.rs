@@ -1,16 +1,34 @@
-//! Training: the transfer-learning epoch loop (`finetune`), getting batches
-//! to the device (`feed`), frozen-backbone passes (`frozen`, in CPU `lanes`),
-//! the optimizer and schedule (`sgd`, mixed precision in `amp`), per-epoch
-//! metrics, the resumable run state, and the MNIST `solver`. Models and data come in
-//! from [`crate::models`] and [`crate::data`]; figures go out through
-//! [`crate::report`].
+//! Training, by concept:
+//!
+//! - [`config`]: what a fine-tuning run is (options, `--config` files,
+//!   validation, what `--resume` may change);
+//! - [`learner`]: the epoch loop of a run; [`strategy`]: what
+//!   feature-extract and full mode mean; [`splits`]: the run's data;
+//! - [`step`]: one training step (gradients as values from a
+//!   `crate::grad::Backprop`, unscaled by [`amp`], applied by an [`optim`]
+//!   optimizer at the rate [`schedule`] gives);
+//! - [`checkpoint`]: best model and resumable state; [`evaluate`]: loss and
+//!   accuracy of predictions; [`metrics`] and [`summary`]: what a run
+//!   reports;
+//! - [`feed`] and [`frozen`]: batches to the device, frozen-backbone passes;
+//! - [`solver`]: the MNIST training loop.
+//!
+//! Models and data come in from [`crate::models`] and [`crate::data`];
+//! figures go out through [`crate::report`]; CPU speed code stays behind
+//! [`crate::accel`].
 
 pub mod amp;
+pub mod checkpoint;
+pub mod config;
+pub mod evaluate;
 pub mod feed;
-pub mod finetune;
 pub mod frozen;
-pub mod lanes;
+pub mod learner;
 pub mod metrics;
-pub mod sgd;
+pub mod optim;
+pub mod schedule;
 pub mod solver;
-pub mod state;
+pub mod splits;
+pub mod step;
+pub mod strategy;
+pub mod summary;

@@ -1,6 +1,7 @@
-//! Moves named tensors between files and a [`tch::nn::VarStore`]: reads
-//! PyTorch `.pth` state_dicts and our `.safetensors`, copies them into a
-//! model by name, and names the tensor and both shapes when they disagree.
+//! Weights into a model: reads a weights file (PyTorch `.pth` state_dict or
+//! `.safetensors`), copies its tensors into a [`tch::nn::VarStore`] by name,
+//! and names the tensor and both shapes when they disagree. It does not
+//! decide which file a model uses (the caller does).
 
 use super::pth::read_state_dict;
 use anyhow::{bail, Context, Result};
@@ -82,51 +83,5 @@ pub fn reject_unknown(
             unknown.len()
         );
     }
-    Ok(())
-}
-
-/// Writes named tensors and string metadata to `path` atomically (a
-/// temporary file in the same folder, then a rename).
-pub fn save_safetensors(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String, String>) -> Result<()> {
-    let cpu: Vec<(String, Tensor)> =
-        tensors.iter().map(|(n, t)| (n.clone(), t.to_device(tch::Device::Cpu).contiguous())).collect();
-    let views: Vec<(String, safetensors::tensor::TensorView)> = cpu
-        .iter()
-        .map(|(name, t)| {
-            let dtype = match t.kind() {
-                tch::Kind::Float => safetensors::Dtype::F32,
-                tch::Kind::Double => safetensors::Dtype::F64,
-                tch::Kind::Int64 => safetensors::Dtype::I64,
-                other => bail!("tensor {name}: cannot save kind {other:?}"),
-            };
-            let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-            let bytes = unsafe {
-                std::slice::from_raw_parts(t.data_ptr() as *const u8, t.numel() * t.kind().elt_size_in_bytes())
-            };
-            Ok((name.clone(), safetensors::tensor::TensorView::new(dtype, shape, bytes)?))
-        })
-        .collect::<Result<_>>()?;
-    let bytes = safetensors::tensor::serialize(views, &Some(metadata))?;
-    write_atomically(path, &bytes)
-}
-
-/// Reads the string metadata of a `.safetensors` file.
-pub fn read_safetensors_metadata(path: &Path) -> Result<HashMap<String, String>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| anyhow::anyhow!("{}: not a .safetensors file ({e})", path.display()))?;
-    Ok(meta.metadata().clone().unwrap_or_default())
-}
-
-/// Writes `bytes` to `path` through a temporary sibling and a rename, so a
-/// crash never leaves a half-written file under the final name.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().unwrap_or_default().to_string_lossy()));
-    let mut file = std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    file.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    file.sync_all().with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     Ok(())
 }

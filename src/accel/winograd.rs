@@ -14,10 +14,13 @@
 //! dW = Gᵀ dU G                                                 [K, C, 3, 3]
 //! ```
 //!
-//! The training step runs these convolutions with a detached weight, so that
-//! autograd computes only their input gradient, and records each one on a
-//! [`Tape`]; `train::sgd::gradients` then asks autograd for the gradient of
-//! each recorded output and turns it into the weight's gradient here. The
+//! [`WinogradBackprop`] runs the forward pass with these convolutions on a
+//! detached weight, so that autograd computes only their input gradient, and
+//! records each one on a tape private to this module; it then asks autograd
+//! for the gradient of each recorded output and turns it into the weight's
+//! gradient here. The detached weights never leave [`WinogradBackprop::run`]:
+//! outside it [`Conv3x3`] is an ordinary convolution, so any other gradient
+//! path (a plain `backward()`) gets its weight gradients from autograd. The
 //! transforms run on libtorch's own OpenMP threads ([`super::omp`]): on a
 //! second thread pool they competed with libtorch's spinning threads and most
 //! of the gain was lost. On ResNet-18 at batch 4 this saves ~15 % of the
@@ -26,6 +29,7 @@
 //! oneDNN's to ~5e-6 relative (`examples/bench_winograd.rs`).
 
 use super::omp;
+use crate::grad::{backward, Backprop, Params, Pass};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -233,10 +237,10 @@ fn f32_slice_mut(t: &mut Tensor) -> &mut [f32] {
 }
 
 /// A 3×3 convolution with padding 1 and no bias (the variable is `weight`,
-/// as in `nn::conv2d`). With stride 1, inside [`Tape::record`], on the CPU,
-/// it leaves its weight gradient to [`weight_gradient`]; otherwise it is an
-/// ordinary convolution. Its output must not be modified in place (autograd
-/// is asked for the gradient of that very tensor).
+/// as in `nn::conv2d`). With stride 1, inside [`WinogradBackprop::run`], on
+/// the CPU, it leaves its weight gradient to [`weight_gradient`]; otherwise it
+/// is an ordinary convolution. Its output must not be modified in place
+/// (autograd is asked for the gradient of that very tensor).
 #[derive(Debug)]
 pub struct Conv3x3 {
     pub ws: Tensor,
@@ -270,10 +274,10 @@ impl Module for Conv3x3 {
 
 /// A convolution whose weight gradient is left to [`weight_gradient`]: its
 /// weight variable, and the input and output of the call.
-pub struct Deferred {
-    pub weight: Tensor,
-    pub input: Tensor,
-    pub output: Tensor,
+struct Deferred {
+    weight: Tensor,
+    input: Tensor,
+    output: Tensor,
 }
 
 thread_local! {
@@ -282,13 +286,13 @@ thread_local! {
 
 /// The [`Deferred`] convolutions of one forward pass on this thread.
 #[derive(Default)]
-pub struct Tape {
-    pub entries: Vec<Deferred>,
+struct Tape {
+    entries: Vec<Deferred>,
 }
 
 impl Tape {
     /// Runs `forward`, recording the [`Conv3x3`] calls it makes on this thread.
-    pub fn record<T>(forward: impl FnOnce() -> T) -> (T, Tape) {
+    fn record<T>(forward: impl FnOnce() -> T) -> (T, Tape) {
         let outer = TAPE.with(|tape| tape.borrow_mut().replace(Vec::new()));
         let result = forward();
         let entries = TAPE.with(|tape| std::mem::replace(&mut *tape.borrow_mut(), outer)).unwrap_or_default();
@@ -301,6 +305,40 @@ impl Tape {
 
     fn push(entry: Deferred) {
         TAPE.with(|tape| tape.borrow_mut().as_mut().expect("recording").push(entry));
+    }
+
+    /// The gradients of `loss` for `params`: autograd's, except for the
+    /// weights of the recorded convolutions, whose gradients come from the
+    /// gradient of each recorded output.
+    fn gradients(&self, loss: &Tensor, params: &Params) -> crate::grad::Gradients {
+        let outputs: Vec<&Tensor> = self.entries.iter().map(|entry| &entry.output).collect();
+        let (mut grads, output_grads) = backward(loss, params, &outputs);
+        for (entry, grad_output) in self.entries.iter().zip(output_grads) {
+            let Some(i) = params.position_of(&entry.weight).filter(|_| grad_output.defined()) else { continue };
+            let grad = tch::no_grad(|| weight_gradient(&entry.input, &grad_output));
+            grads.0[i] = if grads.0[i].defined() { &grads.0[i] + grad } else { grad };
+        }
+        grads
+    }
+}
+
+/// Backpropagation with the weight gradients of the stride-1 3×3
+/// convolutions ([`Conv3x3`]) by Winograd's transform, for CPU training.
+/// A model without such convolutions gets autograd's gradients unchanged.
+pub struct WinogradBackprop;
+
+impl Backprop for WinogradBackprop {
+    fn run(
+        &self,
+        forward: &mut dyn FnMut() -> Tensor,
+        loss_of: &dyn Fn(&Tensor) -> Tensor,
+        params: &Params,
+        loss_scale: f64,
+    ) -> Pass {
+        let (logits, tape) = Tape::record(forward);
+        let loss = loss_of(&logits);
+        let grads = tape.gradients(&(&loss * loss_scale), params);
+        Pass { logits: logits.detach(), loss: loss.detach(), grads }
     }
 }
 
@@ -350,32 +388,24 @@ mod tests {
     }
 
     #[test]
-    fn resnet_gradients_with_the_tape_equal_autograds() {
+    fn resnet_gradients_by_winograd_equal_autograds() {
+        use crate::grad::Autograd;
         use crate::models::{Arch, Classifier};
-        use crate::train::sgd::gradients;
         tch::manual_seed(3);
         for arch in [Arch::Resnet18, Arch::Resnet50] {
             let model = Classifier::new(arch, 3, Device::Cpu);
-            let params: Vec<(String, Tensor)> = model
-                .backbone_vs
-                .variables()
-                .into_iter()
-                .chain(model.head_vs.variables())
-                .filter(|(_, t)| t.requires_grad())
-                .collect();
+            let params = Params::new(model.named_tensors());
             // Odd sizes from layer 1 on (25×30), where the tiles overhang the edge.
             let images = Tensor::randn([2, 3, 100, 120], (Kind::Float, Device::Cpu));
             let labels = Tensor::from_slice(&[0i64, 2]);
-            let loss = |logits: Tensor| logits.cross_entropy_for_logits(&labels);
-            let (logits, tape) = Tape::record(|| model.forward(&images, true));
-            let expected = gradients(&loss(model.forward(&images, true)), &params, &Tape::default());
-            let ours = gradients(&loss(logits), &params, &tape);
+            let loss = |logits: &Tensor| logits.cross_entropy_for_logits(&labels);
+            let expected = Autograd.run(&mut || model.forward(&images, true), &loss, &params, 1.0).grads;
+            let (_, tape) = Tape::record(|| model.forward(&images, true));
             // Every stride-1 3×3 convolution: 4 + 3 + 3 + 3 in ResNet-18's basic blocks, and in
-            // ResNet-50's bottlenecks all but the three that downsample (16 − 3), at sizes where
-            // the tiles overhang the edge (25×30 in layer 1, 4×4 in layer 4).
-            let expected_entries = 13;
-            assert_eq!(tape.entries.len(), expected_entries, "{arch:?}: convolutions recorded");
-            for ((name, _), (a, b)) in params.iter().zip(ours.iter().zip(&expected)) {
+            // ResNet-50's bottlenecks all but the three that downsample (16 − 3).
+            assert_eq!(tape.entries.len(), 13, "{arch:?}: convolutions recorded");
+            let ours = WinogradBackprop.run(&mut || model.forward(&images, true), &loss, &params, 1.0).grads;
+            for ((name, _), (a, b)) in params.iter().zip(ours.iter().zip(expected.iter())) {
                 let error = max_relative_error(a, b);
                 assert!(error < 1e-4, "{arch:?} {name}: relative error {error}");
             }

@@ -7,23 +7,21 @@
 //! nothing from them (its matrix products keep both cores busy), so it does
 //! not use them.
 
-use crate::models::Classifier;
 use rayon::prelude::*;
 use std::sync::OnceLock;
 use tch::Device;
 
-/// Models that lanes may share: what runs in a lane only reads them.
+/// Models that lanes may share: every method of the type only reads its
+/// tensors.
 ///
 /// # Safety
-/// An implementor promises that the code given to [`map_in_lanes`] for it
-/// calls only methods that read its tensors (no optimizer step, no
-/// batch-norm statistics update), so that concurrent use is sound: libtorch
-/// tensors may be read from several threads at once.
+/// An implementor promises that no method reachable through a shared
+/// reference writes a tensor (no optimizer step, no batch-norm statistics
+/// update, no autograd graph), so that concurrent use is sound: libtorch
+/// tensors may be read from several threads at once. Implement it for
+/// narrow read-only views (such as `models::FrozenView`), never for a model
+/// that can also train.
 pub unsafe trait SharedReadOnly {}
-
-// SAFETY: lanes run the classifier's eval-mode forward without autograd only
-// (batch norm reads its running statistics, dropout is off).
-unsafe impl SharedReadOnly for Classifier {}
 
 /// Lanes for `device`: one per libtorch thread on the CPU; one on CUDA, where
 /// a single stream of large batches keeps the GPU busy.
@@ -49,7 +47,7 @@ impl<M: ?Sized> Shared<'_, M> {
 /// The lane threads, started once per process: a thread's first call to
 /// `set_num_threads` costs (libtorch drops its cached oneDNN kernels), so
 /// lanes must not be new threads per batch.
-fn lane_pool(lanes: usize) -> &'static rayon::ThreadPool {
+pub fn lane_pool(lanes: usize) -> &'static rayon::ThreadPool {
     static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
     POOL.get_or_init(|| {
         rayon::ThreadPoolBuilder::new()

@@ -1,0 +1,76 @@
+//! The seam that holds the crate's CPU speed code. Everything here changes
+//! how fast a result comes, never what it is, and nothing outside asks how:
+//!
+//! - [`backprop`]: how a training step gets its gradients — on the CPU with
+//!   the weight gradients of ResNet's stride-1 3×3 convolutions by Winograd's
+//!   transform ([`winograd`], its transforms on libtorch's own OpenMP threads,
+//!   [`omp`]); elsewhere plain autograd.
+//! - [`arrange_input`] and [`pool`]: the memory layout a pass or a kernel
+//!   runs fastest in.
+//! - [`lanes`]: eval passes of small batches spread over the cores, one
+//!   libtorch thread each, over read-only model views.
+//! - [`init_threads`]: the process's thread pools, set up once by a binary.
+//!
+//! The general training path (`crate::grad`, `crate::train`) sees only the
+//! [`crate::grad::Backprop`] trait and plain tensors.
+
+pub mod lanes;
+pub mod omp;
+pub mod pool;
+pub mod winograd;
+
+use crate::grad::{Autograd, Backprop};
+use tch::{Device, Tensor};
+
+/// The fastest way to correct gradients on `device`.
+pub fn backprop(device: Device) -> Box<dyn Backprop> {
+    match device {
+        Device::Cpu => Box::new(winograd::WinogradBackprop),
+        _ => Box::new(Autograd),
+    }
+}
+
+/// The same `[N, C, H, W]` images in the memory layout their pass runs
+/// fastest in: channels-last for every eval pass and for training networks
+/// built on depthwise convolutions (EfficientNet); NCHW for ResNet training
+/// (`cargo run --release --example bench_step -- resnet18 [nchw]`).
+pub fn arrange_input(images: &Tensor, train: bool, depthwise: bool) -> Tensor {
+    if !train || depthwise {
+        channels_last(images)
+    } else {
+        images.shallow_clone()
+    }
+}
+
+/// The same `[N, C, H, W]` tensor, stored as NHWC in memory.
+pub fn channels_last(x: &Tensor) -> Tensor {
+    x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
+
+/// Sets up the process's threads once, before any tensor work: `threads`
+/// libtorch intra-op threads (default: libtorch's own choice), `workers`
+/// threads that decode and augment images (running libtorch single-threaded,
+/// as PyTorch's DataLoader workers do), and the eval lanes.
+pub fn init_threads(threads: Option<usize>, workers: usize) {
+    if let Some(threads) = threads {
+        tch::set_num_threads(threads.max(1) as i32);
+    }
+    // Settle this thread's libtorch thread count first: helper threads set
+    // theirs to one, and libtorch gives the last value set to any thread
+    // that has not run an operator yet.
+    let lanes = tch::get_num_threads().max(1) as usize;
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(workers.max(1))
+        .start_handler(|_| single_threaded_helper())
+        .build_global()
+        .ok();
+    let _ = lanes::lane_pool(lanes);
+}
+
+/// Makes the calling helper thread (augmentation, batch producer) run its
+/// libtorch operators on one thread, as PyTorch's DataLoader workers do: each
+/// thread that calls libtorch otherwise starts its own team of OpenMP
+/// threads, and on a few cores those teams fight the training step's team.
+pub fn single_threaded_helper() {
+    tch::set_num_threads(1);
+}

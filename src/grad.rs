@@ -1,0 +1,137 @@
+//! Gradients as values. A training step names the parameters it trains
+//! ([`Params`]), runs its forward pass and loss through a [`Backprop`], and
+//! gets back a [`Gradients`] value, which mixed precision may unscale and an
+//! optimizer applies (`optimizer.step(&params, &grads, lr)`). Nothing is
+//! accumulated into `.grad` and nothing has to be zeroed.
+//!
+//! [`Autograd`] is libtorch's backward pass. Faster ways to the same
+//! gradients (on the CPU, `crate::accel`) implement [`Backprop`] too; this
+//! module knows none of them.
+
+use anyhow::{bail, Result};
+use tch::{Kind, Tensor};
+
+/// The parameters a step trains, by name, sorted, each requiring grad.
+pub struct Params {
+    named: Vec<(String, Tensor)>,
+}
+
+impl Params {
+    /// The parameters among `named` that require grad, sorted by name.
+    pub fn new(named: impl IntoIterator<Item = (String, Tensor)>) -> Self {
+        let mut named: Vec<(String, Tensor)> = named.into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        Self { named }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &(String, Tensor)> {
+        self.named.iter()
+    }
+
+    pub fn tensors(&self) -> impl Iterator<Item = &Tensor> {
+        self.named.iter().map(|(_, t)| t)
+    }
+
+    pub fn len(&self) -> usize {
+        self.named.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.named.is_empty()
+    }
+
+    /// The position of the parameter stored at `tensor`'s address, if any.
+    pub fn position_of(&self, tensor: &Tensor) -> Option<usize> {
+        self.named.iter().position(|(_, p)| p.data_ptr() == tensor.data_ptr())
+    }
+}
+
+/// One gradient per parameter of a [`Params`], in its order; an undefined
+/// tensor where the loss does not reach the parameter.
+pub struct Gradients(pub Vec<Tensor>);
+
+impl Gradients {
+    /// Multiplies every gradient by `factor`, in place.
+    pub fn scale_(&mut self, factor: f64) {
+        tch::no_grad(|| {
+            for grad in self.0.iter().filter(|g| g.defined()) {
+                let _ = grad.shallow_clone().g_mul_scalar_(factor);
+            }
+        });
+    }
+
+    /// Whether every element of every gradient is finite (one device sync).
+    pub fn all_finite(&self) -> bool {
+        let sums: Vec<Tensor> = self.0.iter().filter(|g| g.defined()).map(|g| g.sum(Kind::Float)).collect();
+        sums.is_empty() || Tensor::stack(&sums, 0).sum(Kind::Float).double_value(&[]).is_finite()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Tensor> {
+        self.0.iter()
+    }
+}
+
+/// What one forward and backward pass produced: logits and loss (detached:
+/// the gradients are already taken) and the gradients of the loss times the
+/// requested scale.
+pub struct Pass {
+    pub logits: Tensor,
+    pub loss: Tensor,
+    pub grads: Gradients,
+}
+
+/// How a training step turns a forward pass and a loss into gradients.
+pub trait Backprop {
+    /// Runs `forward` (returning logits), `loss_of` on them, and returns the
+    /// gradients of `loss · loss_scale` with respect to `params`.
+    fn run(
+        &self,
+        forward: &mut dyn FnMut() -> Tensor,
+        loss_of: &dyn Fn(&Tensor) -> Tensor,
+        params: &Params,
+        loss_scale: f64,
+    ) -> Pass;
+}
+
+/// libtorch's own backward pass.
+pub struct Autograd;
+
+impl Backprop for Autograd {
+    fn run(
+        &self,
+        forward: &mut dyn FnMut() -> Tensor,
+        loss_of: &dyn Fn(&Tensor) -> Tensor,
+        params: &Params,
+        loss_scale: f64,
+    ) -> Pass {
+        let logits = forward();
+        let loss = loss_of(&logits);
+        let grads = backward(&(&loss * loss_scale), params, &[]).0;
+        Pass { logits: logits.detach(), loss: loss.detach(), grads }
+    }
+}
+
+/// The gradients of `loss` with respect to `params`, and with respect to
+/// each of `outputs` (intermediate tensors whose gradients a [`Backprop`]
+/// turns into parameter gradients itself), returned rather than accumulated.
+pub fn backward(loss: &Tensor, params: &Params, outputs: &[&Tensor]) -> (Gradients, Vec<Tensor>) {
+    let inputs: Vec<&Tensor> = params.tensors().chain(outputs.iter().copied()).collect();
+    let mut grads = Tensor::run_backward(&[loss], &inputs, false, false);
+    let output_grads = grads.split_off(params.len());
+    (Gradients(grads), output_grads)
+}
+
+/// Checks that `saved` holds a tensor of the right shape for every name in
+/// `expected` (what a resumed optimizer needs); names the first one at fault.
+pub fn check_complete(saved: &[(String, Tensor)], expected: &[(String, Vec<i64>)], what: &str) -> Result<()> {
+    for (name, shape) in expected {
+        match saved.iter().find(|(n, _)| n == name) {
+            None => bail!("{what}: tensor {name} is missing"),
+            Some((_, t)) if t.size() != *shape => {
+                bail!("{what}: tensor {name} has shape {:?}, expected {shape:?}", t.size())
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}

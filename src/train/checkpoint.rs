@@ -1,0 +1,146 @@
+//! What a run keeps on disk while it trains: the best model so far (kept
+//! when val accuracy strictly improves, as the tutorial does, and saved with
+//! its [`ModelCard`]) and the resumable state written atomically after every
+//! epoch (`state.safetensors`: model, optimizer state, best model, and as
+//! metadata the config, epochs done and history). Random streams derive from
+//! (seed, epoch), so no RNG state is stored. Loading is strict: a state that
+//! lacks a tensor the run needs is an error naming it.
+
+use super::metrics::History;
+use crate::grad::check_complete;
+use crate::models::Classifier;
+use crate::persist::model_card::ModelCard;
+use crate::persist::{safetensors, weights::read_named_tensors};
+use anyhow::{Context, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use tch::Tensor;
+
+pub const STATE_FILE: &str = "state.safetensors";
+pub const BEST_MODEL_FILE: &str = "best_model.safetensors";
+
+pub fn state_path(out: &Path) -> PathBuf {
+    out.join(STATE_FILE)
+}
+
+/// The best model so far and the val probabilities it scored (kept in
+/// memory for the prediction grid, so it needs no extra val pass).
+pub struct Best {
+    pub acc: f64,
+    pub epoch: Option<usize>,
+    pub tensors: Vec<(String, Tensor)>,
+    pub val_probs: Option<Tensor>,
+}
+
+impl Best {
+    pub fn none(model: &Classifier) -> Self {
+        Self { acc: -1.0, epoch: None, tensors: snapshot(model), val_probs: None }
+    }
+
+    /// Keeps the model when `acc` strictly beats the best so far; returns
+    /// whether it did.
+    pub fn consider(&mut self, acc: f64, epoch: usize, model: &Classifier, val_probs: Tensor) -> bool {
+        if acc <= self.acc {
+            return false;
+        }
+        *self = Self { acc, epoch: Some(epoch), tensors: snapshot(model), val_probs: Some(val_probs) };
+        true
+    }
+
+    /// Writes the best model with its card to `path`.
+    pub fn save(&self, path: &Path, card: &ModelCard) -> Result<()> {
+        safetensors::save(path, &self.tensors, card.to_metadata()?)
+    }
+}
+
+/// A copy of every model tensor.
+pub fn snapshot(model: &Classifier) -> Vec<(String, Tensor)> {
+    model.named_tensors().into_iter().map(|(n, t)| (n, t.copy())).collect()
+}
+
+/// Copies saved tensors into the live model variables by name; every live
+/// variable must be among them.
+pub fn restore(model: &Classifier, saved: &[(String, Tensor)], what: &str) -> Result<()> {
+    let live = model.named_tensors();
+    let expected: Vec<(String, Vec<i64>)> = live.iter().map(|(n, t)| (n.clone(), t.size())).collect();
+    check_complete(saved, &expected, what)?;
+    tch::no_grad(|| {
+        for (name, var) in &live {
+            let (_, src) = saved.iter().find(|(n, _)| n == name).expect("checked above");
+            var.shallow_clone().copy_(&src.to_device(var.device()));
+        }
+    });
+    Ok(())
+}
+
+pub struct RunState {
+    /// The run's config as JSON (so a resume uses the same recipe).
+    pub config_json: String,
+    pub epochs_done: usize,
+    pub best_acc: f64,
+    pub best_epoch: Option<usize>,
+    pub history: History,
+    pub model: Vec<(String, Tensor)>,
+    pub optimizer: Vec<(String, Tensor)>,
+    pub best_model: Vec<(String, Tensor)>,
+}
+
+impl RunState {
+    pub fn save(&self, out: &Path) -> Result<()> {
+        let mut tensors = Vec::new();
+        for (prefix, group) in [("model.", &self.model), ("optimizer.", &self.optimizer), ("best.", &self.best_model)] {
+            tensors.extend(group.iter().map(|(n, t)| (format!("{prefix}{n}"), t.shallow_clone())));
+        }
+        let metadata = HashMap::from([
+            ("config".to_owned(), self.config_json.clone()),
+            ("epochs_done".to_owned(), self.epochs_done.to_string()),
+            ("best_acc".to_owned(), format!("{:.17}", self.best_acc)),
+            ("best_epoch".to_owned(), serde_json::to_string(&self.best_epoch)?),
+            ("history".to_owned(), serde_json::to_string(&self.history)?),
+        ]);
+        safetensors::save(&state_path(out), &tensors, metadata)
+    }
+
+    /// The saved config alone (to decide how to resume before loading tensors).
+    pub fn config_json(out: &Path) -> Result<String> {
+        let path = state_path(out);
+        if !path.exists() {
+            anyhow::bail!(
+                "{}: nothing to resume (no {STATE_FILE}: the run saved no completed epoch, or was started with another --out)",
+                out.display()
+            );
+        }
+        let meta = safetensors::read_metadata(&path)?;
+        meta.get("config").cloned().with_context(|| format!("{}: metadata config missing", path.display()))
+    }
+
+    pub fn load(out: &Path) -> Result<Self> {
+        let path = state_path(out);
+        let config_json = Self::config_json(out)?;
+        let meta = safetensors::read_metadata(&path)?;
+        let field = |key: &str| -> Result<&String> {
+            meta.get(key).with_context(|| format!("{}: metadata {key} missing", path.display()))
+        };
+        let number = |key: &str| -> Result<f64> {
+            field(key)?.parse().with_context(|| format!("{}: metadata {key} is not a number", path.display()))
+        };
+        let tensors = read_named_tensors(&path)?;
+        let group = |prefix: &str| -> Vec<(String, Tensor)> {
+            tensors
+                .iter()
+                .filter_map(|(n, t)| n.strip_prefix(prefix).map(|s| (s.to_owned(), t.shallow_clone())))
+                .collect()
+        };
+        Ok(Self {
+            config_json,
+            epochs_done: number("epochs_done")? as usize,
+            best_acc: number("best_acc")?,
+            best_epoch: meta.get("best_epoch").and_then(|t| serde_json::from_str(t).ok()).flatten(),
+            history: serde_json::from_str(field("history")?)
+                .with_context(|| format!("{}: metadata history does not parse", path.display()))?,
+            model: group("model."),
+            optimizer: group("optimizer."),
+            best_model: group("best."),
+        })
+    }
+}

@@ -1,0 +1,260 @@
+//! The fine-tuning run: the PyTorch tutorial's epoch loop (train phase, then
+//! val phase; keep the best val model), with what a run needs around it —
+//! checks before any slow work, resumable state after every epoch, early
+//! stopping, and the run's files. What a mode trains lives in
+//! [`super::strategy`], how a step updates weights in [`super::step`], what is
+//! kept on disk in [`super::checkpoint`].
+
+use super::checkpoint::{restore, Best, RunState, BEST_MODEL_FILE};
+use super::config::FinetuneConfig;
+use super::evaluate::val_row;
+use super::frozen::predict_probabilities;
+use super::metrics::{format_minutes, EpochRow, History};
+use super::optim;
+use super::schedule::Schedule;
+use super::splits::{Folders, Splits};
+use super::step::Stepper;
+use super::strategy::{self, EpochContext, Strategy};
+use super::summary::{OutDir, Summary};
+use crate::interrupt::{Interrupt, Interrupted};
+use crate::models::Classifier;
+use crate::names::Named;
+use crate::persist::model_card::ModelCard;
+use crate::report::plots;
+use crate::report::tensorboard::EventWriter;
+use anyhow::{Context, Result};
+use std::time::Instant;
+use tch::Device;
+
+/// Whether a run starts afresh or continues its saved state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    Fresh,
+    Resume,
+}
+
+/// What the epoch loop carries from one epoch to the next.
+struct Progress {
+    history: History,
+    best: Best,
+    epochs_done: usize,
+}
+
+/// Runs (or resumes) the fine-tuning run `config` on `device`, stopping at
+/// the next safe point when `interrupt` is set.
+pub fn run(config: &FinetuneConfig, device: Device, start: Start, interrupt: &Interrupt) -> Result<Summary> {
+    let started = Instant::now();
+    super::amp::check_device(config.amp, device)?;
+    let out = OutDir::prepare(&config.out, start)?;
+    let folders = Folders::scan(config)?;
+    let mut model = build_model(config, folders.classes().len(), device)?;
+    let splits = Splits::decode(&folders, config)?;
+    strategy::prepare_model(config.mode, &mut model);
+    let mut stepper = Stepper::new(
+        model.trainable(),
+        optim::build(config.optimizer, &model.trainable(), config.momentum, config.weight_decay),
+        crate::accel::backprop(device),
+    );
+    if config.amp && config.mode == super::config::Mode::Full {
+        stepper = stepper.with_loss_scaling();
+    }
+    let mut progress = match start {
+        Start::Fresh => Progress { history: History::default(), best: Best::none(&model), epochs_done: 0 },
+        Start::Resume => restore_progress(config, &model, &mut stepper)?,
+    };
+    let strategy = strategy::for_mode(config, &model, &splits, device);
+    let schedule = Schedule::of(config);
+    let mut events = EventWriter::create(&config.out)?;
+    let mut stopped_early = false;
+    for epoch in progress.epochs_done..config.epochs {
+        println!("Epoch {epoch}/{}", config.epochs - 1);
+        println!("----------");
+        tch::manual_seed((config.seed as i64) * 1000 + epoch as i64);
+        let ctx = EpochContext { config, splits: &splits, device, interrupt, epoch, lr: schedule.lr(epoch) };
+        let train_row = train_phase(strategy.as_ref(), &model, &mut stepper, &ctx).map_err(|e| explain(e, config))?;
+        println!("train Loss: {:.4} Acc: {:.4}", train_row.loss, train_row.acc);
+        let val_started = Instant::now();
+        let val_probs = strategy.val_probabilities(&model, &splits, config, device);
+        let val_row =
+            val_row(&val_probs, &splits.val.labels_tensor(), epoch, ctx.lr, val_started.elapsed().as_secs_f64());
+        println!("val Loss: {:.4} Acc: {:.4}", val_row.loss, val_row.acc);
+        println!();
+        if progress.best.consider(val_row.acc, epoch, &model, val_probs) {
+            progress.best.save(&config.out.join(BEST_MODEL_FILE), &card(config, &splits, &progress.best)?)?;
+        }
+        log_epoch(&mut events, &train_row, &val_row)?;
+        progress.history.push(train_row);
+        progress.history.push(val_row);
+        progress.epochs_done = epoch + 1;
+        progress.history.write_csv(&config.out.join("metrics.csv"))?;
+        save_state(config, &model, &stepper, &progress)?;
+        out.mark_saved();
+        if interrupt.requested() {
+            return Err(Interrupted(format!(
+                "interrupted after epoch {epoch}; the run state is saved. Resume with: finetune --resume {}",
+                config.out.display()
+            ))
+            .into());
+        }
+        if let Some(patience) = config.early_stop {
+            if progress.best.epoch.is_some_and(|best| epoch >= best + patience) && epoch + 1 < config.epochs {
+                println!(
+                    "early stop: val accuracy has not improved for {patience} epoch(s) (best at epoch {:?})",
+                    progress.best.epoch.unwrap_or(0)
+                );
+                stopped_early = true;
+                break;
+            }
+        }
+    }
+    finish(config, device, &model, &stepper, &splits, &progress, stopped_early, started)
+}
+
+/// The classifier with its pretrained backbone loaded, before any image is
+/// decoded (a wrong weights file fails in seconds).
+fn build_model(config: &FinetuneConfig, num_classes: usize, device: Device) -> Result<Classifier> {
+    tch::manual_seed(config.seed as i64);
+    let mut model = Classifier::new(config.arch, num_classes as i64, device);
+    match &config.weights {
+        Some(weights) => {
+            model.load_backbone(weights)?;
+            println!("weights: {} (pretrained backbone)", weights.display());
+        }
+        None => println!("weights: none (random init; pass --weights for transfer learning)"),
+    }
+    Ok(model)
+}
+
+fn restore_progress(config: &FinetuneConfig, model: &Classifier, stepper: &mut Stepper) -> Result<Progress> {
+    let state = RunState::load(&config.out)?;
+    if state.epochs_done >= config.epochs {
+        anyhow::bail!(
+            "{}: run already complete ({} epochs); use --epochs M with M > {} to train more",
+            config.out.display(),
+            state.epochs_done,
+            state.epochs_done
+        );
+    }
+    let what = format!("resuming {}", config.out.display());
+    restore(model, &state.model, &what)?;
+    stepper.optimizer.load_state(&stepper.params, &state.optimizer).with_context(|| what.clone())?;
+    let mut best = Best::none(model);
+    best.acc = state.best_acc;
+    best.epoch = state.best_epoch.or_else(|| state.history.best_val().map(|r| r.epoch));
+    best.tensors = state.best_model;
+    println!(
+        "resuming {} after epoch {} of {}",
+        config.out.display(),
+        state.epochs_done.saturating_sub(1),
+        config.epochs - 1
+    );
+    Ok(Progress { history: state.history, best, epochs_done: state.epochs_done })
+}
+
+fn train_phase(
+    strategy: &dyn Strategy,
+    model: &Classifier,
+    stepper: &mut Stepper,
+    ctx: &EpochContext,
+) -> Result<EpochRow> {
+    let start = Instant::now();
+    let totals = strategy.train_epoch(model, stepper, ctx)?;
+    Ok(EpochRow {
+        epoch: ctx.epoch,
+        phase: "train".into(),
+        loss: totals.loss(),
+        acc: totals.acc(),
+        lr: ctx.lr,
+        seconds: start.elapsed().as_secs_f64(),
+        data_wait_seconds: totals.data_wait_seconds,
+    })
+}
+
+/// Adds what the user can do next to an error from inside an epoch.
+fn explain(error: anyhow::Error, config: &FinetuneConfig) -> anyhow::Error {
+    let saved = super::checkpoint::state_path(&config.out).exists();
+    let next = if saved {
+        format!("the last completed epoch is saved. Resume with: finetune --resume {}", config.out.display())
+    } else {
+        "nothing to resume yet (no epoch was completed)".to_owned()
+    };
+    match error.downcast::<Interrupted>() {
+        Ok(Interrupted(message)) => Interrupted(format!("{message}; {next}")).into(),
+        Err(error) if saved => error.context(format!("the last good state is in {}", config.out.display())),
+        Err(error) => error.context(next),
+    }
+}
+
+fn card(config: &FinetuneConfig, splits: &Splits, best: &Best) -> Result<ModelCard> {
+    Ok(ModelCard {
+        arch: config.arch,
+        classes: splits.train.classes.clone(),
+        normalization: config.arch.normalization(),
+        image_size: config.image_size,
+        mode: config.mode.name(),
+        epoch: best.epoch.context("no best epoch yet")?,
+        val_acc: best.acc,
+    })
+}
+
+fn log_epoch(events: &mut EventWriter, train: &EpochRow, val: &EpochRow) -> Result<()> {
+    let step = train.epoch as i64;
+    events.scalar("loss/train", train.loss, step)?;
+    events.scalar("loss/val", val.loss, step)?;
+    events.scalar("accuracy/train", train.acc, step)?;
+    events.scalar("accuracy/val", val.acc, step)?;
+    events.scalar("learning_rate", train.lr, step)?;
+    events.flush()
+}
+
+fn save_state(config: &FinetuneConfig, model: &Classifier, stepper: &Stepper, progress: &Progress) -> Result<()> {
+    RunState {
+        config_json: serde_json::to_string(config)?,
+        epochs_done: progress.epochs_done,
+        best_acc: progress.best.acc,
+        best_epoch: progress.best.epoch,
+        history: progress.history.clone(),
+        model: model.named_tensors(),
+        optimizer: stepper.optimizer.state(&stepper.params),
+        best_model: progress.best.tensors.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect(),
+    }
+    .save(&config.out)
+}
+
+/// After the last epoch: the tutorial's closing lines, the best model back
+/// in place for the figures, and summary.json.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    config: &FinetuneConfig,
+    device: Device,
+    model: &Classifier,
+    stepper: &Stepper,
+    splits: &Splits,
+    progress: &Progress,
+    stopped_early: bool,
+    started: Instant,
+) -> Result<Summary> {
+    let seconds = started.elapsed().as_secs_f64();
+    println!("Training complete in {}", format_minutes(seconds));
+    println!("Best val Acc: {:.6}", progress.best.acc);
+    let summary = Summary::new(config, device, splits, &progress.history, progress.best.acc, stopped_early, seconds)?;
+    println!(
+        "data: {:.1} s of the train phases ({:.1} %) waiting for or augmenting batches{}",
+        summary.data_wait_seconds,
+        100.0 * summary.data_wait_share,
+        if config.amp {
+            format!(" | mixed precision: {} step(s) skipped on overflow", stepper.skipped_steps())
+        } else {
+            String::new()
+        }
+    );
+    restore(model, &progress.best.tensors, "the best model")?;
+    plots::training_curves(&progress.history, &config.out)?;
+    let val_probs = match &progress.best.val_probs {
+        Some(probs) => probs.shallow_clone(),
+        None => predict_probabilities(model, &splits.val_images, strategy::frozen_pass(config, device), "val grid"),
+    };
+    plots::prediction_grid(&splits.val, &val_probs, &config.out.join("val_predictions.png"))?;
+    summary.write(&config.out)?;
+    Ok(summary)
+}

@@ -1,0 +1,75 @@
+//! The data of a fine-tuning run: the train and val folders found (a val
+//! folder by name, or part of train/ held out), then decoded within the
+//! memory budget, with the val images transformed once.
+
+use super::config::FinetuneConfig;
+use crate::data::image_folder::ImageFolder;
+use crate::data::loader::{DecodedSplit, PixelBudget};
+use crate::report::progress;
+use anyhow::Result;
+use tch::Tensor;
+
+/// The folders of a run, scanned (file names only, nothing decoded).
+pub struct Folders {
+    pub train: ImageFolder,
+    pub val: ImageFolder,
+}
+
+impl Folders {
+    pub fn scan(config: &FinetuneConfig) -> Result<Self> {
+        let (train, val) = match config.val_split {
+            Some(fraction) => ImageFolder::scan(&config.data.join("train"))?.split_off(fraction, config.seed)?,
+            None => ImageFolder::scan_train_and(&config.data, &config.val_dir)?,
+        };
+        Ok(Self { train, val })
+    }
+
+    pub fn classes(&self) -> &[String] {
+        &self.train.classes
+    }
+}
+
+/// Decoded data of a run.
+pub struct Splits {
+    pub train: DecodedSplit,
+    pub val: DecodedSplit,
+    /// Val images after the val transform, `[N, 3, S, S]` in [0, 1].
+    pub val_images: Tensor,
+}
+
+impl Splits {
+    pub fn decode(folders: &Folders, config: &FinetuneConfig) -> Result<Self> {
+        let total = (folders.train.samples.len() + folders.val.samples.len()) as u64;
+        let bar = progress::bar(total, "decoding images");
+        let mut budget = PixelBudget::megabytes(config.cache_mb);
+        let mut train = DecodedSplit::decode(&folders.train, config.strict, &mut budget, &bar)?;
+        let mut val = DecodedSplit::decode(&folders.val, config.strict, &mut budget, &bar)?;
+        bar.finish_and_clear();
+        train.image_size = config.image_size;
+        val.image_size = config.image_size;
+        for bad in train.bad_files.iter().chain(&val.bad_files) {
+            eprintln!("skipped {}: {}", bad.path.display(), bad.reason);
+        }
+        println!(
+            "data: {} | classes {:?} | train {} images, val {} images ({}), {} file(s) skipped",
+            config.data.display(),
+            train.classes,
+            train.len(),
+            val.len(),
+            config.val_description(),
+            train.bad_files.len() + val.bad_files.len()
+        );
+        let ((train_bytes, train_encoded), (val_bytes, val_encoded)) = (train.memory(), val.memory());
+        println!(
+            "decoded images held: {} MB of --cache-mb {}{}",
+            (train_bytes + val_bytes).div_ceil(1 << 20),
+            config.cache_mb,
+            match train_encoded + val_encoded {
+                0 => String::new(),
+                n => format!(" ({n} images beyond it are decoded at each use)"),
+            }
+        );
+        let val_images = val.val_tensor();
+        Ok(Self { train, val, val_images })
+    }
+}

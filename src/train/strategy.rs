@@ -1,0 +1,198 @@
+//! The one place that says what the two modes mean.
+//!
+//! - [`FeatureExtract`]: the backbone is frozen (eval mode, no autograd); val
+//!   features are computed once; each epoch the augmented train images go
+//!   through the backbone first (in CPU lanes) and the head then takes the
+//!   recipe's small steps over their features; `--cache-features` computes
+//!   un-augmented train features once instead.
+//! - [`Full`]: every weight trains; each batch is a full forward and
+//!   backward pass.
+//!
+//! The epoch loop (`super::learner`) asks a strategy for a train phase and
+//! for val probabilities, and knows nothing else of the mode.
+
+use super::amp;
+use super::config::{FinetuneConfig, Mode};
+use super::evaluate::correct;
+use super::feed::for_each_augmented_batch;
+use super::frozen::{augmented_features, backbone_features, head_probabilities, predict_probabilities, FrozenPass};
+use super::metrics::PhaseTotals;
+use super::splits::Splits;
+use super::step::Stepper;
+use crate::data::loader::{DecodedSplit, EpochPlan};
+use crate::interrupt::{Interrupt, Interrupted};
+use crate::models::Classifier;
+use crate::report::progress;
+use anyhow::Result;
+use tch::{Device, Kind, Reduction, Tensor};
+
+/// What a train phase needs besides the model and its stepper.
+pub struct EpochContext<'a> {
+    pub config: &'a FinetuneConfig,
+    pub splits: &'a Splits,
+    pub device: Device,
+    pub interrupt: &'a Interrupt,
+    pub epoch: usize,
+    pub lr: f64,
+}
+
+impl EpochContext<'_> {
+    fn frozen_pass(&self) -> FrozenPass {
+        frozen_pass(self.config, self.device)
+    }
+
+    fn interrupted(&self) -> anyhow::Error {
+        Interrupted(format!("interrupted during epoch {}", self.epoch)).into()
+    }
+
+    fn non_finite(&self, value: f64, batch: usize) -> anyhow::Error {
+        anyhow::anyhow!("non-finite loss ({value}) at epoch {}, batch {batch}; stopped", self.epoch)
+    }
+
+    /// The training loss: cross-entropy with the run's label smoothing.
+    fn loss(&self, labels: &Tensor) -> impl Fn(&Tensor) -> Tensor + '_ {
+        let labels = labels.shallow_clone();
+        let smoothing = self.config.label_smoothing;
+        move |logits: &Tensor| {
+            logits.to_kind(Kind::Float).cross_entropy_loss(&labels, None::<Tensor>, Reduction::Mean, -100, smoothing)
+        }
+    }
+}
+
+pub fn frozen_pass(config: &FinetuneConfig, device: Device) -> FrozenPass {
+    FrozenPass { normalization: config.arch.normalization(), device, amp: config.amp }
+}
+
+pub trait Strategy {
+    /// One epoch's train phase: the batches' loss and accuracy totals.
+    fn train_epoch(&self, model: &Classifier, stepper: &mut Stepper, ctx: &EpochContext) -> Result<PhaseTotals>;
+    /// Val-split class probabilities `[N, classes]` (on the CPU) of the model as it is.
+    fn val_probabilities(&self, model: &Classifier, splits: &Splits, config: &FinetuneConfig, device: Device)
+        -> Tensor;
+}
+
+/// The strategy of `config.mode`, with `model` prepared for it (the
+/// backbone frozen in feature-extract mode, so that it trains only the head).
+pub fn for_mode(config: &FinetuneConfig, model: &Classifier, splits: &Splits, device: Device) -> Box<dyn Strategy> {
+    match config.mode {
+        Mode::FeatureExtract => Box::new(FeatureExtract::new(config, model, splits, device)),
+        Mode::Full => Box::new(Full),
+    }
+}
+
+/// Freezes what `mode` does not train; call before collecting parameters.
+pub fn prepare_model(mode: Mode, model: &mut Classifier) {
+    if mode == Mode::FeatureExtract {
+        model.backbone_vs.freeze();
+    }
+}
+
+pub struct FeatureExtract {
+    val_features: Tensor,
+    /// Train images through the val transform (`--cache-features` only).
+    cached_train_features: Option<Tensor>,
+}
+
+impl FeatureExtract {
+    fn new(config: &FinetuneConfig, model: &Classifier, splits: &Splits, device: Device) -> Self {
+        let pass = frozen_pass(config, device);
+        let val_features = backbone_features(model, &splits.val_images, pass, "val features");
+        let cached_train_features =
+            config.cache_features.then(|| backbone_features(model, &splits.train.val_tensor(), pass, "train features"));
+        Self { val_features, cached_train_features }
+    }
+
+    /// The head's steps over features already in the epoch's order, in
+    /// batches of `--batch-size`.
+    fn head_steps(
+        model: &Classifier,
+        stepper: &mut Stepper,
+        features: &Tensor,
+        labels: &Tensor,
+        ctx: &EpochContext,
+    ) -> Result<PhaseTotals> {
+        let n = features.size()[0];
+        let batch = ctx.config.batch_size as i64;
+        let mut totals = PhaseTotals::default();
+        for (b, start) in (0..n).step_by(batch as usize).enumerate() {
+            let len = batch.min(n - start);
+            let (features, labels) = (features.narrow(0, start, len), labels.narrow(0, start, len));
+            let outcome = stepper
+                .step(&mut || model.head_forward(&features, true), &ctx.loss(&labels), ctx.lr)
+                .map_err(|value| ctx.non_finite(value, b))?;
+            totals.add(outcome.loss, correct(&outcome.logits, &labels), len);
+        }
+        Ok(totals)
+    }
+
+    /// `--cache-features`: the cached features shuffled by the epoch's plan.
+    fn cached_epoch(features: &Tensor, split: &DecodedSplit, ctx: &EpochContext) -> (Tensor, Tensor) {
+        let plan = EpochPlan::draw(split, ctx.config.seed, ctx.epoch);
+        let order: Vec<i64> = plan.order.iter().map(|&i| i as i64).collect();
+        let order = Tensor::from_slice(&order).to_device(features.device());
+        let labels = split.labels_tensor().to_device(features.device()).index_select(0, &order);
+        (features.index_select(0, &order), labels)
+    }
+}
+
+impl Strategy for FeatureExtract {
+    fn train_epoch(&self, model: &Classifier, stepper: &mut Stepper, ctx: &EpochContext) -> Result<PhaseTotals> {
+        let split = &ctx.splits.train;
+        if let Some(cached) = &self.cached_train_features {
+            let (features, labels) = Self::cached_epoch(cached, split, ctx);
+            return Self::head_steps(model, stepper, &features, &labels, ctx);
+        }
+        // The frozen backbone is a fixed function (eval mode), so the features
+        // of the epoch's augmented images can be computed first, in lanes.
+        let plan = EpochPlan::draw(split, ctx.config.seed, ctx.epoch);
+        let (features, data_seconds) = augmented_features(model, &plan, split, ctx.frozen_pass(), ctx.interrupt)?;
+        if ctx.interrupt.requested() {
+            return Err(ctx.interrupted());
+        }
+        let labels = plan.all_labels(split).to_device(ctx.device);
+        let mut totals = Self::head_steps(model, stepper, &features, &labels, ctx)?;
+        totals.data_wait_seconds = data_seconds;
+        Ok(totals)
+    }
+
+    fn val_probabilities(&self, model: &Classifier, _: &Splits, _: &FinetuneConfig, _: Device) -> Tensor {
+        head_probabilities(model, &self.val_features)
+    }
+}
+
+pub struct Full;
+
+impl Strategy for Full {
+    fn train_epoch(&self, model: &Classifier, stepper: &mut Stepper, ctx: &EpochContext) -> Result<PhaseTotals> {
+        let split = &ctx.splits.train;
+        let plan = EpochPlan::draw(split, ctx.config.seed, ctx.epoch);
+        let normalization = ctx.config.arch.normalization();
+        let bar = progress::bar(plan.num_batches(ctx.config.batch_size) as u64, "train");
+        let mut totals = PhaseTotals::default();
+        totals.data_wait_seconds =
+            for_each_augmented_batch(&plan, split, ctx.config.batch_size, ctx.device, |b, images, labels| {
+                let images = normalization.apply(&images);
+                let mut forward = || amp::autocast(ctx.config.amp, || model.forward(&images, true));
+                let outcome =
+                    stepper.step(&mut forward, &ctx.loss(&labels), ctx.lr).map_err(|value| ctx.non_finite(value, b))?;
+                totals.add(outcome.loss, correct(&outcome.logits, &labels), labels.size()[0]);
+                bar.inc(1);
+                if ctx.interrupt.requested() {
+                    return Err(ctx.interrupted());
+                }
+                Ok(())
+            })?;
+        bar.finish_and_clear();
+        Ok(totals)
+    }
+
+    fn val_probabilities(
+        &self,
+        model: &Classifier,
+        splits: &Splits,
+        config: &FinetuneConfig,
+        device: Device,
+    ) -> Tensor {
+        predict_probabilities(model, &splits.val_images, frozen_pass(config, device), "val")
+    }
+}

@@ -1,0 +1,134 @@
+//! A run's output folder and its closing record: [`OutDir`] makes the folder
+//! and, when a run fails or is stopped before it saved anything, leaves no
+//! empty or half-made folder behind; [`Summary`] is `summary.json`, the
+//! resolved config with the results.
+
+use super::checkpoint::state_path;
+use super::config::FinetuneConfig;
+use super::learner::Start;
+use super::metrics::History;
+use super::splits::Splits;
+use crate::persist::write_atomically;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use tch::Device;
+
+/// Files a run writes; a folder holding any of them is a run's.
+const RUN_FILES: &[&str] = &["state.safetensors", "metrics.csv", "summary.json", "best_model.safetensors"];
+
+/// The output folder of a run in progress.
+pub struct OutDir {
+    path: PathBuf,
+    /// Made by this run (and so removed again if nothing was saved).
+    created: bool,
+    saved: Cell<bool>,
+}
+
+impl OutDir {
+    /// Makes the folder (for a fresh run: empty, or emptied when it holds an
+    /// earlier run that `--overwrite` replaces) and proves it writable,
+    /// before any slow work.
+    pub fn prepare(path: &Path, start: Start) -> Result<Self> {
+        let mut existed = path.exists();
+        if start == Start::Fresh && existed && holds_files(path) {
+            if !RUN_FILES.iter().any(|f| path.join(f).exists()) {
+                bail!(
+                    "--out {}: the folder holds files that are not a run's; choose an empty or new folder",
+                    path.display()
+                );
+            }
+            std::fs::remove_dir_all(path)
+                .with_context(|| format!("--out {}: cannot replace the earlier run", path.display()))?;
+            println!("note: replacing the earlier run in {} (--overwrite)", path.display());
+            existed = false;
+        }
+        std::fs::create_dir_all(path)
+            .with_context(|| format!("--out {}: cannot create the output folder", path.display()))?;
+        let probe = path.join(".write-test");
+        std::fs::write(&probe, b"ok")
+            .with_context(|| format!("--out {}: output folder is not writable", path.display()))?;
+        std::fs::remove_file(&probe).ok();
+        Ok(Self { path: path.to_owned(), created: !existed, saved: Cell::new(start == Start::Resume) })
+    }
+
+    /// The run saved an epoch: the folder stays, whatever happens next.
+    pub fn mark_saved(&self) {
+        self.saved.set(true);
+    }
+}
+
+impl Drop for OutDir {
+    fn drop(&mut self) {
+        if self.created && !self.saved.get() && !state_path(&self.path).exists() {
+            std::fs::remove_dir_all(&self.path).ok();
+        }
+    }
+}
+
+fn holds_files(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    /// The resolved recipe and settings of the run.
+    pub config: FinetuneConfig,
+    /// As users type it: `cpu`, `cuda:0`.
+    pub device: String,
+    pub libtorch: String,
+    /// Seconds the train phases of this process waited for augmented batches,
+    /// and that as a share of their time.
+    pub data_wait_seconds: f64,
+    pub data_wait_share: f64,
+    /// Epochs trained (fewer than `config.epochs` after an early stop).
+    pub epochs_run: usize,
+    pub stopped_early: bool,
+    pub best_val_acc: f64,
+    pub best_epoch: usize,
+    pub seconds: f64,
+    pub train_images: usize,
+    pub val_images: usize,
+    pub classes: Vec<String>,
+    pub bad_files: Vec<String>,
+}
+
+impl Summary {
+    pub fn new(
+        config: &FinetuneConfig,
+        device: Device,
+        splits: &Splits,
+        history: &History,
+        best_val_acc: f64,
+        stopped_early: bool,
+        seconds: f64,
+    ) -> Result<Self> {
+        let train = history.phase("train");
+        let waited: f64 = train.iter().map(|r| r.data_wait_seconds).sum();
+        let total: f64 = train.iter().map(|r| r.seconds).sum();
+        let best = history.best_val().context("no epoch was run")?;
+        let bad_files = splits.train.bad_files.iter().chain(&splits.val.bad_files);
+        Ok(Self {
+            config: config.clone(),
+            device: crate::device::name(device),
+            libtorch: crate::device::libtorch_version().to_owned(),
+            data_wait_seconds: waited,
+            data_wait_share: if total > 0.0 { waited / total } else { 0.0 },
+            epochs_run: train.len(),
+            stopped_early,
+            best_val_acc,
+            best_epoch: best.epoch,
+            seconds,
+            train_images: splits.train.len(),
+            val_images: splits.val.len(),
+            classes: splits.train.classes.clone(),
+            bad_files: bad_files.map(|b| format!("{}: {}", b.path.display(), b.reason)).collect(),
+        })
+    }
+
+    pub fn write(&self, out: &Path) -> Result<()> {
+        let json = serde_json::to_string_pretty(self)?;
+        write_atomically(&out.join("summary.json"), json.as_bytes())
+    }
+}
