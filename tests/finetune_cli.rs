@@ -24,7 +24,7 @@ fn temp_dir() -> tempfile::TempDir {
 fn metrics(out: &Path) -> Vec<(String, f64, f64)> {
     let text = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     let mut lines = text.lines();
-    assert_eq!(lines.next(), Some("epoch,phase,loss,acc,seconds,data_wait_seconds"));
+    assert_eq!(lines.next(), Some("epoch,phase,loss,acc,lr,seconds,data_wait_seconds"));
     lines
         .map(|l| {
             let cells: Vec<&str> = l.split(',').collect();

@@ -118,7 +118,7 @@ fn ctrl_c_stops_at_a_safe_point_and_says_how_to_resume() {
     let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let output: Output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(130), "exit status after SIGINT, as shells expect");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("Resume with: finetune --resume"), "{stderr}");
     assert!(out.path().join("state.safetensors").exists());
@@ -150,15 +150,16 @@ fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
     files
 }
 
-/// Runs finetune with `args` into a copy of a finished run; expects exit code
-/// 1, one line on stderr containing every `needles`, and the earlier files intact.
+/// Runs finetune with `args` into a copy of a finished run, which `--overwrite`
+/// allows it to replace; expects exit code 1, one line on stderr containing
+/// every `needles`, and the earlier files intact (a failed run replaces nothing).
 fn assert_fails_cleanly(args: &[String], needles: &[&str]) {
     let out = temp_dir();
     for (name, bytes) in snapshot(finished_run()) {
         std::fs::write(out.path().join(name), bytes).unwrap();
     }
     let before = snapshot(out.path());
-    let output = common::finetune().args(args).arg("--out").arg(out.path()).output().unwrap();
+    let output = common::finetune().args(args).arg("--overwrite").arg("--out").arg(out.path()).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
     let last = stderr.trim().lines().last().unwrap_or_default();

@@ -116,6 +116,7 @@ fn given_options(matches: &clap::ArgMatches) -> BTreeSet<String> {
 }
 
 fn train(args: TrainArgs, given: BTreeSet<String>) -> Result<()> {
+    let device = args.device.select()?;
     let mut options = args.options;
     if let Some(file) = &args.config {
         if args.resume.is_some() {
@@ -128,7 +129,6 @@ fn train(args: TrainArgs, given: BTreeSet<String>) -> Result<()> {
         None => (FinetuneConfig::new(&options)?, Start::Fresh),
     };
     tchlab::accel::init_threads(config.threads, config.workers);
-    let device = args.device.select()?;
     println!("{}", tchlab::device::banner(device));
     println!("{}", config.describe());
     let interrupt = Interrupt::new();

@@ -25,7 +25,10 @@ pub fn autocast<T>(amp: bool, f: impl FnOnce() -> T) -> T {
 /// Mixed precision needs CUDA's autocast; on the CPU it is refused with a reason.
 pub fn check_device(amp: bool, device: Device) -> anyhow::Result<()> {
     if amp && !device.is_cuda() {
-        anyhow::bail!("--amp: mixed precision runs on CUDA only (this run is on {device:?}); drop --amp");
+        anyhow::bail!(
+            "--amp: mixed precision runs on CUDA only (this run is on {}); drop --amp",
+            crate::device::name(device)
+        );
     }
     Ok(())
 }

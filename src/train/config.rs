@@ -180,6 +180,9 @@ pub struct FinetuneConfig {
     pub strict: bool,
     #[serde(default)]
     pub amp: bool,
+    /// Replace an earlier run in `out` (once this one has saved an epoch).
+    #[serde(skip)]
+    pub overwrite: bool,
 }
 
 fn default_val_dir() -> String {
@@ -273,6 +276,7 @@ impl FinetuneConfig {
             cache_mb: options.cache_mb,
             strict: options.strict,
             amp: options.amp,
+            overwrite: options.overwrite,
         })
     }
 
@@ -426,13 +430,6 @@ pub fn default_weights(arch: Arch, models_dir: &Path) -> PathBuf {
 fn output_folder(options: &TrainOptions) -> Result<PathBuf> {
     let holds_files = |dir: &Path| std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some());
     if let Some(out) = &options.out {
-        if holds_files(out) && !options.overwrite {
-            bail!(
-                "--out {}: the folder already holds files (a run?); use --overwrite to replace them, --resume {} to continue it, or another --out",
-                out.display(),
-                out.display()
-            );
-        }
         return absolute(out);
     }
     let base = format!("runs/{}-{}", options.arch.name(), options.mode.name());
@@ -440,6 +437,12 @@ fn output_folder(options: &TrainOptions) -> Result<PathBuf> {
         .chain((2..).map(|n| PathBuf::from(format!("{base}-{n}"))))
         .find(|dir| options.overwrite || !holds_files(dir))
         .context("no free output folder")?;
+    if free != Path::new(&base) {
+        println!(
+            "note: {base} holds an earlier run; this one goes to {} (--out to choose, --overwrite to replace)",
+            free.display()
+        );
+    }
     absolute(&free)
 }
 

@@ -45,7 +45,7 @@ struct Progress {
 pub fn run(config: &FinetuneConfig, device: Device, start: Start, interrupt: &Interrupt) -> Result<Summary> {
     let started = Instant::now();
     super::amp::check_device(config.amp, device)?;
-    let out = OutDir::prepare(&config.out, start)?;
+    let out = OutDir::prepare(&config.out, start, config.overwrite)?;
     let folders = Folders::scan(config)?;
     let mut model = build_model(config, folders.classes().len(), device)?;
     let splits = Splits::decode(&folders, config)?;
@@ -64,14 +64,15 @@ pub fn run(config: &FinetuneConfig, device: Device, start: Start, interrupt: &In
     };
     let strategy = strategy::for_mode(config, &model, &splits, device);
     let schedule = Schedule::of(config);
-    let mut events = EventWriter::create(&config.out)?;
+    let mut events: Option<EventWriter> = None;
     let mut stopped_early = false;
     for epoch in progress.epochs_done..config.epochs {
         println!("Epoch {epoch}/{}", config.epochs - 1);
         println!("----------");
         tch::manual_seed((config.seed as i64) * 1000 + epoch as i64);
         let ctx = EpochContext { config, splits: &splits, device, interrupt, epoch, lr: schedule.lr(epoch) };
-        let train_row = train_phase(strategy.as_ref(), &model, &mut stepper, &ctx).map_err(|e| explain(e, config))?;
+        let train_row = train_phase(strategy.as_ref(), &model, &mut stepper, &ctx)
+            .map_err(|e| explain(e, config, progress.epochs_done > 0))?;
         println!("train Loss: {:.4} Acc: {:.4}", train_row.loss, train_row.acc);
         let val_started = Instant::now();
         let val_probs = strategy.val_probabilities(&model, &splits, config, device);
@@ -82,7 +83,7 @@ pub fn run(config: &FinetuneConfig, device: Device, start: Start, interrupt: &In
         if progress.best.consider(val_row.acc, epoch, &model, val_probs) {
             progress.best.save(&config.out.join(BEST_MODEL_FILE), &card(config, &splits, &progress.best)?)?;
         }
-        log_epoch(&mut events, &train_row, &val_row)?;
+        log_epoch(&mut events, &config.out, &train_row, &val_row)?;
         progress.history.push(train_row);
         progress.history.push(val_row);
         progress.epochs_done = epoch + 1;
@@ -170,9 +171,9 @@ fn train_phase(
     })
 }
 
-/// Adds what the user can do next to an error from inside an epoch.
-fn explain(error: anyhow::Error, config: &FinetuneConfig) -> anyhow::Error {
-    let saved = super::checkpoint::state_path(&config.out).exists();
+/// Adds what the user can do next to an error from inside an epoch
+/// (`saved`: whether the run has a completed epoch on disk).
+fn explain(error: anyhow::Error, config: &FinetuneConfig, saved: bool) -> anyhow::Error {
     let next = if saved {
         format!("the last completed epoch is saved. Resume with: finetune --resume {}", config.out.display())
     } else {
@@ -197,7 +198,13 @@ fn card(config: &FinetuneConfig, splits: &Splits, best: &Best) -> Result<ModelCa
     })
 }
 
-fn log_epoch(events: &mut EventWriter, train: &EpochRow, val: &EpochRow) -> Result<()> {
+/// The epoch's scalars for TensorBoard (the events file is made with the
+/// first epoch, so a run that fails earlier leaves none).
+fn log_epoch(events: &mut Option<EventWriter>, out: &std::path::Path, train: &EpochRow, val: &EpochRow) -> Result<()> {
+    let events = match events {
+        Some(events) => events,
+        None => events.insert(EventWriter::create(out)?),
+    };
     let step = train.epoch as i64;
     events.scalar("loss/train", train.loss, step)?;
     events.scalar("loss/val", val.loss, step)?;

@@ -23,15 +23,20 @@ pub struct OutDir {
     path: PathBuf,
     /// Made by this run (and so removed again if nothing was saved).
     created: bool,
+    /// What an earlier run left there (`--overwrite`), removed once this
+    /// run has saved its first epoch: a run that fails before that leaves
+    /// the earlier one intact.
+    stale: Vec<PathBuf>,
     saved: Cell<bool>,
 }
 
 impl OutDir {
-    /// Makes the folder (for a fresh run: empty, or emptied when it holds an
-    /// earlier run that `--overwrite` replaces) and proves it writable,
-    /// before any slow work.
-    pub fn prepare(path: &Path, start: Start) -> Result<Self> {
-        let mut existed = path.exists();
+    /// Makes the folder (for a fresh run: empty, or holding an earlier run
+    /// that `overwrite` allows to replace) and proves it writable, before
+    /// any slow work.
+    pub fn prepare(path: &Path, start: Start, overwrite: bool) -> Result<Self> {
+        let existed = path.exists();
+        let mut stale = Vec::new();
         if start == Start::Fresh && existed && holds_files(path) {
             if !RUN_FILES.iter().any(|f| path.join(f).exists()) {
                 bail!(
@@ -39,10 +44,16 @@ impl OutDir {
                     path.display()
                 );
             }
-            std::fs::remove_dir_all(path)
-                .with_context(|| format!("--out {}: cannot replace the earlier run", path.display()))?;
-            println!("note: replacing the earlier run in {} (--overwrite)", path.display());
-            existed = false;
+            if !overwrite {
+                bail!(
+                    "--out {}: the folder holds a run; use --overwrite to replace it or --resume to continue it",
+                    path.display()
+                );
+            }
+            stale = std::fs::read_dir(path)
+                .with_context(|| format!("--out {}: cannot list the folder", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
         }
         std::fs::create_dir_all(path)
             .with_context(|| format!("--out {}: cannot create the output folder", path.display()))?;
@@ -50,12 +61,22 @@ impl OutDir {
         std::fs::write(&probe, b"ok")
             .with_context(|| format!("--out {}: output folder is not writable", path.display()))?;
         std::fs::remove_file(&probe).ok();
-        Ok(Self { path: path.to_owned(), created: !existed, saved: Cell::new(start == Start::Resume) })
+        Ok(Self { path: path.to_owned(), created: !existed, stale, saved: Cell::new(start == Start::Resume) })
     }
 
-    /// The run saved an epoch: the folder stays, whatever happens next.
+    /// The run saved an epoch: the folder stays, whatever happens next, and
+    /// what an earlier run left beside this one's files goes.
     pub fn mark_saved(&self) {
-        self.saved.set(true);
+        if self.saved.replace(true) {
+            return;
+        }
+        let rewritten = ["metrics.csv", "state.safetensors", "best_model.safetensors"];
+        for path in &self.stale {
+            if path.file_name().is_some_and(|n| rewritten.iter().any(|r| n == *r)) {
+                continue;
+            }
+            let _ = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
+        }
     }
 }
 
@@ -82,7 +103,9 @@ pub struct Summary {
     /// and that as a share of their time.
     pub data_wait_seconds: f64,
     pub data_wait_share: f64,
-    /// Epochs trained (fewer than `config.epochs` after an early stop).
+    /// Epochs the run was set to train, and those it trained (fewer after
+    /// an early stop).
+    pub epochs: usize,
     pub epochs_run: usize,
     pub stopped_early: bool,
     pub best_val_acc: f64,
@@ -115,6 +138,7 @@ impl Summary {
             libtorch: crate::device::libtorch_version().to_owned(),
             data_wait_seconds: waited,
             data_wait_share: if total > 0.0 { waited / total } else { 0.0 },
+            epochs: config.epochs,
             epochs_run: train.len(),
             stopped_early,
             best_val_acc,
