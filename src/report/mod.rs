@@ -1,4 +1,6 @@
-//! What a person sees: progress bars on the terminal and PNG figures.
+//! What a person sees: progress bars on the terminal, PNG figures and
+//! TensorBoard event files.
 
 pub mod plots;
 pub mod progress;
+pub mod tensorboard;
