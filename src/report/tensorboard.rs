@@ -23,6 +23,20 @@ pub const FILE_VERSION: &str = "brain.Event:2";
 
 /// Appends scalar events to a new `events.out.tfevents.<unix seconds>.<hostname>`
 /// file in a run folder.
+///
+/// ```no_run
+/// # fn main() -> anyhow::Result<()> {
+/// use tchlab::report::tensorboard::EventWriter;
+/// let mut events = EventWriter::create(std::path::Path::new("runs/ants-bees"))?;
+/// for epoch in 0..25 {
+///     // … train and validate one epoch …
+///     events.scalar("loss/train", 0.42, epoch)?;
+///     events.scalar("accuracy/val", 0.93, epoch)?;
+///     events.flush()?; // a running `tensorboard --logdir runs` shows it now
+/// }
+/// # Ok(())
+/// # }
+/// ```
 pub struct EventWriter {
     path: PathBuf,
     file: BufWriter<File>,
