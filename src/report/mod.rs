@@ -1,4 +1,4 @@
-//! What a person sees: progress bars on the terminal, PNG figures, and
+//! What a person sees: progress bars on the terminal, PNG figures and
 //! TensorBoard event files.
 
 pub mod plots;
