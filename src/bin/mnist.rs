@@ -1,10 +1,10 @@
 //! `mnist`: the MLP hidden-size sweep and the CNN on MNIST, trained with the
-//! hand-derived backward passes or autograd. Parses arguments, then calls the library.
+//! hand-derived backward passes or autograd. Parses and checks arguments, then
+//! calls the library.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
-use tchlab::data::mnist::Mnist;
 use tchlab::mnist_experiments;
 use tchlab::train::solver::{GradMode, SolverConfig};
 
@@ -13,7 +13,7 @@ use tchlab::train::solver::{GradMode, SolverConfig};
     name = "mnist",
     version,
     about = "MNIST with hand-derived layers: a two-layer MLP hidden-size sweep, and a small CNN",
-    after_help = "Examples:\n  mnist mlp                               # the full sweep, best size retrained and tested\n  mnist mlp --hidden 800 --grad autograd\n  mnist cnn --epochs 5"
+    after_help = "Examples:\n  mnist mlp                               # the full sweep, best size retrained and tested\n  mnist mlp --hidden 800 --grad autograd\n  mnist cnn --epochs 5\n  mnist mlp --hidden 10,100 --epochs 1 --train-limit 2000   # a quick check\n\n`mnist mlp --help` and `mnist cnn --help` list every option with its default."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -22,67 +22,127 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// affine-ReLU-affine-softmax; sweeps hidden sizes, picks the best by val accuracy, tests it.
+    /// affine-ReLU-affine-softmax; sweeps hidden sizes, picks the best by val accuracy, retrains it on train+val, tests it.
     Mlp(MlpArgs),
-    /// conv(32 7x7, pad 3)-ReLU-maxpool 2x2-affine-ReLU-affine-softmax.
+    /// conv(32 7x7, pad 3)-ReLU-maxpool 2x2-affine-ReLU-affine-softmax; trains on train, tests the last epoch's model.
     Cnn(CnnArgs),
 }
 
-#[derive(Args)]
-struct Common {
-    /// Folder with the four IDX files (.gz or not).
-    #[arg(long, default_value = "data/mnist")]
-    data: PathBuf,
-    /// manual: the layers' explicit backward passes; autograd: libtorch's.
-    #[arg(long, value_enum, default_value = "manual")]
-    grad: GradMode,
-    #[arg(long)]
-    epochs: Option<usize>,
-    #[arg(long, default_value_t = 100)]
-    batch_size: usize,
-    /// Adam learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    lr: f64,
-    /// Learning-rate multiplier applied after every epoch.
-    #[arg(long, default_value_t = 0.9)]
-    lr_decay: f64,
-    /// Seeds the train/val split, the init and the batch order.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: String,
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Train on only the first N of the 50,000 training images (quick checks).
-    #[arg(long, value_name = "N")]
-    train_limit: Option<usize>,
+// Every numeric option is checked while parsing (one line naming the option,
+// the value and the reason), and takes negative numbers as values so that
+// `--lr -0.01` gets that line rather than clap's "unexpected argument".
+
+/// A count: a whole number of at least 1.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<i128>() {
+        Ok(n) if n < 1 => Err("must be at least 1".into()),
+        Ok(n) => usize::try_from(n).map_err(|_| "too large".into()),
+        Err(_) => Err("expected a whole number of at least 1".into()),
+    }
+}
+
+/// A hidden-layer width: a whole number of at least 1.
+fn hidden_size(s: &str) -> Result<i64, String> {
+    let n = at_least_one(s).map_err(|e| format!("hidden sizes: {e}"))?;
+    i64::try_from(n).map_err(|_| "too large".into())
+}
+
+fn learning_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
+        Ok(_) => Err("the learning rate must be a finite number greater than 0".into()),
+        Err(_) => Err("expected a number such as 1e-3".into()),
+    }
+}
+
+fn decay_factor(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x > 0.0 && x <= 1.0 => Ok(x),
+        Ok(_) => Err("must be in (0, 1]: the learning rate is multiplied by it after every epoch".into()),
+        Err(_) => Err("expected a number in (0, 1], such as 0.9".into()),
+    }
+}
+
+fn seed(s: &str) -> Result<u64, String> {
+    s.trim().parse::<u64>().map_err(|_| format!("expected a whole number from 0 to {}", u64::MAX))
 }
 
 #[derive(Args)]
 struct MlpArgs {
-    /// Hidden sizes to sweep (comma separated).
-    #[arg(long, value_delimiter = ',', default_value = "10,50,100,250,500,800,1200,1600")]
+    /// Hidden sizes to sweep, comma separated (each at least 1); the best by val accuracy is retrained on train+val and tested.
+    #[arg(long, value_name = "H,H,...", value_delimiter = ',', default_value = "10,50,100,250,500,800,1200,1600",
+          value_parser = hidden_size, allow_hyphen_values = true)]
     hidden: Vec<i64>,
+    /// Passes over the training images, for every size and for the retrain (at least 1).
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = at_least_one, allow_negative_numbers = true)]
+    epochs: usize,
+    /// Folder for results.md, results.csv, summary.json, loss_history.png and accuracy_vs_hidden.png (created if missing).
+    #[arg(long, value_name = "DIR", default_value = "runs/mnist-mlp")]
+    out: PathBuf,
     #[command(flatten)]
     common: Common,
 }
 
 #[derive(Args)]
 struct CnnArgs {
-    #[arg(long, default_value_t = 100)]
+    /// Width of the hidden affine layer after the pooling (at least 1).
+    #[arg(long, value_name = "H", default_value_t = 100, value_parser = hidden_size, allow_negative_numbers = true)]
     hidden: i64,
+    /// Passes over the training images (at least 1).
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = at_least_one, allow_negative_numbers = true)]
+    epochs: usize,
+    /// Folder for results.md, results.csv, summary.json and loss_history.png (created if missing).
+    #[arg(long, value_name = "DIR", default_value = "runs/mnist-cnn")]
+    out: PathBuf,
     #[command(flatten)]
     common: Common,
 }
 
-fn solver_config(common: &Common, default_epochs: usize) -> Result<SolverConfig> {
+#[derive(Args)]
+struct Common {
+    /// Folder with the four IDX files (.gz or not).
+    #[arg(long, value_name = "DIR", default_value = "data/mnist")]
+    data: PathBuf,
+    /// manual: the layers' explicit backward passes; autograd: libtorch's.
+    #[arg(long, value_enum, default_value = "manual")]
+    grad: GradMode,
+    /// Images per Adam step (at least 1).
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = at_least_one, allow_negative_numbers = true)]
+    batch_size: usize,
+    /// Adam learning rate (finite, greater than 0).
+    #[arg(long, value_name = "LR", default_value_t = 1e-3, value_parser = learning_rate, allow_negative_numbers = true)]
+    lr: f64,
+    /// Learning-rate multiplier applied after every epoch, in (0, 1]; 1 keeps it constant.
+    #[arg(long, value_name = "F", default_value_t = 0.9, value_parser = decay_factor, allow_negative_numbers = true)]
+    lr_decay: f64,
+    /// Seeds the train/val split, the init and the batch order (0 or more).
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = seed, allow_negative_numbers = true)]
+    seed: u64,
+    /// auto, cpu, cuda or cuda:N; auto picks CUDA when libtorch sees a GPU.
+    #[arg(long, value_name = "DEVICE", default_value = "auto")]
+    device: String,
+    /// Train on only the first N of the 50,000 training images (quick checks); all: every one.
+    ///
+    /// With N, `mlp` retrains the best size on those N images plus the first N/5 (rounded up) validation images, the
+    /// full run's 5:1 proportion.
+    #[arg(long, value_name = "N", default_value = "all", value_parser = train_limit, allow_negative_numbers = true)]
+    train_limit: TrainLimit,
+}
+
+/// `--train-limit`: a count, or `all` (no limit).
+#[derive(Clone, Copy)]
+struct TrainLimit(Option<usize>);
+
+fn train_limit(s: &str) -> Result<TrainLimit, String> {
+    if s.trim() == "all" {
+        return Ok(TrainLimit(None));
+    }
+    at_least_one(s).map(|n| TrainLimit(Some(n))).map_err(|e| format!("{e}, or all"))
+}
+
+fn solver_config(common: &Common, epochs: usize) -> Result<SolverConfig> {
     let device = tchlab::device::select(&common.device)?;
     println!("{}", tchlab::device::banner(device));
-    let epochs = common.epochs.unwrap_or(default_epochs);
-    if epochs == 0 || common.batch_size == 0 {
-        bail!("--epochs and --batch-size must be at least 1");
-    }
     Ok(SolverConfig {
         epochs,
         batch_size: common.batch_size,
@@ -94,26 +154,17 @@ fn solver_config(common: &Common, default_epochs: usize) -> Result<SolverConfig>
     })
 }
 
-/// The MNIST splits and the output folder (`default_out` unless `--out`).
-fn data_and_out(common: &Common, default_out: &str) -> Result<(Mnist, PathBuf)> {
-    let data = mnist_experiments::load(&common.data, common.seed, common.train_limit)?;
-    Ok((data, common.out.clone().unwrap_or_else(|| PathBuf::from(default_out))))
-}
-
 fn main() {
     tchlab::cli::run_main(|| match Cli::parse().command {
         Command::Mlp(args) => {
-            if args.hidden.iter().any(|&h| h < 1) {
-                bail!("--hidden sizes must be positive");
-            }
-            let config = solver_config(&args.common, 10)?;
-            let (data, out) = data_and_out(&args.common, "runs/mnist-mlp")?;
-            mnist_experiments::mlp_sweep(&data, &args.hidden, &config, &out).map(|_| ())
+            let config = solver_config(&args.common, args.epochs)?;
+            let data = mnist_experiments::load(&args.common.data, args.common.seed, args.common.train_limit.0)?;
+            mnist_experiments::mlp_sweep(&data, &args.hidden, &config, args.common.train_limit.0, &args.out).map(|_| ())
         }
         Command::Cnn(args) => {
-            let config = solver_config(&args.common, 5)?;
-            let (data, out) = data_and_out(&args.common, "runs/mnist-cnn")?;
-            mnist_experiments::cnn(&data, args.hidden, &config, &out).map(|_| ())
+            let config = solver_config(&args.common, args.epochs)?;
+            let data = mnist_experiments::load(&args.common.data, args.common.seed, args.common.train_limit.0)?;
+            mnist_experiments::cnn(&data, args.hidden, &config, &args.out).map(|_| ())
         }
     });
 }

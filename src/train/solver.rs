@@ -121,6 +121,12 @@ pub fn train(
     label: &str,
     on_epoch: &mut dyn FnMut(&EpochStats),
 ) -> Result<TrainOutcome> {
+    if config.epochs == 0 || config.batch_size == 0 {
+        bail!("{label}: epochs and batch size must be at least 1");
+    }
+    if train.is_empty() || val.is_empty() {
+        bail!("{label}: {} training and {} validation images; both need at least 1", train.len(), val.len());
+    }
     let started = std::time::Instant::now();
     let params = net.parameters();
     let mut adam = Adam::new(&params);
@@ -137,7 +143,8 @@ pub fn train(
         let mut order: Vec<i64> = (0..n as i64).collect();
         order.shuffle(&mut rng);
         let order = Tensor::from_slice(&order).to_device(config.device);
-        let bar = progress::bar(batches as u64, &format!("{label} ep {}/{}", epoch + 1, config.epochs));
+        // Epochs are numbered from 0, as `finetune` numbers them.
+        let bar = progress::bar(batches as u64, &format!("{label} ep {epoch}/{}", config.epochs - 1));
         for b in 0..batches {
             let start = (b * config.batch_size) as i64;
             let len = (config.batch_size as i64).min(n as i64 - start);
