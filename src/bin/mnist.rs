@@ -118,9 +118,8 @@ struct Common {
     /// Seeds the train/val split, the init and the batch order (0 or more).
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = seed, allow_negative_numbers = true)]
     seed: u64,
-    /// auto, cpu, cuda or cuda:N; auto picks CUDA when libtorch sees a GPU.
-    #[arg(long, value_name = "DEVICE", default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    device: tchlab::device::DeviceArg,
     /// Train on only the first N of the 50,000 training images (quick checks); all: every one.
     ///
     /// With N, `mlp` retrains the best size on those N images plus the first N/5 (rounded up) validation images, the
@@ -141,7 +140,7 @@ fn train_limit(s: &str) -> Result<TrainLimit, String> {
 }
 
 fn solver_config(common: &Common, epochs: usize) -> Result<SolverConfig> {
-    let device = tchlab::device::select(&common.device)?;
+    let device = common.device.select()?;
     println!("{}", tchlab::device::banner(device));
     Ok(SolverConfig {
         epochs,
