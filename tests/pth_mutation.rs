@@ -16,7 +16,7 @@
 //!   memory (`wait4` rusage), and every result: no panic, every error one line
 //!   naming the source, Rust allocations per read at most twice the file plus
 //!   8 MiB. Deterministic (fixed seed); `PTH_MUTATIONS=N` sets the count
-//!   (default 6000, `scripts/pth-mutate.sh` runs 100,000), `PTH_MUTATION_JOBS`
+//!   (default 10,000, `scripts/pth-mutate.sh` runs 100,000), `PTH_MUTATION_JOBS`
 //!   the number of children at once.
 
 mod common;
@@ -192,8 +192,9 @@ fn malicious_checkpoints_are_refused() {
 // ---------------------------------------------------------------------------
 
 const SEED: u64 = 0x7063_6874_6d75_7431;
-/// Fixture files and how often each is mutated, out of 10.
-const MUTATED: [(&str, u32); 3] = [("lite0_legacy.pth", 4), ("shufflenet_zip.pth", 4), ("shufflenet_legacy.pth", 2)];
+/// Fixture files and how often each is mutated (weights).
+const MUTATED: [(&str, u32); 4] =
+    [("lite0_legacy.pth", 4), ("shufflenet_zip.pth", 4), ("shufflenet_legacy.pth", 2), ("resnet18_zip.pth", 1)];
 /// What any child may reach (resident set), and what one read may allocate
 /// through Rust's allocator beyond twice the file.
 const MAX_CHILD_RSS: u64 = 1 << 30;
@@ -207,6 +208,8 @@ struct Fixture {
     hot_bytes: usize,
     /// (offset, width) of size, length, count and offset fields.
     fields: Vec<(usize, usize)>,
+    /// Zips: data.pkl's byte range and where its CRC-32 is recorded (directory, local header).
+    pickle_crc: Option<(usize, usize, usize, usize)>,
 }
 
 fn load_fixtures() -> Vec<Fixture> {
@@ -214,6 +217,7 @@ fn load_fixtures() -> Vec<Fixture> {
     struct Layout {
         hot: Vec<(usize, usize)>,
         fields: Vec<(usize, usize)>,
+        pickle_crc: Option<(usize, usize, usize, usize)>,
     }
     let layouts: HashMap<String, Layout> =
         serde_json::from_slice(&std::fs::read(fixtures().join("layout.json")).unwrap()).unwrap();
@@ -229,6 +233,7 @@ fn load_fixtures() -> Vec<Fixture> {
                 hot_bytes: hot.iter().map(|(a, b)| b - a).sum(),
                 hot,
                 fields: layout.fields.iter().copied().filter(|(at, w)| at + w <= bytes.len()).collect(),
+                pickle_crc: layout.pickle_crc,
                 bytes,
             }
         })
@@ -376,9 +381,11 @@ fn mutation_child() {
     let (start, end) = range.split_once(':').unwrap();
     let (start, end): (u64, u64) = (start.parse().unwrap(), end.parse().unwrap());
     std::panic::set_hook(Box::new(|_| {})); // panics are reported as results
+    tch::set_num_threads(1); // the children run side by side; libtorch's thread pool only contends
     let mut fixtures = load_fixtures();
     let out = std::io::stdout();
     for index in start..end {
+        let clock = Instant::now();
         let (which, mut rng) = variant_fixture(index);
         let fixture = &mut fixtures[which];
         let (kind, edit) = fixture.mutation(&mut rng);
@@ -389,6 +396,19 @@ fn mutation_child() {
                 for &(at, b) in changes {
                     undo.push((at, fixture.bytes[at]));
                     fixture.bytes[at] = b;
+                }
+                // Most edits inside a zip's data.pkl get its CRC-32 rewritten, so the
+                // pickle parser, not the CRC check, meets them.
+                if let Some((start, end, dir_crc, local_crc)) = fixture.pickle_crc {
+                    if changes.iter().all(|&(at, _)| (start..end).contains(&at)) && rng.gen_bool(0.8) {
+                        let crc = crc32(&fixture.bytes[start..end]).to_le_bytes();
+                        for at in [dir_crc, local_crc] {
+                            for (i, b) in crc.iter().enumerate() {
+                                undo.push((at + i, fixture.bytes[at + i]));
+                                fixture.bytes[at + i] = *b;
+                            }
+                        }
+                    }
                 }
                 Cow::Borrowed(&fixture.bytes)
             }
@@ -416,9 +436,10 @@ fn mutation_child() {
                 ("PANIC", text)
             }
         };
-        let line = serde_json::json!([index, fixture.name, kind, status, peak, bytes.len(), message]);
+        let micros = clock.elapsed().as_micros() as u64;
+        let line = serde_json::json!([index, fixture.name, kind, status, peak, bytes.len(), message, micros]);
         drop(bytes);
-        for (at, b) in undo {
+        for (at, b) in undo.into_iter().rev() {
             fixture.bytes[at] = b;
         }
         use std::io::Write;
@@ -437,6 +458,8 @@ struct Outcome {
     peak: usize,
     len: usize,
     message: String,
+    /// Time to make the variant and read it.
+    micros: u64,
 }
 
 struct ChildRun {
@@ -454,6 +477,7 @@ fn run_child(start: u64, end: u64) -> ChildRun {
         .args(["mutation_child", "--exact", "--nocapture", "--test-threads=1"])
         .env("PTH_MUTATION_CHILD", format!("{start}:{end}"))
         .env("PTH_FIXTURES", fixtures())
+        .env("OMP_NUM_THREADS", "1")
         .env_remove("RUST_BACKTRACE")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -463,7 +487,8 @@ fn run_child(start: u64, end: u64) -> ChildRun {
     let mut outcomes = Vec::new();
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap();
-        let Some(json) = line.strip_prefix("@@") else { continue };
+        // libtest may print "test mutation_child ... " on the same line first.
+        let Some(json) = line.split_once("@@").map(|(_, json)| json) else { continue };
         let v: serde_json::Value = serde_json::from_str(json).unwrap();
         outcomes.push(Outcome {
             index: v[0].as_u64().unwrap(),
@@ -473,6 +498,7 @@ fn run_child(start: u64, end: u64) -> ChildRun {
             peak: v[4].as_u64().unwrap() as usize,
             len: v[5].as_u64().unwrap() as usize,
             message: v[6].as_str().unwrap().to_owned(),
+            micros: v[7].as_u64().unwrap(),
         });
     }
     let pid = child.id() as libc::pid_t;
@@ -514,7 +540,7 @@ fn error_shape(message: &str, index: u64, fixture: &str) -> String {
 
 #[test]
 fn mutations() {
-    let count: u64 = std::env::var("PTH_MUTATIONS").ok().and_then(|n| n.parse().ok()).unwrap_or(6000);
+    let count: u64 = std::env::var("PTH_MUTATIONS").ok().and_then(|n| n.parse().ok()).unwrap_or(10_000);
     let jobs: usize = std::env::var("PTH_MUTATION_JOBS")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -548,12 +574,14 @@ fn mutations() {
 
     let mut per_fixture: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
     let mut per_kind: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
+    let mut micros: BTreeMap<&str, u64> = BTreeMap::new();
     let mut shapes: HashMap<String, u64> = HashMap::new();
     let mut max_ratio = 0f64;
     let mut max_peak = 0;
     for o in &outcomes {
         *per_fixture.entry(&o.fixture).or_default().entry(&o.status).or_default() += 1;
         *per_kind.entry(&o.kind).or_default().entry(&o.status).or_default() += 1;
+        *micros.entry(&o.fixture).or_default() += o.micros;
         let source = format!("mutant-{}-{}", o.index, o.fixture);
         max_peak = max_peak.max(o.peak);
         max_ratio = max_ratio.max(o.peak as f64 / o.len.max(1) as f64);
@@ -579,7 +607,8 @@ fn mutations() {
     }
     println!("{} variants in {:.1} s ({jobs} children at a time, seed {SEED:#x})", outcomes.len(), wall.as_secs_f64());
     for (fixture, counts) in &per_fixture {
-        println!("  {fixture:24} {counts:?}");
+        let n: u64 = counts.values().sum();
+        println!("  {fixture:24} {counts:?}, {:.1} ms a variant", micros[fixture] as f64 / n as f64 / 1000.0);
     }
     for (kind, counts) in &per_kind {
         println!("  {kind:24} {counts:?}");

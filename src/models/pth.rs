@@ -324,7 +324,10 @@ impl<'a> Zip<'a> {
         }
         if let Some(locator) = locator {
             let record = le64(bytes, locator + 8, "zip64 locator")?;
-            let record = usize::try_from(record).ok().filter(|&r| r + 56 <= locator).context("bad zip64 end offset")?;
+            let record = usize::try_from(record)
+                .ok()
+                .filter(|&r| r.checked_add(56).is_some_and(|end| end <= locator))
+                .context("bad zip64 end offset")?;
             if bytes.get(record..record + 4) != Some(EOCD64_SIG) {
                 bail!("zip64 end record missing");
             }
@@ -590,7 +593,8 @@ fn build_tensors<'d>(
         let tensor = if view.is_contiguous() {
             view
         } else {
-            copy_budget.spend(numel * element_size(info.kind), || format!("tensor {}", quoted(name)))?;
+            let bytes = numel.saturating_mul(element_size(info.kind));
+            copy_budget.spend(bytes, || format!("tensor {}", quoted(name)))?;
             view.f_contiguous().map_err(|e| anyhow!("tensor {}: {}", quoted(name), one_line(&e.to_string())))?
         };
         out.push((name.to_string(), tensor));
