@@ -107,7 +107,7 @@ fn read_zip(bytes: &[u8]) -> Result<Vec<(String, Tensor)>> {
         [] => bail!("zip archive has no data.pkl"),
         _ => bail!("zip archive has {} data.pkl entries", pickles.len()),
     };
-    let prefix = &pickle_name[..pickle_name.len() - b"data.pkl".len()];
+    let prefix = pickle_name.strip_suffix(b"data.pkl").context("data.pkl name")?;
     let mut budget = Budget::new(bytes.len());
     let entry_name = |tail: &[u8]| [prefix, tail].concat();
     if let Some(order) = zip.entry(&entry_name(b"byteorder")) {
