@@ -32,7 +32,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
-use tchlab::models::pth::{read_state_dict, read_state_dict_bytes};
+use tchlab::persist::pth::{read_state_dict, read_state_dict_bytes};
 
 /// Counts the bytes this process has allocated through Rust's allocator, and
 /// the peak since the last [`reset_peak`].
