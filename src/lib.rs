@@ -34,6 +34,7 @@ pub mod device;
 pub mod grad;
 pub mod interrupt;
 pub mod layers;
+pub mod metrics;
 pub mod mnist_experiments;
 pub mod models;
 pub mod names;

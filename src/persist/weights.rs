@@ -4,11 +4,31 @@
 //! decide which file a model uses (the caller does).
 
 use super::pth::read_state_dict;
+use crate::models::Classifier;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::path::Path;
 use tch::nn::VarStore;
 use tch::Tensor;
+
+/// Loads published backbone weights into `model` by name, ignoring the
+/// file's head.
+pub fn load_backbone(model: &mut Classifier, weights: &Path) -> Result<()> {
+    let tensors = read_named_tensors(weights)?;
+    load_into(&mut model.backbone_vs, &tensors, weights)?;
+    let known: Vec<String> = model.backbone_vs.variables().into_keys().collect();
+    let head_prefix = format!("{}.", model.arch.head_name());
+    reject_unknown(&tensors, &known, Some(&head_prefix), weights)
+}
+
+/// Loads a whole model (backbone and head), e.g. a saved best model.
+pub fn load_all(model: &mut Classifier, weights: &Path) -> Result<()> {
+    let tensors = read_named_tensors(weights)?;
+    load_into(&mut model.backbone_vs, &tensors, weights)?;
+    load_into(&mut model.head_vs, &tensors, weights)?;
+    let known: Vec<String> = model.named_tensors().into_iter().map(|(n, _)| n).collect();
+    reject_unknown(&tensors, &known, None, weights)
+}
 
 /// Reads a weights file: `.safetensors`, or a PyTorch `.pth`/`.pt`/`.bin` state_dict.
 pub fn read_named_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {

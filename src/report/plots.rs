@@ -4,7 +4,7 @@
 
 use crate::data::loader::{image_tensor, DecodedSplit};
 use crate::data::transforms::val_transform;
-use crate::train::metrics::{EpochRow, History};
+use crate::metrics::{EpochRow, History};
 use anyhow::{Context, Result};
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::prelude::*;

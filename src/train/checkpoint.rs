@@ -6,8 +6,8 @@
 //! (seed, epoch), so no RNG state is stored. Loading is strict: a state that
 //! lacks a tensor the run needs is an error naming it.
 
-use super::metrics::History;
 use crate::grad::check_complete;
+use crate::metrics::History;
 use crate::models::Classifier;
 use crate::persist::model_card::ModelCard;
 use crate::persist::{safetensors, weights::read_named_tensors};
@@ -18,6 +18,13 @@ use tch::Tensor;
 
 pub const STATE_FILE: &str = "state.safetensors";
 pub const BEST_MODEL_FILE: &str = "best_model.safetensors";
+
+/// Whether a run starts afresh or continues its saved state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    Fresh,
+    Resume,
+}
 
 pub fn state_path(out: &Path) -> PathBuf {
     out.join(STATE_FILE)

@@ -1,7 +1,7 @@
 //! Scoring class probabilities against labels: mean cross-entropy and
 //! top-1 accuracy, as the tutorial reports them each val phase.
 
-use super::metrics::EpochRow;
+use crate::metrics::EpochRow;
 use tch::{Kind, Tensor};
 
 /// Mean cross-entropy and number of correct top-1 predictions.

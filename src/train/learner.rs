@@ -5,11 +5,11 @@
 //! [`super::strategy`], how a step updates weights in [`super::step`], what is
 //! kept on disk in [`super::checkpoint`].
 
+pub use super::checkpoint::Start;
 use super::checkpoint::{restore, Best, RunState, BEST_MODEL_FILE};
 use super::config::FinetuneConfig;
 use super::evaluate::val_row;
 use super::frozen::predict_probabilities;
-use super::metrics::{format_minutes, EpochRow, History};
 use super::optim;
 use super::schedule::Schedule;
 use super::splits::{Folders, Splits};
@@ -17,6 +17,7 @@ use super::step::Stepper;
 use super::strategy::{self, EpochContext, Strategy};
 use super::summary::{OutDir, Summary};
 use crate::interrupt::{Interrupt, Interrupted};
+use crate::metrics::{format_minutes, EpochRow, History};
 use crate::models::Classifier;
 use crate::names::Named;
 use crate::persist::model_card::ModelCard;
@@ -25,13 +26,6 @@ use crate::report::tensorboard::EventWriter;
 use anyhow::{Context, Result};
 use std::time::Instant;
 use tch::Device;
-
-/// Whether a run starts afresh or continues its saved state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
-    Fresh,
-    Resume,
-}
 
 /// What the epoch loop carries from one epoch to the next.
 struct Progress {
@@ -118,7 +112,7 @@ fn build_model(config: &FinetuneConfig, num_classes: usize, device: Device) -> R
     let mut model = Classifier::new(config.arch, num_classes as i64, device);
     match &config.weights {
         Some(weights) => {
-            model.load_backbone(weights)?;
+            crate::persist::weights::load_backbone(&mut model, weights)?;
             println!("weights: {} (pretrained backbone)", weights.display());
         }
         None => println!("weights: none (random init; pass --weights for transfer learning)"),

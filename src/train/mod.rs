@@ -8,7 +8,7 @@
 //!   `crate::grad::Backprop`, unscaled by [`amp`], applied by an [`optim`]
 //!   optimizer at the rate [`schedule`] gives);
 //! - [`checkpoint`]: best model and resumable state; [`evaluate`]: loss and
-//!   accuracy of predictions; [`metrics`] and [`summary`]: what a run
+//!   accuracy of predictions; [`summary`] (with [`crate::metrics`]): what a run
 //!   reports;
 //! - [`feed`] and [`frozen`]: batches to the device, frozen-backbone passes;
 //! - [`solver`]: the MNIST training loop.
@@ -24,7 +24,6 @@ pub mod evaluate;
 pub mod feed;
 pub mod frozen;
 pub mod learner;
-pub mod metrics;
 pub mod optim;
 pub mod schedule;
 pub mod solver;

@@ -3,11 +3,10 @@
 //! empty or half-made folder behind; [`Summary`] is `summary.json`, the
 //! resolved config with the results.
 
-use super::checkpoint::state_path;
+use super::checkpoint::{state_path, Start};
 use super::config::FinetuneConfig;
-use super::learner::Start;
-use super::metrics::History;
 use super::splits::Splits;
+use crate::metrics::History;
 use crate::persist::write_atomically;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};

@@ -1,5 +1,5 @@
-//! Per-epoch loss and accuracy rows, best-epoch tracking, and the files that
-//! record them (`metrics.csv`, `summary.json`).
+//! Per-epoch loss and accuracy rows, best-epoch tracking, and the file that
+//! records them (`metrics.csv`). Training fills them, reports draw them.
 
 use crate::persist::write_atomically;
 use anyhow::Result;
