@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
-use tchlab::accel::winograd::WinogradBackprop;
+use tchlab::accel::conv3x3::WinogradBackprop;
 use tchlab::grad::{Autograd, Backprop};
 use tchlab::models::{Arch, Classifier};
 use tchlab::names::Named;

@@ -14,6 +14,7 @@
 //! The general training path (`crate::grad`, `crate::train`) sees only the
 //! [`crate::grad::Backprop`] trait and plain tensors.
 
+pub mod conv3x3;
 pub mod lanes;
 pub mod omp;
 pub mod pool;
@@ -25,7 +26,7 @@ use tch::{Device, Tensor};
 /// The fastest way to correct gradients on `device`.
 pub fn backprop(device: Device) -> Box<dyn Backprop> {
     match device {
-        Device::Cpu => Box::new(winograd::WinogradBackprop),
+        Device::Cpu => Box::new(conv3x3::WinogradBackprop),
         _ => Box::new(Autograd),
     }
 }

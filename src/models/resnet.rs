@@ -3,8 +3,8 @@
 //! load by name. The backbone ends at global average pooling; the classifier
 //! (`fc`) is built by [`super::Classifier`].
 
+use crate::accel::conv3x3::Conv3x3;
 use crate::accel::pool::stem_pool_relu;
-use crate::accel::winograd::Conv3x3;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 

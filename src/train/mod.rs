@@ -25,6 +25,7 @@ pub mod feed;
 pub mod frozen;
 pub mod learner;
 pub mod optim;
+pub mod options;
 pub mod schedule;
 pub mod solver;
 pub mod splits;

@@ -1,0 +1,160 @@
+//! The options of a training run as a user gives them: on the command line
+//! (a `clap::Args` struct the binary flattens) or in a `--config` TOML file
+//! with the same keys, flags winning. [`super::config`] checks and resolves
+//! them.
+
+use crate::models::Arch;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Frozen pretrained backbone, new head trained.
+    FeatureExtract,
+    /// Every weight trained.
+    Full,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerKind {
+    /// SGD with momentum (torch.optim.SGD), the tutorial's.
+    Sgd,
+    /// Adam with decoupled weight decay (torch.optim.AdamW).
+    Adamw,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SchedulerKind {
+    /// StepLR: the rate times --gamma every --step-size epochs (the tutorial's).
+    Step,
+    /// Cosine annealing from --lr towards 0 over the run.
+    Cosine,
+}
+
+/// The options of a training run as a user gives them. Every field is also a
+/// key of a `--config` TOML file (`batch-size = 8`, or `batch_size`).
+#[derive(Debug, Clone, clap::Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainOptions {
+    /// feature-extract: frozen backbone, new head; full: train every weight.
+    #[arg(long, value_enum, default_value = "feature-extract")]
+    pub mode: Mode,
+    /// Backbone.
+    #[arg(long, value_enum, default_value = "resnet18")]
+    pub arch: Arch,
+    /// Image folder: <DIR>/train/<class>/* and <DIR>/<val-dir>/<class>/*.
+    #[arg(long, value_name = "DIR", default_value = "data/hymenoptera_data")]
+    pub data: PathBuf,
+    /// Name of the validation folder inside --data.
+    #[arg(long, value_name = "NAME", default_value = "val")]
+    pub val_dir: String,
+    /// Hold out this fraction of train/ (per class, fixed by --seed) for validation, for folders without a val folder.
+    #[arg(long, value_name = "FRACTION")]
+    pub val_split: Option<f64>,
+    /// Pretrained weights (.pth state_dict or .safetensors) [default: the arch's file in --models-dir].
+    #[arg(long, value_name = "FILE")]
+    pub weights: Option<PathBuf>,
+    /// Where scripts/fetch-models.sh puts weights.
+    #[arg(long, value_name = "DIR", default_value = "models")]
+    pub models_dir: PathBuf,
+    /// Train from random weights instead of pretrained ones.
+    #[arg(long)]
+    pub random_init: bool,
+    /// Epochs to train (with --resume: the new total, to train more).
+    #[arg(long, default_value_t = 25)]
+    pub epochs: usize,
+    /// Images per training step.
+    #[arg(long, default_value_t = 4)]
+    pub batch_size: usize,
+    #[arg(long, value_enum, default_value = "sgd")]
+    pub optimizer: OptimizerKind,
+    /// Learning rate (at the start, after any warm-up).
+    #[arg(long, default_value_t = 0.001)]
+    pub lr: f64,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// Weight decay (SGD: L2 added to the gradient, as torch; AdamW: decoupled).
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Learning-rate schedule, per epoch.
+    #[arg(long, value_enum, default_value = "step")]
+    pub scheduler: SchedulerKind,
+    /// StepLR: multiply the learning rate by --gamma every this many epochs.
+    #[arg(long, default_value_t = 7)]
+    pub step_size: usize,
+    /// StepLR: the factor.
+    #[arg(long, default_value_t = 0.1)]
+    pub gamma: f64,
+    /// Epochs of linear warm-up to --lr before the schedule starts.
+    #[arg(long, value_name = "EPOCHS", default_value_t = 0)]
+    pub warmup_epochs: usize,
+    /// Label smoothing of the training loss (as torch's CrossEntropyLoss).
+    #[arg(long, value_name = "EPSILON", default_value_t = 0.0)]
+    pub label_smoothing: f64,
+    /// Stop when val accuracy has not improved for this many epochs.
+    #[arg(long, value_name = "PATIENCE")]
+    pub early_stop: Option<usize>,
+    /// Side of the square images the network sees (validation resizes to 8/7 of it, then crops).
+    #[arg(long, value_name = "PIXELS", default_value_t = 224)]
+    pub image_size: i64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output folder [default: runs/<arch>-<mode>, or the next free runs/<arch>-<mode>-N].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Replace what an existing --out folder holds.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Threads that decode and augment images [default: one per CPU].
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// libtorch's compute threads [default: libtorch's choice, or OMP_NUM_THREADS].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Memory for decoded images in MB (train split first); images beyond it
+    /// are kept as file bytes and decoded at each use: slower, same results.
+    #[arg(long, value_name = "MB", default_value_t = crate::data::loader::DEFAULT_PIXEL_BUDGET_MB)]
+    pub cache_mb: u64,
+    /// feature-extract only: compute train features once (no augmentation) and train the head on them.
+    #[arg(long)]
+    pub cache_features: bool,
+    /// Fail on the first undecodable image instead of skipping it.
+    #[arg(long)]
+    pub strict: bool,
+    /// Mixed precision on CUDA: fp16 autocast forward passes, loss scaling in full mode.
+    #[arg(long)]
+    pub amp: bool,
+}
+
+impl TrainOptions {
+    /// These options with the keys of a TOML `file` applied where the
+    /// command line did not give them (`given`: the option ids it gave).
+    pub fn with_file(self, file: &Path, given: &BTreeSet<String>) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("--config {}: cannot read", file.display()))?;
+        let table: toml::Table =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("--config {}: {}", file.display(), one_line(&e)))?;
+        let serde_json::Value::Object(mut merged) = serde_json::to_value(&self)? else { bail!("options") };
+        for (key, value) in table {
+            let id = key.replace('-', "_");
+            if !merged.contains_key(&id) {
+                bail!("--config {}: unknown key {key:?} (keys are the option names, e.g. batch-size)", file.display());
+            }
+            if !given.contains(&id) {
+                merged.insert(id, serde_json::to_value(value)?);
+            }
+        }
+        serde_path_to_error::deserialize(serde_json::Value::Object(merged))
+            .map_err(|e| anyhow::anyhow!("--config {}: key {}: {}", file.display(), e.path(), e.inner()))
+    }
+}
+
+fn one_line(error: &impl std::fmt::Display) -> String {
+    error.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+}
