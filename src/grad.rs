@@ -80,30 +80,23 @@ pub struct Pass {
     pub grads: Gradients,
 }
 
+/// A step's forward pass, returning logits.
+pub type Forward<'a> = &'a mut dyn FnMut() -> Tensor;
+/// A step's loss on the logits.
+pub type LossFn<'a> = &'a dyn Fn(&Tensor) -> Tensor;
+
 /// How a training step turns a forward pass and a loss into gradients.
 pub trait Backprop {
     /// Runs `forward` (returning logits), `loss_of` on them, and returns the
     /// gradients of `loss · loss_scale` with respect to `params`.
-    fn run(
-        &self,
-        forward: &mut dyn FnMut() -> Tensor,
-        loss_of: &dyn Fn(&Tensor) -> Tensor,
-        params: &Params,
-        loss_scale: f64,
-    ) -> Pass;
+    fn run(&self, forward: Forward, loss_of: LossFn, params: &Params, loss_scale: f64) -> Pass;
 }
 
 /// libtorch's own backward pass.
 pub struct Autograd;
 
 impl Backprop for Autograd {
-    fn run(
-        &self,
-        forward: &mut dyn FnMut() -> Tensor,
-        loss_of: &dyn Fn(&Tensor) -> Tensor,
-        params: &Params,
-        loss_scale: f64,
-    ) -> Pass {
+    fn run(&self, forward: Forward, loss_of: LossFn, params: &Params, loss_scale: f64) -> Pass {
         let logits = forward();
         let loss = loss_of(&logits);
         let grads = backward(&(&loss * loss_scale), params, &[]).0;

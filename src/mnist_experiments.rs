@@ -3,17 +3,18 @@
 //! and the CNN; each writes tables and figures to its output folder.
 
 use crate::data::mnist::{self, Mnist, Split};
+use crate::names::Named;
 use crate::nets::cnn::ConvNetShape;
 use crate::nets::{Net, ThreeLayerConvNet, TwoLayerNet};
 use crate::persist::write_atomically;
 use crate::report::plots::{line_chart, Chart, Series};
-use crate::train::solver::{evaluate, train, EpochStats, GradMode, SolverConfig, TrainOutcome};
+use crate::train::solver::{evaluate, train, EpochStats, SolverConfig, TrainOutcome};
 use anyhow::{Context, Result};
 use plotters::chart::SeriesLabelPosition;
 use plotters::style::{RGBColor, BLUE, RED};
 use serde::Serialize;
 use std::path::Path;
-use tch::{nn, Device, Tensor};
+use tch::{nn, Tensor};
 
 /// Weight init std for the MLP (as the assignment's `weight_scale`).
 const MLP_WEIGHT_SCALE: f64 = 0.01;
@@ -30,57 +31,21 @@ pub fn load(dir: &Path, seed: u64, train_limit: Option<usize>) -> Result<Mnist> 
     Ok(data)
 }
 
-/// How a run trains, as its results record it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Recipe {
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub lr: f64,
-    pub lr_decay: f64,
-    pub seed: u64,
-    pub grad: GradMode,
-    pub device: String,
-}
-
-impl Recipe {
-    pub fn of(config: &SolverConfig) -> Self {
-        Self {
-            epochs: config.epochs,
-            batch_size: config.batch_size,
-            lr: config.lr,
-            lr_decay: config.lr_decay,
-            seed: config.seed,
-            grad: config.grad,
-            device: match config.device {
-                Device::Cpu => "cpu".to_owned(),
-                Device::Cuda(i) => format!("cuda:{i}"),
-                other => format!("{other:?}"),
-            },
-        }
-    }
-
-    fn grad_name(&self) -> &'static str {
-        match self.grad {
-            GradMode::Manual => "manual",
-            GradMode::Autograd => "autograd",
-        }
-    }
-
-    /// One line for results.md; epochs are numbered from 0, as printed.
-    fn describe(&self) -> String {
-        let grad = self.grad_name();
-        format!(
-            "Adam, lr {} multiplied by {} after every epoch, batch {}, {} epoch(s) (numbered 0 to {}), seed {}, \
-             `--grad {grad}`, device {}",
-            self.lr,
-            self.lr_decay,
-            self.batch_size,
-            self.epochs,
-            self.epochs.saturating_sub(1),
-            self.seed,
-            self.device
-        )
-    }
+/// One line for results.md describing how a run trains; epochs are
+/// numbered from 0, as printed.
+fn describe(config: &SolverConfig) -> String {
+    format!(
+        "Adam, lr {} multiplied by {} after every epoch, batch {}, {} epoch(s) (numbered 0 to {}), seed {}, \
+         `--grad {}`, device {}",
+        config.lr,
+        config.lr_decay,
+        config.batch_size,
+        config.epochs,
+        config.epochs.saturating_sub(1),
+        config.seed,
+        config.grad.name(),
+        crate::device::name(config.device)
+    )
 }
 
 #[derive(Debug, Serialize)]
@@ -93,7 +58,7 @@ pub struct SweepRow {
 
 #[derive(Debug, Serialize)]
 pub struct SweepSummary {
-    pub recipe: Recipe,
+    pub recipe: SolverConfig,
     /// Images each size trained on (validated on `val_images`).
     pub train_images: usize,
     pub val_images: usize,
@@ -198,7 +163,7 @@ pub fn mlp_sweep(
     let test_acc = evaluate(&net, &data.test, config.device);
     println!("test acc (hidden-dim = {best_hidden}) = {test_acc:.4}");
     let summary = SweepSummary {
-        recipe: Recipe::of(config),
+        recipe: config.clone(),
         train_images,
         val_images,
         rows,
@@ -241,7 +206,7 @@ fn write_sweep_tables(summary: &SweepSummary, out: &Path) -> Result<()> {
         "# MNIST MLP hidden-size sweep\n\nRecipe: affine-ReLU-affine-softmax, init std {MLP_WEIGHT_SCALE}; {}. \
          Each size trained on {} images and validated on {}.\n\n\
          | hidden | train acc | val acc | seconds |\n|---:|---:|---:|---:|\n",
-        summary.recipe.describe(),
+        describe(&summary.recipe),
         summary.train_images,
         summary.val_images
     );
@@ -294,7 +259,7 @@ fn loss_plot(outcome: &TrainOutcome, path: &Path, title: &str) -> Result<()> {
 
 #[derive(Debug, Serialize)]
 pub struct CnnSummary {
-    pub recipe: Recipe,
+    pub recipe: SolverConfig,
     pub hidden: i64,
     pub train_images: usize,
     pub val_images: usize,
@@ -331,7 +296,7 @@ pub fn cnn(data: &Mnist, hidden: i64, config: &SolverConfig, out: &Path) -> Resu
     let last = outcome.final_epoch();
     println!("test acc = {test_acc:.4}  (training took {:.0} s)", outcome.seconds);
     let summary = CnnSummary {
-        recipe: Recipe::of(config),
+        recipe: config.clone(),
         hidden,
         train_images: data.train.len(),
         val_images: data.val.len(),
@@ -352,7 +317,7 @@ pub fn cnn(data: &Mnist, hidden: i64, config: &SolverConfig, out: &Path) -> Resu
 /// recipe, every epoch (from 0) and the final accuracies; summary.json: all of it.
 fn write_cnn_tables(s: &CnnSummary, out: &Path) -> Result<()> {
     let r = &s.recipe;
-    let grad = r.grad_name();
+    let grad = r.grad.name();
     let csv = format!(
         "hidden,epochs,batch_size,lr,lr_decay,seed,grad,train_images,val_images,test_images,\
          train_acc,val_acc,test_acc,seconds\n\
@@ -377,7 +342,7 @@ fn write_cnn_tables(s: &CnnSummary, out: &Path) -> Result<()> {
          | epoch | train acc | val acc | seconds |\n|---:|---:|---:|---:|\n",
         CNN_KERNEL / 2,
         s.hidden,
-        r.describe(),
+        describe(r),
         s.train_images,
         s.val_images,
         s.test_images

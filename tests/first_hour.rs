@@ -26,17 +26,7 @@ fn text(bytes: &[u8]) -> String {
 /// Six images per class and split: quick runs on real photos.
 fn small_data() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = common::repo().join("target/test-fixtures/first-hour-ants-bees");
-        if !dir.join("val/bees").exists() {
-            let staging = dir.with_extension("tmp");
-            let _ = std::fs::remove_dir_all(&staging);
-            common::subset(&common::ants_bees(), &staging, 6);
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::rename(&staging, &dir).unwrap();
-        }
-        dir
-    })
+    DIR.get_or_init(|| common::small_ants_bees("first-hour-ants-bees", 6))
 }
 
 /// A quick feature-extract recipe on Lite0 (head on cached features).

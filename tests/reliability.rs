@@ -17,17 +17,7 @@ fn temp_dir() -> tempfile::TempDir {
 /// A small ants/bees folder shared by these tests.
 fn small_data() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = common::repo().join("target/test-fixtures/small-ants-bees");
-        if !dir.join("val/bees").exists() {
-            let staging = dir.with_extension("tmp");
-            let _ = std::fs::remove_dir_all(&staging);
-            common::subset(&common::ants_bees(), &staging, 8);
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::rename(&staging, &dir).unwrap();
-        }
-        dir
-    })
+    DIR.get_or_init(|| common::small_ants_bees("small-ants-bees", 8))
 }
 
 fn lite0_args(mode: &str, epochs: &str) -> Vec<String> {

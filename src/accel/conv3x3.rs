@@ -6,7 +6,7 @@
 //! gradient autograd computes.
 
 use super::winograd::weight_gradient;
-use crate::grad::{backward, Backprop, Params, Pass};
+use crate::grad::{backward, Backprop, Forward, LossFn, Params, Pass};
 use std::cell::RefCell;
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
@@ -103,13 +103,7 @@ impl Tape {
 pub struct WinogradBackprop;
 
 impl Backprop for WinogradBackprop {
-    fn run(
-        &self,
-        forward: &mut dyn FnMut() -> Tensor,
-        loss_of: &dyn Fn(&Tensor) -> Tensor,
-        params: &Params,
-        loss_scale: f64,
-    ) -> Pass {
+    fn run(&self, forward: Forward, loss_of: LossFn, params: &Params, loss_scale: f64) -> Pass {
         let (logits, tape) = Tape::record(forward);
         let loss = loss_of(&logits);
         let grads = tape.gradients(&(&loss * loss_scale), params);

@@ -21,7 +21,8 @@ pub enum GradMode {
     Autograd,
 }
 
-#[derive(Debug, Clone)]
+/// How an MNIST run trains; recorded with its results.
+#[derive(Debug, Clone, Serialize)]
 pub struct SolverConfig {
     pub epochs: usize,
     pub batch_size: usize,
@@ -30,7 +31,12 @@ pub struct SolverConfig {
     pub lr_decay: f64,
     pub seed: u64,
     pub grad: GradMode,
+    #[serde(serialize_with = "device_name")]
     pub device: Device,
+}
+
+fn device_name<S: serde::Serializer>(device: &Device, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&crate::device::name(*device))
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -6,7 +6,7 @@
 
 use super::amp::LossScaler;
 use super::optim::Optimizer;
-use crate::grad::{Backprop, Params};
+use crate::grad::{Backprop, Forward, LossFn, Params};
 use tch::{Kind, Tensor};
 
 pub struct Stepper {
@@ -37,12 +37,7 @@ impl Stepper {
     /// update at rate `lr`. A non-finite loss is returned as `Err(value)`
     /// with nothing applied; a step whose scaled gradients overflowed is
     /// skipped (and counted).
-    pub fn step(
-        &mut self,
-        forward: &mut dyn FnMut() -> Tensor,
-        loss_of: &dyn Fn(&Tensor) -> Tensor,
-        lr: f64,
-    ) -> Result<StepOutcome, f64> {
+    pub fn step(&mut self, forward: Forward, loss_of: LossFn, lr: f64) -> Result<StepOutcome, f64> {
         let scale = self.scaler.as_ref().map_or(1.0, LossScaler::scale);
         let mut pass = self.backprop.run(forward, loss_of, &self.params, scale);
         let loss = pass.loss.to_kind(Kind::Double).double_value(&[]);

@@ -91,3 +91,20 @@ pub fn subset(data: &Path, dest: &Path, per_class: usize) {
         }
     }
 }
+
+/// A copy of ants/bees with `per_class` images per class and split, made
+/// once under `target/test-fixtures/<name>` (safe when tests race to make it).
+pub fn small_ants_bees(name: &str, per_class: usize) -> PathBuf {
+    let dir = repo().join("target/test-fixtures").join(name);
+    if !dir.join("val/bees").exists() {
+        std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+        let staging = tempfile::tempdir_in(dir.parent().unwrap()).unwrap();
+        subset(&ants_bees(), staging.path(), per_class);
+        // Whoever renames first wins; the others' copies are dropped.
+        let kept = staging.keep();
+        if std::fs::rename(&kept, &dir).is_err() {
+            let _ = std::fs::remove_dir_all(&kept);
+        }
+    }
+    dir
+}
