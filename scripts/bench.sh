@@ -37,7 +37,7 @@ for rep in $(seq 1 "$REPS"); do
     out=runs/bench/ours-$ARCH-$mode
     echo "== rep $rep: ours $ARCH $mode ($EPOCHS epochs)"
     /usr/bin/time -f "%e %M" -o runs/bench/time.txt target/release/finetune --arch "$ARCH" --mode "$mode" \
-      --epochs "$EPOCHS" --weights "$WEIGHTS" --out "$out" > runs/bench/ours.log 2>&1
+      --epochs "$EPOCHS" --weights "$WEIGHTS" --out "$out" --overwrite > runs/bench/ours.log 2>&1
     read -r wall rss < runs/bench/time.txt
     python3 - "$out" "$wall" "$rss" "$mode" >> "$RESULTS" <<'PY'
 import csv, json, sys

@@ -27,7 +27,7 @@ ours() { # name, extra args...
   local name=$1; shift
   echo "== ours $name"
   "$BIN" --device "$DEVICE" --arch efficientnet-lite0 --weights "$WEIGHTS" --data "$DATA" --epochs "$EPOCHS" \
-    --out "$OUT_DIR/$name" "$@" > "$OUT_DIR/$name.log" 2>&1 \
+    --out "$OUT_DIR/$name" --overwrite "$@" > "$OUT_DIR/$name.log" 2>&1 \
     || { grep -m1 '^error' "$OUT_DIR/$name.log" || tail -3 "$OUT_DIR/$name.log"; return 1; }
   "$PY" - "$OUT_DIR/$name" <<'PY'
 import csv, json, statistics as st, sys

@@ -26,7 +26,7 @@ for mode in feature-extract full; do
   out=runs/reproduce/$ARCH-$mode
   echo "=== $ARCH $mode ($EPOCHS epochs) -> $out"
   target/release/finetune --mode "$mode" --arch "$ARCH" --epochs "$EPOCHS" --seed 0 \
-    --device "$DEVICE" --out "$out"
+    --device "$DEVICE" --out "$out" --overwrite
 done
 
 echo

@@ -3,20 +3,26 @@
 //! How data flows through the crate:
 //!
 //! ```text
-//! image files ─► data::image_folder (classes, files; non-images reported)
+//! image files ─► data::image_folder (classes, files; non-images reported; val folder or held-out split)
 //!             ─► data::loader (decode once within a memory budget, augment per epoch, batch, in parallel)
 //!             ─► data::transforms (torchvision's crops/resizes, normalization)
-//!             ─► models (backbone loaded by name from a published checkpoint,
-//!                        new linear head)
-//!             ─► train::feed (batches to the device) / train::frozen (frozen-
-//!                        backbone passes, in CPU lanes)
-//!             ─► train::finetune (SGD + StepLR, best model, resumable state;
-//!                        on the CPU, weight gradients of ResNet's stride-1 3×3
-//!                        convolutions by models::winograd)
-//!             ─► metrics.csv / summary.json / report::plots / .safetensors
+//!             ─► models (backbone built by name, new linear head)
+//!                  ◄─ persist (.pth / .safetensors weights loaded by name; model cards)
+//!             ─► train::learner (the epoch loop of a run, configured by train::options → train::config)
+//!                  ├ train::strategy (what feature-extract and full mode train)
+//!                  ├ train::step (forward, loss, grad::Backprop → gradients as values,
+//!                  │              train::amp unscales, train::optim applies at train::schedule's rate)
+//!                  ├ train::feed / train::frozen (batches to the device, frozen-backbone passes)
+//!                  └ train::checkpoint (best model, resumable state) / train::summary (summary.json)
+//!             ─► metrics (metrics.csv) / report (plots, TensorBoard events, progress bars)
 //! ```
 //!
-//! A saved model is used again through `predict` (probabilities for image
+//! CPU speed code lives behind one seam, [`accel`]: Winograd weight
+//! gradients for ResNet's 3×3 convolutions (a [`grad::Backprop`]), OpenMP
+//! regions on libtorch's threads, eval lanes over read-only model views, and
+//! memory-layout choices. Nothing outside it asks how.
+//!
+//! A saved model is used again through [`predict`] (probabilities for image
 //! files, evaluation of a split with a confusion matrix).
 //!
 //! MNIST takes the same road from `data::mnist` (IDX files) into `nets`,
@@ -24,8 +30,11 @@
 //! either their explicit backward passes or autograd; `mnist_experiments`
 //! runs the assignment's sweep and CNN and writes their tables and figures.
 //!
-//! Binaries (`src/bin`) parse arguments and call into this library; `device`
-//! decides where tensors live, `cli` turns errors into one-line messages.
+//! Binaries (`src/bin`) parse arguments, call into this library and report.
+//! [`device`] decides where tensors live (one shared `--device` argument),
+//! [`cli`] turns errors into one-line messages and exit codes, and
+//! [`interrupt`] carries Ctrl-C to long work as a value; [`names`] gives
+//! every choice its command-line name.
 
 pub mod accel;
 pub mod cli;

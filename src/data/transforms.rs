@@ -12,7 +12,8 @@ pub const CROP_SIZE: i64 = 224;
 pub const RESIZE_SIZE: i64 = 256;
 
 /// How pixel values in [0, 1] are mapped before the backbone sees them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Its name (`imagenet`, `tf-lite`) is the clap/serde one (`crate::names::Named`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Normalization {
     /// `(x - mean) / std` with ImageNet's statistics (torchvision models).
@@ -32,13 +33,6 @@ impl Normalization {
                 (images - mean) / std
             }
             Normalization::TfLite => (images * 255.0 - 127.0) / 128.0,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Normalization::Imagenet => "imagenet",
-            Normalization::TfLite => "tf-lite",
         }
     }
 }
