@@ -175,19 +175,19 @@ pub struct Evaluation {
 /// folders are the model's, or its `val/` when `data` is a dataset root
 /// (`train/` and `val/` inside); the note says which was taken.
 pub fn resolve_split(data: &Path, classes: &[String]) -> Result<(ImageFolder, Option<String>)> {
-    let folder = ImageFolder::scan(data)?;
-    if folder.classes == classes {
-        return Ok((folder, None));
-    }
     let val = data.join("val");
-    if data.join("train").is_dir() && val.is_dir() {
+    if data.join("train").is_dir() && val.is_dir() && !classes.iter().any(|c| c == "train" || c == "val") {
         let folder = ImageFolder::scan(&val)?;
         if folder.classes == classes {
             let note = format!("{} is a dataset root: evaluating its val split ({})", data.display(), val.display());
             return Ok((folder, Some(note)));
         }
     }
-    bail!("{}: classes {:?} differ from the model's {:?}", data.display(), folder.classes, classes)
+    let folder = ImageFolder::scan(data)?;
+    if folder.classes != classes {
+        bail!("{}: classes {:?} differ from the model's {:?}", data.display(), folder.classes, classes);
+    }
+    Ok((folder, None))
 }
 
 /// Evaluates a trained model on one split folder (`DIR/<class>/*`).

@@ -135,10 +135,19 @@ fn an_output_folder_holding_a_run_is_refused_unless_overwrite() {
     assert_one_line_error(&refused, &["holds a run", "--overwrite", "--resume"]);
     assert_eq!(std::fs::read(run.path().join("metrics.csv")).unwrap(), before);
 
+    let notes = run.path().join("notes.md");
+    std::fs::write(&notes, "mine").unwrap();
     let mut args = quick("2");
     args.push("--overwrite".into());
     ok(train(&args, run.path()));
     assert_eq!(metrics_rows(run.path()).len(), 4, "the earlier one-epoch run was replaced");
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "mine", "--overwrite touched a file no run wrote");
+
+    // A folder of other files is never taken for a run, --overwrite or not.
+    let other = temp_dir();
+    std::fs::write(other.path().join("metrics.csv"), "not a run's").unwrap();
+    assert_one_line_error(&train(&args, other.path()), &["holds files that are not a run's"]);
+    assert_eq!(std::fs::read_to_string(other.path().join("metrics.csv")).unwrap(), "not a run's");
 }
 
 #[test]

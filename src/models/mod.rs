@@ -165,5 +165,10 @@ impl FrozenView<'_> {
 }
 
 // SAFETY: a `FrozenView` exposes only eval-mode forward passes under
-// `no_grad`, which read the model's tensors and write none.
+// `no_grad`, which read the model's tensors and write none: grad mode,
+// autocast and the Winograd tape are per thread; batch norm in eval mode and
+// dropout with `train = false` write nothing. This rests on every backbone's
+// `forward_t(_, false)` writing no shared tensor (no in-place operation on a
+// parameter or buffer), which the backbones in this module keep and the
+// compiler does not check: a new backbone must keep it too.
 unsafe impl SharedReadOnly for FrozenView<'_> {}

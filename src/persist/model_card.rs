@@ -7,7 +7,7 @@
 
 use crate::data::transforms::Normalization;
 use crate::models::Arch;
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
@@ -54,8 +54,17 @@ impl ModelCard {
                 (key.clone(), value)
             })
             .collect::<serde_json::Map<_, _>>();
-        serde_json::from_value(serde_json::Value::Object(fields))
-            .map_err(|e| anyhow!("{}: not a model saved by finetune (model card: {e})", source.display()))
+        let card: Self = serde_json::from_value(serde_json::Value::Object(fields))
+            .map_err(|e| anyhow!("{}: not a model saved by finetune (model card: {e})", source.display()))?;
+        if !(32..=1024).contains(&card.image_size) || card.classes.is_empty() {
+            bail!(
+                "{}: model card has image_size {} and {} classes (expected 32–1024 pixels, at least one class)",
+                source.display(),
+                card.image_size,
+                card.classes.len()
+            );
+        }
+        Ok(card)
     }
 
     /// Reads the card of a saved model file.

@@ -65,12 +65,16 @@ pub fn snapshot(model: &Classifier) -> Vec<(String, Tensor)> {
     model.named_tensors().into_iter().map(|(n, t)| (n, t.copy())).collect()
 }
 
+/// The name and shape of every model tensor.
+pub fn shapes(model: &Classifier) -> Vec<(String, Vec<i64>)> {
+    model.named_tensors().iter().map(|(n, t)| (n.clone(), t.size())).collect()
+}
+
 /// Copies saved tensors into the live model variables by name; every live
 /// variable must be among them.
 pub fn restore(model: &Classifier, saved: &[(String, Tensor)], what: &str) -> Result<()> {
+    check_complete(saved, &shapes(model), what)?;
     let live = model.named_tensors();
-    let expected: Vec<(String, Vec<i64>)> = live.iter().map(|(n, t)| (n.clone(), t.size())).collect();
-    check_complete(saved, &expected, what)?;
     tch::no_grad(|| {
         for (name, var) in &live {
             let (_, src) = saved.iter().find(|(n, _)| n == name).expect("checked above");
@@ -146,7 +150,15 @@ impl RunState {
             history: serde_json::from_str(field("history")?)
                 .with_context(|| format!("{}: metadata history does not parse", path.display()))?,
             model: group("model."),
-            optimizer: group("optimizer."),
+            optimizer: match group("optimizer.") {
+                // Runs saved before the optimizer had a group of its own kept SGD's momentum at the top level.
+                legacy if legacy.is_empty() => tensors
+                    .iter()
+                    .filter(|(n, _)| n.starts_with("momentum."))
+                    .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                    .collect(),
+                saved => saved,
+            },
             best_model: group("best."),
         })
     }

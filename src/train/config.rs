@@ -1,7 +1,8 @@
 //! What defines a fine-tuning run: the options a user gives
 //! ([`super::options::TrainOptions`]) checked and resolved into a
-//! [`FinetuneConfig`] (absolute paths, a fresh output folder, every number
-//! validated with a one-line reason). The config is saved with the run, so
+//! [`FinetuneConfig`] (absolute paths, the output folder named, every number
+//! validated with a one-line reason; whether that folder may be used is
+//! `super::summary::OutDir`'s call). The config is saved with the run, so
 //! `--resume` replays it; [`FinetuneConfig::resume`] decides which options
 //! may change then.
 
@@ -161,7 +162,7 @@ impl FinetuneConfig {
         if given.contains("cache_mb") {
             config.cache_mb = options.cache_mb;
         }
-        config.out = out.to_owned();
+        config.out = absolute(out)?;
         Ok(config)
     }
 

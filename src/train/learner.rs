@@ -6,7 +6,7 @@
 //! kept on disk in [`super::checkpoint`].
 
 pub use super::checkpoint::Start;
-use super::checkpoint::{restore, Best, RunState, BEST_MODEL_FILE};
+use super::checkpoint::{restore, shapes, Best, RunState, BEST_MODEL_FILE};
 use super::config::FinetuneConfig;
 use super::evaluate::val_row;
 use super::frozen::predict_probabilities;
@@ -16,6 +16,7 @@ use super::splits::{Folders, Splits};
 use super::step::Stepper;
 use super::strategy::{self, EpochContext, Strategy};
 use super::summary::{OutDir, Summary};
+use crate::grad::check_complete;
 use crate::interrupt::{Interrupt, Interrupted};
 use crate::metrics::{format_minutes, EpochRow, History};
 use crate::models::Classifier;
@@ -34,6 +35,12 @@ struct Progress {
     epochs_done: usize,
 }
 
+impl Progress {
+    fn fresh(model: &Classifier) -> Self {
+        Self { history: History::default(), best: Best::none(model), epochs_done: 0 }
+    }
+}
+
 /// Runs (or resumes) the fine-tuning run `config` on `device`, stopping at
 /// the next safe point when `interrupt` is set.
 pub fn run(config: &FinetuneConfig, device: Device, start: Start, interrupt: &Interrupt) -> Result<Summary> {
@@ -42,7 +49,6 @@ pub fn run(config: &FinetuneConfig, device: Device, start: Start, interrupt: &In
     let out = OutDir::prepare(&config.out, start, config.overwrite)?;
     let folders = Folders::scan(config)?;
     let mut model = build_model(config, folders.classes().len(), device)?;
-    let splits = Splits::decode(&folders, config)?;
     strategy::prepare_model(config.mode, &mut model);
     let mut stepper = Stepper::new(
         model.trainable(),
@@ -53,12 +59,15 @@ pub fn run(config: &FinetuneConfig, device: Device, start: Start, interrupt: &In
         stepper = stepper.with_loss_scaling();
     }
     let mut progress = match start {
-        Start::Fresh => Progress { history: History::default(), best: Best::none(&model), epochs_done: 0 },
+        Start::Fresh => Progress::fresh(&model),
         Start::Resume => restore_progress(config, &model, &mut stepper)?,
     };
+    let splits = Splits::decode(&folders, config)?;
     let strategy = strategy::for_mode(config, &model, &splits, device);
     let schedule = Schedule::of(config);
     let mut events: Option<EventWriter> = None;
+    // Patience counts from the best epoch, or from where this process resumed.
+    let patience_from = progress.epochs_done.saturating_sub(1);
     let mut stopped_early = false;
     for epoch in progress.epochs_done..config.epochs {
         println!("Epoch {epoch}/{}", config.epochs - 1);
@@ -74,32 +83,31 @@ pub fn run(config: &FinetuneConfig, device: Device, start: Start, interrupt: &In
             val_row(&val_probs, &splits.val.labels_tensor(), epoch, ctx.lr, val_started.elapsed().as_secs_f64());
         println!("val Loss: {:.4} Acc: {:.4}", val_row.loss, val_row.acc);
         println!();
-        if progress.best.consider(val_row.acc, epoch, &model, val_probs) {
-            progress.best.save(&config.out.join(BEST_MODEL_FILE), &card(config, &splits, &progress.best)?)?;
-        }
-        log_epoch(&mut events, &config.out, &train_row, &val_row)?;
-        progress.history.push(train_row);
-        progress.history.push(val_row);
+        let improved = progress.best.consider(val_row.acc, epoch, &model, val_probs);
+        progress.history.push(train_row.clone());
+        progress.history.push(val_row.clone());
         progress.epochs_done = epoch + 1;
-        progress.history.write_csv(&config.out.join("metrics.csv"))?;
+        // The state first: until it is saved, an earlier run in the folder stays whole.
         save_state(config, &model, &stepper, &progress)?;
         out.mark_saved();
-        if interrupt.requested() {
+        if improved {
+            progress.best.save(&config.out.join(BEST_MODEL_FILE), &card(config, &splits, &progress.best)?)?;
+        }
+        progress.history.write_csv(&config.out.join("metrics.csv"))?;
+        log_epoch(&mut events, &config.out, &train_row, &val_row)?;
+        let last = epoch + 1 == config.epochs;
+        if interrupt.requested() && !last {
             return Err(Interrupted(format!(
                 "interrupted after epoch {epoch}; the run state is saved. Resume with: finetune --resume {}",
                 config.out.display()
             ))
             .into());
         }
-        if let Some(patience) = config.early_stop {
-            if progress.best.epoch.is_some_and(|best| epoch >= best + patience) && epoch + 1 < config.epochs {
-                println!(
-                    "early stop: val accuracy has not improved for {patience} epoch(s) (best at epoch {:?})",
-                    progress.best.epoch.unwrap_or(0)
-                );
-                stopped_early = true;
-                break;
-            }
+        let best = progress.best.epoch.unwrap_or(0).max(patience_from);
+        if let Some(patience) = config.early_stop.filter(|&p| !last && epoch >= best + p) {
+            println!("early stop: val accuracy has not improved for {patience} epoch(s) (best at epoch {best})");
+            stopped_early = true;
+            break;
         }
     }
     finish(config, device, &model, &stepper, &splits, &progress, stopped_early, started)
@@ -122,7 +130,8 @@ fn build_model(config: &FinetuneConfig, num_classes: usize, device: Device) -> R
 
 fn restore_progress(config: &FinetuneConfig, model: &Classifier, stepper: &mut Stepper) -> Result<Progress> {
     let state = RunState::load(&config.out)?;
-    if state.epochs_done >= config.epochs {
+    let finished = config.out.join("summary.json").exists();
+    if state.epochs_done >= config.epochs && finished {
         anyhow::bail!(
             "{}: run already complete ({} epochs); use --epochs M with M > {} to train more",
             config.out.display(),
@@ -132,6 +141,7 @@ fn restore_progress(config: &FinetuneConfig, model: &Classifier, stepper: &mut S
     }
     let what = format!("resuming {}", config.out.display());
     restore(model, &state.model, &what)?;
+    check_complete(&state.best_model, &shapes(model), &what)?;
     stepper.optimizer.load_state(&stepper.params, &state.optimizer).with_context(|| what.clone())?;
     let mut best = Best::none(model);
     best.acc = state.best_acc;

@@ -86,7 +86,8 @@ impl Optimizer for Sgd {
     }
 }
 
-/// torch's AdamW with its defaults (betas 0.9, 0.999, eps 1e-8).
+/// torch's AdamW update with its betas (0.9, 0.999) and eps (1e-8); the
+/// weight decay is the run's `--weight-decay` (default 0, not torch's 0.01).
 pub struct AdamW {
     weight_decay: f64,
     steps: i64,

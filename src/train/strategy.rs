@@ -71,8 +71,8 @@ pub trait Strategy {
         -> Tensor;
 }
 
-/// The strategy of `config.mode`, with `model` prepared for it (the
-/// backbone frozen in feature-extract mode, so that it trains only the head).
+/// The strategy of `config.mode` for a `model` that [`prepare_model`] has
+/// prepared (feature-extract mode computes its fixed val features here).
 pub fn for_mode(config: &FinetuneConfig, model: &Classifier, splits: &Splits, device: Device) -> Box<dyn Strategy> {
     match config.mode {
         Mode::FeatureExtract => Box::new(FeatureExtract::new(config, model, splits, device)),

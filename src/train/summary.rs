@@ -14,17 +14,35 @@ use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use tch::Device;
 
-/// Files a run writes; a folder holding any of them is a run's.
-const RUN_FILES: &[&str] = &["state.safetensors", "metrics.csv", "summary.json", "best_model.safetensors"];
+/// Files a run writes, which `--overwrite` replaces; a folder is a run's
+/// when it holds the first of them.
+const RUN_FILES: &[&str] = &[
+    "state.safetensors",
+    "metrics.csv",
+    "summary.json",
+    "best_model.safetensors",
+    "loss.png",
+    "accuracy.png",
+    "val_predictions.png",
+];
+
+/// Whether `path` is something a run wrote (its files, its TensorBoard
+/// events, the `eval-*` folders `finetune eval` puts beside its model).
+fn written_by_a_run(path: &Path) -> bool {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    RUN_FILES.contains(&name.as_str())
+        || name.starts_with("events.out.tfevents.")
+        || (name.starts_with("eval-") && path.is_dir())
+}
 
 /// The output folder of a run in progress.
 pub struct OutDir {
     path: PathBuf,
     /// Made by this run (and so removed again if nothing was saved).
     created: bool,
-    /// What an earlier run left there (`--overwrite`), removed once this
-    /// run has saved its first epoch: a run that fails before that leaves
-    /// the earlier one intact.
+    /// What an earlier run wrote there (`--overwrite`; other files are left
+    /// alone), removed once this run has saved its first epoch: a run that
+    /// fails before that leaves the earlier one intact.
     stale: Vec<PathBuf>,
     saved: Cell<bool>,
 }
@@ -37,7 +55,7 @@ impl OutDir {
         let existed = path.exists();
         let mut stale = Vec::new();
         if start == Start::Fresh && existed && holds_files(path) {
-            if !RUN_FILES.iter().any(|f| path.join(f).exists()) {
+            if !state_path(path).exists() {
                 bail!(
                     "--out {}: the folder holds files that are not a run's; choose an empty or new folder",
                     path.display()
@@ -52,6 +70,7 @@ impl OutDir {
             stale = std::fs::read_dir(path)
                 .with_context(|| format!("--out {}: cannot list the folder", path.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| written_by_a_run(p))
                 .collect();
         }
         std::fs::create_dir_all(path)
@@ -98,8 +117,8 @@ pub struct Summary {
     /// As users type it: `cpu`, `cuda:0`.
     pub device: String,
     pub libtorch: String,
-    /// Seconds the train phases of this process waited for augmented batches,
-    /// and that as a share of their time.
+    /// Seconds the train phases (all epochs of the run, resumed ones too)
+    /// waited for augmented batches, and that as a share of their time.
     pub data_wait_seconds: f64,
     pub data_wait_share: f64,
     /// Epochs the run was set to train, and those it trained (fewer after
