@@ -238,15 +238,22 @@ fn ctrl_c_in_the_first_epoch_exits_130_with_nothing_to_resume_and_no_folder() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Read stdout to its end on a thread (a closed pipe would fail the run's
+    // next print), saying when the first epoch has begun.
     let stdout = BufReader::new(child.stdout.take().unwrap());
-    for line in stdout.lines() {
-        if line.unwrap().starts_with("Epoch 0/0") {
-            break;
+    let (started, epoch_began) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if line.starts_with("Epoch 0/0") {
+                let _ = started.send(());
+            }
         }
-    }
+    });
+    epoch_began.recv_timeout(std::time::Duration::from_secs(120)).expect("the first epoch never began");
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
     let output = child.wait_with_output().unwrap();
+    reader.join().unwrap();
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("interrupted during epoch 0; nothing to resume yet"), "{stderr}");
