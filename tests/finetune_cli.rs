@@ -157,6 +157,13 @@ fn feature_extract_on_real_data_then_eval_and_predict_agree() {
     let s = summary(out.path());
     assert_eq!((s["train_images"].as_u64(), s["val_images"].as_u64()), (Some(244), Some(153)));
     assert!(s["bad_files"][0].as_str().unwrap().contains("imageNotFound.gif"));
+    let skipped: Vec<String> =
+        stderr(&output).lines().filter(|l| l.starts_with("skipped ")).map(str::to_owned).collect();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(
+        skipped[0].ends_with("imageNotFound.gif: not an image extension torchvision's ImageFolder accepts"),
+        "{skipped:?}"
+    );
     let best = s["best_val_acc"].as_f64().unwrap();
     assert!(best > 0.85, "ImageNet features should separate ants from bees: {best}");
 

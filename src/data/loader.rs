@@ -138,7 +138,7 @@ impl DecodedSplit {
         for path in &folder.ignored {
             split.bad_files.push(BadFile {
                 path: path.clone(),
-                reason: "not an image extension torchvision's ImageFolder accepts; skipped".into(),
+                reason: "not an image extension torchvision's ImageFolder accepts".into(),
             });
         }
         if split.held.is_empty() {
