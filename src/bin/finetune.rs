@@ -80,11 +80,17 @@ struct EvalArgs {
     /// A model written by finetune: its best_model.safetensors, or the run folder.
     #[arg(long, value_name = "FILE|DIR")]
     checkpoint: PathBuf,
-    /// A split folder (DIR/<class>/<images>), or a dataset root (its val/ split is evaluated).
-    #[arg(long, value_name = "DIR")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        help = "A split folder (DIR/<class>/<images>), or a dataset root (its val/ split is evaluated)"
+    )]
     data: PathBuf,
-    /// Where to write confusion_matrix.png and evaluation.json [default: eval-<split> beside the model].
-    #[arg(long, value_name = "DIR")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        help = "Where to write confusion_matrix.png and evaluation.json [default: eval-<split> beside the model]"
+    )]
     out: Option<PathBuf>,
     /// Print the evaluation as JSON instead of tables.
     #[arg(long)]

@@ -47,8 +47,12 @@ pub struct TrainOptions {
     /// Backbone.
     #[arg(long, value_enum, default_value = "resnet18")]
     pub arch: Arch,
-    /// Image folder: <DIR>/train/<class>/* and <DIR>/<val-dir>/<class>/*.
-    #[arg(long, value_name = "DIR", default_value = "data/hymenoptera_data")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "data/hymenoptera_data",
+        help = "Image folder: <DIR>/train/<class>/* and <DIR>/<val-dir>/<class>/*"
+    )]
     pub data: PathBuf,
     /// Name of the validation folder inside --data.
     #[arg(long, value_name = "NAME", default_value = "val")]
@@ -105,8 +109,11 @@ pub struct TrainOptions {
     pub image_size: i64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Output folder [default: runs/<arch>-<mode>, or the next free runs/<arch>-<mode>-N].
-    #[arg(long, value_name = "DIR")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        help = "Output folder [default: runs/<arch>-<mode>, or the next free runs/<arch>-<mode>-N]"
+    )]
     pub out: Option<PathBuf>,
     /// Replace what an existing --out folder holds.
     #[arg(long)]

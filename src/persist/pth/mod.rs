@@ -11,7 +11,7 @@
 //! Files are untrusted input. The reader never panics and never allocates
 //! past what the file holds: every malformed input is a one-line error that
 //! names the file and what is wrong.
-//! - Pickle globals are checked against an allow-list ([`allowed_global`]) as
+//! - Pickle globals are checked against an allow-list (`allowed_global`) as
 //!   soon as GLOBAL, STACK_GLOBAL or INST names them, so `posix.system`,
 //!   `builtins.eval` or `subprocess.Popen` are refused by name whatever
 //!   REDUCE, BUILD, NEWOBJ or OBJ would do with them. Nothing is ever called.
@@ -19,7 +19,7 @@
 //!   node; containers are copied on write, and every node and copied element
 //!   is charged to a budget of `2 × bytes read + 4096` nodes, so DUP/memo
 //!   chains cannot grow memory beyond a fixed multiple of the pickle. Nesting
-//!   is capped at [`MAX_DEPTH`] (dropping deep values recurses).
+//!   is capped at `MAX_DEPTH` (dropping deep values recurses).
 //! - Storage sizes claimed by legacy headers, zip directory entries and
 //!   persistent ids are checked against the bytes really present before any
 //!   buffer is made; deflated zip entries are read through `take(limit)` with
