@@ -75,6 +75,7 @@ pub struct TrainOptions {
     /// Images per training step.
     #[arg(long, default_value_t = 4)]
     pub batch_size: usize,
+    /// Optimizer.
     #[arg(long, value_enum, default_value = "sgd")]
     pub optimizer: OptimizerKind,
     /// Learning rate (at the start, after any warm-up).
@@ -107,6 +108,7 @@ pub struct TrainOptions {
     /// Side of the square images the network sees (validation resizes to 8/7 of it, then crops).
     #[arg(long, value_name = "PIXELS", default_value_t = 224)]
     pub image_size: i64,
+    /// Seeds the init, the augmentation, the batch order and --val-split: the same seed gives the same metrics on the CPU.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[arg(
