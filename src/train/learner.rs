@@ -55,7 +55,7 @@ pub fn run(config: &FinetuneConfig, device: Device, start: Start, interrupt: &In
         optim::build(config.optimizer, &model.trainable(), config.momentum, config.weight_decay),
         crate::accel::backprop(device),
     );
-    if config.amp && config.mode == super::config::Mode::Full {
+    if config.amp && strategy::backpropagates_through_backbone(config.mode) {
         stepper = stepper.with_loss_scaling();
     }
     let mut progress = match start {

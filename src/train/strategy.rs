@@ -80,6 +80,12 @@ pub fn for_mode(config: &FinetuneConfig, model: &Classifier, splits: &Splits, de
     }
 }
 
+/// Whether `mode`'s steps backpropagate through the backbone (where fp16
+/// gradients need loss scaling under `--amp`); the head alone does not.
+pub fn backpropagates_through_backbone(mode: Mode) -> bool {
+    mode == Mode::Full
+}
+
 /// Freezes what `mode` does not train; call before collecting parameters.
 pub fn prepare_model(mode: Mode, model: &mut Classifier) {
     if mode == Mode::FeatureExtract {
