@@ -383,6 +383,12 @@ fn config_files_set_options_and_flags_override_them() {
         (Some(0.02), Some(2), Some(8))
     );
 
+    // The run saved its resolved options: the same recipe runs again from them alone.
+    let again = dir.path().join("again");
+    ok(common::finetune().arg("--config").arg(out.join("run.toml")).arg("--out").arg(&again).output().unwrap());
+    let rows = |run: &Path| -> Vec<Vec<String>> { metrics_rows(run).into_iter().map(|r| r[..5].to_vec()).collect() };
+    assert_eq!(rows(&again), rows(&out), "a run from run.toml differs from the original");
+
     std::fs::write(&file, "learning_rate = 0.1\n").unwrap();
     let bad = common::finetune().arg("--config").arg(&file).arg("--out").arg(dir.path().join("x")).output().unwrap();
     assert_one_line_error(&bad, &["run.toml", "unknown key \"learning_rate\""]);

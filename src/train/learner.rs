@@ -22,11 +22,15 @@ use crate::metrics::{format_minutes, EpochRow, History};
 use crate::models::Classifier;
 use crate::names::Named;
 use crate::persist::model_card::ModelCard;
+use crate::persist::write_atomically;
 use crate::report::plots;
 use crate::report::tensorboard::EventWriter;
 use anyhow::{Context, Result};
 use std::time::Instant;
 use tch::Device;
+
+/// The run's resolved options, as a `--config` file.
+pub const RUN_CONFIG_FILE: &str = "run.toml";
 
 /// What the epoch loop carries from one epoch to the next.
 struct Progress {
@@ -90,6 +94,7 @@ pub fn run(config: &FinetuneConfig, device: Device, start: Start, interrupt: &In
         // The state first: until it is saved, an earlier run in the folder stays whole.
         save_state(config, &model, &stepper, &progress)?;
         out.mark_saved();
+        write_atomically(&config.out.join(RUN_CONFIG_FILE), config.to_options_toml()?.as_bytes())?;
         if improved {
             progress.best.save(&config.out.join(BEST_MODEL_FILE), &card(config, &splits, &progress.best)?)?;
         }

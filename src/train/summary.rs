@@ -24,6 +24,7 @@ const RUN_FILES: &[&str] = &[
     "loss.png",
     "accuracy.png",
     "val_predictions.png",
+    "run.toml",
 ];
 
 /// Whether `path` is something a run wrote (its files, its TensorBoard
