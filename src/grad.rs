@@ -8,7 +8,6 @@
 //! gradients (on the CPU, `crate::accel`) implement [`Backprop`] too; this
 //! module knows none of them.
 
-use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
 /// The parameters a step trains, by name, sorted, each requiring grad.
@@ -112,19 +111,4 @@ pub fn backward(loss: &Tensor, params: &Params, outputs: &[&Tensor]) -> (Gradien
     let mut grads = Tensor::run_backward(&[loss], &inputs, false, false);
     let output_grads = grads.split_off(params.len());
     (Gradients(grads), output_grads)
-}
-
-/// Checks that `saved` holds a tensor of the right shape for every name in
-/// `expected` (what a resumed optimizer needs); names the first one at fault.
-pub fn check_complete(saved: &[(String, Tensor)], expected: &[(String, Vec<i64>)], what: &str) -> Result<()> {
-    for (name, shape) in expected {
-        match saved.iter().find(|(n, _)| n == name) {
-            None => bail!("{what}: tensor {name} is missing"),
-            Some((_, t)) if t.size() != *shape => {
-                bail!("{what}: tensor {name} has shape {:?}, expected {shape:?}", t.size())
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(())
 }

@@ -36,9 +36,46 @@ pub fn save(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String,
 }
 
 /// Reads the string metadata of a `.safetensors` file.
+/// Only the header is read (a run state can be hundreds of MB).
 pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let (_, meta) = ::safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| anyhow::anyhow!("{}: not a .safetensors file ({e})", path.display()))?;
-    Ok(meta.metadata().clone().unwrap_or_default())
+    use std::io::Read;
+    let not_safetensors = |why: &str| anyhow::anyhow!("{}: not a .safetensors file ({why})", path.display());
+    let mut file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let file_len = file.metadata().with_context(|| format!("reading {}", path.display()))?.len();
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(|_| not_safetensors("shorter than its header length"))?;
+    let header_len = u64::from_le_bytes(len);
+    if header_len > MAX_HEADER_BYTES || header_len > file_len.saturating_sub(8) {
+        return Err(not_safetensors("header length past the file"));
+    }
+    let mut header = Vec::new();
+    file.take(header_len).read_to_end(&mut header).with_context(|| format!("reading {}", path.display()))?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| not_safetensors(&format!("header: {e}")))?;
+    match header.get("__metadata__") {
+        None => Ok(HashMap::new()),
+        Some(metadata) => serde_json::from_value(metadata.clone())
+            .map_err(|e| not_safetensors(&format!("metadata is not a map of strings: {e}"))),
+    }
+}
+
+/// The safetensors format's own limit on its JSON header.
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_is_read_from_the_header_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let tensors = [("w".to_string(), Tensor::ones([256, 256], (tch::Kind::Float, tch::Device::Cpu)))];
+        save(&path, &tensors, HashMap::from([("arch".to_string(), "resnet18".to_string())])).unwrap();
+        assert_eq!(read_metadata(&path).unwrap()["arch"], "resnet18");
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..5]).unwrap();
+        let error = read_metadata(&path).unwrap_err().to_string();
+        assert!(error.contains("m.safetensors: not a .safetensors file"), "{error}");
+    }
 }

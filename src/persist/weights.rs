@@ -105,3 +105,18 @@ pub fn reject_unknown(
     }
     Ok(())
 }
+
+/// Checks that `saved` holds a tensor of the right shape for every name in
+/// `expected` (what a resumed optimizer needs); names the first one at fault.
+pub fn check_complete(saved: &[(String, Tensor)], expected: &[(String, Vec<i64>)], what: &str) -> Result<()> {
+    for (name, shape) in expected {
+        match saved.iter().find(|(n, _)| n == name) {
+            None => bail!("{what}: tensor {name} is missing"),
+            Some((_, t)) if t.size() != *shape => {
+                bail!("{what}: tensor {name} has shape {:?}, expected {shape:?}", t.size())
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}

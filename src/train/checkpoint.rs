@@ -6,11 +6,11 @@
 //! (seed, epoch), so no RNG state is stored. Loading is strict: a state that
 //! lacks a tensor the run needs is an error naming it.
 
-use crate::grad::check_complete;
 use crate::metrics::History;
 use crate::models::Classifier;
 use crate::persist::model_card::ModelCard;
-use crate::persist::{safetensors, weights::read_named_tensors};
+use crate::persist::safetensors;
+use crate::persist::weights::{check_complete, read_named_tensors};
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -42,6 +42,18 @@ pub struct Best {
 impl Best {
     pub fn none(model: &Classifier) -> Self {
         Self { acc: -1.0, epoch: None, tensors: snapshot(model), val_probs: None }
+    }
+
+    /// The best model of a resumed run, checked to hold every tensor of `model`.
+    pub fn restored(
+        model: &Classifier,
+        acc: f64,
+        epoch: Option<usize>,
+        tensors: Vec<(String, Tensor)>,
+        what: &str,
+    ) -> Result<Self> {
+        check_complete(&tensors, &shapes(model), what)?;
+        Ok(Self { acc, epoch, tensors, val_probs: None })
     }
 
     /// Keeps the model when `acc` strictly beats the best so far; returns

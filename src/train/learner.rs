@@ -6,7 +6,7 @@
 //! kept on disk in [`super::checkpoint`].
 
 pub use super::checkpoint::Start;
-use super::checkpoint::{restore, shapes, Best, RunState, BEST_MODEL_FILE};
+use super::checkpoint::{restore, Best, RunState, BEST_MODEL_FILE};
 use super::config::FinetuneConfig;
 use super::evaluate::val_row;
 use super::frozen::predict_probabilities;
@@ -16,7 +16,6 @@ use super::splits::{Folders, Splits};
 use super::step::Stepper;
 use super::strategy::{self, EpochContext, Strategy};
 use super::summary::{OutDir, Summary};
-use crate::grad::check_complete;
 use crate::interrupt::{Interrupt, Interrupted};
 use crate::metrics::{format_minutes, EpochRow, History};
 use crate::models::Classifier;
@@ -146,12 +145,9 @@ fn restore_progress(config: &FinetuneConfig, model: &Classifier, stepper: &mut S
     }
     let what = format!("resuming {}", config.out.display());
     restore(model, &state.model, &what)?;
-    check_complete(&state.best_model, &shapes(model), &what)?;
     stepper.optimizer.load_state(&stepper.params, &state.optimizer).with_context(|| what.clone())?;
-    let mut best = Best::none(model);
-    best.acc = state.best_acc;
-    best.epoch = state.best_epoch.or_else(|| state.history.best_val().map(|r| r.epoch));
-    best.tensors = state.best_model;
+    let best_epoch = state.best_epoch.or_else(|| state.history.best_val().map(|r| r.epoch));
+    let best = Best::restored(model, state.best_acc, best_epoch, state.best_model, &what)?;
     println!(
         "resuming {} after epoch {} of {}",
         config.out.display(),

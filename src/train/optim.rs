@@ -5,7 +5,8 @@
 //! nothing of how the gradients were computed.
 
 use super::config::OptimizerKind;
-use crate::grad::{check_complete, Gradients, Params};
+use crate::grad::{Gradients, Params};
+use crate::persist::weights::check_complete;
 use anyhow::Result;
 use tch::{Kind, Tensor};
 
