@@ -37,6 +37,7 @@
 //! every choice its command-line name.
 
 pub mod accel;
+pub mod caption;
 pub mod cli;
 pub mod data;
 pub mod device;

@@ -1,0 +1,201 @@
+//! The captioning network: image features `[N, D]` → affine → `h0` `[N, H]`;
+//! the caption's words but the last → embedding → RNN or LSTM → temporal
+//! affine → scores `[N, T, V]`; loss against the words but the first, where
+//! they are not `<NULL>`. Gradients by the layers' explicit backward passes
+//! ([`CaptioningNet::loss_and_gradients`]) or by autograd over
+//! [`CaptioningNet::loss`]; greedy sampling from `<START>`.
+
+use crate::layers::recurrent::{Lstm, LstmStates, Rnn, SequenceGradients};
+use crate::layers::temporal::{temporal_softmax_loss, temporal_softmax_loss_autograd};
+use crate::layers::{Affine, Embedding, TemporalAffine};
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, Module};
+use tch::{Kind, Tensor};
+
+/// Which recurrent cell the network uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CellKind {
+    /// Vanilla tanh RNN.
+    Rnn,
+    /// LSTM (gates i, f, o, g).
+    Lstm,
+}
+
+/// The indices of the vocabulary's special words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpecialTokens {
+    pub null: i64,
+    pub start: i64,
+    pub end: i64,
+}
+
+/// The sizes of a captioning network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dims {
+    /// Image feature width D.
+    pub features: i64,
+    /// Word vector width W.
+    pub wordvec: i64,
+    /// Hidden state width H.
+    pub hidden: i64,
+    /// Vocabulary size V.
+    pub vocabulary: i64,
+}
+
+enum Cell {
+    Rnn(Rnn),
+    Lstm(Lstm),
+}
+
+/// What a cell's backward pass needs of its forward pass.
+enum CellStates {
+    Rnn(Tensor),
+    Lstm(LstmStates),
+}
+
+impl CellStates {
+    fn hidden(&self) -> &Tensor {
+        match self {
+            CellStates::Rnn(h) => h,
+            CellStates::Lstm(states) => &states.h,
+        }
+    }
+}
+
+impl Cell {
+    fn forward(&self, words: &Tensor, h0: &Tensor) -> Tensor {
+        match self {
+            Cell::Rnn(rnn) => rnn.forward(words, h0),
+            Cell::Lstm(lstm) => lstm.forward(words, h0),
+        }
+    }
+
+    fn forward_states(&self, words: &Tensor, h0: &Tensor) -> CellStates {
+        match self {
+            Cell::Rnn(rnn) => CellStates::Rnn(rnn.forward(words, h0)),
+            Cell::Lstm(lstm) => CellStates::Lstm(lstm.forward_states(words, h0)),
+        }
+    }
+
+    fn backward(&self, words: &Tensor, h0: &Tensor, states: &CellStates, d_h: &Tensor) -> SequenceGradients {
+        match (self, states) {
+            (Cell::Rnn(rnn), CellStates::Rnn(h)) => rnn.backward(words, h0, h, d_h),
+            (Cell::Lstm(lstm), CellStates::Lstm(states)) => lstm.backward(words, h0, states, d_h),
+            _ => unreachable!("states come from the same cell's forward_states"),
+        }
+    }
+
+    fn parameters(&self) -> Vec<Tensor> {
+        match self {
+            Cell::Rnn(rnn) => rnn.parameters(),
+            Cell::Lstm(lstm) => lstm.parameters(),
+        }
+    }
+}
+
+pub struct CaptioningNet {
+    pub dims: Dims,
+    pub cell_kind: CellKind,
+    pub tokens: SpecialTokens,
+    proj: Affine,
+    embed: Embedding,
+    cell: Cell,
+    vocab: TemporalAffine,
+}
+
+impl CaptioningNet {
+    /// A network with the assignment's initialisation, its variables under `p`
+    /// named `proj.*`, `embed.weight`, `rnn.*` or `lstm.*`, `vocab.*`.
+    pub fn new(p: &nn::Path, dims: Dims, cell_kind: CellKind, tokens: SpecialTokens) -> Self {
+        let scale = |fan_in: i64| 1.0 / (fan_in as f64).sqrt();
+        let cell = match cell_kind {
+            CellKind::Rnn => Cell::Rnn(Rnn::new(&(p / "rnn"), dims.wordvec, dims.hidden)),
+            CellKind::Lstm => Cell::Lstm(Lstm::new(&(p / "lstm"), dims.wordvec, dims.hidden)),
+        };
+        Self {
+            dims,
+            cell_kind,
+            tokens,
+            proj: Affine::new(p / "proj", dims.features, dims.hidden, scale(dims.features)),
+            embed: Embedding::new(p / "embed", dims.vocabulary, dims.wordvec),
+            cell,
+            vocab: TemporalAffine::new(p / "vocab", dims.hidden, dims.vocabulary, scale(dims.hidden)),
+        }
+    }
+
+    /// Every parameter, in the order of [`CaptioningNet::loss_and_gradients`]'
+    /// gradients: `W_proj, b_proj, W_embed, Wx, Wh, b, W_vocab, b_vocab`.
+    pub fn parameters(&self) -> Vec<Tensor> {
+        [self.proj.parameters(), self.embed.parameters(), self.cell.parameters(), self.vocab.parameters()]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// The words fed in (all but the last), the words to predict (all but
+    /// the first) and where those count (not `<NULL>`).
+    fn split_captions(&self, captions: &Tensor) -> (Tensor, Tensor, Tensor) {
+        let steps = captions.size()[1] - 1;
+        let targets = captions.narrow(1, 1, steps);
+        let mask = targets.ne(self.tokens.null);
+        (captions.narrow(1, 0, steps), targets, mask)
+    }
+
+    /// The loss by tensor operations only (what autograd differentiates).
+    pub fn loss(&self, features: &Tensor, captions: &Tensor) -> Tensor {
+        let (inputs, targets, mask) = self.split_captions(captions);
+        let h0 = self.proj.forward(features);
+        let words = self.embed.forward(&inputs);
+        let states = self.cell.forward(&words, &h0);
+        temporal_softmax_loss_autograd(&self.vocab.forward(&states), &targets, &mask)
+    }
+
+    /// The loss and every parameter's gradient (in [`CaptioningNet::parameters`]
+    /// order) by the explicit backward passes.
+    pub fn loss_and_gradients(&self, features: &Tensor, captions: &Tensor) -> (Tensor, Vec<Tensor>) {
+        let (inputs, targets, mask) = self.split_captions(captions);
+        let h0 = self.proj.forward(features);
+        let words = self.embed.forward(&inputs);
+        let cell_states = self.cell.forward_states(&words, &h0);
+        let states = cell_states.hidden();
+        let (loss, d_scores) = temporal_softmax_loss(&self.vocab.forward(states), &targets, &mask);
+        let vocab_grads = self.vocab.backward(states, &d_scores);
+        let cell_grads = self.cell.backward(&words, &h0, &cell_states, &vocab_grads.input);
+        let embed_grads = self.embed.parameter_gradients(&inputs, &cell_grads.input);
+        // The features need no gradient, so the projection's dX is skipped.
+        let proj_grads = self.proj.parameter_gradients(features, &cell_grads.h0);
+        (loss, [proj_grads, embed_grads, cell_grads.params, vocab_grads.params].into_iter().flatten().collect())
+    }
+
+    /// Greedy captions `[N, max_length]` from `<START>`: at each step the most
+    /// likely word is fed back in. Stops early once every caption has produced
+    /// `<END>`; what follows a caption's `<END>` is `<NULL>`.
+    pub fn sample(&self, features: &Tensor, max_length: usize) -> Tensor {
+        tch::no_grad(|| {
+            let n = features.size()[0];
+            let mut h = self.proj.forward(features);
+            let mut c = h.zeros_like();
+            let mut word = Tensor::full([n], self.tokens.start, (Kind::Int64, features.device()));
+            let mut finished = Tensor::zeros([n], (Kind::Bool, features.device()));
+            let mut words = Vec::new();
+            for _ in 0..max_length {
+                let x = self.embed.forward(&word);
+                (h, c) = match &self.cell {
+                    Cell::Rnn(rnn) => (rnn.step(&x, &h), c),
+                    Cell::Lstm(lstm) => lstm.step(&x, &h, &c),
+                };
+                word = self.vocab.0.forward(&h).argmax(-1, false);
+                words.push(word.masked_fill(&finished, self.tokens.null));
+                finished = finished.logical_or(&word.eq(self.tokens.end));
+                if finished.all().int64_value(&[]) == 1 {
+                    break;
+                }
+            }
+            let sampled = Tensor::stack(&words, 1);
+            let padded = Tensor::full([n, max_length as i64], self.tokens.null, (Kind::Int64, features.device()));
+            padded.narrow(1, 0, sampled.size()[1]).copy_(&sampled);
+            padded
+        })
+    }
+}
