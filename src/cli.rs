@@ -51,3 +51,46 @@ pub fn stop_on_ctrl_c(interrupt: &Interrupt) {
         eprintln!("\nCtrl-C: stopping at the next safe point (press again to exit now)");
     });
 }
+
+pub mod parse {
+    //! clap `value_parser`s for the binaries' numeric options: each checks
+    //! its value while parsing and says in one line what is wrong. Options
+    //! using them take negative numbers as values (`allow_negative_numbers`)
+    //! so that `--lr -0.01` gets that line rather than clap's "unexpected
+    //! argument".
+
+    /// A count: a whole number of at least 1.
+    pub fn at_least_one(s: &str) -> Result<usize, String> {
+        match s.trim().parse::<i128>() {
+            Ok(n) if n < 1 => Err("must be at least 1".into()),
+            Ok(n) => usize::try_from(n).map_err(|_| "too large".into()),
+            Err(_) => Err("expected a whole number of at least 1".into()),
+        }
+    }
+
+    /// A hidden-layer width: a whole number of at least 1.
+    pub fn hidden_size(s: &str) -> Result<i64, String> {
+        let n = at_least_one(s).map_err(|e| format!("hidden sizes: {e}"))?;
+        i64::try_from(n).map_err(|_| "too large".into())
+    }
+
+    pub fn learning_rate(s: &str) -> Result<f64, String> {
+        match s.trim().parse::<f64>() {
+            Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
+            Ok(_) => Err("the learning rate must be a finite number greater than 0".into()),
+            Err(_) => Err("expected a number such as 1e-3".into()),
+        }
+    }
+
+    pub fn decay_factor(s: &str) -> Result<f64, String> {
+        match s.trim().parse::<f64>() {
+            Ok(x) if x > 0.0 && x <= 1.0 => Ok(x),
+            Ok(_) => Err("must be in (0, 1]: the learning rate is multiplied by it after every epoch".into()),
+            Err(_) => Err("expected a number in (0, 1], such as 0.9".into()),
+        }
+    }
+
+    pub fn seed(s: &str) -> Result<u64, String> {
+        s.trim().parse::<u64>().map_err(|_| format!("expected a whole number from 0 to {}", u64::MAX))
+    }
+}

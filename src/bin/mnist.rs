@@ -28,44 +28,7 @@ enum Command {
     Cnn(CnnArgs),
 }
 
-// Every numeric option is checked while parsing (one line naming the option,
-// the value and the reason), and takes negative numbers as values so that
-// `--lr -0.01` gets that line rather than clap's "unexpected argument".
-
-/// A count: a whole number of at least 1.
-fn at_least_one(s: &str) -> Result<usize, String> {
-    match s.trim().parse::<i128>() {
-        Ok(n) if n < 1 => Err("must be at least 1".into()),
-        Ok(n) => usize::try_from(n).map_err(|_| "too large".into()),
-        Err(_) => Err("expected a whole number of at least 1".into()),
-    }
-}
-
-/// A hidden-layer width: a whole number of at least 1.
-fn hidden_size(s: &str) -> Result<i64, String> {
-    let n = at_least_one(s).map_err(|e| format!("hidden sizes: {e}"))?;
-    i64::try_from(n).map_err(|_| "too large".into())
-}
-
-fn learning_rate(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
-        Ok(_) => Err("the learning rate must be a finite number greater than 0".into()),
-        Err(_) => Err("expected a number such as 1e-3".into()),
-    }
-}
-
-fn decay_factor(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(x) if x > 0.0 && x <= 1.0 => Ok(x),
-        Ok(_) => Err("must be in (0, 1]: the learning rate is multiplied by it after every epoch".into()),
-        Err(_) => Err("expected a number in (0, 1], such as 0.9".into()),
-    }
-}
-
-fn seed(s: &str) -> Result<u64, String> {
-    s.trim().parse::<u64>().map_err(|_| format!("expected a whole number from 0 to {}", u64::MAX))
-}
+use tchlab::cli::parse::{at_least_one, decay_factor, hidden_size, learning_rate, seed};
 
 #[derive(Args)]
 struct MlpArgs {

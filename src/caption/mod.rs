@@ -1,5 +1,19 @@
 //! Image captioning, the assignment's fourth part: a recurrent network
 //! ([`model`]) built from the hand-derived layers in [`crate::layers`]
-//! (embedding, RNN/LSTM, temporal affine, masked temporal softmax loss).
+//! (embedding, RNN/LSTM, temporal affine, masked temporal softmax loss),
+//! trained on image features from either the course's `coco_captioning/`
+//! folder ([`coco_h5`]) or an image folder with a COCO-format captions file
+//! ([`coco_json`], features from this crate's own backbones).
 
+pub mod bleu;
+pub mod coco_h5;
+pub mod coco_json;
+pub mod dataset;
+pub mod evaluate;
+pub mod features;
 pub mod model;
+pub mod run;
+pub mod saved;
+pub mod scenes;
+pub mod solver;
+pub mod vocab;

@@ -8,6 +8,7 @@
 use crate::layers::recurrent::{Lstm, LstmStates, Rnn, SequenceGradients};
 use crate::layers::temporal::{temporal_softmax_loss, temporal_softmax_loss_autograd};
 use crate::layers::{Affine, Embedding, TemporalAffine};
+use crate::names::Named;
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
@@ -131,6 +132,14 @@ impl CaptioningNet {
             .into_iter()
             .flatten()
             .collect()
+    }
+
+    /// [`CaptioningNet::parameters`] with their variable names.
+    pub fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let cell = self.cell_kind.name();
+        let names = ["proj.weight", "proj.bias", "embed.weight", "wx", "wh", "b", "vocab.weight", "vocab.bias"];
+        let names = names.iter().map(|n| if n.contains('.') { n.to_string() } else { format!("{cell}.{n}") });
+        names.zip(self.parameters()).collect()
     }
 
     /// The words fed in (all but the last), the words to predict (all but

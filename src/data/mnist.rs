@@ -62,22 +62,40 @@ pub fn load(dir: &Path, seed: u64, train_limit: Option<usize>) -> Result<Mnist> 
     Ok(Mnist { train: take(train_part), val: take(val_part), test })
 }
 
-fn load_pair(dir: &Path, prefix: &str) -> Result<Split> {
+/// The 8-bit pixels and labels of one IDX file pair, as stored.
+pub struct RawDigits {
+    /// `count × rows × cols` bytes, image after image.
+    pub pixels: Vec<u8>,
+    pub labels: Vec<u8>,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// Reads `dir/{prefix}-images-idx3-ubyte[.gz]` and its labels file, checked
+/// to hold as many images as labels.
+pub fn read_pair(dir: &Path, prefix: &str) -> Result<RawDigits> {
     let images_path = find(dir, &format!("{prefix}-images-idx3-ubyte"))?;
     let labels_path = find(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
-    let (images, rows, cols) = read_images(&images_path)?;
+    let (pixels, rows, cols) = read_images(&images_path)?;
     let labels = read_labels(&labels_path)?;
-    let count = labels.len();
-    if images.len() != count * rows * cols {
+    if pixels.len() != labels.len() * rows * cols {
         bail!(
-            "{} holds {} images but {} holds {count} labels",
+            "{} holds {} images but {} holds {} labels",
             images_path.display(),
-            images.len() / (rows * cols),
-            labels_path.display()
+            pixels.len() / (rows * cols).max(1),
+            labels_path.display(),
+            labels.len()
         );
     }
-    let images = Tensor::from_slice(&images).view([count as i64, (rows * cols) as i64]).to_kind(Kind::Float) / 255.0;
-    let labels = Tensor::from_slice(&labels).to_kind(Kind::Int64);
+    Ok(RawDigits { pixels, labels, rows, cols })
+}
+
+fn load_pair(dir: &Path, prefix: &str) -> Result<Split> {
+    let raw = read_pair(dir, prefix)?;
+    let count = raw.labels.len() as i64;
+    let images =
+        Tensor::from_slice(&raw.pixels).view([count, (raw.rows * raw.cols) as i64]).to_kind(Kind::Float) / 255.0;
+    let labels = Tensor::from_slice(&raw.labels).to_kind(Kind::Int64);
     Ok(Split { images: (images - MEAN) / STD, labels })
 }
 

@@ -1,6 +1,7 @@
 //! PNG figures with `plotters` and an embedded DejaVu font (so text renders
 //! the same on any machine): training curves with the best epoch marked, line
-//! charts for sweeps, a grid of validation predictions, a confusion matrix.
+//! charts for sweeps, a grid of validation predictions, a confusion matrix,
+//! caption samples under their pictures.
 
 use crate::data::loader::{image_tensor, DecodedSplit};
 use crate::data::transforms::val_transform;
@@ -12,10 +13,12 @@ use std::sync::Once;
 use tch::{Kind, Tensor};
 
 mod axis;
+mod caption_grid;
 #[cfg(test)]
 mod tests;
 
 use axis::*;
+pub use caption_grid::{caption_samples, CaptionPanel};
 
 const FONT: &str = "sans-serif";
 
@@ -195,11 +198,7 @@ pub fn prediction_grid(split: &DecodedSplit, probs: &Tensor, path: &Path) -> Res
             (val_transform(&image_tensor(&split.rgb(i))) * 255.0).to_kind(Kind::Uint8).permute([1, 2, 0]).contiguous();
         let pixels = Vec::<u8>::try_from(image.flatten(0, -1))?;
         let (x0, y0) = ((slot as u32 % COLS) * CELL, TITLE + (slot as u32 / COLS) * (CELL + CAPTION) + CAPTION);
-        for row in 0..CELL {
-            let dst = (((y0 + row) * width + x0) * 3) as usize;
-            let src = (row * CELL * 3) as usize;
-            buffer[dst..dst + (CELL * 3) as usize].copy_from_slice(&pixels[src..src + (CELL * 3) as usize]);
-        }
+        blit(&mut buffer, width, &pixels, CELL, (x0, y0));
     }
     {
         let err = plot_err(path);
@@ -224,6 +223,17 @@ pub fn prediction_grid(split: &DecodedSplit, probs: &Tensor, path: &Path) -> Res
     }
     let image = image::RgbImage::from_raw(width, height, buffer).context("grid buffer size")?;
     image.save(path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Copies a `side`² RGB picture into an RGB buffer `width` pixels wide, its
+/// top left corner at `corner`.
+fn blit(buffer: &mut [u8], width: u32, pixels: &[u8], side: u32, corner: (u32, u32)) {
+    let (x0, y0) = corner;
+    for row in 0..side {
+        let dst = (((y0 + row) * width + x0) * 3) as usize;
+        let src = (row * side * 3) as usize;
+        buffer[dst..dst + (side * 3) as usize].copy_from_slice(&pixels[src..src + (side * 3) as usize]);
+    }
 }
 
 /// A confusion matrix (rows: true class, columns: predicted) as a heat map

@@ -1,0 +1,251 @@
+//! `caption`: recurrent image captioning with hand-derived RNN/LSTM layers,
+//! on the course's `coco_captioning/` features or on an image folder with
+//! COCO-format captions. Parses and checks arguments, then calls the library.
+
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use tchlab::caption::coco_json::{self, TextOptions};
+use tchlab::caption::features::Extractor;
+use tchlab::caption::model::CellKind;
+use tchlab::caption::run::{self, RunOptions, BEST_MODEL_FILE};
+use tchlab::caption::saved::{self, FeatureSource};
+use tchlab::caption::scenes::{self, SceneCounts};
+use tchlab::caption::solver::Schedule;
+use tchlab::caption::{coco_h5, evaluate};
+use tchlab::cli::parse::{at_least_one, decay_factor, hidden_size, learning_rate, seed};
+use tchlab::interrupt::Interrupt;
+use tchlab::models::Arch;
+use tchlab::names::Named;
+use tchlab::train::config::default_weights;
+use tchlab::train::solver::GradMode;
+
+#[derive(Parser)]
+#[command(
+    name = "caption",
+    version,
+    about = "Image captioning with hand-derived RNN and LSTM layers",
+    after_help = "Examples:\n  caption scenes                                   # make the MNIST digit-scene set (data/mnist-scenes)\n  caption train --cell lstm --epochs 20            # train on it, Lite0 features\n  caption train --data data/coco_captioning --max-train 50 --epochs 50   # the course's overfit check\n  caption sample --checkpoint runs/caption-lstm photo.jpg\n\n`caption train --help` lists every option with its default."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a captioning network, then caption the val images (BLEU against two baselines) and draw samples.
+    Train(TrainArgs),
+    /// Caption image files with a trained network.
+    Sample(SampleArgs),
+    /// Make a captioned image set from MNIST: scenes of two or three digits, captioned from what is where.
+    Scenes(ScenesArgs),
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// The course's coco_captioning/ folder (coco2014_captions.h5, …), or an image folder with
+    /// annotations/captions_train*.json, annotations/captions_val*.json, train*/ and val*/.
+    #[arg(long, value_name = "DIR", default_value = "data/mnist-scenes")]
+    data: PathBuf,
+    /// Recurrent cell.
+    #[arg(long, value_enum, default_value = "rnn")]
+    cell: CellKind,
+    /// Hidden state width.
+    #[arg(long, value_name = "H", default_value_t = 512, value_parser = hidden_size, allow_negative_numbers = true)]
+    hidden: i64,
+    /// Word vector width.
+    #[arg(long, value_name = "W", default_value_t = 256, value_parser = hidden_size, allow_negative_numbers = true)]
+    wordvec: i64,
+    /// Passes over the training captions.
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = at_least_one, allow_negative_numbers = true)]
+    epochs: usize,
+    /// Captions per Adam step.
+    #[arg(long, value_name = "N", default_value_t = 25, value_parser = at_least_one, allow_negative_numbers = true)]
+    batch_size: usize,
+    /// Adam learning rate.
+    #[arg(long, value_name = "LR", default_value_t = 5e-3, value_parser = learning_rate, allow_negative_numbers = true)]
+    lr: f64,
+    /// Learning-rate multiplier after every epoch, in (0, 1].
+    #[arg(long, value_name = "F", default_value_t = 0.95, value_parser = decay_factor, allow_negative_numbers = true)]
+    lr_decay: f64,
+    /// Seeds the initialisation, the caption order and --max-train's pick.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = seed, allow_negative_numbers = true)]
+    seed: u64,
+    /// manual: the layers' explicit backward passes; autograd: libtorch's.
+    #[arg(long, value_enum, default_value = "manual")]
+    grad: GradMode,
+    /// Course folder: train on N captions drawn at random (seeded), as the course's small-data runs do.
+    #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true)]
+    max_train: Option<usize>,
+    /// Course folder: where COCO images are kept, by file name, to show in the sample figures.
+    #[arg(long, value_name = "DIR")]
+    image_dir: Option<PathBuf>,
+    /// Image folder: backbone that computes the image features (frozen, ImageNet weights).
+    #[arg(long, value_enum, default_value = "efficientnet-lite0")]
+    arch: Arch,
+    /// Image folder: the backbone's weights (default: its file in models/).
+    #[arg(long, value_name = "FILE")]
+    weights: Option<PathBuf>,
+    /// Image folder: words seen fewer times in the training captions become <UNK>.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one, allow_negative_numbers = true)]
+    min_count: usize,
+    /// Image folder: longer captions are cut to this many words.
+    #[arg(long, value_name = "N", default_value_t = 15, value_parser = at_least_one, allow_negative_numbers = true)]
+    max_words: usize,
+    /// Output folder (default runs/caption-<cell>).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    device: tchlab::device::DeviceArg,
+}
+
+#[derive(Args)]
+struct SampleArgs {
+    /// A model saved by `caption train` (its best_model.safetensors, or the run folder).
+    #[arg(long, value_name = "PATH")]
+    checkpoint: PathBuf,
+    /// Image files.
+    #[arg(required = true, value_name = "IMAGE")]
+    images: Vec<PathBuf>,
+    /// Print a JSON list of {image, caption}.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    device: tchlab::device::DeviceArg,
+}
+
+#[derive(Args)]
+struct ScenesArgs {
+    /// Folder with MNIST's four IDX files.
+    #[arg(long, value_name = "DIR", default_value = "data/mnist")]
+    mnist: PathBuf,
+    /// Where the scene set is written.
+    #[arg(long, value_name = "DIR", default_value = "data/mnist-scenes")]
+    out: PathBuf,
+    /// Training scenes (from MNIST's training digits).
+    #[arg(long, value_name = "N", default_value_t = 4000, value_parser = at_least_one, allow_negative_numbers = true)]
+    train: usize,
+    /// Val scenes (from MNIST's test digits).
+    #[arg(long, value_name = "N", default_value_t = 500, value_parser = at_least_one, allow_negative_numbers = true)]
+    val: usize,
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = seed, allow_negative_numbers = true)]
+    seed: u64,
+}
+
+fn backbone_weights(arch: Arch, weights: Option<PathBuf>) -> Result<PathBuf> {
+    let path = weights.unwrap_or_else(|| default_weights(arch, Path::new("models")));
+    if !path.is_file() {
+        bail!(
+            "{}: weights for {} not found (run scripts/fetch-models.sh, or give --weights)",
+            path.display(),
+            arch.name()
+        );
+    }
+    Ok(std::path::absolute(&path)?)
+}
+
+fn train(args: TrainArgs, interrupt: &Interrupt) -> Result<()> {
+    let device = args.device.select()?;
+    println!("{}", tchlab::device::banner(device));
+    let (data, features, described) = if coco_h5::is_course_folder(&args.data) {
+        let data = coco_h5::load(&args.data, args.max_train, args.seed, args.image_dir.as_deref())?;
+        (data, FeatureSource::CourseFeatures, format!("{} (VGG-16 fc7 PCA features)", args.data.display()))
+    } else {
+        if !args.data.is_dir() {
+            bail!("{}: no such folder (make the digit-scene set with `caption scenes`)", args.data.display());
+        }
+        let weights = backbone_weights(args.arch, args.weights)?;
+        let extractor = Extractor { arch: args.arch, weights: weights.clone(), device };
+        let text = TextOptions { min_count: args.min_count, max_words: args.max_words };
+        let data = coco_json::load(&args.data, text, &extractor)?;
+        (
+            data,
+            FeatureSource::Backbone { arch: args.arch, weights },
+            format!("{} ({} features)", args.data.display(), args.arch.name()),
+        )
+    };
+    println!(
+        "{} training captions of {} images, {} val captions of {} images, vocabulary {} words, feature width {}",
+        data.train.num_captions(),
+        data.train.captioned_images().len(),
+        data.val.num_captions(),
+        data.val.captioned_images().len(),
+        data.vocab.len(),
+        data.train.features.size()[1]
+    );
+    let options = RunOptions {
+        cell: args.cell,
+        hidden: args.hidden,
+        wordvec: args.wordvec,
+        schedule: Schedule {
+            epochs: args.epochs,
+            batch_size: args.batch_size,
+            lr: args.lr,
+            lr_decay: args.lr_decay,
+            seed: args.seed,
+            grad: args.grad,
+        },
+        device,
+        out: args.out.unwrap_or_else(|| PathBuf::from(format!("runs/caption-{}", args.cell.name()))),
+        features,
+        data: described,
+    };
+    let summary = run::run(&data, &options, interrupt)?;
+    println!("\nVal BLEU (corpus, COCO scorer)     BLEU-1  BLEU-2  BLEU-3  BLEU-4");
+    for row in &summary.bleu {
+        let b = row.bleu;
+        println!("{:<48} {:.4}  {:.4}  {:.4}  {:.4}", row.method, b[0], b[1], b[2], b[3]);
+    }
+    println!("Results in {}", options.out.display());
+    Ok(())
+}
+
+fn sample(args: SampleArgs) -> Result<()> {
+    let device = args.device.select()?;
+    let path = if args.checkpoint.is_dir() { args.checkpoint.join(BEST_MODEL_FILE) } else { args.checkpoint.clone() };
+    let (net, _store, vocab, card) = saved::load(&path, device)?;
+    let FeatureSource::Backbone { arch, weights } = card.features else {
+        bail!(
+            "{}: trained on the course's precomputed VGG-16 features, so it cannot caption new image files",
+            path.display()
+        );
+    };
+    let extractor = Extractor { arch, weights, device };
+    let features = extractor.compute(&args.images, "images")?;
+    let captions = tch::no_grad(|| net.sample(&features.to_device(device), evaluate::MAX_SAMPLE_WORDS));
+    let captions: Vec<String> = (0..args.images.len() as i64)
+        .map(|i| vocab.decode(&Vec::<i64>::try_from(captions.get(i)).expect("tokens")))
+        .collect();
+    if args.json {
+        let rows: Vec<_> = args
+            .images
+            .iter()
+            .zip(&captions)
+            .map(|(image, caption)| serde_json::json!({"image": image, "caption": caption}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        for (image, caption) in args.images.iter().zip(&captions) {
+            println!("{}: {caption}", image.display());
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    tchlab::cli::run_main(|| {
+        let interrupt = Interrupt::new();
+        tchlab::cli::stop_on_ctrl_c(&interrupt);
+        match Cli::parse().command {
+            Command::Train(args) => train(args, &interrupt),
+            Command::Sample(args) => sample(args),
+            Command::Scenes(args) => {
+                let counts = SceneCounts { train: args.train, val: args.val, seed: args.seed };
+                scenes::make_scenes(&args.mnist, &args.out, counts)?;
+                println!("{} train and {} val scenes in {}", args.train, args.val, args.out.display());
+                Ok(())
+            }
+        }
+    });
+}

@@ -1,0 +1,113 @@
+//! Captions on a split and how good they are: greedy samples for every
+//! captioned image, corpus BLEU-1…4 against all of the image's captions, and
+//! two baselines computed the same way — the most frequent training caption
+//! for every image, and the caption of the nearest training image in
+//! feature space (Euclidean; its first caption).
+
+use super::bleu::{corpus_bleu, MAX_N};
+use super::dataset::{CaptionData, CaptionSplit};
+use super::model::CaptioningNet;
+use super::vocab::Vocabulary;
+use serde::Serialize;
+use std::collections::HashMap;
+use tch::{Device, Kind, Tensor};
+
+/// Greedy sampling stops after this many words.
+pub const MAX_SAMPLE_WORDS: usize = 30;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BleuRow {
+    pub method: String,
+    pub bleu: [f64; MAX_N],
+}
+
+/// What the model said for each captioned image of a split, in
+/// [`CaptionSplit::captioned_images`] order.
+pub struct SplitCaptions {
+    pub images: Vec<i64>,
+    pub sampled: Vec<String>,
+    /// Every caption of each image, decoded.
+    pub truths: Vec<Vec<String>>,
+}
+
+/// Greedy captions of `images` of `split`, in chunks.
+pub fn sample_images(
+    net: &CaptioningNet,
+    split: &CaptionSplit,
+    images: &[i64],
+    vocab: &Vocabulary,
+    device: Device,
+) -> Vec<String> {
+    let mut captions = Vec::with_capacity(images.len());
+    for chunk in images.chunks(500) {
+        let features =
+            split.features.index_select(0, &Tensor::from_slice(chunk)).to_device(device).to_kind(Kind::Float);
+        let tokens = net.sample(&features, MAX_SAMPLE_WORDS).to_device(Device::Cpu);
+        for row in 0..chunk.len() as i64 {
+            let row: Vec<i64> = Vec::try_from(tokens.get(row)).expect("int64 tokens");
+            captions.push(vocab.decode(&row));
+        }
+    }
+    captions
+}
+
+/// Samples and the decoded true captions of every captioned image of `split`.
+pub fn caption_split(net: &CaptioningNet, split: &CaptionSplit, vocab: &Vocabulary, device: Device) -> SplitCaptions {
+    let images = split.captioned_images();
+    let sampled = sample_images(net, split, &images, vocab, device);
+    let rows = split.rows_by_image();
+    let truths = images.iter().map(|i| split.decode(&rows[i], vocab)).collect();
+    SplitCaptions { images, sampled, truths }
+}
+
+fn bleu_of(method: &str, hypotheses: &[String], truths: &[Vec<String>]) -> BleuRow {
+    let hyps: Vec<Vec<&str>> = hypotheses.iter().map(|h| h.split_whitespace().collect()).collect();
+    let refs: Vec<Vec<Vec<&str>>> =
+        truths.iter().map(|t| t.iter().map(|r| r.split_whitespace().collect()).collect()).collect();
+    BleuRow { method: method.to_string(), bleu: corpus_bleu(&hyps, &refs) }
+}
+
+/// BLEU of the model's val captions and of the two baselines.
+pub fn bleu_table(model_name: &str, val: &SplitCaptions, data: &CaptionData) -> Vec<BleuRow> {
+    let frequent = most_frequent_caption(&data.train, &data.vocab);
+    let nearest = nearest_neighbour_captions(&data.train, &data.val, &val.images, &data.vocab);
+    vec![
+        bleu_of(model_name, &val.sampled, &val.truths),
+        bleu_of("baseline: most frequent training caption", &vec![frequent; val.images.len()], &val.truths),
+        bleu_of("baseline: caption of the nearest training image", &nearest, &val.truths),
+    ]
+}
+
+/// The decoded training caption that occurs most often (ties: the first seen).
+pub fn most_frequent_caption(train: &CaptionSplit, vocab: &Vocabulary) -> String {
+    let all = train.decode(&(0..train.num_captions() as i64).collect::<Vec<_>>(), vocab);
+    let mut counts: HashMap<&str, (usize, usize)> = HashMap::new();
+    for (position, caption) in all.iter().enumerate() {
+        counts.entry(caption).or_insert((0, position)).0 += 1;
+    }
+    let best = counts.into_iter().max_by_key(|&(_, (count, position))| (count, std::cmp::Reverse(position)));
+    best.map(|(caption, _)| caption.to_string()).unwrap_or_default()
+}
+
+/// For each of `images` of `val`: the first caption of the training image
+/// whose features are nearest.
+pub fn nearest_neighbour_captions(
+    train: &CaptionSplit,
+    val: &CaptionSplit,
+    images: &[i64],
+    vocab: &Vocabulary,
+) -> Vec<String> {
+    let rows = train.rows_by_image();
+    let candidates = train.captioned_images();
+    let candidate_features = train.features.index_select(0, &Tensor::from_slice(&candidates)).to_kind(Kind::Float);
+    let mut captions = Vec::with_capacity(images.len());
+    for chunk in images.chunks(256) {
+        let queries = val.features.index_select(0, &Tensor::from_slice(chunk)).to_kind(Kind::Float);
+        let nearest = Tensor::cdist(&queries, &candidate_features, 2.0, None).argmin(1, false);
+        for k in 0..chunk.len() as i64 {
+            let image = candidates[nearest.int64_value(&[k]) as usize];
+            captions.extend(train.decode(&rows[&image][..1], vocab));
+        }
+    }
+    captions
+}

@@ -1,0 +1,91 @@
+//! Image features for captioning from this crate's own pretrained backbones:
+//! each image decoded, `Resize(256)` + `CenterCrop(224)`, through the frozen,
+//! eval-mode backbone (the feature-extract mode's frozen pass, in lanes on
+//! the CPU), pooled to `[images, D]`. Features are cached in a
+//! `.safetensors` file keyed by the backbone, its weights and the image
+//! list, so a second run over the same images starts at once.
+
+use crate::data::decode::decode_rgb;
+use crate::data::loader::image_tensor;
+use crate::data::transforms::val_transform;
+use crate::models::{Arch, Classifier};
+use crate::names::Named;
+use crate::persist::{safetensors, weights};
+use crate::train::frozen::{backbone_features, FrozenPass};
+use anyhow::{Context, Result};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use tch::{Device, Tensor};
+
+/// Which backbone computes the features, with which weights, where.
+#[derive(Debug, Clone)]
+pub struct Extractor {
+    pub arch: Arch,
+    pub weights: PathBuf,
+    pub device: Device,
+}
+
+/// Images decoded and passed through the backbone at a time.
+const CHUNK: usize = 64;
+
+impl Extractor {
+    /// Features of `images`, from `cache` when it holds exactly these
+    /// (same backbone, weights and files); computed and cached otherwise.
+    pub fn features(&self, images: &[PathBuf], cache: &Path, label: &str) -> Result<Tensor> {
+        let key = self.cache_key(images);
+        if let Some(cached) = read_cache(cache, &key) {
+            eprintln!("{label}: {} image features from {}", images.len(), cache.display());
+            return Ok(cached);
+        }
+        let features = self.compute(images, label)?;
+        let metadata = HashMap::from([("key".to_string(), key)]);
+        if let Some(parent) = cache.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        if let Err(e) = safetensors::save(cache, &[("features".to_string(), features.shallow_clone())], metadata) {
+            eprintln!("warning: features not cached ({e:#})");
+        }
+        Ok(features)
+    }
+
+    pub fn compute(&self, images: &[PathBuf], label: &str) -> Result<Tensor> {
+        let mut model = Classifier::new(self.arch, 1, self.device);
+        weights::load_backbone(&mut model, &self.weights)?;
+        let pass = FrozenPass { normalization: self.arch.normalization(), device: self.device, amp: false };
+        let mut chunks = Vec::new();
+        for (i, chunk) in images.chunks(CHUNK).enumerate() {
+            let pixels: Vec<Tensor> =
+                chunk.iter().map(|path| Ok(val_transform(&image_tensor(&decode_rgb(path)?)))).collect::<Result<_>>()?;
+            let what = format!("{label} features {}/{}", i + 1, images.len().div_ceil(CHUNK));
+            chunks.push(backbone_features(&model, &Tensor::stack(&pixels, 0), pass, &what).to_device(Device::Cpu));
+        }
+        Ok(Tensor::cat(&chunks, 0))
+    }
+
+    /// What the cached features must have been computed from.
+    fn cache_key(&self, images: &[PathBuf]) -> String {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for path in images {
+            path.hash(&mut hasher);
+            std::fs::metadata(path).map(|m| m.len()).unwrap_or(0).hash(&mut hasher);
+        }
+        let weights_len = std::fs::metadata(&self.weights).map(|m| m.len()).unwrap_or(0);
+        format!(
+            "{} {} {weights_len} {} {:016x}",
+            self.arch.name(),
+            self.weights.display(),
+            images.len(),
+            hasher.finish()
+        )
+    }
+}
+
+fn read_cache(cache: &Path, key: &str) -> Option<Tensor> {
+    let metadata = safetensors::read_metadata(cache).ok()?;
+    if metadata.get("key").map(String::as_str) != Some(key) {
+        return None;
+    }
+    let tensors = Tensor::read_safetensors(cache).context("cached features").ok()?;
+    tensors.into_iter().find(|(name, _)| name == "features").map(|(_, t)| t)
+}

@@ -1,0 +1,265 @@
+//! One captioning run from loaded data to its output folder: trains, keeps
+//! the epoch with the lowest val loss (`best_model.safetensors`), then
+//! captions the val images with it and writes the loss history (CSV, PNG),
+//! BLEU against the two baselines (`results.md`, `summary.json`) and the
+//! caption sample figures for train and val images.
+
+use super::dataset::{CaptionData, CaptionSplit, ImageSource};
+use super::evaluate::{bleu_table, caption_split, sample_images, BleuRow};
+use super::model::{CaptioningNet, CellKind, Dims};
+use super::saved::{self, CaptionCard, FeatureSource};
+use super::solver::{self, EpochRecord, Schedule, TrainLog};
+use crate::data::decode::decode_rgb;
+use crate::data::loader::image_tensor;
+use crate::grad::Params;
+use crate::interrupt::{Interrupt, Interrupted};
+use crate::names::Named;
+use crate::persist::write_atomically;
+use crate::report::plots::{self, CaptionPanel, Chart, Series};
+use anyhow::{Context, Result};
+use plotters::prelude::{RGBColor, SeriesLabelPosition};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::nn::VarStore;
+use tch::{Device, Tensor};
+
+pub const BEST_MODEL_FILE: &str = "best_model.safetensors";
+/// Pictures per caption sample figure.
+const SAMPLES_PER_FIGURE: usize = 8;
+
+/// What a run trains and where it writes.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub cell: CellKind,
+    pub hidden: i64,
+    pub wordvec: i64,
+    pub schedule: Schedule,
+    pub device: Device,
+    pub out: PathBuf,
+    pub features: FeatureSource,
+    /// Where the data came from, for the summary.
+    pub data: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunSummary {
+    pub cell: String,
+    pub data: String,
+    pub device: String,
+    pub schedule: Schedule,
+    pub hidden: i64,
+    pub wordvec: i64,
+    pub vocabulary: usize,
+    pub train_captions: usize,
+    pub val_images: usize,
+    pub best_epoch: usize,
+    pub best_val_loss: f64,
+    pub final_train_loss: f64,
+    pub bleu: Vec<BleuRow>,
+    pub seconds_training: f64,
+    pub seconds_per_epoch: f64,
+    pub seconds_total: f64,
+    pub peak_memory_mb: Option<f64>,
+    pub epochs: Vec<EpochRecord>,
+}
+
+/// Trains, evaluates and writes everything into `options.out`.
+pub fn run(data: &CaptionData, options: &RunOptions, interrupt: &Interrupt) -> Result<RunSummary> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&options.out).with_context(|| format!("creating {}", options.out.display()))?;
+    tch::manual_seed(options.schedule.seed as i64);
+    let store = VarStore::new(options.device);
+    let dims = Dims {
+        features: data.train.features.size()[1],
+        wordvec: options.wordvec,
+        hidden: options.hidden,
+        vocabulary: data.vocab.len() as i64,
+    };
+    let net = CaptioningNet::new(&store.root(), dims, options.cell, data.vocab.tokens);
+    let params = Params::new(net.named_parameters());
+    let card = |epoch: usize, val_loss: f64| CaptionCard {
+        dims,
+        cell: options.cell,
+        words: data.vocab.words().to_vec(),
+        max_words: data.max_words,
+        features: options.features.clone(),
+        epoch,
+        val_loss,
+    };
+    let best_path = options.out.join(BEST_MODEL_FILE);
+    let mut best: Option<(usize, f64, Vec<Tensor>)> = None;
+    let mut on_epoch = |record: &EpochRecord| -> Result<()> {
+        let improved = best.as_ref().is_none_or(|b| record.val_loss < b.1);
+        println!(
+            "Epoch {}/{}  train loss {:.4}  val loss {:.4}  lr {:.3e}  ({:.1}s){}",
+            record.epoch,
+            options.schedule.epochs - 1,
+            record.train_loss,
+            record.val_loss,
+            record.lr,
+            record.seconds,
+            if improved { "  best so far" } else { "" }
+        );
+        if improved {
+            saved::save(&best_path, &store, &card(record.epoch, record.val_loss))?;
+            best = Some((record.epoch, record.val_loss, params.tensors().map(|t| t.detach().copy()).collect()));
+        }
+        Ok(())
+    };
+    let log = solver::train(&net, &params, data, &options.schedule, options.device, interrupt, &mut on_epoch)?;
+    let training_seconds = started.elapsed().as_secs_f64();
+    write_history(&log, &options.out)?;
+    let Some((best_epoch, best_val_loss, best_params)) = best else {
+        return Err(Interrupted("stopped before the first epoch ended; nothing saved".into()).into());
+    };
+    tch::no_grad(|| {
+        for (param, saved) in params.tensors().zip(&best_params) {
+            param.shallow_clone().copy_(saved);
+        }
+    });
+    let val = caption_split(&net, &data.val, &data.vocab, options.device);
+    let bleu = bleu_table(&format!("{} (ours)", options.cell.name().to_uppercase()), &val, data);
+    sample_figure(&net, data, &data.train, options, "train")?;
+    sample_figure(&net, data, &data.val, options, "val")?;
+    let summary = RunSummary {
+        cell: options.cell.name().to_string(),
+        data: options.data.clone(),
+        device: crate::device::name(options.device),
+        schedule: options.schedule,
+        hidden: options.hidden,
+        wordvec: options.wordvec,
+        vocabulary: data.vocab.len(),
+        train_captions: data.train.num_captions(),
+        val_images: val.images.len(),
+        best_epoch,
+        best_val_loss,
+        final_train_loss: log.batch_losses.last().copied().unwrap_or(f64::NAN),
+        bleu,
+        seconds_training: training_seconds,
+        seconds_per_epoch: log.epochs.iter().map(|e| e.seconds).sum::<f64>() / log.epochs.len().max(1) as f64,
+        seconds_total: started.elapsed().as_secs_f64(),
+        peak_memory_mb: peak_memory_mb(),
+        epochs: log.epochs.clone(),
+    };
+    write_atomically(&options.out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    write_atomically(&options.out.join("results.md"), results_markdown(&summary).as_bytes())?;
+    if log.interrupted {
+        let at = log.epochs.len();
+        return Err(Interrupted(format!(
+            "stopped during epoch {at}; results of epochs 0–{} written to {}",
+            at.saturating_sub(1),
+            options.out.display()
+        ))
+        .into());
+    }
+    Ok(summary)
+}
+
+/// `loss_history.csv` (every minibatch), `epochs.csv` and `loss.png`.
+fn write_history(log: &TrainLog, out: &Path) -> Result<()> {
+    let mut batches = String::from("iteration,loss\n");
+    for (i, loss) in log.batch_losses.iter().enumerate() {
+        batches += &format!("{i},{loss:.6}\n");
+    }
+    write_atomically(&out.join("loss_history.csv"), batches.as_bytes())?;
+    let mut epochs = String::from("epoch,train_loss,val_loss,lr,seconds\n");
+    for e in &log.epochs {
+        epochs += &format!("{},{:.6},{:.6},{:e},{:.3}\n", e.epoch, e.train_loss, e.val_loss, e.lr, e.seconds);
+    }
+    write_atomically(&out.join("epochs.csv"), epochs.as_bytes())?;
+    if log.batch_losses.is_empty() {
+        return Ok(());
+    }
+    let per_epoch = log.batch_losses.len() as f64 / log.epochs.len().max(1) as f64;
+    let series = [
+        Series {
+            name: "train loss (each minibatch)",
+            color: RGBColor(31, 119, 180),
+            points: log.batch_losses.iter().enumerate().map(|(i, &l)| (i as f64, l)).collect(),
+        },
+        Series {
+            name: "val loss (end of epoch)",
+            color: RGBColor(214, 39, 40),
+            points: log.epochs.iter().map(|e| ((e.epoch + 1) as f64 * per_epoch, e.val_loss)).collect(),
+        },
+    ];
+    let chart = Chart {
+        title: "Captioning loss history",
+        x_label: "iteration",
+        y_label: "loss (summed over words, per caption)",
+        log_x: false,
+        legend: SeriesLabelPosition::UpperRight,
+    };
+    plots::line_chart(&out.join("loss.png"), &chart, &series, None)
+}
+
+/// `samples_<split>.png`: greedy captions of images spread over the split.
+fn sample_figure(
+    net: &CaptioningNet,
+    data: &CaptionData,
+    split: &CaptionSplit,
+    options: &RunOptions,
+    name: &str,
+) -> Result<()> {
+    let captioned = split.captioned_images();
+    let count = captioned.len().min(SAMPLES_PER_FIGURE);
+    let picks: Vec<i64> = (0..count).map(|k| captioned[k * captioned.len() / count.max(1)]).collect();
+    let sampled = sample_images(net, split, &picks, &data.vocab, options.device);
+    let rows = split.rows_by_image();
+    let panels: Vec<CaptionPanel> = picks
+        .iter()
+        .zip(sampled)
+        .map(|(image, sampled)| CaptionPanel {
+            picture: picture(&split.sources[*image as usize]),
+            sampled,
+            truth: split.decode(&rows[image][..1], &data.vocab).remove(0),
+        })
+        .collect();
+    let title = format!(
+        "{} captions of {name} images (blue: sampled, black: a true caption)",
+        options.cell.name().to_uppercase()
+    );
+    plots::caption_samples(&options.out.join(format!("samples_{name}.png")), &title, &panels)
+}
+
+fn picture(source: &ImageSource) -> Result<Tensor, String> {
+    match source {
+        ImageSource::File(path) => decode_rgb(path).map(|rgb| image_tensor(&rgb)).map_err(|e| format!("{e:#}")),
+        ImageSource::Url(url) => Err(format!("no image at hand (features only): {url}")),
+        ImageSource::Unknown => Err("no image at hand (features only)".into()),
+    }
+}
+
+/// This process' peak resident memory (Linux), in MB.
+fn peak_memory_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn results_markdown(s: &RunSummary) -> String {
+    let mut text = format!(
+        "# Captioning: {} on {}\n\nbest epoch {} (val loss {:.4}); {} training captions, {} val images, vocabulary {}; \
+         {:.1} s per epoch, {:.0} s in all, peak memory {} MB, {}.\n\n\
+         Val corpus BLEU (COCO caption evaluation's scorer: closest reference length, no smoothing):\n\n\
+         | method | BLEU-1 | BLEU-2 | BLEU-3 | BLEU-4 |\n|---|---|---|---|---|\n",
+        s.cell.to_uppercase(),
+        s.data,
+        s.best_epoch,
+        s.best_val_loss,
+        s.train_captions,
+        s.val_images,
+        s.vocabulary,
+        s.seconds_per_epoch,
+        s.seconds_total,
+        s.peak_memory_mb.map_or("?".into(), |m| format!("{m:.0}")),
+        s.device
+    );
+    for row in &s.bleu {
+        let b = row.bleu;
+        text += &format!("| {} | {:.4} | {:.4} | {:.4} | {:.4} |\n", row.method, b[0], b[1], b[2], b[3]);
+    }
+    text
+}

@@ -1,0 +1,151 @@
+//! A captioned image set made from MNIST, deterministically from a seed, in
+//! the COCO captions layout ([`super::coco_json`] reads it): scenes of two
+//! or three handwritten digits on a 96×96 canvas (a 3×3 grid of 28-pixel
+//! cells inside a 6-pixel margin, each digit jittered by up to 2 pixels),
+//! each captioned twice from what is where — "a seven to the left of a two"
+//! and "a two to the right of a seven"; "a one above a four above a nine" and
+//! "a nine below a four below a one"; "a three then an eight then a five from
+//! left to right" and its reverse. Train scenes use MNIST's training digits,
+//! val scenes its test digits.
+
+use crate::data::mnist::{read_pair, RawDigits};
+use anyhow::{Context, Result};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use std::path::Path;
+
+const CANVAS: usize = 96;
+const MARGIN: usize = 6;
+const CELL: usize = 28;
+const JITTER: i64 = 2;
+const DIGIT_WORDS: [&str; 10] = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
+
+/// How many scenes of each split, from which seed.
+#[derive(Debug, Clone, Copy)]
+pub struct SceneCounts {
+    pub train: usize,
+    pub val: usize,
+    pub seed: u64,
+}
+
+/// Writes `out/train/`, `out/val/` and `out/annotations/captions_{train,val}.json`.
+pub fn make_scenes(mnist_dir: &Path, out: &Path, counts: SceneCounts) -> Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(counts.seed);
+    for (split, prefix, count) in [("train", "train", counts.train), ("val", "t10k", counts.val)] {
+        let digits = read_pair(mnist_dir, prefix)?;
+        anyhow::ensure!(digits.rows == 28 && digits.cols == 28, "{}: MNIST digits are 28×28", mnist_dir.display());
+        let images_dir = out.join(split);
+        std::fs::create_dir_all(&images_dir).with_context(|| format!("creating {}", images_dir.display()))?;
+        let bar = crate::report::progress::bar(count as u64, &format!("{split} scenes"));
+        let (mut images, mut annotations) = (Vec::new(), Vec::new());
+        for id in 0..count {
+            let scene = Scene::draw(&mut rng, &digits);
+            let file_name = format!("scene_{id:06}.png");
+            let path = images_dir.join(&file_name);
+            scene.picture.save(&path).with_context(|| format!("writing {}", path.display()))?;
+            images.push(json!({"id": id, "file_name": file_name, "width": CANVAS, "height": CANVAS}));
+            for caption in scene.captions {
+                annotations.push(json!({"id": annotations.len(), "image_id": id, "caption": caption}));
+            }
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let file = json!({"info": {"description": "MNIST digit scenes (tchlab caption scenes)", "seed": counts.seed},
+                          "images": images, "annotations": annotations});
+        let path = out.join("annotations").join(format!("captions_{split}.json"));
+        std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+        crate::persist::write_atomically(&path, serde_json::to_string(&file)?.as_bytes())?;
+    }
+    Ok(())
+}
+
+struct Scene {
+    picture: image::GrayImage,
+    captions: Vec<String>,
+}
+
+/// "a seven", "an eight".
+fn with_article(digit: u8) -> String {
+    let word = DIGIT_WORDS[digit as usize];
+    if word.starts_with('e') {
+        format!("an {word}")
+    } else {
+        format!("a {word}")
+    }
+}
+
+impl Scene {
+    fn draw(rng: &mut ChaCha8Rng, digits: &RawDigits) -> Self {
+        let count = if rng.gen_bool(0.7) { 2 } else { 3 };
+        let horizontal = rng.gen_bool(0.5);
+        // Cells along one line of the grid, in order (left to right or top to bottom).
+        let line = rng.gen_range(0..3);
+        let mut along: Vec<usize> = (0..3).collect();
+        along.shuffle(rng);
+        let mut along = along[..count].to_vec();
+        along.sort_unstable();
+        let picks: Vec<usize> = (0..count).map(|_| rng.gen_range(0..digits.labels.len())).collect();
+        let labels: Vec<u8> = picks.iter().map(|&i| digits.labels[i]).collect();
+        let mut picture = image::GrayImage::new(CANVAS as u32, CANVAS as u32);
+        for (&pick, &position) in picks.iter().zip(&along) {
+            let (row, col) = if horizontal { (line, position) } else { (position, line) };
+            let jitter = |rng: &mut ChaCha8Rng| rng.gen_range(-JITTER..=JITTER);
+            let top = (MARGIN + row * CELL) as i64 + jitter(rng);
+            let left = (MARGIN + col * CELL) as i64 + jitter(rng);
+            paste_digit(&mut picture, &digits.pixels[pick * CELL * CELL..(pick + 1) * CELL * CELL], top, left);
+        }
+        Self { picture, captions: captions(&labels, horizontal) }
+    }
+}
+
+/// Brightest pixel wins where digits overlap (they touch at most).
+fn paste_digit(picture: &mut image::GrayImage, digit: &[u8], top: i64, left: i64) {
+    for (k, &value) in digit.iter().enumerate() {
+        let (y, x) = (top + (k / CELL) as i64, left + (k % CELL) as i64);
+        if (0..CANVAS as i64).contains(&y) && (0..CANVAS as i64).contains(&x) {
+            let pixel = picture.get_pixel_mut(x as u32, y as u32);
+            pixel.0[0] = pixel.0[0].max(value);
+        }
+    }
+}
+
+/// Two captions for digits in reading order along a row or a column.
+fn captions(labels: &[u8], horizontal: bool) -> Vec<String> {
+    let forward: Vec<String> = labels.iter().map(|&d| with_article(d)).collect();
+    let backward: Vec<String> = forward.iter().rev().cloned().collect();
+    match (labels.len(), horizontal) {
+        (2, true) => vec![
+            format!("{} to the left of {}", forward[0], forward[1]),
+            format!("{} to the right of {}", backward[0], backward[1]),
+        ],
+        (2, false) => {
+            vec![format!("{} above {}", forward[0], forward[1]), format!("{} below {}", backward[0], backward[1])]
+        }
+        (_, true) => vec![
+            format!("{} from left to right", forward.join(" then ")),
+            format!("{} from right to left", backward.join(" then ")),
+        ],
+        (_, false) => vec![forward.join(" above "), backward.join(" below ")],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::captions;
+
+    #[test]
+    fn captions_say_what_is_where_both_ways() {
+        assert_eq!(captions(&[7, 2], true), ["a seven to the left of a two", "a two to the right of a seven"]);
+        assert_eq!(captions(&[1, 8], false), ["a one above an eight", "an eight below a one"]);
+        assert_eq!(
+            captions(&[3, 8, 5], true),
+            [
+                "a three then an eight then a five from left to right",
+                "a five then an eight then a three from right to left"
+            ]
+        );
+        assert_eq!(captions(&[1, 4, 9], false), ["a one above a four above a nine", "a nine below a four below a one"]);
+    }
+}
