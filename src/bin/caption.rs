@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use tchlab::caption::coco_json::{self, TextOptions};
 use tchlab::caption::features::Extractor;
 use tchlab::caption::model::CellKind;
-use tchlab::caption::run::{self, RunOptions, BEST_MODEL_FILE};
+use tchlab::caption::run::{self, Keep, RunOptions, MODEL_FILE};
 use tchlab::caption::saved::{self, FeatureSource};
 use tchlab::caption::scenes::{self, SceneCounts};
 use tchlab::caption::solver::Schedule;
@@ -93,6 +93,12 @@ struct TrainArgs {
     /// Image folder: longer captions are cut to this many words.
     #[arg(long, value_name = "N", default_value_t = 15, value_parser = at_least_one, allow_negative_numbers = true)]
     max_words: usize,
+    /// Which weights the run keeps, evaluates and saves: best (lowest val loss) or last (the final epoch's).
+    #[arg(long, value_enum, default_value = "best")]
+    keep: Keep,
+    /// libtorch's compute threads (default: libtorch's choice, one per core).
+    #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true)]
+    threads: Option<usize>,
     /// Output folder (default runs/caption-<cell>).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -102,7 +108,7 @@ struct TrainArgs {
 
 #[derive(Args)]
 struct SampleArgs {
-    /// A model saved by `caption train` (its best_model.safetensors, or the run folder).
+    /// A model saved by `caption train` (its model.safetensors, or the run folder).
     #[arg(long, value_name = "PATH")]
     checkpoint: PathBuf,
     /// Image files.
@@ -111,6 +117,9 @@ struct SampleArgs {
     /// Print a JSON list of {image, caption}.
     #[arg(long)]
     json: bool,
+    /// libtorch's compute threads (default: libtorch's choice, one per core).
+    #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true)]
+    threads: Option<usize>,
     #[command(flatten)]
     device: tchlab::device::DeviceArg,
 }
@@ -145,7 +154,13 @@ fn backbone_weights(arch: Arch, weights: Option<PathBuf>) -> Result<PathBuf> {
     Ok(std::path::absolute(&path)?)
 }
 
+fn init_threads(threads: Option<usize>) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    tchlab::accel::init_threads(threads, cores);
+}
+
 fn train(args: TrainArgs, interrupt: &Interrupt) -> Result<()> {
+    init_threads(args.threads);
     let device = args.device.select()?;
     println!("{}", tchlab::device::banner(device));
     let (data, features, described) = if coco_h5::is_course_folder(&args.data) {
@@ -187,6 +202,7 @@ fn train(args: TrainArgs, interrupt: &Interrupt) -> Result<()> {
             grad: args.grad,
         },
         device,
+        keep: args.keep,
         out: args.out.unwrap_or_else(|| PathBuf::from(format!("runs/caption-{}", args.cell.name()))),
         features,
         data: described,
@@ -202,8 +218,9 @@ fn train(args: TrainArgs, interrupt: &Interrupt) -> Result<()> {
 }
 
 fn sample(args: SampleArgs) -> Result<()> {
+    init_threads(args.threads);
     let device = args.device.select()?;
-    let path = if args.checkpoint.is_dir() { args.checkpoint.join(BEST_MODEL_FILE) } else { args.checkpoint.clone() };
+    let path = if args.checkpoint.is_dir() { args.checkpoint.join(MODEL_FILE) } else { args.checkpoint.clone() };
     let (net, _store, vocab, card) = saved::load(&path, device)?;
     let FeatureSource::Backbone { arch, weights } = card.features else {
         bail!(

@@ -1,8 +1,9 @@
 //! One captioning run from loaded data to its output folder: trains, keeps
-//! the epoch with the lowest val loss (`best_model.safetensors`), then
+//! the epoch with the lowest val loss or the last one (`model.safetensors`), then
 //! captions the val images with it and writes the loss history (CSV, PNG),
 //! BLEU against the two baselines (`results.md`, `summary.json`) and the
-//! caption sample figures for train and val images.
+//! caption sample figures for train and val images (and their text, for
+//! more images, in `samples.json`).
 
 use super::dataset::{CaptionData, CaptionSplit, ImageSource};
 use super::evaluate::{bleu_table, caption_split, sample_images, BleuRow};
@@ -24,9 +25,21 @@ use std::time::Instant;
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
-pub const BEST_MODEL_FILE: &str = "best_model.safetensors";
+pub const MODEL_FILE: &str = "model.safetensors";
+
+/// Which epoch's weights a run keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Keep {
+    /// The epoch with the lowest val loss.
+    Best,
+    /// The last epoch (the course's overfit check samples from it).
+    Last,
+}
 /// Pictures per caption sample figure.
 const SAMPLES_PER_FIGURE: usize = 8;
+/// Images per split whose sampled and true captions `samples.json` lists.
+const SAMPLES_IN_JSON: usize = 100;
 
 /// What a run trains and where it writes.
 #[derive(Debug, Clone)]
@@ -36,6 +49,7 @@ pub struct RunOptions {
     pub wordvec: i64,
     pub schedule: Schedule,
     pub device: Device,
+    pub keep: Keep,
     pub out: PathBuf,
     pub features: FeatureSource,
     /// Where the data came from, for the summary.
@@ -53,8 +67,10 @@ pub struct RunSummary {
     pub vocabulary: usize,
     pub train_captions: usize,
     pub val_images: usize,
-    pub best_epoch: usize,
-    pub best_val_loss: f64,
+    pub keep: Keep,
+    /// The epoch whose weights were kept, and its val loss.
+    pub kept_epoch: usize,
+    pub kept_val_loss: f64,
     pub final_train_loss: f64,
     pub bleu: Vec<BleuRow>,
     pub seconds_training: f64,
@@ -87,10 +103,12 @@ pub fn run(data: &CaptionData, options: &RunOptions, interrupt: &Interrupt) -> R
         epoch,
         val_loss,
     };
-    let best_path = options.out.join(BEST_MODEL_FILE);
-    let mut best: Option<(usize, f64, Vec<Tensor>)> = None;
+    let model_path = options.out.join(MODEL_FILE);
+    let mut kept: Option<(usize, f64, Vec<Tensor>)> = None;
+    let mut best_val_loss = f64::INFINITY;
     let mut on_epoch = |record: &EpochRecord| -> Result<()> {
-        let improved = best.as_ref().is_none_or(|b| record.val_loss < b.1);
+        let improved = record.val_loss < best_val_loss;
+        best_val_loss = best_val_loss.min(record.val_loss);
         println!(
             "Epoch {}/{}  train loss {:.4}  val loss {:.4}  lr {:.3e}  ({:.1}s){}",
             record.epoch,
@@ -101,27 +119,30 @@ pub fn run(data: &CaptionData, options: &RunOptions, interrupt: &Interrupt) -> R
             record.seconds,
             if improved { "  best so far" } else { "" }
         );
-        if improved {
-            saved::save(&best_path, &store, &card(record.epoch, record.val_loss))?;
-            best = Some((record.epoch, record.val_loss, params.tensors().map(|t| t.detach().copy()).collect()));
+        if improved || options.keep == Keep::Last {
+            saved::save(&model_path, &store, &card(record.epoch, record.val_loss))?;
+            kept = Some((record.epoch, record.val_loss, params.tensors().map(|t| t.detach().copy()).collect()));
         }
         Ok(())
     };
     let log = solver::train(&net, &params, data, &options.schedule, options.device, interrupt, &mut on_epoch)?;
     let training_seconds = started.elapsed().as_secs_f64();
     write_history(&log, &options.out)?;
-    let Some((best_epoch, best_val_loss, best_params)) = best else {
+    let Some((kept_epoch, kept_val_loss, kept_params)) = kept else {
         return Err(Interrupted("stopped before the first epoch ended; nothing saved".into()).into());
     };
     tch::no_grad(|| {
-        for (param, saved) in params.tensors().zip(&best_params) {
+        for (param, saved) in params.tensors().zip(&kept_params) {
             param.shallow_clone().copy_(saved);
         }
     });
     let val = caption_split(&net, &data.val, &data.vocab, options.device);
     let bleu = bleu_table(&format!("{} (ours)", options.cell.name().to_uppercase()), &val, data);
-    sample_figure(&net, data, &data.train, options, "train")?;
-    sample_figure(&net, data, &data.val, options, "val")?;
+    sample_figure(&net, data, &data.train, options)?;
+    sample_figure(&net, data, &data.val, options)?;
+    let mut samples = spread_samples(&net, data, &data.train, SAMPLES_IN_JSON, options.device).1;
+    samples.extend(spread_samples(&net, data, &data.val, SAMPLES_IN_JSON, options.device).1);
+    write_atomically(&options.out.join("samples.json"), serde_json::to_string_pretty(&samples)?.as_bytes())?;
     let summary = RunSummary {
         cell: options.cell.name().to_string(),
         data: options.data.clone(),
@@ -132,8 +153,9 @@ pub fn run(data: &CaptionData, options: &RunOptions, interrupt: &Interrupt) -> R
         vocabulary: data.vocab.len(),
         train_captions: data.train.num_captions(),
         val_images: val.images.len(),
-        best_epoch,
-        best_val_loss,
+        keep: options.keep,
+        kept_epoch,
+        kept_val_loss,
         final_train_loss: log.batch_losses.last().copied().unwrap_or(f64::NAN),
         bleu,
         seconds_training: training_seconds,
@@ -194,33 +216,67 @@ fn write_history(log: &TrainLog, out: &Path) -> Result<()> {
     plots::line_chart(&out.join("loss.png"), &chart, &series, None)
 }
 
-/// `samples_<split>.png`: greedy captions of images spread over the split.
-fn sample_figure(
+/// Greedy captions of up to `count` captioned images spread over `split`.
+#[derive(Debug, Serialize)]
+pub struct Sample {
+    pub split: String,
+    pub image: String,
+    pub sampled: String,
+    pub truths: Vec<String>,
+}
+
+fn spread_samples(
     net: &CaptioningNet,
     data: &CaptionData,
     split: &CaptionSplit,
-    options: &RunOptions,
-    name: &str,
-) -> Result<()> {
+    count: usize,
+    device: Device,
+) -> (Vec<i64>, Vec<Sample>) {
     let captioned = split.captioned_images();
-    let count = captioned.len().min(SAMPLES_PER_FIGURE);
+    let count = captioned.len().min(count);
     let picks: Vec<i64> = (0..count).map(|k| captioned[k * captioned.len() / count.max(1)]).collect();
-    let sampled = sample_images(net, split, &picks, &data.vocab, options.device);
+    let sampled = sample_images(net, split, &picks, &data.vocab, device);
     let rows = split.rows_by_image();
-    let panels: Vec<CaptionPanel> = picks
+    let samples = picks
         .iter()
         .zip(sampled)
-        .map(|(image, sampled)| CaptionPanel {
-            picture: picture(&split.sources[*image as usize]),
+        .map(|(image, sampled)| Sample {
+            split: split.name.clone(),
+            image: describe(&split.sources[*image as usize]),
             sampled,
-            truth: split.decode(&rows[image][..1], &data.vocab).remove(0),
+            truths: split.decode(&rows[image], &data.vocab),
         })
         .collect();
+    (picks, samples)
+}
+
+/// `samples_<split>.png`: greedy captions of images spread over the split,
+/// each with its first true caption.
+fn sample_figure(net: &CaptioningNet, data: &CaptionData, split: &CaptionSplit, options: &RunOptions) -> Result<()> {
+    let (picks, samples) = spread_samples(net, data, split, SAMPLES_PER_FIGURE, options.device);
+    let panels: Vec<CaptionPanel> = picks
+        .iter()
+        .zip(samples)
+        .map(|(image, sample)| CaptionPanel {
+            picture: picture(&split.sources[*image as usize]),
+            sampled: sample.sampled,
+            truth: sample.truths.into_iter().next().unwrap_or_default(),
+        })
+        .collect();
+    let name = &split.name;
     let title = format!(
         "{} captions of {name} images (blue: sampled, black: a true caption)",
         options.cell.name().to_uppercase()
     );
     plots::caption_samples(&options.out.join(format!("samples_{name}.png")), &title, &panels)
+}
+
+fn describe(source: &ImageSource) -> String {
+    match source {
+        ImageSource::File(path) => path.display().to_string(),
+        ImageSource::Url(url) => url.clone(),
+        ImageSource::Unknown => String::new(),
+    }
 }
 
 fn picture(source: &ImageSource) -> Result<Tensor, String> {
@@ -241,14 +297,15 @@ fn peak_memory_mb() -> Option<f64> {
 
 fn results_markdown(s: &RunSummary) -> String {
     let mut text = format!(
-        "# Captioning: {} on {}\n\nbest epoch {} (val loss {:.4}); {} training captions, {} val images, vocabulary {}; \
+        "# Captioning: {} on {}\n\nweights of epoch {} ({:?}: val loss {:.4}); {} training captions, {} val images, vocabulary {}; \
          {:.1} s per epoch, {:.0} s in all, peak memory {} MB, {}.\n\n\
          Val corpus BLEU (COCO caption evaluation's scorer: closest reference length, no smoothing):\n\n\
          | method | BLEU-1 | BLEU-2 | BLEU-3 | BLEU-4 |\n|---|---|---|---|---|\n",
         s.cell.to_uppercase(),
         s.data,
-        s.best_epoch,
-        s.best_val_loss,
+        s.kept_epoch,
+        s.keep,
+        s.kept_val_loss,
         s.train_captions,
         s.val_images,
         s.vocabulary,

@@ -16,6 +16,7 @@ use anyhow::{bail, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -144,7 +145,11 @@ fn loss_and_gradients(
     let (loss, grads) = match grad {
         GradMode::Manual => {
             let (loss, grads) = tch::no_grad(|| net.loss_and_gradients(features, captions));
-            (loss, Gradients(grads))
+            // `Params` keeps its tensors sorted by name; the network lists them in layer order.
+            let mut by_name: HashMap<String, Tensor> =
+                net.named_parameters().into_iter().map(|(name, _)| name).zip(grads).collect();
+            let ordered = params.iter().map(|(name, _)| by_name.remove(name).expect("a gradient per parameter"));
+            (loss, Gradients(ordered.collect()))
         }
         GradMode::Autograd => {
             let loss = net.loss(features, captions);

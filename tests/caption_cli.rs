@@ -1,0 +1,163 @@
+//! The `caption` tool end to end: the course's overfit check on a
+//! `coco_captioning` fixture written by h5py, an image folder made by
+//! `caption scenes` with Lite0 features, `caption sample`, and bad inputs.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+mod common;
+use common::{python, repo, run_ok};
+
+fn caption() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_caption"));
+    cmd.current_dir(repo()).env_remove("RUST_BACKTRACE").env_remove("RUST_LIB_BACKTRACE");
+    cmd
+}
+
+fn course_fixture(dir: &Path, flags: &[&str]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let script = repo().join("tests/fixtures/make_coco_captioning.py");
+    run_ok(Command::new(python()).arg(script).arg(dir).args(flags));
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+/// The course's overfit check: 50 training captions, Adam 5e-3, lr decay
+/// 0.95, batch 25, 50 epochs, hidden 512, word vectors 256.
+fn overfit(cell: &str, max_final_loss: f64) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("coco_captioning");
+    course_fixture(&data, &[]);
+    let out = tmp.path().join("run");
+    let recipe = "--max-train 50 --epochs 50 --batch-size 25 --lr 5e-3 --lr-decay 0.95 --hidden 512 --wordvec 256 --keep last --threads 1";
+    run_ok(
+        caption().args(["train", "--cell", cell, "--data"]).arg(&data).args(recipe.split(' ')).arg("--out").arg(&out),
+    );
+    let summary = read_json(&out.join("summary.json"));
+    assert_eq!(summary["train_captions"], 50);
+    let final_loss = summary["final_train_loss"].as_f64().unwrap();
+    assert!(final_loss < max_final_loss, "{cell}: final training loss {final_loss}, wanted < {max_final_loss}");
+    let samples = read_json(&out.join("samples.json"));
+    let train: Vec<&Value> = samples.as_array().unwrap().iter().filter(|s| s["split"] == "train").collect();
+    assert_eq!(train.len(), 50, "every training image sampled");
+    for s in &train {
+        assert_eq!(s["sampled"], s["truths"][0], "{cell}: greedy sample of a training image ({})", s["image"]);
+    }
+    // Features only: the figure says so and still shows the captions.
+    assert!(out.join("samples_train.png").is_file() && out.join("loss.png").is_file());
+    let bleu = summary["bleu"].as_array().unwrap();
+    assert_eq!(bleu.len(), 3, "ours and two baselines");
+}
+
+#[test]
+fn rnn_overfits_fifty_training_captions() {
+    overfit("rnn", 0.1);
+}
+
+#[test]
+fn lstm_overfits_fifty_training_captions() {
+    overfit("lstm", 0.5);
+}
+
+#[test]
+fn bad_course_files_are_one_line_errors_naming_the_dataset() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (flag, expected) in [
+        ("--bad-token", "train_captions: values from 0 to 41, outside 0..34 (the vocabulary's size)"),
+        ("--no-val-idxs", "coco2014_captions.h5: no dataset val_image_idxs"),
+    ] {
+        let data = tmp.path().join(flag.trim_start_matches('-'));
+        course_fixture(&data, &[flag]);
+        let output = caption().args(["train", "--epochs", "1", "--data"]).arg(&data).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{flag}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{flag}: one line, got {stderr}");
+        assert!(stderr.contains(expected), "{flag}: {stderr}");
+    }
+    // A file that is not HDF5 at all.
+    let data = tmp.path().join("not-h5");
+    course_fixture(&data, &[]);
+    std::fs::write(data.join("train2014_vgg16_fc7_pca.h5"), b"not an hdf5 file").unwrap();
+    let output = caption().args(["train", "--epochs", "1", "--data"]).arg(&data).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("train2014_vgg16_fc7_pca.h5: not a readable HDF5 file"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
+/// A small digit-scene folder, made once per test binary.
+fn scenes() -> PathBuf {
+    let dir = repo().join("target/test-fixtures/caption-scenes");
+    if !dir.join("annotations/captions_val.json").exists() {
+        run_ok(caption().args(["scenes", "--train", "40", "--val", "10", "--seed", "3", "--out"]).arg(&dir));
+    }
+    dir
+}
+
+#[test]
+fn image_folder_trains_on_backbone_features_and_captions_new_images() {
+    let data = scenes();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let train = || {
+        let mut cmd = caption();
+        cmd.args([
+            "train",
+            "--cell",
+            "lstm",
+            "--epochs",
+            "3",
+            "--hidden",
+            "32",
+            "--wordvec",
+            "16",
+            "--threads",
+            "1",
+            "--data",
+        ])
+        .arg(&data)
+        .arg("--out")
+        .arg(&out);
+        run_ok(&mut cmd)
+    };
+    train();
+    for file in ["model.safetensors", "loss.png", "loss_history.csv", "epochs.csv", "results.md", "samples_val.png"] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+    let summary = read_json(&out.join("summary.json"));
+    assert_eq!(summary["train_captions"], 80, "two captions per scene");
+    assert_eq!(summary["val_images"], 10);
+    // The second run reads the cached features.
+    let second = train();
+    assert!(String::from_utf8_lossy(&second.stderr).contains("40 image features from"), "cache not used");
+    // The saved model captions image files: words of its own vocabulary only.
+    let image = data.join("val/scene_000000.png");
+    let output = run_ok(caption().args(["sample", "--json", "--checkpoint"]).arg(&out).arg(&image));
+    let rows: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let sampled = rows[0]["caption"].as_str().unwrap();
+    let vocabulary = ["a", "an", "to", "the", "left", "right", "of", "above", "below", "then", "from", "<UNK>"];
+    let digits = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
+    assert!(!sampled.is_empty(), "empty caption");
+    for word in sampled.split_whitespace() {
+        assert!(vocabulary.contains(&word) || digits.contains(&word), "{word:?} in {sampled:?}");
+    }
+}
+
+#[test]
+fn scenes_are_deterministic_and_captioned_from_their_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    for name in ["a", "b"] {
+        run_ok(
+            caption().args(["scenes", "--train", "5", "--val", "3", "--seed", "9", "--out"]).arg(tmp.path().join(name)),
+        );
+    }
+    let read = |name: &str, file: &str| std::fs::read(tmp.path().join(name).join(file)).unwrap();
+    assert_eq!(read("a", "annotations/captions_train.json"), read("b", "annotations/captions_train.json"));
+    assert_eq!(read("a", "val/scene_000002.png"), read("b", "val/scene_000002.png"));
+    let captions = read_json(&tmp.path().join("a/annotations/captions_val.json"));
+    assert_eq!(captions["images"].as_array().unwrap().len(), 3);
+    assert_eq!(captions["annotations"].as_array().unwrap().len(), 6);
+}
