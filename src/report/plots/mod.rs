@@ -1,6 +1,7 @@
 //! PNG figures with `plotters` and an embedded DejaVu font (so text renders
 //! the same on any machine): training curves with the best epoch marked, line
-//! charts for sweeps, a grid of validation predictions, a confusion matrix.
+//! charts for sweeps, a dot chart of runs per configuration, a grid of
+//! validation predictions, a confusion matrix.
 
 use crate::data::loader::{image_tensor, DecodedSplit};
 use crate::data::transforms::val_transform;
@@ -12,10 +13,12 @@ use std::sync::Once;
 use tch::{Kind, Tensor};
 
 mod axis;
+mod spread;
 #[cfg(test)]
 mod tests;
 
 use axis::*;
+pub use spread::{spread_chart, SpreadRow};
 
 const FONT: &str = "sans-serif";
 
