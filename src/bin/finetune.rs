@@ -332,13 +332,14 @@ fn sweep(args: SweepArgs) -> Result<()> {
         None => slurm::task_index(std::env::var(slurm::TASK_ID_VAR).ok().as_deref())?,
     };
     let plan = Plan::new(args.devices.as_deref(), args.jobs, args.jobs_per_device)?;
-    let Some(indices) = sweep.to_run(index)? else { return Ok(()) };
-    let ctrl_c = tchlab::cli::count_ctrl_c();
-    let outcome = sweep.run(&indices, &plan, &ctrl_c);
+    let outcome = match sweep.to_run(index)? {
+        Some(indices) => sweep.run(&indices, &plan, &tchlab::cli::count_ctrl_c()).map(|_| ()),
+        None => Ok(()),
+    };
     if index.is_none() {
         report(std::slice::from_ref(&sweep.out), &sweep.out)?;
     }
-    outcome.map(|_| ())
+    outcome
 }
 
 fn write_sbatch(sweep: &Sweep, args: &SweepArgs) -> Result<()> {

@@ -87,10 +87,13 @@ impl SweepFile {
                 ("base", toml::Value::Table(t)) => base = t,
                 ("grid", toml::Value::Table(t)) => grid = Some(t),
                 ("base" | "grid", _) => bail!("sweep file {name}: {key} must be a table ([{key}])"),
-                (other, _) => bail!("sweep file {name}: unknown key {other:?} (a sweep file has a [base] and a [grid] table)"),
+                (other, _) => {
+                    bail!("sweep file {name}: unknown key {other:?} (a sweep file has a [base] and a [grid] table)")
+                }
             }
         }
-        let grid = grid.with_context(|| format!("sweep file {name}: no [grid] table (e.g. [grid] seed = [0, 1, 2])"))?;
+        let grid =
+            grid.with_context(|| format!("sweep file {name}: no [grid] table (e.g. [grid] seed = [0, 1, 2])"))?;
         let ids = TrainOptions::ids();
         check_keys(&base, &ids, &format!("sweep file {name} [base]"))?;
         check_keys(&grid, &ids, &format!("sweep file {name} [grid]"))?;
@@ -146,7 +149,10 @@ impl SweepFile {
         let mut options = base.clone().with_table(&table, &BTreeSet::new(), &source)?;
         let name = folder_name(&values);
         if name.len() > MAX_NAME_BYTES {
-            bail!("{source}: the run folder name would be {} bytes long (at most {MAX_NAME_BYTES}); use shorter values", name.len());
+            bail!(
+                "{source}: the run folder name would be {} bytes long (at most {MAX_NAME_BYTES}); use shorter values",
+                name.len()
+            );
         }
         options.out = Some(out.join(&name));
         let config = FinetuneConfig::new(&options).map_err(|e| anyhow::anyhow!("{source}: {e:#}"))?;
@@ -202,7 +208,11 @@ fn axis(key: &str, value: &toml::Value, source: &str) -> Result<Axis> {
         bail!("{source}: {key}: {bad} is not a single value");
     }
     if let Some((i, v)) = values.iter().enumerate().find(|(i, v)| values[..*i].contains(v)) {
-        bail!("{source}: {key}: the value {v} is listed twice (at positions {} and {})", values.iter().position(|w| w == v).unwrap_or(0), i);
+        bail!(
+            "{source}: {key}: the value {v} is listed twice (at positions {} and {})",
+            values.iter().position(|w| w == v).unwrap_or(0),
+            i
+        );
     }
     Ok(Axis { key: id(key).replace('_', "-"), values: values.clone() })
 }
@@ -274,7 +284,10 @@ mod tests {
         assert_eq!(points[5].config.arch.name(), "efficientnet-lite0");
         assert_eq!((points[5].config.lr, points[5].config.seed, points[5].config.epochs), (0.01, 1, 2));
         assert!(points[5].config.out.ends_with("runs/s/arch=efficientnet-lite0,lr=0.01,seed=1"));
-        assert_eq!(points[5].flags, ["--epochs", "2", "--random-init", "--arch", "efficientnet-lite0", "--lr", "0.01", "--seed", "1"]);
+        assert_eq!(
+            points[5].flags,
+            ["--epochs", "2", "--random-init", "--arch", "efficientnet-lite0", "--lr", "0.01", "--seed", "1"]
+        );
     }
 
     #[test]
@@ -298,8 +311,14 @@ mod tests {
             ("[base]\nbatch = 4\n[grid]\nseed = [0]", "[base]: unknown key \"batch\""),
             ("[grid]\nlearning-rate = [0.1]", "[grid]: unknown key \"learning-rate\""),
             ("[base]\nrandom-init = true\nlr = \"fast\"\n[grid]\nseed = [0]", "key lr: invalid type: string \"fast\""),
-            ("[base]\nrandom-init = true\n[grid]\nlr = [0.1, -1.0]", "point 1 (lr=-1.0): --lr -1: must be a positive number"),
-            ("[base]\nrandom-init = true\n[grid]\nmode = [\"full\", \"half\"]", "point 1 (mode=half): key mode: unknown variant `half`"),
+            (
+                "[base]\nrandom-init = true\n[grid]\nlr = [0.1, -1.0]",
+                "point 1 (lr=-1.0): --lr -1: must be a positive number",
+            ),
+            (
+                "[base]\nrandom-init = true\n[grid]\nmode = [\"full\", \"half\"]",
+                "point 1 (mode=half): key mode: unknown variant `half`",
+            ),
             ("[base]\nrandom-init = true\n[grid]\n", "[grid] is empty"),
             ("[base]\nrandom-init = true\n", "no [grid] table"),
             ("[grid]\nseed = []", "seed = []: the list is empty"),

@@ -32,7 +32,15 @@ impl Holder {
 
     fn parse(text: &str) -> Option<Self> {
         let field = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix('='));
-        Some(Self { pid: field("pid")?.parse().ok()?, host: field("host")?.to_owned(), since: field("since")?.parse().ok()? })
+        Some(Self {
+            pid: field("pid")?.parse().ok()?,
+            host: field("host")?.to_owned(),
+            since: field("since")?.parse().ok()?,
+        })
+    }
+
+    pub fn is_this_process(&self) -> bool {
+        self.pid == std::process::id() && self.host == host_name()
     }
 
     /// Whether the holding process is known to be gone: it ran on this host
@@ -103,7 +111,9 @@ fn claim_with(lock: &Path, staging: &Path) -> Result<Claimed> {
 /// as one is reported as held by an unknown process, never taken over.
 pub fn holder(lock: &Path) -> Result<Option<Holder>> {
     match std::fs::read_to_string(lock) {
-        Ok(text) => Ok(Some(Holder::parse(&text).unwrap_or(Holder { pid: 0, host: "an unknown host".into(), since: 0 }))),
+        Ok(text) => {
+            Ok(Some(Holder::parse(&text).unwrap_or(Holder { pid: 0, host: "an unknown host".into(), since: 0 })))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("{}: cannot read the lock", lock.display())),
     }

@@ -58,7 +58,9 @@ impl Sweep {
     pub fn point(&self, index: usize) -> Result<&Point> {
         match self.points.get(index) {
             Some(point) => Ok(point),
-            None => bail!("point {index}: the sweep has {} point(s), 0 to {}", self.points.len(), self.points.len() - 1),
+            None => {
+                bail!("point {index}: the sweep has {} point(s), 0 to {}", self.points.len(), self.points.len() - 1)
+            }
         }
     }
 
@@ -79,7 +81,8 @@ impl Sweep {
 
     /// The points, their folders and where they stand, as a table.
     pub fn listing(&self) -> Result<String> {
-        let mut text = format!("{} point(s) of {} under {}\n", self.points.len(), self.file.path.display(), self.out.display());
+        let mut text =
+            format!("{} point(s) of {} under {}\n", self.points.len(), self.file.path.display(), self.out.display());
         text += &format!("{:>5}  {:<8}  {}\n", "index", "status", "folder");
         let mut counts = std::collections::BTreeMap::<&str, usize>::new();
         for point in &self.points {
@@ -107,11 +110,9 @@ impl Sweep {
                     println!("point {index} ({}) is done: {}", point.label(), self.dir(point).display());
                     Ok(None)
                 }
-                Status::Running(holder) => bail!(
-                    "point {index} ({}): {} is being run by {holder}",
-                    point.label(),
-                    self.dir(point).display()
-                ),
+                Status::Running(holder) => {
+                    bail!("point {index} ({}): {} is being run by {holder}", point.label(), self.dir(point).display())
+                }
                 _ => Ok(Some(vec![index])),
             };
         }

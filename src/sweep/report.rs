@@ -25,7 +25,7 @@ const SEED: &str = "seed";
 /// One run folder, summed up.
 #[derive(Debug, Clone)]
 pub struct Run {
-    /// The folder, as found under the folder given.
+    /// The folder, relative to the folder given.
     pub dir: PathBuf,
     pub status: Status,
     /// Every option of the run's config, as text (`None`: no config saved).
@@ -72,11 +72,12 @@ impl Report {
             let mut found = Vec::new();
             find_run_folders(root, MAX_DEPTH, &mut found)?;
             if found.is_empty() {
-                bail!("{}: no run folders in it (a run folder holds summary.json, state.safetensors or exit.json)", root.display());
+                bail!("{}: no run folders in it (a run folder holds summary.json, state.safetensors or a sweep's log.txt)", root.display());
             }
-            for dir in found {
-                runs.push(read_run(&dir)?);
-            }
+            let mut found = found.iter().map(|dir| read_run(dir, root, roots.len() > 1)).collect::<Result<Vec<_>>>()?;
+            // A sweep's runs in the order of their points.
+            found.sort_by_key(|(run, index)| (index.unwrap_or(usize::MAX), run.dir.clone()));
+            runs.extend(found.into_iter().map(|(run, _)| run));
         }
         let keys = varying_keys(&runs);
         let configurations = group(&runs, &keys);
@@ -131,7 +132,8 @@ impl Report {
         header.extend(["seed", "best val acc", "best epoch", "epochs", "s/epoch", "wall", "device"].map(String::from));
         let mut rows = vec![header];
         for run in &self.runs {
-            let option = |key: &str| run.options.as_ref().and_then(|o| o.get(key).cloned()).unwrap_or_else(|| "?".into());
+            let option =
+                |key: &str| run.options.as_ref().and_then(|o| o.get(key).cloned()).unwrap_or_else(|| "?".into());
             let mut row = vec![format!("`{}`", run.dir.display()), run.status.word().to_owned()];
             row.extend(self.keys.iter().map(|k| option(k)));
             row.push(option(SEED));
@@ -169,8 +171,17 @@ impl Report {
     pub fn csv(&self) -> String {
         let mut header: Vec<String> = self.keys.clone();
         header.extend(
-            ["runs", "done", "best_val_acc_mean", "best_val_acc_std", "best_epoch_mean", "seconds_per_epoch", "wall_seconds", "devices"]
-                .map(String::from),
+            [
+                "runs",
+                "done",
+                "best_val_acc_mean",
+                "best_val_acc_std",
+                "best_epoch_mean",
+                "seconds_per_epoch",
+                "wall_seconds",
+                "devices",
+            ]
+            .map(String::from),
         );
         let mut lines = vec![header.iter().map(|h| csv_field(h)).collect::<Vec<_>>().join(",")];
         for configuration in &self.configurations {
@@ -178,7 +189,8 @@ impl Report {
             let stat = |f: fn(&Run) -> Option<f64>| done.iter().filter_map(|r| f(r)).collect::<Vec<f64>>();
             let accs = stat(|r| r.best_val_acc);
             let (mean, std) = mean_std(&accs);
-            let number = |values: &[f64]| if values.is_empty() { String::new() } else { format!("{:.6}", mean_std(values).0) };
+            let number =
+                |values: &[f64]| if values.is_empty() { String::new() } else { format!("{:.6}", mean_std(values).0) };
             let devices: BTreeSet<&str> = done.iter().filter_map(|r| r.device.as_deref()).collect();
             let mut cells: Vec<String> = configuration.values.clone();
             cells.push(configuration.runs.len().to_string());
@@ -223,7 +235,9 @@ fn mean_cell(values: &[f64], decimals: usize, unit: &str) -> String {
 }
 
 fn markdown_table(rows: &[Vec<String>]) -> String {
-    let line = |cells: &[String]| format!("| {} |\n", cells.iter().map(|c| c.replace('|', "\\|")).collect::<Vec<_>>().join(" | "));
+    let line = |cells: &[String]| {
+        format!("| {} |\n", cells.iter().map(|c| c.replace('|', "\\|")).collect::<Vec<_>>().join(" | "))
+    };
     let Some((header, body)) = rows.split_first() else { return String::new() };
     let mut text = line(header);
     text += &line(&vec!["---".to_owned(); header.len()]);
@@ -239,11 +253,11 @@ fn csv_field(value: &str) -> String {
     }
 }
 
-/// Whether `dir` is a run's folder (a finished, partial or attempted run).
+/// Whether `dir` is a run's folder (a finished, partial, attempted or
+/// claimed run).
 fn is_run_folder(dir: &Path) -> bool {
-    ["summary.json", crate::train::checkpoint::STATE_FILE, crate::train::summary::EXIT_FILE]
-        .iter()
-        .any(|f| dir.join(f).is_file())
+    let launcher = crate::train::summary::LAUNCHER_FILES.iter();
+    ["summary.json", crate::train::checkpoint::STATE_FILE].iter().chain(launcher).any(|f| dir.join(f).is_file())
 }
 
 /// Run folders under `dir` (not inside other run folders, symlinks not
@@ -269,20 +283,32 @@ fn find_run_folders(dir: &Path, depth: usize, found: &mut Vec<PathBuf>) -> Resul
     Ok(())
 }
 
-fn read_run(dir: &Path) -> Result<Run> {
+/// The run in `dir` (named relative to the folder `root` it was found
+/// under, after that folder with `with_root`), and its point's index when a
+/// sweep ran it.
+fn read_run(dir: &Path, root: &Path, with_root: bool) -> Result<(Run, Option<usize>)> {
     let folder = RunFolder::read(dir)?;
+    let name = match dir.strip_prefix(root) {
+        Ok(relative) if relative.as_os_str().is_empty() => root.to_owned(),
+        Ok(relative) if with_root => root.join(relative),
+        Ok(relative) => relative.to_owned(),
+        Err(_) => dir.to_owned(),
+    };
     let status = folder.status(None);
     let options = folder.config().map(option_texts).transpose()?;
     let history = folder.saved.as_ref().map(|s| &s.history);
     let epoch_seconds: Vec<f64> = history
         .map(|h| {
             let val = h.phase("val");
-            h.phase("train").iter().map(|t| t.seconds + val.iter().find(|v| v.epoch == t.epoch).map_or(0.0, |v| v.seconds)).collect()
+            h.phase("train")
+                .iter()
+                .map(|t| t.seconds + val.iter().find(|v| v.epoch == t.epoch).map_or(0.0, |v| v.seconds))
+                .collect()
         })
         .unwrap_or_default();
     let summary = folder.summary.as_ref();
-    Ok(Run {
-        dir: dir.to_owned(),
+    let run = Run {
+        dir: name,
         best_val_acc: summary.map(|s| s.best_val_acc),
         best_epoch: summary.map(|s| s.best_epoch),
         epochs_done: folder.saved.as_ref().map_or(0, |s| s.epochs_done),
@@ -292,7 +318,8 @@ fn read_run(dir: &Path) -> Result<Run> {
         device: summary.map(|s| s.device.clone()).or(folder.exit.as_ref().map(|e| e.device.clone())),
         status,
         options,
-    })
+    };
+    Ok((run, folder.exit.as_ref().map(|e| e.index)))
 }
 
 /// A run's config as option name → value text (`lr` → `0.01`).
@@ -393,7 +420,10 @@ mod tests {
         assert!(md.contains("| `lr=0.1,seed=0` | failed | ? | ? | — |"), "{md}");
         let csv = r.csv();
         let lines: Vec<&str> = csv.lines().collect();
-        assert_eq!(lines[0], "lr,runs,done,best_val_acc_mean,best_val_acc_std,best_epoch_mean,seconds_per_epoch,wall_seconds,devices");
+        assert_eq!(
+            lines[0],
+            "lr,runs,done,best_val_acc_mean,best_val_acc_std,best_epoch_mean,seconds_per_epoch,wall_seconds,devices"
+        );
         assert_eq!(lines[1], "0.01,2,2,0.800000,0.070711,1.000000,1.500000,4.000000,cpu");
         assert_eq!(lines[2], "0.001,2,1,0.500000,,1.000000,1.500000,4.000000,cpu");
     }
@@ -401,7 +431,7 @@ mod tests {
     #[test]
     fn csv_fields_with_commas_are_quoted() {
         assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"x\""), "say \"x\"");
+        assert_eq!(csv_field("say \"x\""), "\"say \"\"x\"\"\"");
         assert_eq!(csv_field("q\",x"), "\"q\"\",x\"");
     }
 }

@@ -43,7 +43,9 @@ impl Plan {
         let devices = match devices {
             Some(list) => list
                 .split(',')
-                .map(|d| crate::device::select(d).map(crate::device::name).map_err(|e| anyhow::anyhow!("--devices: {e}")))
+                .map(|d| {
+                    crate::device::select(d).map(crate::device::name).map_err(|e| anyhow::anyhow!("--devices: {e}"))
+                })
                 .collect::<Result<Vec<_>>>()?,
             None => visible_devices(),
         };
@@ -193,7 +195,12 @@ fn progress_line(tally: &Tally, running: usize, left: usize, started: Instant) -
 /// The device with the fewest runs of this sweep on it.
 fn least_busy(plan: &Plan, running: &[Running]) -> String {
     let busy = |d: &String| running.iter().filter(|r| &r.device == d).count();
-    plan.devices.iter().filter(|d| busy(d) < plan.per_device).min_by_key(|d| busy(d)).unwrap_or(&plan.devices[0]).clone()
+    plan.devices
+        .iter()
+        .filter(|d| busy(d) < plan.per_device)
+        .min_by_key(|d| busy(d))
+        .unwrap_or(&plan.devices[0])
+        .clone()
 }
 
 enum Launch {
@@ -245,7 +252,14 @@ fn launch(sweep: &Sweep, point: &Point, device: &str, threads: usize) -> Result<
     let log = open_log(&dir, point, &record, &command)?;
     let child = spawn(&mut command, log).with_context(|| format!("point {}: cannot start finetune", point.index))?;
     let started = Instant::now();
-    Ok(Launch::Started(Box::new(Running { index: point.index, device: device.to_owned(), child, record, started, _claim: claim })))
+    Ok(Launch::Started(Box::new(Running {
+        index: point.index,
+        device: device.to_owned(),
+        child,
+        record,
+        started,
+        _claim: claim,
+    })))
 }
 
 /// `log.txt`, appended to, opened with a header naming the attempt.
@@ -327,7 +341,12 @@ fn finish(sweep: &Sweep, run: &mut Running, exit: std::process::ExitStatus, tall
             };
             record.error = Some(error.clone());
             tally.failed.push((run.index, error.clone()));
-            format!("point {} ({}) FAILED after {took}: {error} (log: {})", point.index, point.label(), dir.join(LOG_FILE).display())
+            format!(
+                "point {} ({}) FAILED after {took}: {error} (log: {})",
+                point.index,
+                point.label(),
+                dir.join(LOG_FILE).display()
+            )
         }
     };
     record.write(&dir)?;

@@ -56,9 +56,17 @@ pub fn array_spec(indices: &[usize], at_once: usize) -> String {
 
 /// The text of `sweep.sbatch`: an array over `indices` whose tasks run
 /// `exe sweep FILE --out OUT` from `workdir` (every path absolute).
-pub fn script(request: &JobRequest, exe: &Path, file: &Path, out: &Path, workdir: &Path, indices: &[usize]) -> Result<String> {
+pub fn script(
+    request: &JobRequest,
+    exe: &Path,
+    file: &Path,
+    out: &Path,
+    workdir: &Path,
+    indices: &[usize],
+) -> Result<String> {
     for path in [exe, file, out, workdir] {
-        let text = path.to_str().with_context(|| format!("{}: not UTF-8, cannot go in a job script", path.display()))?;
+        let text =
+            path.to_str().with_context(|| format!("{}: not UTF-8, cannot go in a job script", path.display()))?;
         if text.chars().any(|c| c.is_whitespace() || c == '%' || c == '\'') {
             bail!("{text}: a path with spaces, quotes or % cannot go in #SBATCH lines; use a plainer folder");
         }

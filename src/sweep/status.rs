@@ -24,9 +24,14 @@ pub enum Status {
     /// A live process holds the folder's lock.
     Running(Holder),
     /// Epochs saved, not finished (killed, stopped, or to be extended).
-    Partial { epochs_done: usize },
+    Partial {
+        epochs_done: usize,
+    },
     /// The last attempt failed.
-    Failed { error: String, epochs_done: usize },
+    Failed {
+        error: String,
+        epochs_done: usize,
+    },
     Done,
 }
 
@@ -102,7 +107,7 @@ pub struct RunFolder {
     /// The saved config, epochs and history of `state.safetensors`.
     pub saved: Option<SavedState>,
     pub exit: Option<ExitRecord>,
-    /// The lock's holder, when it is alive.
+    /// The lock's holder, when it is another process, alive.
     pub holder: Option<Holder>,
 }
 
@@ -125,7 +130,7 @@ impl RunFolder {
             Err(_) => None,
         };
         let saved = if state_path(dir).exists() { Some(read_state(dir)?) } else { None };
-        let holder = lock::holder(&dir.join(LOCK_FILE))?.filter(|h| !h.is_stale());
+        let holder = lock::holder(&dir.join(LOCK_FILE))?.filter(|h| !h.is_stale() && !h.is_this_process());
         Ok(Self { dir: dir.to_owned(), summary, saved, exit: ExitRecord::read(dir), holder })
     }
 

@@ -22,7 +22,15 @@ pub fn spread_chart(path: &Path, title: &str, x_label: &str, rows: &[SpreadRow])
     let height = 150 + 44 * n as u32;
     let root = BitMapBackend::new(path, (label_px + 760, height)).into_drawing_area();
     root.fill(&WHITE).map_err(&err)?;
-    let all: Vec<f64> = rows.iter().flat_map(|r| r.values.iter().copied()).collect();
+    // The range holds every dot and every bar's ends.
+    let all: Vec<f64> = rows
+        .iter()
+        .filter(|r| !r.values.is_empty())
+        .flat_map(|r| {
+            let (mean, std) = mean_std(&r.values);
+            r.values.iter().copied().chain([mean - std, mean + std])
+        })
+        .collect();
     let (lo, hi) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
     let (lo, hi) = if lo <= hi { (lo, hi) } else { (0.0, 1.0) };
     let pad = ((hi - lo) * 0.1).max(0.02);
@@ -34,14 +42,7 @@ pub fn spread_chart(path: &Path, title: &str, x_label: &str, rows: &[SpreadRow])
         .y_label_area_size(label_px)
         .build_cartesian_2d((lo - pad)..(hi + pad), (n as f64 - 0.5)..-0.5)
         .map_err(&err)?;
-    chart
-        .configure_mesh()
-        .x_desc(x_label)
-        .y_labels(0)
-        .disable_y_mesh()
-        .label_style((FONT, 16))
-        .draw()
-        .map_err(&err)?;
+    chart.configure_mesh().x_desc(x_label).y_labels(0).disable_y_mesh().label_style((FONT, 16)).draw().map_err(&err)?;
     let right = Pos::new(HPos::Right, VPos::Center);
     for (i, row) in rows.iter().enumerate() {
         let y = i as f64;
