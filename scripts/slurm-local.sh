@@ -8,7 +8,7 @@
 #   scripts/slurm-local.sh stop         stop what start started (by its pid files)
 #   scripts/slurm-local.sh run-sweep [FILE] [OUT]
 #       start, write FILE's sweep.sbatch (default: a 4-point sweep on a tiny
-#       ants/bees folder, CPU), sbatch it, wait for every task, check every
+#       ants/bees folder, CPU, EfficientNet-Lite0 from scripts/fetch-models.sh), sbatch it, wait for every task, check every
 #       point is done, run `finetune report`, stop. Prints the measured times.
 #
 # Everything lives under target/slurm-local (config, state, logs, pid files);
@@ -142,8 +142,10 @@ run_sweep() {
 # 4 short CPU runs: 2 learning rates x 2 seeds on a tiny ants/bees folder.
 [base]
 data = "$(tiny_data)"
-random-init = true
-image-size = 64
+arch = "efficientnet-lite0"
+mode = "feature-extract"
+cache-features = true
+image-size = 96
 epochs = 3
 
 [grid]
