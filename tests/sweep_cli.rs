@@ -194,6 +194,34 @@ fn a_sweep_skips_done_points_and_resumes_a_killed_one() {
 }
 
 #[test]
+fn ctrl_c_stops_the_runs_at_a_safe_point_and_the_same_command_continues() {
+    let dir = temp_dir();
+    let file = sweep_file(dir.path(), 20, "seed = [3]");
+    let out = dir.path().join("runs");
+    let run = out.join("seed=3");
+    let mut first = sweep(&file, &out).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for("saved epoch", &mut first, || run.join("state.safetensors").exists());
+    assert!(Command::new("kill").args(["-INT", &first.id().to_string()]).status().unwrap().success());
+    let output = first.wait_with_output().unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("error: stopped: 1 point(s) interrupted or not started; run the same command again"),
+        "{stderr}"
+    );
+    let exit: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("exit.json")).unwrap()).unwrap();
+    assert_eq!(exit["outcome"], "interrupted");
+    assert!(!run.join("summary.json").exists() && !run.join("sweep.lock").exists());
+    let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
+    assert!(log.contains("interrupted "), "the run did not stop at a safe point:\n{log}");
+
+    common::run_ok(&mut sweep(&file, &out));
+    assert_eq!(epochs_in(&run), 20);
+    assert!(std::fs::read_to_string(run.join("log.txt")).unwrap().contains("resuming "));
+}
+
+#[test]
 fn two_claims_of_one_point_one_runs_and_the_other_names_the_holder() {
     let dir = temp_dir();
     let file = sweep_file(dir.path(), 3, "seed = [5]");
@@ -223,7 +251,7 @@ fn the_report_sums_up_seeds_and_lists_a_failed_run() {
     std::fs::write(&file, std::fs::read_to_string(&file).unwrap().replacen(&format!("data = {good:?}\n"), "", 1))
         .unwrap();
     let out = dir.path().join("runs");
-    let error = failure(&mut sweep(&file, &out).args(["--jobs", "2"]));
+    let error = failure(sweep(&file, &out).args(["--jobs", "2"]));
     assert!(error.starts_with("error: 2 of 4 point(s) failed; point "), "{error}");
 
     let report = common::run_ok(common::finetune().arg("report").arg(&out).arg("--out").arg(dir.path()));

@@ -360,7 +360,7 @@ fn write_sbatch(sweep: &Sweep, args: &SweepArgs) -> Result<()> {
     Ok(())
 }
 
-fn report(dirs: &[PathBuf], out: &PathBuf) -> Result<()> {
+fn report(dirs: &[PathBuf], out: &std::path::Path) -> Result<()> {
     let report = Report::collect(dirs)?;
     let written = report.write(out)?;
     print!("{}", report.markdown());
