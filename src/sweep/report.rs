@@ -116,7 +116,7 @@ impl Report {
                 }
             });
             row.push(mean_cell(&stat(|r| r.best_epoch.map(|e| e as f64)), 1, ""));
-            row.push(mean_cell(&stat(|r| r.seconds_per_epoch), 2, ""));
+            row.push(mean_cell(&stat(|r| r.seconds_per_epoch), 3, ""));
             row.push(mean_cell(&stat(|r| r.wall_seconds), 1, " s"));
             let devices: BTreeSet<&str> = done.iter().filter_map(|r| r.device.as_deref()).collect();
             row.push(devices.into_iter().collect::<Vec<_>>().join(", "));
@@ -140,7 +140,7 @@ impl Report {
             row.push(run.best_val_acc.map_or("—".into(), |a| format!("{a:.4}")));
             row.push(run.best_epoch.map_or("—".into(), |e| e.to_string()));
             row.push(format!("{} of {}", run.epochs_done, run.epochs.map_or("?".into(), |e| e.to_string())));
-            row.push(run.seconds_per_epoch.map_or("—".into(), |s| format!("{s:.2}")));
+            row.push(run.seconds_per_epoch.map_or("—".into(), |s| format!("{s:.3}")));
             row.push(run.wall_seconds.map_or("—".into(), |s| format!("{s:.1} s")));
             row.push(run.device.clone().unwrap_or_else(|| "—".into()));
             rows.push(row);
@@ -412,8 +412,8 @@ mod tests {
         assert_eq!(r.configurations.len(), 2);
         let rows = r.configuration_rows();
         assert_eq!(rows[0], ["lr", "runs done", "best val acc", "best epoch", "s/epoch", "wall", "device"]);
-        assert_eq!(rows[1], ["0.01", "2 of 2", "0.8000 ± 0.0707", "1.0", "1.50", "4.0 s", "cpu"]);
-        assert_eq!(rows[2], ["0.001", "1 of 2", "0.5000", "1.0", "1.50", "4.0 s", "cpu"]);
+        assert_eq!(rows[1], ["0.01", "2 of 2", "0.8000 ± 0.0707", "1.0", "1.500", "4.0 s", "cpu"]);
+        assert_eq!(rows[2], ["0.001", "1 of 2", "0.5000", "1.0", "1.500", "4.0 s", "cpu"]);
         let md = r.markdown();
         assert!(md.starts_with("# Results: 5 run(s) under `runs/s`, 3 done\n"), "{md}");
         assert!(md.contains("\n## Not done\n\n- `lr=0.001,seed=1`: failed (data: no val folder)\n- `lr=0.1,seed=0`: failed (data: no val folder)\n"), "{md}");
