@@ -1,7 +1,7 @@
 //! What every binary does around its real work: one-line errors (a backtrace
 //! only when `RUST_BACKTRACE` is set), panics reported the same way, exit
 //! codes (1 for errors, 130 after Ctrl-C) and Ctrl-C connected to an
-//! [`Interrupt`].
+//! [`Interrupt`] (or counted, for a process that passes it on to children).
 
 use crate::interrupt::{Interrupt, Interrupted};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -257,7 +257,8 @@ fn the_report_sums_up_seeds_and_lists_a_failed_run() {
     let report = common::run_ok(common::finetune().arg("report").arg(&out).arg("--out").arg(dir.path()));
     let md = std::fs::read_to_string(dir.path().join("results.md")).unwrap();
     assert_eq!(stdout(&report).split("\nwrote ").next().unwrap(), md);
-    assert!(md.starts_with(&format!("# Results: 4 run(s) under `{}`, 2 done\n", out.display())), "{md}");
+    let shown = out.strip_prefix(common::repo()).unwrap();
+    assert!(md.starts_with(&format!("# Results: 4 run(s) under `{}`, 2 done\n", shown.display())), "{md}");
     let failed_line = md.lines().find(|l| l.contains("seed=0`: failed (")).unwrap_or_else(|| panic!("{md}"));
     assert!(failed_line.contains("no-val"), "{failed_line}");
     let csv = std::fs::read_to_string(dir.path().join("results.csv")).unwrap();

@@ -150,7 +150,9 @@ impl Report {
 
     /// `results.md`: the configurations, every run, and what is not done.
     pub fn markdown(&self) -> String {
-        let roots: Vec<String> = self.roots.iter().map(|r| format!("`{}`", r.display())).collect();
+        let here = std::env::current_dir().unwrap_or_default();
+        let roots: Vec<String> =
+            self.roots.iter().map(|r| format!("`{}`", r.strip_prefix(&here).unwrap_or(r).display())).collect();
         let done = self.runs.iter().filter(|r| r.status == Status::Done).count();
         let mut text = format!("# Results: {} run(s) under {}, {done} done\n\n", self.runs.len(), roots.join(", "));
         text += &markdown_table(&self.configuration_rows());
