@@ -1,9 +1,11 @@
 //! What every binary does around its real work: one-line errors (a backtrace
 //! only when `RUST_BACKTRACE` is set), panics reported the same way, exit
 //! codes (1 for errors, 130 after Ctrl-C) and Ctrl-C connected to an
-//! [`Interrupt`].
+//! [`Interrupt`] (or counted, for a process that passes it on to children).
 
 use crate::interrupt::{Interrupt, Interrupted};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// Exit status after an interruption by Ctrl-C (128 + SIGINT), as shells use.
 pub const EXIT_INTERRUPTED: i32 = 130;
@@ -50,6 +52,22 @@ pub fn stop_on_ctrl_c(interrupt: &Interrupt) {
         }
         eprintln!("\nCtrl-C: stopping at the next safe point (press again to exit now)");
     });
+}
+
+/// Connects Ctrl-C to a count of presses, for a process that passes each one
+/// on to child processes of its own (`finetune sweep`): it never exits by
+/// itself, so that no child is left behind.
+pub fn count_ctrl_c() -> Arc<AtomicUsize> {
+    let presses = Arc::new(AtomicUsize::new(0));
+    let counter = presses.clone();
+    let _ = ctrlc::set_handler(move || {
+        if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+            eprintln!("\nCtrl-C: the runs stop at their next safe point (press again to stop them at once)");
+        } else {
+            eprintln!("\nCtrl-C again: the runs stop at once");
+        }
+    });
+    presses
 }
 
 pub mod parse {

@@ -23,7 +23,9 @@
 //! memory-layout choices. Nothing outside it asks how.
 //!
 //! A saved model is used again through [`predict`] (probabilities for image
-//! files, evaluation of a split with a confusion matrix).
+//! files, evaluation of a split with a confusion matrix). Many runs at once
+//! are a [`sweep`]: a grid of options run as `finetune` processes over the
+//! GPUs or CPU, or as a Slurm array, summed up in one report.
 //!
 //! MNIST takes the same road from `data::mnist` (IDX files) into `nets`,
 //! built from the hand-derived `layers`, trained by `train::solver` with
@@ -52,4 +54,5 @@ pub mod nets;
 pub mod persist;
 pub mod predict;
 pub mod report;
+pub mod sweep;
 pub mod train;

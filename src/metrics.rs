@@ -1,5 +1,6 @@
 //! Per-epoch loss and accuracy rows, best-epoch tracking, and the file that
-//! records them (`metrics.csv`). Training fills them, reports draw them.
+//! records them (`metrics.csv`). Training fills them, reports draw them;
+//! [`mean_std`] sums up one metric over several runs.
 
 use crate::persist::write_atomically;
 use anyhow::Result;
@@ -77,6 +78,17 @@ impl History {
         }
         write_atomically(path, text.as_bytes())
     }
+}
+
+/// Mean and sample standard deviation (0 for fewer than two values).
+pub fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n.max(1.0);
+    if values.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, var.sqrt())
 }
 
 /// `40m 49s`, as the tutorial prints elapsed time.

@@ -1,6 +1,7 @@
 //! `finetune`: transfer learning on an image folder, and using the result
-//! (`finetune predict`, `finetune eval`). Parses arguments, calls the
-//! library, reports.
+//! (`finetune predict`, `finetune eval`); many runs from a sweep file
+//! (`finetune sweep`) and one table of them (`finetune report`). Parses
+//! arguments, calls the library, reports.
 
 use anyhow::{bail, Result};
 use clap::parser::ValueSource;
@@ -11,6 +12,9 @@ use tchlab::device::DeviceArg;
 use tchlab::interrupt::Interrupt;
 use tchlab::predict::{collect_images, evaluate_split, predict_files, resolve_split, TrainedModel};
 use tchlab::report::plots;
+use tchlab::sweep::report::Report;
+use tchlab::sweep::runner::Plan;
+use tchlab::sweep::{slurm, Sweep};
 use tchlab::train::checkpoint::{RunState, BEST_MODEL_FILE};
 use tchlab::train::config::{FinetuneConfig, TrainOptions};
 use tchlab::train::learner::{self, Start};
@@ -23,7 +27,7 @@ use tchlab::train::learner::{self, Start};
     long_about = None,
     args_conflicts_with_subcommands = true,
     allow_negative_numbers = true,
-    after_help = "Examples:\n  finetune --mode feature-extract --arch efficientnet-lite0\n  finetune --mode full --arch resnet18 --epochs 25 --out runs/r18-full\n  finetune --config run.toml --lr 0.01\n  finetune --resume runs/r18-full --epochs 30\n  finetune predict --checkpoint runs/r18-full photo.jpg\n  finetune eval --checkpoint runs/r18-full --data data/hymenoptera_data"
+    after_help = "Examples:\n  finetune --mode feature-extract --arch efficientnet-lite0\n  finetune --mode full --arch resnet18 --epochs 25 --out runs/r18-full\n  finetune --config run.toml --lr 0.01\n  finetune --resume runs/r18-full --epochs 30\n  finetune predict --checkpoint runs/r18-full photo.jpg\n  finetune eval --checkpoint runs/r18-full --data data/hymenoptera_data\n  finetune sweep examples/sweep.toml --jobs 2\n  finetune report runs/sweep"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -38,6 +42,86 @@ enum Command {
     Predict(PredictArgs),
     /// Accuracy, per-class precision/recall and a confusion matrix on a split.
     Eval(EvalArgs),
+    /// Many runs from a sweep file: on this machine's GPUs or CPU, or as a Slurm array job.
+    #[command(after_help = SWEEP_EXAMPLES)]
+    Sweep(SweepArgs),
+    /// One table of the runs under folders: results.md, results.csv, results.png.
+    Report(ReportArgs),
+}
+
+const SWEEP_EXAMPLES: &str = "Examples:
+  finetune sweep examples/sweep.toml --list
+  finetune sweep examples/sweep.toml --jobs 2                  (CPU: the cores are split between the runs)
+  finetune sweep examples/sweep.toml --devices cuda:0,cuda:1 --jobs-per-device 2
+  finetune sweep examples/sweep.toml --index 3
+  finetune sweep examples/sweep.toml --slurm --partition gpu --gpus-per-task 1 --time 1:00:00 --jobs 8
+  finetune sweep examples/sweep.toml --report";
+
+#[derive(Args)]
+struct SweepArgs {
+    /// The sweep file: [base] options of every run, [grid] lists of values crossed into points (see examples/sweep.toml).
+    file: PathBuf,
+    /// Folder of the runs, one sub-folder per point named from its values [default: runs/<file name>].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// List the points, their folders and whether each is done, partial or new; run nothing.
+    #[arg(long, conflicts_with_all = ["index", "slurm", "report"])]
+    list: bool,
+    /// Run this point only [default under Slurm: $SLURM_ARRAY_TASK_ID].
+    #[arg(long, value_name = "I")]
+    index: Option<usize>,
+    /// Runs at once [default: one per device; with --slurm, the array's tasks at once: all].
+    #[arg(long, value_name = "N")]
+    jobs: Option<usize>,
+    /// Devices the runs share, comma-separated (cpu, cuda:0, …) [default: every GPU libtorch sees, else cpu].
+    #[arg(long, value_name = "LIST")]
+    devices: Option<String>,
+    /// Runs at once on one device (small runs leave a GPU mostly idle) [default: --jobs spread over the devices].
+    #[arg(long, value_name = "K")]
+    jobs_per_device: Option<usize>,
+    /// Write DIR/sweep.sbatch, a Slurm array job over the points not done, and print the command that submits it.
+    #[arg(long, conflicts_with_all = ["index", "report"])]
+    slurm: bool,
+    #[command(flatten)]
+    job: SlurmArgs,
+    /// Write the report of the sweep's runs (results.md, results.csv, results.png in DIR); run nothing.
+    #[arg(long, conflicts_with = "index")]
+    report: bool,
+}
+
+#[derive(Args)]
+struct SlurmArgs {
+    /// Slurm partition.
+    #[arg(long, requires = "slurm", value_name = "P")]
+    partition: Option<String>,
+    /// GPUs per array task (one point each).
+    #[arg(long, requires = "slurm", value_name = "G")]
+    gpus_per_task: Option<u32>,
+    /// CPU cores per array task (its run's threads and loader workers).
+    #[arg(long, requires = "slurm", value_name = "C")]
+    cpus_per_task: Option<u32>,
+    /// Time limit per task, as sbatch takes it (1:00:00).
+    #[arg(long, requires = "slurm", value_name = "T")]
+    time: Option<String>,
+    /// Memory per task, as sbatch takes it (16G).
+    #[arg(long, requires = "slurm", value_name = "M")]
+    mem: Option<String>,
+    /// Slurm account to charge.
+    #[arg(long, requires = "slurm", value_name = "A")]
+    account: Option<String>,
+    /// Any other #SBATCH option, as written (--qos=short); may be repeated.
+    #[arg(long, requires = "slurm", value_name = "OPTION", allow_hyphen_values = true)]
+    sbatch_option: Vec<String>,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// Folders holding runs (searched a few levels deep): a sweep's --out, or finetune output folders.
+    #[arg(required = true)]
+    dirs: Vec<PathBuf>,
+    /// Where to write results.md, results.csv and results.png [default: the first folder].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -106,6 +190,8 @@ fn main() {
         match cli.command {
             Some(Command::Predict(args)) => predict(args),
             Some(Command::Eval(args)) => eval(args),
+            Some(Command::Sweep(args)) => sweep(args),
+            Some(Command::Report(args)) => report(&args.dirs, args.out.as_ref().unwrap_or(&args.dirs[0])),
             None => train(cli.train, given_options(&matches)),
         }
     });
@@ -226,5 +312,59 @@ fn eval(args: EvalArgs) -> Result<()> {
         println!("{:<16}{}", class, cells.join(""));
     }
     println!("wrote {} and {}", out.join("confusion_matrix.png").display(), out.join("evaluation.json").display());
+    Ok(())
+}
+
+fn sweep(args: SweepArgs) -> Result<()> {
+    let sweep = Sweep::load(&args.file, args.out.as_deref())?;
+    if args.list {
+        println!("{}", sweep.listing()?);
+        return Ok(());
+    }
+    if args.report {
+        return report(std::slice::from_ref(&sweep.out), &sweep.out);
+    }
+    if args.slurm {
+        return write_sbatch(&sweep, &args);
+    }
+    let index = match args.index {
+        Some(index) => Some(index),
+        None => slurm::task_index(std::env::var(slurm::TASK_ID_VAR).ok().as_deref())?,
+    };
+    let plan = Plan::new(args.devices.as_deref(), args.jobs, args.jobs_per_device)?;
+    let outcome = match sweep.to_run(index)? {
+        Some(indices) => sweep.run(&indices, &plan, &tchlab::cli::count_ctrl_c()).map(|_| ()),
+        None => Ok(()),
+    };
+    if index.is_none() {
+        report(std::slice::from_ref(&sweep.out), &sweep.out)?;
+    }
+    outcome
+}
+
+fn write_sbatch(sweep: &Sweep, args: &SweepArgs) -> Result<()> {
+    let Some(indices) = sweep.to_run(None)? else { return Ok(()) };
+    let job = &args.job;
+    let request = slurm::JobRequest {
+        partition: job.partition.clone(),
+        gpus_per_task: job.gpus_per_task,
+        cpus_per_task: job.cpus_per_task,
+        time: job.time.clone(),
+        mem: job.mem.clone(),
+        account: job.account.clone(),
+        extra: job.sbatch_option.clone(),
+        at_once: args.jobs.unwrap_or(indices.len()),
+    };
+    let path = slurm::write(sweep, &request, &indices)?;
+    println!("wrote {} ({} task(s)); submit it with:\n  sbatch {}", path.display(), indices.len(), path.display());
+    Ok(())
+}
+
+fn report(dirs: &[PathBuf], out: &std::path::Path) -> Result<()> {
+    let report = Report::collect(dirs)?;
+    let written = report.write(out)?;
+    print!("{}", report.markdown());
+    let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+    println!("\nwrote {}", names.join(", "));
     Ok(())
 }

@@ -5,6 +5,7 @@
 
 use crate::models::Arch;
 use anyhow::{bail, Context, Result};
+use clap::{Args, FromArgMatches};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -142,6 +143,17 @@ pub struct TrainOptions {
 }
 
 impl TrainOptions {
+    /// Every option at its default, as a command line without flags gives them.
+    pub fn defaults() -> Self {
+        let matches = Self::augment_args(clap::Command::new("options")).get_matches_from(["options"]);
+        Self::from_arg_matches(&matches).expect("the defaults of the options parse")
+    }
+
+    /// The ids of the options (`batch_size`), in the order `--help` lists them.
+    pub fn ids() -> Vec<String> {
+        Self::augment_args(clap::Command::new("options")).get_arguments().map(|a| a.get_id().to_string()).collect()
+    }
+
     /// These options with the keys of a TOML `file` applied where the
     /// command line did not give them (`given`: the option ids it gave).
     pub fn with_file(self, file: &Path, given: &BTreeSet<String>) -> Result<Self> {
@@ -149,21 +161,29 @@ impl TrainOptions {
             std::fs::read_to_string(file).with_context(|| format!("--config {}: cannot read", file.display()))?;
         let table: toml::Table =
             toml::from_str(&text).map_err(|e| anyhow::anyhow!("--config {}: {}", file.display(), one_line(&e)))?;
+        self.with_table(&table, given, &format!("--config {}", file.display()))
+    }
+
+    /// These options with the keys of `table` applied where `given` does not
+    /// hold them; errors are one line starting with `source` (the file, and
+    /// the table in it).
+    pub fn with_table(self, table: &toml::Table, given: &BTreeSet<String>, source: &str) -> Result<Self> {
         let serde_json::Value::Object(mut merged) = serde_json::to_value(&self)? else { bail!("options") };
         for (key, value) in table {
             let id = key.replace('-', "_");
             if !merged.contains_key(&id) {
-                bail!("--config {}: unknown key {key:?} (keys are the option names, e.g. batch-size)", file.display());
+                bail!("{source}: unknown key {key:?} (keys are the option names, e.g. batch-size)");
             }
             if !given.contains(&id) {
                 merged.insert(id, serde_json::to_value(value)?);
             }
         }
         serde_path_to_error::deserialize(serde_json::Value::Object(merged))
-            .map_err(|e| anyhow::anyhow!("--config {}: key {}: {}", file.display(), e.path(), e.inner()))
+            .map_err(|e| anyhow::anyhow!("{source}: key {}: {}", e.path(), e.inner()))
     }
 }
 
-fn one_line(error: &impl std::fmt::Display) -> String {
+/// An error's text on one line (TOML parse errors span several).
+pub fn one_line(error: &impl std::fmt::Display) -> String {
     error.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
 }

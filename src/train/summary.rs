@@ -27,6 +27,17 @@ const RUN_FILES: &[&str] = &[
     "run.toml",
 ];
 
+/// What a launcher (`finetune sweep`) keeps in a run's folder beside the
+/// run's own files: the run's output, the claim on the folder and how the
+/// last attempt ended. They do not make the folder someone else's.
+pub const LAUNCHER_FILES: &[&str] = &[LOG_FILE, LOCK_FILE, EXIT_FILE];
+/// The run's output (stdout and stderr), as its launcher keeps it.
+pub const LOG_FILE: &str = "log.txt";
+/// The claim on the folder while a launcher runs it.
+pub const LOCK_FILE: &str = "sweep.lock";
+/// How the launcher's last attempt at the run ended.
+pub const EXIT_FILE: &str = "exit.json";
+
 /// Whether `path` is something a run wrote (its files, its TensorBoard
 /// events, the `eval-*` folders `finetune eval` puts beside its model).
 fn written_by_a_run(path: &Path) -> bool {
@@ -107,8 +118,11 @@ impl Drop for OutDir {
     }
 }
 
+/// Whether `dir` holds anything but a launcher's files.
 fn holds_files(dir: &Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.filter_map(|e| e.ok()).any(|e| !LAUNCHER_FILES.contains(&e.file_name().to_string_lossy().as_ref()))
+    })
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,7 +1,8 @@
 //! PNG figures with `plotters` and an embedded DejaVu font (so text renders
 //! the same on any machine): training curves with the best epoch marked, line
-//! charts for sweeps, a grid of validation predictions, a confusion matrix,
-//! caption samples under their pictures.
+//! charts for sweeps, a dot chart of runs per configuration, a grid of
+//! validation predictions, a confusion matrix, caption samples under their
+//! pictures.
 
 use crate::data::loader::{image_tensor, DecodedSplit};
 use crate::data::transforms::val_transform;
@@ -14,11 +15,13 @@ use tch::{Kind, Tensor};
 
 mod axis;
 mod caption_grid;
+mod spread;
 #[cfg(test)]
 mod tests;
 
 use axis::*;
 pub use caption_grid::{caption_samples, CaptionPanel};
+pub use spread::{spread_chart, SpreadRow};
 
 const FONT: &str = "sans-serif";
 

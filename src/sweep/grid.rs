@@ -1,0 +1,346 @@
+//! The sweep file and the points it crosses: `[base]` holds `finetune`
+//! options every run shares, `[grid]` lists of values for options that vary.
+//! Keys are the option names of `finetune --config`, checked by the same
+//! [`TrainOptions::with_table`]; every point is resolved into a
+//! [`FinetuneConfig`] here, so a bad key or value is one line before any run
+//! starts. This module reads and names; it starts nothing.
+//!
+//! A point's index is stable: the grid's options are taken in the order
+//! `finetune --help` lists them (not the order of the file), the last one
+//! varying fastest, and each list in the file's order.
+
+use crate::train::config::{FinetuneConfig, TrainOptions};
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// A sweep file larger than this is refused before it is read.
+const MAX_FILE_BYTES: u64 = 1 << 20;
+/// A grid crossing to more points than this is refused.
+pub const MAX_POINTS: usize = 100_000;
+/// Options a sweep decides itself, for every point.
+const SWEEP_OWNED: &[(&str, &str)] = &[
+    ("out", "the sweep names each run's folder (give finetune sweep --out)"),
+    ("overwrite", "a sweep continues or skips earlier runs, it never replaces them"),
+];
+/// The longest run folder name a point may get.
+const MAX_NAME_BYTES: usize = 200;
+
+/// One option of the grid and its values.
+#[derive(Debug, Clone)]
+pub struct Axis {
+    /// The option's name as users type it (`batch-size`).
+    pub key: String,
+    pub values: Vec<toml::Value>,
+}
+
+/// One combination of grid values: a run of the sweep.
+#[derive(Debug, Clone)]
+pub struct Point {
+    pub index: usize,
+    /// (option name, value) for every grid option, in grid order.
+    pub values: Vec<(String, toml::Value)>,
+    /// The run folder's name, made of the values (`arch=resnet18,lr=0.01`).
+    pub name: String,
+    /// The options of the run (base, then the point's values), resolved.
+    pub config: FinetuneConfig,
+    /// The options given in the sweep file (base and point) as `finetune`
+    /// flags, without `--out`.
+    pub flags: Vec<String>,
+}
+
+impl Point {
+    /// `arch=resnet18 lr=0.01`, for messages.
+    pub fn label(&self) -> String {
+        self.values.iter().map(|(k, v)| format!("{k}={}", plain(v))).collect::<Vec<_>>().join(" ")
+    }
+}
+
+/// A parsed sweep file: the shared options and the grid.
+#[derive(Debug, Clone)]
+pub struct SweepFile {
+    pub path: PathBuf,
+    pub base: toml::Table,
+    pub axes: Vec<Axis>,
+}
+
+impl SweepFile {
+    pub fn read(path: &Path) -> Result<Self> {
+        let name = path.display();
+        let size = std::fs::metadata(path).with_context(|| format!("sweep file {name}: cannot read"))?.len();
+        if size > MAX_FILE_BYTES {
+            bail!("sweep file {name}: {size} bytes, more than a sweep file holds ({MAX_FILE_BYTES} at most)");
+        }
+        let text = std::fs::read_to_string(path).with_context(|| format!("sweep file {name}: cannot read"))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks the text of a sweep file (`path` names it in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let name = path.display();
+        let table: toml::Table = toml::from_str(text)
+            .map_err(|e| anyhow::anyhow!("sweep file {name}: {}", crate::train::options::one_line(&e)))?;
+        let mut base = toml::Table::new();
+        let mut grid = None;
+        for (key, value) in table {
+            match (key.as_str(), value) {
+                ("base", toml::Value::Table(t)) => base = t,
+                ("grid", toml::Value::Table(t)) => grid = Some(t),
+                ("base" | "grid", _) => bail!("sweep file {name}: {key} must be a table ([{key}])"),
+                (other, _) => {
+                    bail!("sweep file {name}: unknown key {other:?} (a sweep file has a [base] and a [grid] table)")
+                }
+            }
+        }
+        let grid =
+            grid.with_context(|| format!("sweep file {name}: no [grid] table (e.g. [grid] seed = [0, 1, 2])"))?;
+        let ids = TrainOptions::ids();
+        check_keys(&base, &ids, &format!("sweep file {name} [base]"))?;
+        check_keys(&grid, &ids, &format!("sweep file {name} [grid]"))?;
+        if grid.is_empty() {
+            bail!("sweep file {name}: [grid] is empty; give at least one option with a list of values (e.g. seed = [0, 1, 2])");
+        }
+        if let Some(key) = grid.keys().find(|k| base.keys().any(|b| id(b) == id(k))) {
+            bail!("sweep file {name}: {key:?} is in both [base] and [grid]; keep it in one");
+        }
+        let mut axes = Vec::new();
+        for option in &ids {
+            if let Some((key, value)) = grid.iter().find(|(k, _)| id(k) == *option) {
+                axes.push(axis(key, value, &format!("sweep file {name} [grid]"))?);
+            }
+        }
+        let points = axes.iter().try_fold(1usize, |n, a| n.checked_mul(a.values.len()).filter(|&n| n <= MAX_POINTS));
+        if points.is_none() {
+            bail!("sweep file {name}: the grid crosses to more than {MAX_POINTS} points");
+        }
+        Ok(Self { path: path.to_owned(), base, axes })
+    }
+
+    /// The number of points the grid crosses to.
+    pub fn len(&self) -> usize {
+        self.axes.iter().map(|a| a.values.len()).product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every point, resolved and checked, with its run folder under `out`.
+    pub fn points(&self, out: &Path) -> Result<Vec<Point>> {
+        let base_source = format!("sweep file {} [base]", self.path.display());
+        let base = TrainOptions::defaults().with_table(&self.base, &BTreeSet::new(), &base_source)?;
+        let points = (0..self.len()).map(|index| self.point(index, &base, out)).collect::<Result<Vec<_>>>()?;
+        let mut names = BTreeSet::new();
+        if let Some(twin) = points.iter().find(|p| !names.insert(p.name.as_str())) {
+            bail!(
+                "sweep file {}: two points get the run folder name {:?}; make the values differ in letters or digits",
+                self.path.display(),
+                twin.name
+            );
+        }
+        Ok(points)
+    }
+
+    fn point(&self, index: usize, base: &TrainOptions, out: &Path) -> Result<Point> {
+        let values = self.values_at(index);
+        let label = values.iter().map(|(k, v)| format!("{k}={}", plain(v))).collect::<Vec<_>>().join(" ");
+        let source = format!("sweep file {}, point {index} ({label})", self.path.display());
+        let table: toml::Table = values.iter().cloned().collect();
+        let mut options = base.clone().with_table(&table, &BTreeSet::new(), &source)?;
+        let name = folder_name(&values);
+        if name.len() > MAX_NAME_BYTES {
+            bail!(
+                "{source}: the run folder name would be {} bytes long (at most {MAX_NAME_BYTES}); use shorter values",
+                name.len()
+            );
+        }
+        options.out = Some(out.join(&name));
+        let config = FinetuneConfig::new(&options).map_err(|e| anyhow::anyhow!("{source}: {e:#}"))?;
+        let flags = self.base.iter().chain(table.iter()).flat_map(|(k, v)| flag(k, v)).collect();
+        Ok(Point { index, values, name, config, flags })
+    }
+
+    /// The grid values of point `index` (the last axis varies fastest).
+    fn values_at(&self, index: usize) -> Vec<(String, toml::Value)> {
+        let mut rest = index;
+        let mut values: Vec<(String, toml::Value)> = self
+            .axes
+            .iter()
+            .rev()
+            .map(|axis| {
+                let n = axis.values.len();
+                let value = axis.values[rest % n].clone();
+                rest /= n;
+                (axis.key.clone(), value)
+            })
+            .collect();
+        values.reverse();
+        values
+    }
+}
+
+/// An option's id as clap and serde name it (`batch_size`).
+fn id(key: &str) -> String {
+    key.replace('-', "_")
+}
+
+/// Refuses keys that are not `finetune` options, or that the sweep decides.
+fn check_keys(table: &toml::Table, ids: &[String], source: &str) -> Result<()> {
+    for key in table.keys() {
+        if let Some((_, why)) = SWEEP_OWNED.iter().find(|(owned, _)| id(key) == *owned) {
+            bail!("{source}: key {key:?} cannot be set: {why}");
+        }
+        if !ids.contains(&id(key)) {
+            bail!("{source}: unknown key {key:?} (keys are finetune's option names, e.g. batch-size)");
+        }
+    }
+    Ok(())
+}
+
+fn axis(key: &str, value: &toml::Value, source: &str) -> Result<Axis> {
+    let toml::Value::Array(values) = value else {
+        bail!("{source}: {key} = {value}: expected a list of values (e.g. {key} = [{value}])");
+    };
+    if values.is_empty() {
+        bail!("{source}: {key} = []: the list is empty; give at least one value");
+    }
+    if let Some(bad) = values.iter().find(|v| matches!(v, toml::Value::Array(_) | toml::Value::Table(_))) {
+        bail!("{source}: {key}: {bad} is not a single value");
+    }
+    if let Some((i, v)) = values.iter().enumerate().find(|(i, v)| values[..*i].contains(v)) {
+        bail!(
+            "{source}: {key}: the value {v} is listed twice (at positions {} and {})",
+            values.iter().position(|w| w == v).unwrap_or(0),
+            i
+        );
+    }
+    Ok(Axis { key: id(key).replace('_', "-"), values: values.clone() })
+}
+
+/// A value as a command line or a folder name shows it (strings unquoted).
+pub fn plain(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The run folder name of a point: `key=value` pairs joined by commas, any
+/// character other than letters, digits and `.+-_` made a `-`.
+pub fn folder_name(values: &[(String, toml::Value)]) -> String {
+    let pairs: Vec<String> = values
+        .iter()
+        .map(|(key, value)| {
+            let value: String = plain(value)
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || ".+-_".contains(c) { c } else { '-' })
+                .collect();
+            format!("{key}={value}")
+        })
+        .collect();
+    pairs.join(",")
+}
+
+/// A sweep-file option as `finetune` flags: `--lr 0.01`, `--amp` for true,
+/// nothing for false (every flag is off by default).
+fn flag(key: &str, value: &toml::Value) -> Vec<String> {
+    let name = format!("--{}", id(key).replace('_', "-"));
+    match value {
+        toml::Value::Boolean(true) => vec![name],
+        toml::Value::Boolean(false) => vec![],
+        other => vec![name, plain(other)],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::Named;
+
+    fn parse(text: &str) -> Result<SweepFile> {
+        SweepFile::parse(text, Path::new("s.toml"))
+    }
+
+    fn error(text: &str) -> String {
+        let message = format!("{:#}", parse(text).and_then(|f| f.points(Path::new("runs/s")).map(|_| f)).unwrap_err());
+        assert!(!message.contains('\n'), "not one line: {message}");
+        message
+    }
+
+    const FILE: &str = "[base]\nepochs = 2\nrandom-init = true\n\n[grid]\nseed = [0, 1]\nlr = [0.01, 0.001]\narch = [\"resnet18\", \"efficientnet-lite0\"]\n";
+
+    #[test]
+    fn the_grid_crosses_in_option_order_with_the_last_varying_fastest() {
+        let file = parse(FILE).unwrap();
+        let keys: Vec<&str> = file.axes.iter().map(|a| a.key.as_str()).collect();
+        assert_eq!(keys, ["arch", "lr", "seed"], "the order --help lists them, not the file's");
+        let points = file.points(Path::new("runs/s")).unwrap();
+        assert_eq!(points.len(), 8);
+        let names: Vec<&str> = points.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names[0], "arch=resnet18,lr=0.01,seed=0");
+        assert_eq!(names[1], "arch=resnet18,lr=0.01,seed=1");
+        assert_eq!(names[2], "arch=resnet18,lr=0.001,seed=0");
+        assert_eq!(names[7], "arch=efficientnet-lite0,lr=0.001,seed=1");
+        assert_eq!(points[5].config.arch.name(), "efficientnet-lite0");
+        assert_eq!((points[5].config.lr, points[5].config.seed, points[5].config.epochs), (0.01, 1, 2));
+        assert!(points[5].config.out.ends_with("runs/s/arch=efficientnet-lite0,lr=0.01,seed=1"));
+        assert_eq!(
+            points[5].flags,
+            ["--epochs", "2", "--random-init", "--arch", "efficientnet-lite0", "--lr", "0.01", "--seed", "1"]
+        );
+    }
+
+    #[test]
+    fn indices_and_names_do_not_depend_on_the_order_of_the_file() {
+        let reordered = "[grid]\narch = [\"resnet18\", \"efficientnet-lite0\"]\nlr = [0.01, 0.001]\nseed = [0, 1]\n[base]\nrandom-init = true\nepochs = 2\n";
+        let a = parse(FILE).unwrap().points(Path::new("o")).unwrap();
+        let b = parse(reordered).unwrap().points(Path::new("o")).unwrap();
+        let names = |p: &[Point]| p.iter().map(|p| (p.index, p.name.clone())).collect::<Vec<_>>();
+        assert_eq!(names(&a), names(&b));
+    }
+
+    #[test]
+    fn folder_names_keep_only_safe_characters() {
+        let values = vec![("data".to_owned(), toml::Value::String("/d/ants & bees".into()))];
+        assert_eq!(folder_name(&values), "data=-d-ants---bees");
+    }
+
+    #[test]
+    fn bad_files_are_one_line_errors_naming_the_key() {
+        let cases = [
+            ("[base]\nbatch = 4\n[grid]\nseed = [0]", "[base]: unknown key \"batch\""),
+            ("[grid]\nlearning-rate = [0.1]", "[grid]: unknown key \"learning-rate\""),
+            ("[base]\nrandom-init = true\nlr = \"fast\"\n[grid]\nseed = [0]", "key lr: invalid type: string \"fast\""),
+            (
+                "[base]\nrandom-init = true\n[grid]\nlr = [0.1, -1.0]",
+                "point 1 (lr=-1.0): --lr -1: must be a positive number",
+            ),
+            (
+                "[base]\nrandom-init = true\n[grid]\nmode = [\"full\", \"half\"]",
+                "point 1 (mode=half): key mode: unknown variant `half`",
+            ),
+            ("[base]\nrandom-init = true\n[grid]\n", "[grid] is empty"),
+            ("[base]\nrandom-init = true\n", "no [grid] table"),
+            ("[grid]\nseed = []", "seed = []: the list is empty"),
+            ("[grid]\nseed = 3", "seed = 3: expected a list"),
+            ("[grid]\nseed = [1, 1]", "the value 1 is listed twice"),
+            ("[grid]\nout = [\"a\", \"b\"]", "key \"out\" cannot be set"),
+            ("[base]\nseed = 1\n[grid]\nseed = [0]", "\"seed\" is in both [base] and [grid]"),
+            ("[runs]\nx = 1\n[grid]\nseed = [0]", "unknown key \"runs\""),
+            ("[grid\nseed = [0]", "sweep file s.toml: "),
+        ];
+        for (text, expected) in cases {
+            let message = error(text);
+            assert!(message.contains(expected), "{text:?}: {message}");
+            assert!(message.starts_with("sweep file s.toml"), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_grid_past_the_point_limit_is_refused_before_expansion() {
+        let values: Vec<String> = (0..400).map(|i| i.to_string()).collect();
+        let list = values.join(", ");
+        let text = format!("[grid]\nseed = [{list}]\nepochs = [{list}]\n");
+        assert!(format!("{:#}", parse(&text).unwrap_err()).contains("more than 100000 points"));
+    }
+}

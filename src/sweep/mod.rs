@@ -1,0 +1,169 @@
+//! Lab-scale experiments: many `finetune` runs from one sweep file, on the
+//! GPUs or CPU of one machine or as a Slurm array, and one report of them.
+//!
+//! - [`grid`]: the sweep file (`[base]` options, `[grid]` lists) and the
+//!   points it crosses, each with a stable index and a run folder name;
+//! - [`status`]: what a run folder says (done, partial, failed, running, new);
+//! - [`lock`]: the claim that keeps two processes off one run folder;
+//! - [`runner`]: runs points as child `finetune` processes, several at once
+//!   over the devices, passing Ctrl-C on;
+//! - [`slurm`]: the `sweep.sbatch` array job and the task's point;
+//! - [`report`]: one table (Markdown, CSV, PNG) of the runs under folders.
+//!
+//! Training itself is `finetune`'s own: a sweep starts the same binary once
+//! per point (`--out` its run folder, `--resume` for a partial one) and never
+//! trains in its own process.
+
+pub mod grid;
+pub mod lock;
+pub mod report;
+pub mod runner;
+pub mod slurm;
+pub mod status;
+
+use crate::interrupt::Interrupted;
+use anyhow::{bail, Result};
+use grid::{Point, SweepFile};
+use runner::{Plan, Tally};
+use status::{RunFolder, Status};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
+
+/// A sweep: its file, the folder its runs go under, and its points.
+pub struct Sweep {
+    pub file: SweepFile,
+    pub out: PathBuf,
+    pub points: Vec<Point>,
+}
+
+impl Sweep {
+    /// Reads and checks the sweep file; `out` defaults to `runs/<file stem>`.
+    pub fn load(file: &Path, out: Option<&Path>) -> Result<Self> {
+        let sweep_file = SweepFile::read(file)?;
+        let out = match out {
+            Some(out) => out.to_owned(),
+            None => Path::new("runs").join(file.file_stem().unwrap_or_default()),
+        };
+        let out = std::path::absolute(&out).map_err(|e| anyhow::anyhow!("--out {}: {e}", out.display()))?;
+        let points = sweep_file.points(&out)?;
+        Ok(Self { file: sweep_file, out, points })
+    }
+
+    /// The run folder of `point`.
+    pub fn dir(&self, point: &Point) -> PathBuf {
+        self.out.join(&point.name)
+    }
+
+    /// The point of index `index`, or a one-line error giving the range.
+    pub fn point(&self, index: usize) -> Result<&Point> {
+        match self.points.get(index) {
+            Some(point) => Ok(point),
+            None => {
+                bail!("point {index}: the sweep has {} point(s), 0 to {}", self.points.len(), self.points.len() - 1)
+            }
+        }
+    }
+
+    /// Where `point` stands. A run folder that holds a run of another recipe
+    /// is an error naming the option that differs.
+    pub fn status(&self, point: &Point) -> Result<Status> {
+        let folder = RunFolder::read(&self.dir(point))?;
+        if let Some(difference) = folder.config().and_then(|saved| status::recipe_difference(saved, &point.config)) {
+            bail!(
+                "point {} ({}): {} holds a run with {difference}; move it away or give the sweep another --out",
+                point.index,
+                point.label(),
+                self.dir(point).display()
+            );
+        }
+        Ok(folder.status(Some(point.config.epochs)))
+    }
+
+    /// The points, their folders and where they stand, as a table.
+    pub fn listing(&self) -> Result<String> {
+        let mut text =
+            format!("{} point(s) of {} under {}\n", self.points.len(), self.file.path.display(), self.out.display());
+        text += &format!("{:>5}  {:<8}  {}\n", "index", "status", "folder");
+        let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+        for point in &self.points {
+            let status = self.status(point)?;
+            *counts.entry(status.word()).or_default() += 1;
+            let detail = match &status {
+                Status::Done | Status::New => String::new(),
+                other => format!("  [{}]", other.describe()),
+            };
+            text += &format!("{:>5}  {:<8}  {}{detail}\n", point.index, status.word(), point.name);
+        }
+        let counts: Vec<String> = counts.iter().map(|(word, n)| format!("{n} {word}")).collect();
+        text += &counts.join(", ");
+        Ok(text)
+    }
+
+    /// The points to run: `index` alone (`None` when it is done; an error
+    /// naming the holder when another process runs it), or every point
+    /// neither done nor run elsewhere. Prints what it skips.
+    pub fn to_run(&self, index: Option<usize>) -> Result<Option<Vec<usize>>> {
+        if let Some(index) = index {
+            let point = self.point(index)?;
+            return match self.status(point)? {
+                Status::Done => {
+                    println!("point {index} ({}) is done: {}", point.label(), self.dir(point).display());
+                    Ok(None)
+                }
+                Status::Running(holder) => {
+                    bail!("point {index} ({}): {} is being run by {holder}", point.label(), self.dir(point).display())
+                }
+                _ => Ok(Some(vec![index])),
+            };
+        }
+        let mut pending = Vec::new();
+        let (mut done, mut elsewhere) = (0, 0);
+        for point in &self.points {
+            match self.status(point)? {
+                Status::Done => done += 1,
+                Status::Running(holder) => {
+                    elsewhere += 1;
+                    println!("point {} ({}) is being run by {holder}: left to it", point.index, point.label());
+                }
+                _ => pending.push(point.index),
+            }
+        }
+        println!(
+            "sweep {}: {} point(s) under {}: {done} done, {elsewhere} running elsewhere, {} to run",
+            self.file.path.display(),
+            self.points.len(),
+            self.out.display(),
+            pending.len()
+        );
+        Ok((!pending.is_empty()).then_some(pending))
+    }
+
+    /// Runs `indices` as `plan` says, then says in one line what did not
+    /// end done (an [`Interrupted`] error after Ctrl-C).
+    pub fn run(&self, indices: &[usize], plan: &Plan, ctrl_c: &AtomicUsize) -> Result<Tally> {
+        println!("running {} point(s): {}", indices.len(), plan.describe(plan.jobs.min(indices.len())));
+        let tally = runner::run(self, indices, plan, ctrl_c)?;
+        if !tally.interrupted.is_empty() {
+            return Err(Interrupted(format!(
+                "stopped: {} point(s) interrupted or not started; run the same command again to continue",
+                tally.interrupted.len()
+            ))
+            .into());
+        }
+        if let Some((index, error)) = tally.failed.first() {
+            let log = self.dir(&self.points[*index]).join(crate::train::summary::LOG_FILE);
+            bail!(
+                "{} of {} point(s) failed; point {index}: {error} (log: {})",
+                tally.failed.len(),
+                indices.len(),
+                log.display()
+            );
+        }
+        if let [(index, holder)] = tally.elsewhere.as_slice() {
+            if indices.len() == 1 {
+                bail!("point {index}: {} is being run by {holder}", self.dir(&self.points[*index]).display());
+            }
+        }
+        Ok(tally)
+    }
+}

@@ -1,0 +1,270 @@
+//! `finetune sweep` and `finetune report` as a user runs them, on a tiny
+//! ants/bees folder (8 images per split, 32-pixel images, random init, so
+//! each run takes seconds): bad sweep files, listing, Slurm scripts, running
+//! with skip and resume, the lock on a point, and the report of a sweep with
+//! a failed run.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+fn tiny_data() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| common::small_ants_bees("sweep-ants-bees", 4))
+}
+
+fn temp_dir() -> tempfile::TempDir {
+    std::fs::create_dir_all(common::repo().join("target/test-runs")).unwrap();
+    tempfile::tempdir_in(common::repo().join("target/test-runs")).unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A sweep file in `dir` over `grid`, on the tiny folder, `epochs` each.
+fn sweep_file(dir: &Path, epochs: usize, grid: &str) -> PathBuf {
+    let path = dir.join("sweep.toml");
+    let base = format!(
+        "[base]\ndata = {:?}\nrandom-init = true\nimage-size = 32\nepochs = {epochs}\n\n[grid]\n{grid}\n",
+        tiny_data().display().to_string()
+    );
+    std::fs::write(&path, base).unwrap();
+    path
+}
+
+fn sweep(file: &Path, out: &Path) -> Command {
+    let mut command = common::finetune();
+    command.arg("sweep").arg(file).arg("--out").arg(out).env_remove("SLURM_ARRAY_TASK_ID");
+    command
+}
+
+fn failure(command: &mut Command) -> String {
+    let output = command.output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stdout));
+    let stderr = text(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
+    stderr
+}
+
+fn stdout(output: &Output) -> String {
+    text(&output.stdout)
+}
+
+fn wait_for(what: &str, child: &mut Child, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !done() {
+        assert!(child.try_wait().unwrap().is_none(), "exited before {what}");
+        assert!(Instant::now() < deadline, "no {what} in two minutes");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn epochs_in(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("metrics.csv")).unwrap().lines().filter(|l| l.contains(",val,")).count()
+}
+
+#[test]
+fn bad_sweep_files_are_one_line_errors_before_anything_starts() {
+    let dir = temp_dir();
+    let out = dir.path().join("runs");
+    let base = format!("[base]\ndata = {:?}\nrandom-init = true\n", tiny_data().display().to_string());
+    let cases = [
+        (
+            "[base]\nbatch = 4\n[grid]\nseed = [0]".to_owned(),
+            "[base]: unknown key \"batch\" (keys are finetune's option names",
+        ),
+        (
+            format!("{base}[grid]\nlr = [0.01, \"fast\"]"),
+            "point 1 (lr=fast): key lr: invalid type: string \"fast\", expected f64",
+        ),
+        (format!("{base}[grid]\nlr = [0.01, 0]"), "point 1 (lr=0): --lr 0: must be a positive number"),
+        (format!("{base}[grid]\n"), "[grid] is empty; give at least one option with a list of values"),
+    ];
+    for (body, expected) in cases {
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, body).unwrap();
+        let error = failure(&mut sweep(&file, &out));
+        assert!(error.starts_with(&format!("error: sweep file {}", file.display())), "{error}");
+        assert!(error.contains(expected), "expected {expected:?} in {error}");
+        assert!(!out.exists(), "a bad sweep file created {}", out.display());
+    }
+}
+
+#[test]
+fn points_are_listed_with_stable_indices_and_folders_and_slurm_gets_an_array_of_those_not_done() {
+    let dir = temp_dir();
+    let file = sweep_file(dir.path(), 1, "seed = [0, 1]\nlr = [0.01, 0.001]");
+    let out = dir.path().join("runs");
+    let list = || stdout(&common::run_ok(sweep(&file, &out).arg("--list")));
+    let listing = list();
+    let rows: Vec<&str> = listing.lines().skip(2).take(4).collect();
+    assert_eq!(
+        rows,
+        [
+            "    0  new       lr=0.01,seed=0",
+            "    1  new       lr=0.01,seed=1",
+            "    2  new       lr=0.001,seed=0",
+            "    3  new       lr=0.001,seed=1"
+        ],
+        "{listing}"
+    );
+    assert_eq!(list(), listing, "the listing changed between two calls");
+
+    let output = common::run_ok(sweep(&file, &out).args([
+        "--slurm",
+        "--partition",
+        "debug",
+        "--time",
+        "0:10:00",
+        "--jobs",
+        "2",
+    ]));
+    let script = std::fs::read_to_string(out.join("sweep.sbatch")).unwrap();
+    assert!(stdout(&output).contains(&format!("sbatch {}", out.join("sweep.sbatch").display())), "{}", stdout(&output));
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_finetune"));
+    for line in [
+        "#SBATCH --array=0-3%2".to_owned(),
+        "#SBATCH --partition=debug".to_owned(),
+        "#SBATCH --time=0:10:00".to_owned(),
+        format!("#SBATCH --output={}/slurm/%A_%a.out", out.display()),
+        format!(
+            "exec '{}' sweep '{}' --out '{}'",
+            exe.canonicalize().unwrap().display(),
+            file.display(),
+            out.display()
+        ),
+    ] {
+        assert!(script.lines().any(|l| l == line), "missing {line:?} in\n{script}");
+    }
+    assert!(out.join("slurm").is_dir(), "the task log folder is made with the script");
+
+    // SLURM_ARRAY_TASK_ID picks the point a task runs; the array then leaves it out.
+    common::run_ok(sweep(&file, &out).env("SLURM_ARRAY_TASK_ID", "2"));
+    let listing = list();
+    assert!(listing.contains("    2  done      lr=0.001,seed=0\n"), "{listing}");
+    assert!(listing.ends_with("1 done, 3 new\n"), "{listing}");
+    common::run_ok(sweep(&file, &out).arg("--slurm"));
+    let script = std::fs::read_to_string(out.join("sweep.sbatch")).unwrap();
+    assert!(script.contains("\n#SBATCH --array=0-1,3%3\n"), "{script}");
+    let error = failure(sweep(&file, &out).args(["--index", "4"]));
+    assert!(error.contains("point 4: the sweep has 4 point(s), 0 to 3"), "{error}");
+}
+
+#[test]
+fn a_sweep_skips_done_points_and_resumes_a_killed_one() {
+    let dir = temp_dir();
+    let file = sweep_file(dir.path(), 4, "seed = [0, 1, 2]");
+    let out = dir.path().join("runs");
+    let folder = |seed: usize| out.join(format!("seed={seed}"));
+    let output = common::run_ok(sweep(&file, &out).args(["--index", "0"]));
+    assert!(stdout(&output).contains("point 0 (seed=0) done in"), "{}", stdout(&output));
+    assert!(!folder(1).exists() && !folder(2).exists(), "--index 0 ran other points");
+    let done_at = std::fs::metadata(folder(0).join("summary.json")).unwrap().modified().unwrap();
+
+    // Point 1 killed (with its sweep) after its first epoch is saved.
+    let mut killed = sweep(&file, &out).args(["--index", "1"]).stdout(Stdio::null()).spawn().unwrap();
+    wait_for("saved epoch", &mut killed, || folder(1).join("state.safetensors").exists());
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    assert!(!folder(1).join("summary.json").exists(), "point 1 finished before it was killed");
+    let listing = stdout(&common::run_ok(sweep(&file, &out).arg("--list")));
+    assert!(listing.contains("    1  partial   seed=1  [partial ("), "{listing}");
+    assert!(listing.ends_with("1 done, 1 new, 1 partial\n"), "{listing}");
+
+    let output = common::run_ok(sweep(&file, &out).args(["--jobs", "2"]));
+    let said = stdout(&output);
+    assert!(said.contains("3 point(s) under") && said.contains(": 1 done, 0 running elsewhere, 2 to run"), "{said}");
+    let log = std::fs::read_to_string(folder(1).join("log.txt")).unwrap();
+    assert!(log.contains("attempt 2 on") && log.contains("$ finetune --resume "), "{log}");
+    assert!(log.contains("resuming "), "{log}");
+    for seed in 0..3 {
+        assert!(folder(seed).join("summary.json").exists(), "point {seed} not done");
+        assert_eq!(epochs_in(&folder(seed)), 4, "point {seed}");
+    }
+    let untouched = std::fs::metadata(folder(0).join("summary.json")).unwrap().modified().unwrap();
+    assert_eq!(done_at, untouched, "the done point was run again");
+    assert!(out.join("results.md").exists(), "a whole sweep ends with its report");
+
+    let again = stdout(&common::run_ok(&mut sweep(&file, &out)));
+    assert!(again.contains(": 3 done, 0 running elsewhere, 0 to run"), "{again}");
+}
+
+#[test]
+fn ctrl_c_stops_the_runs_at_a_safe_point_and_the_same_command_continues() {
+    let dir = temp_dir();
+    let file = sweep_file(dir.path(), 20, "seed = [3]");
+    let out = dir.path().join("runs");
+    let run = out.join("seed=3");
+    let mut first = sweep(&file, &out).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for("saved epoch", &mut first, || run.join("state.safetensors").exists());
+    assert!(Command::new("kill").args(["-INT", &first.id().to_string()]).status().unwrap().success());
+    let output = first.wait_with_output().unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("error: stopped: 1 point(s) interrupted or not started; run the same command again"),
+        "{stderr}"
+    );
+    let exit: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("exit.json")).unwrap()).unwrap();
+    assert_eq!(exit["outcome"], "interrupted");
+    assert!(!run.join("summary.json").exists() && !run.join("sweep.lock").exists());
+    let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
+    assert!(log.contains("interrupted "), "the run did not stop at a safe point:\n{log}");
+
+    common::run_ok(&mut sweep(&file, &out));
+    assert_eq!(epochs_in(&run), 20);
+    assert!(std::fs::read_to_string(run.join("log.txt")).unwrap().contains("resuming "));
+}
+
+#[test]
+fn two_claims_of_one_point_one_runs_and_the_other_names_the_holder() {
+    let dir = temp_dir();
+    let file = sweep_file(dir.path(), 3, "seed = [5]");
+    let out = dir.path().join("runs");
+    let lock = out.join("seed=5/sweep.lock");
+    let mut first = sweep(&file, &out).args(["--index", "0"]).stdout(Stdio::null()).spawn().unwrap();
+    wait_for("lock", &mut first, || lock.exists());
+    let error = failure(sweep(&file, &out).args(["--index", "0"]));
+    let holder = format!("is being run by pid {} on ", first.id());
+    assert!(error.contains(&holder), "{error}");
+    let whole = stdout(&common::run_ok(&mut sweep(&file, &out)));
+    assert!(whole.contains(&format!("point 0 (seed=5) {holder}")) && whole.contains("left to it"), "{whole}");
+    assert!(first.wait().unwrap().success());
+    assert!(!lock.exists(), "the lock outlived its run");
+    assert_eq!(epochs_in(&out.join("seed=5")), 3);
+}
+
+#[test]
+fn the_report_sums_up_seeds_and_lists_a_failed_run() {
+    let dir = temp_dir();
+    // A folder with no val/ fails when its run starts, after the sweep has checked the file.
+    let no_val = dir.path().join("no-val");
+    std::fs::create_dir_all(no_val.join("train")).unwrap();
+    let good = tiny_data().display().to_string();
+    let grid = format!("data = [{good:?}, {:?}]\nseed = [0, 1]", no_val.display().to_string());
+    let file = sweep_file(dir.path(), 1, &grid);
+    std::fs::write(&file, std::fs::read_to_string(&file).unwrap().replacen(&format!("data = {good:?}\n"), "", 1))
+        .unwrap();
+    let out = dir.path().join("runs");
+    let error = failure(sweep(&file, &out).args(["--jobs", "2"]));
+    assert!(error.starts_with("error: 2 of 4 point(s) failed; point "), "{error}");
+
+    let report = common::run_ok(common::finetune().arg("report").arg(&out).arg("--out").arg(dir.path()));
+    let md = std::fs::read_to_string(dir.path().join("results.md")).unwrap();
+    assert_eq!(stdout(&report).split("\nwrote ").next().unwrap(), md);
+    let shown = out.strip_prefix(common::repo()).unwrap();
+    assert!(md.starts_with(&format!("# Results: 4 run(s) under `{}`, 2 done\n", shown.display())), "{md}");
+    let failed_line = md.lines().find(|l| l.contains("seed=0`: failed (")).unwrap_or_else(|| panic!("{md}"));
+    assert!(failed_line.contains("no-val"), "{failed_line}");
+    let csv = std::fs::read_to_string(dir.path().join("results.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert!(rows[0].starts_with("runs,done,best_val_acc_mean,best_val_acc_std,"), "{csv}");
+    assert!(rows[1].starts_with("2,2,"), "{csv}");
+    let image = image::open(dir.path().join("results.png")).unwrap();
+    assert!(image.width() >= 800 && image.height() >= 150);
+}
