@@ -99,6 +99,11 @@ pub struct CaptioningNet {
     pub dims: Dims,
     pub cell_kind: CellKind,
     pub tokens: SpecialTokens,
+    /// Image features are standardized as `(f − mean) / std` before the
+    /// projection (identity unless [`CaptioningNet::standardize_features`]);
+    /// saved with the weights, not trained.
+    feature_mean: Tensor,
+    feature_std: Tensor,
     proj: Affine,
     embed: Embedding,
     cell: Cell,
@@ -118,6 +123,8 @@ impl CaptioningNet {
             dims,
             cell_kind,
             tokens,
+            feature_mean: p.zeros_no_train("feature_mean", &[dims.features]),
+            feature_std: p.ones_no_train("feature_std", &[dims.features]),
             proj: Affine::new(p / "proj", dims.features, dims.hidden, scale(dims.features)),
             embed: Embedding::new(p / "embed", dims.vocabulary, dims.wordvec),
             cell,
@@ -132,6 +139,24 @@ impl CaptioningNet {
             .into_iter()
             .flatten()
             .collect()
+    }
+
+    /// Standardizes image features from now on by the per-dimension mean
+    /// and standard deviation of `train_features` (dimensions that never
+    /// vary are only centred).
+    pub fn standardize_features(&mut self, train_features: &Tensor) {
+        let features = train_features.to_device(self.feature_mean.device()).to_kind(self.feature_mean.kind());
+        let mean = features.mean_dim([0i64].as_slice(), false, features.kind());
+        let std = features.std_dim([0i64].as_slice(), false, false);
+        let std = std.where_self(&std.gt(1e-6), &std.ones_like());
+        tch::no_grad(|| {
+            self.feature_mean.copy_(&mean);
+            self.feature_std.copy_(&std);
+        });
+    }
+
+    fn standardized(&self, features: &Tensor) -> Tensor {
+        (features - &self.feature_mean) / &self.feature_std
     }
 
     /// [`CaptioningNet::parameters`] with their variable names.
@@ -154,7 +179,7 @@ impl CaptioningNet {
     /// The loss by tensor operations only (what autograd differentiates).
     pub fn loss(&self, features: &Tensor, captions: &Tensor) -> Tensor {
         let (inputs, targets, mask) = self.split_captions(captions);
-        let h0 = self.proj.forward(features);
+        let h0 = self.proj.forward(&self.standardized(features));
         let words = self.embed.forward(&inputs);
         let states = self.cell.forward(&words, &h0);
         temporal_softmax_loss_autograd(&self.vocab.forward(&states), &targets, &mask)
@@ -164,7 +189,8 @@ impl CaptioningNet {
     /// order) by the explicit backward passes.
     pub fn loss_and_gradients(&self, features: &Tensor, captions: &Tensor) -> (Tensor, Vec<Tensor>) {
         let (inputs, targets, mask) = self.split_captions(captions);
-        let h0 = self.proj.forward(features);
+        let features = self.standardized(features);
+        let h0 = self.proj.forward(&features);
         let words = self.embed.forward(&inputs);
         let cell_states = self.cell.forward_states(&words, &h0);
         let states = cell_states.hidden();
@@ -173,7 +199,7 @@ impl CaptioningNet {
         let cell_grads = self.cell.backward(&words, &h0, &cell_states, &vocab_grads.input);
         let embed_grads = self.embed.parameter_gradients(&inputs, &cell_grads.input);
         // The features need no gradient, so the projection's dX is skipped.
-        let proj_grads = self.proj.parameter_gradients(features, &cell_grads.h0);
+        let proj_grads = self.proj.parameter_gradients(&features, &cell_grads.h0);
         (loss, [proj_grads, embed_grads, cell_grads.params, vocab_grads.params].into_iter().flatten().collect())
     }
 
@@ -183,7 +209,7 @@ impl CaptioningNet {
     pub fn sample(&self, features: &Tensor, max_length: usize) -> Tensor {
         tch::no_grad(|| {
             let n = features.size()[0];
-            let mut h = self.proj.forward(features);
+            let mut h = self.proj.forward(&self.standardized(features));
             let mut c = h.zeros_like();
             let mut word = Tensor::full([n], self.tokens.start, (Kind::Int64, features.device()));
             let mut finished = Tensor::zeros([n], (Kind::Bool, features.device()));

@@ -92,7 +92,12 @@ pub fn run(data: &CaptionData, options: &RunOptions, interrupt: &Interrupt) -> R
         hidden: options.hidden,
         vocabulary: data.vocab.len() as i64,
     };
-    let net = CaptioningNet::new(&store.root(), dims, options.cell, data.vocab.tokens);
+    let mut net = CaptioningNet::new(&store.root(), dims, options.cell, data.vocab.tokens);
+    // The course's PCA features are used as published; backbone features,
+    // far from zero mean and unit variance, are standardized.
+    if let FeatureSource::Backbone { .. } = options.features {
+        net.standardize_features(&data.train.features);
+    }
     let params = Params::new(net.named_parameters());
     let card = |epoch: usize, val_loss: f64| CaptionCard {
         dims,
