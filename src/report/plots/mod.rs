@@ -1,6 +1,7 @@
 //! PNG figures with `plotters` and an embedded DejaVu font (so text renders
 //! the same on any machine): training curves with the best epoch marked, line
-//! charts for sweeps, a grid of validation predictions, a confusion matrix.
+//! charts for sweeps, a grid of validation predictions, a confusion matrix,
+//! and the figures of a PCA of faces ([`faces`]).
 
 use crate::data::loader::{image_tensor, DecodedSplit};
 use crate::data::transforms::val_transform;
@@ -12,6 +13,7 @@ use std::sync::Once;
 use tch::{Kind, Tensor};
 
 mod axis;
+pub mod faces;
 #[cfg(test)]
 mod tests;
 
