@@ -40,8 +40,10 @@ pub struct Options {
 #[derive(Debug, Clone, Serialize)]
 pub struct Rebuilt {
     pub k: i64,
-    /// Mean over faces of the squared error summed over pixels.
-    pub mean_squared_error: f64,
+    /// Mean over faces of the squared error summed over pixels, measured
+    /// from the faces' coordinates (with the figures only: it costs a
+    /// projection of every face onto every component).
+    pub mean_squared_error: Option<f64>,
     /// The same from the eigenvalues: (divisor / N) × the sum of those discarded.
     pub from_discarded_eigenvalues: f64,
     pub variance_kept: f64,
@@ -104,7 +106,7 @@ pub fn run(faces: &Faces, options: &Options, out: &Path) -> Result<Summary> {
     let eigenvalues = pca.eigenvalues_vec();
     let (k95, k99) = (pca.components_for(0.95), pca.components_for(0.99));
     let reduction = |k: i64| 100.0 * (1.0 - k as f64 / d as f64);
-    let rebuilt = rebuild_errors(&pca, &data, &eigenvalues);
+    let rebuilt = rebuild_errors(&pca, options.figures.then_some(&data), &eigenvalues);
     let recognition = match &faces.people {
         Some(people) => Some(recognise(&data, &people.labels, options)?),
         None => None,
@@ -167,14 +169,26 @@ pub fn rebuild_ladder(rank: i64) -> Vec<i64> {
     ks
 }
 
-fn rebuild_errors(pca: &Pca, data: &Tensor, eigenvalues: &[f64]) -> Vec<Rebuilt> {
+/// The variance kept and the reconstruction error for the k of
+/// [`rebuild_ladder`]. With `data`, the mean squared error of its faces is
+/// measured from one projection onto all components: they are orthonormal,
+/// so a face's error with k of them is its squared distance from the mean
+/// less its k squared coordinates.
+fn rebuild_errors(pca: &Pca, data: Option<&Tensor>, eigenvalues: &[f64]) -> Vec<Rebuilt> {
     let ratio = pca.divisor.of(pca.samples) / pca.samples as f64;
     let fractions = pca.cumulative_fractions();
+    let measured = data.map(|data| {
+        let spread = (data - &pca.mean).square().sum(Kind::Double).double_value(&[]);
+        let by_component = cpu_values(&pca.project(data, pca.rank()).square().sum_dim_intlist(0, false, Kind::Double));
+        (spread, by_component, data.size()[0] as f64)
+    });
     rebuild_ladder(pca.rank())
         .into_iter()
         .map(|k| Rebuilt {
             k,
-            mean_squared_error: pca.squared_errors(data, k).mean(Kind::Double).double_value(&[]),
+            mean_squared_error: measured.as_ref().map(|(spread, by_component, faces)| {
+                ((spread - by_component[..k as usize].iter().sum::<f64>()) / faces).max(0.0)
+            }),
             from_discarded_eigenvalues: ratio
                 * (pca.total_variance - eigenvalues[..k as usize].iter().sum::<f64>()).max(0.0),
             variance_kept: fractions[k as usize - 1],
@@ -199,10 +213,15 @@ fn print_summary(s: &Summary) {
             s.pixels
         );
     }
+    let discarded = match s.covariance_divisor {
+        Divisor::N => "the discarded eigenvalues' sum".to_owned(),
+        Divisor::NMinusOne => format!("{}/{} × the discarded eigenvalues' sum", s.faces - 1, s.faces),
+    };
     for r in &s.rebuilt {
+        let measured = r.mean_squared_error.map(|e| format!("mean squared error {e:.6e}, ")).unwrap_or_default();
         println!(
-            "  k = {:>5}: variance kept {:.4}, mean squared error {:.6e} (from the discarded eigenvalues {:.6e})",
-            r.k, r.variance_kept, r.mean_squared_error, r.from_discarded_eigenvalues
+            "  k = {:>5}: variance kept {:.4}, {measured}{discarded} {:.6e}",
+            r.k, r.variance_kept, r.from_discarded_eigenvalues
         );
     }
     if let Some(r) = &s.recognition {

@@ -216,6 +216,13 @@ fn the_binary_on_lfw_writes_numbers_figures_and_components() {
     let reduction = 100.0 * (1.0 - pca.components_for(0.95) as f64 / 625.0);
     assert!((summary["reduction_95_percent"].as_f64().unwrap() - reduction).abs() < 1e-9);
     assert!(stdout.contains("top 10 eigenvalues") && stdout.contains("95% of the variance"), "{stdout}");
+    let rebuilt = summary["rebuilt"].as_array().unwrap();
+    assert_eq!(rebuilt.iter().map(|r| r["k"].as_i64().unwrap()).collect::<Vec<_>>(), [1, 5, 10, 25, 50, 99]);
+    for r in &rebuilt[..rebuilt.len() - 1] {
+        let (measured, expected) =
+            (r["mean_squared_error"].as_f64().unwrap(), r["from_discarded_eigenvalues"].as_f64().unwrap());
+        assert_relative(&[measured], &[expected], 1e-8, &format!("summary.json rebuilt k = {}", r["k"]));
+    }
     let csv = std::fs::read_to_string(out.join("eigenvalues.csv")).unwrap();
     assert_eq!(csv.lines().count() as i64, 1 + pca.rank());
     for figure in ["eigenvalues.png", "eigenfaces.png", "reconstructions.png"] {
@@ -247,6 +254,7 @@ fn the_covariance_path_is_used_when_pixels_do_not_outnumber_faces() {
     assert_eq!(summary["components_95"].as_i64(), Some(known_count(0.95)));
     assert_eq!(summary["components_99"].as_i64(), Some(known_count(0.99)));
     assert!(!out.join("eigenfaces.png").exists(), "--no-figures");
+    assert!(summary["rebuilt"][0]["mean_squared_error"].is_null(), "--no-figures measures no reconstruction");
     let (_, gram, _) = run_json(eigenfaces().arg("--input").arg(&rows).args(["--method", "gram", "--no-figures"]));
     assert_eq!(gram["method"], "gram");
     assert_eq!((gram["height"].as_u64(), gram["width"].as_u64()), (Some(12), Some(10)), "guessed portrait shape");

@@ -93,7 +93,7 @@ struct FitArgs {
     /// Rows and columns of eigenfaces.png: the mean face, then eigenfaces 1, 2, …
     #[arg(long, value_name = "RxC", default_value = "2x5", value_parser = grid)]
     grid: (usize, usize),
-    /// Skip the PNG figures (numbers and components only).
+    /// Skip the PNG figures and the measured reconstruction errors: eigenvalues, counts and components only.
     #[arg(long)]
     no_figures: bool,
     /// Recognition (one subfolder per person): the share of each person's faces held out for testing.
@@ -102,6 +102,9 @@ struct FitArgs {
     /// Seeds the recognition train/test split.
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = seed)]
     seed: u64,
+    /// libtorch's compute threads on the CPU [default: libtorch's choice, or OMP_NUM_THREADS].
+    #[arg(long, value_name = "N", value_parser = count)]
+    threads: Option<i64>,
     #[command(flatten)]
     device: tchlab::device::DeviceArg,
 }
@@ -123,6 +126,9 @@ struct ProjectArgs {
 }
 
 fn fit(args: FitArgs) -> Result<()> {
+    if let Some(threads) = args.threads {
+        tch::set_num_threads(i32::try_from(threads).unwrap_or(i32::MAX));
+    }
     let device = args.device.select()?;
     println!("{}", tchlab::device::banner(device));
     let Some(input) = args.input else { anyhow::bail!("--input PATH is required (a .npy file or a folder of faces)") };
