@@ -89,38 +89,64 @@ pub fn run(faces: &Faces, options: &Options, out: &Path) -> Result<Summary> {
     let started = Instant::now();
     std::fs::create_dir_all(out).with_context(|| format!("--out {}: cannot create", out.display()))?;
     let data = faces.pixels.to_kind(options.precision).to_device(options.device);
-    let (n, d) = (faces.len() as i64, faces.size.pixels() as i64);
-    let method = options.method.resolve(n, d);
-    let matrix = if method == Method::Gram { n } else { d };
-    println!(
-        "PCA of {n} faces × {d} pixels: eigendecomposition of the {matrix}×{matrix} {} matrix, \
-         covariance divided by {}, {:?} on {}",
-        if method == Method::Gram { "Gram" } else { "covariance" },
-        options.divisor.name(),
-        options.precision,
-        crate::device::name(options.device)
-    );
+    let method = options.method.resolve(faces.len() as i64, faces.size.pixels() as i64);
+    announce(faces, options, method);
     let fit_started = Instant::now();
     let pca = pca::fit(&data, options.divisor, method)?;
     let fit_seconds = fit_started.elapsed().as_secs_f64();
-    let eigenvalues = pca.eigenvalues_vec();
-    let (k95, k99) = (pca.components_for(0.95), pca.components_for(0.99));
-    let reduction = |k: i64| 100.0 * (1.0 - k as f64 / d as f64);
-    let rebuilt = rebuild_errors(&pca, options.figures.then_some(&data), &eigenvalues);
     let recognition = match &faces.people {
         Some(people) => Some(recognise(&data, &people.labels, options)?),
         None => None,
     };
-    let summary = Summary {
+    let summary = summarise(faces, options, &pca, &data, recognition, fit_seconds);
+    print_summary(&summary);
+    let written = write_outputs(&pca, faces, &data, &summary, options, out)?;
+    let summary = Summary { seconds: started.elapsed().as_secs_f64(), ..summary };
+    write_atomically(&out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    println!(
+        "PCA took {fit_seconds:.3} s, the whole run {:.2} s; wrote {}/{{summary.json, {}}}",
+        summary.seconds,
+        out.display(),
+        written.join(", ")
+    );
+    Ok(summary)
+}
+
+/// One line saying which matrix is decomposed, how, and where.
+fn announce(faces: &Faces, options: &Options, method: Method) {
+    let (n, d) = (faces.len(), faces.size.pixels());
+    let (size, name) = if method == Method::Gram { (n, "Gram") } else { (d, "covariance") };
+    println!(
+        "PCA of {n} faces × {d} pixels: eigendecomposition of the {size}×{size} {name} matrix, \
+         covariance divided by {}, {} on {}",
+        options.divisor.name(),
+        precision_name(options.precision),
+        crate::device::name(options.device)
+    );
+}
+
+fn summarise(
+    faces: &Faces,
+    options: &Options,
+    pca: &Pca,
+    data: &Tensor,
+    recognition: Option<Recognition>,
+    fit_seconds: f64,
+) -> Summary {
+    let eigenvalues = pca.eigenvalues_vec();
+    let pixels = faces.size.pixels();
+    let (k95, k99) = (pca.components_for(0.95), pca.components_for(0.99));
+    let reduction = |k: i64| 100.0 * (1.0 - k as f64 / pixels as f64);
+    Summary {
         input: faces.description.clone(),
         faces: faces.len(),
         height: faces.size.height,
         width: faces.size.width,
-        pixels: d as usize,
+        pixels,
         white: faces.white,
         device: crate::device::name(options.device),
-        precision: format!("{:?}", options.precision),
-        method,
+        precision: precision_name(options.precision).to_owned(),
+        method: pca.method,
         covariance_divisor: options.divisor,
         rank: pca.rank(),
         total_variance: pca.total_variance,
@@ -129,31 +155,42 @@ pub fn run(faces: &Faces, options: &Options, out: &Path) -> Result<Summary> {
         components_99: k99,
         reduction_95_percent: reduction(k95),
         reduction_99_percent: reduction(k99),
-        rebuilt,
+        rebuilt: rebuild_errors(pca, options.figures.then_some(data), &eigenvalues),
         recognition,
         fit_seconds,
         seconds: 0.0,
-    };
-    print_summary(&summary);
-    write_eigenvalues(&pca, &out.join("eigenvalues.csv"))?;
-    save_components(&pca, faces, &summary, &out.join("components.safetensors"))?;
-    let mut written = "eigenvalues.csv, summary.json, components.safetensors".to_owned();
+    }
+}
+
+/// Writes everything but summary.json; returns the file names written.
+fn write_outputs(
+    pca: &Pca,
+    faces: &Faces,
+    data: &Tensor,
+    summary: &Summary,
+    options: &Options,
+    out: &Path,
+) -> Result<Vec<&'static str>> {
+    write_eigenvalues(pca, &out.join("eigenvalues.csv"))?;
+    save_components(pca, faces, summary, &out.join("components.safetensors"))?;
+    let mut written = vec!["eigenvalues.csv", "components.safetensors"];
     if options.figures {
-        figures(&pca, faces, &data, &summary, options.grid, out)?;
-        written += ", eigenvalues.png, eigenfaces.png, reconstructions.png";
+        figures(pca, faces, data, summary, options.grid, out)?;
+        written.extend(["eigenvalues.png", "eigenfaces.png", "reconstructions.png"]);
         if let Some(recognition) = &summary.recognition {
             accuracy_chart(recognition, &out.join("accuracy_vs_k.png"))?;
-            written += ", accuracy_vs_k.png";
+            written.push("accuracy_vs_k.png");
         }
     }
-    let summary = Summary { seconds: started.elapsed().as_secs_f64(), ..summary };
-    write_atomically(&out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
-    println!(
-        "PCA took {fit_seconds:.3} s, the whole run {:.2} s; wrote {}/{{{written}}}",
-        summary.seconds,
-        out.display()
-    );
-    Ok(summary)
+    Ok(written)
+}
+
+fn precision_name(kind: Kind) -> &'static str {
+    if kind == Kind::Double {
+        "f64"
+    } else {
+        "f32"
+    }
 }
 
 /// 1, 5, 10, 25, 50, 100, 250, 500, 1000, … below `rank`, then `rank`.

@@ -134,7 +134,7 @@ fn load_npy(path: &Path, size: Option<FaceSize>) -> Result<Faces> {
 /// The factorisation h·w = d with h ≥ w closest to square (faces are taller
 /// than wide), or none for d = 0.
 fn guess_size(d: u64) -> Result<FaceSize> {
-    let width = (1..=(d as f64).sqrt() as u64).rev().find(|w| d % w == 0).context("no pixels")?;
+    let width = (1..=(d as f64).sqrt() as u64).rev().find(|w| d.is_multiple_of(*w)).context("no pixels")?;
     let height = u32::try_from(d / width).ok().filter(|&h| h <= 4096).context("pass --size HxW")?;
     Ok(FaceSize { height, width: width as u32 })
 }

@@ -145,7 +145,7 @@ mod tests {
 
     #[test]
     fn each_person_keeps_faces_on_both_sides() {
-        let labels: Vec<usize> = (0..40).flat_map(|p| std::iter::repeat(p).take(10)).chain([40]).collect();
+        let labels: Vec<usize> = (0..40).flat_map(|p| std::iter::repeat_n(p, 10)).chain([40]).collect();
         let split = split_per_person(&labels, 0.3, 1).unwrap();
         assert_eq!((split.train.len(), split.test.len()), (281, 120));
         for person in 0..40 {

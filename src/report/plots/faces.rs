@@ -66,21 +66,9 @@ pub fn spectrum_chart(path: &Path, title: &str, eigenvalues: &[f64], marks: &[(i
         chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, style.filled()))).map_err(&err)?;
     }
     for (&(count, ref label), color) in marks.iter().zip([RED, RGBColor(0, 130, 0), BLACK].iter().cycle()) {
-        let style = color.stroke_width(2);
-        chart
-            .draw_series(LineSeries::new(vec![(count as f64, low), (count as f64, high)], style))
-            .map_err(&err)?
-            .label(label.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        vertical_marker(&mut chart, count as f64, (low, high), color.stroke_width(2), label, &err)?;
     }
-    chart
-        .configure_series_labels()
-        .label_font((FONT, 16))
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(&err)?;
+    draw_legend(&mut chart, SeriesLabelPosition::UpperRight, &err)?;
     root.present().map_err(&err)?;
     Ok(())
 }
