@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything before a run or a test: scripts/setup.sh (venv, libtorch, release build),
-# scripts/fetch-data.sh and scripts/fetch-models.sh.
+# scripts/fetch-data.sh, scripts/fetch-faces.sh and scripts/fetch-models.sh.
 # Usage: scripts/prepare.sh [--data-from DIR]   (DIR: local dataset mirror, e.g. ../shared/data)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,4 +10,5 @@ if [ "${1:-}" = "--data-from" ]; then DATA_ARGS=(--from "${2:?--data-from needs 
 
 bash scripts/setup.sh
 bash scripts/fetch-data.sh "${DATA_ARGS[@]}"
+bash scripts/fetch-faces.sh
 bash scripts/fetch-models.sh

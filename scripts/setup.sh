@@ -45,6 +45,14 @@ else
   step "Python packages already installed (.venv)"
 fi
 
+# scikit-learn: reference PCA for the eigenfaces test fixtures (tests/eigenfaces.rs) and its bench.
+SKLEARN_PIN=scikit-learn==1.9.1
+if ! .venv/bin/python -c 'import sklearn, sys; sys.exit(sklearn.__version__ != "'"${SKLEARN_PIN#*==}"'")' 2>/dev/null; then
+  step "installing $SKLEARN_PIN into .venv"
+  .venv/bin/pip install --quiet --disable-pip-version-check "$SKLEARN_PIN" \
+    || fail "pip install $SKLEARN_PIN" "check that PyPI is reachable (pip config list)"
+fi
+
 TORCH_DIR=$(.venv/bin/python -c 'import torch, os; print(os.path.dirname(torch.__file__))' 2>/dev/null) \
   || fail "import torch from .venv" "delete .venv and re-run setup.sh"
 ln -sfn "$TORCH_DIR" libtorch

@@ -32,6 +32,12 @@
 //! either their explicit backward passes or autograd; `mnist_experiments`
 //! runs the assignment's sweep and CNN and writes their tables and figures.
 //!
+//! Eigenfaces: `data::npy` / `data::faces` (a `.npy` array or an image
+//! folder, one subfolder per person for recognition) ─► [`pca`] (centre,
+//! eigendecomposition of the covariance or the Gram matrix, projection,
+//! recognition in eigenspace) ─► [`eigenfaces`] (the run: numbers, figures,
+//! saved components, projection of new faces).
+//!
 //! Binaries (`src/bin`) parse arguments, call into this library and report.
 //! [`device`] decides where tensors live (one shared `--device` argument),
 //! [`cli`] turns errors into one-line messages and exit codes, and
@@ -43,6 +49,7 @@ pub mod caption;
 pub mod cli;
 pub mod data;
 pub mod device;
+pub mod eigenfaces;
 pub mod grad;
 pub mod interrupt;
 pub mod layers;
@@ -51,6 +58,7 @@ pub mod mnist_experiments;
 pub mod models;
 pub mod names;
 pub mod nets;
+pub mod pca;
 pub mod persist;
 pub mod predict;
 pub mod report;

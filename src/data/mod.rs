@@ -1,8 +1,11 @@
 //! Everything between files on disk and tensors: image folders, decoding,
-//! torchvision-equivalent transforms, batching, and MNIST's IDX files.
+//! torchvision-equivalent transforms, batching, MNIST's IDX files, NumPy
+//! `.npy` arrays and face sets.
 
 pub mod decode;
+pub mod faces;
 pub mod image_folder;
 pub mod loader;
 pub mod mnist;
+pub mod npy;
 pub mod transforms;

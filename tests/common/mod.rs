@@ -31,6 +31,12 @@ pub fn mnist_dir() -> PathBuf {
     dir
 }
 
+pub fn lfw_faces() -> PathBuf {
+    let path = repo().join("data/faces/lfw_faces.npy");
+    assert!(path.exists(), "{} missing: run scripts/fetch-faces.sh", path.display());
+    path
+}
+
 pub fn lite0_weights() -> PathBuf {
     let path = repo().join("models/efficientnet-lite0-57934424.pth");
     assert!(path.exists(), "{} missing: run scripts/fetch-models.sh", path.display());
@@ -69,6 +75,10 @@ pub fn finetune() -> Command {
 
 pub fn mnist() -> Command {
     binary(env!("CARGO_BIN_EXE_mnist"))
+}
+
+pub fn eigenfaces() -> Command {
+    binary(env!("CARGO_BIN_EXE_eigenfaces"))
 }
 
 fn binary(path: &str) -> Command {

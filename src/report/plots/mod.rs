@@ -2,7 +2,7 @@
 //! the same on any machine): training curves with the best epoch marked, line
 //! charts for sweeps, a dot chart of runs per configuration, a grid of
 //! validation predictions, a confusion matrix, caption samples under their
-//! pictures.
+//! pictures, and the figures of a PCA of faces ([`faces`]).
 
 use crate::data::loader::{image_tensor, DecodedSplit};
 use crate::data::transforms::val_transform;
@@ -16,6 +16,7 @@ use tch::{Kind, Tensor};
 mod axis;
 mod caption_grid;
 mod spread;
+pub mod faces;
 #[cfg(test)]
 mod tests;
 
@@ -93,22 +94,44 @@ pub fn line_chart(path: &Path, chart_spec: &Chart, series: &[Series], marker: Op
     draw_series(&mut chart, series, &err)?;
     if let Some((x, label)) = marker {
         let style = ShapeStyle::from(&BLACK.mix(0.6)).stroke_width(2);
-        chart
-            .draw_series(LineSeries::new(vec![(x, y_range.start), (x, y_range.end)], style))
-            .map_err(&err)?
-            .label(label.to_owned())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        vertical_marker(&mut chart, x, (y_range.start, y_range.end), style, label, &err)?;
     }
+    draw_legend(&mut chart, legend.clone(), &err)?;
+    root.present().map_err(&err)?;
+    Ok(())
+}
+
+/// A labelled vertical line at `x`, from `low` to `high`.
+fn vertical_marker<DB: DrawingBackend, CT: plotters::coord::CoordTranslate<From = (f64, f64)>>(
+    chart: &mut ChartContext<'_, DB, CT>,
+    x: f64,
+    (low, high): (f64, f64),
+    style: ShapeStyle,
+    label: &str,
+    err: &impl Fn(DrawingAreaErrorKind<DB::ErrorType>) -> anyhow::Error,
+) -> Result<()> {
+    chart
+        .draw_series(LineSeries::new(vec![(x, low), (x, high)], style))
+        .map_err(err)?
+        .label(label.to_owned())
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+    Ok(())
+}
+
+/// The legend of a chart's series, boxed, at `position`.
+fn draw_legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+    err: &impl Fn(DrawingAreaErrorKind<DB::ErrorType>) -> anyhow::Error,
+) -> Result<()> {
     chart
         .configure_series_labels()
         .label_font((FONT, 16))
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
-        .position(legend.clone())
+        .position(position)
         .draw()
-        .map_err(&err)?;
-    root.present().map_err(&err)?;
-    Ok(())
+        .map_err(err)
 }
 
 fn draw_series<DB: DrawingBackend, CT: plotters::coord::CoordTranslate<From = (f64, f64)>>(

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Side-by-side speed of the eigenfaces PCA on a (2414, 2016) set (random uint8 pixels, the
+# shape of 2414 faces of 48x42), all in one run, at the default thread count and at 1 thread:
+#   ours      the whole `eigenfaces --no-figures` process, wall clock: start, reading the .npy,
+#             centring, covariance, eigh, eigenvalues.csv, summary.json, components.safetensors
+#   sklearn   PCA(svd_solver="full").fit(X) on the float64 array already in memory
+#   numpy     centring, Xc.T @ Xc / (N - 1) and numpy.linalg.eigh, on the array in memory
+# (and ours' own PCA time from its summary.json, the like-for-like figure)
+# Repetitions alternate between the three; medians are printed, with the top eigenvalues'
+# agreement. Then why: single-threaded CPU seconds of libtorch's eigh (its bundled MKL) against
+# numpy's (OpenBLAS) on the same covariance, and, where gcc exists, ours again with MKL told
+# that the CPU is an Intel one (LD_PRELOAD of a one-line library; MKL picks slower code
+# paths on other vendors' CPUs).
+# Usage: scripts/bench-eigenfaces.sh [--reps R] [--faces N] [--pixels D]   (default 3, 2414, 2016)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPS=3; FACES=2414; PIXELS=2016
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --reps) REPS=$2; shift 2 ;;
+    --faces) FACES=$2; shift 2 ;;
+    --pixels) PIXELS=$2; shift 2 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    *) echo "bench-eigenfaces.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+PY=.venv/bin/python
+cargo build --release --bin eigenfaces --quiet
+DIR=runs/bench-eigenfaces
+mkdir -p "$DIR"
+"$PY" -c "import numpy as np; np.save('$DIR/random.npy', np.random.default_rng(0).integers(0, 256, ($FACES, $PIXELS), dtype=np.uint8))"
+INTEL=""
+if command -v gcc >/dev/null; then
+  printf 'int mkl_serv_intel_cpu_true(void) { return 1; }\n' > "$DIR/intel.c"
+  gcc -shared -fPIC -o "$DIR/libmkl-intel-path.so" "$DIR/intel.c" && INTEL=$DIR/libmkl-intel-path.so
+fi
+
+"$PY" - "$DIR" "$REPS" "$INTEL" <<'PY'
+import json, os, re, statistics, subprocess, sys, time
+import numpy as np
+import torch
+from sklearn.decomposition import PCA
+from threadpoolctl import threadpool_info, threadpool_limits
+
+out, reps, intel = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+X = np.load(f"{out}/random.npy").astype(np.float64)
+n, d = X.shape
+default_threads = torch.get_num_threads()
+
+
+def ours(threads, preload=""):
+    env = dict(os.environ, LD_PRELOAD=preload) if preload else None
+    cmd = ["target/release/eigenfaces", "--input", f"{out}/random.npy", "--no-figures", "--out", f"{out}/run",
+           "--device", "cpu", "--threads", str(threads)]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
+    return time.perf_counter() - start
+
+
+def sklearn_fit():
+    start = time.perf_counter()
+    pca = PCA(svd_solver="full").fit(X)
+    return time.perf_counter() - start, pca.explained_variance_[:10]
+
+
+def numpy_eigh():
+    start = time.perf_counter()
+    Xc = X - X.mean(axis=0)
+    values = np.linalg.eigh(Xc.T @ Xc / (n - 1))[0][::-1]
+    return time.perf_counter() - start, values[:10]
+
+
+rows, agree = [], 0.0
+for threads in sorted({default_threads, 1}, reverse=True):
+    times = {"ours": [], "ours: PCA alone": [], "sklearn": [], "numpy": []}
+    if intel:
+        times["ours, MKL Intel path"] = []
+    for rep in range(reps):
+        times["ours"].append(ours(threads))
+        summary = json.load(open(f"{out}/run/summary.json"))
+        times["ours: PCA alone"].append(summary["fit_seconds"])
+        ours_top = np.array(summary["top_10_eigenvalues"])
+        with threadpool_limits(threads):
+            seconds, sklearn_top = sklearn_fit()
+            times["sklearn"].append(seconds)
+            seconds, numpy_top = numpy_eigh()
+            times["numpy"].append(seconds)
+        if intel:
+            times["ours, MKL Intel path"].append(ours(threads, intel))
+        agree = max(agree, *(np.max(np.abs(ours_top - ref) / ref) for ref in (sklearn_top, numpy_top)))
+        print(f"{threads} thread(s), rep {rep + 1}/{reps}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()),
+              flush=True)
+    median = {k: statistics.median(v) for k, v in times.items()}
+    rows.append((threads, median))
+
+# Why: the eigendecomposition alone, one thread, CPU seconds (robust to other load on the machine).
+torch.set_num_threads(1)
+Xc = X - X.mean(axis=0)
+C = Xc.T @ Xc / (n - 1)
+T = torch.from_numpy(C.copy())
+why = {"numpy eigh": [], "libtorch eigh": [], "numpy eigvalsh": [], "libtorch eigvalsh": []}
+with threadpool_limits(1):
+    for _ in range(reps):
+        for name, f in [("numpy eigh", lambda: np.linalg.eigh(C)), ("libtorch eigh", lambda: torch.linalg.eigh(T)),
+                        ("numpy eigvalsh", lambda: np.linalg.eigvalsh(C)),
+                        ("libtorch eigvalsh", lambda: torch.linalg.eigvalsh(T))]:
+            start = time.process_time()
+            f()
+            why[name].append(time.process_time() - start)
+
+load = os.getloadavg()[0]
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+blas = ", ".join(sorted({f"{i['internal_api']}" for i in threadpool_info()}))
+lines = [
+    f"PCA of a ({n}, {d}) float64 set (random uint8 pixels): wall seconds, median of {reps}; "
+    f"{os.cpu_count()} CPUs ({cpu}), load average {load:.1f} at the end",
+    "",
+    "| threads | ours: whole `eigenfaces --no-figures` run | ours: its PCA alone (centre, covariance, eigh) | "
+    + ("ours, MKL Intel path | " if intel else "")
+    + "scikit-learn `PCA(svd_solver=\"full\").fit` | numpy: centre, covariance, `eigh` | ours / faster of the two |",
+    "|---:|---:|---:|" + ("---:|" if intel else "") + "---:|---:|---:|",
+]
+for threads, m in rows:
+    intel_cell = f" {m['ours, MKL Intel path']:.2f} |" if intel else ""
+    lines.append(f"| {threads} | {m['ours']:.2f} | {m['ours: PCA alone']:.2f} |{intel_cell} {m['sklearn']:.2f} | {m['numpy']:.2f} | "
+                 f"{m['ours'] / min(m['sklearn'], m['numpy']):.2f} |")
+lines += [
+    "",
+    f"Top 10 eigenvalues agree to {agree:.1e} relative. Python side: {blas}.",
+    "",
+    f"The {d}×{d} eigendecomposition alone, 1 thread, CPU seconds (median of {reps}):",
+    "",
+    "| " + " | ".join(why) + " |",
+    "|" + "---:|" * len(why),
+    "| " + " | ".join(f"{statistics.median(v):.2f}" for v in why.values()) + " |",
+]
+print("\n".join(lines))
+open(f"{out}/results.md", "w").write("\n".join(lines) + "\n")
+PY
+echo "wrote $DIR/results.md"

@@ -1,0 +1,171 @@
+//! `eigenfaces`: PCA of a face set (eigenvalues, eigenfaces, reconstructions,
+//! recognition in eigenspace), and `eigenfaces project` for new faces.
+//! Parses and checks arguments, then calls the library.
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use tchlab::data::faces::{parse_size, FaceSize};
+use tchlab::eigenfaces::{self, Options};
+use tchlab::pca::{Divisor, Method};
+
+#[derive(Parser)]
+#[command(
+    name = "eigenfaces",
+    version,
+    about = "PCA of a face set written on libtorch: eigenvalues, eigenfaces, reconstructions, recognition in eigenspace",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "Examples:\n  eigenfaces --input data/faces/lfw_faces.npy --out runs/eigenfaces-lfw\n  \
+                  eigenfaces --input q3.npy --size 48x42 --divide-by n        # (N, 2016) rows of 48x42 faces\n  \
+                  eigenfaces --input att_faces/ --out runs/att                # s1..s40 subfolders: recognition too\n  \
+                  eigenfaces project --components runs/att/components.safetensors face.pgm --json\n\n\
+                  Writes eigenvalues.csv, summary.json, components.safetensors, eigenvalues.png, eigenfaces.png,\n\
+                  reconstructions.png (and accuracy_vs_k.png for one subfolder per person) to --out."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    fit: FitArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Coordinates of new face images in a saved eigenspace, and how well it rebuilds them.
+    Project(ProjectArgs),
+}
+
+/// The floating-point type of the PCA.
+#[derive(Clone, Copy, ValueEnum)]
+enum Precision {
+    F64,
+    F32,
+}
+
+fn fraction(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x > 0.0 && x < 1.0 => Ok(x),
+        _ => Err("expected a number between 0 and 1, such as 0.3".into()),
+    }
+}
+
+fn grid(s: &str) -> Result<(usize, usize), String> {
+    let size = parse_size(s).map_err(|_| "expected RxC, rows by columns, such as 2x5".to_owned())?;
+    if size.pixels() < 2 || size.pixels() > 400 {
+        return Err("a grid of 2 to 400 tiles (the mean takes the first)".into());
+    }
+    Ok((size.height as usize, size.width as usize))
+}
+
+fn seed(s: &str) -> Result<u64, String> {
+    s.trim().parse::<u64>().map_err(|_| format!("expected a whole number from 0 to {}", u64::MAX))
+}
+
+fn count(s: &str) -> Result<i64, String> {
+    match s.trim().parse::<i64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("expected a whole number of at least 1".into()),
+    }
+}
+
+#[derive(Args)]
+struct FitArgs {
+    /// Faces: a .npy array (N, h, w) or (N, h·w), uint8 or float; or a folder of images, flat or one subfolder per person.
+    #[arg(long, value_name = "PATH", required = true)]
+    input: Option<PathBuf>,
+    /// Folder for the results (created if missing).
+    #[arg(long, value_name = "DIR", default_value = "runs/eigenfaces")]
+    out: PathBuf,
+    /// Image size HxW (height by width): the shape of (N, h·w) rows, or what folder images are resized to
+    /// [default: rows: the nearest-to-square portrait shape; folders: the most common size].
+    #[arg(long, value_name = "HxW", value_parser = parse_size)]
+    size: Option<FaceSize>,
+    /// What the covariance is divided by: n-1 (scikit-learn's PCA, numpy.cov) or n (then the mean squared
+    /// reconstruction error is exactly the sum of the discarded eigenvalues).
+    #[arg(long, value_enum, default_value = "n-1")]
+    divide_by: Divisor,
+    /// Which matrix to decompose: auto (the N×N Gram matrix when N < pixels, else the covariance), gram or covariance.
+    #[arg(long, value_enum, default_value = "auto")]
+    method: Method,
+    #[arg(long, value_enum, default_value = "f64")]
+    precision: Precision,
+    /// Rows and columns of eigenfaces.png: the mean face, then eigenfaces 1, 2, …
+    #[arg(long, value_name = "RxC", default_value = "2x5", value_parser = grid)]
+    grid: (usize, usize),
+    /// Skip the PNG figures and the measured reconstruction errors: eigenvalues, counts and components only.
+    #[arg(long)]
+    no_figures: bool,
+    /// Recognition (one subfolder per person): the share of each person's faces held out for testing.
+    #[arg(long, value_name = "F", default_value_t = 0.3, value_parser = fraction)]
+    test_fraction: f64,
+    /// Seeds the recognition train/test split.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = seed)]
+    seed: u64,
+    /// libtorch's compute threads on the CPU [default: libtorch's choice, or OMP_NUM_THREADS].
+    #[arg(long, value_name = "N", value_parser = count)]
+    threads: Option<i64>,
+    #[command(flatten)]
+    device: tchlab::device::DeviceArg,
+}
+
+#[derive(Args)]
+struct ProjectArgs {
+    /// components.safetensors written by an eigenfaces run.
+    #[arg(long, value_name = "FILE")]
+    components: PathBuf,
+    /// Face images (grey or colour, any size: resized to the components' size).
+    #[arg(required = true, value_name = "IMAGE")]
+    images: Vec<PathBuf>,
+    /// Components to project onto [default: all saved].
+    #[arg(long, value_name = "K", value_parser = count)]
+    k: Option<i64>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn fit(args: FitArgs) -> Result<()> {
+    if let Some(threads) = args.threads {
+        tch::set_num_threads(i32::try_from(threads).unwrap_or(i32::MAX));
+    }
+    let device = args.device.select()?;
+    println!("{}", tchlab::device::banner(device));
+    let Some(input) = args.input else { anyhow::bail!("--input PATH is required (a .npy file or a folder of faces)") };
+    let faces = eigenfaces::load(&input, args.size)?;
+    let options = Options {
+        divisor: args.divide_by,
+        method: args.method,
+        precision: match args.precision {
+            Precision::F64 => tch::Kind::Double,
+            Precision::F32 => tch::Kind::Float,
+        },
+        device,
+        grid: args.grid,
+        figures: !args.no_figures,
+        test_fraction: args.test_fraction,
+        seed: args.seed,
+    };
+    eigenfaces::run(&faces, &options, &args.out).map(|_| ())
+}
+
+fn project(args: ProjectArgs) -> Result<()> {
+    let saved = eigenfaces::read_components(&args.components)?;
+    let projections = eigenfaces::project(&saved, &args.images, args.k)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&projections)?);
+    } else {
+        eigenfaces::print_projections(&projections, saved.size);
+    }
+    Ok(())
+}
+
+fn main() {
+    tchlab::cli::run_main(|| {
+        let cli = Cli::parse();
+        match cli.command {
+            Some(Command::Project(args)) => project(args),
+            None => fit(cli.fit),
+        }
+    });
+}

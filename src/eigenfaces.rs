@@ -1,0 +1,514 @@
+//! The eigenfaces exercise as the course sets it, and beyond: a PCA of a
+//! face set ([`crate::pca`]) with its numbers (eigenvalues.csv,
+//! summary.json) and figures (spectrum, eigenfaces, reconstructions),
+//! recognition in eigenspace when faces are grouped by person, the
+//! components saved for later, and the projection of new faces onto them.
+//! It orchestrates and reports; the maths is in `pca`, the reading in `data`.
+
+use crate::data::faces::{self, FaceSize, Faces};
+use crate::pca::recognition::{self, Recognition};
+use crate::pca::{self, Divisor, Method, Pca};
+use crate::persist::{safetensors, write_atomically};
+use crate::report::plots::faces::{spectrum_chart, stretched, tile_grid, to_gray_bytes, Tile};
+use crate::report::plots::{line_chart, Chart, Series};
+use anyhow::{bail, Context, Result};
+use plotters::chart::SeriesLabelPosition;
+use plotters::style::{BLUE, RED};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// How a face set is analysed and what is written.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub divisor: Divisor,
+    pub method: Method,
+    /// `Kind::Double` or `Kind::Float`.
+    pub precision: Kind,
+    pub device: Device,
+    /// Rows and columns of eigenfaces.png (the mean takes the first tile).
+    pub grid: (usize, usize),
+    pub figures: bool,
+    /// Held out per person for recognition, and the split's seed.
+    pub test_fraction: f64,
+    pub seed: u64,
+}
+
+/// The variance kept with k components, over the whole set.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rebuilt {
+    pub k: i64,
+    /// Mean over faces of the squared error summed over pixels, measured
+    /// from the faces' coordinates (with the figures only: it costs a
+    /// projection of every face onto every component).
+    pub mean_squared_error: Option<f64>,
+    /// The same from the eigenvalues: (divisor / N) × the sum of those discarded.
+    pub from_discarded_eigenvalues: f64,
+    pub variance_kept: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub input: String,
+    pub faces: usize,
+    pub height: u32,
+    pub width: u32,
+    pub pixels: usize,
+    /// The value of a white pixel (eigenvalues are on this scale, squared).
+    pub white: f64,
+    pub device: String,
+    pub precision: String,
+    pub method: Method,
+    /// What the covariance is divided by: "N-1" (scikit-learn, numpy.cov) or "N".
+    pub covariance_divisor: Divisor,
+    pub rank: i64,
+    pub total_variance: f64,
+    pub top_10_eigenvalues: Vec<f64>,
+    pub components_95: i64,
+    pub components_99: i64,
+    /// 100 × (1 − k / pixels).
+    pub reduction_95_percent: f64,
+    pub reduction_99_percent: f64,
+    pub rebuilt: Vec<Rebuilt>,
+    pub recognition: Option<Recognition>,
+    pub fit_seconds: f64,
+    pub seconds: f64,
+}
+
+/// Loads faces and prints where they came from.
+pub fn load(input: &Path, size: Option<FaceSize>) -> Result<Faces> {
+    let faces = faces::load(input, size)?;
+    println!("{}", faces.description);
+    Ok(faces)
+}
+
+/// The whole run: PCA, numbers, figures, recognition, saved components.
+pub fn run(faces: &Faces, options: &Options, out: &Path) -> Result<Summary> {
+    let started = Instant::now();
+    std::fs::create_dir_all(out).with_context(|| format!("--out {}: cannot create", out.display()))?;
+    let data = faces.pixels.to_kind(options.precision).to_device(options.device);
+    let method = options.method.resolve(faces.len() as i64, faces.size.pixels() as i64);
+    announce(faces, options, method);
+    let fit_started = Instant::now();
+    let pca = pca::fit(&data, options.divisor, method)?;
+    let fit_seconds = fit_started.elapsed().as_secs_f64();
+    let recognition = match &faces.people {
+        Some(people) => Some(recognise(&data, &people.labels, options)?),
+        None => None,
+    };
+    let summary = summarise(faces, options, &pca, &data, recognition, fit_seconds);
+    print_summary(&summary);
+    let written = write_outputs(&pca, faces, &data, &summary, options, out)?;
+    let summary = Summary { seconds: started.elapsed().as_secs_f64(), ..summary };
+    write_atomically(&out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    println!(
+        "PCA took {fit_seconds:.3} s, the whole run {:.2} s; wrote {}/{{summary.json, {}}}",
+        summary.seconds,
+        out.display(),
+        written.join(", ")
+    );
+    Ok(summary)
+}
+
+/// One line saying which matrix is decomposed, how, and where.
+fn announce(faces: &Faces, options: &Options, method: Method) {
+    let (n, d) = (faces.len(), faces.size.pixels());
+    let (size, name) = if method == Method::Gram { (n, "Gram") } else { (d, "covariance") };
+    println!(
+        "PCA of {n} faces × {d} pixels: eigendecomposition of the {size}×{size} {name} matrix, \
+         covariance divided by {}, {} on {}",
+        options.divisor.name(),
+        precision_name(options.precision),
+        crate::device::name(options.device)
+    );
+}
+
+fn summarise(
+    faces: &Faces,
+    options: &Options,
+    pca: &Pca,
+    data: &Tensor,
+    recognition: Option<Recognition>,
+    fit_seconds: f64,
+) -> Summary {
+    let eigenvalues = pca.eigenvalues_vec();
+    let pixels = faces.size.pixels();
+    let (k95, k99) = (pca.components_for(0.95), pca.components_for(0.99));
+    let reduction = |k: i64| 100.0 * (1.0 - k as f64 / pixels as f64);
+    Summary {
+        input: faces.description.clone(),
+        faces: faces.len(),
+        height: faces.size.height,
+        width: faces.size.width,
+        pixels,
+        white: faces.white,
+        device: crate::device::name(options.device),
+        precision: precision_name(options.precision).to_owned(),
+        method: pca.method,
+        covariance_divisor: options.divisor,
+        rank: pca.rank(),
+        total_variance: pca.total_variance,
+        top_10_eigenvalues: eigenvalues.iter().take(10).copied().collect(),
+        components_95: k95,
+        components_99: k99,
+        reduction_95_percent: reduction(k95),
+        reduction_99_percent: reduction(k99),
+        rebuilt: rebuild_errors(pca, options.figures.then_some(data), &eigenvalues),
+        recognition,
+        fit_seconds,
+        seconds: 0.0,
+    }
+}
+
+/// Writes everything but summary.json; returns the file names written.
+fn write_outputs(
+    pca: &Pca,
+    faces: &Faces,
+    data: &Tensor,
+    summary: &Summary,
+    options: &Options,
+    out: &Path,
+) -> Result<Vec<&'static str>> {
+    write_eigenvalues(pca, &out.join("eigenvalues.csv"))?;
+    save_components(pca, faces, summary, &out.join("components.safetensors"))?;
+    let mut written = vec!["eigenvalues.csv", "components.safetensors"];
+    if options.figures {
+        figures(pca, faces, data, summary, options.grid, out)?;
+        written.extend(["eigenvalues.png", "eigenfaces.png", "reconstructions.png"]);
+        if let Some(recognition) = &summary.recognition {
+            accuracy_chart(recognition, &out.join("accuracy_vs_k.png"))?;
+            written.push("accuracy_vs_k.png");
+        }
+    }
+    Ok(written)
+}
+
+fn precision_name(kind: Kind) -> &'static str {
+    if kind == Kind::Double {
+        "f64"
+    } else {
+        "f32"
+    }
+}
+
+/// 1, 5, 10, 25, 50, 100, 250, 500, 1000, … below `rank`, then `rank`.
+pub fn rebuild_ladder(rank: i64) -> Vec<i64> {
+    let mut ks = vec![1, 5];
+    let mut scale = 10;
+    while scale < rank {
+        ks.extend([scale, scale * 5 / 2, scale * 5]);
+        scale *= 10;
+    }
+    ks.retain(|&k| k < rank);
+    ks.push(rank);
+    ks
+}
+
+/// The variance kept and the reconstruction error for the k of
+/// [`rebuild_ladder`]. With `data`, the mean squared error of its faces is
+/// measured from one projection onto all components: they are orthonormal,
+/// so a face's error with k of them is its squared distance from the mean
+/// less its k squared coordinates.
+fn rebuild_errors(pca: &Pca, data: Option<&Tensor>, eigenvalues: &[f64]) -> Vec<Rebuilt> {
+    let ratio = pca.divisor.of(pca.samples) / pca.samples as f64;
+    let fractions = pca.cumulative_fractions();
+    let measured = data.map(|data| {
+        let spread = (data - &pca.mean).square().sum(Kind::Double).double_value(&[]);
+        let by_component = cpu_values(&pca.project(data, pca.rank()).square().sum_dim_intlist(0, false, Kind::Double));
+        (spread, by_component, data.size()[0] as f64)
+    });
+    rebuild_ladder(pca.rank())
+        .into_iter()
+        .map(|k| Rebuilt {
+            k,
+            mean_squared_error: measured.as_ref().map(|(spread, by_component, faces)| {
+                ((spread - by_component[..k as usize].iter().sum::<f64>()) / faces).max(0.0)
+            }),
+            from_discarded_eigenvalues: ratio
+                * (pca.total_variance - eigenvalues[..k as usize].iter().sum::<f64>()).max(0.0),
+            variance_kept: fractions[k as usize - 1],
+        })
+        .collect()
+}
+
+fn recognise(data: &Tensor, labels: &[usize], options: &Options) -> Result<Recognition> {
+    let split = recognition::split_per_person(labels, options.test_fraction, options.seed)?;
+    recognition::recognise(data, labels, &split, options.test_fraction, options.seed, options.divisor)
+}
+
+fn print_summary(s: &Summary) {
+    let top: Vec<String> = s.top_10_eigenvalues.iter().map(|v| format!("{v:.4e}")).collect();
+    println!("top 10 eigenvalues (covariance / {}): {}", s.covariance_divisor.name(), top.join(", "));
+    println!("rank {}, total variance {:.6e}", s.rank, s.total_variance);
+    for (share, k, reduction) in
+        [(95, s.components_95, s.reduction_95_percent), (99, s.components_99, s.reduction_99_percent)]
+    {
+        println!(
+            "{share}% of the variance: {k} components ({} → {k} dimensions, a {reduction:.2}% reduction)",
+            s.pixels
+        );
+    }
+    let discarded = match s.covariance_divisor {
+        Divisor::N => "the discarded eigenvalues' sum".to_owned(),
+        Divisor::NMinusOne => format!("{}/{} × the discarded eigenvalues' sum", s.faces - 1, s.faces),
+    };
+    for r in &s.rebuilt {
+        let measured = r.mean_squared_error.map(|e| format!("mean squared error {e:.6e}, ")).unwrap_or_default();
+        println!(
+            "  k = {:>5}: variance kept {:.4}, {measured}{discarded} {:.6e}",
+            r.k, r.variance_kept, r.from_discarded_eigenvalues
+        );
+    }
+    if let Some(r) = &s.recognition {
+        println!(
+            "recognition: {} people, {} training and {} test faces (seed {}): nearest neighbour on raw pixels {:.4}, \
+             in eigenspace best {:.4} at k = {}",
+            r.people, r.train_faces, r.test_faces, r.seed, r.raw_pixels_accuracy, r.best.accuracy, r.best.k
+        );
+        let line: Vec<String> = r.by_k.iter().map(|a| format!("k={} {:.4}", a.k, a.accuracy)).collect();
+        println!("  {}", line.join(", "));
+    }
+}
+
+fn write_eigenvalues(pca: &Pca, path: &Path) -> Result<()> {
+    let mut csv = String::from("component,eigenvalue,fraction,cumulative_fraction\n");
+    for (i, (value, cumulative)) in pca.eigenvalues_vec().iter().zip(pca.cumulative_fractions()).enumerate() {
+        csv += &format!("{},{value:.17e},{:.17e},{cumulative:.17e}\n", i + 1, value / pca.total_variance);
+    }
+    write_atomically(path, csv.as_bytes())
+}
+
+/// Format tag of components.safetensors.
+const FORMAT: &str = "tchlab-eigenfaces-1";
+
+fn save_components(pca: &Pca, faces: &Faces, summary: &Summary, path: &Path) -> Result<()> {
+    let metadata = HashMap::from([
+        ("format".to_owned(), FORMAT.to_owned()),
+        ("height".to_owned(), faces.size.height.to_string()),
+        ("width".to_owned(), faces.size.width.to_string()),
+        ("white".to_owned(), faces.white.to_string()),
+        ("faces".to_owned(), faces.len().to_string()),
+        ("covariance_divisor".to_owned(), pca.divisor.name().to_owned()),
+        ("total_variance".to_owned(), pca.total_variance.to_string()),
+        ("components_95".to_owned(), summary.components_95.to_string()),
+        ("source".to_owned(), faces.description.clone()),
+    ]);
+    safetensors::save(path, &pca.named_tensors(), metadata)
+}
+
+fn figures(pca: &Pca, faces: &Faces, data: &Tensor, summary: &Summary, grid: (usize, usize), out: &Path) -> Result<()> {
+    let name = faces.description.split(':').next().unwrap_or_default();
+    let name = Path::new(name).file_name().map_or(name.to_owned(), |f| f.to_string_lossy().into_owned());
+    let marks = [
+        (summary.components_95, format!("95% of the variance: {} components", summary.components_95)),
+        (summary.components_99, format!("99% of the variance: {} components", summary.components_99)),
+    ];
+    let title =
+        format!("Eigenvalues of {name} ({} faces, covariance / {})", summary.faces, summary.covariance_divisor.name());
+    spectrum_chart(&out.join("eigenvalues.png"), &title, &pca.eigenvalues_vec(), &marks)?;
+    eigenface_grid(pca, faces, grid, &name, &out.join("eigenfaces.png"))?;
+    reconstruction_grid(pca, faces, data, &name, &out.join("reconstructions.png"))
+}
+
+fn cpu_values(t: &Tensor) -> Vec<f64> {
+    Vec::<f64>::try_from(t.to_kind(Kind::Double).to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default()
+}
+
+fn tile(faces: &Faces, pixels: Vec<u8>, caption: String) -> Tile {
+    Tile { pixels, height: faces.size.height, width: faces.size.width, caption }
+}
+
+fn eigenface_grid(pca: &Pca, faces: &Faces, (rows, cols): (usize, usize), name: &str, path: &Path) -> Result<()> {
+    let shown = ((rows * cols).saturating_sub(1) as i64).min(pca.rank());
+    let mut tiles = vec![tile(faces, to_gray_bytes(&cpu_values(&pca.mean), 0.0, faces.white), "mean face".into())];
+    let eigenvalues = pca.eigenvalues_vec();
+    for i in 0..shown {
+        let share = 100.0 * eigenvalues[i as usize] / pca.total_variance;
+        let caption = format!("eigenface {}\nλ {:.3e} ({share:.1}%)", i + 1, eigenvalues[i as usize]);
+        tiles.push(tile(faces, stretched(&cpu_values(&pca.components.get(i))), caption));
+    }
+    let title = format!("{name}: mean face and eigenfaces 1-{shown} (each stretched black to white)");
+    tile_grid(path, &title, &tiles, cols)
+}
+
+/// Faces spread through the set, each rebuilt from more and more components.
+fn reconstruction_grid(pca: &Pca, faces: &Faces, data: &Tensor, name: &str, path: &Path) -> Result<()> {
+    let count = faces.len().min(4);
+    let picks: Vec<i64> = (0..count).map(|i| (i * faces.len() / count) as i64).collect();
+    let ks = rebuild_ladder(pca.rank());
+    let d = faces.size.pixels() as f64;
+    let mut tiles = Vec::new();
+    for &row in &picks {
+        let face = data.get(row).unsqueeze(0);
+        tiles.push(tile(
+            faces,
+            to_gray_bytes(&cpu_values(&face), 0.0, faces.white),
+            format!("face {}\noriginal", row + 1),
+        ));
+        for &k in &ks {
+            let rebuilt = pca.reconstruct(&pca.project(&face, k));
+            let mse = (&rebuilt - &face).square().sum(Kind::Double).double_value(&[]) / d;
+            let pixels = to_gray_bytes(&cpu_values(&rebuilt), 0.0, faces.white);
+            tiles.push(tile(faces, pixels, format!("k = {k}\nMSE {mse:.2e}")));
+        }
+    }
+    let title =
+        format!("{name}: faces rebuilt from k components (MSE: mean squared error per pixel, white = {})", faces.white);
+    tile_grid(path, &title, &tiles, ks.len() + 1)
+}
+
+fn accuracy_chart(r: &Recognition, path: &Path) -> Result<()> {
+    let eigen: Vec<(f64, f64)> = r.by_k.iter().map(|a| (a.k as f64, a.accuracy)).collect();
+    let raw = eigen.iter().map(|&(k, _)| (k, r.raw_pixels_accuracy)).collect();
+    let title = format!("Recognition: nearest neighbour, {} people, {} test faces", r.people, r.test_faces);
+    line_chart(
+        path,
+        &Chart {
+            title: &title,
+            x_label: "k, components (log scale)",
+            y_label: "test accuracy",
+            log_x: true,
+            legend: SeriesLabelPosition::LowerRight,
+        },
+        &[
+            Series { name: "first k eigenface coordinates", color: BLUE, points: eigen },
+            Series { name: "raw pixels", color: RED, points: raw },
+        ],
+        None,
+    )
+}
+
+/// A new face's place in a saved eigenspace.
+#[derive(Debug, Serialize)]
+pub struct Projection {
+    pub file: PathBuf,
+    /// The file's own size when it was resized to the components' size.
+    pub resized_from: Option<String>,
+    pub k: i64,
+    pub coordinates: Vec<f64>,
+    /// Mean squared error per pixel of the face rebuilt from `k` components.
+    pub mse_per_pixel: f64,
+    /// |face − rebuilt| / |face − mean face|.
+    pub relative_error: f64,
+}
+
+/// Components saved by [`run`], read back with their image size.
+pub struct Saved {
+    pub pca: Pca,
+    pub size: FaceSize,
+    pub white: f64,
+}
+
+/// Reads `components.safetensors`, checking that its tensors fit together.
+pub fn read_components(path: &Path) -> Result<Saved> {
+    let metadata = safetensors::read_metadata(path)?;
+    let field = |key: &str| {
+        metadata.get(key).with_context(|| format!("{}: not an eigenfaces components file (no {key:?})", path.display()))
+    };
+    if field("format")? != FORMAT {
+        bail!("{}: format {:?}, expected {FORMAT}", path.display(), field("format")?);
+    }
+    let number = |key: &str| -> Result<f64> {
+        field(key)?
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .with_context(|| format!("{}: {key} is not a number", path.display()))
+    };
+    let size = faces::parse_size(&format!("{}x{}", field("height")?, field("width")?))
+        .map_err(|e| anyhow::anyhow!("{}: image size: {e}", path.display()))?;
+    let tensors = Tensor::read_safetensors(path)
+        .with_context(|| format!("{}: not a readable .safetensors file", path.display()))?;
+    let get = |name: &str| {
+        tensors
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.to_kind(Kind::Double))
+            .with_context(|| format!("{}: tensor {name} is missing", path.display()))
+    };
+    let (mean, components, eigenvalues) = (get("mean")?, get("components")?, get("eigenvalues")?);
+    let d = size.pixels() as i64;
+    let rank = components.size().first().copied().unwrap_or(0);
+    if mean.size() != [d] || components.size() != [rank, d] || eigenvalues.size() != [rank] || rank < 1 {
+        bail!(
+            "{}: tensors mean {:?}, components {:?}, eigenvalues {:?} do not fit {size} images",
+            path.display(),
+            mean.size(),
+            components.size(),
+            eigenvalues.size()
+        );
+    }
+    let divisor = if field("covariance_divisor")? == "N" { Divisor::N } else { Divisor::NMinusOne };
+    let samples = number("faces")? as i64;
+    let pca = Pca {
+        mean,
+        components,
+        eigenvalues,
+        total_variance: number("total_variance")?,
+        samples,
+        divisor,
+        method: Method::Auto,
+    };
+    Ok(Saved { pca, size, white: number("white")? })
+}
+
+/// Projects image files onto the first `k` saved components (all when `None`).
+pub fn project(saved: &Saved, images: &[PathBuf], k: Option<i64>) -> Result<Vec<Projection>> {
+    let rank = saved.pca.rank();
+    let k = k.unwrap_or(rank);
+    if k > rank {
+        bail!("--k {k}: the components file holds {rank} components");
+    }
+    images
+        .iter()
+        .map(|file| {
+            let gray = faces::read_gray(file)?;
+            let own = FaceSize { height: gray.height(), width: gray.width() };
+            let scale = saved.white / 255.0;
+            let values: Vec<f64> = faces::gray_values(&gray, saved.size).iter().map(|v| v * scale).collect();
+            let face = Tensor::from_slice(&values).unsqueeze(0);
+            let coordinates = saved.pca.project(&face, k);
+            let error = saved.pca.squared_errors(&face, k).double_value(&[0]);
+            let spread = (&face - &saved.pca.mean).square().sum(Kind::Double).double_value(&[]);
+            Ok(Projection {
+                file: file.clone(),
+                resized_from: (own != saved.size).then(|| own.to_string()),
+                k,
+                coordinates: cpu_values(&coordinates),
+                mse_per_pixel: error / values.len() as f64,
+                relative_error: (error / spread.max(f64::MIN_POSITIVE)).sqrt(),
+            })
+        })
+        .collect()
+}
+
+/// One line per face: file, errors, coordinates.
+pub fn print_projections(projections: &[Projection], size: FaceSize) {
+    for p in projections {
+        let resized = p.resized_from.as_ref().map(|s| format!(" (resized from {s} to {size})")).unwrap_or_default();
+        let coordinates: Vec<String> = p.coordinates.iter().map(|c| format!("{c:.4e}")).collect();
+        println!(
+            "{}{resized}: k = {}, MSE per pixel {:.4e}, relative error {:.4}; coordinates {}",
+            p.file.display(),
+            p.k,
+            p.mse_per_pixel,
+            p.relative_error,
+            coordinates.join(" ")
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rebuild_ladder_follows_the_course_steps() {
+        assert_eq!(rebuild_ladder(99), [1, 5, 10, 25, 50, 99]);
+        assert_eq!(rebuild_ladder(2016), [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2016]);
+        assert_eq!(rebuild_ladder(3), [1, 3]);
+        assert_eq!(rebuild_ladder(1), [1]);
+    }
+}

@@ -1,0 +1,380 @@
+//! The eigenfaces PCA against what is known in advance: synthetic faces
+//! built with exact eigenvalues and eigenfaces, scikit-learn's PCA on the
+//! real LFW faces (fixtures made at test time), the Gram and covariance
+//! paths against each other, and the `eigenfaces` binary end to end.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use tch::{Device, Kind, Tensor};
+use tchlab::data::npy;
+use tchlab::pca::{self, Divisor, Method, Pca};
+
+const HEIGHT: i64 = 12;
+const WIDTH: i64 = 10;
+/// The synthetic set's eigenvalues, by design.
+const VARIANCES: [f64; 10] = [40.0, 25.0, 15.0, 8.0, 5.0, 3.0, 2.0, 1.2, 0.5, 0.3];
+
+/// Orthonormal HEIGHT×WIDTH images: 2-D DCT-II basis images (u, v), by
+/// increasing frequency u + v, the constant one left out.
+fn dct_images(count: usize) -> Tensor {
+    let mut pairs: Vec<(i64, i64)> =
+        (0..HEIGHT).flat_map(|u| (0..WIDTH).map(move |v| (u, v))).filter(|&p| p != (0, 0)).collect();
+    pairs.sort_by_key(|&(u, v)| (u + v, u));
+    let scale = |f: i64, n: i64| if f == 0 { (1.0 / n as f64).sqrt() } else { (2.0 / n as f64).sqrt() };
+    let mut values = Vec::new();
+    for &(u, v) in pairs.iter().take(count) {
+        for y in 0..HEIGHT {
+            for x in 0..WIDTH {
+                let cy = (std::f64::consts::PI * (2 * y + 1) as f64 * u as f64 / (2 * HEIGHT) as f64).cos();
+                let cx = (std::f64::consts::PI * (2 * x + 1) as f64 * v as f64 / (2 * WIDTH) as f64).cos();
+                values.push(scale(u, HEIGHT) * scale(v, WIDTH) * cy * cx);
+            }
+        }
+    }
+    Tensor::from_slice(&values).view([count as i64, HEIGHT * WIDTH])
+}
+
+/// Synthetic faces: a mean face plus the known images times coefficients
+/// whose sample covariance is exactly diag(VARIANCES) in `divisor`'s
+/// convention (random, then centred and orthogonalised), so the PCA must
+/// give VARIANCES as eigenvalues and the known images as components.
+struct Synthetic {
+    rows: Tensor,
+    mean: Tensor,
+    basis: Tensor,
+}
+
+fn synthetic(faces: i64, divisor: Divisor, seed: i64) -> Synthetic {
+    tch::manual_seed(seed);
+    let known = VARIANCES.len() as i64;
+    let coefficients = Tensor::randn([faces, known], (Kind::Double, Device::Cpu));
+    let centred = &coefficients - coefficients.mean_dim(0, true, Kind::Double);
+    let (orthonormal, _) = Tensor::linalg_qr(&centred, "reduced");
+    let spread: Vec<f64> = VARIANCES.iter().map(|v| (v * divisor.of(faces)).sqrt()).collect();
+    let coefficients = orthonormal * Tensor::from_slice(&spread);
+    let basis = dct_images(VARIANCES.len());
+    let ys = Tensor::arange(HEIGHT, (Kind::Double, Device::Cpu)).view([HEIGHT, 1]) - HEIGHT as f64 / 2.0;
+    let xs = Tensor::arange(WIDTH, (Kind::Double, Device::Cpu)).view([1, WIDTH]) - WIDTH as f64 / 2.0;
+    let mean = ((ys.square() + xs.square()) / -20.0).exp().view([HEIGHT * WIDTH]) * 80.0 + 90.0;
+    Synthetic { rows: coefficients.mm(&basis) + &mean, mean, basis }
+}
+
+fn values(t: &Tensor) -> Vec<f64> {
+    Vec::<f64>::try_from(t.to_kind(Kind::Double).flatten(0, -1)).unwrap()
+}
+
+fn assert_relative(got: &[f64], expected: &[f64], tolerance: f64, what: &str) {
+    assert_eq!(got.len(), expected.len(), "{what}: lengths");
+    for (i, (g, e)) in got.iter().zip(expected).enumerate() {
+        let error = (g - e).abs() / e.abs();
+        assert!(error <= tolerance, "{what} [{i}]: {g} vs {e}, relative error {error:e} > {tolerance:e}");
+    }
+}
+
+/// |cos| of the angle between matching rows of `a` and `b`, at least 1 − tolerance.
+fn assert_parallel_rows(a: &Tensor, b: &Tensor, tolerance: f64, what: &str) {
+    let dot = values(&(a * b).sum_dim_intlist(1, false, Kind::Double));
+    let norm_a = values(&a.square().sum_dim_intlist(1, false, Kind::Double).sqrt());
+    let norm_b = values(&b.square().sum_dim_intlist(1, false, Kind::Double).sqrt());
+    for i in 0..dot.len() {
+        let cos = (dot[i] / (norm_a[i] * norm_b[i])).abs();
+        assert!(cos >= 1.0 - tolerance, "{what} row {i}: |cos| = {cos}, 1 − |cos| = {:e}", 1.0 - cos);
+    }
+}
+
+/// The smallest k whose known variances reach `fraction` of their sum.
+fn known_count(fraction: f64) -> i64 {
+    let total: f64 = VARIANCES.iter().sum();
+    let mut sum = 0.0;
+    VARIANCES
+        .iter()
+        .position(|v| {
+            sum += v;
+            sum >= fraction * total
+        })
+        .unwrap() as i64
+        + 1
+}
+
+#[test]
+fn synthetic_eigenvalues_components_and_variance_counts_are_the_known_ones() {
+    // 200 faces of 120 pixels take the covariance path, 60 faces the Gram path.
+    for (faces, path) in [(200, Method::Covariance), (60, Method::Gram)] {
+        for divisor in [Divisor::NMinusOne, Divisor::N] {
+            let set = synthetic(faces, divisor, 3);
+            let pca = pca::fit(&set.rows, divisor, Method::Auto).unwrap();
+            let what = format!("{faces} faces, {}, divisor {}", path.name(), divisor.name());
+            assert_eq!(pca.method, path, "{what}");
+            assert_eq!(pca.rank(), VARIANCES.len() as i64, "{what}: rank");
+            assert_relative(&pca.eigenvalues_vec(), &VARIANCES, 1e-8, &format!("{what}: eigenvalues"));
+            assert_parallel_rows(&pca.components, &set.basis, 1e-8, &format!("{what}: components"));
+            assert!((&pca.mean - &set.mean).abs().max().double_value(&[]) < 1e-10, "{what}: mean");
+            assert_eq!(pca.components_for(0.95), known_count(0.95), "{what}: 95% count");
+            assert_eq!(pca.components_for(0.99), known_count(0.99), "{what}: 99% count");
+        }
+    }
+    assert_eq!((known_count(0.95), known_count(0.99)), (6, 8), "the design's cumulative shares");
+}
+
+/// Mean over faces of the squared error with k components, against
+/// (divisor / N) × the sum of the eigenvalues discarded, for every k that
+/// discards some.
+fn check_reconstruction_identity(pca: &Pca, rows: &Tensor, what: &str) {
+    let eigenvalues = pca.eigenvalues_vec();
+    let ratio = pca.divisor.of(pca.samples) / pca.samples as f64;
+    for k in 1..pca.rank() {
+        let error = pca.squared_errors(rows, k).mean(Kind::Double).double_value(&[]);
+        let discarded: f64 = eigenvalues[k as usize..].iter().sum();
+        assert_relative(&[error], &[ratio * discarded], 1e-8, &format!("{what}: k = {k}"));
+    }
+}
+
+#[test]
+fn mean_squared_reconstruction_error_is_the_sum_of_the_discarded_eigenvalues() {
+    let lfw = npy::read(&lfw_faces()).unwrap().values.view([100, 625]);
+    for divisor in [Divisor::N, Divisor::NMinusOne] {
+        let set = synthetic(200, divisor, 5);
+        check_reconstruction_identity(&pca::fit(&set.rows, divisor, Method::Auto).unwrap(), &set.rows, "synthetic");
+        check_reconstruction_identity(&pca::fit(&lfw, divisor, Method::Auto).unwrap(), &lfw, "LFW");
+    }
+}
+
+#[test]
+fn gram_and_covariance_paths_agree() {
+    let lfw = npy::read(&lfw_faces()).unwrap().values.view([100, 625]);
+    let synthetic_rows = synthetic(200, Divisor::NMinusOne, 9).rows;
+    for (rows, what) in [(&lfw, "LFW (100 < 625)"), (&synthetic_rows, "synthetic (200 > 120)")] {
+        let gram = pca::fit(rows, Divisor::NMinusOne, Method::Gram).unwrap();
+        let covariance = pca::fit(rows, Divisor::NMinusOne, Method::Covariance).unwrap();
+        assert_eq!((gram.method, covariance.method), (Method::Gram, Method::Covariance));
+        assert_eq!(gram.rank(), covariance.rank(), "{what}: rank");
+        let top = gram.rank().min(50);
+        let (g, c) = (gram.eigenvalues_vec(), covariance.eigenvalues_vec());
+        assert_relative(&g[..top as usize], &c[..top as usize], 1e-8, &format!("{what}: eigenvalues"));
+        assert_parallel_rows(
+            &gram.components.narrow(0, 0, top),
+            &covariance.components.narrow(0, 0, top),
+            1e-8,
+            &format!("{what}: components"),
+        );
+    }
+}
+
+/// scikit-learn's PCA of the LFW faces (top 50), written once per test binary.
+fn sklearn_fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = repo().join("target/test-fixtures/pca-lfw");
+        let script = repo().join("tests/fixtures/make_pca_fixtures.py");
+        run_ok(std::process::Command::new(python()).arg(script).arg(&dir).arg(lfw_faces()).arg("50"));
+        dir
+    })
+}
+
+#[test]
+fn lfw_eigenvalues_and_components_match_scikit_learn() {
+    let lfw = npy::read(&lfw_faces()).unwrap().values.view([100, 625]);
+    let pca = pca::fit(&lfw, Divisor::NMinusOne, Method::Auto).unwrap();
+    assert_eq!(pca.method, Method::Gram);
+    let fixture = |name: &str| npy::read(&sklearn_fixtures().join(name)).unwrap().values;
+    let eigenvalues = pca.eigenvalues_vec();
+    assert_relative(&eigenvalues[..50], &values(&fixture("eigenvalues.npy")), 1e-8, "eigenvalues vs sklearn");
+    assert_parallel_rows(&pca.components.narrow(0, 0, 50), &fixture("components.npy"), 1e-8, "components vs sklearn");
+    assert!((&pca.mean - fixture("mean.npy")).abs().max().double_value(&[]) < 1e-12);
+}
+
+/// Runs an `eigenfaces` fit into a new folder: its stdout, summary.json and the folder.
+fn run_json(cmd: &mut std::process::Command) -> (String, Value, tempfile::TempDir) {
+    let out = tempfile::tempdir().unwrap();
+    let output = run_ok(cmd.arg("--out").arg(out.path()));
+    let summary = serde_json::from_slice(&std::fs::read(out.path().join("summary.json")).unwrap()).unwrap();
+    (String::from_utf8_lossy(&output.stdout).into_owned(), summary, out)
+}
+
+fn png_size(path: &Path) -> (u32, u32) {
+    image::image_dimensions(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn the_binary_on_lfw_writes_numbers_figures_and_components() {
+    let (stdout, summary, out) = run_json(eigenfaces().arg("--input").arg(lfw_faces()).args(["--device", "cpu"]));
+    let out = out.path();
+    let lfw = npy::read(&lfw_faces()).unwrap().values.view([100, 625]);
+    let pca = pca::fit(&lfw, Divisor::NMinusOne, Method::Auto).unwrap();
+    assert_eq!(summary["method"], "gram");
+    assert_eq!(summary["covariance_divisor"], "N-1");
+    assert_eq!((summary["faces"].as_u64(), summary["pixels"].as_u64()), (Some(100), Some(625)));
+    let top: Vec<f64> = summary["top_10_eigenvalues"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let sklearn_top = values(&npy::read(&sklearn_fixtures().join("eigenvalues.npy")).unwrap().values);
+    assert_relative(&top, &sklearn_top[..10], 1e-8, "printed top 10 vs sklearn");
+    assert_eq!(summary["components_95"].as_i64(), Some(pca.components_for(0.95)));
+    assert_eq!(summary["components_99"].as_i64(), Some(pca.components_for(0.99)));
+    let reduction = 100.0 * (1.0 - pca.components_for(0.95) as f64 / 625.0);
+    assert!((summary["reduction_95_percent"].as_f64().unwrap() - reduction).abs() < 1e-9);
+    assert!(stdout.contains("top 10 eigenvalues") && stdout.contains("95% of the variance"), "{stdout}");
+    let rebuilt = summary["rebuilt"].as_array().unwrap();
+    assert_eq!(rebuilt.iter().map(|r| r["k"].as_i64().unwrap()).collect::<Vec<_>>(), [1, 5, 10, 25, 50, 99]);
+    for r in &rebuilt[..rebuilt.len() - 1] {
+        let (measured, expected) =
+            (r["mean_squared_error"].as_f64().unwrap(), r["from_discarded_eigenvalues"].as_f64().unwrap());
+        assert_relative(&[measured], &[expected], 1e-8, &format!("summary.json rebuilt k = {}", r["k"]));
+    }
+    let csv = std::fs::read_to_string(out.join("eigenvalues.csv")).unwrap();
+    assert_eq!(csv.lines().count() as i64, 1 + pca.rank());
+    for figure in ["eigenvalues.png", "eigenfaces.png", "reconstructions.png"] {
+        let (width, height) = png_size(&out.join(figure));
+        assert!(width >= 600 && height >= 300, "{figure}: {width}x{height}");
+    }
+    assert!(!out.join("accuracy_vs_k.png").exists(), "no people, no recognition");
+    let saved = tchlab::eigenfaces::read_components(&out.join("components.safetensors")).unwrap();
+    assert_eq!(saved.pca.eigenvalues_vec(), pca.eigenvalues_vec());
+    assert_eq!(saved.white, 1.0);
+
+    // A wider grid shows more eigenfaces in more columns.
+    let (_, _, wide) = run_json(eigenfaces().arg("--input").arg(lfw_faces()).args(["--grid", "3x6"]));
+    assert!(png_size(&wide.path().join("eigenfaces.png")).0 > png_size(&out.join("eigenfaces.png")).0);
+}
+
+#[test]
+fn the_covariance_path_is_used_when_pixels_do_not_outnumber_faces() {
+    let set = synthetic(200, Divisor::NMinusOne, 11);
+    let dir = tempfile::tempdir().unwrap();
+    let rows = dir.path().join("rows.npy");
+    npy::write_f64(&rows, &values(&set.rows), &[200, (HEIGHT * WIDTH) as usize]).unwrap();
+    let (stdout, summary, out) =
+        run_json(eigenfaces().arg("--input").arg(&rows).args(["--size", "12x10", "--no-figures"]));
+    let out = out.path();
+    assert_eq!(summary["method"], "covariance");
+    assert!(stdout.contains("120×120 covariance"), "{stdout}");
+    assert_eq!(summary["rank"].as_i64(), Some(VARIANCES.len() as i64));
+    assert_eq!(summary["components_95"].as_i64(), Some(known_count(0.95)));
+    assert_eq!(summary["components_99"].as_i64(), Some(known_count(0.99)));
+    assert!(!out.join("eigenfaces.png").exists(), "--no-figures");
+    assert!(summary["rebuilt"][0]["mean_squared_error"].is_null(), "--no-figures measures no reconstruction");
+    let (_, gram, _) = run_json(eigenfaces().arg("--input").arg(&rows).args(["--method", "gram", "--no-figures"]));
+    assert_eq!(gram["method"], "gram");
+    assert_eq!((gram["height"].as_u64(), gram["width"].as_u64()), (Some(12), Some(10)), "guessed portrait shape");
+}
+
+/// A folder of synthetic identities, one subfolder per person (`s1 …`),
+/// as PGM files: each person a fixed pattern, each face that plus noise.
+fn identities(root: &Path, people: usize, per_person: usize) {
+    tch::manual_seed(17);
+    let (h, w) = (16u32, 14u32);
+    for person in 0..people {
+        let pattern = Tensor::rand([(h * w) as i64], (Kind::Double, Device::Cpu)) * 160.0 + 48.0;
+        let dir = root.join(format!("s{}", person + 1));
+        std::fs::create_dir_all(&dir).unwrap();
+        for face in 0..per_person {
+            let noisy =
+                (&pattern + Tensor::randn([(h * w) as i64], (Kind::Double, Device::Cpu)) * 12.0).clamp(0.0, 255.0);
+            let pixels: Vec<u8> = values(&noisy).iter().map(|v| v.round() as u8).collect();
+            let image = image::GrayImage::from_raw(w, h, pixels).unwrap();
+            // One face of the first person is larger, to be resized.
+            let image = if person == 0 && face == 0 {
+                image::imageops::resize(&image, w * 2, h * 2, image::imageops::FilterType::Triangle)
+            } else {
+                image
+            };
+            image.save(dir.join(format!("{}.pgm", face + 1))).unwrap();
+        }
+    }
+}
+
+#[test]
+fn people_in_subfolders_are_recognised_in_eigenspace_and_new_faces_projected() {
+    let dir = tempfile::tempdir().unwrap();
+    identities(dir.path(), 6, 8);
+    let (stdout, summary, out) = run_json(eigenfaces().arg("--input").arg(dir.path()).args(["--seed", "4"]));
+    let out = out.path();
+    assert!(stdout.contains("6 people (one subfolder each); 1 resized to 16x14"), "{stdout}");
+    let recognition = &summary["recognition"];
+    assert_eq!(recognition["people"].as_u64(), Some(6));
+    assert_eq!((recognition["train_faces"].as_u64(), recognition["test_faces"].as_u64()), (Some(36), Some(12)));
+    assert_eq!(recognition["raw_pixels_accuracy"].as_f64(), Some(1.0), "distinct people, mild noise");
+    assert_eq!(recognition["best"]["accuracy"].as_f64(), Some(1.0));
+    let ks: Vec<i64> = recognition["by_k"].as_array().unwrap().iter().map(|a| a["k"].as_i64().unwrap()).collect();
+    assert_eq!(ks, [1, 2, 3, 5, 7, 10, 20, 30, 35], "up to the training rank, 36 − 1");
+    assert!(png_size(&out.join("accuracy_vs_k.png")).0 >= 600);
+
+    // A face of the set lies in the span of the mean and all components: rebuilt exactly.
+    let components = out.join("components.safetensors");
+    let face = dir.path().join("s2/3.pgm");
+    let output = run_ok(eigenfaces().arg("project").arg("--components").arg(&components).arg(&face).arg("--json"));
+    let projections: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let projection = &projections[0];
+    assert_eq!(projection["k"].as_i64(), summary["rank"].as_i64());
+    assert_eq!(projection["coordinates"].as_array().unwrap().len() as i64, summary["rank"].as_i64().unwrap());
+    assert!(projection["relative_error"].as_f64().unwrap() < 1e-8, "{projection}");
+    assert!(projection["resized_from"].is_null());
+    // Its coordinates are those of the library's projection.
+    let saved = tchlab::eigenfaces::read_components(&components).unwrap();
+    let row = tchlab::data::faces::gray_values(&tchlab::data::faces::read_gray(&face).unwrap(), saved.size);
+    let expected = values(&saved.pca.project(&Tensor::from_slice(&row).unsqueeze(0), 3));
+    let text = run_ok(eigenfaces().arg("project").arg("--components").arg(&components).args(["--k", "3"]).arg(&face));
+    let text = String::from_utf8_lossy(&text.stdout);
+    let printed = format!("{:.4e} {:.4e} {:.4e}", expected[0], expected[1], expected[2]);
+    assert!(text.contains(&printed) && text.contains("k = 3"), "{text} lacks {printed}");
+    // The larger face is resized, and says so.
+    let big = dir.path().join("s1/1.pgm");
+    let output = run_ok(eigenfaces().arg("project").arg("--components").arg(&components).arg(&big).arg("--json"));
+    let projections: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(projections[0]["resized_from"], "32x28");
+}
+
+/// Runs a command that must fail, returning its one-line error.
+fn one_line_error(cmd: &mut std::process::Command) -> String {
+    let output = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("error: ") && stderr.trim_end().lines().count() == 1, "{stderr}");
+    stderr
+}
+
+#[test]
+fn bad_inputs_get_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let truncated = dir.path().join("truncated.npy");
+    std::fs::write(&truncated, &std::fs::read(lfw_faces()).unwrap()[..20_000]).unwrap();
+    let error = one_line_error(eigenfaces().arg("--input").arg(&truncated).arg("--out").arg(dir.path()));
+    assert!(error.contains("truncated.npy: not a readable .npy array") && error.contains("data bytes"), "{error}");
+
+    let flat = dir.path().join("flat.npy");
+    npy::write_f64(&flat, &[1.0, 2.0, 3.0], &[3]).unwrap();
+    let error = one_line_error(eigenfaces().arg("--input").arg(&flat).arg("--out").arg(dir.path()));
+    assert!(error.contains("flat.npy: shape [3]; expected (N, h, w)"), "{error}");
+
+    let error = one_line_error(eigenfaces().arg("--input").arg(lfw_faces()).args(["--size", "20x30"]));
+    assert!(error.contains("holds 25x25 images but --size 20x30"), "{error}");
+
+    let error = one_line_error(eigenfaces().args(["--input", "no/such/faces"]));
+    assert!(error.contains("no/such/faces: not found"), "{error}");
+
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    std::fs::write(empty.join("notes.txt"), "not a face").unwrap();
+    let error = one_line_error(eigenfaces().arg("--input").arg(&empty));
+    assert!(error.contains("no image files"), "{error}");
+
+    let broken = dir.path().join("broken");
+    std::fs::create_dir_all(broken.join("s1")).unwrap();
+    std::fs::write(broken.join("s1/1.pgm"), "P5\n16 16\n255\nshort").unwrap();
+    let error = one_line_error(eigenfaces().arg("--input").arg(&broken));
+    assert!(error.contains("s1/1.pgm: cannot decode"), "{error}");
+
+    let not_components = dir.path().join("other.safetensors");
+    tchlab::persist::safetensors::save(
+        &not_components,
+        &[("w".into(), Tensor::ones([2], (Kind::Double, Device::Cpu)))],
+        Default::default(),
+    )
+    .unwrap();
+    let face = dir.path().join("face.png");
+    image::GrayImage::new(25, 25).save(&face).unwrap();
+    let error = one_line_error(eigenfaces().arg("project").arg("--components").arg(&not_components).arg(&face));
+    assert!(error.contains("other.safetensors: not an eigenfaces components file"), "{error}");
+}
