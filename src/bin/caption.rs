@@ -11,14 +11,13 @@ use tchlab::caption::model::CellKind;
 use tchlab::caption::run::{self, Keep, RunOptions, MODEL_FILE};
 use tchlab::caption::saved::{self, FeatureSource};
 use tchlab::caption::scenes::{self, SceneCounts};
-use tchlab::caption::solver::Schedule;
 use tchlab::caption::{coco_h5, evaluate};
 use tchlab::cli::parse::{at_least_one, decay_factor, hidden_size, learning_rate, seed};
 use tchlab::interrupt::Interrupt;
 use tchlab::models::Arch;
 use tchlab::names::Named;
 use tchlab::train::config::default_weights;
-use tchlab::train::solver::GradMode;
+use tchlab::train::solver::{GradMode, SolverConfig};
 
 #[derive(Parser)]
 #[command(
@@ -193,15 +192,15 @@ fn train(args: TrainArgs, interrupt: &Interrupt) -> Result<()> {
         cell: args.cell,
         hidden: args.hidden,
         wordvec: args.wordvec,
-        schedule: Schedule {
+        schedule: SolverConfig {
             epochs: args.epochs,
             batch_size: args.batch_size,
             lr: args.lr,
             lr_decay: args.lr_decay,
             seed: args.seed,
             grad: args.grad,
+            device,
         },
-        device,
         keep: args.keep,
         out: args.out.unwrap_or_else(|| PathBuf::from(format!("runs/caption-{}", args.cell.name()))),
         features,

@@ -9,7 +9,7 @@ use super::dataset::{CaptionData, CaptionSplit, ImageSource};
 use super::evaluate::{bleu_table, caption_split, sample_images, BleuRow};
 use super::model::{CaptioningNet, CellKind, Dims};
 use super::saved::{self, CaptionCard, FeatureSource};
-use super::solver::{self, EpochRecord, Schedule, TrainLog};
+use super::solver::{self, EpochRecord, TrainLog};
 use crate::data::decode::decode_rgb;
 use crate::data::loader::image_tensor;
 use crate::grad::Params;
@@ -17,6 +17,7 @@ use crate::interrupt::{Interrupt, Interrupted};
 use crate::names::Named;
 use crate::persist::write_atomically;
 use crate::report::plots::{self, CaptionPanel, Chart, Series};
+use crate::train::solver::SolverConfig;
 use anyhow::{Context, Result};
 use plotters::prelude::{RGBColor, SeriesLabelPosition};
 use serde::Serialize;
@@ -47,8 +48,8 @@ pub struct RunOptions {
     pub cell: CellKind,
     pub hidden: i64,
     pub wordvec: i64,
-    pub schedule: Schedule,
-    pub device: Device,
+    /// The recipe and the device.
+    pub schedule: SolverConfig,
     pub keep: Keep,
     pub out: PathBuf,
     pub features: FeatureSource,
@@ -61,7 +62,7 @@ pub struct RunSummary {
     pub cell: String,
     pub data: String,
     pub device: String,
-    pub schedule: Schedule,
+    pub schedule: SolverConfig,
     pub hidden: i64,
     pub wordvec: i64,
     pub vocabulary: usize,
@@ -85,7 +86,7 @@ pub fn run(data: &CaptionData, options: &RunOptions, interrupt: &Interrupt) -> R
     let started = Instant::now();
     std::fs::create_dir_all(&options.out).with_context(|| format!("creating {}", options.out.display()))?;
     tch::manual_seed(options.schedule.seed as i64);
-    let store = VarStore::new(options.device);
+    let store = VarStore::new(options.schedule.device);
     let dims = Dims {
         features: data.train.features.size()[1],
         wordvec: options.wordvec,
@@ -130,7 +131,7 @@ pub fn run(data: &CaptionData, options: &RunOptions, interrupt: &Interrupt) -> R
         }
         Ok(())
     };
-    let log = solver::train(&net, &params, data, &options.schedule, options.device, interrupt, &mut on_epoch)?;
+    let log = solver::train(&net, &params, data, &options.schedule, interrupt, &mut on_epoch)?;
     let training_seconds = started.elapsed().as_secs_f64();
     write_history(&log, &options.out)?;
     let Some((kept_epoch, kept_val_loss, kept_params)) = kept else {
@@ -141,18 +142,18 @@ pub fn run(data: &CaptionData, options: &RunOptions, interrupt: &Interrupt) -> R
             param.shallow_clone().copy_(saved);
         }
     });
-    let val = caption_split(&net, &data.val, &data.vocab, options.device);
+    let val = caption_split(&net, &data.val, &data.vocab, options.schedule.device);
     let bleu = bleu_table(&format!("{} (ours)", options.cell.name().to_uppercase()), &val, data);
     sample_figure(&net, data, &data.train, options)?;
     sample_figure(&net, data, &data.val, options)?;
-    let mut samples = spread_samples(&net, data, &data.train, SAMPLES_IN_JSON, options.device).1;
-    samples.extend(spread_samples(&net, data, &data.val, SAMPLES_IN_JSON, options.device).1);
+    let mut samples = spread_samples(&net, data, &data.train, SAMPLES_IN_JSON, options.schedule.device).1;
+    samples.extend(spread_samples(&net, data, &data.val, SAMPLES_IN_JSON, options.schedule.device).1);
     write_atomically(&options.out.join("samples.json"), serde_json::to_string_pretty(&samples)?.as_bytes())?;
     let summary = RunSummary {
         cell: options.cell.name().to_string(),
         data: options.data.clone(),
-        device: crate::device::name(options.device),
-        schedule: options.schedule,
+        device: crate::device::name(options.schedule.device),
+        schedule: options.schedule.clone(),
         hidden: options.hidden,
         wordvec: options.wordvec,
         vocabulary: data.vocab.len(),
@@ -258,7 +259,7 @@ fn spread_samples(
 /// `samples_<split>.png`: greedy captions of images spread over the split,
 /// each with its first true caption.
 fn sample_figure(net: &CaptioningNet, data: &CaptionData, split: &CaptionSplit, options: &RunOptions) -> Result<()> {
-    let (picks, samples) = spread_samples(net, data, split, SAMPLES_PER_FIGURE, options.device);
+    let (picks, samples) = spread_samples(net, data, split, SAMPLES_PER_FIGURE, options.schedule.device);
     let panels: Vec<CaptionPanel> = picks
         .iter()
         .zip(samples)

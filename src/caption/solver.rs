@@ -11,7 +11,7 @@ use crate::grad::{backward, Gradients, Params};
 use crate::interrupt::Interrupt;
 use crate::report::progress;
 use crate::train::optim::{AdamW, Optimizer};
-use crate::train::solver::GradMode;
+use crate::train::solver::{GradMode, SolverConfig};
 use anyhow::{bail, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -19,17 +19,6 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
-
-/// How a captioning run trains.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Schedule {
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub lr: f64,
-    pub lr_decay: f64,
-    pub seed: u64,
-    pub grad: GradMode,
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct EpochRecord {
@@ -83,11 +72,11 @@ pub fn train(
     net: &CaptioningNet,
     params: &Params,
     data: &CaptionData,
-    schedule: &Schedule,
-    device: Device,
+    schedule: &SolverConfig,
     interrupt: &Interrupt,
     on_epoch: &mut dyn FnMut(&EpochRecord) -> Result<()>,
 ) -> Result<TrainLog> {
+    let device = schedule.device;
     let train = OnDevice::new(&data.train, device);
     let val = OnDevice::new(&data.val, device);
     let mut optimizer = AdamW::new(params, 0.0);

@@ -15,8 +15,8 @@ use tch::{Kind, Tensor};
 
 mod axis;
 mod caption_grid;
-mod spread;
 pub mod faces;
+mod spread;
 #[cfg(test)]
 mod tests;
 
