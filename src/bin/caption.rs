@@ -107,7 +107,7 @@ struct TrainArgs {
 
 #[derive(Args)]
 struct SampleArgs {
-    /// A model saved by `caption train` (its model.safetensors, or the run folder).
+    /// A model saved by `caption train` (its best_model.safetensors, or the run folder).
     #[arg(long, value_name = "PATH")]
     checkpoint: PathBuf,
     /// Image files.

@@ -1,5 +1,6 @@
 //! One captioning run from loaded data to its output folder: trains, keeps
-//! the epoch with the lowest val loss or the last one (`model.safetensors`), then
+//! the epoch with the lowest val loss, or the last one with `--keep last`
+//! (`best_model.safetensors` either way, as `finetune` names it), then
 //! captions the val images with it and writes the loss history (CSV, PNG),
 //! BLEU against the two baselines (`results.md`, `summary.json`) and the
 //! caption sample figures for train and val images (and their text, for
@@ -26,7 +27,7 @@ use std::time::Instant;
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
-pub const MODEL_FILE: &str = "model.safetensors";
+pub const MODEL_FILE: &str = "best_model.safetensors";
 
 /// Which epoch's weights a run keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
