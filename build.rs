@@ -1,5 +1,6 @@
-//! Links libtorch so that its CUDA library is loaded whenever it exists, and
-//! records which libtorch that is.
+//! Links libtorch so that its CUDA library is loaded whenever it exists,
+//! records which libtorch that is, and compiles the autocast shim
+//! (`csrc/autocast.cpp`, see `src/autocast.rs`) against its headers.
 //!
 //! `torch-sys` tells us where libtorch lives (`DEP_TCH_LIBTORCH_LIB`). We embed
 //! that directory as an rpath, so the binaries run without LD_LIBRARY_PATH, and
@@ -14,6 +15,9 @@ fn main() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
         println!("cargo:rustc-link-arg=-Wl,-ltorch");
     }
+    if let Some(lib_dir) = &lib_dir {
+        compile_autocast_shim(std::path::Path::new(lib_dir));
+    }
     let version = lib_dir
         .map(|dir| std::path::Path::new(&dir).join("../version.py"))
         .and_then(|path| {
@@ -23,6 +27,19 @@ fn main() {
         .and_then(|text| parse_version(&text))
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=TCHLAB_LIBTORCH_VERSION={version}");
+}
+
+/// The C entry points to libtorch's autocast switches; only c10's headers
+/// are needed (`include/` beside `lib/`).
+fn compile_autocast_shim(lib_dir: &std::path::Path) {
+    println!("cargo:rerun-if-changed=csrc/autocast.cpp");
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .std("c++17")
+        .include(lib_dir.join("../include"))
+        .file("csrc/autocast.cpp")
+        .compile("tchlab_autocast");
 }
 
 /// `__version__ = '2.11.0+cpu'` → `2.11.0+cpu`.

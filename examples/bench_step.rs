@@ -4,15 +4,19 @@
 //! channels-last too (`cl-weights`). The third argument, `direct`, takes every
 //! weight gradient from oneDNN instead of Winograd's where it applies, and
 //! `both` alternates the two step by step (the same host load for each) and
-//! reports both. `STEPS=N` runs N steps (of each) instead of 25.
+//! reports both. `STEPS=N` runs N steps (of each) instead of 25;
+//! `PRECISION=bf16` runs the forward passes under bf16 autocast (where the
+//! 3×3 weight gradients are oneDNN's whichever is asked).
 //! `cargo run --release --example bench_step -- resnet18 nchw both`
 
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 use tchlab::accel::conv3x3::WinogradBackprop;
+use tchlab::autocast::Dtype;
 use tchlab::grad::{Autograd, Backprop};
 use tchlab::models::{Arch, Classifier};
 use tchlab::names::Named;
+use tchlab::train::amp::Autocast;
 use tchlab::train::optim::{Optimizer, Sgd};
 
 /// Forward and backward-and-update times of each step, in ms.
@@ -52,16 +56,20 @@ fn main() {
     let y = Tensor::from_slice(&[0i64, 1, 0, 1]);
     let mut times: Vec<Times> = modes.iter().map(|_| Times::default()).collect();
     let steps: usize = std::env::var("STEPS").map_or(25, |s| s.parse().unwrap());
+    let bf16 = std::env::var("PRECISION").is_ok_and(|p| p == "bf16");
+    let autocast = if bf16 { Autocast::On(Device::Cpu, Dtype::Bf16) } else { Autocast::Off };
     for _ in 0..steps {
         for (&winograd, times) in modes.iter().zip(times.iter_mut()) {
             let start = Instant::now();
             let mut forward_ms = 0.0;
             let mut forward = || {
-                let logits = if cl {
-                    model.forward(&x, true)
-                } else {
-                    model.head_forward(&model.backbone_forward_train_as_is(&x), true)
-                };
+                let logits = autocast.run(|| {
+                    if cl {
+                        model.forward(&x, true)
+                    } else {
+                        model.head_forward(&model.backbone_forward_train_as_is(&x), true)
+                    }
+                });
                 let _ = logits.sum(Kind::Float).double_value(&[]);
                 forward_ms = start.elapsed().as_secs_f64() * 1000.0;
                 logits
@@ -77,8 +85,9 @@ fn main() {
     }
     for (&winograd, times) in modes.iter().zip(times.iter_mut()) {
         println!(
-            "{} batch 4 {}{}: forward {:.0} ms, backward and update {:.0} ms",
+            "{}{} batch 4 {}{}: forward {:.0} ms, backward and update {:.0} ms",
             arch.name(),
+            if bf16 { " bf16" } else { "" },
             if cl { format!("channels-last {layout}") } else { "nchw".to_string() },
             if winograd { "" } else { ", weight gradients all oneDNN" },
             median(&mut times.forward),

@@ -1,6 +1,7 @@
 //! `--device auto|cpu|cuda|cuda:N`: the one argument every binary shares,
-//! CUDA detection, the names devices are shown with, and the banner every
-//! binary prints at start. Nothing else in the crate picks a device.
+//! CUDA detection, the CPU's bf16 instructions, the names devices are shown
+//! with, and the banner every binary prints at start. Nothing else in the
+//! crate picks a device or reads the CPU's flags.
 
 use anyhow::{bail, Result};
 use tch::Device;
@@ -77,4 +78,42 @@ pub fn banner(device: Device) -> String {
 /// `version.py` says (read by `build.rs`; "unknown" where it found none).
 pub fn libtorch_version() -> &'static str {
     env!("TCHLAB_LIBTORCH_VERSION")
+}
+
+/// Environment variable that replaces the CPU flags read from
+/// `/proc/cpuinfo` (space-separated, as its `flags` line): how tests see
+/// what a CPU without bf16 instructions does.
+pub const CPU_FLAGS_VAR: &str = "TCHLAB_CPU_FLAGS";
+
+/// The bf16 matrix instructions this machine's CPU has (`amx_bf16`,
+/// `avx512_bf16`), in that order; empty where it has none (or the flags
+/// cannot be read: then bf16 is not assumed).
+pub fn cpu_bf16_instructions() -> Vec<&'static str> {
+    let flags = std::env::var(CPU_FLAGS_VAR).unwrap_or_else(|_| cpuinfo_flags().unwrap_or_default());
+    bf16_instructions(&flags)
+}
+
+/// The bf16 instructions named in a CPU `flags` string.
+pub fn bf16_instructions(flags: &str) -> Vec<&'static str> {
+    let present: std::collections::BTreeSet<&str> = flags.split_whitespace().collect();
+    ["amx_bf16", "avx512_bf16"].into_iter().filter(|flag| present.contains(flag)).collect()
+}
+
+/// The `flags` line of the first processor in `/proc/cpuinfo` (Linux).
+fn cpuinfo_flags() -> Option<String> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let line = cpuinfo.lines().find(|line| line.starts_with("flags"))?;
+    Some(line.split_once(':')?.1.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_instructions_are_found_by_whole_flag() {
+        assert_eq!(bf16_instructions("fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile"), ["amx_bf16", "avx512_bf16"]);
+        assert_eq!(bf16_instructions("fpu avx2 avx512f avx512_bf16x"), Vec::<&str>::new());
+        assert!(bf16_instructions("").is_empty());
+    }
 }

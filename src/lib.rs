@@ -20,7 +20,10 @@
 //! CPU speed code lives behind one seam, [`accel`]: Winograd weight
 //! gradients for ResNet's 3×3 convolutions (a [`grad::Backprop`]), OpenMP
 //! regions on libtorch's threads, eval lanes over read-only model views, and
-//! memory-layout choices. Nothing outside it asks how.
+//! memory-layout choices. Nothing outside it asks how. Reduced precision
+//! (`--amp`, `--precision bf16`) is libtorch's autocast ([`autocast`]),
+//! switched on around forward passes by `train::amp`; the seam keeps to
+//! what fits it (no Winograd weight gradients for bf16 convolutions).
 //!
 //! A saved model is used again through [`predict`] (probabilities for image
 //! files, evaluation of a split with a confusion matrix). Many runs at once
@@ -45,6 +48,7 @@
 //! every choice its command-line name.
 
 pub mod accel;
+pub mod autocast;
 pub mod caption;
 pub mod cli;
 pub mod data;

@@ -10,6 +10,7 @@ use crate::data::transforms::val_transform_sized;
 use crate::models::Classifier;
 use crate::persist::model_card::ModelCard;
 use crate::report::progress;
+use crate::train::amp::Autocast;
 use crate::train::checkpoint::BEST_MODEL_FILE;
 use crate::train::evaluate::loss_and_correct;
 use crate::train::frozen::{predict_probabilities, FrozenPass};
@@ -45,7 +46,7 @@ impl TrainedModel {
 
     /// Probabilities `[N, classes]` for `[N, 3, S, S]` images in [0, 1].
     pub fn probabilities(&self, images: &Tensor, device: Device) -> Tensor {
-        let pass = FrozenPass { normalization: self.card.normalization, device, amp: false };
+        let pass = FrozenPass { normalization: self.card.normalization, device, autocast: Autocast::Off };
         predict_probabilities(&self.model, images, pass, "predict")
     }
 

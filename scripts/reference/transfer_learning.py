@@ -7,6 +7,9 @@ loading the same state_dict file as finetune with strict=True).
     python transfer_learning.py --arch efficientnet-lite0 --mode full \
         --data data/hymenoptera_data --weights models/efficientnet-lite0-57934424.pth --epochs 25
 
+`--precision bf16` runs the forward passes and the loss under
+`torch.autocast(device_type, dtype=torch.bfloat16)`, as a PyTorch user would.
+
 Prints the tutorial's per-epoch lines, then one JSON line prefixed `RESULT `
 with seconds per epoch, wall time and best val accuracy. Feature-extract mode
 freezes the backbone (requires_grad False, eval mode so its batch-norm
@@ -31,6 +34,7 @@ parser.add_argument("--epochs", type=int, default=25)
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--workers", type=int, default=2)
 parser.add_argument("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
+parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
 args = parser.parse_args()
 device = torch.device(args.device)
 torch.manual_seed(args.seed)
@@ -104,7 +108,9 @@ for epoch in range(args.epochs):
         for inputs, labels in loaders[phase]:
             inputs, labels = inputs.to(device), labels.to(device)
             optimizer.zero_grad()
-            with torch.set_grad_enabled(phase == "train"):
+            with torch.set_grad_enabled(phase == "train"), torch.autocast(
+                device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"
+            ):
                 outputs = model(inputs)
                 loss = criterion(outputs, labels)
                 if phase == "train":
@@ -124,5 +130,5 @@ for epoch in range(args.epochs):
 elapsed = time.time() - start
 print(f"Training complete in {elapsed // 60:.0f}m {elapsed % 60:.0f}s")
 print(f"Best val Acc: {best_acc:4f}")
-print("RESULT " + json.dumps({"arch": args.arch, "mode": args.mode, "epochs": args.epochs, "seconds": elapsed,
+print("RESULT " + json.dumps({"arch": args.arch, "mode": args.mode, "precision": args.precision, "epochs": args.epochs, "seconds": elapsed,
                               "epoch_seconds": epoch_seconds, "best_val_acc": best_acc}))

@@ -3,7 +3,9 @@
 //! training ([`WinogradBackprop`]). The convolutions run on a detached weight
 //! only inside [`WinogradBackprop::run`], recorded on a tape private to this
 //! file; everywhere else [`Conv3x3`] is an ordinary convolution whose weight
-//! gradient autograd computes.
+//! gradient autograd computes. Under CPU autocast (`--precision bf16`) the
+//! convolutions run in bf16 and keep oneDNN's bf16 weight gradients: the
+//! Winograd transform here is fp32 arithmetic.
 
 use super::winograd::weight_gradient;
 use crate::grad::{backward, Backprop, Forward, LossFn, Params, Pass};
@@ -36,6 +38,7 @@ impl Module for Conv3x3 {
             && self.stride == 1
             && x.device() == Device::Cpu
             && x.kind() == Kind::Float
+            && !crate::autocast::is_enabled(Device::Cpu)
             && x.requires_grad()
             && self.ws.requires_grad();
         if !deferred {
@@ -132,6 +135,10 @@ mod tests {
         assert!(!Tape::is_recording());
         let (_, no_grad_tape) = Tape::record(|| tch::no_grad(|| conv.forward(&x.detach())));
         assert!(no_grad_tape.entries.is_empty());
+        let bf16 = crate::autocast::Dtype::Bf16;
+        let (y, bf16_tape) = Tape::record(|| crate::autocast::run(Device::Cpu, bf16, || conv.forward(&x)));
+        assert!(bf16_tape.entries.is_empty(), "under bf16 autocast oneDNN keeps the weight gradient");
+        assert_eq!(y.kind(), Kind::BFloat16);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! - [`backprop`]: how a training step gets its gradients — on the CPU with
 //!   the weight gradients of ResNet's stride-1 3×3 convolutions by Winograd's
 //!   transform ([`winograd`], its transforms on libtorch's own OpenMP threads,
-//!   [`omp`]); elsewhere plain autograd.
+//!   [`omp`]), except under bf16 autocast, where oneDNN's bf16 weight
+//!   gradients are kept; elsewhere plain autograd.
 //! - [`arrange_input`] and [`pool`]: the memory layout a pass or a kernel
 //!   runs fastest in.
 //! - [`lanes`]: eval passes of small batches spread over the cores, one

@@ -11,6 +11,7 @@ use crate::data::transforms::val_transform;
 use crate::models::{Arch, Classifier};
 use crate::names::Named;
 use crate::persist::{safetensors, weights};
+use crate::train::amp::Autocast;
 use crate::train::frozen::{backbone_features, FrozenPass};
 use anyhow::{Context, Result};
 use std::collections::HashMap;
@@ -52,7 +53,7 @@ impl Extractor {
     pub fn compute(&self, images: &[PathBuf], label: &str) -> Result<Tensor> {
         let mut model = Classifier::new(self.arch, 1, self.device);
         weights::load_backbone(&mut model, &self.weights)?;
-        let pass = FrozenPass { normalization: self.arch.normalization(), device: self.device, amp: false };
+        let pass = FrozenPass { normalization: self.arch.normalization(), device: self.device, autocast: Autocast::Off };
         let mut chunks = Vec::new();
         for (i, chunk) in images.chunks(CHUNK).enumerate() {
             let pixels: Vec<Tensor> =

@@ -9,7 +9,7 @@
 //! [`super::Classifier`].
 
 use tch::nn::{self, ModuleT};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 pub const FEATURES: i64 = 1280;
 const DROP_CONNECT_RATE: f64 = 0.2;
@@ -88,7 +88,9 @@ impl MbConvBlock {
         if train && self.drop_connect > 0.0 {
             let keep = 1.0 - self.drop_connect;
             let batch = y.size()[0];
-            let mask = (Tensor::rand([batch, 1, 1, 1], (y.kind(), y.device())) + keep).floor();
+            // Drawn in fp32 whatever the activations' dtype: the same seed drops
+            // the same blocks under bf16 autocast as in fp32.
+            let mask = (Tensor::rand([batch, 1, 1, 1], (Kind::Float, y.device())) + keep).floor().to_kind(y.kind());
             y = y / keep * mask;
         }
         y + x

@@ -114,9 +114,10 @@ impl Classifier {
         self.backbone.forward_t(images, true)
     }
 
-    /// Logits from features (dropout applies only when `train`).
+    /// Logits from features (dropout applies only when `train`, its mask
+    /// drawn in fp32 so that a seed drops the same features in any precision).
     pub fn head_forward(&self, features: &Tensor, train: bool) -> Tensor {
-        features.dropout(self.arch.head_dropout(), train).apply(&self.head)
+        features.to_kind(tch::Kind::Float).dropout(self.arch.head_dropout(), train).apply(&self.head)
     }
 
     pub fn forward(&self, images: &Tensor, train: bool) -> Tensor {

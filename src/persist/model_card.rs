@@ -24,6 +24,13 @@ pub struct ModelCard {
     /// 0-based epoch whose weights these are.
     pub epoch: usize,
     pub val_acc: f64,
+    /// How it was trained: `fp32`, or `bf16` autocast (the weights are fp32 either way; older files: fp32).
+    #[serde(default = "default_precision")]
+    pub precision: String,
+}
+
+fn default_precision() -> String {
+    "fp32".into()
 }
 
 fn default_image_size() -> i64 {
@@ -86,6 +93,7 @@ mod tests {
             mode: "full".into(),
             epoch: 3,
             val_acc: 0.954248,
+            precision: "fp32".into(),
         }
     }
 

@@ -1,10 +1,16 @@
-//! Mixed precision on CUDA (`--amp`): forward passes run under libtorch's
-//! CUDA autocast (fp16 convolutions and matrix products, fp32 where torch
-//! keeps it), and the loss is scaled before backward so that small fp16
-//! gradients do not flush to zero — `torch.cuda.amp.GradScaler`'s dynamic
-//! scaling, with its default constants. The scaler only sees gradients as
-//! values: it gives the scale for the backward pass and unscales its result.
+//! Reduced precision, and when a run uses it. `--amp` (CUDA): forward
+//! passes under fp16 autocast, and the loss scaled before backward so that
+//! small fp16 gradients do not flush to zero — `torch.cuda.amp.GradScaler`'s
+//! dynamic scaling, with its default constants. `--precision bf16`: forward
+//! passes under bf16 autocast on the CPU or CUDA, without loss scaling (bf16
+//! has fp32's range); on a CPU without bf16 instructions it is refused, as
+//! slower than fp32, unless `--force`. In both, the weights the optimizer
+//! updates, its momentum and the losses stay fp32. The scaler only sees
+//! gradients as values: it gives the scale for the backward pass and
+//! unscales its result.
 
+use super::config::{FinetuneConfig, Precision};
+use crate::autocast::{self, Dtype};
 use crate::grad::Gradients;
 use tch::Device;
 
@@ -13,21 +19,60 @@ const GROWTH_FACTOR: f64 = 2.0;
 const BACKOFF_FACTOR: f64 = 0.5;
 const GROWTH_INTERVAL: u32 = 2000;
 
-/// Runs `f` under CUDA autocast when `amp` is set (and libtorch sees CUDA).
-pub fn autocast<T>(amp: bool, f: impl FnOnce() -> T) -> T {
-    if amp {
-        tch::autocast(true, f)
-    } else {
-        f()
+/// The autocast a run's forward passes run under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Autocast {
+    Off,
+    On(Device, Dtype),
+}
+
+impl Autocast {
+    /// The autocast of `config`'s run on `device`.
+    pub fn of(config: &FinetuneConfig, device: Device) -> Self {
+        match (config.amp, config.precision) {
+            (true, _) => Self::On(device, Dtype::Fp16),
+            (false, Precision::Bf16) => Self::On(device, Dtype::Bf16),
+            (false, Precision::Fp32) => Self::Off,
+        }
+    }
+
+    /// Runs `f` under this autocast.
+    pub fn run<T>(self, f: impl FnOnce() -> T) -> T {
+        match self {
+            Self::Off => f(),
+            Self::On(device, dtype) => autocast::run(device, dtype, f),
+        }
+    }
+
+    /// Whether backward passes through autocast regions need a scaled loss
+    /// (fp16 only).
+    pub fn scales_loss(self) -> bool {
+        matches!(self, Self::On(_, Dtype::Fp16))
     }
 }
 
-/// Mixed precision needs CUDA's autocast; on the CPU it is refused with a reason.
-pub fn check_device(amp: bool, device: Device) -> anyhow::Result<()> {
-    if amp && !device.is_cuda() {
+/// Refuses, in one line, a precision this run cannot use well: `--amp`
+/// off CUDA, `--precision bf16` on a CPU without bf16 instructions (unless
+/// `--force`).
+pub fn check_device(config: &FinetuneConfig, device: Device) -> anyhow::Result<()> {
+    if config.amp && !device.is_cuda() {
         anyhow::bail!(
             "--amp: mixed precision runs on CUDA only (this run is on {}); drop --amp",
             crate::device::name(device)
+        );
+    }
+    if config.precision == Precision::Bf16 && device == Device::Cpu && !config.force {
+        check_bf16_cpu(&crate::device::cpu_bf16_instructions())?;
+    }
+    Ok(())
+}
+
+/// Refuses bf16 on a CPU whose bf16 instructions are `instructions` (none:
+/// oneDNN would emulate bf16 with fp32 arithmetic and conversions).
+fn check_bf16_cpu(instructions: &[&str]) -> anyhow::Result<()> {
+    if instructions.is_empty() {
+        anyhow::bail!(
+            "--precision bf16: this CPU has no bf16 instructions (neither amx_bf16 nor avx512_bf16), so bf16 would be slower than fp32; use --precision fp32, or add --force to run it anyway"
         );
     }
     Ok(())
@@ -89,6 +134,14 @@ mod tests {
     use super::*;
     use crate::grad::{Autograd, Backprop, Params};
     use tch::{Kind, Tensor};
+
+    #[test]
+    fn bf16_is_refused_on_a_cpu_without_bf16_instructions_in_one_line() {
+        let error = check_bf16_cpu(&[]).unwrap_err().to_string();
+        assert!(error.starts_with("--precision bf16: this CPU has no bf16 instructions"), "{error}");
+        assert!(error.contains("slower") && error.contains("--force") && !error.contains('\n'), "{error}");
+        assert!(check_bf16_cpu(&["avx512_bf16"]).is_ok());
+    }
 
     fn scaled_gradients(scaler: &LossScaler, p: &Tensor, loss: impl Fn(&Tensor) -> Tensor) -> Gradients {
         let params = Params::new([("p".to_string(), p.shallow_clone())]);

@@ -6,7 +6,7 @@
 //! `--resume` replays it; [`FinetuneConfig::resume`] decides which options
 //! may change then.
 
-pub use super::options::{Mode, OptimizerKind, SchedulerKind, TrainOptions};
+pub use super::options::{Mode, OptimizerKind, Precision, SchedulerKind, TrainOptions};
 use crate::models::Arch;
 use crate::names::Named;
 use anyhow::{bail, Context, Result};
@@ -58,6 +58,11 @@ pub struct FinetuneConfig {
     pub strict: bool,
     #[serde(default)]
     pub amp: bool,
+    #[serde(default)]
+    pub precision: Precision,
+    /// Run bf16 on a CPU without bf16 instructions (not part of the recipe).
+    #[serde(skip)]
+    pub force: bool,
     /// Replace an earlier run in `out` (once this one has saved an epoch).
     #[serde(skip)]
     pub overwrite: bool,
@@ -81,7 +86,7 @@ fn default_cache_mb() -> u64 {
 
 /// Options that may be given with `--resume`: they change how the run is
 /// carried out or extend it, not its recipe.
-const RESUMABLE: &[&str] = &["epochs", "data", "workers", "threads", "cache_mb"];
+const RESUMABLE: &[&str] = &["epochs", "data", "workers", "threads", "cache_mb", "force"];
 
 impl FinetuneConfig {
     /// Resolves and validates a new run's options.
@@ -127,6 +132,8 @@ impl FinetuneConfig {
             cache_mb: options.cache_mb,
             strict: options.strict,
             amp: options.amp,
+            precision: options.precision,
+            force: options.force,
             overwrite: options.overwrite,
         })
     }
@@ -162,6 +169,7 @@ impl FinetuneConfig {
         if given.contains("cache_mb") {
             config.cache_mb = options.cache_mb;
         }
+        config.force = options.force;
         config.out = absolute(out)?;
         Ok(config)
     }
@@ -215,6 +223,9 @@ impl FinetuneConfig {
         }
         if self.amp {
             extras.push("mixed precision (--amp)".into());
+        }
+        if self.precision == Precision::Bf16 {
+            extras.push("bf16 autocast (--precision bf16)".into());
         }
         let extras = if extras.is_empty() { String::new() } else { format!(" | {}", extras.join(", ")) };
         format!(
@@ -272,6 +283,9 @@ fn validate(o: &TrainOptions) -> Result<()> {
     }
     if o.val_dir.is_empty() || o.val_dir.contains(['/', '\\']) || o.val_dir == ".." || o.val_dir == "." {
         bail!("--val-dir {:?}: must be the name of a folder inside --data", o.val_dir);
+    }
+    if o.amp && o.precision == Precision::Bf16 {
+        bail!("--amp is fp16 mixed precision and --precision bf16 is bf16 autocast: give one of them");
     }
     if o.cache_features && o.mode != Mode::FeatureExtract {
         bail!("--cache-features needs --mode feature-extract (in full mode the features change every step)");

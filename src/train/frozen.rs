@@ -4,7 +4,7 @@
 //! (`crate::accel::lanes`) over the model's read-only [`FrozenView`]; on CUDA
 //! in large batches.
 
-use super::amp;
+use super::amp::Autocast;
 use super::feed::for_each_augmented_batch;
 use crate::accel::lanes::{lane_count, map_in_lanes};
 use crate::data::loader::{DecodedSplit, EpochPlan};
@@ -18,18 +18,18 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 /// How frozen passes run: the input normalization the weights expect, the
-/// device, and whether in mixed precision (`--amp`, CUDA).
+/// device, and the autocast they run under (`--amp`, `--precision bf16`).
 #[derive(Debug, Clone, Copy)]
 pub struct FrozenPass {
     pub normalization: Normalization,
     pub device: Device,
-    pub amp: bool,
+    pub autocast: Autocast,
 }
 
 impl FrozenPass {
     /// Fp32 features of `[N, 3, H, W]` images in [0, 1].
     fn features(&self, model: &FrozenView, images: &Tensor) -> Tensor {
-        amp::autocast(self.amp, || model.features(&self.normalization.apply(images)))
+        self.autocast.run(|| model.features(&self.normalization.apply(images)))
     }
 }
 

@@ -5,6 +5,7 @@
 //! [`super::strategy`], how a step updates weights in [`super::step`], what is
 //! kept on disk in [`super::checkpoint`].
 
+use super::amp::Autocast;
 pub use super::checkpoint::Start;
 use super::checkpoint::{restore, Best, RunState, BEST_MODEL_FILE};
 use super::config::FinetuneConfig;
@@ -48,7 +49,7 @@ impl Progress {
 /// the next safe point when `interrupt` is set.
 pub fn run(config: &FinetuneConfig, device: Device, start: Start, interrupt: &Interrupt) -> Result<Summary> {
     let started = Instant::now();
-    super::amp::check_device(config.amp, device)?;
+    super::amp::check_device(config, device)?;
     let out = OutDir::prepare(&config.out, start, config.overwrite)?;
     let folders = Folders::scan(config)?;
     let mut model = build_model(config, folders.classes().len(), device)?;
@@ -58,7 +59,7 @@ pub fn run(config: &FinetuneConfig, device: Device, start: Start, interrupt: &In
         optim::build(config.optimizer, &model.trainable(), config.momentum, config.weight_decay),
         crate::accel::backprop(device),
     );
-    if config.amp && strategy::backpropagates_through_backbone(config.mode) {
+    if Autocast::of(config, device).scales_loss() && strategy::backpropagates_through_backbone(config.mode) {
         stepper = stepper.with_loss_scaling();
     }
     let mut progress = match start {
@@ -200,6 +201,7 @@ fn card(config: &FinetuneConfig, splits: &Splits, best: &Best) -> Result<ModelCa
         mode: config.mode.name(),
         epoch: best.epoch.context("no best epoch yet")?,
         val_acc: best.acc,
+        precision: config.precision.name(),
     })
 }
 

@@ -10,6 +10,8 @@
 //! - [`checkpoint`]: best model and resumable state; [`evaluate`]: loss and
 //!   accuracy of predictions; [`summary`] (with [`crate::metrics`]): what a run
 //!   reports;
+//! - [`amp`]: reduced precision (`--amp`, `--precision bf16`): which
+//!   autocast forward passes run under, and the loss scaling fp16 needs;
 //! - [`feed`] and [`frozen`]: batches to the device, frozen-backbone passes;
 //! - [`solver`]: the MNIST training loop.
 //!

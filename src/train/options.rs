@@ -37,6 +37,16 @@ pub enum SchedulerKind {
     Cosine,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    /// Every operation in fp32.
+    #[default]
+    Fp32,
+    /// bf16 autocast: convolutions and matrix products in bf16; losses, reductions, batch-norm statistics and the optimizer in fp32.
+    Bf16,
+}
+
 /// The options of a training run as a user gives them. Every field is also a
 /// key of a `--config` TOML file (`batch-size = 8`, or `batch_size`).
 #[derive(Debug, Clone, clap::Args, Serialize, Deserialize)]
@@ -140,6 +150,12 @@ pub struct TrainOptions {
     /// Mixed precision on CUDA: fp16 autocast forward passes, loss scaling in full mode.
     #[arg(long)]
     pub amp: bool,
+    /// fp32, or bf16 autocast (CPUs with AMX or AVX-512 BF16 instructions; CUDA without loss scaling).
+    #[arg(long, value_enum, default_value = "fp32")]
+    pub precision: Precision,
+    /// Run what the machine would run slowly: --precision bf16 on a CPU without bf16 instructions.
+    #[arg(long)]
+    pub force: bool,
 }
 
 impl TrainOptions {

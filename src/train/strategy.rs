@@ -11,7 +11,7 @@
 //! The epoch loop (`super::learner`) asks a strategy for a train phase and
 //! for val probabilities, and knows nothing else of the mode.
 
-use super::amp;
+use super::amp::Autocast;
 use super::config::{FinetuneConfig, Mode};
 use super::evaluate::correct;
 use super::feed::for_each_augmented_batch;
@@ -60,7 +60,7 @@ impl EpochContext<'_> {
 }
 
 pub fn frozen_pass(config: &FinetuneConfig, device: Device) -> FrozenPass {
-    FrozenPass { normalization: config.arch.normalization(), device, amp: config.amp }
+    FrozenPass { normalization: config.arch.normalization(), device, autocast: Autocast::of(config, device) }
 }
 
 pub trait Strategy {
@@ -81,7 +81,8 @@ pub fn for_mode(config: &FinetuneConfig, model: &Classifier, splits: &Splits, de
 }
 
 /// Whether `mode`'s steps backpropagate through the backbone (where fp16
-/// gradients need loss scaling under `--amp`); the head alone does not.
+/// gradients need loss scaling under `--amp`); the head alone, trained in
+/// fp32, does not.
 pub fn backpropagates_through_backbone(mode: Mode) -> bool {
     mode == Mode::Full
 }
@@ -178,7 +179,8 @@ impl Strategy for Full {
         totals.data_wait_seconds =
             for_each_augmented_batch(&plan, split, ctx.config.batch_size, ctx.device, |b, images, labels| {
                 let images = normalization.apply(&images);
-                let mut forward = || amp::autocast(ctx.config.amp, || model.forward(&images, true));
+                let autocast = Autocast::of(ctx.config, ctx.device);
+                let mut forward = || autocast.run(|| model.forward(&images, true));
                 let outcome =
                     stepper.step(&mut forward, &ctx.loss(&labels), ctx.lr).map_err(|value| ctx.non_finite(value, b))?;
                 totals.add(outcome.loss, correct(&outcome.logits, &labels), labels.size()[0]);
