@@ -124,7 +124,9 @@ fn image_folder_trains_on_backbone_features_and_captions_new_images() {
         run_ok(&mut cmd)
     };
     train();
-    for file in ["best_model.safetensors", "loss.png", "loss_history.csv", "epochs.csv", "results.md", "samples_val.png"] {
+    for file in
+        ["best_model.safetensors", "loss.png", "loss_history.csv", "epochs.csv", "results.md", "samples_val.png"]
+    {
         assert!(out.join(file).is_file(), "{file} missing");
     }
     let summary = read_json(&out.join("summary.json"));
