@@ -53,7 +53,8 @@ impl Extractor {
     pub fn compute(&self, images: &[PathBuf], label: &str) -> Result<Tensor> {
         let mut model = Classifier::new(self.arch, 1, self.device);
         weights::load_backbone(&mut model, &self.weights)?;
-        let pass = FrozenPass { normalization: self.arch.normalization(), device: self.device, autocast: Autocast::Off };
+        let pass =
+            FrozenPass { normalization: self.arch.normalization(), device: self.device, autocast: Autocast::Off };
         let mut chunks = Vec::new();
         for (i, chunk) in images.chunks(CHUNK).enumerate() {
             let pixels: Vec<Tensor> =
