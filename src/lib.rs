@@ -35,6 +35,14 @@
 //! either their explicit backward passes or autograd; `mnist_experiments`
 //! runs the assignment's sweep and CNN and writes their tables and figures.
 //!
+//! Captioning: image features (the course's HDF5 files read by
+//! `caption::coco_h5`, or a COCO-format image folder through
+//! `caption::coco_json` with features from this crate's frozen backbones,
+//! `caption::features`) ─► [`caption`]'s network of hand-derived recurrent
+//! `layers` (embedding, RNN/LSTM, temporal affine and loss), trained by
+//! `caption::solver`, evaluated by BLEU against two baselines
+//! (`caption::evaluate`), written by `caption::run`.
+//!
 //! Eigenfaces: `data::npy` / `data::faces` (a `.npy` array or an image
 //! folder, one subfolder per person for recognition) ─► [`pca`] (centre,
 //! eigendecomposition of the covariance or the Gram matrix, projection,
