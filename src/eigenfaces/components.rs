@@ -1,0 +1,152 @@
+//! `components.safetensors`: what an eigenfaces run saves (mean, components,
+//! eigenvalues, and the face size and pixel scale in its metadata), read back
+//! with every tensor checked against the others, and new faces projected
+//! onto it with their reconstruction error.
+
+use super::{cpu_values, Summary};
+use crate::data::faces::{self, FaceSize, Faces};
+use crate::pca::{Divisor, Method, Pca};
+use crate::persist::safetensors;
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use tch::{Kind, Tensor};
+
+/// Format tag of components.safetensors.
+const FORMAT: &str = "tchlab-eigenfaces-1";
+
+pub(super) fn save_components(pca: &Pca, faces: &Faces, summary: &Summary, path: &Path) -> Result<()> {
+    let metadata = HashMap::from([
+        ("format".to_owned(), FORMAT.to_owned()),
+        ("height".to_owned(), faces.size.height.to_string()),
+        ("width".to_owned(), faces.size.width.to_string()),
+        ("white".to_owned(), faces.white.to_string()),
+        ("faces".to_owned(), faces.len().to_string()),
+        ("covariance_divisor".to_owned(), pca.divisor.name().to_owned()),
+        ("total_variance".to_owned(), pca.total_variance.to_string()),
+        ("components_95".to_owned(), summary.components_95.to_string()),
+        ("source".to_owned(), faces.description.clone()),
+    ]);
+    safetensors::save(path, &pca.named_tensors(), metadata)
+}
+
+/// A new face's place in a saved eigenspace.
+#[derive(Debug, Serialize)]
+pub struct Projection {
+    pub file: PathBuf,
+    /// The file's own size when it was resized to the components' size.
+    pub resized_from: Option<String>,
+    pub k: i64,
+    pub coordinates: Vec<f64>,
+    /// Mean squared error per pixel of the face rebuilt from `k` components.
+    pub mse_per_pixel: f64,
+    /// |face − rebuilt| / |face − mean face|.
+    pub relative_error: f64,
+}
+
+/// Components saved by [`run`], read back with their image size.
+pub struct Saved {
+    pub pca: Pca,
+    pub size: FaceSize,
+    pub white: f64,
+}
+
+/// Reads `components.safetensors`, checking that its tensors fit together.
+pub fn read_components(path: &Path) -> Result<Saved> {
+    let metadata = safetensors::read_metadata(path)?;
+    let field = |key: &str| {
+        metadata.get(key).with_context(|| format!("{}: not an eigenfaces components file (no {key:?})", path.display()))
+    };
+    if field("format")? != FORMAT {
+        bail!("{}: format {:?}, expected {FORMAT}", path.display(), field("format")?);
+    }
+    let number = |key: &str| -> Result<f64> {
+        field(key)?
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .with_context(|| format!("{}: {key} is not a number", path.display()))
+    };
+    let size = faces::parse_size(&format!("{}x{}", field("height")?, field("width")?))
+        .map_err(|e| anyhow::anyhow!("{}: image size: {e}", path.display()))?;
+    let tensors = Tensor::read_safetensors(path)
+        .with_context(|| format!("{}: not a readable .safetensors file", path.display()))?;
+    let get = |name: &str| {
+        tensors
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.to_kind(Kind::Double))
+            .with_context(|| format!("{}: tensor {name} is missing", path.display()))
+    };
+    let (mean, components, eigenvalues) = (get("mean")?, get("components")?, get("eigenvalues")?);
+    let d = size.pixels() as i64;
+    let rank = components.size().first().copied().unwrap_or(0);
+    if mean.size() != [d] || components.size() != [rank, d] || eigenvalues.size() != [rank] || rank < 1 {
+        bail!(
+            "{}: tensors mean {:?}, components {:?}, eigenvalues {:?} do not fit {size} images",
+            path.display(),
+            mean.size(),
+            components.size(),
+            eigenvalues.size()
+        );
+    }
+    let divisor = if field("covariance_divisor")? == "N" { Divisor::N } else { Divisor::NMinusOne };
+    let samples = number("faces")? as i64;
+    let pca = Pca {
+        mean,
+        components,
+        eigenvalues,
+        total_variance: number("total_variance")?,
+        samples,
+        divisor,
+        method: Method::Auto,
+    };
+    Ok(Saved { pca, size, white: number("white")? })
+}
+
+/// Projects image files onto the first `k` saved components (all when `None`).
+pub fn project(saved: &Saved, images: &[PathBuf], k: Option<i64>) -> Result<Vec<Projection>> {
+    let rank = saved.pca.rank();
+    let k = k.unwrap_or(rank);
+    if k > rank {
+        bail!("--k {k}: the components file holds {rank} components");
+    }
+    images
+        .iter()
+        .map(|file| {
+            let gray = faces::read_gray(file)?;
+            let own = FaceSize { height: gray.height(), width: gray.width() };
+            let scale = saved.white / 255.0;
+            let values: Vec<f64> = faces::gray_values(&gray, saved.size).iter().map(|v| v * scale).collect();
+            let face = Tensor::from_slice(&values).unsqueeze(0);
+            let coordinates = saved.pca.project(&face, k);
+            let error = saved.pca.squared_errors(&face, k).double_value(&[0]);
+            let spread = (&face - &saved.pca.mean).square().sum(Kind::Double).double_value(&[]);
+            Ok(Projection {
+                file: file.clone(),
+                resized_from: (own != saved.size).then(|| own.to_string()),
+                k,
+                coordinates: cpu_values(&coordinates),
+                mse_per_pixel: error / values.len() as f64,
+                relative_error: (error / spread.max(f64::MIN_POSITIVE)).sqrt(),
+            })
+        })
+        .collect()
+}
+
+/// One line per face: file, errors, coordinates.
+pub fn print_projections(projections: &[Projection], size: FaceSize) {
+    for p in projections {
+        let resized = p.resized_from.as_ref().map(|s| format!(" (resized from {s} to {size})")).unwrap_or_default();
+        let coordinates: Vec<String> = p.coordinates.iter().map(|c| format!("{c:.4e}")).collect();
+        println!(
+            "{}{resized}: k = {}, MSE per pixel {:.4e}, relative error {:.4}; coordinates {}",
+            p.file.display(),
+            p.k,
+            p.mse_per_pixel,
+            p.relative_error,
+            coordinates.join(" ")
+        );
+    }
+}
