@@ -6,8 +6,8 @@
 //!   transform ([`winograd`], its transforms on libtorch's own OpenMP threads,
 //!   [`omp`]), except under bf16 autocast, where oneDNN's bf16 weight
 //!   gradients are kept; elsewhere plain autograd.
-//! - [`arrange_input`] and [`pool`]: the memory layout a pass or a kernel
-//!   runs fastest in.
+//! - [`arrange_input`], [`arrange_weights`] and [`pool`]: the memory layout
+//!   a pass or a kernel runs fastest in.
 //! - [`lanes`]: eval passes of small batches spread over the cores, one
 //!   libtorch thread each, over read-only model views.
 //! - [`init_threads`]: the process's thread pools, set up once by a binary.
@@ -22,7 +22,7 @@ pub mod pool;
 pub mod winograd;
 
 use crate::grad::{Autograd, Backprop};
-use tch::{Device, Tensor};
+use tch::{nn, Device, Tensor};
 
 /// The fastest way to correct gradients on `device`.
 pub fn backprop(device: Device) -> Box<dyn Backprop> {
@@ -41,6 +41,23 @@ pub fn arrange_input(images: &Tensor, train: bool, depthwise: bool) -> Tensor {
         channels_last(images)
     } else {
         images.shallow_clone()
+    }
+}
+
+/// Stores a model's convolution weights in the layout its passes run fastest
+/// in: channels-last when they run under bf16 autocast on the CPU (oneDNN's
+/// bf16 convolutions then take them without a reorder each call; measured by
+/// `PRECISION=bf16 cargo run --release --example bench_step -- resnet18 cl-weights`),
+/// as they are otherwise. Values, names and saved files do not change.
+pub fn arrange_weights(vs: &nn::VarStore, bf16_on_cpu: bool) {
+    if !bf16_on_cpu || vs.device() != Device::Cpu {
+        return;
+    }
+    for (_, mut var) in vs.variables() {
+        if var.dim() == 4 {
+            let converted = channels_last(&var);
+            tch::no_grad(|| var.set_data(&converted));
+        }
     }
 }
 
@@ -75,4 +92,36 @@ pub fn init_threads(threads: Option<usize>, workers: usize) {
 /// threads, and on a few cores those teams fight the training step's team.
 pub fn single_threaded_helper() {
     tch::set_num_threads(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Kind;
+
+    fn is_channels_last(t: &Tensor) -> bool {
+        let [_, c, h, w] = t.size()[..] else { return false };
+        t.stride() == [h * w * c, 1, w * c, c]
+    }
+
+    #[test]
+    fn bf16_cpu_weights_are_stored_channels_last_with_the_same_values_and_outputs() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let conv = nn::conv2d(vs.root() / "conv", 3, 8, 3, Default::default());
+        let weight_before = conv.ws.copy();
+        let x = Tensor::randn([2, 3, 9, 9], (Kind::Float, Device::Cpu));
+        let bf16 = || crate::autocast::run(Device::Cpu, crate::autocast::Dtype::Bf16, || x.apply(&conv));
+        let output_before = bf16();
+        arrange_weights(&vs, false);
+        assert!(conv.ws.is_contiguous(), "fp32 weights keep their layout");
+        arrange_weights(&vs, true);
+        assert!(is_channels_last(&conv.ws), "strides {:?}", conv.ws.stride());
+        assert!(conv.ws.requires_grad() && conv.bs.as_ref().unwrap().dim() == 1);
+        assert!(conv.ws.equal(&weight_before));
+        let output = bf16();
+        let error = (output.to_kind(Kind::Float) - output_before.to_kind(Kind::Float)).abs().max().double_value(&[]);
+        assert!(error < 1e-2, "bf16 output moved by {error}");
+        let weight_grad = Tensor::run_backward(&[output.sum(Kind::Float)], &[&conv.ws], false, false);
+        assert_eq!(weight_grad[0].kind(), Kind::Float, "the master weight's gradient stays fp32");
+    }
 }

@@ -54,6 +54,8 @@ pub fn run(config: &FinetuneConfig, device: Device, start: Start, interrupt: &In
     let folders = Folders::scan(config)?;
     let mut model = build_model(config, folders.classes().len(), device)?;
     strategy::prepare_model(config.mode, &mut model);
+    let bf16_on_cpu = Autocast::of(config, device) == Autocast::On(Device::Cpu, crate::autocast::Dtype::Bf16);
+    crate::accel::arrange_weights(&model.backbone_vs, bf16_on_cpu);
     let mut stepper = Stepper::new(
         model.trainable(),
         optim::build(config.optimizer, &model.trainable(), config.momentum, config.weight_decay),
