@@ -3,13 +3,15 @@
 # on the same data, arch, mode and epochs, run alternately; prints seconds per epoch (median),
 # wall time, peak RSS, best val accuracy and the ratio reference/ours.
 # Usage: scripts/bench.sh [--arch A] [--mode M|all] [--epochs N] [--reps R] [--weights FILE] [--precision P]
+#                        [--references "fp32 bf16"]
 #   defaults: efficientnet-lite0, both modes, 3 epochs, 1 repetition, the arch's file in models/, fp32
 #   (ResNet-18 speed needs no ImageNet weights: any torchvision-written resnet18 .pth works).
-#   --precision bf16: ours in bf16, then the reference in fp32 and under bf16 autocast, each mode.
+#   --precision bf16: ours in bf16, then the reference in fp32 and under bf16 autocast, each mode
+#   (--references fp32 runs only the first, for long runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ARCH=efficientnet-lite0; MODES="feature-extract full"; EPOCHS=3; REPS=1; WEIGHTS=""; PRECISION=fp32
+ARCH=efficientnet-lite0; MODES="feature-extract full"; EPOCHS=3; REPS=1; WEIGHTS=""; PRECISION=fp32; REFERENCES=
 while [ $# -gt 0 ]; do
   case "$1" in
     --arch) ARCH=$2; shift 2 ;;
@@ -18,7 +20,8 @@ while [ $# -gt 0 ]; do
     --reps) REPS=$2; shift 2 ;;
     --weights) WEIGHTS=$2; shift 2 ;;
     --precision) PRECISION=$2; shift 2 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    --references) REFERENCES=$2; shift 2 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -35,6 +38,12 @@ case "$PRECISION" in
   bf16) REFERENCE_PRECISIONS="fp32 bf16" ;;
   *) echo "bench.sh: --precision fp32 or bf16" >&2; exit 2 ;;
 esac
+if [ -n "$REFERENCES" ]; then
+  for precision in $REFERENCES; do
+    case "$precision" in fp32|bf16) ;; *) echo "bench.sh: --references takes fp32 and/or bf16" >&2; exit 2 ;; esac
+  done
+  REFERENCE_PRECISIONS=$REFERENCES
+fi
 [ -x target/release/finetune ] || bash scripts/setup.sh
 
 RESULTS=runs/bench/results.jsonl
