@@ -1,5 +1,6 @@
 //! Links libtorch so that its CUDA library is loaded whenever it exists,
-//! records which libtorch that is, and compiles the autocast shim
+//! records which libtorch that is (and where the OpenBLAS wheel beside it
+//! would be), and compiles the autocast shim
 //! (`csrc/autocast.cpp`, see `src/autocast.rs`) against its headers.
 //!
 //! `torch-sys` tells us where libtorch lives (`DEP_TCH_LIBTORCH_LIB`). We embed
@@ -17,6 +18,11 @@ fn main() {
     }
     if let Some(lib_dir) = &lib_dir {
         compile_autocast_shim(std::path::Path::new(lib_dir));
+        // The scipy-openblas32 wheel setup.sh installs beside torch (see src/accel/lapack.rs).
+        let site_packages = std::path::Path::new(lib_dir).join("../..");
+        let site_packages = std::fs::canonicalize(&site_packages).unwrap_or(site_packages);
+        let wheel = site_packages.join("scipy_openblas32/lib/libscipy_openblas.so");
+        println!("cargo:rustc-env=TCHLAB_OPENBLAS_WHEEL={}", wheel.display());
     }
     let version = lib_dir
         .map(|dir| std::path::Path::new(&dir).join("../version.py"))

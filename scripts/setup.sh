@@ -53,6 +53,14 @@ if ! .venv/bin/python -c 'import sklearn, sys; sys.exit(sklearn.__version__ != "
     || fail "pip install $SKLEARN_PIN" "check that PyPI is reachable (pip config list)"
 fi
 
+# OpenBLAS for the eigenfaces PCA's f64 eigendecomposition (src/accel/lapack.rs opens it at run time).
+OPENBLAS_PIN=scipy-openblas32==0.3.34.481.3
+if [ "$(.venv/bin/pip show "${OPENBLAS_PIN%==*}" 2>/dev/null | sed -n 's/^Version: //p')" != "${OPENBLAS_PIN#*==}" ]; then
+  step "installing $OPENBLAS_PIN into .venv"
+  .venv/bin/pip install --quiet --disable-pip-version-check "$OPENBLAS_PIN" \
+    || fail "pip install $OPENBLAS_PIN" "check that PyPI is reachable (pip config list)"
+fi
+
 TORCH_DIR=$(.venv/bin/python -c 'import torch, os; print(os.path.dirname(torch.__file__))' 2>/dev/null) \
   || fail "import torch from .venv" "delete .venv and re-run setup.sh"
 ln -sfn "$TORCH_DIR" libtorch

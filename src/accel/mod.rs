@@ -10,6 +10,8 @@
 //!   a pass or a kernel runs fastest in.
 //! - [`lanes`]: eval passes of small batches spread over the cores, one
 //!   libtorch thread each, over read-only model views.
+//! - [`lapack`]: the PCA's f64 products and eigendecompositions by OpenBLAS
+//!   where it is installed (libtorch's MKL otherwise).
 //! - [`init_threads`]: the process's thread pools, set up once by a binary.
 //!
 //! The general training path (`crate::grad`, `crate::train`) sees only the
@@ -17,6 +19,7 @@
 
 pub mod conv3x3;
 pub mod lanes;
+pub mod lapack;
 pub mod omp;
 pub mod pool;
 pub mod winograd;

@@ -66,6 +66,8 @@ pub struct Summary {
     pub method: Method,
     /// What the covariance is divided by: "N-1" (scikit-learn, numpy.cov) or "N".
     pub covariance_divisor: Divisor,
+    /// What took the eigendecomposition: OpenBLAS (and which) or libtorch.
+    pub eigensolver: String,
     pub rank: i64,
     pub total_variance: f64,
     pub top_10_eigenvalues: Vec<f64>,
@@ -121,10 +123,11 @@ fn announce(faces: &Faces, options: &Options, method: Method) {
     let (size, name) = if method == Method::Gram { (n, "Gram") } else { (d, "covariance") };
     println!(
         "PCA of {n} faces × {d} pixels: eigendecomposition of the {size}×{size} {name} matrix, \
-         covariance divided by {}, {} on {}",
+         covariance divided by {}, {} on {} by {}",
         options.divisor.name(),
         precision_name(options.precision),
-        crate::device::name(options.device)
+        crate::device::name(options.device),
+        pca::eigensolver(options.device, options.precision)
     );
 }
 
@@ -151,6 +154,7 @@ fn summarise(
         precision: precision_name(options.precision).to_owned(),
         method: pca.method,
         covariance_divisor: options.divisor,
+        eigensolver: pca::eigensolver(options.device, options.precision),
         rank: pca.rank(),
         total_variance: pca.total_variance,
         top_10_eigenvalues: eigenvalues.iter().take(10).copied().collect(),

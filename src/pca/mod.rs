@@ -103,7 +103,7 @@ pub fn fit(data: &Tensor, divisor: Divisor, method: Method) -> Result<Pca> {
     let most = (samples - 1).min(dims);
     let (eigenvalues, components) = match method {
         Method::Gram => {
-            let (values, vectors) = descending_eigh(&(centred.mm(&centred.tr()) / scale));
+            let (values, vectors) = descending_eigh(&product(&centred, scale, true));
             let rank = numerical_rank(&values, samples.max(dims), data.kind()).min(most);
             let values = values.narrow(0, 0, rank);
             // vᵢ = Xcᵀuᵢ / √(scale·λᵢ) has unit length and the same eigenvalue.
@@ -112,7 +112,7 @@ pub fn fit(data: &Tensor, divisor: Divisor, method: Method) -> Result<Pca> {
             (values, components)
         }
         _ => {
-            let (values, vectors) = descending_eigh(&(centred.tr().mm(&centred) / scale));
+            let (values, vectors) = descending_eigh(&product(&centred, scale, false));
             let rank = numerical_rank(&values, samples.max(dims), data.kind()).min(most);
             (values.narrow(0, 0, rank), vectors.narrow(1, 0, rank).tr())
         }
@@ -128,10 +128,28 @@ pub fn fit(data: &Tensor, divisor: Divisor, method: Method) -> Result<Pca> {
     })
 }
 
-/// Eigenvalues (decreasing) and eigenvectors (columns) of a symmetric matrix.
+/// `Xcᵀ·Xc / scale` (the covariance), or `Xc·Xcᵀ / scale` (the Gram
+/// matrix) with `gram`; only its lower triangle is read after.
+fn product(centred: &Tensor, scale: f64, gram: bool) -> Tensor {
+    let by_openblas = crate::accel::lapack::openblas().and_then(|blas| blas.gram(centred, 1.0 / scale, gram));
+    by_openblas.unwrap_or_else(|| if gram { centred.mm(&centred.tr()) } else { centred.tr().mm(centred) } / scale)
+}
+
+/// Eigenvalues (decreasing) and eigenvectors (columns) of a symmetric matrix
+/// given by its lower triangle.
 fn descending_eigh(matrix: &Tensor) -> (Tensor, Tensor) {
-    let (values, vectors) = matrix.linalg_eigh("L");
+    let by_openblas = crate::accel::lapack::openblas().and_then(|blas| blas.eigh(matrix));
+    let (values, vectors) = by_openblas.unwrap_or_else(|| matrix.linalg_eigh("L"));
     (values.flip([0]), vectors.flip([1]))
+}
+
+/// What takes the eigendecomposition of a `kind` matrix on `device`.
+pub fn eigensolver(device: tch::Device, kind: Kind) -> String {
+    match crate::accel::lapack::openblas() {
+        Some(blas) if device == tch::Device::Cpu && kind == Kind::Double => format!("OpenBLAS ({})", blas.path),
+        _ if device == tch::Device::Cpu => "libtorch (MKL)".to_string(),
+        _ => "libtorch".to_string(),
+    }
 }
 
 /// How many leading eigenvalues stand above rounding noise (at least 1).

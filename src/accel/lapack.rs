@@ -1,0 +1,246 @@
+//! The f64 symmetric products and eigendecompositions of the PCA, on the
+//! CPU, by OpenBLAS (`dsyrk`, `dsyevd`) when it is there: its `dsyevd` beats
+//! the one in libtorch's bundled MKL on the CPUs we measured, and `dsyrk`
+//! computes half of the `Xᵀ·X` product a GEMM computes whole (README,
+//! *Eigenfaces*). Where OpenBLAS is missing, or for anything but contiguous
+//! f64 CPU tensors, the callers' libtorch path runs.
+//!
+//! The library is opened at run time, never linked, so that its LAPACK
+//! symbols cannot be confused with libtorch's: `TCHLAB_OPENBLAS` names it
+//! (`none` turns the seam off), else the `scipy-openblas32` wheel beside
+//! libtorch's torch package (what `scripts/setup.sh` installs), else
+//! Debian's `libopenblas.so.0`.
+
+use libloading::{Library, Symbol};
+use std::ffi::c_int;
+use std::sync::OnceLock;
+use tch::{Device, Kind, Tensor};
+
+type Syrk = unsafe extern "C" fn(
+    uplo: *const u8,
+    trans: *const u8,
+    n: *const c_int,
+    k: *const c_int,
+    alpha: *const f64,
+    a: *const f64,
+    lda: *const c_int,
+    beta: *const f64,
+    c: *mut f64,
+    ldc: *const c_int,
+);
+type Syevd = unsafe extern "C" fn(
+    jobz: *const u8,
+    uplo: *const u8,
+    n: *const c_int,
+    a: *mut f64,
+    lda: *const c_int,
+    w: *mut f64,
+    work: *mut f64,
+    lwork: *const c_int,
+    iwork: *mut c_int,
+    liwork: *const c_int,
+    info: *mut c_int,
+);
+type SetThreads = unsafe extern "C" fn(c_int);
+
+/// An opened OpenBLAS and the three entry points used.
+pub struct OpenBlas {
+    /// Where it was opened from, for the run's log.
+    pub path: String,
+    syrk: Syrk,
+    syevd: Syevd,
+    set_threads: SetThreads,
+    _library: Library,
+}
+
+/// The OpenBLAS of this process, opened once; `None` when there is none.
+pub fn openblas() -> Option<&'static OpenBlas> {
+    static OPENED: OnceLock<Option<OpenBlas>> = OnceLock::new();
+    OPENED.get_or_init(open_first).as_ref()
+}
+
+fn open_first() -> Option<OpenBlas> {
+    let candidates: Vec<String> = match std::env::var("TCHLAB_OPENBLAS") {
+        Ok(named) if named == "none" => return None,
+        Ok(named) => vec![named],
+        Err(_) => {
+            option_env!("TCHLAB_OPENBLAS_WHEEL").into_iter().chain(["libopenblas.so.0"]).map(String::from).collect()
+        }
+    };
+    candidates.iter().find_map(|path| OpenBlas::open(path))
+}
+
+impl OpenBlas {
+    fn open(path: &str) -> Option<Self> {
+        // The scipy-openblas wheels prefix their symbols.
+        let prefix = if path.contains("scipy_openblas") { "scipy_" } else { "" };
+        // SAFETY: opening a shared library runs its initialisers; OpenBLAS's
+        // only set up its thread pool. Its symbols stay local to the handle.
+        let library = unsafe { Library::new(path) }.ok()?;
+        // SAFETY: the types above are the reference BLAS/LAPACK interfaces
+        // with 32-bit integers, which these libraries (LP64) export.
+        unsafe {
+            let syrk: Symbol<Syrk> = library.get(format!("{prefix}dsyrk_\0").as_bytes()).ok()?;
+            let syevd: Symbol<Syevd> = library.get(format!("{prefix}dsyevd_\0").as_bytes()).ok()?;
+            let threads: Symbol<SetThreads> =
+                library.get(format!("{prefix}openblas_set_num_threads\0").as_bytes()).ok()?;
+            let (syrk, syevd, set_threads) = (*syrk, *syevd, *threads);
+            Some(Self { path: path.to_string(), syrk, syevd, set_threads, _library: library })
+        }
+    }
+
+    fn use_threads(&self) {
+        // SAFETY: plain setter of the library's thread count.
+        unsafe { (self.set_threads)(tch::get_num_threads().max(1)) }
+    }
+
+    /// `scale·XᵀX` (`[d, d]`) of a contiguous `[N, d]` f64 CPU tensor, or
+    /// `scale·XXᵀ` (`[N, N]`) with `rows_with_rows`; its lower triangle
+    /// (as libtorch reads it) is filled, the upper one is left zero.
+    pub fn gram(&self, x: &Tensor, scale: f64, rows_with_rows: bool) -> Option<Tensor> {
+        let [rows, cols] = x.size()[..] else { return None };
+        if !suitable(x) {
+            return None;
+        }
+        let (n, k) = if rows_with_rows { (rows, cols) } else { (cols, rows) };
+        let (n32, k32, lda) = (to_int(n)?, to_int(k)?, to_int(cols)?);
+        let mut product = vec![0f64; (n as usize).checked_mul(n as usize)?];
+        // Row-major [N, d] is column-major Y = Xᵀ ([d, N], lda d): XᵀX = Y·Yᵀ,
+        // XXᵀ = Yᵀ·Y. Column-major upper is row-major lower.
+        let trans = if rows_with_rows { b"T" } else { b"N" };
+        self.use_threads();
+        // SAFETY: `x` is a contiguous f64 CPU tensor of rows × cols values
+        // that outlives the call; `product` holds n × n values.
+        unsafe {
+            (self.syrk)(
+                b"U".as_ptr(),
+                trans.as_ptr(),
+                &n32,
+                &k32,
+                &scale,
+                x.data_ptr() as *const f64,
+                &lda,
+                &0.0,
+                product.as_mut_ptr(),
+                &n32,
+            );
+        }
+        Some(Tensor::from_slice(&product).view([n, n]))
+    }
+
+    /// Ascending eigenvalues `[n]` and eigenvectors (columns, `[n, n]`) of
+    /// a symmetric f64 CPU matrix of which only the lower triangle is read.
+    pub fn eigh(&self, matrix: &Tensor) -> Option<(Tensor, Tensor)> {
+        let [n, m] = matrix.size()[..] else { return None };
+        if n != m || n < 1 || !suitable(matrix) {
+            return None;
+        }
+        let n32 = to_int(n)?;
+        // Row-major lower triangle = column-major upper triangle.
+        let mut a = Vec::<f64>::try_from(matrix.flatten(0, -1)).ok()?;
+        let mut values = vec![0f64; n as usize];
+        let (work_size, iwork_size) = self.workspace(n32)?;
+        let mut work = vec![0f64; work_size];
+        let mut iwork = vec![0 as c_int; iwork_size];
+        let (lwork, liwork) = (to_int(work_size as i64)?, to_int(iwork_size as i64)?);
+        let mut info: c_int = 0;
+        self.use_threads();
+        // SAFETY: every buffer has the length LAPACK's workspace query asked for.
+        unsafe {
+            (self.syevd)(
+                b"V".as_ptr(),
+                b"U".as_ptr(),
+                &n32,
+                a.as_mut_ptr(),
+                &n32,
+                values.as_mut_ptr(),
+                work.as_mut_ptr(),
+                &lwork,
+                iwork.as_mut_ptr(),
+                &liwork,
+                &mut info,
+            );
+        }
+        if info != 0 {
+            return None;
+        }
+        // Column-major eigenvectors read row-major are rows: transpose back.
+        let vectors = Tensor::from_slice(&a).view([n, n]).tr();
+        Some((Tensor::from_slice(&values), vectors))
+    }
+
+    /// `dsyevd`'s workspace sizes for order `n`, from its own query.
+    fn workspace(&self, n: c_int) -> Option<(usize, usize)> {
+        let (mut work, mut iwork, mut info) = (0f64, 0 as c_int, 0 as c_int);
+        let (mut a, mut w) = (0f64, 0f64);
+        // SAFETY: a workspace query (lwork = liwork = -1) writes only `work`,
+        // `iwork` and `info`.
+        unsafe {
+            (self.syevd)(
+                b"V".as_ptr(),
+                b"U".as_ptr(),
+                &n,
+                &mut a,
+                &n,
+                &mut w,
+                &mut work,
+                &-1,
+                &mut iwork,
+                &-1,
+                &mut info,
+            );
+        }
+        (info == 0 && work >= 1.0 && iwork >= 1).then_some((work as usize, iwork as usize))
+    }
+}
+
+fn suitable(x: &Tensor) -> bool {
+    x.device() == Device::Cpu && x.kind() == Kind::Double && x.is_contiguous() && !x.requires_grad()
+}
+
+/// `value` as LAPACK's 32-bit integer, when it fits.
+fn to_int(value: i64) -> Option<c_int> {
+    c_int::try_from(value).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(rows: i64, cols: i64) -> Tensor {
+        tch::manual_seed(11);
+        Tensor::randn([rows, cols], (Kind::Double, Device::Cpu))
+    }
+
+    #[test]
+    fn openblas_products_and_eigenpairs_equal_libtorchs() {
+        let Some(blas) = openblas() else {
+            // scripts/setup.sh installs it; without it the PCA takes libtorch's path.
+            assert!(std::env::var("TCHLAB_OPENBLAS").is_ok_and(|v| v == "none"), "no OpenBLAS found");
+            return;
+        };
+        let x = random(40, 25);
+        let lower = |t: &Tensor| t.tril(0);
+        let covariance = blas.gram(&x, 0.5, false).unwrap();
+        assert!(lower(&covariance).allclose(&(x.tr().mm(&x) * 0.5).tril(0), 1e-12, 1e-12, false));
+        let gram = blas.gram(&x, 1.0, true).unwrap();
+        assert!(lower(&gram).allclose(&x.mm(&x.tr()).tril(0), 1e-12, 1e-12, false));
+        let full = x.tr().mm(&x);
+        let (values, vectors) = blas.eigh(&covariance).unwrap();
+        let (expected, _) = (full * 0.5).linalg_eigh("L");
+        assert!(values.allclose(&expected, 1e-10, 1e-12, false));
+        let rebuilt = vectors.mm(&values.diag(0)).mm(&vectors.tr());
+        assert!(rebuilt.allclose(&(x.tr().mm(&x) * 0.5), 1e-10, 1e-10, false));
+        let identity = Tensor::eye(25, (Kind::Double, Device::Cpu));
+        assert!(vectors.tr().mm(&vectors).allclose(&identity, 1e-12, 1e-12, false));
+    }
+
+    #[test]
+    fn other_kinds_and_layouts_are_left_to_libtorch() {
+        let Some(blas) = openblas() else { return };
+        let x = random(6, 4);
+        assert!(blas.gram(&x.to_kind(Kind::Float), 1.0, false).is_none());
+        assert!(blas.gram(&x.tr(), 1.0, false).is_none());
+        assert!(blas.eigh(&random(3, 4)).is_none());
+    }
+}
