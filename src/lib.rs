@@ -19,8 +19,10 @@
 //!
 //! CPU speed code lives behind one seam, [`accel`]: Winograd weight
 //! gradients for ResNet's 3×3 convolutions (a [`grad::Backprop`]), OpenMP
-//! regions on libtorch's threads, eval lanes over read-only model views, and
-//! memory-layout choices. Nothing outside it asks how. Reduced precision
+//! regions on libtorch's threads, eval lanes over read-only model views,
+//! memory-layout choices (channels-last weights under bf16), and the PCA's
+//! f64 products and eigendecompositions by OpenBLAS where it is installed.
+//! Nothing outside it asks how. Reduced precision
 //! (`--amp`, `--precision bf16`) is libtorch's autocast ([`autocast`]),
 //! switched on around forward passes by `train::amp`; the seam keeps to
 //! what fits it (no Winograd weight gradients for bf16 convolutions).
