@@ -21,7 +21,7 @@ while [ $# -gt 0 ]; do
     --weights) WEIGHTS=$2; shift 2 ;;
     --precision) PRECISION=$2; shift 2 ;;
     --references) REFERENCES=$2; shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done

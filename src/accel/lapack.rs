@@ -5,14 +5,15 @@
 //! *Eigenfaces*). Where OpenBLAS is missing, or for anything but contiguous
 //! f64 CPU tensors, the callers' libtorch path runs.
 //!
-//! The library is opened at run time, never linked, so that its LAPACK
-//! symbols cannot be confused with libtorch's: `TCHLAB_OPENBLAS` names it
-//! (`none` turns the seam off), else the `scipy-openblas32` wheel beside
-//! libtorch's torch package (what `scripts/setup.sh` installs), else
-//! Debian's `libopenblas.so.0`.
+//! The library is opened at run time, never linked, and with `RTLD_DEEPBIND`,
+//! so that its LAPACK calls its own BLAS, never the symbols libtorch's MKL
+//! exports: `TCHLAB_OPENBLAS` names it (`none` turns the seam off), else the
+//! `scipy-openblas32` wheel beside libtorch's torch package (what
+//! `scripts/setup.sh` installs). Builds with 64-bit integers are refused.
 
-use libloading::{Library, Symbol};
+use libloading::os::unix::{Library, Symbol};
 use std::ffi::c_int;
+use std::ffi::{c_char, CStr};
 use std::sync::OnceLock;
 use tch::{Device, Kind, Tensor};
 
@@ -42,6 +43,7 @@ type Syevd = unsafe extern "C" fn(
     info: *mut c_int,
 );
 type SetThreads = unsafe extern "C" fn(c_int);
+type GetConfig = unsafe extern "C" fn() -> *const c_char;
 
 /// An opened OpenBLAS and the three entry points used.
 pub struct OpenBlas {
@@ -59,33 +61,48 @@ pub fn openblas() -> Option<&'static OpenBlas> {
     OPENED.get_or_init(open_first).as_ref()
 }
 
+/// The OpenBLAS that takes `x`: contiguous f64 CPU tensors only, and only
+/// where OpenBLAS is installed (the library is not opened otherwise).
+pub fn for_tensor(x: &Tensor) -> Option<&'static OpenBlas> {
+    suitable(x).then(openblas).flatten()
+}
+
 fn open_first() -> Option<OpenBlas> {
-    let candidates: Vec<String> = match std::env::var("TCHLAB_OPENBLAS") {
-        Ok(named) if named == "none" => return None,
-        Ok(named) => vec![named],
-        Err(_) => {
-            option_env!("TCHLAB_OPENBLAS_WHEEL").into_iter().chain(["libopenblas.so.0"]).map(String::from).collect()
-        }
-    };
-    candidates.iter().find_map(|path| OpenBlas::open(path))
+    match std::env::var("TCHLAB_OPENBLAS") {
+        Ok(named) if named == "none" => None,
+        Ok(named) => OpenBlas::open(&named),
+        Err(_) => option_env!("TCHLAB_OPENBLAS_WHEEL").and_then(OpenBlas::open),
+    }
 }
 
 impl OpenBlas {
     fn open(path: &str) -> Option<Self> {
-        // The scipy-openblas wheels prefix their symbols.
-        let prefix = if path.contains("scipy_openblas") { "scipy_" } else { "" };
+        let flags = libc::RTLD_NOW | libc::RTLD_LOCAL | libc::RTLD_DEEPBIND;
         // SAFETY: opening a shared library runs its initialisers; OpenBLAS's
-        // only set up its thread pool. Its symbols stay local to the handle.
-        let library = unsafe { Library::new(path) }.ok()?;
+        // only set up its thread pool.
+        let library = unsafe { Library::open(Some(path), flags) }.ok()?;
+        // The scipy-openblas wheels prefix their symbols; other builds do not.
+        ["scipy_", ""].into_iter().find_map(|prefix| Self::entry_points(&library, prefix)).map(
+            |(syrk, syevd, set_threads)| Self { path: path.to_string(), syrk, syevd, set_threads, _library: library },
+        )
+    }
+
+    /// The three functions under `prefix`, if they are there and the build
+    /// uses 32-bit integers, as the types above do.
+    fn entry_points(library: &Library, prefix: &str) -> Option<(Syrk, Syevd, SetThreads)> {
         // SAFETY: the types above are the reference BLAS/LAPACK interfaces
-        // with 32-bit integers, which these libraries (LP64) export.
+        // with 32-bit integers; `openblas_get_config` returns a static C
+        // string naming the build's options, checked before anything is called.
         unsafe {
+            let config: Symbol<GetConfig> = library.get(format!("{prefix}openblas_get_config\0").as_bytes()).ok()?;
+            if CStr::from_ptr(config()).to_string_lossy().contains("USE64BITINT") {
+                return None;
+            }
             let syrk: Symbol<Syrk> = library.get(format!("{prefix}dsyrk_\0").as_bytes()).ok()?;
             let syevd: Symbol<Syevd> = library.get(format!("{prefix}dsyevd_\0").as_bytes()).ok()?;
             let threads: Symbol<SetThreads> =
                 library.get(format!("{prefix}openblas_set_num_threads\0").as_bytes()).ok()?;
-            let (syrk, syevd, set_threads) = (*syrk, *syevd, *threads);
-            Some(Self { path: path.to_string(), syrk, syevd, set_threads, _library: library })
+            Some((*syrk, *syevd, *threads))
         }
     }
 

@@ -109,6 +109,7 @@ mod tests {
 
     #[test]
     fn bf16_cpu_weights_are_stored_channels_last_with_the_same_values_and_outputs() {
+        tch::manual_seed(3);
         let vs = nn::VarStore::new(Device::Cpu);
         let conv = nn::conv2d(vs.root() / "conv", 3, 8, 3, Default::default());
         let weight_before = conv.ws.copy();
@@ -122,8 +123,11 @@ mod tests {
         assert!(conv.ws.requires_grad() && conv.bs.as_ref().unwrap().dim() == 1);
         assert!(conv.ws.equal(&weight_before));
         let output = bf16();
-        let error = (output.to_kind(Kind::Float) - output_before.to_kind(Kind::Float)).abs().max().double_value(&[]);
-        assert!(error < 1e-2, "bf16 output moved by {error}");
+        let before = output_before.to_kind(Kind::Float);
+        let error = (output.to_kind(Kind::Float) - &before).abs().max().double_value(&[]);
+        let scale = before.abs().max().double_value(&[]);
+        // Two bf16 roundings of the largest output at most (bf16 keeps 8 bits).
+        assert!(error <= 2.0 * scale / 128.0, "bf16 output moved by {error} (largest {scale})");
         let weight_grad = Tensor::run_backward(&[output.sum(Kind::Float)], &[&conv.ws], false, false);
         assert_eq!(weight_grad[0].kind(), Kind::Float, "the master weight's gradient stays fp32");
     }

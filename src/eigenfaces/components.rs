@@ -101,6 +101,7 @@ pub fn read_components(path: &Path) -> Result<Saved> {
         samples,
         divisor,
         method: Method::Auto,
+        eigensolver: "saved".to_string(),
     };
     Ok(Saved { pca, size, white: number("white")? })
 }

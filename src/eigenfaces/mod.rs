@@ -109,7 +109,8 @@ pub fn run(faces: &Faces, options: &Options, out: &Path) -> Result<Summary> {
     let summary = Summary { seconds: started.elapsed().as_secs_f64(), ..summary };
     write_atomically(&out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
     println!(
-        "PCA took {fit_seconds:.3} s, the whole run {:.2} s; wrote {}/{{summary.json, {}}}",
+        "PCA took {fit_seconds:.3} s (eigendecomposition by {}), the whole run {:.2} s; wrote {}/{{summary.json, {}}}",
+        summary.eigensolver,
         summary.seconds,
         out.display(),
         written.join(", ")
@@ -123,11 +124,10 @@ fn announce(faces: &Faces, options: &Options, method: Method) {
     let (size, name) = if method == Method::Gram { (n, "Gram") } else { (d, "covariance") };
     println!(
         "PCA of {n} faces × {d} pixels: eigendecomposition of the {size}×{size} {name} matrix, \
-         covariance divided by {}, {} on {} by {}",
+         covariance divided by {}, {} on {}",
         options.divisor.name(),
         precision_name(options.precision),
-        crate::device::name(options.device),
-        pca::eigensolver(options.device, options.precision)
+        crate::device::name(options.device)
     );
 }
 
@@ -154,7 +154,7 @@ fn summarise(
         precision: precision_name(options.precision).to_owned(),
         method: pca.method,
         covariance_divisor: options.divisor,
-        eigensolver: pca::eigensolver(options.device, options.precision),
+        eigensolver: pca.eigensolver.clone(),
         rank: pca.rank(),
         total_variance: pca.total_variance,
         top_10_eigenvalues: eigenvalues.iter().take(10).copied().collect(),

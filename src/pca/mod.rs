@@ -8,6 +8,7 @@
 
 pub mod recognition;
 
+use crate::accel::lapack;
 use anyhow::{bail, Result};
 use serde::Serialize;
 use tch::{Kind, Tensor};
@@ -87,6 +88,8 @@ pub struct Pca {
     pub samples: i64,
     pub divisor: Divisor,
     pub method: Method,
+    /// What took the eigendecomposition: OpenBLAS (and which) or libtorch.
+    pub eigensolver: String,
 }
 
 /// Fits a PCA to the rows of `data` (`[N, d]`), in `data`'s kind and on its device.
@@ -101,20 +104,20 @@ pub fn fit(data: &Tensor, divisor: Divisor, method: Method) -> Result<Pca> {
     let centred = data - &mean;
     let total_variance = centred.square().sum(Kind::Double).double_value(&[]) / scale;
     let most = (samples - 1).min(dims);
-    let (eigenvalues, components) = match method {
+    let (eigenvalues, components, eigensolver) = match method {
         Method::Gram => {
-            let (values, vectors) = descending_eigh(&product(&centred, scale, true));
+            let (values, vectors, solver) = descending_eigh(&product(&centred, scale, true));
             let rank = numerical_rank(&values, samples.max(dims), data.kind()).min(most);
             let values = values.narrow(0, 0, rank);
             // vᵢ = Xcᵀuᵢ / √(scale·λᵢ) has unit length and the same eigenvalue.
             let norms = (&values * scale).sqrt();
             let components = vectors.narrow(1, 0, rank).tr().mm(&centred) / norms.unsqueeze(1);
-            (values, components)
+            (values, components, solver)
         }
         _ => {
-            let (values, vectors) = descending_eigh(&product(&centred, scale, false));
+            let (values, vectors, solver) = descending_eigh(&product(&centred, scale, false));
             let rank = numerical_rank(&values, samples.max(dims), data.kind()).min(most);
-            (values.narrow(0, 0, rank), vectors.narrow(1, 0, rank).tr())
+            (values.narrow(0, 0, rank), vectors.narrow(1, 0, rank).tr(), solver)
         }
     };
     Ok(Pca {
@@ -125,31 +128,29 @@ pub fn fit(data: &Tensor, divisor: Divisor, method: Method) -> Result<Pca> {
         samples,
         divisor,
         method,
+        eigensolver,
     })
 }
 
 /// `Xcᵀ·Xc / scale` (the covariance), or `Xc·Xcᵀ / scale` (the Gram
 /// matrix) with `gram`; only its lower triangle is read after.
 fn product(centred: &Tensor, scale: f64, gram: bool) -> Tensor {
-    let by_openblas = crate::accel::lapack::openblas().and_then(|blas| blas.gram(centred, 1.0 / scale, gram));
+    let by_openblas = lapack::for_tensor(centred).and_then(|blas| blas.gram(centred, 1.0 / scale, gram));
     by_openblas.unwrap_or_else(|| if gram { centred.mm(&centred.tr()) } else { centred.tr().mm(centred) } / scale)
 }
 
 /// Eigenvalues (decreasing) and eigenvectors (columns) of a symmetric matrix
-/// given by its lower triangle.
-fn descending_eigh(matrix: &Tensor) -> (Tensor, Tensor) {
-    let by_openblas = crate::accel::lapack::openblas().and_then(|blas| blas.eigh(matrix));
-    let (values, vectors) = by_openblas.unwrap_or_else(|| matrix.linalg_eigh("L"));
-    (values.flip([0]), vectors.flip([1]))
-}
-
-/// What takes the eigendecomposition of a `kind` matrix on `device`.
-pub fn eigensolver(device: tch::Device, kind: Kind) -> String {
-    match crate::accel::lapack::openblas() {
-        Some(blas) if device == tch::Device::Cpu && kind == Kind::Double => format!("OpenBLAS ({})", blas.path),
-        _ if device == tch::Device::Cpu => "libtorch (MKL)".to_string(),
-        _ => "libtorch".to_string(),
-    }
+/// given by its lower triangle, and what computed them.
+fn descending_eigh(matrix: &Tensor) -> (Tensor, Tensor, String) {
+    let by_openblas = lapack::for_tensor(matrix).and_then(|blas| {
+        blas.eigh(matrix).map(|(values, vectors)| (values, vectors, format!("OpenBLAS ({})", blas.path)))
+    });
+    let (values, vectors, solver) = by_openblas.unwrap_or_else(|| {
+        let (values, vectors) = matrix.linalg_eigh("L");
+        let solver = if matrix.device() == tch::Device::Cpu { "libtorch (MKL)" } else { "libtorch" };
+        (values, vectors, solver.to_string())
+    });
+    (values.flip([0]), vectors.flip([1]), solver)
 }
 
 /// How many leading eigenvalues stand above rounding noise (at least 1).
