@@ -12,8 +12,7 @@
 //! `scripts/setup.sh` installs). Builds with 64-bit integers are refused.
 
 use libloading::os::unix::{Library, Symbol};
-use std::ffi::c_int;
-use std::ffi::{c_char, CStr};
+use std::ffi::{c_char, c_int, CStr};
 use std::sync::OnceLock;
 use tch::{Device, Kind, Tensor};
 

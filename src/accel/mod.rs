@@ -48,12 +48,12 @@ pub fn arrange_input(images: &Tensor, train: bool, depthwise: bool) -> Tensor {
 }
 
 /// Stores a model's convolution weights in the layout its passes run fastest
-/// in: channels-last when they run under bf16 autocast on the CPU (oneDNN's
-/// bf16 convolutions then take them without a reorder each call; measured by
+/// in: channels-last when they run under bf16 autocast (`bf16`) on the CPU
+/// (oneDNN's bf16 convolutions then take them without a reorder each call;
 /// `PRECISION=bf16 cargo run --release --example bench_step -- resnet18 cl-weights`),
 /// as they are otherwise. Values, names and saved files do not change.
-pub fn arrange_weights(vs: &nn::VarStore, bf16_on_cpu: bool) {
-    if !bf16_on_cpu || vs.device() != Device::Cpu {
+pub fn arrange_weights(vs: &nn::VarStore, bf16: bool) {
+    if !bf16 || vs.device() != Device::Cpu {
         return;
     }
     for (_, mut var) in vs.variables() {

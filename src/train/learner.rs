@@ -8,7 +8,7 @@
 use super::amp::Autocast;
 pub use super::checkpoint::Start;
 use super::checkpoint::{restore, Best, RunState, BEST_MODEL_FILE};
-use super::config::FinetuneConfig;
+use super::config::{FinetuneConfig, Precision};
 use super::evaluate::val_row;
 use super::frozen::predict_probabilities;
 use super::optim;
@@ -54,8 +54,7 @@ pub fn run(config: &FinetuneConfig, device: Device, start: Start, interrupt: &In
     let folders = Folders::scan(config)?;
     let mut model = build_model(config, folders.classes().len(), device)?;
     strategy::prepare_model(config.mode, &mut model);
-    let bf16_on_cpu = Autocast::of(config, device) == Autocast::On(Device::Cpu, crate::autocast::Dtype::Bf16);
-    crate::accel::arrange_weights(&model.backbone_vs, bf16_on_cpu);
+    crate::accel::arrange_weights(&model.backbone_vs, config.precision == Precision::Bf16 && !config.amp);
     let mut stepper = Stepper::new(
         model.trainable(),
         optim::build(config.optimizer, &model.trainable(), config.momentum, config.weight_decay),
