@@ -44,6 +44,16 @@ type Syevd = unsafe extern "C" fn(
 type SetThreads = unsafe extern "C" fn(c_int);
 type GetConfig = unsafe extern "C" fn() -> *const c_char;
 
+/// What [`OpenBlas::product_eigh`] returns.
+pub struct ProductEigen {
+    /// `[n]`, decreasing.
+    pub values: Tensor,
+    /// `[n, n]`: row i is the unit eigenvector of `values[i]`.
+    pub rows: Tensor,
+    /// The product's trace, the sum of all its eigenvalues.
+    pub trace: f64,
+}
+
 /// An opened OpenBLAS and the three entry points used.
 pub struct OpenBlas {
     /// Where it was opened from, for the run's log.
@@ -110,23 +120,29 @@ impl OpenBlas {
         unsafe { (self.set_threads)(tch::get_num_threads().max(1)) }
     }
 
-    /// `scale·XᵀX` (`[d, d]`) of a contiguous `[N, d]` f64 CPU tensor, or
-    /// `scale·XXᵀ` (`[N, N]`) with `rows_with_rows`; its lower triangle
-    /// (as libtorch reads it) is filled, the upper one is left zero.
-    pub fn gram(&self, x: &Tensor, scale: f64, rows_with_rows: bool) -> Option<Tensor> {
+    /// The eigendecomposition of `scale·XᵀX` (`[d, d]`) of a contiguous
+    /// `[N, d]` f64 CPU tensor, or of `scale·XXᵀ` (`[N, N]`) with
+    /// `rows_with_rows`: `dsyrk` fills one triangle of a fresh matrix,
+    /// `dsyevd` overwrites it with the eigenvectors, and those are put in
+    /// decreasing order in place, so no n×n copy is ever made.
+    pub fn product_eigh(&self, x: &Tensor, scale: f64, rows_with_rows: bool) -> Option<ProductEigen> {
         let [rows, cols] = x.size()[..] else { return None };
         if !suitable(x) {
             return None;
         }
         let (n, k) = if rows_with_rows { (rows, cols) } else { (cols, rows) };
         let (n32, k32, lda) = (to_int(n)?, to_int(k)?, to_int(cols)?);
-        let mut product = vec![0f64; (n as usize).checked_mul(n as usize)?];
-        // Row-major [N, d] is column-major Y = Xᵀ ([d, N], lda d): XᵀX = Y·Yᵀ,
-        // XXᵀ = Yᵀ·Y. Column-major upper is row-major lower.
+        let side = usize::try_from(n).ok()?;
+        let (work_size, iwork_size) = self.workspace(n32)?;
+        let matrix = Tensor::zeros([n, n], (Kind::Double, Device::Cpu));
+        // SAFETY: `matrix` was just allocated here, contiguous, n × n f64
+        // values, and nothing else refers to it.
+        let a = unsafe { std::slice::from_raw_parts_mut(matrix.data_ptr() as *mut f64, side.checked_mul(side)?) };
+        // Row-major [N, d] is column-major Y = Xᵀ ([d, N], lda d): XᵀX = Y·Yᵀ, XXᵀ = Yᵀ·Y.
         let trans = if rows_with_rows { b"T" } else { b"N" };
         self.use_threads();
         // SAFETY: `x` is a contiguous f64 CPU tensor of rows × cols values
-        // that outlives the call; `product` holds n × n values.
+        // that outlives the call; `a` holds n × n values.
         unsafe {
             (self.syrk)(
                 b"U".as_ptr(),
@@ -137,31 +153,18 @@ impl OpenBlas {
                 x.data_ptr() as *const f64,
                 &lda,
                 &0.0,
-                product.as_mut_ptr(),
+                a.as_mut_ptr(),
                 &n32,
             );
         }
-        Some(Tensor::from_slice(&product).view([n, n]))
-    }
-
-    /// Ascending eigenvalues `[n]` and eigenvectors (columns, `[n, n]`) of
-    /// a symmetric f64 CPU matrix of which only the lower triangle is read.
-    pub fn eigh(&self, matrix: &Tensor) -> Option<(Tensor, Tensor)> {
-        let [n, m] = matrix.size()[..] else { return None };
-        if n != m || n < 1 || !suitable(matrix) {
-            return None;
-        }
-        let n32 = to_int(n)?;
-        // Row-major lower triangle = column-major upper triangle.
-        let mut a = Vec::<f64>::try_from(matrix.flatten(0, -1)).ok()?;
-        let mut values = vec![0f64; n as usize];
-        let (work_size, iwork_size) = self.workspace(n32)?;
+        let trace = (0..side).map(|i| a[i * side + i]).sum();
+        let mut values = vec![0f64; side];
         let mut work = vec![0f64; work_size];
         let mut iwork = vec![0 as c_int; iwork_size];
         let (lwork, liwork) = (to_int(work_size as i64)?, to_int(iwork_size as i64)?);
         let mut info: c_int = 0;
-        self.use_threads();
-        // SAFETY: every buffer has the length LAPACK's workspace query asked for.
+        // SAFETY: `a` holds the upper triangle `dsyrk` wrote; every buffer
+        // has the length LAPACK's workspace query asked for.
         unsafe {
             (self.syevd)(
                 b"V".as_ptr(),
@@ -180,9 +183,14 @@ impl OpenBlas {
         if info != 0 {
             return None;
         }
-        // Column-major eigenvectors read row-major are rows: transpose back.
-        let vectors = Tensor::from_slice(&a).view([n, n]).tr();
-        Some((Tensor::from_slice(&values), vectors))
+        // Column j of the column-major result, eigenvalue j ascending, is row
+        // j read row-major: reversing the rows orders both by decreasing eigenvalue.
+        values.reverse();
+        for i in 0..side / 2 {
+            let (head, tail) = a.split_at_mut((side - 1 - i) * side);
+            head[i * side..(i + 1) * side].swap_with_slice(&mut tail[..side]);
+        }
+        Some(ProductEigen { values: Tensor::from_slice(&values), rows: matrix, trace })
     }
 
     /// `dsyevd`'s workspace sizes for order `n`, from its own query.
@@ -229,34 +237,32 @@ mod tests {
     }
 
     #[test]
-    fn openblas_products_and_eigenpairs_equal_libtorchs() {
+    fn openblas_eigenpairs_of_products_equal_libtorchs() {
         let Some(blas) = openblas() else {
             // scripts/setup.sh installs it; without it the PCA takes libtorch's path.
             assert!(std::env::var("TCHLAB_OPENBLAS").is_ok_and(|v| v == "none"), "no OpenBLAS found");
             return;
         };
         let x = random(40, 25);
-        let lower = |t: &Tensor| t.tril(0);
-        let covariance = blas.gram(&x, 0.5, false).unwrap();
-        assert!(lower(&covariance).allclose(&(x.tr().mm(&x) * 0.5).tril(0), 1e-12, 1e-12, false));
-        let gram = blas.gram(&x, 1.0, true).unwrap();
-        assert!(lower(&gram).allclose(&x.mm(&x.tr()).tril(0), 1e-12, 1e-12, false));
-        let full = x.tr().mm(&x);
-        let (values, vectors) = blas.eigh(&covariance).unwrap();
-        let (expected, _) = (full * 0.5).linalg_eigh("L");
-        assert!(values.allclose(&expected, 1e-10, 1e-12, false));
-        let rebuilt = vectors.mm(&values.diag(0)).mm(&vectors.tr());
-        assert!(rebuilt.allclose(&(x.tr().mm(&x) * 0.5), 1e-10, 1e-10, false));
-        let identity = Tensor::eye(25, (Kind::Double, Device::Cpu));
-        assert!(vectors.tr().mm(&vectors).allclose(&identity, 1e-12, 1e-12, false));
+        for (rows_with_rows, product) in [(false, x.tr().mm(&x) * 0.5), (true, x.mm(&x.tr()) * 0.5)] {
+            let n = product.size()[0];
+            let eigen = blas.product_eigh(&x, 0.5, rows_with_rows).unwrap();
+            let (expected, _) = product.linalg_eigh("L");
+            assert!(eigen.values.allclose(&expected.flip([0]), 1e-10, 1e-9, false), "rows with rows: {rows_with_rows}");
+            let trace = product.trace().double_value(&[]);
+            assert!((eigen.trace - trace).abs() < 1e-12 * trace);
+            let rebuilt = eigen.rows.tr().mm(&eigen.values.diag(0)).mm(&eigen.rows);
+            assert!(rebuilt.allclose(&product, 1e-10, 1e-9, false));
+            let identity = Tensor::eye(n, (Kind::Double, Device::Cpu));
+            assert!(eigen.rows.mm(&eigen.rows.tr()).allclose(&identity, 1e-12, 1e-12, false));
+        }
     }
 
     #[test]
     fn other_kinds_and_layouts_are_left_to_libtorch() {
         let Some(blas) = openblas() else { return };
         let x = random(6, 4);
-        assert!(blas.gram(&x.to_kind(Kind::Float), 1.0, false).is_none());
-        assert!(blas.gram(&x.tr(), 1.0, false).is_none());
-        assert!(blas.eigh(&random(3, 4)).is_none());
+        assert!(blas.product_eigh(&x.to_kind(Kind::Float), 1.0, false).is_none());
+        assert!(blas.product_eigh(&x.tr(), 1.0, false).is_none());
     }
 }

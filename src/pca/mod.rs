@@ -102,23 +102,17 @@ pub fn fit(data: &Tensor, divisor: Divisor, method: Method) -> Result<Pca> {
     let scale = divisor.of(samples);
     let mean = data.mean_dim(0, false, data.kind());
     let centred = data - &mean;
-    let total_variance = centred.square().sum(Kind::Double).double_value(&[]) / scale;
+    let gram = method == Method::Gram;
+    let Eigen { values, rows, trace: total_variance, solver: eigensolver } = eigh_of_product(&centred, scale, gram);
     let most = (samples - 1).min(dims);
-    let (eigenvalues, components, eigensolver) = match method {
-        Method::Gram => {
-            let (values, vectors, solver) = descending_eigh(&product(&centred, scale, true));
-            let rank = numerical_rank(&values, samples.max(dims), data.kind()).min(most);
-            let values = values.narrow(0, 0, rank);
-            // vᵢ = Xcᵀuᵢ / √(scale·λᵢ) has unit length and the same eigenvalue.
-            let norms = (&values * scale).sqrt();
-            let components = vectors.narrow(1, 0, rank).tr().mm(&centred) / norms.unsqueeze(1);
-            (values, components, solver)
-        }
-        _ => {
-            let (values, vectors, solver) = descending_eigh(&product(&centred, scale, false));
-            let rank = numerical_rank(&values, samples.max(dims), data.kind()).min(most);
-            (values.narrow(0, 0, rank), vectors.narrow(1, 0, rank).tr(), solver)
-        }
+    let rank = numerical_rank(&values, samples.max(dims), data.kind()).min(most);
+    let eigenvalues = values.narrow(0, 0, rank);
+    let components = if gram {
+        // vᵢ = Xcᵀuᵢ / √(scale·λᵢ) has unit length and the same eigenvalue.
+        let norms = (&eigenvalues * scale).sqrt();
+        rows.narrow(0, 0, rank).mm(&centred) / norms.unsqueeze(1)
+    } else {
+        rows.narrow(0, 0, rank)
     };
     Ok(Pca {
         mean,
@@ -132,25 +126,33 @@ pub fn fit(data: &Tensor, divisor: Divisor, method: Method) -> Result<Pca> {
     })
 }
 
-/// `Xcᵀ·Xc / scale` (the covariance), or `Xc·Xcᵀ / scale` (the Gram
-/// matrix) with `gram`; only its lower triangle is read after.
-fn product(centred: &Tensor, scale: f64, gram: bool) -> Tensor {
-    let by_openblas = lapack::for_tensor(centred).and_then(|blas| blas.gram(centred, 1.0 / scale, gram));
-    by_openblas.unwrap_or_else(|| if gram { centred.mm(&centred.tr()) } else { centred.tr().mm(centred) } / scale)
+/// The eigendecomposition of a product of the centred data with itself.
+struct Eigen {
+    /// Decreasing.
+    values: Tensor,
+    /// Row i is the unit eigenvector of `values[i]`.
+    rows: Tensor,
+    /// The sum of all eigenvalues: the total variance.
+    trace: f64,
+    /// What computed it: OpenBLAS (and which) or libtorch.
+    solver: String,
 }
 
-/// Eigenvalues (decreasing) and eigenvectors (columns) of a symmetric matrix
-/// given by its lower triangle, and what computed them.
-fn descending_eigh(matrix: &Tensor) -> (Tensor, Tensor, String) {
-    let by_openblas = lapack::for_tensor(matrix).and_then(|blas| {
-        blas.eigh(matrix).map(|(values, vectors)| (values, vectors, format!("OpenBLAS ({})", blas.path)))
-    });
-    let (values, vectors, solver) = by_openblas.unwrap_or_else(|| {
-        let (values, vectors) = matrix.linalg_eigh("L");
-        let solver = if matrix.device() == tch::Device::Cpu { "libtorch (MKL)" } else { "libtorch" };
-        (values, vectors, solver.to_string())
-    });
-    (values.flip([0]), vectors.flip([1]), solver)
+/// The eigendecomposition of `Xcᵀ·Xc / scale` (the covariance), or of
+/// `Xc·Xcᵀ / scale` (the Gram matrix) with `gram`: by OpenBLAS where it
+/// takes the tensor, else by libtorch.
+fn eigh_of_product(centred: &Tensor, scale: f64, gram: bool) -> Eigen {
+    if let Some(blas) = lapack::for_tensor(centred) {
+        if let Some(eigen) = blas.product_eigh(centred, 1.0 / scale, gram) {
+            let solver = format!("OpenBLAS ({})", blas.path);
+            return Eigen { values: eigen.values, rows: eigen.rows, trace: eigen.trace, solver };
+        }
+    }
+    let product = if gram { centred.mm(&centred.tr()) } else { centred.tr().mm(centred) } / scale;
+    let trace = product.trace().double_value(&[]);
+    let (values, vectors) = product.linalg_eigh("L");
+    let solver = if centred.device() == tch::Device::Cpu { "libtorch (MKL)" } else { "libtorch" };
+    Eigen { values: values.flip([0]), rows: vectors.flip([1]).tr().contiguous(), trace, solver: solver.to_string() }
 }
 
 /// How many leading eigenvalues stand above rounding noise (at least 1).
