@@ -1,20 +1,17 @@
-//! Links libtorch so that its CUDA library is loaded whenever it exists,
-//! records which libtorch that is (and where the OpenBLAS wheel beside it
+//! Points the binaries at libtorch, records which libtorch that is (and where the OpenBLAS wheel beside it
 //! would be), and compiles the autocast shim
 //! (`csrc/autocast.cpp`, see `src/autocast.rs`) against its headers.
 //!
 //! `torch-sys` tells us where libtorch lives (`DEP_TCH_LIBTORCH_LIB`). We embed
-//! that directory as an rpath, so the binaries run without LD_LIBRARY_PATH, and
-//! force-link `libtorch` with `--no-as-needed`: otherwise the linker drops it
-//! (no symbol is used directly) and CUDA is never seen at run time. The
-//! version comes from the torch package's `version.py` beside `lib/`.
+//! that directory as an rpath, so the binaries run without LD_LIBRARY_PATH.
+//! The linker drops `libtorch_cuda` (no symbol of it is used): `device`
+//! loads it at run time where a GPU driver is installed. The version comes
+//! from the torch package's `version.py` beside `lib/`.
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     let lib_dir = std::env::var("DEP_TCH_LIBTORCH_LIB").ok();
     if let Some(lib_dir) = &lib_dir {
         println!("cargo:rustc-link-arg=-Wl,-rpath={lib_dir}");
-        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
-        println!("cargo:rustc-link-arg=-Wl,-ltorch");
     }
     if let Some(lib_dir) = &lib_dir {
         compile_autocast_shim(std::path::Path::new(lib_dir));

@@ -1,4 +1,5 @@
-//! What every binary does around its real work: one-line errors (a backtrace
+//! What every binary does around its real work: libtorch's CUDA library
+//! loaded before anything else (`device::init`), one-line errors (a backtrace
 //! only when `RUST_BACKTRACE` is set), panics reported the same way, exit
 //! codes (1 for errors, 130 after Ctrl-C) and Ctrl-C connected to an
 //! [`Interrupt`] (or counted, for a process that passes it on to children).
@@ -12,6 +13,7 @@ pub const EXIT_INTERRUPTED: i32 = 130;
 
 /// Runs `main_body`, printing any error as one line and exiting non-zero.
 pub fn run_main(main_body: impl FnOnce() -> anyhow::Result<()>) {
+    crate::device::init();
     let verbose = std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
     if !verbose {
         std::panic::set_hook(Box::new(|info| {

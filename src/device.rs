@@ -2,8 +2,17 @@
 //! CUDA detection, the CPU's bf16 instructions, the names devices are shown
 //! with, and the banner every binary prints at start. Nothing else in the
 //! crate picks a device or reads the CPU's flags.
+//!
+//! The binaries are not linked against libtorch's CUDA library, whose
+//! loading slows every process's start (README, *Startup*). It is loaded here, on the first question about CUDA, where an NVIDIA driver is
+//! installed. libtorch decides once per process whether CUDA exists, on the
+//! first such question it is asked, so nothing may ask libtorch about CUDA
+//! (`tch::Cuda`, or seeding, which seeds CUDA too) before [`select`],
+//! [`cuda_available`] or [`cuda_count`] has run.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+use std::sync::OnceLock;
 use tch::Device;
 
 /// The `--device` option, flattened into each binary's arguments.
@@ -33,9 +42,9 @@ pub fn name(device: Device) -> String {
 /// line when CUDA is asked for but not usable here.
 pub fn select(spec: &str) -> Result<Device> {
     let spec = spec.trim().to_ascii_lowercase();
-    let cuda_count = tch::Cuda::device_count();
+    let cuda_count = cuda_count();
     match spec.as_str() {
-        "auto" => Ok(if tch::Cuda::is_available() { Device::Cuda(0) } else { Device::Cpu }),
+        "auto" => Ok(if cuda_available() { Device::Cuda(0) } else { Device::Cpu }),
         "cpu" => Ok(Device::Cpu),
         _ => {
             let index = match spec.strip_prefix("cuda") {
@@ -46,7 +55,7 @@ pub fn select(spec: &str) -> Result<Device> {
                 },
                 None => bail!("--device {spec}: expected auto, cpu, cuda or cuda:N"),
             };
-            if !tch::Cuda::is_available() {
+            if !cuda_available() {
                 bail!("--device {spec}: CUDA is not available on this machine (libtorch sees no GPU); use --device cpu or auto");
             }
             if index as i64 >= cuda_count {
@@ -57,6 +66,52 @@ pub fn select(spec: &str) -> Result<Device> {
     }
 }
 
+/// Whether libtorch sees a usable GPU.
+pub fn cuda_available() -> bool {
+    init() && tch::Cuda::is_available()
+}
+
+/// How many GPUs libtorch sees.
+pub fn cuda_count() -> i64 {
+    if init() {
+        tch::Cuda::device_count()
+    } else {
+        0
+    }
+}
+
+/// Loads libtorch's CUDA library once, where the NVIDIA driver's
+/// `libcuda.so.1` can be opened (without it no GPU can be used); whether it
+/// is loaded.
+pub fn init() -> bool {
+    static LOADED: OnceLock<bool> = OnceLock::new();
+    *LOADED.get_or_init(|| {
+        // SAFETY: the driver library's initialisers only register it.
+        let driver = unsafe { libloading::os::unix::Library::open(Some("libcuda.so.1"), libc::RTLD_LAZY) };
+        driver.is_ok() && load_cuda_library().is_ok()
+    })
+}
+
+/// Loads `libtorch_cuda.so` from the directory this process's
+/// `libtorch_cpu.so` came from, so its CUDA kernels and hooks register
+/// with that libtorch; the path loaded. Kept loaded for the whole process.
+/// Public for the test that checks the registration on any machine.
+pub fn load_cuda_library() -> Result<PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").context("/proc/self/maps: cannot read")?;
+    let cpu_library = maps
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .find(|path| path.ends_with("/libtorch_cpu.so"))
+        .context("libtorch_cpu.so is not loaded")?;
+    let path = std::path::Path::new(cpu_library).with_file_name("libtorch_cuda.so");
+    // SAFETY: libtorch_cuda's initialisers register its kernels and hooks
+    // with the libtorch already loaded, as when it is linked.
+    let library = unsafe { libloading::os::unix::Library::open(Some(&path), libc::RTLD_NOW | libc::RTLD_GLOBAL) }
+        .with_context(|| format!("{}: cannot load", path.display()))?;
+    std::mem::forget(library);
+    Ok(path)
+}
+
 /// One line naming the device and the libtorch build, printed at start.
 pub fn banner(device: Device) -> String {
     let torch = libtorch_version();
@@ -64,12 +119,9 @@ pub fn banner(device: Device) -> String {
         Device::Cpu => {
             let threads = tch::get_num_threads();
             let plural = if threads == 1 { "" } else { "s" };
-            format!(
-                "device: cpu ({threads} thread{plural}) | libtorch {torch} | CUDA available: {}",
-                tch::Cuda::is_available()
-            )
+            format!("device: cpu ({threads} thread{plural}) | libtorch {torch} | CUDA available: {}", cuda_available())
         }
-        Device::Cuda(i) => format!("device: cuda:{i} | libtorch {torch} | CUDA devices: {}", tch::Cuda::device_count()),
+        Device::Cuda(i) => format!("device: cuda:{i} | libtorch {torch} | CUDA devices: {}", cuda_count()),
         other => format!("device: {other:?} | libtorch {torch}"),
     }
 }

@@ -120,7 +120,7 @@ fn amp_on_the_cpu_is_refused_in_one_line() {
 
 #[test]
 fn cuda_on_a_machine_without_it_is_one_clear_line() {
-    if tch::Cuda::is_available() {
+    if tchlab::device::cuda_available() {
         return; // On a GPU machine `--device cuda` is valid; the CPU-only path is what this checks.
     }
     let output = common::finetune().args(["--device", "cuda", "--epochs", "1"]).output().unwrap();

@@ -82,7 +82,7 @@ impl Plan {
 
 /// Every GPU libtorch sees, else the CPU.
 fn visible_devices() -> Vec<String> {
-    match tch::Cuda::device_count() {
+    match crate::device::cuda_count() {
         0 => vec!["cpu".into()],
         n => (0..n).map(|i| format!("cuda:{i}")).collect(),
     }
