@@ -46,6 +46,21 @@ impl Element {
         }
     }
 
+    /// The libtorch kind holding this element as stored little-endian;
+    /// `None` for the unsigned kinds libtorch has no arithmetic for.
+    fn libtorch_kind(self) -> Option<Kind> {
+        match self {
+            Element::U8 => Some(Kind::Uint8),
+            Element::I8 => Some(Kind::Int8),
+            Element::I16 => Some(Kind::Int16),
+            Element::I32 => Some(Kind::Int),
+            Element::I64 => Some(Kind::Int64),
+            Element::F32 => Some(Kind::Float),
+            Element::F64 => Some(Kind::Double),
+            Element::U16 | Element::U32 | Element::U64 => None,
+        }
+    }
+
     fn value(self, bytes: &[u8], big_endian: bool) -> f64 {
         let mut word = [0u8; 8];
         let n = self.size();
@@ -212,8 +227,15 @@ pub fn read(path: &Path) -> Result<NpyArray> {
     }
     let mut bytes = Vec::with_capacity(data_len as usize);
     reader.read_to_end(&mut bytes).with_context(|| format!("{}: cannot read", path.display()))?;
-    let values: Vec<f64> = bytes.chunks_exact(element.size()).map(|b| element.value(b, big_endian)).collect();
-    if values.iter().any(|v| !v.is_finite()) {
+    let values = match element.libtorch_kind().filter(|_| !big_endian) {
+        Some(kind) => Tensor::f_from_data_size(&bytes, &[count as i64], kind)
+            .with_context(|| format!("{}: cannot hold {count} values", path.display()))?
+            .to_kind(Kind::Double),
+        None => Tensor::from_slice(
+            &bytes.chunks_exact(element.size()).map(|b| element.value(b, big_endian)).collect::<Vec<f64>>(),
+        ),
+    };
+    if values.isfinite().all().int64_value(&[]) == 0 {
         return Err(bad("holds NaN or infinite values".into()));
     }
     let shape: Vec<i64> = header.shape.iter().map(|&d| d as i64).collect();
@@ -221,11 +243,11 @@ pub fn read(path: &Path) -> Result<NpyArray> {
         // Fortran order of shape (a, b, c) is C order of shape (c, b, a), transposed.
         let reversed: Vec<i64> = shape.iter().rev().copied().collect();
         let dims: Vec<i64> = (0..shape.len() as i64).rev().collect();
-        Tensor::from_slice(&values).reshape(&reversed).permute(&dims).contiguous()
+        values.reshape(&reversed).permute(&dims).contiguous()
     } else {
-        Tensor::from_slice(&values).reshape(&shape)
+        values.reshape(&shape)
     };
-    Ok(NpyArray { values: values.to_kind(Kind::Double), shape, dtype: header.descr })
+    Ok(NpyArray { values, shape, dtype: header.descr })
 }
 
 /// Writes a C-ordered f64 array as a version 1.0 `.npy` file (for test

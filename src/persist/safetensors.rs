@@ -2,7 +2,7 @@
 //! atomically and reading their metadata. What the metadata means belongs to
 //! the callers ([`super::model_card`], the run state).
 
-use super::atomic::write_atomically;
+use super::atomic::write_atomically_through;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::path::Path;
@@ -31,8 +31,11 @@ pub fn save(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String,
             Ok((name.clone(), ::safetensors::tensor::TensorView::new(dtype, shape, bytes)?))
         })
         .collect::<Result<_>>()?;
-    let bytes = ::safetensors::tensor::serialize(views, &Some(metadata))?;
-    write_atomically(path, &bytes)
+    let metadata = Some(metadata);
+    write_atomically_through(path, |tmp| {
+        ::safetensors::tensor::serialize_to_file(views, &metadata, tmp)
+            .with_context(|| format!("writing {}", tmp.display()))
+    })
 }
 
 /// Reads the string metadata of a `.safetensors` file.
