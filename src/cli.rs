@@ -1,6 +1,7 @@
 //! What every binary does around its real work: libtorch's CUDA library
-//! loaded before anything else (`device::init`), one-line errors (a backtrace
-//! only when `RUST_BACKTRACE` is set), panics reported the same way, exit
+//! loaded before anything else (`device::init`), a closed stdout ending the
+//! process quietly as it does other Unix tools (`… | head`), one-line errors
+//! (a backtrace only when `RUST_BACKTRACE` is set), panics reported the same way, exit
 //! codes (1 for errors, 130 after Ctrl-C) and Ctrl-C connected to an
 //! [`Interrupt`] (or counted, for a process that passes it on to children).
 
@@ -14,6 +15,9 @@ pub const EXIT_INTERRUPTED: i32 = 130;
 /// Runs `main_body`, printing any error as one line and exiting non-zero.
 pub fn run_main(main_body: impl FnOnce() -> anyhow::Result<()>) {
     crate::device::init();
+    // SAFETY: restores the default action, as before Rust's runtime set
+    // SIGPIPE to be ignored (which turns `println!` on a closed pipe into a panic).
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let verbose = std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
     if !verbose {
         std::panic::set_hook(Box::new(|info| {

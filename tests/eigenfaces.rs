@@ -378,3 +378,22 @@ fn bad_inputs_get_one_line_errors() {
     let error = one_line_error(eigenfaces().arg("project").arg("--components").arg(&not_components).arg(&face));
     assert!(error.contains("other.safetensors: not an eigenfaces components file"), "{error}");
 }
+
+#[test]
+fn a_closed_stdout_ends_the_run_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    // As `eigenfaces … | head -0`: the reader is gone before the first line is printed.
+    let mut child = eigenfaces()
+        .arg("--input")
+        .arg(lfw_faces())
+        .args(["--no-figures", "--out", "/dev/null/never"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.signal(), Some(libc::SIGPIPE), "{:?}: {stderr}", output.status);
+    assert!(stderr.is_empty(), "{stderr}");
+}
