@@ -116,7 +116,7 @@ pub fn fit(data: &Tensor, divisor: Divisor, method: Method) -> Result<Pca> {
     };
     Ok(Pca {
         mean,
-        components: largest_entry_positive(&components),
+        components: largest_entry_positive(components),
         eigenvalues,
         total_variance,
         samples,
@@ -164,12 +164,17 @@ fn numerical_rank(descending: &Tensor, size: i64, kind: Kind) -> i64 {
 }
 
 /// Each row's sign flipped so that its entry of largest magnitude is
-/// positive (scikit-learn's `svd_flip` on components), so results repeat.
-fn largest_entry_positive(rows: &Tensor) -> Tensor {
-    let largest = rows.abs().argmax(1, true);
-    let signs = rows.gather(1, &largest, false).sign();
-    let signs = signs.where_self(&signs.ne(0), &signs.ones_like());
-    rows * signs
+/// positive (scikit-learn's `svd_flip` on components: the first such entry
+/// where several tie), so results repeat. From each row's largest and
+/// smallest entries and their first indices, without an |x| copy.
+fn largest_entry_positive(mut rows: Tensor) -> Tensor {
+    let (largest, largest_at) = rows.max_dim(1, true);
+    let (smallest, smallest_at) = rows.min_dim(1, true);
+    let magnitude_of_smallest = -smallest;
+    let tie_goes_positive = magnitude_of_smallest.eq_tensor(&largest).logical_and(&largest_at.le_tensor(&smallest_at));
+    let positive = largest.gt_tensor(&magnitude_of_smallest).logical_or(&tie_goes_positive);
+    rows *= positive.to_kind(rows.kind()) * 2.0 - 1.0;
+    rows
 }
 
 impl Pca {
@@ -285,6 +290,16 @@ mod tests {
             let largest = component.abs().argmax(0, false).int64_value(&[]);
             assert!(component.double_value(&[largest]) > 0.0);
         }
+    }
+
+    #[test]
+    fn the_first_of_tied_largest_entries_decides_the_sign() {
+        let rows =
+            Tensor::from_slice(&[0.5, -0.5, 0.1, -0.5, 0.5, 0.1, 0.0, 0.0, 0.0, 0.1, -0.7, 0.7, -0.2, 0.9, -0.95])
+                .view([5, 3]);
+        let flipped = largest_entry_positive(rows.copy());
+        let expected = [0.5, -0.5, 0.1, 0.5, -0.5, -0.1, 0.0, 0.0, 0.0, -0.1, 0.7, -0.7, 0.2, -0.9, 0.95];
+        assert_eq!(Vec::<f64>::try_from(flipped.flatten(0, -1)).unwrap(), expected);
     }
 
     #[test]
