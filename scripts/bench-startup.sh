@@ -2,14 +2,16 @@
 # How long each binary takes to start and exit (`--help`), as built (libtorch's CUDA library
 # loaded only where an NVIDIA driver is installed, src/device.rs) and with that library loaded at
 # start as linking it did before (LD_PRELOAD), alternating, median wall seconds of R repetitions.
+# (Where a driver is installed both columns load it: the difference is then about nothing.)
 # Usage: scripts/bench-startup.sh [--reps R]   (default 7)
 set -euo pipefail
+export LC_ALL=C
 cd "$(dirname "$0")/.."
 REPS=7
 while [ $# -gt 0 ]; do
   case "$1" in
-    --reps) REPS=$2; shift 2 ;;
-    -h|--help) sed -n '2,5p' "$0"; exit 0 ;;
+    --reps) REPS=${2:?--reps needs a count}; shift 2 ;;
+    -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
     *) echo "bench-startup.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done

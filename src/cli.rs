@@ -16,7 +16,9 @@ pub const EXIT_INTERRUPTED: i32 = 130;
 pub fn run_main(main_body: impl FnOnce() -> anyhow::Result<()>) {
     crate::device::init();
     // SAFETY: restores the default action, as before Rust's runtime set
-    // SIGPIPE to be ignored (which turns `println!` on a closed pipe into a panic).
+    // SIGPIPE to be ignored (which turns `println!` on a closed pipe into a
+    // panic). A `finetune sweep` whose output pipe closes ends the same way,
+    // its children with it (they die with their parent, see `sweep::runner`).
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let verbose = std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
     if !verbose {

@@ -4,11 +4,13 @@
 //! crate picks a device or reads the CPU's flags.
 //!
 //! The binaries are not linked against libtorch's CUDA library, whose
-//! loading slows every process's start (README, *Startup*). It is loaded here, on the first question about CUDA, where an NVIDIA driver is
-//! installed. libtorch decides once per process whether CUDA exists, on the
-//! first such question it is asked, so nothing may ask libtorch about CUDA
-//! (`tch::Cuda`, or seeding, which seeds CUDA too) before [`select`],
-//! [`cuda_available`] or [`cuda_count`] has run.
+//! loading slows every process's start (README, *Start-up*). [`init`] loads
+//! it where an NVIDIA driver is installed (a GPU machine still pays for it
+//! at start); `cli::run_main` calls it first thing, and [`select`],
+//! [`cuda_available`] and [`cuda_count`] call it too. libtorch decides once
+//! per process whether CUDA exists, on the first question it is asked about
+//! it, so nothing may ask libtorch about CUDA (`tch::Cuda`, or seeding,
+//! which seeds CUDA too) before [`init`] has run: library users call it first.
 
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -56,7 +58,8 @@ pub fn select(spec: &str) -> Result<Device> {
                 None => bail!("--device {spec}: expected auto, cpu, cuda or cuda:N"),
             };
             if !cuda_available() {
-                bail!("--device {spec}: CUDA is not available on this machine (libtorch sees no GPU); use --device cpu or auto");
+                let why = cuda_missing_reason();
+                bail!("--device {spec}: CUDA is not available on this machine ({why}); use --device cpu or auto");
             }
             if index as i64 >= cuda_count {
                 bail!("--device {spec}: this machine has {cuda_count} CUDA device(s)");
@@ -68,48 +71,67 @@ pub fn select(spec: &str) -> Result<Device> {
 
 /// Whether libtorch sees a usable GPU.
 pub fn cuda_available() -> bool {
-    init() && tch::Cuda::is_available()
+    let _ = init();
+    tch::Cuda::is_available()
 }
 
 /// How many GPUs libtorch sees.
 pub fn cuda_count() -> i64 {
-    if init() {
-        tch::Cuda::device_count()
-    } else {
-        0
-    }
+    let _ = init();
+    tch::Cuda::device_count()
 }
 
-/// Loads libtorch's CUDA library once, where the NVIDIA driver's
-/// `libcuda.so.1` can be opened (without it no GPU can be used); whether it
-/// is loaded.
-pub fn init() -> bool {
-    static LOADED: OnceLock<bool> = OnceLock::new();
-    *LOADED.get_or_init(|| {
-        // SAFETY: the driver library's initialisers only register it.
-        let driver = unsafe { libloading::os::unix::Library::open(Some("libcuda.so.1"), libc::RTLD_LAZY) };
-        driver.is_ok() && load_cuda_library().is_ok()
+/// Loads libtorch's CUDA library, once, where an NVIDIA driver is
+/// installed: the path loaded, `None` without a driver, or why it failed.
+pub fn init() -> &'static Result<Option<PathBuf>, String> {
+    static LOADED: OnceLock<Result<Option<PathBuf>, String>> = OnceLock::new();
+    LOADED.get_or_init(|| match driver_installed() {
+        true => load_cuda_library().map(Some).map_err(|err| format!("{err:#}")),
+        false => Ok(None),
     })
 }
 
-/// Loads `libtorch_cuda.so` from the directory this process's
-/// `libtorch_cpu.so` came from, so its CUDA kernels and hooks register
-/// with that libtorch; the path loaded. Kept loaded for the whole process.
-/// Public for the test that checks the registration on any machine.
+/// Whether the NVIDIA driver's `libcuda.so.1` opens (without it no GPU can
+/// be used); it is kept open.
+pub fn driver_installed() -> bool {
+    // SAFETY: the driver library's initialisers only register it.
+    unsafe { libloading::os::unix::Library::open(Some("libcuda.so.1"), libc::RTLD_LAZY) }.map(std::mem::forget).is_ok()
+}
+
+/// Loads `libtorch_cuda.so` from [`libtorch_dir`], so that its CUDA kernels
+/// and hooks register with the libtorch this process runs; the path loaded.
+/// It stays loaded. Public for the test that checks the registration on
+/// any machine.
 pub fn load_cuda_library() -> Result<PathBuf> {
-    let maps = std::fs::read_to_string("/proc/self/maps").context("/proc/self/maps: cannot read")?;
-    let cpu_library = maps
-        .lines()
-        .filter_map(|line| line.split_whitespace().nth(5))
-        .find(|path| path.ends_with("/libtorch_cpu.so"))
-        .context("libtorch_cpu.so is not loaded")?;
-    let path = std::path::Path::new(cpu_library).with_file_name("libtorch_cuda.so");
+    let path = libtorch_dir()?.join("libtorch_cuda.so");
     // SAFETY: libtorch_cuda's initialisers register its kernels and hooks
     // with the libtorch already loaded, as when it is linked.
     let library = unsafe { libloading::os::unix::Library::open(Some(&path), libc::RTLD_NOW | libc::RTLD_GLOBAL) }
         .with_context(|| format!("{}: cannot load", path.display()))?;
     std::mem::forget(library);
     Ok(path)
+}
+
+/// The folder of the `libtorch_cpu.so` this process has loaded (from
+/// `/proc/self/maps`, whose last field is the path, spaces and all).
+pub fn libtorch_dir() -> Result<PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").context("/proc/self/maps: cannot read")?;
+    let library = maps
+        .lines()
+        .filter_map(|line| line.splitn(6, ' ').nth(5))
+        .map(|path| path.trim_start().trim_end_matches(" (deleted)"))
+        .find(|path| path.ends_with("/libtorch_cpu.so"))
+        .context("libtorch_cpu.so is not loaded")?;
+    Ok(std::path::Path::new(library).parent().context("libtorch_cpu.so has no folder")?.to_path_buf())
+}
+
+/// Why CUDA cannot be used here, for error messages.
+fn cuda_missing_reason() -> String {
+    match init() {
+        Ok(None) => "no NVIDIA driver (libcuda.so.1) found".into(),
+        Ok(Some(_)) => "libtorch sees no GPU".into(),
+        Err(why) => format!("libtorch's CUDA library did not load: {why}"),
+    }
 }
 
 /// One line naming the device and the libtorch build, printed at start.
@@ -119,7 +141,11 @@ pub fn banner(device: Device) -> String {
         Device::Cpu => {
             let threads = tch::get_num_threads();
             let plural = if threads == 1 { "" } else { "s" };
-            format!("device: cpu ({threads} thread{plural}) | libtorch {torch} | CUDA available: {}", cuda_available())
+            let cuda = match (cuda_available(), init()) {
+                (false, Err(why)) => format!("false ({why})"),
+                (available, _) => available.to_string(),
+            };
+            format!("device: cpu ({threads} thread{plural}) | libtorch {torch} | CUDA available: {cuda}")
         }
         Device::Cuda(i) => format!("device: cuda:{i} | libtorch {torch} | CUDA devices: {}", cuda_count()),
         other => format!("device: {other:?} | libtorch {torch}"),

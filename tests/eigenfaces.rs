@@ -386,7 +386,7 @@ fn a_closed_stdout_ends_the_run_quietly() {
     let mut child = eigenfaces()
         .arg("--input")
         .arg(lfw_faces())
-        .args(["--no-figures", "--out", "/dev/null/never"])
+        .args(["--no-figures", "--device", "cpu", "--out", "/dev/null/never"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

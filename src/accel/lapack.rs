@@ -124,13 +124,19 @@ impl OpenBlas {
     /// `[N, d]` f64 CPU tensor, or of `scale·XXᵀ` (`[N, N]`) with
     /// `rows_with_rows`: `dsyrk` fills one triangle of a fresh matrix,
     /// `dsyevd` overwrites it with the eigenvectors, and those are put in
-    /// decreasing order in place, so no n×n copy is ever made.
+    /// decreasing order in place, so the matrix is never copied (`dsyevd`'s
+    /// own workspace holds 2n² more values). `None` for an empty matrix or
+    /// one whose workspace size LAPACK's 32-bit integers cannot hold.
     pub fn product_eigh(&self, x: &Tensor, scale: f64, rows_with_rows: bool) -> Option<ProductEigen> {
         let [rows, cols] = x.size()[..] else { return None };
         if !suitable(x) {
             return None;
         }
         let (n, k) = if rows_with_rows { (rows, cols) } else { (cols, rows) };
+        // dsyevd's workspace, 1 + 6n + 2n², is computed in LAPACK's integers.
+        if n < 1 || k < 1 || to_int(1 + 6 * n + 2 * n * n).is_none() {
+            return None;
+        }
         let (n32, k32, lda) = (to_int(n)?, to_int(k)?, to_int(cols)?);
         let side = usize::try_from(n).ok()?;
         let (work_size, iwork_size) = self.workspace(n32)?;

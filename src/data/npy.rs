@@ -46,8 +46,12 @@ impl Element {
         }
     }
 
-    /// The libtorch kind holding this element as stored little-endian;
-    /// `None` for the unsigned kinds libtorch has no arithmetic for.
+    fn is_float(self) -> bool {
+        matches!(self, Element::F32 | Element::F64)
+    }
+
+    /// The libtorch kind holding this element in this machine's byte
+    /// order; `None` for the unsigned kinds libtorch has no arithmetic for.
     fn libtorch_kind(self) -> Option<Kind> {
         match self {
             Element::U8 => Some(Kind::Uint8),
@@ -226,8 +230,12 @@ pub fn read(path: &Path) -> Result<NpyArray> {
         )));
     }
     let mut bytes = Vec::with_capacity(data_len as usize);
-    reader.read_to_end(&mut bytes).with_context(|| format!("{}: cannot read", path.display()))?;
-    let values = match element.libtorch_kind().filter(|_| !big_endian) {
+    reader.take(data_len).read_to_end(&mut bytes).with_context(|| format!("{}: cannot read", path.display()))?;
+    if bytes.len() as u64 != data_len {
+        return Err(bad(format!("the file changed while it was read ({} of {data_len} data bytes)", bytes.len())));
+    }
+    let native = element.libtorch_kind().filter(|_| big_endian == cfg!(target_endian = "big"));
+    let values = match native {
         Some(kind) => Tensor::f_from_data_size(&bytes, &[count as i64], kind)
             .with_context(|| format!("{}: cannot hold {count} values", path.display()))?
             .to_kind(Kind::Double),
@@ -235,7 +243,8 @@ pub fn read(path: &Path) -> Result<NpyArray> {
             &bytes.chunks_exact(element.size()).map(|b| element.value(b, big_endian)).collect::<Vec<f64>>(),
         ),
     };
-    if values.isfinite().all().int64_value(&[]) == 0 {
+    drop(bytes);
+    if element.is_float() && values.isfinite().all().int64_value(&[]) == 0 {
         return Err(bad("holds NaN or infinite values".into()));
     }
     let shape: Vec<i64> = header.shape.iter().map(|&d| d as i64).collect();

@@ -149,7 +149,7 @@ fn eigh_of_product(centred: &Tensor, scale: f64, gram: bool) -> Eigen {
         }
     }
     let product = if gram { centred.mm(&centred.tr()) } else { centred.tr().mm(centred) } / scale;
-    let trace = product.trace().double_value(&[]);
+    let trace = product.diagonal(0, 0, 1).sum(Kind::Double).double_value(&[]);
     let (values, vectors) = product.linalg_eigh("L");
     let solver = if centred.device() == tch::Device::Cpu { "libtorch (MKL)" } else { "libtorch" };
     Eigen { values: values.flip([0]), rows: vectors.flip([1]).tr().contiguous(), trace, solver: solver.to_string() }
@@ -166,7 +166,8 @@ fn numerical_rank(descending: &Tensor, size: i64, kind: Kind) -> i64 {
 /// Each row's sign flipped so that its entry of largest magnitude is
 /// positive (scikit-learn's `svd_flip` on components: the first such entry
 /// where several tie), so results repeat. From each row's largest and
-/// smallest entries and their first indices, without an |x| copy.
+/// smallest entries and their first indices, without an |x| copy. The
+/// rows are flipped in place: `fit` passes tensors nothing else reads.
 fn largest_entry_positive(mut rows: Tensor) -> Tensor {
     let (largest, largest_at) = rows.max_dim(1, true);
     let (smallest, smallest_at) = rows.min_dim(1, true);
