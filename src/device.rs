@@ -128,7 +128,7 @@ pub fn libtorch_dir() -> Result<PathBuf> {
 /// Why CUDA cannot be used here, for error messages.
 fn cuda_missing_reason() -> String {
     match init() {
-        Ok(None) => "no NVIDIA driver (libcuda.so.1) found".into(),
+        Ok(None) => "no NVIDIA driver: libcuda.so.1 not found".into(),
         Ok(Some(_)) => "libtorch sees no GPU".into(),
         Err(why) => format!("libtorch's CUDA library did not load: {why}"),
     }
