@@ -1,5 +1,5 @@
-//! Points the binaries at libtorch, records which libtorch that is (and where the OpenBLAS wheel beside it
-//! would be), and compiles the autocast shim
+//! Points the binaries at libtorch, records which libtorch that is (and
+//! where the OpenBLAS wheel beside it would be), and compiles the autocast shim
 //! (`csrc/autocast.cpp`, see `src/autocast.rs`) against its headers.
 //!
 //! `torch-sys` tells us where libtorch lives (`DEP_TCH_LIBTORCH_LIB`). We embed
@@ -12,8 +12,6 @@ fn main() {
     let lib_dir = std::env::var("DEP_TCH_LIBTORCH_LIB").ok();
     if let Some(lib_dir) = &lib_dir {
         println!("cargo:rustc-link-arg=-Wl,-rpath={lib_dir}");
-    }
-    if let Some(lib_dir) = &lib_dir {
         compile_autocast_shim(std::path::Path::new(lib_dir));
         // The scipy-openblas32 wheel setup.sh installs beside torch (see src/accel/lapack.rs).
         let site_packages = std::path::Path::new(lib_dir).join("../..");

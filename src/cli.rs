@@ -1,8 +1,8 @@
 //! What every binary does around its real work: libtorch's CUDA library
 //! loaded before anything else (`device::init`), a closed stdout ending the
 //! process quietly as it does other Unix tools (`… | head`), one-line errors
-//! (a backtrace only when `RUST_BACKTRACE` is set), panics reported the same way, exit
-//! codes (1 for errors, 130 after Ctrl-C) and Ctrl-C connected to an
+//! (a backtrace only when `RUST_BACKTRACE` is set), panics reported the same
+//! way, exit codes (1 for errors, 130 after Ctrl-C) and Ctrl-C connected to an
 //! [`Interrupt`] (or counted, for a process that passes it on to children).
 
 use crate::interrupt::{Interrupt, Interrupted};

@@ -8,7 +8,7 @@
 
 pub mod recognition;
 
-use crate::accel::lapack;
+use crate::accel::lapack::{self, ProductEigen};
 use anyhow::{bail, Result};
 use serde::Serialize;
 use tch::{Kind, Tensor};
@@ -103,7 +103,7 @@ pub fn fit(data: &Tensor, divisor: Divisor, method: Method) -> Result<Pca> {
     let mean = data.mean_dim(0, false, data.kind());
     let centred = data - &mean;
     let gram = method == Method::Gram;
-    let Eigen { values, rows, trace: total_variance, solver: eigensolver } = eigh_of_product(&centred, scale, gram);
+    let (ProductEigen { values, rows, trace: total_variance }, eigensolver) = eigh_of_product(&centred, scale, gram);
     let most = (samples - 1).min(dims);
     let rank = numerical_rank(&values, samples.max(dims), data.kind()).min(most);
     let eigenvalues = values.narrow(0, 0, rank);
@@ -126,33 +126,20 @@ pub fn fit(data: &Tensor, divisor: Divisor, method: Method) -> Result<Pca> {
     })
 }
 
-/// The eigendecomposition of a product of the centred data with itself.
-struct Eigen {
-    /// Decreasing.
-    values: Tensor,
-    /// Row i is the unit eigenvector of `values[i]`.
-    rows: Tensor,
-    /// The sum of all eigenvalues: the total variance.
-    trace: f64,
-    /// What computed it: OpenBLAS (and which) or libtorch.
-    solver: String,
-}
-
 /// The eigendecomposition of `Xcᵀ·Xc / scale` (the covariance), or of
 /// `Xc·Xcᵀ / scale` (the Gram matrix) with `gram`: by OpenBLAS where it
-/// takes the tensor, else by libtorch.
-fn eigh_of_product(centred: &Tensor, scale: f64, gram: bool) -> Eigen {
+/// takes the tensor, else by libtorch; and what computed it.
+fn eigh_of_product(centred: &Tensor, scale: f64, gram: bool) -> (ProductEigen, String) {
     if let Some(blas) = lapack::for_tensor(centred) {
         if let Some(eigen) = blas.product_eigh(centred, 1.0 / scale, gram) {
-            let solver = format!("OpenBLAS ({})", blas.path);
-            return Eigen { values: eigen.values, rows: eigen.rows, trace: eigen.trace, solver };
+            return (eigen, format!("OpenBLAS ({})", blas.path));
         }
     }
     let product = if gram { centred.mm(&centred.tr()) } else { centred.tr().mm(centred) } / scale;
     let trace = product.diagonal(0, 0, 1).sum(Kind::Double).double_value(&[]);
     let (values, vectors) = product.linalg_eigh("L");
     let solver = if centred.device() == tch::Device::Cpu { "libtorch (MKL)" } else { "libtorch" };
-    Eigen { values: values.flip([0]), rows: vectors.flip([1]).tr().contiguous(), trace, solver: solver.to_string() }
+    (ProductEigen { values: values.flip([0]), rows: vectors.flip([1]).tr().contiguous(), trace }, solver.to_string())
 }
 
 /// How many leading eigenvalues stand above rounding noise (at least 1).
