@@ -4,6 +4,7 @@
 //! (a backtrace only when `RUST_BACKTRACE` is set), panics reported the same
 //! way, exit codes (1 for errors, 130 after Ctrl-C) and Ctrl-C connected to an
 //! [`Interrupt`] (or counted, for a process that passes it on to children).
+//! The process ends without running C++ static destructors ([`exit_now`]).
 
 use crate::interrupt::{Interrupt, Interrupted};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,7 +36,7 @@ pub fn run_main(main_body: impl FnOnce() -> anyhow::Result<()>) {
     }
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(main_body));
     match outcome {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => exit_now(0),
         Ok(Err(err)) => {
             if verbose {
                 eprintln!("error: {err:?}");
@@ -43,9 +44,47 @@ pub fn run_main(main_body: impl FnOnce() -> anyhow::Result<()>) {
                 eprintln!("error: {err:#}");
             }
             let interrupted = err.downcast_ref::<Interrupted>().is_some();
-            std::process::exit(if interrupted { EXIT_INTERRUPTED } else { 1 });
+            exit_now(if interrupted { EXIT_INTERRUPTED } else { 1 });
         }
-        Err(_) => std::process::exit(101),
+        Err(_) => exit_now(101),
+    }
+}
+
+/// The command line as `T`; `--help`, `--version` and usage errors print as
+/// `clap` prints them, then end through [`exit_now`] like every other exit.
+pub fn parse<T: clap::Parser>() -> T {
+    T::try_parse().unwrap_or_else(|err| exit_after(&err))
+}
+
+/// The command line's matches for `T`, ending like [`parse`] on help or a
+/// usage error (for binaries that also ask where each value came from).
+pub fn matches<T: clap::CommandFactory>() -> clap::ArgMatches {
+    T::command().try_get_matches().unwrap_or_else(|err| exit_after(&err))
+}
+
+fn exit_after(err: &clap::Error) -> ! {
+    let _ = err.print();
+    exit_now(err.exit_code())
+}
+
+/// Flushes Rust's and C's standard streams, then ends the process with `code`
+/// at once. Everything the run owns was dropped when `main_body` returned, so
+/// what is skipped is C++ teardown at exit: libtorch unregistering each of its
+/// operators, memory and threads the kernel reclaims anyway (see README,
+/// "Start-up and exit"). Tools that write at exit, such as coverage
+/// counters, need the full exit: `TCHLAB_FULL_EXIT=1` restores it.
+fn exit_now(code: i32) -> ! {
+    use std::io::Write;
+    if std::env::var_os("TCHLAB_FULL_EXIT").is_some_and(|v| !v.is_empty() && v != "0") {
+        std::process::exit(code);
+    }
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: plain libc calls on no Rust-owned state: `fflush(NULL)`
+    // flushes every C stream, `_exit` ends the process.
+    unsafe {
+        libc::fflush(std::ptr::null_mut());
+        libc::_exit(code)
     }
 }
 

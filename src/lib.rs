@@ -53,7 +53,8 @@
 //!
 //! Binaries (`src/bin`) parse arguments, call into this library and report.
 //! [`device`] decides where tensors live (one shared `--device` argument),
-//! [`cli`] turns errors into one-line messages and exit codes, and
+//! [`cli`] turns errors into one-line messages and exit codes (ending the
+//! process without libtorch's teardown), and
 //! [`interrupt`] carries Ctrl-C to long work as a value; [`names`] gives
 //! every choice its command-line name.
 

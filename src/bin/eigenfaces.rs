@@ -162,7 +162,7 @@ fn project(args: ProjectArgs) -> Result<()> {
 
 fn main() {
     tchlab::cli::run_main(|| {
-        let cli = Cli::parse();
+        let cli: Cli = tchlab::cli::parse();
         match cli.command {
             Some(Command::Project(args)) => project(args),
             None => fit(cli.fit),

@@ -5,7 +5,7 @@
 
 use anyhow::{bail, Result};
 use clap::parser::ValueSource;
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Args, FromArgMatches, Parser, Subcommand};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use tchlab::device::DeviceArg;
@@ -185,7 +185,7 @@ struct EvalArgs {
 
 fn main() {
     tchlab::cli::run_main(|| {
-        let matches = Cli::command().get_matches();
+        let matches = tchlab::cli::matches::<Cli>();
         let cli = Cli::from_arg_matches(&matches)?;
         match cli.command {
             Some(Command::Predict(args)) => predict(args),
