@@ -4,7 +4,7 @@
 //! (a backtrace only when `RUST_BACKTRACE` is set), panics reported the same
 //! way, exit codes (1 for errors, 130 after Ctrl-C) and Ctrl-C connected to an
 //! [`Interrupt`] (or counted, for a process that passes it on to children).
-//! The process ends without running C++ static destructors ([`exit_now`]).
+//! The process ends without running C++ static destructors (`exit_now`).
 
 use crate::interrupt::{Interrupt, Interrupted};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -51,12 +51,12 @@ pub fn run_main(main_body: impl FnOnce() -> anyhow::Result<()>) {
 }
 
 /// The command line as `T`; `--help`, `--version` and usage errors print as
-/// `clap` prints them, then end through [`exit_now`] like every other exit.
+/// `clap` prints them, then end like every other exit (`exit_now`).
 pub fn parse<T: clap::Parser>() -> T {
     T::try_parse().unwrap_or_else(|err| exit_after(&err))
 }
 
-/// The command line's matches for `T`, ending like [`parse`] on help or a
+/// The command line's matches for `T`, ending like [`parse()`] on help or a
 /// usage error (for binaries that also ask where each value came from).
 pub fn matches<T: clap::CommandFactory>() -> clap::ArgMatches {
     T::command().try_get_matches().unwrap_or_else(|err| exit_after(&err))

@@ -3,7 +3,7 @@
 //! `captions_val*.json` (`images[{id, file_name}]`,
 //! `annotations[{image_id, caption}]`), the images in `DIR/train*/` and
 //! `DIR/val*/`. Captions are tokenized, the vocabulary is built from the
-//! training captions, and the image features come from a [`features::Extractor`].
+//! training captions, and the image features come from a [`Extractor`].
 
 use super::dataset::{token_rows, CaptionData, CaptionSplit, ImageSource};
 use super::features::Extractor;

@@ -45,7 +45,7 @@ pub struct Projection {
     pub relative_error: f64,
 }
 
-/// Components saved by [`run`], read back with their image size.
+/// Components saved by [`super::run`], read back with their image size.
 pub struct Saved {
     pub pca: Pca,
     pub size: FaceSize,
