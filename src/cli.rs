@@ -95,7 +95,9 @@ pub fn stop_on_ctrl_c(interrupt: &Interrupt) {
     let _ = ctrlc::set_handler(move || {
         if interrupt.request() {
             eprintln!("\nsecond Ctrl-C: exiting now");
-            std::process::exit(EXIT_INTERRUPTED);
+            // Without libtorch's teardown, which would run under the feet
+            // of the thread still inside a libtorch call.
+            exit_now(EXIT_INTERRUPTED);
         }
         eprintln!("\nCtrl-C: stopping at the next safe point (press again to exit now)");
     });
