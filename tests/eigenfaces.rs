@@ -300,6 +300,10 @@ fn people_in_subfolders_are_recognised_in_eigenspace_and_new_faces_projected() {
     let ks: Vec<i64> = recognition["by_k"].as_array().unwrap().iter().map(|a| a["k"].as_i64().unwrap()).collect();
     assert_eq!(ks, [1, 2, 3, 5, 7, 10, 20, 30, 35], "up to the training rank, 36 − 1");
     assert!(png_size(&out.join("accuracy_vs_k.png")).0 >= 600);
+    let table = std::fs::read_to_string(out.join("recognition.csv")).unwrap();
+    assert_eq!(table.lines().count(), 1 + 12, "a line per test face:\n{table}");
+    let best_k = format!(",{}", recognition["best"]["k"]);
+    assert!(table.lines().skip(1).all(|line| line.split(',').count() == 7 && line.ends_with(&best_k)), "{table}");
 
     // A face of the set lies in the span of the mean and all components: rebuilt exactly.
     let components = out.join("components.safetensors");
@@ -324,6 +328,32 @@ fn people_in_subfolders_are_recognised_in_eigenspace_and_new_faces_projected() {
     let output = run_ok(eigenfaces().arg("project").arg("--components").arg(&components).arg(&big).arg("--json"));
     let projections: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(projections[0]["resized_from"], "32x28");
+}
+
+#[test]
+fn real_orl_faces_are_recognised_face_for_face_as_scikit_learn_recognises_them() {
+    let orl = orl_faces();
+    let (stdout, summary, out) =
+        run_json(eigenfaces().arg("--input").arg(&orl).args(["--no-figures", "--device", "cpu"]));
+    assert!(stdout.contains("398 faces of 112x92 pixels, 40 people"), "{stdout}");
+    let recognition = &summary["recognition"];
+    assert_eq!((recognition["train_faces"].as_u64(), recognition["test_faces"].as_u64()), (Some(278), Some(120)));
+    let table = out.path().join("recognition.csv");
+    let script = repo().join("tests/fixtures/check_orl_recognition.py");
+    let output = run_ok(std::process::Command::new(python()).arg(script).arg(&orl).arg(&table));
+    let sklearn: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(sklearn["train_faces"].as_u64(), Some(278), "every other face trained: {sklearn}");
+    assert_eq!(sklearn["raw_agree"].as_u64(), Some(120), "nearest faces on raw pixels: {sklearn}");
+    assert_eq!(sklearn["eigen_agree"].as_u64(), Some(120), "nearest faces on the best k coordinates: {sklearn}");
+    let raw = recognition["raw_pixels_accuracy"].as_f64().unwrap();
+    assert_eq!(Some(raw), sklearn["raw_accuracy"].as_f64());
+    assert_eq!(recognition["best"]["accuracy"].as_f64(), sklearn["eigen_accuracy"].as_f64());
+    // All coordinates keep every distance between training faces, and move each test
+    // face's distances by one constant: the nearest face is the raw pixels' one.
+    let all = recognition["by_k"].as_array().unwrap().last().unwrap();
+    assert_eq!(all["k"].as_i64(), Some(277));
+    assert_eq!(all["accuracy"].as_f64(), Some(raw));
+    assert!(raw > 0.9, "nearest neighbour on real faces of 40 people: {raw}");
 }
 
 /// Runs a command that must fail, returning its one-line error.

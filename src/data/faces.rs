@@ -53,6 +53,8 @@ pub struct People {
     pub names: Vec<String>,
     /// Index into `names` of every face, in row order.
     pub labels: Vec<usize>,
+    /// The image file of every face, in row order.
+    pub files: Vec<PathBuf>,
 }
 
 /// N faces of one size, one row of grey values each.
@@ -149,8 +151,8 @@ fn list_folder(root: &Path) -> Result<(Vec<PathBuf>, Option<People>)> {
     if has_subfolders {
         let folder = ImageFolder::scan(root)?;
         let labels = folder.samples.iter().map(|s| s.class_index).collect();
-        let files = folder.samples.into_iter().map(|s| s.path).collect();
-        return Ok((files, Some(People { names: folder.classes, labels })));
+        let files: Vec<PathBuf> = folder.samples.into_iter().map(|s| s.path).collect();
+        return Ok((files.clone(), Some(People { names: folder.classes, labels, files })));
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(root)
         .with_context(|| format!("listing {}", root.display()))?

@@ -9,10 +9,11 @@ mod components;
 
 pub use components::{print_projections, project, read_components, Projection, Saved};
 
-use crate::data::faces::{self, FaceSize, Faces};
+use crate::data::faces::{self, FaceSize, Faces, People};
 use crate::pca::recognition::{self, Recognition};
 use crate::pca::{self, Divisor, Method, Pca};
 use crate::persist::write_atomically;
+use crate::report::csv_field;
 use crate::report::plots::faces::{spectrum_chart, stretched, tile_grid, to_gray_bytes, Tile};
 use crate::report::plots::{line_chart, Chart, Series};
 use anyhow::{Context, Result};
@@ -181,6 +182,10 @@ fn write_outputs(
     write_eigenvalues(pca, &out.join("eigenvalues.csv"))?;
     components::save_components(pca, faces, summary, &out.join("components.safetensors"))?;
     let mut written = vec!["eigenvalues.csv", "components.safetensors"];
+    if let (Some(recognition), Some(people)) = (&summary.recognition, &faces.people) {
+        write_matches(recognition, people, &out.join("recognition.csv"))?;
+        written.push("recognition.csv");
+    }
     if options.figures {
         figures(pca, faces, data, summary, options.grid, out)?;
         written.extend(["eigenvalues.png", "eigenfaces.png", "reconstructions.png"]);
@@ -283,6 +288,28 @@ fn write_eigenvalues(pca: &Pca, path: &Path) -> Result<()> {
     let mut csv = String::from("component,eigenvalue,fraction,cumulative_fraction\n");
     for (i, (value, cumulative)) in pca.eigenvalues_vec().iter().zip(pca.cumulative_fractions()).enumerate() {
         csv += &format!("{},{value:.17e},{:.17e},{cumulative:.17e}\n", i + 1, value / pca.total_variance);
+    }
+    write_atomically(path, csv.as_bytes())
+}
+
+/// Each test face, the training face nearest to it on raw pixels and on the
+/// best k coordinates, and whose each is.
+fn write_matches(recognition: &Recognition, people: &People, path: &Path) -> Result<()> {
+    let k = recognition.best.k;
+    let mut csv =
+        String::from("test_face,person,raw_pixels_nearest,raw_pixels_person,eigenspace_nearest,eigenspace_person,k\n");
+    for m in &recognition.matches {
+        let face = |row: i64| csv_field(&people.files[row as usize].to_string_lossy());
+        let person = |row: i64| csv_field(&people.names[people.labels[row as usize]]);
+        csv += &format!(
+            "{},{},{},{},{},{},{k}\n",
+            face(m.test),
+            person(m.test),
+            face(m.raw_pixels),
+            person(m.raw_pixels),
+            face(m.best_k),
+            person(m.best_k)
+        );
     }
     write_atomically(path, csv.as_bytes())
 }

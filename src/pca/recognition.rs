@@ -63,6 +63,20 @@ pub struct Recognition {
     pub raw_pixels_accuracy: f64,
     /// The smallest k with the highest eigenspace accuracy.
     pub best: AtK,
+    /// Each test face and the training faces nearest to it (rows of the
+    /// input), in `split.test` order.
+    #[serde(skip)]
+    pub matches: Vec<Match>,
+}
+
+/// One test face and its nearest training faces, as rows of the input.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Match {
+    pub test: i64,
+    /// Nearest on the raw pixels.
+    pub raw_pixels: i64,
+    /// Nearest on the first `best.k` eigenspace coordinates.
+    pub best_k: i64,
 }
 
 /// The k tried: 1, 2, 3, 5, 7, 10, 20, 30, 50, 100, 200, 300, 500, 1000, …
@@ -96,38 +110,43 @@ pub fn recognise(
     let (train_labels, test_labels) = (label_of(&split.train), label_of(&split.test));
     let pca = fit(&train, divisor, Method::Auto)?;
     let (train_coords, test_coords) = (pca.project(&train, pca.rank()), pca.project(&test, pca.rank()));
-    let by_k: Vec<AtK> = k_ladder(pca.rank())
-        .into_iter()
-        .map(|k| {
-            let accuracy = nearest_neighbour_accuracy(
-                &train_coords.narrow(1, 0, k),
-                &train_labels,
-                &test_coords.narrow(1, 0, k),
-                &test_labels,
-            );
-            AtK { k, accuracy }
+    let label_accuracy = |nearest: &[i64]| {
+        let correct = nearest.iter().zip(&test_labels).filter(|(&n, &label)| train_labels[n as usize] == label).count();
+        correct as f64 / test_labels.len().max(1) as f64
+    };
+    let nearest_at = |k: i64| nearest_neighbours(&train_coords.narrow(1, 0, k), &test_coords.narrow(1, 0, k));
+    let by_k: Vec<AtK> =
+        k_ladder(pca.rank()).into_iter().map(|k| AtK { k, accuracy: label_accuracy(&nearest_at(k)) }).collect();
+    let best = by_k.iter().copied().fold(by_k[0], |best, at| if at.accuracy > best.accuracy { at } else { best });
+    let raw_nearest = nearest_neighbours(&train, &test);
+    let matches = split
+        .test
+        .iter()
+        .zip(raw_nearest.iter().zip(nearest_at(best.k)))
+        .map(|(&test, (&raw, best_k))| Match {
+            test,
+            raw_pixels: split.train[raw as usize],
+            best_k: split.train[best_k as usize],
         })
         .collect();
-    let best = by_k.iter().copied().fold(by_k[0], |best, at| if at.accuracy > best.accuracy { at } else { best });
     Ok(Recognition {
         people: labels.iter().max().map_or(0, |m| m + 1),
         train_faces: split.train.len(),
         test_faces: split.test.len(),
         test_fraction,
         seed,
-        raw_pixels_accuracy: nearest_neighbour_accuracy(&train, &train_labels, &test, &test_labels),
+        raw_pixels_accuracy: label_accuracy(&raw_nearest),
         by_k,
         best,
+        matches,
     })
 }
 
-/// The fraction of `test` rows whose nearest `train` row (Euclidean) has the same label.
-pub fn nearest_neighbour_accuracy(train: &Tensor, train_labels: &[usize], test: &Tensor, test_labels: &[usize]) -> f64 {
+/// For each `test` row, the index of its nearest `train` row (Euclidean).
+pub fn nearest_neighbours(train: &Tensor, test: &Tensor) -> Vec<i64> {
     // Squared distances up to a per-test-row constant: |t|² − 2 t·r + |r|² → −2 t·r + |r|².
     let scores = train.square().sum_dim_intlist(1, false, train.kind()).unsqueeze(0) - test.mm(&train.tr()) * 2.0;
-    let nearest = Vec::<i64>::try_from(scores.argmin(1, false).to_device(tch::Device::Cpu)).unwrap_or_default();
-    let correct = nearest.iter().zip(test_labels).filter(|(&n, &label)| train_labels[n as usize] == label).count();
-    correct as f64 / test_labels.len().max(1) as f64
+    Vec::<i64>::try_from(scores.argmin(1, false).to_device(tch::Device::Cpu)).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -159,12 +178,11 @@ mod tests {
     }
 
     #[test]
-    fn the_nearest_row_gives_the_label() {
+    fn each_test_row_finds_its_nearest_training_row() {
         let train = Tensor::from_slice(&[0.0, 0.0, 10.0, 0.0, 0.0, 10.0]).view([3, 2]);
         let test = Tensor::from_slice(&[1.0, 1.0, 9.0, 1.0, 1.0, 8.0, 6.0, 0.0]).view([4, 2]);
-        let accuracy = nearest_neighbour_accuracy(&train, &[0, 1, 2], &test, &[0, 1, 2, 2]);
-        assert_eq!(accuracy, 0.75);
+        assert_eq!(nearest_neighbours(&train, &test), [0, 1, 2, 1]);
         let empty = Tensor::zeros([0, 2], (Kind::Double, Device::Cpu));
-        assert_eq!(nearest_neighbour_accuracy(&train, &[0, 1, 2], &empty, &[]), 0.0);
+        assert!(nearest_neighbours(&train, &empty).is_empty());
     }
 }

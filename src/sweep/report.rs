@@ -11,6 +11,7 @@
 use super::status::{RunFolder, Status};
 use crate::metrics::mean_std;
 use crate::persist::write_atomically;
+use crate::report::csv_field;
 use crate::report::plots::{spread_chart, SpreadRow};
 use crate::train::config::TrainOptions;
 use anyhow::{bail, Context, Result};
@@ -247,14 +248,6 @@ fn markdown_table(rows: &[Vec<String>]) -> String {
     text += &line(&vec!["---".to_owned(); header.len()]);
     body.iter().for_each(|row| text += &line(row));
     text
-}
-
-fn csv_field(value: &str) -> String {
-    if value.contains([',', '"', '\n']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
-    } else {
-        value.to_owned()
-    }
 }
 
 /// Whether `dir` is a run's folder (a finished, partial, attempted or

@@ -37,6 +37,14 @@ pub fn lfw_faces() -> PathBuf {
     path
 }
 
+/// The AT&T (ORL) faces, one subfolder per person.
+#[allow(dead_code)]
+pub fn orl_faces() -> PathBuf {
+    let path = repo().join("data/faces/orl");
+    assert!(path.join("s1").is_dir(), "{} missing: run scripts/fetch-faces.sh", path.display());
+    path
+}
+
 pub fn lite0_weights() -> PathBuf {
     let path = repo().join("models/efficientnet-lite0-57934424.pth");
     assert!(path.exists(), "{} missing: run scripts/fetch-models.sh", path.display());
