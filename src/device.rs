@@ -4,7 +4,7 @@
 //! crate picks a device or reads the CPU's flags.
 //!
 //! The binaries are not linked against libtorch's CUDA library, whose
-//! loading slows every process's start (README, *Start-up*). [`init`] loads
+//! loading slows every process's start (README, *Start-up and exit*). [`init`] loads
 //! it where an NVIDIA driver is installed (a GPU machine still pays for it
 //! at start); `cli::run_main` calls it first thing, and [`select`],
 //! [`cuda_available`] and [`cuda_count`] call it too. libtorch decides once

@@ -331,6 +331,21 @@ fn people_in_subfolders_are_recognised_in_eigenspace_and_new_faces_projected() {
 }
 
 #[test]
+fn the_full_exit_and_the_quick_exit_print_and_end_alike() {
+    let missing = repo().join("no-such-faces.npy");
+    for args in [vec!["--help"], vec!["--no-such-option"], vec!["--input", missing.to_str().unwrap()]] {
+        let quick = eigenfaces().args(&args).output().unwrap();
+        let full = eigenfaces().args(&args).env("TCHLAB_FULL_EXIT", "1").output().unwrap();
+        assert_eq!(quick.status.code(), full.status.code(), "{args:?}");
+        assert_eq!(quick.stdout, full.stdout, "{args:?}");
+        assert_eq!(quick.stderr, full.stderr, "{args:?}");
+    }
+    let help = eigenfaces().arg("--help").output().unwrap();
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).trim_end().ends_with("to --out."), "the last line too");
+}
+
+#[test]
 fn real_orl_faces_are_recognised_face_for_face_as_scikit_learn_recognises_them() {
     let orl = orl_faces();
     let (stdout, summary, out) =

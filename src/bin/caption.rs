@@ -253,7 +253,7 @@ fn main() {
     tchlab::cli::run_main(|| {
         let interrupt = Interrupt::new();
         tchlab::cli::stop_on_ctrl_c(&interrupt);
-        match tchlab::cli::parse::<Cli>().command {
+        match tchlab::cli::parse_args::<Cli>().command {
             Command::Train(args) => train(args, &interrupt),
             Command::Sample(args) => sample(args),
             Command::Scenes(args) => {

@@ -21,7 +21,7 @@ use tchlab::pca::{Divisor, Method};
                   eigenfaces --input att_faces/ --out runs/att                # s1..s40 subfolders: recognition too\n  \
                   eigenfaces project --components runs/att/components.safetensors face.pgm --json\n\n\
                   Writes eigenvalues.csv, summary.json, components.safetensors, eigenvalues.png, eigenfaces.png,\n\
-                  reconstructions.png (and accuracy_vs_k.png for one subfolder per person) to --out."
+                  reconstructions.png (and recognition.csv, accuracy_vs_k.png for one subfolder per person) to --out."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -162,7 +162,7 @@ fn project(args: ProjectArgs) -> Result<()> {
 
 fn main() {
     tchlab::cli::run_main(|| {
-        let cli: Cli = tchlab::cli::parse();
+        let cli: Cli = tchlab::cli::parse_args();
         match cli.command {
             Some(Command::Project(args)) => project(args),
             None => fit(cli.fit),

@@ -117,7 +117,7 @@ fn solver_config(common: &Common, epochs: usize) -> Result<SolverConfig> {
 }
 
 fn main() {
-    tchlab::cli::run_main(|| match tchlab::cli::parse::<Cli>().command {
+    tchlab::cli::run_main(|| match tchlab::cli::parse_args::<Cli>().command {
         Command::Mlp(args) => {
             let config = solver_config(&args.common, args.epochs)?;
             let data = mnist_experiments::load(&args.common.data, args.common.seed, args.common.train_limit.0)?;

@@ -1,7 +1,8 @@
 //! The eigenfaces exercise as the course sets it, and beyond: a PCA of a
 //! face set ([`crate::pca`]) with its numbers (eigenvalues.csv,
 //! summary.json) and figures (spectrum, eigenfaces, reconstructions),
-//! recognition in eigenspace when faces are grouped by person, the
+//! recognition in eigenspace when faces are grouped by person
+//! (recognition.csv, accuracy_vs_k.png), the
 //! components saved for later, and the projection of new faces onto them.
 //! It orchestrates and reports; the maths is in `pca`, the reading in `data`.
 
@@ -293,22 +294,22 @@ fn write_eigenvalues(pca: &Pca, path: &Path) -> Result<()> {
 }
 
 /// Each test face, the training face nearest to it on raw pixels and on the
-/// best k coordinates, and whose each is.
+/// best k coordinates, and the person of each.
 fn write_matches(recognition: &Recognition, people: &People, path: &Path) -> Result<()> {
     let k = recognition.best.k;
     let mut csv =
         String::from("test_face,person,raw_pixels_nearest,raw_pixels_person,eigenspace_nearest,eigenspace_person,k\n");
+    let face = |row: i64| csv_field(&people.files[row as usize].to_string_lossy());
+    let person = |row: i64| csv_field(&people.names[people.labels[row as usize]]);
     for m in &recognition.matches {
-        let face = |row: i64| csv_field(&people.files[row as usize].to_string_lossy());
-        let person = |row: i64| csv_field(&people.names[people.labels[row as usize]]);
         csv += &format!(
             "{},{},{},{},{},{},{k}\n",
             face(m.test),
             person(m.test),
             face(m.raw_pixels),
             person(m.raw_pixels),
-            face(m.best_k),
-            person(m.best_k)
+            face(m.eigenspace),
+            person(m.eigenspace)
         );
     }
     write_atomically(path, csv.as_bytes())

@@ -2,7 +2,8 @@
 //! per-person train/test split, a PCA of the training faces only, and the
 //! nearest training face by Euclidean distance among the first k
 //! coordinates, for several k, next to the nearest neighbour on raw pixels.
-//! It measures accuracy; plotting it is the caller's.
+//! It measures accuracy and returns each test face's matches; plotting and
+//! writing them are the caller's.
 
 use super::{fit, Divisor, Method};
 use anyhow::{bail, Result};
@@ -72,11 +73,12 @@ pub struct Recognition {
 /// One test face and its nearest training faces, as rows of the input.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Match {
+    /// The test face.
     pub test: i64,
     /// Nearest on the raw pixels.
     pub raw_pixels: i64,
     /// Nearest on the first `best.k` eigenspace coordinates.
-    pub best_k: i64,
+    pub eigenspace: i64,
 }
 
 /// The k tried: 1, 2, 3, 5, 7, 10, 20, 30, 50, 100, 200, 300, 500, 1000, …
@@ -123,10 +125,10 @@ pub fn recognise(
         .test
         .iter()
         .zip(raw_nearest.iter().zip(nearest_at(best.k)))
-        .map(|(&test, (&raw, best_k))| Match {
+        .map(|(&test, (&raw, eigenspace))| Match {
             test,
             raw_pixels: split.train[raw as usize],
-            best_k: split.train[best_k as usize],
+            eigenspace: split.train[eigenspace as usize],
         })
         .collect();
     Ok(Recognition {
@@ -146,7 +148,7 @@ pub fn recognise(
 pub fn nearest_neighbours(train: &Tensor, test: &Tensor) -> Vec<i64> {
     // Squared distances up to a per-test-row constant: |t|² − 2 t·r + |r|² → −2 t·r + |r|².
     let scores = train.square().sum_dim_intlist(1, false, train.kind()).unsqueeze(0) - test.mm(&train.tr()) * 2.0;
-    Vec::<i64>::try_from(scores.argmin(1, false).to_device(tch::Device::Cpu)).unwrap_or_default()
+    Vec::<i64>::try_from(scores.argmin(1, false).to_device(tch::Device::Cpu)).expect("argmin gives int64 indices")
 }
 
 #[cfg(test)]
