@@ -7,14 +7,14 @@
 //! It orchestrates and reports; the maths is in `pca`, the reading in `data`.
 
 mod components;
+mod tables;
 
 pub use components::{print_projections, project, read_components, Projection, Saved};
 
-use crate::data::faces::{self, FaceSize, Faces, People};
+use crate::data::faces::{self, FaceSize, Faces};
 use crate::pca::recognition::{self, Recognition};
 use crate::pca::{self, Divisor, Method, Pca};
 use crate::persist::write_atomically;
-use crate::report::csv_field;
 use crate::report::plots::faces::{spectrum_chart, stretched, tile_grid, to_gray_bytes, Tile};
 use crate::report::plots::{line_chart, Chart, Series};
 use anyhow::{Context, Result};
@@ -180,11 +180,11 @@ fn write_outputs(
     options: &Options,
     out: &Path,
 ) -> Result<Vec<&'static str>> {
-    write_eigenvalues(pca, &out.join("eigenvalues.csv"))?;
+    tables::write_eigenvalues(pca, &out.join("eigenvalues.csv"))?;
     components::save_components(pca, faces, summary, &out.join("components.safetensors"))?;
     let mut written = vec!["eigenvalues.csv", "components.safetensors"];
     if let (Some(recognition), Some(people)) = (&summary.recognition, &faces.people) {
-        write_matches(recognition, people, &out.join("recognition.csv"))?;
+        tables::write_matches(recognition, people, &out.join("recognition.csv"))?;
         written.push("recognition.csv");
     }
     if options.figures {
@@ -283,36 +283,6 @@ fn print_summary(s: &Summary) {
         let line: Vec<String> = r.by_k.iter().map(|a| format!("k={} {:.4}", a.k, a.accuracy)).collect();
         println!("  {}", line.join(", "));
     }
-}
-
-fn write_eigenvalues(pca: &Pca, path: &Path) -> Result<()> {
-    let mut csv = String::from("component,eigenvalue,fraction,cumulative_fraction\n");
-    for (i, (value, cumulative)) in pca.eigenvalues_vec().iter().zip(pca.cumulative_fractions()).enumerate() {
-        csv += &format!("{},{value:.17e},{:.17e},{cumulative:.17e}\n", i + 1, value / pca.total_variance);
-    }
-    write_atomically(path, csv.as_bytes())
-}
-
-/// Each test face, the training face nearest to it on raw pixels and on the
-/// best k coordinates, and the person of each.
-fn write_matches(recognition: &Recognition, people: &People, path: &Path) -> Result<()> {
-    let k = recognition.best.k;
-    let mut csv =
-        String::from("test_face,person,raw_pixels_nearest,raw_pixels_person,eigenspace_nearest,eigenspace_person,k\n");
-    let face = |row: i64| csv_field(&people.files[row as usize].to_string_lossy());
-    let person = |row: i64| csv_field(&people.names[people.labels[row as usize]]);
-    for m in &recognition.matches {
-        csv += &format!(
-            "{},{},{},{},{},{},{k}\n",
-            face(m.test),
-            person(m.test),
-            face(m.raw_pixels),
-            person(m.raw_pixels),
-            face(m.eigenspace),
-            person(m.eigenspace)
-        );
-    }
-    write_atomically(path, csv.as_bytes())
 }
 
 fn figures(pca: &Pca, faces: &Faces, data: &Tensor, summary: &Summary, grid: (usize, usize), out: &Path) -> Result<()> {
