@@ -116,16 +116,20 @@ pub fn recognise(
         let correct = nearest.iter().zip(&test_labels).filter(|(&n, &label)| train_labels[n as usize] == label).count();
         correct as f64 / test_labels.len().max(1) as f64
     };
-    let nearest_at = |k: i64| nearest_neighbours(&train_coords.narrow(1, 0, k), &test_coords.narrow(1, 0, k));
+    let nearest_by_k: Vec<(i64, Vec<i64>)> = k_ladder(pca.rank())
+        .into_iter()
+        .map(|k| (k, nearest_neighbours(&train_coords.narrow(1, 0, k), &test_coords.narrow(1, 0, k))))
+        .collect();
     let by_k: Vec<AtK> =
-        k_ladder(pca.rank()).into_iter().map(|k| AtK { k, accuracy: label_accuracy(&nearest_at(k)) }).collect();
-    let best = by_k.iter().copied().fold(by_k[0], |best, at| if at.accuracy > best.accuracy { at } else { best });
+        nearest_by_k.iter().map(|(k, nearest)| AtK { k: *k, accuracy: label_accuracy(nearest) }).collect();
+    let best_index = (0..by_k.len()).fold(0, |best, i| if by_k[i].accuracy > by_k[best].accuracy { i } else { best });
+    let best = by_k[best_index];
     let raw_nearest = nearest_neighbours(&train, &test);
     let matches = split
         .test
         .iter()
-        .zip(raw_nearest.iter().zip(nearest_at(best.k)))
-        .map(|(&test, (&raw, eigenspace))| Match {
+        .zip(raw_nearest.iter().zip(&nearest_by_k[best_index].1))
+        .map(|(&test, (&raw, &eigenspace))| Match {
             test,
             raw_pixels: split.train[raw as usize],
             eigenspace: split.train[eigenspace as usize],

@@ -38,7 +38,6 @@ pub fn lfw_faces() -> PathBuf {
 }
 
 /// The AT&T (ORL) faces, one subfolder per person.
-#[allow(dead_code)]
 pub fn orl_faces() -> PathBuf {
     let path = repo().join("data/faces/orl");
     assert!(path.join("s1").is_dir(), "{} missing: run scripts/fetch-faces.sh", path.display());
