@@ -5,6 +5,7 @@
 use std::time::Instant;
 use tch::nn::Module;
 use tch::{Device, Kind, Tensor};
+use tchlab::grad::HandDerived;
 use tchlab::layers::softmax_cross_entropy;
 use tchlab::nets::cnn::ConvNetShape;
 use tchlab::nets::{Net, ThreeLayerConvNet};
@@ -61,7 +62,7 @@ fn main() {
         let t = Instant::now();
         let _ = tch::no_grad(|| net.loss_and_gradients(&images, &labels));
         record("explicit step (whole)", t);
-        let params = net.parameters();
+        let params: Vec<Tensor> = net.named_parameters().into_iter().map(|(_, t)| t).collect();
         let t = Instant::now();
         let loss = net.scores(&images).cross_entropy_for_logits(&labels);
         let _ = Tensor::run_backward(&[&loss], &params, false, false);

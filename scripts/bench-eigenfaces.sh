@@ -67,7 +67,7 @@ def timed(cmd, env=None):
 
 def ours(threads, openblas=True):
     env = dict(os.environ, **({} if openblas else {"TCHLAB_OPENBLAS": "none"}))
-    return timed(["target/release/eigenfaces", "--input", f"{out}/random.npy", "--no-figures", "--out", f"{out}/run",
+    return timed(["target/release/eigenfaces", "--input", f"{out}/random.npy", "--no-figures", "--out", f"{out}/run", "--overwrite",
                   "--device", "cpu", "--threads", str(threads)], env)[0]
 
 

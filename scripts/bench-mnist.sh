@@ -38,7 +38,7 @@ for rep in $(seq 1 "$REPS"); do
     echo "== rep $rep: $net"
     extra=(); [ $net = mlp ] && extra=(--hidden 800)
     for grad in manual autograd; do
-      timed "$net-$grad" "$(ours $net-$grad)" target/release/mnist $net "${extra[@]}" --epochs "$EPOCHS" --grad $grad --out runs/bench-mnist/$net-$grad
+      timed "$net-$grad" "$(ours $net-$grad)" target/release/mnist $net "${extra[@]}" --epochs "$EPOCHS" --grad $grad --out runs/bench-mnist/$net-$grad --overwrite
     done
     timed "$net-reference" "$REFERENCE" .venv/bin/python scripts/reference/mnist.py $net "${extra[@]}" --epochs "$EPOCHS"
   done

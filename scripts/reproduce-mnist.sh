@@ -23,11 +23,11 @@ bash scripts/fetch-data.sh "${DATA_ARGS[@]}"
 
 OUT=runs/reproduce-mnist
 M=target/release/mnist
-$M mlp --grad manual --device "$DEVICE" --out $OUT/mlp-sweep
+$M mlp --grad manual --device "$DEVICE" --out $OUT/mlp-sweep --overwrite
 BEST=$(python3 -c "import json; print(json.load(open('$OUT/mlp-sweep/summary.json'))['best_hidden'])")
-$M mlp --hidden "$BEST" --grad autograd --device "$DEVICE" --out $OUT/mlp-autograd
-$M cnn --grad manual --device "$DEVICE" --out $OUT/cnn-manual
-$M cnn --grad autograd --device "$DEVICE" --out $OUT/cnn-autograd
+$M mlp --hidden "$BEST" --grad autograd --device "$DEVICE" --out $OUT/mlp-autograd --overwrite
+$M cnn --grad manual --device "$DEVICE" --out $OUT/cnn-manual --overwrite
+$M cnn --grad autograd --device "$DEVICE" --out $OUT/cnn-autograd --overwrite
 
 python3 - "$OUT" <<'PY'
 import json, sys

@@ -67,6 +67,37 @@ fn exit_after(err: &clap::Error) -> ! {
     exit_now(err.exit_code())
 }
 
+/// The ids of the options given on the command line in `matches` (for a
+/// subcommand, its own matches).
+pub fn given_on_command_line(matches: &clap::ArgMatches) -> std::collections::BTreeSet<String> {
+    matches
+        .ids()
+        .map(|id| id.to_string())
+        .filter(|id| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+        .collect()
+}
+
+/// The options saved with the run in `dir`, for `--resume DIR`: the run
+/// keeps its own recipe, so an option given beside it that is not in
+/// `allowed` is refused in one line.
+pub fn resumed_options<T: serde::de::DeserializeOwned>(
+    dir: &std::path::Path,
+    given: &std::collections::BTreeSet<String>,
+    allowed: &[&str],
+) -> anyhow::Result<T> {
+    let refused = given.iter().find(|id| id.as_str() != "resume" && !allowed.contains(&id.as_str()));
+    if let Some(refused) = refused {
+        let allowed: Vec<String> = allowed.iter().map(|id| format!("--{}", id.replace('_', "-"))).collect();
+        anyhow::bail!(
+            "--resume continues the run's own recipe: --{} cannot be given with it (allowed: {}); start a new run with --out to change it",
+            refused.replace('_', "-"),
+            if allowed.is_empty() { "none".to_owned() } else { allowed.join(", ") }
+        );
+    }
+    let json = crate::run_dir::saved_config(dir)?;
+    serde_json::from_str(&json).map_err(|e| anyhow::anyhow!("{}: the saved options do not parse: {e}", dir.display()))
+}
+
 /// Flushes Rust's and C's standard streams, then ends the process with `code`
 /// at once. Everything the run owns was dropped when `main_body` returned, so
 /// what is skipped is C++ teardown at exit: libtorch unregistering each of its
@@ -92,7 +123,7 @@ fn exit_now(code: i32) -> ! {
 /// stops at its next safe point), a second press exits at once.
 pub fn stop_on_ctrl_c(interrupt: &Interrupt) {
     let interrupt = interrupt.clone();
-    let _ = ctrlc::set_handler(move || {
+    let installed = ctrlc::set_handler(move || {
         if interrupt.request() {
             eprintln!("\nsecond Ctrl-C: exiting now");
             // At once: no flush, which could wait forever on a stdout lock
@@ -103,6 +134,15 @@ pub fn stop_on_ctrl_c(interrupt: &Interrupt) {
         }
         eprintln!("\nCtrl-C: stopping at the next safe point (press again to exit now)");
     });
+    warn_without_handler(installed);
+}
+
+/// Says so when Ctrl-C could not be connected: it then ends the run at
+/// once, without the safe stop.
+fn warn_without_handler(installed: Result<(), ctrlc::Error>) {
+    if let Err(error) = installed {
+        eprintln!("warning: Ctrl-C ends this run at once (no safe stop): cannot install its handler: {error}");
+    }
 }
 
 /// Connects Ctrl-C to a count of presses, for a process that passes each one
@@ -111,13 +151,14 @@ pub fn stop_on_ctrl_c(interrupt: &Interrupt) {
 pub fn count_ctrl_c() -> Arc<AtomicUsize> {
     let presses = Arc::new(AtomicUsize::new(0));
     let counter = presses.clone();
-    let _ = ctrlc::set_handler(move || {
+    let installed = ctrlc::set_handler(move || {
         if counter.fetch_add(1, Ordering::SeqCst) == 0 {
             eprintln!("\nCtrl-C: the runs stop at their next safe point (press again to stop them at once)");
         } else {
             eprintln!("\nCtrl-C again: the runs stop at once");
         }
     });
+    warn_without_handler(installed);
     presses
 }
 

@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 use tch::Device;
 
 /// The `--device` option, flattened into each binary's arguments.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, clap::Args, serde::Serialize, serde::Deserialize)]
 pub struct DeviceArg {
     /// Where tensors live: auto (CUDA when libtorch sees a GPU), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto", value_name = "DEVICE")]

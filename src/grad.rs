@@ -6,9 +6,64 @@
 //!
 //! [`Autograd`] is libtorch's backward pass. Faster ways to the same
 //! gradients (on the CPU, `crate::accel`) implement [`Backprop`] too; this
-//! module knows none of them.
+//! module knows none of them. Networks with hand-derived backward passes
+//! (`mnist`'s and `caption`'s) are [`HandDerived`], and [`gradients`] is the
+//! one place where `--grad manual|autograd` chooses between their own
+//! backward pass and [`Autograd`].
 
+use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
+
+/// Where a hand-derived network's gradients come from (`--grad`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GradMode {
+    /// The layers' hand-derived backward passes.
+    Manual,
+    /// libtorch's autograd over the same forward pass.
+    Autograd,
+}
+
+/// A network that computes its loss both ways: by tensor operations that
+/// autograd can differentiate, and with every parameter's gradient by its
+/// layers' explicit backward passes.
+pub trait HandDerived {
+    /// Every parameter with its name, in the order of
+    /// [`HandDerived::loss_and_gradients`]' gradients.
+    fn named_parameters(&self) -> Vec<(String, Tensor)>;
+    /// The loss of `inputs` against `targets`, tensor operations only.
+    fn loss(&self, inputs: &Tensor, targets: &Tensor) -> Tensor;
+    /// The same loss and the gradient of every parameter, by the explicit
+    /// backward passes.
+    fn loss_and_gradients(&self, inputs: &Tensor, targets: &Tensor) -> (Tensor, Vec<Tensor>);
+}
+
+/// The loss of one minibatch (detached) and its gradients in `params`'
+/// order, from `net`'s own backward pass or from [`Autograd`].
+pub fn gradients(
+    mode: GradMode,
+    net: &dyn HandDerived,
+    params: &Params,
+    inputs: &Tensor,
+    targets: &Tensor,
+) -> (Tensor, Gradients) {
+    match mode {
+        GradMode::Manual => {
+            let (loss, grads) = tch::no_grad(|| net.loss_and_gradients(inputs, targets));
+            let mut ordered: Vec<Tensor> = (0..params.len()).map(|_| Tensor::new()).collect();
+            for ((_, param), grad) in net.named_parameters().iter().zip(grads) {
+                if let Some(position) = params.position_of(param) {
+                    ordered[position] = grad;
+                }
+            }
+            (loss, Gradients(ordered))
+        }
+        GradMode::Autograd => {
+            let pass = Autograd.run(&mut || net.loss(inputs, targets), &|loss| loss.shallow_clone(), params, 1.0);
+            (pass.loss, pass.grads)
+        }
+    }
+}
 
 /// The parameters a step trains, by name, sorted, each requiring grad.
 pub struct Params {

@@ -32,17 +32,26 @@
 //! are a [`sweep`]: a grid of options run as `finetune` processes over the
 //! GPUs or CPU, or as a Slurm array, summed up in one report.
 //!
+//! Every run writes into a [`run_dir`]: the one owner of the run files'
+//! names, the overwrite rule (a folder holding a run is refused without
+//! `--overwrite`; no `--out` takes the next free `runs/<tool>-…`), the
+//! resume hint, and the keys every `summary.json` starts with.
+//!
 //! MNIST takes the same road from `data::mnist` (IDX files) into `nets`,
-//! built from the hand-derived `layers`, trained by `train::solver` with
-//! either their explicit backward passes or autograd; `mnist_experiments`
-//! runs the assignment's sweep and CNN and writes their tables and figures.
+//! built from the hand-derived `layers` (each net a `grad::HandDerived`:
+//! `grad::gradients` chooses its explicit backward pass or autograd),
+//! trained by `train::minibatch`, the engine of the tools that train on
+//! tensors in memory (seeded minibatches, Adam, the keep rule, resumable
+//! state after every epoch, Ctrl-C at the next minibatch); [`mnist`] runs
+//! the assignment's sweep and CNN (resumable at the size and epoch reached)
+//! and writes their tables and figures.
 //!
 //! Captioning: image features (the course's HDF5 files read by
 //! `caption::coco_h5`, or a COCO-format image folder through
 //! `caption::coco_json` with features from this crate's frozen backbones,
 //! `caption::features`) ─► [`caption`]'s network of hand-derived recurrent
 //! `layers` (embedding, RNN/LSTM, temporal affine and loss), trained by
-//! `caption::solver`, evaluated by BLEU against two baselines
+//! `train::minibatch` on `caption::task`, evaluated by BLEU against two baselines
 //! (`caption::evaluate`), written by `caption::run`.
 //!
 //! Eigenfaces: `data::npy` / `data::faces` (a `.npy` array or an image
@@ -69,7 +78,7 @@ pub mod grad;
 pub mod interrupt;
 pub mod layers;
 pub mod metrics;
-pub mod mnist_experiments;
+pub mod mnist;
 pub mod models;
 pub mod names;
 pub mod nets;
@@ -77,5 +86,6 @@ pub mod pca;
 pub mod persist;
 pub mod predict;
 pub mod report;
+pub mod run_dir;
 pub mod sweep;
 pub mod train;

@@ -102,7 +102,7 @@ fn image_folder_trains_on_backbone_features_and_captions_new_images() {
     let data = scenes();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let train = || {
+    let train = |extra: &[&str]| {
         let mut cmd = caption();
         cmd.args([
             "train",
@@ -120,10 +120,11 @@ fn image_folder_trains_on_backbone_features_and_captions_new_images() {
         ])
         .arg(&data)
         .arg("--out")
-        .arg(&out);
+        .arg(&out)
+        .args(extra);
         run_ok(&mut cmd)
     };
-    train();
+    train(&[]);
     for file in
         ["best_model.safetensors", "loss.png", "loss_history.csv", "epochs.csv", "results.md", "samples_val.png"]
     {
@@ -132,8 +133,8 @@ fn image_folder_trains_on_backbone_features_and_captions_new_images() {
     let summary = read_json(&out.join("summary.json"));
     assert_eq!(summary["train_captions"], 80, "two captions per scene");
     assert_eq!(summary["val_images"], 10);
-    // The second run reads the cached features.
-    let second = train();
+    // The second run (replacing the first) reads the cached features.
+    let second = train(&["--overwrite"]);
     assert!(String::from_utf8_lossy(&second.stderr).contains("40 image features from"), "cache not used");
     // The saved model captions image files: words of its own vocabulary only.
     let image = data.join("val/scene_000000.png");
@@ -162,4 +163,31 @@ fn scenes_are_deterministic_and_captioned_from_their_layout() {
     let captions = read_json(&tmp.path().join("a/annotations/captions_val.json"));
     assert_eq!(captions["images"].as_array().unwrap().len(), 3);
     assert_eq!(captions["annotations"].as_array().unwrap().len(), 6);
+}
+
+/// Issue 27, defect: the feature cache was keyed by path and file size only,
+/// so an image edited in place (same size) kept its stale features.
+#[test]
+fn an_image_edited_in_place_invalidates_the_feature_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("scenes");
+    run_ok(caption().args(["scenes", "--train", "6", "--val", "3", "--seed", "5", "--out"]).arg(&data));
+    let out = tmp.path().join("run");
+    let train = || {
+        let mut cmd = caption();
+        cmd.args(["train", "--epochs", "1", "--hidden", "8", "--wordvec", "8", "--threads", "1", "--overwrite"])
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out);
+        String::from_utf8_lossy(&run_ok(&mut cmd).stderr).into_owned()
+    };
+    let cached = "train: 6 image features from";
+    assert!(!train().contains(cached), "the first run computes the features");
+    assert!(train().contains(cached), "the second run reads them");
+    let image = std::fs::read_dir(data.join("train")).unwrap().next().unwrap().unwrap().path();
+    let bytes = std::fs::read(&image).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&image, &bytes).unwrap();
+    assert!(!train().contains(cached), "an edited image's features are computed again");
 }

@@ -5,6 +5,7 @@
 
 use tch::nn::Module;
 use tch::{Device, Kind, Tensor};
+use tchlab::grad::HandDerived;
 use tchlab::layers::{softmax_cross_entropy, Affine, Conv2d, Flatten, Gradients, MaxPool2d, Relu};
 use tchlab::nets::cnn::ConvNetShape;
 use tchlab::nets::{Net, ThreeLayerConvNet, TwoLayerNet};
@@ -179,7 +180,7 @@ fn flatten_backward_restores_the_shape() {
 
 fn check_net(net: &dyn Net, images: &Tensor, labels: &Tensor, what: &str) {
     let (loss, explicit) = net.loss_and_gradients(images, labels);
-    let params = net.parameters();
+    let params: Vec<Tensor> = net.named_parameters().into_iter().map(|(_, t)| t).collect();
     let autograd_loss = cross_entropy(&net.scores(images), labels);
     let reference = Tensor::run_backward(&[&autograd_loss], &params, false, false);
     assert!(rel_error(&loss, &autograd_loss) <= 1e-12);
@@ -208,7 +209,12 @@ fn whole_networks_backward_equals_autograd() {
     let x = images.view([-1, 1, 28, 28]);
     let pooled = cnn.pool.forward(&cnn.relu.forward(&cnn.conv.forward(&x)));
     let scores = cnn.affine2.forward(&cnn.relu.forward(&cnn.affine1.forward(&pooled)));
-    let reference = Tensor::run_backward(&[&cross_entropy(&scores, &labels)], &cnn.parameters(), false, false);
+    let reference = Tensor::run_backward(
+        &[&cross_entropy(&scores, &labels)],
+        &cnn.named_parameters().into_iter().map(|(_, t)| t).collect::<Vec<_>>(),
+        false,
+        false,
+    );
     let (_, explicit) = cnn.loss_and_gradients(&images, &labels);
     for (i, (e, r)) in explicit.iter().zip(&reference).enumerate() {
         let err = rel_error(e, r);

@@ -55,7 +55,7 @@ fn help_options(help: &str) -> Vec<(String, String)> {
 /// hid their defaults.
 #[test]
 fn help_describes_every_option_and_shows_its_default() {
-    for (sub, epochs, out) in [("mlp", "10", "runs/mnist-mlp"), ("cnn", "5", "runs/mnist-cnn")] {
+    for (sub, epochs, out) in [("mlp", "10", "runs/mnist-<mlp|cnn>"), ("cnn", "5", "runs/mnist-<mlp|cnn>")] {
         for flag in ["--help", "-h"] {
             let output = common::mnist().args([sub, flag]).output().unwrap();
             assert_eq!(output.status.code(), Some(0));
@@ -81,7 +81,7 @@ fn help_describes_every_option_and_shows_its_default() {
                     .clone()
             };
             assert!(find("--epochs <N>").contains(&format!("[default: {epochs}]")), "{help}");
-            assert!(find("--out <DIR>").contains(&format!("[default: {out}]")), "{help}");
+            assert!(find("--out <DIR>").contains(&format!("[default: {out}, or the next free")), "{help}");
             assert!(find("--train-limit <N>").contains("[default: all]"), "{help}");
             assert!(find("--lr <LR>").contains("[default: 0.001]"), "{help}");
         }
@@ -146,8 +146,11 @@ fn explicit_backward_and_autograd_train_to_the_same_accuracy() {
 
 /// The names of the files in `dir`, sorted.
 fn files_in(dir: &std::path::Path) -> Vec<String> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .map(|name| if name.starts_with("events.out.tfevents.") { "events.out.tfevents.*".into() } else { name })
+        .collect();
     names.sort();
     names
 }
@@ -181,7 +184,8 @@ fn cnn_writes_the_results_the_readme_lists() {
     let epoch_lines: Vec<&str> = text.lines().filter(|l| l.starts_with("epoch ")).collect();
     assert_eq!(epoch_lines.len(), 1, "{text}");
     assert!(epoch_lines[0].starts_with("epoch 0/0: train acc = "), "{text}");
-    let written = ["loss_history.png", "results.csv", "results.md", "summary.json"];
+    let written =
+        ["events.out.tfevents.*", "loss_history.png", "results.csv", "results.md", "state.safetensors", "summary.json"];
     assert_eq!(files_in(&out), written, "accuracy_vs_hidden.png is the sweep's only");
     assert!(text.contains(&format!("wrote {}/results.md, results.csv, summary.json, loss_history.png", out.display())));
     assert_eq!(png_size(&out.join("loss_history.png")), (900, 600));
@@ -189,7 +193,7 @@ fn cnn_writes_the_results_the_readme_lists() {
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert!((summary["test_acc"].as_f64().unwrap() - test).abs() < 1e-4);
     assert_eq!(summary["train_images"], 5000);
-    assert_eq!(summary["recipe"]["epochs"], 1);
+    assert_eq!(summary["config"]["epochs"], 1);
 
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
@@ -287,7 +291,15 @@ fn retrain_honours_train_limit_and_says_what_it_trains_on() {
     assert!(text.contains(&format!("wrote {}/{wrote}", out.path().display())), "{text}");
     assert_eq!(
         files_in(out.path()),
-        ["accuracy_vs_hidden.png", "loss_history.png", "results.csv", "results.md", "summary.json"]
+        [
+            "accuracy_vs_hidden.png",
+            "events.out.tfevents.*",
+            "loss_history.png",
+            "results.csv",
+            "results.md",
+            "state.safetensors",
+            "summary.json"
+        ]
     );
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("summary.json")).unwrap()).unwrap();
@@ -327,5 +339,5 @@ fn epochs_are_numbered_from_zero_as_finetune_numbers_them() {
     assert!(md.contains("2 epoch(s) (numbered 0 to 1)"), "{md}");
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("summary.json")).unwrap()).unwrap();
-    assert_eq!(summary["recipe"]["epochs"], 2);
+    assert_eq!(summary["config"]["epochs"], 2);
 }

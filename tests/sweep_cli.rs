@@ -268,3 +268,43 @@ fn the_report_sums_up_seeds_and_lists_a_failed_run() {
     let image = image::open(dir.path().join("results.png")).unwrap();
     assert!(image.width() >= 800 && image.height() >= 150);
 }
+
+/// Issue 27, defect: a `[grid]` over `threads` made the runner append a
+/// second `--threads`, which clap refuses, so every point failed.
+#[test]
+fn a_grid_over_threads_runs_each_point_with_its_own_thread_count() {
+    let dir = temp_dir();
+    let file = sweep_file(dir.path(), 1, "threads = [1, 2]");
+    let out = dir.path().join("runs");
+    let output = sweep(&file, &out).output().unwrap();
+    assert!(output.status.success(), "{}\n{}", stdout(&output), text(&output.stderr));
+    for threads in [1, 2] {
+        let summary = std::fs::read_to_string(out.join(format!("threads={threads}")).join("summary.json")).unwrap();
+        let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+        assert_eq!(summary["config"]["threads"], threads, "threads={threads}");
+    }
+}
+
+/// Issue 27, new-user finding 3: `finetune report runs/` failed on the other
+/// tools' folders ("missing field `config`"); it tabulates the finetune runs
+/// and names what it left out.
+#[test]
+fn report_tabulates_finetune_runs_and_names_the_other_tools_folders() {
+    let dir = temp_dir();
+    let out = dir.path().join("runs");
+    let file = sweep_file(dir.path(), 1, "seed = [0]");
+    common::run_ok(&mut sweep(&file, &out));
+    let mnist = out.join("mnist-quick");
+    common::run_ok(
+        common::mnist()
+            .args(["mlp", "--hidden", "10", "--epochs", "1", "--train-limit", "100", "--data"])
+            .arg(common::mnist_dir())
+            .arg("--out")
+            .arg(&mnist),
+    );
+    let output = common::run_ok(common::finetune().arg("report").arg(&out));
+    let report = stdout(&output);
+    assert!(report.contains("1 run(s)"), "{report}");
+    assert!(report.contains("## Left out (run folders of other tools)"), "{report}");
+    assert!(report.contains(&format!("- `{}`: mnist mlp", mnist.display())), "{report}");
+}

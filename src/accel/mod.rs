@@ -81,11 +81,15 @@ pub fn init_threads(threads: Option<usize>, workers: usize) {
     // theirs to one, and libtorch gives the last value set to any thread
     // that has not run an operator yet.
     let lanes = tch::get_num_threads().max(1) as usize;
-    rayon::ThreadPoolBuilder::new()
+    let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(workers.max(1))
         .start_handler(|_| single_threaded_helper())
-        .build_global()
-        .ok();
+        .build_global();
+    // A second call finds the pool made by the first: that one stands.
+    if let Err(error) = pool.map_err(|e| e.to_string()).or_else(|e| if e.contains("already") { Ok(()) } else { Err(e) })
+    {
+        eprintln!("warning: {workers} worker thread(s) could not be started ({error}); rayon's default pool is used");
+    }
     let _ = lanes::lane_pool(lanes);
 }
 

@@ -214,6 +214,10 @@ fn transform_patches<const IN: usize, T: PatchTransform<IN>>(src: &Tensor, grid:
 
 fn f32_slice(t: &Tensor) -> &[f32] {
     assert!(t.kind() == Kind::Float && t.device() == Device::Cpu && t.is_contiguous());
+    if t.numel() == 0 {
+        // An empty tensor's data pointer may be null, which no slice may hold.
+        return &[];
+    }
     // SAFETY: a contiguous CPU float tensor holds numel() f32 values at
     // data_ptr(), alive and unaliased by writers for as long as `t` is borrowed.
     unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, t.numel()) }
@@ -221,6 +225,9 @@ fn f32_slice(t: &Tensor) -> &[f32] {
 
 fn f32_slice_mut(t: &mut Tensor) -> &mut [f32] {
     assert!(t.kind() == Kind::Float && t.device() == Device::Cpu && t.is_contiguous());
+    if t.numel() == 0 {
+        return &mut [];
+    }
     // SAFETY: as above; `t` is a scratch tensor of this thread, and no other
     // tensor on it is read while it is mutably borrowed.
     unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel()) }

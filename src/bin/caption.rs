@@ -3,21 +3,25 @@
 //! COCO-format captions. Parses and checks arguments, then calls the library.
 
 use anyhow::{bail, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, FromArgMatches, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use tchlab::caption::coco_json::{self, TextOptions};
 use tchlab::caption::features::Extractor;
 use tchlab::caption::model::CellKind;
-use tchlab::caption::run::{self, Keep, RunOptions, MODEL_FILE};
+use tchlab::caption::run::{self, Keep, RunOptions};
 use tchlab::caption::saved::{self, FeatureSource};
 use tchlab::caption::scenes::{self, SceneCounts};
 use tchlab::caption::{coco_h5, evaluate};
 use tchlab::cli::parse::{at_least_one, decay_factor, hidden_size, learning_rate, seed};
+use tchlab::grad::GradMode;
 use tchlab::interrupt::Interrupt;
 use tchlab::models::Arch;
 use tchlab::names::Named;
+use tchlab::run_dir::{Start, BEST_MODEL_FILE};
 use tchlab::train::config::default_weights;
-use tchlab::train::solver::{GradMode, SolverConfig};
+use tchlab::train::minibatch::Recipe;
 
 #[derive(Parser)]
 #[command(
@@ -41,7 +45,7 @@ enum Command {
     Scenes(ScenesArgs),
 }
 
-#[derive(Args)]
+#[derive(Args, Serialize, Deserialize)]
 struct TrainArgs {
     /// The course's coco_captioning/ folder (coco2014_captions.h5, …), or an image folder with
     /// annotations/captions_train*.json, annotations/captions_val*.json, train*/ and val*/.
@@ -97,11 +101,21 @@ struct TrainArgs {
     keep: Keep,
     /// libtorch's compute threads (default: libtorch's choice, one per core).
     #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true)]
+    #[serde(skip)]
     threads: Option<usize>,
-    /// Output folder (default runs/caption-<cell>).
+    /// Output folder [default: runs/caption-<cell>, or the next free runs/caption-<cell>-N].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Replace the run in --out (once this one has saved its first epoch).
+    #[arg(long)]
+    #[serde(skip)]
+    overwrite: bool,
+    /// Continue the stopped run in DIR with its own options (only --threads may be given with it).
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip)]
+    resume: Option<PathBuf>,
     #[command(flatten)]
+    #[serde(flatten)]
     device: tchlab::device::DeviceArg,
 }
 
@@ -158,10 +172,41 @@ fn init_threads(threads: Option<usize>) {
     tchlab::accel::init_threads(threads, cores);
 }
 
-fn train(args: TrainArgs, interrupt: &Interrupt) -> Result<()> {
+/// The options of a fresh run (paths made absolute, so that it resumes from
+/// any folder), or with `--resume DIR` the run's own.
+fn resolve(args: TrainArgs, given: &BTreeSet<String>) -> Result<(TrainArgs, Start)> {
+    let Some(dir) = args.resume.clone() else {
+        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+        let out = tchlab::run_dir::choose(
+            args.out.as_deref(),
+            &format!("runs/caption-{}", args.cell.name()),
+            args.overwrite,
+        )?;
+        let weights = match &args.weights {
+            Some(w) => Some(absolute(w)),
+            None if !coco_h5::is_course_folder(&args.data) => {
+                Some(absolute(&default_weights(args.arch, Path::new("models"))))
+            }
+            None => None,
+        };
+        let image_dir = args.image_dir.as_deref().map(absolute);
+        return Ok((
+            TrainArgs { data: absolute(&args.data), out: Some(out), weights, image_dir, ..args },
+            Start::Fresh,
+        ));
+    };
+    let mut saved: TrainArgs = tchlab::cli::resumed_options(&dir, given, &["threads"])?;
+    saved.out = Some(std::path::absolute(&dir)?);
+    saved.threads = args.threads;
+    Ok((saved, Start::Resume))
+}
+
+fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
     init_threads(args.threads);
     let device = args.device.select()?;
     println!("{}", tchlab::device::banner(device));
+    let config = serde_json::to_value(&args)?;
+    let out = args.out.clone().expect("resolved");
     let (data, features, described) = if coco_h5::is_course_folder(&args.data) {
         let data = coco_h5::load(&args.data, args.max_train, args.seed, args.image_dir.as_deref())?;
         (data, FeatureSource::CourseFeatures, format!("{} (VGG-16 fc7 PCA features)", args.data.display()))
@@ -169,7 +214,7 @@ fn train(args: TrainArgs, interrupt: &Interrupt) -> Result<()> {
         if !args.data.is_dir() {
             bail!("{}: no such folder (make the digit-scene set with `caption scenes`)", args.data.display());
         }
-        let weights = backbone_weights(args.arch, args.weights)?;
+        let weights = backbone_weights(args.arch, args.weights.clone())?;
         let extractor = Extractor { arch: args.arch, weights: weights.clone(), device };
         let text = TextOptions { min_count: args.min_count, max_words: args.max_words };
         let data = coco_json::load(&args.data, text, &extractor)?;
@@ -192,19 +237,22 @@ fn train(args: TrainArgs, interrupt: &Interrupt) -> Result<()> {
         cell: args.cell,
         hidden: args.hidden,
         wordvec: args.wordvec,
-        schedule: SolverConfig {
+        schedule: Recipe {
             epochs: args.epochs,
             batch_size: args.batch_size,
             lr: args.lr,
             lr_decay: args.lr_decay,
             seed: args.seed,
             grad: args.grad,
-            device,
         },
+        device,
         keep: args.keep,
-        out: args.out.unwrap_or_else(|| PathBuf::from(format!("runs/caption-{}", args.cell.name()))),
+        out,
+        start,
+        overwrite: args.overwrite,
         features,
         data: described,
+        config,
     };
     let summary = run::run(&data, &options, interrupt)?;
     println!("\nVal BLEU (corpus, COCO scorer)     BLEU-1  BLEU-2  BLEU-3  BLEU-4");
@@ -219,7 +267,7 @@ fn train(args: TrainArgs, interrupt: &Interrupt) -> Result<()> {
 fn sample(args: SampleArgs) -> Result<()> {
     init_threads(args.threads);
     let device = args.device.select()?;
-    let path = if args.checkpoint.is_dir() { args.checkpoint.join(MODEL_FILE) } else { args.checkpoint.clone() };
+    let path = if args.checkpoint.is_dir() { args.checkpoint.join(BEST_MODEL_FILE) } else { args.checkpoint.clone() };
     let (net, _store, vocab, card) = saved::load(&path, device)?;
     let FeatureSource::Backbone { arch, weights } = card.features else {
         bail!(
@@ -253,8 +301,13 @@ fn main() {
     tchlab::cli::run_main(|| {
         let interrupt = Interrupt::new();
         tchlab::cli::stop_on_ctrl_c(&interrupt);
-        match tchlab::cli::parse_args::<Cli>().command {
-            Command::Train(args) => train(args, &interrupt),
+        let matches = tchlab::cli::matches::<Cli>();
+        let given = matches.subcommand().map(|(_, m)| tchlab::cli::given_on_command_line(m)).unwrap_or_default();
+        match Cli::from_arg_matches(&matches)?.command {
+            Command::Train(args) => {
+                let (args, start) = resolve(args, &given)?;
+                train(args, start, &interrupt)
+            }
             Command::Sample(args) => sample(args),
             Command::Scenes(args) => {
                 let counts = SceneCounts { train: args.train, val: args.val, seed: args.seed };

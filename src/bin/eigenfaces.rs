@@ -74,9 +74,12 @@ struct FitArgs {
     /// Faces: a .npy array (N, h, w) or (N, h·w), uint8 or float; or a folder of images, flat or one subfolder per person.
     #[arg(long, value_name = "PATH", required = true)]
     input: Option<PathBuf>,
-    /// Folder for the results (created if missing).
-    #[arg(long, value_name = "DIR", default_value = "runs/eigenfaces")]
-    out: PathBuf,
+    /// Folder for the results [default: runs/eigenfaces, or the next free runs/eigenfaces-N].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Replace the run in --out (once this one has computed its results).
+    #[arg(long)]
+    overwrite: bool,
     /// Image size HxW (height by width): the shape of (N, h·w) rows, or what folder images are resized to
     /// [default: rows: the nearest-to-square portrait shape; folders: the most common size].
     #[arg(long, value_name = "HxW", value_parser = parse_size)]
@@ -131,7 +134,22 @@ fn fit(args: FitArgs) -> Result<()> {
     }
     let device = args.device.select()?;
     println!("{}", tchlab::device::banner(device));
-    let Some(input) = args.input else { anyhow::bail!("--input PATH is required (a .npy file or a folder of faces)") };
+    let Some(input) = args.input.clone() else {
+        anyhow::bail!("--input PATH is required (a .npy file or a folder of faces)")
+    };
+    let out = tchlab::run_dir::choose(args.out.as_deref(), "runs/eigenfaces", args.overwrite)?;
+    let config = serde_json::json!({
+        "input": std::path::absolute(&input)?,
+        "size": args.size.map(|s| format!("{}x{}", s.height, s.width)),
+        "divide_by": args.divide_by.name(),
+        "method": args.method.name(),
+        "precision": args.precision.to_possible_value().map(|v| v.get_name().to_owned()),
+        "grid": format!("{}x{}", args.grid.0, args.grid.1),
+        "figures": !args.no_figures,
+        "test_fraction": args.test_fraction,
+        "seed": args.seed,
+        "out": out,
+    });
     let faces = eigenfaces::load(&input, args.size)?;
     let options = Options {
         divisor: args.divide_by,
@@ -145,8 +163,11 @@ fn fit(args: FitArgs) -> Result<()> {
         figures: !args.no_figures,
         test_fraction: args.test_fraction,
         seed: args.seed,
+        out,
+        overwrite: args.overwrite,
+        config,
     };
-    eigenfaces::run(&faces, &options, &args.out).map(|_| ())
+    eigenfaces::run(&faces, &options).map(|_| ())
 }
 
 fn project(args: ProjectArgs) -> Result<()> {

@@ -12,10 +12,11 @@ use tchlab::device::DeviceArg;
 use tchlab::interrupt::Interrupt;
 use tchlab::predict::{collect_images, evaluate_split, predict_files, resolve_split, TrainedModel};
 use tchlab::report::plots;
+use tchlab::run_dir::BEST_MODEL_FILE;
 use tchlab::sweep::report::Report;
 use tchlab::sweep::runner::Plan;
 use tchlab::sweep::{slurm, Sweep};
-use tchlab::train::checkpoint::{RunState, BEST_MODEL_FILE};
+use tchlab::train::checkpoint::RunState;
 use tchlab::train::config::{FinetuneConfig, TrainOptions};
 use tchlab::train::learner::{self, Start};
 

@@ -3,17 +3,22 @@
 //! calls the library.
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
-use std::path::PathBuf;
-use tchlab::mnist_experiments;
-use tchlab::train::solver::{GradMode, SolverConfig};
+use clap::{Args, FromArgMatches, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tchlab::cli::parse::{at_least_one, decay_factor, hidden_size, learning_rate, seed};
+use tchlab::grad::GradMode;
+use tchlab::interrupt::Interrupt;
+use tchlab::mnist::{self, RunSpec};
+use tchlab::run_dir::Start;
+use tchlab::train::minibatch::Recipe;
 
 #[derive(Parser)]
 #[command(
     name = "mnist",
     version,
     about = "MNIST with hand-derived layers: a two-layer MLP hidden-size sweep, and a small CNN",
-    after_help = "Examples:\n  mnist mlp                               # the full sweep, best size retrained and tested\n  mnist mlp --hidden 800 --grad autograd\n  mnist cnn --epochs 5\n  mnist mlp --hidden 10,100 --epochs 1 --train-limit 2000   # a quick check\n\n`mnist mlp --help` and `mnist cnn --help` list every option with its default."
+    after_help = "Examples:\n  mnist mlp                               # the full sweep, best size retrained and tested\n  mnist mlp --hidden 800 --grad autograd\n  mnist cnn --epochs 5\n  mnist mlp --hidden 10,100 --epochs 1 --train-limit 2000   # a quick check\n  mnist mlp --resume runs/mnist-mlp       # continue a stopped run\n\n`mnist mlp --help` and `mnist cnn --help` list every option with its default."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -28,9 +33,7 @@ enum Command {
     Cnn(CnnArgs),
 }
 
-use tchlab::cli::parse::{at_least_one, decay_factor, hidden_size, learning_rate, seed};
-
-#[derive(Args)]
+#[derive(Args, Serialize, Deserialize)]
 struct MlpArgs {
     /// Hidden sizes to sweep, comma separated (each at least 1); the best by val accuracy is retrained on train+val and tested.
     #[arg(long, value_name = "H,H,...", value_delimiter = ',', default_value = "10,50,100,250,500,800,1200,1600",
@@ -39,14 +42,12 @@ struct MlpArgs {
     /// Passes over the training images, for every size and for the retrain (at least 1).
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = at_least_one, allow_negative_numbers = true)]
     epochs: usize,
-    /// Folder for results.md, results.csv, summary.json, loss_history.png and accuracy_vs_hidden.png (created if missing).
-    #[arg(long, value_name = "DIR", default_value = "runs/mnist-mlp")]
-    out: PathBuf,
     #[command(flatten)]
+    #[serde(flatten)]
     common: Common,
 }
 
-#[derive(Args)]
+#[derive(Args, Serialize, Deserialize)]
 struct CnnArgs {
     /// Width of the hidden affine layer after the pooling (at least 1).
     #[arg(long, value_name = "H", default_value_t = 100, value_parser = hidden_size, allow_negative_numbers = true)]
@@ -54,14 +55,12 @@ struct CnnArgs {
     /// Passes over the training images (at least 1).
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = at_least_one, allow_negative_numbers = true)]
     epochs: usize,
-    /// Folder for results.md, results.csv, summary.json and loss_history.png (created if missing).
-    #[arg(long, value_name = "DIR", default_value = "runs/mnist-cnn")]
-    out: PathBuf,
     #[command(flatten)]
+    #[serde(flatten)]
     common: Common,
 }
 
-#[derive(Args)]
+#[derive(Args, Serialize, Deserialize)]
 struct Common {
     /// Folder with the four IDX files (.gz or not).
     #[arg(long, value_name = "DIR", default_value = "data/mnist")]
@@ -82,6 +81,7 @@ struct Common {
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = seed, allow_negative_numbers = true)]
     seed: u64,
     #[command(flatten)]
+    #[serde(flatten)]
     device: tchlab::device::DeviceArg,
     /// Train on only the first N of the 50,000 training images (quick checks); all: every one.
     ///
@@ -89,10 +89,25 @@ struct Common {
     /// full run's 5:1 proportion.
     #[arg(long, value_name = "N", default_value = "all", value_parser = train_limit, allow_negative_numbers = true)]
     train_limit: TrainLimit,
+    /// Folder for the results, the run state and TensorBoard events [default: runs/mnist-<mlp|cnn>, or the next free runs/mnist-<mlp|cnn>-N].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Replace the run in --out (once this one has saved its first epoch) [default: refuse a folder holding a run].
+    #[arg(long)]
+    #[serde(skip)]
+    overwrite: bool,
+    /// Continue the stopped run in DIR with its own options (only --threads may be given with it) [default: a new run].
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip)]
+    resume: Option<PathBuf>,
+    /// libtorch's compute threads [default: libtorch's choice, one per core].
+    #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true)]
+    #[serde(skip)]
+    threads: Option<usize>,
 }
 
 /// `--train-limit`: a count, or `all` (no limit).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Serialize, Deserialize)]
 struct TrainLimit(Option<usize>);
 
 fn train_limit(s: &str) -> Result<TrainLimit, String> {
@@ -102,31 +117,82 @@ fn train_limit(s: &str) -> Result<TrainLimit, String> {
     at_least_one(s).map(|n| TrainLimit(Some(n))).map_err(|e| format!("{e}, or all"))
 }
 
-fn solver_config(common: &Common, epochs: usize) -> Result<SolverConfig> {
+/// What may be given beside `--resume`.
+const RESUMABLE: &[&str] = &["threads"];
+
+/// The run's spec from its options (`config`: them as saved).
+fn run_spec(common: &Common, epochs: usize, start: Start, tool: &str, config: serde_json::Value) -> Result<RunSpec> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    tchlab::accel::init_threads(common.threads, cores);
     let device = common.device.select()?;
     println!("{}", tchlab::device::banner(device));
-    Ok(SolverConfig {
-        epochs,
-        batch_size: common.batch_size,
-        lr: common.lr,
-        lr_decay: common.lr_decay,
-        seed: common.seed,
-        grad: common.grad,
+    let out = tchlab::run_dir::choose(common.out.as_deref(), &format!("runs/{tool}"), common.overwrite)?;
+    let mut config = config;
+    config["out"] = serde_json::json!(out);
+    Ok(RunSpec {
+        recipe: Recipe {
+            epochs,
+            batch_size: common.batch_size,
+            lr: common.lr,
+            lr_decay: common.lr_decay,
+            seed: common.seed,
+            grad: common.grad,
+        },
         device,
+        train_limit: common.train_limit.0,
+        out,
+        start,
+        overwrite: common.overwrite,
+        config,
     })
 }
 
+/// The options of a fresh run, or with `--resume DIR` the run's own.
+fn resolve<T: Serialize + serde::de::DeserializeOwned>(
+    args: T,
+    common: fn(&mut T) -> &mut Common,
+    given: &std::collections::BTreeSet<String>,
+) -> Result<(T, Start)> {
+    let mut args = args;
+    let Some(dir) = common(&mut args).resume.clone() else { return Ok((args, Start::Fresh)) };
+    let threads = common(&mut args).threads;
+    let mut saved: T = tchlab::cli::resumed_options(&dir, given, RESUMABLE)?;
+    let saved_common = common(&mut saved);
+    saved_common.out = Some(dir.clone());
+    saved_common.threads = threads;
+    Ok((saved, Start::Resume))
+}
+
+fn data(common: &Common) -> Result<tchlab::data::mnist::Mnist> {
+    mnist::load(&common.data, common.seed, common.train_limit.0)
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
 fn main() {
-    tchlab::cli::run_main(|| match tchlab::cli::parse_args::<Cli>().command {
-        Command::Mlp(args) => {
-            let config = solver_config(&args.common, args.epochs)?;
-            let data = mnist_experiments::load(&args.common.data, args.common.seed, args.common.train_limit.0)?;
-            mnist_experiments::mlp_sweep(&data, &args.hidden, &config, args.common.train_limit.0, &args.out).map(|_| ())
-        }
-        Command::Cnn(args) => {
-            let config = solver_config(&args.common, args.epochs)?;
-            let data = mnist_experiments::load(&args.common.data, args.common.seed, args.common.train_limit.0)?;
-            mnist_experiments::cnn(&data, args.hidden, &config, &args.out).map(|_| ())
+    tchlab::cli::run_main(|| {
+        let matches = tchlab::cli::matches::<Cli>();
+        let cli = Cli::from_arg_matches(&matches)?;
+        let given = matches.subcommand().map(|(_, m)| tchlab::cli::given_on_command_line(m)).unwrap_or_default();
+        let interrupt = Interrupt::new();
+        tchlab::cli::stop_on_ctrl_c(&interrupt);
+        match cli.command {
+            Command::Mlp(args) => {
+                let (mut args, start) = resolve(args, |a| &mut a.common, &given)?;
+                args.common.data = absolute(&args.common.data);
+                let spec = run_spec(&args.common, args.epochs, start, "mnist-mlp", serde_json::to_value(&args)?)?;
+                let data = data(&args.common)?;
+                mnist::mlp_sweep(&data, &args.hidden, &spec, &interrupt).map(|_| ())
+            }
+            Command::Cnn(args) => {
+                let (mut args, start) = resolve(args, |a| &mut a.common, &given)?;
+                args.common.data = absolute(&args.common.data);
+                let spec = run_spec(&args.common, args.epochs, start, "mnist-cnn", serde_json::to_value(&args)?)?;
+                let data = data(&args.common)?;
+                mnist::cnn(&data, args.hidden, &spec, &interrupt).map(|_| ())
+            }
         }
     });
 }

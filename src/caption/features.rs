@@ -16,6 +16,7 @@ use crate::train::frozen::{backbone_features, FrozenPass};
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};
 
@@ -70,7 +71,10 @@ impl Extractor {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         for path in images {
             path.hash(&mut hasher);
-            std::fs::metadata(path).map(|m| m.len()).unwrap_or(0).hash(&mut hasher);
+            // An image edited in place keeps its path and often its size:
+            // its modification time (and inode, when replaced) changes.
+            let metadata = std::fs::metadata(path).ok();
+            metadata.map(|m| (m.len(), m.mtime(), m.mtime_nsec(), m.ino())).hash(&mut hasher);
         }
         let weights_len = std::fs::metadata(&self.weights).map(|m| m.len()).unwrap_or(0);
         format!(

@@ -15,5 +15,5 @@ pub mod model;
 pub mod run;
 pub mod saved;
 pub mod scenes;
-pub mod solver;
+pub mod task;
 pub mod vocab;

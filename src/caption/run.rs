@@ -1,6 +1,7 @@
 //! One captioning run from loaded data to its output folder: trains, keeps
 //! the epoch with the lowest val loss, or the last one with `--keep last`
-//! (`best_model.safetensors` either way, as `finetune` names it), then
+//! (`best_model.safetensors` either way, as `finetune` names it), saving
+//! the run state after every epoch (a stopped run resumes), then
 //! captions the val images with it and writes the loss history (CSV, PNG),
 //! BLEU against the two baselines (`results.md`, `summary.json`) and the
 //! caption sample figures for train and val images (and their text, for
@@ -10,27 +11,26 @@ use super::dataset::{CaptionData, CaptionSplit, ImageSource};
 use super::evaluate::{bleu_table, caption_split, sample_images, BleuRow};
 use super::model::{CaptioningNet, CellKind, Dims};
 use super::saved::{self, CaptionCard, FeatureSource};
-use super::solver::{self, EpochRecord, TrainLog};
+use super::task::Captioning;
 use crate::data::decode::decode_rgb;
 use crate::data::loader::image_tensor;
-use crate::grad::Params;
-use crate::interrupt::{Interrupt, Interrupted};
+use crate::interrupt::Interrupt;
 use crate::names::Named;
-use crate::persist::write_atomically;
 use crate::report::plots::{self, CaptionPanel, Chart, Series};
-use crate::train::solver::SolverConfig;
-use anyhow::{Context, Result};
+use crate::report::tensorboard::LazyEvents;
+use crate::run_dir::{RunDir, Start, Summary, BEST_MODEL_FILE, STATE_FILE, SUMMARY_FILE};
+use crate::train::minibatch::{self, EpochRecord, Fit, KeepRule, Recipe, Task, TrainState};
+use anyhow::{bail, Context, Result};
 use plotters::prelude::{RGBColor, SeriesLabelPosition};
-use serde::Serialize;
-use std::path::{Path, PathBuf};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Instant;
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
-pub const MODEL_FILE: &str = "best_model.safetensors";
-
 /// Which epoch's weights a run keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Keep {
     /// The epoch with the lowest val loss.
@@ -38,6 +38,16 @@ pub enum Keep {
     /// The last epoch (the course's overfit check samples from it).
     Last,
 }
+
+impl Keep {
+    fn rule(self) -> KeepRule {
+        match self {
+            Keep::Best => KeepRule::Lowest("val_loss"),
+            Keep::Last => KeepRule::Last,
+        }
+    }
+}
+
 /// Pictures per caption sample figure.
 const SAMPLES_PER_FIGURE: usize = 8;
 /// Images per split whose sampled and true captions `samples.json` lists.
@@ -49,21 +59,25 @@ pub struct RunOptions {
     pub cell: CellKind,
     pub hidden: i64,
     pub wordvec: i64,
-    /// The recipe and the device.
-    pub schedule: SolverConfig,
+    pub schedule: Recipe,
+    pub device: Device,
     pub keep: Keep,
     pub out: PathBuf,
+    pub start: Start,
+    pub overwrite: bool,
     pub features: FeatureSource,
-    /// Where the data came from, for the summary.
+    /// Where the data came from, for the results.
     pub data: String,
+    /// The options as given, saved with the run state (what `--resume`
+    /// reads back) and in `summary.json`.
+    pub config: serde_json::Value,
 }
 
+/// What a run measured (`summary.json`'s `results`).
 #[derive(Debug, Serialize)]
-pub struct RunSummary {
+pub struct RunResults {
     pub cell: String,
     pub data: String,
-    pub device: String,
-    pub schedule: SolverConfig,
     pub hidden: i64,
     pub wordvec: i64,
     pub vocabulary: usize,
@@ -77,17 +91,21 @@ pub struct RunSummary {
     pub bleu: Vec<BleuRow>,
     pub seconds_training: f64,
     pub seconds_per_epoch: f64,
-    pub seconds_total: f64,
     pub peak_memory_mb: Option<f64>,
     pub epochs: Vec<EpochRecord>,
 }
 
-/// Trains, evaluates and writes everything into `options.out`.
-pub fn run(data: &CaptionData, options: &RunOptions, interrupt: &Interrupt) -> Result<RunSummary> {
+/// Trains (or resumes), evaluates and writes everything into `options.out`.
+/// Ctrl-C stops it at the next minibatch; the last completed epoch is
+/// saved and resumes.
+pub fn run(data: &CaptionData, options: &RunOptions, interrupt: &Interrupt) -> Result<RunResults> {
     let started = Instant::now();
-    std::fs::create_dir_all(&options.out).with_context(|| format!("creating {}", options.out.display()))?;
+    let out = RunDir::prepare(&options.out, options.start, options.overwrite)?;
+    if options.start == Start::Resume && out.file(SUMMARY_FILE).exists() {
+        bail!("{}: run already complete; start a new run to train again", out.path().display());
+    }
     tch::manual_seed(options.schedule.seed as i64);
-    let store = VarStore::new(options.schedule.device);
+    let store = VarStore::new(options.device);
     let dims = Dims {
         features: data.train.features.size()[1],
         wordvec: options.wordvec,
@@ -100,7 +118,6 @@ pub fn run(data: &CaptionData, options: &RunOptions, interrupt: &Interrupt) -> R
     if let FeatureSource::Backbone { .. } = options.features {
         net.standardize_features(&data.train.features);
     }
-    let params = Params::new(net.named_parameters());
     let card = |epoch: usize, val_loss: f64| CaptionCard {
         dims,
         cell: options.cell,
@@ -110,51 +127,61 @@ pub fn run(data: &CaptionData, options: &RunOptions, interrupt: &Interrupt) -> R
         epoch,
         val_loss,
     };
-    let model_path = options.out.join(MODEL_FILE);
-    let mut kept: Option<(usize, f64, Vec<Tensor>)> = None;
-    let mut best_val_loss = f64::INFINITY;
-    let mut on_epoch = |record: &EpochRecord| -> Result<()> {
-        let improved = record.val_loss < best_val_loss;
-        best_val_loss = best_val_loss.min(record.val_loss);
+    let task = Captioning::new(&net, &data.train, &data.val, options.schedule.batch_size, options.device);
+    let mut state = match options.start {
+        Start::Fresh => TrainState::new(task.params()),
+        Start::Resume => {
+            let state = TrainState::load(&out.file(STATE_FILE), task.params())?.0;
+            println!("resuming {} after epoch {}", out.path().display(), state.epochs_done().saturating_sub(1));
+            state
+        }
+    };
+    let metadata = HashMap::from([("config".to_owned(), serde_json::to_string(&options.config)?)]);
+    let mut events = LazyEvents::new(out.path());
+    let last_epoch = options.schedule.epochs - 1;
+    let fit = Fit { recipe: &options.schedule, keep: options.keep.rule(), interrupt, label: "caption" };
+    let outcome = minibatch::fit(&task, &fit, &mut state, &mut |state| {
+        let record = state.epochs.last().expect("an epoch ended");
+        let kept_now = state.kept.as_ref().is_some_and(|k| k.epoch == record.epoch);
+        let best_so_far = state.epochs.iter().all(|e| e.score("val_loss") >= record.score("val_loss"));
         println!(
-            "Epoch {}/{}  train loss {:.4}  val loss {:.4}  lr {:.3e}  ({:.1}s){}",
+            "Epoch {}/{last_epoch}  train loss {:.4}  val loss {:.4}  lr {:.3e}  ({:.1}s){}",
             record.epoch,
-            options.schedule.epochs - 1,
             record.train_loss,
-            record.val_loss,
+            record.score("val_loss"),
             record.lr,
             record.seconds,
-            if improved { "  best so far" } else { "" }
+            if best_so_far { "  best so far" } else { "" }
         );
-        if improved || options.keep == Keep::Last {
-            saved::save(&model_path, &store, &card(record.epoch, record.val_loss))?;
-            kept = Some((record.epoch, record.val_loss, params.tensors().map(|t| t.detach().copy()).collect()));
+        let scalars = [
+            ("loss/train".to_owned(), record.train_loss),
+            ("loss/val".to_owned(), record.score("val_loss")),
+            ("learning_rate".to_owned(), record.lr),
+        ];
+        events.scalars(record.epoch as i64, &scalars)?;
+        state.save(&out.file(STATE_FILE), task.params(), metadata.clone())?;
+        out.mark_saved();
+        if kept_now {
+            saved::save(&out.file(BEST_MODEL_FILE), &store, &card(record.epoch, record.score("val_loss")))?;
         }
         Ok(())
-    };
-    let log = solver::train(&net, &params, data, &options.schedule, interrupt, &mut on_epoch)?;
-    let training_seconds = started.elapsed().as_secs_f64();
-    write_history(&log, &options.out)?;
-    let Some((kept_epoch, kept_val_loss, kept_params)) = kept else {
-        return Err(Interrupted("stopped before the first epoch ended; nothing saved".into()).into());
-    };
-    tch::no_grad(|| {
-        for (param, saved) in params.tensors().zip(&kept_params) {
-            param.shallow_clone().copy_(saved);
-        }
     });
-    let val = caption_split(&net, &data.val, &data.vocab, options.schedule.device);
+    outcome.map_err(|e| out.explain(e, "caption train"))?;
+    let training_seconds = started.elapsed().as_secs_f64();
+    write_history(&state, &out)?;
+    let kept = state.kept.as_ref().context("no epoch was kept")?;
+    let (kept_epoch, kept_val_loss) = (kept.epoch, state.epochs[kept.epoch].score("val_loss"));
+    state.restore_kept(task.params());
+    let val = caption_split(&net, &data.val, &data.vocab, options.device);
     let bleu = bleu_table(&format!("{} (ours)", options.cell.name().to_uppercase()), &val, data);
-    sample_figure(&net, data, &data.train, options)?;
-    sample_figure(&net, data, &data.val, options)?;
-    let mut samples = spread_samples(&net, data, &data.train, SAMPLES_IN_JSON, options.schedule.device).1;
-    samples.extend(spread_samples(&net, data, &data.val, SAMPLES_IN_JSON, options.schedule.device).1);
-    write_atomically(&options.out.join("samples.json"), serde_json::to_string_pretty(&samples)?.as_bytes())?;
-    let summary = RunSummary {
+    sample_figure(&net, data, &data.train, options, &out)?;
+    sample_figure(&net, data, &data.val, options, &out)?;
+    let mut samples = spread_samples(&net, data, &data.train, SAMPLES_IN_JSON, options.device).1;
+    samples.extend(spread_samples(&net, data, &data.val, SAMPLES_IN_JSON, options.device).1);
+    out.write("samples.json", serde_json::to_string_pretty(&samples)?.as_bytes())?;
+    let results = RunResults {
         cell: options.cell.name().to_string(),
         data: options.data.clone(),
-        device: crate::device::name(options.schedule.device),
-        schedule: options.schedule.clone(),
         hidden: options.hidden,
         wordvec: options.wordvec,
         vocabulary: data.vocab.len(),
@@ -163,40 +190,32 @@ pub fn run(data: &CaptionData, options: &RunOptions, interrupt: &Interrupt) -> R
         keep: options.keep,
         kept_epoch,
         kept_val_loss,
-        final_train_loss: log.batch_losses.last().copied().unwrap_or(f64::NAN),
+        final_train_loss: state.batch_losses.last().copied().unwrap_or(f64::NAN),
         bleu,
         seconds_training: training_seconds,
-        seconds_per_epoch: log.epochs.iter().map(|e| e.seconds).sum::<f64>() / log.epochs.len().max(1) as f64,
-        seconds_total: started.elapsed().as_secs_f64(),
+        seconds_per_epoch: state.epochs.iter().map(|e| e.seconds).sum::<f64>() / state.epochs.len().max(1) as f64,
         peak_memory_mb: peak_memory_mb(),
-        epochs: log.epochs.clone(),
+        epochs: state.epochs.clone(),
     };
-    write_atomically(&options.out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
-    write_atomically(&options.out.join("results.md"), results_markdown(&summary).as_bytes())?;
-    if log.interrupted {
-        let at = log.epochs.len();
-        return Err(Interrupted(format!(
-            "stopped during epoch {at}; results of epochs 0–{} written to {}",
-            at.saturating_sub(1),
-            options.out.display()
-        ))
-        .into());
-    }
-    Ok(summary)
+    let seconds = started.elapsed().as_secs_f64();
+    out.write("results.md", results_markdown(&results, options.device, seconds).as_bytes())?;
+    out.write_summary(&Summary::new("caption train", &options.config, options.device, seconds, &results))?;
+    Ok(results)
 }
 
 /// `loss_history.csv` (every minibatch), `epochs.csv` and `loss.png`.
-fn write_history(log: &TrainLog, out: &Path) -> Result<()> {
+fn write_history(log: &TrainState, out: &RunDir) -> Result<()> {
     let mut batches = String::from("iteration,loss\n");
     for (i, loss) in log.batch_losses.iter().enumerate() {
         batches += &format!("{i},{loss:.6}\n");
     }
-    write_atomically(&out.join("loss_history.csv"), batches.as_bytes())?;
+    out.write("loss_history.csv", batches.as_bytes())?;
     let mut epochs = String::from("epoch,train_loss,val_loss,lr,seconds\n");
     for e in &log.epochs {
-        epochs += &format!("{},{:.6},{:.6},{:e},{:.3}\n", e.epoch, e.train_loss, e.val_loss, e.lr, e.seconds);
+        let val_loss = e.score("val_loss");
+        epochs += &format!("{},{:.6},{val_loss:.6},{:e},{:.3}\n", e.epoch, e.train_loss, e.lr, e.seconds);
     }
-    write_atomically(&out.join("epochs.csv"), epochs.as_bytes())?;
+    out.write("epochs.csv", epochs.as_bytes())?;
     if log.batch_losses.is_empty() {
         return Ok(());
     }
@@ -210,7 +229,7 @@ fn write_history(log: &TrainLog, out: &Path) -> Result<()> {
         Series {
             name: "val loss (end of epoch)",
             color: RGBColor(214, 39, 40),
-            points: log.epochs.iter().map(|e| ((e.epoch + 1) as f64 * per_epoch, e.val_loss)).collect(),
+            points: log.epochs.iter().map(|e| ((e.epoch + 1) as f64 * per_epoch, e.score("val_loss"))).collect(),
         },
     ];
     let chart = Chart {
@@ -220,7 +239,7 @@ fn write_history(log: &TrainLog, out: &Path) -> Result<()> {
         log_x: false,
         legend: SeriesLabelPosition::UpperRight,
     };
-    plots::line_chart(&out.join("loss.png"), &chart, &series, None)
+    plots::line_chart(&out.file("loss.png"), &chart, &series, None)
 }
 
 /// Greedy captions of up to `count` captioned images spread over `split`.
@@ -259,8 +278,14 @@ fn spread_samples(
 
 /// `samples_<split>.png`: greedy captions of images spread over the split,
 /// each with its first true caption.
-fn sample_figure(net: &CaptioningNet, data: &CaptionData, split: &CaptionSplit, options: &RunOptions) -> Result<()> {
-    let (picks, samples) = spread_samples(net, data, split, SAMPLES_PER_FIGURE, options.schedule.device);
+fn sample_figure(
+    net: &CaptioningNet,
+    data: &CaptionData,
+    split: &CaptionSplit,
+    options: &RunOptions,
+    out: &RunDir,
+) -> Result<()> {
+    let (picks, samples) = spread_samples(net, data, split, SAMPLES_PER_FIGURE, options.device);
     let panels: Vec<CaptionPanel> = picks
         .iter()
         .zip(samples)
@@ -275,7 +300,7 @@ fn sample_figure(net: &CaptioningNet, data: &CaptionData, split: &CaptionSplit, 
         "{} captions of {name} images (blue: sampled, black: a true caption)",
         options.cell.name().to_uppercase()
     );
-    plots::caption_samples(&options.out.join(format!("samples_{name}.png")), &title, &panels)
+    plots::caption_samples(&out.file(&format!("samples_{name}.png")), &title, &panels)
 }
 
 fn describe(source: &ImageSource) -> String {
@@ -302,7 +327,7 @@ fn peak_memory_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn results_markdown(s: &RunSummary) -> String {
+fn results_markdown(s: &RunResults, device: Device, seconds_total: f64) -> String {
     let mut text = format!(
         "# Captioning: {} on {}\n\nweights of epoch {} ({:?}: val loss {:.4}); {} training captions, {} val images, vocabulary {}; \
          {:.1} s per epoch, {:.0} s in all, peak memory {} MB, {}.\n\n\
@@ -317,9 +342,9 @@ fn results_markdown(s: &RunSummary) -> String {
         s.val_images,
         s.vocabulary,
         s.seconds_per_epoch,
-        s.seconds_total,
+        seconds_total,
         s.peak_memory_mb.map_or("?".into(), |m| format!("{m:.0}")),
-        s.device
+        crate::device::name(device)
     );
     for row in &s.bleu {
         let b = row.bleu;

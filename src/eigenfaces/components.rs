@@ -3,7 +3,7 @@
 //! with every tensor checked against the others, and new faces projected
 //! onto it with their reconstruction error.
 
-use super::{cpu_values, Summary};
+use super::{cpu_values, Results};
 use crate::data::faces::{self, FaceSize, Faces};
 use crate::pca::{Divisor, Method, Pca};
 use crate::persist::safetensors;
@@ -16,7 +16,7 @@ use tch::{Kind, Tensor};
 /// Format tag of components.safetensors.
 const FORMAT: &str = "tchlab-eigenfaces-1";
 
-pub(super) fn save_components(pca: &Pca, faces: &Faces, summary: &Summary, path: &Path) -> Result<()> {
+pub(super) fn save_components(pca: &Pca, faces: &Faces, summary: &Results, path: &Path) -> Result<()> {
     let metadata = HashMap::from([
         ("format".to_owned(), FORMAT.to_owned()),
         ("height".to_owned(), faces.size.height.to_string()),

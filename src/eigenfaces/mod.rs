@@ -14,14 +14,14 @@ pub use components::{print_projections, project, read_components, Projection, Sa
 use crate::data::faces::{self, FaceSize, Faces};
 use crate::pca::recognition::{self, Recognition};
 use crate::pca::{self, Divisor, Method, Pca};
-use crate::persist::write_atomically;
 use crate::report::plots::faces::{spectrum_chart, stretched, tile_grid, to_gray_bytes, Tile};
 use crate::report::plots::{line_chart, Chart, Series};
-use anyhow::{Context, Result};
+use crate::run_dir::{RunDir, Start, Summary};
+use anyhow::Result;
 use plotters::chart::SeriesLabelPosition;
 use plotters::style::{BLUE, RED};
 use serde::Serialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -39,6 +39,11 @@ pub struct Options {
     /// Held out per person for recognition, and the split's seed.
     pub test_fraction: f64,
     pub seed: u64,
+    /// The run folder, and whether an earlier run there may be replaced.
+    pub out: PathBuf,
+    pub overwrite: bool,
+    /// The options as given, for `summary.json`.
+    pub config: serde_json::Value,
 }
 
 /// The variance kept with k components, over the whole set.
@@ -54,8 +59,9 @@ pub struct Rebuilt {
     pub variance_kept: f64,
 }
 
+/// What a run measured (`summary.json` beside the keys every tool writes).
 #[derive(Debug, Clone, Serialize)]
-pub struct Summary {
+pub struct Results {
     pub input: String,
     pub faces: usize,
     pub height: u32,
@@ -63,7 +69,6 @@ pub struct Summary {
     pub pixels: usize,
     /// The value of a white pixel (eigenvalues are on this scale, squared).
     pub white: f64,
-    pub device: String,
     pub precision: String,
     pub method: Method,
     /// What the covariance is divided by: "N-1" (scikit-learn, numpy.cov) or "N".
@@ -81,7 +86,6 @@ pub struct Summary {
     pub rebuilt: Vec<Rebuilt>,
     pub recognition: Option<Recognition>,
     pub fit_seconds: f64,
-    pub seconds: f64,
 }
 
 /// Loads faces and prints where they came from.
@@ -92,9 +96,10 @@ pub fn load(input: &Path, size: Option<FaceSize>) -> Result<Faces> {
 }
 
 /// The whole run: PCA, numbers, figures, recognition, saved components.
-pub fn run(faces: &Faces, options: &Options, out: &Path) -> Result<Summary> {
+pub fn run(faces: &Faces, options: &Options) -> Result<Results> {
     let started = Instant::now();
-    std::fs::create_dir_all(out).with_context(|| format!("--out {}: cannot create", out.display()))?;
+    let dir = RunDir::prepare(&options.out, Start::Fresh, options.overwrite)?;
+    let out = dir.path();
     let data = faces.pixels.to_kind(options.precision).to_device(options.device);
     let method = options.method.resolve(faces.len() as i64, faces.size.pixels() as i64);
     announce(faces, options, method);
@@ -107,13 +112,13 @@ pub fn run(faces: &Faces, options: &Options, out: &Path) -> Result<Summary> {
     };
     let summary = summarise(faces, options, &pca, &data, recognition, fit_seconds);
     print_summary(&summary);
+    dir.mark_saved();
     let written = write_outputs(&pca, faces, &data, &summary, options, out)?;
-    let summary = Summary { seconds: started.elapsed().as_secs_f64(), ..summary };
-    write_atomically(&out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    let seconds = started.elapsed().as_secs_f64();
+    dir.write_summary(&Summary::new("eigenfaces", &options.config, options.device, seconds, &summary))?;
     println!(
-        "PCA took {fit_seconds:.3} s (eigendecomposition by {}), the whole run {:.2} s; wrote {}/{{summary.json, {}}}",
+        "PCA took {fit_seconds:.3} s (eigendecomposition by {}), the whole run {seconds:.2} s; wrote {}/{{summary.json, {}}}",
         summary.eigensolver,
-        summary.seconds,
         out.display(),
         written.join(", ")
     );
@@ -140,19 +145,18 @@ fn summarise(
     data: &Tensor,
     recognition: Option<Recognition>,
     fit_seconds: f64,
-) -> Summary {
+) -> Results {
     let eigenvalues = pca.eigenvalues_vec();
     let pixels = faces.size.pixels();
     let (k95, k99) = (pca.components_for(0.95), pca.components_for(0.99));
     let reduction = |k: i64| 100.0 * (1.0 - k as f64 / pixels as f64);
-    Summary {
+    Results {
         input: faces.description.clone(),
         faces: faces.len(),
         height: faces.size.height,
         width: faces.size.width,
         pixels,
         white: faces.white,
-        device: crate::device::name(options.device),
         precision: precision_name(options.precision).to_owned(),
         method: pca.method,
         covariance_divisor: options.divisor,
@@ -167,7 +171,6 @@ fn summarise(
         rebuilt: rebuild_errors(pca, options.figures.then_some(data), &eigenvalues),
         recognition,
         fit_seconds,
-        seconds: 0.0,
     }
 }
 
@@ -176,7 +179,7 @@ fn write_outputs(
     pca: &Pca,
     faces: &Faces,
     data: &Tensor,
-    summary: &Summary,
+    summary: &Results,
     options: &Options,
     out: &Path,
 ) -> Result<Vec<&'static str>> {
@@ -251,7 +254,7 @@ fn recognise(data: &Tensor, labels: &[usize], options: &Options) -> Result<Recog
     recognition::recognise(data, labels, &split, options.test_fraction, options.seed, options.divisor)
 }
 
-fn print_summary(s: &Summary) {
+fn print_summary(s: &Results) {
     let top: Vec<String> = s.top_10_eigenvalues.iter().map(|v| format!("{v:.4e}")).collect();
     println!("top 10 eigenvalues (covariance / {}): {}", s.covariance_divisor.name(), top.join(", "));
     println!("rank {}, total variance {:.6e}", s.rank, s.total_variance);
@@ -285,7 +288,7 @@ fn print_summary(s: &Summary) {
     }
 }
 
-fn figures(pca: &Pca, faces: &Faces, data: &Tensor, summary: &Summary, grid: (usize, usize), out: &Path) -> Result<()> {
+fn figures(pca: &Pca, faces: &Faces, data: &Tensor, summary: &Results, grid: (usize, usize), out: &Path) -> Result<()> {
     let name = faces.description.split(':').next().unwrap_or_default();
     let name = Path::new(name).file_name().map_or(name.to_owned(), |f| f.to_string_lossy().into_owned());
     let marks = [
@@ -300,7 +303,8 @@ fn figures(pca: &Pca, faces: &Faces, data: &Tensor, summary: &Summary, grid: (us
 }
 
 fn cpu_values(t: &Tensor) -> Vec<f64> {
-    Vec::<f64>::try_from(t.to_kind(Kind::Double).to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default()
+    Vec::<f64>::try_from(t.to_kind(Kind::Double).to_device(Device::Cpu).flatten(0, -1))
+        .expect("a flat f64 CPU tensor converts to Vec<f64>")
 }
 
 fn tile(faces: &Faces, pixels: Vec<u8>, caption: String) -> Tile {

@@ -3,7 +3,8 @@
 //! The ReLU runs after the pool, which gives the same values and gradients
 //! on a quarter of the elements.
 
-use super::Net;
+use super::{named, Net};
+use crate::grad::HandDerived;
 use crate::layers::{softmax_cross_entropy, Affine, Conv2d, MaxPool2d, Relu};
 use tch::nn::{self, Module};
 use tch::Tensor;
@@ -58,6 +59,20 @@ impl Net for ThreeLayerConvNet {
         let pooled = self.relu.forward(&self.pool.forward(&self.conv.forward(&x)));
         self.affine2.forward(&self.relu.forward(&self.affine1.forward(&pooled)))
     }
+}
+
+impl HandDerived for ThreeLayerConvNet {
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut tensors = self.conv.parameters();
+        tensors.extend(self.affine1.parameters());
+        tensors.extend(self.affine2.parameters());
+        let names = ["conv.weight", "conv.bias", "affine1.weight", "affine1.bias", "affine2.weight", "affine2.bias"];
+        named(&names, tensors)
+    }
+
+    fn loss(&self, images: &Tensor, labels: &Tensor) -> Tensor {
+        self.scores(images).cross_entropy_for_logits(labels)
+    }
 
     fn loss_and_gradients(&self, images: &Tensor, labels: &Tensor) -> (Tensor, Vec<Tensor>) {
         let x = self.as_images(images);
@@ -80,12 +95,5 @@ impl Net for ThreeLayerConvNet {
         let conv_grads = self.conv.parameter_gradients(&x, &g_c.input);
         let grads = conv_grads.into_iter().chain(g_a1.params).chain(g_a2.params).collect();
         (loss, grads)
-    }
-
-    fn parameters(&self) -> Vec<Tensor> {
-        let mut params = self.conv.parameters();
-        params.extend(self.affine1.parameters());
-        params.extend(self.affine2.parameters());
-        params
     }
 }

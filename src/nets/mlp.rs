@@ -1,6 +1,7 @@
 //! affine – ReLU – affine – softmax.
 
-use super::Net;
+use super::{named, Net};
+use crate::grad::HandDerived;
 use crate::layers::{softmax_cross_entropy, Affine, Relu};
 use tch::nn::{self, Module};
 use tch::Tensor;
@@ -25,6 +26,17 @@ impl Net for TwoLayerNet {
     fn scores(&self, images: &Tensor) -> Tensor {
         self.affine2.forward(&self.relu.forward(&self.affine1.forward(images)))
     }
+}
+
+impl HandDerived for TwoLayerNet {
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let tensors = self.affine1.parameters().into_iter().chain(self.affine2.parameters()).collect();
+        named(&["affine1.weight", "affine1.bias", "affine2.weight", "affine2.bias"], tensors)
+    }
+
+    fn loss(&self, images: &Tensor, labels: &Tensor) -> Tensor {
+        self.scores(images).cross_entropy_for_logits(labels)
+    }
 
     fn loss_and_gradients(&self, images: &Tensor, labels: &Tensor) -> (Tensor, Vec<Tensor>) {
         let a1 = self.affine1.forward(images);
@@ -36,9 +48,5 @@ impl Net for TwoLayerNet {
         // The images need no gradient, so the first layer's dX is skipped.
         let g1 = self.affine1.parameter_gradients(images, &g_relu.input);
         (loss, g1.into_iter().chain(g2.params).collect())
-    }
-
-    fn parameters(&self) -> Vec<Tensor> {
-        self.affine1.parameters().into_iter().chain(self.affine2.parameters()).collect()
     }
 }

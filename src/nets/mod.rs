@@ -8,14 +8,17 @@ pub mod mlp;
 pub use cnn::ThreeLayerConvNet;
 pub use mlp::TwoLayerNet;
 
+use crate::grad::HandDerived;
 use tch::Tensor;
 
-/// What the MNIST solver needs from a network.
-pub trait Net {
+/// An MNIST classifier: its [`HandDerived`] loss is the mean softmax
+/// cross-entropy of its scores against the labels.
+pub trait Net: HandDerived {
     /// Class scores `[N, 10]` from images `[N, 784]`, tensor ops only.
     fn scores(&self, images: &Tensor) -> Tensor;
-    /// Mean softmax cross-entropy loss and the gradient of every parameter
-    /// (in `parameters()` order) by the explicit backward passes.
-    fn loss_and_gradients(&self, images: &Tensor, labels: &Tensor) -> (Tensor, Vec<Tensor>);
-    fn parameters(&self) -> Vec<Tensor>;
+}
+
+/// `names` paired with `tensors`, in order.
+fn named(names: &[&str], tensors: Vec<Tensor>) -> Vec<(String, Tensor)> {
+    names.iter().map(|n| n.to_string()).zip(tensors).collect()
 }

@@ -175,7 +175,8 @@ impl Pca {
     }
 
     pub fn eigenvalues_vec(&self) -> Vec<f64> {
-        Vec::<f64>::try_from(self.eigenvalues.to_kind(Kind::Double).to_device(tch::Device::Cpu)).unwrap_or_default()
+        let values = self.eigenvalues.to_kind(Kind::Double).to_device(tch::Device::Cpu);
+        Vec::<f64>::try_from(values.flatten(0, -1)).expect("a flat f64 CPU tensor converts to Vec<f64>")
     }
 
     /// Coordinates `[M, k]` of rows `[M, d]` on the first `k` components.

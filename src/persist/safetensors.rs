@@ -23,10 +23,15 @@ pub fn save(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String,
                 other => bail!("tensor {name}: cannot save kind {other:?}"),
             };
             let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-            // SAFETY: `t` is a contiguous CPU tensor (made so above) that
-            // outlives `views`; it holds numel × element-size bytes at data_ptr().
-            let bytes = unsafe {
-                std::slice::from_raw_parts(t.data_ptr() as *const u8, t.numel() * t.kind().elt_size_in_bytes())
+            let bytes: &[u8] = if t.numel() == 0 {
+                // An empty tensor's data pointer may be null, which no slice may hold.
+                &[]
+            } else {
+                // SAFETY: `t` is a contiguous CPU tensor (made so above) that
+                // outlives `views`; it holds numel × element-size bytes at data_ptr().
+                unsafe {
+                    std::slice::from_raw_parts(t.data_ptr() as *const u8, t.numel() * t.kind().elt_size_in_bytes())
+                }
             };
             Ok((name.clone(), ::safetensors::tensor::TensorView::new(dtype, shape, bytes)?))
         })
@@ -80,5 +85,18 @@ mod tests {
         std::fs::write(&path, &bytes[..5]).unwrap();
         let error = read_metadata(&path).unwrap_err().to_string();
         assert!(error.contains("m.safetensors: not a .safetensors file"), "{error}");
+    }
+
+    /// Issue 27, defect: an empty tensor's null data pointer was made into a
+    /// slice (undefined behaviour); it saves and reads back as empty.
+    #[test]
+    fn empty_tensors_save_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.safetensors");
+        let empty = Tensor::zeros([0, 3], (tch::Kind::Float, tch::Device::Cpu));
+        save(&path, &[("e".to_string(), empty)], HashMap::new()).unwrap();
+        let read = crate::persist::weights::read_named_tensors(&path).unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].1.size(), [0, 3]);
     }
 }

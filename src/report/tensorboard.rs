@@ -109,6 +109,31 @@ impl EventWriter {
     }
 }
 
+/// An events file made when the first scalars come (so a run that fails
+/// before its first epoch leaves none).
+pub struct LazyEvents {
+    dir: PathBuf,
+    writer: Option<EventWriter>,
+}
+
+impl LazyEvents {
+    pub fn new(dir: &Path) -> Self {
+        Self { dir: dir.to_owned(), writer: None }
+    }
+
+    /// Writes `values` at `step` and flushes them.
+    pub fn scalars(&mut self, step: i64, values: &[(String, f64)]) -> Result<()> {
+        let writer = match &mut self.writer {
+            Some(writer) => writer,
+            None => self.writer.insert(EventWriter::create(&self.dir)?),
+        };
+        for (tag, value) in values {
+            writer.scalar(tag, *value, step)?;
+        }
+        writer.flush()
+    }
+}
+
 /// CRC-32C (Castagnoli) of `data`, masked as TFRecord stores it.
 pub fn masked_crc32c(data: &[u8]) -> u32 {
     let crc = crc32c::crc32c(data);

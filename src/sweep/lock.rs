@@ -7,7 +7,7 @@
 //! another host is left to its owner. This module claims and releases; it
 //! runs nothing.
 
-pub use crate::train::summary::LOCK_FILE;
+pub use crate::run_dir::LOCK_FILE;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -151,7 +151,7 @@ impl Sweep {
             .into());
         }
         if let Some((index, error)) = tally.failed.first() {
-            let log = self.dir(&self.points[*index]).join(crate::train::summary::LOG_FILE);
+            let log = self.dir(&self.points[*index]).join(crate::run_dir::LOG_FILE);
             bail!(
                 "{} of {} point(s) failed; point {index}: {error} (log: {})",
                 tally.failed.len(),

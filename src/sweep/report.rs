@@ -62,12 +62,15 @@ pub struct Report {
     pub keys: Vec<String>,
     pub runs: Vec<Run>,
     pub configurations: Vec<Configuration>,
+    /// Run folders of the other tools (`mnist mlp`, …), left out: (folder, tool).
+    pub skipped: Vec<(PathBuf, String)>,
 }
 
 impl Report {
     /// Finds and reads every run folder under `roots`.
     pub fn collect(roots: &[PathBuf]) -> Result<Self> {
         let mut runs = Vec::new();
+        let mut skipped = Vec::new();
         for root in roots {
             if !root.is_dir() {
                 bail!("{}: not a folder", root.display());
@@ -77,14 +80,22 @@ impl Report {
             if found.is_empty() {
                 bail!("{}: no run folders in it (a run folder holds summary.json, state.safetensors or a sweep's log.txt)", root.display());
             }
-            let mut found = found.iter().map(|dir| read_run(dir, root, roots.len() > 1)).collect::<Result<Vec<_>>>()?;
+            let (others, found): (Vec<_>, Vec<_>) =
+                found.into_iter().map(|dir| (other_tool(&dir), dir)).partition(|(tool, _)| tool.is_some());
+            skipped.extend(others.into_iter().map(|(tool, dir)| (dir, tool.unwrap_or_default())));
+            let mut found =
+                found.iter().map(|(_, dir)| read_run(dir, root, roots.len() > 1)).collect::<Result<Vec<_>>>()?;
             // A sweep's runs in the order of their points.
             found.sort_by_key(|(run, index)| (index.unwrap_or(usize::MAX), run.dir.clone()));
             runs.extend(found.into_iter().map(|(run, _)| run));
         }
         let keys = varying_keys(&runs);
         let configurations = group(&runs, &keys);
-        Ok(Self { roots: roots.to_vec(), keys, runs, configurations })
+        if runs.is_empty() && !skipped.is_empty() {
+            let names: Vec<String> = skipped.iter().map(|(dir, tool)| format!("{} ({tool})", dir.display())).collect();
+            bail!("no finetune runs to tabulate; run folders of other tools: {}", names.join(", "));
+        }
+        Ok(Self { roots: roots.to_vec(), keys, runs, configurations, skipped })
     }
 
     fn done(&self, configuration: &Configuration) -> Vec<&Run> {
@@ -169,6 +180,12 @@ impl Report {
                 text += &format!("- `{}`: {}\n", run.dir.display(), run.status.describe());
             }
         }
+        if !self.skipped.is_empty() {
+            text += "\n## Left out (run folders of other tools)\n\n";
+            for (dir, tool) in &self.skipped {
+                text += &format!("- `{}`: {tool}\n", dir.display());
+            }
+        }
         text
     }
 
@@ -250,11 +267,23 @@ fn markdown_table(rows: &[Vec<String>]) -> String {
     text
 }
 
+/// The tool that wrote the run in `dir` when it is not `finetune`: the
+/// `tool` of its summary, or for an unfinished run whether its state is
+/// `finetune`'s (which alone carries a `history`).
+fn other_tool(dir: &Path) -> Option<String> {
+    if let Ok(text) = std::fs::read_to_string(dir.join(crate::run_dir::SUMMARY_FILE)) {
+        let tool = serde_json::from_str::<serde_json::Value>(&text).ok()?.get("tool")?.as_str()?.to_owned();
+        return (tool != "finetune").then_some(tool);
+    }
+    let metadata = crate::persist::safetensors::read_metadata(&crate::run_dir::state_path(dir)).ok()?;
+    (!metadata.contains_key("history")).then(|| "an unfinished run of another tool".to_owned())
+}
+
 /// Whether `dir` is a run's folder (a finished, partial, attempted or
 /// claimed run).
 fn is_run_folder(dir: &Path) -> bool {
-    let launcher = crate::train::summary::LAUNCHER_FILES.iter();
-    ["summary.json", crate::train::checkpoint::STATE_FILE].iter().chain(launcher).any(|f| dir.join(f).is_file())
+    let launcher = crate::run_dir::LAUNCHER_FILES.iter();
+    crate::run_dir::holds_a_run(dir) || launcher.into_iter().any(|f| dir.join(f).is_file())
 }
 
 /// Run folders under `dir` (not inside other run folders, symlinks not
@@ -389,7 +418,7 @@ mod tests {
     fn report(runs: Vec<Run>) -> Report {
         let keys = varying_keys(&runs);
         let configurations = group(&runs, &keys);
-        Report { roots: vec![PathBuf::from("runs/s")], keys, runs, configurations }
+        Report { roots: vec![PathBuf::from("runs/s")], keys, runs, configurations, skipped: Vec::new() }
     }
 
     #[test]

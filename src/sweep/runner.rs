@@ -12,7 +12,7 @@ use super::lock::{self, Claim, Claimed, Holder};
 use super::status::{ExitRecord, Outcome, Status};
 use super::Sweep;
 use crate::metrics::format_minutes;
-use crate::train::summary::LOG_FILE;
+use crate::run_dir::LOG_FILE;
 use anyhow::{bail, Context, Result};
 use std::collections::VecDeque;
 use std::io::{Read, Seek, Write};
@@ -232,11 +232,12 @@ fn launch(sweep: &Sweep, point: &Point, device: &str, threads: usize) -> Result<
     }
     command.args(["--device", device]);
     for option in ["threads", "workers"] {
-        if !sweep.file.base.contains_key(option) {
+        let given = sweep.file.base.contains_key(option) || point.values.iter().any(|(key, _)| key == option);
+        if !given {
             command.arg(format!("--{option}")).arg(threads.to_string());
         }
     }
-    let previous = ExitRecord::read(&dir);
+    let previous = ExitRecord::read(&dir)?;
     let record = ExitRecord {
         outcome: Outcome::Started,
         exit_code: None,

@@ -8,9 +8,9 @@
 use super::lock::{self, Holder};
 use crate::metrics::History;
 use crate::persist::{safetensors, write_atomically};
-use crate::train::checkpoint::state_path;
+use crate::run_dir::{state_path, EXIT_FILE, LOCK_FILE, SUMMARY_FILE};
 use crate::train::config::FinetuneConfig;
-use crate::train::summary::{Summary, EXIT_FILE, LOCK_FILE};
+use crate::train::summary::Summary;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -89,9 +89,12 @@ pub struct ExitRecord {
 }
 
 impl ExitRecord {
-    pub fn read(dir: &Path) -> Option<Self> {
-        let text = std::fs::read_to_string(dir.join(EXIT_FILE)).ok()?;
-        serde_json::from_str(&text).ok()
+    /// The record in `dir`, `None` when there is none; one that does not
+    /// parse is an error naming the file.
+    pub fn read(dir: &Path) -> Result<Option<Self>> {
+        let path = dir.join(EXIT_FILE);
+        let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
+        serde_json::from_str(&text).map(Some).with_context(|| format!("{}: does not parse", path.display()))
     }
 
     pub fn write(&self, dir: &Path) -> Result<()> {
@@ -122,7 +125,7 @@ impl RunFolder {
     /// Reads what `dir` holds; files that are missing are `None`, files that
     /// are there but do not parse are errors naming them.
     pub fn read(dir: &Path) -> Result<Self> {
-        let summary_path = dir.join("summary.json");
+        let summary_path = dir.join(SUMMARY_FILE);
         let summary = match std::fs::read_to_string(&summary_path) {
             Ok(text) => Some(
                 serde_json::from_str(&text).with_context(|| format!("{}: does not parse", summary_path.display()))?,
@@ -131,7 +134,7 @@ impl RunFolder {
         };
         let saved = if state_path(dir).exists() { Some(read_state(dir)?) } else { None };
         let holder = lock::holder(&dir.join(LOCK_FILE))?.filter(|h| !h.is_stale() && !h.is_this_process());
-        Ok(Self { dir: dir.to_owned(), summary, saved, exit: ExitRecord::read(dir), holder })
+        Ok(Self { dir: dir.to_owned(), summary, saved, exit: ExitRecord::read(dir)?, holder })
     }
 
     /// Where the run stands, for a run that should train `epochs` epochs

@@ -11,24 +11,11 @@ use crate::models::Classifier;
 use crate::persist::model_card::ModelCard;
 use crate::persist::safetensors;
 use crate::persist::weights::{check_complete, read_named_tensors};
+use crate::run_dir::state_path;
 use anyhow::{Context, Result};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tch::Tensor;
-
-pub const STATE_FILE: &str = "state.safetensors";
-pub const BEST_MODEL_FILE: &str = "best_model.safetensors";
-
-/// Whether a run starts afresh or continues its saved state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
-    Fresh,
-    Resume,
-}
-
-pub fn state_path(out: &Path) -> PathBuf {
-    out.join(STATE_FILE)
-}
 
 /// The best model so far and the val probabilities it scored (kept in
 /// memory for the prediction grid, so it needs no extra val pass).
@@ -126,15 +113,7 @@ impl RunState {
 
     /// The saved config alone (to decide how to resume before loading tensors).
     pub fn config_json(out: &Path) -> Result<String> {
-        let path = state_path(out);
-        if !path.exists() {
-            anyhow::bail!(
-                "{}: nothing to resume (no {STATE_FILE}: the run saved no completed epoch, or was started with another --out)",
-                out.display()
-            );
-        }
-        let meta = safetensors::read_metadata(&path)?;
-        meta.get("config").cloned().with_context(|| format!("{}: metadata config missing", path.display()))
+        crate::run_dir::saved_config(out)
     }
 
     pub fn load(out: &Path) -> Result<Self> {
@@ -158,7 +137,11 @@ impl RunState {
             config_json,
             epochs_done: number("epochs_done")? as usize,
             best_acc: number("best_acc")?,
-            best_epoch: meta.get("best_epoch").and_then(|t| serde_json::from_str(t).ok()).flatten(),
+            best_epoch: match meta.get("best_epoch") {
+                Some(text) => serde_json::from_str(text)
+                    .with_context(|| format!("{}: metadata best_epoch does not parse", path.display()))?,
+                None => None,
+            },
             history: serde_json::from_str(field("history")?)
                 .with_context(|| format!("{}: metadata history does not parse", path.display()))?,
             model: group("model."),

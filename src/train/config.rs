@@ -2,7 +2,7 @@
 //! ([`super::options::TrainOptions`]) checked and resolved into a
 //! [`FinetuneConfig`] (absolute paths, the output folder named, every number
 //! validated with a one-line reason; whether that folder may be used is
-//! `super::summary::OutDir`'s call). The config is saved with the run, so
+//! `crate::run_dir::RunDir`'s call). The config is saved with the run, so
 //! `--resume` replays it; [`FinetuneConfig::resume`] decides which options
 //! may change then.
 
@@ -307,22 +307,8 @@ pub fn default_weights(arch: Arch, models_dir: &Path) -> PathBuf {
 /// `--out` as given (refused when it holds a run, unless `--overwrite`), or
 /// `runs/<arch>-<mode>`, or the next free `runs/<arch>-<mode>-N`.
 fn output_folder(options: &TrainOptions) -> Result<PathBuf> {
-    let holds_files = |dir: &Path| std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some());
-    if let Some(out) = &options.out {
-        return absolute(out);
-    }
     let base = format!("runs/{}-{}", options.arch.name(), options.mode.name());
-    let free = std::iter::once(PathBuf::from(&base))
-        .chain((2..).map(|n| PathBuf::from(format!("{base}-{n}"))))
-        .find(|dir| options.overwrite || !holds_files(dir))
-        .context("no free output folder")?;
-    if free != Path::new(&base) {
-        println!(
-            "note: {base} holds an earlier run; this one goes to {} (--out to choose, --overwrite to replace)",
-            free.display()
-        );
-    }
-    absolute(&free)
+    crate::run_dir::choose(options.out.as_deref(), &base, options.overwrite)
 }
 
 fn absolute(path: &Path) -> Result<PathBuf> {

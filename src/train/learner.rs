@@ -6,8 +6,7 @@
 //! kept on disk in [`super::checkpoint`].
 
 use super::amp::Autocast;
-pub use super::checkpoint::Start;
-use super::checkpoint::{restore, Best, RunState, BEST_MODEL_FILE};
+use super::checkpoint::{restore, Best, RunState};
 use super::config::{FinetuneConfig, Precision};
 use super::evaluate::val_row;
 use super::frozen::predict_probabilities;
@@ -16,21 +15,19 @@ use super::schedule::Schedule;
 use super::splits::{Folders, Splits};
 use super::step::Stepper;
 use super::strategy::{self, EpochContext, Strategy};
-use super::summary::{OutDir, Summary};
+use super::summary::Summary;
 use crate::interrupt::{Interrupt, Interrupted};
 use crate::metrics::{format_minutes, EpochRow, History};
 use crate::models::Classifier;
 use crate::names::Named;
 use crate::persist::model_card::ModelCard;
-use crate::persist::write_atomically;
 use crate::report::plots;
 use crate::report::tensorboard::EventWriter;
+pub use crate::run_dir::Start;
+use crate::run_dir::{RunDir, BEST_MODEL_FILE, METRICS_FILE, RUN_CONFIG_FILE, SUMMARY_FILE};
 use anyhow::{Context, Result};
 use std::time::Instant;
 use tch::Device;
-
-/// The run's resolved options, as a `--config` file.
-pub const RUN_CONFIG_FILE: &str = "run.toml";
 
 /// What the epoch loop carries from one epoch to the next.
 struct Progress {
@@ -50,7 +47,7 @@ impl Progress {
 pub fn run(config: &FinetuneConfig, device: Device, start: Start, interrupt: &Interrupt) -> Result<Summary> {
     let started = Instant::now();
     super::amp::check_device(config, device)?;
-    let out = OutDir::prepare(&config.out, start, config.overwrite)?;
+    let out = RunDir::prepare(&config.out, start, config.overwrite)?;
     let folders = Folders::scan(config)?;
     let mut model = build_model(config, folders.classes().len(), device)?;
     strategy::prepare_model(config.mode, &mut model);
@@ -79,8 +76,8 @@ pub fn run(config: &FinetuneConfig, device: Device, start: Start, interrupt: &In
         println!("----------");
         tch::manual_seed((config.seed as i64) * 1000 + epoch as i64);
         let ctx = EpochContext { config, splits: &splits, device, interrupt, epoch, lr: schedule.lr(epoch) };
-        let train_row = train_phase(strategy.as_ref(), &model, &mut stepper, &ctx)
-            .map_err(|e| explain(e, config, progress.epochs_done > 0))?;
+        let train_row =
+            train_phase(strategy.as_ref(), &model, &mut stepper, &ctx).map_err(|e| out.explain(e, "finetune"))?;
         println!("train Loss: {:.4} Acc: {:.4}", train_row.loss, train_row.acc);
         let val_started = Instant::now();
         let val_probs = strategy.val_probabilities(&model, &splits, config, device);
@@ -95,11 +92,11 @@ pub fn run(config: &FinetuneConfig, device: Device, start: Start, interrupt: &In
         // The state first: until it is saved, an earlier run in the folder stays whole.
         save_state(config, &model, &stepper, &progress)?;
         out.mark_saved();
-        write_atomically(&config.out.join(RUN_CONFIG_FILE), config.to_options_toml()?.as_bytes())?;
+        out.write(RUN_CONFIG_FILE, config.to_options_toml()?.as_bytes())?;
         if improved {
-            progress.best.save(&config.out.join(BEST_MODEL_FILE), &card(config, &splits, &progress.best)?)?;
+            progress.best.save(&out.file(BEST_MODEL_FILE), &card(config, &splits, &progress.best)?)?;
         }
-        progress.history.write_csv(&config.out.join("metrics.csv"))?;
+        progress.history.write_csv(&out.file(METRICS_FILE))?;
         log_epoch(&mut events, &config.out, &train_row, &val_row)?;
         let last = epoch + 1 == config.epochs;
         if interrupt.requested() && !last {
@@ -116,7 +113,7 @@ pub fn run(config: &FinetuneConfig, device: Device, start: Start, interrupt: &In
             break;
         }
     }
-    finish(config, device, &model, &stepper, &splits, &progress, stopped_early, started)
+    finish(config, &out, device, &model, &stepper, &splits, &progress, stopped_early, started)
 }
 
 /// The classifier with its pretrained backbone loaded, before any image is
@@ -136,7 +133,7 @@ fn build_model(config: &FinetuneConfig, num_classes: usize, device: Device) -> R
 
 fn restore_progress(config: &FinetuneConfig, model: &Classifier, stepper: &mut Stepper) -> Result<Progress> {
     let state = RunState::load(&config.out)?;
-    let finished = config.out.join("summary.json").exists();
+    let finished = config.out.join(SUMMARY_FILE).exists();
     if state.epochs_done >= config.epochs && finished {
         anyhow::bail!(
             "{}: run already complete ({} epochs); use --epochs M with M > {} to train more",
@@ -176,21 +173,6 @@ fn train_phase(
         seconds: start.elapsed().as_secs_f64(),
         data_wait_seconds: totals.data_wait_seconds,
     })
-}
-
-/// Adds what the user can do next to an error from inside an epoch
-/// (`saved`: whether the run has a completed epoch on disk).
-fn explain(error: anyhow::Error, config: &FinetuneConfig, saved: bool) -> anyhow::Error {
-    let next = if saved {
-        format!("the last completed epoch is saved. Resume with: finetune --resume {}", config.out.display())
-    } else {
-        "nothing to resume yet (no epoch was completed)".to_owned()
-    };
-    match error.downcast::<Interrupted>() {
-        Ok(Interrupted(message)) => Interrupted(format!("{message}; {next}")).into(),
-        Err(error) if saved => error.context(format!("the last good state is in {}", config.out.display())),
-        Err(error) => error.context(next),
-    }
 }
 
 fn card(config: &FinetuneConfig, splits: &Splits, best: &Best) -> Result<ModelCard> {
@@ -241,6 +223,7 @@ fn save_state(config: &FinetuneConfig, model: &Classifier, stepper: &Stepper, pr
 #[allow(clippy::too_many_arguments)]
 fn finish(
     config: &FinetuneConfig,
+    out: &RunDir,
     device: Device,
     model: &Classifier,
     stepper: &Stepper,
@@ -270,6 +253,6 @@ fn finish(
         None => predict_probabilities(model, &splits.val_images, strategy::frozen_pass(config, device), "val grid"),
     };
     plots::prediction_grid(&splits.val, &val_probs, &config.out.join("val_predictions.png"))?;
-    summary.write(&config.out)?;
+    summary.write(out)?;
     Ok(summary)
 }

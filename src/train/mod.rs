@@ -13,7 +13,9 @@
 //! - [`amp`]: reduced precision (`--amp`, `--precision bf16`): which
 //!   autocast forward passes run under, and the loss scaling fp16 needs;
 //! - [`feed`] and [`frozen`]: batches to the device, frozen-backbone passes;
-//! - [`solver`]: the MNIST training loop.
+//! - [`minibatch`]: the engine of the tools that train on tensors in
+//!   memory (`mnist`, `caption`): epochs of seeded minibatches, Adam, the
+//!   keep rule and resumable state.
 //!
 //! Models and data come in from [`crate::models`] and [`crate::data`];
 //! figures go out through [`crate::report`]; CPU speed code stays behind
@@ -26,10 +28,10 @@ pub mod evaluate;
 pub mod feed;
 pub mod frozen;
 pub mod learner;
+pub mod minibatch;
 pub mod optim;
 pub mod options;
 pub mod schedule;
-pub mod solver;
 pub mod splits;
 pub mod step;
 pub mod strategy;

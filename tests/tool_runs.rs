@@ -1,0 +1,270 @@
+//! `mnist`, `caption` and `eigenfaces` on the run folder and the minibatch
+//! engine `finetune` has: a run killed mid-epoch and resumed ends with the
+//! numbers of one that ran through, Ctrl-C exits 130 saying how to resume
+//! (or that nothing was saved, leaving no folder), and a second run into
+//! the same `--out` is refused unless `--overwrite`, which leaves nothing of
+//! the earlier run behind.
+
+mod common;
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn caption() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_caption"));
+    cmd.current_dir(common::repo()).env_remove("RUST_BACKTRACE");
+    cmd
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+/// Spawns `cmd` with stdout piped and waits for a line starting with
+/// `line_start` (panics if the process ends first or after two minutes).
+fn spawn_until(cmd: &mut Command, line_start: &str) -> Child {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        assert!(Instant::now() < deadline, "no line starting {line_start:?} in two minutes");
+        match lines.next() {
+            Some(Ok(line)) if line.starts_with(line_start) => break,
+            Some(_) => continue,
+            None => panic!("the run ended before printing {line_start:?}: {:?}", child.wait_with_output()),
+        }
+    }
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    child
+}
+
+fn kill(child: &mut Child, signal: &str) -> std::process::Output {
+    let status = Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+    let status = child.wait().unwrap();
+    std::process::Output { status, stdout: Vec::new(), stderr: stderr.into_bytes() }
+}
+
+fn mnist_sweep(out: &Path) -> Command {
+    let mut cmd = common::mnist();
+    cmd.args([
+        "mlp",
+        "--hidden",
+        "30,60",
+        "--epochs",
+        "3",
+        "--train-limit",
+        "3000",
+        "--batch-size",
+        "20",
+        "--threads",
+        "1",
+    ])
+    .arg("--data")
+    .arg(common::mnist_dir())
+    .arg("--out")
+    .arg(out);
+    cmd
+}
+
+/// Every number of an `mnist mlp` summary but the timings.
+fn sweep_numbers(summary: &Value) -> Vec<Value> {
+    let mut numbers = vec![summary["best_hidden"].clone(), summary["test_acc"].clone()];
+    for row in summary["rows"].as_array().unwrap() {
+        numbers.extend([row["hidden"].clone(), row["train_acc"].clone(), row["val_acc"].clone()]);
+    }
+    for epoch in summary["retrain_epochs"].as_array().unwrap() {
+        numbers.extend([epoch["train_loss"].clone(), epoch["train_acc"].clone(), epoch["lr"].clone()]);
+    }
+    numbers
+}
+
+#[test]
+fn an_mnist_sweep_killed_mid_epoch_resumes_to_the_same_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let through = tmp.path().join("through");
+    common::run_ok(&mut mnist_sweep(&through));
+    let expected = sweep_numbers(&read_json(&through.join("summary.json")));
+
+    let killed = tmp.path().join("killed");
+    // The second size's first epoch is saved and its second under way.
+    let mut child = spawn_until(&mut mnist_sweep(&killed), "  hidden 60 epoch 0/2");
+    let output = kill(&mut child, "-KILL");
+    assert_eq!(output.status.code(), None, "killed by the signal");
+    assert!(!killed.join("summary.json").exists(), "the run finished before it could be killed");
+    let resumed = common::run_ok(common::mnist().args(["mlp", "--resume"]).arg(&killed));
+    let text = String::from_utf8_lossy(&resumed.stdout);
+    assert!(!text.contains("hidden 30 epoch"), "the finished size is not trained again:\n{text}");
+    assert_eq!(sweep_numbers(&read_json(&killed.join("summary.json"))), expected);
+}
+
+#[test]
+fn mnist_ctrl_c_exits_130_and_says_how_to_resume_or_that_nothing_was_saved() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("cnn");
+    let cnn = |out: &Path| {
+        let mut cmd = common::mnist();
+        cmd.args(["cnn", "--epochs", "4", "--train-limit", "600", "--threads", "1", "--data"])
+            .arg(common::mnist_dir())
+            .arg("--out")
+            .arg(out);
+        cmd
+    };
+    let mut child = spawn_until(&mut cnn(&out), "epoch 0/3");
+    let output = kill(&mut child, "-INT");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains(&format!("Resume with: mnist cnn --resume {}", out.display())), "{stderr}");
+    let resumed = common::run_ok(common::mnist().args(["cnn", "--resume"]).arg(&out));
+    assert!(String::from_utf8_lossy(&resumed.stdout).contains("epoch 3/3"));
+    assert_eq!(read_json(&out.join("summary.json"))["per_epoch"].as_array().unwrap().len(), 4);
+
+    // Stopped before its first epoch: nothing to resume, no folder left.
+    let early = tmp.path().join("early");
+    let mut child = spawn_until(&mut cnn(&early), "MNIST: train 600");
+    let output = kill(&mut child, "-INT");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("nothing to resume yet"), "{stderr}");
+    assert!(!early.exists(), "a run that saved nothing leaves no folder");
+}
+
+#[test]
+fn resume_keeps_the_run_recipe() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let output = common::mnist().args(["mlp", "--resume"]).arg(&out).args(["--lr", "0.01"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--lr cannot be given with it (allowed: --threads)"), "{stderr}");
+    let output = common::mnist().args(["mlp", "--resume"]).arg(&out).output().unwrap();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("nothing to resume"));
+}
+
+fn course_fixture(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let script = common::repo().join("tests/fixtures/make_coco_captioning.py");
+    common::run_ok(Command::new(common::python()).arg(script).arg(dir));
+}
+
+fn caption_train(data: &Path, out: &Path, epochs: &str) -> Command {
+    let mut cmd = caption();
+    cmd.args([
+        "train",
+        "--cell",
+        "lstm",
+        "--max-train",
+        "60",
+        "--batch-size",
+        "4",
+        "--hidden",
+        "64",
+        "--wordvec",
+        "32",
+    ])
+    .args(["--epochs", epochs, "--threads", "1", "--data"])
+    .arg(data)
+    .arg("--out")
+    .arg(out);
+    cmd
+}
+
+/// Every number of a `caption train` summary but the timings.
+fn caption_numbers(summary: &Value) -> Vec<Value> {
+    let mut numbers = vec![summary["kept_epoch"].clone(), summary["kept_val_loss"].clone(), summary["bleu"].clone()];
+    for epoch in summary["epochs"].as_array().unwrap() {
+        numbers.extend([epoch["train_loss"].clone(), epoch["val_loss"].clone(), epoch["lr"].clone()]);
+    }
+    numbers
+}
+
+#[test]
+fn a_caption_run_killed_mid_epoch_resumes_to_the_same_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("coco_captioning");
+    course_fixture(&data);
+    let through = tmp.path().join("through");
+    common::run_ok(&mut caption_train(&data, &through, "6"));
+    let expected = caption_numbers(&read_json(&through.join("summary.json")));
+
+    let killed = tmp.path().join("killed");
+    let mut child = spawn_until(&mut caption_train(&data, &killed, "6"), "Epoch 2/5");
+    kill(&mut child, "-KILL");
+    assert!(!killed.join("summary.json").exists(), "the run finished before it could be killed");
+    let resumed = common::run_ok(caption().args(["train", "--resume"]).arg(&killed));
+    let text = String::from_utf8_lossy(&resumed.stdout);
+    assert!(text.contains("resuming") && !text.contains("Epoch 0/5"), "{text}");
+    assert_eq!(caption_numbers(&read_json(&killed.join("summary.json"))), expected);
+    let epochs_csv = std::fs::read_to_string(killed.join("epochs.csv")).unwrap();
+    assert_eq!(epochs_csv.lines().count(), 7, "{epochs_csv}");
+}
+
+/// Runs `cmd` expecting a refusal naming the folder as holding a run.
+fn assert_refused(cmd: &mut Command, out: &Path) {
+    let output = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("--out {}: the folder holds a run; use --overwrite", out.display())), "{stderr}");
+    assert_eq!(stderr.lines().filter(|l| l.starts_with("error")).count(), 1, "{stderr}");
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn every_tool_refuses_a_second_run_into_the_same_out_and_overwrite_replaces_it_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnist_out = tmp.path().join("mnist");
+    let quick_mlp = |out: &Path| {
+        let mut cmd = common::mnist();
+        cmd.args(["mlp", "--hidden", "10", "--epochs", "1", "--train-limit", "200", "--data"])
+            .arg(common::mnist_dir())
+            .arg("--out")
+            .arg(out);
+        cmd
+    };
+    common::run_ok(&mut quick_mlp(&mnist_out));
+    let summary_before = std::fs::read(mnist_out.join("summary.json")).unwrap();
+    assert_refused(&mut quick_mlp(&mnist_out), &mnist_out);
+    assert_eq!(
+        std::fs::read(mnist_out.join("summary.json")).unwrap(),
+        summary_before,
+        "the refused run changed nothing"
+    );
+    common::run_ok(quick_mlp(&mnist_out).arg("--overwrite"));
+
+    let data = tmp.path().join("coco_captioning");
+    course_fixture(&data);
+    let caption_out = tmp.path().join("caption");
+    common::run_ok(&mut caption_train(&data, &caption_out, "1"));
+    assert_refused(&mut caption_train(&data, &caption_out, "1"), &caption_out);
+
+    // An eigenfaces run by person (recognition.csv), then one of an array
+    // into the same folder: --overwrite leaves no recognition.csv behind.
+    let faces_out = tmp.path().join("faces");
+    let eigenfaces = |input: PathBuf| {
+        let mut cmd = common::eigenfaces();
+        cmd.arg("--input").arg(input).args(["--no-figures", "--out"]).arg(&faces_out);
+        cmd
+    };
+    common::run_ok(&mut eigenfaces(common::orl_faces()));
+    assert!(faces_out.join("recognition.csv").exists());
+    assert_refused(&mut eigenfaces(common::lfw_faces()), &faces_out);
+    common::run_ok(eigenfaces(common::lfw_faces()).arg("--overwrite"));
+    assert_eq!(files_in(&faces_out), ["components.safetensors", "eigenvalues.csv", "summary.json"]);
+    let summary = read_json(&faces_out.join("summary.json"));
+    for key in ["tool", "version", "config", "device", "libtorch", "seconds"] {
+        assert!(!summary[key].is_null(), "summary.json lacks {key}");
+    }
+    assert_eq!(summary["tool"], "eigenfaces");
+    assert_eq!(summary["faces"], 100);
+}
