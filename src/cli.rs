@@ -67,21 +67,43 @@ fn exit_after(err: &clap::Error) -> ! {
     exit_now(err.exit_code())
 }
 
-/// The ids of the options given on the command line in `matches` (for a
-/// subcommand, its own matches).
-pub fn given_on_command_line(matches: &clap::ArgMatches) -> std::collections::BTreeSet<String> {
-    matches
-        .ids()
-        .map(|id| id.to_string())
-        .filter(|id| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+/// The options of a training tool about its run folder and threads,
+/// flattened into its arguments (not saved with the run: they say how this
+/// process carries it out).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RunArgs {
+    /// Replace the run in --out (once this one has saved its first epoch) [default: refuse a folder holding a run].
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Continue the stopped run in DIR with its own options (only --threads may be given with it) [default: a new run].
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<std::path::PathBuf>,
+    /// libtorch's compute threads [default: libtorch's choice, one per core].
+    #[arg(long, value_name = "N", value_parser = parse::at_least_one, allow_negative_numbers = true)]
+    pub threads: Option<usize>,
+}
+
+/// What may be given beside `--resume`.
+pub const RESUMABLE: &[&str] = &["threads"];
+
+/// The ids of the options given on the command line to the subcommand of
+/// `T` that `matches` holds (arguments only: clap's groups are left out).
+pub fn given_to_subcommand<T: clap::CommandFactory>(matches: &clap::ArgMatches) -> std::collections::BTreeSet<String> {
+    let Some((name, sub_matches)) = matches.subcommand() else { return Default::default() };
+    let command = T::command();
+    let Some(sub) = command.find_subcommand(name) else { return Default::default() };
+    sub.get_arguments()
+        .map(|arg| arg.get_id().to_string())
+        .filter(|id| sub_matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
         .collect()
 }
 
-/// The options saved with the run in `dir`, for `--resume DIR`: the run
-/// keeps its own recipe, so an option given beside it that is not in
-/// `allowed` is refused in one line.
+/// The options saved with the run of `tool` in `dir`, for `--resume DIR`:
+/// the run keeps its own recipe, so an option given beside it that is not
+/// in `allowed` is refused in one line, and so is another tool's run.
 pub fn resumed_options<T: serde::de::DeserializeOwned>(
     dir: &std::path::Path,
+    tool: &str,
     given: &std::collections::BTreeSet<String>,
     allowed: &[&str],
 ) -> anyhow::Result<T> {
@@ -95,6 +117,15 @@ pub fn resumed_options<T: serde::de::DeserializeOwned>(
         );
     }
     let json = crate::run_dir::saved_config(dir)?;
+    let saved_by = crate::run_dir::saved_tool(dir)?;
+    if saved_by.as_deref() != Some(tool) {
+        let other = saved_by.unwrap_or_else(|| "finetune".into());
+        anyhow::bail!(
+            "{}: a run of `{other}`, not of `{tool}`; resume it with: {other} --resume {}",
+            dir.display(),
+            dir.display()
+        );
+    }
     serde_json::from_str(&json).map_err(|e| anyhow::anyhow!("{}: the saved options do not parse: {e}", dir.display()))
 }
 

@@ -20,8 +20,8 @@ use crate::persist::write_atomically;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::cell::Cell;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 /// The resumable state, written atomically after every epoch.
 pub const STATE_FILE: &str = "state.safetensors";
@@ -97,6 +97,12 @@ pub fn saved_config(dir: &Path) -> Result<String> {
     meta.get("config").cloned().with_context(|| format!("{}: metadata config missing", path.display()))
 }
 
+/// The tool that saved the run state in `dir` (its `tool` metadata; none
+/// in `finetune`'s states).
+pub fn saved_tool(dir: &Path) -> Result<Option<String>> {
+    Ok(crate::persist::safetensors::read_metadata(&state_path(dir))?.get("tool").cloned())
+}
+
 /// Whether `dir` holds a run: its resumable state or its summary.
 pub fn holds_a_run(dir: &Path) -> bool {
     dir.join(STATE_FILE).is_file() || dir.join(SUMMARY_FILE).is_file()
@@ -126,58 +132,70 @@ pub fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("{}: cannot make the path absolute", path.display()))
 }
 
+/// A file as it was when a run started: what tells that the run has
+/// rewritten it since (inode, size and modification time; not the clock).
+#[derive(Debug, PartialEq, Eq)]
+struct Fingerprint(u64, u64, i64, i64);
+
+fn fingerprint(path: &Path) -> Option<Fingerprint> {
+    let m = std::fs::symlink_metadata(path).ok()?;
+    Some(Fingerprint(m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
+}
+
+/// Refuses `path` for a run, as [`RunDir::prepare`] would, without making
+/// anything: for the binaries to call before slow work (reading data).
+pub fn check(path: &Path, start: Start, overwrite: bool) -> Result<()> {
+    if start == Start::Resume {
+        saved_config(path)?;
+        return Ok(());
+    }
+    if path.exists() && holds_files(path) {
+        if !holds_a_run(path) {
+            bail!(
+                "--out {}: the folder holds files that are not a run's; choose an empty or new folder",
+                path.display()
+            );
+        }
+        if !overwrite {
+            bail!(
+                "--out {}: the folder holds a run; use --overwrite to replace it{}",
+                path.display(),
+                if path.join(STATE_FILE).is_file() { " or --resume to continue it" } else { "" }
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The output folder of a run in progress.
 pub struct RunDir {
     path: PathBuf,
     /// Made by this run (and so removed again if nothing was saved).
     created: bool,
     /// What an earlier run left there (`--overwrite`), removed once this
-    /// run has saved: files this run has rewritten since are kept.
-    stale: Vec<PathBuf>,
-    prepared_at: SystemTime,
+    /// run has saved, unless this run has rewritten it since.
+    stale: Vec<(PathBuf, Option<Fingerprint>)>,
     saved: Cell<bool>,
 }
 
 impl RunDir {
     /// Makes the folder (for a fresh run: empty, or holding an earlier run
-    /// that `overwrite` allows to replace) and proves it writable, before
-    /// any slow work. A resumed run needs its state there.
+    /// that `overwrite` allows to replace) and proves it writable. A
+    /// resumed run needs its state there.
     pub fn prepare(path: &Path, start: Start, overwrite: bool) -> Result<Self> {
+        check(path, start, overwrite)?;
         let existed = path.exists();
-        let prepared_at = SystemTime::now();
-        let mut stale = Vec::new();
-        if start == Start::Resume {
-            saved_config(path)?;
-        }
-        if start == Start::Fresh && existed && holds_files(path) {
-            if !holds_a_run(path) {
-                bail!(
-                    "--out {}: the folder holds files that are not a run's; choose an empty or new folder",
-                    path.display()
-                );
-            }
-            if !overwrite {
-                bail!(
-                    "--out {}: the folder holds a run; use --overwrite to replace it{}",
-                    path.display(),
-                    if path.join(STATE_FILE).is_file() { " or --resume to continue it" } else { "" }
-                );
-            }
-            stale = run_files(path)?;
-        }
+        let stale = match start {
+            Start::Fresh if existed => run_files(path)?.into_iter().map(|p| (p.clone(), fingerprint(&p))).collect(),
+            _ => Vec::new(),
+        };
         std::fs::create_dir_all(path)
             .with_context(|| format!("--out {}: cannot create the output folder", path.display()))?;
         let probe = path.join(".write-test");
         std::fs::write(&probe, b"ok")
             .with_context(|| format!("--out {}: output folder is not writable", path.display()))?;
         std::fs::remove_file(&probe).ok();
-        Ok(Self {
-            path: path.to_owned(),
-            created: !existed,
-            stale,
-            prepared_at,
-            saved: Cell::new(start == Start::Resume),
-        })
+        Ok(Self { path: path.to_owned(), created: !existed, stale, saved: Cell::new(start == Start::Resume) })
     }
 
     pub fn path(&self) -> &Path {
@@ -205,11 +223,8 @@ impl RunDir {
         if self.saved.replace(true) {
             return;
         }
-        for path in &self.stale {
-            let rewritten = std::fs::symlink_metadata(path)
-                .and_then(|m| m.modified())
-                .is_ok_and(|modified| modified >= self.prepared_at);
-            if rewritten {
+        for (path, before) in &self.stale {
+            if fingerprint(path) != *before {
                 continue;
             }
             let _ = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };

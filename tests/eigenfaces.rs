@@ -385,12 +385,12 @@ fn bad_inputs_get_one_line_errors() {
     let dir = tempfile::tempdir().unwrap();
     let truncated = dir.path().join("truncated.npy");
     std::fs::write(&truncated, &std::fs::read(lfw_faces()).unwrap()[..20_000]).unwrap();
-    let error = one_line_error(eigenfaces().arg("--input").arg(&truncated).arg("--out").arg(dir.path()));
+    let error = one_line_error(eigenfaces().arg("--input").arg(&truncated).arg("--out").arg(dir.path().join("out")));
     assert!(error.contains("truncated.npy: not a readable .npy array") && error.contains("data bytes"), "{error}");
 
     let flat = dir.path().join("flat.npy");
     npy::write_f64(&flat, &[1.0, 2.0, 3.0], &[3]).unwrap();
-    let error = one_line_error(eigenfaces().arg("--input").arg(&flat).arg("--out").arg(dir.path()));
+    let error = one_line_error(eigenfaces().arg("--input").arg(&flat).arg("--out").arg(dir.path().join("out")));
     assert!(error.contains("flat.npy: shape [3]; expected (N, h, w)"), "{error}");
 
     let error = one_line_error(eigenfaces().arg("--input").arg(lfw_faces()).args(["--size", "20x30"]));

@@ -142,8 +142,26 @@ fn resume_keeps_the_run_recipe() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("--lr cannot be given with it (allowed: --threads)"), "{stderr}");
-    let output = common::mnist().args(["mlp", "--resume"]).arg(&out).output().unwrap();
+    let output = common::mnist().args(["mlp", "--resume"]).arg(&out).args(["--device", "cpu"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--device cannot be given with it"), "{stderr}");
+    let output = common::mnist().args(["mlp", "--resume"]).arg(&out).args(["--threads", "1"]).output().unwrap();
     assert!(String::from_utf8_lossy(&output.stderr).contains("nothing to resume"));
+
+    // Another tool's run is named, not misread.
+    common::run_ok(
+        common::mnist()
+            .args(["mlp", "--hidden", "10", "--epochs", "1", "--train-limit", "100", "--data"])
+            .arg(common::mnist_dir())
+            .arg("--out")
+            .arg(&out),
+    );
+    let output = common::mnist().args(["cnn", "--resume"]).arg(&out).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("a run of `mnist mlp`, not of `mnist cnn`; resume it with: mnist mlp --resume"),
+        "{stderr}"
+    );
 }
 
 fn course_fixture(dir: &Path) {
@@ -240,7 +258,9 @@ fn every_tool_refuses_a_second_run_into_the_same_out_and_overwrite_replaces_it_w
         summary_before,
         "the refused run changed nothing"
     );
-    common::run_ok(quick_mlp(&mnist_out).arg("--overwrite"));
+    let replaced = common::run_ok(quick_mlp(&mnist_out).arg("--overwrite"));
+    let text = String::from_utf8_lossy(&replaced.stdout);
+    assert!(text.contains("  hidden 10 epoch 0/0") && !text.contains("resuming"), "trained afresh:\n{text}");
 
     let data = tmp.path().join("coco_captioning");
     course_fixture(&data);

@@ -15,6 +15,7 @@ use tchlab::caption::saved::{self, FeatureSource};
 use tchlab::caption::scenes::{self, SceneCounts};
 use tchlab::caption::{coco_h5, evaluate};
 use tchlab::cli::parse::{at_least_one, decay_factor, hidden_size, learning_rate, seed};
+use tchlab::cli::RunArgs;
 use tchlab::grad::GradMode;
 use tchlab::interrupt::Interrupt;
 use tchlab::models::Arch;
@@ -28,7 +29,7 @@ use tchlab::train::minibatch::Recipe;
     name = "caption",
     version,
     about = "Image captioning with hand-derived RNN and LSTM layers",
-    after_help = "Examples:\n  caption scenes                                   # make the MNIST digit-scene set (data/mnist-scenes)\n  caption train --cell lstm --epochs 20            # train on it, Lite0 features\n  caption train --data data/coco_captioning --max-train 50 --epochs 50   # the course's overfit check\n  caption sample --checkpoint runs/caption-lstm photo.jpg\n\n`caption train --help` lists every option with its default."
+    after_help = "Examples:\n  caption scenes                                   # make the MNIST digit-scene set (data/mnist-scenes)\n  caption train --cell lstm --epochs 20            # train on it, Lite0 features\n  caption train --data data/coco_captioning --max-train 50 --epochs 50   # the course's overfit check\n  caption train --resume runs/caption-lstm           # continue a stopped run\n  caption sample --checkpoint runs/caption-lstm photo.jpg\n\n`caption train --help` lists every option with its default."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -99,21 +100,12 @@ struct TrainArgs {
     /// Which weights the run keeps, evaluates and saves: best (lowest val loss) or last (the final epoch's).
     #[arg(long, value_enum, default_value = "best")]
     keep: Keep,
-    /// libtorch's compute threads (default: libtorch's choice, one per core).
-    #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true)]
-    #[serde(skip)]
-    threads: Option<usize>,
     /// Output folder [default: runs/caption-<cell>, or the next free runs/caption-<cell>-N].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Replace the run in --out (once this one has saved its first epoch).
-    #[arg(long)]
+    #[command(flatten)]
     #[serde(skip)]
-    overwrite: bool,
-    /// Continue the stopped run in DIR with its own options (only --threads may be given with it).
-    #[arg(long, value_name = "DIR")]
-    #[serde(skip)]
-    resume: Option<PathBuf>,
+    run: RunArgs,
     #[command(flatten)]
     #[serde(flatten)]
     device: tchlab::device::DeviceArg,
@@ -175,12 +167,12 @@ fn init_threads(threads: Option<usize>) {
 /// The options of a fresh run (paths made absolute, so that it resumes from
 /// any folder), or with `--resume DIR` the run's own.
 fn resolve(args: TrainArgs, given: &BTreeSet<String>) -> Result<(TrainArgs, Start)> {
-    let Some(dir) = args.resume.clone() else {
+    let Some(dir) = args.run.resume.clone() else {
         let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
         let out = tchlab::run_dir::choose(
             args.out.as_deref(),
             &format!("runs/caption-{}", args.cell.name()),
-            args.overwrite,
+            args.run.overwrite,
         )?;
         let weights = match &args.weights {
             Some(w) => Some(absolute(w)),
@@ -195,18 +187,19 @@ fn resolve(args: TrainArgs, given: &BTreeSet<String>) -> Result<(TrainArgs, Star
             Start::Fresh,
         ));
     };
-    let mut saved: TrainArgs = tchlab::cli::resumed_options(&dir, given, &["threads"])?;
+    let mut saved: TrainArgs = tchlab::cli::resumed_options(&dir, "caption train", given, tchlab::cli::RESUMABLE)?;
     saved.out = Some(std::path::absolute(&dir)?);
-    saved.threads = args.threads;
+    saved.run = args.run;
     Ok((saved, Start::Resume))
 }
 
 fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
-    init_threads(args.threads);
+    init_threads(args.run.threads);
     let device = args.device.select()?;
     println!("{}", tchlab::device::banner(device));
     let config = serde_json::to_value(&args)?;
     let out = args.out.clone().expect("resolved");
+    tchlab::run_dir::check(&out, start, args.run.overwrite)?;
     let (data, features, described) = if coco_h5::is_course_folder(&args.data) {
         let data = coco_h5::load(&args.data, args.max_train, args.seed, args.image_dir.as_deref())?;
         (data, FeatureSource::CourseFeatures, format!("{} (VGG-16 fc7 PCA features)", args.data.display()))
@@ -249,7 +242,7 @@ fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
         keep: args.keep,
         out,
         start,
-        overwrite: args.overwrite,
+        overwrite: args.run.overwrite,
         features,
         data: described,
         config,
@@ -302,7 +295,7 @@ fn main() {
         let interrupt = Interrupt::new();
         tchlab::cli::stop_on_ctrl_c(&interrupt);
         let matches = tchlab::cli::matches::<Cli>();
-        let given = matches.subcommand().map(|(_, m)| tchlab::cli::given_on_command_line(m)).unwrap_or_default();
+        let given = tchlab::cli::given_to_subcommand::<Cli>(&matches);
         match Cli::from_arg_matches(&matches)?.command {
             Command::Train(args) => {
                 let (args, start) = resolve(args, &given)?;

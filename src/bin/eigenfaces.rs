@@ -138,6 +138,7 @@ fn fit(args: FitArgs) -> Result<()> {
         anyhow::bail!("--input PATH is required (a .npy file or a folder of faces)")
     };
     let out = tchlab::run_dir::choose(args.out.as_deref(), "runs/eigenfaces", args.overwrite)?;
+    tchlab::run_dir::check(&out, tchlab::run_dir::Start::Fresh, args.overwrite)?;
     let config = serde_json::json!({
         "input": std::path::absolute(&input)?,
         "size": args.size.map(|s| format!("{}x{}", s.height, s.width)),

@@ -7,6 +7,7 @@ use clap::{Args, FromArgMatches, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tchlab::cli::parse::{at_least_one, decay_factor, hidden_size, learning_rate, seed};
+use tchlab::cli::RunArgs;
 use tchlab::grad::GradMode;
 use tchlab::interrupt::Interrupt;
 use tchlab::mnist::{self, RunSpec};
@@ -92,18 +93,9 @@ struct Common {
     /// Folder for the results, the run state and TensorBoard events [default: runs/mnist-<mlp|cnn>, or the next free runs/mnist-<mlp|cnn>-N].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Replace the run in --out (once this one has saved its first epoch) [default: refuse a folder holding a run].
-    #[arg(long)]
+    #[command(flatten)]
     #[serde(skip)]
-    overwrite: bool,
-    /// Continue the stopped run in DIR with its own options (only --threads may be given with it) [default: a new run].
-    #[arg(long, value_name = "DIR")]
-    #[serde(skip)]
-    resume: Option<PathBuf>,
-    /// libtorch's compute threads [default: libtorch's choice, one per core].
-    #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true)]
-    #[serde(skip)]
-    threads: Option<usize>,
+    run: RunArgs,
 }
 
 /// `--train-limit`: a count, or `all` (no limit).
@@ -117,16 +109,14 @@ fn train_limit(s: &str) -> Result<TrainLimit, String> {
     at_least_one(s).map(|n| TrainLimit(Some(n))).map_err(|e| format!("{e}, or all"))
 }
 
-/// What may be given beside `--resume`.
-const RESUMABLE: &[&str] = &["threads"];
-
 /// The run's spec from its options (`config`: them as saved).
 fn run_spec(common: &Common, epochs: usize, start: Start, tool: &str, config: serde_json::Value) -> Result<RunSpec> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    tchlab::accel::init_threads(common.threads, cores);
+    tchlab::accel::init_threads(common.run.threads, cores);
     let device = common.device.select()?;
     println!("{}", tchlab::device::banner(device));
-    let out = tchlab::run_dir::choose(common.out.as_deref(), &format!("runs/{tool}"), common.overwrite)?;
+    let out = tchlab::run_dir::choose(common.out.as_deref(), &format!("runs/{tool}"), common.run.overwrite)?;
+    tchlab::run_dir::check(&out, start, common.run.overwrite)?;
     let mut config = config;
     config["out"] = serde_json::json!(out);
     Ok(RunSpec {
@@ -142,7 +132,7 @@ fn run_spec(common: &Common, epochs: usize, start: Start, tool: &str, config: se
         train_limit: common.train_limit.0,
         out,
         start,
-        overwrite: common.overwrite,
+        overwrite: common.run.overwrite,
         config,
     })
 }
@@ -151,15 +141,16 @@ fn run_spec(common: &Common, epochs: usize, start: Start, tool: &str, config: se
 fn resolve<T: Serialize + serde::de::DeserializeOwned>(
     args: T,
     common: fn(&mut T) -> &mut Common,
+    tool: &str,
     given: &std::collections::BTreeSet<String>,
 ) -> Result<(T, Start)> {
     let mut args = args;
-    let Some(dir) = common(&mut args).resume.clone() else { return Ok((args, Start::Fresh)) };
-    let threads = common(&mut args).threads;
-    let mut saved: T = tchlab::cli::resumed_options(&dir, given, RESUMABLE)?;
+    let Some(dir) = common(&mut args).run.resume.clone() else { return Ok((args, Start::Fresh)) };
+    let run = common(&mut args).run.clone();
+    let mut saved: T = tchlab::cli::resumed_options(&dir, tool, given, tchlab::cli::RESUMABLE)?;
     let saved_common = common(&mut saved);
     saved_common.out = Some(dir.clone());
-    saved_common.threads = threads;
+    saved_common.run = run;
     Ok((saved, Start::Resume))
 }
 
@@ -175,19 +166,19 @@ fn main() {
     tchlab::cli::run_main(|| {
         let matches = tchlab::cli::matches::<Cli>();
         let cli = Cli::from_arg_matches(&matches)?;
-        let given = matches.subcommand().map(|(_, m)| tchlab::cli::given_on_command_line(m)).unwrap_or_default();
+        let given = tchlab::cli::given_to_subcommand::<Cli>(&matches);
         let interrupt = Interrupt::new();
         tchlab::cli::stop_on_ctrl_c(&interrupt);
         match cli.command {
             Command::Mlp(args) => {
-                let (mut args, start) = resolve(args, |a| &mut a.common, &given)?;
+                let (mut args, start) = resolve(args, |a| &mut a.common, "mnist mlp", &given)?;
                 args.common.data = absolute(&args.common.data);
                 let spec = run_spec(&args.common, args.epochs, start, "mnist-mlp", serde_json::to_value(&args)?)?;
                 let data = data(&args.common)?;
                 mnist::mlp_sweep(&data, &args.hidden, &spec, &interrupt).map(|_| ())
             }
             Command::Cnn(args) => {
-                let (mut args, start) = resolve(args, |a| &mut a.common, &given)?;
+                let (mut args, start) = resolve(args, |a| &mut a.common, "mnist cnn", &given)?;
                 args.common.data = absolute(&args.common.data);
                 let spec = run_spec(&args.common, args.epochs, start, "mnist-cnn", serde_json::to_value(&args)?)?;
                 let data = data(&args.common)?;

@@ -48,6 +48,8 @@ impl Keep {
     }
 }
 
+/// The tool's name, as summaries and resume hints spell it.
+const TOOL: &str = "caption train";
 /// Pictures per caption sample figure.
 const SAMPLES_PER_FIGURE: usize = 8;
 /// Images per split whose sampled and true captions `samples.json` lists.
@@ -136,13 +138,16 @@ pub fn run(data: &CaptionData, options: &RunOptions, interrupt: &Interrupt) -> R
             state
         }
     };
-    let metadata = HashMap::from([("config".to_owned(), serde_json::to_string(&options.config)?)]);
+    let metadata = HashMap::from([
+        ("config".to_owned(), serde_json::to_string(&options.config)?),
+        ("tool".to_owned(), TOOL.to_owned()),
+    ]);
     let mut events = LazyEvents::new(out.path());
-    let last_epoch = options.schedule.epochs - 1;
+    let last_epoch = options.schedule.epochs.saturating_sub(1);
     let fit = Fit { recipe: &options.schedule, keep: options.keep.rule(), interrupt, label: "caption" };
     let outcome = minibatch::fit(&task, &fit, &mut state, &mut |state| {
         let record = state.epochs.last().expect("an epoch ended");
-        let kept_now = state.kept.as_ref().is_some_and(|k| k.epoch == record.epoch);
+        let kept_now = state.kept_epoch(options.keep.rule()).is_some_and(|k| k.epoch == record.epoch);
         let best_so_far = state.epochs.iter().all(|e| e.score("val_loss") >= record.score("val_loss"));
         println!(
             "Epoch {}/{last_epoch}  train loss {:.4}  val loss {:.4}  lr {:.3e}  ({:.1}s){}",
@@ -159,19 +164,21 @@ pub fn run(data: &CaptionData, options: &RunOptions, interrupt: &Interrupt) -> R
             ("learning_rate".to_owned(), record.lr),
         ];
         events.scalars(record.epoch as i64, &scalars)?;
-        state.save(&out.file(STATE_FILE), task.params(), metadata.clone())?;
-        out.mark_saved();
         if kept_now {
             saved::save(&out.file(BEST_MODEL_FILE), &store, &card(record.epoch, record.score("val_loss")))?;
         }
+        state.save(&out.file(STATE_FILE), task.params(), metadata.clone())?;
+        out.mark_saved();
         Ok(())
     });
-    outcome.map_err(|e| out.explain(e, "caption train"))?;
-    let training_seconds = started.elapsed().as_secs_f64();
+    outcome.map_err(|e| out.explain(e, TOOL))?;
     write_history(&state, &out)?;
-    let kept = state.kept.as_ref().context("no epoch was kept")?;
-    let (kept_epoch, kept_val_loss) = (kept.epoch, state.epochs[kept.epoch].score("val_loss"));
+    let kept = state.kept_epoch(options.keep.rule()).context("no epoch was kept")?;
+    let (kept_epoch, kept_val_loss) = (kept.epoch, kept.score("val_loss"));
     state.restore_kept(task.params());
+    // Saved again from the kept weights: a run stopped between saving its
+    // state and its model resumes to the same file.
+    saved::save(&out.file(BEST_MODEL_FILE), &store, &card(kept_epoch, kept_val_loss))?;
     let val = caption_split(&net, &data.val, &data.vocab, options.device);
     let bleu = bleu_table(&format!("{} (ours)", options.cell.name().to_uppercase()), &val, data);
     sample_figure(&net, data, &data.train, options, &out)?;
@@ -192,14 +199,14 @@ pub fn run(data: &CaptionData, options: &RunOptions, interrupt: &Interrupt) -> R
         kept_val_loss,
         final_train_loss: state.batch_losses.last().copied().unwrap_or(f64::NAN),
         bleu,
-        seconds_training: training_seconds,
+        seconds_training: state.epochs.iter().map(|e| e.seconds).sum(),
         seconds_per_epoch: state.epochs.iter().map(|e| e.seconds).sum::<f64>() / state.epochs.len().max(1) as f64,
         peak_memory_mb: peak_memory_mb(),
         epochs: state.epochs.clone(),
     };
     let seconds = started.elapsed().as_secs_f64();
     out.write("results.md", results_markdown(&results, options.device, seconds).as_bytes())?;
-    out.write_summary(&Summary::new("caption train", &options.config, options.device, seconds, &results))?;
+    out.write_summary(&Summary::new(TOOL, &options.config, options.device, seconds, &results))?;
     Ok(results)
 }
 

@@ -112,8 +112,9 @@ pub fn run(faces: &Faces, options: &Options) -> Result<Results> {
     };
     let summary = summarise(faces, options, &pca, &data, recognition, fit_seconds);
     print_summary(&summary);
-    dir.mark_saved();
     let written = write_outputs(&pca, faces, &data, &summary, options, out)?;
+    // The new results are written: what an earlier run left beside them goes.
+    dir.mark_saved();
     let seconds = started.elapsed().as_secs_f64();
     dir.write_summary(&Summary::new("eigenfaces", &options.config, options.device, seconds, &summary))?;
     println!(

@@ -167,9 +167,11 @@ impl<'a> Run<'a> {
     /// fresh one.
     fn state_for(&self, params: &Params) -> Result<TrainState> {
         let path = self.out.file(STATE_FILE);
-        if path.exists() && safetensors::read_metadata(&path)?.contains_key("progress") {
+        // Between stages the saved state holds no progress: the next starts afresh.
+        if self.spec.start == Start::Resume && safetensors::read_metadata(&path)?.contains_key("progress") {
             let state = TrainState::load(&path, params)?.0;
-            println!("resuming {} after epoch {} of this stage", self.out.path().display(), state.epochs_done() - 1);
+            let after = state.epochs_done().saturating_sub(1);
+            println!("resuming {} after epoch {after} of this stage", self.out.path().display());
             return Ok(state);
         }
         Ok(TrainState::new(params))
@@ -178,7 +180,7 @@ impl<'a> Run<'a> {
     /// Saves the step to the next stage (the finished one's row kept).
     fn next_stage(&mut self) -> Result<()> {
         self.stages.stage += 1;
-        save(&self.out, self.spec, &self.stages, None)
+        save(&self.out, self.spec, self.tool, &self.stages, None)
     }
 
     /// Trains `task` through the stage, saving and logging every epoch
@@ -193,7 +195,7 @@ impl<'a> Run<'a> {
             let mut scalars = vec![(format!("{tag}/loss"), record.train_loss), (format!("{tag}/lr"), record.lr)];
             scalars.extend(record.scores.iter().map(|(name, value)| (format!("{tag}/{name}"), *value)));
             events.scalars(record.epoch as i64, &scalars)?;
-            save(out, spec, stages, Some((state, task.params())))
+            save(out, spec, tool, stages, Some((state, task.params())))
         });
         outcome.map_err(|e| out.explain(e, tool))?;
         Ok(state)
@@ -207,10 +209,17 @@ impl<'a> Run<'a> {
 
 /// Saves the run state: the options, the stages, and the stage's training
 /// state with its parameters (none between stages).
-fn save(out: &RunDir, spec: &RunSpec, stages: &Stages, state: Option<(&TrainState, &Params)>) -> Result<()> {
+fn save(
+    out: &RunDir,
+    spec: &RunSpec,
+    tool: &str,
+    stages: &Stages,
+    state: Option<(&TrainState, &Params)>,
+) -> Result<()> {
     let metadata = HashMap::from([
         ("config".to_owned(), serde_json::to_string(&spec.config)?),
         ("stages".to_owned(), serde_json::to_string(stages)?),
+        ("tool".to_owned(), tool.to_owned()),
     ]);
     let path = out.file(STATE_FILE);
     match state {

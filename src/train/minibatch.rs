@@ -43,6 +43,22 @@ pub struct Recipe {
 }
 
 impl Recipe {
+    /// Refuses a recipe the engine cannot run (a resumed run's options come
+    /// from a file, not through the command line's checks).
+    pub fn check(&self) -> Result<()> {
+        let rate_ok = self.lr.is_finite() && self.lr > 0.0 && self.lr_decay > 0.0 && self.lr_decay <= 1.0;
+        if self.epochs == 0 || self.batch_size == 0 || !rate_ok {
+            bail!(
+                "recipe: epochs {} and batch size {} must be at least 1, lr {} above 0, lr decay {} in (0, 1]",
+                self.epochs,
+                self.batch_size,
+                self.lr,
+                self.lr_decay
+            );
+        }
+        Ok(())
+    }
+
     /// The learning rate of `epoch` (numbered from 0).
     pub fn lr(&self, epoch: usize) -> f64 {
         (0..epoch).fold(self.lr, |lr, _| lr * self.lr_decay)
@@ -85,9 +101,10 @@ impl EpochRecord {
 /// Which epoch's weights a run keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeepRule {
-    /// The epoch with the lowest value of the score named.
+    /// The epoch with the lowest value of the score named (a copy of its
+    /// weights is kept in [`TrainState::kept`]).
     Lowest(&'static str),
-    /// The last epoch.
+    /// The last epoch: the live weights (nothing is copied).
     Last,
 }
 
@@ -99,18 +116,11 @@ pub struct Kept {
 }
 
 impl KeepRule {
-    fn prefers(self, record: &EpochRecord, kept: Option<&Kept>) -> bool {
-        match (self, kept) {
-            (KeepRule::Last, _) | (_, None) => true,
-            (KeepRule::Lowest(name), Some(kept)) => record.score(name) < kept.score,
-        }
-    }
-
-    fn score(self, record: &EpochRecord) -> f64 {
-        match self {
-            KeepRule::Lowest(name) => record.score(name),
-            KeepRule::Last => record.train_loss,
-        }
+    /// The score of `record` to keep it by, when it beats `kept`.
+    fn improves(self, record: &EpochRecord, kept: Option<&Kept>) -> Option<f64> {
+        let KeepRule::Lowest(name) = self else { return None };
+        let score = record.score(name);
+        kept.is_none_or(|kept| score < kept.score).then_some(score)
     }
 }
 
@@ -138,6 +148,15 @@ impl TrainState {
 
     pub fn epochs_done(&self) -> usize {
         self.epochs.len()
+    }
+
+    /// The kept epoch and its weights' score under `keep`: for
+    /// [`KeepRule::Last`] the last epoch (`None` before the first).
+    pub fn kept_epoch(&self, keep: KeepRule) -> Option<&EpochRecord> {
+        match keep {
+            KeepRule::Lowest(_) => self.kept.as_ref().and_then(|k| self.epochs.get(k.epoch)),
+            KeepRule::Last => self.epochs.last(),
+        }
     }
 
     /// Writes the state with the live parameters to `path` (atomically),
@@ -180,11 +199,18 @@ impl TrainState {
         let mut optimizer = AdamW::new(params, 0.0);
         optimizer.load_state(params, &group("optimizer.")).with_context(|| what.clone())?;
         let kept = match progress.kept {
+            Some((epoch, _)) if epoch >= progress.epochs.len() => {
+                bail!("{}: metadata progress keeps epoch {epoch} of {}", path.display(), progress.epochs.len())
+            }
             Some((epoch, score)) => {
                 let saved = group("kept.");
                 check_complete(&saved, &shapes(params), &what)?;
                 let by_name: HashMap<String, Tensor> = saved.into_iter().collect();
-                let tensors = params.iter().map(|(n, p)| by_name[n].to_device(p.device()).to_kind(p.kind())).collect();
+                let tensors = params
+                    .iter()
+                    .map(|(n, p)| by_name.get(n).map(|t| t.to_device(p.device()).to_kind(p.kind())))
+                    .collect::<Option<Vec<_>>>()
+                    .with_context(|| format!("{what}: a kept tensor is missing"))?;
                 Some(Kept { epoch, score, tensors })
             }
             None => None,
@@ -193,7 +219,8 @@ impl TrainState {
         Ok((state, metadata))
     }
 
-    /// Copies the kept weights into `params` (no-op when none were kept).
+    /// Copies the kept weights into `params` (no-op when none were copied:
+    /// [`KeepRule::Last`] keeps the live ones).
     pub fn restore_kept(&self, params: &Params) {
         if let Some(kept) = &self.kept {
             tch::no_grad(|| {
@@ -214,10 +241,11 @@ fn copy_into(params: &Params, saved: &[(String, Tensor)], what: &str) -> Result<
     let by_name: HashMap<&str, &Tensor> = saved.iter().map(|(n, t)| (n.as_str(), t)).collect();
     tch::no_grad(|| {
         for (name, param) in params.iter() {
-            param.shallow_clone().copy_(&by_name[name.as_str()].to_device(param.device()));
+            let saved = by_name.get(name.as_str()).with_context(|| format!("{what}: {name} missing"))?;
+            param.shallow_clone().copy_(&saved.to_device(param.device()));
         }
-    });
-    Ok(())
+        Ok(())
+    })
 }
 
 /// How the engine runs a task.
@@ -229,20 +257,19 @@ pub struct Fit<'a> {
     pub label: &'a str,
 }
 
-/// Trains `task` from where `state` stands to `fit.recipe.epochs`, calling
+/// Trains `task` from where `state` stands to `how.recipe.epochs`, calling
 /// `after_epoch` with the state after every epoch (to save it and report).
-/// Ctrl-C stops it at the next minibatch with an [`Interrupted`] error; the
-/// state is then as the last `after_epoch` saw it.
+/// Ctrl-C stops it at the next minibatch with an [`Interrupted`] error: the
+/// parameters and Adam's moments in memory then include the minibatches of
+/// the unfinished epoch; what `after_epoch` saved last does not.
 pub fn fit(
     task: &dyn Task,
-    fit: &Fit,
+    how: &Fit,
     state: &mut TrainState,
     after_epoch: &mut dyn FnMut(&TrainState) -> Result<()>,
 ) -> Result<()> {
-    let recipe = fit.recipe;
-    if recipe.epochs == 0 || recipe.batch_size == 0 {
-        bail!("{}: epochs and batch size must be at least 1", fit.label);
-    }
+    let recipe = how.recipe;
+    recipe.check().with_context(|| how.label.to_owned())?;
     let rows = task.train_rows();
     let device = task.params().tensors().next().map_or(tch::Device::Cpu, |t| t.device());
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(recipe.seed);
@@ -261,36 +288,35 @@ pub fn fit(
         let started = Instant::now();
         let order = Tensor::from_slice(&order_of_epoch(&mut rng)).to_device(device);
         let lr = recipe.lr(epoch);
-        let bar = progress::bar(batches as u64, &format!("{} ep {epoch}/{}", fit.label, recipe.epochs - 1));
+        let bar = progress::bar(batches as u64, &format!("{} ep {epoch}/{}", how.label, recipe.epochs - 1));
         let mut losses = Vec::with_capacity(batches);
         for b in 0..batches {
-            if fit.interrupt.requested() {
+            if how.interrupt.requested() {
                 bar.finish_and_clear();
-                return Err(Interrupted(format!("{}: stopped during epoch {epoch}", fit.label)).into());
+                return Err(Interrupted(format!("{}: stopped during epoch {epoch}", how.label)).into());
             }
             let start = (b * recipe.batch_size) as i64;
             let batch = order.narrow(0, start, (recipe.batch_size as i64).min(rows - start));
             let (loss, grads) = task.train_step(&batch, recipe.grad);
             let loss = loss.to_kind(Kind::Double).double_value(&[]);
             if !loss.is_finite() {
-                bail!("{}: non-finite loss ({loss}) at epoch {epoch}, batch {b}; lower --lr", fit.label);
+                bail!("{}: non-finite loss ({loss}) at epoch {epoch}, batch {b}; lower --lr", how.label);
             }
             state.optimizer.step(task.params(), &grads, lr);
             losses.push(loss);
             bar.inc(1);
         }
         bar.finish_and_clear();
-        let record = EpochRecord {
-            epoch,
-            train_loss: losses.iter().sum::<f64>() / losses.len().max(1) as f64,
-            lr,
-            seconds: 0.0,
-            scores: task.valid_step(),
-        };
-        let record = EpochRecord { seconds: started.elapsed().as_secs_f64(), ..record };
-        if fit.keep.prefers(&record, state.kept.as_ref()) {
+        let scores = task.valid_step();
+        if let Some((name, value)) = scores.iter().find(|(_, v)| !v.is_finite()) {
+            bail!("{}: non-finite {name} ({value}) after epoch {epoch}; lower --lr", how.label);
+        }
+        let train_loss = losses.iter().sum::<f64>() / losses.len().max(1) as f64;
+        let seconds = started.elapsed().as_secs_f64();
+        let record = EpochRecord { epoch, train_loss, lr, seconds, scores };
+        if let Some(score) = how.keep.improves(&record, state.kept.as_ref()) {
             let tensors = task.params().tensors().map(|t| t.detach().copy()).collect();
-            state.kept = Some(Kept { epoch, score: fit.keep.score(&record), tensors });
+            state.kept = Some(Kept { epoch, score, tensors });
         }
         state.batch_losses.extend(losses);
         state.epochs.push(record);
