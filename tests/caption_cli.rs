@@ -124,7 +124,11 @@ fn image_folder_trains_on_backbone_features_and_captions_new_images() {
         .args(extra);
         run_ok(&mut cmd)
     };
-    train(&[]);
+    let first = String::from_utf8_lossy(&train(&[]).stdout).into_owned();
+    // Issue 27, finding 14: the BLEU table's columns line up.
+    let header = first.lines().find(|l| l.starts_with("Val BLEU")).expect("a BLEU table");
+    let row = first.lines().find(|l| l.starts_with("LSTM (ours)")).expect("our row");
+    assert_eq!(header.find("BLEU-1"), row.find("0."), "{header}\n{row}");
     for file in
         ["best_model.safetensors", "loss.png", "loss_history.csv", "epochs.csv", "results.md", "samples_val.png"]
     {
@@ -190,4 +194,18 @@ fn an_image_edited_in_place_invalidates_the_feature_cache() {
     std::thread::sleep(std::time::Duration::from_millis(20));
     std::fs::write(&image, &bytes).unwrap();
     assert!(!train().contains(cached), "an edited image's features are computed again");
+}
+
+/// Issue 27, finding 8: on an image folder `--max-train` and `--image-dir`
+/// (the course folder's options) were silently ignored.
+#[test]
+fn course_folder_options_on_an_image_folder_are_refused_in_one_line() {
+    let data = scenes();
+    for (flag, value) in [("--max-train", "5"), ("--image-dir", "/nonexist")] {
+        let output = caption().args(["train", "--epochs", "1", flag, value, "--data"]).arg(&data).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{flag}: {stderr}");
+        assert_eq!(stderr.lines().filter(|l| l.starts_with("error")).count(), 1, "{stderr}");
+        assert!(stderr.contains(&format!("{flag} is for the course's coco_captioning folder")), "{stderr}");
+    }
 }

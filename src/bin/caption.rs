@@ -201,11 +201,20 @@ fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
     let out = args.out.clone().expect("resolved");
     tchlab::run_dir::check(&out, start, args.run.overwrite)?;
     let (data, features, described) = if coco_h5::is_course_folder(&args.data) {
+        if let Some(dir) = args.image_dir.as_deref().filter(|d| !d.is_dir()) {
+            bail!("--image-dir {}: no such folder", dir.display());
+        }
         let data = coco_h5::load(&args.data, args.max_train, args.seed, args.image_dir.as_deref())?;
         (data, FeatureSource::CourseFeatures, format!("{} (VGG-16 fc7 PCA features)", args.data.display()))
     } else {
         if !args.data.is_dir() {
             bail!("{}: no such folder (make the digit-scene set with `caption scenes`)", args.data.display());
+        }
+        // The course folder's options, which an image folder would silently ignore.
+        for (given, option) in [(args.max_train.is_some(), "--max-train"), (args.image_dir.is_some(), "--image-dir")] {
+            if given {
+                bail!("{option} is for the course's coco_captioning folder; {} is an image folder", args.data.display());
+            }
         }
         let weights = backbone_weights(args.arch, args.weights.clone())?;
         let extractor = Extractor { arch: args.arch, weights: weights.clone(), device };
@@ -248,7 +257,7 @@ fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
         config,
     };
     let summary = run::run(&data, &options, interrupt)?;
-    println!("\nVal BLEU (corpus, COCO scorer)     BLEU-1  BLEU-2  BLEU-3  BLEU-4");
+    println!("\n{:<48} BLEU-1  BLEU-2  BLEU-3  BLEU-4", "Val BLEU (corpus, COCO scorer)");
     for row in &summary.bleu {
         let b = row.bleu;
         println!("{:<48} {:.4}  {:.4}  {:.4}  {:.4}", row.method, b[0], b[1], b[2], b[3]);

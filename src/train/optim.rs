@@ -119,11 +119,16 @@ impl Optimizer for AdamW {
                     continue;
                 }
                 let mut param = param.shallow_clone();
-                let _ = param.g_mul_scalar_(1.0 - lr * self.weight_decay);
-                let _ = m.g_mul_scalar_(BETA1).g_add_(&(grad * (1.0 - BETA1)));
-                let _ = v.g_mul_scalar_(BETA2).g_add_(&(grad * grad * (1.0 - BETA2)));
-                let denominator = (&*v / correction2).sqrt() + EPS;
-                let _ = param.g_sub_(&(&*m / denominator * (lr / correction1)));
+                if self.weight_decay > 0.0 {
+                    let _ = param.g_mul_scalar_(1.0 - lr * self.weight_decay);
+                }
+                // In place, as torch's single-tensor path: one temporary per
+                // product, none for the moments.
+                let _ = m.lerp_(grad, 1.0 - BETA1);
+                let _ = v.g_mul_scalar_(BETA2).addcmul_(&(grad * (1.0 - BETA2)), grad);
+                let mut denominator = v.sqrt();
+                let _ = denominator.g_div_scalar_(correction2.sqrt()).g_add_scalar_(EPS);
+                let _ = param.addcdiv_(&(&*m * (-lr / correction1)), &denominator);
             }
         });
     }
