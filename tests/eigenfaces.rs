@@ -442,3 +442,19 @@ fn a_closed_stdout_ends_the_run_quietly() {
     assert_eq!(output.status.signal(), Some(libc::SIGPIPE), "{:?}: {stderr}", output.status);
     assert!(stderr.is_empty(), "{stderr}");
 }
+
+/// Issue 27, finding 13: a folder with one person's faces reported
+/// recognition 1.0 without a word; recognition needs two people.
+#[test]
+fn one_person_gets_no_recognition_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let person = dir.path().join("s1");
+    std::fs::create_dir(&person).unwrap();
+    for entry in std::fs::read_dir(orl_faces().join("s1")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, person.join(path.file_name().unwrap())).unwrap();
+    }
+    let (stdout, summary, _out) = run_json(eigenfaces().arg("--input").arg(dir.path()).arg("--no-figures"));
+    assert!(stdout.contains("recognition skipped: the faces are of one person (s1)"), "{stdout}");
+    assert!(summary["recognition"].is_null());
+}

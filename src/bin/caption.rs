@@ -213,7 +213,10 @@ fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
         // The course folder's options, which an image folder would silently ignore.
         for (given, option) in [(args.max_train.is_some(), "--max-train"), (args.image_dir.is_some(), "--image-dir")] {
             if given {
-                bail!("{option} is for the course's coco_captioning folder; {} is an image folder", args.data.display());
+                bail!(
+                    "{option} is for the course's coco_captioning folder; {} is an image folder",
+                    args.data.display()
+                );
             }
         }
         let weights = backbone_weights(args.arch, args.weights.clone())?;

@@ -107,6 +107,13 @@ pub fn run(faces: &Faces, options: &Options) -> Result<Results> {
     let pca = pca::fit(&data, options.divisor, method)?;
     let fit_seconds = fit_started.elapsed().as_secs_f64();
     let recognition = match &faces.people {
+        Some(people) if people.names.len() < 2 => {
+            println!(
+                "recognition skipped: the faces are of one person ({}), so every face would be \"recognised\"",
+                people.names.first().map_or("", String::as_str)
+            );
+            None
+        }
         Some(people) => Some(recognise(&data, &people.labels, options)?),
         None => None,
     };
@@ -263,8 +270,9 @@ fn print_summary(s: &Results) {
         [(95, s.components_95, s.reduction_95_percent), (99, s.components_99, s.reduction_99_percent)]
     {
         println!(
-            "{share}% of the variance: {k} components ({} → {k} dimensions, a {reduction:.2}% reduction)",
-            s.pixels
+            "{share}% of the variance: {k} components ({} → {k} dimensions, a {} reduction)",
+            s.pixels,
+            percent(reduction)
         );
     }
     let discarded = match s.covariance_divisor {
@@ -372,6 +380,14 @@ fn accuracy_chart(r: &Recognition, path: &Path) -> Result<()> {
     )
 }
 
+/// A percentage with two decimals, or as many more as it takes not to
+/// round a share below 100 % up to "100.00%" (166 500 → 8 dimensions is a
+/// 99.995% reduction).
+fn percent(value: f64) -> String {
+    let decimals = (2..=8).find(|&d| value >= 100.0 || format!("{value:.d$}") != format!("{:.d$}", 100.0)).unwrap_or(8);
+    format!("{value:.decimals$}%")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,5 +398,13 @@ mod tests {
         assert_eq!(rebuild_ladder(2016), [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2016]);
         assert_eq!(rebuild_ladder(3), [1, 3]);
         assert_eq!(rebuild_ladder(1), [1]);
+    }
+
+    /// Issue 27, finding 13: 166 500 → 8 dimensions was "a 100.00% reduction".
+    #[test]
+    fn a_reduction_short_of_all_is_never_printed_as_100_percent() {
+        assert_eq!(super::percent(100.0 * (1.0 - 8.0 / 166_500.0)), "99.995%");
+        assert_eq!(super::percent(62.5), "62.50%");
+        assert_eq!(super::percent(100.0), "100.00%");
     }
 }
