@@ -72,7 +72,7 @@ pub struct Prediction {
 
 /// Image files from the inputs: folders expanded recursively (image
 /// extensions only; the number of other files is returned too), files taken
-/// as given.
+/// as given (missing ones too: reading them fails on their own row).
 pub fn collect_images(inputs: &[PathBuf]) -> Result<(Vec<PathBuf>, usize)> {
     let mut files = Vec::new();
     let mut skipped = 0;
@@ -83,10 +83,10 @@ pub fn collect_images(inputs: &[PathBuf]) -> Result<(Vec<PathBuf>, usize)> {
             skipped += others.len();
             found.sort();
             files.extend(found);
-        } else if input.exists() {
-            files.push(input.clone());
         } else {
-            bail!("{}: no such file or folder", input.display());
+            // A missing file is a failed input like an unreadable one: its
+            // row says so, and `--allow-errors` goes on past it.
+            files.push(input.clone());
         }
     }
     Ok((files, skipped))

@@ -167,6 +167,15 @@ fn scenes_are_deterministic_and_captioned_from_their_layout() {
     let captions = read_json(&tmp.path().join("a/annotations/captions_val.json"));
     assert_eq!(captions["images"].as_array().unwrap().len(), 3);
     assert_eq!(captions["annotations"].as_array().unwrap().len(), 6);
+
+    // Issue 27, finding 12: a second set into the same folder is refused;
+    // --overwrite replaces it whole (no scene of the larger set stays).
+    let again =
+        caption().args(["scenes", "--train", "2", "--val", "1", "--out"]).arg(tmp.path().join("a")).output().unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("the folder is not empty; use --overwrite"));
+    run_ok(caption().args(["scenes", "--train", "2", "--val", "1", "--overwrite", "--out"]).arg(tmp.path().join("a")));
+    assert_eq!(std::fs::read_dir(tmp.path().join("a/val")).unwrap().count(), 1, "no stale val scenes");
 }
 
 /// Issue 27, defect: the feature cache was keyed by path and file size only,

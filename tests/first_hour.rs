@@ -340,6 +340,10 @@ fn predict_fails_when_inputs_fail_counts_skips_and_takes_a_run_folder() {
     assert_eq!(stdout.matches("notes.txt").count(), 1, "the path is said once per row: {stdout}");
     assert!(text(&failed.stderr).contains("1 of 1 file(s) could not be read as images"));
     ok(predict(&[&notes], &["--allow-errors"]));
+    // Issue 27, finding 10: a missing path is one failed input, not the end.
+    let missing = inputs.path().join("gone.jpg");
+    let output = ok(predict(&[&notes, &missing], &["--allow-errors"]));
+    assert!(text(&output.stdout).contains("gone.jpg  ERROR"), "{}", text(&output.stdout));
 
     let photo = std::fs::read_dir(small_data().join("val/ants")).unwrap().next().unwrap().unwrap().path();
     std::os::unix::fs::symlink(&photo, inputs.path().join("ant.jpg")).unwrap();

@@ -145,6 +145,9 @@ struct ScenesArgs {
     val: usize,
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = seed, allow_negative_numbers = true)]
     seed: u64,
+    /// Replace the scene set in --out (a folder holding anything else is refused).
+    #[arg(long)]
+    overwrite: bool,
 }
 
 fn backbone_weights(arch: Arch, weights: Option<PathBuf>) -> Result<PathBuf> {
@@ -316,7 +319,7 @@ fn main() {
             Command::Sample(args) => sample(args),
             Command::Scenes(args) => {
                 let counts = SceneCounts { train: args.train, val: args.val, seed: args.seed };
-                scenes::make_scenes(&args.mnist, &args.out, counts)?;
+                scenes::make_scenes(&args.mnist, &args.out, counts, args.overwrite)?;
                 println!("{} train and {} val scenes in {}", args.train, args.val, args.out.display());
                 Ok(())
             }

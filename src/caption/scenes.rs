@@ -31,7 +31,8 @@ pub struct SceneCounts {
 }
 
 /// Writes `out/train/`, `out/val/` and `out/annotations/captions_{train,val}.json`.
-pub fn make_scenes(mnist_dir: &Path, out: &Path, counts: SceneCounts) -> Result<()> {
+pub fn make_scenes(mnist_dir: &Path, out: &Path, counts: SceneCounts, overwrite: bool) -> Result<()> {
+    clear_out(out, overwrite)?;
     let mut rng = ChaCha8Rng::seed_from_u64(counts.seed);
     for (split, prefix, count) in [("train", "train", counts.train), ("val", "t10k", counts.val)] {
         let digits = read_pair(mnist_dir, prefix)?;
@@ -129,6 +130,35 @@ fn captions(labels: &[u8], horizontal: bool) -> Vec<String> {
         ],
         (_, false) => vec![forward.join(" above "), backward.join(" below ")],
     }
+}
+
+/// What a scene set consists of inside its folder (and the feature cache
+/// `caption train` keeps beside it).
+const SCENE_SET: &[&str] = &["train", "val", "annotations", "features"];
+
+/// Refuses a folder that holds anything, unless `overwrite`, which removes
+/// an earlier scene set there (and only that) so that no stale scene stays.
+fn clear_out(out: &Path, overwrite: bool) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(out) else { return Ok(()) };
+    let names: Vec<String> =
+        entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    if !overwrite {
+        anyhow::bail!("--out {}: the folder is not empty; use --overwrite to replace a scene set there", out.display());
+    }
+    if let Some(other) = names.iter().find(|n| !SCENE_SET.contains(&n.as_str())) {
+        anyhow::bail!(
+            "--out {}: holds {other}, which is not part of a scene set; choose another folder",
+            out.display()
+        );
+    }
+    for name in names {
+        let path = out.join(name);
+        std::fs::remove_dir_all(&path).with_context(|| format!("removing the earlier {}", path.display()))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
