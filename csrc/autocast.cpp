@@ -3,8 +3,10 @@
 //
 // The four functions are declared here with the signatures of
 // ATen/autocast_mode.h instead of including it: that header pulls in all of
-// ATen (about 18 s of compilation against 1 s). A changed signature in a
-// later libtorch fails at link time, never silently.
+// ATen (about 18 s of compilation against 1 s). A changed parameter list
+// in a later libtorch fails at link time (the mangled name changes); a
+// changed return type would not (C++ does not mangle it into the name), so
+// check these four against ATen/autocast_mode.h when torch is upgraded.
 #include <c10/core/DeviceType.h>
 #include <c10/core/ScalarType.h>
 

@@ -308,3 +308,22 @@ fn report_tabulates_finetune_runs_and_names_the_other_tools_folders() {
     assert!(report.contains("## Left out (run folders of other tools)"), "{report}");
     assert!(report.contains(&format!("- `{}`: mnist mlp", mnist.display())), "{report}");
 }
+
+/// Issue 27, finding 6: relative paths in a sweep file resolved against the
+/// working folder, and `--list` did not check the data folder (every point
+/// failed later with "folder not found").
+#[test]
+fn relative_paths_start_from_the_sweep_file_and_list_checks_the_data_folder() {
+    let dir = temp_dir();
+    std::os::unix::fs::symlink(tiny_data(), dir.path().join("tiny")).unwrap();
+    let file = dir.path().join("sweep.toml");
+    std::fs::write(&file, "[base]\ndata = \"tiny\"\nrandom-init = true\nepochs = 1\n[grid]\nseed = [0]\n").unwrap();
+    let out = dir.path().join("runs");
+    // Run from the repo root, not the file's folder.
+    let listing = stdout(&common::run_ok(sweep(&file, &out).arg("--list")));
+    assert!(listing.contains("seed=0"), "{listing}");
+
+    std::fs::write(&file, "[base]\ndata = \"missing\"\nrandom-init = true\n[grid]\nseed = [0]\n").unwrap();
+    let error = failure(sweep(&file, &out).arg("--list"));
+    assert!(error.contains("point 0 (seed=0): data folder") && error.contains("missing not found"), "{error}");
+}

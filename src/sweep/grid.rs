@@ -5,6 +5,9 @@
 //! [`FinetuneConfig`] here, so a bad key or value is one line before any run
 //! starts. This module reads and names; it starts nothing.
 //!
+//! Relative paths in it (`data`, `weights`, `models-dir`) are relative to
+//! the sweep file's folder, so the same sweep runs from any working folder.
+//!
 //! A point's index is stable: the grid's options are taken in the order
 //! `finetune --help` lists them (not the order of the file), the last one
 //! varying fastest, and each list in the file's order.
@@ -92,8 +95,15 @@ impl SweepFile {
                 }
             }
         }
-        let grid =
+        let mut grid =
             grid.with_context(|| format!("sweep file {name}: no [grid] table (e.g. [grid] seed = [0, 1, 2])"))?;
+        let folder = path.parent().unwrap_or(Path::new(""));
+        resolve_paths(&mut base, folder);
+        for (key, value) in grid.iter_mut() {
+            if let (true, toml::Value::Array(values)) = (PATH_OPTIONS.contains(&id(key).as_str()), value) {
+                values.iter_mut().for_each(|value| resolve_path(value, folder));
+            }
+        }
         let ids = TrainOptions::ids();
         check_keys(&base, &ids, &format!("sweep file {name} [base]"))?;
         check_keys(&grid, &ids, &format!("sweep file {name} [grid]"))?;
@@ -156,6 +166,9 @@ impl SweepFile {
         }
         options.out = Some(out.join(&name));
         let config = FinetuneConfig::new(&options).map_err(|e| anyhow::anyhow!("{source}: {e:#}"))?;
+        if !config.data.is_dir() {
+            bail!("{source}: data folder {} not found", config.data.display());
+        }
         let flags = self.base.iter().chain(table.iter()).flat_map(|(k, v)| flag(k, v)).collect();
         Ok(Point { index, values, name, config, flags })
     }
@@ -176,6 +189,27 @@ impl SweepFile {
             .collect();
         values.reverse();
         values
+    }
+}
+
+/// Options whose values are paths.
+const PATH_OPTIONS: &[&str] = &["data", "weights", "models_dir"];
+
+/// Relative paths in `table` made relative to `folder` (the sweep file's),
+/// so a sweep runs the same from any working folder.
+fn resolve_paths(table: &mut toml::Table, folder: &Path) {
+    for (key, value) in table.iter_mut() {
+        if PATH_OPTIONS.contains(&id(key).as_str()) {
+            resolve_path(value, folder);
+        }
+    }
+}
+
+fn resolve_path(value: &mut toml::Value, folder: &Path) {
+    if let toml::Value::String(text) = value {
+        if Path::new(text.as_str()).is_relative() {
+            *text = folder.join(text.as_str()).display().to_string();
+        }
     }
 }
 

@@ -74,7 +74,8 @@ pub fn run(config: &FinetuneConfig, device: Device, start: Start, interrupt: &In
     for epoch in progress.epochs_done..config.epochs {
         println!("Epoch {epoch}/{}", config.epochs - 1);
         println!("----------");
-        tch::manual_seed((config.seed as i64) * 1000 + epoch as i64);
+        // Wrapping: any u64 seed gives a stream, the usual ones the same as before.
+        tch::manual_seed((config.seed as i64).wrapping_mul(1000).wrapping_add(epoch as i64));
         let ctx = EpochContext { config, splits: &splits, device, interrupt, epoch, lr: schedule.lr(epoch) };
         let train_row =
             train_phase(strategy.as_ref(), &model, &mut stepper, &ctx).map_err(|e| out.explain(e, "finetune"))?;
