@@ -271,6 +271,9 @@ pub fn fit(
     let recipe = how.recipe;
     recipe.check().with_context(|| how.label.to_owned())?;
     let rows = task.train_rows();
+    if rows < 1 {
+        bail!("{}: no training rows", how.label);
+    }
     let device = task.params().tensors().next().map_or(tch::Device::Cpu, |t| t.device());
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(recipe.seed);
     let order_of_epoch = |rng: &mut rand_chacha::ChaCha8Rng| {
