@@ -295,13 +295,7 @@ fn report_tabulates_finetune_runs_and_names_the_other_tools_folders() {
     let file = sweep_file(dir.path(), 1, "seed = [0]");
     common::run_ok(&mut sweep(&file, &out));
     let mnist = out.join("mnist-quick");
-    common::run_ok(
-        common::mnist()
-            .args(["mlp", "--hidden", "10", "--epochs", "1", "--train-limit", "100", "--data"])
-            .arg(common::mnist_dir())
-            .arg("--out")
-            .arg(&mnist),
-    );
+    common::run_ok(&mut common::quick_mnist_mlp(&mnist));
     let output = common::run_ok(common::finetune().arg("report").arg(&out));
     let report = stdout(&output);
     assert!(report.contains("1 run(s)"), "{report}");

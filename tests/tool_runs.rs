@@ -149,13 +149,7 @@ fn resume_keeps_the_run_recipe() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("nothing to resume"));
 
     // Another tool's run is named, not misread.
-    common::run_ok(
-        common::mnist()
-            .args(["mlp", "--hidden", "10", "--epochs", "1", "--train-limit", "100", "--data"])
-            .arg(common::mnist_dir())
-            .arg("--out")
-            .arg(&out),
-    );
+    common::run_ok(&mut common::quick_mnist_mlp(&out));
     let output = common::mnist().args(["cnn", "--resume"]).arg(&out).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -242,14 +236,7 @@ fn files_in(dir: &Path) -> Vec<String> {
 fn every_tool_refuses_a_second_run_into_the_same_out_and_overwrite_replaces_it_whole() {
     let tmp = tempfile::tempdir().unwrap();
     let mnist_out = tmp.path().join("mnist");
-    let quick_mlp = |out: &Path| {
-        let mut cmd = common::mnist();
-        cmd.args(["mlp", "--hidden", "10", "--epochs", "1", "--train-limit", "200", "--data"])
-            .arg(common::mnist_dir())
-            .arg("--out")
-            .arg(out);
-        cmd
-    };
+    let quick_mlp = common::quick_mnist_mlp;
     common::run_ok(&mut quick_mlp(&mnist_out));
     let summary_before = std::fs::read(mnist_out.join("summary.json")).unwrap();
     assert_refused(&mut quick_mlp(&mnist_out), &mnist_out);

@@ -84,6 +84,16 @@ pub fn mnist() -> Command {
     binary(env!("CARGO_BIN_EXE_mnist"))
 }
 
+/// A one-epoch `mnist mlp` of hidden size 10 on 200 training images into `out`: a quick finished run.
+pub fn quick_mnist_mlp(out: &Path) -> Command {
+    let mut cmd = mnist();
+    cmd.args(["mlp", "--hidden", "10", "--epochs", "1", "--train-limit", "200", "--data"])
+        .arg(mnist_dir())
+        .arg("--out")
+        .arg(out);
+    cmd
+}
+
 pub fn eigenfaces() -> Command {
     binary(env!("CARGO_BIN_EXE_eigenfaces"))
 }
