@@ -231,6 +231,14 @@ impl RunDir {
         }
     }
 
+    /// Refuses to resume a run that finished (its summary is written).
+    pub fn refuse_if_complete(&self) -> Result<()> {
+        if self.file(SUMMARY_FILE).exists() {
+            bail!("{}: run already complete; start a new run to train again", self.path.display());
+        }
+        Ok(())
+    }
+
     /// Adds what the user can do next to an error from inside the run:
     /// `tool --resume DIR` when an epoch is saved, else that there is
     /// nothing to resume yet. An [`Interrupted`] error stays one.

@@ -18,9 +18,9 @@ use crate::interrupt::Interrupt;
 use crate::names::Named;
 use crate::report::plots::{self, CaptionPanel, Chart, Series};
 use crate::report::tensorboard::LazyEvents;
-use crate::run_dir::{RunDir, Start, Summary, BEST_MODEL_FILE, STATE_FILE, SUMMARY_FILE};
+use crate::run_dir::{RunDir, Start, Summary, BEST_MODEL_FILE, STATE_FILE};
 use crate::train::minibatch::{self, EpochRecord, Fit, KeepRule, Recipe, Task, TrainState};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use plotters::prelude::{RGBColor, SeriesLabelPosition};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -103,8 +103,8 @@ pub struct RunResults {
 pub fn run(data: &CaptionData, options: &RunOptions, interrupt: &Interrupt) -> Result<RunResults> {
     let started = Instant::now();
     let out = RunDir::prepare(&options.out, options.start, options.overwrite)?;
-    if options.start == Start::Resume && out.file(SUMMARY_FILE).exists() {
-        bail!("{}: run already complete; start a new run to train again", out.path().display());
+    if options.start == Start::Resume {
+        out.refuse_if_complete()?;
     }
     tch::manual_seed(options.schedule.seed as i64);
     let store = VarStore::new(options.device);

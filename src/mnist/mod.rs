@@ -16,7 +16,7 @@ use crate::nets::cnn::ConvNetShape;
 use crate::nets::{Net, ThreeLayerConvNet, TwoLayerNet};
 use crate::persist::safetensors;
 use crate::report::tensorboard::LazyEvents;
-use crate::run_dir::{RunDir, Start, Summary, STATE_FILE, SUMMARY_FILE};
+use crate::run_dir::{RunDir, Start, Summary, STATE_FILE};
 use crate::train::minibatch::{self, EpochRecord, Fit, KeepRule, Recipe, Task, TrainState};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -148,9 +148,7 @@ impl<'a> Run<'a> {
         let stages = match spec.start {
             Start::Fresh => Stages::default(),
             Start::Resume => {
-                if out.file(SUMMARY_FILE).exists() {
-                    bail!("{}: run already complete; start a new run to train again", spec.out.display());
-                }
+                out.refuse_if_complete()?;
                 let path = out.file(STATE_FILE);
                 let metadata = safetensors::read_metadata(&path)?;
                 let text =

@@ -43,6 +43,21 @@ pub fn read_named_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     }
 }
 
+/// Copies `saved` into the `live` tensors by name (onto their devices);
+/// every live tensor must be there with its shape, checked first, the
+/// error naming the first that is not.
+pub fn copy_by_name(live: &[(String, Tensor)], saved: &[(String, Tensor)], what: &str) -> Result<()> {
+    let expected: Vec<(String, Vec<i64>)> = live.iter().map(|(n, t)| (n.clone(), t.size())).collect();
+    check_complete(saved, &expected, what)?;
+    let by_name: HashMap<&str, &Tensor> = saved.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    tch::no_grad(|| {
+        for (name, var) in live {
+            var.shallow_clone().copy_(&by_name[name.as_str()].to_device(var.device()));
+        }
+    });
+    Ok(())
+}
+
 /// Copies every variable of `vs` from `tensors` by name; a variable the file
 /// lacks, or has with another shape, is an error naming the tensor.
 pub fn load_into(vs: &mut VarStore, tensors: &[(String, Tensor)], source: &Path) -> Result<()> {

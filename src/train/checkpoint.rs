@@ -10,7 +10,7 @@ use crate::metrics::History;
 use crate::models::Classifier;
 use crate::persist::model_card::ModelCard;
 use crate::persist::safetensors;
-use crate::persist::weights::{check_complete, read_named_tensors};
+use crate::persist::weights::{check_complete, copy_by_name, read_named_tensors};
 use crate::run_dir::state_path;
 use anyhow::{Context, Result};
 use std::collections::HashMap;
@@ -72,15 +72,7 @@ pub fn shapes(model: &Classifier) -> Vec<(String, Vec<i64>)> {
 /// Copies saved tensors into the live model variables by name; every live
 /// variable must be among them.
 pub fn restore(model: &Classifier, saved: &[(String, Tensor)], what: &str) -> Result<()> {
-    check_complete(saved, &shapes(model), what)?;
-    let live = model.named_tensors();
-    tch::no_grad(|| {
-        for (name, var) in &live {
-            let (_, src) = saved.iter().find(|(n, _)| n == name).expect("checked above");
-            var.shallow_clone().copy_(&src.to_device(var.device()));
-        }
-    });
-    Ok(())
+    copy_by_name(&model.named_tensors(), saved, what)
 }
 
 pub struct RunState {

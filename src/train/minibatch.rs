@@ -18,7 +18,7 @@ use super::optim::{AdamW, Optimizer};
 use crate::grad::{GradMode, Gradients, Params};
 use crate::interrupt::{Interrupt, Interrupted};
 use crate::persist::safetensors;
-use crate::persist::weights::{check_complete, read_named_tensors};
+use crate::persist::weights::{check_complete, copy_by_name, read_named_tensors};
 use crate::report::progress;
 use anyhow::{bail, Context, Result};
 use rand::seq::SliceRandom;
@@ -195,7 +195,8 @@ impl TrainState {
                 .collect()
         };
         let what = format!("resuming {}", path.display());
-        copy_into(params, &group("model."), &what)?;
+        let live: Vec<(String, Tensor)> = params.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+        copy_by_name(&live, &group("model."), &what)?;
         let mut optimizer = AdamW::new(params, 0.0);
         optimizer.load_state(params, &group("optimizer.")).with_context(|| what.clone())?;
         let kept = match progress.kept {
@@ -234,18 +235,6 @@ impl TrainState {
 
 fn shapes(params: &Params) -> Vec<(String, Vec<i64>)> {
     params.iter().map(|(n, t)| (n.clone(), t.size())).collect()
-}
-
-fn copy_into(params: &Params, saved: &[(String, Tensor)], what: &str) -> Result<()> {
-    check_complete(saved, &shapes(params), what)?;
-    let by_name: HashMap<&str, &Tensor> = saved.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    tch::no_grad(|| {
-        for (name, param) in params.iter() {
-            let saved = by_name.get(name.as_str()).with_context(|| format!("{what}: {name} missing"))?;
-            param.shallow_clone().copy_(&saved.to_device(param.device()));
-        }
-        Ok(())
-    })
 }
 
 /// How the engine runs a task.
