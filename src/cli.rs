@@ -75,7 +75,7 @@ pub struct RunArgs {
     /// Replace the run in --out (once this one has saved its first epoch) [default: refuse a folder holding a run].
     #[arg(long)]
     pub overwrite: bool,
-    /// Continue the stopped run in DIR with its own options (only --threads may be given with it) [default: a new run].
+    /// Continue the stopped run in DIR with its own options (only --threads and --device may be given with it) [default: a new run].
     #[arg(long, value_name = "DIR")]
     pub resume: Option<std::path::PathBuf>,
     /// libtorch's compute threads [default: libtorch's choice, one per core].
@@ -84,7 +84,7 @@ pub struct RunArgs {
 }
 
 /// What may be given beside `--resume`.
-pub const RESUMABLE: &[&str] = &["threads"];
+pub const RESUMABLE: &[&str] = &["threads", "device"];
 
 /// The ids of the options given on the command line to the subcommand of
 /// `T` that `matches` holds (arguments only: clap's groups are left out).

@@ -29,8 +29,9 @@
 //!
 //! A saved model is used again through [`predict`] (probabilities for image
 //! files, evaluation of a split with a confusion matrix). Many runs at once
-//! are a [`sweep`]: a grid of options run as `finetune` processes over the
-//! GPUs or CPU, or as a Slurm array, summed up in one report.
+//! are a [`sweep`]: a grid of options run as processes of one tool
+//! (`finetune`, `mnist mlp|cnn`, `caption train`) over the GPUs or CPU, or
+//! as a Slurm array, summed up in one report.
 //!
 //! Every run writes into a [`run_dir`]: the one owner of the run files'
 //! names, the overwrite rule (a folder holding a run is refused without

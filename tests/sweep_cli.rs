@@ -321,3 +321,105 @@ fn relative_paths_start_from_the_sweep_file_and_list_checks_the_data_folder() {
     let error = failure(sweep(&file, &out).arg("--list"));
     assert!(error.contains("point 0 (seed=0): data folder") && error.contains("missing not found"), "{error}");
 }
+
+/// A `tool = "mnist mlp"` sweep file over hidden sizes of `epochs` epochs
+/// each on `train_limit` images.
+fn mnist_sweep_file(dir: &Path, epochs: usize, train_limit: usize, hidden: &str) -> PathBuf {
+    let path = dir.join("mnist.toml");
+    let text = format!(
+        "tool = \"mnist mlp\"\n[base]\ndata = {:?}\nepochs = {epochs}\ntrain-limit = {train_limit}\n\n[grid]\nhidden = [{hidden}]\n",
+        common::mnist_dir().display().to_string()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Issue 27: the course's hidden-size sweep as a sweep file. Each point is
+/// `mnist mlp --hidden H`; a point killed mid-run resumes with `mnist mlp
+/// --resume`, and every size's val accuracy, the best size and its test
+/// accuracy are those of one `mnist mlp` run over the same sizes.
+#[test]
+fn an_mnist_sweep_resumes_a_killed_point_and_reports_the_best_size_as_mnist_mlp_does() {
+    let dir = temp_dir();
+    let file = mnist_sweep_file(dir.path(), 3, 3000, "10, 40");
+    let out = dir.path().join("runs");
+    let folder = |hidden: usize| out.join(format!("hidden={hidden}"));
+
+    let mut killed = sweep(&file, &out).args(["--index", "1"]).stdout(Stdio::null()).spawn().unwrap();
+    wait_for("saved epoch", &mut killed, || folder(40).join("state.safetensors").exists());
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    assert!(!folder(40).join("summary.json").exists(), "point 1 finished before it was killed");
+    let listing = stdout(&common::run_ok(sweep(&file, &out).arg("--list")));
+    assert!(listing.contains("    1  partial   hidden=40"), "{listing}");
+
+    let said = stdout(&common::run_ok(sweep(&file, &out).args(["--jobs", "2"])));
+    assert!(said.contains("point 0 (hidden=10) done in") && said.contains(": val acc 0."), "{said}");
+    let log = std::fs::read_to_string(folder(40).join("log.txt")).unwrap();
+    assert!(log.contains("attempt 2 on") && log.contains("$ mnist mlp --resume "), "{log}");
+
+    let single = dir.path().join("single");
+    common::run_ok(
+        common::mnist()
+            .args(["mlp", "--hidden", "10,40", "--epochs", "3", "--train-limit", "3000", "--threads", "1", "--data"])
+            .arg(common::mnist_dir())
+            .arg("--out")
+            .arg(&single),
+    );
+    let single = json(&single.join("summary.json"));
+    for (row, hidden) in single["rows"].as_array().unwrap().iter().zip([10, 40]) {
+        let point = json(&folder(hidden).join("summary.json"));
+        assert_eq!(point["tool"], "mnist mlp");
+        assert_eq!(
+            point["rows"][0]["val_acc"], row["val_acc"],
+            "hidden {hidden}: the sweep's point and mnist mlp differ"
+        );
+    }
+    let best = single["best_hidden"].as_u64().unwrap();
+    let best_point = json(&folder(best as usize).join("summary.json"));
+    assert_eq!(best_point["test_acc"], single["test_acc"], "the best size's retrain and test differ");
+
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(md.starts_with("# Results: 2 run(s) of `mnist mlp` under "), "{md}");
+    assert!(md.contains("| hidden | runs done | val acc | test acc | best epoch |"), "{md}");
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows[0][..4], ["hidden", "runs", "done", "val_acc_mean"], "{csv}");
+    let best_row =
+        rows[1..].iter().max_by(|a, b| a[3].parse::<f64>().unwrap().total_cmp(&b[3].parse().unwrap())).unwrap();
+    assert_eq!(best_row[0], best.to_string(), "the report's best size is not mnist mlp's:\n{csv}");
+}
+
+/// A sweep file names its tool, and a key the tool does not have is one
+/// line naming the tool; a point folder holding another tool's run is
+/// refused by name.
+#[test]
+fn a_sweep_checks_keys_against_its_tool_and_refuses_another_tools_folder() {
+    let dir = temp_dir();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "tool = \"mnist mlp\"\n[grid]\narch = [\"resnet18\"]\n").unwrap();
+    let error = failure(sweep(&file, &dir.path().join("runs")).arg("--list"));
+    assert!(error.contains("unknown key \"arch\" (keys are mnist mlp's option names"), "{error}");
+    std::fs::write(&file, "tool = \"mnist\"\n[grid]\nseed = [0]\n").unwrap();
+    let error = failure(sweep(&file, &dir.path().join("runs")).arg("--list"));
+    assert!(
+        error.contains("a sweep runs one of \"finetune\", \"mnist mlp\", \"mnist cnn\", \"caption train\""),
+        "{error}"
+    );
+
+    let file = mnist_sweep_file(dir.path(), 1, 200, "10");
+    let out = dir.path().join("runs");
+    common::run_ok(
+        common::finetune()
+            .args(["--data"])
+            .arg(tiny_data())
+            .args(["--random-init", "--image-size", "32", "--epochs", "1", "--out"])
+            .arg(out.join("hidden=10")),
+    );
+    let error = failure(sweep(&file, &out).arg("--list"));
+    assert!(error.contains("holds a run of `finetune`, not of `mnist mlp`"), "{error}");
+}

@@ -4,19 +4,16 @@
 
 use anyhow::{bail, Result};
 use clap::{Args, FromArgMatches, Parser, Subcommand};
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use tchlab::caption::coco_json::{self, TextOptions};
 use tchlab::caption::features::Extractor;
-use tchlab::caption::model::CellKind;
-use tchlab::caption::run::{self, Keep, RunOptions};
+use tchlab::caption::options::TrainArgs;
+use tchlab::caption::run::{self, RunOptions};
 use tchlab::caption::saved::{self, FeatureSource};
 use tchlab::caption::scenes::{self, SceneCounts};
 use tchlab::caption::{coco_h5, evaluate};
-use tchlab::cli::parse::{at_least_one, decay_factor, hidden_size, learning_rate, seed};
-use tchlab::cli::RunArgs;
-use tchlab::grad::GradMode;
+use tchlab::cli::parse::{at_least_one, seed};
 use tchlab::interrupt::Interrupt;
 use tchlab::models::Arch;
 use tchlab::names::Named;
@@ -44,71 +41,6 @@ enum Command {
     Sample(SampleArgs),
     /// Make a captioned image set from MNIST: scenes of two or three digits, captioned from what is where.
     Scenes(ScenesArgs),
-}
-
-#[derive(Args, Serialize, Deserialize)]
-struct TrainArgs {
-    /// The course's coco_captioning/ folder (coco2014_captions.h5, …), or an image folder with
-    /// annotations/captions_train*.json, annotations/captions_val*.json, train*/ and val*/.
-    #[arg(long, value_name = "DIR", default_value = "data/mnist-scenes")]
-    data: PathBuf,
-    /// Recurrent cell.
-    #[arg(long, value_enum, default_value = "rnn")]
-    cell: CellKind,
-    /// Hidden state width.
-    #[arg(long, value_name = "H", default_value_t = 512, value_parser = hidden_size, allow_negative_numbers = true)]
-    hidden: i64,
-    /// Word vector width.
-    #[arg(long, value_name = "W", default_value_t = 256, value_parser = hidden_size, allow_negative_numbers = true)]
-    wordvec: i64,
-    /// Passes over the training captions.
-    #[arg(long, value_name = "N", default_value_t = 50, value_parser = at_least_one, allow_negative_numbers = true)]
-    epochs: usize,
-    /// Captions per Adam step.
-    #[arg(long, value_name = "N", default_value_t = 25, value_parser = at_least_one, allow_negative_numbers = true)]
-    batch_size: usize,
-    /// Adam learning rate.
-    #[arg(long, value_name = "LR", default_value_t = 5e-3, value_parser = learning_rate, allow_negative_numbers = true)]
-    lr: f64,
-    /// Learning-rate multiplier after every epoch, in (0, 1].
-    #[arg(long, value_name = "F", default_value_t = 0.95, value_parser = decay_factor, allow_negative_numbers = true)]
-    lr_decay: f64,
-    /// Seeds the initialisation, the caption order and --max-train's pick.
-    #[arg(long, value_name = "N", default_value_t = 0, value_parser = seed, allow_negative_numbers = true)]
-    seed: u64,
-    /// manual: the layers' explicit backward passes; autograd: libtorch's.
-    #[arg(long, value_enum, default_value = "manual")]
-    grad: GradMode,
-    /// Course folder: train on N captions drawn at random (seeded), as the course's small-data runs do.
-    #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true)]
-    max_train: Option<usize>,
-    /// Course folder: where COCO images are kept, by file name, to show in the sample figures.
-    #[arg(long, value_name = "DIR")]
-    image_dir: Option<PathBuf>,
-    /// Image folder: backbone that computes the image features (frozen, ImageNet weights).
-    #[arg(long, value_enum, default_value = "efficientnet-lite0")]
-    arch: Arch,
-    /// Image folder: the backbone's weights (default: its file in models/).
-    #[arg(long, value_name = "FILE")]
-    weights: Option<PathBuf>,
-    /// Image folder: words seen fewer times in the training captions become <UNK>.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one, allow_negative_numbers = true)]
-    min_count: usize,
-    /// Image folder: longer captions are cut to this many words.
-    #[arg(long, value_name = "N", default_value_t = 15, value_parser = at_least_one, allow_negative_numbers = true)]
-    max_words: usize,
-    /// Which weights the run keeps, evaluates and saves: best (lowest val loss) or last (the final epoch's).
-    #[arg(long, value_enum, default_value = "best")]
-    keep: Keep,
-    /// Output folder [default: runs/caption-<cell>, or the next free runs/caption-<cell>-N].
-    #[arg(long, value_name = "DIR")]
-    out: Option<PathBuf>,
-    #[command(flatten)]
-    #[serde(skip)]
-    run: RunArgs,
-    #[command(flatten)]
-    #[serde(flatten)]
-    device: tchlab::device::DeviceArg,
 }
 
 #[derive(Args)]
@@ -193,6 +125,9 @@ fn resolve(args: TrainArgs, given: &BTreeSet<String>) -> Result<(TrainArgs, Star
     let mut saved: TrainArgs = tchlab::cli::resumed_options(&dir, "caption train", given, tchlab::cli::RESUMABLE)?;
     saved.out = Some(std::path::absolute(&dir)?);
     saved.run = args.run;
+    if given.contains("device") {
+        saved.device = args.device;
+    }
     Ok((saved, Start::Resume))
 }
 

@@ -43,7 +43,7 @@ enum Command {
     Predict(PredictArgs),
     /// Accuracy, per-class precision/recall and a confusion matrix on a split.
     Eval(EvalArgs),
-    /// Many runs from a sweep file: on this machine's GPUs or CPU, or as a Slurm array job.
+    /// Many runs from a sweep file (finetune, mnist mlp|cnn or caption train): on this machine's GPUs or CPU, or as a Slurm array job.
     #[command(after_help = SWEEP_EXAMPLES)]
     Sweep(SweepArgs),
     /// One table of the runs under folders: results.md, results.csv, results.png.
@@ -56,11 +56,12 @@ const SWEEP_EXAMPLES: &str = "Examples:
   finetune sweep examples/sweep.toml --devices cuda:0,cuda:1 --jobs-per-device 2
   finetune sweep examples/sweep.toml --index 3
   finetune sweep examples/sweep.toml --slurm --partition gpu --gpus-per-task 1 --time 1:00:00 --jobs 8
-  finetune sweep examples/sweep.toml --report";
+  finetune sweep examples/sweep.toml --report
+  finetune sweep examples/mnist-hidden.toml --jobs 2           (tool = \"mnist mlp\": the course's hidden-size sweep)";
 
 #[derive(Args)]
 struct SweepArgs {
-    /// The sweep file: [base] options of every run, [grid] lists of values crossed into points (see examples/sweep.toml).
+    /// The sweep file: tool = "finetune" (or "mnist mlp", "mnist cnn", "caption train"), [base] options of every run, [grid] lists of values crossed into points (see examples/sweep.toml).
     file: PathBuf,
     /// Folder of the runs, one sub-folder per point named from its values [default: runs/<file name>].
     #[arg(long, value_name = "DIR")]
@@ -117,7 +118,7 @@ struct SlurmArgs {
 
 #[derive(Args)]
 struct ReportArgs {
-    /// Folders holding runs (searched a few levels deep): a sweep's --out, or finetune output folders.
+    /// Folders holding runs (searched a few levels deep): a sweep's --out, or run folders of finetune, mnist or caption train (one tool's runs are tabulated, the first of these that has any).
     #[arg(required = true)]
     dirs: Vec<PathBuf>,
     /// Where to write results.md, results.csv and results.png [default: the first folder].
@@ -323,7 +324,7 @@ fn sweep(args: SweepArgs) -> Result<()> {
         return Ok(());
     }
     if args.report {
-        return report(std::slice::from_ref(&sweep.out), &sweep.out);
+        return write_report(&Report::of_sweep(&sweep)?, &sweep.out);
     }
     if args.slurm {
         return write_sbatch(&sweep, &args);
@@ -338,7 +339,7 @@ fn sweep(args: SweepArgs) -> Result<()> {
         None => Ok(()),
     };
     if index.is_none() {
-        report(std::slice::from_ref(&sweep.out), &sweep.out)?;
+        write_report(&Report::of_sweep(&sweep)?, &sweep.out)?;
     }
     outcome
 }
@@ -362,7 +363,10 @@ fn write_sbatch(sweep: &Sweep, args: &SweepArgs) -> Result<()> {
 }
 
 fn report(dirs: &[PathBuf], out: &std::path::Path) -> Result<()> {
-    let report = Report::collect(dirs)?;
+    write_report(&Report::collect(dirs)?, out)
+}
+
+fn write_report(report: &Report, out: &std::path::Path) -> Result<()> {
     let written = report.write(out)?;
     print!("{}", report.markdown());
     let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();

@@ -3,13 +3,11 @@
 //! calls the library.
 
 use anyhow::Result;
-use clap::{Args, FromArgMatches, Parser, Subcommand};
-use serde::{Deserialize, Serialize};
+use clap::{FromArgMatches, Parser, Subcommand};
+use serde::Serialize;
 use std::path::{Path, PathBuf};
-use tchlab::cli::parse::{at_least_one, decay_factor, hidden_size, learning_rate, seed};
-use tchlab::cli::RunArgs;
-use tchlab::grad::GradMode;
 use tchlab::interrupt::Interrupt;
+use tchlab::mnist::options::{CnnArgs, Common, MlpArgs};
 use tchlab::mnist::{self, RunSpec};
 use tchlab::run_dir::Start;
 use tchlab::train::minibatch::Recipe;
@@ -32,81 +30,6 @@ enum Command {
     Mlp(MlpArgs),
     /// conv(32 7x7, pad 3)-ReLU-maxpool 2x2-affine-ReLU-affine-softmax; trains on train, tests the last epoch's model.
     Cnn(CnnArgs),
-}
-
-#[derive(Args, Serialize, Deserialize)]
-struct MlpArgs {
-    /// Hidden sizes to sweep, comma separated (each at least 1); the best by val accuracy is retrained on train+val and tested.
-    #[arg(long, value_name = "H,H,...", value_delimiter = ',', default_value = "10,50,100,250,500,800,1200,1600",
-          value_parser = hidden_size, allow_hyphen_values = true)]
-    hidden: Vec<i64>,
-    /// Passes over the training images, for every size and for the retrain (at least 1).
-    #[arg(long, value_name = "N", default_value_t = 10, value_parser = at_least_one, allow_negative_numbers = true)]
-    epochs: usize,
-    #[command(flatten)]
-    #[serde(flatten)]
-    common: Common,
-}
-
-#[derive(Args, Serialize, Deserialize)]
-struct CnnArgs {
-    /// Width of the hidden affine layer after the pooling (at least 1).
-    #[arg(long, value_name = "H", default_value_t = 100, value_parser = hidden_size, allow_negative_numbers = true)]
-    hidden: i64,
-    /// Passes over the training images (at least 1).
-    #[arg(long, value_name = "N", default_value_t = 5, value_parser = at_least_one, allow_negative_numbers = true)]
-    epochs: usize,
-    #[command(flatten)]
-    #[serde(flatten)]
-    common: Common,
-}
-
-#[derive(Args, Serialize, Deserialize)]
-struct Common {
-    /// Folder with the four IDX files (.gz or not).
-    #[arg(long, value_name = "DIR", default_value = "data/mnist")]
-    data: PathBuf,
-    /// manual: the layers' explicit backward passes; autograd: libtorch's.
-    #[arg(long, value_enum, default_value = "manual")]
-    grad: GradMode,
-    /// Images per Adam step (at least 1).
-    #[arg(long, value_name = "N", default_value_t = 100, value_parser = at_least_one, allow_negative_numbers = true)]
-    batch_size: usize,
-    /// Adam learning rate (finite, greater than 0).
-    #[arg(long, value_name = "LR", default_value_t = 1e-3, value_parser = learning_rate, allow_negative_numbers = true)]
-    lr: f64,
-    /// Learning-rate multiplier applied after every epoch, in (0, 1]; 1 keeps it constant.
-    #[arg(long, value_name = "F", default_value_t = 0.9, value_parser = decay_factor, allow_negative_numbers = true)]
-    lr_decay: f64,
-    /// Seeds the train/val split, the init and the batch order (0 or more).
-    #[arg(long, value_name = "N", default_value_t = 0, value_parser = seed, allow_negative_numbers = true)]
-    seed: u64,
-    #[command(flatten)]
-    #[serde(flatten)]
-    device: tchlab::device::DeviceArg,
-    /// Train on only the first N of the 50,000 training images (quick checks); all: every one.
-    ///
-    /// With N, `mlp` retrains the best size on those N images plus the first N/5 (rounded up) validation images, the
-    /// full run's 5:1 proportion.
-    #[arg(long, value_name = "N", default_value = "all", value_parser = train_limit, allow_negative_numbers = true)]
-    train_limit: TrainLimit,
-    /// Folder for the results, the run state and TensorBoard events [default: runs/mnist-<mlp|cnn>, or the next free runs/mnist-<mlp|cnn>-N].
-    #[arg(long, value_name = "DIR")]
-    out: Option<PathBuf>,
-    #[command(flatten)]
-    #[serde(skip)]
-    run: RunArgs,
-}
-
-/// `--train-limit`: a count, or `all` (no limit).
-#[derive(Clone, Copy, Serialize, Deserialize)]
-struct TrainLimit(Option<usize>);
-
-fn train_limit(s: &str) -> Result<TrainLimit, String> {
-    if s.trim() == "all" {
-        return Ok(TrainLimit(None));
-    }
-    at_least_one(s).map(|n| TrainLimit(Some(n))).map_err(|e| format!("{e}, or all"))
 }
 
 /// The run's spec from its options (`config`: them as saved).
@@ -147,10 +70,14 @@ fn resolve<T: Serialize + serde::de::DeserializeOwned>(
     let mut args = args;
     let Some(dir) = common(&mut args).run.resume.clone() else { return Ok((args, Start::Fresh)) };
     let run = common(&mut args).run.clone();
+    let device = common(&mut args).device.clone();
     let mut saved: T = tchlab::cli::resumed_options(&dir, tool, given, tchlab::cli::RESUMABLE)?;
     let saved_common = common(&mut saved);
     saved_common.out = Some(dir.clone());
     saved_common.run = run;
+    if given.contains("device") {
+        saved_common.device = device;
+    }
     Ok((saved, Start::Resume))
 }
 

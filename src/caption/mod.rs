@@ -12,6 +12,7 @@ pub mod dataset;
 pub mod evaluate;
 pub mod features;
 pub mod model;
+pub mod options;
 pub mod run;
 pub mod saved;
 pub mod scenes;

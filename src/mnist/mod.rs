@@ -6,6 +6,7 @@
 //! it stood: the sweep at the size (or the retrain) and epoch it reached.
 //! Its tables and figures are [`tables`]'.
 
+pub mod options;
 mod tables;
 
 use crate::data::mnist::{self, Mnist, Split};

@@ -1,18 +1,21 @@
-//! The sweep file and the points it crosses: `[base]` holds `finetune`
-//! options every run shares, `[grid]` lists of values for options that vary.
-//! Keys are the option names of `finetune --config`, checked by the same
-//! [`TrainOptions::with_table`]; every point is resolved into a
-//! [`FinetuneConfig`] here, so a bad key or value is one line before any run
-//! starts. This module reads and names; it starts nothing.
+//! The sweep file and the points it crosses: `tool` names the tool every
+//! run is (`finetune` unless given; see [`Tool`]), `[base]` holds options
+//! every run shares, `[grid]` lists of values for options that vary. Keys
+//! are the tool's option names, and every point is resolved by the tool's
+//! own option checks here ([`Tool::resolve`]), so a bad key or value is one
+//! line before any run starts. This module reads and names; it starts
+//! nothing.
 //!
-//! Relative paths in it (`data`, `weights`, `models-dir`) are relative to
-//! the sweep file's folder, so the same sweep runs from any working folder.
+//! Relative paths in it (`data`, `weights`, `models-dir`, `image-dir`) are
+//! relative to the sweep file's folder, so the same sweep runs from any
+//! working folder.
 //!
 //! A point's index is stable: the grid's options are taken in the order
-//! `finetune --help` lists them (not the order of the file), the last one
+//! the tool's `--help` lists them (not the order of the file), the last one
 //! varying fastest, and each list in the file's order.
 
-use crate::train::config::{FinetuneConfig, TrainOptions};
+pub use super::tool::plain;
+use super::tool::{flag, Tool};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -25,6 +28,7 @@ pub const MAX_POINTS: usize = 100_000;
 const SWEEP_OWNED: &[(&str, &str)] = &[
     ("out", "the sweep names each run's folder (give finetune sweep --out)"),
     ("overwrite", "a sweep continues or skips earlier runs, it never replaces them"),
+    ("resume", "a sweep resumes a partial run itself"),
 ];
 /// The longest run folder name a point may get.
 const MAX_NAME_BYTES: usize = 200;
@@ -45,9 +49,12 @@ pub struct Point {
     pub values: Vec<(String, toml::Value)>,
     /// The run folder's name, made of the values (`arch=resnet18,lr=0.01`).
     pub name: String,
-    /// The options of the run (base, then the point's values), resolved.
-    pub config: FinetuneConfig,
-    /// The options given in the sweep file (base and point) as `finetune`
+    /// The options of the run (base, then the point's values), resolved as
+    /// the tool saves them with its run.
+    pub config: serde_json::Value,
+    /// The epochs the run trains.
+    pub epochs: usize,
+    /// The options given in the sweep file (base and point) as the tool's
     /// flags, without `--out`.
     pub flags: Vec<String>,
 }
@@ -63,6 +70,7 @@ impl Point {
 #[derive(Debug, Clone)]
 pub struct SweepFile {
     pub path: PathBuf,
+    pub tool: Tool,
     pub base: toml::Table,
     pub axes: Vec<Axis>,
 }
@@ -85,14 +93,19 @@ impl SweepFile {
             .map_err(|e| anyhow::anyhow!("sweep file {name}: {}", crate::train::options::one_line(&e)))?;
         let mut base = toml::Table::new();
         let mut grid = None;
+        let mut tool = Tool::Finetune;
         for (key, value) in table {
             match (key.as_str(), value) {
                 ("base", toml::Value::Table(t)) => base = t,
                 ("grid", toml::Value::Table(t)) => grid = Some(t),
-                ("base" | "grid", _) => bail!("sweep file {name}: {key} must be a table ([{key}])"),
-                (other, _) => {
-                    bail!("sweep file {name}: unknown key {other:?} (a sweep file has a [base] and a [grid] table)")
+                ("tool", toml::Value::String(t)) => {
+                    tool = Tool::from_name(&t).map_err(|e| anyhow::anyhow!("sweep file {name}: {e}"))?
                 }
+                ("base" | "grid", _) => bail!("sweep file {name}: {key} must be a table ([{key}])"),
+                ("tool", _) => bail!("sweep file {name}: tool must be a name (e.g. tool = \"mnist mlp\")"),
+                (other, _) => bail!(
+                    "sweep file {name}: unknown key {other:?} (a sweep file has a tool name, a [base] and a [grid] table)"
+                ),
             }
         }
         let mut grid =
@@ -104,9 +117,9 @@ impl SweepFile {
                 values.iter_mut().for_each(|value| resolve_path(value, folder));
             }
         }
-        let ids = TrainOptions::ids();
-        check_keys(&base, &ids, &format!("sweep file {name} [base]"))?;
-        check_keys(&grid, &ids, &format!("sweep file {name} [grid]"))?;
+        let ids = tool.option_ids();
+        check_keys(&base, &ids, tool, &format!("sweep file {name} [base]"))?;
+        check_keys(&grid, &ids, tool, &format!("sweep file {name} [grid]"))?;
         if grid.is_empty() {
             bail!("sweep file {name}: [grid] is empty; give at least one option with a list of values (e.g. seed = [0, 1, 2])");
         }
@@ -123,7 +136,7 @@ impl SweepFile {
         if points.is_none() {
             bail!("sweep file {name}: the grid crosses to more than {MAX_POINTS} points");
         }
-        Ok(Self { path: path.to_owned(), base, axes })
+        Ok(Self { path: path.to_owned(), tool, base, axes })
     }
 
     /// The number of points the grid crosses to.
@@ -137,9 +150,7 @@ impl SweepFile {
 
     /// Every point, resolved and checked, with its run folder under `out`.
     pub fn points(&self, out: &Path) -> Result<Vec<Point>> {
-        let base_source = format!("sweep file {} [base]", self.path.display());
-        let base = TrainOptions::defaults().with_table(&self.base, &BTreeSet::new(), &base_source)?;
-        let points = (0..self.len()).map(|index| self.point(index, &base, out)).collect::<Result<Vec<_>>>()?;
+        let points = (0..self.len()).map(|index| self.point(index, out)).collect::<Result<Vec<_>>>()?;
         let mut names = BTreeSet::new();
         if let Some(twin) = points.iter().find(|p| !names.insert(p.name.as_str())) {
             bail!(
@@ -151,12 +162,11 @@ impl SweepFile {
         Ok(points)
     }
 
-    fn point(&self, index: usize, base: &TrainOptions, out: &Path) -> Result<Point> {
+    fn point(&self, index: usize, out: &Path) -> Result<Point> {
         let values = self.values_at(index);
         let label = values.iter().map(|(k, v)| format!("{k}={}", plain(v))).collect::<Vec<_>>().join(" ");
         let source = format!("sweep file {}, point {index} ({label})", self.path.display());
         let table: toml::Table = values.iter().cloned().collect();
-        let mut options = base.clone().with_table(&table, &BTreeSet::new(), &source)?;
         let name = folder_name(&values);
         if name.len() > MAX_NAME_BYTES {
             bail!(
@@ -164,13 +174,10 @@ impl SweepFile {
                 name.len()
             );
         }
-        options.out = Some(out.join(&name));
-        let config = FinetuneConfig::new(&options).map_err(|e| anyhow::anyhow!("{source}: {e:#}"))?;
-        if !config.data.is_dir() {
-            bail!("{source}: data folder {} not found", config.data.display());
-        }
+        let config = self.tool.resolve(&self.base, &table, &out.join(&name), &source)?;
+        let epochs = Tool::epochs(&config).with_context(|| format!("{source}: the resolved options have no epochs"))?;
         let flags = self.base.iter().chain(table.iter()).flat_map(|(k, v)| flag(k, v)).collect();
-        Ok(Point { index, values, name, config, flags })
+        Ok(Point { index, values, name, config, epochs, flags })
     }
 
     /// The grid values of point `index` (the last axis varies fastest).
@@ -193,7 +200,7 @@ impl SweepFile {
 }
 
 /// Options whose values are paths.
-const PATH_OPTIONS: &[&str] = &["data", "weights", "models_dir"];
+const PATH_OPTIONS: &[&str] = &["data", "weights", "models_dir", "image_dir"];
 
 /// Relative paths in `table` made relative to `folder` (the sweep file's),
 /// so a sweep runs the same from any working folder.
@@ -218,14 +225,14 @@ fn id(key: &str) -> String {
     key.replace('-', "_")
 }
 
-/// Refuses keys that are not `finetune` options, or that the sweep decides.
-fn check_keys(table: &toml::Table, ids: &[String], source: &str) -> Result<()> {
+/// Refuses keys that are not the tool's options, or that the sweep decides.
+fn check_keys(table: &toml::Table, ids: &[String], tool: Tool, source: &str) -> Result<()> {
     for key in table.keys() {
         if let Some((_, why)) = SWEEP_OWNED.iter().find(|(owned, _)| id(key) == *owned) {
             bail!("{source}: key {key:?} cannot be set: {why}");
         }
         if !ids.contains(&id(key)) {
-            bail!("{source}: unknown key {key:?} (keys are finetune's option names, e.g. batch-size)");
+            bail!("{source}: unknown key {key:?} (keys are {}'s option names, e.g. batch-size)", tool.name());
         }
     }
     Ok(())
@@ -251,14 +258,6 @@ fn axis(key: &str, value: &toml::Value, source: &str) -> Result<Axis> {
     Ok(Axis { key: id(key).replace('_', "-"), values: values.clone() })
 }
 
-/// A value as a command line or a folder name shows it (strings unquoted).
-pub fn plain(value: &toml::Value) -> String {
-    match value {
-        toml::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 /// The run folder name of a point: `key=value` pairs joined by commas, any
 /// character other than letters, digits and `.+-_` made a `-`.
 pub fn folder_name(values: &[(String, toml::Value)]) -> String {
@@ -275,21 +274,9 @@ pub fn folder_name(values: &[(String, toml::Value)]) -> String {
     pairs.join(",")
 }
 
-/// A sweep-file option as `finetune` flags: `--lr 0.01`, `--amp` for true,
-/// nothing for false (every flag is off by default).
-fn flag(key: &str, value: &toml::Value) -> Vec<String> {
-    let name = format!("--{}", id(key).replace('_', "-"));
-    match value {
-        toml::Value::Boolean(true) => vec![name],
-        toml::Value::Boolean(false) => vec![],
-        other => vec![name, plain(other)],
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::names::Named;
 
     fn parse(text: &str) -> Result<SweepFile> {
         SweepFile::parse(text, Path::new("s.toml"))
@@ -315,9 +302,10 @@ mod tests {
         assert_eq!(names[1], "arch=resnet18,lr=0.01,seed=1");
         assert_eq!(names[2], "arch=resnet18,lr=0.001,seed=0");
         assert_eq!(names[7], "arch=efficientnet-lite0,lr=0.001,seed=1");
-        assert_eq!(points[5].config.arch.name(), "efficientnet-lite0");
-        assert_eq!((points[5].config.lr, points[5].config.seed, points[5].config.epochs), (0.01, 1, 2));
-        assert!(points[5].config.out.ends_with("runs/s/arch=efficientnet-lite0,lr=0.01,seed=1"));
+        let config = &points[5].config;
+        assert_eq!(config["arch"], "efficientnet-lite0");
+        assert_eq!((config["lr"].as_f64(), config["seed"].as_u64(), points[5].epochs), (Some(0.01), Some(1), 2));
+        assert!(config["out"].as_str().unwrap().ends_with("runs/s/arch=efficientnet-lite0,lr=0.01,seed=1"));
         assert_eq!(
             points[5].flags,
             ["--epochs", "2", "--random-init", "--arch", "efficientnet-lite0", "--lr", "0.01", "--seed", "1"]

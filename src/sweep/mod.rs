@@ -1,16 +1,18 @@
-//! Lab-scale experiments: many `finetune` runs from one sweep file, on the
-//! GPUs or CPU of one machine or as a Slurm array, and one report of them.
+//! Lab-scale experiments: many runs of one tool (`finetune`, `mnist mlp`,
+//! `mnist cnn` or `caption train`) from one sweep file, on the GPUs or CPU
+//! of one machine or as a Slurm array, and one report of them.
 //!
-//! - [`grid`]: the sweep file (`[base]` options, `[grid]` lists) and the
-//!   points it crosses, each with a stable index and a run folder name;
+//! - [`tool`]: the tools a sweep runs and what it needs to know of each;
+//! - [`grid`]: the sweep file (`tool`, `[base]` options, `[grid]` lists) and
+//!   the points it crosses, each with a stable index and a run folder name;
 //! - [`status`]: what a run folder says (done, partial, failed, running, new);
 //! - [`lock`]: the claim that keeps two processes off one run folder;
-//! - [`runner`]: runs points as child `finetune` processes, several at once
-//!   over the devices, passing Ctrl-C on;
+//! - [`runner`]: runs points as child processes of the tool, several at
+//!   once over the devices, passing Ctrl-C on;
 //! - [`slurm`]: the `sweep.sbatch` array job and the task's point;
 //! - [`report`]: one table (Markdown, CSV, PNG) of the runs under folders.
 //!
-//! Training itself is `finetune`'s own: a sweep starts the same binary once
+//! Training itself is the tool's own: a sweep starts the tool's binary once
 //! per point (`--out` its run folder, `--resume` for a partial one) and never
 //! trains in its own process.
 
@@ -20,6 +22,7 @@ pub mod report;
 pub mod runner;
 pub mod slurm;
 pub mod status;
+pub mod tool;
 
 use crate::interrupt::Interrupted;
 use anyhow::{bail, Result};
@@ -49,6 +52,14 @@ impl Sweep {
         Ok(Self { file: sweep_file, out, points })
     }
 
+    /// The options the launcher sets for every point (`threads`, and
+    /// `workers` for `finetune`): those the sweep file leaves to it.
+    pub fn launched_options(&self) -> Vec<&'static str> {
+        let set_by_file =
+            |option: &str| self.file.base.contains_key(option) || self.file.axes.iter().any(|a| a.key == option);
+        self.file.tool.launcher_options().iter().copied().filter(|&option| !set_by_file(option)).collect()
+    }
+
     /// The run folder of `point`.
     pub fn dir(&self, point: &Point) -> PathBuf {
         self.out.join(&point.name)
@@ -68,7 +79,19 @@ impl Sweep {
     /// is an error naming the option that differs.
     pub fn status(&self, point: &Point) -> Result<Status> {
         let folder = RunFolder::read(&self.dir(point))?;
-        if let Some(difference) = folder.config().and_then(|saved| status::recipe_difference(saved, &point.config)) {
+        let tool = self.file.tool;
+        if let Some(held) = folder.tool.as_deref().filter(|held| *held != tool.name()) {
+            bail!(
+                "point {} ({}): {} holds a run of `{held}`, not of `{}`; move it away or give the sweep another --out",
+                point.index,
+                point.label(),
+                self.dir(point).display(),
+                tool.name()
+            );
+        }
+        if let Some(difference) =
+            folder.config().and_then(|saved| status::recipe_difference(tool, saved, &point.config))
+        {
             bail!(
                 "point {} ({}): {} holds a run with {difference}; move it away or give the sweep another --out",
                 point.index,
@@ -76,7 +99,7 @@ impl Sweep {
                 self.dir(point).display()
             );
         }
-        Ok(folder.status(Some(point.config.epochs)))
+        Ok(folder.status(Some(point.epochs)))
     }
 
     /// The points, their folders and where they stand, as a table.
@@ -141,7 +164,8 @@ impl Sweep {
     /// Runs `indices` as `plan` says, then says in one line what did not
     /// end done (an [`Interrupted`] error after Ctrl-C).
     pub fn run(&self, indices: &[usize], plan: &Plan, ctrl_c: &AtomicUsize) -> Result<Tally> {
-        println!("running {} point(s): {}", indices.len(), plan.describe(plan.jobs.min(indices.len())));
+        let concurrent = plan.jobs.min(indices.len());
+        println!("running {} point(s): {}", indices.len(), plan.describe(concurrent, &self.launched_options()));
         let tally = runner::run(self, indices, plan, ctrl_c)?;
         if !tally.interrupted.is_empty() {
             return Err(Interrupted(format!(

@@ -1,27 +1,25 @@
-//! One table of all runs under some folders (a sweep's, or any `finetune`
-//! outputs): the options that vary between them, and per configuration
-//! (the runs that differ only in `seed`) the best val accuracy as mean ± std
-//! over the seeds, best epoch, seconds per epoch, wall time and device.
-//! Written as `results.md`, `results.csv` and `results.png`. Runs that failed
-//! or are not finished are listed as such, not dropped. Reads run folders
-//! through [`super::status`]; trains nothing. Over 400 lines only with its
-//! unit tests (the code is about 370): aggregation and its three writers
-//! read best together.
+//! One table of all runs of one tool under some folders (a sweep's, or any
+//! run folders): the options that vary between them, and per configuration
+//! (the runs that differ only in `seed`) the tool's score (`finetune`: best
+//! val accuracy; `mnist`: val accuracy; `caption train`: val BLEU-4) as
+//! mean ± std over the seeds, test accuracy where the tool measures it, best
+//! epoch, seconds per epoch, wall time and device. Written as `results.md`,
+//! `results.csv` and `results.png`. Runs that failed or are not finished are
+//! listed as such, not dropped; folders of other tools are named, not
+//! tabulated. Reads run folders through [`super::status`]; trains nothing.
 
 use super::status::{RunFolder, Status};
+use super::tool::{Tool, TOOLS};
 use crate::metrics::mean_std;
 use crate::persist::write_atomically;
 use crate::report::csv_field;
 use crate::report::plots::{spread_chart, SpreadRow};
-use crate::train::config::TrainOptions;
 use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// How deep under each given folder run folders are looked for.
 const MAX_DEPTH: usize = 4;
-/// Config entries that say how a run was carried out, not what it was.
-const NOT_OPTIONS: &[&str] = &["out", "workers", "threads", "cache_mb", "overwrite"];
 /// The option runs of one configuration differ in.
 const SEED: &str = "seed";
 
@@ -33,11 +31,13 @@ pub struct Run {
     pub status: Status,
     /// Every option of the run's config, as text (`None`: no config saved).
     pub options: Option<BTreeMap<String, String>>,
-    pub best_val_acc: Option<f64>,
+    /// The tool's score (see [`Tool::score_name`]).
+    pub score: Option<f64>,
+    pub test_acc: Option<f64>,
     pub best_epoch: Option<usize>,
     pub epochs_done: usize,
     pub epochs: Option<usize>,
-    /// Mean seconds of an epoch (train and val phases).
+    /// Mean seconds of an epoch (`finetune`: train and val phases).
     pub seconds_per_epoch: Option<f64>,
     /// Wall time of every attempt (the launcher's record, else the run's own).
     pub wall_seconds: Option<f64>,
@@ -58,44 +58,103 @@ pub struct Configuration {
 pub struct Report {
     /// The folders looked in.
     pub roots: Vec<PathBuf>,
+    /// The tool whose runs are tabulated.
+    pub tool: Tool,
     /// The options whose values differ between runs, but the seed.
     pub keys: Vec<String>,
     pub runs: Vec<Run>,
     pub configurations: Vec<Configuration>,
     /// Run folders of the other tools (`mnist mlp`, …), left out: (folder, tool).
     pub skipped: Vec<(PathBuf, String)>,
+    /// Run folders under a sweep's `--out` that are none of its points (an
+    /// edited grid leaves them), left out.
+    pub strays: Vec<PathBuf>,
+}
+
+/// A run folder found under a root, read.
+struct Found {
+    folder: RunFolder,
+    root: PathBuf,
 }
 
 impl Report {
-    /// Finds and reads every run folder under `roots`.
+    /// Finds and reads every run folder under `roots`, and tabulates the
+    /// runs of one tool: the first of [`TOOLS`] that has any (folders that do
+    /// not say their tool count as its).
     pub fn collect(roots: &[PathBuf]) -> Result<Self> {
-        let mut runs = Vec::new();
-        let mut skipped = Vec::new();
+        let mut found = Vec::new();
         for root in roots {
             if !root.is_dir() {
                 bail!("{}: not a folder", root.display());
             }
-            let mut found = Vec::new();
-            find_run_folders(root, MAX_DEPTH, &mut found)?;
-            if found.is_empty() {
+            let mut dirs = Vec::new();
+            find_run_folders(root, MAX_DEPTH, &mut dirs)?;
+            if dirs.is_empty() {
                 bail!("{}: no run folders in it (a run folder holds summary.json, state.safetensors or a sweep's log.txt)", root.display());
             }
-            let (others, found): (Vec<_>, Vec<_>) =
-                found.into_iter().map(|dir| (other_tool(&dir), dir)).partition(|(tool, _)| tool.is_some());
-            skipped.extend(others.into_iter().map(|(tool, dir)| (dir, tool.unwrap_or_default())));
-            let mut found =
-                found.iter().map(|(_, dir)| read_run(dir, root, roots.len() > 1)).collect::<Result<Vec<_>>>()?;
-            // A sweep's runs in the order of their points.
-            found.sort_by_key(|(run, index)| (index.unwrap_or(usize::MAX), run.dir.clone()));
-            runs.extend(found.into_iter().map(|(run, _)| run));
+            for dir in dirs {
+                found.push(Found { folder: RunFolder::read(&dir)?, root: root.clone() });
+            }
         }
-        let keys = varying_keys(&runs);
-        let configurations = group(&runs, &keys);
-        if runs.is_empty() && !skipped.is_empty() {
+        let tool = TOOLS.into_iter().find(|&tool| found.iter().any(|f| f.folder.sweep_tool() == Some(tool)));
+        let (ours, others): (Vec<Found>, Vec<Found>) =
+            found.into_iter().partition(|f| f.folder.tool.is_none() || f.folder.sweep_tool() == tool);
+        let skipped: Vec<(PathBuf, String)> =
+            others.into_iter().map(|f| (f.folder.dir, f.folder.tool.unwrap_or_default())).collect();
+        if ours.is_empty() {
             let names: Vec<String> = skipped.iter().map(|(dir, tool)| format!("{} ({tool})", dir.display())).collect();
-            bail!("no finetune runs to tabulate; run folders of other tools: {}", names.join(", "));
+            bail!(
+                "no runs of finetune, mnist or caption train to tabulate; run folders of other tools: {}",
+                names.join(", ")
+            );
         }
-        Ok(Self { roots: roots.to_vec(), keys, runs, configurations, skipped })
+        let tool = tool.unwrap_or(Tool::Finetune);
+        let mut runs = Vec::new();
+        for root in roots {
+            let mut under: Vec<(Run, Option<usize>)> = ours
+                .iter()
+                .filter(|f| &f.root == root)
+                .map(|f| read_run(tool, &f.folder, root, roots.len() > 1))
+                .collect::<Result<_>>()?;
+            // A sweep's runs in the order of their points.
+            under.sort_by_key(|(run, index)| (index.unwrap_or(usize::MAX), run.dir.clone()));
+            runs.extend(under.into_iter().map(|(run, _)| run));
+        }
+        let keys = varying_keys(tool, &runs);
+        let configurations = group(&runs, &keys);
+        Ok(Self { roots: roots.to_vec(), tool, keys, runs, configurations, skipped, strays: Vec::new() })
+    }
+
+    /// The runs of a sweep's points, every point one row in point order
+    /// (those not started as `new`); run folders under its `--out` that are
+    /// none of its points are named, not tabulated.
+    pub fn of_sweep(sweep: &super::Sweep) -> Result<Self> {
+        let tool = sweep.file.tool;
+        let mut runs = Vec::new();
+        for point in &sweep.points {
+            let folder = RunFolder::read(&sweep.dir(point))?;
+            let (mut run, _) = read_run(tool, &folder, &sweep.out, false)?;
+            run.status = folder.status(Some(point.epochs));
+            run.epochs = Some(point.epochs);
+            if run.options.is_none() {
+                run.options = Some(option_texts(tool, &point.config)?);
+            }
+            runs.push(run);
+        }
+        let mut found = Vec::new();
+        if sweep.out.is_dir() {
+            find_run_folders(&sweep.out, MAX_DEPTH, &mut found)?;
+        }
+        let points: BTreeSet<PathBuf> = sweep.points.iter().map(|p| sweep.dir(p)).collect();
+        let strays = found.into_iter().filter(|dir| !points.contains(dir)).collect();
+        let keys = varying_keys(tool, &runs);
+        let configurations = group(&runs, &keys);
+        Ok(Self { roots: vec![sweep.out.clone()], tool, keys, runs, configurations, skipped: Vec::new(), strays })
+    }
+
+    /// Whether any run has a test accuracy (a column only then).
+    fn has_test_acc(&self) -> bool {
+        self.runs.iter().any(|r| r.test_acc.is_some())
     }
 
     fn done(&self, configuration: &Configuration) -> Vec<&Run> {
@@ -112,23 +171,21 @@ impl Report {
 
     /// The configurations table as Markdown rows (cells, header first).
     fn configuration_rows(&self) -> Vec<Vec<String>> {
+        let tests = self.has_test_acc();
         let mut header: Vec<String> = self.keys.clone();
-        header.extend(["runs done", "best val acc", "best epoch", "s/epoch", "wall", "device"].map(String::from));
+        header.extend(["runs done".to_owned(), self.tool.score_name().to_owned()]);
+        header.extend(tests.then(|| "test acc".to_owned()));
+        header.extend(["best epoch", "s/epoch", "wall", "device"].map(String::from));
         let mut rows = vec![header];
         for configuration in &self.configurations {
             let done = self.done(configuration);
+            let stat = |f: fn(&Run) -> Option<f64>| done.iter().filter_map(|r| f(r)).collect::<Vec<f64>>();
             let mut row = configuration.values.clone();
             row.push(format!("{} of {}", done.len(), configuration.runs.len()));
-            let stat = |f: fn(&Run) -> Option<f64>| done.iter().filter_map(|r| f(r)).collect::<Vec<f64>>();
-            let accs = stat(|r| r.best_val_acc);
-            row.push(match accs.len() {
-                0 => "—".into(),
-                1 => format!("{:.4}", accs[0]),
-                _ => {
-                    let (mean, std) = mean_std(&accs);
-                    format!("{mean:.4} ± {std:.4}")
-                }
-            });
+            row.push(spread_cell(&stat(|r| r.score)));
+            if tests {
+                row.push(spread_cell(&stat(|r| r.test_acc)));
+            }
             row.push(mean_cell(&stat(|r| r.best_epoch.map(|e| e as f64)), 1, ""));
             row.push(mean_cell(&stat(|r| r.seconds_per_epoch), 3, ""));
             row.push(mean_cell(&stat(|r| r.wall_seconds), 1, " s"));
@@ -141,17 +198,24 @@ impl Report {
 
     /// Every run as Markdown rows (cells, header first).
     fn run_rows(&self) -> Vec<Vec<String>> {
+        let tests = self.has_test_acc();
         let mut header = vec!["run".to_owned(), "status".to_owned()];
         header.extend(self.keys.iter().cloned());
-        header.extend(["seed", "best val acc", "best epoch", "epochs", "s/epoch", "wall", "device"].map(String::from));
+        header.extend(["seed".to_owned(), self.tool.score_name().to_owned()]);
+        header.extend(tests.then(|| "test acc".to_owned()));
+        header.extend(["best epoch", "epochs", "s/epoch", "wall", "device"].map(String::from));
         let mut rows = vec![header];
+        let number = |value: Option<f64>| value.map_or("—".into(), |v| format!("{v:.4}"));
         for run in &self.runs {
             let option =
                 |key: &str| run.options.as_ref().and_then(|o| o.get(key).cloned()).unwrap_or_else(|| "?".into());
             let mut row = vec![format!("`{}`", run.dir.display()), run.status.word().to_owned()];
             row.extend(self.keys.iter().map(|k| option(k)));
             row.push(option(SEED));
-            row.push(run.best_val_acc.map_or("—".into(), |a| format!("{a:.4}")));
+            row.push(number(run.score));
+            if tests {
+                row.push(number(run.test_acc));
+            }
             row.push(run.best_epoch.map_or("—".into(), |e| e.to_string()));
             row.push(format!("{} of {}", run.epochs_done, run.epochs.map_or("?".into(), |e| e.to_string())));
             row.push(run.seconds_per_epoch.map_or("—".into(), |s| format!("{s:.3}")));
@@ -168,10 +232,19 @@ impl Report {
         let roots: Vec<String> =
             self.roots.iter().map(|r| format!("`{}`", r.strip_prefix(&here).unwrap_or(r).display())).collect();
         let done = self.runs.iter().filter(|r| r.status == Status::Done).count();
-        let mut text = format!("# Results: {} run(s) under {}, {done} done\n\n", self.runs.len(), roots.join(", "));
+        let of_tool = match self.tool {
+            Tool::Finetune => String::new(),
+            other => format!(" of `{}`", other.name()),
+        };
+        let mut text =
+            format!("# Results: {} run(s){of_tool} under {}, {done} done\n\n", self.runs.len(), roots.join(", "));
         text += &markdown_table(&self.configuration_rows());
-        text += "\nbest val acc: mean ± standard deviation over the seeds of the done runs; best epoch, s/epoch \
-                 (train and val phases) and wall time (every attempt): means over them.\n\n## Runs\n\n";
+        text += &format!(
+            "\n{}: mean ± standard deviation over the seeds of the done runs; best epoch, s/epoch{} and wall time \
+             (every attempt): means over them.\n\n## Runs\n\n",
+            self.tool.score_name(),
+            if self.tool == Tool::Finetune { " (train and val phases)" } else { "" }
+        );
         text += &markdown_table(&self.run_rows());
         let not_done: Vec<&Run> = self.runs.iter().filter(|r| r.status != Status::Done).collect();
         if !not_done.is_empty() {
@@ -186,39 +259,39 @@ impl Report {
                 text += &format!("- `{}`: {tool}\n", dir.display());
             }
         }
+        if !self.strays.is_empty() {
+            text += "\n## Left out (run folders that are not points of the sweep)\n\n";
+            for dir in &self.strays {
+                text += &format!("- `{}`\n", dir.display());
+            }
+        }
         text
     }
 
     /// `results.csv`: one row per configuration.
     pub fn csv(&self) -> String {
+        let tests = self.has_test_acc();
+        let score = self.tool.score_key();
         let mut header: Vec<String> = self.keys.clone();
-        header.extend(
-            [
-                "runs",
-                "done",
-                "best_val_acc_mean",
-                "best_val_acc_std",
-                "best_epoch_mean",
-                "seconds_per_epoch",
-                "wall_seconds",
-                "devices",
-            ]
-            .map(String::from),
-        );
+        header.extend(["runs".to_owned(), "done".to_owned(), format!("{score}_mean"), format!("{score}_std")]);
+        header.extend(tests.then(|| "test_acc_mean".to_owned()));
+        header.extend(["best_epoch_mean", "seconds_per_epoch", "wall_seconds", "devices"].map(String::from));
         let mut lines = vec![header.iter().map(|h| csv_field(h)).collect::<Vec<_>>().join(",")];
         for configuration in &self.configurations {
             let done = self.done(configuration);
             let stat = |f: fn(&Run) -> Option<f64>| done.iter().filter_map(|r| f(r)).collect::<Vec<f64>>();
-            let accs = stat(|r| r.best_val_acc);
-            let (mean, std) = mean_std(&accs);
+            let scores = stat(|r| r.score);
             let number =
                 |values: &[f64]| if values.is_empty() { String::new() } else { format!("{:.6}", mean_std(values).0) };
             let devices: BTreeSet<&str> = done.iter().filter_map(|r| r.device.as_deref()).collect();
             let mut cells: Vec<String> = configuration.values.clone();
             cells.push(configuration.runs.len().to_string());
             cells.push(done.len().to_string());
-            cells.push(if accs.is_empty() { String::new() } else { format!("{mean:.6}") });
-            cells.push(if accs.len() < 2 { String::new() } else { format!("{std:.6}") });
+            cells.push(number(&scores));
+            cells.push(if scores.len() < 2 { String::new() } else { format!("{:.6}", mean_std(&scores).1) });
+            if tests {
+                cells.push(number(&stat(|r| r.test_acc)));
+            }
             cells.push(number(&stat(|r| r.best_epoch.map(|e| e as f64))));
             cells.push(number(&stat(|r| r.seconds_per_epoch)));
             cells.push(number(&stat(|r| r.wall_seconds)));
@@ -238,14 +311,29 @@ impl Report {
         let rows: Vec<SpreadRow> = self
             .configurations
             .iter()
-            .map(|c| SpreadRow {
-                label: self.label(c),
-                values: self.done(c).iter().filter_map(|r| r.best_val_acc).collect(),
-            })
+            .map(|c| SpreadRow { label: self.label(c), values: self.done(c).iter().filter_map(|r| r.score).collect() })
             .collect();
-        let title = format!("Best val accuracy per configuration ({} runs)", self.runs.len());
-        spread_chart(&png, &title, "best val accuracy", &rows)?;
+        let score = self.tool.score_name();
+        let title = format!("{} per configuration ({} runs)", capitalized(score), self.runs.len());
+        spread_chart(&png, &title, score, &rows)?;
         Ok(vec![md, csv, png])
+    }
+}
+
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or(String::new(), |first| first.to_uppercase().chain(chars).collect())
+}
+
+/// `0.8000 ± 0.0707` over seeds, the value alone for one, `—` for none.
+fn spread_cell(values: &[f64]) -> String {
+    match values {
+        [] => "—".into(),
+        [one] => format!("{one:.4}"),
+        _ => {
+            let (mean, std) = mean_std(values);
+            format!("{mean:.4} ± {std:.4}")
+        }
     }
 }
 
@@ -265,18 +353,6 @@ fn markdown_table(rows: &[Vec<String>]) -> String {
     text += &line(&vec!["---".to_owned(); header.len()]);
     body.iter().for_each(|row| text += &line(row));
     text
-}
-
-/// The tool that wrote the run in `dir` when it is not `finetune`: the
-/// `tool` of its summary, or for an unfinished run whether its state is
-/// `finetune`'s (which alone carries a `history`).
-fn other_tool(dir: &Path) -> Option<String> {
-    if let Ok(text) = std::fs::read_to_string(dir.join(crate::run_dir::SUMMARY_FILE)) {
-        let tool = serde_json::from_str::<serde_json::Value>(&text).ok()?.get("tool")?.as_str()?.to_owned();
-        return (tool != "finetune").then_some(tool);
-    }
-    let metadata = crate::persist::safetensors::read_metadata(&crate::run_dir::state_path(dir)).ok()?;
-    (!metadata.contains_key("history")).then(|| "an unfinished run of another tool".to_owned())
 }
 
 /// Whether `dir` is a run's folder (a finished, partial, attempted or
@@ -309,70 +385,74 @@ fn find_run_folders(dir: &Path, depth: usize, found: &mut Vec<PathBuf>) -> Resul
     Ok(())
 }
 
-/// The run in `dir` (named relative to the folder `root` it was found
+/// The run in `folder` (named relative to the folder `root` it was found
 /// under, after that folder with `with_root`), and its point's index when a
 /// sweep ran it.
-fn read_run(dir: &Path, root: &Path, with_root: bool) -> Result<(Run, Option<usize>)> {
-    let folder = RunFolder::read(dir)?;
+fn read_run(tool: Tool, folder: &RunFolder, root: &Path, with_root: bool) -> Result<(Run, Option<usize>)> {
+    let dir = &folder.dir;
     let name = match dir.strip_prefix(root) {
         Ok(relative) if relative.as_os_str().is_empty() => root.to_owned(),
         Ok(relative) if with_root => root.join(relative),
         Ok(relative) => relative.to_owned(),
         Err(_) => dir.to_owned(),
     };
-    let status = folder.status(None);
-    let options = folder.config().map(option_texts).transpose()?;
-    let history = folder.saved.as_ref().map(|s| &s.history);
-    let epoch_seconds: Vec<f64> = history
-        .map(|h| {
-            let val = h.phase("val");
-            h.phase("train")
-                .iter()
-                .map(|t| t.seconds + val.iter().find(|v| v.epoch == t.epoch).map_or(0.0, |v| v.seconds))
-                .collect()
-        })
-        .unwrap_or_default();
     let summary = folder.summary.as_ref();
+    let headline = summary.map(|s| tool.headline(s)).unwrap_or_default();
+    let text = |key: &str| summary.and_then(|s| s.get(key)).and_then(serde_json::Value::as_str).map(str::to_owned);
     let run = Run {
         dir: name,
-        best_val_acc: summary.map(|s| s.best_val_acc),
-        best_epoch: summary.map(|s| s.best_epoch),
+        score: headline.score,
+        test_acc: headline.test_acc,
+        best_epoch: headline.best_epoch,
         epochs_done: folder.saved.as_ref().map_or(0, |s| s.epochs_done),
-        epochs: folder.config().map(|c| c.epochs),
-        seconds_per_epoch: (!epoch_seconds.is_empty()).then(|| mean_std(&epoch_seconds).0),
-        wall_seconds: folder.exit.as_ref().map(|e| e.seconds).or(summary.map(|s| s.seconds)),
-        device: summary.map(|s| s.device.clone()).or(folder.exit.as_ref().map(|e| e.device.clone())),
-        status,
-        options,
+        epochs: folder.config().and_then(Tool::epochs),
+        seconds_per_epoch: finetune_epoch_seconds(folder).or(headline.seconds_per_epoch),
+        wall_seconds: folder.exit.as_ref().map(|e| e.seconds).or(summary.and_then(|s| s["seconds"].as_f64())),
+        device: text("device").or(folder.exit.as_ref().map(|e| e.device.clone())),
+        status: folder.status(None),
+        options: folder.config().map(|config| option_texts(tool, config)).transpose()?,
     };
     Ok((run, folder.exit.as_ref().map(|e| e.index)))
 }
 
-/// A run's config as option name → value text (`lr` → `0.01`).
-fn option_texts(config: &crate::train::config::FinetuneConfig) -> Result<BTreeMap<String, String>> {
-    let serde_json::Value::Object(fields) = serde_json::to_value(config)? else { bail!("config is not a map") };
+/// Mean seconds of a `finetune` epoch (train and val phases), from its
+/// saved history.
+fn finetune_epoch_seconds(folder: &RunFolder) -> Option<f64> {
+    let history = folder.saved.as_ref()?.history.as_ref()?;
+    let val = history.phase("val");
+    let seconds: Vec<f64> = history
+        .phase("train")
+        .iter()
+        .map(|t| t.seconds + val.iter().find(|v| v.epoch == t.epoch).map_or(0.0, |v| v.seconds))
+        .collect();
+    (!seconds.is_empty()).then(|| mean_std(&seconds).0)
+}
+
+/// A run's config as option name → value text (`lr` → `0.01`, a list as
+/// `10,50`), without the options that say how it was carried out.
+fn option_texts(tool: Tool, config: &serde_json::Value) -> Result<BTreeMap<String, String>> {
+    let serde_json::Value::Object(fields) = tool.normalized(config) else { bail!("config is not a map") };
+    let text = |value: serde_json::Value| match value {
+        serde_json::Value::String(s) => s,
+        serde_json::Value::Null => "—".into(),
+        serde_json::Value::Array(items) => items.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    };
     Ok(fields
         .into_iter()
-        .filter(|(key, _)| !NOT_OPTIONS.contains(&key.as_str()))
-        .map(|(key, value)| {
-            let text = match value {
-                serde_json::Value::String(s) => s,
-                serde_json::Value::Null => "—".into(),
-                other => other.to_string(),
-            };
-            (key.replace('_', "-"), text)
-        })
+        .filter(|(key, _)| Tool::is_reported(key))
+        .map(|(key, value)| (key.replace('_', "-"), text(value)))
         .collect())
 }
 
 /// The options (but the seed) whose values differ between runs, in the
-/// order `finetune --help` lists them.
-fn varying_keys(runs: &[Run]) -> Vec<String> {
+/// order the tool's `--help` lists them.
+fn varying_keys(tool: Tool, runs: &[Run]) -> Vec<String> {
     let options: Vec<&BTreeMap<String, String>> = runs.iter().filter_map(|r| r.options.as_ref()).collect();
     let all: BTreeSet<&String> = options.iter().flat_map(|o| o.keys()).collect();
     let varies = |key: &String| options.iter().map(|o| o.get(key)).collect::<BTreeSet<_>>().len() > 1;
     let mut keys: Vec<String> = all.into_iter().filter(|k| *k != SEED && varies(k)).cloned().collect();
-    let order: Vec<String> = TrainOptions::ids().iter().map(|id| id.replace('_', "-")).collect();
+    let order: Vec<String> = tool.option_ids().iter().map(|id| id.replace('_', "-")).collect();
     keys.sort_by_key(|k| (order.iter().position(|o| o == k).unwrap_or(usize::MAX), k.clone()));
     keys
 }
@@ -405,7 +485,8 @@ mod tests {
             dir: PathBuf::from(format!("lr={lr},seed={seed}")),
             status,
             options: Some(options),
-            best_val_acc: acc,
+            score: acc,
+            test_acc: None,
             best_epoch: acc.map(|_| 1),
             epochs_done: 2,
             epochs: Some(2),
@@ -416,9 +497,17 @@ mod tests {
     }
 
     fn report(runs: Vec<Run>) -> Report {
-        let keys = varying_keys(&runs);
+        let keys = varying_keys(Tool::Finetune, &runs);
         let configurations = group(&runs, &keys);
-        Report { roots: vec![PathBuf::from("runs/s")], keys, runs, configurations, skipped: Vec::new() }
+        Report {
+            roots: vec![PathBuf::from("runs/s")],
+            tool: Tool::Finetune,
+            keys,
+            runs,
+            configurations,
+            skipped: Vec::new(),
+            strays: Vec::new(),
+        }
     }
 
     #[test]

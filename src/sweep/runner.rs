@@ -1,5 +1,6 @@
-//! Runs points of a sweep, each as its own `finetune` process (this same
-//! binary) with its own `--out`, several at once: [`Plan`] decides how many,
+//! Runs points of a sweep, each as its own process of the sweep's tool
+//! (`finetune`, `mnist` or `caption`, the binary beside this one) with its
+//! own `--out`, several at once: [`Plan`] decides how many,
 //! on which devices, and how the CPU cores are split between them; [`run`]
 //! claims each point's folder, starts its process (`--resume` for a partial
 //! point) with its output in the folder's `log.txt`, keeps one progress line,
@@ -10,6 +11,7 @@
 use super::grid::Point;
 use super::lock::{self, Claim, Claimed, Holder};
 use super::status::{ExitRecord, Outcome, Status};
+use super::tool::Tool;
 use super::Sweep;
 use crate::metrics::format_minutes;
 use crate::run_dir::LOG_FILE;
@@ -69,14 +71,23 @@ impl Plan {
         (self.cores / concurrent.max(1)).max(1)
     }
 
-    pub fn describe(&self, concurrent: usize) -> String {
+    /// What each of `concurrent` runs gets: `launched` lists the options
+    /// the launcher sets (`threads`, `workers`), the others are the sweep
+    /// file's.
+    pub fn describe(&self, concurrent: usize, launched: &[&str]) -> String {
         let threads = self.threads_per_run(concurrent);
-        format!(
-            "{concurrent} at once on {} ({} per device), {threads} thread(s) and {threads} loader worker(s) each of {} core(s)",
-            self.devices.join(", "),
-            self.per_device,
-            self.cores
-        )
+        let given: Vec<String> = launched
+            .iter()
+            .map(|&option| match option {
+                "workers" => format!("{threads} loader worker(s)"),
+                other => format!("{threads} {other}"),
+            })
+            .collect();
+        let each = match given.as_slice() {
+            [] => "threads as the sweep file sets them".to_owned(),
+            _ => format!("{} each of {} core(s)", given.join(" and "), self.cores),
+        };
+        format!("{concurrent} at once on {} ({} per device), {each}", self.devices.join(", "), self.per_device)
     }
 }
 
@@ -185,8 +196,10 @@ fn progress_line(tally: &Tally, running: usize, left: usize, started: Instant) -
         String::new()
     };
     let failed = if tally.failed.is_empty() { String::new() } else { format!(" · failed {}", tally.failed.len()) };
+    let stopped =
+        if tally.interrupted.is_empty() { String::new() } else { format!(" · stopped {}", tally.interrupted.len()) };
     format!(
-        "[done {}{failed} · running {running} · left {left} · {} elapsed{estimate}]",
+        "[done {}{failed}{stopped} · running {running} · left {left} · {} elapsed{estimate}]",
         tally.done.len(),
         format_minutes(elapsed)
     )
@@ -219,23 +232,25 @@ fn launch(sweep: &Sweep, point: &Point, device: &str, threads: usize) -> Result<
         Claimed::Theirs(holder) => return Ok(Launch::Skipped(Status::Running(holder))),
     };
     let status = sweep.status(point)?;
+    // A failed attempt resumes from what it saved, if anything.
     let resume = match status {
         Status::Done => return Ok(Launch::Skipped(Status::Done)),
-        Status::Partial { .. } | Status::Failed { epochs_done: 1.., .. } => true,
-        _ => false,
+        Status::Partial { .. } => true,
+        _ => crate::run_dir::state_path(&dir).is_file(),
     };
-    let mut command = Command::new(std::env::current_exe().context("finding the finetune binary")?);
+    let tool = sweep.file.tool;
+    let mut command = tool.command()?;
     if resume {
-        command.arg("--resume").arg(&dir).arg("--epochs").arg(point.config.epochs.to_string());
+        command.arg("--resume").arg(&dir);
+        if tool.extends_runs() {
+            command.arg("--epochs").arg(point.epochs.to_string());
+        }
     } else {
         command.args(&point.flags).arg("--out").arg(&dir);
     }
     command.args(["--device", device]);
-    for option in ["threads", "workers"] {
-        let given = sweep.file.base.contains_key(option) || point.values.iter().any(|(key, _)| key == option);
-        if !given {
-            command.arg(format!("--{option}")).arg(threads.to_string());
-        }
+    for option in sweep.launched_options() {
+        command.arg(format!("--{option}")).arg(threads.to_string());
     }
     let previous = ExitRecord::read(&dir)?;
     let record = ExitRecord {
@@ -248,10 +263,12 @@ fn launch(sweep: &Sweep, point: &Point, device: &str, threads: usize) -> Result<
         device: device.to_owned(),
         index: point.index,
         point: point.values.iter().map(|(k, v)| (k.clone(), super::grid::plain(v))).collect(),
+        tool: Some(tool.name().to_owned()),
     };
     record.write(&dir)?;
-    let log = open_log(&dir, point, &record, &command)?;
-    let child = spawn(&mut command, log).with_context(|| format!("point {}: cannot start finetune", point.index))?;
+    let log = open_log(&dir, point, &record, tool, &command)?;
+    let child =
+        spawn(&mut command, log).with_context(|| format!("point {}: cannot start {}", point.index, tool.name()))?;
     let started = Instant::now();
     Ok(Launch::Started(Box::new(Running {
         index: point.index,
@@ -264,7 +281,7 @@ fn launch(sweep: &Sweep, point: &Point, device: &str, threads: usize) -> Result<
 }
 
 /// `log.txt`, appended to, opened with a header naming the attempt.
-fn open_log(dir: &Path, point: &Point, record: &ExitRecord, command: &Command) -> Result<std::fs::File> {
+fn open_log(dir: &Path, point: &Point, record: &ExitRecord, tool: Tool, command: &Command) -> Result<std::fs::File> {
     let path = dir.join(LOG_FILE);
     let mut log = std::fs::OpenOptions::new()
         .create(true)
@@ -274,12 +291,13 @@ fn open_log(dir: &Path, point: &Point, record: &ExitRecord, command: &Command) -
     let args: Vec<String> = command.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
     writeln!(
         log,
-        "== finetune sweep: point {} ({}), attempt {} on {}, device {}\n$ finetune {}",
+        "== finetune sweep: point {} ({}), attempt {} on {}, device {}\n$ {} {}",
         point.index,
         point.label(),
         record.attempts,
         record.host,
         record.device,
+        tool.program_name(),
         args.join(" ")
     )
     .with_context(|| format!("{}: cannot write", path.display()))?;
@@ -328,8 +346,10 @@ fn finish(sweep: &Sweep, run: &mut Running, exit: std::process::ExitStatus, tall
     let line = match record.outcome {
         Outcome::Done => {
             tally.done.push(run.index);
-            let acc = super::status::RunFolder::read(&dir)?.summary.map_or(f64::NAN, |s| s.best_val_acc);
-            format!("point {} ({}) done in {took}: best val acc {acc:.4}", point.index, point.label())
+            let tool = sweep.file.tool;
+            let summary = super::status::RunFolder::read(&dir)?.summary.unwrap_or_default();
+            let score = tool.headline(&summary).score.unwrap_or(f64::NAN);
+            format!("point {} ({}) done in {took}: {} {score:.4}", point.index, point.label(), tool.score_name())
         }
         Outcome::Interrupted => {
             tally.interrupted.push(run.index);
@@ -379,6 +399,13 @@ mod tests {
         assert_eq!((one.per_device, one.jobs), (1, 1));
         let refused = Plan::new(Some("cpu"), Some(3), Some(1)).unwrap_err().to_string();
         assert!(refused.contains("--jobs 3: 1 device(s) with --jobs-per-device 1 run 1 at once"), "{refused}");
+        let two = Plan { cores: 4, ..Plan::new(Some("cpu"), Some(2), None).unwrap() };
+        assert_eq!(
+            two.describe(2, &["threads", "workers"]),
+            "2 at once on cpu (2 per device), 2 threads and 2 loader worker(s) each of 4 core(s)"
+        );
+        assert_eq!(two.describe(2, &["threads"]), "2 at once on cpu (2 per device), 2 threads each of 4 core(s)");
+        assert_eq!(two.describe(2, &[]), "2 at once on cpu (2 per device), threads as the sweep file sets them");
         let bad = Plan::new(Some("cpu,tpu"), None, None).unwrap_err().to_string();
         assert!(bad.starts_with("--devices: --device tpu"), "{bad}");
     }

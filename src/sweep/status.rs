@@ -1,18 +1,19 @@
 //! What a run folder says about its run, from the files the run and its
 //! launcher leave there: `summary.json` (finished), `state.safetensors`
 //! (epochs saved, read from its header alone), `exit.json` (how the
-//! launcher's last attempt ended) and `sweep.lock` (who runs it now). Shared
-//! by `--list`, the runner, `--slurm` and the report; this module only reads,
-//! except for [`ExitRecord::write`].
+//! launcher's last attempt ended) and `sweep.lock` (who runs it now), for a
+//! run of any tool a sweep runs ([`Tool`]). Shared by `--list`, the runner,
+//! `--slurm` and the report; this module only reads, except for
+//! [`ExitRecord::write`].
 
 use super::lock::{self, Holder};
+use super::tool::Tool;
 use crate::metrics::History;
 use crate::persist::{safetensors, write_atomically};
 use crate::run_dir::{state_path, EXIT_FILE, LOCK_FILE, SUMMARY_FILE};
-use crate::train::config::FinetuneConfig;
-use crate::train::summary::Summary;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -86,6 +87,10 @@ pub struct ExitRecord {
     /// The point's index in its sweep, and its grid values.
     pub index: usize,
     pub point: BTreeMap<String, String>,
+    /// The tool the launcher started (`mnist mlp`); absent in records of
+    /// sweeps that ran only `finetune`.
+    #[serde(default)]
+    pub tool: Option<String>,
 }
 
 impl ExitRecord {
@@ -106,7 +111,11 @@ impl ExitRecord {
 #[derive(Debug, Clone)]
 pub struct RunFolder {
     pub dir: PathBuf,
-    pub summary: Option<Summary>,
+    /// The tool that wrote the run, as its files name it (`None`: no file
+    /// says, e.g. a point that failed before it saved anything).
+    pub tool: Option<String>,
+    /// `summary.json`, as it is: its keys depend on the tool.
+    pub summary: Option<Value>,
     /// The saved config, epochs and history of `state.safetensors`.
     pub saved: Option<SavedState>,
     pub exit: Option<ExitRecord>,
@@ -116,9 +125,13 @@ pub struct RunFolder {
 
 #[derive(Debug, Clone)]
 pub struct SavedState {
-    pub config: FinetuneConfig,
+    pub config: Value,
     pub epochs_done: usize,
-    pub history: History,
+    /// `finetune`'s per-epoch history (the other tools keep theirs in their
+    /// own progress record).
+    pub history: Option<History>,
+    /// The `tool` metadata (none in `finetune`'s states).
+    pub tool: Option<String>,
 }
 
 impl RunFolder {
@@ -126,27 +139,43 @@ impl RunFolder {
     /// are there but do not parse are errors naming them.
     pub fn read(dir: &Path) -> Result<Self> {
         let summary_path = dir.join(SUMMARY_FILE);
-        let summary = match std::fs::read_to_string(&summary_path) {
+        let summary: Option<Value> = match std::fs::read_to_string(&summary_path) {
             Ok(text) => Some(
                 serde_json::from_str(&text).with_context(|| format!("{}: does not parse", summary_path.display()))?,
             ),
             Err(_) => None,
         };
         let saved = if state_path(dir).exists() { Some(read_state(dir)?) } else { None };
+        let exit = ExitRecord::read(dir)?;
+        let tool = match (&summary, &saved) {
+            (Some(summary), _) => Some(summary.get("tool").and_then(Value::as_str).unwrap_or("finetune").to_owned()),
+            (None, Some(saved)) => Some(saved.tool.clone().unwrap_or_else(|| Tool::Finetune.name().to_owned())),
+            (None, None) => exit.as_ref().and_then(|e| e.tool.clone()),
+        };
         let holder = lock::holder(&dir.join(LOCK_FILE))?.filter(|h| !h.is_stale() && !h.is_this_process());
-        Ok(Self { dir: dir.to_owned(), summary, saved, exit: ExitRecord::read(dir)?, holder })
+        Ok(Self { dir: dir.to_owned(), tool, summary, saved, exit, holder })
+    }
+
+    /// The tool that wrote the run when a sweep can run it.
+    pub fn sweep_tool(&self) -> Option<Tool> {
+        self.tool.as_deref().and_then(|name| Tool::from_name(name).ok())
     }
 
     /// Where the run stands, for a run that should train `epochs` epochs
-    /// (`None`: the epochs it was set to).
+    /// (`None`: the epochs it was set to). A finished run of a tool that
+    /// cannot extend runs is done whatever `epochs` says (a sweep point of
+    /// other epochs is another recipe, refused before this is asked).
     pub fn status(&self, epochs: Option<usize>) -> Status {
         let epochs_done = self.saved.as_ref().map_or(0, |s| s.epochs_done);
         if let Some(holder) = &self.holder {
             return Status::Running(holder.clone());
         }
         if let Some(summary) = &self.summary {
-            if summary.epochs >= epochs.unwrap_or(summary.epochs) {
-                return Status::Done;
+            let extends = self.sweep_tool().is_some_and(Tool::extends_runs);
+            let trained = summary.get("epochs").and_then(Value::as_u64).map(|e| e as usize);
+            match (extends, trained) {
+                (true, Some(trained)) if trained < epochs.unwrap_or(trained) => {}
+                _ => return Status::Done,
             }
         }
         match &self.exit {
@@ -160,36 +189,51 @@ impl RunFolder {
     }
 
     /// The run's config, from `summary.json` or the saved state.
-    pub fn config(&self) -> Option<&FinetuneConfig> {
-        self.summary.as_ref().map(|s| &s.config).or(self.saved.as_ref().map(|s| &s.config))
+    pub fn config(&self) -> Option<&Value> {
+        self.summary.as_ref().and_then(|s| s.get("config")).or(self.saved.as_ref().map(|s| &s.config))
     }
 }
 
+/// The run state's metadata: `finetune` saves `epochs_done` and `history`,
+/// the minibatch tools their `progress` (epochs of the current stage).
 fn read_state(dir: &Path) -> Result<SavedState> {
+    #[derive(Deserialize)]
+    struct Progress {
+        epochs: Vec<Value>,
+    }
     let path = state_path(dir);
     let meta = safetensors::read_metadata(&path)?;
     let field = |key: &str| meta.get(key).with_context(|| format!("{}: metadata {key} missing", path.display()));
     let bad = |key: &str| format!("{}: metadata {key} does not parse", path.display());
+    let epochs_done = match (meta.get("epochs_done"), meta.get("progress")) {
+        (Some(n), _) => n.parse().with_context(|| bad("epochs_done"))?,
+        (None, Some(progress)) => {
+            serde_json::from_str::<Progress>(progress).with_context(|| bad("progress"))?.epochs.len()
+        }
+        (None, None) => 0,
+    };
+    let history = match meta.get("history") {
+        Some(text) => Some(serde_json::from_str(text).with_context(|| bad("history"))?),
+        None => None,
+    };
     Ok(SavedState {
         config: serde_json::from_str(field("config")?).with_context(|| bad("config"))?,
-        epochs_done: field("epochs_done")?.parse().with_context(|| bad("epochs_done"))?,
-        history: serde_json::from_str(field("history")?).with_context(|| bad("history"))?,
+        epochs_done,
+        history,
+        tool: meta.get("tool").cloned(),
     })
 }
 
-/// Options that change how a run is carried out or how long, not its recipe.
-const NOT_RECIPE: &[&str] = &["out", "data", "workers", "threads", "cache_mb", "epochs", "overwrite"];
-
-/// The first recipe option in which the run `saved` differs from the one a
-/// sweep `wanted`, as `lr 0.01 (the sweep asks 0.001)`.
-pub fn recipe_difference(saved: &FinetuneConfig, wanted: &FinetuneConfig) -> Option<String> {
-    let (Ok(serde_json::Value::Object(saved)), Ok(serde_json::Value::Object(wanted))) =
-        (serde_json::to_value(saved), serde_json::to_value(wanted))
-    else {
-        return Some("the configs do not serialize".into());
+/// The first recipe option (as `tool` counts them) in which the run
+/// `saved` differs from the one a sweep `wanted`, as `lr 0.01 (the sweep
+/// asks 0.001)`.
+pub fn recipe_difference(tool: Tool, saved: &Value, wanted: &Value) -> Option<String> {
+    let (Value::Object(saved), Value::Object(wanted)) = (saved, wanted) else {
+        return Some("a config that is not a table".into());
     };
-    wanted.iter().filter(|(key, _)| !NOT_RECIPE.contains(&key.as_str())).find_map(|(key, value)| {
-        let was = saved.get(key).unwrap_or(&serde_json::Value::Null);
+    let saved = &tool.normalized(&Value::Object(saved.clone()));
+    wanted.iter().filter(|(key, _)| tool.is_recipe(key)).find_map(|(key, value)| {
+        let was = saved.get(key).unwrap_or(&Value::Null);
         (was != value).then(|| format!("{} {was} (the sweep asks {value})", key.replace('_', "-")))
     })
 }

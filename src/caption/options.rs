@@ -1,0 +1,78 @@
+//! The options of `caption train`, as the command line and a sweep file
+//! give them (the binary parses them; `crate::sweep` checks a sweep's points
+//! with the same parser). Parsing only: nothing here runs.
+
+use super::model::CellKind;
+use super::run::Keep;
+use crate::cli::parse::{at_least_one, decay_factor, hidden_size, learning_rate, seed};
+use crate::cli::RunArgs;
+use crate::grad::GradMode;
+use crate::models::Arch;
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Args, Serialize, Deserialize)]
+pub struct TrainArgs {
+    /// The course's coco_captioning/ folder (coco2014_captions.h5, …), or an image folder with
+    /// annotations/captions_train*.json, annotations/captions_val*.json, train*/ and val*/.
+    #[arg(long, value_name = "DIR", default_value = "data/mnist-scenes")]
+    pub data: PathBuf,
+    /// Recurrent cell.
+    #[arg(long, value_enum, default_value = "rnn")]
+    pub cell: CellKind,
+    /// Hidden state width.
+    #[arg(long, value_name = "H", default_value_t = 512, value_parser = hidden_size, allow_negative_numbers = true)]
+    pub hidden: i64,
+    /// Word vector width.
+    #[arg(long, value_name = "W", default_value_t = 256, value_parser = hidden_size, allow_negative_numbers = true)]
+    pub wordvec: i64,
+    /// Passes over the training captions.
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = at_least_one, allow_negative_numbers = true)]
+    pub epochs: usize,
+    /// Captions per Adam step.
+    #[arg(long, value_name = "N", default_value_t = 25, value_parser = at_least_one, allow_negative_numbers = true)]
+    pub batch_size: usize,
+    /// Adam learning rate.
+    #[arg(long, value_name = "LR", default_value_t = 5e-3, value_parser = learning_rate, allow_negative_numbers = true)]
+    pub lr: f64,
+    /// Learning-rate multiplier after every epoch, in (0, 1].
+    #[arg(long, value_name = "F", default_value_t = 0.95, value_parser = decay_factor, allow_negative_numbers = true)]
+    pub lr_decay: f64,
+    /// Seeds the initialisation, the caption order and --max-train's pick.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = seed, allow_negative_numbers = true)]
+    pub seed: u64,
+    /// manual: the layers' explicit backward passes; autograd: libtorch's.
+    #[arg(long, value_enum, default_value = "manual")]
+    pub grad: GradMode,
+    /// Course folder: train on N captions drawn at random (seeded), as the course's small-data runs do.
+    #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true)]
+    pub max_train: Option<usize>,
+    /// Course folder: where COCO images are kept, by file name, to show in the sample figures.
+    #[arg(long, value_name = "DIR")]
+    pub image_dir: Option<PathBuf>,
+    /// Image folder: backbone that computes the image features (frozen, ImageNet weights).
+    #[arg(long, value_enum, default_value = "efficientnet-lite0")]
+    pub arch: Arch,
+    /// Image folder: the backbone's weights (default: its file in models/).
+    #[arg(long, value_name = "FILE")]
+    pub weights: Option<PathBuf>,
+    /// Image folder: words seen fewer times in the training captions become <UNK>.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one, allow_negative_numbers = true)]
+    pub min_count: usize,
+    /// Image folder: longer captions are cut to this many words.
+    #[arg(long, value_name = "N", default_value_t = 15, value_parser = at_least_one, allow_negative_numbers = true)]
+    pub max_words: usize,
+    /// Which weights the run keeps, evaluates and saves: best (lowest val loss) or last (the final epoch's).
+    #[arg(long, value_enum, default_value = "best")]
+    pub keep: Keep,
+    /// Output folder [default: runs/caption-<cell>, or the next free runs/caption-<cell>-N].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(skip)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub device: crate::device::DeviceArg,
+}
