@@ -423,3 +423,31 @@ fn a_sweep_checks_keys_against_its_tool_and_refuses_another_tools_folder() {
     let error = failure(sweep(&file, &out).arg("--list"));
     assert!(error.contains("holds a run of `finetune`, not of `mnist mlp`"), "{error}");
 }
+
+/// Issue 27, finding 4: a sweep's report counted the folders under its
+/// `--out`, not its points (a stopped 4-point sweep read "3 run(s)", and
+/// folders of an edited grid stayed in). Every point is a row, those not
+/// started `new`; folders that are no point of the sweep are named apart.
+#[test]
+fn a_sweeps_report_counts_its_points_and_names_folders_of_an_edited_grid() {
+    let dir = temp_dir();
+    let out = dir.path().join("runs");
+    let file = mnist_sweep_file(dir.path(), 1, 200, "10, 20");
+    common::run_ok(sweep(&file, &out).args(["--index", "0"]));
+    let file = mnist_sweep_file(dir.path(), 1, 200, "10, 30");
+    let report = stdout(&common::run_ok(sweep(&file, &out).arg("--report")));
+    assert!(report.starts_with("# Results: 2 run(s) of `mnist mlp` under "), "{report}");
+    assert!(report.contains(", 1 done\n"), "{report}");
+    assert!(report.contains("- `hidden=30`: new\n"), "{report}");
+    assert!(!report.contains("Left out"), "{report}");
+
+    let file = mnist_sweep_file(dir.path(), 1, 200, "30");
+    let report = stdout(&common::run_ok(sweep(&file, &out).arg("--report")));
+    assert!(report.starts_with("# Results: 1 run(s) of `mnist mlp` under "), "{report}");
+    assert!(report.contains(", 0 done\n"), "{report}");
+    let left_out = format!(
+        "## Left out (run folders that are not points of the sweep)\n\n- `{}`\n",
+        out.join("hidden=10").display()
+    );
+    assert!(report.contains(&left_out), "{report}");
+}

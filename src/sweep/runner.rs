@@ -80,6 +80,7 @@ impl Plan {
             .iter()
             .map(|&option| match option {
                 "workers" => format!("{threads} loader worker(s)"),
+                "threads" => format!("{threads} thread(s)"),
                 other => format!("{threads} {other}"),
             })
             .collect();
@@ -402,9 +403,9 @@ mod tests {
         let two = Plan { cores: 4, ..Plan::new(Some("cpu"), Some(2), None).unwrap() };
         assert_eq!(
             two.describe(2, &["threads", "workers"]),
-            "2 at once on cpu (2 per device), 2 threads and 2 loader worker(s) each of 4 core(s)"
+            "2 at once on cpu (2 per device), 2 thread(s) and 2 loader worker(s) each of 4 core(s)"
         );
-        assert_eq!(two.describe(2, &["threads"]), "2 at once on cpu (2 per device), 2 threads each of 4 core(s)");
+        assert_eq!(two.describe(2, &["threads"]), "2 at once on cpu (2 per device), 2 thread(s) each of 4 core(s)");
         assert_eq!(two.describe(2, &[]), "2 at once on cpu (2 per device), threads as the sweep file sets them");
         let bad = Plan::new(Some("cpu,tpu"), None, None).unwrap_err().to_string();
         assert!(bad.starts_with("--devices: --device tpu"), "{bad}");
