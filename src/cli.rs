@@ -81,6 +81,9 @@ pub struct RunArgs {
     /// libtorch's compute threads [default: libtorch's choice, one per core].
     #[arg(long, value_name = "N", value_parser = parse::at_least_one, allow_negative_numbers = true)]
     pub threads: Option<usize>,
+    /// Options from a TOML file, keys as the flags are named (a run's run.toml runs it again); flags given here win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
 }
 
 /// What may be given beside `--resume`.
@@ -192,6 +195,8 @@ pub fn count_ctrl_c() -> Arc<AtomicUsize> {
     warn_without_handler(installed);
     presses
 }
+
+pub mod options_file;
 
 pub mod parse {
     //! clap `value_parser`s for the binaries' numeric options: each checks

@@ -103,6 +103,21 @@ pub fn saved_tool(dir: &Path) -> Result<Option<String>> {
     Ok(crate::persist::safetensors::read_metadata(&state_path(dir))?.get("tool").cloned())
 }
 
+/// A run's options (`config`, as the tool saves them) as the TOML file that
+/// runs it again: `tool --config run.toml --out NEW_DIR` (the output folder
+/// and unset options left out).
+pub fn options_toml(tool: &str, config: &serde_json::Value) -> Result<String> {
+    let serde_json::Value::Object(fields) = config else { bail!("{tool}: options that are not a table") };
+    let mut fields = fields.clone();
+    fields.remove("out");
+    fields.retain(|_, value| !value.is_null());
+    let table: toml::Table = serde_json::from_value(serde_json::Value::Object(fields))?;
+    Ok(format!(
+        "# The resolved options of this run: {tool} --config {RUN_CONFIG_FILE} --out NEW_DIR runs it again.\n{}",
+        toml::to_string(&table)?
+    ))
+}
+
 /// Whether `dir` holds a run: its resumable state or its summary.
 pub fn holds_a_run(dir: &Path) -> bool {
     dir.join(STATE_FILE).is_file() || dir.join(SUMMARY_FILE).is_file()

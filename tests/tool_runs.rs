@@ -278,3 +278,51 @@ fn every_tool_refuses_a_second_run_into_the_same_out_and_overwrite_replaces_it_w
     assert_eq!(summary["tool"], "eigenfaces");
     assert_eq!(summary["faces"], 100);
 }
+
+/// Issue 27, the command-line scaffold: `mnist` and `caption train` write
+/// `run.toml` as `finetune` does, `--config run.toml --out NEW` runs the same
+/// recipe again to the same numbers, flags given beside it win, and a bad
+/// file is one line naming it.
+#[test]
+fn run_toml_runs_a_run_again_and_flags_given_beside_it_win() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = tmp.path().join("first");
+    common::run_ok(common::quick_mnist_mlp(&first).args(["--threads", "1"]));
+    let run_toml = first.join("run.toml");
+    let text = std::fs::read_to_string(&run_toml).unwrap();
+    assert!(text.starts_with("# The resolved options of this run: mnist mlp --config run.toml"), "{text}");
+    let again = tmp.path().join("again");
+    common::run_ok(common::mnist().args(["mlp", "--threads", "1", "--config"]).arg(&run_toml).arg("--out").arg(&again));
+    assert_eq!(
+        sweep_numbers(&read_json(&again.join("summary.json"))),
+        sweep_numbers(&read_json(&first.join("summary.json")))
+    );
+    let longer = tmp.path().join("longer");
+    common::run_ok(common::mnist().args(["mlp", "--epochs", "2", "--config"]).arg(&run_toml).arg("--out").arg(&longer));
+    let config = &read_json(&longer.join("summary.json"))["config"];
+    assert_eq!((config["epochs"].as_u64(), config["train_limit"].as_u64()), (Some(2), Some(200)), "{config}");
+
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "hidden = [10]\nmomentum = 0.9\n").unwrap();
+    let output = common::mnist().args(["mlp", "--config"]).arg(&bad).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim(), format!("error: --config {}: unexpected argument '--momentum' found", bad.display()));
+
+    let data = tmp.path().join("coco_captioning");
+    course_fixture(&data);
+    let caption_first = tmp.path().join("caption-first");
+    common::run_ok(&mut caption_train(&data, &caption_first, "2"));
+    let caption_again = tmp.path().join("caption-again");
+    common::run_ok(
+        caption()
+            .args(["train", "--threads", "1", "--config"])
+            .arg(caption_first.join("run.toml"))
+            .arg("--out")
+            .arg(&caption_again),
+    );
+    assert_eq!(
+        caption_numbers(&read_json(&caption_again.join("summary.json"))),
+        caption_numbers(&read_json(&caption_first.join("summary.json")))
+    );
+}

@@ -13,6 +13,7 @@ use tchlab::caption::run::{self, RunOptions};
 use tchlab::caption::saved::{self, FeatureSource};
 use tchlab::caption::scenes::{self, SceneCounts};
 use tchlab::caption::{coco_h5, evaluate};
+use tchlab::cli::options_file;
 use tchlab::cli::parse::{at_least_one, seed};
 use tchlab::interrupt::Interrupt;
 use tchlab::models::Arch;
@@ -99,10 +100,17 @@ fn init_threads(threads: Option<usize>) {
     tchlab::accel::init_threads(threads, cores);
 }
 
-/// The options of a fresh run (paths made absolute, so that it resumes from
-/// any folder), or with `--resume DIR` the run's own.
+/// The options of a fresh run (with those of `--config FILE`; paths made
+/// absolute, so that it resumes from any folder), or with `--resume DIR`
+/// the run's own.
 fn resolve(args: TrainArgs, given: &BTreeSet<String>) -> Result<(TrainArgs, Start)> {
     let Some(dir) = args.run.resume.clone() else {
+        let args = match &args.run.config {
+            Some(file) => {
+                TrainArgs { run: args.run.clone(), ..options_file::merged(&args, file, given, "caption train")? }
+            }
+            None => args,
+        };
         let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
         let out = tchlab::run_dir::choose(
             args.out.as_deref(),

@@ -60,15 +60,18 @@ fn run_spec(common: &Common, epochs: usize, start: Start, tool: &str, config: se
     })
 }
 
-/// The options of a fresh run, or with `--resume DIR` the run's own.
-fn resolve<T: Serialize + serde::de::DeserializeOwned>(
+/// The options of a fresh run (with those of `--config FILE`), or with
+/// `--resume DIR` the run's own.
+fn resolve<T: clap::Args + FromArgMatches + Serialize + serde::de::DeserializeOwned>(
     args: T,
     common: fn(&mut T) -> &mut Common,
-    tool: &str,
+    tool: &'static str,
     given: &std::collections::BTreeSet<String>,
 ) -> Result<(T, Start)> {
     let mut args = args;
-    let Some(dir) = common(&mut args).run.resume.clone() else { return Ok((args, Start::Fresh)) };
+    let Some(dir) = common(&mut args).run.resume.clone() else {
+        return Ok((with_config(args, common, tool, given)?, Start::Fresh));
+    };
     let run = common(&mut args).run.clone();
     let device = common(&mut args).device.clone();
     let mut saved: T = tchlab::cli::resumed_options(&dir, tool, given, tchlab::cli::RESUMABLE)?;
@@ -79,6 +82,21 @@ fn resolve<T: Serialize + serde::de::DeserializeOwned>(
         saved_common.device = device;
     }
     Ok((saved, Start::Resume))
+}
+
+/// `args` with the options they leave out taken from `--config FILE`.
+fn with_config<T: clap::Args + FromArgMatches + Serialize + serde::de::DeserializeOwned>(
+    args: T,
+    common: fn(&mut T) -> &mut Common,
+    tool: &'static str,
+    given: &std::collections::BTreeSet<String>,
+) -> Result<T> {
+    let mut args = args;
+    let run = common(&mut args).run.clone();
+    let Some(file) = &run.config else { return Ok(args) };
+    let mut merged: T = tchlab::cli::options_file::merged(&args, file, given, tool)?;
+    common(&mut merged).run = run;
+    Ok(merged)
 }
 
 fn data(common: &Common) -> Result<tchlab::data::mnist::Mnist> {

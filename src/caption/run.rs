@@ -18,7 +18,7 @@ use crate::interrupt::Interrupt;
 use crate::names::Named;
 use crate::report::plots::{self, CaptionPanel, Chart, Series};
 use crate::report::tensorboard::LazyEvents;
-use crate::run_dir::{RunDir, Start, Summary, BEST_MODEL_FILE, STATE_FILE};
+use crate::run_dir::{RunDir, Start, Summary, BEST_MODEL_FILE, RUN_CONFIG_FILE, STATE_FILE};
 use crate::train::minibatch::{self, EpochRecord, Fit, KeepRule, Recipe, Task, TrainState};
 use anyhow::{Context, Result};
 use plotters::prelude::{RGBColor, SeriesLabelPosition};
@@ -142,6 +142,7 @@ pub fn run(data: &CaptionData, options: &RunOptions, interrupt: &Interrupt) -> R
         ("config".to_owned(), serde_json::to_string(&options.config)?),
         ("tool".to_owned(), TOOL.to_owned()),
     ]);
+    let run_toml = crate::run_dir::options_toml(TOOL, &options.config)?;
     let mut events = LazyEvents::new(out.path());
     let last_epoch = options.schedule.epochs.saturating_sub(1);
     let fit = Fit { recipe: &options.schedule, keep: options.keep.rule(), interrupt, label: "caption" };
@@ -169,7 +170,7 @@ pub fn run(data: &CaptionData, options: &RunOptions, interrupt: &Interrupt) -> R
         }
         state.save(&out.file(STATE_FILE), task.params(), metadata.clone())?;
         out.mark_saved();
-        Ok(())
+        out.write(RUN_CONFIG_FILE, run_toml.as_bytes())
     });
     outcome.map_err(|e| out.explain(e, TOOL))?;
     write_history(&state, &out)?;

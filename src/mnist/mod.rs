@@ -226,7 +226,7 @@ fn save(
         None => safetensors::save(&path, &[], metadata)?,
     }
     out.mark_saved();
-    Ok(())
+    out.write(crate::run_dir::RUN_CONFIG_FILE, crate::run_dir::options_toml(tool, &spec.config)?.as_bytes())
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -7,6 +7,8 @@
 //! gives its headline numbers. This module names and reads; it starts
 //! nothing.
 
+use crate::cli::options_file;
+pub use crate::cli::options_file::{flag, plain};
 use crate::train::config::{FinetuneConfig, TrainOptions};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -241,44 +243,17 @@ fn ids<A: clap::Args>() -> Vec<String> {
     A::augment_args(clap::Command::new("options")).get_arguments().map(|a| a.get_id().to_string()).collect()
 }
 
-/// The options of `base` then `point` given to `A`'s own parser as flags,
-/// serialized as the tool saves them.
-fn parse<A: clap::Args + serde::Serialize>(
+/// The options of `base` then `point` (no key is in both) given to `A`'s
+/// own parser as flags, serialized as the tool saves them.
+fn parse<A: clap::Args + clap::FromArgMatches + serde::Serialize>(
     tool: Tool,
     base: &toml::Table,
     point: &toml::Table,
     source: &str,
 ) -> Result<Value> {
-    let flags: Vec<String> = base.iter().chain(point).flat_map(|(key, value)| flag(key, value)).collect();
-    let command = A::augment_args(clap::Command::new(tool.name()).no_binary_name(true));
-    let matches = command.try_get_matches_from(&flags).map_err(|e| {
-        let rendered = e.render().to_string();
-        let first = rendered.lines().next().unwrap_or_default().trim_start_matches("error: ").to_owned();
-        anyhow::anyhow!("{source}: {first}")
-    })?;
-    let args = A::from_arg_matches(&matches).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+    let table: toml::Table = base.iter().chain(point).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let args: A = options_file::from_table(tool.name(), &table, source)?;
     Ok(serde_json::to_value(args)?)
-}
-
-/// A sweep-file option as the tool's flags: `--lr 0.01`, `--amp` for true,
-/// nothing for false (every flag is off by default), a list as one
-/// comma-separated value (`--hidden 10,100`).
-pub fn flag(key: &str, value: &toml::Value) -> Vec<String> {
-    let name = format!("--{}", key.replace('_', "-"));
-    match value {
-        toml::Value::Boolean(true) => vec![name],
-        toml::Value::Boolean(false) => vec![],
-        toml::Value::Array(values) => vec![name, values.iter().map(plain).collect::<Vec<_>>().join(",")],
-        other => vec![name, plain(other)],
-    }
-}
-
-/// A value as a command line or a folder name shows it (strings unquoted).
-pub fn plain(value: &toml::Value) -> String {
-    match value {
-        toml::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -178,14 +178,8 @@ impl FinetuneConfig {
     /// runs the same recipe again (the output folder is left out).
     pub fn to_options_toml(&self) -> Result<String> {
         let serde_json::Value::Object(mut fields) = serde_json::to_value(self)? else { bail!("config") };
-        fields.remove("out");
-        fields.retain(|_, value| !value.is_null());
         fields.insert("random_init".into(), self.weights.is_none().into());
-        let table: toml::Table = serde_json::from_value(serde_json::Value::Object(fields))?;
-        Ok(format!(
-            "# The resolved options of this run: finetune --config run.toml --out NEW_DIR runs it again.\n{}",
-            toml::to_string(&table)?
-        ))
+        crate::run_dir::options_toml("finetune", &serde_json::Value::Object(fields))
     }
 
     /// The validation folder, or how it is split off.
