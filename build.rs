@@ -7,8 +7,14 @@
 //! The linker drops `libtorch_cuda` (no symbol of it is used): `device`
 //! loads it at run time where a GPU driver is installed. The version comes
 //! from the torch package's `version.py` beside `lib/`.
+//!
+//! It also decides the test tier: with the datasets and weights that
+//! `scripts/prepare.sh` fetches, `cfg(tchlab_data)` is set and every test
+//! suite is built; without them the suites that need them are left out of
+//! `cargo test`, which says so in one line (the data-free tier).
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    data_tier();
     let lib_dir = std::env::var("DEP_TCH_LIBTORCH_LIB").ok();
     if let Some(lib_dir) = &lib_dir {
         println!("cargo:rustc-link-arg=-Wl,-rpath={lib_dir}");
@@ -28,6 +34,54 @@ fn main() {
         .and_then(|text| parse_version(&text))
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=TCHLAB_LIBTORCH_VERSION={version}");
+}
+
+/// What the data tier needs: the files `scripts/fetch-data.sh`,
+/// `fetch-faces.sh` and `fetch-models.sh` put in place.
+const DATA_FILES: &[&str] = &[
+    "data/hymenoptera_data/train",
+    "data/hymenoptera_data/val",
+    "data/mnist/train-images-idx3-ubyte.gz",
+    "data/mnist/t10k-labels-idx1-ubyte.gz",
+    "data/faces/lfw_faces.npy",
+    "data/faces/orl/s1",
+    "models/efficientnet-lite0-57934424.pth",
+];
+
+/// The test suites (`tests/NAME.rs`) that need them.
+const DATA_SUITES: &[&str] = &[
+    "bad_input",
+    "bf16",
+    "caption_cli",
+    "eigenfaces",
+    "finetune_cli",
+    "first_hour",
+    "loader",
+    "mnist_cli",
+    "parity",
+    "pth_mutation",
+    "reliability",
+    "sweep_cli",
+    "tool_runs",
+];
+
+/// Sets `cfg(tchlab_data)` when every file of [`DATA_FILES`] is there, else
+/// names the suites left out and what is missing.
+fn data_tier() {
+    println!("cargo:rustc-check-cfg=cfg(tchlab_data)");
+    for folder in ["data", "data/mnist", "data/faces", "models"] {
+        println!("cargo:rerun-if-changed={folder}");
+    }
+    let missing: Vec<&str> = DATA_FILES.iter().copied().filter(|f| !std::path::Path::new(f).exists()).collect();
+    if missing.is_empty() {
+        println!("cargo:rustc-cfg=tchlab_data");
+    } else {
+        println!(
+            "cargo:warning=data-free test tier: suites {} left out (missing {}); bash scripts/test.sh --data-from ../shared/data fetches what they need and runs every suite",
+            DATA_SUITES.join(", "),
+            missing.join(", ")
+        );
+    }
 }
 
 /// The C entry points to libtorch's autocast switches; only c10's headers

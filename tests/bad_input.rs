@@ -1,5 +1,7 @@
 //! Real-world bad input: a corpus made at test time by Pillow, decoded
 //! directly and mixed into a small image folder that `finetune` must train on.
+// Needs the data tier (data/ and models/ fetched; see build.rs).
+#![cfg(tchlab_data)]
 
 mod common;
 

@@ -3,6 +3,8 @@
 //! refusal on a CPU without bf16 instructions, and the precision kept in the
 //! saved model and across `--resume`. The numbers run on any CPU: without
 //! bf16 instructions oneDNN emulates bf16, slower but with the same rounding.
+// Needs the data tier (data/ and models/ fetched; see build.rs).
+#![cfg(tchlab_data)]
 
 mod common;
 

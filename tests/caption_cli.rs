@@ -1,6 +1,8 @@
 //! The `caption` tool end to end: the course's overfit check on a
 //! `coco_captioning` fixture written by h5py, an image folder made by
 //! `caption scenes` with Lite0 features, `caption sample`, and bad inputs.
+// Needs the data tier (data/ and models/ fetched; see build.rs).
+#![cfg(tchlab_data)]
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,8 @@
 //! built with exact eigenvalues and eigenfaces, scikit-learn's PCA on the
 //! real LFW faces (fixtures made at test time), the Gram and covariance
 //! paths against each other, and the `eigenfaces` binary end to end.
+// Needs the data tier (data/ and models/ fetched; see build.rs).
+#![cfg(tchlab_data)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! `finetune` as a user runs it: on the real ants/bees images, with real
 //! EfficientNet-Lite0 weights and torchvision-written ResNet checkpoints.
+// Needs the data tier (data/ and models/ fetched; see build.rs).
+#![cfg(tchlab_data)]
 
 mod common;
 

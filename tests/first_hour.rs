@@ -5,6 +5,8 @@
 //! exit codes, and the options users reach for (`--config`, `--val-dir`,
 //! `--val-split`, optimizers, schedules, label smoothing, early stopping,
 //! image size, threads). Each test runs the binary as a user would.
+// Needs the data tier (data/ and models/ fetched; see build.rs).
+#![cfg(tchlab_data)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! The decoded-image budget (`--cache-mb`) on the real ants/bees train split:
 //! what it keeps decoded, and that images held encoded give the same pixels.
+// Needs the data tier (data/ and models/ fetched; see build.rs).
+#![cfg(tchlab_data)]
 
 mod common;
 

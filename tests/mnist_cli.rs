@@ -1,5 +1,7 @@
 //! `mnist` on the real MNIST files: the sweep's output, explicit backward
 //! against autograd, and the CNN (on a slice of the training set to keep CI short).
+// Needs the data tier (data/ and models/ fetched; see build.rs).
+#![cfg(tchlab_data)]
 
 mod common;
 

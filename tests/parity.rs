@@ -1,6 +1,8 @@
 //! Numerics parity with the Python reference: our models load checkpoints
 //! written by real torchvision / efficientnet-lite-pytorch code and give the
 //! same logits; our val transform matches torchvision's on real images.
+// Needs the data tier (data/ and models/ fetched; see build.rs).
+#![cfg(tchlab_data)]
 
 mod common;
 

@@ -18,6 +18,8 @@
 //!   8 MiB. Deterministic (fixed seed); `PTH_MUTATIONS=N` sets the count
 //!   (default 10,000, `scripts/pth-mutate.sh` runs 100,000), `PTH_MUTATION_JOBS`
 //!   the number of children at once.
+// Needs the data tier (data/ and models/ fetched; see build.rs).
+#![cfg(tchlab_data)]
 
 mod common;
 

@@ -1,6 +1,8 @@
 //! Runs that get killed, interrupted or fed bad input: nothing is lost, the
 //! resumed run ends where an uninterrupted one would, and every error is one
 //! clear line that names what is wrong, leaving earlier checkpoints intact.
+// Needs the data tier (data/ and models/ fetched; see build.rs).
+#![cfg(tchlab_data)]
 
 mod common;
 

@@ -3,6 +3,8 @@
 //! each run takes seconds): bad sweep files, listing, Slurm scripts, running
 //! with skip and resume, the lock on a point, and the report of a sweep with
 //! a failed run.
+// Needs the data tier (data/ and models/ fetched; see build.rs).
+#![cfg(tchlab_data)]
 
 mod common;
 

@@ -4,6 +4,8 @@
 //! (or that nothing was saved, leaving no folder), and a second run into
 //! the same `--out` is refused unless `--overwrite`, which leaves nothing of
 //! the earlier run behind.
+// Needs the data tier (data/ and models/ fetched; see build.rs).
+#![cfg(tchlab_data)]
 
 mod common;
 

@@ -288,7 +288,8 @@ mod tests {
         message
     }
 
-    const FILE: &str = "[base]\nepochs = 2\nrandom-init = true\n\n[grid]\nseed = [0, 1]\nlr = [0.01, 0.001]\narch = [\"resnet18\", \"efficientnet-lite0\"]\n";
+    // The data folder must exist; any folder will do for the grid.
+    const FILE: &str = "[base]\ndata = \"/\"\nepochs = 2\nrandom-init = true\n\n[grid]\nseed = [0, 1]\nlr = [0.01, 0.001]\narch = [\"resnet18\", \"efficientnet-lite0\"]\n";
 
     #[test]
     fn the_grid_crosses_in_option_order_with_the_last_varying_fastest() {
@@ -308,7 +309,19 @@ mod tests {
         assert!(config["out"].as_str().unwrap().ends_with("runs/s/arch=efficientnet-lite0,lr=0.01,seed=1"));
         assert_eq!(
             points[5].flags,
-            ["--epochs", "2", "--random-init", "--arch", "efficientnet-lite0", "--lr", "0.01", "--seed", "1"]
+            [
+                "--data",
+                "/",
+                "--epochs",
+                "2",
+                "--random-init",
+                "--arch",
+                "efficientnet-lite0",
+                "--lr",
+                "0.01",
+                "--seed",
+                "1"
+            ]
         );
     }
 
