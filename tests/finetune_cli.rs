@@ -120,16 +120,22 @@ fn amp_on_the_cpu_is_refused_in_one_line() {
     assert!(err.starts_with("error: --amp: mixed precision runs on CUDA only"), "{err}");
 }
 
+/// A CUDA device this machine lacks is one clear line: without a GPU,
+/// `--device cuda`; on a GPU machine, the ordinal after its last GPU (issue
+/// 27: this test used to return early there, checking nothing).
 #[test]
-fn cuda_on_a_machine_without_it_is_one_clear_line() {
-    if tchlab::device::cuda_available() {
-        return; // On a GPU machine `--device cuda` is valid; the CPU-only path is what this checks.
-    }
-    let output = common::finetune().args(["--device", "cuda", "--epochs", "1"]).output().unwrap();
+fn a_cuda_device_this_machine_lacks_is_one_clear_line() {
+    let (device, expected) = if tchlab::device::cuda_available() {
+        let count = tchlab::device::cuda_count();
+        (format!("cuda:{count}"), format!("error: --device cuda:{count}: this machine has {count} CUDA device(s)"))
+    } else {
+        ("cuda".to_owned(), "error: --device cuda: CUDA is not available".to_owned())
+    };
+    let output = common::finetune().args(["--device", &device, "--epochs", "1"]).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
     let err = stderr(&output);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.starts_with("error: --device cuda: CUDA is not available"), "{err}");
+    assert!(err.starts_with(&expected), "{err}");
     assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
 }
 

@@ -375,11 +375,12 @@ fn variant_fixture(index: u64) -> (usize, ChaCha8Rng) {
 }
 
 /// Runs in the child: reads variants START..END, one result line each.
+/// Ignored in a plain run (libtest lists it as such); `mutations` runs it
+/// with `--include-ignored` and the range to read.
 #[test]
+#[ignore = "a child of `mutations`, which runs it with the variants to read"]
 fn mutation_child() {
-    let Ok(range) = std::env::var("PTH_MUTATION_CHILD") else {
-        return; // only meaningful when `mutations` re-executes this binary
-    };
+    let range = std::env::var("PTH_MUTATION_CHILD").expect("run by `mutations` with PTH_MUTATION_CHILD=START:END");
     let (start, end) = range.split_once(':').unwrap();
     let (start, end): (u64, u64) = (start.parse().unwrap(), end.parse().unwrap());
     std::panic::set_hook(Box::new(|_| {})); // panics are reported as results
@@ -476,7 +477,7 @@ struct ChildRun {
 #[allow(clippy::zombie_processes)] // reaped by wait4 below, not Child::wait
 fn run_child(start: u64, end: u64) -> ChildRun {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["mutation_child", "--exact", "--nocapture", "--test-threads=1"])
+        .args(["mutation_child", "--exact", "--include-ignored", "--nocapture", "--test-threads=1"])
         .env("PTH_MUTATION_CHILD", format!("{start}:{end}"))
         .env("PTH_FIXTURES", fixtures())
         .env("OMP_NUM_THREADS", "1")
