@@ -14,7 +14,7 @@
 //!                  │              train::amp unscales, train::optim applies at train::schedule's rate)
 //!                  ├ train::feed / train::frozen (batches to the device, frozen-backbone passes)
 //!                  └ train::checkpoint (best model, resumable state) / train::summary (summary.json)
-//!             ─► metrics (metrics.csv) / report (plots, TensorBoard events, progress bars)
+//!             ─► metrics (metrics.csv) / report (plots, TensorBoard events; the reporter: lines, bars)
 //! ```
 //!
 //! CPU speed code lives behind one seam, [`accel`]: Winograd weight
@@ -62,6 +62,11 @@
 //! saved components, projection of new faces).
 //!
 //! Binaries (`src/bin`) parse arguments, call into this library and report.
+//! The library prints nothing itself: its entry points are given a
+//! [`report::Reporter`] and say their lines, warnings and progress bars
+//! through it; the binaries give [`report::Terminal`] (stdout, stderr, the
+//! tool's bars), a library user may give [`report::Silent`] or
+//! [`report::Capture`]. (The launcher, [`sweep`], still prints for itself.)
 //! [`device`] decides where tensors live (one shared `--device` argument),
 //! [`cli`] turns errors into one-line messages and exit codes (ending the
 //! process without libtorch's teardown), and

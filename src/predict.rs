@@ -9,7 +9,7 @@ use crate::data::loader::{image_tensor, DecodedSplit, PixelBudget};
 use crate::data::transforms::val_transform_sized;
 use crate::models::Classifier;
 use crate::persist::model_card::ModelCard;
-use crate::report::progress;
+use crate::report::Reporter;
 use crate::run_dir::BEST_MODEL_FILE;
 use crate::train::amp::Autocast;
 use crate::train::evaluate::loss_and_correct;
@@ -44,10 +44,11 @@ impl TrainedModel {
         Ok(Self { model, classes: card.classes.clone(), card, path })
     }
 
-    /// Probabilities `[N, classes]` for `[N, 3, S, S]` images in [0, 1].
-    pub fn probabilities(&self, images: &Tensor, device: Device) -> Tensor {
+    /// Probabilities `[N, classes]` for `[N, 3, S, S]` images in [0, 1]
+    /// (a bar from `reporter` counts the batches).
+    pub fn probabilities(&self, images: &Tensor, device: Device, reporter: &dyn Reporter) -> Tensor {
         let pass = FrozenPass { normalization: self.card.normalization, device, autocast: Autocast::Off };
-        predict_probabilities(&self.model, images, pass, "predict")
+        predict_probabilities(&self.model, images, pass, "predict", reporter)
     }
 
     /// The model's input for one image file: `[3, S, S]` in [0, 1].
@@ -105,16 +106,19 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// The `top_k` classes of each file (a row with its error for a file that
+/// does not decode), with bars from `reporter`.
 pub fn predict_files(
     trained: &TrainedModel,
     files: &[PathBuf],
     top_k: usize,
     device: Device,
+    reporter: &dyn Reporter,
 ) -> Result<Vec<Prediction>> {
     let mut predictions = Vec::new();
     let mut decoded = Vec::new();
     let mut decoded_at = Vec::new();
-    let bar = progress::bar(files.len() as u64, "decoding");
+    let bar = reporter.bar(files.len() as u64, "decoding");
     for path in files {
         match trained.input(path) {
             Ok(image) => {
@@ -134,7 +138,7 @@ pub fn predict_files(
     if decoded.is_empty() {
         return Ok(predictions);
     }
-    let probs = trained.probabilities(&Tensor::stack(&decoded, 0), device);
+    let probs = trained.probabilities(&Tensor::stack(&decoded, 0), device, reporter);
     for (row, &slot) in decoded_at.iter().enumerate() {
         let mut top: Vec<ClassProbability> = trained
             .classes
@@ -191,14 +195,20 @@ pub fn resolve_split(data: &Path, classes: &[String]) -> Result<(ImageFolder, Op
     Ok((folder, None))
 }
 
-/// Evaluates a trained model on one split folder (`DIR/<class>/*`).
-pub fn evaluate_split(trained: &TrainedModel, folder: &ImageFolder, device: Device) -> Result<Evaluation> {
+/// Evaluates a trained model on one split folder (`DIR/<class>/*`), with
+/// bars from `reporter`.
+pub fn evaluate_split(
+    trained: &TrainedModel,
+    folder: &ImageFolder,
+    device: Device,
+    reporter: &dyn Reporter,
+) -> Result<Evaluation> {
     let split_dir = &folder.root;
-    let bar = progress::bar(folder.samples.len() as u64, "decoding");
+    let bar = reporter.bar(folder.samples.len() as u64, "decoding");
     let mut split = DecodedSplit::decode(folder, false, &mut PixelBudget::default(), &bar)?;
     split.image_size = trained.card.image_size;
     bar.finish_and_clear();
-    let probs = trained.probabilities(&split.val_tensor(), device);
+    let probs = trained.probabilities(&split.val_tensor(), device, reporter);
     let labels = split.labels_tensor();
     let (loss, correct) = loss_and_correct(&probs, &labels);
     let predicted: Vec<i64> = Vec::try_from(probs.argmax(-1, false))?;

@@ -17,6 +17,7 @@
 
 use crate::interrupt::Interrupted;
 use crate::persist::write_atomically;
+use crate::report::Reporter;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::cell::Cell;
@@ -125,8 +126,8 @@ pub fn holds_a_run(dir: &Path) -> bool {
 
 /// `--out` made absolute, or without it `base` when it is free or
 /// `overwrite` replaces it, else the first free of `base-2`, `base-3`, …
-/// (said in one line).
-pub fn choose(out: Option<&Path>, base: &str, overwrite: bool) -> Result<PathBuf> {
+/// (said in one line to `reporter`).
+pub fn choose(out: Option<&Path>, base: &str, overwrite: bool, reporter: &dyn Reporter) -> Result<PathBuf> {
     if let Some(out) = out {
         return absolute(out);
     }
@@ -135,10 +136,10 @@ pub fn choose(out: Option<&Path>, base: &str, overwrite: bool) -> Result<PathBuf
         .find(|dir| overwrite || !holds_files(dir))
         .context("no free output folder")?;
     if free != Path::new(base) {
-        println!(
+        reporter.line(&format!(
             "note: {base} holds an earlier run; this one goes to {} (--out to choose, --overwrite to replace)",
             free.display()
-        );
+        ));
     }
     absolute(&free)
 }
@@ -340,6 +341,7 @@ fn run_files(dir: &Path) -> Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::Capture;
 
     #[test]
     fn a_folder_holding_a_run_is_refused_without_overwrite() {
@@ -386,8 +388,12 @@ mod tests {
         let base = parent.path().join("mnist-mlp");
         std::fs::create_dir_all(&base).unwrap();
         std::fs::write(base.join(SUMMARY_FILE), "{}").unwrap();
-        let chosen = choose(None, base.to_str().unwrap(), false).unwrap();
-        assert_eq!(choose(None, base.to_str().unwrap(), true).unwrap(), base);
+        let capture = Capture::default();
+        let chosen = choose(None, base.to_str().unwrap(), false, &capture).unwrap();
+        assert_eq!(choose(None, base.to_str().unwrap(), true, &capture).unwrap(), base);
         assert_eq!(chosen, parent.path().join("mnist-mlp-2"));
+        let note = format!("note: {} holds an earlier run; this one goes to {}", base.display(), chosen.display());
+        assert_eq!(capture.lines().len(), 1, "the note is said once: {:?}", capture.lines());
+        assert!(capture.lines()[0].starts_with(&note), "{:?}", capture.lines());
     }
 }

@@ -18,6 +18,7 @@ use tchlab::data::transforms::val_transform;
 use tchlab::models::{Arch, Classifier};
 use tchlab::persist::model_card::ModelCard;
 use tchlab::persist::weights::load_all;
+use tchlab::report::Terminal;
 use tchlab::train::amp::Autocast;
 use tchlab::train::frozen::{backbone_features, FrozenPass};
 use tchlab::train::optim::{Optimizer, Sgd};
@@ -54,8 +55,8 @@ fn bf16_frozen_features_and_logits_stay_within_6_percent_of_fp32_on_real_images(
     let pass =
         |autocast| FrozenPass { normalization: Arch::EfficientnetLite0.normalization(), device: Device::Cpu, autocast };
     // Through CPU lanes, as feature-extract runs them: autocast must be on in every lane.
-    let fp32 = backbone_features(&model, &images, pass(Autocast::Off), "fp32");
-    let bf16 = backbone_features(&model, &images, pass(BF16), "bf16");
+    let fp32 = backbone_features(&model, &images, pass(Autocast::Off), "fp32", &Terminal);
+    let bf16 = backbone_features(&model, &images, pass(BF16), "bf16", &Terminal);
     assert_eq!(bf16.kind(), Kind::Float, "features come back in fp32");
     let logits = |features: &Tensor| tch::no_grad(|| model.head_forward(features, false));
     let (fp32_logits, bf16_logits) = (logits(&fp32), logits(&bf16));

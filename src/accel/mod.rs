@@ -25,6 +25,7 @@ pub mod pool;
 pub mod winograd;
 
 use crate::grad::{Autograd, Backprop};
+use crate::report::Reporter;
 use tch::{nn, Device, Tensor};
 
 /// The fastest way to correct gradients on `device`.
@@ -72,8 +73,9 @@ pub fn channels_last(x: &Tensor) -> Tensor {
 /// Sets up the process's threads once, before any tensor work: `threads`
 /// libtorch intra-op threads (default: libtorch's own choice), `workers`
 /// threads that decode and augment images (running libtorch single-threaded,
-/// as PyTorch's DataLoader workers do), and the eval lanes.
-pub fn init_threads(threads: Option<usize>, workers: usize) {
+/// as PyTorch's DataLoader workers do), and the eval lanes. A pool that
+/// cannot be started is a warning to `reporter`.
+pub fn init_threads(threads: Option<usize>, workers: usize, reporter: &dyn Reporter) {
     if let Some(threads) = threads {
         tch::set_num_threads(threads.max(1) as i32);
     }
@@ -88,7 +90,9 @@ pub fn init_threads(threads: Option<usize>, workers: usize) {
     // A second call finds the pool made by the first: that one stands.
     if let Err(error) = pool.map_err(|e| e.to_string()).or_else(|e| if e.contains("already") { Ok(()) } else { Err(e) })
     {
-        eprintln!("warning: {workers} worker thread(s) could not be started ({error}); rayon's default pool is used");
+        reporter.warning(&format!(
+            "warning: {workers} worker thread(s) could not be started ({error}); rayon's default pool is used"
+        ));
     }
     let _ = lanes::lane_pool(lanes);
 }

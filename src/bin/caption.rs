@@ -18,6 +18,7 @@ use tchlab::cli::parse::{at_least_one, seed};
 use tchlab::interrupt::Interrupt;
 use tchlab::models::Arch;
 use tchlab::names::Named;
+use tchlab::report::Terminal;
 use tchlab::run_dir::{Start, BEST_MODEL_FILE};
 use tchlab::train::config::default_weights;
 use tchlab::train::minibatch::Recipe;
@@ -97,7 +98,7 @@ fn backbone_weights(arch: Arch, weights: Option<PathBuf>) -> Result<PathBuf> {
 
 fn init_threads(threads: Option<usize>) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    tchlab::accel::init_threads(threads, cores);
+    tchlab::accel::init_threads(threads, cores, &Terminal);
 }
 
 /// The options of a fresh run (with those of `--config FILE`; paths made
@@ -116,6 +117,7 @@ fn resolve(args: TrainArgs, given: &BTreeSet<String>) -> Result<(TrainArgs, Star
             args.out.as_deref(),
             &format!("runs/caption-{}", args.cell.name()),
             args.run.overwrite,
+            &Terminal,
         )?;
         let weights = match &args.weights {
             Some(w) => Some(absolute(w)),
@@ -168,7 +170,7 @@ fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
         let weights = backbone_weights(args.arch, args.weights.clone())?;
         let extractor = Extractor { arch: args.arch, weights: weights.clone(), device };
         let text = TextOptions { min_count: args.min_count, max_words: args.max_words };
-        let data = coco_json::load(&args.data, text, &extractor)?;
+        let data = coco_json::load(&args.data, text, &extractor, &Terminal)?;
         (
             data,
             FeatureSource::Backbone { arch: args.arch, weights },
@@ -205,7 +207,7 @@ fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
         data: described,
         config,
     };
-    let summary = run::run(&data, &options, interrupt)?;
+    let summary = run::run(&data, &options, interrupt, &Terminal)?;
     println!("\n{:<48} BLEU-1  BLEU-2  BLEU-3  BLEU-4", "Val BLEU (corpus, COCO scorer)");
     for row in &summary.bleu {
         let b = row.bleu;
@@ -227,7 +229,7 @@ fn sample(args: SampleArgs) -> Result<()> {
         );
     };
     let extractor = Extractor { arch, weights, device };
-    let features = extractor.compute(&args.images, "images")?;
+    let features = extractor.compute(&args.images, "images", &Terminal)?;
     let captions = tch::no_grad(|| net.sample(&features.to_device(device), evaluate::MAX_SAMPLE_WORDS));
     let captions: Vec<String> = (0..args.images.len() as i64)
         .map(|i| vocab.decode(&Vec::<i64>::try_from(captions.get(i)).expect("tokens")))
@@ -262,7 +264,7 @@ fn main() {
             Command::Sample(args) => sample(args),
             Command::Scenes(args) => {
                 let counts = SceneCounts { train: args.train, val: args.val, seed: args.seed };
-                scenes::make_scenes(&args.mnist, &args.out, counts, args.overwrite)?;
+                scenes::make_scenes(&args.mnist, &args.out, counts, args.overwrite, &Terminal)?;
                 println!("{} train and {} val scenes in {}", args.train, args.val, args.out.display());
                 Ok(())
             }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use tchlab::data::faces::{parse_size, FaceSize};
 use tchlab::eigenfaces::{self, Options};
 use tchlab::pca::{Divisor, Method};
+use tchlab::report::Terminal;
 
 #[derive(Parser)]
 #[command(
@@ -137,7 +138,7 @@ fn fit(args: FitArgs) -> Result<()> {
     let Some(input) = args.input.clone() else {
         anyhow::bail!("--input PATH is required (a .npy file or a folder of faces)")
     };
-    let out = tchlab::run_dir::choose(args.out.as_deref(), "runs/eigenfaces", args.overwrite)?;
+    let out = tchlab::run_dir::choose(args.out.as_deref(), "runs/eigenfaces", args.overwrite, &Terminal)?;
     tchlab::run_dir::check(&out, tchlab::run_dir::Start::Fresh, args.overwrite)?;
     let config = serde_json::json!({
         "input": std::path::absolute(&input)?,
@@ -151,7 +152,7 @@ fn fit(args: FitArgs) -> Result<()> {
         "seed": args.seed,
         "out": out,
     });
-    let faces = eigenfaces::load(&input, args.size)?;
+    let faces = eigenfaces::load(&input, args.size, &Terminal)?;
     let options = Options {
         divisor: args.divide_by,
         method: args.method,
@@ -168,7 +169,7 @@ fn fit(args: FitArgs) -> Result<()> {
         overwrite: args.overwrite,
         config,
     };
-    eigenfaces::run(&faces, &options).map(|_| ())
+    eigenfaces::run(&faces, &options, &Terminal).map(|_| ())
 }
 
 fn project(args: ProjectArgs) -> Result<()> {
@@ -177,7 +178,7 @@ fn project(args: ProjectArgs) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&projections)?);
     } else {
-        eigenfaces::print_projections(&projections, saved.size);
+        eigenfaces::report_projections(&projections, saved.size, &Terminal);
     }
     Ok(())
 }

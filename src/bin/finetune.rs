@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use tchlab::device::DeviceArg;
 use tchlab::interrupt::Interrupt;
 use tchlab::predict::{collect_images, evaluate_split, predict_files, resolve_split, TrainedModel};
-use tchlab::report::plots;
+use tchlab::report::{plots, Terminal};
 use tchlab::run_dir::BEST_MODEL_FILE;
 use tchlab::sweep::report::Report;
 use tchlab::sweep::runner::Plan;
@@ -220,14 +220,14 @@ fn train(args: TrainArgs, given: BTreeSet<String>) -> Result<()> {
     }
     let (config, start) = match &args.resume {
         Some(dir) => (FinetuneConfig::resume(&RunState::config_json(dir)?, dir, &options, &given)?, Start::Resume),
-        None => (FinetuneConfig::new(&options)?, Start::Fresh),
+        None => (FinetuneConfig::new_reporting(&options, &Terminal)?, Start::Fresh),
     };
-    tchlab::accel::init_threads(config.threads, config.workers);
+    tchlab::accel::init_threads(config.threads, config.workers, &Terminal);
     println!("{}", tchlab::device::banner(device));
     println!("{}", config.describe());
     let interrupt = Interrupt::new();
     tchlab::cli::stop_on_ctrl_c(&interrupt);
-    let summary = learner::run(&config, device, start, &interrupt)?;
+    let summary = learner::run(&config, device, start, &interrupt, &Terminal)?;
     println!(
         "results in {}: metrics.csv, summary.json, {BEST_MODEL_FILE}, loss.png, accuracy.png, val_predictions.png, TensorBoard events (tensorboard --logdir {})",
         config.out.display(),
@@ -250,7 +250,7 @@ fn predict(args: PredictArgs) -> Result<()> {
         bail!("no image files found in {:?}", args.images);
     }
     let top_k = args.top_k.map_or(trained.classes.len(), |k| k as usize);
-    let predictions = predict_files(&trained, &files, top_k, device)?;
+    let predictions = predict_files(&trained, &files, top_k, device, &Terminal)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&predictions)?);
     } else {
@@ -283,7 +283,7 @@ fn eval(args: EvalArgs) -> Result<()> {
     if let Some(note) = note {
         eprintln!("note: {note}");
     }
-    let evaluation = evaluate_split(&trained, &folder, device)?;
+    let evaluation = evaluate_split(&trained, &folder, device, &Terminal)?;
     let out = args.out.unwrap_or_else(|| {
         let split_name = folder.root.file_name().map_or("split".into(), |n| n.to_string_lossy().into_owned());
         trained.path.parent().unwrap_or(std::path::Path::new(".")).join(format!("eval-{split_name}"))

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use tchlab::interrupt::Interrupt;
 use tchlab::mnist::options::{CnnArgs, Common, MlpArgs};
 use tchlab::mnist::{self, RunSpec};
+use tchlab::report::Terminal;
 use tchlab::run_dir::Start;
 use tchlab::train::minibatch::Recipe;
 
@@ -35,10 +36,11 @@ enum Command {
 /// The run's spec from its options (`config`: them as saved).
 fn run_spec(common: &Common, epochs: usize, start: Start, tool: &str, config: serde_json::Value) -> Result<RunSpec> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    tchlab::accel::init_threads(common.run.threads, cores);
+    tchlab::accel::init_threads(common.run.threads, cores, &Terminal);
     let device = common.device.select()?;
     println!("{}", tchlab::device::banner(device));
-    let out = tchlab::run_dir::choose(common.out.as_deref(), &format!("runs/{tool}"), common.run.overwrite)?;
+    let base = format!("runs/{tool}");
+    let out = tchlab::run_dir::choose(common.out.as_deref(), &base, common.run.overwrite, &Terminal)?;
     tchlab::run_dir::check(&out, start, common.run.overwrite)?;
     let mut config = config;
     config["out"] = serde_json::json!(out);
@@ -100,7 +102,7 @@ fn with_config<T: clap::Args + FromArgMatches + Serialize + serde::de::Deseriali
 }
 
 fn data(common: &Common) -> Result<tchlab::data::mnist::Mnist> {
-    mnist::load(&common.data, common.seed, common.train_limit.0)
+    mnist::load(&common.data, common.seed, common.train_limit.0, &Terminal)
 }
 
 fn absolute(path: &Path) -> PathBuf {
@@ -120,14 +122,14 @@ fn main() {
                 args.common.data = absolute(&args.common.data);
                 let spec = run_spec(&args.common, args.epochs, start, "mnist-mlp", serde_json::to_value(&args)?)?;
                 let data = data(&args.common)?;
-                mnist::mlp_sweep(&data, &args.hidden, &spec, &interrupt).map(|_| ())
+                mnist::mlp_sweep(&data, &args.hidden, &spec, &interrupt, &Terminal).map(|_| ())
             }
             Command::Cnn(args) => {
                 let (mut args, start) = resolve(args, |a| &mut a.common, "mnist cnn", &given)?;
                 args.common.data = absolute(&args.common.data);
                 let spec = run_spec(&args.common, args.epochs, start, "mnist-cnn", serde_json::to_value(&args)?)?;
                 let data = data(&args.common)?;
-                mnist::cnn(&data, args.hidden, &spec, &interrupt).map(|_| ())
+                mnist::cnn(&data, args.hidden, &spec, &interrupt, &Terminal).map(|_| ())
             }
         }
     });

@@ -8,6 +8,7 @@
 use super::dataset::{token_rows, CaptionData, CaptionSplit, ImageSource};
 use super::features::Extractor;
 use super::vocab::{tokenize, Vocabulary};
+use crate::report::Reporter;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -49,8 +50,8 @@ pub struct TextOptions {
 }
 
 /// Reads both splits of `dir`, builds the vocabulary and computes (or reads
-/// cached) features into `dir/features/`.
-pub fn load(dir: &Path, text: TextOptions, extractor: &Extractor) -> Result<CaptionData> {
+/// cached) features into `dir/features/`, with bars and notes to `reporter`.
+pub fn load(dir: &Path, text: TextOptions, extractor: &Extractor, reporter: &dyn Reporter) -> Result<CaptionData> {
     let train = read_split(dir, "train")?;
     let val = read_split(dir, "val")?;
     let vocab = Vocabulary::build(train.captions.iter().map(|(_, words)| words.as_slice()), text.min_count);
@@ -58,7 +59,7 @@ pub fn load(dir: &Path, text: TextOptions, extractor: &Extractor) -> Result<Capt
     let mut splits = Vec::new();
     for (name, raw) in [("train", train), ("val", val)] {
         let cache = cache_dir.join(format!("{}-{name}.safetensors", crate::names::Named::name(&extractor.arch)));
-        let features = extractor.features(&raw.images, &cache, name)?;
+        let features = extractor.features(&raw.images, &cache, name, reporter)?;
         splits.push(encode_split(name, raw, features, &vocab, text.max_words));
     }
     let val = splits.pop().expect("two splits");

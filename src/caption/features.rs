@@ -11,6 +11,7 @@ use crate::data::transforms::val_transform;
 use crate::models::{Arch, Classifier};
 use crate::names::Named;
 use crate::persist::{safetensors, weights};
+use crate::report::Reporter;
 use crate::train::amp::Autocast;
 use crate::train::frozen::{backbone_features, FrozenPass};
 use anyhow::{Context, Result};
@@ -34,24 +35,27 @@ const CHUNK: usize = 64;
 impl Extractor {
     /// Features of `images`, from `cache` when it holds exactly these
     /// (same backbone, weights and files); computed and cached otherwise.
-    pub fn features(&self, images: &[PathBuf], cache: &Path, label: &str) -> Result<Tensor> {
+    /// Where they came from, a cache that cannot be written and the bars go
+    /// to `reporter`.
+    pub fn features(&self, images: &[PathBuf], cache: &Path, label: &str, reporter: &dyn Reporter) -> Result<Tensor> {
         let key = self.cache_key(images);
         if let Some(cached) = read_cache(cache, &key) {
-            eprintln!("{label}: {} image features from {}", images.len(), cache.display());
+            reporter.warning(&format!("{label}: {} image features from {}", images.len(), cache.display()));
             return Ok(cached);
         }
-        let features = self.compute(images, label)?;
+        let features = self.compute(images, label, reporter)?;
         let metadata = HashMap::from([("key".to_string(), key)]);
         if let Some(parent) = cache.parent() {
             let _ = std::fs::create_dir_all(parent);
         }
         if let Err(e) = safetensors::save(cache, &[("features".to_string(), features.shallow_clone())], metadata) {
-            eprintln!("warning: features not cached ({e:#})");
+            reporter.warning(&format!("warning: features not cached ({e:#})"));
         }
         Ok(features)
     }
 
-    pub fn compute(&self, images: &[PathBuf], label: &str) -> Result<Tensor> {
+    /// Features of `images`, computed (a bar from `reporter` per chunk).
+    pub fn compute(&self, images: &[PathBuf], label: &str, reporter: &dyn Reporter) -> Result<Tensor> {
         let mut model = Classifier::new(self.arch, 1, self.device);
         weights::load_backbone(&mut model, &self.weights)?;
         let pass =
@@ -61,7 +65,8 @@ impl Extractor {
             let pixels: Vec<Tensor> =
                 chunk.iter().map(|path| Ok(val_transform(&image_tensor(&decode_rgb(path)?)))).collect::<Result<_>>()?;
             let what = format!("{label} features {}/{}", i + 1, images.len().div_ceil(CHUNK));
-            chunks.push(backbone_features(&model, &Tensor::stack(&pixels, 0), pass, &what).to_device(Device::Cpu));
+            let features = backbone_features(&model, &Tensor::stack(&pixels, 0), pass, &what, reporter);
+            chunks.push(features.to_device(Device::Cpu));
         }
         Ok(Tensor::cat(&chunks, 0))
     }

@@ -18,6 +18,7 @@ use crate::interrupt::Interrupt;
 use crate::names::Named;
 use crate::report::plots::{self, CaptionPanel, Chart, Series};
 use crate::report::tensorboard::LazyEvents;
+use crate::report::Reporter;
 use crate::run_dir::{RunDir, Start, Summary, BEST_MODEL_FILE, RUN_CONFIG_FILE, STATE_FILE};
 use crate::train::minibatch::{self, EpochRecord, Fit, KeepRule, Recipe, Task, TrainState};
 use anyhow::{Context, Result};
@@ -99,8 +100,13 @@ pub struct RunResults {
 
 /// Trains (or resumes), evaluates and writes everything into `options.out`.
 /// Ctrl-C stops it at the next minibatch; the last completed epoch is
-/// saved and resumes.
-pub fn run(data: &CaptionData, options: &RunOptions, interrupt: &Interrupt) -> Result<RunResults> {
+/// saved and resumes. Its lines and bars go to `reporter`.
+pub fn run(
+    data: &CaptionData,
+    options: &RunOptions,
+    interrupt: &Interrupt,
+    reporter: &dyn Reporter,
+) -> Result<RunResults> {
     let started = Instant::now();
     let out = RunDir::prepare(&options.out, options.start, options.overwrite)?;
     if options.start == Start::Resume {
@@ -134,7 +140,8 @@ pub fn run(data: &CaptionData, options: &RunOptions, interrupt: &Interrupt) -> R
         Start::Fresh => TrainState::new(task.params()),
         Start::Resume => {
             let state = TrainState::load(&out.file(STATE_FILE), task.params())?.0;
-            println!("resuming {} after epoch {}", out.path().display(), state.epochs_done().saturating_sub(1));
+            let after = state.epochs_done().saturating_sub(1);
+            reporter.line(&format!("resuming {} after epoch {after}", out.path().display()));
             state
         }
     };
@@ -145,12 +152,12 @@ pub fn run(data: &CaptionData, options: &RunOptions, interrupt: &Interrupt) -> R
     let run_toml = crate::run_dir::options_toml(TOOL, &options.config)?;
     let mut events = LazyEvents::new(out.path());
     let last_epoch = options.schedule.epochs.saturating_sub(1);
-    let fit = Fit { recipe: &options.schedule, keep: options.keep.rule(), interrupt, label: "caption" };
+    let fit = Fit { recipe: &options.schedule, keep: options.keep.rule(), interrupt, label: "caption", reporter };
     let outcome = minibatch::fit(&task, &fit, &mut state, &mut |state| {
         let record = state.epochs.last().expect("an epoch ended");
         let kept_now = state.kept_epoch(options.keep.rule()).is_some_and(|k| k.epoch == record.epoch);
         let best_so_far = state.epochs.iter().all(|e| e.score("val_loss") >= record.score("val_loss"));
-        println!(
+        reporter.line(&format!(
             "Epoch {}/{last_epoch}  train loss {:.4}  val loss {:.4}  lr {:.3e}  ({:.1}s){}",
             record.epoch,
             record.train_loss,
@@ -158,7 +165,7 @@ pub fn run(data: &CaptionData, options: &RunOptions, interrupt: &Interrupt) -> R
             record.lr,
             record.seconds,
             if best_so_far { "  best so far" } else { "" }
-        );
+        ));
         let scalars = [
             ("loss/train".to_owned(), record.train_loss),
             ("loss/val".to_owned(), record.score("val_loss")),

@@ -9,6 +9,7 @@
 //! val scenes its test digits.
 
 use crate::data::mnist::{read_pair, RawDigits};
+use crate::report::Reporter;
 use anyhow::{Context, Result};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -30,8 +31,15 @@ pub struct SceneCounts {
     pub seed: u64,
 }
 
-/// Writes `out/train/`, `out/val/` and `out/annotations/captions_{train,val}.json`.
-pub fn make_scenes(mnist_dir: &Path, out: &Path, counts: SceneCounts, overwrite: bool) -> Result<()> {
+/// Writes `out/train/`, `out/val/` and `out/annotations/captions_{train,val}.json`
+/// (a bar from `reporter` per split).
+pub fn make_scenes(
+    mnist_dir: &Path,
+    out: &Path,
+    counts: SceneCounts,
+    overwrite: bool,
+    reporter: &dyn Reporter,
+) -> Result<()> {
     clear_out(out, overwrite)?;
     let mut rng = ChaCha8Rng::seed_from_u64(counts.seed);
     for (split, prefix, count) in [("train", "train", counts.train), ("val", "t10k", counts.val)] {
@@ -39,7 +47,7 @@ pub fn make_scenes(mnist_dir: &Path, out: &Path, counts: SceneCounts, overwrite:
         anyhow::ensure!(digits.rows == 28 && digits.cols == 28, "{}: MNIST digits are 28×28", mnist_dir.display());
         let images_dir = out.join(split);
         std::fs::create_dir_all(&images_dir).with_context(|| format!("creating {}", images_dir.display()))?;
-        let bar = crate::report::progress::bar(count as u64, &format!("{split} scenes"));
+        let bar = reporter.bar(count as u64, &format!("{split} scenes"));
         let (mut images, mut annotations) = (Vec::new(), Vec::new());
         for id in 0..count {
             let scene = Scene::draw(&mut rng, &digits);

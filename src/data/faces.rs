@@ -8,7 +8,7 @@
 use super::decode::decode_rgb;
 use super::image_folder::{has_image_extension, ImageFolder};
 use super::npy;
-use crate::report::progress;
+use crate::report::Reporter;
 use anyhow::{bail, Context, Result};
 use image::imageops::FilterType;
 use image::{GrayImage, RgbImage};
@@ -81,10 +81,11 @@ impl Faces {
 
 /// Loads a face set from a `.npy` file or an image folder. `size` fixes the
 /// image size: the shape of flat `(N, h·w)` rows, or what folder images are
-/// resized to (by default the most common size among them).
-pub fn load(input: &Path, size: Option<FaceSize>) -> Result<Faces> {
+/// resized to (by default the most common size among them); a folder's
+/// reading shows a bar from `reporter`.
+pub fn load(input: &Path, size: Option<FaceSize>, reporter: &dyn Reporter) -> Result<Faces> {
     let faces = if input.is_dir() {
-        load_folder(input, size)?
+        load_folder(input, size, reporter)?
     } else if input.is_file() {
         load_npy(input, size)?
     } else {
@@ -163,12 +164,12 @@ fn list_folder(root: &Path) -> Result<(Vec<PathBuf>, Option<People>)> {
     Ok((files, None))
 }
 
-fn load_folder(root: &Path, size: Option<FaceSize>) -> Result<Faces> {
+fn load_folder(root: &Path, size: Option<FaceSize>, reporter: &dyn Reporter) -> Result<Faces> {
     let (files, people) = list_folder(root)?;
     if files.is_empty() {
         bail!("{}: no image files (flat, or one subfolder per person)", root.display());
     }
-    let bar = progress::bar(files.len() as u64, "reading faces");
+    let bar = reporter.bar(files.len() as u64, "reading faces");
     let images: Vec<GrayImage> = files
         .par_iter()
         .map(|path| {

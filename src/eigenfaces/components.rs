@@ -7,6 +7,7 @@ use super::{cpu_values, Results};
 use crate::data::faces::{self, FaceSize, Faces};
 use crate::pca::{Divisor, Method, Pca};
 use crate::persist::safetensors;
+use crate::report::Reporter;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -137,17 +138,17 @@ pub fn project(saved: &Saved, images: &[PathBuf], k: Option<i64>) -> Result<Vec<
 }
 
 /// One line per face: file, errors, coordinates.
-pub fn print_projections(projections: &[Projection], size: FaceSize) {
+pub fn report_projections(projections: &[Projection], size: FaceSize, reporter: &dyn Reporter) {
     for p in projections {
         let resized = p.resized_from.as_ref().map(|s| format!(" (resized from {s} to {size})")).unwrap_or_default();
         let coordinates: Vec<String> = p.coordinates.iter().map(|c| format!("{c:.4e}")).collect();
-        println!(
+        reporter.line(&format!(
             "{}{resized}: k = {}, MSE per pixel {:.4e}, relative error {:.4}; coordinates {}",
             p.file.display(),
             p.k,
             p.mse_per_pixel,
             p.relative_error,
             coordinates.join(" ")
-        );
+        ));
     }
 }

@@ -9,13 +9,14 @@
 mod components;
 mod tables;
 
-pub use components::{print_projections, project, read_components, Projection, Saved};
+pub use components::{project, read_components, report_projections, Projection, Saved};
 
 use crate::data::faces::{self, FaceSize, Faces};
 use crate::pca::recognition::{self, Recognition};
 use crate::pca::{self, Divisor, Method, Pca};
 use crate::report::plots::faces::{spectrum_chart, stretched, tile_grid, to_gray_bytes, Tile};
 use crate::report::plots::{line_chart, Chart, Series};
+use crate::report::Reporter;
 use crate::run_dir::{RunDir, Start, Summary};
 use anyhow::Result;
 use plotters::chart::SeriesLabelPosition;
@@ -88,62 +89,62 @@ pub struct Results {
     pub fit_seconds: f64,
 }
 
-/// Loads faces and prints where they came from.
-pub fn load(input: &Path, size: Option<FaceSize>) -> Result<Faces> {
-    let faces = faces::load(input, size)?;
-    println!("{}", faces.description);
+/// Loads faces and reports where they came from.
+pub fn load(input: &Path, size: Option<FaceSize>, reporter: &dyn Reporter) -> Result<Faces> {
+    let faces = faces::load(input, size, reporter)?;
+    reporter.line(&faces.description);
     Ok(faces)
 }
 
 /// The whole run: PCA, numbers, figures, recognition, saved components.
-pub fn run(faces: &Faces, options: &Options) -> Result<Results> {
+pub fn run(faces: &Faces, options: &Options, reporter: &dyn Reporter) -> Result<Results> {
     let started = Instant::now();
     let dir = RunDir::prepare(&options.out, Start::Fresh, options.overwrite)?;
     let out = dir.path();
     let data = faces.pixels.to_kind(options.precision).to_device(options.device);
     let method = options.method.resolve(faces.len() as i64, faces.size.pixels() as i64);
-    announce(faces, options, method);
+    announce(faces, options, method, reporter);
     let fit_started = Instant::now();
     let pca = pca::fit(&data, options.divisor, method)?;
     let fit_seconds = fit_started.elapsed().as_secs_f64();
     let recognition = match &faces.people {
         Some(people) if people.names.len() < 2 => {
-            println!(
+            reporter.line(&format!(
                 "recognition skipped: the faces are of one person ({}), so every face would be \"recognised\"",
                 people.names.first().map_or("", String::as_str)
-            );
+            ));
             None
         }
         Some(people) => Some(recognise(&data, &people.labels, options)?),
         None => None,
     };
     let summary = summarise(faces, options, &pca, &data, recognition, fit_seconds);
-    print_summary(&summary);
+    report_summary(&summary, reporter);
     let written = write_outputs(&pca, faces, &data, &summary, options, out)?;
     // The new results are written: what an earlier run left beside them goes.
     dir.mark_saved();
     let seconds = started.elapsed().as_secs_f64();
     dir.write_summary(&Summary::new("eigenfaces", &options.config, options.device, seconds, &summary))?;
-    println!(
+    reporter.line(&format!(
         "PCA took {fit_seconds:.3} s (eigendecomposition by {}), the whole run {seconds:.2} s; wrote {}/{{summary.json, {}}}",
         summary.eigensolver,
         out.display(),
         written.join(", ")
-    );
+    ));
     Ok(summary)
 }
 
 /// One line saying which matrix is decomposed, how, and where.
-fn announce(faces: &Faces, options: &Options, method: Method) {
+fn announce(faces: &Faces, options: &Options, method: Method, reporter: &dyn Reporter) {
     let (n, d) = (faces.len(), faces.size.pixels());
     let (size, name) = if method == Method::Gram { (n, "Gram") } else { (d, "covariance") };
-    println!(
+    reporter.line(&format!(
         "PCA of {n} faces × {d} pixels: eigendecomposition of the {size}×{size} {name} matrix, \
          covariance divided by {}, {} on {}",
         options.divisor.name(),
         precision_name(options.precision),
         crate::device::name(options.device)
-    );
+    ));
 }
 
 fn summarise(
@@ -262,18 +263,18 @@ fn recognise(data: &Tensor, labels: &[usize], options: &Options) -> Result<Recog
     recognition::recognise(data, labels, &split, options.test_fraction, options.seed, options.divisor)
 }
 
-fn print_summary(s: &Results) {
+fn report_summary(s: &Results, reporter: &dyn Reporter) {
     let top: Vec<String> = s.top_10_eigenvalues.iter().map(|v| format!("{v:.4e}")).collect();
-    println!("top 10 eigenvalues (covariance / {}): {}", s.covariance_divisor.name(), top.join(", "));
-    println!("rank {}, total variance {:.6e}", s.rank, s.total_variance);
+    reporter.line(&format!("top 10 eigenvalues (covariance / {}): {}", s.covariance_divisor.name(), top.join(", ")));
+    reporter.line(&format!("rank {}, total variance {:.6e}", s.rank, s.total_variance));
     for (share, k, reduction) in
         [(95, s.components_95, s.reduction_95_percent), (99, s.components_99, s.reduction_99_percent)]
     {
-        println!(
+        reporter.line(&format!(
             "{share}% of the variance: {k} components ({} → {k} dimensions, a {} reduction)",
             s.pixels,
             percent(reduction)
-        );
+        ));
     }
     let discarded = match s.covariance_divisor {
         Divisor::N => "the discarded eigenvalues' sum".to_owned(),
@@ -281,19 +282,19 @@ fn print_summary(s: &Results) {
     };
     for r in &s.rebuilt {
         let measured = r.mean_squared_error.map(|e| format!("mean squared error {e:.6e}, ")).unwrap_or_default();
-        println!(
+        reporter.line(&format!(
             "  k = {:>5}: variance kept {:.4}, {measured}{discarded} {:.6e}",
             r.k, r.variance_kept, r.from_discarded_eigenvalues
-        );
+        ));
     }
     if let Some(r) = &s.recognition {
-        println!(
+        reporter.line(&format!(
             "recognition: {} people, {} training and {} test faces (seed {}): nearest neighbour on raw pixels {:.4}, \
              in eigenspace best {:.4} at k = {}",
             r.people, r.train_faces, r.test_faces, r.seed, r.raw_pixels_accuracy, r.best.accuracy, r.best.k
-        );
+        ));
         let line: Vec<String> = r.by_k.iter().map(|a| format!("k={} {:.4}", a.k, a.accuracy)).collect();
-        println!("  {}", line.join(", "));
+        reporter.line(&format!("  {}", line.join(", ")));
     }
 }
 
@@ -406,5 +407,76 @@ mod tests {
         assert_eq!(super::percent(100.0 * (1.0 - 8.0 / 166_500.0)), "99.995%");
         assert_eq!(super::percent(62.5), "62.50%");
         assert_eq!(super::percent(100.0), "100.00%");
+    }
+
+    /// Names the reporter a child test process runs [`tiny_run`] with.
+    const CHILD_REPORTER: &str = "TCHLAB_TEST_CHILD_REPORTER";
+
+    /// Six random 4×3 faces analysed without figures into `out`.
+    fn tiny_run(out: &Path, reporter: &dyn Reporter) -> Results {
+        tch::manual_seed(0);
+        let faces = Faces {
+            pixels: Tensor::rand([6, 12], (Kind::Double, Device::Cpu)) * 255.0,
+            size: FaceSize { height: 4, width: 3 },
+            people: None,
+            white: 255.0,
+            description: "six random faces".to_owned(),
+        };
+        let options = Options {
+            divisor: Divisor::NMinusOne,
+            method: Method::Auto,
+            precision: Kind::Double,
+            device: Device::Cpu,
+            grid: (2, 5),
+            figures: false,
+            test_fraction: 0.3,
+            seed: 0,
+            out: out.to_owned(),
+            overwrite: false,
+            config: serde_json::json!({}),
+        };
+        run(&faces, &options, reporter).unwrap()
+    }
+
+    /// What this test prints on stdout when run alone in a child process
+    /// whose run reports to `reporter` ("terminal" or "capture").
+    fn child_stdout(reporter: &str) -> String {
+        let test = format!("{}::a_run_reports_to_its_reporter_and_prints_nothing_itself", module_path!());
+        let test = test.split_once("::").expect("crate::module").1;
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([test, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD_REPORTER, reporter)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&child.stdout).into_owned();
+        assert!(child.status.success(), "{stdout}{}", String::from_utf8_lossy(&child.stderr));
+        stdout
+    }
+
+    /// A library run given a capturing reporter prints nothing on stdout
+    /// (a child process shows it, beside one given the terminal's), and
+    /// every line it would have printed is in the capture.
+    #[test]
+    fn a_run_reports_to_its_reporter_and_prints_nothing_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        let capture = crate::report::Capture::default();
+        if let Ok(child) = std::env::var(CHILD_REPORTER) {
+            let reporter: &dyn Reporter = if child == "terminal" { &crate::report::Terminal } else { &capture };
+            tiny_run(&out, reporter);
+            return;
+        }
+        let results = tiny_run(&out, &capture);
+        let lines = capture.lines();
+        assert!(
+            lines[0].starts_with("PCA of 6 faces × 12 pixels: eigendecomposition of the 6×6 Gram matrix"),
+            "{lines:?}"
+        );
+        assert!(lines.contains(&format!("rank {}, total variance {:.6e}", results.rank, results.total_variance)));
+        assert!(lines.last().unwrap().starts_with("PCA took "), "{lines:?}");
+        assert!(capture.warnings().is_empty());
+        assert!(child_stdout("terminal").contains("PCA of 6 faces"), "the check sees what a run prints");
+        let quiet = child_stdout("capture");
+        assert!(!quiet.contains("PCA") && !quiet.contains("rank"), "a captured run printed: {quiet}");
     }
 }

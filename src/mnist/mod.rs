@@ -17,6 +17,7 @@ use crate::nets::cnn::ConvNetShape;
 use crate::nets::{Net, ThreeLayerConvNet, TwoLayerNet};
 use crate::persist::safetensors;
 use crate::report::tensorboard::LazyEvents;
+use crate::report::Reporter;
 use crate::run_dir::{RunDir, Start, Summary, STATE_FILE};
 use crate::train::minibatch::{self, EpochRecord, Fit, KeepRule, Recipe, Task, TrainState};
 use anyhow::{bail, Context, Result};
@@ -44,15 +45,16 @@ pub struct RunSpec {
     pub config: serde_json::Value,
 }
 
-pub fn load(dir: &Path, seed: u64, train_limit: Option<usize>) -> Result<Mnist> {
+/// Loads MNIST from `dir` and reports the sizes of its splits.
+pub fn load(dir: &Path, seed: u64, train_limit: Option<usize>, reporter: &dyn Reporter) -> Result<Mnist> {
     let data = mnist::load(dir, seed, train_limit)?;
-    println!(
+    reporter.line(&format!(
         "MNIST: train {}, val {}, test {} images from {}",
         data.train.len(),
         data.val.len(),
         data.test.len(),
         dir.display()
-    );
+    ));
     Ok(data)
 }
 
@@ -138,13 +140,19 @@ struct Run<'a> {
     /// `mnist mlp` or `mnist cnn`, as the resume hint spells it.
     tool: &'static str,
     interrupt: &'a Interrupt,
+    reporter: &'a dyn Reporter,
     out: RunDir,
     stages: Stages,
     events: LazyEvents,
 }
 
 impl<'a> Run<'a> {
-    fn open(spec: &'a RunSpec, tool: &'static str, interrupt: &'a Interrupt) -> Result<Self> {
+    fn open(
+        spec: &'a RunSpec,
+        tool: &'static str,
+        interrupt: &'a Interrupt,
+        reporter: &'a dyn Reporter,
+    ) -> Result<Self> {
         let out = RunDir::prepare(&spec.out, spec.start, spec.overwrite)?;
         let stages = match spec.start {
             Start::Fresh => Stages::default(),
@@ -159,7 +167,7 @@ impl<'a> Run<'a> {
             }
         };
         let events = LazyEvents::new(out.path());
-        Ok(Self { spec, tool, interrupt, out, stages, events })
+        Ok(Self { spec, tool, interrupt, reporter, out, stages, events })
     }
 
     /// The saved state of the stage in progress, copied into `params`, or a
@@ -170,7 +178,7 @@ impl<'a> Run<'a> {
         if self.spec.start == Start::Resume && safetensors::read_metadata(&path)?.contains_key("progress") {
             let state = TrainState::load(&path, params)?.0;
             let after = state.epochs_done().saturating_sub(1);
-            println!("resuming {} after epoch {after} of this stage", self.out.path().display());
+            self.reporter.line(&format!("resuming {} after epoch {after} of this stage", self.out.path().display()));
             return Ok(state);
         }
         Ok(TrainState::new(params))
@@ -183,11 +191,11 @@ impl<'a> Run<'a> {
     }
 
     /// Trains `task` through the stage, saving and logging every epoch
-    /// under `tag`; `report` prints each epoch's line.
+    /// under `tag`; `report` says each epoch's line.
     fn train_stage(&mut self, task: &Classify, tag: &str, report: &dyn Fn(&EpochRecord)) -> Result<TrainState> {
         let mut state = self.state_for(task.params())?;
-        let Run { spec, tool, interrupt, out, stages, events } = self;
-        let fit = Fit { recipe: &spec.recipe, keep: KeepRule::Last, interrupt, label: tag };
+        let Run { spec, tool, interrupt, reporter, out, stages, events } = self;
+        let fit = Fit { recipe: &spec.recipe, keep: KeepRule::Last, interrupt, label: tag, reporter: *reporter };
         let outcome = minibatch::fit(task, &fit, &mut state, &mut |state| {
             let record = state.epochs.last().expect("an epoch ended");
             report(record);
@@ -285,13 +293,19 @@ fn train_and_val(data: &Mnist, val_count: usize) -> Split {
 /// accuracy, retrains it on train+val (with `train_limit`, on the limited
 /// train images and a proportional share of val: [`retrain_val_count`]) and
 /// tests it. Stopped by Ctrl-C at the next minibatch; resumed at the size
-/// and epoch it reached.
-pub fn mlp_sweep(data: &Mnist, hidden_sizes: &[i64], spec: &RunSpec, interrupt: &Interrupt) -> Result<SweepResults> {
+/// and epoch it reached. Its lines and bars go to `reporter`.
+pub fn mlp_sweep(
+    data: &Mnist,
+    hidden_sizes: &[i64],
+    spec: &RunSpec,
+    interrupt: &Interrupt,
+    reporter: &dyn Reporter,
+) -> Result<SweepResults> {
     let started = std::time::Instant::now();
     if hidden_sizes.is_empty() {
         bail!("no hidden sizes given");
     }
-    let mut run = Run::open(spec, "mnist mlp", interrupt)?;
+    let mut run = Run::open(spec, "mnist mlp", interrupt, reporter)?;
     let last_epoch = spec.recipe.epochs.saturating_sub(1);
     let device = spec.device;
     while run.stages.stage < hidden_sizes.len() {
@@ -299,21 +313,21 @@ pub fn mlp_sweep(data: &Mnist, hidden_sizes: &[i64], spec: &RunSpec, interrupt: 
         let (_vs, net) = mlp(hidden, spec);
         let task = Classify::new(&net, &data.train, Some(&data.val), device);
         let state = run.train_stage(&task, &format!("hidden {hidden}"), &|e| {
-            println!(
+            reporter.line(&format!(
                 "  hidden {hidden} epoch {}/{last_epoch}: train acc = {:.4}  val acc = {:.4}  ({:.1} s)",
                 e.epoch,
                 e.score("train_acc"),
                 e.score("val_acc"),
                 e.seconds
-            )
+            ))
         })?;
         let last = state.epochs.last().expect("at least one epoch");
         let seconds = state.epochs.iter().map(|e| e.seconds).sum();
-        println!(
+        reporter.line(&format!(
             "hidden-dim = {hidden:<5} train acc = {:.4}  val acc = {:.4}  ({seconds:.1} s)",
             last.score("train_acc"),
             last.score("val_acc"),
-        );
+        ));
         let row = SweepRow { hidden, train_acc: last.score("train_acc"), val_acc: last.score("val_acc"), seconds };
         run.stages.rows.push(row);
         run.next_stage()?;
@@ -329,25 +343,25 @@ pub fn mlp_sweep(data: &Mnist, hidden_sizes: &[i64], spec: &RunSpec, interrupt: 
         }
         _ => String::new(),
     };
-    println!(
+    reporter.line(&format!(
         "best hidden-dim by val accuracy: {best_hidden} (val acc {:.4}); retraining it on train+val: \
          {train_images} training + {retrain_val_images} validation images{why}",
         best.val_acc
-    );
+    ));
     let (_vs, net) = mlp(best_hidden, spec);
     let train_val = train_and_val(data, retrain_val_images);
     // The test set is measured once, at the end: the retrain is validated on nothing.
     let task = Classify::new(&net, &train_val, None, device);
     let state = run.train_stage(&task, "retrain", &|e| {
-        println!(
+        reporter.line(&format!(
             "  retrain epoch {}/{last_epoch}: train+val acc = {:.4}  ({:.1} s)",
             e.epoch,
             e.score("train_acc"),
             e.seconds
-        )
+        ))
     })?;
     let test_acc = evaluate(&net, &data.test, device);
-    println!("test acc (hidden-dim = {best_hidden}) = {test_acc:.4}");
+    reporter.line(&format!("test acc (hidden-dim = {best_hidden}) = {test_acc:.4}"));
     let results = SweepResults {
         train_images,
         val_images,
@@ -368,10 +382,10 @@ pub fn mlp_sweep(data: &Mnist, hidden_sizes: &[i64], spec: &RunSpec, interrupt: 
     )?;
     tables::sweep_plot(&results, &run.out.file("accuracy_vs_hidden.png"))?;
     run.write_summary(&results, seconds)?;
-    println!(
+    reporter.line(&format!(
         "sweep took {seconds:.0} s; wrote {}/results.md, results.csv, summary.json, loss_history.png, accuracy_vs_hidden.png",
         spec.out.display()
-    );
+    ));
     Ok(results)
 }
 
@@ -394,10 +408,16 @@ pub struct CnnResults {
 /// Trains the CNN on train (val measured after every epoch), tests the last
 /// epoch's model, and writes results.md, results.csv, summary.json and
 /// loss_history.png. Stopped by Ctrl-C at the next minibatch; resumed at
-/// the epoch it reached.
-pub fn cnn(data: &Mnist, hidden: i64, spec: &RunSpec, interrupt: &Interrupt) -> Result<CnnResults> {
+/// the epoch it reached. Its lines and bars go to `reporter`.
+pub fn cnn(
+    data: &Mnist,
+    hidden: i64,
+    spec: &RunSpec,
+    interrupt: &Interrupt,
+    reporter: &dyn Reporter,
+) -> Result<CnnResults> {
     let started = std::time::Instant::now();
-    let mut run = Run::open(spec, "mnist cnn", interrupt)?;
+    let mut run = Run::open(spec, "mnist cnn", interrupt, reporter)?;
     tch::manual_seed(spec.recipe.seed as i64);
     let vs = nn::VarStore::new(spec.device);
     let shape = ConvNetShape { side: 28, filters: CNN_FILTERS, kernel: CNN_KERNEL, hidden, classes: 10 };
@@ -405,18 +425,18 @@ pub fn cnn(data: &Mnist, hidden: i64, spec: &RunSpec, interrupt: &Interrupt) -> 
     let last_epoch = spec.recipe.epochs.saturating_sub(1);
     let task = Classify::new(&net, &data.train, Some(&data.val), spec.device);
     let state = run.train_stage(&task, "cnn", &|e| {
-        println!(
+        reporter.line(&format!(
             "epoch {}/{last_epoch}: train acc = {:.4}  val acc = {:.4}  ({:.1} s)",
             e.epoch,
             e.score("train_acc"),
             e.score("val_acc"),
             e.seconds
-        )
+        ))
     })?;
     let test_acc = evaluate(&net, &data.test, spec.device);
     let last = state.epochs.last().expect("at least one epoch");
     let training_seconds = state.epochs.iter().map(|e| e.seconds).sum();
-    println!("test acc = {test_acc:.4}  (training took {training_seconds:.0} s)");
+    reporter.line(&format!("test acc = {test_acc:.4}  (training took {training_seconds:.0} s)"));
     let results = CnnResults {
         hidden,
         train_images: data.train.len(),
@@ -432,6 +452,6 @@ pub fn cnn(data: &Mnist, hidden: i64, spec: &RunSpec, interrupt: &Interrupt) -> 
     tables::write_cnn(&results, &spec.recipe, spec.device, &run.out)?;
     tables::loss_plot(&state.batch_losses, &run.out.file("loss_history.png"), "CNN training loss")?;
     run.write_summary(&results, seconds)?;
-    println!("wrote {}/results.md, results.csv, summary.json, loss_history.png", spec.out.display());
+    reporter.line(&format!("wrote {}/results.md, results.csv, summary.json, loss_history.png", spec.out.display()));
     Ok(results)
 }

@@ -1,9 +1,13 @@
-//! What a person sees: progress bars on the terminal, PNG figures,
-//! TensorBoard event files and CSV tables.
+//! What a person sees: the [`reporter`] the library speaks through (lines,
+//! warnings, progress bars), PNG figures, TensorBoard event files and CSV
+//! tables.
 
 pub mod plots;
 pub mod progress;
+pub mod reporter;
 pub mod tensorboard;
+
+pub use reporter::{Capture, Reporter, Silent, Terminal};
 
 /// One CSV field: quoted (quotes doubled) when it holds a comma, a quote or a
 /// line break, as spreadsheets and Python's `csv` read it.

@@ -1,5 +1,7 @@
 //! indicatif progress bars with one look across the tool. They draw on
 //! stderr and hide themselves when it is not a terminal (logs stay clean).
+//! Library code gets its bars from a [`super::Reporter`], whose
+//! [`super::Terminal`] makes them here.
 
 use indicatif::{ProgressBar, ProgressStyle};
 

@@ -9,6 +9,7 @@
 pub use super::options::{Mode, OptimizerKind, Precision, SchedulerKind, TrainOptions};
 use crate::models::Arch;
 use crate::names::Named;
+use crate::report::{Reporter, Silent};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -89,8 +90,17 @@ fn default_cache_mb() -> u64 {
 const RESUMABLE: &[&str] = &["epochs", "data", "workers", "threads", "cache_mb", "force"];
 
 impl FinetuneConfig {
-    /// Resolves and validates a new run's options.
+    /// Resolves and validates a new run's options, saying nothing (a sweep
+    /// checking its points): without `--out`, the default folder is chosen
+    /// silently.
     pub fn new(options: &TrainOptions) -> Result<Self> {
+        Self::new_reporting(options, &Silent)
+    }
+
+    /// [`FinetuneConfig::new`], with the note to `reporter` when, without
+    /// `--out`, the default folder holds an earlier run and the next free
+    /// one is taken.
+    pub fn new_reporting(options: &TrainOptions, reporter: &dyn Reporter) -> Result<Self> {
         validate(options)?;
         let weights = if options.random_init {
             None
@@ -125,7 +135,7 @@ impl FinetuneConfig {
             early_stop: options.early_stop,
             image_size: options.image_size,
             seed: options.seed,
-            out: output_folder(options)?,
+            out: output_folder(options, reporter)?,
             workers: options.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
             threads: options.threads,
             cache_features: options.cache_features,
@@ -300,9 +310,9 @@ pub fn default_weights(arch: Arch, models_dir: &Path) -> PathBuf {
 
 /// `--out` as given (refused when it holds a run, unless `--overwrite`), or
 /// `runs/<arch>-<mode>`, or the next free `runs/<arch>-<mode>-N`.
-fn output_folder(options: &TrainOptions) -> Result<PathBuf> {
+fn output_folder(options: &TrainOptions, reporter: &dyn Reporter) -> Result<PathBuf> {
     let base = format!("runs/{}-{}", options.arch.name(), options.mode.name());
-    crate::run_dir::choose(options.out.as_deref(), &base, options.overwrite)
+    crate::run_dir::choose(options.out.as_deref(), &base, options.overwrite, reporter)
 }
 
 fn absolute(path: &Path) -> Result<PathBuf> {

@@ -11,7 +11,7 @@ use crate::data::loader::{DecodedSplit, EpochPlan};
 use crate::data::transforms::Normalization;
 use crate::interrupt::Interrupt;
 use crate::models::{Classifier, FrozenView};
-use crate::report::progress;
+use crate::report::Reporter;
 use anyhow::Result;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -35,18 +35,20 @@ impl FrozenPass {
 
 /// Frozen-backbone features of the epoch's augmented train images, in plan
 /// order, and the seconds of the pass spent waiting for or augmenting
-/// batches. Returns early, with partial features, when `interrupt` is set.
+/// batches (a bar from `reporter` counts them). Returns early, with partial
+/// features, when `interrupt` is set.
 pub fn augmented_features(
     model: &Classifier,
     plan: &EpochPlan,
     split: &DecodedSplit,
     pass: FrozenPass,
     interrupt: &Interrupt,
+    reporter: &dyn Reporter,
 ) -> Result<(Tensor, f64)> {
     let view = model.frozen();
     let batch_images = frozen_batch(pass.device);
     let lanes = lane_count(pass.device);
-    let bar = progress::bar(plan.num_batches(batch_images) as u64, "train features");
+    let bar = reporter.bar(plan.num_batches(batch_images) as u64, "train features");
     let features_of = |view: &FrozenView, images: &Tensor| {
         let features = pass.features(view, images);
         bar.inc(1);
@@ -92,12 +94,19 @@ pub fn frozen_batch(device: Device) -> usize {
     }
 }
 
-/// Frozen-backbone features of `[N, 3, H, W]` images in [0, 1].
-pub fn backbone_features(model: &Classifier, images: &Tensor, pass: FrozenPass, label: &str) -> Tensor {
+/// Frozen-backbone features of `[N, 3, H, W]` images in [0, 1], counted by
+/// `reporter`'s bar `label`.
+pub fn backbone_features(
+    model: &Classifier,
+    images: &Tensor,
+    pass: FrozenPass,
+    label: &str,
+    reporter: &dyn Reporter,
+) -> Tensor {
     let view = model.frozen();
     let n = images.size()[0];
     let batch = frozen_batch(pass.device) as i64;
-    let bar = progress::bar(((n + batch - 1) / batch) as u64, label);
+    let bar = reporter.bar(((n + batch - 1) / batch) as u64, label);
     let batches: Vec<Tensor> = (0..n).step_by(batch as usize).map(|s| images.narrow(0, s, batch.min(n - s))).collect();
     let chunks = map_in_lanes(&view, batches, lane_count(pass.device), |view, images| {
         let features = pass.features(view, &images.to_device(pass.device));
@@ -114,6 +123,12 @@ pub fn head_probabilities(model: &Classifier, features: &Tensor) -> Tensor {
 }
 
 /// Class probabilities `[N, classes]` (on the CPU) for images in [0, 1].
-pub fn predict_probabilities(model: &Classifier, images: &Tensor, pass: FrozenPass, label: &str) -> Tensor {
-    head_probabilities(model, &backbone_features(model, images, pass, label))
+pub fn predict_probabilities(
+    model: &Classifier,
+    images: &Tensor,
+    pass: FrozenPass,
+    label: &str,
+    reporter: &dyn Reporter,
+) -> Tensor {
+    head_probabilities(model, &backbone_features(model, images, pass, label, reporter))
 }

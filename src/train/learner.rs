@@ -23,6 +23,7 @@ use crate::names::Named;
 use crate::persist::model_card::ModelCard;
 use crate::report::plots;
 use crate::report::tensorboard::EventWriter;
+use crate::report::Reporter;
 pub use crate::run_dir::Start;
 use crate::run_dir::{RunDir, BEST_MODEL_FILE, METRICS_FILE, RUN_CONFIG_FILE, SUMMARY_FILE};
 use anyhow::{Context, Result};
@@ -43,13 +44,20 @@ impl Progress {
 }
 
 /// Runs (or resumes) the fine-tuning run `config` on `device`, stopping at
-/// the next safe point when `interrupt` is set.
-pub fn run(config: &FinetuneConfig, device: Device, start: Start, interrupt: &Interrupt) -> Result<Summary> {
+/// the next safe point when `interrupt` is set; its lines and bars go to
+/// `reporter`.
+pub fn run(
+    config: &FinetuneConfig,
+    device: Device,
+    start: Start,
+    interrupt: &Interrupt,
+    reporter: &dyn Reporter,
+) -> Result<Summary> {
     let started = Instant::now();
     super::amp::check_device(config, device)?;
     let out = RunDir::prepare(&config.out, start, config.overwrite)?;
     let folders = Folders::scan(config)?;
-    let mut model = build_model(config, folders.classes().len(), device)?;
+    let mut model = build_model(config, folders.classes().len(), device, reporter)?;
     strategy::prepare_model(config.mode, &mut model);
     crate::accel::arrange_weights(&model.backbone_vs, config.precision == Precision::Bf16 && !config.amp);
     let mut stepper = Stepper::new(
@@ -62,30 +70,30 @@ pub fn run(config: &FinetuneConfig, device: Device, start: Start, interrupt: &In
     }
     let mut progress = match start {
         Start::Fresh => Progress::fresh(&model),
-        Start::Resume => restore_progress(config, &model, &mut stepper)?,
+        Start::Resume => restore_progress(config, &model, &mut stepper, reporter)?,
     };
-    let splits = Splits::decode(&folders, config)?;
-    let strategy = strategy::for_mode(config, &model, &splits, device);
+    let splits = Splits::decode(&folders, config, reporter)?;
+    let strategy = strategy::for_mode(config, &model, &splits, device, reporter);
     let schedule = Schedule::of(config);
     let mut events: Option<EventWriter> = None;
     // Patience counts from the best epoch, or from where this process resumed.
     let patience_from = progress.epochs_done.saturating_sub(1);
     let mut stopped_early = false;
     for epoch in progress.epochs_done..config.epochs {
-        println!("Epoch {epoch}/{}", config.epochs - 1);
-        println!("----------");
+        reporter.line(&format!("Epoch {epoch}/{}", config.epochs - 1));
+        reporter.line("----------");
         // Wrapping: any u64 seed gives a stream, the usual ones the same as before.
         tch::manual_seed((config.seed as i64).wrapping_mul(1000).wrapping_add(epoch as i64));
-        let ctx = EpochContext { config, splits: &splits, device, interrupt, epoch, lr: schedule.lr(epoch) };
+        let ctx = EpochContext { config, splits: &splits, device, interrupt, epoch, lr: schedule.lr(epoch), reporter };
         let train_row =
             train_phase(strategy.as_ref(), &model, &mut stepper, &ctx).map_err(|e| out.explain(e, "finetune"))?;
-        println!("train Loss: {:.4} Acc: {:.4}", train_row.loss, train_row.acc);
+        reporter.line(&format!("train Loss: {:.4} Acc: {:.4}", train_row.loss, train_row.acc));
         let val_started = Instant::now();
-        let val_probs = strategy.val_probabilities(&model, &splits, config, device);
+        let val_probs = strategy.val_probabilities(&model, &ctx);
         let val_row =
             val_row(&val_probs, &splits.val.labels_tensor(), epoch, ctx.lr, val_started.elapsed().as_secs_f64());
-        println!("val Loss: {:.4} Acc: {:.4}", val_row.loss, val_row.acc);
-        println!();
+        reporter.line(&format!("val Loss: {:.4} Acc: {:.4}", val_row.loss, val_row.acc));
+        reporter.line("");
         let improved = progress.best.consider(val_row.acc, epoch, &model, val_probs);
         progress.history.push(train_row.clone());
         progress.history.push(val_row.clone());
@@ -109,30 +117,42 @@ pub fn run(config: &FinetuneConfig, device: Device, start: Start, interrupt: &In
         }
         let best = progress.best.epoch.unwrap_or(0).max(patience_from);
         if let Some(patience) = config.early_stop.filter(|&p| !last && epoch >= best + p) {
-            println!("early stop: val accuracy has not improved for {patience} epoch(s) (best at epoch {best})");
+            reporter.line(&format!(
+                "early stop: val accuracy has not improved for {patience} epoch(s) (best at epoch {best})"
+            ));
             stopped_early = true;
             break;
         }
     }
-    finish(config, &out, device, &model, &stepper, &splits, &progress, stopped_early, started)
+    finish(config, &out, device, &model, &stepper, &splits, &progress, stopped_early, started, reporter)
 }
 
 /// The classifier with its pretrained backbone loaded, before any image is
 /// decoded (a wrong weights file fails in seconds).
-fn build_model(config: &FinetuneConfig, num_classes: usize, device: Device) -> Result<Classifier> {
+fn build_model(
+    config: &FinetuneConfig,
+    num_classes: usize,
+    device: Device,
+    reporter: &dyn Reporter,
+) -> Result<Classifier> {
     tch::manual_seed(config.seed as i64);
     let mut model = Classifier::new(config.arch, num_classes as i64, device);
     match &config.weights {
         Some(weights) => {
             crate::persist::weights::load_backbone(&mut model, weights)?;
-            println!("weights: {} (pretrained backbone)", weights.display());
+            reporter.line(&format!("weights: {} (pretrained backbone)", weights.display()));
         }
-        None => println!("weights: none (random init; pass --weights for transfer learning)"),
+        None => reporter.line("weights: none (random init; pass --weights for transfer learning)"),
     }
     Ok(model)
 }
 
-fn restore_progress(config: &FinetuneConfig, model: &Classifier, stepper: &mut Stepper) -> Result<Progress> {
+fn restore_progress(
+    config: &FinetuneConfig,
+    model: &Classifier,
+    stepper: &mut Stepper,
+    reporter: &dyn Reporter,
+) -> Result<Progress> {
     let state = RunState::load(&config.out)?;
     let finished = config.out.join(SUMMARY_FILE).exists();
     if state.epochs_done >= config.epochs && finished {
@@ -148,12 +168,12 @@ fn restore_progress(config: &FinetuneConfig, model: &Classifier, stepper: &mut S
     stepper.optimizer.load_state(&stepper.params, &state.optimizer).with_context(|| what.clone())?;
     let best_epoch = state.best_epoch.or_else(|| state.history.best_val().map(|r| r.epoch));
     let best = Best::restored(model, state.best_acc, best_epoch, state.best_model, &what)?;
-    println!(
+    reporter.line(&format!(
         "resuming {} after epoch {} of {}",
         config.out.display(),
         state.epochs_done.saturating_sub(1),
         config.epochs - 1
-    );
+    ));
     Ok(Progress { history: state.history, best, epochs_done: state.epochs_done })
 }
 
@@ -232,12 +252,13 @@ fn finish(
     progress: &Progress,
     stopped_early: bool,
     started: Instant,
+    reporter: &dyn Reporter,
 ) -> Result<Summary> {
     let seconds = started.elapsed().as_secs_f64();
-    println!("Training complete in {}", format_minutes(seconds));
-    println!("Best val Acc: {:.6}", progress.best.acc);
+    reporter.line(&format!("Training complete in {}", format_minutes(seconds)));
+    reporter.line(&format!("Best val Acc: {:.6}", progress.best.acc));
     let summary = Summary::new(config, device, splits, &progress.history, progress.best.acc, stopped_early, seconds)?;
-    println!(
+    reporter.line(&format!(
         "data: {:.1} s of the train phases ({:.1} %) waiting for or augmenting batches{}",
         summary.data_wait_seconds,
         100.0 * summary.data_wait_share,
@@ -246,12 +267,15 @@ fn finish(
         } else {
             String::new()
         }
-    );
+    ));
     restore(model, &progress.best.tensors, "the best model")?;
     plots::training_curves(&progress.history, &config.out)?;
     let val_probs = match &progress.best.val_probs {
         Some(probs) => probs.shallow_clone(),
-        None => predict_probabilities(model, &splits.val_images, strategy::frozen_pass(config, device), "val grid"),
+        None => {
+            let pass = strategy::frozen_pass(config, device);
+            predict_probabilities(model, &splits.val_images, pass, "val grid", reporter)
+        }
     };
     plots::prediction_grid(&splits.val, &val_probs, &config.out.join("val_predictions.png"))?;
     summary.write(out)?;

@@ -19,7 +19,7 @@ use crate::grad::{GradMode, Gradients, Params};
 use crate::interrupt::{Interrupt, Interrupted};
 use crate::persist::safetensors;
 use crate::persist::weights::{check_complete, copy_by_name, read_named_tensors};
-use crate::report::progress;
+use crate::report::Reporter;
 use anyhow::{bail, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -244,6 +244,8 @@ pub struct Fit<'a> {
     pub interrupt: &'a Interrupt,
     /// Names the progress bar (`hidden 100`, `cnn`, …).
     pub label: &'a str,
+    /// Where each epoch's progress bar comes from.
+    pub reporter: &'a dyn Reporter,
 }
 
 /// Trains `task` from where `state` stands to `how.recipe.epochs`, calling
@@ -280,7 +282,7 @@ pub fn fit(
         let started = Instant::now();
         let order = Tensor::from_slice(&order_of_epoch(&mut rng)).to_device(device);
         let lr = recipe.lr(epoch);
-        let bar = progress::bar(batches as u64, &format!("{} ep {epoch}/{}", how.label, recipe.epochs - 1));
+        let bar = how.reporter.bar(batches as u64, &format!("{} ep {epoch}/{}", how.label, recipe.epochs - 1));
         let mut losses = Vec::with_capacity(batches);
         for b in 0..batches {
             if how.interrupt.requested() {

@@ -5,7 +5,7 @@
 use super::config::FinetuneConfig;
 use crate::data::image_folder::ImageFolder;
 use crate::data::loader::{DecodedSplit, PixelBudget};
-use crate::report::progress;
+use crate::report::Reporter;
 use anyhow::Result;
 use tch::Tensor;
 
@@ -38,9 +38,11 @@ pub struct Splits {
 }
 
 impl Splits {
-    pub fn decode(folders: &Folders, config: &FinetuneConfig) -> Result<Self> {
+    /// Decodes both folders (a bar from `reporter` counts the images), then
+    /// reports the files skipped and what the data holds.
+    pub fn decode(folders: &Folders, config: &FinetuneConfig, reporter: &dyn Reporter) -> Result<Self> {
         let total = (folders.train.samples.len() + folders.val.samples.len()) as u64;
-        let bar = progress::bar(total, "decoding images");
+        let bar = reporter.bar(total, "decoding images");
         let mut budget = PixelBudget::megabytes(config.cache_mb);
         let mut train = DecodedSplit::decode(&folders.train, config.strict, &mut budget, &bar)?;
         let mut val = DecodedSplit::decode(&folders.val, config.strict, &mut budget, &bar)?;
@@ -48,9 +50,9 @@ impl Splits {
         train.image_size = config.image_size;
         val.image_size = config.image_size;
         for bad in train.bad_files.iter().chain(&val.bad_files) {
-            eprintln!("skipped {}: {}", bad.path.display(), bad.reason);
+            reporter.warning(&format!("skipped {}: {}", bad.path.display(), bad.reason));
         }
-        println!(
+        reporter.line(&format!(
             "data: {} | classes {:?} | train {} images, val {} images ({}), {} file(s) skipped",
             config.data.display(),
             train.classes,
@@ -58,9 +60,9 @@ impl Splits {
             val.len(),
             config.val_description(),
             train.bad_files.len() + val.bad_files.len()
-        );
+        ));
         let ((train_bytes, train_encoded), (val_bytes, val_encoded)) = (train.memory(), val.memory());
-        println!(
+        reporter.line(&format!(
             "decoded images held: {} MB of --cache-mb {}{}",
             (train_bytes + val_bytes).div_ceil(1 << 20),
             config.cache_mb,
@@ -68,7 +70,7 @@ impl Splits {
                 0 => String::new(),
                 n => format!(" ({n} images beyond it are decoded at each use)"),
             }
-        );
+        ));
         let val_images = val.val_tensor();
         Ok(Self { train, val, val_images })
     }

@@ -22,11 +22,11 @@ use crate::data::loader::{DecodedSplit, EpochPlan};
 use crate::interrupt::{Interrupt, Interrupted};
 use crate::metrics::PhaseTotals;
 use crate::models::Classifier;
-use crate::report::progress;
+use crate::report::Reporter;
 use anyhow::Result;
 use tch::{Device, Kind, Reduction, Tensor};
 
-/// What a train phase needs besides the model and its stepper.
+/// What an epoch's phases need besides the model and its stepper.
 pub struct EpochContext<'a> {
     pub config: &'a FinetuneConfig,
     pub splits: &'a Splits,
@@ -34,6 +34,8 @@ pub struct EpochContext<'a> {
     pub interrupt: &'a Interrupt,
     pub epoch: usize,
     pub lr: f64,
+    /// Where the phases' progress bars come from.
+    pub reporter: &'a dyn Reporter,
 }
 
 impl EpochContext<'_> {
@@ -67,15 +69,21 @@ pub trait Strategy {
     /// One epoch's train phase: the batches' loss and accuracy totals.
     fn train_epoch(&self, model: &Classifier, stepper: &mut Stepper, ctx: &EpochContext) -> Result<PhaseTotals>;
     /// Val-split class probabilities `[N, classes]` (on the CPU) of the model as it is.
-    fn val_probabilities(&self, model: &Classifier, splits: &Splits, config: &FinetuneConfig, device: Device)
-        -> Tensor;
+    fn val_probabilities(&self, model: &Classifier, ctx: &EpochContext) -> Tensor;
 }
 
 /// The strategy of `config.mode` for a `model` that [`prepare_model`] has
-/// prepared (feature-extract mode computes its fixed val features here).
-pub fn for_mode(config: &FinetuneConfig, model: &Classifier, splits: &Splits, device: Device) -> Box<dyn Strategy> {
+/// prepared (feature-extract mode computes its fixed val features here,
+/// with bars from `reporter`).
+pub fn for_mode(
+    config: &FinetuneConfig,
+    model: &Classifier,
+    splits: &Splits,
+    device: Device,
+    reporter: &dyn Reporter,
+) -> Box<dyn Strategy> {
     match config.mode {
-        Mode::FeatureExtract => Box::new(FeatureExtract::new(config, model, splits, device)),
+        Mode::FeatureExtract => Box::new(FeatureExtract::new(config, model, splits, device, reporter)),
         Mode::Full => Box::new(Full),
     }
 }
@@ -101,11 +109,18 @@ pub struct FeatureExtract {
 }
 
 impl FeatureExtract {
-    fn new(config: &FinetuneConfig, model: &Classifier, splits: &Splits, device: Device) -> Self {
+    fn new(
+        config: &FinetuneConfig,
+        model: &Classifier,
+        splits: &Splits,
+        device: Device,
+        reporter: &dyn Reporter,
+    ) -> Self {
         let pass = frozen_pass(config, device);
-        let val_features = backbone_features(model, &splits.val_images, pass, "val features");
-        let cached_train_features =
-            config.cache_features.then(|| backbone_features(model, &splits.train.val_tensor(), pass, "train features"));
+        let val_features = backbone_features(model, &splits.val_images, pass, "val features", reporter);
+        let cached_train_features = config
+            .cache_features
+            .then(|| backbone_features(model, &splits.train.val_tensor(), pass, "train features", reporter));
         Self { val_features, cached_train_features }
     }
 
@@ -152,7 +167,8 @@ impl Strategy for FeatureExtract {
         // The frozen backbone is a fixed function (eval mode), so the features
         // of the epoch's augmented images can be computed first, in lanes.
         let plan = EpochPlan::draw(split, ctx.config.seed, ctx.epoch);
-        let (features, data_seconds) = augmented_features(model, &plan, split, ctx.frozen_pass(), ctx.interrupt)?;
+        let (features, data_seconds) =
+            augmented_features(model, &plan, split, ctx.frozen_pass(), ctx.interrupt, ctx.reporter)?;
         if ctx.interrupt.requested() {
             return Err(ctx.interrupted());
         }
@@ -162,7 +178,7 @@ impl Strategy for FeatureExtract {
         Ok(totals)
     }
 
-    fn val_probabilities(&self, model: &Classifier, _: &Splits, _: &FinetuneConfig, _: Device) -> Tensor {
+    fn val_probabilities(&self, model: &Classifier, _: &EpochContext) -> Tensor {
         head_probabilities(model, &self.val_features)
     }
 }
@@ -174,7 +190,7 @@ impl Strategy for Full {
         let split = &ctx.splits.train;
         let plan = EpochPlan::draw(split, ctx.config.seed, ctx.epoch);
         let normalization = ctx.config.arch.normalization();
-        let bar = progress::bar(plan.num_batches(ctx.config.batch_size) as u64, "train");
+        let bar = ctx.reporter.bar(plan.num_batches(ctx.config.batch_size) as u64, "train");
         let mut totals = PhaseTotals::default();
         totals.data_wait_seconds =
             for_each_augmented_batch(&plan, split, ctx.config.batch_size, ctx.device, |b, images, labels| {
@@ -194,13 +210,7 @@ impl Strategy for Full {
         Ok(totals)
     }
 
-    fn val_probabilities(
-        &self,
-        model: &Classifier,
-        splits: &Splits,
-        config: &FinetuneConfig,
-        device: Device,
-    ) -> Tensor {
-        predict_probabilities(model, &splits.val_images, frozen_pass(config, device), "val")
+    fn val_probabilities(&self, model: &Classifier, ctx: &EpochContext) -> Tensor {
+        predict_probabilities(model, &ctx.splits.val_images, ctx.frozen_pass(), "val", ctx.reporter)
     }
 }
