@@ -1,6 +1,6 @@
 //! What every binary does around its real work: libtorch's CUDA library
 //! loaded before anything else (`device::init`), a closed stdout ending the
-//! process quietly as it does other Unix tools (`… | head`), one-line errors
+//! printing but not the run (`… | head`), one-line errors
 //! (a backtrace only when `RUST_BACKTRACE` is set), panics reported the same
 //! way, exit codes (1 for errors, 130 after Ctrl-C) and Ctrl-C connected to an
 //! [`Interrupt`] (or counted, for a process that passes it on to children).
@@ -16,11 +16,9 @@ pub const EXIT_INTERRUPTED: i32 = 130;
 /// Runs `main_body`, printing any error as one line and exiting non-zero.
 pub fn run_main(main_body: impl FnOnce() -> anyhow::Result<()>) {
     crate::device::init();
-    // SAFETY: restores the default action, as before Rust's runtime set
-    // SIGPIPE to be ignored (which turns `println!` on a closed pipe into a
-    // panic). A `finetune sweep` whose output pipe closes ends the same way,
-    // its children with it (they die with their parent, see `sweep::runner`).
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // SIGPIPE stays ignored (Rust's runtime does so): output goes through
+    // `report::Terminal`, which stops writing to a closed pipe and lets the
+    // run finish and save (`finetune … | head`).
     let verbose = std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
     if !verbose {
         std::panic::set_hook(Box::new(|info| {
@@ -31,7 +29,7 @@ pub fn run_main(main_body: impl FnOnce() -> anyhow::Result<()>) {
                 .or_else(|| info.payload().downcast_ref::<&str>().copied())
                 .unwrap_or("internal error");
             let first_line = message.lines().next().unwrap_or(message);
-            eprintln!("error: {first_line} (set RUST_BACKTRACE=1 for details)");
+            crate::say_err!("error: {first_line} (set RUST_BACKTRACE=1 for details)");
         }));
     }
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(main_body));
@@ -39,9 +37,9 @@ pub fn run_main(main_body: impl FnOnce() -> anyhow::Result<()>) {
         Ok(Ok(())) => exit_now(0),
         Ok(Err(err)) => {
             if verbose {
-                eprintln!("error: {err:?}");
+                crate::say_err!("error: {err:?}");
             } else {
-                eprintln!("error: {err:#}");
+                crate::say_err!("error: {err:#}");
             }
             let interrupted = err.downcast_ref::<Interrupted>().is_some();
             exit_now(if interrupted { EXIT_INTERRUPTED } else { 1 });

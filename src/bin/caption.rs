@@ -144,7 +144,7 @@ fn resolve(args: TrainArgs, given: &BTreeSet<String>) -> Result<(TrainArgs, Star
 fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
     init_threads(args.run.threads);
     let device = args.device.select()?;
-    println!("{}", tchlab::device::banner(device));
+    tchlab::say!("{}", tchlab::device::banner(device));
     let config = serde_json::to_value(&args)?;
     let out = args.out.clone().expect("resolved");
     tchlab::run_dir::check(&out, start, args.run.overwrite)?;
@@ -177,7 +177,7 @@ fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
             format!("{} ({} features)", args.data.display(), args.arch.name()),
         )
     };
-    println!(
+    tchlab::say!(
         "{} training captions of {} images, {} val captions of {} images, vocabulary {} words, feature width {}",
         data.train.num_captions(),
         data.train.captioned_images().len(),
@@ -208,12 +208,12 @@ fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
         config,
     };
     let summary = run::run(&data, &options, interrupt, &Terminal)?;
-    println!("\n{:<48} BLEU-1  BLEU-2  BLEU-3  BLEU-4", "Val BLEU (corpus, COCO scorer)");
+    tchlab::say!("\n{:<48} BLEU-1  BLEU-2  BLEU-3  BLEU-4", "Val BLEU (corpus, COCO scorer)");
     for row in &summary.bleu {
         let b = row.bleu;
-        println!("{:<48} {:.4}  {:.4}  {:.4}  {:.4}", row.method, b[0], b[1], b[2], b[3]);
+        tchlab::say!("{:<48} {:.4}  {:.4}  {:.4}  {:.4}", row.method, b[0], b[1], b[2], b[3]);
     }
-    println!("Results in {}", options.out.display());
+    tchlab::say!("Results in {}", options.out.display());
     Ok(())
 }
 
@@ -241,10 +241,10 @@ fn sample(args: SampleArgs) -> Result<()> {
             .zip(&captions)
             .map(|(image, caption)| serde_json::json!({"image": image, "caption": caption}))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        tchlab::say!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         for (image, caption) in args.images.iter().zip(&captions) {
-            println!("{}: {caption}", image.display());
+            tchlab::say!("{}: {caption}", image.display());
         }
     }
     Ok(())
@@ -265,7 +265,7 @@ fn main() {
             Command::Scenes(args) => {
                 let counts = SceneCounts { train: args.train, val: args.val, seed: args.seed };
                 scenes::make_scenes(&args.mnist, &args.out, counts, args.overwrite, &Terminal)?;
-                println!("{} train and {} val scenes in {}", args.train, args.val, args.out.display());
+                tchlab::say!("{} train and {} val scenes in {}", args.train, args.val, args.out.display());
                 Ok(())
             }
         }

@@ -134,7 +134,7 @@ fn fit(args: FitArgs) -> Result<()> {
         tch::set_num_threads(i32::try_from(threads).unwrap_or(i32::MAX));
     }
     let device = args.device.select()?;
-    println!("{}", tchlab::device::banner(device));
+    tchlab::say!("{}", tchlab::device::banner(device));
     let Some(input) = args.input.clone() else {
         anyhow::bail!("--input PATH is required (a .npy file or a folder of faces)")
     };
@@ -176,7 +176,7 @@ fn project(args: ProjectArgs) -> Result<()> {
     let saved = eigenfaces::read_components(&args.components)?;
     let projections = eigenfaces::project(&saved, &args.images, args.k)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&projections)?);
+        tchlab::say!("{}", serde_json::to_string_pretty(&projections)?);
     } else {
         eigenfaces::report_projections(&projections, saved.size, &Terminal);
     }

@@ -223,18 +223,18 @@ fn train(args: TrainArgs, given: BTreeSet<String>) -> Result<()> {
         None => (FinetuneConfig::new_reporting(&options, &Terminal)?, Start::Fresh),
     };
     tchlab::accel::init_threads(config.threads, config.workers, &Terminal);
-    println!("{}", tchlab::device::banner(device));
-    println!("{}", config.describe());
+    tchlab::say!("{}", tchlab::device::banner(device));
+    tchlab::say!("{}", config.describe());
     let interrupt = Interrupt::new();
     tchlab::cli::stop_on_ctrl_c(&interrupt);
     let summary = learner::run(&config, device, start, &interrupt, &Terminal)?;
-    println!(
+    tchlab::say!(
         "results in {}: metrics.csv, summary.json, {BEST_MODEL_FILE}, loss.png, accuracy.png, val_predictions.png, TensorBoard events (tensorboard --logdir {})",
         config.out.display(),
         config.out.display()
     );
     if !summary.bad_files.is_empty() {
-        println!("{} file(s) were skipped (listed in summary.json)", summary.bad_files.len());
+        tchlab::say!("{} file(s) were skipped (listed in summary.json)", summary.bad_files.len());
     }
     Ok(())
 }
@@ -244,7 +244,7 @@ fn predict(args: PredictArgs) -> Result<()> {
     let trained = TrainedModel::load(&args.checkpoint, device)?;
     let (files, skipped) = collect_images(&args.images)?;
     if skipped > 0 {
-        eprintln!("skipped {skipped} file(s) in the folders given that are not images by extension");
+        tchlab::say_err!("skipped {skipped} file(s) in the folders given that are not images by extension");
     }
     if files.is_empty() {
         bail!("no image files found in {:?}", args.images);
@@ -252,16 +252,16 @@ fn predict(args: PredictArgs) -> Result<()> {
     let top_k = args.top_k.map_or(trained.classes.len(), |k| k as usize);
     let predictions = predict_files(&trained, &files, top_k, device, &Terminal)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&predictions)?);
+        tchlab::say!("{}", serde_json::to_string_pretty(&predictions)?);
     } else {
-        eprintln!("{}", tchlab::device::banner(device));
+        tchlab::say_err!("{}", tchlab::device::banner(device));
         for p in &predictions {
             match &p.error {
-                Some(e) => println!("{}  ERROR {e}", p.path.display()),
+                Some(e) => tchlab::say!("{}  ERROR {e}", p.path.display()),
                 None => {
                     let cells: Vec<String> =
                         p.top.iter().map(|c| format!("{} {:.4}", c.class, c.probability)).collect();
-                    println!("{}  {}", p.path.display(), cells.join("  "));
+                    tchlab::say!("{}  {}", p.path.display(), cells.join("  "));
                 }
             }
         }
@@ -281,7 +281,7 @@ fn eval(args: EvalArgs) -> Result<()> {
     let trained = TrainedModel::load(&args.checkpoint, device)?;
     let (folder, note) = resolve_split(&args.data, &trained.classes)?;
     if let Some(note) = note {
-        eprintln!("note: {note}");
+        tchlab::say_err!("note: {note}");
     }
     let evaluation = evaluate_split(&trained, &folder, device, &Terminal)?;
     let out = args.out.unwrap_or_else(|| {
@@ -294,33 +294,33 @@ fn eval(args: EvalArgs) -> Result<()> {
     let json = serde_json::to_string_pretty(&evaluation)?;
     tchlab::persist::write_atomically(&out.join("evaluation.json"), json.as_bytes())?;
     if args.json {
-        println!("{json}");
+        tchlab::say!("{json}");
         return Ok(());
     }
-    println!(
+    tchlab::say!(
         "{}: {} images, accuracy {:.4}, loss {:.4}",
         folder.root.display(),
         evaluation.images,
         evaluation.accuracy,
         evaluation.loss
     );
-    println!("{:<16} {:>9} {:>9} {:>8}", "class", "precision", "recall", "support");
+    tchlab::say!("{:<16} {:>9} {:>9} {:>8}", "class", "precision", "recall", "support");
     for c in &evaluation.per_class {
-        println!("{:<16} {:>9.4} {:>9.4} {:>8}", c.class, c.precision, c.recall, c.support);
+        tchlab::say!("{:<16} {:>9.4} {:>9.4} {:>8}", c.class, c.precision, c.recall, c.support);
     }
-    println!("confusion matrix (rows: true, columns: predicted):");
+    tchlab::say!("confusion matrix (rows: true, columns: predicted):");
     for (class, row) in trained.classes.iter().zip(&evaluation.confusion) {
         let cells: Vec<String> = row.iter().map(|v| format!("{v:>6}")).collect();
-        println!("{:<16}{}", class, cells.join(""));
+        tchlab::say!("{:<16}{}", class, cells.join(""));
     }
-    println!("wrote {} and {}", out.join("confusion_matrix.png").display(), out.join("evaluation.json").display());
+    tchlab::say!("wrote {} and {}", out.join("confusion_matrix.png").display(), out.join("evaluation.json").display());
     Ok(())
 }
 
 fn sweep(args: SweepArgs) -> Result<()> {
     let sweep = Sweep::load(&args.file, args.out.as_deref())?;
     if args.list {
-        println!("{}", sweep.listing()?);
+        tchlab::say!("{}", sweep.listing()?);
         return Ok(());
     }
     if args.report {
@@ -334,8 +334,8 @@ fn sweep(args: SweepArgs) -> Result<()> {
         None => slurm::task_index(std::env::var(slurm::TASK_ID_VAR).ok().as_deref())?,
     };
     let plan = Plan::new(args.devices.as_deref(), args.jobs, args.jobs_per_device)?;
-    let outcome = match sweep.to_run(index)? {
-        Some(indices) => sweep.run(&indices, &plan, &tchlab::cli::count_ctrl_c()).map(|_| ()),
+    let outcome = match sweep.to_run(index, &Terminal)? {
+        Some(indices) => sweep.run(&indices, &plan, &tchlab::cli::count_ctrl_c(), &Terminal).map(|_| ()),
         None => Ok(()),
     };
     if index.is_none() {
@@ -345,7 +345,7 @@ fn sweep(args: SweepArgs) -> Result<()> {
 }
 
 fn write_sbatch(sweep: &Sweep, args: &SweepArgs) -> Result<()> {
-    let Some(indices) = sweep.to_run(None)? else { return Ok(()) };
+    let Some(indices) = sweep.to_run(None, &Terminal)? else { return Ok(()) };
     let job = &args.job;
     let request = slurm::JobRequest {
         partition: job.partition.clone(),
@@ -358,7 +358,7 @@ fn write_sbatch(sweep: &Sweep, args: &SweepArgs) -> Result<()> {
         at_once: args.jobs.unwrap_or(indices.len()),
     };
     let path = slurm::write(sweep, &request, &indices)?;
-    println!("wrote {} ({} task(s)); submit it with:\n  sbatch {}", path.display(), indices.len(), path.display());
+    tchlab::say!("wrote {} ({} task(s)); submit it with:\n  sbatch {}", path.display(), indices.len(), path.display());
     Ok(())
 }
 
@@ -368,8 +368,8 @@ fn report(dirs: &[PathBuf], out: &std::path::Path) -> Result<()> {
 
 fn write_report(report: &Report, out: &std::path::Path) -> Result<()> {
     let written = report.write(out)?;
-    print!("{}", report.markdown());
+    Terminal.text(&report.markdown());
     let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
-    println!("\nwrote {}", names.join(", "));
+    tchlab::say!("\nwrote {}", names.join(", "));
     Ok(())
 }

@@ -38,7 +38,7 @@ fn run_spec(common: &Common, epochs: usize, start: Start, tool: &str, config: se
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     tchlab::accel::init_threads(common.run.threads, cores, &Terminal);
     let device = common.device.select()?;
-    println!("{}", tchlab::device::banner(device));
+    tchlab::say!("{}", tchlab::device::banner(device));
     let base = format!("runs/{tool}");
     let out = tchlab::run_dir::choose(common.out.as_deref(), &base, common.run.overwrite, &Terminal)?;
     tchlab::run_dir::check(&out, start, common.run.overwrite)?;

@@ -12,6 +12,8 @@
 
 use super::progress;
 use indicatif::{ProgressBar, ProgressDrawTarget};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// The output side of a library call.
@@ -26,16 +28,39 @@ pub trait Reporter: Send + Sync {
 }
 
 /// What the binaries report through: stdout, stderr and the tool's bars.
+/// A stream whose reader has gone (`… | head`) is written no more, and the
+/// run goes on: a closed pipe stops the printing, not the work.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Terminal;
 
+impl Terminal {
+    /// `text` as it is (no line break added) on stdout.
+    pub fn text(&self, text: &str) {
+        write_while_open(&STDOUT_CLOSED, &mut std::io::stdout().lock(), text);
+    }
+}
+
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+static STDERR_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Writes `text` unless an earlier write found the stream closed; a failed
+/// write marks it closed.
+fn write_while_open(closed: &AtomicBool, stream: &mut impl Write, text: &str) {
+    if closed.load(Ordering::Relaxed) {
+        return;
+    }
+    if stream.write_all(text.as_bytes()).and_then(|()| stream.flush()).is_err() {
+        closed.store(true, Ordering::Relaxed);
+    }
+}
+
 impl Reporter for Terminal {
     fn line(&self, text: &str) {
-        println!("{text}");
+        self.text(&format!("{text}\n"));
     }
 
     fn warning(&self, text: &str) {
-        eprintln!("{text}");
+        write_while_open(&STDERR_CLOSED, &mut std::io::stderr().lock(), &format!("{text}\n"));
     }
 
     fn bar(&self, total: u64, label: &str) -> ProgressBar {

@@ -25,6 +25,7 @@ pub mod status;
 pub mod tool;
 
 use crate::interrupt::Interrupted;
+use crate::report::Reporter;
 use anyhow::{bail, Result};
 use grid::{Point, SweepFile};
 use runner::{Plan, Tally};
@@ -124,13 +125,13 @@ impl Sweep {
 
     /// The points to run: `index` alone (`None` when it is done; an error
     /// naming the holder when another process runs it), or every point
-    /// neither done nor run elsewhere. Prints what it skips.
-    pub fn to_run(&self, index: Option<usize>) -> Result<Option<Vec<usize>>> {
+    /// neither done nor run elsewhere. Reports what it skips.
+    pub fn to_run(&self, index: Option<usize>, reporter: &dyn Reporter) -> Result<Option<Vec<usize>>> {
         if let Some(index) = index {
             let point = self.point(index)?;
             return match self.status(point)? {
                 Status::Done => {
-                    println!("point {index} ({}) is done: {}", point.label(), self.dir(point).display());
+                    reporter.line(&format!("point {index} ({}) is done: {}", point.label(), self.dir(point).display()));
                     Ok(None)
                 }
                 Status::Running(holder) => {
@@ -146,27 +147,32 @@ impl Sweep {
                 Status::Done => done += 1,
                 Status::Running(holder) => {
                     elsewhere += 1;
-                    println!("point {} ({}) is being run by {holder}: left to it", point.index, point.label());
+                    reporter.line(&format!(
+                        "point {} ({}) is being run by {holder}: left to it",
+                        point.index,
+                        point.label()
+                    ));
                 }
                 _ => pending.push(point.index),
             }
         }
-        println!(
+        reporter.line(&format!(
             "sweep {}: {} point(s) under {}: {done} done, {elsewhere} running elsewhere, {} to run",
             self.file.path.display(),
             self.points.len(),
             self.out.display(),
             pending.len()
-        );
+        ));
         Ok((!pending.is_empty()).then_some(pending))
     }
 
     /// Runs `indices` as `plan` says, then says in one line what did not
     /// end done (an [`Interrupted`] error after Ctrl-C).
-    pub fn run(&self, indices: &[usize], plan: &Plan, ctrl_c: &AtomicUsize) -> Result<Tally> {
+    pub fn run(&self, indices: &[usize], plan: &Plan, ctrl_c: &AtomicUsize, reporter: &dyn Reporter) -> Result<Tally> {
         let concurrent = plan.jobs.min(indices.len());
-        println!("running {} point(s): {}", indices.len(), plan.describe(concurrent, &self.launched_options()));
-        let tally = runner::run(self, indices, plan, ctrl_c)?;
+        let describe = plan.describe(concurrent, &self.launched_options());
+        reporter.line(&format!("running {} point(s): {describe}", indices.len()));
+        let tally = runner::run(self, indices, plan, ctrl_c, reporter)?;
         if !tally.interrupted.is_empty() {
             return Err(Interrupted(format!(
                 "stopped: {} point(s) interrupted or not started; run the same command again to continue",

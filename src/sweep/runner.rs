@@ -14,6 +14,7 @@ use super::status::{ExitRecord, Outcome, Status};
 use super::tool::Tool;
 use super::Sweep;
 use crate::metrics::format_minutes;
+use crate::report::Reporter;
 use crate::run_dir::LOG_FILE;
 use anyhow::{bail, Context, Result};
 use std::collections::VecDeque;
@@ -132,14 +133,20 @@ struct Running {
 /// Runs the points `indices` of `sweep` (those not done), `plan.jobs` at a
 /// time. `ctrl_c` counts Ctrl-C presses: each is passed on to the children,
 /// and after the first no new point starts.
-pub fn run(sweep: &Sweep, indices: &[usize], plan: &Plan, ctrl_c: &AtomicUsize) -> Result<Tally> {
+pub fn run(
+    sweep: &Sweep,
+    indices: &[usize],
+    plan: &Plan,
+    ctrl_c: &AtomicUsize,
+    reporter: &dyn Reporter,
+) -> Result<Tally> {
     let concurrent = plan.jobs.min(indices.len()).max(1);
     let threads = plan.threads_per_run(concurrent);
     let mut queue: VecDeque<usize> = indices.iter().copied().collect();
     let mut running: Vec<Running> = Vec::new();
     let mut tally = Tally::default();
     let started = Instant::now();
-    let bar = crate::report::progress::bar(indices.len() as u64, "sweep");
+    let bar = reporter.bar(indices.len() as u64, "sweep");
     let mut passed_on = 0;
     loop {
         let presses = ctrl_c.load(Ordering::SeqCst);
@@ -178,7 +185,7 @@ pub fn run(sweep: &Sweep, indices: &[usize], plan: &Plan, ctrl_c: &AtomicUsize) 
             let line = finish(sweep, &mut run, exit, &mut tally)?;
             bar.inc(1);
             let counts = progress_line(&tally, running.len(), queue.len(), started);
-            bar.suspend(|| println!("{counts} {line}"));
+            bar.suspend(|| reporter.line(&format!("{counts} {line}")));
         }
         bar.set_message(format!("sweep: {} running", running.len()));
     }
