@@ -327,7 +327,7 @@ mod tests {
 
     #[test]
     fn indices_and_names_do_not_depend_on_the_order_of_the_file() {
-        let reordered = "[grid]\narch = [\"resnet18\", \"efficientnet-lite0\"]\nlr = [0.01, 0.001]\nseed = [0, 1]\n[base]\nrandom-init = true\nepochs = 2\n";
+        let reordered = "[grid]\narch = [\"resnet18\", \"efficientnet-lite0\"]\nlr = [0.01, 0.001]\nseed = [0, 1]\n[base]\ndata = \"/\"\nrandom-init = true\nepochs = 2\n";
         let a = parse(FILE).unwrap().points(Path::new("o")).unwrap();
         let b = parse(reordered).unwrap().points(Path::new("o")).unwrap();
         let names = |p: &[Point]| p.iter().map(|p| (p.index, p.name.clone())).collect::<Vec<_>>();
@@ -347,11 +347,11 @@ mod tests {
             ("[grid]\nlearning-rate = [0.1]", "[grid]: unknown key \"learning-rate\""),
             ("[base]\nrandom-init = true\nlr = \"fast\"\n[grid]\nseed = [0]", "key lr: invalid type: string \"fast\""),
             (
-                "[base]\nrandom-init = true\n[grid]\nlr = [0.1, -1.0]",
+                "[base]\ndata = \"/\"\nrandom-init = true\n[grid]\nlr = [0.1, -1.0]",
                 "point 1 (lr=-1.0): --lr -1: must be a positive number",
             ),
             (
-                "[base]\nrandom-init = true\n[grid]\nmode = [\"full\", \"half\"]",
+                "[base]\ndata = \"/\"\nrandom-init = true\n[grid]\nmode = [\"full\", \"half\"]",
                 "point 1 (mode=half): key mode: unknown variant `half`",
             ),
             ("[base]\nrandom-init = true\n[grid]\n", "[grid] is empty"),
