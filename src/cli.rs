@@ -2,7 +2,8 @@
 //! loaded before anything else (`device::init`), a closed stdout ending the
 //! printing but not the run (`… | head`), one-line errors
 //! (a backtrace only when `RUST_BACKTRACE` is set), panics reported the same
-//! way, exit codes (1 for errors, 130 after Ctrl-C) and Ctrl-C connected to an
+//! way, exit codes (1 for errors, 2 for options out of range, 130 after
+//! Ctrl-C) and Ctrl-C connected to an
 //! [`Interrupt`] (or counted, for a process that passes it on to children).
 //! The process ends without running C++ static destructors (`exit_now`).
 
@@ -12,6 +13,9 @@ use std::sync::Arc;
 
 /// Exit status after an interruption by Ctrl-C (128 + SIGINT), as shells use.
 pub const EXIT_INTERRUPTED: i32 = 130;
+/// Exit status of a usage error: an option out of its range, as clap's own
+/// checks exit in every tool.
+pub const EXIT_USAGE: i32 = 2;
 
 /// Runs `main_body`, printing any error as one line and exiting non-zero.
 pub fn run_main(main_body: impl FnOnce() -> anyhow::Result<()>) {
@@ -42,7 +46,12 @@ pub fn run_main(main_body: impl FnOnce() -> anyhow::Result<()>) {
                 crate::say_err!("error: {err:#}");
             }
             let interrupted = err.downcast_ref::<Interrupted>().is_some();
-            exit_now(if interrupted { EXIT_INTERRUPTED } else { 1 });
+            let bad_value = err.chain().any(|e| e.is::<crate::train::options::BadValue>());
+            exit_now(match (interrupted, bad_value) {
+                (true, _) => EXIT_INTERRUPTED,
+                (_, true) => EXIT_USAGE,
+                _ => 1,
+            });
         }
         Err(_) => exit_now(101),
     }

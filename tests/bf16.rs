@@ -152,8 +152,12 @@ fn finetune_on(cpu_flags: &str, args: &[&str], out: &Path) -> Output {
 }
 
 fn one_line_error(output: &Output) -> String {
+    one_line_exit(output, 1)
+}
+
+fn one_line_exit(output: &Output, code: i32) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(output.status.code(), Some(code), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "not one line: {stderr}");
     stderr
 }
@@ -175,7 +179,8 @@ fn bf16_is_refused_without_bf16_instructions_unless_forced_and_kept_in_the_card_
     );
     assert!(refused.contains("--force"), "{refused}");
     assert!(!out.exists(), "a refused run leaves no folder");
-    let both = one_line_error(&finetune_on("avx512_bf16", &["--precision", "bf16", "--amp"], &out));
+    // Two options that exclude each other: a usage error, exit status 2.
+    let both = one_line_exit(&finetune_on("avx512_bf16", &["--precision", "bf16", "--amp"], &out), 2);
     assert!(both.contains("--amp") && both.contains("give one of them"), "{both}");
 
     ok(finetune_on(no_bf16, &["--precision", "bf16", "--epochs", "1", "--force"], &out));

@@ -51,8 +51,17 @@ fn ok(output: Output) -> Output {
 
 /// Exit code 1 and one `error:` line holding every needle.
 fn assert_one_line_error(output: &Output, needles: &[&str]) {
+    assert_one_line_exit(output, 1, needles);
+}
+
+/// A usage error (an option out of range): exit status 2 in every tool, as clap's own checks.
+fn assert_usage_error(output: &Output, needles: &[&str]) {
+    assert_one_line_exit(output, 2, needles);
+}
+
+fn assert_one_line_exit(output: &Output, code: i32, needles: &[&str]) {
     let stderr = text(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(output.status.code(), Some(code), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "not one line: {stderr}");
     assert!(stderr.starts_with("error: "), "{stderr}");
     for needle in needles {
@@ -196,7 +205,7 @@ fn every_numeric_option_is_validated_in_one_line_and_negative_numbers_parse() {
         (vec!["--val-dir", "../elsewhere"], "--val-dir \"../elsewhere\": must be the name of a folder"),
     ] {
         let output = common::finetune().args(["--random-init"]).args(&args).arg("--out").arg(&target).output().unwrap();
-        assert_one_line_error(&output, &[needle]);
+        assert_usage_error(&output, &[needle]);
         assert!(!target.exists(), "{args:?} made the output folder");
     }
 }

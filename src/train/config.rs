@@ -6,6 +6,7 @@
 //! `--resume` replays it; [`FinetuneConfig::resume`] decides which options
 //! may change then.
 
+use super::options::BadValue;
 pub use super::options::{Mode, OptimizerKind, Precision, SchedulerKind, TrainOptions};
 use crate::models::Arch;
 use crate::names::Named;
@@ -101,7 +102,7 @@ impl FinetuneConfig {
     /// `--out`, the default folder holds an earlier run and the next free
     /// one is taken.
     pub fn new_reporting(options: &TrainOptions, reporter: &dyn Reporter) -> Result<Self> {
-        validate(options)?;
+        validate(options).map_err(BadValue::wrap)?;
         let weights = if options.random_init {
             None
         } else {
@@ -163,7 +164,7 @@ impl FinetuneConfig {
         }
         let mut check = options.clone();
         check.epochs = if given.contains("epochs") { options.epochs } else { config.epochs };
-        validate(&check)?;
+        validate(&check).map_err(BadValue::wrap)?;
         if given.contains("epochs") {
             config.epochs = options.epochs;
         }

@@ -203,3 +203,23 @@ impl TrainOptions {
 pub fn one_line(error: &impl std::fmt::Display) -> String {
     error.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
 }
+
+/// An option's value out of its range (`--epochs 0`): a usage error, which
+/// ends the binary with exit status 2 as clap's value checks do.
+#[derive(Debug)]
+pub struct BadValue(pub String);
+
+impl BadValue {
+    /// `error` as a usage error, its message kept.
+    pub fn wrap(error: anyhow::Error) -> anyhow::Error {
+        anyhow::Error::new(Self(format!("{error:#}")))
+    }
+}
+
+impl std::fmt::Display for BadValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadValue {}
