@@ -166,14 +166,14 @@ pub fn stop_on_ctrl_c(interrupt: &Interrupt) {
     let interrupt = interrupt.clone();
     let installed = ctrlc::set_handler(move || {
         if interrupt.request() {
-            eprintln!("\nsecond Ctrl-C: exiting now");
+            crate::say_err!("\nsecond Ctrl-C: exiting now");
             // At once: no flush, which could wait forever on a stdout lock
             // the main thread holds, and no libtorch teardown under the
             // feet of a thread still inside a libtorch call.
             // SAFETY: `_exit` ends the process; nothing is left to uphold.
             unsafe { libc::_exit(EXIT_INTERRUPTED) }
         }
-        eprintln!("\nCtrl-C: stopping at the next safe point (press again to exit now)");
+        crate::say_err!("\nCtrl-C: stopping at the next safe point (press again to exit now)");
     });
     warn_without_handler(installed);
 }
@@ -182,7 +182,7 @@ pub fn stop_on_ctrl_c(interrupt: &Interrupt) {
 /// once, without the safe stop.
 fn warn_without_handler(installed: Result<(), ctrlc::Error>) {
     if let Err(error) = installed {
-        eprintln!("warning: Ctrl-C ends this run at once (no safe stop): cannot install its handler: {error}");
+        crate::say_err!("warning: Ctrl-C ends this run at once (no safe stop): cannot install its handler: {error}");
     }
 }
 
@@ -194,9 +194,9 @@ pub fn count_ctrl_c() -> Arc<AtomicUsize> {
     let counter = presses.clone();
     let installed = ctrlc::set_handler(move || {
         if counter.fetch_add(1, Ordering::SeqCst) == 0 {
-            eprintln!("\nCtrl-C: the runs stop at their next safe point (press again to stop them at once)");
+            crate::say_err!("\nCtrl-C: the runs stop at their next safe point (press again to stop them at once)");
         } else {
-            eprintln!("\nCtrl-C again: the runs stop at once");
+            crate::say_err!("\nCtrl-C again: the runs stop at once");
         }
     });
     warn_without_handler(installed);
@@ -243,7 +243,14 @@ pub mod parse {
         }
     }
 
+    /// A seed: 0 to `i64::MAX` (libtorch's seed is an i64, and run.toml's
+    /// TOML integers are).
     pub fn seed(s: &str) -> Result<u64, String> {
-        s.trim().parse::<u64>().map_err(|_| format!("expected a whole number from 0 to {}", u64::MAX))
+        let range = || format!("expected a whole number from 0 to {}", i64::MAX);
+        let n = s.trim().parse::<u64>().map_err(|_| range())?;
+        if n > i64::MAX as u64 {
+            return Err(range());
+        }
+        Ok(n)
     }
 }

@@ -66,7 +66,7 @@
 //! [`report::Reporter`] and say their lines, warnings and progress bars
 //! through it; the binaries give [`report::Terminal`] (stdout, stderr, the
 //! tool's bars), a library user may give [`report::Silent`] or
-//! [`report::Capture`]. (The launcher, [`sweep`], still prints for itself.)
+//! [`report::Capture`].
 //! [`device`] decides where tensors live (one shared `--device` argument),
 //! [`cli`] turns errors into one-line messages and exit codes (ending the
 //! process without libtorch's teardown), and

@@ -105,12 +105,14 @@ pub fn saved_tool(dir: &Path) -> Result<Option<String>> {
 }
 
 /// A run's options (`config`, as the tool saves them) as the TOML file that
-/// runs it again: `tool --config run.toml --out NEW_DIR` (the output folder
-/// and unset options left out).
+/// runs it again: `tool --config run.toml --out NEW_DIR` (the output folder,
+/// the device and unset options left out).
 pub fn options_toml(tool: &str, config: &serde_json::Value) -> Result<String> {
     let serde_json::Value::Object(fields) = config else { bail!("{tool}: options that are not a table") };
     let mut fields = fields.clone();
+    // Where it ran is not the recipe (a sweep's cuda:1 may not exist elsewhere).
     fields.remove("out");
+    fields.remove("device");
     fields.retain(|_, value| !value.is_null());
     let table: toml::Table = serde_json::from_value(serde_json::Value::Object(fields))?;
     Ok(format!(

@@ -247,6 +247,11 @@ fn out_of_range_numbers_are_refused_with_a_reason_before_anything_runs() {
         (&["mlp", "--hidden", "-5"], "--hidden <H,H,...>", "hidden sizes: must be at least 1"),
         (&["cnn", "--hidden", "-100"], "--hidden <H>", "hidden sizes: must be at least 1"),
         (&["mlp", "--seed", "-1"], "--seed <N>", "expected a whole number from 0 to"),
+        (
+            &["cnn", "--seed", "9223372036854775808"],
+            "--seed <N>",
+            "expected a whole number from 0 to 9223372036854775807",
+        ),
     ];
     let dir = tempfile::tempdir().unwrap();
     for (args, option, reason) in cases {

@@ -448,8 +448,53 @@ fn a_sweeps_report_counts_its_points_and_names_folders_of_an_edited_grid() {
     assert!(report.starts_with("# Results: 1 run(s) of `mnist mlp` under "), "{report}");
     assert!(report.contains(", 0 done\n"), "{report}");
     let left_out = format!(
-        "## Left out (run folders that are not points of the sweep)\n\n- `{}`\n",
+        "## Left out (run folders that are not runs of the sweep's points)\n\n- `{}`\n",
         out.join("hidden=10").display()
     );
     assert!(report.contains(&left_out), "{report}");
+}
+
+/// Review of issue 27's sweeps: a `caption train` point on an image folder
+/// saves its backbone's weights file as an absolute path; the point must
+/// resolve it the same way, or the sweep refuses its own finished run.
+#[test]
+fn a_caption_sweep_on_an_image_folder_recognises_its_own_runs() {
+    let dir = temp_dir();
+    let scenes = dir.path().join("scenes");
+    common::run_ok(
+        Command::new(env!("CARGO_BIN_EXE_caption"))
+            .current_dir(common::repo())
+            .args(["scenes", "--train", "20", "--val", "6", "--seed", "1", "--out"])
+            .arg(&scenes),
+    );
+    let file = dir.path().join("caption.toml");
+    let text = format!(
+        "tool = \"caption train\"\n[base]\ndata = {:?}\nepochs = 1\nhidden = 16\nwordvec = 8\n[grid]\ncell = [\"rnn\"]\n",
+        scenes.display().to_string()
+    );
+    std::fs::write(&file, text).unwrap();
+    let out = dir.path().join("runs");
+    let said = stdout(&common::run_ok(&mut sweep(&file, &out)));
+    assert!(said.contains("point 0 (cell=rnn) done in") && said.contains(": val BLEU-4 "), "{said}");
+    let listing = stdout(&common::run_ok(sweep(&file, &out).arg("--list")));
+    assert!(listing.ends_with("1 done\n"), "{listing}");
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(md.starts_with("# Results: 1 run(s) of `caption train` under "), "{md}");
+}
+
+/// Review of issue 27's report: a folder of only eigenfaces runs was
+/// tabulated as finetune runs; nothing here is a run a report tabulates.
+#[test]
+fn a_report_of_eigenfaces_runs_alone_names_them_and_tabulates_nothing() {
+    let dir = temp_dir();
+    let run = dir.path().join("faces");
+    common::run_ok(
+        common::eigenfaces().arg("--input").arg(common::lfw_faces()).args(["--no-figures", "--out"]).arg(&run),
+    );
+    let error = failure(common::finetune().arg("report").arg(dir.path()));
+    assert!(
+        error.contains("no runs of finetune, mnist or caption train to tabulate; run folders of other tools:"),
+        "{error}"
+    );
+    assert!(error.contains(&format!("{} (eigenfaces)", run.display())), "{error}");
 }

@@ -293,6 +293,7 @@ fn run_toml_runs_a_run_again_and_flags_given_beside_it_win() {
     let run_toml = first.join("run.toml");
     let text = std::fs::read_to_string(&run_toml).unwrap();
     assert!(text.starts_with("# The resolved options of this run: mnist mlp --config run.toml"), "{text}");
+    assert!(!text.contains("device"), "where it ran is not the recipe: {text}");
     let again = tmp.path().join("again");
     common::run_ok(common::mnist().args(["mlp", "--threads", "1", "--config"]).arg(&run_toml).arg("--out").arg(&again));
     assert_eq!(

@@ -112,25 +112,13 @@ fn resolve(args: TrainArgs, given: &BTreeSet<String>) -> Result<(TrainArgs, Star
             }
             None => args,
         };
-        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
         let out = tchlab::run_dir::choose(
             args.out.as_deref(),
             &format!("runs/caption-{}", args.cell.name()),
             args.run.overwrite,
             &Terminal,
         )?;
-        let weights = match &args.weights {
-            Some(w) => Some(absolute(w)),
-            None if !coco_h5::is_course_folder(&args.data) => {
-                Some(absolute(&default_weights(args.arch, Path::new("models"))))
-            }
-            None => None,
-        };
-        let image_dir = args.image_dir.as_deref().map(absolute);
-        return Ok((
-            TrainArgs { data: absolute(&args.data), out: Some(out), weights, image_dir, ..args },
-            Start::Fresh,
-        ));
+        return Ok((TrainArgs { out: Some(out), ..args.with_paths_resolved() }, Start::Fresh));
     };
     let mut saved: TrainArgs = tchlab::cli::resumed_options(&dir, "caption train", given, tchlab::cli::RESUMABLE)?;
     saved.out = Some(std::path::absolute(&dir)?);

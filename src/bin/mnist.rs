@@ -5,7 +5,6 @@
 use anyhow::Result;
 use clap::{FromArgMatches, Parser, Subcommand};
 use serde::Serialize;
-use std::path::{Path, PathBuf};
 use tchlab::interrupt::Interrupt;
 use tchlab::mnist::options::{CnnArgs, Common, MlpArgs};
 use tchlab::mnist::{self, RunSpec};
@@ -105,10 +104,6 @@ fn data(common: &Common) -> Result<tchlab::data::mnist::Mnist> {
     mnist::load(&common.data, common.seed, common.train_limit.0, &Terminal)
 }
 
-fn absolute(path: &Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
-}
-
 fn main() {
     tchlab::cli::run_main(|| {
         let matches = tchlab::cli::matches::<Cli>();
@@ -119,14 +114,14 @@ fn main() {
         match cli.command {
             Command::Mlp(args) => {
                 let (mut args, start) = resolve(args, |a| &mut a.common, "mnist mlp", &given)?;
-                args.common.data = absolute(&args.common.data);
+                args.common.resolve_paths();
                 let spec = run_spec(&args.common, args.epochs, start, "mnist-mlp", serde_json::to_value(&args)?)?;
                 let data = data(&args.common)?;
                 mnist::mlp_sweep(&data, &args.hidden, &spec, &interrupt, &Terminal).map(|_| ())
             }
             Command::Cnn(args) => {
                 let (mut args, start) = resolve(args, |a| &mut a.common, "mnist cnn", &given)?;
-                args.common.data = absolute(&args.common.data);
+                args.common.resolve_paths();
                 let spec = run_spec(&args.common, args.epochs, start, "mnist-cnn", serde_json::to_value(&args)?)?;
                 let data = data(&args.common)?;
                 mnist::cnn(&data, args.hidden, &spec, &interrupt, &Terminal).map(|_| ())

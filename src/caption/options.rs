@@ -10,7 +10,7 @@ use crate::grad::GradMode;
 use crate::models::Arch;
 use clap::Args;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args, Serialize, Deserialize)]
 pub struct TrainArgs {
@@ -75,4 +75,23 @@ pub struct TrainArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub device: crate::device::DeviceArg,
+}
+
+impl TrainArgs {
+    /// The paths as a fresh run saves them: absolute (so that the run
+    /// resumes from any folder), and for an image folder the backbone's
+    /// default weights file named. The binary and a sweep's points both
+    /// resolve them here, so a point compares with its saved run.
+    pub fn with_paths_resolved(self) -> Self {
+        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+        let weights = match &self.weights {
+            Some(w) => Some(absolute(w)),
+            None if !super::coco_h5::is_course_folder(&self.data) => {
+                Some(absolute(&crate::train::config::default_weights(self.arch, Path::new("models"))))
+            }
+            None => None,
+        };
+        let image_dir = self.image_dir.as_deref().map(absolute);
+        Self { data: absolute(&self.data), weights, image_dir, ..self }
+    }
 }

@@ -83,3 +83,12 @@ pub fn train_limit(s: &str) -> Result<TrainLimit, String> {
     }
     at_least_one(s).map(|n| TrainLimit(Some(n))).map_err(|e| format!("{e}, or all"))
 }
+
+impl Common {
+    /// The data folder as a fresh run saves it: absolute, so that the run
+    /// resumes from any folder (the binary and a sweep's points both
+    /// resolve it here).
+    pub fn resolve_paths(&mut self) {
+        self.data = std::path::absolute(&self.data).unwrap_or_else(|_| self.data.clone());
+    }
+}

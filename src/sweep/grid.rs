@@ -29,6 +29,8 @@ const SWEEP_OWNED: &[(&str, &str)] = &[
     ("out", "the sweep names each run's folder (give finetune sweep --out)"),
     ("overwrite", "a sweep continues or skips earlier runs, it never replaces them"),
     ("resume", "a sweep resumes a partial run itself"),
+    ("device", "the sweep gives each run its device (finetune sweep --devices)"),
+    ("config", "a sweep file holds the options itself (put them in [base])"),
 ];
 /// The longest run folder name a point may get.
 const MAX_NAME_BYTES: usize = 200;
@@ -360,6 +362,10 @@ mod tests {
             ("[grid]\nseed = 3", "seed = 3: expected a list"),
             ("[grid]\nseed = [1, 1]", "the value 1 is listed twice"),
             ("[grid]\nout = [\"a\", \"b\"]", "key \"out\" cannot be set"),
+            (
+                "[base]\ndevice = \"cpu\"\n[grid]\nseed = [0]",
+                "key \"device\" cannot be set: the sweep gives each run its device",
+            ),
             ("[base]\nseed = 1\n[grid]\nseed = [0]", "\"seed\" is in both [base] and [grid]"),
             ("[runs]\nx = 1\n[grid]\nseed = [0]", "unknown key \"runs\""),
             ("[grid\nseed = [0]", "sweep file s.toml: "),

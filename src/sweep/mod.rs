@@ -44,6 +44,7 @@ impl Sweep {
     /// Reads and checks the sweep file; `out` defaults to `runs/<file stem>`.
     pub fn load(file: &Path, out: Option<&Path>) -> Result<Self> {
         let sweep_file = SweepFile::read(file)?;
+        sweep_file.tool.command()?; // the tool's binary, before a listing says the sweep is fine
         let out = match out {
             Some(out) => out.to_owned(),
             None => Path::new("runs").join(file.file_stem().unwrap_or_default()),

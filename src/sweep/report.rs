@@ -67,7 +67,8 @@ pub struct Report {
     /// Run folders of the other tools (`mnist mlp`, …), left out: (folder, tool).
     pub skipped: Vec<(PathBuf, String)>,
     /// Run folders under a sweep's `--out` that are none of its points (an
-    /// edited grid leaves them), left out.
+    /// edited grid leaves them), or hold a run of another tool or recipe
+    /// than their point's, left out.
     pub strays: Vec<PathBuf>,
 }
 
@@ -97,8 +98,9 @@ impl Report {
             }
         }
         let tool = TOOLS.into_iter().find(|&tool| found.iter().any(|f| f.folder.sweep_tool() == Some(tool)));
-        let (ours, others): (Vec<Found>, Vec<Found>) =
-            found.into_iter().partition(|f| f.folder.tool.is_none() || f.folder.sweep_tool() == tool);
+        let (ours, others): (Vec<Found>, Vec<Found>) = found
+            .into_iter()
+            .partition(|f| f.folder.tool.is_none() || (tool.is_some() && f.folder.sweep_tool() == tool));
         let skipped: Vec<(PathBuf, String)> =
             others.into_iter().map(|f| (f.folder.dir, f.folder.tool.unwrap_or_default())).collect();
         if ours.is_empty() {
@@ -131,8 +133,24 @@ impl Report {
     pub fn of_sweep(sweep: &super::Sweep) -> Result<Self> {
         let tool = sweep.file.tool;
         let mut runs = Vec::new();
+        let mut strays = Vec::new();
         for point in &sweep.points {
-            let folder = RunFolder::read(&sweep.dir(point))?;
+            let mut folder = RunFolder::read(&sweep.dir(point))?;
+            let other_tool = folder.tool.as_deref().is_some_and(|held| held != tool.name());
+            let other_recipe =
+                folder.config().and_then(|saved| super::status::recipe_difference(tool, saved, &point.config));
+            if other_tool || other_recipe.is_some() {
+                strays.push(folder.dir.clone());
+                // The point itself has not run.
+                folder = RunFolder {
+                    dir: sweep.dir(point),
+                    tool: None,
+                    summary: None,
+                    saved: None,
+                    exit: None,
+                    holder: None,
+                };
+            }
             let (mut run, _) = read_run(tool, &folder, &sweep.out, false)?;
             run.status = folder.status(Some(point.epochs));
             run.epochs = Some(point.epochs);
@@ -146,7 +164,7 @@ impl Report {
             find_run_folders(&sweep.out, MAX_DEPTH, &mut found)?;
         }
         let points: BTreeSet<PathBuf> = sweep.points.iter().map(|p| sweep.dir(p)).collect();
-        let strays = found.into_iter().filter(|dir| !points.contains(dir)).collect();
+        strays.extend(found.into_iter().filter(|dir| !points.contains(dir)));
         let keys = varying_keys(tool, &runs);
         let configurations = group(&runs, &keys);
         Ok(Self { roots: vec![sweep.out.clone()], tool, keys, runs, configurations, skipped: Vec::new(), strays })
@@ -260,7 +278,7 @@ impl Report {
             }
         }
         if !self.strays.is_empty() {
-            text += "\n## Left out (run folders that are not points of the sweep)\n\n";
+            text += "\n## Left out (run folders that are not runs of the sweep's points)\n\n";
             for dir in &self.strays {
                 text += &format!("- `{}`\n", dir.display());
             }

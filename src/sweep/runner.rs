@@ -252,6 +252,12 @@ fn launch(sweep: &Sweep, point: &Point, device: &str, threads: usize) -> Result<
         command.arg("--resume").arg(&dir);
         if tool.extends_runs() {
             command.arg("--epochs").arg(point.epochs.to_string());
+        } else {
+            // Saved with the run for finetune only; the others get it again.
+            let given = sweep.file.base.iter().chain(point.values.iter().map(|(k, v)| (k, v)));
+            given.filter(|(key, _)| *key == "threads").for_each(|(key, value)| {
+                command.args(super::tool::flag(key, value));
+            });
         }
     } else {
         command.args(&point.flags).arg("--out").arg(&dir);

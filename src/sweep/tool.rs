@@ -144,9 +144,20 @@ impl Tool {
                 let config = FinetuneConfig::new(&options).map_err(|e| anyhow::anyhow!("{source}: {e:#}"))?;
                 serde_json::to_value(config)?
             }
-            Tool::MnistMlp => parse::<crate::mnist::options::MlpArgs>(self, base, point, source)?,
-            Tool::MnistCnn => parse::<crate::mnist::options::CnnArgs>(self, base, point, source)?,
-            Tool::CaptionTrain => parse::<crate::caption::options::TrainArgs>(self, base, point, source)?,
+            Tool::MnistMlp => {
+                let mut args: crate::mnist::options::MlpArgs = parse(self, base, point, source)?;
+                args.common.resolve_paths();
+                serde_json::to_value(args)?
+            }
+            Tool::MnistCnn => {
+                let mut args: crate::mnist::options::CnnArgs = parse(self, base, point, source)?;
+                args.common.resolve_paths();
+                serde_json::to_value(args)?
+            }
+            Tool::CaptionTrain => {
+                let args: crate::caption::options::TrainArgs = parse(self, base, point, source)?;
+                serde_json::to_value(args.with_paths_resolved())?
+            }
         };
         let mut config = config;
         config["out"] = serde_json::json!(out);
@@ -244,16 +255,15 @@ fn ids<A: clap::Args>() -> Vec<String> {
 }
 
 /// The options of `base` then `point` (no key is in both) given to `A`'s
-/// own parser as flags, serialized as the tool saves them.
-fn parse<A: clap::Args + clap::FromArgMatches + serde::Serialize>(
+/// own parser as flags.
+fn parse<A: clap::Args + clap::FromArgMatches>(
     tool: Tool,
     base: &toml::Table,
     point: &toml::Table,
     source: &str,
-) -> Result<Value> {
+) -> Result<A> {
     let table: toml::Table = base.iter().chain(point).map(|(k, v)| (k.clone(), v.clone())).collect();
-    let args: A = options_file::from_table(tool.name(), &table, source)?;
-    Ok(serde_json::to_value(args)?)
+    options_file::from_table(tool.name(), &table, source)
 }
 
 #[cfg(test)]
@@ -282,7 +292,8 @@ mod tests {
     fn a_bad_mnist_value_is_the_tools_own_error_in_one_line() {
         let point: toml::Table = toml::from_str("epochs = 0").unwrap();
         let error = parse::<crate::mnist::options::MlpArgs>(Tool::MnistMlp, &toml::Table::new(), &point, "point 0")
-            .unwrap_err()
+            .err()
+            .unwrap()
             .to_string();
         assert!(error.starts_with("point 0: invalid value '0' for '--epochs <N>'"), "{error}");
         assert!(!error.contains('\n'), "{error}");
@@ -292,7 +303,9 @@ mod tests {
     fn an_mlp_point_resolves_to_the_config_the_binary_saves() {
         let base: toml::Table = toml::from_str("epochs = 2\nhidden = [10, 50]").unwrap();
         let point: toml::Table = toml::from_str("seed = 3").unwrap();
-        let config = parse::<crate::mnist::options::MlpArgs>(Tool::MnistMlp, &base, &point, "p").unwrap();
+        let config =
+            serde_json::to_value(parse::<crate::mnist::options::MlpArgs>(Tool::MnistMlp, &base, &point, "p").unwrap())
+                .unwrap();
         assert_eq!(config["hidden"], serde_json::json!([10, 50]));
         assert_eq!((config["epochs"].as_u64(), config["seed"].as_u64()), (Some(2), Some(3)));
         assert_eq!(config["grad"], "manual", "defaults filled in");

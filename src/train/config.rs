@@ -278,6 +278,9 @@ fn validate(o: &TrainOptions) -> Result<()> {
     if o.warmup_epochs > 0 && o.warmup_epochs >= o.epochs {
         bail!("--warmup-epochs {}: must be fewer than --epochs {}", o.warmup_epochs, o.epochs);
     }
+    if o.seed > i64::MAX as u64 {
+        bail!("--seed {}: must be at most {}", o.seed, i64::MAX);
+    }
     if !(32..=1024).contains(&o.image_size) {
         bail!("--image-size {}: must be between 32 and 1024 pixels", o.image_size);
     }
