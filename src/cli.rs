@@ -88,7 +88,7 @@ pub struct RunArgs {
     /// libtorch's compute threads [default: libtorch's choice, one per core].
     #[arg(long, value_name = "N", value_parser = parse::at_least_one, allow_negative_numbers = true)]
     pub threads: Option<usize>,
-    /// Options from a TOML file, keys as the flags are named (a run's run.toml runs it again); flags given here win.
+    /// Options from a TOML file, keys as the flags are named (a run's run.toml runs it again); flags given here win [default: none: the flags and their defaults].
     #[arg(long, value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
 }

@@ -92,6 +92,7 @@ pub mod pca;
 pub mod persist;
 pub mod predict;
 pub mod report;
+pub mod reporter;
 pub mod run_dir;
 pub mod sweep;
 pub mod train;

@@ -186,8 +186,15 @@ fn cnn_writes_the_results_the_readme_lists() {
     let epoch_lines: Vec<&str> = text.lines().filter(|l| l.starts_with("epoch ")).collect();
     assert_eq!(epoch_lines.len(), 1, "{text}");
     assert!(epoch_lines[0].starts_with("epoch 0/0: train acc = "), "{text}");
-    let written =
-        ["events.out.tfevents.*", "loss_history.png", "results.csv", "results.md", "state.safetensors", "summary.json"];
+    let written = [
+        "events.out.tfevents.*",
+        "loss_history.png",
+        "results.csv",
+        "results.md",
+        "run.toml",
+        "state.safetensors",
+        "summary.json",
+    ];
     assert_eq!(files_in(&out), written, "accuracy_vs_hidden.png is the sweep's only");
     assert!(text.contains(&format!("wrote {}/results.md, results.csv, summary.json, loss_history.png", out.display())));
     assert_eq!(png_size(&out.join("loss_history.png")), (900, 600));
@@ -304,6 +311,7 @@ fn retrain_honours_train_limit_and_says_what_it_trains_on() {
             "loss_history.png",
             "results.csv",
             "results.md",
+            "run.toml",
             "state.safetensors",
             "summary.json"
         ]

@@ -25,7 +25,7 @@ pub mod pool;
 pub mod winograd;
 
 use crate::grad::{Autograd, Backprop};
-use crate::report::Reporter;
+use crate::reporter::Reporter;
 use tch::{nn, Device, Tensor};
 
 /// The fastest way to correct gradients on `device`.

@@ -8,7 +8,7 @@
 use super::decode::decode_rgb;
 use super::image_folder::{has_image_extension, ImageFolder};
 use super::npy;
-use crate::report::Reporter;
+use crate::reporter::Reporter;
 use anyhow::{bail, Context, Result};
 use image::imageops::FilterType;
 use image::{GrayImage, RgbImage};

@@ -260,7 +260,7 @@ pub fn read(path: &Path) -> Result<NpyArray> {
 }
 
 /// Writes a C-ordered f64 array as a version 1.0 `.npy` file (for test
-/// fixtures and the bench's data).
+/// fixtures and the bench's data, not results: a plain write).
 pub fn write_f64(path: &Path, values: &[f64], shape: &[usize]) -> Result<()> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     let dims = if dims.len() == 1 { format!("{},", dims[0]) } else { dims.join(", ") };
@@ -276,7 +276,7 @@ pub fn write_f64(path: &Path, values: &[f64], shape: &[usize]) -> Result<()> {
     for v in values {
         bytes.extend(v.to_le_bytes());
     }
-    crate::persist::write_atomically(path, &bytes)
+    std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

@@ -1,13 +1,11 @@
-//! What a person sees: the [`reporter`] the library speaks through (lines,
-//! warnings, progress bars), PNG figures, TensorBoard event files and CSV
-//! tables.
+//! What a person sees: PNG figures, TensorBoard event files and CSV tables,
+//! and (re-exported from [`crate::reporter`], which sits on the floor) the
+//! reporter the library speaks through.
 
 pub mod plots;
-pub mod progress;
-pub mod reporter;
 pub mod tensorboard;
 
-pub use reporter::{Capture, Reporter, Silent, Terminal};
+pub use crate::reporter::{Capture, Reporter, Silent, Terminal};
 
 /// `println!` for the binaries, through [`Terminal`]: a closed stdout ends
 /// the printing, not the run.

@@ -4,14 +4,15 @@
 //! what a person sees and a library user can silence it or keep it.
 //!
 //! It owns the three channels and their terminal look: [`Terminal`] (what
-//! the binaries use: lines on stdout, warnings on stderr, the bars of
-//! [`super::progress`]), [`Silent`] (nothing), [`Capture`] (lines kept in
+//! the binaries use: lines on stdout, warnings on stderr, indicatif bars
+//! with one look across the tools, drawn on stderr and hidden when it is
+//! not a terminal), [`Silent`] (nothing), [`Capture`] (lines kept in
 //! memory, for tests). It must not decide anything: it never filters,
 //! reorders, formats or numbers what it is given, and nothing in the
-//! library asks it a question.
+//! library asks it a question. It sits on the floor of the crate (it
+//! imports nothing of it), so that every module may report.
 
-use super::progress;
-use indicatif::{ProgressBar, ProgressDrawTarget};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -40,6 +41,18 @@ impl Terminal {
     }
 }
 
+/// A bar in the tools' one look.
+fn terminal_bar(total: u64, label: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>16} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}")
+            .expect("valid progress template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(label.to_owned());
+    bar
+}
+
 static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
 static STDERR_CLOSED: AtomicBool = AtomicBool::new(false);
 
@@ -64,7 +77,7 @@ impl Reporter for Terminal {
     }
 
     fn bar(&self, total: u64, label: &str) -> ProgressBar {
-        progress::bar(total, label)
+        terminal_bar(total, label)
     }
 }
 
