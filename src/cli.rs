@@ -93,6 +93,23 @@ pub struct RunArgs {
     pub config: Option<std::path::PathBuf>,
 }
 
+/// `--threads` for the commands that use a model rather than train one
+/// (`finetune predict|eval`, `eigenfaces project`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ThreadsArg {
+    /// libtorch's compute threads [default: libtorch's choice, one per core].
+    #[arg(long, value_name = "N", value_parser = parse::at_least_one, allow_negative_numbers = true)]
+    pub threads: Option<usize>,
+}
+
+impl ThreadsArg {
+    /// Sets the process's threads as a run's are set (`accel::init_threads`).
+    pub fn apply(&self) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        crate::accel::init_threads(self.threads, cores, &crate::report::Terminal);
+    }
+}
+
 /// What may be given beside `--resume`.
 pub const RESUMABLE: &[&str] = &["threads", "device"];
 

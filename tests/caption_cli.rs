@@ -220,3 +220,26 @@ fn course_folder_options_on_an_image_folder_are_refused_in_one_line() {
         assert!(stderr.contains(&format!("{flag} is for the course's coco_captioning folder")), "{stderr}");
     }
 }
+
+/// Issue 27, finding 15: a folder that is no caption set got "reading
+/// …/annotations: No such file or directory"; it is one line saying what a
+/// caption set holds.
+#[test]
+fn a_folder_that_is_no_caption_set_says_what_one_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    image::RgbImage::new(8, 8).save(photos.join("a.png")).unwrap();
+    let output = caption()
+        .args(["train", "--epochs", "1", "--data"])
+        .arg(&photos)
+        .arg("--out")
+        .arg(tmp.path().join("run"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("photos: not a caption set: it has no annotations/ folder"), "{stderr}");
+    assert!(!tmp.path().join("run").exists(), "a refused run leaves no folder");
+}

@@ -467,3 +467,18 @@ fn one_person_gets_no_recognition_and_says_why() {
     assert!(stdout.contains("recognition skipped: the faces are of one person (s1)"), "{stdout}");
     assert!(summary["recognition"].is_null());
 }
+
+/// Issue 27, finding 15: one `.pgm` face given as `--input` got "no
+/// \x93NUMPY magic"; it is one line saying what --input takes.
+#[test]
+fn one_image_as_input_says_what_input_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let face = dir.path().join("1.pgm");
+    std::fs::copy(orl_faces().join("s1/1.pgm"), &face).unwrap();
+    let error = one_line_error(eigenfaces().arg("--input").arg(&face).arg("--out").arg(dir.path().join("run")));
+    assert!(
+        error.contains("1.pgm: one image; --input takes a .npy array of faces or a folder of face images"),
+        "{error}"
+    );
+    assert!(!dir.path().join("run").exists());
+}

@@ -7,7 +7,7 @@ mod common;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
@@ -319,4 +319,24 @@ fn cached_features_train_the_head_in_seconds() {
     );
     assert_run_outputs(out.path(), 3);
     assert!(summary(out.path())["best_val_acc"].as_f64().unwrap() > 0.85);
+}
+
+/// Issue 27, finding 15: `--threads` was missing from `predict`, `eval`,
+/// `mnist` and `eigenfaces project`; every command that computes takes it.
+#[test]
+fn every_command_that_computes_takes_threads() {
+    let commands: [(Command, &[&str]); 8] = [
+        (common::finetune(), &[]),
+        (common::finetune(), &["predict"]),
+        (common::finetune(), &["eval"]),
+        (common::mnist(), &["mlp"]),
+        (common::mnist(), &["cnn"]),
+        (common::eigenfaces(), &[]),
+        (common::eigenfaces(), &["project"]),
+        (Command::new(env!("CARGO_BIN_EXE_caption")), &["train"]),
+    ];
+    for (mut command, words) in commands {
+        let help = stdout(&common::run_ok(command.args(words).arg("--help")));
+        assert!(help.contains("--threads <"), "{words:?} --help has no --threads:\n{help}");
+    }
 }

@@ -127,6 +127,8 @@ struct ProjectArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    threads: tchlab::cli::ThreadsArg,
 }
 
 fn fit(args: FitArgs) -> Result<()> {
@@ -173,6 +175,7 @@ fn fit(args: FitArgs) -> Result<()> {
 }
 
 fn project(args: ProjectArgs) -> Result<()> {
+    args.threads.apply();
     let saved = eigenfaces::read_components(&args.components)?;
     let projections = eigenfaces::project(&saved, &args.images, args.k)?;
     if args.json {

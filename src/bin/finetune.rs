@@ -159,6 +159,8 @@ struct PredictArgs {
     allow_errors: bool,
     #[command(flatten)]
     device: DeviceArg,
+    #[command(flatten)]
+    threads: tchlab::cli::ThreadsArg,
 }
 
 #[derive(Args)]
@@ -183,6 +185,8 @@ struct EvalArgs {
     json: bool,
     #[command(flatten)]
     device: DeviceArg,
+    #[command(flatten)]
+    threads: tchlab::cli::ThreadsArg,
 }
 
 fn main() {
@@ -240,6 +244,7 @@ fn train(args: TrainArgs, given: BTreeSet<String>) -> Result<()> {
 }
 
 fn predict(args: PredictArgs) -> Result<()> {
+    args.threads.apply();
     let device = args.device.select()?;
     let trained = TrainedModel::load(&args.checkpoint, device)?;
     let (files, skipped) = collect_images(&args.images)?;
@@ -277,6 +282,7 @@ fn predict(args: PredictArgs) -> Result<()> {
 }
 
 fn eval(args: EvalArgs) -> Result<()> {
+    args.threads.apply();
     let device = args.device.select()?;
     let trained = TrainedModel::load(&args.checkpoint, device)?;
     let (folder, note) = resolve_split(&args.data, &trained.classes)?;

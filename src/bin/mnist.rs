@@ -27,6 +27,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// affine-ReLU-affine-softmax; sweeps hidden sizes, picks the best by val accuracy, retrains it on train+val, tests it.
+    ///
+    /// With --train-limit N the best size is retrained on those N images plus the first N/5 (rounded up) validation
+    /// images, the full run's 5:1 proportion.
     Mlp(MlpArgs),
     /// conv(32 7x7, pad 3)-ReLU-maxpool 2x2-affine-ReLU-affine-softmax; trains on train, tests the last epoch's model.
     Cnn(CnnArgs),

@@ -52,6 +52,7 @@ pub struct TextOptions {
 /// Reads both splits of `dir`, builds the vocabulary and computes (or reads
 /// cached) features into `dir/features/`, with bars and notes to `reporter`.
 pub fn load(dir: &Path, text: TextOptions, extractor: &Extractor, reporter: &dyn Reporter) -> Result<CaptionData> {
+    check_caption_set(dir)?;
     let train = read_split(dir, "train")?;
     let val = read_split(dir, "val")?;
     let vocab = Vocabulary::build(train.captions.iter().map(|(_, words)| words.as_slice()), text.min_count);
@@ -65,6 +66,21 @@ pub fn load(dir: &Path, text: TextOptions, extractor: &Extractor, reporter: &dyn
     let val = splits.pop().expect("two splits");
     let train = splits.pop().expect("two splits");
     Ok(CaptionData { vocab, train, val, max_words: text.max_words })
+}
+
+/// A folder that is no caption set at all is one line saying what one
+/// holds (rather than "reading DIR/annotations: No such file").
+fn check_caption_set(dir: &Path) -> Result<()> {
+    if !dir.is_dir() {
+        bail!("--data {}: not found", dir.display());
+    }
+    if !dir.join("annotations").is_dir() {
+        bail!(
+            "--data {}: not a caption set: it has no annotations/ folder (an image folder holds annotations/captions_train*.json, annotations/captions_val*.json, train*/ and val*/; the course's coco_captioning/ holds coco2014_captions.h5)",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 fn encode_split(name: &str, raw: RawSplit, features: Tensor, vocab: &Vocabulary, max_words: usize) -> CaptionSplit {

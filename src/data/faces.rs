@@ -86,6 +86,11 @@ impl Faces {
 pub fn load(input: &Path, size: Option<FaceSize>, reporter: &dyn Reporter) -> Result<Faces> {
     let faces = if input.is_dir() {
         load_folder(input, size, reporter)?
+    } else if is_image_file(input) {
+        bail!(
+            "{}: one image; --input takes a .npy array of faces or a folder of face images (flat or one subfolder per person)",
+            input.display()
+        );
     } else if input.is_file() {
         load_npy(input, size)?
     } else {
@@ -95,6 +100,12 @@ pub fn load(input: &Path, size: Option<FaceSize>, reporter: &dyn Reporter) -> Re
         bail!("{}: {} face(s); PCA needs at least 2", input.display(), faces.len());
     }
     Ok(faces)
+}
+
+/// A file named as an image (by torchvision's extensions).
+fn is_image_file(path: &Path) -> bool {
+    let extension = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    path.is_file() && extension.is_some_and(|e| super::image_folder::IMAGE_EXTENSIONS.contains(&e.as_str()))
 }
 
 fn load_npy(path: &Path, size: Option<FaceSize>) -> Result<Faces> {

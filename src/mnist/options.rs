@@ -60,9 +60,6 @@ pub struct Common {
     #[serde(flatten)]
     pub device: crate::device::DeviceArg,
     /// Train on only the first N of the 50,000 training images (quick checks); all: every one.
-    ///
-    /// With N, `mlp` retrains the best size on those N images plus the first N/5 (rounded up) validation images, the
-    /// full run's 5:1 proportion.
     #[arg(long, value_name = "N", default_value = "all", value_parser = train_limit, allow_negative_numbers = true)]
     pub train_limit: TrainLimit,
     /// Folder for the results, the run state and TensorBoard events [default: runs/mnist-<mlp|cnn>, or the next free runs/mnist-<mlp|cnn>-N].
