@@ -4,7 +4,7 @@
 //! recall, confusion matrix).
 
 use crate::data::decode::decode_rgb;
-use crate::data::image_folder::{has_image_extension, ImageFolder};
+use crate::data::image_folder::{has_image_extension, ImageFolder, Sample};
 use crate::data::loader::{image_tensor, DecodedSplit, PixelBudget};
 use crate::data::transforms::val_transform_sized;
 use crate::models::Classifier;
@@ -182,17 +182,38 @@ pub struct Evaluation {
 pub fn resolve_split(data: &Path, classes: &[String]) -> Result<(ImageFolder, Option<String>)> {
     let val = data.join("val");
     if data.join("train").is_dir() && val.is_dir() && !classes.iter().any(|c| c == "train" || c == "val") {
-        let folder = ImageFolder::scan(&val)?;
-        if folder.classes == classes {
-            let note = format!("{} is a dataset root: evaluating its val split ({})", data.display(), val.display());
-            return Ok((folder, Some(note)));
+        if let Ok((folder, subset)) = with_model_classes(ImageFolder::scan(&val)?, classes) {
+            let root = format!("{} is a dataset root: evaluating its val split ({})", data.display(), val.display());
+            return Ok((folder, Some(subset.map_or(root.clone(), |subset| format!("{root}; {subset}")))));
         }
     }
-    let folder = ImageFolder::scan(data)?;
-    if folder.classes != classes {
-        bail!("{}: classes {:?} differ from the model's {:?}", data.display(), folder.classes, classes);
+    with_model_classes(ImageFolder::scan(data)?, classes)
+}
+
+/// `folder` labelled by the model's class indices. A split may hold some
+/// of the model's classes (a folder of ants alone): then the note says
+/// which; a class the model does not know is an error naming it.
+fn with_model_classes(folder: ImageFolder, classes: &[String]) -> Result<(ImageFolder, Option<String>)> {
+    if folder.classes == classes {
+        return Ok((folder, None));
     }
-    Ok((folder, None))
+    let index_in_model = |class: &String| classes.iter().position(|c| c == class);
+    if let Some(unknown) = folder.classes.iter().find(|c| index_in_model(c).is_none()) {
+        bail!(
+            "{}: class folder {unknown:?} is not one of the model's classes {classes:?} (a split holds some or all of them)",
+            folder.root.display()
+        );
+    }
+    let note = format!(
+        "{} holds {} of the model's {} classes ({}); the others have no images to score",
+        folder.root.display(),
+        folder.classes.len(),
+        classes.len(),
+        folder.classes.join(", ")
+    );
+    let indices: Vec<usize> = folder.classes.iter().filter_map(index_in_model).collect();
+    let samples = folder.samples.into_iter().map(|s| Sample { class_index: indices[s.class_index], ..s }).collect();
+    Ok((ImageFolder { classes: classes.to_vec(), samples, ..folder }, Some(note)))
 }
 
 /// Evaluates a trained model on one split folder (`DIR/<class>/*`), with

@@ -499,3 +499,43 @@ fn image_size_and_threads_reach_the_model_and_the_banner() {
     let photo = std::fs::read_dir(small_data().join("val/bees")).unwrap().next().unwrap().unwrap().path();
     ok(common::finetune().args(["predict", "--checkpoint"]).arg(out.path()).arg(&photo).output().unwrap());
 }
+
+/// Issue 27, finding 10: `finetune eval` refused a split holding some of
+/// the model's classes (a folder of ants alone); it evaluates it and says
+/// which classes it holds, and a class the model does not know is one line.
+#[test]
+fn eval_takes_a_split_of_some_of_the_models_classes() {
+    let run = finished_run();
+    let split = temp_dir();
+    let ants = split.path().join("ants");
+    std::fs::create_dir_all(&ants).unwrap();
+    for entry in std::fs::read_dir(small_data().join("val/ants")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, ants.join(path.file_name().unwrap())).unwrap();
+    }
+    let elsewhere = temp_dir();
+    let out = elsewhere.path().join("eval");
+    let output = ok(common::finetune()
+        .args(["eval", "--checkpoint"])
+        .arg(run.path())
+        .arg("--data")
+        .arg(split.path())
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap());
+    assert!(text(&output.stderr).contains("holds 1 of the model's 2 classes (ants)"), "{}", text(&output.stderr));
+    let evaluation: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("evaluation.json")).unwrap()).unwrap();
+    assert_eq!(evaluation["images"], 6);
+    std::fs::create_dir_all(split.path().join("wasps")).unwrap();
+    std::fs::copy(ants.read_dir().unwrap().next().unwrap().unwrap().path(), split.path().join("wasps/w.jpg")).unwrap();
+    let refused = common::finetune()
+        .args(["eval", "--checkpoint"])
+        .arg(run.path())
+        .arg("--data")
+        .arg(split.path())
+        .output()
+        .unwrap();
+    assert_one_line_error(&refused, &["class folder \"wasps\" is not one of the model's classes"]);
+}
