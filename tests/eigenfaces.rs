@@ -482,3 +482,24 @@ fn one_image_as_input_says_what_input_takes() {
     );
     assert!(!dir.path().join("run").exists());
 }
+
+/// Issue 27, finding 13: the console and summary called a per-face sum
+/// "mean squared error" while the figures print it per pixel; and faces
+/// that are one image repeated gave NaN fractions.
+#[test]
+fn reconstruction_errors_say_per_face_and_per_pixel_and_constant_faces_are_refused() {
+    let (stdout, summary, _out) = run_json(eigenfaces().arg("--input").arg(lfw_faces()));
+    let pixels = summary["pixels"].as_f64().unwrap();
+    for r in summary["rebuilt"].as_array().unwrap() {
+        let (per_face, per_pixel) = (r["mean_squared_error"].as_f64().unwrap(), r["mse_per_pixel"].as_f64().unwrap());
+        assert!((per_pixel * pixels - per_face).abs() <= 1e-9 * per_face.max(1.0), "{r}");
+    }
+    assert!(stdout.contains("squared error per face ") && stdout.contains("(MSE per pixel "), "{stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let same = dir.path().join("same.npy");
+    npy::write_f64(&same, &[0.5; 4 * 25], &[4, 25]).unwrap();
+    let error = one_line_error(eigenfaces().arg("--input").arg(&same).arg("--out").arg(dir.path().join("run")));
+    assert!(error.contains("the 4 faces are one image repeated (total variance 0"), "{error}");
+    assert!(!dir.path().join("run").exists(), "a refused run leaves no folder");
+}

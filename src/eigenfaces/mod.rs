@@ -18,7 +18,7 @@ use crate::report::plots::faces::{spectrum_chart, stretched, tile_grid, to_gray_
 use crate::report::plots::{line_chart, Chart, Series};
 use crate::report::Reporter;
 use crate::run_dir::{RunDir, Start, Summary};
-use anyhow::Result;
+use anyhow::{bail, Result};
 use plotters::chart::SeriesLabelPosition;
 use plotters::style::{BLUE, RED};
 use serde::Serialize;
@@ -55,6 +55,8 @@ pub struct Rebuilt {
     /// from the faces' coordinates (with the figures only: it costs a
     /// projection of every face onto every component).
     pub mean_squared_error: Option<f64>,
+    /// The same per pixel: what the reconstruction figures print as MSE.
+    pub mse_per_pixel: Option<f64>,
     /// The same from the eigenvalues: (divisor / N) × the sum of those discarded.
     pub from_discarded_eigenvalues: f64,
     pub variance_kept: f64,
@@ -107,6 +109,14 @@ pub fn run(faces: &Faces, options: &Options, reporter: &dyn Reporter) -> Result<
     let fit_started = Instant::now();
     let pca = pca::fit(&data, options.divisor, method)?;
     let fit_seconds = fit_started.elapsed().as_secs_f64();
+    if !(pca.total_variance > 0.0) || pca.rank() == 0 {
+        bail!(
+            "{}: the {} faces are one image repeated (total variance {:e}): there is nothing to decompose",
+            options.config["input"].as_str().unwrap_or("--input"),
+            faces.len(),
+            pca.total_variance
+        );
+    }
     let recognition = match &faces.people {
         Some(people) if people.names.len() < 2 => {
             reporter.line(&format!(
@@ -244,16 +254,21 @@ fn rebuild_errors(pca: &Pca, data: Option<&Tensor>, eigenvalues: &[f64]) -> Vec<
         let by_component = cpu_values(&pca.project(data, pca.rank()).square().sum_dim_intlist(0, false, Kind::Double));
         (spread, by_component, data.size()[0] as f64)
     });
+    let pixels = pca.mean.numel() as f64;
     rebuild_ladder(pca.rank())
         .into_iter()
-        .map(|k| Rebuilt {
-            k,
-            mean_squared_error: measured.as_ref().map(|(spread, by_component, faces)| {
+        .map(|k| {
+            let kept: f64 = eigenvalues[..k as usize].iter().sum();
+            let per_face = measured.as_ref().map(|(spread, by_component, faces)| {
                 ((spread - by_component[..k as usize].iter().sum::<f64>()) / faces).max(0.0)
-            }),
-            from_discarded_eigenvalues: ratio
-                * (pca.total_variance - eigenvalues[..k as usize].iter().sum::<f64>()).max(0.0),
-            variance_kept: fractions[k as usize - 1],
+            });
+            Rebuilt {
+                k,
+                mean_squared_error: per_face,
+                mse_per_pixel: per_face.map(|e| e / pixels),
+                from_discarded_eigenvalues: ratio * (pca.total_variance - kept).max(0.0),
+                variance_kept: fractions[k as usize - 1],
+            }
         })
         .collect()
 }
@@ -281,7 +296,11 @@ fn report_summary(s: &Results, reporter: &dyn Reporter) {
         Divisor::NMinusOne => format!("{}/{} × the discarded eigenvalues' sum", s.faces - 1, s.faces),
     };
     for r in &s.rebuilt {
-        let measured = r.mean_squared_error.map(|e| format!("mean squared error {e:.6e}, ")).unwrap_or_default();
+        let measured = r
+            .mean_squared_error
+            .zip(r.mse_per_pixel)
+            .map(|(e, p)| format!("squared error per face {e:.6e} (MSE per pixel {p:.4e}), "))
+            .unwrap_or_default();
         reporter.line(&format!(
             "  k = {:>5}: variance kept {:.4}, {measured}{discarded} {:.6e}",
             r.k, r.variance_kept, r.from_discarded_eigenvalues
