@@ -503,3 +503,30 @@ fn reconstruction_errors_say_per_face_and_per_pixel_and_constant_faces_are_refus
     assert!(error.contains("the 4 faces are one image repeated (total variance 0"), "{error}");
     assert!(!dir.path().join("run").exists(), "a refused run leaves no folder");
 }
+
+/// Issue 27, finding 9: one bad image aborted the run (finetune skips and
+/// reports it), and files beside the per-person folders were dropped without
+/// a word. Both are left out and named, on stderr and in summary.json.
+#[test]
+fn a_bad_image_and_files_beside_the_person_folders_are_left_out_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    for person in ["s1", "s2"] {
+        let folder = dir.path().join(person);
+        std::fs::create_dir(&folder).unwrap();
+        for entry in std::fs::read_dir(orl_faces().join(person)).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, folder.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::write(dir.path().join("s1/broken.pgm"), b"P5 not really").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"who is who").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let output = run_ok(eigenfaces().arg("--input").arg(dir.path()).args(["--no-figures", "--out"]).arg(out.path()));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("skipped {}: ", dir.path().join("s1/broken.pgm").display())), "{stderr}");
+    assert!(stderr.contains("notes.txt: beside the per-person folders"), "{stderr}");
+    let summary: Value = serde_json::from_slice(&std::fs::read(out.path().join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["faces"], 20);
+    assert_eq!(summary["left_out"].as_array().unwrap().len(), 2, "{}", summary["left_out"]);
+    assert_eq!(summary["recognition"]["people"], 2);
+}

@@ -57,6 +57,21 @@ pub struct People {
     pub files: Vec<PathBuf>,
 }
 
+impl People {
+    /// The faces at `indices` (in order), without the names left with none.
+    fn keep(self, indices: &[usize]) -> Self {
+        let mut used: Vec<usize> = indices.iter().map(|&i| self.labels[i]).collect();
+        used.sort_unstable();
+        used.dedup();
+        let new_label = |old: usize| used.binary_search(&old).expect("a kept face's person is used");
+        Self {
+            names: used.iter().map(|&i| self.names[i].clone()).collect(),
+            labels: indices.iter().map(|&i| new_label(self.labels[i])).collect(),
+            files: indices.iter().map(|&i| self.files[i].clone()).collect(),
+        }
+    }
+}
+
 /// N faces of one size, one row of grey values each.
 pub struct Faces {
     /// `[N, h·w]` f64, pixel values as read (0–255 for images and uint8 arrays).
@@ -67,6 +82,9 @@ pub struct Faces {
     pub white: f64,
     /// Where the faces came from and how they were read, for reports.
     pub description: String,
+    /// Files of the folder that are not among the faces, and why (an image
+    /// that does not decode, a file beside the per-person folders).
+    pub left_out: Vec<String>,
 }
 
 impl Faces {
@@ -142,7 +160,7 @@ fn load_npy(path: &Path, size: Option<FaceSize>) -> Result<Faces> {
         path.display(),
         array.dtype
     );
-    Ok(Faces { pixels, size: shape_size, people: None, white, description })
+    Ok(Faces { pixels, size: shape_size, people: None, white, description, left_out: Vec::new() })
 }
 
 /// The factorisation h·w = d with h ≥ w closest to square (faces are taller
@@ -175,21 +193,56 @@ fn list_folder(root: &Path) -> Result<(Vec<PathBuf>, Option<People>)> {
     Ok((files, None))
 }
 
+/// Files directly in `root` when the faces are in per-person folders: not
+/// faces of anyone, so left out, and said.
+fn beside_person_folders(root: &Path, per_person: bool) -> Result<Vec<String>> {
+    if !per_person {
+        return Ok(Vec::new());
+    }
+    let mut stray: Vec<PathBuf> = std::fs::read_dir(root)
+        .with_context(|| format!("listing {}", root.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    stray.sort();
+    Ok(stray
+        .iter()
+        .map(|p| format!("{}: beside the per-person folders (a face goes in its person's folder)", p.display()))
+        .collect())
+}
+
 fn load_folder(root: &Path, size: Option<FaceSize>, reporter: &dyn Reporter) -> Result<Faces> {
     let (files, people) = list_folder(root)?;
     if files.is_empty() {
         bail!("{}: no image files (flat, or one subfolder per person)", root.display());
     }
+    let mut left_out = beside_person_folders(root, people.is_some())?;
     let bar = reporter.bar(files.len() as u64, "reading faces");
-    let images: Vec<GrayImage> = files
+    let decoded: Vec<Result<GrayImage>> = files
         .par_iter()
         .map(|path| {
             let gray = read_gray(path);
             bar.inc(1);
             gray
         })
-        .collect::<Result<_>>()?;
+        .collect();
     bar.finish_and_clear();
+    let mut images = Vec::with_capacity(files.len());
+    let mut kept = Vec::with_capacity(files.len());
+    for (index, (path, image)) in files.iter().zip(decoded).enumerate() {
+        match image {
+            Ok(image) => {
+                images.push(image);
+                kept.push(index);
+            }
+            Err(error) => left_out.push(format!("{}: {error:#}", path.display())),
+        }
+    }
+    left_out.iter().for_each(|line| reporter.warning(&format!("skipped {line}")));
+    let people = people.map(|p| p.keep(&kept));
+    if images.len() < 2 {
+        bail!("{}: {} face(s) could be read; PCA needs at least 2", root.display(), images.len());
+    }
     let (target, resized) = common_size(&images, size);
     let mut values = Vec::with_capacity(images.len() * target.pixels());
     for image in &images {
@@ -205,8 +258,12 @@ fn load_folder(root: &Path, size: Option<FaceSize>, reporter: &dyn Reporter) -> 
         0 => String::new(),
         n => format!("; {n} resized to {target}"),
     };
-    let description = format!("{}: {count} faces of {target} pixels, {layout}{resized}", root.display());
-    Ok(Faces { pixels, size: target, people, white: 255.0, description })
+    let skipped = match left_out.len() {
+        0 => String::new(),
+        n => format!("; {n} file(s) left out (said above)"),
+    };
+    let description = format!("{}: {count} faces of {target} pixels, {layout}{resized}{skipped}", root.display());
+    Ok(Faces { pixels, size: target, people, white: 255.0, description, left_out })
 }
 
 /// Reads one image file as grey, as PIL's `convert("L")` does.

@@ -67,6 +67,8 @@ pub struct Rebuilt {
 pub struct Results {
     pub input: String,
     pub faces: usize,
+    /// Files of the input folder that are not among the faces, and why.
+    pub left_out: Vec<String>,
     pub height: u32,
     pub width: u32,
     pub pixels: usize,
@@ -172,6 +174,7 @@ fn summarise(
     Results {
         input: faces.description.clone(),
         faces: faces.len(),
+        left_out: faces.left_out.clone(),
         height: faces.size.height,
         width: faces.size.width,
         pixels,
@@ -440,6 +443,7 @@ mod tests {
             people: None,
             white: 255.0,
             description: "six random faces".to_owned(),
+            left_out: Vec::new(),
         };
         let options = Options {
             divisor: Divisor::NMinusOne,
