@@ -243,3 +243,40 @@ fn a_folder_that_is_no_caption_set_says_what_one_holds() {
     assert!(stderr.contains("photos: not a caption set: it has no annotations/ folder"), "{stderr}");
     assert!(!tmp.path().join("run").exists(), "a refused run leaves no folder");
 }
+
+/// Issue 27, finding 9: one image that does not decode aborted `caption
+/// train` (finetune skips and reports one); it is skipped with its captions
+/// and named, and the run trains on the rest.
+#[test]
+fn an_image_that_does_not_decode_is_skipped_with_its_captions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("scenes");
+    for sub in ["annotations", "train", "val"] {
+        std::fs::create_dir_all(data.join(sub)).unwrap();
+        for entry in std::fs::read_dir(scenes().join(sub)).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, data.join(sub).join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let annotations = read_json(&data.join("annotations/captions_train.json"));
+    let first = &annotations["images"][0];
+    let of_first =
+        annotations["annotations"].as_array().unwrap().iter().filter(|a| a["image_id"] == first["id"]).count();
+    let total = annotations["annotations"].as_array().unwrap().len();
+    let broken = data.join("train").join(first["file_name"].as_str().unwrap());
+    std::fs::write(&broken, b"\x89PNG but not really").unwrap();
+    let out = tmp.path().join("run");
+    let output = run_ok(
+        caption()
+            .args(["train", "--epochs", "1", "--hidden", "16", "--wordvec", "8", "--threads", "1", "--data"])
+            .arg(&data)
+            .arg("--out")
+            .arg(&out),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("skipped {}: ", broken.display())) && stderr.contains("(and its captions)"),
+        "{stderr}"
+    );
+    assert_eq!(read_json(&out.join("summary.json"))["train_captions"], total - of_first);
+}

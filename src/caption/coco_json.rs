@@ -6,12 +6,12 @@
 //! training captions, and the image features come from a [`Extractor`].
 
 use super::dataset::{token_rows, CaptionData, CaptionSplit, ImageSource};
-use super::features::Extractor;
+use super::features::{Extractor, Unreadable};
 use super::vocab::{tokenize, Vocabulary};
 use crate::report::Reporter;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use tch::Tensor;
 
@@ -53,18 +53,19 @@ pub struct TextOptions {
 /// cached) features into `dir/features/`, with bars and notes to `reporter`.
 pub fn load(dir: &Path, text: TextOptions, extractor: &Extractor, reporter: &dyn Reporter) -> Result<CaptionData> {
     check_caption_set(dir)?;
-    let train = read_split(dir, "train")?;
-    let val = read_split(dir, "val")?;
-    let vocab = Vocabulary::build(train.captions.iter().map(|(_, words)| words.as_slice()), text.min_count);
     let cache_dir = dir.join("features");
-    let mut splits = Vec::new();
-    for (name, raw) in [("train", train), ("val", val)] {
+    let mut read = Vec::new();
+    for name in ["train", "val"] {
+        let raw = read_split(dir, name)?;
         let cache = cache_dir.join(format!("{}-{name}.safetensors", crate::names::Named::name(&extractor.arch)));
-        let features = extractor.features(&raw.images, &cache, name, reporter)?;
-        splits.push(encode_split(name, raw, features, &vocab, text.max_words));
+        let (features, unreadable) = extractor.features(&raw.images, &cache, name, reporter)?;
+        read.push((name, raw.without(&unreadable, reporter), features));
     }
-    let val = splits.pop().expect("two splits");
-    let train = splits.pop().expect("two splits");
+    let train_captions = read[0].1.captions.iter().map(|(_, words)| words.as_slice());
+    let vocab = Vocabulary::build(train_captions, text.min_count);
+    let mut splits =
+        read.into_iter().map(|(name, raw, features)| encode_split(name, raw, features, &vocab, text.max_words));
+    let (train, val) = (splits.next().expect("two splits"), splits.next().expect("two splits"));
     Ok(CaptionData { vocab, train, val, max_words: text.max_words })
 }
 
@@ -81,6 +82,35 @@ fn check_caption_set(dir: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+impl RawSplit {
+    /// The split without the images that do not decode and their captions,
+    /// each said to `reporter` (as `finetune` skips an image it cannot read).
+    fn without(self, unreadable: &[Unreadable], reporter: &dyn Reporter) -> Self {
+        if unreadable.is_empty() {
+            return self;
+        }
+        for image in unreadable {
+            reporter.warning(&format!(
+                "skipped {}: {} (and its captions)",
+                self.images[image.index].display(),
+                image.why
+            ));
+        }
+        let dropped: HashSet<usize> = unreadable.iter().map(|u| u.index).collect();
+        let mut new_index = vec![None; self.images.len()];
+        let mut images = Vec::with_capacity(self.images.len() - dropped.len());
+        for (old, path) in self.images.into_iter().enumerate() {
+            if !dropped.contains(&old) {
+                new_index[old] = Some(images.len());
+                images.push(path);
+            }
+        }
+        let captions =
+            self.captions.into_iter().filter_map(|(image, words)| new_index[image].map(|new| (new, words))).collect();
+        Self { images, captions }
+    }
 }
 
 fn encode_split(name: &str, raw: RawSplit, features: Tensor, vocab: &Vocabulary, max_words: usize) -> CaptionSplit {

@@ -33,42 +33,76 @@ pub struct Extractor {
 const CHUNK: usize = 64;
 
 impl Extractor {
-    /// Features of `images`, from `cache` when it holds exactly these
-    /// (same backbone, weights and files); computed and cached otherwise.
-    /// Where they came from, a cache that cannot be written and the bars go
-    /// to `reporter`.
-    pub fn features(&self, images: &[PathBuf], cache: &Path, label: &str, reporter: &dyn Reporter) -> Result<Tensor> {
+    /// Features of the readable ones of `images`, with the index and the
+    /// reason of each that does not decode; from `cache` when it holds
+    /// exactly these (same backbone, weights and files), computed and cached
+    /// otherwise. Where they came from, a cache that cannot be written and
+    /// the bars go to `reporter`.
+    pub fn features(
+        &self,
+        images: &[PathBuf],
+        cache: &Path,
+        label: &str,
+        reporter: &dyn Reporter,
+    ) -> Result<(Tensor, Vec<Unreadable>)> {
         let key = self.cache_key(images);
         if let Some(cached) = read_cache(cache, &key) {
             reporter.warning(&format!("{label}: {} image features from {}", images.len(), cache.display()));
             return Ok(cached);
         }
-        let features = self.compute(images, label, reporter)?;
-        let metadata = HashMap::from([("key".to_string(), key)]);
+        let (features, unreadable) = self.compute_readable(images, label, reporter)?;
+        let metadata =
+            HashMap::from([("key".to_string(), key), ("unreadable".to_string(), serde_json::to_string(&unreadable)?)]);
         if let Some(parent) = cache.parent() {
             let _ = std::fs::create_dir_all(parent);
         }
         if let Err(e) = safetensors::save(cache, &[("features".to_string(), features.shallow_clone())], metadata) {
             reporter.warning(&format!("warning: features not cached ({e:#})"));
         }
-        Ok(features)
+        Ok((features, unreadable))
     }
 
-    /// Features of `images`, computed (a bar from `reporter` per chunk).
+    /// Features of `images`, computed (a bar from `reporter` per chunk); an
+    /// image that does not decode is an error naming it.
     pub fn compute(&self, images: &[PathBuf], label: &str, reporter: &dyn Reporter) -> Result<Tensor> {
+        let (features, unreadable) = self.compute_readable(images, label, reporter)?;
+        match unreadable.first() {
+            Some(Unreadable { why, .. }) => anyhow::bail!("{why}"),
+            None => Ok(features),
+        }
+    }
+
+    /// Features of the images that decode, and which did not.
+    fn compute_readable(
+        &self,
+        images: &[PathBuf],
+        label: &str,
+        reporter: &dyn Reporter,
+    ) -> Result<(Tensor, Vec<Unreadable>)> {
         let mut model = Classifier::new(self.arch, 1, self.device);
         weights::load_backbone(&mut model, &self.weights)?;
         let pass =
             FrozenPass { normalization: self.arch.normalization(), device: self.device, autocast: Autocast::Off };
-        let mut chunks = Vec::new();
+        let (mut chunks, mut unreadable) = (Vec::new(), Vec::new());
         for (i, chunk) in images.chunks(CHUNK).enumerate() {
-            let pixels: Vec<Tensor> =
-                chunk.iter().map(|path| Ok(val_transform(&image_tensor(&decode_rgb(path)?)))).collect::<Result<_>>()?;
+            let mut pixels = Vec::with_capacity(chunk.len());
+            for (j, path) in chunk.iter().enumerate() {
+                match decode_rgb(path) {
+                    Ok(image) => pixels.push(val_transform(&image_tensor(&image))),
+                    Err(error) => unreadable.push(Unreadable { index: i * CHUNK + j, why: format!("{error:#}") }),
+                }
+            }
+            if pixels.is_empty() {
+                continue;
+            }
             let what = format!("{label} features {}/{}", i + 1, images.len().div_ceil(CHUNK));
             let features = backbone_features(&model, &Tensor::stack(&pixels, 0), pass, &what, reporter);
             chunks.push(features.to_device(Device::Cpu));
         }
-        Ok(Tensor::cat(&chunks, 0))
+        if chunks.is_empty() {
+            anyhow::bail!("{label}: none of the {} images decodes", images.len());
+        }
+        Ok((Tensor::cat(&chunks, 0), unreadable))
     }
 
     /// What the cached features must have been computed from.
@@ -92,11 +126,19 @@ impl Extractor {
     }
 }
 
-fn read_cache(cache: &Path, key: &str) -> Option<Tensor> {
+/// An image of the list that does not decode: its index and why.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Unreadable {
+    pub index: usize,
+    pub why: String,
+}
+
+fn read_cache(cache: &Path, key: &str) -> Option<(Tensor, Vec<Unreadable>)> {
     let metadata = safetensors::read_metadata(cache).ok()?;
     if metadata.get("key").map(String::as_str) != Some(key) {
         return None;
     }
+    let unreadable = serde_json::from_str(metadata.get("unreadable")?).ok()?;
     let tensors = Tensor::read_safetensors(cache).context("cached features").ok()?;
-    tensors.into_iter().find(|(name, _)| name == "features").map(|(_, t)| t)
+    tensors.into_iter().find(|(name, _)| name == "features").map(|(_, t)| (t, unreadable))
 }
