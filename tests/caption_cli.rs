@@ -280,3 +280,64 @@ fn an_image_that_does_not_decode_is_skipped_with_its_captions() {
     );
     assert_eq!(read_json(&out.join("summary.json"))["train_captions"], total - of_first);
 }
+
+/// Issue 27, finding 7: `caption sample` stopped at the first unreadable
+/// file, refused folders, had no `--allow-errors`, and needed the backbone
+/// weights at their training-time path with no `--weights`.
+#[test]
+fn sample_takes_folders_names_unreadable_files_and_takes_weights_from_elsewhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    run_ok(
+        caption()
+            .args(["train", "--epochs", "1", "--hidden", "16", "--wordvec", "8", "--threads", "1", "--data"])
+            .arg(scenes())
+            .arg("--out")
+            .arg(&out),
+    );
+    let images = tmp.path().join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    for name in ["scene_000000.png", "scene_000001.png"] {
+        std::fs::copy(scenes().join("val").join(name), images.join(name)).unwrap();
+    }
+    let broken = images.join("broken.png");
+    std::fs::write(&broken, b"not a png").unwrap();
+    let moved = tmp.path().join("weights.pth");
+    std::fs::copy(common::lite0_weights(), &moved).unwrap();
+    let sample = |extra: &[&str]| {
+        caption()
+            .args(["sample", "--json", "--checkpoint"])
+            .arg(&out)
+            .arg(&images)
+            .arg("--weights")
+            .arg(&moved)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let refused = sample(&[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("1 of 3 file(s) could not be read as images (--allow-errors"), "{stderr}");
+    let rows: Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 3, "{rows}");
+    let broken_row = rows.as_array().unwrap().iter().find(|r| r["image"] == broken.to_str().unwrap()).unwrap();
+    assert!(broken_row["error"].is_string() && broken_row.get("caption").is_none(), "{broken_row}");
+    assert_eq!(rows.as_array().unwrap().iter().filter(|r| r["caption"].is_string()).count(), 2, "{rows}");
+    let allowed = sample(&["--allow-errors"]);
+    assert!(allowed.status.success(), "{}", String::from_utf8_lossy(&allowed.stderr));
+
+    let missing = caption()
+        .args(["sample", "--checkpoint"])
+        .arg(&out)
+        .arg(&images)
+        .args(["--weights", "/nonexistent/w.pth"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(missing.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/w.pth: the backbone's weights are not there (give --weights FILE)"),
+        "{stderr}"
+    );
+}

@@ -50,13 +50,19 @@ struct SampleArgs {
     /// A model saved by `caption train` (its best_model.safetensors, or the run folder).
     #[arg(long, value_name = "PATH")]
     checkpoint: PathBuf,
-    /// Image files.
-    #[arg(required = true, value_name = "IMAGE")]
+    /// Image files or folders (searched recursively for image files).
+    #[arg(required = true, value_name = "IMAGE|DIR")]
     images: Vec<PathBuf>,
-    /// Print a JSON list of {image, caption}.
+    /// The backbone's weights [default: the file the model was trained with].
+    #[arg(long, value_name = "FILE")]
+    weights: Option<PathBuf>,
+    /// Print a JSON list of {image, caption} ({image, error} for a file that cannot be read).
     #[arg(long)]
     json: bool,
-    /// libtorch's compute threads (default: libtorch's choice, one per core).
+    /// Exit 0 even when some files cannot be read as images.
+    #[arg(long)]
+    allow_errors: bool,
+    /// libtorch's compute threads [default: libtorch's choice, one per core].
     #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true)]
     threads: Option<usize>,
     #[command(flatten)]
@@ -216,24 +222,53 @@ fn sample(args: SampleArgs) -> Result<()> {
             path.display()
         );
     };
+    let weights = args.weights.clone().unwrap_or(weights);
+    if !weights.is_file() {
+        bail!("{}: the backbone's weights are not there (give --weights FILE)", weights.display());
+    }
+    let (files, skipped) = tchlab::predict::collect_images(&args.images)?;
+    if skipped > 0 {
+        tchlab::say_err!("skipped {skipped} file(s) in the folders given that are not images by extension");
+    }
+    if files.is_empty() {
+        bail!("no image files found in {:?}", args.images);
+    }
     let extractor = Extractor { arch, weights, device };
-    let features = extractor.compute(&args.images, "images", &Terminal)?;
-    let captions = tch::no_grad(|| net.sample(&features.to_device(device), evaluate::MAX_SAMPLE_WORDS));
-    let captions: Vec<String> = (0..args.images.len() as i64)
-        .map(|i| vocab.decode(&Vec::<i64>::try_from(captions.get(i)).expect("tokens")))
+    let (features, unreadable) = extractor.compute_readable(&files, "images", &Terminal)?;
+    let sampled = tch::no_grad(|| net.sample(&features.to_device(device), evaluate::MAX_SAMPLE_WORDS));
+    let mut captions =
+        (0..sampled.size()[0]).map(|i| vocab.decode(&Vec::<i64>::try_from(sampled.get(i)).expect("tokens")));
+    let rows: Vec<(&PathBuf, Result<String, String>)> = files
+        .iter()
+        .enumerate()
+        .map(|(i, file)| match unreadable.iter().find(|u| u.index == i) {
+            Some(u) => (file, Err(u.why.clone())),
+            None => (file, Ok(captions.next().expect("a caption per readable image"))),
+        })
         .collect();
     if args.json {
-        let rows: Vec<_> = args
-            .images
+        let json: Vec<_> = rows
             .iter()
-            .zip(&captions)
-            .map(|(image, caption)| serde_json::json!({"image": image, "caption": caption}))
+            .map(|(image, row)| match row {
+                Ok(caption) => serde_json::json!({"image": image, "caption": caption}),
+                Err(error) => serde_json::json!({"image": image, "error": error}),
+            })
             .collect();
-        tchlab::say!("{}", serde_json::to_string_pretty(&rows)?);
+        tchlab::say!("{}", serde_json::to_string_pretty(&json)?);
     } else {
-        for (image, caption) in args.images.iter().zip(&captions) {
-            tchlab::say!("{}: {caption}", image.display());
+        for (image, row) in &rows {
+            match row {
+                Ok(caption) => tchlab::say!("{}: {caption}", image.display()),
+                Err(error) => tchlab::say!("{}: ERROR {error}", image.display()),
+            }
         }
+    }
+    if !unreadable.is_empty() && !args.allow_errors {
+        bail!(
+            "{} of {} file(s) could not be read as images (--allow-errors to exit 0 anyway)",
+            unreadable.len(),
+            files.len()
+        );
     }
     Ok(())
 }

@@ -73,7 +73,7 @@ impl Extractor {
     }
 
     /// Features of the images that decode, and which did not.
-    fn compute_readable(
+    pub fn compute_readable(
         &self,
         images: &[PathBuf],
         label: &str,
