@@ -54,7 +54,7 @@ pub struct TrainArgs {
     /// Image folder: backbone that computes the image features (frozen, ImageNet weights).
     #[arg(long, value_enum, default_value = "efficientnet-lite0")]
     pub arch: Arch,
-    /// Image folder: the backbone's weights (default: its file in models/).
+    /// Image folder: the backbone's weights [default: its file in models/].
     #[arg(long, value_name = "FILE")]
     pub weights: Option<PathBuf>,
     /// Image folder: words seen fewer times in the training captions become <UNK>.

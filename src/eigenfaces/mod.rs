@@ -111,7 +111,8 @@ pub fn run(faces: &Faces, options: &Options, reporter: &dyn Reporter) -> Result<
     let fit_started = Instant::now();
     let pca = pca::fit(&data, options.divisor, method)?;
     let fit_seconds = fit_started.elapsed().as_secs_f64();
-    if !(pca.total_variance > 0.0) || pca.rank() == 0 {
+    let varies = pca.total_variance > 0.0; // false for NaN too
+    if !varies || pca.rank() == 0 {
         bail!(
             "{}: the {} faces are one image repeated (total variance {:e}): there is nothing to decompose",
             options.config["input"].as_str().unwrap_or("--input"),
