@@ -238,11 +238,12 @@ fn load_folder(root: &Path, size: Option<FaceSize>, reporter: &dyn Reporter) -> 
             Err(error) => left_out.push(format!("{}: {error:#}", path.display())),
         }
     }
+    if images.len() < 2 {
+        let why = left_out.last().map(|why| format!(" ({why})")).unwrap_or_default();
+        bail!("{}: {} face(s) could be read; PCA needs at least 2{why}", root.display(), images.len());
+    }
     left_out.iter().for_each(|line| reporter.warning(&format!("skipped {line}")));
     let people = people.map(|p| p.keep(&kept));
-    if images.len() < 2 {
-        bail!("{}: {} face(s) could be read; PCA needs at least 2", root.display(), images.len());
-    }
     let (target, resized) = common_size(&images, size);
     let mut values = Vec::with_capacity(images.len() * target.pixels());
     for image in &images {
