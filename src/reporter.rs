@@ -133,6 +133,26 @@ fn hidden_bar(total: u64) -> ProgressBar {
     ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden())
 }
 
+/// A line on stdout for the binaries, through [`Terminal`]: a closed stdout
+/// ends the printing, not the run.
+#[macro_export]
+macro_rules! say {
+    () => {
+        $crate::reporter::Reporter::line(&$crate::reporter::Terminal, "")
+    };
+    ($($arg:tt)*) => {
+        $crate::reporter::Reporter::line(&$crate::reporter::Terminal, &format!($($arg)*))
+    };
+}
+
+/// A line on stderr for the binaries, through [`Terminal`]'s warning line.
+#[macro_export]
+macro_rules! say_err {
+    ($($arg:tt)*) => {
+        $crate::reporter::Reporter::warning(&$crate::reporter::Terminal, &format!($($arg)*))
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,26 +7,6 @@ pub mod tensorboard;
 
 pub use crate::reporter::{Capture, Reporter, Silent, Terminal};
 
-/// `println!` for the binaries, through [`Terminal`]: a closed stdout ends
-/// the printing, not the run.
-#[macro_export]
-macro_rules! say {
-    () => {
-        $crate::report::Reporter::line(&$crate::report::Terminal, "")
-    };
-    ($($arg:tt)*) => {
-        $crate::report::Reporter::line(&$crate::report::Terminal, &format!($($arg)*))
-    };
-}
-
-/// `eprintln!` for the binaries, through [`Terminal`]'s warning line.
-#[macro_export]
-macro_rules! say_err {
-    ($($arg:tt)*) => {
-        $crate::report::Reporter::warning(&$crate::report::Terminal, &format!($($arg)*))
-    };
-}
-
 /// One CSV field: quoted (quotes doubled) when it holds a comma, a quote or a
 /// line break, as spreadsheets and Python's `csv` read it.
 pub fn csv_field(value: &str) -> String {

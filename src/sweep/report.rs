@@ -142,14 +142,7 @@ impl Report {
             if other_tool || other_recipe.is_some() {
                 strays.push(folder.dir.clone());
                 // The point itself has not run.
-                folder = RunFolder {
-                    dir: sweep.dir(point),
-                    tool: None,
-                    summary: None,
-                    saved: None,
-                    exit: None,
-                    holder: None,
-                };
+                folder = RunFolder::empty(&sweep.dir(point));
             }
             let (mut run, _) = read_run(tool, &folder, &sweep.out, false)?;
             run.status = folder.status(Some(point.epochs));

@@ -156,6 +156,11 @@ impl RunFolder {
         Ok(Self { dir: dir.to_owned(), tool, summary, saved, exit, holder })
     }
 
+    /// A folder with no run in it (a point not started).
+    pub fn empty(dir: &Path) -> Self {
+        Self { dir: dir.to_owned(), tool: None, summary: None, saved: None, exit: None, holder: None }
+    }
+
     /// The tool that wrote the run when a sweep can run it.
     pub fn sweep_tool(&self) -> Option<Tool> {
         self.tool.as_deref().and_then(|name| Tool::from_name(name).ok())
