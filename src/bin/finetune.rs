@@ -16,7 +16,6 @@ use tchlab::run_dir::BEST_MODEL_FILE;
 use tchlab::sweep::report::Report;
 use tchlab::sweep::runner::Plan;
 use tchlab::sweep::{slurm, Sweep};
-use tchlab::train::checkpoint::RunState;
 use tchlab::train::config::{FinetuneConfig, TrainOptions};
 use tchlab::train::learner::{self, Start};
 
@@ -223,7 +222,9 @@ fn train(args: TrainArgs, given: BTreeSet<String>) -> Result<()> {
         options = options.with_file(file, &given)?;
     }
     let (config, start) = match &args.resume {
-        Some(dir) => (FinetuneConfig::resume(&RunState::config_json(dir)?, dir, &options, &given)?, Start::Resume),
+        Some(dir) => {
+            (FinetuneConfig::resume(&tchlab::run_dir::saved_config(dir)?, dir, &options, &given)?, Start::Resume)
+        }
         None => (FinetuneConfig::new_reporting(&options, &Terminal)?, Start::Fresh),
     };
     tchlab::accel::init_threads(config.threads, config.workers, &Terminal);

@@ -20,7 +20,8 @@ use crate::report::plots::{self, CaptionPanel, Chart, Series};
 use crate::report::tensorboard::LazyEvents;
 use crate::report::Reporter;
 use crate::run_dir::{RunDir, Start, Summary, BEST_MODEL_FILE, RUN_CONFIG_FILE, STATE_FILE};
-use crate::train::minibatch::{self, EpochRecord, Fit, KeepRule, Recipe, Task, TrainState};
+use crate::train::engine::{self, EpochRecord, KeepRule, Task, TrainState};
+use crate::train::minibatch::{Recipe, RowTask, Rows};
 use anyhow::{Context, Result};
 use plotters::prelude::{RGBColor, SeriesLabelPosition};
 use serde::{Deserialize, Serialize};
@@ -136,10 +137,12 @@ pub fn run(
         val_loss,
     };
     let task = Captioning::new(&net, &data.train, &data.val, options.schedule.batch_size, options.device);
+    let mut rows = Rows::new(&task, &options.schedule, "caption")?;
+    let optimizer = options.schedule.optimizer(task.params());
     let mut state = match options.start {
-        Start::Fresh => TrainState::new(task.params()),
+        Start::Fresh => TrainState::new(optimizer),
         Start::Resume => {
-            let state = TrainState::load(&out.file(STATE_FILE), task.params())?.0;
+            let state = TrainState::load(&out.file(STATE_FILE), &rows.model(), rows.params(), optimizer)?.0;
             let after = state.epochs_done().saturating_sub(1);
             reporter.line(&format!("resuming {} after epoch {after}", out.path().display()));
             state
@@ -152,8 +155,8 @@ pub fn run(
     let run_toml = crate::run_dir::options_toml(TOOL, &options.config)?;
     let mut events = LazyEvents::new(out.path());
     let last_epoch = options.schedule.epochs.saturating_sub(1);
-    let fit = Fit { recipe: &options.schedule, keep: options.keep.rule(), interrupt, label: "caption", reporter };
-    let outcome = minibatch::fit(&task, &fit, &mut state, &mut |state| {
+    let fit = rows.fit(options.keep.rule(), interrupt, reporter);
+    let outcome = engine::fit(&mut rows, &fit, &mut state, &mut |state, rows| {
         let record = state.epochs.last().expect("an epoch ended");
         let kept_now = state.kept_epoch(options.keep.rule()).is_some_and(|k| k.epoch == record.epoch);
         let best_so_far = state.epochs.iter().all(|e| e.score("val_loss") >= record.score("val_loss"));
@@ -175,7 +178,7 @@ pub fn run(
         if kept_now {
             saved::save(&out.file(BEST_MODEL_FILE), &store, &card(record.epoch, record.score("val_loss")))?;
         }
-        state.save(&out.file(STATE_FILE), task.params(), metadata.clone())?;
+        state.save(&out.file(STATE_FILE), rows, metadata.clone())?;
         out.mark_saved();
         out.write(RUN_CONFIG_FILE, run_toml.as_bytes())
     });
@@ -183,7 +186,7 @@ pub fn run(
     write_history(&state, &out)?;
     let kept = state.kept_epoch(options.keep.rule()).context("no epoch was kept")?;
     let (kept_epoch, kept_val_loss) = (kept.epoch, kept.score("val_loss"));
-    state.restore_kept(task.params());
+    state.restore_kept(&rows.model())?;
     // Saved again from the kept weights: a run stopped between saving its
     // state and its model resumes to the same file.
     saved::save(&out.file(BEST_MODEL_FILE), &store, &card(kept_epoch, kept_val_loss))?;

@@ -1,4 +1,4 @@
-//! Captioning as the minibatch engine's task ([`crate::train::minibatch`]):
+//! Captioning as rows for the training loop ([`crate::train::minibatch`]):
 //! the training rows are captions, each batched with its image's features;
 //! gradients come from the network's explicit backward passes or autograd
 //! (`crate::grad::gradients`); after every epoch the val loss is measured.
@@ -6,7 +6,7 @@
 use super::dataset::CaptionSplit;
 use super::model::CaptioningNet;
 use crate::grad::{self, GradMode, Gradients, HandDerived, Params};
-use crate::train::minibatch::Task;
+use crate::train::minibatch::RowTask;
 use std::collections::BTreeMap;
 use tch::{Device, Kind, Tensor};
 
@@ -66,7 +66,7 @@ impl<'a> Captioning<'a> {
     }
 }
 
-impl Task for Captioning<'_> {
+impl RowTask for Captioning<'_> {
     fn train_rows(&self) -> i64 {
         self.train.len()
     }

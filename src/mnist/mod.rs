@@ -1,7 +1,8 @@
 //! The MNIST experiments as the assignment runs them: the MLP hidden-size
 //! sweep (pick the best by val accuracy, retrain it on train+val, test it)
-//! and the CNN, each trained by the minibatch engine
-//! ([`crate::train::minibatch`]) into a run folder ([`crate::run_dir`]).
+//! and the CNN, each trained by the one training loop ([`crate::train::engine`],
+//! on minibatches of rows, [`crate::train::minibatch`]) into a run folder
+//! ([`crate::run_dir`]).
 //! The run state is saved after every epoch, so a stopped run resumes where
 //! it stood: the sweep at the size (or the retrain) and epoch it reached.
 //! Its tables and figures are [`tables`]'.
@@ -19,7 +20,8 @@ use crate::persist::safetensors;
 use crate::report::tensorboard::LazyEvents;
 use crate::report::Reporter;
 use crate::run_dir::{RunDir, Start, Summary, STATE_FILE};
-use crate::train::minibatch::{self, EpochRecord, Fit, KeepRule, Recipe, Task, TrainState};
+use crate::train::engine::{self, EpochRecord, KeepRule, Task, TrainState};
+use crate::train::minibatch::{Recipe, RowTask, Rows};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -85,7 +87,7 @@ impl<'a> Classify<'a> {
     }
 }
 
-impl Task for Classify<'_> {
+impl RowTask for Classify<'_> {
     fn train_rows(&self) -> i64 {
         self.train.len() as i64
     }
@@ -172,16 +174,17 @@ impl<'a> Run<'a> {
 
     /// The saved state of the stage in progress, copied into `params`, or a
     /// fresh one.
-    fn state_for(&self, params: &Params) -> Result<TrainState> {
+    fn state_for(&self, rows: &Rows<Classify>) -> Result<TrainState> {
         let path = self.out.file(STATE_FILE);
+        let optimizer = self.spec.recipe.optimizer(rows.task.params());
         // Between stages the saved state holds no progress: the next starts afresh.
-        if self.spec.start == Start::Resume && safetensors::read_metadata(&path)?.contains_key("progress") {
-            let state = TrainState::load(&path, params)?.0;
+        if self.spec.start == Start::Resume && safetensors::read_metadata(&path)?.contains_key(engine::PROGRESS_KEY) {
+            let state = TrainState::load(&path, &rows.model(), rows.params(), optimizer)?.0;
             let after = state.epochs_done().saturating_sub(1);
             self.reporter.line(&format!("resuming {} after epoch {after} of this stage", self.out.path().display()));
             return Ok(state);
         }
-        Ok(TrainState::new(params))
+        Ok(TrainState::new(optimizer))
     }
 
     /// Saves the step to the next stage (the finished one's row kept).
@@ -193,16 +196,17 @@ impl<'a> Run<'a> {
     /// Trains `task` through the stage, saving and logging every epoch
     /// under `tag`; `report` says each epoch's line.
     fn train_stage(&mut self, task: &Classify, tag: &str, report: &dyn Fn(&EpochRecord)) -> Result<TrainState> {
-        let mut state = self.state_for(task.params())?;
+        let mut rows = Rows::new(task, &self.spec.recipe, tag)?;
+        let mut state = self.state_for(&rows)?;
         let Run { spec, tool, interrupt, reporter, out, stages, events } = self;
-        let fit = Fit { recipe: &spec.recipe, keep: KeepRule::Last, interrupt, label: tag, reporter: *reporter };
-        let outcome = minibatch::fit(task, &fit, &mut state, &mut |state| {
+        let fit = rows.fit(KeepRule::Last, interrupt, *reporter);
+        let outcome = engine::fit(&mut rows, &fit, &mut state, &mut |state, rows| {
             let record = state.epochs.last().expect("an epoch ended");
             report(record);
             let mut scalars = vec![(format!("{tag}/loss"), record.train_loss), (format!("{tag}/lr"), record.lr)];
             scalars.extend(record.scores.iter().map(|(name, value)| (format!("{tag}/{name}"), *value)));
             events.scalars(record.epoch as i64, &scalars)?;
-            save(out, spec, tool, stages, Some((state, task.params())))
+            save(out, spec, tool, stages, Some((state, rows)))
         });
         outcome.map_err(|e| out.explain(e, tool))?;
         Ok(state)
@@ -221,7 +225,7 @@ fn save(
     spec: &RunSpec,
     tool: &str,
     stages: &Stages,
-    state: Option<(&TrainState, &Params)>,
+    state: Option<(&TrainState, &Rows<Classify>)>,
 ) -> Result<()> {
     let metadata = HashMap::from([
         ("config".to_owned(), serde_json::to_string(&spec.config)?),
@@ -230,7 +234,7 @@ fn save(
     ]);
     let path = out.file(STATE_FILE);
     match state {
-        Some((state, params)) => state.save(&path, params, metadata)?,
+        Some((state, rows)) => state.save(&path, rows, metadata)?,
         None => safetensors::save(&path, &[], metadata)?,
     }
     out.mark_saved();

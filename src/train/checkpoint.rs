@@ -1,152 +1,179 @@
-//! What a run keeps on disk while it trains: the best model so far (kept
-//! when val accuracy strictly improves, as the tutorial does, and saved with
-//! its [`ModelCard`]) and the resumable state written atomically after every
-//! epoch (`state.safetensors`: model, optimizer state, best model, and as
-//! metadata the config, epochs done and history). Random streams derive from
-//! (seed, epoch), so no RNG state is stored. Loading is strict: a state that
-//! lacks a tensor the run needs is an error naming it.
+//! What a fine-tuning run keeps on disk while it trains: the best model
+//! (the epoch the engine kept, saved with its [`ModelCard`]) and the
+//! resumable state, the engine's [`TrainState`] written atomically after
+//! every epoch (`state.safetensors`) with the run's config and its history
+//! as metadata beside it (what `--resume`, sweeps and reports read). Random
+//! streams derive from (seed, epoch), so no RNG state is stored. States
+//! saved before every tool shared one engine (`epochs_done`, `best_acc`,
+//! `best_epoch`, `best.*` tensors) still resume.
+//!
+//! An epoch's record and the two rows of `metrics.csv` (train, val) are
+//! turned into each other here, and only here.
 
-use crate::metrics::History;
-use crate::models::Classifier;
+use super::engine::{EpochRecord, Kept, SavedProgress, Scores, Task, TrainState, PROGRESS_KEY};
+use super::optim::Optimizer;
+use crate::grad::Params;
+use crate::metrics::{EpochRow, History};
 use crate::persist::model_card::ModelCard;
 use crate::persist::safetensors;
-use crate::persist::weights::{check_complete, copy_by_name, read_named_tensors};
+use crate::persist::weights::read_named_tensors;
 use crate::run_dir::state_path;
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::path::Path;
 use tch::Tensor;
 
-/// The best model so far and the val probabilities it scored (kept in
-/// memory for the prediction grid, so it needs no extra val pass).
-pub struct Best {
-    pub acc: f64,
-    pub epoch: Option<usize>,
-    pub tensors: Vec<(String, Tensor)>,
-    pub val_probs: Option<Tensor>,
+/// The scores a fine-tuning epoch records besides the training loss.
+pub const TRAIN_ACC: &str = "train_acc";
+pub const TRAIN_SECONDS: &str = "train_seconds";
+pub const DATA_WAIT_SECONDS: &str = "data_wait_seconds";
+pub const VAL_LOSS: &str = "val_loss";
+pub const VAL_ACC: &str = "val_acc";
+pub const VAL_SECONDS: &str = "val_seconds";
+
+/// Writes the kept weights with their card to `path`.
+pub fn save_best(path: &Path, kept: &Kept, card: &ModelCard) -> Result<()> {
+    safetensors::save(path, &kept.tensors, card.to_metadata()?)
 }
 
-impl Best {
-    pub fn none(model: &Classifier) -> Self {
-        Self { acc: -1.0, epoch: None, tensors: snapshot(model), val_probs: None }
-    }
-
-    /// The best model of a resumed run, checked to hold every tensor of `model`.
-    pub fn restored(
-        model: &Classifier,
-        acc: f64,
-        epoch: Option<usize>,
-        tensors: Vec<(String, Tensor)>,
-        what: &str,
-    ) -> Result<Self> {
-        check_complete(&tensors, &shapes(model), what)?;
-        Ok(Self { acc, epoch, tensors, val_probs: None })
-    }
-
-    /// Keeps the model when `acc` strictly beats the best so far; returns
-    /// whether it did.
-    pub fn consider(&mut self, acc: f64, epoch: usize, model: &Classifier, val_probs: Tensor) -> bool {
-        if acc <= self.acc {
-            return false;
-        }
-        *self = Self { acc, epoch: Some(epoch), tensors: snapshot(model), val_probs: Some(val_probs) };
-        true
-    }
-
-    /// Writes the best model with its card to `path`.
-    pub fn save(&self, path: &Path, card: &ModelCard) -> Result<()> {
-        safetensors::save(path, &self.tensors, card.to_metadata()?)
-    }
+/// Writes the run state of `out`: `state` with `task`'s live tensors, the
+/// config (JSON) and the history as metadata.
+pub fn save_state(out: &Path, state: &TrainState, task: &dyn Task, config_json: String) -> Result<()> {
+    let metadata = HashMap::from([
+        ("config".to_owned(), config_json),
+        ("history".to_owned(), serde_json::to_string(&history_of(&state.epochs))?),
+    ]);
+    state.save(&state_path(out), task, metadata)
 }
 
-/// A copy of every model tensor.
-pub fn snapshot(model: &Classifier) -> Vec<(String, Tensor)> {
-    model.named_tensors().into_iter().map(|(n, t)| (n, t.copy())).collect()
-}
-
-/// The name and shape of every model tensor.
-pub fn shapes(model: &Classifier) -> Vec<(String, Vec<i64>)> {
-    model.named_tensors().iter().map(|(n, t)| (n.clone(), t.size())).collect()
-}
-
-/// Copies saved tensors into the live model variables by name; every live
-/// variable must be among them.
-pub fn restore(model: &Classifier, saved: &[(String, Tensor)], what: &str) -> Result<()> {
-    copy_by_name(&model.named_tensors(), saved, what)
-}
-
-pub struct RunState {
-    /// The run's config as JSON (so a resume uses the same recipe).
-    pub config_json: String,
-    pub epochs_done: usize,
-    pub best_acc: f64,
-    pub best_epoch: Option<usize>,
-    pub history: History,
-    pub model: Vec<(String, Tensor)>,
-    pub optimizer: Vec<(String, Tensor)>,
-    pub best_model: Vec<(String, Tensor)>,
-}
-
-impl RunState {
-    pub fn save(&self, out: &Path) -> Result<()> {
-        let mut tensors = Vec::new();
-        for (prefix, group) in [("model.", &self.model), ("optimizer.", &self.optimizer), ("best.", &self.best_model)] {
-            tensors.extend(group.iter().map(|(n, t)| (format!("{prefix}{n}"), t.shallow_clone())));
-        }
-        let metadata = HashMap::from([
-            ("config".to_owned(), self.config_json.clone()),
-            ("epochs_done".to_owned(), self.epochs_done.to_string()),
-            ("best_acc".to_owned(), format!("{:.17}", self.best_acc)),
-            ("best_epoch".to_owned(), serde_json::to_string(&self.best_epoch)?),
-            ("history".to_owned(), serde_json::to_string(&self.history)?),
-        ]);
-        safetensors::save(&state_path(out), &tensors, metadata)
+/// The run state of `out`, copied into the live `model` tensors and
+/// `optimizer` (over `params`).
+pub fn load_state(
+    out: &Path,
+    model: &[(String, Tensor)],
+    params: &Params,
+    optimizer: Box<dyn Optimizer>,
+) -> Result<TrainState> {
+    let path = state_path(out);
+    let metadata = safetensors::read_metadata(&path)?;
+    if metadata.contains_key(PROGRESS_KEY) {
+        return Ok(TrainState::load(&path, model, params, optimizer)?.0);
     }
+    let progress = legacy_progress(&metadata, &path)?;
+    let tensors = legacy_names(read_named_tensors(&path)?);
+    TrainState::from_saved(&path, progress, &tensors, (model, params), optimizer)
+}
 
-    /// The saved config alone (to decide how to resume before loading tensors).
-    pub fn config_json(out: &Path) -> Result<String> {
-        crate::run_dir::saved_config(out)
-    }
-
-    pub fn load(out: &Path) -> Result<Self> {
-        let path = state_path(out);
-        let config_json = Self::config_json(out)?;
-        let meta = safetensors::read_metadata(&path)?;
-        let field = |key: &str| -> Result<&String> {
-            meta.get(key).with_context(|| format!("{}: metadata {key} missing", path.display()))
+/// `metrics.csv`'s rows of the epochs `records`: a train row and a val row each.
+pub fn history_of(records: &[EpochRecord]) -> History {
+    let mut history = History::default();
+    for r in records {
+        let row = |phase: &str, loss, acc, seconds, data_wait_seconds| EpochRow {
+            epoch: r.epoch,
+            phase: phase.into(),
+            loss,
+            acc,
+            seconds,
+            data_wait_seconds,
+            lr: r.lr,
         };
-        let number = |key: &str| -> Result<f64> {
-            field(key)?.parse().with_context(|| format!("{}: metadata {key} is not a number", path.display()))
-        };
-        let tensors = read_named_tensors(&path)?;
-        let group = |prefix: &str| -> Vec<(String, Tensor)> {
-            tensors
-                .iter()
-                .filter_map(|(n, t)| n.strip_prefix(prefix).map(|s| (s.to_owned(), t.shallow_clone())))
-                .collect()
-        };
-        Ok(Self {
-            config_json,
-            epochs_done: number("epochs_done")? as usize,
-            best_acc: number("best_acc")?,
-            best_epoch: match meta.get("best_epoch") {
-                Some(text) => serde_json::from_str(text)
-                    .with_context(|| format!("{}: metadata best_epoch does not parse", path.display()))?,
-                None => None,
-            },
-            history: serde_json::from_str(field("history")?)
-                .with_context(|| format!("{}: metadata history does not parse", path.display()))?,
-            model: group("model."),
-            optimizer: match group("optimizer.") {
-                // Runs saved before the optimizer had a group of its own kept SGD's momentum at the top level.
-                legacy if legacy.is_empty() => tensors
-                    .iter()
-                    .filter(|(n, _)| n.starts_with("momentum."))
-                    .map(|(n, t)| (n.clone(), t.shallow_clone()))
-                    .collect(),
-                saved => saved,
-            },
-            best_model: group("best."),
+        let data_wait = r.score(DATA_WAIT_SECONDS);
+        history.push(row("train", r.train_loss, r.score(TRAIN_ACC), r.score(TRAIN_SECONDS), data_wait));
+        history.push(row("val", r.score(VAL_LOSS), r.score(VAL_ACC), r.score(VAL_SECONDS), 0.0));
+    }
+    history
+}
+
+/// The epochs of an older state's history (its train and val rows).
+fn records_of(history: &History) -> Vec<EpochRecord> {
+    let (train, val) = (history.phase("train"), history.phase("val"));
+    train
+        .iter()
+        .zip(val)
+        .map(|(t, v)| EpochRecord {
+            epoch: t.epoch,
+            train_loss: t.loss,
+            lr: t.lr,
+            seconds: t.seconds + v.seconds,
+            scores: Scores::from([
+                (TRAIN_ACC.to_owned(), t.acc),
+                (TRAIN_SECONDS.to_owned(), t.seconds),
+                (DATA_WAIT_SECONDS.to_owned(), t.data_wait_seconds),
+                (VAL_LOSS.to_owned(), v.loss),
+                (VAL_ACC.to_owned(), v.acc),
+                (VAL_SECONDS.to_owned(), v.seconds),
+            ]),
         })
+        .collect()
+}
+
+/// The progress of a state saved before the one engine.
+fn legacy_progress(metadata: &HashMap<String, String>, path: &Path) -> Result<SavedProgress> {
+    let field = |key: &str| metadata.get(key).with_context(|| format!("{}: metadata {key} missing", path.display()));
+    let bad = |key: &str| format!("{}: metadata {key} does not parse", path.display());
+    let history: History = serde_json::from_str(field("history")?).with_context(|| bad("history"))?;
+    let best_acc: f64 = field("best_acc")?.parse().with_context(|| bad("best_acc"))?;
+    let best_epoch: Option<usize> = match metadata.get("best_epoch") {
+        Some(text) => serde_json::from_str(text).with_context(|| bad("best_epoch"))?,
+        None => None,
+    };
+    let best_epoch = best_epoch.or_else(|| history.best_val().map(|r| r.epoch));
+    let epochs = records_of(&history);
+    Ok(SavedProgress { epochs, batch_losses: Vec::new(), kept: best_epoch.map(|epoch| (epoch, best_acc)) })
+}
+
+/// An older state's tensor names as the engine's: `best.` was `kept.`, and
+/// the oldest kept SGD's momentum outside the optimizer's group.
+fn legacy_names(tensors: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
+    let has_optimizer_group = tensors.iter().any(|(n, _)| n.starts_with("optimizer."));
+    tensors
+        .into_iter()
+        .map(|(name, t)| match name.strip_prefix("best.") {
+            Some(rest) => (format!("kept.{rest}"), t),
+            None if !has_optimizer_group && name.starts_with("momentum.") => (format!("optimizer.{name}"), t),
+            None => (name, t),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(epoch: usize, val_acc: f64) -> EpochRecord {
+        EpochRecord {
+            epoch,
+            train_loss: 0.5,
+            lr: 0.001,
+            seconds: 3.0,
+            scores: Scores::from([
+                (TRAIN_ACC.to_owned(), 0.75),
+                (TRAIN_SECONDS.to_owned(), 2.0),
+                (DATA_WAIT_SECONDS.to_owned(), 0.25),
+                (VAL_LOSS.to_owned(), 0.4),
+                (VAL_ACC.to_owned(), val_acc),
+                (VAL_SECONDS.to_owned(), 1.0),
+            ]),
+        }
+    }
+
+    #[test]
+    fn records_and_metrics_rows_turn_into_each_other() {
+        let records = vec![record(0, 0.8), record(1, 0.9)];
+        let history = history_of(&records);
+        assert_eq!(history.rows.len(), 4);
+        assert_eq!((history.rows[1].phase.as_str(), history.rows[1].acc), ("val", 0.8));
+        assert_eq!(history.best_val().map(|r| r.epoch), Some(1));
+        assert_eq!(records_of(&history), records);
+    }
+
+    #[test]
+    fn an_older_states_names_become_the_engines() {
+        let t = || Tensor::zeros([1], (tch::Kind::Float, tch::Device::Cpu));
+        let names = |tensors: Vec<(String, Tensor)>| tensors.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+        let oldest = vec![("model.w".to_owned(), t()), ("best.w".to_owned(), t()), ("momentum.w".to_owned(), t())];
+        assert_eq!(names(legacy_names(oldest)), ["model.w", "kept.w", "optimizer.momentum.w"]);
+        let old = vec![("optimizer.momentum.w".to_owned(), t()), ("momentum.x".to_owned(), t())];
+        assert_eq!(names(legacy_names(old)), ["optimizer.momentum.w", "momentum.x"]);
     }
 }

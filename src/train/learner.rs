@@ -6,18 +6,22 @@
 //! kept on disk in [`super::checkpoint`].
 
 use super::amp::Autocast;
-use super::checkpoint::{restore, Best, RunState};
+use super::checkpoint::{
+    self, history_of, DATA_WAIT_SECONDS, TRAIN_ACC, TRAIN_SECONDS, VAL_ACC, VAL_LOSS, VAL_SECONDS,
+};
 use super::config::{FinetuneConfig, Precision};
-use super::evaluate::val_row;
+use super::engine::{self, Epoch, EpochRecord, Fit, KeepRule, Scores, Task, TrainPhase, TrainState};
+use super::evaluate::loss_and_correct;
 use super::frozen::predict_probabilities;
-use super::optim;
+use super::optim::{self, Optimizer};
 use super::schedule::Schedule;
 use super::splits::{Folders, Splits};
 use super::step::Stepper;
 use super::strategy::{self, EpochContext, Strategy};
 use super::summary::Summary;
-use crate::interrupt::{Interrupt, Interrupted};
-use crate::metrics::{format_minutes, EpochRow, History};
+use crate::grad::Params;
+use crate::interrupt::Interrupt;
+use crate::metrics::format_minutes;
 use crate::models::Classifier;
 use crate::names::Named;
 use crate::persist::model_card::ModelCard;
@@ -28,20 +32,80 @@ pub use crate::run_dir::Start;
 use crate::run_dir::{RunDir, BEST_MODEL_FILE, METRICS_FILE, RUN_CONFIG_FILE, SUMMARY_FILE};
 use anyhow::{Context, Result};
 use std::time::Instant;
-use tch::Device;
+use tch::{Device, Tensor};
 
-/// What the epoch loop carries from one epoch to the next.
-struct Progress {
-    history: History,
-    best: Best,
-    epochs_done: usize,
+/// Fine-tuning as the engine's task: a mode's strategy over the run's splits.
+struct Finetune<'a> {
+    config: &'a FinetuneConfig,
+    model: &'a Classifier,
+    strategy: Box<dyn Strategy>,
+    stepper: Stepper,
+    splits: &'a Splits,
+    device: Device,
+    /// The val probabilities of the last evaluation.
+    val_probs: Option<Tensor>,
 }
 
-impl Progress {
-    fn fresh(model: &Classifier) -> Self {
-        Self { history: History::default(), best: Best::none(model), epochs_done: 0 }
+impl<'a> Finetune<'a> {
+    /// What the strategy's phases need of `epoch`.
+    fn context<'e>(&self, epoch: &'e Epoch) -> EpochContext<'e>
+    where
+        'a: 'e,
+    {
+        EpochContext {
+            config: self.config,
+            splits: self.splits,
+            device: self.device,
+            interrupt: epoch.interrupt,
+            epoch: epoch.index,
+            lr: epoch.lr,
+            reporter: epoch.reporter,
+        }
     }
 }
+
+impl Task for Finetune<'_> {
+    fn params(&self) -> &Params {
+        &self.stepper.params
+    }
+
+    fn model(&self) -> Vec<(String, Tensor)> {
+        self.model.named_tensors()
+    }
+
+    fn train_epoch(&mut self, epoch: &Epoch, optimizer: &mut dyn Optimizer) -> Result<TrainPhase> {
+        epoch.reporter.line(&format!("Epoch {}/{}", epoch.index, self.config.epochs - 1));
+        epoch.reporter.line("----------");
+        // Wrapping: any u64 seed gives a stream, the usual ones the same as before.
+        tch::manual_seed((self.config.seed as i64).wrapping_mul(1000).wrapping_add(epoch.index as i64));
+        let started = Instant::now();
+        let ctx = self.context(epoch);
+        let totals = self.strategy.train_epoch(self.model, &mut self.stepper, optimizer, &ctx)?;
+        epoch.reporter.line(&format!("train Loss: {:.4} Acc: {:.4}", totals.loss(), totals.acc()));
+        let scores = Scores::from([
+            (TRAIN_ACC.to_owned(), totals.acc()),
+            (TRAIN_SECONDS.to_owned(), started.elapsed().as_secs_f64()),
+            (DATA_WAIT_SECONDS.to_owned(), totals.data_wait_seconds),
+        ]);
+        Ok(TrainPhase { loss: totals.loss(), batch_losses: Vec::new(), scores })
+    }
+
+    fn valid_epoch(&mut self, epoch: &Epoch) -> Result<Scores> {
+        let started = Instant::now();
+        let probs = self.strategy.val_probabilities(self.model, &self.context(epoch));
+        let labels = self.splits.val.labels_tensor();
+        let (loss, correct) = loss_and_correct(&probs, &labels);
+        let acc = correct as f64 / labels.size()[0].max(1) as f64;
+        let seconds = started.elapsed().as_secs_f64();
+        epoch.reporter.line(&format!("val Loss: {loss:.4} Acc: {acc:.4}"));
+        epoch.reporter.line("");
+        self.val_probs = Some(probs);
+        Ok(Scores::from([(VAL_LOSS.to_owned(), loss), (VAL_ACC.to_owned(), acc), (VAL_SECONDS.to_owned(), seconds)]))
+    }
+}
+
+/// The tutorial's rule: the epoch of the highest val accuracy, the first on ties.
+const KEEP: KeepRule = KeepRule::Highest(VAL_ACC);
 
 /// Runs (or resumes) the fine-tuning run `config` on `device`, stopping at
 /// the next safe point when `interrupt` is set; its lines and bars go to
@@ -60,71 +124,49 @@ pub fn run(
     let mut model = build_model(config, folders.classes().len(), device, reporter)?;
     strategy::prepare_model(config.mode, &mut model);
     crate::accel::arrange_weights(&model.backbone_vs, config.precision == Precision::Bf16 && !config.amp);
-    let mut stepper = Stepper::new(
-        model.trainable(),
-        optim::build(config.optimizer, &model.trainable(), config.momentum, config.weight_decay),
-        crate::accel::backprop(device),
-    );
+    let mut stepper = Stepper::new(model.trainable(), crate::accel::backprop(device));
     if Autocast::of(config, device).scales_loss() && strategy::backpropagates_through_backbone(config.mode) {
         stepper = stepper.with_loss_scaling();
     }
-    let mut progress = match start {
-        Start::Fresh => Progress::fresh(&model),
-        Start::Resume => restore_progress(config, &model, &mut stepper, reporter)?,
+    let optimizer = optim::build(config.optimizer, &stepper.params, config.momentum, config.weight_decay);
+    // A resumed state loads before any image is decoded (a wrong one fails in seconds).
+    let mut state = match start {
+        Start::Fresh => TrainState::new(optimizer),
+        Start::Resume => restore_progress(config, &model, &stepper.params, optimizer, reporter)?,
     };
     let splits = Splits::decode(&folders, config, reporter)?;
     let strategy = strategy::for_mode(config, &model, &splits, device, reporter);
+    let mut task = Finetune { config, model: &model, strategy, stepper, splits: &splits, device, val_probs: None };
     let schedule = Schedule::of(config);
+    let fit = Fit {
+        epochs: config.epochs,
+        lr: Box::new(move |epoch| schedule.lr(epoch)),
+        keep: KEEP,
+        patience: config.early_stop,
+        interrupt,
+        label: "finetune",
+        reporter,
+    };
     let mut events: Option<EventWriter> = None;
-    // Patience counts from the best epoch, or from where this process resumed.
-    let patience_from = progress.epochs_done.saturating_sub(1);
-    let mut stopped_early = false;
-    for epoch in progress.epochs_done..config.epochs {
-        reporter.line(&format!("Epoch {epoch}/{}", config.epochs - 1));
-        reporter.line("----------");
-        // Wrapping: any u64 seed gives a stream, the usual ones the same as before.
-        tch::manual_seed((config.seed as i64).wrapping_mul(1000).wrapping_add(epoch as i64));
-        let ctx = EpochContext { config, splits: &splits, device, interrupt, epoch, lr: schedule.lr(epoch), reporter };
-        let train_row =
-            train_phase(strategy.as_ref(), &model, &mut stepper, &ctx).map_err(|e| out.explain(e, "finetune"))?;
-        reporter.line(&format!("train Loss: {:.4} Acc: {:.4}", train_row.loss, train_row.acc));
-        let val_started = Instant::now();
-        let val_probs = strategy.val_probabilities(&model, &ctx);
-        let val_row =
-            val_row(&val_probs, &splits.val.labels_tensor(), epoch, ctx.lr, val_started.elapsed().as_secs_f64());
-        reporter.line(&format!("val Loss: {:.4} Acc: {:.4}", val_row.loss, val_row.acc));
-        reporter.line("");
-        let improved = progress.best.consider(val_row.acc, epoch, &model, val_probs);
-        progress.history.push(train_row.clone());
-        progress.history.push(val_row.clone());
-        progress.epochs_done = epoch + 1;
+    let mut best_val_probs: Option<Tensor> = None;
+    let outcome = engine::fit(&mut task, &fit, &mut state, &mut |state, task| {
         // The state first: until it is saved, an earlier run in the folder stays whole.
-        save_state(config, &model, &stepper, &progress)?;
+        checkpoint::save_state(&config.out, state, task, serde_json::to_string(config)?)?;
         out.mark_saved();
         out.write(RUN_CONFIG_FILE, config.to_options_toml()?.as_bytes())?;
-        if improved {
-            progress.best.save(&out.file(BEST_MODEL_FILE), &card(config, &splits, &progress.best)?)?;
+        let record = state.epochs.last().expect("an epoch ended");
+        if let Some(kept) = state.kept.as_ref().filter(|k| k.epoch == record.epoch) {
+            checkpoint::save_best(&out.file(BEST_MODEL_FILE), kept, &card(config, &splits, kept.epoch, kept.score))?;
+            best_val_probs = task.val_probs.as_ref().map(Tensor::shallow_clone);
         }
-        progress.history.write_csv(&out.file(METRICS_FILE))?;
-        log_epoch(&mut events, &config.out, &train_row, &val_row)?;
-        let last = epoch + 1 == config.epochs;
-        if interrupt.requested() && !last {
-            return Err(Interrupted(format!(
-                "interrupted after epoch {epoch}; the run state is saved. Resume with: finetune --resume {}",
-                config.out.display()
-            ))
-            .into());
-        }
-        let best = progress.best.epoch.unwrap_or(0).max(patience_from);
-        if let Some(patience) = config.early_stop.filter(|&p| !last && epoch >= best + p) {
-            reporter.line(&format!(
-                "early stop: val accuracy has not improved for {patience} epoch(s) (best at epoch {best})"
-            ));
-            stopped_early = true;
-            break;
-        }
-    }
-    finish(config, &out, device, &model, &stepper, &splits, &progress, stopped_early, started, reporter)
+        let history = history_of(&state.epochs);
+        history.write_csv(&out.file(METRICS_FILE))?;
+        log_epoch(&mut events, &config.out, record)
+    });
+    let outcome = outcome.map_err(|e| out.explain(e, "finetune"))?;
+    let stepper = task.stepper;
+    let finished = Finished { state: &state, best_val_probs, stopped_early: outcome.stopped_early, started };
+    finish(config, &out, device, &model, &stepper, &splits, finished, reporter)
 }
 
 /// The classifier with its pretrained backbone loaded, before any image is
@@ -150,93 +192,63 @@ fn build_model(
 fn restore_progress(
     config: &FinetuneConfig,
     model: &Classifier,
-    stepper: &mut Stepper,
+    params: &Params,
+    optimizer: Box<dyn Optimizer>,
     reporter: &dyn Reporter,
-) -> Result<Progress> {
-    let state = RunState::load(&config.out)?;
-    let finished = config.out.join(SUMMARY_FILE).exists();
-    if state.epochs_done >= config.epochs && finished {
+) -> Result<TrainState> {
+    let state = checkpoint::load_state(&config.out, &model.named_tensors(), params, optimizer)?;
+    let (done, finished) = (state.epochs_done(), config.out.join(SUMMARY_FILE).exists());
+    if done >= config.epochs && finished {
         anyhow::bail!(
-            "{}: run already complete ({} epochs); use --epochs M with M > {} to train more",
-            config.out.display(),
-            state.epochs_done,
-            state.epochs_done
+            "{}: run already complete ({done} epochs); use --epochs M with M > {done} to train more",
+            config.out.display()
         );
     }
-    let what = format!("resuming {}", config.out.display());
-    restore(model, &state.model, &what)?;
-    stepper.optimizer.load_state(&stepper.params, &state.optimizer).with_context(|| what.clone())?;
-    let best_epoch = state.best_epoch.or_else(|| state.history.best_val().map(|r| r.epoch));
-    let best = Best::restored(model, state.best_acc, best_epoch, state.best_model, &what)?;
     reporter.line(&format!(
         "resuming {} after epoch {} of {}",
         config.out.display(),
-        state.epochs_done.saturating_sub(1),
+        done.saturating_sub(1),
         config.epochs - 1
     ));
-    Ok(Progress { history: state.history, best, epochs_done: state.epochs_done })
+    Ok(state)
 }
 
-fn train_phase(
-    strategy: &dyn Strategy,
-    model: &Classifier,
-    stepper: &mut Stepper,
-    ctx: &EpochContext,
-) -> Result<EpochRow> {
-    let start = Instant::now();
-    let totals = strategy.train_epoch(model, stepper, ctx)?;
-    Ok(EpochRow {
-        epoch: ctx.epoch,
-        phase: "train".into(),
-        loss: totals.loss(),
-        acc: totals.acc(),
-        lr: ctx.lr,
-        seconds: start.elapsed().as_secs_f64(),
-        data_wait_seconds: totals.data_wait_seconds,
-    })
-}
-
-fn card(config: &FinetuneConfig, splits: &Splits, best: &Best) -> Result<ModelCard> {
-    Ok(ModelCard {
+fn card(config: &FinetuneConfig, splits: &Splits, epoch: usize, val_acc: f64) -> ModelCard {
+    ModelCard {
         arch: config.arch,
         classes: splits.train.classes.clone(),
         normalization: config.arch.normalization(),
         image_size: config.image_size,
         mode: config.mode.name(),
-        epoch: best.epoch.context("no best epoch yet")?,
-        val_acc: best.acc,
+        epoch,
+        val_acc,
         precision: config.precision.name(),
-    })
+    }
 }
 
 /// The epoch's scalars for TensorBoard (the events file is made with the
 /// first epoch, so a run that fails earlier leaves none).
-fn log_epoch(events: &mut Option<EventWriter>, out: &std::path::Path, train: &EpochRow, val: &EpochRow) -> Result<()> {
+fn log_epoch(events: &mut Option<EventWriter>, out: &std::path::Path, record: &EpochRecord) -> Result<()> {
     let events = match events {
         Some(events) => events,
         None => events.insert(EventWriter::create(out)?),
     };
-    let step = train.epoch as i64;
-    events.scalar("loss/train", train.loss, step)?;
-    events.scalar("loss/val", val.loss, step)?;
-    events.scalar("accuracy/train", train.acc, step)?;
-    events.scalar("accuracy/val", val.acc, step)?;
-    events.scalar("learning_rate", train.lr, step)?;
+    let step = record.epoch as i64;
+    events.scalar("loss/train", record.train_loss, step)?;
+    events.scalar("loss/val", record.score(VAL_LOSS), step)?;
+    events.scalar("accuracy/train", record.score(TRAIN_ACC), step)?;
+    events.scalar("accuracy/val", record.score(VAL_ACC), step)?;
+    events.scalar("learning_rate", record.lr, step)?;
     events.flush()
 }
 
-fn save_state(config: &FinetuneConfig, model: &Classifier, stepper: &Stepper, progress: &Progress) -> Result<()> {
-    RunState {
-        config_json: serde_json::to_string(config)?,
-        epochs_done: progress.epochs_done,
-        best_acc: progress.best.acc,
-        best_epoch: progress.best.epoch,
-        history: progress.history.clone(),
-        model: model.named_tensors(),
-        optimizer: stepper.optimizer.state(&stepper.params),
-        best_model: progress.best.tensors.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect(),
-    }
-    .save(&config.out)
+/// How training ended, for the run's closing lines and files.
+struct Finished<'a> {
+    state: &'a TrainState,
+    /// The kept epoch's val probabilities, when this process evaluated it.
+    best_val_probs: Option<Tensor>,
+    stopped_early: bool,
+    started: Instant,
 }
 
 /// After the last epoch: the tutorial's closing lines, the best model back
@@ -249,15 +261,15 @@ fn finish(
     model: &Classifier,
     stepper: &Stepper,
     splits: &Splits,
-    progress: &Progress,
-    stopped_early: bool,
-    started: Instant,
+    finished: Finished,
     reporter: &dyn Reporter,
 ) -> Result<Summary> {
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = finished.started.elapsed().as_secs_f64();
+    let history = history_of(&finished.state.epochs);
+    let best_acc = finished.state.kept.as_ref().context("no epoch was kept")?.score;
     reporter.line(&format!("Training complete in {}", format_minutes(seconds)));
-    reporter.line(&format!("Best val Acc: {:.6}", progress.best.acc));
-    let summary = Summary::new(config, device, splits, &progress.history, progress.best.acc, stopped_early, seconds)?;
+    reporter.line(&format!("Best val Acc: {best_acc:.6}"));
+    let summary = Summary::new(config, device, splits, &history, best_acc, finished.stopped_early, seconds)?;
     reporter.line(&format!(
         "data: {:.1} s of the train phases ({:.1} %) waiting for or augmenting batches{}",
         summary.data_wait_seconds,
@@ -268,10 +280,10 @@ fn finish(
             String::new()
         }
     ));
-    restore(model, &progress.best.tensors, "the best model")?;
-    plots::training_curves(&progress.history, &config.out)?;
-    let val_probs = match &progress.best.val_probs {
-        Some(probs) => probs.shallow_clone(),
+    finished.state.restore_kept(&model.named_tensors())?;
+    plots::training_curves(&history, &config.out)?;
+    let val_probs = match finished.best_val_probs {
+        Some(probs) => probs,
         None => {
             let pass = strategy::frozen_pass(config, device);
             predict_probabilities(model, &splits.val_images, pass, "val grid", reporter)

@@ -1,6 +1,6 @@
 //! One training step, the same for every network the crate trains: a
 //! forward pass and loss through a [`Backprop`], the gradients unscaled when
-//! mixed precision scaled the loss, and the optimizer's update. Which
+//! mixed precision scaled the loss, and the run's optimizer's update. Which
 //! backprop (`crate::accel::backprop`) and which optimizer are the caller's
 //! choice; this file only puts them in order.
 
@@ -11,7 +11,6 @@ use tch::{Kind, Tensor};
 
 pub struct Stepper {
     pub params: Params,
-    pub optimizer: Box<dyn Optimizer>,
     backprop: Box<dyn Backprop>,
     scaler: Option<LossScaler>,
 }
@@ -23,8 +22,8 @@ pub struct StepOutcome {
 }
 
 impl Stepper {
-    pub fn new(params: Params, optimizer: Box<dyn Optimizer>, backprop: Box<dyn Backprop>) -> Self {
-        Self { params, optimizer, backprop, scaler: None }
+    pub fn new(params: Params, backprop: Box<dyn Backprop>) -> Self {
+        Self { params, backprop, scaler: None }
     }
 
     /// Scales the loss before backward from now on (mixed precision).
@@ -33,11 +32,17 @@ impl Stepper {
         self
     }
 
-    /// Runs `forward`, the loss `loss_of` on its logits, and applies the
-    /// update at rate `lr`. A non-finite loss is returned as `Err(value)`
-    /// with nothing applied; a step whose scaled gradients overflowed is
-    /// skipped (and counted).
-    pub fn step(&mut self, forward: Forward, loss_of: LossFn, lr: f64) -> Result<StepOutcome, f64> {
+    /// Runs `forward`, the loss `loss_of` on its logits, and applies
+    /// `optimizer`'s update at rate `lr`. A non-finite loss is returned as
+    /// `Err(value)` with nothing applied; a step whose scaled gradients
+    /// overflowed is skipped (and counted).
+    pub fn step(
+        &mut self,
+        optimizer: &mut dyn Optimizer,
+        forward: Forward,
+        loss_of: LossFn,
+        lr: f64,
+    ) -> Result<StepOutcome, f64> {
         let scale = self.scaler.as_ref().map_or(1.0, LossScaler::scale);
         let mut pass = self.backprop.run(forward, loss_of, &self.params, scale);
         let loss = pass.loss.to_kind(Kind::Double).double_value(&[]);
@@ -46,7 +51,7 @@ impl Stepper {
         }
         let apply = self.scaler.as_mut().is_none_or(|scaler| scaler.unscale(&mut pass.grads));
         if apply {
-            self.optimizer.step(&self.params, &pass.grads, lr);
+            optimizer.step(&self.params, &pass.grads, lr);
         }
         Ok(StepOutcome { logits: pass.logits, loss })
     }

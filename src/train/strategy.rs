@@ -8,14 +8,15 @@
 //! - [`Full`]: every weight trains; each batch is a full forward and
 //!   backward pass.
 //!
-//! The epoch loop (`super::learner`) asks a strategy for a train phase and
-//! for val probabilities, and knows nothing else of the mode.
+//! The fine-tuning task (`super::learner`) asks a strategy for a train
+//! phase and for val probabilities, and knows nothing else of the mode.
 
 use super::amp::Autocast;
 use super::config::{FinetuneConfig, Mode};
 use super::evaluate::correct;
 use super::feed::for_each_augmented_batch;
 use super::frozen::{augmented_features, backbone_features, head_probabilities, predict_probabilities, FrozenPass};
+use super::optim::Optimizer;
 use super::splits::Splits;
 use super::step::Stepper;
 use crate::data::loader::{DecodedSplit, EpochPlan};
@@ -66,8 +67,15 @@ pub fn frozen_pass(config: &FinetuneConfig, device: Device) -> FrozenPass {
 }
 
 pub trait Strategy {
-    /// One epoch's train phase: the batches' loss and accuracy totals.
-    fn train_epoch(&self, model: &Classifier, stepper: &mut Stepper, ctx: &EpochContext) -> Result<PhaseTotals>;
+    /// One epoch's train phase, updating through `optimizer`: the batches'
+    /// loss and accuracy totals.
+    fn train_epoch(
+        &self,
+        model: &Classifier,
+        stepper: &mut Stepper,
+        optimizer: &mut dyn Optimizer,
+        ctx: &EpochContext,
+    ) -> Result<PhaseTotals>;
     /// Val-split class probabilities `[N, classes]` (on the CPU) of the model as it is.
     fn val_probabilities(&self, model: &Classifier, ctx: &EpochContext) -> Tensor;
 }
@@ -129,6 +137,7 @@ impl FeatureExtract {
     fn head_steps(
         model: &Classifier,
         stepper: &mut Stepper,
+        optimizer: &mut dyn Optimizer,
         features: &Tensor,
         labels: &Tensor,
         ctx: &EpochContext,
@@ -140,7 +149,7 @@ impl FeatureExtract {
             let len = batch.min(n - start);
             let (features, labels) = (features.narrow(0, start, len), labels.narrow(0, start, len));
             let outcome = stepper
-                .step(&mut || model.head_forward(&features, true), &ctx.loss(&labels), ctx.lr)
+                .step(optimizer, &mut || model.head_forward(&features, true), &ctx.loss(&labels), ctx.lr)
                 .map_err(|value| ctx.non_finite(value, b))?;
             totals.add(outcome.loss, correct(&outcome.logits, &labels), len);
         }
@@ -158,11 +167,17 @@ impl FeatureExtract {
 }
 
 impl Strategy for FeatureExtract {
-    fn train_epoch(&self, model: &Classifier, stepper: &mut Stepper, ctx: &EpochContext) -> Result<PhaseTotals> {
+    fn train_epoch(
+        &self,
+        model: &Classifier,
+        stepper: &mut Stepper,
+        optimizer: &mut dyn Optimizer,
+        ctx: &EpochContext,
+    ) -> Result<PhaseTotals> {
         let split = &ctx.splits.train;
         if let Some(cached) = &self.cached_train_features {
             let (features, labels) = Self::cached_epoch(cached, split, ctx);
-            return Self::head_steps(model, stepper, &features, &labels, ctx);
+            return Self::head_steps(model, stepper, optimizer, &features, &labels, ctx);
         }
         // The frozen backbone is a fixed function (eval mode), so the features
         // of the epoch's augmented images can be computed first, in lanes.
@@ -173,7 +188,7 @@ impl Strategy for FeatureExtract {
             return Err(ctx.interrupted());
         }
         let labels = plan.all_labels(split).to_device(ctx.device);
-        let mut totals = Self::head_steps(model, stepper, &features, &labels, ctx)?;
+        let mut totals = Self::head_steps(model, stepper, optimizer, &features, &labels, ctx)?;
         totals.data_wait_seconds = data_seconds;
         Ok(totals)
     }
@@ -186,7 +201,13 @@ impl Strategy for FeatureExtract {
 pub struct Full;
 
 impl Strategy for Full {
-    fn train_epoch(&self, model: &Classifier, stepper: &mut Stepper, ctx: &EpochContext) -> Result<PhaseTotals> {
+    fn train_epoch(
+        &self,
+        model: &Classifier,
+        stepper: &mut Stepper,
+        optimizer: &mut dyn Optimizer,
+        ctx: &EpochContext,
+    ) -> Result<PhaseTotals> {
         let split = &ctx.splits.train;
         let plan = EpochPlan::draw(split, ctx.config.seed, ctx.epoch);
         let normalization = ctx.config.arch.normalization();
@@ -197,8 +218,9 @@ impl Strategy for Full {
                 let images = normalization.apply(&images);
                 let autocast = Autocast::of(ctx.config, ctx.device);
                 let mut forward = || autocast.run(|| model.forward(&images, true));
-                let outcome =
-                    stepper.step(&mut forward, &ctx.loss(&labels), ctx.lr).map_err(|value| ctx.non_finite(value, b))?;
+                let outcome = stepper
+                    .step(optimizer, &mut forward, &ctx.loss(&labels), ctx.lr)
+                    .map_err(|value| ctx.non_finite(value, b))?;
                 totals.add(outcome.loss, correct(&outcome.logits, &labels), labels.size()[0]);
                 bar.inc(1);
                 if ctx.interrupt.requested() {
