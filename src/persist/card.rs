@@ -319,4 +319,134 @@ mod tests {
         let error = one_line(from_metadata::<Toy>(&metadata, Path::new("x.safetensors")).unwrap_err());
         assert_eq!(error, "x.safetensors: count -1 is negative");
     }
+
+    /// Files written before the kind key, their metadata as the code of the
+    /// time wrote it, still read (the cards' own tests cover their fields).
+    mod old_files {
+        use super::*;
+        use crate::caption::model::{CellKind, Dims};
+        use crate::caption::saved::{CaptionCard, FeatureSource};
+        use crate::data::transforms::Normalization;
+        use crate::eigenfaces::ComponentsCard;
+        use crate::models::Arch;
+        use crate::pca::Divisor;
+        use crate::persist::model_card::ModelCard;
+
+        /// Writes a file with this metadata as it is.
+        fn file(dir: &tempfile::TempDir, name: &str, metadata: &[(&str, &str)]) -> std::path::PathBuf {
+            let path = dir.path().join(name);
+            let tensors = [("w".to_string(), Tensor::ones([2], (tch::Kind::Double, tch::Device::Cpu)))];
+            let metadata = metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            safetensors::save(&path, &tensors, metadata).unwrap();
+            path
+        }
+
+        #[test]
+        fn a_model_card_of_loose_keys_reads() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = file(
+                &dir,
+                "best_model.safetensors",
+                &[
+                    ("arch", "resnet18"),
+                    ("classes", r#"["ants","bees"]"#),
+                    ("normalization", "imagenet"),
+                    ("image_size", "160"),
+                    ("mode", "feature-extract"),
+                    ("epoch", "4"),
+                    ("val_acc", "0.9"),
+                    ("precision", "bf16"),
+                ],
+            );
+            let card = ModelCard {
+                arch: Arch::Resnet18,
+                classes: vec!["ants".into(), "bees".into()],
+                normalization: Normalization::Imagenet,
+                image_size: 160,
+                mode: "feature-extract".into(),
+                epoch: 4,
+                val_acc: 0.9,
+                precision: "bf16".into(),
+            };
+            assert_eq!(read::<ModelCard>(&path).unwrap(), card);
+            let error = one_line(read::<CaptionCard>(&path).unwrap_err());
+            assert!(error.ends_with("best_model.safetensors: not a caption model file (its metadata names no kind)"));
+        }
+
+        fn caption_card(features: FeatureSource) -> CaptionCard {
+            let words = ["<NULL>", "<START>", "<END>", "<UNK>", "cat"];
+            CaptionCard {
+                dims: Dims { features: 4, wordvec: 3, hidden: 5, vocabulary: 5 },
+                cell: CellKind::Lstm,
+                words: words.map(String::from).to_vec(),
+                max_words: 16,
+                features,
+                epoch: 2,
+                val_loss: 1.25,
+            }
+        }
+
+        #[test]
+        fn a_caption_card_of_one_json_entry_reads() {
+            let dir = tempfile::tempdir().unwrap();
+            let fields = r#""dims":{"features":4,"wordvec":3,"hidden":5,"vocabulary":5},"cell":"lstm","words":["<NULL>","<START>","<END>","<UNK>","cat"],"max_words":16"#;
+            let backbone = format!(
+                r#"{{{fields},"features":{{"backbone":{{"arch":"resnet50","weights":"models/r50.pth"}}}},"epoch":2,"val_loss":1.25}}"#
+            );
+            let path = file(&dir, "backbone.safetensors", &[("caption_card", &backbone)]);
+            let weights = "models/r50.pth".into();
+            let expected = caption_card(FeatureSource::Backbone { arch: Arch::Resnet50, weights });
+            assert_eq!(read::<CaptionCard>(&path).unwrap(), expected);
+
+            let course = format!(r#"{{{fields},"features":"course-features","epoch":2,"val_loss":1.25}}"#);
+            let path = file(&dir, "course.safetensors", &[("caption_card", &course)]);
+            assert_eq!(read::<CaptionCard>(&path).unwrap(), caption_card(FeatureSource::CourseFeatures));
+            let error = one_line(read::<ModelCard>(&path).unwrap_err());
+            assert!(error.ends_with("course.safetensors: not a finetune model file (its metadata names no kind)"));
+        }
+
+        #[test]
+        fn eigenfaces_components_of_format_1_read() {
+            let dir = tempfile::tempdir().unwrap();
+            let old = [
+                ("format", "tchlab-eigenfaces-1"),
+                ("height", "112"),
+                ("width", "92"),
+                ("white", "255"),
+                ("faces", "400"),
+                ("covariance_divisor", "N-1"),
+                ("total_variance", "2958123.0918"),
+                ("components_95", "189"),
+                ("source", "att/: 400 faces of 112x92 pixels"),
+            ];
+            let path = file(&dir, "components.safetensors", &old);
+            let expected = ComponentsCard {
+                height: 112,
+                width: 92,
+                white: 255.0,
+                faces: 400,
+                covariance_divisor: Divisor::NMinusOne,
+                total_variance: 2958123.0918,
+                components_95: 189,
+                source: "att/: 400 faces of 112x92 pixels".into(),
+            };
+            assert_eq!(read::<ComponentsCard>(&path).unwrap(), expected);
+            let mut other_format = old;
+            other_format[0].1 = "tchlab-eigenfaces-2";
+            let path = file(&dir, "other.safetensors", &other_format);
+            let error = one_line(read::<ComponentsCard>(&path).unwrap_err());
+            assert!(
+                error.ends_with("other.safetensors: not an eigenfaces components file (its metadata names no kind)")
+            );
+        }
+
+        #[test]
+        fn a_new_file_of_another_kind_names_both() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("caption.safetensors");
+            save(&path, &[], &caption_card(FeatureSource::CourseFeatures)).unwrap();
+            let error = one_line(read::<ModelCard>(&path).unwrap_err());
+            assert!(error.ends_with("caption.safetensors: a caption model file, not a finetune model file"), "{error}");
+        }
+    }
 }
