@@ -7,7 +7,7 @@
 //!             ─► data::loader (decode once within a memory budget, augment per epoch, batch, in parallel)
 //!             ─► data::transforms (torchvision's crops/resizes, normalization)
 //!             ─► models (backbone built by name, new linear head)
-//!                  ◄─ persist (.pth / .safetensors weights loaded by name; model cards)
+//!                  ◄─ persist (.pth / .safetensors weights loaded by name; typed metadata cards)
 //!             ─► train::learner (the epoch loop of a run, configured by train::options → train::config)
 //!                  ├ train::strategy (what feature-extract and full mode train)
 //!                  ├ train::step (forward, loss, grad::Backprop → gradients as values,

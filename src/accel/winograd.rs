@@ -262,4 +262,14 @@ mod tests {
             assert!(error < 1e-5, "shape {:?}: relative error {error}", (n, c, k, h, w));
         }
     }
+
+    /// An empty tensor's data pointer may be null: its slices are empty, never made from it.
+    #[test]
+    fn empty_tensors_are_empty_slices() {
+        let mut empty = Tensor::zeros([0, 3], (Kind::Float, Device::Cpu));
+        assert!(f32_slice(&empty).is_empty());
+        assert!(f32_slice_mut(&mut empty).is_empty());
+        let values = Tensor::from_slice(&[1f32, 2.0]);
+        assert_eq!(f32_slice(&values), [1.0, 2.0]);
+    }
 }

@@ -1,20 +1,23 @@
 //! A trained captioning network on disk: its weights in a `.safetensors`
-//! file whose metadata (`caption_card`, JSON) holds everything needed to use
-//! it again — sizes, cell, vocabulary, caption length, and where its image
-//! features come from.
+//! file whose metadata, a [`Card`] of kind `caption model`, holds everything
+//! needed to use it again — sizes, cell, vocabulary, caption length, and
+//! where its image features come from. Files from before the card (one
+//! `caption_card` entry of JSON) still load.
 
 use super::model::{CaptioningNet, CellKind, Dims};
 use super::vocab::Vocabulary;
 use crate::models::Arch;
-use crate::persist::{safetensors, weights};
-use anyhow::{anyhow, bail, Result};
+use crate::persist::card::{self, Card};
+use crate::persist::weights;
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tch::nn::VarStore;
 use tch::Device;
 
-const CARD_KEY: &str = "caption_card";
+/// The one metadata entry of files written before the card.
+const LEGACY_KEY: &str = "caption_card";
 
 /// Where a network's image features come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,7 +29,7 @@ pub enum FeatureSource {
     CourseFeatures,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CaptionCard {
     pub dims: Dims,
     pub cell: CellKind,
@@ -38,29 +41,36 @@ pub struct CaptionCard {
     pub val_loss: f64,
 }
 
+impl Card for CaptionCard {
+    const KIND: &'static str = "caption model";
+
+    fn check(&self, path: &Path) -> Result<()> {
+        let d = self.dims;
+        if self.words.len() as i64 != d.vocabulary
+            || [d.features, d.wordvec, d.hidden].iter().any(|&s| !(1..=1 << 16).contains(&s))
+        {
+            bail!("{}: caption model sizes {d:?} do not fit its {} words", path.display(), self.words.len());
+        }
+        Ok(())
+    }
+
+    fn legacy(metadata: &HashMap<String, String>) -> Option<HashMap<String, String>> {
+        card::json_fields(metadata.get(LEGACY_KEY)?)
+    }
+}
+
 /// Writes `net` with its card (atomically).
 pub fn save(path: &Path, net_store: &VarStore, card: &CaptionCard) -> Result<()> {
     let mut tensors: Vec<(String, tch::Tensor)> = net_store.variables().into_iter().collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    let metadata = HashMap::from([(CARD_KEY.to_string(), serde_json::to_string(card)?)]);
-    safetensors::save(path, &tensors, metadata)
+    card::save(path, &tensors, card)
 }
 
 /// A saved network, its vocabulary and its card, on `device`.
 pub fn load(path: &Path, device: Device) -> Result<(CaptioningNet, VarStore, Vocabulary, CaptionCard)> {
-    let metadata = safetensors::read_metadata(path)?;
-    let text = metadata
-        .get(CARD_KEY)
-        .ok_or_else(|| anyhow!("{}: not a captioning model saved by caption train (no {CARD_KEY})", path.display()))?;
-    let card: CaptionCard =
-        serde_json::from_str(text).map_err(|e| anyhow!("{}: unreadable {CARD_KEY} ({e})", path.display()))?;
+    let card: CaptionCard = card::read(path)?;
     let vocab = Vocabulary::from_words(card.words.clone(), &path.display().to_string())?;
     let d = card.dims;
-    if vocab.len() as i64 != d.vocabulary
-        || [d.features, d.wordvec, d.hidden].iter().any(|&s| !(1..=1 << 16).contains(&s))
-    {
-        bail!("{}: {CARD_KEY} sizes {d:?} do not fit its {} words", path.display(), vocab.len());
-    }
     let mut store = VarStore::new(device);
     let net = CaptioningNet::new(&store.root(), d, card.cell, vocab.tokens);
     let tensors = weights::read_named_tensors(path)?;

@@ -1,35 +1,63 @@
 //! `components.safetensors`: what an eigenfaces run saves (mean, components,
-//! eigenvalues, and the face size and pixel scale in its metadata), read back
+//! eigenvalues, and as its [`Card`] the face size and pixel scale), read back
 //! with every tensor checked against the others, and new faces projected
 //! onto it with their reconstruction error.
 
 use super::{cpu_values, Results};
 use crate::data::faces::{self, FaceSize, Faces};
 use crate::pca::{Divisor, Method, Pca};
-use crate::persist::safetensors;
+use crate::persist::card::{self, Card};
 use crate::report::Reporter;
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
-/// Format tag of components.safetensors.
-const FORMAT: &str = "tchlab-eigenfaces-1";
+/// What components.safetensors says of its tensors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComponentsCard {
+    pub height: u32,
+    pub width: u32,
+    /// The value of a white pixel in the faces: 255, or 1 for float arrays.
+    pub white: f64,
+    pub faces: usize,
+    pub covariance_divisor: Divisor,
+    pub total_variance: f64,
+    pub components_95: i64,
+    /// Where the faces came from.
+    pub source: String,
+}
+
+/// The `format` entry of files written before the card, beside the same keys.
+const LEGACY_FORMAT: &str = "tchlab-eigenfaces-1";
+
+impl Card for ComponentsCard {
+    const KIND: &'static str = "eigenfaces components";
+
+    fn check(&self, path: &Path) -> Result<()> {
+        faces::parse_size(&format!("{}x{}", self.height, self.width))
+            .map_err(|e| anyhow::anyhow!("{}: image size: {e}", path.display()))?;
+        Ok(())
+    }
+
+    fn legacy(metadata: &HashMap<String, String>) -> Option<HashMap<String, String>> {
+        (metadata.get("format")? == LEGACY_FORMAT).then(|| metadata.clone())
+    }
+}
 
 pub(super) fn save_components(pca: &Pca, faces: &Faces, summary: &Results, path: &Path) -> Result<()> {
-    let metadata = HashMap::from([
-        ("format".to_owned(), FORMAT.to_owned()),
-        ("height".to_owned(), faces.size.height.to_string()),
-        ("width".to_owned(), faces.size.width.to_string()),
-        ("white".to_owned(), faces.white.to_string()),
-        ("faces".to_owned(), faces.len().to_string()),
-        ("covariance_divisor".to_owned(), pca.divisor.name().to_owned()),
-        ("total_variance".to_owned(), pca.total_variance.to_string()),
-        ("components_95".to_owned(), summary.components_95.to_string()),
-        ("source".to_owned(), faces.description.clone()),
-    ]);
-    safetensors::save(path, &pca.named_tensors(), metadata)
+    let saved = ComponentsCard {
+        height: faces.size.height,
+        width: faces.size.width,
+        white: faces.white,
+        faces: faces.len(),
+        covariance_divisor: pca.divisor,
+        total_variance: pca.total_variance,
+        components_95: summary.components_95,
+        source: faces.description.clone(),
+    };
+    card::save(path, &pca.named_tensors(), &saved)
 }
 
 /// A new face's place in a saved eigenspace.
@@ -55,22 +83,8 @@ pub struct Saved {
 
 /// Reads `components.safetensors`, checking that its tensors fit together.
 pub fn read_components(path: &Path) -> Result<Saved> {
-    let metadata = safetensors::read_metadata(path)?;
-    let field = |key: &str| {
-        metadata.get(key).with_context(|| format!("{}: not an eigenfaces components file (no {key:?})", path.display()))
-    };
-    if field("format")? != FORMAT {
-        bail!("{}: format {:?}, expected {FORMAT}", path.display(), field("format")?);
-    }
-    let number = |key: &str| -> Result<f64> {
-        field(key)?
-            .parse::<f64>()
-            .ok()
-            .filter(|v| v.is_finite())
-            .with_context(|| format!("{}: {key} is not a number", path.display()))
-    };
-    let size = faces::parse_size(&format!("{}x{}", field("height")?, field("width")?))
-        .map_err(|e| anyhow::anyhow!("{}: image size: {e}", path.display()))?;
+    let saved: ComponentsCard = card::read(path)?;
+    let size = FaceSize { height: saved.height, width: saved.width };
     let tensors = Tensor::read_safetensors(path)
         .with_context(|| format!("{}: not a readable .safetensors file", path.display()))?;
     let get = |name: &str| {
@@ -92,19 +106,17 @@ pub fn read_components(path: &Path) -> Result<Saved> {
             eigenvalues.size()
         );
     }
-    let divisor = if field("covariance_divisor")? == "N" { Divisor::N } else { Divisor::NMinusOne };
-    let samples = number("faces")? as i64;
     let pca = Pca {
         mean,
         components,
         eigenvalues,
-        total_variance: number("total_variance")?,
-        samples,
-        divisor,
+        total_variance: saved.total_variance,
+        samples: saved.faces as i64,
+        divisor: saved.covariance_divisor,
         method: Method::Auto,
         eigensolver: "saved".to_string(),
     };
-    Ok(Saved { pca, size, white: number("white")? })
+    Ok(Saved { pca, size, white: saved.white })
 }
 
 /// Projects image files onto the first `k` saved components (all when `None`).

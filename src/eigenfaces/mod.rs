@@ -9,7 +9,7 @@
 mod components;
 mod tables;
 
-pub use components::{project, read_components, report_projections, Projection, Saved};
+pub use components::{project, read_components, report_projections, ComponentsCard, Projection, Saved};
 
 use crate::data::faces::{self, FaceSize, Faces};
 use crate::pca::recognition::{self, Recognition};

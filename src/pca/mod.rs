@@ -10,14 +10,14 @@ pub mod recognition;
 
 use crate::accel::lapack::{self, ProductEigen};
 use anyhow::{bail, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 /// What the covariance is divided by. `N − 1` (the unbiased sample
 /// covariance) is scikit-learn's `PCA` and numpy's `cov`; `N` is the
 /// population covariance, under which the mean squared reconstruction error
 /// with k components is exactly the sum of the discarded eigenvalues.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 pub enum Divisor {
     #[value(name = "n-1")]
     #[serde(rename = "N-1")]

@@ -1,11 +1,13 @@
 //! Everything the crate reads from or writes to disk as model data: PyTorch
 //! `.pth` state_dicts ([`pth`], read only, never executing or trusting the
 //! pickle), `.safetensors` files ([`safetensors`]), weights copied into a
-//! model by name ([`weights`]), the typed card a saved model carries
+//! model by name ([`weights`]), the one typed format of a `.safetensors`
+//! file's metadata ([`card`]), the card a saved model carries
 //! ([`model_card`]) and atomic writes ([`atomic`]). It knows tensors and
 //! names, not training.
 
 pub mod atomic;
+pub mod card;
 pub mod model_card;
 pub mod pth;
 pub mod safetensors;

@@ -1,13 +1,12 @@
 //! The card a saved model carries in its `.safetensors` metadata: what
 //! `predict` and `eval` need to use it (architecture, classes, input
-//! normalization and size) and how it was made. One typed struct, written as
-//! one metadata entry per field (strings as they are, other values as JSON),
-//! so the files stay readable by any safetensors tool and older files with
-//! the same keys still load.
+//! normalization and size) and how it was made. A [`Card`] of kind
+//! `finetune model`; older files, the same keys without the kind, still load.
 
+use super::card::{self, Card};
 use crate::data::transforms::Normalization;
 use crate::models::Arch;
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
@@ -37,46 +36,41 @@ fn default_image_size() -> i64 {
     crate::data::transforms::CROP_SIZE
 }
 
+impl Card for ModelCard {
+    const KIND: &'static str = "finetune model";
+
+    fn check(&self, path: &Path) -> Result<()> {
+        if !(32..=1024).contains(&self.image_size) || self.classes.is_empty() {
+            bail!(
+                "{}: model card has image_size {} and {} classes (expected 32–1024 pixels, at least one class)",
+                path.display(),
+                self.image_size,
+                self.classes.len()
+            );
+        }
+        Ok(())
+    }
+
+    /// Files before the kind key: the same loose keys.
+    fn legacy(metadata: &HashMap<String, String>) -> Option<HashMap<String, String>> {
+        metadata.contains_key("arch").then(|| metadata.clone())
+    }
+}
+
 impl ModelCard {
     /// The card as safetensors metadata.
     pub fn to_metadata(&self) -> Result<HashMap<String, String>> {
-        let serde_json::Value::Object(fields) = serde_json::to_value(self)? else {
-            anyhow::bail!("model card is not a JSON object");
-        };
-        Ok(fields
-            .into_iter()
-            .map(|(key, value)| match value {
-                serde_json::Value::String(text) => (key, text),
-                other => (key, other.to_string()),
-            })
-            .collect())
+        card::to_metadata(self)
     }
 
     /// The card from a saved model's metadata; `source` names the file in errors.
     pub fn from_metadata(metadata: &HashMap<String, String>, source: &Path) -> Result<Self> {
-        let fields = metadata
-            .iter()
-            .map(|(key, text)| {
-                let value = serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.clone()));
-                (key.clone(), value)
-            })
-            .collect::<serde_json::Map<_, _>>();
-        let card: Self = serde_json::from_value(serde_json::Value::Object(fields))
-            .map_err(|e| anyhow!("{}: not a model saved by finetune (model card: {e})", source.display()))?;
-        if !(32..=1024).contains(&card.image_size) || card.classes.is_empty() {
-            bail!(
-                "{}: model card has image_size {} and {} classes (expected 32–1024 pixels, at least one class)",
-                source.display(),
-                card.image_size,
-                card.classes.len()
-            );
-        }
-        Ok(card)
+        card::from_metadata(metadata, source)
     }
 
     /// Reads the card of a saved model file.
     pub fn read(path: &Path) -> Result<Self> {
-        Self::from_metadata(&super::safetensors::read_metadata(path)?, path)
+        card::read(path)
     }
 }
 
@@ -100,6 +94,7 @@ mod tests {
     #[test]
     fn a_card_survives_metadata_and_reads_the_older_loose_keys() {
         let metadata = card().to_metadata().unwrap();
+        assert_eq!(metadata[card::KIND_KEY], "finetune model");
         assert_eq!(metadata["arch"], "efficientnet-lite0");
         assert_eq!(metadata["classes"], r#"["ants","bees"]"#);
         assert_eq!(ModelCard::from_metadata(&metadata, Path::new("m")).unwrap(), card());
@@ -115,6 +110,15 @@ mod tests {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         assert_eq!(ModelCard::from_metadata(&older, Path::new("m")).unwrap(), card());
+        let error = format!("{:#}", ModelCard::from_metadata(&HashMap::new(), Path::new("x")).unwrap_err());
+        assert_eq!(error, "x: not a finetune model file (its metadata names no kind)");
+    }
+
+    #[test]
+    fn a_card_that_does_not_fit_is_refused() {
+        let metadata = ModelCard { image_size: 8, ..card() }.to_metadata().unwrap();
+        let error = format!("{:#}", ModelCard::from_metadata(&metadata, Path::new("x.safetensors")).unwrap_err());
+        assert!(error.starts_with("x.safetensors: model card has image_size 8"), "{error}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `.safetensors` files of named tensors with string metadata: writing them
 //! atomically and reading their metadata. What the metadata means belongs to
-//! the callers ([`super::model_card`], the run state).
+//! the callers: [`super::card`] for typed cards, the run state for itself.
 
 use super::atomic::write_atomically_through;
 use anyhow::{bail, Context, Result};
