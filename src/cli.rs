@@ -46,7 +46,7 @@ pub fn run_main(main_body: impl FnOnce() -> anyhow::Result<()>) {
                 crate::say_err!("error: {err:#}");
             }
             let interrupted = err.downcast_ref::<Interrupted>().is_some();
-            let bad_value = err.chain().any(|e| e.is::<crate::train::options::BadValue>());
+            let bad_value = err.chain().any(|e| e.is::<options_file::BadValue>());
             exit_now(match (interrupted, bad_value) {
                 (true, _) => EXIT_INTERRUPTED,
                 (_, true) => EXIT_USAGE,

@@ -20,7 +20,6 @@ use tchlab::models::Arch;
 use tchlab::names::Named;
 use tchlab::report::Terminal;
 use tchlab::run_dir::{Start, BEST_MODEL_FILE};
-use tchlab::train::config::default_weights;
 use tchlab::train::minibatch::Recipe;
 
 #[derive(Parser)]
@@ -91,7 +90,7 @@ struct ScenesArgs {
 }
 
 fn backbone_weights(arch: Arch, weights: Option<PathBuf>) -> Result<PathBuf> {
-    let path = weights.unwrap_or_else(|| default_weights(arch, Path::new("models")));
+    let path = weights.unwrap_or_else(|| arch.default_weights(Path::new("models")));
     if !path.is_file() {
         bail!(
             "{}: weights for {} not found (run scripts/fetch-models.sh, or give --weights)",
@@ -226,7 +225,7 @@ fn sample(args: SampleArgs) -> Result<()> {
     if !weights.is_file() {
         bail!("{}: the backbone's weights are not there (give --weights FILE)", weights.display());
     }
-    let (files, skipped) = tchlab::predict::collect_images(&args.images)?;
+    let (files, skipped) = tchlab::data::image_folder::collect_images(&args.images)?;
     if skipped > 0 {
         tchlab::say_err!("skipped {skipped} file(s) in the folders given that are not images by extension");
     }

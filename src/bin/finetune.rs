@@ -8,16 +8,17 @@ use clap::parser::ValueSource;
 use clap::{Args, FromArgMatches, Parser, Subcommand};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use tchlab::data::image_folder::collect_images;
 use tchlab::device::DeviceArg;
+use tchlab::finetune::config::{FinetuneConfig, TrainOptions};
+use tchlab::finetune::predict::{evaluate_split, predict_files, resolve_split, TrainedModel};
+use tchlab::finetune::run::{self, Start};
 use tchlab::interrupt::Interrupt;
-use tchlab::predict::{collect_images, evaluate_split, predict_files, resolve_split, TrainedModel};
 use tchlab::report::{plots, Terminal};
 use tchlab::run_dir::BEST_MODEL_FILE;
 use tchlab::sweep::report::Report;
 use tchlab::sweep::runner::Plan;
 use tchlab::sweep::{slurm, Sweep};
-use tchlab::train::config::{FinetuneConfig, TrainOptions};
-use tchlab::train::learner::{self, Start};
 
 #[derive(Parser)]
 #[command(
@@ -232,7 +233,7 @@ fn train(args: TrainArgs, given: BTreeSet<String>) -> Result<()> {
     tchlab::say!("{}", config.describe());
     let interrupt = Interrupt::new();
     tchlab::cli::stop_on_ctrl_c(&interrupt);
-    let summary = learner::run(&config, device, start, &interrupt, &Terminal)?;
+    let summary = run::run(&config, device, start, &interrupt, &Terminal)?;
     tchlab::say!(
         "results in {}: metrics.csv, summary.json, {BEST_MODEL_FILE}, loss.png, accuracy.png, val_predictions.png, TensorBoard events (tensorboard --logdir {})",
         config.out.display(),

@@ -87,7 +87,7 @@ impl TrainArgs {
         let weights = match &self.weights {
             Some(w) => Some(absolute(w)),
             None if !super::coco_h5::is_course_folder(&self.data) => {
-                Some(absolute(&crate::train::config::default_weights(self.arch, Path::new("models"))))
+                Some(absolute(&self.arch.default_weights(Path::new("models"))))
             }
             None => None,
         };

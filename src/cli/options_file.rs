@@ -42,8 +42,7 @@ where
 {
     let source = format!("--config {}", file.display());
     let text = std::fs::read_to_string(file).with_context(|| format!("{source}: cannot read"))?;
-    let table: toml::Table =
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{source}: {}", crate::train::options::one_line(&e)))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{source}: {}", one_line(&e)))?;
     if let Some(key) = table.keys().find(|key| COMMAND_LINE_ONLY.contains(&key.replace('-', "_").as_str())) {
         bail!("{source}: key {key:?} cannot be set in a file (give --{} on the command line)", key.replace('_', "-"));
     }
@@ -81,3 +80,28 @@ pub fn plain(value: &toml::Value) -> String {
         other => other.to_string(),
     }
 }
+
+/// An error's text on one line (TOML parse errors span several).
+pub fn one_line(error: &impl std::fmt::Display) -> String {
+    error.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// An option's value out of its range (`--epochs 0`): a usage error, which
+/// ends the binary with exit status 2 as clap's value checks do.
+#[derive(Debug)]
+pub struct BadValue(pub String);
+
+impl BadValue {
+    /// `error` as a usage error, its message kept.
+    pub fn wrap(error: anyhow::Error) -> anyhow::Error {
+        anyhow::Error::new(Self(format!("{error:#}")))
+    }
+}
+
+impl std::fmt::Display for BadValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadValue {}

@@ -148,3 +148,37 @@ fn walk_files(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     Ok(files)
 }
+/// Image files from the inputs: folders expanded recursively (image
+/// extensions only; the number of other files is returned too), files taken
+/// as given (missing ones too: reading them fails on their own row).
+pub fn collect_images(inputs: &[PathBuf]) -> Result<(Vec<PathBuf>, usize)> {
+    let mut files = Vec::new();
+    let mut skipped = 0;
+    for input in inputs {
+        if input.is_dir() {
+            let (mut found, others): (Vec<PathBuf>, Vec<PathBuf>) =
+                walk(input)?.into_iter().partition(|p| has_image_extension(p));
+            skipped += others.len();
+            found.sort();
+            files.extend(found);
+        } else {
+            // A missing file is a failed input like an unreadable one: its
+            // row says so, and `--allow-errors` goes on past it.
+            files.push(input.clone());
+        }
+    }
+    Ok((files, skipped))
+}
+
+fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            out.extend(walk(&path)?);
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(out)
+}

@@ -10,6 +10,7 @@ pub mod resnet;
 
 use crate::accel::lanes::SharedReadOnly;
 use crate::data::transforms::Normalization;
+use std::path::{Path, PathBuf};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Tensor};
 
@@ -24,6 +25,17 @@ pub enum Arch {
 }
 
 impl Arch {
+    /// Where `scripts/fetch-models.sh` puts this architecture's weights.
+    pub fn default_weights(self, models_dir: &Path) -> PathBuf {
+        let file = match self {
+            Arch::Resnet18 => "resnet18-f37072fd.pth",
+            Arch::Resnet34 => "resnet34-b627a593.pth",
+            Arch::Resnet50 => "resnet50-0676ba61.pth",
+            Arch::EfficientnetLite0 => "efficientnet-lite0-57934424.pth",
+        };
+        models_dir.join(file)
+    }
+
     /// The input normalization the published weights were trained with.
     pub fn normalization(self) -> Normalization {
         match self {

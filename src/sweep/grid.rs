@@ -92,7 +92,7 @@ impl SweepFile {
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
         let name = path.display();
         let table: toml::Table = toml::from_str(text)
-            .map_err(|e| anyhow::anyhow!("sweep file {name}: {}", crate::train::options::one_line(&e)))?;
+            .map_err(|e| anyhow::anyhow!("sweep file {name}: {}", crate::cli::options_file::one_line(&e)))?;
         let mut base = toml::Table::new();
         let mut grid = None;
         let mut tool = Tool::Finetune;

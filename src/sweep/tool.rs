@@ -9,7 +9,7 @@
 
 use crate::cli::options_file;
 pub use crate::cli::options_file::{flag, plain};
-use crate::train::config::{FinetuneConfig, TrainOptions};
+use crate::finetune::config::{FinetuneConfig, TrainOptions};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::collections::BTreeSet;

@@ -9,15 +9,25 @@
 //! gradients as values: it gives the scale for the backward pass and
 //! unscales its result.
 
-use super::config::{FinetuneConfig, Precision};
 use crate::autocast::{self, Dtype};
 use crate::grad::Gradients;
+use serde::{Deserialize, Serialize};
 use tch::Device;
 
 const INITIAL_SCALE: f64 = 65536.0;
 const GROWTH_FACTOR: f64 = 2.0;
 const BACKOFF_FACTOR: f64 = 0.5;
 const GROWTH_INTERVAL: u32 = 2000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    /// Every operation in fp32.
+    #[default]
+    Fp32,
+    /// bf16 autocast: convolutions and matrix products in bf16; losses, reductions, batch-norm statistics and the optimizer in fp32.
+    Bf16,
+}
 
 /// The autocast a run's forward passes run under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,9 +37,9 @@ pub enum Autocast {
 }
 
 impl Autocast {
-    /// The autocast of `config`'s run on `device`.
-    pub fn of(config: &FinetuneConfig, device: Device) -> Self {
-        match (config.amp, config.precision) {
+    /// The autocast of a run on `device` with `--amp` (fp16) or `precision`.
+    pub fn of(amp: bool, precision: Precision, device: Device) -> Self {
+        match (amp, precision) {
             (true, _) => Self::On(device, Dtype::Fp16),
             (false, Precision::Bf16) => Self::On(device, Dtype::Bf16),
             (false, Precision::Fp32) => Self::Off,
@@ -54,14 +64,14 @@ impl Autocast {
 /// Refuses, in one line, a precision this run cannot use well: `--amp`
 /// off CUDA, `--precision bf16` on a CPU without bf16 instructions (unless
 /// `--force`).
-pub fn check_device(config: &FinetuneConfig, device: Device) -> anyhow::Result<()> {
-    if config.amp && !device.is_cuda() {
+pub fn check_device(amp: bool, precision: Precision, force: bool, device: Device) -> anyhow::Result<()> {
+    if amp && !device.is_cuda() {
         anyhow::bail!(
             "--amp: mixed precision runs on CUDA only (this run is on {}); drop --amp",
             crate::device::name(device)
         );
     }
-    if config.precision == Precision::Bf16 && device == Device::Cpu && !config.force {
+    if precision == Precision::Bf16 && device == Device::Cpu && !force {
         check_bf16_cpu(&crate::device::cpu_bf16_instructions())?;
     }
     Ok(())

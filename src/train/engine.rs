@@ -11,7 +11,7 @@
 //! The task supplies its train phase and its evaluation ([`Task`], as
 //! burn-train's `TrainStep`/`ValidStep`); the engine knows no network, no
 //! data set and no file name. In-memory row batching lives in
-//! [`super::minibatch`], image streaming in `super::strategy`.
+//! [`super::minibatch`], image streaming in `crate::finetune::strategy`.
 
 use super::optim::Optimizer;
 use crate::grad::Params;

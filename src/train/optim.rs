@@ -4,11 +4,20 @@
 //! added to the gradient) and [`AdamW`] as `torch.optim.AdamW`. They know
 //! nothing of how the gradients were computed.
 
-use super::config::OptimizerKind;
 use crate::grad::{Gradients, Params};
 use crate::persist::weights::check_complete;
 use anyhow::Result;
+use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerKind {
+    /// SGD with momentum (torch.optim.SGD), the tutorial's.
+    Sgd,
+    /// Adam with decoupled weight decay (torch.optim.AdamW).
+    Adamw,
+}
 
 pub trait Optimizer {
     /// Applies one update; `grads` are in `params`' order (undefined ones skipped).

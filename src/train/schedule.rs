@@ -1,7 +1,16 @@
 //! The learning rate of each epoch: an optional linear warm-up, then StepLR
 //! (the tutorial's) or cosine annealing.
 
-use super::config::{FinetuneConfig, SchedulerKind};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SchedulerKind {
+    /// StepLR: the rate times --gamma every --step-size epochs (the tutorial's).
+    Step,
+    /// Cosine annealing from --lr towards 0 over the run.
+    Cosine,
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct Schedule {
@@ -14,17 +23,6 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    pub fn of(config: &FinetuneConfig) -> Self {
-        Self {
-            base_lr: config.lr,
-            kind: config.scheduler,
-            step_size: config.step_size,
-            gamma: config.gamma,
-            warmup_epochs: config.warmup_epochs,
-            epochs: config.epochs,
-        }
-    }
-
     /// The rate of `epoch` (0-based). Warm-up epochs rise linearly to the
     /// base rate (`base·(e+1)/(W+1)`); the schedule then counts its epochs
     /// from the end of the warm-up.

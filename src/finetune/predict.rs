@@ -3,8 +3,9 @@
 //! image files; evaluate a labelled split (accuracy, per-class precision and
 //! recall, confusion matrix).
 
+use super::evaluate::loss_and_correct;
 use crate::data::decode::decode_rgb;
-use crate::data::image_folder::{has_image_extension, ImageFolder, Sample};
+use crate::data::image_folder::{ImageFolder, Sample};
 use crate::data::loader::{image_tensor, DecodedSplit, PixelBudget};
 use crate::data::transforms::val_transform_sized;
 use crate::models::Classifier;
@@ -12,9 +13,8 @@ use crate::persist::model_card::ModelCard;
 use crate::report::Reporter;
 use crate::run_dir::BEST_MODEL_FILE;
 use crate::train::amp::Autocast;
-use crate::train::evaluate::loss_and_correct;
 use crate::train::frozen::{predict_probabilities, FrozenPass};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};
@@ -69,41 +69,6 @@ pub struct Prediction {
     /// Highest first; absent when the file could not be decoded.
     pub top: Vec<ClassProbability>,
     pub error: Option<String>,
-}
-
-/// Image files from the inputs: folders expanded recursively (image
-/// extensions only; the number of other files is returned too), files taken
-/// as given (missing ones too: reading them fails on their own row).
-pub fn collect_images(inputs: &[PathBuf]) -> Result<(Vec<PathBuf>, usize)> {
-    let mut files = Vec::new();
-    let mut skipped = 0;
-    for input in inputs {
-        if input.is_dir() {
-            let (mut found, others): (Vec<PathBuf>, Vec<PathBuf>) =
-                walk(input)?.into_iter().partition(|p| has_image_extension(p));
-            skipped += others.len();
-            found.sort();
-            files.extend(found);
-        } else {
-            // A missing file is a failed input like an unreadable one: its
-            // row says so, and `--allow-errors` goes on past it.
-            files.push(input.clone());
-        }
-    }
-    Ok((files, skipped))
-}
-
-fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
-        let path = entry?.path();
-        if path.is_dir() {
-            out.extend(walk(&path)?);
-        } else {
-            out.push(path);
-        }
-    }
-    Ok(out)
 }
 
 /// The `top_k` classes of each file (a row with its error for a file that

@@ -8,22 +8,23 @@
 //! - [`Full`]: every weight trains; each batch is a full forward and
 //!   backward pass.
 //!
-//! The fine-tuning task (`super::learner`) asks a strategy for a train
+//! The fine-tuning task (`super::run`) asks a strategy for a train
 //! phase and for val probabilities, and knows nothing else of the mode.
 
-use super::amp::Autocast;
 use super::config::{FinetuneConfig, Mode};
 use super::evaluate::correct;
-use super::feed::for_each_augmented_batch;
-use super::frozen::{augmented_features, backbone_features, head_probabilities, predict_probabilities, FrozenPass};
-use super::optim::Optimizer;
 use super::splits::Splits;
-use super::step::Stepper;
 use crate::data::loader::{DecodedSplit, EpochPlan};
 use crate::interrupt::{Interrupt, Interrupted};
 use crate::metrics::PhaseTotals;
 use crate::models::Classifier;
 use crate::report::Reporter;
+use crate::train::feed::for_each_augmented_batch;
+use crate::train::frozen::{
+    augmented_features, backbone_features, head_probabilities, predict_probabilities, FrozenPass,
+};
+use crate::train::optim::Optimizer;
+use crate::train::step::Stepper;
 use anyhow::Result;
 use tch::{Device, Kind, Reduction, Tensor};
 
@@ -63,7 +64,7 @@ impl EpochContext<'_> {
 }
 
 pub fn frozen_pass(config: &FinetuneConfig, device: Device) -> FrozenPass {
-    FrozenPass { normalization: config.arch.normalization(), device, autocast: Autocast::of(config, device) }
+    FrozenPass { normalization: config.arch.normalization(), device, autocast: config.autocast(device) }
 }
 
 pub trait Strategy {
@@ -216,7 +217,7 @@ impl Strategy for Full {
         totals.data_wait_seconds =
             for_each_augmented_batch(&plan, split, ctx.config.batch_size, ctx.device, |b, images, labels| {
                 let images = normalization.apply(&images);
-                let autocast = Autocast::of(ctx.config, ctx.device);
+                let autocast = ctx.config.autocast(ctx.device);
                 let mut forward = || autocast.run(|| model.forward(&images, true));
                 let outcome = stepper
                     .step(optimizer, &mut forward, &ctx.loss(&labels), ctx.lr)

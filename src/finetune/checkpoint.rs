@@ -10,14 +10,14 @@
 //! An epoch's record and the two rows of `metrics.csv` (train, val) are
 //! turned into each other here, and only here.
 
-use super::engine::{EpochRecord, Kept, SavedProgress, Scores, Task, TrainState, PROGRESS_KEY};
-use super::optim::Optimizer;
 use crate::grad::Params;
 use crate::metrics::{EpochRow, History};
 use crate::persist::model_card::ModelCard;
 use crate::persist::safetensors;
 use crate::persist::weights::read_named_tensors;
 use crate::run_dir::state_path;
+use crate::train::engine::{EpochRecord, Kept, SavedProgress, Scores, Task, TrainState, PROGRESS_KEY};
+use crate::train::optim::Optimizer;
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::path::Path;

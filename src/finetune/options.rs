@@ -4,6 +4,9 @@
 //! them.
 
 use crate::models::Arch;
+pub use crate::train::amp::Precision;
+pub use crate::train::optim::OptimizerKind;
+pub use crate::train::schedule::SchedulerKind;
 use anyhow::{bail, Context, Result};
 use clap::{Args, FromArgMatches};
 use serde::{Deserialize, Serialize};
@@ -17,34 +20,6 @@ pub enum Mode {
     FeatureExtract,
     /// Every weight trained.
     Full,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OptimizerKind {
-    /// SGD with momentum (torch.optim.SGD), the tutorial's.
-    Sgd,
-    /// Adam with decoupled weight decay (torch.optim.AdamW).
-    Adamw,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SchedulerKind {
-    /// StepLR: the rate times --gamma every --step-size epochs (the tutorial's).
-    Step,
-    /// Cosine annealing from --lr towards 0 over the run.
-    Cosine,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Precision {
-    /// Every operation in fp32.
-    #[default]
-    Fp32,
-    /// bf16 autocast: convolutions and matrix products in bf16; losses, reductions, batch-norm statistics and the optimizer in fp32.
-    Bf16,
 }
 
 /// The options of a training run as a user gives them. Every field is also a
@@ -175,8 +150,8 @@ impl TrainOptions {
     pub fn with_file(self, file: &Path, given: &BTreeSet<String>) -> Result<Self> {
         let text =
             std::fs::read_to_string(file).with_context(|| format!("--config {}: cannot read", file.display()))?;
-        let table: toml::Table =
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!("--config {}: {}", file.display(), one_line(&e)))?;
+        let table: toml::Table = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("--config {}: {}", file.display(), crate::cli::options_file::one_line(&e)))?;
         self.with_table(&table, given, &format!("--config {}", file.display()))
     }
 
@@ -198,28 +173,3 @@ impl TrainOptions {
             .map_err(|e| anyhow::anyhow!("{source}: key {}: {}", e.path(), e.inner()))
     }
 }
-
-/// An error's text on one line (TOML parse errors span several).
-pub fn one_line(error: &impl std::fmt::Display) -> String {
-    error.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// An option's value out of its range (`--epochs 0`): a usage error, which
-/// ends the binary with exit status 2 as clap's value checks do.
-#[derive(Debug)]
-pub struct BadValue(pub String);
-
-impl BadValue {
-    /// `error` as a usage error, its message kept.
-    pub fn wrap(error: anyhow::Error) -> anyhow::Error {
-        anyhow::Error::new(Self(format!("{error:#}")))
-    }
-}
-
-impl std::fmt::Display for BadValue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for BadValue {}

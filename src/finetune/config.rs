@@ -6,15 +6,18 @@
 //! `--resume` replays it; [`FinetuneConfig::resume`] decides which options
 //! may change then.
 
-use super::options::BadValue;
 pub use super::options::{Mode, OptimizerKind, Precision, SchedulerKind, TrainOptions};
+use crate::cli::options_file::BadValue;
 use crate::models::Arch;
 use crate::names::Named;
 use crate::report::{Reporter, Silent};
+use crate::train::amp::Autocast;
+use crate::train::schedule::Schedule;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use tch::Device;
 
 /// Everything that defines a run, resolved; saved with it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,6 +94,28 @@ fn default_cache_mb() -> u64 {
 const RESUMABLE: &[&str] = &["epochs", "data", "workers", "threads", "cache_mb", "force"];
 
 impl FinetuneConfig {
+    /// The learning rate of each epoch.
+    pub fn schedule(&self) -> Schedule {
+        Schedule {
+            base_lr: self.lr,
+            kind: self.scheduler,
+            step_size: self.step_size,
+            gamma: self.gamma,
+            warmup_epochs: self.warmup_epochs,
+            epochs: self.epochs,
+        }
+    }
+
+    /// The autocast of this run's forward passes on `device`.
+    pub fn autocast(&self, device: Device) -> Autocast {
+        Autocast::of(self.amp, self.precision, device)
+    }
+
+    /// Refuses, in one line, a precision this run cannot use well on `device`.
+    pub fn check_precision(&self, device: Device) -> Result<()> {
+        crate::train::amp::check_device(self.amp, self.precision, self.force, device)
+    }
+
     /// Resolves and validates a new run's options, saying nothing (a sweep
     /// checking its points): without `--out`, the default folder is chosen
     /// silently.
@@ -106,7 +131,7 @@ impl FinetuneConfig {
         let weights = if options.random_init {
             None
         } else {
-            let path = options.weights.clone().unwrap_or_else(|| default_weights(options.arch, &options.models_dir));
+            let path = options.weights.clone().unwrap_or_else(|| options.arch.default_weights(&options.models_dir));
             if !path.is_file() {
                 bail!(
                     "{}: weights file not found. Run scripts/fetch-models.sh, pass --weights FILE, or use --random-init",
@@ -299,17 +324,6 @@ fn validate(o: &TrainOptions) -> Result<()> {
         bail!("--cache-features needs --mode feature-extract (in full mode the features change every step)");
     }
     Ok(())
-}
-
-/// Where `scripts/fetch-models.sh` puts an architecture's weights.
-pub fn default_weights(arch: Arch, models_dir: &Path) -> PathBuf {
-    let file = match arch {
-        Arch::Resnet18 => "resnet18-f37072fd.pth",
-        Arch::Resnet34 => "resnet34-b627a593.pth",
-        Arch::Resnet50 => "resnet50-0676ba61.pth",
-        Arch::EfficientnetLite0 => "efficientnet-lite0-57934424.pth",
-    };
-    models_dir.join(file)
 }
 
 /// `--out` as given (refused when it holds a run, unless `--overwrite`), or

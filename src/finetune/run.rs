@@ -2,21 +2,15 @@
 //! val phase; keep the best val model), with what a run needs around it —
 //! checks before any slow work, resumable state after every epoch, early
 //! stopping, and the run's files. What a mode trains lives in
-//! [`super::strategy`], how a step updates weights in [`super::step`], what is
+//! [`super::strategy`], how a step updates weights in [`crate::train::step`], what is
 //! kept on disk in [`super::checkpoint`].
 
-use super::amp::Autocast;
 use super::checkpoint::{
     self, history_of, DATA_WAIT_SECONDS, TRAIN_ACC, TRAIN_SECONDS, VAL_ACC, VAL_LOSS, VAL_SECONDS,
 };
 use super::config::{FinetuneConfig, Precision};
-use super::engine::{self, Epoch, EpochRecord, Fit, KeepRule, Scores, Task, TrainPhase, TrainState};
 use super::evaluate::loss_and_correct;
-use super::frozen::predict_probabilities;
-use super::optim::{self, Optimizer};
-use super::schedule::Schedule;
 use super::splits::{Folders, Splits};
-use super::step::Stepper;
 use super::strategy::{self, EpochContext, Strategy};
 use super::summary::Summary;
 use crate::grad::Params;
@@ -30,6 +24,10 @@ use crate::report::tensorboard::EventWriter;
 use crate::report::Reporter;
 pub use crate::run_dir::Start;
 use crate::run_dir::{RunDir, BEST_MODEL_FILE, METRICS_FILE, RUN_CONFIG_FILE, SUMMARY_FILE};
+use crate::train::engine::{self, Epoch, EpochRecord, Fit, KeepRule, Scores, Task, TrainPhase, TrainState};
+use crate::train::frozen::predict_probabilities;
+use crate::train::optim::{self, Optimizer};
+use crate::train::step::Stepper;
 use anyhow::{Context, Result};
 use std::time::Instant;
 use tch::{Device, Tensor};
@@ -118,14 +116,14 @@ pub fn run(
     reporter: &dyn Reporter,
 ) -> Result<Summary> {
     let started = Instant::now();
-    super::amp::check_device(config, device)?;
+    config.check_precision(device)?;
     let out = RunDir::prepare(&config.out, start, config.overwrite)?;
     let folders = Folders::scan(config)?;
     let mut model = build_model(config, folders.classes().len(), device, reporter)?;
     strategy::prepare_model(config.mode, &mut model);
     crate::accel::arrange_weights(&model.backbone_vs, config.precision == Precision::Bf16 && !config.amp);
     let mut stepper = Stepper::new(model.trainable(), crate::accel::backprop(device));
-    if Autocast::of(config, device).scales_loss() && strategy::backpropagates_through_backbone(config.mode) {
+    if config.autocast(device).scales_loss() && strategy::backpropagates_through_backbone(config.mode) {
         stepper = stepper.with_loss_scaling();
     }
     let optimizer = optim::build(config.optimizer, &stepper.params, config.momentum, config.weight_decay);
@@ -137,7 +135,7 @@ pub fn run(
     let splits = Splits::decode(&folders, config, reporter)?;
     let strategy = strategy::for_mode(config, &model, &splits, device, reporter);
     let mut task = Finetune { config, model: &model, strategy, stepper, splits: &splits, device, val_probs: None };
-    let schedule = Schedule::of(config);
+    let schedule = config.schedule();
     let fit = Fit {
         epochs: config.epochs,
         lr: Box::new(move |epoch| schedule.lr(epoch)),
