@@ -7,13 +7,15 @@
 //!             ─► data::loader (decode once within a memory budget, augment per epoch, batch, in parallel)
 //!             ─► data::transforms (torchvision's crops/resizes, normalization)
 //!             ─► models (backbone built by name, new linear head)
-//!                  ◄─ persist (.pth / .safetensors weights loaded by name; typed metadata cards)
-//!             ─► train::learner (the epoch loop of a run, configured by train::options → train::config)
-//!                  ├ train::strategy (what feature-extract and full mode train)
-//!                  ├ train::step (forward, loss, grad::Backprop → gradients as values,
-//!                  │              train::amp unscales, train::optim applies at train::schedule's rate)
-//!                  ├ train::feed / train::frozen (batches to the device, frozen-backbone passes)
-//!                  └ train::checkpoint (best model, resumable state) / train::summary (summary.json)
+//!                  ◄─ persist (.pth / .safetensors weights loaded by name; persist::card, the one
+//!                     typed metadata format of every saved file)
+//!             ─► finetune::run (the tutorial's epochs as a task, configured by finetune::options → config)
+//!                  ├ finetune::strategy (what feature-extract and full mode train)
+//!                  ├ finetune::checkpoint (best model, state files) / finetune::summary (summary.json)
+//!                  └ train::engine (the one training loop of every tool: epochs, the keep rule,
+//!                    early stop, Ctrl-C, resumable state)
+//!                       └ train::step (forward, loss, grad::Backprop → gradients as values,
+//!                         train::amp unscales, train::optim applies at train::schedule's rate)
 //!             ─► metrics (metrics.csv) / report (plots, TensorBoard events; the reporter: lines, bars)
 //! ```
 //!
@@ -27,11 +29,11 @@
 //! switched on around forward passes by `train::amp`; the seam keeps to
 //! what fits it (no Winograd weight gradients for bf16 convolutions).
 //!
-//! A saved model is used again through [`predict`] (probabilities for image
-//! files, evaluation of a split with a confusion matrix). Many runs at once
-//! are a [`sweep`]: a grid of options run as processes of one tool
-//! (`finetune`, `mnist mlp|cnn`, `caption train`) over the GPUs or CPU, or
-//! as a Slurm array, summed up in one report.
+//! A saved model is used again through `finetune::predict` (probabilities
+//! for image files, evaluation of a split with a confusion matrix). Many
+//! runs at once are a [`sweep`]: a grid of options run as processes of one
+//! tool (`finetune`, `mnist mlp|cnn`, `caption train`) over the GPUs or CPU,
+//! or as a Slurm array, summed up in one report.
 //!
 //! Every run writes into a [`run_dir`]: the one owner of the run files'
 //! names, the overwrite rule (a folder holding a run is refused without
@@ -41,9 +43,9 @@
 //! MNIST takes the same road from `data::mnist` (IDX files) into `nets`,
 //! built from the hand-derived `layers` (each net a `grad::HandDerived`:
 //! `grad::gradients` chooses its explicit backward pass or autograd),
-//! trained by `train::minibatch`, the engine of the tools that train on
-//! tensors in memory (seeded minibatches, Adam, the keep rule, resumable
-//! state after every epoch, Ctrl-C at the next minibatch); [`mnist`] runs
+//! trained by `train::engine` on `train::minibatch`'s rows held in memory
+//! (seeded minibatches, Adam, the keep rule, resumable state after every
+//! epoch, Ctrl-C at the next minibatch); [`mnist`] runs
 //! the assignment's sweep and CNN (resumable at the size and epoch reached)
 //! and writes their tables and figures.
 //!
@@ -52,7 +54,7 @@
 //! `caption::coco_json` with features from this crate's frozen backbones,
 //! `caption::features`) ─► [`caption`]'s network of hand-derived recurrent
 //! `layers` (embedding, RNN/LSTM, temporal affine and loss), trained by
-//! `train::minibatch` on `caption::task`, evaluated by BLEU against two baselines
+//! `train::engine` on `caption::task`'s rows, evaluated by BLEU against two baselines
 //! (`caption::evaluate`), written by `caption::run`.
 //!
 //! Eigenfaces: `data::npy` / `data::faces` (a `.npy` array or an image
