@@ -110,6 +110,18 @@ impl ThreadsArg {
     }
 }
 
+/// `--seed`, flattened into the options of every tool that draws at random.
+/// It is saved as its number (`transparent`), so that a field `seed:
+/// SeedArg` keeps the key `seed = N` in run.toml, saved configs and sweep
+/// files (and a bad value's error names that key).
+#[derive(clap::Args, Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct SeedArg {
+    /// Seeds everything the tool draws at random (initialisation, splits, order): the same seed gives the same results on the CPU.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = parse::seed, allow_negative_numbers = true)]
+    pub seed: u64,
+}
+
 /// What may be given beside `--resume`.
 pub const RESUMABLE: &[&str] = &["threads", "device"];
 
@@ -269,5 +281,47 @@ pub mod parse {
             return Err(range());
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    /// The options of each training tool with `seed = 3` from a file, as
+    /// they are saved with a run.
+    fn saved_with_seed_3() -> Vec<(&'static str, Value)> {
+        let table: toml::Table = toml::from_str("seed = 3").unwrap();
+        let finetune = crate::train::options::TrainOptions::defaults().with_table(&table, &Default::default(), "f");
+        let mlp: crate::mnist::options::MlpArgs = options_file::from_table("mnist mlp", &table, "m").unwrap();
+        let cnn: crate::mnist::options::CnnArgs = options_file::from_table("mnist cnn", &table, "c").unwrap();
+        let caption: crate::caption::options::TrainArgs =
+            options_file::from_table("caption train", &table, "t").unwrap();
+        vec![
+            ("finetune", serde_json::to_value(finetune.unwrap()).unwrap()),
+            ("mnist mlp", serde_json::to_value(mlp).unwrap()),
+            ("mnist cnn", serde_json::to_value(cnn).unwrap()),
+            ("caption train", serde_json::to_value(caption).unwrap()),
+        ]
+    }
+
+    #[test]
+    fn the_shared_seed_is_saved_as_seed_n_and_read_back() {
+        for (tool, saved) in saved_with_seed_3() {
+            assert_eq!(saved["seed"], json!(3), "{tool}: {saved}");
+            let run_toml = crate::run_dir::options_toml(tool, &saved).unwrap();
+            assert!(run_toml.lines().any(|line| line == "seed = 3"), "{tool}: {run_toml}");
+        }
+        let back: crate::mnist::options::MlpArgs = serde_json::from_value(saved_with_seed_3()[1].1.clone()).unwrap();
+        assert_eq!(back.common.seed, SeedArg { seed: 3 });
+    }
+
+    #[test]
+    fn a_seed_is_a_whole_number_from_0_to_the_largest_i64() {
+        assert_eq!(parse::seed(" 9223372036854775807"), Ok(i64::MAX as u64));
+        for bad in ["-1", "9223372036854775808", "1.5", ""] {
+            assert!(parse::seed(bad).unwrap_err().starts_with("expected a whole number from 0 to"), "{bad}");
+        }
     }
 }

@@ -59,10 +59,6 @@ fn grid(s: &str) -> Result<(usize, usize), String> {
     Ok((size.height as usize, size.width as usize))
 }
 
-fn seed(s: &str) -> Result<u64, String> {
-    s.trim().parse::<u64>().map_err(|_| format!("expected a whole number from 0 to {}", u64::MAX))
-}
-
 fn count(s: &str) -> Result<i64, String> {
     match s.trim().parse::<i64>() {
         Ok(n) if n >= 1 => Ok(n),
@@ -103,9 +99,8 @@ struct FitArgs {
     /// Recognition (one subfolder per person): the share of each person's faces held out for testing.
     #[arg(long, value_name = "F", default_value_t = 0.3, value_parser = fraction)]
     test_fraction: f64,
-    /// Seeds the recognition train/test split.
-    #[arg(long, value_name = "N", default_value_t = 0, value_parser = seed)]
-    seed: u64,
+    #[command(flatten)]
+    seed: tchlab::cli::SeedArg,
     /// libtorch's compute threads on the CPU [default: libtorch's choice, or OMP_NUM_THREADS].
     #[arg(long, value_name = "N", value_parser = count)]
     threads: Option<i64>,
@@ -151,7 +146,7 @@ fn fit(args: FitArgs) -> Result<()> {
         "grid": format!("{}x{}", args.grid.0, args.grid.1),
         "figures": !args.no_figures,
         "test_fraction": args.test_fraction,
-        "seed": args.seed,
+        "seed": args.seed.seed,
         "out": out,
     });
     let faces = eigenfaces::load(&input, args.size, &Terminal)?;
@@ -166,7 +161,7 @@ fn fit(args: FitArgs) -> Result<()> {
         grid: args.grid,
         figures: !args.no_figures,
         test_fraction: args.test_fraction,
-        seed: args.seed,
+        seed: args.seed.seed,
         out,
         overwrite: args.overwrite,
         config,

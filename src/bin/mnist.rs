@@ -52,7 +52,7 @@ fn run_spec(common: &Common, epochs: usize, start: Start, tool: &str, config: se
             batch_size: common.batch_size,
             lr: common.lr,
             lr_decay: common.lr_decay,
-            seed: common.seed,
+            seed: common.seed.seed,
             grad: common.grad,
         },
         device,
@@ -104,7 +104,7 @@ fn with_config<T: clap::Args + FromArgMatches + Serialize + serde::de::Deseriali
 }
 
 fn data(common: &Common) -> Result<tchlab::data::mnist::Mnist> {
-    mnist::load(&common.data, common.seed, common.train_limit.0, &Terminal)
+    mnist::load(&common.data, common.seed.seed, common.train_limit.0, &Terminal)
 }
 
 fn main() {
