@@ -122,6 +122,38 @@ pub struct SeedArg {
     pub seed: u64,
 }
 
+/// The line every tool prints first, on stderr (out of the output that
+/// scripts read): the tool and version, device, compute threads, libtorch
+/// version, whether CUDA is usable, and the run's seed and folder where it
+/// has them. Printed once the threads are set and the folder is chosen.
+pub struct Banner<'a> {
+    /// The tool as typed: `mnist mlp`, `finetune predict`.
+    pub tool: &'a str,
+    pub device: tch::Device,
+    pub seed: Option<u64>,
+    pub out: Option<&'a std::path::Path>,
+}
+
+impl Banner<'_> {
+    /// `mnist mlp 0.1.0 | device: cpu | threads: 2 | libtorch 2.11.0 | CUDA available: false | seed: 0 | out: runs/mnist-mlp`
+    pub fn line(&self) -> String {
+        let mut fields = vec![
+            format!("{} {}", self.tool, env!("CARGO_PKG_VERSION")),
+            format!("device: {}", crate::device::name(self.device)),
+            format!("threads: {}", tch::get_num_threads()),
+            format!("libtorch {}", crate::device::libtorch_version()),
+            format!("CUDA available: {}", crate::device::cuda_status()),
+        ];
+        fields.extend(self.seed.map(|seed| format!("seed: {seed}")));
+        fields.extend(self.out.map(|out| format!("out: {}", out.display())));
+        fields.join(" | ")
+    }
+
+    pub fn print(&self) {
+        crate::say_err!("{}", self.line());
+    }
+}
+
 /// What may be given beside `--resume`.
 pub const RESUMABLE: &[&str] = &["threads", "device"];
 
@@ -315,6 +347,19 @@ mod tests {
         }
         let back: crate::mnist::options::MlpArgs = serde_json::from_value(saved_with_seed_3()[1].1.clone()).unwrap();
         assert_eq!(back.common.seed, SeedArg { seed: 3 });
+    }
+
+    #[test]
+    fn every_banner_has_the_same_fields_in_the_same_order() {
+        let out = std::path::Path::new("/runs/x");
+        let run = Banner { tool: "mnist mlp", device: tch::Device::Cpu, seed: Some(7), out: Some(out) }.line();
+        let fields: Vec<&str> = run.split(" | ").collect();
+        assert_eq!(fields[0], format!("mnist mlp {}", env!("CARGO_PKG_VERSION")), "{run}");
+        let names: Vec<&str> = fields[1..].iter().map(|f| f.split([':', ' ']).next().unwrap()).collect();
+        assert_eq!(names, ["device", "threads", "libtorch", "CUDA", "seed", "out"], "{run}");
+        assert!(run.ends_with(" | seed: 7 | out: /runs/x"), "{run}");
+        let predict = Banner { tool: "finetune predict", device: tch::Device::Cpu, seed: None, out: None }.line();
+        assert_eq!(predict.split(" | ").skip(1).collect::<Vec<_>>(), fields[1..5], "{predict}");
     }
 
     #[test]

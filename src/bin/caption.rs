@@ -13,8 +13,8 @@ use tchlab::caption::run::{self, RunOptions};
 use tchlab::caption::saved::{self, FeatureSource};
 use tchlab::caption::scenes::{self, SceneCounts};
 use tchlab::caption::{coco_h5, evaluate};
-use tchlab::cli::options_file;
 use tchlab::cli::parse::at_least_one;
+use tchlab::cli::{options_file, Banner};
 use tchlab::interrupt::Interrupt;
 use tchlab::models::Arch;
 use tchlab::names::Named;
@@ -138,10 +138,10 @@ fn resolve(args: TrainArgs, given: &BTreeSet<String>) -> Result<(TrainArgs, Star
 fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
     init_threads(args.run.threads);
     let device = args.device.select()?;
-    tchlab::say!("{}", tchlab::device::banner(device));
     let config = serde_json::to_value(&args)?;
     let out = args.out.clone().expect("resolved");
     tchlab::run_dir::check(&out, start, args.run.overwrite)?;
+    Banner { tool: "caption train", device, seed: Some(args.seed.seed), out: Some(&out) }.print();
     let (data, features, described) = if coco_h5::is_course_folder(&args.data) {
         if let Some(dir) = args.image_dir.as_deref().filter(|d| !d.is_dir()) {
             bail!("--image-dir {}: no such folder", dir.display());
@@ -214,6 +214,7 @@ fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
 fn sample(args: SampleArgs) -> Result<()> {
     init_threads(args.threads);
     let device = args.device.select()?;
+    Banner { tool: "caption sample", device, seed: None, out: None }.print();
     let path = if args.checkpoint.is_dir() { args.checkpoint.join(BEST_MODEL_FILE) } else { args.checkpoint.clone() };
     let (net, _store, vocab, card) = saved::load(&path, device)?;
     let FeatureSource::Backbone { arch, weights } = card.features else {

@@ -5,6 +5,7 @@
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
+use tchlab::cli::Banner;
 use tchlab::data::faces::{parse_size, FaceSize};
 use tchlab::eigenfaces::{self, Options};
 use tchlab::pca::{Divisor, Method};
@@ -131,12 +132,12 @@ fn fit(args: FitArgs) -> Result<()> {
         tch::set_num_threads(i32::try_from(threads).unwrap_or(i32::MAX));
     }
     let device = args.device.select()?;
-    tchlab::say!("{}", tchlab::device::banner(device));
     let Some(input) = args.input.clone() else {
         anyhow::bail!("--input PATH is required (a .npy file or a folder of faces)")
     };
     let out = tchlab::run_dir::choose(args.out.as_deref(), "runs/eigenfaces", args.overwrite, &Terminal)?;
     tchlab::run_dir::check(&out, tchlab::run_dir::Start::Fresh, args.overwrite)?;
+    Banner { tool: "eigenfaces", device, seed: Some(args.seed.seed), out: Some(&out) }.print();
     let config = serde_json::json!({
         "input": std::path::absolute(&input)?,
         "size": args.size.map(|s| format!("{}x{}", s.height, s.width)),
@@ -171,6 +172,7 @@ fn fit(args: FitArgs) -> Result<()> {
 
 fn project(args: ProjectArgs) -> Result<()> {
     args.threads.apply();
+    Banner { tool: "eigenfaces project", device: tch::Device::Cpu, seed: None, out: None }.print();
     let saved = eigenfaces::read_components(&args.components)?;
     let projections = eigenfaces::project(&saved, &args.images, args.k)?;
     if args.json {
