@@ -110,6 +110,50 @@ impl ThreadsArg {
     }
 }
 
+/// `--seed`, flattened into the options of every tool that draws at random.
+/// It is saved as its number (`transparent`), so that a field `seed:
+/// SeedArg` keeps the key `seed = N` in run.toml, saved configs and sweep
+/// files (and a bad value's error names that key).
+#[derive(clap::Args, Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct SeedArg {
+    /// Seeds everything the tool draws at random (initialisation, splits, order): the same seed gives the same results on the CPU.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = parse::seed, allow_negative_numbers = true)]
+    pub seed: u64,
+}
+
+/// The line every tool prints first, on stderr (out of the output that
+/// scripts read): the tool and version, device, compute threads, libtorch
+/// version, whether CUDA is usable, and the run's seed and folder where it
+/// has them. Printed once the threads are set and the folder is chosen.
+pub struct Banner<'a> {
+    /// The tool as typed: `mnist mlp`, `finetune predict`.
+    pub tool: &'a str,
+    pub device: tch::Device,
+    pub seed: Option<u64>,
+    pub out: Option<&'a std::path::Path>,
+}
+
+impl Banner<'_> {
+    /// `mnist mlp 0.1.0 | device: cpu | threads: 2 | libtorch 2.11.0 | CUDA available: false | seed: 0 | out: runs/mnist-mlp`
+    pub fn line(&self) -> String {
+        let mut fields = vec![
+            format!("{} {}", self.tool, env!("CARGO_PKG_VERSION")),
+            format!("device: {}", crate::device::name(self.device)),
+            format!("threads: {}", tch::get_num_threads()),
+            format!("libtorch {}", crate::device::libtorch_version()),
+            format!("CUDA available: {}", crate::device::cuda_status()),
+        ];
+        fields.extend(self.seed.map(|seed| format!("seed: {seed}")));
+        fields.extend(self.out.map(|out| format!("out: {}", out.display())));
+        fields.join(" | ")
+    }
+
+    pub fn print(&self) {
+        crate::say_err!("{}", self.line());
+    }
+}
+
 /// What may be given beside `--resume`.
 pub const RESUMABLE: &[&str] = &["threads", "device"];
 
@@ -269,5 +313,60 @@ pub mod parse {
             return Err(range());
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    /// The options of each training tool with `seed = 3` from a file, as
+    /// they are saved with a run.
+    fn saved_with_seed_3() -> Vec<(&'static str, Value)> {
+        let table: toml::Table = toml::from_str("seed = 3").unwrap();
+        let finetune = crate::train::options::TrainOptions::defaults().with_table(&table, &Default::default(), "f");
+        let mlp: crate::mnist::options::MlpArgs = options_file::from_table("mnist mlp", &table, "m").unwrap();
+        let cnn: crate::mnist::options::CnnArgs = options_file::from_table("mnist cnn", &table, "c").unwrap();
+        let caption: crate::caption::options::TrainArgs =
+            options_file::from_table("caption train", &table, "t").unwrap();
+        vec![
+            ("finetune", serde_json::to_value(finetune.unwrap()).unwrap()),
+            ("mnist mlp", serde_json::to_value(mlp).unwrap()),
+            ("mnist cnn", serde_json::to_value(cnn).unwrap()),
+            ("caption train", serde_json::to_value(caption).unwrap()),
+        ]
+    }
+
+    #[test]
+    fn the_shared_seed_is_saved_as_seed_n_and_read_back() {
+        for (tool, saved) in saved_with_seed_3() {
+            assert_eq!(saved["seed"], json!(3), "{tool}: {saved}");
+            let run_toml = crate::run_dir::options_toml(tool, &saved).unwrap();
+            assert!(run_toml.lines().any(|line| line == "seed = 3"), "{tool}: {run_toml}");
+        }
+        let back: crate::mnist::options::MlpArgs = serde_json::from_value(saved_with_seed_3()[1].1.clone()).unwrap();
+        assert_eq!(back.common.seed, SeedArg { seed: 3 });
+    }
+
+    #[test]
+    fn every_banner_has_the_same_fields_in_the_same_order() {
+        let out = std::path::Path::new("/runs/x");
+        let run = Banner { tool: "mnist mlp", device: tch::Device::Cpu, seed: Some(7), out: Some(out) }.line();
+        let fields: Vec<&str> = run.split(" | ").collect();
+        assert_eq!(fields[0], format!("mnist mlp {}", env!("CARGO_PKG_VERSION")), "{run}");
+        let names: Vec<&str> = fields[1..].iter().map(|f| f.split([':', ' ']).next().unwrap()).collect();
+        assert_eq!(names, ["device", "threads", "libtorch", "CUDA", "seed", "out"], "{run}");
+        assert!(run.ends_with(" | seed: 7 | out: /runs/x"), "{run}");
+        let predict = Banner { tool: "finetune predict", device: tch::Device::Cpu, seed: None, out: None }.line();
+        assert_eq!(predict.split(" | ").skip(1).collect::<Vec<_>>(), fields[1..5], "{predict}");
+    }
+
+    #[test]
+    fn a_seed_is_a_whole_number_from_0_to_the_largest_i64() {
+        assert_eq!(parse::seed(" 9223372036854775807"), Ok(i64::MAX as u64));
+        for bad in ["-1", "9223372036854775808", "1.5", ""] {
+            assert!(parse::seed(bad).unwrap_err().starts_with("expected a whole number from 0 to"), "{bad}");
+        }
     }
 }

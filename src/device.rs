@@ -1,6 +1,6 @@
 //! `--device auto|cpu|cuda|cuda:N`: the one argument every binary shares,
 //! CUDA detection, the CPU's bf16 instructions, the names devices are shown
-//! with, and the banner every binary prints at start. Nothing else in the
+//! with, and what the banner says of CUDA. Nothing else in the
 //! crate picks a device or reads the CPU's flags.
 //!
 //! The binaries are not linked against libtorch's CUDA library, whose
@@ -134,21 +134,13 @@ fn cuda_missing_reason() -> String {
     }
 }
 
-/// One line naming the device and the libtorch build, printed at start.
-pub fn banner(device: Device) -> String {
-    let torch = libtorch_version();
-    match device {
-        Device::Cpu => {
-            let threads = tch::get_num_threads();
-            let plural = if threads == 1 { "" } else { "s" };
-            let cuda = match (cuda_available(), init()) {
-                (false, Err(why)) => format!("false ({why})"),
-                (available, _) => available.to_string(),
-            };
-            format!("device: cpu ({threads} thread{plural}) | libtorch {torch} | CUDA available: {cuda}")
-        }
-        Device::Cuda(i) => format!("device: cuda:{i} | libtorch {torch} | CUDA devices: {}", cuda_count()),
-        other => format!("device: {other:?} | libtorch {torch}"),
+/// Whether libtorch can use CUDA here, as the banner says it: `true (N
+/// device(s))`, `false`, or `false (why)` when its CUDA library did not load.
+pub fn cuda_status() -> String {
+    match (cuda_available(), init()) {
+        (true, _) => format!("true ({} device(s))", cuda_count()),
+        (false, Err(why)) => format!("false ({why})"),
+        (false, Ok(_)) => "false".into(),
     }
 }
 

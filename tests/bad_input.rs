@@ -119,7 +119,7 @@ fn strict_mode_fails_on_the_first_bad_file() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = common::stderr_after_banner(&output);
     // Folder order is sorted: text_named.jpg < truncated.jpg < zero_bytes.jpg among the bad ones.
     assert!(stderr.starts_with("error: bad image (--strict)") && stderr.contains("text_named.jpg"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");

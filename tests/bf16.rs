@@ -156,7 +156,7 @@ fn one_line_error(output: &Output) -> String {
 }
 
 fn one_line_exit(output: &Output, code: i32) -> String {
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let stderr = common::stderr_after_banner(output);
     assert_eq!(output.status.code(), Some(code), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "not one line: {stderr}");
     stderr

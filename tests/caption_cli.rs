@@ -74,7 +74,7 @@ fn bad_course_files_are_one_line_errors_naming_the_dataset() {
         let data = tmp.path().join(flag.trim_start_matches('-'));
         course_fixture(&data, &[flag]);
         let output = caption().args(["train", "--epochs", "1", "--data"]).arg(&data).output().unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = common::stderr_after_banner(&output);
         assert_eq!(output.status.code(), Some(1), "{flag}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{flag}: one line, got {stderr}");
         assert!(stderr.contains(expected), "{flag}: {stderr}");
@@ -84,7 +84,7 @@ fn bad_course_files_are_one_line_errors_naming_the_dataset() {
     course_fixture(&data, &[]);
     std::fs::write(data.join("train2014_vgg16_fc7_pca.h5"), b"not an hdf5 file").unwrap();
     let output = caption().args(["train", "--epochs", "1", "--data"]).arg(&data).output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = common::stderr_after_banner(&output);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("train2014_vgg16_fc7_pca.h5: not a readable HDF5 file"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
@@ -237,7 +237,7 @@ fn a_folder_that_is_no_caption_set_says_what_one_holds() {
         .arg(tmp.path().join("run"))
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = common::stderr_after_banner(&output);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("photos: not a caption set: it has no annotations/ folder"), "{stderr}");

@@ -376,7 +376,7 @@ fn real_orl_faces_are_recognised_face_for_face_as_scikit_learn_recognises_them()
 /// Runs a command that must fail, returning its one-line error.
 fn one_line_error(cmd: &mut std::process::Command) -> String {
     let output = cmd.output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let stderr = common::stderr_after_banner(&output);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.starts_with("error: ") && stderr.trim_end().lines().count() == 1, "{stderr}");
     stderr
@@ -444,9 +444,9 @@ fn a_closed_stdout_stops_the_printing_not_the_run() {
         .unwrap();
     drop(child.stdout.take());
     let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = common::stderr_after_banner(&output);
     assert!(output.status.success(), "{:?}: {stderr}", output.status);
-    assert!(stderr.is_empty(), "{stderr}");
+    assert!(stderr.is_empty(), "only the banner: {stderr}");
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["tool"], "eigenfaces");

@@ -115,7 +115,7 @@ fn amp_on_the_cpu_is_refused_in_one_line() {
     let output =
         common::finetune().args(["--device", "cpu", "--amp", "--epochs", "1", "--random-init"]).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
-    let err = stderr(&output);
+    let err = common::stderr_after_banner(&output);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.starts_with("error: --amp: mixed precision runs on CUDA only"), "{err}");
 }

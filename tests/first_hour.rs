@@ -60,7 +60,7 @@ fn assert_usage_error(output: &Output, needles: &[&str]) {
 }
 
 fn assert_one_line_exit(output: &Output, code: i32, needles: &[&str]) {
-    let stderr = text(&output.stderr);
+    let stderr = common::stderr_after_banner(output);
     assert_eq!(output.status.code(), Some(code), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "not one line: {stderr}");
     assert!(stderr.starts_with("error: "), "{stderr}");
@@ -492,7 +492,8 @@ fn image_size_and_threads_reach_the_model_and_the_banner() {
     let mut args = quick("1");
     args.extend(["--image-size", "160", "--threads", "1"].map(String::from));
     let output = ok(train(&args, out.path()));
-    assert!(text(&output.stdout).contains("device: cpu (1 thread)"), "{}", text(&output.stdout));
+    let stderr = text(&output.stderr);
+    assert!(stderr.lines().any(|l| common::is_banner(l) && l.contains(" | threads: 1 | ")), "{stderr}");
     assert!(text(&output.stdout).contains("image 160"));
     let card = tchlab::persist::model_card::ModelCard::read(&out.path().join("best_model.safetensors")).unwrap();
     assert_eq!(card.image_size, 160);

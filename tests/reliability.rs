@@ -230,7 +230,7 @@ fn an_unwritable_output_folder_is_reported_before_any_work() {
     let out = blocker.path().join("run");
     let output = common::finetune().args(with_data(small_data(), &[])).arg("--out").arg(&out).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = common::stderr_after_banner(&output);
     assert!(stderr.starts_with("error: --out") && stderr.contains("cannot create the output folder"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1);
 }
@@ -256,7 +256,7 @@ fn assert_mnist_error(what: &str, damage: impl Fn(&Path), needles: &[&str]) {
     let output =
         common::mnist().args(["mlp", "--hidden", "10", "--epochs", "1", "--data"]).arg(dir.path()).output().unwrap();
     assert_eq!(output.status.code(), Some(1), "{what}");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = common::stderr_after_banner(&output);
     assert_eq!(stderr.trim().lines().count(), 1, "{what}: {stderr}");
     for needle in needles {
         assert!(stderr.contains(needle), "{what}: {stderr} lacks {needle}");

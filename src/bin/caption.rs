@@ -13,8 +13,8 @@ use tchlab::caption::run::{self, RunOptions};
 use tchlab::caption::saved::{self, FeatureSource};
 use tchlab::caption::scenes::{self, SceneCounts};
 use tchlab::caption::{coco_h5, evaluate};
-use tchlab::cli::options_file;
-use tchlab::cli::parse::{at_least_one, seed};
+use tchlab::cli::parse::at_least_one;
+use tchlab::cli::{options_file, Banner};
 use tchlab::interrupt::Interrupt;
 use tchlab::models::Arch;
 use tchlab::names::Named;
@@ -82,8 +82,8 @@ struct ScenesArgs {
     /// Val scenes (from MNIST's test digits).
     #[arg(long, value_name = "N", default_value_t = 500, value_parser = at_least_one, allow_negative_numbers = true)]
     val: usize,
-    #[arg(long, value_name = "N", default_value_t = 0, value_parser = seed, allow_negative_numbers = true)]
-    seed: u64,
+    #[command(flatten)]
+    seed: tchlab::cli::SeedArg,
     /// Replace the scene set in --out (a folder holding anything else is refused).
     #[arg(long)]
     overwrite: bool,
@@ -137,15 +137,15 @@ fn resolve(args: TrainArgs, given: &BTreeSet<String>) -> Result<(TrainArgs, Star
 fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
     init_threads(args.run.threads);
     let device = args.device.select()?;
-    tchlab::say!("{}", tchlab::device::banner(device));
     let config = serde_json::to_value(&args)?;
     let out = args.out.clone().expect("resolved");
     tchlab::run_dir::check(&out, start, args.run.overwrite)?;
+    Banner { tool: "caption train", device, seed: Some(args.seed.seed), out: Some(&out) }.print();
     let (data, features, described) = if coco_h5::is_course_folder(&args.data) {
         if let Some(dir) = args.image_dir.as_deref().filter(|d| !d.is_dir()) {
             bail!("--image-dir {}: no such folder", dir.display());
         }
-        let data = coco_h5::load(&args.data, args.max_train, args.seed, args.image_dir.as_deref())?;
+        let data = coco_h5::load(&args.data, args.max_train, args.seed.seed, args.image_dir.as_deref())?;
         (data, FeatureSource::CourseFeatures, format!("{} (VGG-16 fc7 PCA features)", args.data.display()))
     } else {
         if !args.data.is_dir() {
@@ -188,7 +188,7 @@ fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
             batch_size: args.batch_size,
             lr: args.lr,
             lr_decay: args.lr_decay,
-            seed: args.seed,
+            seed: args.seed.seed,
             grad: args.grad,
         },
         device,
@@ -213,6 +213,7 @@ fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
 fn sample(args: SampleArgs) -> Result<()> {
     init_threads(args.threads);
     let device = args.device.select()?;
+    Banner { tool: "caption sample", device, seed: None, out: None }.print();
     let path = if args.checkpoint.is_dir() { args.checkpoint.join(BEST_MODEL_FILE) } else { args.checkpoint.clone() };
     let (net, _store, vocab, card) = saved::load(&path, device)?;
     let FeatureSource::Backbone { arch, weights } = card.features else {
@@ -285,7 +286,7 @@ fn main() {
             }
             Command::Sample(args) => sample(args),
             Command::Scenes(args) => {
-                let counts = SceneCounts { train: args.train, val: args.val, seed: args.seed };
+                let counts = SceneCounts { train: args.train, val: args.val, seed: args.seed.seed };
                 scenes::make_scenes(&args.mnist, &args.out, counts, args.overwrite, &Terminal)?;
                 tchlab::say!("{} train and {} val scenes in {}", args.train, args.val, args.out.display());
                 Ok(())

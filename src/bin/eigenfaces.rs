@@ -5,6 +5,7 @@
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
+use tchlab::cli::Banner;
 use tchlab::data::faces::{parse_size, FaceSize};
 use tchlab::eigenfaces::{self, Options};
 use tchlab::pca::{Divisor, Method};
@@ -59,10 +60,6 @@ fn grid(s: &str) -> Result<(usize, usize), String> {
     Ok((size.height as usize, size.width as usize))
 }
 
-fn seed(s: &str) -> Result<u64, String> {
-    s.trim().parse::<u64>().map_err(|_| format!("expected a whole number from 0 to {}", u64::MAX))
-}
-
 fn count(s: &str) -> Result<i64, String> {
     match s.trim().parse::<i64>() {
         Ok(n) if n >= 1 => Ok(n),
@@ -103,9 +100,8 @@ struct FitArgs {
     /// Recognition (one subfolder per person): the share of each person's faces held out for testing.
     #[arg(long, value_name = "F", default_value_t = 0.3, value_parser = fraction)]
     test_fraction: f64,
-    /// Seeds the recognition train/test split.
-    #[arg(long, value_name = "N", default_value_t = 0, value_parser = seed)]
-    seed: u64,
+    #[command(flatten)]
+    seed: tchlab::cli::SeedArg,
     /// libtorch's compute threads on the CPU [default: libtorch's choice, or OMP_NUM_THREADS].
     #[arg(long, value_name = "N", value_parser = count)]
     threads: Option<i64>,
@@ -136,12 +132,12 @@ fn fit(args: FitArgs) -> Result<()> {
         tch::set_num_threads(i32::try_from(threads).unwrap_or(i32::MAX));
     }
     let device = args.device.select()?;
-    tchlab::say!("{}", tchlab::device::banner(device));
     let Some(input) = args.input.clone() else {
         anyhow::bail!("--input PATH is required (a .npy file or a folder of faces)")
     };
     let out = tchlab::run_dir::choose(args.out.as_deref(), "runs/eigenfaces", args.overwrite, &Terminal)?;
     tchlab::run_dir::check(&out, tchlab::run_dir::Start::Fresh, args.overwrite)?;
+    Banner { tool: "eigenfaces", device, seed: Some(args.seed.seed), out: Some(&out) }.print();
     let config = serde_json::json!({
         "input": std::path::absolute(&input)?,
         "size": args.size.map(|s| format!("{}x{}", s.height, s.width)),
@@ -151,7 +147,7 @@ fn fit(args: FitArgs) -> Result<()> {
         "grid": format!("{}x{}", args.grid.0, args.grid.1),
         "figures": !args.no_figures,
         "test_fraction": args.test_fraction,
-        "seed": args.seed,
+        "seed": args.seed.seed,
         "out": out,
     });
     let faces = eigenfaces::load(&input, args.size, &Terminal)?;
@@ -166,7 +162,7 @@ fn fit(args: FitArgs) -> Result<()> {
         grid: args.grid,
         figures: !args.no_figures,
         test_fraction: args.test_fraction,
-        seed: args.seed,
+        seed: args.seed.seed,
         out,
         overwrite: args.overwrite,
         config,
@@ -176,6 +172,7 @@ fn fit(args: FitArgs) -> Result<()> {
 
 fn project(args: ProjectArgs) -> Result<()> {
     args.threads.apply();
+    Banner { tool: "eigenfaces project", device: tch::Device::Cpu, seed: None, out: None }.print();
     let saved = eigenfaces::read_components(&args.components)?;
     let projections = eigenfaces::project(&saved, &args.images, args.k)?;
     if args.json {

@@ -8,6 +8,7 @@ use clap::parser::ValueSource;
 use clap::{Args, FromArgMatches, Parser, Subcommand};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use tchlab::cli::Banner;
 use tchlab::data::image_folder::collect_images;
 use tchlab::device::DeviceArg;
 use tchlab::finetune::config::{FinetuneConfig, TrainOptions};
@@ -229,7 +230,7 @@ fn train(args: TrainArgs, given: BTreeSet<String>) -> Result<()> {
         None => (FinetuneConfig::new_reporting(&options, &Terminal)?, Start::Fresh),
     };
     tchlab::accel::init_threads(config.threads, config.workers, &Terminal);
-    tchlab::say!("{}", tchlab::device::banner(device));
+    Banner { tool: "finetune", device, seed: Some(config.seed), out: Some(&config.out) }.print();
     tchlab::say!("{}", config.describe());
     let interrupt = Interrupt::new();
     tchlab::cli::stop_on_ctrl_c(&interrupt);
@@ -248,6 +249,7 @@ fn train(args: TrainArgs, given: BTreeSet<String>) -> Result<()> {
 fn predict(args: PredictArgs) -> Result<()> {
     args.threads.apply();
     let device = args.device.select()?;
+    Banner { tool: "finetune predict", device, seed: None, out: None }.print();
     let trained = TrainedModel::load(&args.checkpoint, device)?;
     let (files, skipped) = collect_images(&args.images)?;
     if skipped > 0 {
@@ -261,7 +263,6 @@ fn predict(args: PredictArgs) -> Result<()> {
     if args.json {
         tchlab::say!("{}", serde_json::to_string_pretty(&predictions)?);
     } else {
-        tchlab::say_err!("{}", tchlab::device::banner(device));
         for p in &predictions {
             match &p.error {
                 Some(e) => tchlab::say!("{}  ERROR {e}", p.path.display()),
@@ -291,11 +292,12 @@ fn eval(args: EvalArgs) -> Result<()> {
     if let Some(note) = note {
         tchlab::say_err!("note: {note}");
     }
-    let evaluation = evaluate_split(&trained, &folder, device, &Terminal)?;
     let out = args.out.unwrap_or_else(|| {
         let split_name = folder.root.file_name().map_or("split".into(), |n| n.to_string_lossy().into_owned());
         trained.path.parent().unwrap_or(std::path::Path::new(".")).join(format!("eval-{split_name}"))
     });
+    Banner { tool: "finetune eval", device, seed: None, out: Some(&out) }.print();
+    let evaluation = evaluate_split(&trained, &folder, device, &Terminal)?;
     std::fs::create_dir_all(&out)
         .map_err(|e| anyhow::anyhow!("--out {}: cannot create the folder ({e})", out.display()))?;
     plots::confusion_matrix(&evaluation.confusion, &trained.classes, &out.join("confusion_matrix.png"))?;

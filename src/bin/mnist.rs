@@ -5,6 +5,7 @@
 use anyhow::Result;
 use clap::{FromArgMatches, Parser, Subcommand};
 use serde::Serialize;
+use tchlab::cli::Banner;
 use tchlab::interrupt::Interrupt;
 use tchlab::mnist::options::{CnnArgs, Common, MlpArgs};
 use tchlab::mnist::{self, RunSpec};
@@ -35,15 +36,16 @@ enum Command {
     Cnn(CnnArgs),
 }
 
-/// The run's spec from its options (`config`: them as saved).
+/// The run's spec from its options (`config`: them as saved); `tool` is
+/// `mnist mlp` or `mnist cnn`.
 fn run_spec(common: &Common, epochs: usize, start: Start, tool: &str, config: serde_json::Value) -> Result<RunSpec> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     tchlab::accel::init_threads(common.run.threads, cores, &Terminal);
     let device = common.device.select()?;
-    tchlab::say!("{}", tchlab::device::banner(device));
-    let base = format!("runs/{tool}");
+    let base = format!("runs/{}", tool.replace(' ', "-"));
     let out = tchlab::run_dir::choose(common.out.as_deref(), &base, common.run.overwrite, &Terminal)?;
     tchlab::run_dir::check(&out, start, common.run.overwrite)?;
+    Banner { tool, device, seed: Some(common.seed.seed), out: Some(&out) }.print();
     let mut config = config;
     config["out"] = serde_json::json!(out);
     Ok(RunSpec {
@@ -52,7 +54,7 @@ fn run_spec(common: &Common, epochs: usize, start: Start, tool: &str, config: se
             batch_size: common.batch_size,
             lr: common.lr,
             lr_decay: common.lr_decay,
-            seed: common.seed,
+            seed: common.seed.seed,
             grad: common.grad,
         },
         device,
@@ -104,7 +106,7 @@ fn with_config<T: clap::Args + FromArgMatches + Serialize + serde::de::Deseriali
 }
 
 fn data(common: &Common) -> Result<tchlab::data::mnist::Mnist> {
-    mnist::load(&common.data, common.seed, common.train_limit.0, &Terminal)
+    mnist::load(&common.data, common.seed.seed, common.train_limit.0, &Terminal)
 }
 
 fn main() {
@@ -118,14 +120,14 @@ fn main() {
             Command::Mlp(args) => {
                 let (mut args, start) = resolve(args, |a| &mut a.common, "mnist mlp", &given)?;
                 args.common.resolve_paths();
-                let spec = run_spec(&args.common, args.epochs, start, "mnist-mlp", serde_json::to_value(&args)?)?;
+                let spec = run_spec(&args.common, args.epochs, start, "mnist mlp", serde_json::to_value(&args)?)?;
                 let data = data(&args.common)?;
                 mnist::mlp_sweep(&data, &args.hidden, &spec, &interrupt, &Terminal).map(|_| ())
             }
             Command::Cnn(args) => {
                 let (mut args, start) = resolve(args, |a| &mut a.common, "mnist cnn", &given)?;
                 args.common.resolve_paths();
-                let spec = run_spec(&args.common, args.epochs, start, "mnist-cnn", serde_json::to_value(&args)?)?;
+                let spec = run_spec(&args.common, args.epochs, start, "mnist cnn", serde_json::to_value(&args)?)?;
                 let data = data(&args.common)?;
                 mnist::cnn(&data, args.hidden, &spec, &interrupt, &Terminal).map(|_| ())
             }

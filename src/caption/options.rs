@@ -4,7 +4,7 @@
 
 use super::model::CellKind;
 use super::run::Keep;
-use crate::cli::parse::{at_least_one, decay_factor, hidden_size, learning_rate, seed};
+use crate::cli::parse::{at_least_one, decay_factor, hidden_size, learning_rate};
 use crate::cli::RunArgs;
 use crate::grad::GradMode;
 use crate::models::Arch;
@@ -39,9 +39,8 @@ pub struct TrainArgs {
     /// Learning-rate multiplier after every epoch, in (0, 1].
     #[arg(long, value_name = "F", default_value_t = 0.95, value_parser = decay_factor, allow_negative_numbers = true)]
     pub lr_decay: f64,
-    /// Seeds the initialisation, the caption order and --max-train's pick.
-    #[arg(long, value_name = "N", default_value_t = 0, value_parser = seed, allow_negative_numbers = true)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub seed: crate::cli::SeedArg,
     /// manual: the layers' explicit backward passes; autograd: libtorch's.
     #[arg(long, value_enum, default_value = "manual")]
     pub grad: GradMode,

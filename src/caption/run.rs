@@ -183,9 +183,9 @@ pub fn run(
         out.write(RUN_CONFIG_FILE, run_toml.as_bytes())
     });
     outcome.map_err(|e| out.explain(e, TOOL))?;
-    write_history(&state, &out)?;
     let kept = state.kept_epoch(options.keep.rule()).context("no epoch was kept")?;
     let (kept_epoch, kept_val_loss) = (kept.epoch, kept.score("val_loss"));
+    write_history(&state, kept_epoch, &out)?;
     state.restore_kept(&rows.model())?;
     // Saved again from the kept weights: a run stopped between saving its
     // state and its model resumes to the same file.
@@ -221,8 +221,8 @@ pub fn run(
     Ok(results)
 }
 
-/// `loss_history.csv` (every minibatch), `epochs.csv` and `loss.png`.
-fn write_history(log: &TrainState, out: &RunDir) -> Result<()> {
+/// `loss_history.csv` (every minibatch), `epochs.csv` and `loss.png` (the `kept` epoch marked).
+fn write_history(log: &TrainState, kept: usize, out: &RunDir) -> Result<()> {
     let mut batches = String::from("iteration,loss\n");
     for (i, loss) in log.batch_losses.iter().enumerate() {
         batches += &format!("{i},{loss:.6}\n");
@@ -257,7 +257,8 @@ fn write_history(log: &TrainState, out: &RunDir) -> Result<()> {
         log_x: false,
         legend: SeriesLabelPosition::UpperRight,
     };
-    plots::line_chart(&out.file("loss.png"), &chart, &series, None)
+    let marker = plots::kept_epoch_marker(&series[1], kept);
+    plots::line_chart(&out.file("loss.png"), &chart, &series, marker.as_ref().map(|(x, label)| (*x, label.as_str())))
 }
 
 /// Greedy captions of up to `count` captioned images spread over `split`.

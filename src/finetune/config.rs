@@ -160,7 +160,7 @@ impl FinetuneConfig {
             label_smoothing: options.label_smoothing,
             early_stop: options.early_stop,
             image_size: options.image_size,
-            seed: options.seed,
+            seed: options.seed.seed,
             out: output_folder(options, reporter)?,
             workers: options.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
             threads: options.threads,
@@ -303,8 +303,8 @@ fn validate(o: &TrainOptions) -> Result<()> {
     if o.warmup_epochs > 0 && o.warmup_epochs >= o.epochs {
         bail!("--warmup-epochs {}: must be fewer than --epochs {}", o.warmup_epochs, o.epochs);
     }
-    if o.seed > i64::MAX as u64 {
-        bail!("--seed {}: must be at most {}", o.seed, i64::MAX);
+    if o.seed.seed > i64::MAX as u64 {
+        bail!("--seed {}: must be at most {}", o.seed.seed, i64::MAX);
     }
     if !(32..=1024).contains(&o.image_size) {
         bail!("--image-size {}: must be between 32 and 1024 pixels", o.image_size);

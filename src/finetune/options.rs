@@ -94,9 +94,8 @@ pub struct TrainOptions {
     /// Side of the square images the network sees (validation resizes to 8/7 of it, then crops).
     #[arg(long, value_name = "PIXELS", default_value_t = 224)]
     pub image_size: i64,
-    /// Seeds the init, the augmentation, the batch order and --val-split: the same seed gives the same metrics on the CPU.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub seed: crate::cli::SeedArg,
     #[arg(
         long,
         value_name = "DIR",

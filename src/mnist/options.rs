@@ -2,7 +2,7 @@
 //! sweep file give them (the binary parses them; `crate::sweep` checks a
 //! sweep's points with the same parser). Parsing only: nothing here runs.
 
-use crate::cli::parse::{at_least_one, decay_factor, hidden_size, learning_rate, seed};
+use crate::cli::parse::{at_least_one, decay_factor, hidden_size, learning_rate};
 use crate::cli::RunArgs;
 use crate::grad::GradMode;
 use clap::Args;
@@ -53,9 +53,8 @@ pub struct Common {
     /// Learning-rate multiplier applied after every epoch, in (0, 1]; 1 keeps it constant.
     #[arg(long, value_name = "F", default_value_t = 0.9, value_parser = decay_factor, allow_negative_numbers = true)]
     pub lr_decay: f64,
-    /// Seeds the train/val split, the init and the batch order (0 or more).
-    #[arg(long, value_name = "N", default_value_t = 0, value_parser = seed, allow_negative_numbers = true)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub seed: crate::cli::SeedArg,
     #[command(flatten)]
     #[serde(flatten)]
     pub device: crate::device::DeviceArg,

@@ -74,6 +74,22 @@ pub fn run_ok(cmd: &mut Command) -> std::process::Output {
     output
 }
 
+/// Whether `line` is the banner every tool prints first on stderr
+/// (`tchlab::cli::Banner`: `TOOL VERSION | device: … | …`).
+pub fn is_banner(line: &str) -> bool {
+    let mut fields = line.split(" | ");
+    let tool = fields.next().unwrap_or_default();
+    tool.ends_with(&format!(" {}", env!("CARGO_PKG_VERSION")))
+        && fields.next().is_some_and(|f| f.starts_with("device: "))
+}
+
+/// A command's stderr less the banner: what it said besides (an error
+/// must still be one line of it).
+pub fn stderr_after_banner(output: &std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    stderr.lines().filter(|line| !is_banner(line)).map(|line| format!("{line}\n")).collect()
+}
+
 /// A `finetune` command run from the repo root, as a user would (no
 /// backtrace variables, so errors print as users see them).
 pub fn finetune() -> Command {

@@ -27,8 +27,19 @@ pub fn stretched(values: &[f64]) -> Vec<u8> {
 }
 
 /// `eigenvalues.png`: every eigenvalue against its index on a log scale,
-/// with a labelled vertical line at each of `marks` (a component count).
+/// with a labelled vertical line at each of `marks` (a component count),
+/// and the legend where none of them runs under it.
 pub fn spectrum_chart(path: &Path, title: &str, eigenvalues: &[f64], marks: &[(i64, String)]) -> Result<()> {
+    draw_spectrum(path, title, eigenvalues, marks).map(|_| ())
+}
+
+/// [`spectrum_chart`], saying where its legend went.
+pub(super) fn draw_spectrum(
+    path: &Path,
+    title: &str,
+    eigenvalues: &[f64],
+    marks: &[(i64, String)],
+) -> Result<legend::Placement> {
     register_fonts();
     let err = plot_err(path);
     let root = BitMapBackend::new(path, (900, 600)).into_drawing_area();
@@ -65,12 +76,17 @@ pub fn spectrum_chart(path: &Path, title: &str, eigenvalues: &[f64], marks: &[(i
     if points.len() <= 100 {
         chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, style.filled()))).map_err(&err)?;
     }
+    let mut lines = vec![points.clone()];
+    let mut labels = vec!["eigenvalue".to_owned()];
     for (&(count, ref label), color) in marks.iter().zip([RED, RGBColor(0, 130, 0), BLACK].iter().cycle()) {
         vertical_marker(&mut chart, count as f64, (low, high), color.stroke_width(2), label, &err)?;
+        lines.push(vec![(count as f64, low), (count as f64, high)]);
+        labels.push(label.clone());
     }
-    draw_legend(&mut chart, SeriesLabelPosition::UpperRight, &err)?;
+    let placement = legend::place(&chart, SeriesLabelPosition::UpperRight, &labels, &lines)?;
+    draw_legend(&mut chart, placement, &err)?;
     root.present().map_err(&err)?;
-    Ok(())
+    Ok(placement)
 }
 
 const TITLE_PX: u32 = 34;

@@ -16,6 +16,7 @@ use tch::{Kind, Tensor};
 mod axis;
 mod caption_grid;
 pub mod faces;
+mod legend;
 mod spread;
 #[cfg(test)]
 mod tests;
@@ -25,6 +26,7 @@ pub use caption_grid::{caption_samples, CaptionPanel};
 pub use spread::{spread_chart, SpreadRow};
 
 const FONT: &str = "sans-serif";
+const LEGEND_FONT_PX: i32 = 16;
 
 fn register_fonts() {
     static ONCE: Once = Once::new();
@@ -56,11 +58,23 @@ pub struct Chart<'a> {
 }
 
 /// A line chart with a legend; `marker` draws a labelled vertical line.
+/// The legend goes where the chart asks unless a line runs under it
+/// (`legend::place`).
 ///
 /// The x axis is labelled at round values that fit side by side (whole
 /// numbers when every x is whole, as epochs and iterations are), and padded
 /// so that the first and last points and the marker stay off the frame.
 pub fn line_chart(path: &Path, chart_spec: &Chart, series: &[Series], marker: Option<(f64, &str)>) -> Result<()> {
+    draw_line_chart(path, chart_spec, series, marker).map(|_| ())
+}
+
+/// [`line_chart`], saying where its legend went.
+fn draw_line_chart(
+    path: &Path,
+    chart_spec: &Chart,
+    series: &[Series],
+    marker: Option<(f64, &str)>,
+) -> Result<legend::Placement> {
     let &Chart { title, x_label, y_label, log_x, ref legend } = chart_spec;
     register_fonts();
     let err = plot_err(path);
@@ -92,13 +106,18 @@ pub fn line_chart(path: &Path, chart_spec: &Chart, series: &[Series], marker: Op
         .draw()
         .map_err(&err)?;
     draw_series(&mut chart, series, &err)?;
+    let mut lines: Vec<Vec<(f64, f64)>> = series.iter().map(|s| s.points.clone()).collect();
+    let mut labels: Vec<String> = series.iter().map(|s| s.name.to_owned()).collect();
     if let Some((x, label)) = marker {
         let style = ShapeStyle::from(&BLACK.mix(0.6)).stroke_width(2);
         vertical_marker(&mut chart, x, (y_range.start, y_range.end), style, label, &err)?;
+        lines.push(vec![(x, y_range.start), (x, y_range.end)]);
+        labels.push(label.to_owned());
     }
-    draw_legend(&mut chart, legend.clone(), &err)?;
+    let placement = legend::place(&chart, legend.clone(), &labels, &lines)?;
+    draw_legend(&mut chart, placement, &err)?;
     root.present().map_err(&err)?;
-    Ok(())
+    Ok(placement)
 }
 
 /// A labelled vertical line at `x`, from `low` to `high`.
@@ -118,18 +137,20 @@ fn vertical_marker<DB: DrawingBackend, CT: plotters::coord::CoordTranslate<From 
     Ok(())
 }
 
-/// The legend of a chart's series, boxed, at `position`.
+/// The legend of a chart's series, boxed, where `placement` says: opaque
+/// where a line runs under it, so that the line does not cross its text.
 fn draw_legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
     chart: &mut ChartContext<'a, DB, CT>,
-    position: SeriesLabelPosition,
+    placement: legend::Placement,
     err: &impl Fn(DrawingAreaErrorKind<DB::ErrorType>) -> anyhow::Error,
 ) -> Result<()> {
+    let opacity = if placement.over_a_line { 1.0 } else { 0.8 };
     chart
         .configure_series_labels()
-        .label_font((FONT, 16))
-        .background_style(WHITE.mix(0.8))
+        .label_font((FONT, LEGEND_FONT_PX))
+        .background_style(WHITE.mix(opacity))
         .border_style(BLACK)
-        .position(position)
+        .position(placement.position())
         .draw()
         .map_err(err)
 }
@@ -180,6 +201,14 @@ pub fn training_curves(history: &History, out: &Path) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The marker of the kept epoch (the one whose weights were saved) on a
+/// loss chart whose `val` series has a point per epoch: at that point's x,
+/// labelled with the epoch and its val loss; none for an epoch not drawn.
+pub fn kept_epoch_marker(val: &Series, kept: usize) -> Option<(f64, String)> {
+    let &(x, loss) = val.points.get(kept)?;
+    Some((x, format!("kept: epoch {kept} (val loss {loss:.4})")))
 }
 
 /// The line above the prediction grid: which images it shows and how to read it.

@@ -215,3 +215,93 @@ fn writes_a_titled_prediction_grid() {
     prediction_grid(&split, &probs, &path).unwrap();
     assert_eq!(png_size(&path), (6 * 224, 40 + 4 * (224 + 44)));
 }
+
+#[test]
+fn a_legend_leaves_its_place_for_the_first_one_no_line_runs_under() {
+    use SeriesLabelPosition::*;
+    let (area, size) = ((800, 500), (300, 80));
+    let curve: Vec<(i32, i32)> = (0..=80).map(|i| (i * 10, 20 + i * 5)).collect();
+    assert_eq!(
+        legend::free_position(UpperRight, size, area, std::slice::from_ref(&curve)),
+        UpperRight,
+        "nothing under it"
+    );
+    let marker = vec![(700, 0), (700, 500)];
+    let lines = [curve, marker];
+    let moved = legend::free_position(UpperRight, size, area, &lines);
+    let legend = legend::legend_box(&moved, size, area);
+    assert!(legend.right < 700 || legend.left > 700, "{moved:?}: {legend:?}");
+    assert!(!legend::crossed(legend, &lines), "{moved:?}: {legend:?}");
+}
+
+#[test]
+fn a_line_through_a_box_crosses_it_with_no_point_inside() {
+    let rect = legend::Rect { left: 10, top: 10, right: 20, bottom: 20 };
+    assert!(legend::crossed(rect, &[vec![(0, 0), (30, 30)]]));
+    assert!(legend::crossed(rect, &[vec![(15, 0), (15, 100)]]));
+    assert!(legend::crossed(rect, &[vec![(12, 12)]]));
+    assert!(!legend::crossed(rect, &[vec![(0, 30), (30, 25)]]));
+    assert!(!legend::crossed(rect, &[vec![(21, 0), (21, 100)]]));
+}
+
+/// The component count reaching `share` of the variance.
+fn components_for(eigenvalues: &[f64], share: f64) -> i64 {
+    let total: f64 = eigenvalues.iter().sum();
+    let mut sum = 0.0;
+    1 + eigenvalues
+        .iter()
+        .take_while(|&&v| {
+            sum += v;
+            sum < share * total
+        })
+        .count() as i64
+}
+
+/// Finding 14: the legend of eigenvalues.png, always at the upper right,
+/// covered the 99 % line of a spectrum that reaches 99 % far to the right.
+#[test]
+fn the_eigenvalue_legend_stays_off_the_variance_lines() {
+    for n in [40, 400, 1000, 3000] {
+        let eigenvalues: Vec<f64> = (1..=n).map(|i| 1e4 * (i as f64).powf(-1.6)).collect();
+        let marks: Vec<(i64, String)> = [0.95, 0.99]
+            .map(|share| components_for(&eigenvalues, share))
+            .iter()
+            .zip(["95%", "99%"])
+            .map(|(&count, share)| (count, format!("{share} of the variance: {count} components")))
+            .collect();
+        let path = gallery().join(format!("eigenvalues-{n}.png"));
+        let placement =
+            faces::draw_spectrum(&path, "Eigenvalues (a power-law spectrum)", &eigenvalues, &marks).unwrap();
+        assert!(!placement.over_a_line, "{n} eigenvalues, marks {marks:?}: {placement:?}");
+    }
+}
+
+/// Finding 14: caption's loss.png did not show which epoch's weights were kept.
+#[test]
+fn the_caption_loss_chart_marks_the_kept_epoch_beside_its_legend() {
+    let (epochs, per_epoch) = (10, 40);
+    let val_points: Vec<(f64, f64)> = (0..epochs).map(|e| (((e + 1) * per_epoch) as f64, 30.0 - e as f64)).collect();
+    let val = || Series { name: "val loss (end of epoch)", color: RED, points: val_points.clone() };
+    let train = Series {
+        name: "train loss (each minibatch)",
+        color: BLUE,
+        points: (0..epochs * per_epoch).map(|i| (i as f64, 60.0 * (-(i as f64) / 150.0).exp() + 20.0)).collect(),
+    };
+    let chart = Chart {
+        title: "Captioning loss history",
+        x_label: "iteration",
+        y_label: "loss",
+        log_x: false,
+        legend: SeriesLabelPosition::UpperRight,
+    };
+    for kept in [3, epochs - 1] {
+        let (x, label) = kept_epoch_marker(&val(), kept).unwrap();
+        assert_eq!(x, val_points[kept].0, "at the kept epoch's val point");
+        assert_eq!(label, format!("kept: epoch {kept} (val loss {:.4})", val_points[kept].1));
+        let path = gallery().join(format!("caption-loss-kept-{kept}.png"));
+        let series = [Series { points: train.points.clone(), ..train }, val()];
+        let placement = draw_line_chart(&path, &chart, &series, Some((x, &label))).unwrap();
+        assert!(!placement.over_a_line, "kept {kept}: {placement:?}");
+    }
+    assert!(kept_epoch_marker(&val(), epochs).is_none(), "an epoch not drawn is not marked");
+}
