@@ -103,11 +103,18 @@ pub struct ThreadsArg {
 }
 
 impl ThreadsArg {
-    /// Sets the process's threads as a run's are set (`accel::init_threads`).
+    /// Sets the process's threads by the one policy, [`apply_threads`].
     pub fn apply(&self) {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        crate::accel::init_threads(self.threads, cores, &crate::report::Terminal);
+        apply_threads(self.threads);
     }
+}
+
+/// The thread policy of every tool: `threads` compute threads (libtorch's
+/// choice, one per core, when `None`) and the helper pools sized to the
+/// cores (`accel::init_threads`, which warns when a pool cannot be set).
+pub fn apply_threads(threads: Option<usize>) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    crate::accel::init_threads(threads, cores, &crate::report::Terminal);
 }
 
 /// `--seed`, flattened into the options of every tool that draws at random.
@@ -325,7 +332,7 @@ mod tests {
     /// they are saved with a run.
     fn saved_with_seed_3() -> Vec<(&'static str, Value)> {
         let table: toml::Table = toml::from_str("seed = 3").unwrap();
-        let finetune = crate::train::options::TrainOptions::defaults().with_table(&table, &Default::default(), "f");
+        let finetune = crate::finetune::options::TrainOptions::defaults().with_table(&table, &Default::default(), "f");
         let mlp: crate::mnist::options::MlpArgs = options_file::from_table("mnist mlp", &table, "m").unwrap();
         let cnn: crate::mnist::options::CnnArgs = options_file::from_table("mnist cnn", &table, "c").unwrap();
         let caption: crate::caption::options::TrainArgs =

@@ -101,11 +101,6 @@ fn backbone_weights(arch: Arch, weights: Option<PathBuf>) -> Result<PathBuf> {
     Ok(std::path::absolute(&path)?)
 }
 
-fn init_threads(threads: Option<usize>) {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    tchlab::accel::init_threads(threads, cores, &Terminal);
-}
-
 /// The options of a fresh run (with those of `--config FILE`; paths made
 /// absolute, so that it resumes from any folder), or with `--resume DIR`
 /// the run's own.
@@ -135,7 +130,7 @@ fn resolve(args: TrainArgs, given: &BTreeSet<String>) -> Result<(TrainArgs, Star
 }
 
 fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
-    init_threads(args.run.threads);
+    tchlab::cli::apply_threads(args.run.threads);
     let device = args.device.select()?;
     let config = serde_json::to_value(&args)?;
     let out = args.out.clone().expect("resolved");
@@ -211,7 +206,7 @@ fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
 }
 
 fn sample(args: SampleArgs) -> Result<()> {
-    init_threads(args.threads);
+    tchlab::cli::apply_threads(args.threads);
     let device = args.device.select()?;
     Banner { tool: "caption sample", device, seed: None, out: None }.print();
     let path = if args.checkpoint.is_dir() { args.checkpoint.join(BEST_MODEL_FILE) } else { args.checkpoint.clone() };

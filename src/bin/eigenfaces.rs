@@ -102,9 +102,8 @@ struct FitArgs {
     test_fraction: f64,
     #[command(flatten)]
     seed: tchlab::cli::SeedArg,
-    /// libtorch's compute threads on the CPU [default: libtorch's choice, or OMP_NUM_THREADS].
-    #[arg(long, value_name = "N", value_parser = count)]
-    threads: Option<i64>,
+    #[command(flatten)]
+    threads: tchlab::cli::ThreadsArg,
     #[command(flatten)]
     device: tchlab::device::DeviceArg,
 }
@@ -128,9 +127,7 @@ struct ProjectArgs {
 }
 
 fn fit(args: FitArgs) -> Result<()> {
-    if let Some(threads) = args.threads {
-        tch::set_num_threads(i32::try_from(threads).unwrap_or(i32::MAX));
-    }
+    args.threads.apply();
     let device = args.device.select()?;
     let Some(input) = args.input.clone() else {
         anyhow::bail!("--input PATH is required (a .npy file or a folder of faces)")

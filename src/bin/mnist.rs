@@ -39,8 +39,7 @@ enum Command {
 /// The run's spec from its options (`config`: them as saved); `tool` is
 /// `mnist mlp` or `mnist cnn`.
 fn run_spec(common: &Common, epochs: usize, start: Start, tool: &str, config: serde_json::Value) -> Result<RunSpec> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    tchlab::accel::init_threads(common.run.threads, cores, &Terminal);
+    tchlab::cli::apply_threads(common.run.threads);
     let device = common.device.select()?;
     let base = format!("runs/{}", tool.replace(' ', "-"));
     let out = tchlab::run_dir::choose(common.out.as_deref(), &base, common.run.overwrite, &Terminal)?;
