@@ -7,6 +7,7 @@
 #![cfg(tchlab_data)]
 
 mod common;
+use common::{one_line_error, one_line_exit, temp_dir};
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -130,11 +131,6 @@ fn bf16_training_steps_see_the_fp32_loss_within_5_percent_and_gradients_pointing
     }
 }
 
-fn temp_dir() -> tempfile::TempDir {
-    std::fs::create_dir_all(common::repo().join("target/test-runs")).unwrap();
-    tempfile::tempdir_in(common::repo().join("target/test-runs")).unwrap()
-}
-
 /// `finetune` as on a CPU whose flags are `cpu_flags`.
 fn finetune_on(cpu_flags: &str, args: &[&str], out: &Path) -> Output {
     let data = common::small_ants_bees("bf16-ants-bees", 4);
@@ -149,17 +145,6 @@ fn finetune_on(cpu_flags: &str, args: &[&str], out: &Path) -> Output {
         cmd.arg("--out").arg(out);
     }
     cmd.output().unwrap()
-}
-
-fn one_line_error(output: &Output) -> String {
-    one_line_exit(output, 1)
-}
-
-fn one_line_exit(output: &Output, code: i32) -> String {
-    let stderr = common::stderr_after_banner(output);
-    assert_eq!(output.status.code(), Some(code), "{stderr}");
-    assert_eq!(stderr.trim().lines().count(), 1, "not one line: {stderr}");
-    stderr
 }
 
 fn ok(output: Output) {

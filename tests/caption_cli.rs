@@ -5,27 +5,10 @@
 #![cfg(tchlab_data)]
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 mod common;
-use common::{python, repo, run_ok};
-
-fn caption() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_caption"));
-    cmd.current_dir(repo()).env_remove("RUST_BACKTRACE").env_remove("RUST_LIB_BACKTRACE");
-    cmd
-}
-
-fn course_fixture(dir: &Path, flags: &[&str]) {
-    std::fs::create_dir_all(dir).unwrap();
-    let script = repo().join("tests/fixtures/make_coco_captioning.py");
-    run_ok(Command::new(python()).arg(script).arg(dir).args(flags));
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
-}
+use common::{caption, course_fixture, read_json, repo, run_ok};
 
 /// The course's overfit check: 50 training captions, Adam 5e-3, lr decay
 /// 0.95, batch 25, 50 epochs, hidden 512, word vectors 256.

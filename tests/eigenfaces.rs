@@ -197,10 +197,6 @@ fn run_json(cmd: &mut std::process::Command) -> (String, Value, tempfile::TempDi
     (String::from_utf8_lossy(&output.stdout).into_owned(), summary, out)
 }
 
-fn png_size(path: &Path) -> (u32, u32) {
-    image::image_dimensions(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
 #[test]
 fn the_binary_on_lfw_writes_numbers_figures_and_components() {
     let (stdout, summary, out) = run_json(eigenfaces().arg("--input").arg(lfw_faces()).args(["--device", "cpu"]));
@@ -373,44 +369,40 @@ fn real_orl_faces_are_recognised_face_for_face_as_scikit_learn_recognises_them()
     assert!(raw > 0.9, "nearest neighbour on real faces of 40 people: {raw}");
 }
 
-/// Runs a command that must fail, returning its one-line error.
-fn one_line_error(cmd: &mut std::process::Command) -> String {
-    let output = cmd.output().unwrap();
-    let stderr = common::stderr_after_banner(&output);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.starts_with("error: ") && stderr.trim_end().lines().count() == 1, "{stderr}");
-    stderr
-}
-
 #[test]
 fn bad_inputs_get_one_line_errors() {
     let dir = tempfile::tempdir().unwrap();
     let truncated = dir.path().join("truncated.npy");
     std::fs::write(&truncated, &std::fs::read(lfw_faces()).unwrap()[..20_000]).unwrap();
-    let error = one_line_error(eigenfaces().arg("--input").arg(&truncated).arg("--out").arg(dir.path().join("out")));
+    let error = one_line_error(
+        &eigenfaces().arg("--input").arg(&truncated).arg("--out").arg(dir.path().join("out")).output().unwrap(),
+    );
     assert!(error.contains("truncated.npy: not a readable .npy array") && error.contains("data bytes"), "{error}");
 
     let flat = dir.path().join("flat.npy");
     npy::write_f64(&flat, &[1.0, 2.0, 3.0], &[3]).unwrap();
-    let error = one_line_error(eigenfaces().arg("--input").arg(&flat).arg("--out").arg(dir.path().join("out")));
+    let error = one_line_error(
+        &eigenfaces().arg("--input").arg(&flat).arg("--out").arg(dir.path().join("out")).output().unwrap(),
+    );
     assert!(error.contains("flat.npy: shape [3]; expected (N, h, w)"), "{error}");
 
-    let error = one_line_error(eigenfaces().arg("--input").arg(lfw_faces()).args(["--size", "20x30"]));
+    let error =
+        one_line_error(&eigenfaces().arg("--input").arg(lfw_faces()).args(["--size", "20x30"]).output().unwrap());
     assert!(error.contains("holds 25x25 images but --size 20x30"), "{error}");
 
-    let error = one_line_error(eigenfaces().args(["--input", "no/such/faces"]));
+    let error = one_line_error(&eigenfaces().args(["--input", "no/such/faces"]).output().unwrap());
     assert!(error.contains("no/such/faces: not found"), "{error}");
 
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     std::fs::write(empty.join("notes.txt"), "not a face").unwrap();
-    let error = one_line_error(eigenfaces().arg("--input").arg(&empty));
+    let error = one_line_error(&eigenfaces().arg("--input").arg(&empty).output().unwrap());
     assert!(error.contains("no image files"), "{error}");
 
     let broken = dir.path().join("broken");
     std::fs::create_dir_all(broken.join("s1")).unwrap();
     std::fs::write(broken.join("s1/1.pgm"), "P5\n16 16\n255\nshort").unwrap();
-    let error = one_line_error(eigenfaces().arg("--input").arg(&broken));
+    let error = one_line_error(&eigenfaces().arg("--input").arg(&broken).output().unwrap());
     assert!(error.contains("s1/1.pgm: cannot decode"), "{error}");
 
     let not_components = dir.path().join("other.safetensors");
@@ -422,7 +414,9 @@ fn bad_inputs_get_one_line_errors() {
     .unwrap();
     let face = dir.path().join("face.png");
     image::GrayImage::new(25, 25).save(&face).unwrap();
-    let error = one_line_error(eigenfaces().arg("project").arg("--components").arg(&not_components).arg(&face));
+    let error = one_line_error(
+        &eigenfaces().arg("project").arg("--components").arg(&not_components).arg(&face).output().unwrap(),
+    );
     assert!(error.contains("other.safetensors: not an eigenfaces components file"), "{error}");
 }
 
@@ -475,7 +469,9 @@ fn one_image_as_input_says_what_input_takes() {
     let dir = tempfile::tempdir().unwrap();
     let face = dir.path().join("1.pgm");
     std::fs::copy(orl_faces().join("s1/1.pgm"), &face).unwrap();
-    let error = one_line_error(eigenfaces().arg("--input").arg(&face).arg("--out").arg(dir.path().join("run")));
+    let error = one_line_error(
+        &eigenfaces().arg("--input").arg(&face).arg("--out").arg(dir.path().join("run")).output().unwrap(),
+    );
     assert!(
         error.contains("1.pgm: one image; --input takes a .npy array of faces or a folder of face images"),
         "{error}"
@@ -499,7 +495,9 @@ fn reconstruction_errors_say_per_face_and_per_pixel_and_constant_faces_are_refus
     let dir = tempfile::tempdir().unwrap();
     let same = dir.path().join("same.npy");
     npy::write_f64(&same, &[0.5; 4 * 25], &[4, 25]).unwrap();
-    let error = one_line_error(eigenfaces().arg("--input").arg(&same).arg("--out").arg(dir.path().join("run")));
+    let error = one_line_error(
+        &eigenfaces().arg("--input").arg(&same).arg("--out").arg(dir.path().join("run")).output().unwrap(),
+    );
     assert!(error.contains("the 4 faces are one image repeated (total variance 0"), "{error}");
     assert!(!dir.path().join("run").exists(), "a refused run leaves no folder");
 }

@@ -4,22 +4,14 @@
 #![cfg(tchlab_data)]
 
 mod common;
+use common::{png_size, stdout, temp_dir};
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn temp_dir() -> tempfile::TempDir {
-    std::fs::create_dir_all(common::repo().join("target/test-runs")).unwrap();
-    tempfile::tempdir_in(common::repo().join("target/test-runs")).unwrap()
 }
 
 /// (phase, loss, acc) per metrics.csv row, header checked.
@@ -37,11 +29,6 @@ fn metrics(out: &Path) -> Vec<(String, f64, f64)> {
 
 fn summary(out: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap()
-}
-
-fn png_size(path: &Path) -> (u32, u32) {
-    let image = image::open(path).unwrap_or_else(|e| panic!("{}: not a valid PNG: {e}", path.display()));
-    (image.width(), image.height())
 }
 
 fn train(args: &[&str], data: &Path, out: &Path) -> Output {
@@ -81,33 +68,32 @@ fn assert_run_outputs(out: &Path, epochs: usize) {
 
 #[test]
 fn help_lists_the_options() {
-    let help = stdout(&common::run_ok(common::finetune().arg("--help")));
-    for option in [
-        "--mode",
-        "--arch",
-        "--data",
-        "--weights",
-        "--epochs",
-        "--batch-size",
-        "--lr",
-        "--momentum",
-        "--step-size",
-        "--gamma",
-        "--seed",
-        "--device",
-        "--out",
-        "--workers",
-        "--cache-features",
-        "--cache-mb",
-        "--amp",
-        "--resume",
-        "predict",
-        "eval",
-    ] {
-        assert!(help.contains(option), "--help lacks {option}:\n{help}");
-    }
-    let help = stdout(&common::run_ok(common::finetune().args(["predict", "--help"])));
-    assert!(help.contains("--checkpoint") && help.contains("--json") && help.contains("--top-k"));
+    common::assert_help_lists(
+        common::finetune().arg("--help"),
+        &[
+            "--mode",
+            "--arch",
+            "--data",
+            "--weights",
+            "--epochs",
+            "--batch-size",
+            "--lr",
+            "--momentum",
+            "--step-size",
+            "--gamma",
+            "--seed",
+            "--device",
+            "--out",
+            "--workers",
+            "--cache-features",
+            "--cache-mb",
+            "--amp",
+            "--resume",
+            "predict",
+            "eval",
+        ],
+    );
+    common::assert_help_lists(common::finetune().args(["predict", "--help"]), &["--checkpoint", "--json", "--top-k"]);
 }
 
 #[test]

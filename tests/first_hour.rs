@@ -9,21 +9,13 @@
 #![cfg(tchlab_data)]
 
 mod common;
+use common::{temp_dir, text};
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
-
-fn temp_dir() -> tempfile::TempDir {
-    std::fs::create_dir_all(common::repo().join("target/test-runs")).unwrap();
-    tempfile::tempdir_in(common::repo().join("target/test-runs")).unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// Six images per class and split: quick runs on real photos.
 fn small_data() -> &'static Path {

@@ -4,15 +4,7 @@
 #![cfg(tchlab_data)]
 
 mod common;
-
-fn stdout(output: &std::process::Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn png_size(path: &std::path::Path) -> (u32, u32) {
-    let image = image::open(path).unwrap_or_else(|e| panic!("{}: not a valid PNG: {e}", path.display()));
-    (image.width(), image.height())
-}
+use common::{files_in, png_size, stdout};
 
 /// The value after `key = ` on the line starting with `line_start`.
 fn number_after(text: &str, line_start: &str, key: &str) -> f64 {
@@ -26,12 +18,11 @@ fn number_after(text: &str, line_start: &str, key: &str) -> f64 {
 
 #[test]
 fn help_lists_the_options() {
-    let help = stdout(&common::run_ok(common::mnist().arg("--help")));
-    assert!(help.contains("mlp") && help.contains("cnn"));
-    let help = stdout(&common::run_ok(common::mnist().args(["mlp", "--help"])));
-    for option in ["--hidden", "--grad", "--epochs", "--batch-size", "--lr", "--seed", "--device", "--out", "--data"] {
-        assert!(help.contains(option), "mnist mlp --help lacks {option}");
-    }
+    common::assert_help_lists(common::mnist().arg("--help"), &["mlp", "cnn"]);
+    common::assert_help_lists(
+        common::mnist().args(["mlp", "--help"]),
+        &["--hidden", "--grad", "--epochs", "--batch-size", "--lr", "--seed", "--device", "--out", "--data"],
+    );
 }
 
 /// The options of a `--help` text: (the option's line, the lines describing it).
@@ -144,17 +135,6 @@ fn explicit_backward_and_autograd_train_to_the_same_accuracy() {
     let (manual, autograd) = (run("manual"), run("autograd"));
     assert!((manual - autograd).abs() <= 0.002, "manual {manual} vs autograd {autograd}");
     assert!(manual > 0.9);
-}
-
-/// The names of the files in `dir`, sorted.
-fn files_in(dir: &std::path::Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .map(|name| if name.starts_with("events.out.tfevents.") { "events.out.tfevents.*".into() } else { name })
-        .collect();
-    names.sort();
-    names
 }
 
 /// The README's "Using `mnist`" section.

@@ -5,16 +5,12 @@
 #![cfg(tchlab_data)]
 
 mod common;
+use common::temp_dir;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-
-fn temp_dir() -> tempfile::TempDir {
-    std::fs::create_dir_all(common::repo().join("target/test-runs")).unwrap();
-    tempfile::tempdir_in(common::repo().join("target/test-runs")).unwrap()
-}
 
 /// A small ants/bees folder shared by these tests.
 fn small_data() -> &'static Path {

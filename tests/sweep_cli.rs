@@ -7,24 +7,16 @@
 #![cfg(tchlab_data)]
 
 mod common;
+use common::{stdout, temp_dir, text};
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 fn tiny_data() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| common::small_ants_bees("sweep-ants-bees", 4))
-}
-
-fn temp_dir() -> tempfile::TempDir {
-    std::fs::create_dir_all(common::repo().join("target/test-runs")).unwrap();
-    tempfile::tempdir_in(common::repo().join("target/test-runs")).unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// A sweep file in `dir` over `grid`, on the tiny folder, `epochs` each.
@@ -50,10 +42,6 @@ fn failure(command: &mut Command) -> String {
     let stderr = text(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
     stderr
-}
-
-fn stdout(output: &Output) -> String {
-    text(&output.stdout)
 }
 
 fn wait_for(what: &str, child: &mut Child, done: impl Fn() -> bool) {

@@ -8,22 +8,13 @@
 #![cfg(tchlab_data)]
 
 mod common;
+use common::{caption, course_fixture, files_in, read_json};
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn caption() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_caption"));
-    cmd.current_dir(common::repo()).env_remove("RUST_BACKTRACE");
-    cmd
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
-}
 
 /// Spawns `cmd` with stdout piped and waits for a line starting with
 /// `line_start` (panics if the process ends first or after two minutes).
@@ -163,12 +154,6 @@ fn resume_keeps_the_run_recipe() {
     );
 }
 
-fn course_fixture(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let script = common::repo().join("tests/fixtures/make_coco_captioning.py");
-    common::run_ok(Command::new(common::python()).arg(script).arg(dir));
-}
-
 fn caption_train(data: &Path, out: &Path, epochs: &str) -> Command {
     let mut cmd = caption();
     cmd.args([
@@ -204,7 +189,7 @@ fn caption_numbers(summary: &Value) -> Vec<Value> {
 fn a_caption_run_killed_mid_epoch_resumes_to_the_same_numbers() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("coco_captioning");
-    course_fixture(&data);
+    course_fixture(&data, &[]);
     let through = tmp.path().join("through");
     common::run_ok(&mut caption_train(&data, &through, "6"));
     let expected = caption_numbers(&read_json(&through.join("summary.json")));
@@ -230,13 +215,6 @@ fn assert_refused(cmd: &mut Command, out: &Path) {
     assert_eq!(stderr.lines().filter(|l| l.starts_with("error")).count(), 1, "{stderr}");
 }
 
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    names.sort();
-    names
-}
-
 #[test]
 fn every_tool_refuses_a_second_run_into_the_same_out_and_overwrite_replaces_it_whole() {
     let tmp = tempfile::tempdir().unwrap();
@@ -255,7 +233,7 @@ fn every_tool_refuses_a_second_run_into_the_same_out_and_overwrite_replaces_it_w
     assert!(text.contains("  hidden 10 epoch 0/0") && !text.contains("resuming"), "trained afresh:\n{text}");
 
     let data = tmp.path().join("coco_captioning");
-    course_fixture(&data);
+    course_fixture(&data, &[]);
     let caption_out = tmp.path().join("caption");
     common::run_ok(&mut caption_train(&data, &caption_out, "1"));
     assert_refused(&mut caption_train(&data, &caption_out, "1"), &caption_out);
@@ -313,7 +291,7 @@ fn run_toml_runs_a_run_again_and_flags_given_beside_it_win() {
     assert_eq!(stderr.trim(), format!("error: --config {}: unexpected argument '--momentum' found", bad.display()));
 
     let data = tmp.path().join("coco_captioning");
-    course_fixture(&data);
+    course_fixture(&data, &[]);
     let caption_first = tmp.path().join("caption-first");
     common::run_ok(&mut caption_train(&data, &caption_first, "2"));
     let caption_again = tmp.path().join("caption-again");

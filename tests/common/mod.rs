@@ -5,8 +5,9 @@
 
 pub mod gradcheck;
 
+use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 pub fn repo() -> PathBuf {
@@ -74,6 +75,66 @@ pub fn run_ok(cmd: &mut Command) -> std::process::Output {
     output
 }
 
+/// A fresh folder under `target/test-runs`, removed when dropped.
+pub fn temp_dir() -> tempfile::TempDir {
+    std::fs::create_dir_all(repo().join("target/test-runs")).unwrap();
+    tempfile::tempdir_in(repo().join("target/test-runs")).unwrap()
+}
+
+/// Bytes (a command's stdout or stderr) as text, invalid UTF-8 replaced.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A command's stdout as text.
+pub fn stdout(output: &Output) -> String {
+    text(&output.stdout)
+}
+
+/// The JSON in the file at `path`, panicking with the path when it cannot be read.
+pub fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+/// The (width, height) of the PNG at `path`, decoded whole so a broken image fails.
+pub fn png_size(path: &Path) -> (u32, u32) {
+    let image = image::open(path).unwrap_or_else(|e| panic!("{}: not a valid PNG: {e}", path.display()));
+    (image.width(), image.height())
+}
+
+/// The names of the files in `dir`, sorted (TensorBoard event files as `events.out.tfevents.*`).
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .map(|name| if name.starts_with("events.out.tfevents.") { "events.out.tfevents.*".into() } else { name })
+        .collect();
+    names.sort();
+    names
+}
+
+/// The stderr (less the banner) of a failed command: exit 1 and one `error: ` line.
+pub fn one_line_error(output: &Output) -> String {
+    one_line_exit(output, 1)
+}
+
+/// The stderr (less the banner) of a command that exited with `code`: one `error: ` line.
+pub fn one_line_exit(output: &Output, code: i32) -> String {
+    let stderr = stderr_after_banner(output);
+    assert_eq!(output.status.code(), Some(code), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "not one line: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    stderr
+}
+
+/// Asserts that the `--help` printed by `cmd` names every one of `options`.
+pub fn assert_help_lists(cmd: &mut Command, options: &[&str]) {
+    let help = stdout(&run_ok(cmd));
+    for option in options {
+        assert!(help.contains(option), "{cmd:?} lacks {option}:\n{help}");
+    }
+}
+
 /// Whether `line` is the banner every tool prints first on stderr
 /// (`tchlab::cli::Banner`: `TOOL VERSION | device: … | …`).
 pub fn is_banner(line: &str) -> bool {
@@ -108,6 +169,18 @@ pub fn quick_mnist_mlp(out: &Path) -> Command {
         .arg("--out")
         .arg(out);
     cmd
+}
+
+/// A `caption` command run from the repo root, as [`finetune`].
+pub fn caption() -> Command {
+    binary(env!("CARGO_BIN_EXE_caption"))
+}
+
+/// Writes the course's `coco_captioning` fixture (h5py) into `dir`, passing `flags` to the script.
+pub fn course_fixture(dir: &Path, flags: &[&str]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let script = repo().join("tests/fixtures/make_coco_captioning.py");
+    run_ok(Command::new(python()).arg(script).arg(dir).args(flags));
 }
 
 pub fn eigenfaces() -> Command {
