@@ -80,16 +80,16 @@ fn exit_after(err: &clap::Error) -> ! {
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct RunArgs {
     /// Replace the run in --out (once this one has saved its first epoch) [default: refuse a folder holding a run].
-    #[arg(long)]
+    #[arg(help_heading = HOW_IT_RUNS, long)]
     pub overwrite: bool,
     /// Continue the stopped run in DIR with its own options (only --threads and --device may be given with it) [default: a new run].
-    #[arg(long, value_name = "DIR")]
+    #[arg(help_heading = HOW_IT_RUNS, long, value_name = "DIR")]
     pub resume: Option<std::path::PathBuf>,
     /// libtorch's compute threads [default: libtorch's choice, one per core].
-    #[arg(long, value_name = "N", value_parser = parse::at_least_one, allow_negative_numbers = true)]
+    #[arg(help_heading = HOW_IT_RUNS, long, value_name = "N", value_parser = parse::at_least_one, allow_negative_numbers = true)]
     pub threads: Option<usize>,
     /// Options from a TOML file, keys as the flags are named (a run's run.toml runs it again); flags given here win [default: none: the flags and their defaults].
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = HOW_IT_RUNS, long, value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
 }
 
@@ -98,7 +98,7 @@ pub struct RunArgs {
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ThreadsArg {
     /// libtorch's compute threads [default: libtorch's choice, one per core].
-    #[arg(long, value_name = "N", value_parser = parse::at_least_one, allow_negative_numbers = true)]
+    #[arg(help_heading = HOW_IT_RUNS, long, value_name = "N", value_parser = parse::at_least_one, allow_negative_numbers = true)]
     pub threads: Option<usize>,
 }
 
@@ -161,8 +161,30 @@ impl Banner<'_> {
     }
 }
 
-/// What may be given beside `--resume`.
-pub const RESUMABLE: &[&str] = &["threads", "device"];
+/// The `--help` heading of the options that say how a run is carried out,
+/// not what it is. It is the one definition of the recipe: an option under
+/// it is never compared between a run and a sweep point nor shown as a
+/// report column, and (but for the run folder's own options) may be given
+/// beside `--resume`; every other option is the recipe.
+pub const HOW_IT_RUNS: &str = "How the run is carried out";
+
+/// Options about the run folder itself, which `--resume DIR` replaces.
+const RUN_FOLDER: &[&str] = &["out", "overwrite", "resume", "config"];
+
+/// The ids of the options of `A` listed under [`HOW_IT_RUNS`].
+pub fn how_it_runs<A: clap::Args>() -> std::collections::BTreeSet<String> {
+    A::augment_args(clap::Command::new("options"))
+        .get_arguments()
+        .filter(|arg| arg.get_help_heading() == Some(HOW_IT_RUNS))
+        .map(|arg| arg.get_id().to_string())
+        .collect()
+}
+
+/// The options of `A` that may be given beside `--resume`: how the run is
+/// carried out, but not where it is.
+pub fn resumable<A: clap::Args>() -> std::collections::BTreeSet<String> {
+    how_it_runs::<A>().into_iter().filter(|id| !RUN_FOLDER.contains(&id.as_str())).collect()
+}
 
 /// The ids of the options given on the command line to the subcommand of
 /// `T` that `matches` holds (arguments only: clap's groups are left out).
@@ -183,9 +205,9 @@ pub fn resumed_options<T: serde::de::DeserializeOwned>(
     dir: &std::path::Path,
     tool: &str,
     given: &std::collections::BTreeSet<String>,
-    allowed: &[&str],
+    allowed: &std::collections::BTreeSet<String>,
 ) -> anyhow::Result<T> {
-    let refused = given.iter().find(|id| id.as_str() != "resume" && !allowed.contains(&id.as_str()));
+    let refused = given.iter().find(|id| id.as_str() != "resume" && !allowed.contains(id.as_str()));
     if let Some(refused) = refused {
         let allowed: Vec<String> = allowed.iter().map(|id| format!("--{}", id.replace('_', "-"))).collect();
         anyhow::bail!(

@@ -21,7 +21,7 @@ use tch::Device;
 #[derive(Debug, Clone, clap::Args, serde::Serialize, serde::Deserialize)]
 pub struct DeviceArg {
     /// Where tensors live: auto (CUDA when libtorch sees a GPU), cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    #[arg(help_heading = crate::cli::HOW_IT_RUNS, long, default_value = "auto", value_name = "DEVICE")]
     pub device: String,
 }
 

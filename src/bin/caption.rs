@@ -120,7 +120,8 @@ fn resolve(args: TrainArgs, given: &BTreeSet<String>) -> Result<(TrainArgs, Star
         )?;
         return Ok((TrainArgs { out: Some(out), ..args.with_paths_resolved() }, Start::Fresh));
     };
-    let mut saved: TrainArgs = tchlab::cli::resumed_options(&dir, "caption train", given, tchlab::cli::RESUMABLE)?;
+    let mut saved: TrainArgs =
+        tchlab::cli::resumed_options(&dir, "caption train", given, &tchlab::cli::resumable::<TrainArgs>())?;
     saved.out = Some(std::path::absolute(&dir)?);
     saved.run = args.run;
     if given.contains("device") {

@@ -79,7 +79,7 @@ fn resolve<T: clap::Args + FromArgMatches + Serialize + serde::de::DeserializeOw
     };
     let run = common(&mut args).run.clone();
     let device = common(&mut args).device.clone();
-    let mut saved: T = tchlab::cli::resumed_options(&dir, tool, given, tchlab::cli::RESUMABLE)?;
+    let mut saved: T = tchlab::cli::resumed_options(&dir, tool, given, &tchlab::cli::resumable::<T>())?;
     let saved_common = common(&mut saved);
     saved_common.out = Some(dir.clone());
     saved_common.run = run;

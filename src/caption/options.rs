@@ -66,7 +66,7 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value = "best")]
     pub keep: Keep,
     /// Output folder [default: runs/caption-<cell>, or the next free runs/caption-<cell>-N].
-    #[arg(long, value_name = "DIR")]
+    #[arg(help_heading = crate::cli::HOW_IT_RUNS, long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     #[command(flatten)]
     #[serde(skip)]

@@ -89,9 +89,14 @@ fn default_cache_mb() -> u64 {
     crate::data::loader::DEFAULT_PIXEL_BUDGET_MB
 }
 
-/// Options that may be given with `--resume`: they change how the run is
-/// carried out or extend it, not its recipe.
-const RESUMABLE: &[&str] = &["epochs", "data", "workers", "threads", "cache_mb", "force"];
+/// Options that may be given with `--resume`: how the run is carried out
+/// (`crate::cli::resumable`), and `--epochs` (which extends it) and
+/// `--data` (the same data where it now lives).
+fn resumable() -> BTreeSet<String> {
+    let mut ids = crate::cli::resumable::<TrainOptions>();
+    ids.extend(["epochs".to_owned(), "data".to_owned()]);
+    ids
+}
 
 impl FinetuneConfig {
     /// The learning rate of each epoch.
@@ -175,16 +180,17 @@ impl FinetuneConfig {
     }
 
     /// The saved config of the run in `out`, with the options given beside
-    /// `--resume` applied: those in `RESUMABLE` change it (`--epochs` extends
+    /// `--resume` applied: those [`resumable`] allows change it (`--epochs` extends
     /// the run), any other is refused in one line.
     pub fn resume(saved_json: &str, out: &Path, options: &TrainOptions, given: &BTreeSet<String>) -> Result<Self> {
         let mut config: FinetuneConfig = serde_json::from_str(saved_json)
             .with_context(|| format!("{}: the saved run config does not parse", out.display()))?;
-        if let Some(refused) = given.iter().find(|id| !RESUMABLE.contains(&id.as_str())) {
+        let allowed = resumable();
+        if let Some(refused) = given.iter().find(|id| !allowed.contains(id.as_str())) {
             bail!(
                 "--resume continues the run's own recipe: --{} cannot be given with it (allowed: {}); start a new run with --out to change it",
                 refused.replace('_', "-"),
-                RESUMABLE.iter().map(|id| format!("--{}", id.replace('_', "-"))).collect::<Vec<_>>().join(", ")
+                allowed.iter().map(|id| format!("--{}", id.replace('_', "-"))).collect::<Vec<_>>().join(", ")
             );
         }
         let mut check = options.clone();

@@ -97,23 +97,24 @@ pub struct TrainOptions {
     #[command(flatten)]
     pub seed: crate::cli::SeedArg,
     #[arg(
+        help_heading = crate::cli::HOW_IT_RUNS,
         long,
         value_name = "DIR",
         help = "Output folder [default: runs/<arch>-<mode>, or the next free runs/<arch>-<mode>-N]"
     )]
     pub out: Option<PathBuf>,
     /// Replace what an existing --out folder holds.
-    #[arg(long)]
+    #[arg(help_heading = crate::cli::HOW_IT_RUNS, long)]
     pub overwrite: bool,
     /// Threads that decode and augment images [default: one per CPU].
-    #[arg(long)]
+    #[arg(help_heading = crate::cli::HOW_IT_RUNS, long)]
     pub workers: Option<usize>,
     /// libtorch's compute threads [default: libtorch's choice, or OMP_NUM_THREADS].
-    #[arg(long)]
+    #[arg(help_heading = crate::cli::HOW_IT_RUNS, long)]
     pub threads: Option<usize>,
     /// Memory for decoded images in MB (train split first); images beyond it
     /// are kept as file bytes and decoded at each use: slower, same results.
-    #[arg(long, value_name = "MB", default_value_t = crate::data::loader::DEFAULT_PIXEL_BUDGET_MB)]
+    #[arg(help_heading = crate::cli::HOW_IT_RUNS, long, value_name = "MB", default_value_t = crate::data::loader::DEFAULT_PIXEL_BUDGET_MB)]
     pub cache_mb: u64,
     /// feature-extract only: compute train features once (no augmentation) and train the head on them.
     #[arg(long)]
@@ -128,7 +129,7 @@ pub struct TrainOptions {
     #[arg(long, value_enum, default_value = "fp32")]
     pub precision: Precision,
     /// Run what the machine would run slowly: --precision bf16 on a CPU without bf16 instructions.
-    #[arg(long)]
+    #[arg(help_heading = crate::cli::HOW_IT_RUNS, long)]
     pub force: bool,
 }
 

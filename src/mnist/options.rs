@@ -62,7 +62,7 @@ pub struct Common {
     #[arg(long, value_name = "N", default_value = "all", value_parser = train_limit, allow_negative_numbers = true)]
     pub train_limit: TrainLimit,
     /// Folder for the results, the run state and TensorBoard events [default: runs/mnist-<mlp|cnn>, or the next free runs/mnist-<mlp|cnn>-N].
-    #[arg(long, value_name = "DIR")]
+    #[arg(help_heading = crate::cli::HOW_IT_RUNS, long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     #[command(flatten)]
     #[serde(skip)]

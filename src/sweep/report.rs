@@ -451,7 +451,7 @@ fn option_texts(tool: Tool, config: &serde_json::Value) -> Result<BTreeMap<Strin
     };
     Ok(fields
         .into_iter()
-        .filter(|(key, _)| Tool::is_reported(key))
+        .filter(|(key, _)| tool.is_reported(key))
         .map(|(key, value)| (key.replace('_', "-"), text(value)))
         .collect())
 }

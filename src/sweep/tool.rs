@@ -26,10 +26,6 @@ pub enum Tool {
 
 pub const TOOLS: [Tool; 4] = [Tool::Finetune, Tool::MnistMlp, Tool::MnistCnn, Tool::CaptionTrain];
 
-/// Options that say how a run is carried out, not what it is: never compared
-/// between a run and its point, never a column of a report.
-const HOW_IT_RUNS: &[&str] = &["out", "overwrite", "resume", "threads", "workers", "cache_mb", "device"];
-
 /// A finished run's numbers, as its tool's summary gives them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Headline {
@@ -120,16 +116,27 @@ impl Tool {
         self == Tool::Finetune
     }
 
+    /// The options that say how a run is carried out, not what it is, as
+    /// the tool's own options type lists them (`crate::cli::HOW_IT_RUNS`).
+    fn how_it_runs(self) -> BTreeSet<String> {
+        match self {
+            Tool::Finetune => crate::cli::how_it_runs::<TrainOptions>(),
+            Tool::MnistMlp => crate::cli::how_it_runs::<crate::mnist::options::MlpArgs>(),
+            Tool::MnistCnn => crate::cli::how_it_runs::<crate::mnist::options::CnnArgs>(),
+            Tool::CaptionTrain => crate::cli::how_it_runs::<crate::caption::options::TrainArgs>(),
+        }
+    }
+
     /// Whether option `id` of a saved config is part of the run's recipe
     /// (what a sweep point must match), as opposed to how it is carried out,
     /// where its data lives or, for a tool that extends runs, how long.
     pub fn is_recipe(self, id: &str) -> bool {
-        !HOW_IT_RUNS.contains(&id) && id != "data" && !(id == "epochs" && self.extends_runs())
+        self.is_reported(id) && id != "data" && !(id == "epochs" && self.extends_runs())
     }
 
     /// Whether option `id` is a column a report may show.
-    pub fn is_reported(id: &str) -> bool {
-        !HOW_IT_RUNS.contains(&id)
+    pub fn is_reported(self, id: &str) -> bool {
+        !self.how_it_runs().contains(id)
     }
 
     /// The resolved config of a point (what the tool saves with its run),
@@ -286,6 +293,21 @@ mod tests {
         assert!(Tool::MnistMlp.is_recipe("hidden"));
         assert!(!Tool::CaptionTrain.is_recipe("device"));
         assert!(!Tool::MnistCnn.is_recipe("data"));
+    }
+
+    #[test]
+    fn the_recipe_is_every_option_but_how_the_run_is_carried_out() {
+        let set = |ids: &[&str]| ids.iter().map(|id| id.to_string()).collect::<BTreeSet<_>>();
+        let finetune = set(&["out", "overwrite", "workers", "threads", "cache_mb", "force"]);
+        assert_eq!(crate::cli::how_it_runs::<TrainOptions>(), finetune);
+        let tool = set(&["out", "overwrite", "resume", "threads", "config", "device"]);
+        assert_eq!(crate::cli::how_it_runs::<crate::mnist::options::MlpArgs>(), tool);
+        assert_eq!(crate::cli::how_it_runs::<crate::caption::options::TrainArgs>(), tool);
+        assert_eq!(crate::cli::resumable::<crate::mnist::options::CnnArgs>(), set(&["threads", "device"]));
+        for tool in TOOLS {
+            assert!(tool.is_recipe("seed") && !tool.is_recipe("threads") && !tool.is_reported("out"), "{tool:?}");
+        }
+        assert!(!Tool::Finetune.is_recipe("force") && Tool::Finetune.is_recipe("precision"));
     }
 
     #[test]
