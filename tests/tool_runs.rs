@@ -134,7 +134,7 @@ fn resume_keeps_the_run_recipe() {
     let output = common::mnist().args(["mlp", "--resume"]).arg(&out).args(["--lr", "0.01"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("--lr cannot be given with it (allowed: --threads, --device)"), "{stderr}");
+    assert!(stderr.contains("--lr cannot be given with it (allowed: --device, --threads)"), "{stderr}");
     // How it runs may change: a sweep resumes a point on the device it has free.
     let output = common::mnist()
         .args(["mlp", "--resume"])

@@ -20,12 +20,11 @@ use crate::report::plots::{self, CaptionPanel, Chart, Series};
 use crate::report::tensorboard::LazyEvents;
 use crate::report::Reporter;
 use crate::run_dir::{RunDir, Start, Summary, BEST_MODEL_FILE, RUN_CONFIG_FILE, STATE_FILE};
-use crate::train::engine::{self, EpochRecord, KeepRule, Task, TrainState};
+use crate::train::engine::{self, EpochRecord, KeepRule, StateCard, Task, TrainState};
 use crate::train::minibatch::{Recipe, RowTask, Rows};
 use anyhow::{Context, Result};
 use plotters::prelude::{RGBColor, SeriesLabelPosition};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 use tch::nn::VarStore;
@@ -148,10 +147,7 @@ pub fn run(
             state
         }
     };
-    let metadata = HashMap::from([
-        ("config".to_owned(), serde_json::to_string(&options.config)?),
-        ("tool".to_owned(), TOOL.to_owned()),
-    ]);
+    let state_card = StateCard::new(Some(TOOL), &options.config)?;
     let run_toml = crate::run_dir::options_toml(TOOL, &options.config)?;
     let mut events = LazyEvents::new(out.path());
     let last_epoch = options.schedule.epochs.saturating_sub(1);
@@ -178,7 +174,7 @@ pub fn run(
         if kept_now {
             saved::save(&out.file(BEST_MODEL_FILE), &store, &card(record.epoch, record.score("val_loss")))?;
         }
-        state.save(&out.file(STATE_FILE), rows, metadata.clone())?;
+        state.save(&out.file(STATE_FILE), rows, &state_card)?;
         out.mark_saved();
         out.write(RUN_CONFIG_FILE, run_toml.as_bytes())
     });

@@ -2,7 +2,7 @@
 //! (the epoch the engine kept, saved with its [`ModelCard`]) and the
 //! resumable state, the engine's [`TrainState`] written atomically after
 //! every epoch (`state.safetensors`) with the run's config and its history
-//! as metadata beside it (what `--resume`, sweeps and reports read). Random
+//! in its card beside it (what `--resume`, sweeps and reports read). Random
 //! streams derive from (seed, epoch), so no RNG state is stored. States
 //! saved before every tool shared one engine (`epochs_done`, `best_acc`,
 //! `best_epoch`, `best.*` tensors) still resume.
@@ -13,12 +13,13 @@
 use crate::grad::Params;
 use crate::metrics::{EpochRow, History};
 use crate::persist::model_card::ModelCard;
-use crate::persist::safetensors;
 use crate::persist::weights::read_named_tensors;
+use crate::persist::{card, safetensors};
 use crate::run_dir::state_path;
-use crate::train::engine::{EpochRecord, Kept, SavedProgress, Scores, Task, TrainState, PROGRESS_KEY};
+use crate::train::engine::{EpochRecord, Kept, SavedProgress, Scores, StateCard, Task, TrainState};
 use crate::train::optim::Optimizer;
 use anyhow::{Context, Result};
+use serde::Serialize;
 use std::collections::HashMap;
 use std::path::Path;
 use tch::Tensor;
@@ -38,12 +39,9 @@ pub fn save_best(path: &Path, kept: &Kept, card: &ModelCard) -> Result<()> {
 
 /// Writes the run state of `out`: `state` with `task`'s live tensors, the
 /// config (JSON) and the history as metadata.
-pub fn save_state(out: &Path, state: &TrainState, task: &dyn Task, config_json: String) -> Result<()> {
-    let metadata = HashMap::from([
-        ("config".to_owned(), config_json),
-        ("history".to_owned(), serde_json::to_string(&history_of(&state.epochs))?),
-    ]);
-    state.save(&state_path(out), task, metadata)
+pub fn save_state(out: &Path, state: &TrainState, task: &dyn Task, config: &impl Serialize) -> Result<()> {
+    let history = Some(serde_json::to_value(history_of(&state.epochs))?);
+    state.save(&state_path(out), task, &StateCard { history, ..StateCard::new(None, config)? })
 }
 
 /// The run state of `out`, copied into the live `model` tensors and
@@ -55,11 +53,11 @@ pub fn load_state(
     optimizer: Box<dyn Optimizer>,
 ) -> Result<TrainState> {
     let path = state_path(out);
-    let metadata = safetensors::read_metadata(&path)?;
-    if metadata.contains_key(PROGRESS_KEY) {
+    let card: StateCard = card::read(&path)?;
+    if card.progress.is_some() {
         return Ok(TrainState::load(&path, model, params, optimizer)?.0);
     }
-    let progress = legacy_progress(&metadata, &path)?;
+    let progress = legacy_progress(&safetensors::read_metadata(&path)?, &path)?;
     let tensors = legacy_names(read_named_tensors(&path)?);
     TrainState::from_saved(&path, progress, &tensors, (model, params), optimizer)
 }

@@ -149,7 +149,7 @@ pub fn run(
     let mut best_val_probs: Option<Tensor> = None;
     let outcome = engine::fit(&mut task, &fit, &mut state, &mut |state, task| {
         // The state first: until it is saved, an earlier run in the folder stays whole.
-        checkpoint::save_state(&config.out, state, task, serde_json::to_string(config)?)?;
+        checkpoint::save_state(&config.out, state, task, config)?;
         out.mark_saved();
         out.write(RUN_CONFIG_FILE, config.to_options_toml()?.as_bytes())?;
         let record = state.epochs.last().expect("an epoch ended");

@@ -16,15 +16,15 @@ use crate::interrupt::Interrupt;
 use crate::layers::loss::accuracy;
 use crate::nets::cnn::ConvNetShape;
 use crate::nets::{Net, ThreeLayerConvNet, TwoLayerNet};
-use crate::persist::safetensors;
+use crate::persist::card;
 use crate::report::tensorboard::LazyEvents;
 use crate::report::Reporter;
 use crate::run_dir::{RunDir, Start, Summary, STATE_FILE};
-use crate::train::engine::{self, EpochRecord, KeepRule, Task, TrainState};
+use crate::train::engine::{self, EpochRecord, KeepRule, StateCard, Task, TrainState};
 use crate::train::minibatch::{Recipe, RowTask, Rows};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::{nn, Device, Tensor};
 
@@ -161,11 +161,10 @@ impl<'a> Run<'a> {
             Start::Resume => {
                 out.refuse_if_complete()?;
                 let path = out.file(STATE_FILE);
-                let metadata = safetensors::read_metadata(&path)?;
-                let text =
-                    metadata.get("stages").with_context(|| format!("{}: metadata stages missing", path.display()))?;
-                serde_json::from_str(text)
-                    .with_context(|| format!("{}: metadata stages does not parse", path.display()))?
+                let card: StateCard = card::read(&path)?;
+                let stages = card.stages.with_context(|| format!("{}: the state names no stages", path.display()))?;
+                serde_json::from_value(stages)
+                    .with_context(|| format!("{}: the state's stages do not parse", path.display()))?
             }
         };
         let events = LazyEvents::new(out.path());
@@ -178,7 +177,7 @@ impl<'a> Run<'a> {
         let path = self.out.file(STATE_FILE);
         let optimizer = self.spec.recipe.optimizer(rows.task.params());
         // Between stages the saved state holds no progress: the next starts afresh.
-        if self.spec.start == Start::Resume && safetensors::read_metadata(&path)?.contains_key(engine::PROGRESS_KEY) {
+        if self.spec.start == Start::Resume && card::read::<StateCard>(&path)?.progress.is_some() {
             let state = TrainState::load(&path, &rows.model(), rows.params(), optimizer)?.0;
             let after = state.epochs_done().saturating_sub(1);
             self.reporter.line(&format!("resuming {} after epoch {after} of this stage", self.out.path().display()));
@@ -227,15 +226,11 @@ fn save(
     stages: &Stages,
     state: Option<(&TrainState, &Rows<Classify>)>,
 ) -> Result<()> {
-    let metadata = HashMap::from([
-        ("config".to_owned(), serde_json::to_string(&spec.config)?),
-        ("stages".to_owned(), serde_json::to_string(stages)?),
-        ("tool".to_owned(), tool.to_owned()),
-    ]);
+    let card = StateCard { stages: Some(serde_json::to_value(stages)?), ..StateCard::new(Some(tool), &spec.config)? };
     let path = out.file(STATE_FILE);
     match state {
-        Some((state, rows)) => state.save(&path, rows, metadata)?,
-        None => safetensors::save(&path, &[], metadata)?,
+        Some((state, rows)) => state.save(&path, rows, &card)?,
+        None => card::save(&path, &[], &card)?,
     }
     out.mark_saved();
     out.write(crate::run_dir::RUN_CONFIG_FILE, crate::run_dir::options_toml(tool, &spec.config)?.as_bytes())

@@ -16,7 +16,7 @@
 use super::optim::Optimizer;
 use crate::grad::Params;
 use crate::interrupt::{Interrupt, Interrupted};
-use crate::persist::safetensors;
+use crate::persist::card::{self, Card};
 use crate::persist::weights::{check_complete, copy_by_name, read_named_tensors};
 use crate::report::Reporter;
 use anyhow::{bail, Context, Result};
@@ -134,15 +134,51 @@ pub struct TrainState {
 }
 
 /// The state's numbers that are not tensors, as saved.
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SavedProgress {
     pub epochs: Vec<EpochRecord>,
     pub batch_losses: Vec<f64>,
     pub kept: Option<(usize, f64)>,
 }
 
-/// The metadata key of [`SavedProgress`] in a state file.
-pub const PROGRESS_KEY: &str = "progress";
+/// What a state file says besides its tensors, as a [`Card`]: the run's
+/// options and tool, the engine's progress, and a tool's own progress
+/// beyond the engine's. Its fields are the keys states were saved with
+/// before the card, so older states still resume.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StateCard {
+    /// The tool that saved it (`mnist mlp`, `caption train`; none in finetune's states).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    /// The run's options as saved (what `--resume` reads back).
+    pub config: serde_json::Value,
+    /// What the engine carries from one epoch to the next (none between a tool's stages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<SavedProgress>,
+    /// Where a staged run stands (`mnist`'s sweep: sizes done, the retrain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stages: Option<serde_json::Value>,
+    /// The epochs as `metrics.csv` rows (`finetune`, for sweeps and reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<serde_json::Value>,
+}
+
+impl Card for StateCard {
+    const KIND: &'static str = "training state";
+
+    /// A state saved before the card had the same keys.
+    fn legacy(metadata: &HashMap<String, String>) -> Option<HashMap<String, String>> {
+        metadata.contains_key("config").then(|| metadata.clone())
+    }
+}
+
+impl StateCard {
+    /// The card of a run of `tool` (none for finetune) with options `config`.
+    pub fn new(tool: Option<&str>, config: &impl Serialize) -> Result<Self> {
+        let config = serde_json::to_value(config)?;
+        Ok(Self { tool: tool.map(str::to_owned), config, progress: None, stages: None, history: None })
+    }
+}
 
 impl TrainState {
     pub fn new(optimizer: Box<dyn Optimizer>) -> Self {
@@ -163,9 +199,9 @@ impl TrainState {
     }
 
     /// Writes the state with a task's live tensors (its [`Task::model`] and
-    /// [`Task::params`]) to `path` atomically, `metadata` beside it (the
-    /// caller's: its options, its own progress).
-    pub fn save(&self, path: &Path, task: &dyn Task, mut metadata: HashMap<String, String>) -> Result<()> {
+    /// [`Task::params`]) to `path` atomically, with `card` (the caller's
+    /// fields) holding the engine's progress.
+    pub fn save(&self, path: &Path, task: &dyn Task, card: &StateCard) -> Result<()> {
         let mut tensors: Vec<(String, Tensor)> =
             task.model().into_iter().map(|(name, t)| (format!("model.{name}"), t)).collect();
         let optimizer = self.optimizer.state(task.params());
@@ -178,27 +214,24 @@ impl TrainState {
             batch_losses: self.batch_losses.clone(),
             kept: self.kept.as_ref().map(|k| (k.epoch, k.score)),
         };
-        metadata.insert(PROGRESS_KEY.into(), serde_json::to_string(&progress)?);
-        safetensors::save(path, &tensors, metadata)
+        card::save(path, &tensors, &StateCard { progress: Some(progress), ..card.clone() })
     }
 
     /// The state saved at `path`, its model copied into a task's live
     /// `model` tensors and its optimizer's buffers (over `params`) into
-    /// `optimizer`; returns it with the file's metadata. Strict: a missing or
+    /// `optimizer`; returns it with the file's card. Strict: a missing or
     /// misshapen tensor is an error naming it.
     pub fn load(
         path: &Path,
         model: &[(String, Tensor)],
         params: &Params,
         optimizer: Box<dyn Optimizer>,
-    ) -> Result<(Self, HashMap<String, String>)> {
-        let metadata = safetensors::read_metadata(path)?;
-        let text =
-            metadata.get(PROGRESS_KEY).with_context(|| format!("{}: metadata progress missing", path.display()))?;
-        let progress: SavedProgress = serde_json::from_str(text)
-            .with_context(|| format!("{}: metadata progress does not parse", path.display()))?;
+    ) -> Result<(Self, StateCard)> {
+        let mut card: StateCard = card::read(path)?;
+        let progress =
+            card.progress.take().with_context(|| format!("{}: the state holds no epoch's progress", path.display()))?;
         let state = Self::from_saved(path, progress, &read_named_tensors(path)?, (model, params), optimizer)?;
-        Ok((state, metadata))
+        Ok((state, card))
     }
 
     /// The state of `progress` and the tensors saved with it (`model.`,
