@@ -4,7 +4,7 @@
 #![cfg(tchlab_data)]
 
 mod common;
-use common::{files_in, png_size, stdout};
+use common::{files_in, help_options, png_size, stdout};
 
 /// The value after `key = ` on the line starting with `line_start`.
 fn number_after(text: &str, line_start: &str, key: &str) -> f64 {
@@ -23,25 +23,6 @@ fn help_lists_the_options() {
         common::mnist().args(["mlp", "--help"]),
         &["--hidden", "--grad", "--epochs", "--batch-size", "--lr", "--seed", "--device", "--out", "--data"],
     );
-}
-
-/// The options of a `--help` text: (the option's line, the lines describing it).
-fn help_options(help: &str) -> Vec<(String, String)> {
-    let section = &help[help.find("Options:").unwrap_or_else(|| panic!("no Options: in\n{help}"))..];
-    let mut options: Vec<(String, String)> = Vec::new();
-    for line in section.lines().skip(1) {
-        let trimmed = line.trim_start();
-        let indent = line.len() - trimmed.len();
-        if trimmed.starts_with('-') && indent <= 6 {
-            // "  -h, --help  Print help" puts the description on the same line.
-            let (head, rest) = trimmed.split_once("  ").unwrap_or((trimmed, ""));
-            options.push((head.to_owned(), rest.trim().to_owned()));
-        } else if let Some((_, description)) = options.last_mut() {
-            *description += " ";
-            *description += line.trim();
-        }
-    }
-    options
 }
 
 /// Issue 20, defect 4: `--epochs`, `--out` and others had no description and

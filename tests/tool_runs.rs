@@ -206,6 +206,99 @@ fn a_caption_run_killed_mid_epoch_resumes_to_the_same_numbers() {
     assert_eq!(epochs_csv.lines().count(), 7, "{epochs_csv}");
 }
 
+/// Finding 2: Ctrl-C to `caption train` exits 130 saying how to resume once
+/// an epoch is saved, and a run that replaces an earlier one (`--overwrite`)
+/// leaves none of that run's `epochs.csv` or `loss_history.csv` (whole or
+/// cut short) beside its own state. Before its first epoch ends: nothing to
+/// resume, and no folder left.
+#[test]
+fn caption_ctrl_c_exits_130_and_says_how_to_resume_or_that_nothing_was_saved() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("coco_captioning");
+    course_fixture(&data, &[]);
+    let out = tmp.path().join("run");
+    common::run_ok(&mut caption_train(&data, &out, "1"));
+    assert!(out.join("epochs.csv").exists() && out.join("loss_history.csv").exists());
+
+    let mut replacing = caption_train(&data, &out, "400");
+    replacing.arg("--overwrite");
+    let mut child = spawn_until(&mut replacing, "Epoch 0/399");
+    let output = kill(&mut child, "-INT");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains(&format!("Resume with: caption train --resume {}", out.display())), "{stderr}");
+    assert_eq!(stderr.lines().filter(|l| l.starts_with("error")).count(), 1, "{stderr}");
+    let files = files_in(&out);
+    for stale in ["epochs.csv", "loss_history.csv", "summary.json"] {
+        assert!(!files.contains(&stale.to_owned()), "the earlier run's {stale} is left: {files:?}");
+    }
+
+    // Stopped before its first epoch ends (one epoch of 60 single-caption
+    // steps of a wide LSTM): nothing to resume, no folder left.
+    let early = tmp.path().join("early");
+    let mut slow = caption();
+    slow.args(["train", "--cell", "lstm", "--max-train", "60", "--batch-size", "1", "--hidden", "1024"])
+        .args(["--wordvec", "512", "--epochs", "1", "--threads", "1", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&early);
+    let mut child = spawn_until(&mut slow, "60 training captions");
+    let output = kill(&mut child, "-INT");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("nothing to resume yet"), "{stderr}");
+    assert!(!early.exists(), "a run that saved nothing leaves no folder");
+}
+
+/// Finding 2: Ctrl-C to `eigenfaces` stops it with exit 130 and one error
+/// line, saving nothing: no folder of its own left, and an earlier run in
+/// `--out` (replaced with `--overwrite`) left whole. Sent once the faces are
+/// loaded, the signal may come too late to stop the run (exit 0, a complete
+/// run), but the process is never killed by it nor leaves a folder half written.
+#[test]
+fn eigenfaces_ctrl_c_exits_130_and_leaves_no_half_written_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fit = |out: &Path| {
+        let mut cmd = common::eigenfaces();
+        cmd.arg("--input").arg(common::orl_faces()).args(["--threads", "1", "--out"]).arg(out);
+        cmd
+    };
+    let stop_once_loaded = |cmd: &mut Command| kill(&mut spawn_until(cmd, ""), "-INT");
+
+    let fresh = tmp.path().join("fresh");
+    let output = stop_once_loaded(&mut fit(&fresh));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    match output.status.code() {
+        Some(130) => {
+            assert_eq!(stderr.lines().filter(|l| l.starts_with("error")).count(), 1, "{stderr}");
+            assert!(stderr.contains("interrupted before its results were written; nothing was saved"), "{stderr}");
+            assert!(!fresh.exists(), "an interrupted run leaves no folder");
+        }
+        Some(0) => assert!(fresh.join("summary.json").exists(), "{stderr}"),
+        code => panic!("exit {code:?}, not 130 (or 0, done first): {stderr}"),
+    }
+
+    let earlier = tmp.path().join("earlier");
+    let mut lfw = common::eigenfaces();
+    common::run_ok(lfw.arg("--input").arg(common::lfw_faces()).args(["--no-figures", "--out"]).arg(&earlier));
+    let before = files_in(&earlier);
+    let summary_before = std::fs::read(earlier.join("summary.json")).unwrap();
+    let output = stop_once_loaded(fit(&earlier).arg("--overwrite"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    match output.status.code() {
+        Some(130) => {
+            assert_eq!(files_in(&earlier), before, "{stderr}");
+            assert_eq!(
+                std::fs::read(earlier.join("summary.json")).unwrap(),
+                summary_before,
+                "the earlier run is whole"
+            );
+        }
+        Some(0) => assert_eq!(read_json(&earlier.join("summary.json"))["faces"], 400, "{stderr}"),
+        code => panic!("exit {code:?}, not 130 (or 0, done first): {stderr}"),
+    }
+}
+
 /// Runs `cmd` expecting a refusal naming the folder as holding a run.
 fn assert_refused(cmd: &mut Command, out: &Path) {
     let output = cmd.output().unwrap();

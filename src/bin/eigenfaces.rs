@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use tchlab::cli::Banner;
 use tchlab::data::faces::{parse_size, FaceSize};
 use tchlab::eigenfaces::{self, Options};
+use tchlab::interrupt::Interrupt;
 use tchlab::pca::{Divisor, Method};
 use tchlab::report::Terminal;
 
@@ -89,6 +90,7 @@ struct FitArgs {
     /// Which matrix to decompose: auto (the N×N Gram matrix when N < pixels, else the covariance), gram or covariance.
     #[arg(long, value_enum, default_value = "auto")]
     method: Method,
+    /// The floating-point type of the PCA: f64, or f32 (half the memory, less exact).
     #[arg(long, value_enum, default_value = "f64")]
     precision: Precision,
     /// Rows and columns of eigenfaces.png: the mean face, then eigenfaces 1, 2, …
@@ -126,7 +128,7 @@ struct ProjectArgs {
     threads: tchlab::cli::ThreadsArg,
 }
 
-fn fit(args: FitArgs) -> Result<()> {
+fn fit(args: FitArgs, interrupt: &Interrupt) -> Result<()> {
     args.threads.apply();
     let device = args.device.select()?;
     let Some(input) = args.input.clone() else {
@@ -164,7 +166,7 @@ fn fit(args: FitArgs) -> Result<()> {
         overwrite: args.overwrite,
         config,
     };
-    eigenfaces::run(&faces, &options, &Terminal).map(|_| ())
+    eigenfaces::run(&faces, &options, interrupt, &Terminal).map(|_| ())
 }
 
 fn project(args: ProjectArgs) -> Result<()> {
@@ -185,7 +187,11 @@ fn main() {
         let cli: Cli = tchlab::cli::parse_args();
         match cli.command {
             Some(Command::Project(args)) => project(args),
-            None => fit(cli.fit),
+            None => {
+                let interrupt = Interrupt::new();
+                tchlab::cli::stop_on_ctrl_c(&interrupt);
+                fit(cli.fit, &interrupt)
+            }
         }
     });
 }

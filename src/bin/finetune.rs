@@ -131,10 +131,10 @@ struct ReportArgs {
 struct TrainArgs {
     #[command(flatten)]
     options: TrainOptions,
-    /// Read options from a TOML file (keys as the options: `lr = 0.01`, `batch-size = 8`); flags override it.
+    /// Read options from a TOML file (keys as the options: `lr = 0.01`, `batch-size = 8`); flags override it [default: none: the flags and their defaults].
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Continue the run saved in this output folder with its own recipe (--epochs may extend it; --data, --workers, --threads, --cache-mb may change).
+    /// Continue the run saved in this output folder with its own recipe (--epochs may extend it; --data, --workers, --threads, --cache-mb may change) [default: a new run].
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
     #[command(flatten)]

@@ -44,10 +44,10 @@ pub struct TrainArgs {
     /// manual: the layers' explicit backward passes; autograd: libtorch's.
     #[arg(long, value_enum, default_value = "manual")]
     pub grad: GradMode,
-    /// Course folder: train on N captions drawn at random (seeded), as the course's small-data runs do.
+    /// Course folder: train on N captions drawn at random (seeded), as the course's small-data runs do [default: all].
     #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true)]
     pub max_train: Option<usize>,
-    /// Course folder: where COCO images are kept, by file name, to show in the sample figures.
+    /// Course folder: where COCO images are kept, by file name, to show in the sample figures [default: none].
     #[arg(long, value_name = "DIR")]
     pub image_dir: Option<PathBuf>,
     /// Image folder: backbone that computes the image features (frozen, ImageNet weights).

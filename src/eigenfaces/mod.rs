@@ -12,6 +12,7 @@ mod tables;
 pub use components::{project, read_components, report_projections, ComponentsCard, Projection, Saved};
 
 use crate::data::faces::{self, FaceSize, Faces};
+use crate::interrupt::{Interrupt, Interrupted};
 use crate::pca::recognition::{self, Recognition};
 use crate::pca::{self, Divisor, Method, Pca};
 use crate::report::plots::faces::{spectrum_chart, stretched, tile_grid, to_gray_bytes, Tile};
@@ -101,8 +102,16 @@ pub fn load(input: &Path, size: Option<FaceSize>, reporter: &dyn Reporter) -> Re
 }
 
 /// The whole run: PCA, numbers, figures, recognition, saved components.
-pub fn run(faces: &Faces, options: &Options, reporter: &dyn Reporter) -> Result<Results> {
+/// `interrupt` (Ctrl-C) is honoured before each step and never while the
+/// results are written: an interrupted run saved nothing, and a folder it
+/// made goes again (`RunDir`), while an earlier run there stays whole.
+pub fn run(faces: &Faces, options: &Options, interrupt: &Interrupt, reporter: &dyn Reporter) -> Result<Results> {
     let started = Instant::now();
+    let stop_if_asked = || match interrupt.requested() {
+        true => Err(Interrupted("eigenfaces: interrupted before its results were written; nothing was saved".into())),
+        false => Ok(()),
+    };
+    stop_if_asked()?;
     let dir = RunDir::prepare(&options.out, Start::Fresh, options.overwrite)?;
     let out = dir.path();
     let data = faces.pixels.to_kind(options.precision).to_device(options.device);
@@ -111,6 +120,7 @@ pub fn run(faces: &Faces, options: &Options, reporter: &dyn Reporter) -> Result<
     let fit_started = Instant::now();
     let pca = pca::fit(&data, options.divisor, method)?;
     let fit_seconds = fit_started.elapsed().as_secs_f64();
+    stop_if_asked()?;
     let varies = pca.total_variance > 0.0; // false for NaN too
     if !varies || pca.rank() == 0 {
         bail!(
@@ -131,7 +141,9 @@ pub fn run(faces: &Faces, options: &Options, reporter: &dyn Reporter) -> Result<
         Some(people) => Some(recognise(&data, &people.labels, options)?),
         None => None,
     };
+    stop_if_asked()?;
     let summary = summarise(faces, options, &pca, &data, recognition, fit_seconds);
+    stop_if_asked()?;
     report_summary(&summary, reporter);
     let written = write_outputs(&pca, faces, &data, &summary, options, out)?;
     // The new results are written: what an earlier run left beside them goes.
@@ -459,7 +471,7 @@ mod tests {
             overwrite: false,
             config: serde_json::json!({}),
         };
-        run(&faces, &options, reporter).unwrap()
+        run(&faces, &options, &Interrupt::new(), reporter).unwrap()
     }
 
     /// What this test prints on stdout when run alone in a child process

@@ -30,7 +30,7 @@ pub struct TrainOptions {
     /// feature-extract: frozen backbone, new head; full: train every weight.
     #[arg(long, value_enum, default_value = "feature-extract")]
     pub mode: Mode,
-    /// Backbone.
+    /// The pretrained backbone.
     #[arg(long, value_enum, default_value = "resnet18")]
     pub arch: Arch,
     #[arg(
@@ -43,7 +43,7 @@ pub struct TrainOptions {
     /// Name of the validation folder inside --data.
     #[arg(long, value_name = "NAME", default_value = "val")]
     pub val_dir: String,
-    /// Hold out this fraction of train/ (per class, fixed by --seed) for validation, for folders without a val folder.
+    /// Hold out this fraction of train/ (per class, fixed by --seed) for validation, for folders without a val folder [default: none: the --val-dir folder].
     #[arg(long, value_name = "FRACTION")]
     pub val_split: Option<f64>,
     /// Pretrained weights (.pth state_dict or .safetensors) [default: the arch's file in --models-dir].
@@ -61,7 +61,7 @@ pub struct TrainOptions {
     /// Images per training step.
     #[arg(long, default_value_t = 4)]
     pub batch_size: usize,
-    /// Optimizer.
+    /// The training optimizer.
     #[arg(long, value_enum, default_value = "sgd")]
     pub optimizer: OptimizerKind,
     /// Learning rate (at the start, after any warm-up).
@@ -88,7 +88,7 @@ pub struct TrainOptions {
     /// Label smoothing of the training loss (as torch's CrossEntropyLoss).
     #[arg(long, value_name = "EPSILON", default_value_t = 0.0)]
     pub label_smoothing: f64,
-    /// Stop when val accuracy has not improved for this many epochs.
+    /// Stop when val accuracy has not improved for this many epochs [default: never, train every --epochs].
     #[arg(long, value_name = "PATIENCE")]
     pub early_stop: Option<usize>,
     /// Side of the square images the network sees (validation resizes to 8/7 of it, then crops).

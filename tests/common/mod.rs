@@ -135,6 +135,55 @@ pub fn assert_help_lists(cmd: &mut Command, options: &[&str]) {
     }
 }
 
+/// The options of a `--help` text: (the option's line, the lines describing
+/// it). Lines under a heading that lists no option (`Examples:`) are not
+/// taken for an option's description.
+pub fn help_options(help: &str) -> Vec<(String, String)> {
+    let section = &help[help.find("Options:").unwrap_or_else(|| panic!("no Options: in\n{help}"))..];
+    let mut options: Vec<(String, String)> = Vec::new();
+    let mut describing = false;
+    for line in section.lines().skip(1) {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        if trimmed.starts_with('-') && indent <= 6 {
+            // "  -h, --help  Print help" puts the description on the same line.
+            let (head, rest) = trimmed.split_once("  ").unwrap_or((trimmed, ""));
+            options.push((head.to_owned(), rest.trim().to_owned()));
+            describing = true;
+        } else if indent == 0 && !trimmed.is_empty() {
+            describing = false; // a heading: "How the run is carried out:", "Examples:"
+        } else if let (true, Some((_, description))) = (describing, options.last_mut()) {
+            *description += " ";
+            *description += line.trim();
+        }
+    }
+    options
+}
+
+/// Finding 15: every option of the `--help` of `args` has a description,
+/// and every one that takes a value shows what it is without one as clap
+/// does, `[default: …]` (not "(default: …)"), but those in `required`.
+/// Returns the options, (line, description).
+pub fn assert_help_describes_options(mut cmd: Command, required: &[&str]) -> Vec<(String, String)> {
+    let what = format!("{cmd:?}");
+    let help = stdout(&run_ok(&mut cmd));
+    assert!(!help.contains("(default"), "{what}: a default not written as [default: …]:\n{help}");
+    let options = help_options(&help);
+    assert!(options.len() >= 3, "{what}: too few options in\n{help}");
+    for (head, description) in &options {
+        let words = description.split("[default").next().unwrap().split_whitespace().count();
+        assert!(words >= 2, "{what}: {head} has no description:\n{help}");
+        let long = head.split(", ").last().unwrap().split(' ').next().unwrap();
+        if head.contains(" <") && !required.contains(&long) {
+            assert!(description.contains("[default: "), "{what}: {head} hides its default:\n{help}");
+        }
+    }
+    for name in required {
+        assert!(options.iter().any(|(head, _)| head.contains(name)), "{what}: no {name} in\n{help}");
+    }
+    options
+}
+
 /// Whether `line` is the banner every tool prints first on stderr
 /// (`tchlab::cli::Banner`: `TOOL VERSION | device: … | …`).
 pub fn is_banner(line: &str) -> bool {
