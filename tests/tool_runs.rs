@@ -43,6 +43,16 @@ fn kill(child: &mut Child, signal: &str) -> std::process::Output {
     std::process::Output { status, stdout: Vec::new(), stderr: stderr.into_bytes() }
 }
 
+/// Ctrl-C to `child` before it saved an epoch: exit 130, `nothing to resume
+/// yet`, and no folder `out` left.
+fn assert_stopped_with_nothing_saved(child: &mut Child, out: &Path) {
+    let output = kill(child, "-INT");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("nothing to resume yet"), "{stderr}");
+    assert!(!out.exists(), "a run that saved nothing leaves no folder");
+}
+
 fn mnist_sweep(out: &Path) -> Command {
     let mut cmd = common::mnist();
     cmd.args([
@@ -120,11 +130,7 @@ fn mnist_ctrl_c_exits_130_and_says_how_to_resume_or_that_nothing_was_saved() {
     // Stopped before its first epoch: nothing to resume, no folder left.
     let early = tmp.path().join("early");
     let mut child = spawn_until(&mut cnn(&early), "MNIST: train 600");
-    let output = kill(&mut child, "-INT");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(130), "{stderr}");
-    assert!(stderr.contains("nothing to resume yet"), "{stderr}");
-    assert!(!early.exists(), "a run that saved nothing leaves no folder");
+    assert_stopped_with_nothing_saved(&mut child, &early);
 }
 
 #[test]
@@ -243,11 +249,7 @@ fn caption_ctrl_c_exits_130_and_says_how_to_resume_or_that_nothing_was_saved() {
         .arg("--out")
         .arg(&early);
     let mut child = spawn_until(&mut slow, "60 training captions");
-    let output = kill(&mut child, "-INT");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(130), "{stderr}");
-    assert!(stderr.contains("nothing to resume yet"), "{stderr}");
-    assert!(!early.exists(), "a run that saved nothing leaves no folder");
+    assert_stopped_with_nothing_saved(&mut child, &early);
 }
 
 /// Finding 2: Ctrl-C to `eigenfaces` stops it with exit 130 and one error
