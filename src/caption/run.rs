@@ -141,7 +141,7 @@ pub fn run(
     let mut state = match options.start {
         Start::Fresh => TrainState::new(optimizer),
         Start::Resume => {
-            let state = TrainState::load(&out.file(STATE_FILE), &rows.model(), rows.params(), optimizer)?.0;
+            let state = TrainState::load(&out.file(STATE_FILE), &rows.model(), rows.params(), optimizer)?;
             let after = state.epochs_done().saturating_sub(1);
             reporter.line(&format!("resuming {} after epoch {after}", out.path().display()));
             state

@@ -55,7 +55,7 @@ pub fn load_state(
     let path = state_path(out);
     let card: StateCard = card::read(&path)?;
     if card.progress.is_some() {
-        return Ok(TrainState::load(&path, model, params, optimizer)?.0);
+        return TrainState::load(&path, model, params, optimizer);
     }
     let progress = legacy_progress(&safetensors::read_metadata(&path)?, &path)?;
     let tensors = legacy_names(read_named_tensors(&path)?);

@@ -178,7 +178,7 @@ impl<'a> Run<'a> {
         let optimizer = self.spec.recipe.optimizer(rows.task.params());
         // Between stages the saved state holds no progress: the next starts afresh.
         if self.spec.start == Start::Resume && card::read::<StateCard>(&path)?.progress.is_some() {
-            let state = TrainState::load(&path, &rows.model(), rows.params(), optimizer)?.0;
+            let state = TrainState::load(&path, &rows.model(), rows.params(), optimizer)?;
             let after = state.epochs_done().saturating_sub(1);
             self.reporter.line(&format!("resuming {} after epoch {after} of this stage", self.out.path().display()));
             return Ok(state);

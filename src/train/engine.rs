@@ -11,7 +11,7 @@
 //! The task supplies its train phase and its evaluation ([`Task`], as
 //! burn-train's `TrainStep`/`ValidStep`); the engine knows no network, no
 //! data set and no file name. In-memory row batching lives in
-//! [`super::minibatch`], image streaming in `crate::finetune::strategy`.
+//! [`super::minibatch`]; a tool that streams images batches them itself.
 
 use super::optim::Optimizer;
 use crate::grad::Params;
@@ -219,19 +219,18 @@ impl TrainState {
 
     /// The state saved at `path`, its model copied into a task's live
     /// `model` tensors and its optimizer's buffers (over `params`) into
-    /// `optimizer`; returns it with the file's card. Strict: a missing or
+    /// `optimizer`. Strict: a missing or
     /// misshapen tensor is an error naming it.
     pub fn load(
         path: &Path,
         model: &[(String, Tensor)],
         params: &Params,
         optimizer: Box<dyn Optimizer>,
-    ) -> Result<(Self, StateCard)> {
-        let mut card: StateCard = card::read(path)?;
+    ) -> Result<Self> {
+        let card: StateCard = card::read(path)?;
         let progress =
-            card.progress.take().with_context(|| format!("{}: the state holds no epoch's progress", path.display()))?;
-        let state = Self::from_saved(path, progress, &read_named_tensors(path)?, (model, params), optimizer)?;
-        Ok((state, card))
+            card.progress.with_context(|| format!("{}: the state holds no epoch's progress", path.display()))?;
+        Self::from_saved(path, progress, &read_named_tensors(path)?, (model, params), optimizer)
     }
 
     /// The state of `progress` and the tensors saved with it (`model.`,
