@@ -1,8 +1,8 @@
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 use tchlab::accel::channels_last;
+use tchlab::choice_names::Named;
 use tchlab::models::{Arch, Classifier};
-use tchlab::names::Named;
 
 fn main() {
     let arch = Arch::parse_name(&std::env::args().nth(1).unwrap_or_else(|| "efficientnet-lite0".into())).unwrap();

@@ -13,9 +13,9 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 use tchlab::accel::conv3x3::WinogradBackprop;
 use tchlab::autocast::Dtype;
+use tchlab::choice_names::Named;
 use tchlab::grad::{Autograd, Backprop};
 use tchlab::models::{Arch, Classifier};
-use tchlab::names::Named;
 use tchlab::train::amp::Autocast;
 use tchlab::train::optim::{Optimizer, Sgd};
 

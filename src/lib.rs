@@ -72,12 +72,13 @@
 //! [`device`] decides where tensors live (one shared `--device` argument),
 //! [`cli`] turns errors into one-line messages and exit codes (ending the
 //! process without libtorch's teardown), and
-//! [`interrupt`] carries Ctrl-C to long work as a value; [`names`] gives
+//! [`interrupt`] carries Ctrl-C to long work as a value; [`choice_names`] gives
 //! every choice its command-line name.
 
 pub mod accel;
 pub mod autocast;
 pub mod caption;
+pub mod choice_names;
 pub mod cli;
 pub mod data;
 pub mod device;
@@ -89,7 +90,6 @@ pub mod layers;
 pub mod metrics;
 pub mod mnist;
 pub mod models;
-pub mod names;
 pub mod nets;
 pub mod pca;
 pub mod persist;

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 /// The resumable state, written atomically after every epoch.
 pub const STATE_FILE: &str = "state.safetensors";
-/// The closing record: see [`Summary`].
+/// The closing record: see [`RunSummary`].
 pub const SUMMARY_FILE: &str = "summary.json";
 /// The kept model with its card.
 pub const BEST_MODEL_FILE: &str = "best_model.safetensors";
@@ -274,7 +274,7 @@ impl RunDir {
     }
 
     /// Writes `summary.json` with the keys every tool's summary has.
-    pub fn write_summary<C: Serialize, R: Serialize>(&self, summary: &Summary<C, R>) -> Result<()> {
+    pub fn write_summary<C: Serialize, R: Serialize>(&self, summary: &RunSummary<C, R>) -> Result<()> {
         self.write(SUMMARY_FILE, serde_json::to_string_pretty(summary)?.as_bytes())
     }
 }
@@ -289,7 +289,7 @@ impl Drop for RunDir {
 
 /// `summary.json`: the same top-level keys for every tool.
 #[derive(Debug, Serialize)]
-pub struct Summary<'a, C: Serialize, R: Serialize> {
+pub struct RunSummary<'a, C: Serialize, R: Serialize> {
     /// `finetune`, `mnist mlp`, `caption train`, ….
     pub tool: &'a str,
     pub version: &'a str,
@@ -304,7 +304,7 @@ pub struct Summary<'a, C: Serialize, R: Serialize> {
     pub results: &'a R,
 }
 
-impl<'a, C: Serialize, R: Serialize> Summary<'a, C, R> {
+impl<'a, C: Serialize, R: Serialize> RunSummary<'a, C, R> {
     pub fn new(tool: &'a str, config: &'a C, device: tch::Device, seconds: f64, results: &'a R) -> Self {
         Self {
             tool,

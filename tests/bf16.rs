@@ -21,7 +21,7 @@ use tchlab::persist::model_card::ModelCard;
 use tchlab::persist::weights::load_all;
 use tchlab::report::Terminal;
 use tchlab::train::amp::Autocast;
-use tchlab::train::frozen::{backbone_features, FrozenPass};
+use tchlab::train::frozen_backbone::{backbone_features, FrozenPass};
 use tchlab::train::optim::{Optimizer, Sgd};
 
 const BF16: Autocast = Autocast::On(Device::Cpu, Dtype::Bf16);

@@ -6,7 +6,7 @@
 use tch::nn::Module;
 use tch::{Device, Kind, Tensor};
 use tchlab::grad::HandDerived;
-use tchlab::layers::{softmax_cross_entropy, Affine, Conv2d, Flatten, Gradients, MaxPool2d, Relu};
+use tchlab::layers::{softmax_cross_entropy, Affine, Conv2d, Flatten, LayerGradients, MaxPool2d, Relu};
 use tchlab::nets::cnn::ConvNetShape;
 use tchlab::nets::{Net, ThreeLayerConvNet, TwoLayerNet};
 
@@ -28,7 +28,7 @@ fn cross_entropy(scores: &Tensor, labels: &Tensor) -> Tensor {
     scores.log_softmax(-1, scores.kind()).nll_loss(labels)
 }
 
-fn assert_matches_autograd(explicit: &Gradients, reference: &[Tensor], what: &str) {
+fn assert_matches_autograd(explicit: &LayerGradients, reference: &[Tensor], what: &str) {
     let explicit_all: Vec<&Tensor> = std::iter::once(&explicit.input).chain(explicit.params.iter()).collect();
     assert_eq!(explicit_all.len(), reference.len());
     for (i, (e, r)) in explicit_all.iter().zip(reference).enumerate() {

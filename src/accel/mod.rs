@@ -8,7 +8,7 @@
 //!   gradients are kept; elsewhere plain autograd.
 //! - [`arrange_input`], [`arrange_weights`] and [`pool`]: the memory layout
 //!   a pass or a kernel runs fastest in.
-//! - [`lanes`]: eval passes of small batches spread over the cores, one
+//! - [`eval_lanes`]: eval passes of small batches spread over the cores, one
 //!   libtorch thread each, over read-only model views.
 //! - [`lapack`]: the PCA's f64 products and eigendecompositions by OpenBLAS
 //!   where it is installed (libtorch's MKL otherwise).
@@ -18,7 +18,7 @@
 //! [`crate::grad::Backprop`] trait and plain tensors.
 
 pub mod conv3x3;
-pub mod lanes;
+pub mod eval_lanes;
 pub mod lapack;
 pub mod omp;
 pub mod pool;
@@ -94,7 +94,7 @@ pub fn init_threads(threads: Option<usize>, workers: usize, reporter: &dyn Repor
             "warning: {workers} worker thread(s) could not be started ({error}); rayon's default pool is used"
         ));
     }
-    let _ = lanes::lane_pool(lanes);
+    let _ = eval_lanes::lane_pool(lanes);
 }
 
 /// Makes the calling helper thread (augmentation, batch producer) run its

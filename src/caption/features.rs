@@ -5,15 +5,15 @@
 //! `.safetensors` file keyed by the backbone, its weights and the image
 //! list, so a second run over the same images starts at once.
 
+use crate::choice_names::Named;
 use crate::data::decode::decode_rgb;
 use crate::data::loader::image_tensor;
 use crate::data::transforms::val_transform;
 use crate::models::{Arch, Classifier};
-use crate::names::Named;
 use crate::persist::{safetensors, weights};
 use crate::report::Reporter;
 use crate::train::amp::Autocast;
-use crate::train::frozen::{backbone_features, FrozenPass};
+use crate::train::frozen_backbone::{backbone_features, FrozenPass};
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};

@@ -5,10 +5,10 @@
 //! ([`CaptioningNet::loss_and_gradients`]) or by autograd over
 //! [`CaptioningNet::loss`]; greedy sampling from `<START>`.
 
+use crate::choice_names::Named;
 use crate::layers::recurrent::{Lstm, LstmStates, Rnn, SequenceGradients};
 use crate::layers::temporal::{temporal_softmax_loss, temporal_softmax_loss_autograd};
 use crate::layers::{Affine, Embedding, TemporalAffine};
-use crate::names::Named;
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};

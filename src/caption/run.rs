@@ -12,14 +12,14 @@ use super::evaluate::{bleu_table, caption_split, sample_images, BleuRow};
 use super::model::{CaptioningNet, CellKind, Dims};
 use super::saved::{self, CaptionCard, FeatureSource};
 use super::task::Captioning;
+use crate::choice_names::Named;
 use crate::data::decode::decode_rgb;
 use crate::data::loader::image_tensor;
 use crate::interrupt::Interrupt;
-use crate::names::Named;
 use crate::report::plots::{self, CaptionPanel, Chart, Series};
 use crate::report::tensorboard::LazyEvents;
 use crate::report::Reporter;
-use crate::run_dir::{RunDir, Start, Summary, BEST_MODEL_FILE, RUN_CONFIG_FILE, STATE_FILE};
+use crate::run_dir::{RunDir, RunSummary, Start, BEST_MODEL_FILE, RUN_CONFIG_FILE, STATE_FILE};
 use crate::train::engine::{self, EpochRecord, KeepRule, StateCard, Task, TrainState};
 use crate::train::minibatch::{Recipe, RowTask, Rows};
 use anyhow::{Context, Result};
@@ -213,7 +213,7 @@ pub fn run(
     };
     let seconds = started.elapsed().as_secs_f64();
     out.write("results.md", results_markdown(&results, options.device, seconds).as_bytes())?;
-    out.write_summary(&Summary::new(TOOL, &options.config, options.device, seconds, &results))?;
+    out.write_summary(&RunSummary::new(TOOL, &options.config, options.device, seconds, &results))?;
     Ok(results)
 }
 

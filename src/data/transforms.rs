@@ -12,7 +12,7 @@ pub const CROP_SIZE: i64 = 224;
 pub const RESIZE_SIZE: i64 = 256;
 
 /// How pixel values in [0, 1] are mapped before the backbone sees them.
-/// Its name (`imagenet`, `tf-lite`) is the clap/serde one (`crate::names::Named`).
+/// Its name (`imagenet`, `tf-lite`) is the clap/serde one (`crate::choice_names::Named`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Normalization {

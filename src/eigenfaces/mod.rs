@@ -18,7 +18,7 @@ use crate::pca::{self, Divisor, Method, Pca};
 use crate::report::plots::faces::{spectrum_chart, stretched, tile_grid, to_gray_bytes, Tile};
 use crate::report::plots::{line_chart, Chart, Series};
 use crate::report::Reporter;
-use crate::run_dir::{RunDir, Start, Summary};
+use crate::run_dir::{RunDir, RunSummary, Start};
 use anyhow::{bail, Result};
 use plotters::chart::SeriesLabelPosition;
 use plotters::style::{BLUE, RED};
@@ -149,7 +149,7 @@ pub fn run(faces: &Faces, options: &Options, interrupt: &Interrupt, reporter: &d
     // The new results are written: what an earlier run left beside them goes.
     dir.mark_saved();
     let seconds = started.elapsed().as_secs_f64();
-    dir.write_summary(&Summary::new("eigenfaces", &options.config, options.device, seconds, &summary))?;
+    dir.write_summary(&RunSummary::new("eigenfaces", &options.config, options.device, seconds, &summary))?;
     reporter.line(&format!(
         "PCA took {fit_seconds:.3} s (eigendecomposition by {}), the whole run {seconds:.2} s; wrote {}/{{summary.json, {}}}",
         summary.eigensolver,

@@ -7,9 +7,9 @@
 //! may change then.
 
 pub use super::options::{Mode, OptimizerKind, Precision, SchedulerKind, TrainOptions};
+use crate::choice_names::Named;
 use crate::cli::options_file::BadValue;
 use crate::models::Arch;
-use crate::names::Named;
 use crate::report::{Reporter, Silent};
 use crate::train::amp::Autocast;
 use crate::train::schedule::Schedule;

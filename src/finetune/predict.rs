@@ -13,7 +13,7 @@ use crate::persist::model_card::ModelCard;
 use crate::report::Reporter;
 use crate::run_dir::BEST_MODEL_FILE;
 use crate::train::amp::Autocast;
-use crate::train::frozen::{predict_probabilities, FrozenPass};
+use crate::train::frozen_backbone::{predict_probabilities, FrozenPass};
 use anyhow::{bail, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};

@@ -12,12 +12,12 @@ use super::config::{FinetuneConfig, Precision};
 use super::evaluate::loss_and_correct;
 use super::splits::{Folders, Splits};
 use super::strategy::{self, EpochContext, Strategy};
-use super::summary::Summary;
+use super::summary::FinetuneSummary;
+use crate::choice_names::Named;
 use crate::grad::Params;
 use crate::interrupt::Interrupt;
 use crate::metrics::format_minutes;
 use crate::models::Classifier;
-use crate::names::Named;
 use crate::persist::model_card::ModelCard;
 use crate::report::plots;
 use crate::report::tensorboard::EventWriter;
@@ -25,9 +25,9 @@ use crate::report::Reporter;
 pub use crate::run_dir::Start;
 use crate::run_dir::{RunDir, BEST_MODEL_FILE, METRICS_FILE, RUN_CONFIG_FILE, SUMMARY_FILE};
 use crate::train::engine::{self, Epoch, EpochRecord, Fit, KeepRule, Scores, Task, TrainPhase, TrainState};
-use crate::train::frozen::predict_probabilities;
+use crate::train::frozen_backbone::predict_probabilities;
 use crate::train::optim::{self, Optimizer};
-use crate::train::step::Stepper;
+use crate::train::step::GradientStep;
 use anyhow::{Context, Result};
 use std::time::Instant;
 use tch::{Device, Tensor};
@@ -37,7 +37,7 @@ struct Finetune<'a> {
     config: &'a FinetuneConfig,
     model: &'a Classifier,
     strategy: Box<dyn Strategy>,
-    stepper: Stepper,
+    grad_step: GradientStep,
     splits: &'a Splits,
     device: Device,
     /// The val probabilities of the last evaluation.
@@ -64,7 +64,7 @@ impl<'a> Finetune<'a> {
 
 impl Task for Finetune<'_> {
     fn params(&self) -> &Params {
-        &self.stepper.params
+        &self.grad_step.params
     }
 
     fn model(&self) -> Vec<(String, Tensor)> {
@@ -74,11 +74,10 @@ impl Task for Finetune<'_> {
     fn train_epoch(&mut self, epoch: &Epoch, optimizer: &mut dyn Optimizer) -> Result<TrainPhase> {
         epoch.reporter.line(&format!("Epoch {}/{}", epoch.index, self.config.epochs - 1));
         epoch.reporter.line("----------");
-        // Wrapping: any u64 seed gives a stream, the usual ones the same as before.
-        tch::manual_seed((self.config.seed as i64).wrapping_mul(1000).wrapping_add(epoch.index as i64));
+        tch::manual_seed(epoch_seed(self.config.seed, epoch.index));
         let started = Instant::now();
         let ctx = self.context(epoch);
-        let totals = self.strategy.train_epoch(self.model, &mut self.stepper, optimizer, &ctx)?;
+        let totals = self.strategy.train_epoch(self.model, &mut self.grad_step, optimizer, &ctx)?;
         epoch.reporter.line(&format!("train Loss: {:.4} Acc: {:.4}", totals.loss(), totals.acc()));
         let scores = Scores::from([
             (TRAIN_ACC.to_owned(), totals.acc()),
@@ -114,7 +113,7 @@ pub fn run(
     start: Start,
     interrupt: &Interrupt,
     reporter: &dyn Reporter,
-) -> Result<Summary> {
+) -> Result<FinetuneSummary> {
     let started = Instant::now();
     config.check_precision(device)?;
     let out = RunDir::prepare(&config.out, start, config.overwrite)?;
@@ -122,19 +121,19 @@ pub fn run(
     let mut model = build_model(config, folders.classes().len(), device, reporter)?;
     strategy::prepare_model(config.mode, &mut model);
     crate::accel::arrange_weights(&model.backbone_vs, config.precision == Precision::Bf16 && !config.amp);
-    let mut stepper = Stepper::new(model.trainable(), crate::accel::backprop(device));
+    let mut grad_step = GradientStep::new(model.trainable(), crate::accel::backprop(device));
     if config.autocast(device).scales_loss() && strategy::backpropagates_through_backbone(config.mode) {
-        stepper = stepper.with_loss_scaling();
+        grad_step = grad_step.with_loss_scaling();
     }
-    let optimizer = optim::build(config.optimizer, &stepper.params, config.momentum, config.weight_decay);
+    let optimizer = optim::build(config.optimizer, &grad_step.params, config.momentum, config.weight_decay);
     // A resumed state loads before any image is decoded (a wrong one fails in seconds).
     let mut state = match start {
         Start::Fresh => TrainState::new(optimizer),
-        Start::Resume => restore_progress(config, &model, &stepper.params, optimizer, reporter)?,
+        Start::Resume => restore_progress(config, &model, &grad_step.params, optimizer, reporter)?,
     };
     let splits = Splits::decode(&folders, config, reporter)?;
     let strategy = strategy::for_mode(config, &model, &splits, device, reporter);
-    let mut task = Finetune { config, model: &model, strategy, stepper, splits: &splits, device, val_probs: None };
+    let mut task = Finetune { config, model: &model, strategy, grad_step, splits: &splits, device, val_probs: None };
     let schedule = config.schedule();
     let fit = Fit {
         epochs: config.epochs,
@@ -162,9 +161,9 @@ pub fn run(
         log_epoch(&mut events, &config.out, record)
     });
     let outcome = outcome.map_err(|e| out.explain(e, "finetune"))?;
-    let stepper = task.stepper;
+    let grad_step = task.grad_step;
     let finished = Finished { state: &state, best_val_probs, stopped_early: outcome.stopped_early, started };
-    finish(config, &out, device, &model, &stepper, &splits, finished, reporter)
+    finish(config, &out, device, &model, &grad_step, &splits, finished, reporter)
 }
 
 /// The classifier with its pretrained backbone loaded, before any image is
@@ -257,23 +256,23 @@ fn finish(
     out: &RunDir,
     device: Device,
     model: &Classifier,
-    stepper: &Stepper,
+    grad_step: &GradientStep,
     splits: &Splits,
     finished: Finished,
     reporter: &dyn Reporter,
-) -> Result<Summary> {
+) -> Result<FinetuneSummary> {
     let seconds = finished.started.elapsed().as_secs_f64();
     let history = history_of(&finished.state.epochs);
     let best_acc = finished.state.kept.as_ref().context("no epoch was kept")?.score;
     reporter.line(&format!("Training complete in {}", format_minutes(seconds)));
     reporter.line(&format!("Best val Acc: {best_acc:.6}"));
-    let summary = Summary::new(config, device, splits, &history, best_acc, finished.stopped_early, seconds)?;
+    let summary = FinetuneSummary::new(config, device, splits, &history, best_acc, finished.stopped_early, seconds)?;
     reporter.line(&format!(
         "data: {:.1} s of the train phases ({:.1} %) waiting for or augmenting batches{}",
         summary.data_wait_seconds,
         100.0 * summary.data_wait_share,
         if config.amp {
-            format!(" | mixed precision: {} step(s) skipped on overflow", stepper.skipped_steps())
+            format!(" | mixed precision: {} step(s) skipped on overflow", grad_step.skipped_steps())
         } else {
             String::new()
         }
@@ -290,4 +289,24 @@ fn finish(
     plots::prediction_grid(&splits.val, &val_probs, &config.out.join("val_predictions.png"))?;
     summary.write(out)?;
     Ok(summary)
+}
+
+/// libtorch's seed for `epoch`'s random draws (dropout) in a run of `seed`:
+/// defined for every `u64` seed (wrapping), the usual ones giving the
+/// streams they always gave.
+fn epoch_seed(seed: u64, epoch: usize) -> i64 {
+    (seed as i64).wrapping_mul(1000).wrapping_add(epoch as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::epoch_seed;
+
+    #[test]
+    fn every_seed_has_an_epoch_seed_and_the_usual_ones_keep_theirs() {
+        assert_eq!(epoch_seed(0, 0), 0);
+        assert_eq!(epoch_seed(7, 2), 7002);
+        assert_eq!(epoch_seed(u64::MAX, 3), -997);
+        assert_ne!(epoch_seed(u64::MAX / 2, 1), epoch_seed(u64::MAX / 2 - 1, 1));
+    }
 }

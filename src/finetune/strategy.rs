@@ -19,16 +19,16 @@ use crate::interrupt::{Interrupt, Interrupted};
 use crate::metrics::PhaseTotals;
 use crate::models::Classifier;
 use crate::report::Reporter;
-use crate::train::feed::for_each_augmented_batch;
-use crate::train::frozen::{
+use crate::train::augmented_batches::for_each_augmented_batch;
+use crate::train::frozen_backbone::{
     augmented_features, backbone_features, head_probabilities, predict_probabilities, FrozenPass,
 };
 use crate::train::optim::Optimizer;
-use crate::train::step::Stepper;
+use crate::train::step::GradientStep;
 use anyhow::Result;
 use tch::{Device, Kind, Reduction, Tensor};
 
-/// What an epoch's phases need besides the model and its stepper.
+/// What an epoch's phases need besides the model and its gradient step.
 pub struct EpochContext<'a> {
     pub config: &'a FinetuneConfig,
     pub splits: &'a Splits,
@@ -73,7 +73,7 @@ pub trait Strategy {
     fn train_epoch(
         &self,
         model: &Classifier,
-        stepper: &mut Stepper,
+        grad_step: &mut GradientStep,
         optimizer: &mut dyn Optimizer,
         ctx: &EpochContext,
     ) -> Result<PhaseTotals>;
@@ -137,7 +137,7 @@ impl FeatureExtract {
     /// batches of `--batch-size`.
     fn head_steps(
         model: &Classifier,
-        stepper: &mut Stepper,
+        grad_step: &mut GradientStep,
         optimizer: &mut dyn Optimizer,
         features: &Tensor,
         labels: &Tensor,
@@ -149,7 +149,7 @@ impl FeatureExtract {
         for (b, start) in (0..n).step_by(batch as usize).enumerate() {
             let len = batch.min(n - start);
             let (features, labels) = (features.narrow(0, start, len), labels.narrow(0, start, len));
-            let outcome = stepper
+            let outcome = grad_step
                 .step(optimizer, &mut || model.head_forward(&features, true), &ctx.loss(&labels), ctx.lr)
                 .map_err(|value| ctx.non_finite(value, b))?;
             totals.add(outcome.loss, correct(&outcome.logits, &labels), len);
@@ -171,14 +171,14 @@ impl Strategy for FeatureExtract {
     fn train_epoch(
         &self,
         model: &Classifier,
-        stepper: &mut Stepper,
+        grad_step: &mut GradientStep,
         optimizer: &mut dyn Optimizer,
         ctx: &EpochContext,
     ) -> Result<PhaseTotals> {
         let split = &ctx.splits.train;
         if let Some(cached) = &self.cached_train_features {
             let (features, labels) = Self::cached_epoch(cached, split, ctx);
-            return Self::head_steps(model, stepper, optimizer, &features, &labels, ctx);
+            return Self::head_steps(model, grad_step, optimizer, &features, &labels, ctx);
         }
         // The frozen backbone is a fixed function (eval mode), so the features
         // of the epoch's augmented images can be computed first, in lanes.
@@ -189,7 +189,7 @@ impl Strategy for FeatureExtract {
             return Err(ctx.interrupted());
         }
         let labels = plan.all_labels(split).to_device(ctx.device);
-        let mut totals = Self::head_steps(model, stepper, optimizer, &features, &labels, ctx)?;
+        let mut totals = Self::head_steps(model, grad_step, optimizer, &features, &labels, ctx)?;
         totals.data_wait_seconds = data_seconds;
         Ok(totals)
     }
@@ -205,7 +205,7 @@ impl Strategy for Full {
     fn train_epoch(
         &self,
         model: &Classifier,
-        stepper: &mut Stepper,
+        grad_step: &mut GradientStep,
         optimizer: &mut dyn Optimizer,
         ctx: &EpochContext,
     ) -> Result<PhaseTotals> {
@@ -219,7 +219,7 @@ impl Strategy for Full {
                 let images = normalization.apply(&images);
                 let autocast = ctx.config.autocast(ctx.device);
                 let mut forward = || autocast.run(|| model.forward(&images, true));
-                let outcome = stepper
+                let outcome = grad_step
                     .step(optimizer, &mut forward, &ctx.loss(&labels), ctx.lr)
                     .map_err(|value| ctx.non_finite(value, b))?;
                 totals.add(outcome.loss, correct(&outcome.logits, &labels), labels.size()[0]);

@@ -1,4 +1,4 @@
-//! A fine-tuning run's closing record: [`Summary`] is `summary.json`, the
+//! A fine-tuning run's closing record: [`FinetuneSummary`] is `summary.json`, the
 //! resolved config with the results (the folder itself is
 //! [`crate::run_dir`]'s).
 
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tch::Device;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Summary {
+pub struct FinetuneSummary {
     /// `finetune`, and the crate version that wrote it (the keys every
     /// tool's summary starts with).
     #[serde(default = "finetune_tool")]
@@ -41,7 +41,7 @@ pub struct Summary {
     pub bad_files: Vec<String>,
 }
 
-impl Summary {
+impl FinetuneSummary {
     pub fn new(
         config: &FinetuneConfig,
         device: Device,

@@ -1,7 +1,7 @@
 //! Affine layer `Y = X·W + b` over flattened inputs.
 //! Backward: `dW = Xᵀ·dY`, `db = Σₙ dY`, `dX = dY·Wᵀ` (reshaped like X).
 
-use super::Gradients;
+use super::LayerGradients;
 use tch::nn::{self, Module};
 use tch::Tensor;
 
@@ -28,9 +28,9 @@ impl Affine {
         x.reshape([x.size()[0], -1])
     }
 
-    pub fn backward(&self, input: &Tensor, upstream: &Tensor) -> Gradients {
+    pub fn backward(&self, input: &Tensor, upstream: &Tensor) -> LayerGradients {
         let d_input = upstream.matmul(&self.weight.transpose(0, 1)).reshape(input.size());
-        Gradients { input: d_input, params: self.parameter_gradients(input, upstream) }
+        LayerGradients { input: d_input, params: self.parameter_gradients(input, upstream) }
     }
 
     /// `[dW, db]` alone, for a first layer whose input needs no gradient.

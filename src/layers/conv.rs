@@ -7,7 +7,7 @@
 //!   upstream gradient (its taps spaced by the stride), batch summed;
 //! - `db = Σ_{n,h,w} dY`.
 
-use super::Gradients;
+use super::LayerGradients;
 use tch::nn::{self, Module};
 use tch::Tensor;
 
@@ -39,7 +39,7 @@ impl Conv2d {
         vec![self.weight.shallow_clone(), self.bias.shallow_clone()]
     }
 
-    pub fn backward(&self, input: &Tensor, upstream: &Tensor) -> Gradients {
+    pub fn backward(&self, input: &Tensor, upstream: &Tensor) -> LayerGradients {
         let (s, p) = (self.stride, self.padding);
         let (_, _, h, w) = input.size4().unwrap();
         let (_, _, kh, kw) = self.weight.size4().unwrap();
@@ -49,7 +49,7 @@ impl Conv2d {
         let spare_w = (w + 2 * p - kw) % s;
         let d_input =
             upstream.conv_transpose2d(&self.weight, None::<Tensor>, [s, s], [p, p], [spare_h, spare_w], 1, [1, 1]);
-        Gradients { input: d_input, params: self.parameter_gradients(input, upstream) }
+        LayerGradients { input: d_input, params: self.parameter_gradients(input, upstream) }
     }
 
     /// `[dK, db]` alone, for a first layer whose input needs no gradient.

@@ -1,6 +1,6 @@
 //! Flatten `[N, ...]` to `[N, D]`; its backward reshapes the gradient back.
 
-use super::Gradients;
+use super::LayerGradients;
 use tch::nn::Module;
 use tch::Tensor;
 
@@ -8,8 +8,8 @@ use tch::Tensor;
 pub struct Flatten;
 
 impl Flatten {
-    pub fn backward(&self, input: &Tensor, upstream: &Tensor) -> Gradients {
-        Gradients { input: upstream.reshape(input.size()), params: Vec::new() }
+    pub fn backward(&self, input: &Tensor, upstream: &Tensor) -> LayerGradients {
+        LayerGradients { input: upstream.reshape(input.size()), params: Vec::new() }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Max-pooling (2×2, stride 2 by default). Backward routes each upstream
 //! gradient to the input position that held its window's maximum.
 
-use super::Gradients;
+use super::LayerGradients;
 use tch::nn::Module;
 use tch::Tensor;
 
@@ -18,7 +18,7 @@ impl Default for MaxPool2d {
 }
 
 impl MaxPool2d {
-    pub fn backward(&self, input: &Tensor, upstream: &Tensor) -> Gradients {
+    pub fn backward(&self, input: &Tensor, upstream: &Tensor) -> LayerGradients {
         let (_, argmax) = self.forward_with_argmax(input);
         self.backward_with_argmax(&input.size(), &argmax, upstream)
     }
@@ -31,14 +31,14 @@ impl MaxPool2d {
 
     /// Routes `upstream` to the maxima recorded by [`MaxPool2d::forward_with_argmax`],
     /// so the forward's work is not redone.
-    pub fn backward_with_argmax(&self, input_shape: &[i64], argmax: &Tensor, upstream: &Tensor) -> Gradients {
+    pub fn backward_with_argmax(&self, input_shape: &[i64], argmax: &Tensor, upstream: &Tensor) -> LayerGradients {
         let &[n, c, h, w] = input_shape else { panic!("max-pool input must be [N, C, H, W], got {input_shape:?}") };
         let routed = Tensor::zeros([n, c, h * w], (upstream.kind(), upstream.device())).scatter_add(
             2,
             &argmax.flatten(2, -1),
             &upstream.flatten(2, -1),
         );
-        Gradients { input: routed.view([n, c, h, w]), params: Vec::new() }
+        LayerGradients { input: routed.view([n, c, h, w]), params: Vec::new() }
     }
 }
 

@@ -28,8 +28,8 @@ pub use temporal::{temporal_softmax_loss, TemporalAffine};
 
 use tch::Tensor;
 
-/// Gradients of one layer's backward pass.
-pub struct Gradients {
+/// The gradients of one layer's backward pass.
+pub struct LayerGradients {
     /// dLoss/dInput, shaped like the input.
     pub input: Tensor,
     /// dLoss/dParam for each parameter, in the order of the layer's `parameters()`.

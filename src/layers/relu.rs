@@ -3,7 +3,7 @@
 //! follow autograd (`x > 0`), so explicit and autograd training agree bit for
 //! bit; inputs that are exactly 0 are rare with real-valued data anyway.
 
-use super::Gradients;
+use super::LayerGradients;
 use tch::nn::Module;
 use tch::Tensor;
 
@@ -11,9 +11,9 @@ use tch::Tensor;
 pub struct Relu;
 
 impl Relu {
-    pub fn backward(&self, input: &Tensor, upstream: &Tensor) -> Gradients {
+    pub fn backward(&self, input: &Tensor, upstream: &Tensor) -> LayerGradients {
         // A boolean mask multiplies as 0/1 (type promotion keeps upstream's kind).
-        Gradients { input: upstream * input.gt(0.0), params: Vec::new() }
+        LayerGradients { input: upstream * input.gt(0.0), params: Vec::new() }
     }
 }
 

@@ -3,7 +3,7 @@
 //! softmax cross-entropy of `[N, T, V]` scores against `[N, T]` targets
 //! where a mask says which positions count.
 
-use super::{Affine, Gradients};
+use super::{Affine, LayerGradients};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
@@ -24,9 +24,9 @@ impl TemporalAffine {
     }
 
     /// `dX` shaped like the input, and `[dW, db]`.
-    pub fn backward(&self, input: &Tensor, upstream: &Tensor) -> Gradients {
+    pub fn backward(&self, input: &Tensor, upstream: &Tensor) -> LayerGradients {
         let rows = self.0.backward(&Self::rows(input), &Self::rows(upstream));
-        Gradients { input: rows.input.reshape(input.size()), params: rows.params }
+        LayerGradients { input: rows.input.reshape(input.size()), params: rows.params }
     }
 }
 

@@ -19,7 +19,7 @@ use crate::nets::{Net, ThreeLayerConvNet, TwoLayerNet};
 use crate::persist::card;
 use crate::report::tensorboard::LazyEvents;
 use crate::report::Reporter;
-use crate::run_dir::{RunDir, Start, Summary, STATE_FILE};
+use crate::run_dir::{RunDir, RunSummary, Start, STATE_FILE};
 use crate::train::engine::{self, EpochRecord, KeepRule, StateCard, Task, TrainState};
 use crate::train::minibatch::{Recipe, RowTask, Rows};
 use anyhow::{bail, Context, Result};
@@ -213,7 +213,7 @@ impl<'a> Run<'a> {
 
     fn write_summary<R: Serialize>(&self, results: &R, seconds: f64) -> Result<()> {
         let tool = self.tool;
-        self.out.write_summary(&Summary::new(tool, &self.spec.config, self.spec.device, seconds, results))
+        self.out.write_summary(&RunSummary::new(tool, &self.spec.config, self.spec.device, seconds, results))
     }
 }
 

@@ -3,7 +3,7 @@
 //! sweep's accuracy against hidden size.
 
 use super::{CnnResults, SweepResults, SweepRow, CNN_FILTERS, CNN_KERNEL, MLP_WEIGHT_SCALE};
-use crate::names::Named;
+use crate::choice_names::Named;
 use crate::report::plots::{line_chart, Chart, Series};
 use crate::run_dir::RunDir;
 use crate::train::minibatch::Recipe;

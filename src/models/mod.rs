@@ -8,13 +8,13 @@
 pub mod efficientnet_lite;
 pub mod resnet;
 
-use crate::accel::lanes::SharedReadOnly;
+use crate::accel::eval_lanes::SharedReadOnly;
 use crate::data::transforms::Normalization;
 use std::path::{Path, PathBuf};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Tensor};
 
-/// A backbone; its name is what `--arch` takes (`crate::names::Named`).
+/// A backbone; its name is what `--arch` takes (`crate::choice_names::Named`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Arch {

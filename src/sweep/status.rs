@@ -242,3 +242,48 @@ pub fn recipe_difference(tool: Tool, saved: &Value, wanted: &Value) -> Option<St
         (was != value).then(|| format!("{} {was} (the sweep asks {value})", key.replace('_', "-")))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// A state file of `metadata` (a later key replaces an earlier one).
+    fn state_with(dir: &Path, metadata: &[(&str, &str)]) {
+        let metadata: HashMap<String, String> =
+            metadata.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let tensors = [("w".to_owned(), tch::Tensor::zeros([2], (tch::Kind::Float, tch::Device::Cpu)))];
+        safetensors::save(&state_path(dir), &tensors, metadata).unwrap();
+    }
+
+    fn error_of(dir: &Path) -> String {
+        format!("{:#}", RunFolder::read(dir).expect_err("a file that does not parse is an error"))
+    }
+
+    #[test]
+    fn an_exit_record_that_does_not_parse_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(ExitRecord::read(dir.path()).unwrap().is_none(), "no record is None");
+        std::fs::write(dir.path().join(EXIT_FILE), "{\"outcome\": ").unwrap();
+        let message = error_of(dir.path());
+        assert!(message.contains(EXIT_FILE) && message.contains("does not parse"), "{message}");
+    }
+
+    #[test]
+    fn a_state_whose_metadata_does_not_parse_is_an_error_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = "{\"lr\": 0.001}";
+        state_with(dir.path(), &[("config", config), ("progress", "{\"epochs\": [1, 2]}")]);
+        assert_eq!(RunFolder::read(dir.path()).unwrap().saved.unwrap().epochs_done, 2);
+        for (key, bad_value) in [("progress", "[oops"), ("epochs_done", "two"), ("history", "{"), ("config", "lr=")] {
+            state_with(dir.path(), &[("config", config), (key, bad_value)]);
+            let message = error_of(dir.path());
+            assert!(
+                message.contains(crate::run_dir::STATE_FILE) && message.contains(&format!("metadata {key}")),
+                "{message}"
+            );
+        }
+        state_with(dir.path(), &[("progress", "{\"epochs\": []}")]);
+        assert!(error_of(dir.path()).contains("metadata config missing"));
+    }
+}

@@ -10,7 +10,7 @@
 //!   optimizer);
 //! - [`amp`]: reduced precision (`--amp`, `--precision bf16`): which
 //!   autocast forward passes run under, and the loss scaling fp16 needs;
-//! - [`feed`] and [`frozen`]: image batches to the device, passes of a
+//! - [`augmented_batches`] and [`frozen_backbone`]: image batches to the device, passes of a
 //!   frozen classifier (features, probabilities).
 //!
 //! It knows no tool: the tools (`crate::finetune`, `crate::mnist`,
@@ -19,9 +19,9 @@
 //! [`crate::accel`].
 
 pub mod amp;
+pub mod augmented_batches;
 pub mod engine;
-pub mod feed;
-pub mod frozen;
+pub mod frozen_backbone;
 pub mod minibatch;
 pub mod optim;
 pub mod schedule;

@@ -9,7 +9,7 @@ use super::optim::Optimizer;
 use crate::grad::{Backprop, Forward, LossFn, Params};
 use tch::{Kind, Tensor};
 
-pub struct Stepper {
+pub struct GradientStep {
     pub params: Params,
     backprop: Box<dyn Backprop>,
     scaler: Option<LossScaler>,
@@ -21,7 +21,7 @@ pub struct StepOutcome {
     pub loss: f64,
 }
 
-impl Stepper {
+impl GradientStep {
     pub fn new(params: Params, backprop: Box<dyn Backprop>) -> Self {
         Self { params, backprop, scaler: None }
     }

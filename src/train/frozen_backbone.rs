@@ -5,8 +5,8 @@
 //! in large batches.
 
 use super::amp::Autocast;
-use super::feed::for_each_augmented_batch;
-use crate::accel::lanes::{lane_count, map_in_lanes};
+use super::augmented_batches::for_each_augmented_batch;
+use crate::accel::eval_lanes::{lane_count, map_in_lanes};
 use crate::data::loader::{DecodedSplit, EpochPlan};
 use crate::data::transforms::Normalization;
 use crate::interrupt::Interrupt;
