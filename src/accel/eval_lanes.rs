@@ -46,31 +46,35 @@ impl<M: ?Sized> Shared<'_, M> {
 
 /// The lane threads, started once per process: a thread's first call to
 /// `set_num_threads` costs (libtorch drops its cached oneDNN kernels), so
-/// lanes must not be new threads per batch.
-pub fn lane_pool(lanes: usize) -> &'static rayon::ThreadPool {
-    static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
-    POOL.get_or_init(|| {
+/// lanes must not be new threads per batch. The error of a pool that could
+/// not be started stays, and the passes then run on the calling thread.
+pub fn lane_pool(lanes: usize) -> Result<&'static rayon::ThreadPool, &'static str> {
+    static POOL: OnceLock<Result<rayon::ThreadPool, String>> = OnceLock::new();
+    let pool = POOL.get_or_init(|| {
         rayon::ThreadPoolBuilder::new()
             .num_threads(lanes)
             .thread_name(|i| format!("lane-{i}"))
             // This thread only: OpenMP's thread count is per thread.
             .start_handler(|_| tch::set_num_threads(1))
             .build()
-            .expect("cannot start the lane threads")
-    })
+            .map_err(|error| error.to_string())
+    });
+    pool.as_ref().map_err(String::as_str)
 }
 
 /// `run(model, job)` for every job, spread over `lanes` threads; the results
-/// come back in job order. With one lane it runs here.
+/// come back in job order. With one lane, or without the lane threads, it
+/// runs here.
 pub fn map_in_lanes<M: SharedReadOnly + ?Sized, J: Send, R: Send>(
     model: &M,
     jobs: Vec<J>,
     lanes: usize,
     run: impl Fn(&M, J) -> R + Sync,
 ) -> Vec<R> {
-    if lanes <= 1 || jobs.len() <= 1 {
-        return jobs.into_iter().map(|job| run(model, job)).collect();
-    }
+    let pool = match (lanes > 1 && jobs.len() > 1).then(|| lane_pool(lanes)) {
+        Some(Ok(pool)) => pool,
+        _ => return jobs.into_iter().map(|job| run(model, job)).collect(),
+    };
     let shared = Shared(model);
-    lane_pool(lanes).install(|| jobs.into_par_iter().map(|job| run(shared.get(), job)).collect())
+    pool.install(|| jobs.into_par_iter().map(|job| run(shared.get(), job)).collect())
 }

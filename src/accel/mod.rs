@@ -94,7 +94,11 @@ pub fn init_threads(threads: Option<usize>, workers: usize, reporter: &dyn Repor
             "warning: {workers} worker thread(s) could not be started ({error}); rayon's default pool is used"
         ));
     }
-    let _ = eval_lanes::lane_pool(lanes);
+    if let Err(error) = eval_lanes::lane_pool(lanes) {
+        reporter.warning(&format!(
+            "warning: the {lanes} eval lane thread(s) could not be started ({error}); frozen passes run on one thread"
+        ));
+    }
 }
 
 /// Makes the calling helper thread (augmentation, batch producer) run its
