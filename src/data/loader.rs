@@ -195,6 +195,16 @@ impl DecodedSplit {
     }
 }
 
+/// The positions in a sequence of `len` items that process `rank` of
+/// `world` takes, as torch's `DistributedSampler` takes them: the sequence
+/// padded with its first items (again from the start while short) to a
+/// multiple of `world`, then every `world`-th from `rank`. Every process gets
+/// `len.div_ceil(world)` positions.
+pub fn rank_share(len: usize, rank: usize, world: usize) -> Vec<usize> {
+    let per_rank = len.div_ceil(world);
+    (0..per_rank).map(|i| (i * world + rank) % len.max(1)).collect()
+}
+
 /// One epoch's plan for the training split: the sample order and each
 /// sample's augmentation, all drawn from an RNG seeded by (seed, epoch), so
 /// that any epoch can be replayed exactly, e.g. after a resume.
@@ -216,6 +226,17 @@ impl EpochPlan {
             })
             .collect();
         Self { order, augmentations }
+    }
+
+    /// The plan of process `rank` of `world` in a data-parallel run: its
+    /// share of the order ([`rank_share`]), each sample keeping the
+    /// augmentation drawn for it.
+    pub fn shard(&self, rank: usize, world: usize) -> Self {
+        let share = rank_share(self.order.len(), rank, world);
+        Self {
+            order: share.iter().map(|&k| self.order[k]).collect(),
+            augmentations: share.iter().map(|&k| self.augmentations[k]).collect(),
+        }
     }
 
     /// Batch `b` of the epoch: `[B, 3, 224, 224]` in [0, 1] and labels `[B]`,
@@ -273,4 +294,23 @@ impl EpochPlan {
 pub fn image_tensor(rgb: &RgbImage) -> Tensor {
     let (w, h) = rgb.dimensions();
     Tensor::from_data_size(rgb.as_raw(), &[h as i64, w as i64, 3], Kind::Uint8).permute([2, 0, 1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rank_share;
+
+    #[test]
+    fn ranks_share_as_torchs_distributed_sampler_does() {
+        assert_eq!(rank_share(10, 0, 2), [0, 2, 4, 6, 8]);
+        assert_eq!(rank_share(10, 1, 2), [1, 3, 5, 7, 9]);
+        // Padded with the first items to a multiple of the world size.
+        assert_eq!(rank_share(5, 0, 2), [0, 2, 4]);
+        assert_eq!(rank_share(5, 1, 2), [1, 3, 0]);
+        // Fewer items than processes: again from the start.
+        let shares: Vec<Vec<usize>> = (0..4).map(|rank| rank_share(2, rank, 4)).collect();
+        assert_eq!(shares, [[0], [1], [0], [1]]);
+        assert_eq!(rank_share(7, 0, 1), (0..7).collect::<Vec<_>>());
+        assert!(rank_share(0, 1, 2).is_empty());
+    }
 }
