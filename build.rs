@@ -1,6 +1,7 @@
 //! Points the binaries at libtorch, records which libtorch that is (and
 //! where the OpenBLAS wheel beside it would be), and compiles the autocast shim
-//! (`csrc/autocast.cpp`, see `src/autocast.rs`) against its headers.
+//! (`csrc/autocast.cpp`, see `src/autocast.rs`) and the c10d shim
+//! (`csrc/c10d.cpp`, see `src/dist`) against its headers.
 //!
 //! `torch-sys` tells us where libtorch lives (`DEP_TCH_LIBTORCH_LIB`). We embed
 //! that directory as an rpath, so the binaries run without LD_LIBRARY_PATH.
@@ -19,6 +20,7 @@ fn main() {
     if let Some(lib_dir) = &lib_dir {
         println!("cargo:rustc-link-arg=-Wl,-rpath={lib_dir}");
         compile_autocast_shim(std::path::Path::new(lib_dir));
+        compile_c10d_shim(std::path::Path::new(lib_dir));
         // The scipy-openblas32 wheel setup.sh installs beside torch (see src/accel/lapack.rs).
         let site_packages = std::path::Path::new(lib_dir).join("../..");
         let site_packages = std::fs::canonicalize(&site_packages).unwrap_or(site_packages);
@@ -98,6 +100,28 @@ fn compile_autocast_shim(lib_dir: &std::path::Path) {
         .include(lib_dir.join("../include"))
         .file("csrc/autocast.cpp")
         .compile("tchlab_autocast");
+}
+
+/// The C entry points to c10d's Gloo process group (`src/dist`): the wheel's
+/// c10d headers, with the project's parse-only gloo declarations in place of
+/// gloo's headers (the wheel has none; gloo's code is in `libtorch_cpu`).
+/// Links to `torch_cpu` and `c10` only, so every machine builds it.
+fn compile_c10d_shim(lib_dir: &std::path::Path) {
+    println!("cargo:rerun-if-changed=csrc/c10d.cpp");
+    println!("cargo:rerun-if-changed=csrc/gloo_decls");
+    let include = lib_dir.join("../include");
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .std("c++17")
+        .define("USE_C10D_GLOO", None)
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .include("csrc/gloo_decls")
+        .flag_if_supported("-Wno-unused-parameter")
+        .file("csrc/c10d.cpp")
+        .compile("tchlab_c10d");
 }
 
 /// `__version__ = '2.11.0+cpu'` → `2.11.0+cpu`.

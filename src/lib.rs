@@ -29,6 +29,11 @@
 //! switched on around forward passes by `train::amp`; the seam keeps to
 //! what fits it (no Winograd weight gradients for bf16 convolutions).
 //!
+//! Data-parallel runs (issue #28, the lower layer so far): [`dist`] joins a
+//! process group of PyTorch's c10d (Gloo on the CPU) from torchrun's, Slurm's
+//! or its own `--nproc` launch variables, and issues the collectives
+//! (broadcast, bucketed gradient mean, metric sums, all-gather, barrier).
+//!
 //! A saved model is used again through `finetune::predict` (probabilities
 //! for image files, evaluation of a split with a confusion matrix). Many
 //! runs at once are a [`sweep`]: a grid of options run as processes of one
@@ -82,6 +87,7 @@ pub mod choice_names;
 pub mod cli;
 pub mod data;
 pub mod device;
+pub mod dist;
 pub mod eigenfaces;
 pub mod finetune;
 pub mod grad;

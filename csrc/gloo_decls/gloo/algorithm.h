@@ -1,0 +1,2 @@
+// Parse-only stand-in for gloo/algorithm.h (see csrc/gloo_decls/README.md).
+#pragma once
