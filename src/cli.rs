@@ -293,6 +293,7 @@ pub fn count_ctrl_c() -> Arc<AtomicUsize> {
     presses
 }
 
+pub mod data_parallel;
 pub mod options_file;
 
 pub mod parse {

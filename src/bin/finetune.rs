@@ -8,6 +8,7 @@ use clap::parser::ValueSource;
 use clap::{Args, FromArgMatches, Parser, Subcommand};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use tchlab::cli::data_parallel::DataParallelArgs;
 use tchlab::cli::Banner;
 use tchlab::data::image_folder::collect_images;
 use tchlab::device::DeviceArg;
@@ -15,7 +16,7 @@ use tchlab::finetune::config::{FinetuneConfig, TrainOptions};
 use tchlab::finetune::predict::{evaluate_split, predict_files, resolve_split, TrainedModel};
 use tchlab::finetune::run::{self, Start};
 use tchlab::interrupt::Interrupt;
-use tchlab::report::{plots, Terminal};
+use tchlab::report::{plots, Reporter, Silent, Terminal};
 use tchlab::run_dir::BEST_MODEL_FILE;
 use tchlab::sweep::report::Report;
 use tchlab::sweep::runner::Plan;
@@ -139,6 +140,8 @@ struct TrainArgs {
     resume: Option<PathBuf>,
     #[command(flatten)]
     device: DeviceArg,
+    #[command(flatten)]
+    data_parallel: DataParallelArgs,
 }
 
 #[derive(Args)]
@@ -229,12 +232,29 @@ fn train(args: TrainArgs, given: BTreeSet<String>) -> Result<()> {
         }
         None => (FinetuneConfig::new_reporting(&options, &Terminal)?, Start::Fresh),
     };
+    if let Some(n) = args.data_parallel.ranks_to_start() {
+        return args.data_parallel.start_local_ranks(n, device);
+    }
     tchlab::accel::init_threads(config.threads, config.workers, &Terminal);
-    Banner { tool: "finetune", device, seed: Some(config.seed), out: Some(&config.out) }.print();
-    tchlab::say!("{}", config.describe());
+    let ranks = args.data_parallel.join(device)?;
+    // Rank 0 speaks for the run; the others report only their errors.
+    let reporter: &dyn Reporter = if ranks.leads() { &Terminal } else { &Silent };
+    if ranks.leads() {
+        Banner { tool: "finetune", device, seed: Some(config.seed), out: Some(&config.out) }.print();
+        tchlab::say!("{}", config.describe());
+        if ranks.world_size() > 1 {
+            let global = config.batch_size * ranks.world_size();
+            tchlab::say!("data-parallel: {} ranks, {global} images per step", ranks.world_size());
+        }
+    }
     let interrupt = Interrupt::new();
     tchlab::cli::stop_on_ctrl_c(&interrupt);
-    let summary = run::run(&config, device, start, &interrupt, &Terminal)?;
+    let summary = run::run(&config, (device, &ranks), start, &interrupt, reporter)?;
+    let leads = ranks.leads();
+    ranks.finish()?;
+    if !leads {
+        return Ok(());
+    }
     tchlab::say!(
         "results in {}: metrics.csv, summary.json, {BEST_MODEL_FILE}, loss.png, accuracy.png, val_predictions.png, TensorBoard events (tensorboard --logdir {})",
         config.out.display(),

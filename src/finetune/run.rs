@@ -16,7 +16,7 @@ use super::summary::FinetuneSummary;
 use crate::choice_names::Named;
 use crate::grad::Params;
 use crate::interrupt::Interrupt;
-use crate::metrics::format_minutes;
+use crate::metrics::{format_minutes, History, PhaseTotals};
 use crate::models::Classifier;
 use crate::persist::model_card::ModelCard;
 use crate::report::plots;
@@ -24,6 +24,7 @@ use crate::report::tensorboard::EventWriter;
 use crate::report::Reporter;
 pub use crate::run_dir::Start;
 use crate::run_dir::{RunDir, BEST_MODEL_FILE, METRICS_FILE, RUN_CONFIG_FILE, SUMMARY_FILE};
+use crate::train::data_parallel::Ranks;
 use crate::train::engine::{self, Epoch, EpochRecord, Fit, KeepRule, Scores, Task, TrainPhase, TrainState};
 use crate::train::frozen_backbone::predict_probabilities;
 use crate::train::optim::{self, Optimizer};
@@ -40,6 +41,7 @@ struct Finetune<'a> {
     grad_step: GradientStep,
     splits: &'a Splits,
     device: Device,
+    ranks: &'a Ranks,
     /// The val probabilities of the last evaluation.
     val_probs: Option<Tensor>,
 }
@@ -55,6 +57,7 @@ impl<'a> Finetune<'a> {
             splits: self.splits,
             device: self.device,
             interrupt: epoch.interrupt,
+            ranks: self.ranks,
             epoch: epoch.index,
             lr: epoch.lr,
             reporter: epoch.reporter,
@@ -77,7 +80,8 @@ impl Task for Finetune<'_> {
         tch::manual_seed(epoch_seed(self.config.seed, epoch.index));
         let started = Instant::now();
         let ctx = self.context(epoch);
-        let totals = self.strategy.train_epoch(self.model, &mut self.grad_step, optimizer, &ctx)?;
+        let mut totals = self.strategy.train_epoch(self.model, &mut self.grad_step, optimizer, &ctx)?;
+        totals = summed_over(totals, self.ranks)?;
         epoch.reporter.line(&format!("train Loss: {:.4} Acc: {:.4}", totals.loss(), totals.acc()));
         let scores = Scores::from([
             (TRAIN_ACC.to_owned(), totals.acc()),
@@ -89,7 +93,8 @@ impl Task for Finetune<'_> {
 
     fn valid_epoch(&mut self, epoch: &Epoch) -> Result<Scores> {
         let started = Instant::now();
-        let probs = self.strategy.val_probabilities(self.model, &self.context(epoch));
+        let ctx = self.context(epoch);
+        let probs = self.strategy.val_probabilities(self.model, &ctx)?;
         let labels = self.splits.val.labels_tensor();
         let (loss, correct) = loss_and_correct(&probs, &labels);
         let acc = correct as f64 / labels.size()[0].max(1) as f64;
@@ -97,6 +102,8 @@ impl Task for Finetune<'_> {
         epoch.reporter.line(&format!("val Loss: {loss:.4} Acc: {acc:.4}"));
         epoch.reporter.line("");
         self.val_probs = Some(probs);
+        // Every rank stops after this epoch when any of them was asked to.
+        ctx.stop_requested()?;
         Ok(Scores::from([(VAL_LOSS.to_owned(), loss), (VAL_ACC.to_owned(), acc), (VAL_SECONDS.to_owned(), seconds)]))
     }
 }
@@ -104,36 +111,41 @@ impl Task for Finetune<'_> {
 /// The tutorial's rule: the epoch of the highest val accuracy, the first on ties.
 const KEEP: KeepRule = KeepRule::Highest(VAL_ACC);
 
-/// Runs (or resumes) the fine-tuning run `config` on `device`, stopping at
-/// the next safe point when `interrupt` is set; its lines and bars go to
-/// `reporter`.
+/// Runs (or resumes) the fine-tuning run `config` on `device`, as one of
+/// `ranks` (rank 0 alone writes the run's files), stopping at the next safe
+/// point when `interrupt` is set; its lines and bars go to `reporter`.
 pub fn run(
     config: &FinetuneConfig,
-    device: Device,
+    (device, ranks): (Device, &Ranks),
     start: Start,
     interrupt: &Interrupt,
     reporter: &dyn Reporter,
 ) -> Result<FinetuneSummary> {
     let started = Instant::now();
     config.check_precision(device)?;
-    let out = RunDir::prepare(&config.out, start, config.overwrite)?;
-    let folders = Folders::scan(config)?;
-    let mut model = build_model(config, folders.classes().len(), device, reporter)?;
+    let out = ranks.leads().then(|| RunDir::prepare(&config.out, start, config.overwrite)).transpose();
+    let out = ranks.agree(out, "to prepare the run folder")?;
+    let folders = ranks.agree(Folders::scan(config), "to read the image folders")?;
+    let model = build_model(config, folders.classes().len(), device, reporter);
+    let mut model = ranks.agree(model, "to build the model")?;
+    ranks.broadcast_from_leader(&model.named_tensors().into_iter().map(|(_, t)| t).collect::<Vec<_>>())?;
     strategy::prepare_model(config.mode, &mut model);
     crate::accel::arrange_weights(&model.backbone_vs, config.precision == Precision::Bf16 && !config.amp);
-    let mut grad_step = GradientStep::new(model.trainable(), crate::accel::backprop(device));
+    let mut grad_step = GradientStep::new(model.trainable(), crate::accel::backprop(device)).over(ranks.clone());
     if config.autocast(device).scales_loss() && strategy::backpropagates_through_backbone(config.mode) {
         grad_step = grad_step.with_loss_scaling();
     }
     let optimizer = optim::build(config.optimizer, &grad_step.params, config.momentum, config.weight_decay);
     // A resumed state loads before any image is decoded (a wrong one fails in seconds).
-    let mut state = match start {
-        Start::Fresh => TrainState::new(optimizer),
-        Start::Resume => restore_progress(config, &model, &grad_step.params, optimizer, reporter)?,
+    let state = match start {
+        Start::Fresh => Ok(TrainState::new(optimizer)),
+        Start::Resume => restore_progress(config, &model, &grad_step.params, optimizer, reporter),
     };
-    let splits = Splits::decode(&folders, config, reporter)?;
-    let strategy = strategy::for_mode(config, &model, &splits, device, reporter);
-    let mut task = Finetune { config, model: &model, strategy, grad_step, splits: &splits, device, val_probs: None };
+    let mut state = ranks.agree(state, "to load the run state")?;
+    let splits = ranks.agree(Splits::decode(&folders, config, reporter), "to decode the images")?;
+    let strategy = strategy::for_mode(config, &model, &splits, (device, ranks), reporter)?;
+    let mut task =
+        Finetune { config, model: &model, strategy, grad_step, splits: &splits, device, ranks, val_probs: None };
     let schedule = config.schedule();
     let fit = Fit {
         epochs: config.epochs,
@@ -147,23 +159,52 @@ pub fn run(
     let mut events: Option<EventWriter> = None;
     let mut best_val_probs: Option<Tensor> = None;
     let outcome = engine::fit(&mut task, &fit, &mut state, &mut |state, task| {
-        // The state first: until it is saved, an earlier run in the folder stays whole.
-        checkpoint::save_state(&config.out, state, task, config)?;
-        out.mark_saved();
-        out.write(RUN_CONFIG_FILE, config.to_options_toml()?.as_bytes())?;
-        let record = state.epochs.last().expect("an epoch ended");
-        if let Some(kept) = state.kept.as_ref().filter(|k| k.epoch == record.epoch) {
-            checkpoint::save_best(&out.file(BEST_MODEL_FILE), kept, &card(config, &splits, kept.epoch, kept.score))?;
-            best_val_probs = task.val_probs.as_ref().map(Tensor::shallow_clone);
-        }
-        let history = history_of(&state.epochs);
-        history.write_csv(&out.file(METRICS_FILE))?;
-        log_epoch(&mut events, &config.out, record)
+        let saved = match &out {
+            Some(out) => save_epoch(config, out, state, task, &mut events, &mut best_val_probs),
+            None => Ok(()),
+        };
+        ranks.agree(saved, "to save the epoch")
     });
-    let outcome = outcome.map_err(|e| out.explain(e, "finetune"))?;
+    let outcome = outcome.map_err(|e| match &out {
+        Some(out) => out.explain(e, "finetune"),
+        None => e,
+    })?;
     let grad_step = task.grad_step;
     let finished = Finished { state: &state, best_val_probs, stopped_early: outcome.stopped_early, started };
-    finish(config, &out, device, &model, &grad_step, &splits, finished, reporter)
+    finish(config, out.as_ref(), (device, ranks), &model, &grad_step, &splits, finished, reporter)
+}
+
+/// After an epoch, rank 0's files: the state first (until it is saved, an
+/// earlier run in the folder stays whole), the options, the kept model when
+/// this epoch is kept, metrics.csv and the TensorBoard scalars.
+fn save_epoch(
+    config: &FinetuneConfig,
+    out: &RunDir,
+    state: &TrainState,
+    task: &Finetune,
+    events: &mut Option<EventWriter>,
+    best_val_probs: &mut Option<Tensor>,
+) -> Result<()> {
+    checkpoint::save_state(&config.out, state, task, config)?;
+    out.mark_saved();
+    out.write(RUN_CONFIG_FILE, config.to_options_toml()?.as_bytes())?;
+    let record = state.epochs.last().expect("an epoch ended");
+    if let Some(kept) = state.kept.as_ref().filter(|k| k.epoch == record.epoch) {
+        checkpoint::save_best(&out.file(BEST_MODEL_FILE), kept, &card(config, task.splits, kept.epoch, kept.score))?;
+        *best_val_probs = task.val_probs.as_ref().map(Tensor::shallow_clone);
+    }
+    history_of(&state.epochs).write_csv(&out.file(METRICS_FILE))?;
+    log_epoch(events, &config.out, record)
+}
+
+/// `totals` of this process's share, summed over the ranks.
+fn summed_over(totals: PhaseTotals, ranks: &Ranks) -> Result<PhaseTotals> {
+    let mut sums = [totals.loss_sum, totals.correct as f64, totals.count as f64, totals.data_wait_seconds];
+    ranks.sum(&mut sums)?;
+    let [loss_sum, correct, count, data_wait] = sums;
+    let world = ranks.world_size() as f64;
+    // Data wait is each rank's own time: their mean.
+    Ok(PhaseTotals { loss_sum, correct: correct as i64, count: count as i64, data_wait_seconds: data_wait / world })
 }
 
 /// The classifier with its pretrained backbone loaded, before any image is
@@ -249,12 +290,12 @@ struct Finished<'a> {
 }
 
 /// After the last epoch: the tutorial's closing lines, the best model back
-/// in place for the figures, and summary.json.
+/// in place, and (rank 0) the figures and summary.json.
 #[allow(clippy::too_many_arguments)]
 fn finish(
     config: &FinetuneConfig,
-    out: &RunDir,
-    device: Device,
+    out: Option<&RunDir>,
+    (device, ranks): (Device, &Ranks),
     model: &Classifier,
     grad_step: &GradientStep,
     splits: &Splits,
@@ -266,7 +307,8 @@ fn finish(
     let best_acc = finished.state.kept.as_ref().context("no epoch was kept")?.score;
     reporter.line(&format!("Training complete in {}", format_minutes(seconds)));
     reporter.line(&format!("Best val Acc: {best_acc:.6}"));
-    let summary = FinetuneSummary::new(config, device, splits, &history, best_acc, finished.stopped_early, seconds)?;
+    let kept = (best_acc, finished.stopped_early);
+    let summary = FinetuneSummary::new(config, device, splits, &history, kept, seconds, ranks)?;
     reporter.line(&format!(
         "data: {:.1} s of the train phases ({:.1} %) waiting for or augmenting batches{}",
         summary.data_wait_seconds,
@@ -277,9 +319,32 @@ fn finish(
             String::new()
         }
     ));
+    let weights: Vec<Tensor> = model.named_tensors().into_iter().map(|(_, t)| t).collect();
+    ranks.check_identical(&weights)?;
     finished.state.restore_kept(&model.named_tensors())?;
-    plots::training_curves(&history, &config.out)?;
-    let val_probs = match finished.best_val_probs {
+    let written = match out {
+        Some(out) => {
+            let results = (&history, &summary);
+            write_results(config, out, (device, model), splits, results, finished.best_val_probs, reporter)
+        }
+        None => Ok(()),
+    };
+    ranks.agree(written, "to write the results")?;
+    Ok(summary)
+}
+
+/// The figures of the finished run (the kept model's) and summary.json.
+fn write_results(
+    config: &FinetuneConfig,
+    out: &RunDir,
+    (device, model): (Device, &Classifier),
+    splits: &Splits,
+    (history, summary): (&History, &FinetuneSummary),
+    best_val_probs: Option<Tensor>,
+    reporter: &dyn Reporter,
+) -> Result<()> {
+    plots::training_curves(history, &config.out)?;
+    let val_probs = match best_val_probs {
         Some(probs) => probs,
         None => {
             let pass = strategy::frozen_pass(config, device);
@@ -287,8 +352,7 @@ fn finish(
         }
     };
     plots::prediction_grid(&splits.val, &val_probs, &config.out.join("val_predictions.png"))?;
-    summary.write(out)?;
-    Ok(summary)
+    summary.write(out)
 }
 
 /// libtorch's seed for `epoch`'s random draws (dropout) in a run of `seed`:

@@ -20,11 +20,12 @@ use crate::metrics::PhaseTotals;
 use crate::models::Classifier;
 use crate::report::Reporter;
 use crate::train::augmented_batches::for_each_augmented_batch;
+use crate::train::data_parallel::Ranks;
 use crate::train::frozen_backbone::{
     augmented_features, backbone_features, head_probabilities, predict_probabilities, FrozenPass,
 };
 use crate::train::optim::Optimizer;
-use crate::train::step::GradientStep;
+use crate::train::step::{GradientStep, StepError};
 use anyhow::Result;
 use tch::{Device, Kind, Reduction, Tensor};
 
@@ -34,6 +35,8 @@ pub struct EpochContext<'a> {
     pub splits: &'a Splits,
     pub device: Device,
     pub interrupt: &'a Interrupt,
+    /// The processes of a data-parallel run (or this one alone).
+    pub ranks: &'a Ranks,
     pub epoch: usize,
     pub lr: f64,
     /// Where the phases' progress bars come from.
@@ -49,8 +52,24 @@ impl EpochContext<'_> {
         Interrupted(format!("interrupted during epoch {}", self.epoch)).into()
     }
 
-    fn non_finite(&self, value: f64, batch: usize) -> anyhow::Error {
-        anyhow::anyhow!("non-finite loss ({value}) at epoch {}, batch {batch}; stopped", self.epoch)
+    fn step_failed(&self, error: StepError, batch: usize) -> anyhow::Error {
+        match error {
+            StepError::NonFinite(value) => {
+                anyhow::anyhow!("non-finite loss ({value}) at epoch {}, batch {batch}; stopped", self.epoch)
+            }
+            StepError::Ranks(error) => error.context(format!("epoch {}, batch {batch}", self.epoch)),
+        }
+    }
+
+    /// Whether to stop here: Ctrl-C reached this process, or any rank of a
+    /// data-parallel run.
+    pub(super) fn stop_requested(&self) -> Result<bool> {
+        self.ranks.stop_requested(self.interrupt)
+    }
+
+    /// This process's share of the epoch's plan (all of it when alone).
+    fn plan(&self) -> EpochPlan {
+        self.ranks.share(EpochPlan::draw(&self.splits.train, self.config.seed, self.epoch))
     }
 
     /// The training loss: cross-entropy with the run's label smoothing.
@@ -78,23 +97,23 @@ pub trait Strategy {
         ctx: &EpochContext,
     ) -> Result<PhaseTotals>;
     /// Val-split class probabilities `[N, classes]` (on the CPU) of the model as it is.
-    fn val_probabilities(&self, model: &Classifier, ctx: &EpochContext) -> Tensor;
+    fn val_probabilities(&self, model: &Classifier, ctx: &EpochContext) -> Result<Tensor>;
 }
 
 /// The strategy of `config.mode` for a `model` that [`prepare_model`] has
 /// prepared (feature-extract mode computes its fixed val features here,
-/// with bars from `reporter`).
+/// shared out between `ranks`, with bars from `reporter`).
 pub fn for_mode(
     config: &FinetuneConfig,
     model: &Classifier,
     splits: &Splits,
-    device: Device,
+    (device, ranks): (Device, &Ranks),
     reporter: &dyn Reporter,
-) -> Box<dyn Strategy> {
-    match config.mode {
-        Mode::FeatureExtract => Box::new(FeatureExtract::new(config, model, splits, device, reporter)),
+) -> Result<Box<dyn Strategy>> {
+    Ok(match config.mode {
+        Mode::FeatureExtract => Box::new(FeatureExtract::new(config, model, splits, (device, ranks), reporter)?),
         Mode::Full => Box::new(Full),
-    }
+    })
 }
 
 /// Whether `mode`'s steps backpropagate through the backbone (where fp16
@@ -122,15 +141,19 @@ impl FeatureExtract {
         config: &FinetuneConfig,
         model: &Classifier,
         splits: &Splits,
-        device: Device,
+        (device, ranks): (Device, &Ranks),
         reporter: &dyn Reporter,
-    ) -> Self {
+    ) -> Result<Self> {
         let pass = frozen_pass(config, device);
-        let val_features = backbone_features(model, &splits.val_images, pass, "val features", reporter);
-        let cached_train_features = config
-            .cache_features
-            .then(|| backbone_features(model, &splits.train.val_tensor(), pass, "train features", reporter));
-        Self { val_features, cached_train_features }
+        let features = |images: &Tensor, label: &str| {
+            ranks.sharded_pass(images, |share| backbone_features(model, share, pass, label, reporter))
+        };
+        let val_features = features(&splits.val_images, "val features")?.to_device(device);
+        let cached_train_features = match config.cache_features {
+            true => Some(features(&splits.train.val_tensor(), "train features")?.to_device(device)),
+            false => None,
+        };
+        Ok(Self { val_features, cached_train_features })
     }
 
     /// The head's steps over features already in the epoch's order, in
@@ -151,7 +174,7 @@ impl FeatureExtract {
             let (features, labels) = (features.narrow(0, start, len), labels.narrow(0, start, len));
             let outcome = grad_step
                 .step(optimizer, &mut || model.head_forward(&features, true), &ctx.loss(&labels), ctx.lr)
-                .map_err(|value| ctx.non_finite(value, b))?;
+                .map_err(|error| ctx.step_failed(error, b))?;
             totals.add(outcome.loss, correct(&outcome.logits, &labels), len);
         }
         Ok(totals)
@@ -159,7 +182,7 @@ impl FeatureExtract {
 
     /// `--cache-features`: the cached features shuffled by the epoch's plan.
     fn cached_epoch(features: &Tensor, split: &DecodedSplit, ctx: &EpochContext) -> (Tensor, Tensor) {
-        let plan = EpochPlan::draw(split, ctx.config.seed, ctx.epoch);
+        let plan = ctx.plan();
         let order: Vec<i64> = plan.order.iter().map(|&i| i as i64).collect();
         let order = Tensor::from_slice(&order).to_device(features.device());
         let labels = split.labels_tensor().to_device(features.device()).index_select(0, &order);
@@ -182,10 +205,10 @@ impl Strategy for FeatureExtract {
         }
         // The frozen backbone is a fixed function (eval mode), so the features
         // of the epoch's augmented images can be computed first, in lanes.
-        let plan = EpochPlan::draw(split, ctx.config.seed, ctx.epoch);
+        let plan = ctx.plan();
         let (features, data_seconds) =
             augmented_features(model, &plan, split, ctx.frozen_pass(), ctx.interrupt, ctx.reporter)?;
-        if ctx.interrupt.requested() {
+        if ctx.stop_requested()? {
             return Err(ctx.interrupted());
         }
         let labels = plan.all_labels(split).to_device(ctx.device);
@@ -194,8 +217,8 @@ impl Strategy for FeatureExtract {
         Ok(totals)
     }
 
-    fn val_probabilities(&self, model: &Classifier, _: &EpochContext) -> Tensor {
-        head_probabilities(model, &self.val_features)
+    fn val_probabilities(&self, model: &Classifier, _: &EpochContext) -> Result<Tensor> {
+        Ok(head_probabilities(model, &self.val_features))
     }
 }
 
@@ -210,30 +233,37 @@ impl Strategy for Full {
         ctx: &EpochContext,
     ) -> Result<PhaseTotals> {
         let split = &ctx.splits.train;
-        let plan = EpochPlan::draw(split, ctx.config.seed, ctx.epoch);
+        let plan = ctx.plan();
         let normalization = ctx.config.arch.normalization();
+        let buffers = model.buffers();
         let bar = ctx.reporter.bar(plan.num_batches(ctx.config.batch_size) as u64, "train");
         let mut totals = PhaseTotals::default();
         totals.data_wait_seconds =
             for_each_augmented_batch(&plan, split, ctx.config.batch_size, ctx.device, |b, images, labels| {
                 let images = normalization.apply(&images);
+                // DDP's broadcast_buffers: batch norm's running statistics are rank 0's.
+                ctx.ranks.broadcast_from_leader(&buffers)?;
                 let autocast = ctx.config.autocast(ctx.device);
                 let mut forward = || autocast.run(|| model.forward(&images, true));
                 let outcome = grad_step
                     .step(optimizer, &mut forward, &ctx.loss(&labels), ctx.lr)
-                    .map_err(|value| ctx.non_finite(value, b))?;
+                    .map_err(|error| ctx.step_failed(error, b))?;
                 totals.add(outcome.loss, correct(&outcome.logits, &labels), labels.size()[0]);
                 bar.inc(1);
-                if ctx.interrupt.requested() {
+                if ctx.stop_requested()? {
                     return Err(ctx.interrupted());
                 }
                 Ok(())
             })?;
         bar.finish_and_clear();
+        // Evaluation and the saved state see rank 0's statistics on every rank.
+        ctx.ranks.broadcast_from_leader(&buffers)?;
         Ok(totals)
     }
 
-    fn val_probabilities(&self, model: &Classifier, ctx: &EpochContext) -> Tensor {
-        predict_probabilities(model, &ctx.splits.val_images, ctx.frozen_pass(), "val", ctx.reporter)
+    fn val_probabilities(&self, model: &Classifier, ctx: &EpochContext) -> Result<Tensor> {
+        ctx.ranks.sharded_pass(&ctx.splits.val_images, |share| {
+            predict_probabilities(model, share, ctx.frozen_pass(), "val", ctx.reporter)
+        })
     }
 }

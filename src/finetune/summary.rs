@@ -6,6 +6,7 @@ use super::config::FinetuneConfig;
 use super::splits::Splits;
 use crate::metrics::History;
 use crate::run_dir::{RunDir, SUMMARY_FILE};
+use crate::train::data_parallel::Ranks;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::Device;
@@ -39,6 +40,15 @@ pub struct FinetuneSummary {
     pub val_images: usize,
     pub classes: Vec<String>,
     pub bad_files: Vec<String>,
+    /// The processes that trained the run together (data-parallel ranks),
+    /// the c10d backend between them, and the images of one step over all
+    /// of them (`--batch-size` is per process, as in DDP).
+    #[serde(default = "one")]
+    pub world_size: usize,
+    #[serde(default)]
+    pub dist_backend: Option<String>,
+    #[serde(default)]
+    pub global_batch: usize,
 }
 
 impl FinetuneSummary {
@@ -47,9 +57,9 @@ impl FinetuneSummary {
         device: Device,
         splits: &Splits,
         history: &History,
-        best_val_acc: f64,
-        stopped_early: bool,
+        (best_val_acc, stopped_early): (f64, bool),
         seconds: f64,
+        ranks: &Ranks,
     ) -> Result<Self> {
         let train = history.phase("train");
         let waited: f64 = train.iter().map(|r| r.data_wait_seconds).sum();
@@ -74,12 +84,19 @@ impl FinetuneSummary {
             val_images: splits.val.len(),
             classes: splits.train.classes.clone(),
             bad_files: bad_files.map(|b| format!("{}: {}", b.path.display(), b.reason)).collect(),
+            world_size: ranks.world_size(),
+            dist_backend: ranks.backend().map(|b| b.name().to_owned()),
+            global_batch: config.batch_size * ranks.world_size(),
         })
     }
 
     pub fn write(&self, out: &RunDir) -> Result<()> {
         out.write(SUMMARY_FILE, serde_json::to_string_pretty(self)?.as_bytes())
     }
+}
+
+fn one() -> usize {
+    1
 }
 
 fn finetune_tool() -> String {

@@ -154,6 +154,14 @@ impl Classifier {
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
     }
+
+    /// The tensors a forward pass in training mode updates (batch norm's
+    /// running statistics), in name order.
+    pub fn buffers(&self) -> Vec<Tensor> {
+        const BUFFERS: [&str; 3] = ["running_mean", "running_var", "num_batches_tracked"];
+        let is_buffer = |name: &str| BUFFERS.iter().any(|b| name.ends_with(b));
+        self.named_tensors().into_iter().filter(|(name, _)| is_buffer(name)).map(|(_, t)| t).collect()
+    }
 }
 
 /// A classifier seen only through its eval-mode passes without autograd

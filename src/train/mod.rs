@@ -10,6 +10,8 @@
 //!   optimizer);
 //! - [`amp`]: reduced precision (`--amp`, `--precision bf16`): which
 //!   autocast forward passes run under, and the loss scaling fp16 needs;
+//! - [`data_parallel`]: a process's part in a data-parallel run (DDP's
+//!   semantics over `crate::dist`);
 //! - [`augmented_batches`] and [`frozen_backbone`]: image batches to the device, passes of a
 //!   frozen classifier (features, probabilities).
 //!
@@ -20,6 +22,7 @@
 
 pub mod amp;
 pub mod augmented_batches;
+pub mod data_parallel;
 pub mod engine;
 pub mod frozen_backbone;
 pub mod minibatch;

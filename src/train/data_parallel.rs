@@ -1,0 +1,181 @@
+//! A training process's place in a data-parallel run, with the semantics of
+//! torch's `DistributedDataParallel` on a [`crate::dist::ProcessGroup`]:
+//! rank 0's weights broadcast at start, each epoch's order shared out as
+//! `DistributedSampler` does, gradients averaged over the ranks after every
+//! backward pass, batch-norm buffers broadcast from rank 0 before each
+//! forward pass, and the sums of metrics, the rows of sharded passes and
+//! Ctrl-C agreed by every rank. A single process ([`Ranks::single`]) does
+//! none of it and issues no collective.
+//!
+//! What it must not do: decide what is trained or written. Every rank calls
+//! the same methods in the same order (a collective issued by one rank only
+//! waits for the others until the group's timeout).
+
+use crate::data::loader::{rank_share, EpochPlan};
+use crate::dist::{Backend, ProcessGroup};
+use crate::interrupt::Interrupt;
+use anyhow::{bail, Result};
+use std::rc::Rc;
+use tch::{Device, Tensor};
+
+/// This process alone, or one rank of a process group.
+#[derive(Clone, Default)]
+pub struct Ranks(Option<Rc<Member>>);
+
+struct Member {
+    group: ProcessGroup,
+    backend: Backend,
+}
+
+impl Ranks {
+    /// A run of one process.
+    pub fn single() -> Self {
+        Self(None)
+    }
+
+    /// Rank `group.rank()` of a group joined over `backend`.
+    pub fn of(group: ProcessGroup, backend: Backend) -> Self {
+        Self(Some(Rc::new(Member { group, backend })))
+    }
+
+    pub fn rank(&self) -> usize {
+        self.0.as_ref().map_or(0, |m| m.group.rank())
+    }
+
+    pub fn world_size(&self) -> usize {
+        self.0.as_ref().map_or(1, |m| m.group.world_size())
+    }
+
+    /// The c10d backend between the ranks (`None` alone).
+    pub fn backend(&self) -> Option<Backend> {
+        self.0.as_ref().map(|m| m.backend)
+    }
+
+    /// Whether this process prints, writes the run's files and checkpoints (rank 0).
+    pub fn leads(&self) -> bool {
+        self.rank() == 0
+    }
+
+    fn group(&self) -> Option<&ProcessGroup> {
+        self.0.as_deref().map(|m| &m.group).filter(|g| g.world_size() > 1)
+    }
+
+    /// `local` when every rank got an `Ok` at this point; otherwise this
+    /// rank's own error, or one saying another rank failed `while` (it
+    /// reports its error itself).
+    pub fn agree<T>(&self, local: Result<T>, while_: &str) -> Result<T> {
+        let Some(group) = self.group() else { return local };
+        let mut failed = [f64::from(u8::from(local.is_err()))];
+        group.all_reduce_sum_f64(&mut failed)?;
+        match local {
+            Err(error) => Err(error),
+            Ok(_) if failed[0] > 0.0 => {
+                bail!("rank {}: stopped: {} other rank(s) failed {while_}", self.rank(), failed[0])
+            }
+            ok => ok,
+        }
+    }
+
+    /// Makes `tensors` rank 0's on every rank (the model at start, batch-norm
+    /// buffers before a forward pass). Gloo carries CPU tensors only.
+    pub fn broadcast_from_leader(&self, tensors: &[Tensor]) -> Result<()> {
+        match self.group() {
+            Some(group) => group.broadcast_(tensors, 0),
+            None => Ok(()),
+        }
+    }
+
+    /// Replaces each tensor by its mean over the ranks.
+    pub fn mean_(&self, tensors: &[Tensor]) -> Result<()> {
+        match self.group() {
+            Some(group) => group.all_reduce_mean_(tensors),
+            None => Ok(()),
+        }
+    }
+
+    /// Sums `values` over the ranks.
+    pub fn sum(&self, values: &mut [f64]) -> Result<()> {
+        match self.group() {
+            Some(group) => group.all_reduce_sum_f64(values),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether Ctrl-C reached any rank; when one did, every rank's
+    /// `interrupt` is set, so that all stop at the same safe point.
+    pub fn stop_requested(&self, interrupt: &Interrupt) -> Result<bool> {
+        let mut requested = [f64::from(u8::from(interrupt.requested()))];
+        self.sum(&mut requested)?;
+        if requested[0] > 0.0 {
+            interrupt.request();
+        }
+        Ok(requested[0] > 0.0)
+    }
+
+    /// This rank's share of an epoch's plan.
+    pub fn share(&self, plan: EpochPlan) -> EpochPlan {
+        match self.group() {
+            Some(group) => plan.shard(group.rank(), group.world_size()),
+            None => plan,
+        }
+    }
+
+    /// The positions of `len` rows this rank computes in a sharded pass.
+    pub fn rows(&self, len: usize) -> Vec<i64> {
+        rank_share(len, self.rank(), self.world_size()).into_iter().map(|i| i as i64).collect()
+    }
+
+    /// A pass over the rows of `inputs` (fixed images: val, cached
+    /// features) shared out between the ranks: `compute` on this rank's
+    /// share of the rows, then every rank's results put together in row
+    /// order. `compute` returns one result row per input row, on any device.
+    pub fn sharded_pass(&self, inputs: &Tensor, compute: impl FnOnce(&Tensor) -> Tensor) -> Result<Tensor> {
+        let Some(group) = self.group() else { return Ok(compute(inputs)) };
+        let len = inputs.size()[0] as usize;
+        let rows = Tensor::from_slice(&self.rows(len)).to_device(inputs.device());
+        let mine = compute(&inputs.index_select(0, &rows)).to_device(Device::Cpu);
+        let shares = group.all_gather(&mine)?;
+        // Rank r's i-th row is row i × world + r: interleave, then drop the padding.
+        let interleaved = Tensor::stack(&shares, 1);
+        let mut shape = interleaved.size();
+        let rows = shape.remove(0) * shape.remove(0);
+        shape.insert(0, rows);
+        Ok(interleaved.reshape(shape.as_slice()).narrow(0, 0, len as i64))
+    }
+
+    /// An error unless `tensors` (the trained weights) are the same on every
+    /// rank, compared by a fingerprint of their values: what data-parallel
+    /// training must keep true, checked once at the end.
+    pub fn check_identical(&self, tensors: &[Tensor]) -> Result<()> {
+        let Some(group) = self.group() else { return Ok(()) };
+        let fingerprint = tch::no_grad(|| {
+            let values: Vec<Tensor> = tensors.iter().map(|t| t.to_kind(tch::Kind::Double).reshape([-1])).collect();
+            let all = Tensor::cat(&values, 0);
+            let weights = Tensor::arange(all.size()[0], (tch::Kind::Double, all.device())).remainder(7.0) + 1.0;
+            Tensor::stack(
+                &[
+                    all.sum(tch::Kind::Double),
+                    (&all * &all).sum(tch::Kind::Double),
+                    (&all * weights).sum(tch::Kind::Double),
+                ],
+                0,
+            )
+            .to_device(Device::Cpu)
+        });
+        let fingerprints = group.all_gather(&fingerprint)?;
+        match fingerprints.iter().position(|f| !f.equal(&fingerprints[0])) {
+            Some(rank) => bail!("rank {rank}'s weights differ from rank 0's at the end of the run"),
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the rank's part after every rank got here, so that rank 0, which
+    /// hosts the group's store, leaves last.
+    pub fn finish(self) -> Result<()> {
+        match self.0.map(Rc::try_unwrap) {
+            Some(Ok(member)) => member.group.finish(),
+            Some(Err(_)) => bail!("the process group is still in use at the end of the run"),
+            None => Ok(()),
+        }
+    }
+}
