@@ -55,6 +55,7 @@ const DATA_SUITES: &[&str] = &[
     "bad_input",
     "bf16",
     "caption_cli",
+    "data_parallel",
     "eigenfaces",
     "finetune_cli",
     "first_hour",

@@ -1,0 +1,233 @@
+//! Data-parallel `finetune` on c10d's Gloo backend, on 127.0.0.1: two ranks
+//! train what one process trains with the doubled batch, however they are
+//! launched (`--nproc`, torchrun, Slurm's variables); Ctrl-C, a killed rank
+//! and a lone rank end every process with one line; a two-rank state resumes
+//! in one process. Every child is killed after a bound.
+#![cfg(tchlab_data)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// How long any run here may take before it is killed and the test fails.
+const BOUND: Duration = Duration::from_secs(120);
+
+fn small_data() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| common::small_ants_bees("small-ants-bees", 8))
+}
+
+/// A frozen random ResNet-18 with a new head on un-augmented cached
+/// features: no augmentation and no dropout, so the data order alone decides.
+fn feature_extract(batch: usize, out: &Path) -> Command {
+    let mut cmd = common::finetune();
+    cmd.args(["--arch", "resnet18", "--random-init", "--mode", "feature-extract", "--cache-features"])
+        .args(["--epochs", "3", "--image-size", "64", "--lr", "0.01", "--threads", "1"])
+        .args(["--batch-size", &batch.to_string()])
+        .arg("--data")
+        .arg(small_data())
+        .arg("--out")
+        .arg(out);
+    cmd
+}
+
+/// Full mode, long enough to be stopped in its second epoch.
+fn full_mode(out: &Path) -> Command {
+    let mut cmd = common::finetune();
+    cmd.args(["--arch", "resnet18", "--random-init", "--mode", "full", "--epochs", "6", "--image-size", "96"])
+        .args(["--batch-size", "2", "--threads", "1", "--dist-timeout", "20"])
+        .arg("--data")
+        .arg(small_data())
+        .arg("--out")
+        .arg(out);
+    cmd
+}
+
+/// `cmd` as rank `rank` of `world` with the store at 127.0.0.1:`port`.
+fn as_rank(mut cmd: Command, rank: usize, world: usize, port: u16) -> Command {
+    cmd.env("RANK", rank.to_string())
+        .env("WORLD_SIZE", world.to_string())
+        .env("LOCAL_RANK", rank.to_string())
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", port.to_string());
+    cmd
+}
+
+fn spawn(mut cmd: Command) -> Child {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+/// The child's output, killing it (and failing) after [`BOUND`].
+fn finish(mut child: Child) -> Output {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > BOUND {
+            child.kill().ok();
+            panic!("a rank still ran after {BOUND:?}: {:?}", child.wait_with_output().map(|o| common::text(&o.stderr)));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn run(cmd: Command) -> Output {
+    let output = finish(spawn(cmd));
+    assert!(output.status.success(), "failed ({}): {}", output.status, common::text(&output.stderr));
+    output
+}
+
+/// (loss, acc) of every (epoch, phase) row of metrics.csv.
+fn metrics(out: &Path) -> Vec<(String, f64, f64)> {
+    let text = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|line| {
+            let cells: Vec<&str> = line.split(',').collect();
+            (format!("{} {}", cells[0], cells[1]), cells[2].parse().unwrap(), cells[3].parse().unwrap())
+        })
+        .collect()
+}
+
+fn assert_close(a: f64, b: f64, what: &str) {
+    assert!((a - b).abs() <= 1e-5 * a.abs().max(b.abs()).max(1e-12), "{what}: {a} against {b}");
+}
+
+fn assert_same_metrics(two_ranks: &Path, one: &Path) {
+    let (two_ranks, one) = (metrics(two_ranks), metrics(one));
+    assert_eq!(two_ranks.len(), one.len());
+    for ((row, loss_2, acc_2), (_, loss_1, acc_1)) in two_ranks.iter().zip(&one) {
+        assert_close(*loss_2, *loss_1, &format!("{row} loss"));
+        assert_close(*acc_2, *acc_1, &format!("{row} acc"));
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn one_process_with_the_doubled_batch() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = common::temp_dir();
+        run(feature_extract(8, dir.path()));
+        dir
+    })
+    .path()
+}
+
+#[test]
+fn two_ranks_train_what_one_process_trains_with_the_doubled_batch() {
+    let two = common::temp_dir();
+    let mut cmd = feature_extract(4, two.path());
+    cmd.args(["--nproc", "2"]);
+    let output = run(cmd);
+    assert!(common::stdout(&output).contains("data-parallel: 2 ranks, 8 images per step"));
+    assert_same_metrics(two.path(), one_process_with_the_doubled_batch());
+    let weights = |dir: &Path| -> std::collections::BTreeMap<String, tch::Tensor> {
+        tch::Tensor::read_safetensors(dir.join("best_model.safetensors")).unwrap().into_iter().collect()
+    };
+    let (two_ranks, one) = (weights(two.path()), weights(one_process_with_the_doubled_batch()));
+    assert_eq!(two_ranks.keys().collect::<Vec<_>>(), one.keys().collect::<Vec<_>>());
+    for ((name, a), b) in two_ranks.iter().zip(one.values()) {
+        let difference = (a - b).abs().max().double_value(&[]);
+        assert!(difference <= 1e-5 * b.abs().max().double_value(&[]).max(1e-6), "{name}: {difference}");
+    }
+    let summary = common::read_json(&two.path().join("summary.json"));
+    assert_eq!((summary["world_size"].as_u64(), summary["global_batch"].as_u64()), (Some(2), Some(8)));
+    assert_eq!(summary["dist_backend"], "gloo");
+}
+
+#[test]
+fn torchrun_and_slurms_variables_launch_the_same_run() {
+    let torchrun = common::temp_dir();
+    let mut cmd = Command::new(common::repo().join(".venv/bin/torchrun"));
+    cmd.args(["--no-python", "--nproc-per-node=2", "--master-port"])
+        .arg(free_port().to_string())
+        .arg(env!("CARGO_BIN_EXE_finetune"))
+        .args(feature_extract(4, torchrun.path()).get_args());
+    run(cmd);
+    assert_same_metrics(torchrun.path(), one_process_with_the_doubled_batch());
+
+    let slurm = common::temp_dir();
+    let port = free_port();
+    let ranks: Vec<Child> = (0..2)
+        .map(|rank| {
+            let mut cmd = feature_extract(4, slurm.path());
+            cmd.env("SLURM_PROCID", rank.to_string())
+                .env("SLURM_NTASKS", "2")
+                .env("SLURM_LOCALID", rank.to_string())
+                .env("SLURM_JOB_NODELIST", "localhost")
+                .env("MASTER_PORT", port.to_string());
+            spawn(cmd)
+        })
+        .collect();
+    for output in ranks.into_iter().map(finish) {
+        assert!(output.status.success(), "{}", common::text(&output.stderr));
+    }
+    assert_same_metrics(slurm.path(), one_process_with_the_doubled_batch());
+}
+
+/// Starts ranks 0 and 1 of `full_mode`, waits until rank 0 starts its
+/// second epoch, and signals rank 1 with `signal`.
+fn signal_rank_1_in_epoch_1(out: &Path, signal: libc::c_int) -> (Output, Output) {
+    let port = free_port();
+    let mut rank_0 = spawn(as_rank(full_mode(out), 0, 2, port));
+    let rank_1 = spawn(as_rank(full_mode(&out.join("rank-1")), 1, 2, port));
+    let mut stdout = std::io::BufReader::new(rank_0.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("Epoch 1/") {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut stdout, &mut line).unwrap() > 0, "rank 0 ended before epoch 1");
+    }
+    // SAFETY: signalling a child of this test.
+    unsafe { libc::kill(rank_1.id() as libc::pid_t, signal) };
+    let started = Instant::now();
+    let outputs = (finish(rank_0), finish(rank_1));
+    assert!(started.elapsed() < Duration::from_secs(30), "the ranks took {:?} to stop", started.elapsed());
+    outputs
+}
+
+#[test]
+fn ctrl_c_on_one_rank_stops_both_and_the_state_resumes_in_one_process() {
+    let dir = common::temp_dir();
+    let out = dir.path().join("run");
+    let (rank_0, rank_1) = signal_rank_1_in_epoch_1(&out, libc::SIGINT);
+    let said = common::one_line_exit(&rank_0, 130);
+    assert!(said.contains(&format!("Resume with: finetune --resume {}", out.display())), "{said}");
+    assert_eq!(rank_1.status.code(), Some(130), "{}", common::text(&rank_1.stderr));
+    assert!(!out.join("rank-1").exists(), "rank 1 wrote files");
+    let before = metrics(&out);
+    assert_eq!(before.len(), 2, "epoch 0 saved: {before:?}");
+
+    let mut resume = common::finetune();
+    resume.arg("--resume").arg(&out).args(["--epochs", "2"]);
+    run(resume);
+    let after = metrics(&out);
+    assert_eq!(after.len(), 4);
+    assert_eq!(after[..2], before[..], "the resumed run changed the epoch it loaded");
+    assert_eq!(common::read_json(&out.join("summary.json"))["world_size"], 1);
+}
+
+#[test]
+fn a_killed_rank_ends_the_other_with_one_line() {
+    let dir = common::temp_dir();
+    let (rank_0, rank_1) = signal_rank_1_in_epoch_1(&dir.path().join("run"), libc::SIGKILL);
+    assert_eq!(rank_1.status.code(), None, "rank 1 was killed");
+    let said = common::one_line_error(&rank_0);
+    assert!(said.contains("rank 0 of 2"), "{said}");
+}
+
+#[test]
+fn a_lone_rank_stops_after_its_timeout_with_one_line() {
+    let dir = common::temp_dir();
+    let mut cmd = as_rank(feature_extract(4, dir.path()), 1, 2, free_port());
+    cmd.args(["--dist-timeout", "2"]);
+    let started = Instant::now();
+    let output = finish(spawn(cmd));
+    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+    let said = common::one_line_error(&output);
+    assert!(said.contains("rank 1 of 2: cannot join") && said.contains("2000 ms"), "{said}");
+}
