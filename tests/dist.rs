@@ -136,7 +136,10 @@ fn child_basic() {
     let expected = (group.world_size() - 1) as f64 / 2.0;
     assert_eq!(floats(&rank), [expected; 3]);
     let ranks = group.all_gather(&Tensor::from_slice(&[group.rank() as i64])).unwrap_or_else(|e| exit_with(&e));
-    assert_eq!(ranks.iter().map(floats).collect::<Vec<_>>(), (0..group.world_size()).map(|r| vec![r as f64]).collect::<Vec<_>>());
+    assert_eq!(
+        ranks.iter().map(floats).collect::<Vec<_>>(),
+        (0..group.world_size()).map(|r| vec![r as f64]).collect::<Vec<_>>()
+    );
     group.finish().unwrap_or_else(|e| exit_with(&e));
     let (rank, world, launcher, hosts) = (launch.rank, launch.world_size, launch.launcher, launch.hosts_store);
     report(&format!("ok rank {rank} of {world} launcher {launcher:?} hosts_store {hosts}"));
@@ -318,11 +321,15 @@ fn collectives() {
 fn lone_rank(rank: usize) {
     let dir = common::temp_dir();
     let timeout = [("DIST_TEST_TIMEOUT_MS", "2000")];
-    let ended = wait_all(vec![start_rank("child_basic", rank, 2, free_port(), &timeout, dir.path())], Duration::from_secs(30));
+    let ended =
+        wait_all(vec![start_rank("child_basic", rank, 2, free_port(), &timeout, dir.path())], Duration::from_secs(30));
     let lone = &ended[0];
     assert_eq!(lone.status.code(), Some(1), "{lone:?}");
     let line = lone.error_line();
-    assert!(line.starts_with(&format!("error: rank {rank} of 2: cannot join the process group at 127.0.0.1:")), "{line}");
+    assert!(
+        line.starts_with(&format!("error: rank {rank} of 2: cannot join the process group at 127.0.0.1:")),
+        "{line}"
+    );
     assert!(line.contains("after the timeout of 2000 ms"), "{line}");
     assert!(lone.seconds < 15.0, "{lone:?}");
 }
@@ -393,8 +400,16 @@ fn slurm_variables_only() {
         .collect();
     let ended = wait_all(ranks, Duration::from_secs(60));
     assert_ok(&ended);
-    assert!(ended[0].reports().contains(&"ok rank 0 of 2 launcher Slurm hosts_store true".to_owned()), "{:?}", ended[0]);
-    assert!(ended[1].reports().contains(&"ok rank 1 of 2 launcher Slurm hosts_store false".to_owned()), "{:?}", ended[1]);
+    assert!(
+        ended[0].reports().contains(&"ok rank 0 of 2 launcher Slurm hosts_store true".to_owned()),
+        "{:?}",
+        ended[0]
+    );
+    assert!(
+        ended[1].reports().contains(&"ok rank 1 of 2 launcher Slurm hosts_store false".to_owned()),
+        "{:?}",
+        ended[1]
+    );
 }
 
 #[test]
@@ -427,7 +442,8 @@ fn child_args(name: &str) -> Vec<std::ffi::OsString> {
 #[test]
 fn local_ranks_succeed() {
     let exe = std::env::current_exe().unwrap();
-    let status = spawn_local_ranks(2, &exe, &child_args("child_basic"), 1, Duration::from_secs(5), &AtomicUsize::new(0));
+    let status =
+        spawn_local_ranks(2, &exe, &child_args("child_basic"), 1, Duration::from_secs(5), &AtomicUsize::new(0));
     assert!(status.unwrap().success());
 }
 

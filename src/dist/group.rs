@@ -127,7 +127,14 @@ impl ProcessGroup {
             let pointers = pointers(&buffers);
             // SAFETY: a live group; the pointers are tch tensors that outlive the call.
             unsafe {
-                ffi::tchlab_c10d_broadcast(self.handle.as_ptr(), pointers.as_ptr(), pointers.len(), root, error, capacity)
+                ffi::tchlab_c10d_broadcast(
+                    self.handle.as_ptr(),
+                    pointers.as_ptr(),
+                    pointers.len(),
+                    root,
+                    error,
+                    capacity,
+                )
             }
         })?;
         if self.rank != root as usize {
@@ -193,7 +200,9 @@ impl ProcessGroup {
     /// Returns when every rank has reached it.
     pub fn barrier(&self) -> Result<()> {
         // SAFETY: a live group.
-        self.issue("barrier", |error, capacity| unsafe { ffi::tchlab_c10d_barrier(self.handle.as_ptr(), error, capacity) })
+        self.issue("barrier", |error, capacity| unsafe {
+            ffi::tchlab_c10d_barrier(self.handle.as_ptr(), error, capacity)
+        })
     }
 
     /// Leaves the group after a barrier: how a run ends, so that rank 0 (the
@@ -207,7 +216,15 @@ impl ProcessGroup {
         self.issue("all-reduce", |error, capacity| {
             let pointers = pointers(tensors);
             // SAFETY: a live group; the pointers are tch tensors that outlive the call.
-            unsafe { ffi::tchlab_c10d_all_reduce_sum(self.handle.as_ptr(), pointers.as_ptr(), pointers.len(), error, capacity) }
+            unsafe {
+                ffi::tchlab_c10d_all_reduce_sum(
+                    self.handle.as_ptr(),
+                    pointers.as_ptr(),
+                    pointers.len(),
+                    error,
+                    capacity,
+                )
+            }
         })
     }
 
@@ -215,13 +232,15 @@ impl ProcessGroup {
     fn pack(&self, tensors: &[Tensor], what: &str) -> Result<Vec<Bucket>> {
         let who = self.who();
         tensors.iter().try_for_each(|t| check_defined(t, &who, what))?;
-        let sizes: Vec<_> = tensors.iter().map(|t| ((t.kind(), t.device()), t.numel() * t.kind().elt_size_in_bytes())).collect();
+        let sizes: Vec<_> =
+            tensors.iter().map(|t| ((t.kind(), t.device()), t.numel() * t.kind().elt_size_in_bytes())).collect();
         Ok(buckets(&sizes, self.bucket_bytes).into_iter().map(|range| Bucket::pack(&tensors[range])).collect())
     }
 
     /// Runs one shim call, its error as one line naming this rank (and the timeout, when it was one).
     fn issue(&self, what: &str, f: impl FnOnce(*mut std::ffi::c_char, usize) -> std::ffi::c_int) -> Result<()> {
-        ffi::call(f).map_err(|message| anyhow::anyhow!("{}: {what} failed{}", self.who(), cause(&message, self.timeout)))
+        ffi::call(f)
+            .map_err(|message| anyhow::anyhow!("{}: {what} failed{}", self.who(), cause(&message, self.timeout)))
     }
 
     fn who(&self) -> String {
@@ -326,7 +345,10 @@ mod tests {
     fn backend_names() {
         assert_eq!("gloo".parse::<Backend>().unwrap(), Backend::Gloo);
         assert_eq!("nccl".parse::<Backend>().unwrap().name(), "nccl");
-        assert_eq!("mpi".parse::<Backend>().unwrap_err().to_string(), "\"mpi\": not a distributed backend (gloo or nccl)");
+        assert_eq!(
+            "mpi".parse::<Backend>().unwrap_err().to_string(),
+            "\"mpi\": not a distributed backend (gloo or nccl)"
+        );
     }
 
     #[test]

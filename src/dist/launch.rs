@@ -149,7 +149,16 @@ fn from_slurm_vars(vars: &Vars) -> Result<Option<Launch>> {
         None => slurm_port(vars)?,
     };
     let hosts_store = rank == 0;
-    Ok(Some(Launch { launcher: Launcher::Slurm, rank, world_size, local_rank, master_addr, master_port, hosts_store, attempt: 0 }))
+    Ok(Some(Launch {
+        launcher: Launcher::Slurm,
+        rank,
+        world_size,
+        local_rank,
+        master_addr,
+        master_port,
+        hosts_store,
+        attempt: 0,
+    }))
 }
 
 /// The rank and world size, checked: world ≥ 1, rank below it.
@@ -303,7 +312,10 @@ mod tests {
     fn slurm_defers_to_master_variables_and_torch_variables() {
         let mut vars = vec![("SLURM_PROCID", "0"), ("SLURM_NTASKS", "2"), ("SLURM_NODELIST", "a,b")];
         let plain = launch(&vars).unwrap().unwrap();
-        assert_eq!((plain.master_addr.as_str(), plain.master_port, plain.hosts_store), ("a", DEFAULT_MASTER_PORT, true));
+        assert_eq!(
+            (plain.master_addr.as_str(), plain.master_port, plain.hosts_store),
+            ("a", DEFAULT_MASTER_PORT, true)
+        );
         vars.extend([("MASTER_ADDR", "10.0.0.1"), ("MASTER_PORT", "1234")]);
         let set = launch(&vars).unwrap().unwrap();
         assert_eq!((set.master_addr.as_str(), set.master_port), ("10.0.0.1", 1234));
@@ -318,8 +330,14 @@ mod tests {
 
     #[test]
     fn bad_slurm_values_name_the_variable() {
-        assert_eq!(error(&[("SLURM_PROCID", "0")]), "SLURM_NTASKS is not set, but SLURM_PROCID is (a process group needs both)");
-        assert_eq!(error(&[("SLURM_PROCID", "2"), ("SLURM_NTASKS", "2")]), "SLURM_PROCID=\"2\": not below SLURM_NTASKS=2");
+        assert_eq!(
+            error(&[("SLURM_PROCID", "0")]),
+            "SLURM_NTASKS is not set, but SLURM_PROCID is (a process group needs both)"
+        );
+        assert_eq!(
+            error(&[("SLURM_PROCID", "2"), ("SLURM_NTASKS", "2")]),
+            "SLURM_PROCID=\"2\": not below SLURM_NTASKS=2"
+        );
         assert_eq!(
             error(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "2")]),
             "MASTER_ADDR is not set and neither is SLURM_JOB_NODELIST, to take the job's first node from"
