@@ -20,10 +20,14 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <c10/util/Logging.h>
+
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -81,6 +85,20 @@ void per_tensor(const Group& group, const at::Tensor* const* tensors, size_t cou
   for (auto& work : works) wait(work, group);
 }
 
+// c10d logs each connection retry and timeout on stderr, with a backtrace;
+// a run says its error in one line instead (the message returned here). As
+// in PyTorch, TORCH_CPP_LOG_LEVEL (INFO, WARNING, ERROR) brings them back.
+void quiet_c10d_logs() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (std::getenv("TORCH_CPP_LOG_LEVEL") != nullptr) {
+      c10::initLogging();
+    } else {
+      FLAGS_caffe2_log_level = c10::GLOG_FATAL;
+    }
+  });
+}
+
 c10::intrusive_ptr<c10d::Store> connect_store(const char* host, uint16_t port, int world_size, bool is_server,
                                                std::chrono::milliseconds timeout, const char* prefix) {
   c10d::TCPStoreOptions options;
@@ -110,10 +128,12 @@ extern "C" {
 // the TCPStore at host:port, under `prefix`, and rendezvouses with the other
 // ranks. `device_host` is the address Gloo binds to (NULL: Gloo's default
 // device, which honours GLOO_SOCKET_IFNAME). On success `*group` owns it.
+// From here on c10's log says only fatal errors (see quiet_c10d_logs).
 int tchlab_c10d_gloo_new(const char* store_host, uint16_t port, int rank, int world_size, bool is_store_server,
                          int64_t timeout_ms, const char* prefix, const char* device_host, void** group, char* error,
                          size_t capacity) {
   return guarded(error, capacity, [&] {
+    quiet_c10d_logs();
     auto timeout = std::chrono::milliseconds(timeout_ms);
     auto store = connect_store(store_host, port, world_size, is_store_server, timeout, prefix);
     auto options = gloo_options(device_host, timeout);
