@@ -231,3 +231,25 @@ fn a_lone_rank_stops_after_its_timeout_with_one_line() {
     let said = common::one_line_error(&output);
     assert!(said.contains("rank 1 of 2: cannot join") && said.contains("2000 ms"), "{said}");
 }
+
+#[test]
+fn a_sweep_point_may_be_a_data_parallel_run() {
+    let dir = common::temp_dir();
+    let file = dir.path().join("sweep.toml");
+    let data = small_data().display().to_string();
+    let base = format!(
+        "[base]\ndata = {data:?}\narch = \"resnet18\"\nrandom-init = true\nmode = \"feature-extract\"\ncache-features = true\nepochs = 3\nimage-size = 64\nlr = 0.01\nbatch-size = 4\n\n[grid]\nnproc = [2]\n"
+    );
+    std::fs::write(&file, base).unwrap();
+    let out = dir.path().join("runs");
+    let mut sweep = common::finetune();
+    sweep.arg("sweep").arg(&file).arg("--out").arg(&out).args(["--jobs", "1"]);
+    run(sweep);
+    let point = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("summary.json").exists())
+        .expect("the point's run folder");
+    assert_eq!(common::read_json(&point.join("summary.json"))["world_size"], 2);
+    assert_same_metrics(&point, one_process_with_the_doubled_batch());
+}

@@ -8,7 +8,6 @@ use clap::parser::ValueSource;
 use clap::{Args, FromArgMatches, Parser, Subcommand};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use tchlab::cli::data_parallel::DataParallelArgs;
 use tchlab::cli::Banner;
 use tchlab::data::image_folder::collect_images;
 use tchlab::device::DeviceArg;
@@ -140,8 +139,6 @@ struct TrainArgs {
     resume: Option<PathBuf>,
     #[command(flatten)]
     device: DeviceArg,
-    #[command(flatten)]
-    data_parallel: DataParallelArgs,
 }
 
 #[derive(Args)]
@@ -232,11 +229,12 @@ fn train(args: TrainArgs, given: BTreeSet<String>) -> Result<()> {
         }
         None => (FinetuneConfig::new_reporting(&options, &Terminal)?, Start::Fresh),
     };
-    if let Some(n) = args.data_parallel.ranks_to_start() {
-        return args.data_parallel.start_local_ranks(n, device);
+    let data_parallel = options.data_parallel();
+    if let Some(n) = data_parallel.ranks_to_start() {
+        return data_parallel.start_local_ranks(n, options.threads, device);
     }
     tchlab::accel::init_threads(config.threads, config.workers, &Terminal);
-    let ranks = args.data_parallel.join(device)?;
+    let ranks = data_parallel.join(device)?;
     // Rank 0 speaks for the run; the others report only their errors.
     let reporter: &dyn Reporter = if ranks.leads() { &Terminal } else { &Silent };
     if ranks.leads() {

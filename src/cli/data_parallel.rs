@@ -1,19 +1,21 @@
-//! The options of a data-parallel run (`--nproc`, `--dist-backend`,
-//! `--dist-timeout`) and what a binary does with them: start its own local
+//! What a binary does with the options of a data-parallel run (`--nproc`,
+//! `--dist-backend`, `--dist-timeout`): start its own local
 //! ranks, or join the process group its launcher (torchrun, `srun`, or
 //! `--nproc`) describes, or run alone when none does.
 
-use super::{parse, EXIT_INTERRUPTED, HOW_IT_RUNS};
+use super::EXIT_INTERRUPTED;
 use crate::dist::{spawn_local_ranks, Backend, GroupOptions, Launch, ProcessGroup, DEFAULT_BUCKET_BYTES};
 use crate::interrupt::Interrupted;
 use crate::train::data_parallel::Ranks;
 use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
 use std::time::Duration;
 use tch::Device;
 
 /// `--dist-backend`: which c10d backend carries the collectives.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum BackendChoice {
     /// NCCL for CUDA devices, Gloo for the CPU.
     #[default]
@@ -22,39 +24,38 @@ pub enum BackendChoice {
     Nccl,
 }
 
-#[derive(clap::Args, Debug, Clone)]
-pub struct DataParallelArgs {
-    /// Start N data-parallel ranks on this machine (the CPU cores split between them), as `torchrun --nproc-per-node N` would; `--batch-size` is per rank [default: one process, or the ranks torchrun or srun started].
-    #[arg(help_heading = HOW_IT_RUNS, long, value_name = "N", value_parser = parse::at_least_one, allow_negative_numbers = true)]
+/// How a data-parallel run is started and joined: `--nproc`,
+/// `--dist-backend`, `--dist-timeout` as a tool's options give them.
+#[derive(Debug, Clone, Copy)]
+pub struct DataParallel {
     pub nproc: Option<usize>,
-    /// The c10d backend between the ranks: auto (NCCL for CUDA devices, Gloo for the CPU), gloo or nccl.
-    #[arg(help_heading = HOW_IT_RUNS, long, value_name = "NAME", value_enum, default_value_t = BackendChoice::Auto)]
-    pub dist_backend: BackendChoice,
-    /// Seconds a rank waits for the others (joining, and each collective) before it stops with an error naming them.
-    #[arg(help_heading = HOW_IT_RUNS, long, value_name = "S", value_parser = parse::at_least_one, allow_negative_numbers = true, default_value_t = 1800)]
-    pub dist_timeout: usize,
+    pub backend: BackendChoice,
+    /// Seconds a rank waits for the others.
+    pub timeout_s: usize,
 }
 
-impl DataParallelArgs {
+impl DataParallel {
     /// The ranks `--nproc` asks this process to start: `None` in a process
-    /// that a launcher started (it is a rank itself).
+    /// that a launcher started as one rank of several.
     pub fn ranks_to_start(&self) -> Option<usize> {
-        self.nproc.filter(|_| std::env::var_os("RANK").is_none() && std::env::var_os("SLURM_PROCID").is_none())
+        self.nproc.filter(|_| matches!(Launch::from_env(), Ok(None)))
     }
 
-    /// Runs this program again as `n` local ranks (its arguments without
-    /// `--nproc`), the cores split between them, and waits for them: Ok
-    /// when all succeeded, [`Interrupted`] after Ctrl-C.
-    pub fn start_local_ranks(&self, n: usize, device: Device) -> Result<()> {
+    /// Runs this program again as `n` local ranks and waits for them: Ok
+    /// when all succeeded, [`Interrupted`] after Ctrl-C. `threads` (default:
+    /// the cores) are split between the ranks, as compute threads and as
+    /// loader workers.
+    pub fn start_local_ranks(&self, n: usize, threads: Option<usize>, device: Device) -> Result<()> {
         if device.is_cuda() {
             bail!("--nproc on CUDA needs the nccl backend, which this build does not have yet; run on the CPU (--device cpu)");
         }
         let program = std::env::current_exe().context("cannot find this program to start its ranks")?;
-        let args = without_nproc(std::env::args_os().skip(1));
         let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        let per_rank = (threads.unwrap_or(cores) / n).max(1);
+        let args = rank_args(std::env::args_os().skip(1), per_rank);
         let ctrl_c = super::count_ctrl_c();
-        let kill_after = Duration::from_secs(self.dist_timeout as u64 + 10);
-        let status = spawn_local_ranks(n, &program, &args, (cores / n).max(1), kill_after, &ctrl_c)?;
+        let kill_after = Duration::from_secs(self.timeout_s as u64 + 10);
+        let status = spawn_local_ranks(n, &program, &args, per_rank, kill_after, &ctrl_c)?;
         match status.code() {
             Some(0) => Ok(()),
             Some(EXIT_INTERRUPTED) => Err(Interrupted(format!("interrupted: the {n} ranks stopped")).into()),
@@ -66,22 +67,24 @@ impl DataParallelArgs {
     /// `srun`, `--nproc`'s ranks); alone when it names none.
     pub fn join(&self, device: Device) -> Result<Ranks> {
         let Some(launch) = Launch::from_env()? else { return Ok(Ranks::single()) };
-        let backend = match (self.dist_backend, device.is_cuda()) {
+        let backend = match (self.backend, device.is_cuda()) {
             (BackendChoice::Gloo, false) | (BackendChoice::Auto, false) => Backend::Gloo,
             (BackendChoice::Gloo, true) => bail!("--dist-backend gloo carries CPU tensors only here; use --device cpu"),
             (BackendChoice::Nccl, _) | (BackendChoice::Auto, true) => Backend::Nccl,
         };
         let options = GroupOptions {
             backend,
-            timeout: Duration::from_secs(self.dist_timeout as u64),
+            timeout: Duration::from_secs(self.timeout_s as u64),
             bucket_bytes: DEFAULT_BUCKET_BYTES,
         };
         Ok(Ranks::of(ProcessGroup::join(&launch, &options)?, backend))
     }
 }
 
-/// `args` without `--nproc N` / `--nproc=N`.
-fn without_nproc(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
+/// A local rank's arguments: this process's `args` without `--nproc`,
+/// `--threads` and `--workers`, then `threads` of each.
+fn rank_args(args: impl Iterator<Item = OsString>, threads: usize) -> Vec<OsString> {
+    const REPLACED: [&str; 3] = ["--nproc", "--threads", "--workers"];
     let mut kept = Vec::new();
     let mut skip_value = false;
     for arg in args {
@@ -89,23 +92,25 @@ fn without_nproc(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
             continue;
         }
         match arg.to_str() {
-            Some("--nproc") => skip_value = true,
-            Some(text) if text.starts_with("--nproc=") => {}
+            Some(flag) if REPLACED.contains(&flag) => skip_value = true,
+            Some(text) if REPLACED.iter().any(|flag| text.starts_with(&format!("{flag}="))) => {}
             _ => kept.push(arg),
         }
     }
+    kept.extend(["--threads", &threads.to_string(), "--workers", &threads.to_string()].map(OsString::from));
     kept
 }
 
 #[cfg(test)]
 mod tests {
-    use super::without_nproc;
+    use super::rank_args;
     use std::ffi::OsString;
 
     #[test]
-    fn the_ranks_get_the_arguments_without_nproc() {
+    fn a_local_rank_gets_the_arguments_with_its_share_of_the_threads() {
         let args = |line: &str| line.split(' ').map(OsString::from).collect::<Vec<_>>();
-        let kept = without_nproc(args("--mode full --nproc 2 --epochs 3 --nproc=4 --out x").into_iter());
-        assert_eq!(kept, args("--mode full --epochs 3 --out x"));
+        let given = args("--mode full --nproc 2 --threads 8 --epochs 3 --workers=8 --nproc=4 --out x");
+        let expected = args("--mode full --epochs 3 --out x --threads 4 --workers 4");
+        assert_eq!(rank_args(given.into_iter(), 4), expected);
     }
 }

@@ -3,6 +3,7 @@
 //! with the same keys, flags winning. [`super::config`] checks and resolves
 //! them.
 
+use crate::cli::data_parallel::{BackendChoice, DataParallel};
 use crate::models::Arch;
 pub use crate::train::amp::Precision;
 pub use crate::train::optim::OptimizerKind;
@@ -131,9 +132,23 @@ pub struct TrainOptions {
     /// Run what the machine would run slowly: --precision bf16 on a CPU without bf16 instructions.
     #[arg(help_heading = crate::cli::HOW_IT_RUNS, long)]
     pub force: bool,
+    /// Start N data-parallel ranks on this machine (the CPU cores split between them), as `torchrun --nproc-per-node N` would; --batch-size is per rank [default: one process, or the ranks torchrun or srun started].
+    #[arg(help_heading = crate::cli::HOW_IT_RUNS, long, value_name = "N", value_parser = crate::cli::parse::at_least_one, allow_negative_numbers = true)]
+    pub nproc: Option<usize>,
+    /// The c10d backend between data-parallel ranks: auto (NCCL for CUDA devices, Gloo for the CPU), gloo or nccl.
+    #[arg(help_heading = crate::cli::HOW_IT_RUNS, long, value_name = "NAME", value_enum, default_value_t = BackendChoice::Auto)]
+    pub dist_backend: BackendChoice,
+    /// Seconds a data-parallel rank waits for the others (joining, and each collective) before it stops with an error naming them.
+    #[arg(help_heading = crate::cli::HOW_IT_RUNS, long, value_name = "S", value_parser = crate::cli::parse::at_least_one, allow_negative_numbers = true, default_value_t = 1800)]
+    pub dist_timeout: usize,
 }
 
 impl TrainOptions {
+    /// How the run is spread over data-parallel ranks.
+    pub fn data_parallel(&self) -> DataParallel {
+        DataParallel { nproc: self.nproc, backend: self.dist_backend, timeout_s: self.dist_timeout }
+    }
+
     /// Every option at its default, as a command line without flags gives them.
     pub fn defaults() -> Self {
         let matches = Self::augment_args(clap::Command::new("options")).get_matches_from(["options"]);

@@ -252,13 +252,14 @@ fn launch(sweep: &Sweep, point: &Point, device: &str, threads: usize) -> Result<
         command.arg("--resume").arg(&dir);
         if tool.extends_runs() {
             command.arg("--epochs").arg(point.epochs.to_string());
-        } else {
-            // Saved with the run for finetune only; the others get it again.
-            let given = sweep.file.base.iter().chain(point.values.iter().map(|(k, v)| (k, v)));
-            given.filter(|(key, _)| *key == "threads").for_each(|(key, value)| {
-                command.args(super::tool::flag(key, value));
-            });
         }
+        // What the run's saved options leave out is given again.
+        let given = sweep.file.base.iter().chain(point.values.iter().map(|(k, v)| (k, v)));
+        given.filter(|(key, _)| tool.not_saved_with_runs().contains(&key.replace('_', "-").as_str())).for_each(
+            |(key, value)| {
+                command.args(super::tool::flag(key, value));
+            },
+        );
     } else {
         command.args(&point.flags).arg("--out").arg(&dir);
     }

@@ -110,6 +110,16 @@ impl Tool {
         }
     }
 
+    /// Options a point may set that its run does not save, so that a
+    /// resumed point is given them again: finetune's data-parallel launch
+    /// (its threads are saved), the others' threads.
+    pub fn not_saved_with_runs(self) -> &'static [&'static str] {
+        match self {
+            Tool::Finetune => &["nproc", "dist-backend", "dist-timeout"],
+            _ => &["threads"],
+        }
+    }
+
     /// Whether `--resume DIR --epochs N` extends a finished run (otherwise
     /// the epochs are part of the recipe).
     pub fn extends_runs(self) -> bool {
