@@ -308,7 +308,17 @@ mod tests {
     #[test]
     fn the_recipe_is_every_option_but_how_the_run_is_carried_out() {
         let set = |ids: &[&str]| ids.iter().map(|id| id.to_string()).collect::<BTreeSet<_>>();
-        let finetune = set(&["out", "overwrite", "workers", "threads", "cache_mb", "force"]);
+        let finetune = set(&[
+            "out",
+            "overwrite",
+            "workers",
+            "threads",
+            "cache_mb",
+            "force",
+            "nproc",
+            "dist_backend",
+            "dist_timeout",
+        ]);
         assert_eq!(crate::cli::how_it_runs::<TrainOptions>(), finetune);
         let tool = set(&["out", "overwrite", "resume", "threads", "config", "device"]);
         assert_eq!(crate::cli::how_it_runs::<crate::mnist::options::MlpArgs>(), tool);
