@@ -10,6 +10,10 @@
 #       start, write FILE's sweep.sbatch (default: a 4-point sweep on a tiny
 #       ants/bees folder, CPU, EfficientNet-Lite0 from scripts/fetch-models.sh), sbatch it, wait for every task, check every
 #       point is done, run `finetune report`, stop. Prints the measured times.
+#   scripts/slurm-local.sh run-dist
+#       start, sbatch a 2-task job whose `srun` runs one data-parallel finetune
+#       (two ranks joined through Slurm's variables), then a sweep whose one
+#       point is a data-parallel run (nproc = 2); check both, stop.
 #
 # Everything lives under target/slurm-local (config, state, logs, pid files);
 # nothing is left running after stop or run-sweep.
@@ -177,10 +181,77 @@ EOF
   "$finetune" report "$out"
 }
 
+# Waits for Slurm job $1 to leave the queue.
+wait_for_job() {
+  while squeue -h -j "$1" 2>/dev/null | grep -q .; do sleep 1; done
+}
+
+# summary.json in $1 says world_size $2, or the script fails.
+check_world_size() {
+  local world
+  world=$(sed -n 's/.*"world_size": *\([0-9]*\).*/\1/p' "$1/summary.json" 2>/dev/null || true)
+  if [ "$world" != "$2" ]; then
+    echo "slurm-local: $1: expected a finished run of world size $2, found '${world:-no summary.json}'" >&2
+    exit 1
+  fi
+}
+
+run_dist() {
+  local out=$ROOT/dist data finetune
+  cargo build --release --bin finetune -q
+  finetune=$(pwd)/target/release/finetune
+  data=$(tiny_data)
+  trap stop EXIT
+  start
+  rm -rf "$out" && mkdir -p "$out"
+  local recipe="--data $data --arch efficientnet-lite0 --mode feature-extract --cache-features --image-size 96 --epochs 3 --batch-size 2"
+  cat >"$out/dist.sbatch" <<EOF
+#!/bin/bash
+#SBATCH --job-name=tchlab-dist
+#SBATCH --ntasks=2
+#SBATCH --cpus-per-task=1
+#SBATCH --time=0:10:00
+#SBATCH --output=$out/slurm-%j.out
+srun --kill-on-bad-exit=1 $finetune $recipe --threads 1 --dist-timeout 120 --out $out/run
+EOF
+  local job started took_ms
+  started=$(date +%s%N)
+  job=$(sbatch --parsable "$out/dist.sbatch")
+  echo "slurm-local: submitted 2-task job $job (srun: one data-parallel run)"
+  wait_for_job "$job"
+  took_ms=$(( ($(date +%s%N) - started) / 1000000 ))
+  cat "$out"/slurm-*.out
+  check_world_size "$out/run" 2
+  echo "slurm-local: the 2-task srun run finished in $((took_ms / 1000)) s"
+
+  cat >"$out/sweep.toml" <<EOF
+# One point, a data-parallel run of two local ranks.
+[base]
+data = "$data"
+arch = "efficientnet-lite0"
+mode = "feature-extract"
+cache-features = true
+image-size = 96
+epochs = 3
+batch-size = 2
+
+[grid]
+nproc = [2]
+EOF
+  "$finetune" sweep "$out/sweep.toml" --out "$out/sweep" --slurm --cpus-per-task 2 --time 0:10:00
+  job=$(sbatch --parsable "$out/sweep/sweep.sbatch")
+  echo "slurm-local: submitted sweep array job $job (one point, nproc = 2)"
+  wait_for_job "$job"
+  "$finetune" sweep "$out/sweep.toml" --out "$out/sweep" --list
+  check_world_size "$(dirname "$(find "$out/sweep" -name summary.json | head -1)")" 2
+  echo "slurm-local: the data-parallel sweep point finished"
+}
+
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) status ;;
   run-sweep) need_root; shift; run_sweep "$@" ;;
-  *) sed -n '2,16p' "$0"; exit 2 ;;
+  run-dist) need_root; run_dist ;;
+  *) sed -n '2,20p' "$0"; exit 2 ;;
 esac
