@@ -321,6 +321,14 @@ fn finish(
     ));
     let weights: Vec<Tensor> = model.named_tensors().into_iter().map(|(_, t)| t).collect();
     ranks.check_identical(&weights)?;
+    if ranks.world_size() > 1 {
+        reporter.line(&format!(
+            "data-parallel: {} ranks; {:.1} s of the train phases ({:.1} %) averaging gradients",
+            ranks.world_size(),
+            summary.gradient_averaging_seconds,
+            100.0 * summary.gradient_averaging_share
+        ));
+    }
     finished.state.restore_kept(&model.named_tensors())?;
     let written = match out {
         Some(out) => {

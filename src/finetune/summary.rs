@@ -49,6 +49,12 @@ pub struct FinetuneSummary {
     pub dist_backend: Option<String>,
     #[serde(default)]
     pub global_batch: usize,
+    /// Seconds rank 0 spent averaging gradients with the other ranks, and
+    /// that as a share of the train phases.
+    #[serde(default)]
+    pub gradient_averaging_seconds: f64,
+    #[serde(default)]
+    pub gradient_averaging_share: f64,
 }
 
 impl FinetuneSummary {
@@ -87,6 +93,8 @@ impl FinetuneSummary {
             world_size: ranks.world_size(),
             dist_backend: ranks.backend().map(|b| b.name().to_owned()),
             global_batch: config.batch_size * ranks.world_size(),
+            gradient_averaging_seconds: ranks.averaging_seconds(),
+            gradient_averaging_share: if total > 0.0 { ranks.averaging_seconds() / total } else { 0.0 },
         })
     }
 

@@ -15,7 +15,9 @@ use crate::data::loader::{rank_share, EpochPlan};
 use crate::dist::{Backend, ProcessGroup};
 use crate::interrupt::Interrupt;
 use anyhow::{bail, Result};
+use std::cell::Cell;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 use tch::{Device, Tensor};
 
 /// This process alone, or one rank of a process group.
@@ -25,6 +27,8 @@ pub struct Ranks(Option<Rc<Member>>);
 struct Member {
     group: ProcessGroup,
     backend: Backend,
+    /// Time spent averaging gradients (the collective that scales with the model).
+    averaging: Cell<Duration>,
 }
 
 impl Ranks {
@@ -35,7 +39,7 @@ impl Ranks {
 
     /// Rank `group.rank()` of a group joined over `backend`.
     pub fn of(group: ProcessGroup, backend: Backend) -> Self {
-        Self(Some(Rc::new(Member { group, backend })))
+        Self(Some(Rc::new(Member { group, backend, averaging: Cell::default() })))
     }
 
     pub fn rank(&self) -> usize {
@@ -85,12 +89,19 @@ impl Ranks {
         }
     }
 
-    /// Replaces each tensor by its mean over the ranks.
+    /// Replaces each tensor by its mean over the ranks (gradients: the time
+    /// it takes is counted in [`Ranks::averaging_seconds`]).
     pub fn mean_(&self, tensors: &[Tensor]) -> Result<()> {
-        match self.group() {
-            Some(group) => group.all_reduce_mean_(tensors),
-            None => Ok(()),
-        }
+        let (Some(member), Some(group)) = (self.0.as_deref(), self.group()) else { return Ok(()) };
+        let started = Instant::now();
+        let averaged = group.all_reduce_mean_(tensors);
+        member.averaging.set(member.averaging.get() + started.elapsed());
+        averaged
+    }
+
+    /// Seconds this rank has spent in [`Ranks::mean_`] so far.
+    pub fn averaging_seconds(&self) -> f64 {
+        self.0.as_ref().map_or(0.0, |m| m.averaging.get().as_secs_f64())
     }
 
     /// Sums `values` over the ranks.
