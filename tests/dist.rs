@@ -13,6 +13,8 @@
 //! - `slurm_variables_only`, `torchrun_agent_store`: the two other launchers.
 //! - `local_ranks_*`: `spawn_local_ranks` (`--nproc`): success, a failed rank
 //!   named and the others killed after the bound, Ctrl-C passed on.
+//! - `shim_references_no_gloo_symbol`: the compiled `csrc/c10d.cpp` needs
+//!   nothing of gloo's (its declarations in `csrc/gloo_decls` are parse-only).
 
 mod common;
 
@@ -433,6 +435,17 @@ fn torchrun_agent_store() {
         ["ok rank 0 of 2 launcher Torchrun hosts_store false", "ok rank 1 of 2 launcher Torchrun hosts_store false"],
         "{ended:?}"
     );
+}
+
+#[test]
+fn shim_references_no_gloo_symbol() {
+    let library = Path::new(env!("OUT_DIR")).join("libtchlab_c10d.a");
+    let output = common::run_ok(Command::new("nm").args(["--undefined-only", "--demangle"]).arg(&library));
+    let undefined = common::stdout(&output);
+    assert!(undefined.contains("c10d::ProcessGroupGloo::ProcessGroupGloo"), "{undefined}");
+    let gloo: Vec<&str> =
+        undefined.lines().filter(|l| l.replace("c10d::ProcessGroupGloo", "").contains("gloo::")).collect();
+    assert!(gloo.is_empty(), "{}: references gloo: {gloo:#?}", library.display());
 }
 
 fn child_args(name: &str) -> Vec<std::ffi::OsString> {
