@@ -124,6 +124,17 @@ fn child_collectives() {
     group.all_reduce_sum_f64(&mut metrics).unwrap();
     assert_eq!(metrics, [3.0, 0.5]);
 
+    // Refused before any collective (the same on every rank), so the group stays usable.
+    let ints = group.all_reduce_mean_(&[small.shallow_clone(), Tensor::from_slice(&[1i64])]).unwrap_err();
+    assert_eq!(
+        ints.to_string(),
+        format!(
+            "rank {r} of 2: the mean of tensor 1 (Int64) is not a tensor of its dtype (pass floating-point tensors)"
+        )
+    );
+    let undefined = group.broadcast_(&[Tensor::new()], 0).unwrap_err().to_string();
+    assert!(undefined.starts_with(&format!("rank {r} of 2: broadcast of an undefined tensor")), "{undefined}");
+
     group.finish().unwrap();
     report(&format!("ok rank {r}"));
 }

@@ -70,8 +70,9 @@ impl Default for GroupOptions {
 }
 
 /// This rank's membership of a process group; leaving it (drop) closes the
-/// connections. After any collective returns an error the group is broken:
-/// drop it and end the run.
+/// connections. After a collective fails inside c10d (a peer gone, a
+/// timeout) the group is broken: drop it and end the run. Arguments it
+/// refuses (an undefined tensor, an integer mean) fail before any collective.
 pub struct ProcessGroup {
     handle: NonNull<c_void>,
     rank: usize,
@@ -149,6 +150,13 @@ impl ProcessGroup {
     /// one all-reduce, divided by the world size and copied back. Callers pass
     /// defined floating-point tensors, the same list on every rank.
     pub fn all_reduce_mean_(&self, tensors: &[Tensor]) -> Result<()> {
+        if let Some(index) = tensors.iter().position(|t| t.defined() && !t.is_floating_point()) {
+            let kind = tensors[index].kind();
+            bail!(
+                "{}: the mean of tensor {index} ({kind:?}) is not a tensor of its dtype (pass floating-point tensors)",
+                self.who()
+            );
+        }
         let packed = self.pack(tensors, "all-reduce")?;
         let buffers: Vec<&Tensor> = packed.iter().map(Bucket::buffer).collect();
         self.all_reduce_sum(&buffers)?;
