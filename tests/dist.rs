@@ -13,6 +13,8 @@
 //! - `slurm_variables_only`, `torchrun_agent_store`: the two other launchers.
 //! - `local_ranks_*`: `spawn_local_ranks` (`--nproc`): success, a failed rank
 //!   named and the others killed after the bound, Ctrl-C passed on.
+//! - `shim_references_no_gloo_symbol`: the compiled `csrc/c10d.cpp` needs
+//!   nothing of gloo's (its declarations in `csrc/gloo_decls` are parse-only).
 
 mod common;
 
@@ -121,6 +123,14 @@ fn child_collectives() {
     let mut metrics = [r + 1.0, 0.25];
     group.all_reduce_sum_f64(&mut metrics).unwrap();
     assert_eq!(metrics, [3.0, 0.5]);
+
+    // Refused before any collective (the same on every rank), so the group stays usable.
+    let ints = group.all_reduce_mean_(&[small.shallow_clone(), Tensor::from_slice(&[1i64])]).unwrap_err();
+    let expected =
+        format!("rank {r} of 2: all-reduce mean of tensor 1 (Int64): only floating-point tensors are averaged");
+    assert_eq!(ints.to_string(), expected);
+    let undefined = group.broadcast_(&[Tensor::new()], 0).unwrap_err().to_string();
+    assert!(undefined.starts_with(&format!("rank {r} of 2: broadcast of an undefined tensor")), "{undefined}");
 
     group.finish().unwrap();
     report(&format!("ok rank {r}"));
@@ -368,14 +378,20 @@ fn killed_rank(victim: usize) -> Ended {
 fn killed_rank_fails_the_survivor() {
     let survivor = killed_rank(1);
     assert_eq!(survivor.status.code(), Some(1), "{survivor:?}");
-    assert!(survivor.error_line().starts_with("error: rank 0 of 2: all-reduce failed"), "{survivor:?}");
+    assert!(
+        survivor.error_line().starts_with("error: rank 0 of 2: all-reduce failed (another rank left or died): "),
+        "{survivor:?}"
+    );
 }
 
 #[test]
 fn killed_store_host_fails_the_survivor() {
     let survivor = killed_rank(0);
     assert_eq!(survivor.status.code(), Some(1), "{survivor:?}");
-    assert!(survivor.error_line().starts_with("error: rank 1 of 2: all-reduce failed"), "{survivor:?}");
+    assert!(
+        survivor.error_line().starts_with("error: rank 1 of 2: all-reduce failed (another rank left or died): "),
+        "{survivor:?}"
+    );
 }
 
 #[test]
@@ -433,6 +449,17 @@ fn torchrun_agent_store() {
         ["ok rank 0 of 2 launcher Torchrun hosts_store false", "ok rank 1 of 2 launcher Torchrun hosts_store false"],
         "{ended:?}"
     );
+}
+
+#[test]
+fn shim_references_no_gloo_symbol() {
+    let library = Path::new(env!("OUT_DIR")).join("libtchlab_c10d.a");
+    let output = common::run_ok(Command::new("nm").args(["--undefined-only", "--demangle"]).arg(&library));
+    let undefined = common::stdout(&output);
+    assert!(undefined.contains("c10d::ProcessGroupGloo::ProcessGroupGloo"), "{undefined}");
+    let gloo: Vec<&str> =
+        undefined.lines().filter(|l| l.replace("c10d::ProcessGroupGloo", "").contains("gloo::")).collect();
+    assert!(gloo.is_empty(), "{}: references gloo: {gloo:#?}", library.display());
 }
 
 fn child_args(name: &str) -> Vec<std::ffi::OsString> {

@@ -70,8 +70,9 @@ impl Default for GroupOptions {
 }
 
 /// This rank's membership of a process group; leaving it (drop) closes the
-/// connections. After any collective returns an error the group is broken:
-/// drop it and end the run.
+/// connections. After a collective fails inside c10d (a peer gone, a
+/// timeout) the group is broken: drop it and end the run. Arguments it
+/// refuses (an undefined tensor, an integer mean) fail before any collective.
 pub struct ProcessGroup {
     handle: NonNull<c_void>,
     rank: usize,
@@ -149,6 +150,13 @@ impl ProcessGroup {
     /// one all-reduce, divided by the world size and copied back. Callers pass
     /// defined floating-point tensors, the same list on every rank.
     pub fn all_reduce_mean_(&self, tensors: &[Tensor]) -> Result<()> {
+        if let Some(index) = tensors.iter().position(|t| t.defined() && !t.is_floating_point()) {
+            let kind = tensors[index].kind();
+            bail!(
+                "{}: all-reduce mean of tensor {index} ({kind:?}): only floating-point tensors are averaged",
+                self.who()
+            );
+        }
         let packed = self.pack(tensors, "all-reduce")?;
         let buffers: Vec<&Tensor> = packed.iter().map(Bucket::buffer).collect();
         self.all_reduce_sum(&buffers)?;
@@ -294,11 +302,13 @@ fn loopback(master_addr: &str) -> Option<&str> {
     ip.is_loopback().then_some(master_addr)
 }
 
-/// `: <message>`, saying first that it was a timeout when it was one.
+/// `: <message>`, saying first what it means when it was a timeout or a peer gone.
 fn cause(message: &str, timeout: Duration) -> String {
     let lower = message.to_lowercase();
     if lower.contains("timeout") || lower.contains("timed out") {
         format!(" after the timeout of {} ms (a rank died or never arrived): {message}", timeout.as_millis())
+    } else if lower.contains("closed by peer") || lower.contains("reset by peer") {
+        format!(" (another rank left or died): {message}")
     } else {
         format!(": {message}")
     }
@@ -329,7 +339,11 @@ mod tests {
             said,
             " after the timeout of 3000 ms (a rank died or never arrived): Timed out after 3 seconds waiting for clients. 1/2 clients joined."
         );
-        assert_eq!(cause("Connection closed by peer", Duration::from_secs(3)), ": Connection closed by peer");
+        assert_eq!(
+            cause("[pair.cc:547] Connection closed by peer [127.0.0.1]:4", Duration::from_secs(3)),
+            " (another rank left or died): [pair.cc:547] Connection closed by peer [127.0.0.1]:4"
+        );
+        assert_eq!(cause("Invalid scalar type", Duration::from_secs(3)), ": Invalid scalar type");
     }
 
     #[test]

@@ -28,7 +28,8 @@ pub struct Launch {
     /// This process's rank, `0..world_size`.
     pub rank: usize,
     pub world_size: usize,
-    /// The rank among those on this node (which device to take).
+    /// The rank among those on this node (which device to take); the rank
+    /// itself when the launcher does not say (`LOCAL_RANK`/`SLURM_LOCALID` unset: one node).
     pub local_rank: usize,
     /// The TCPStore's host (rank 0's node, or torchrun's agent).
     pub master_addr: String,
