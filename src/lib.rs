@@ -29,10 +29,14 @@
 //! switched on around forward passes by `train::amp`; the seam keeps to
 //! what fits it (no Winograd weight gradients for bf16 convolutions).
 //!
-//! Data-parallel runs (issue #28, the lower layer so far): [`dist`] joins a
-//! process group of PyTorch's c10d (Gloo on the CPU) from torchrun's, Slurm's
-//! or its own `--nproc` launch variables, and issues the collectives
-//! (broadcast, bucketed gradient mean, metric sums, all-gather, barrier).
+//! Data-parallel runs: [`dist`] joins a process group of PyTorch's c10d
+//! (Gloo on the CPU) from torchrun's, Slurm's or `--nproc`'s launch
+//! variables and issues the collectives (broadcast, bucketed gradient mean,
+//! metric sums, all-gather, barrier); `train::data_parallel::Ranks` gives
+//! them DDP's meaning in training (shared-out epochs, gradients averaged in
+//! `train::step`, batch-norm buffers from rank 0, sharded eval passes,
+//! agreed Ctrl-C and failures), and `cli::data_parallel` starts local ranks
+//! or joins the launcher's. Rank 0 alone writes the run's files.
 //!
 //! A saved model is used again through `finetune::predict` (probabilities
 //! for image files, evaluation of a split with a confusion matrix). Many

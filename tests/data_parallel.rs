@@ -156,7 +156,8 @@ fn torchrun_and_slurms_variables_launch_the_same_run() {
     let ranks: Vec<Child> = (0..2)
         .map(|rank| {
             let mut cmd = feature_extract(4, slurm.path());
-            cmd.env("SLURM_PROCID", rank.to_string())
+            cmd.env("SLURM_STEP_ID", "0")
+                .env("SLURM_PROCID", rank.to_string())
                 .env("SLURM_NTASKS", "2")
                 .env("SLURM_LOCALID", rank.to_string())
                 .env("SLURM_JOB_NODELIST", "localhost")

@@ -40,6 +40,8 @@ const LAUNCH_VARS: &[&str] = &[
     "TORCHELASTIC_USE_AGENT_STORE",
     "TORCHELASTIC_RESTART_COUNT",
     "SLURM_PROCID",
+    "SLURM_STEP_ID",
+    "SLURM_STEPID",
     "SLURM_NTASKS",
     "SLURM_LOCALID",
     "SLURM_JOB_NODELIST",
@@ -406,6 +408,7 @@ fn slurm_variables_only() {
         .map(|rank| {
             let mut command = child_command("child_basic");
             command
+                .env("SLURM_STEP_ID", "0")
                 .env("SLURM_PROCID", rank.to_string())
                 .env("SLURM_NTASKS", "2")
                 .env("SLURM_LOCALID", rank.to_string())

@@ -128,9 +128,14 @@ fn from_torch_vars(vars: &Vars) -> Result<Launch> {
     Ok(Launch { launcher, rank, world_size, local_rank, master_addr, master_port, hosts_store, attempt })
 }
 
-/// Slurm sets `SLURM_PROCID`/`SLURM_NTASKS` in every job, so a one-task job
-/// (a plain run, a sweep's array task) stays a single process.
+/// Slurm sets `SLURM_PROCID`/`SLURM_NTASKS` in every job, also in the batch
+/// script's own step, so only a task of an `srun` step (`SLURM_STEP_ID` set)
+/// is a rank, and a one-task job (a plain run, a sweep's array task) stays a
+/// single process.
 fn from_slurm_vars(vars: &Vars) -> Result<Option<Launch>> {
+    if vars.get("SLURM_STEP_ID").is_none() && vars.get("SLURM_STEPID").is_none() {
+        return Ok(None);
+    }
     let rank_text = vars.required("SLURM_PROCID", "SLURM_PROCID")?;
     let world_text = vars.required("SLURM_NTASKS", "SLURM_PROCID")?;
     let (rank, world_size) = rank_and_world(vars, ("SLURM_PROCID", &rank_text), ("SLURM_NTASKS", &world_text))?;
@@ -291,6 +296,7 @@ mod tests {
     fn slurm_variables() {
         let vars = [
             ("SLURM_PROCID", "5"),
+            ("SLURM_STEP_ID", "0"),
             ("SLURM_NTASKS", "8"),
             ("SLURM_LOCALID", "1"),
             ("SLURM_JOB_NODELIST", "gpu[07-10]"),
@@ -311,7 +317,8 @@ mod tests {
 
     #[test]
     fn slurm_defers_to_master_variables_and_torch_variables() {
-        let mut vars = vec![("SLURM_PROCID", "0"), ("SLURM_NTASKS", "2"), ("SLURM_NODELIST", "a,b")];
+        let mut vars =
+            vec![("SLURM_STEP_ID", "0"), ("SLURM_PROCID", "0"), ("SLURM_NTASKS", "2"), ("SLURM_NODELIST", "a,b")];
         let plain = launch(&vars).unwrap().unwrap();
         assert_eq!(
             (plain.master_addr.as_str(), plain.master_port, plain.hosts_store),
@@ -325,28 +332,40 @@ mod tests {
     }
 
     #[test]
-    fn one_slurm_task_is_a_single_process() {
-        assert_eq!(launch(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "1")]).unwrap(), None);
+    fn one_slurm_task_and_the_batch_script_are_single_processes() {
+        assert_eq!(launch(&[("SLURM_STEP_ID", "0"), ("SLURM_PROCID", "0"), ("SLURM_NTASKS", "1")]).unwrap(), None);
+        // sbatch --ntasks=2 sets these in the batch script too; srun adds SLURM_STEP_ID.
+        assert_eq!(launch(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "2"), ("SLURM_NODELIST", "a")]).unwrap(), None);
     }
 
     #[test]
     fn bad_slurm_values_name_the_variable() {
         assert_eq!(
-            error(&[("SLURM_PROCID", "0")]),
+            error(&[("SLURM_STEP_ID", "0"), ("SLURM_PROCID", "0")]),
             "SLURM_NTASKS is not set, but SLURM_PROCID is (a process group needs both)"
         );
         assert_eq!(
-            error(&[("SLURM_PROCID", "2"), ("SLURM_NTASKS", "2")]),
+            error(&[("SLURM_STEP_ID", "0"), ("SLURM_PROCID", "2"), ("SLURM_NTASKS", "2")]),
             "SLURM_PROCID=\"2\": not below SLURM_NTASKS=2"
         );
         assert_eq!(
-            error(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "2")]),
+            error(&[("SLURM_STEP_ID", "0"), ("SLURM_PROCID", "0"), ("SLURM_NTASKS", "2")]),
             "MASTER_ADDR is not set and neither is SLURM_JOB_NODELIST, to take the job's first node from"
         );
-        let bad_list = error(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "2"), ("SLURM_JOB_NODELIST", "n[1-")]);
+        let bad_list = error(&[
+            ("SLURM_STEP_ID", "0"),
+            ("SLURM_PROCID", "0"),
+            ("SLURM_NTASKS", "2"),
+            ("SLURM_JOB_NODELIST", "n[1-"),
+        ]);
         assert!(bad_list.starts_with("SLURM_JOB_NODELIST: \"n[1-\""), "{bad_list}");
-        let bad_id =
-            error(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "2"), ("SLURM_NODELIST", "a"), ("SLURM_JOB_ID", "12x")]);
+        let bad_id = error(&[
+            ("SLURM_STEP_ID", "0"),
+            ("SLURM_PROCID", "0"),
+            ("SLURM_NTASKS", "2"),
+            ("SLURM_NODELIST", "a"),
+            ("SLURM_JOB_ID", "12x"),
+        ]);
         assert_eq!(bad_id, "SLURM_JOB_ID=\"12x\": not a whole number");
     }
 
