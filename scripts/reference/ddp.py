@@ -6,7 +6,7 @@ SGD (lr 0.01, momentum 0.9), cross-entropy mean, no augmentation, and the
 data order of `DistributedSampler(shuffle=False)`: rank r takes samples
 r, r+2, r+4, ... in order, its batch k being that list's [k*B:(k+1)*B].
 
-    python ddp.py CHECKPOINT INPUTS OUT [--make-inputs] [--steps 10] [--batch 4] [--size 64]
+    python ddp.py CHECKPOINT INPUTS OUT [--make-inputs] [--steps 10] [--batch 4] [--size 64] [--threads 1]
 
 INPUTS  {"images": [N,3,S,S] float32, "labels": [N] int64 in 0..1000} with
         N = steps x 2 x batch; written first (seeded, torch.save) with
@@ -49,7 +49,7 @@ def free_port():
 
 
 def rank_main(rank, args, port):
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
@@ -87,6 +87,7 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch", type=int, default=4, help="per rank, as DDP's")
     parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1, help="per rank (another count sums in another order)")
     args = parser.parse_args()
     start = time.time()
     if args.make_inputs:
