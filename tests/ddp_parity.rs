@@ -34,7 +34,7 @@ use tchlab::models::{Arch, Classifier};
 use tchlab::persist::pth::read_state_dict;
 use tchlab::persist::weights::load_all;
 use tchlab::train::data_parallel::Ranks;
-use tchlab::train::optim::{self, OptimizerKind};
+use tchlab::train::optim::{self, Optimizer, OptimizerKind};
 use tchlab::train::step::GradientStep;
 
 /// Steps compared, each rank's batch size, the images' side: `ddp.py`'s arguments.
@@ -49,7 +49,7 @@ const LOSS_TOLERANCE: f64 = 1e-4;
 /// The steps held to [`LOSS_TOLERANCE`]: 0, 1 and 2, whose losses come after
 /// up to two momentum updates of averaged gradients. Later steps are
 /// printed, not asserted: this training (random-init ResNet-18, random
-/// labels, batches of 4, lr 0.01) amplifies float32 rounding about tenfold
+/// labels, batches of 4, lr 0.01) amplifies float32 rounding tens of times
 /// per step, so that PyTorch DDP itself, run with 2 threads per rank instead
 /// of 1, moves by 3e-5 at step 3, 4e-3 at step 4 and 6e-2 at step 6; no
 /// implementation that is not bitwise PyTorch's can meet 1e-4 at step 9.
@@ -96,6 +96,23 @@ fn backprop() -> Box<dyn Backprop> {
     }
 }
 
+/// How far the default backprop's gradients are from autograd's on one batch
+/// (a fresh model from the checkpoint, so the run's state is untouched): the
+/// largest over the parameters of max |default − autograd| / max |autograd|.
+fn gradient_error(images: &Tensor, labels: &Tensor) -> f64 {
+    let model = loaded_model();
+    let params = model.trainable();
+    let loss = |logits: &Tensor| logits.cross_entropy_loss(labels, None::<Tensor>, Reduction::Mean, -100, 0.0);
+    let grads =
+        |backprop: Box<dyn Backprop>| backprop.run(&mut || model.forward(images, true), &loss, &params, 1.0).grads;
+    let (ours, exact) = (grads(tchlab::accel::backprop(Device::Cpu)), grads(Box::new(Autograd)));
+    let errors = ours
+        .iter()
+        .zip(exact.iter())
+        .map(|(a, b)| (a - b).abs().max().double_value(&[]) / b.abs().max().double_value(&[]));
+    errors.fold(0.0, f64::max)
+}
+
 /// The largest |ours − DDP's| over the model's tensors after the last step, and where.
 fn weight_difference(model: &Classifier, dir: &Path) -> (f64, String) {
     let reference = tensors_in(&dir.join("ddp.pth"));
@@ -105,6 +122,31 @@ fn weight_difference(model: &Classifier, dir: &Path) -> (f64, String) {
         (diff, name)
     });
     differences.fold((0.0, String::new()), |max, d| if d.0 > max.0 { d } else { max })
+}
+
+/// The [`STEPS`] steps of `finetune --mode full` on this rank's share, in
+/// batches of [`BATCH`]: rank 0 reports each step's loss (the mean over the ranks).
+fn train(
+    model: &Classifier,
+    grad_step: &mut GradientStep,
+    optimizer: &mut dyn Optimizer,
+    ranks: &Ranks,
+    (images, labels): (&Tensor, &Tensor),
+) {
+    let buffers = model.buffers();
+    for k in 0..STEPS {
+        let start = (k * BATCH) as i64;
+        let (images, labels) = (images.narrow(0, start, BATCH as i64), labels.narrow(0, start, BATCH as i64));
+        // DDP's broadcast_buffers: batch norm's running statistics are rank 0's.
+        ranks.broadcast_from_leader(&buffers).unwrap();
+        let loss = |logits: &Tensor| logits.cross_entropy_loss(&labels, None::<Tensor>, Reduction::Mean, -100, 0.0);
+        let outcome = grad_step.step(optimizer, &mut || model.forward(&images, true), &loss, LR).unwrap();
+        if ranks.leads() {
+            report(&format!("loss {k} {:.9}", outcome.loss));
+        }
+    }
+    // As at the end of an epoch: every rank keeps rank 0's statistics.
+    ranks.broadcast_from_leader(&buffers).unwrap();
 }
 
 /// One rank of the run: what `finetune --mode full` does per batch, on fixed inputs.
@@ -122,19 +164,11 @@ fn child_rank() {
     let mut optimizer = optim::build(OptimizerKind::Sgd, &params, MOMENTUM, 0.0);
     let mut grad_step = GradientStep::new(params, backprop()).over(ranks.clone());
     let (images, labels) = my_share(&dir, &ranks);
-    let buffers = model.buffers();
-    for k in 0..STEPS {
-        let (images, labels) =
-            (images.narrow(0, (k * BATCH) as i64, BATCH as i64), labels.narrow(0, (k * BATCH) as i64, BATCH as i64));
-        // DDP's broadcast_buffers: batch norm's running statistics are rank 0's.
-        ranks.broadcast_from_leader(&buffers).unwrap();
-        let loss = |logits: &Tensor| logits.cross_entropy_loss(&labels, None::<Tensor>, Reduction::Mean, -100, 0.0);
-        let outcome = grad_step.step(&mut *optimizer, &mut || model.forward(&images, true), &loss, LR).unwrap();
-        if ranks.leads() {
-            report(&format!("loss {k} {:.9}", outcome.loss));
-        }
+    if ranks.leads() && std::env::var("DDP_PARITY_BACKPROP").as_deref() == Ok("default") {
+        let error = gradient_error(&images.narrow(0, 0, BATCH as i64), &labels.narrow(0, 0, BATCH as i64));
+        report(&format!("gradients {error:e}"));
     }
-    ranks.broadcast_from_leader(&buffers).unwrap();
+    train(&model, &mut grad_step, &mut *optimizer, &ranks, (&images, &labels));
     ranks.check_identical(&all).unwrap();
     if ranks.leads() {
         let (diff, name) = weight_difference(&model, &dir);
@@ -239,7 +273,9 @@ fn our_losses(reports: &[String]) -> (Vec<f64>, String) {
 /// difference over the first [`STRICT_STEPS`] steps, every step printed.
 fn compare(dir: &Path, backprop: &str, theirs: &[f64]) -> f64 {
     let started = Instant::now();
-    let (ours, weights) = our_losses(&our_run(dir, backprop));
+    let reports = our_run(dir, backprop);
+    let reports_gradients = reports.iter().find_map(|r| r.strip_prefix("gradients ")).map(str::to_owned);
+    let (ours, weights) = our_losses(&reports);
     println!("backprop {backprop}: our two ranks took {:.1} s", started.elapsed().as_secs_f64());
     let differences: Vec<f64> = ours.iter().zip(theirs).map(|(a, b)| (a - b).abs()).collect();
     for (k, d) in differences.iter().enumerate() {
@@ -247,6 +283,9 @@ fn compare(dir: &Path, backprop: &str, theirs: &[f64]) -> f64 {
         println!("  step {k}: ours {:.7}, DDP {:.7}, |diff| {d:.2e}{kept}", ours[k], theirs[k]);
     }
     println!("  final weights (not asserted): max |ours - DDP| {weights}");
+    if let Some(error) = reports_gradients {
+        println!("  step 0's gradients on rank 0's batch, max relative |{backprop} - autograd|: {error}");
+    }
     differences[..STRICT_STEPS].iter().copied().fold(0.0, f64::max)
 }
 
