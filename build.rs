@@ -56,6 +56,7 @@ const DATA_SUITES: &[&str] = &[
     "bf16",
     "caption_cli",
     "data_parallel",
+    "ddp_parity",
     "eigenfaces",
     "finetune_cli",
     "first_hour",
