@@ -60,7 +60,7 @@ run() { # bin_dir kind out
     mnist) "$1/mnist" mlp --hidden 800 --epochs 2 --threads 2 --out "$3" --overwrite ;;
     cnn) "$1/mnist" cnn --epochs 1 --train-limit 10000 --threads 2 --out "$3" --overwrite ;;
     caption) "$1/caption" train --data "$scenes" --cell rnn --lr 1e-3 --epochs 2 --threads 2 --out "$3" --overwrite ;;
-    *) echo "unknown run: $2 (fe, full, mnist)" >&2; exit 2 ;;
+    *) echo "unknown run: $2 (fe, full, mnist, cnn, caption)" >&2; exit 2 ;;
   esac >/dev/null 2>&1
 }
 

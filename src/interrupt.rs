@@ -4,24 +4,50 @@
 //! at its next safe point with an [`Interrupted`] error. The library holds no
 //! global flag.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
+/// Set by this process's Ctrl-C.
+const PRESSED: u8 = 1;
+/// Set on behalf of another process (a data-parallel rank's Ctrl-C).
+const PASSED_ON: u8 = 2;
+
 #[derive(Clone, Default, Debug)]
-pub struct Interrupt(Arc<AtomicBool>);
+pub struct Interrupt(Arc<AtomicU8>);
 
 impl Interrupt {
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Asks the work to stop; returns whether it had been asked already.
+    /// Asks the work to stop (Ctrl-C here); returns whether Ctrl-C had
+    /// asked already.
     pub fn request(&self) -> bool {
-        self.0.swap(true, Ordering::SeqCst)
+        self.0.fetch_or(PRESSED, Ordering::SeqCst) & PRESSED != 0
+    }
+
+    /// Asks the work to stop because another process was asked: not a
+    /// press of Ctrl-C here, so this process's first press is still its first.
+    pub fn pass_on(&self) {
+        self.0.fetch_or(PASSED_ON, Ordering::SeqCst);
     }
 
     pub fn requested(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.load(Ordering::SeqCst) != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Interrupt;
+
+    #[test]
+    fn a_stop_passed_on_is_not_a_press() {
+        let interrupt = Interrupt::new();
+        interrupt.pass_on();
+        assert!(interrupt.requested());
+        assert!(!interrupt.request(), "the first press after a passed-on stop is the first");
+        assert!(interrupt.request());
     }
 }
 

@@ -34,10 +34,11 @@ fn feature_extract(batch: usize, out: &Path) -> Command {
     cmd
 }
 
-/// Full mode, long enough to be stopped in its second epoch.
-fn full_mode(out: &Path) -> Command {
+/// Full mode for `epochs` (6: long enough to be stopped in the second).
+fn full_mode(out: &Path, epochs: usize) -> Command {
     let mut cmd = common::finetune();
-    cmd.args(["--arch", "resnet18", "--random-init", "--mode", "full", "--epochs", "6", "--image-size", "96"])
+    cmd.args(["--arch", "resnet18", "--random-init", "--mode", "full", "--image-size", "96"])
+        .args(["--epochs", &epochs.to_string()])
         .args(["--batch-size", "2", "--threads", "1", "--dist-timeout", "20"])
         .arg("--data")
         .arg(small_data())
@@ -175,8 +176,8 @@ fn torchrun_and_slurms_variables_launch_the_same_run() {
 /// second epoch, and signals rank 1 with `signal`.
 fn signal_rank_1_in_epoch_1(out: &Path, signal: libc::c_int) -> (Output, Output) {
     let port = free_port();
-    let mut rank_0 = spawn(as_rank(full_mode(out), 0, 2, port));
-    let rank_1 = spawn(as_rank(full_mode(&out.join("rank-1")), 1, 2, port));
+    let mut rank_0 = spawn(as_rank(full_mode(out, 6), 0, 2, port));
+    let rank_1 = spawn(as_rank(full_mode(&out.join("rank-1"), 6), 1, 2, port));
     let mut stdout = std::io::BufReader::new(rank_0.stdout.take().unwrap());
     let mut line = String::new();
     while !line.starts_with("Epoch 1/") {
@@ -192,7 +193,7 @@ fn signal_rank_1_in_epoch_1(out: &Path, signal: libc::c_int) -> (Output, Output)
 }
 
 #[test]
-fn ctrl_c_on_one_rank_stops_both_and_the_state_resumes_in_one_process() {
+fn ctrl_c_on_one_rank_stops_both_and_the_state_resumes_at_any_world_size() {
     let dir = common::temp_dir();
     let out = dir.path().join("run");
     let (rank_0, rank_1) = signal_rank_1_in_epoch_1(&out, libc::SIGINT);
@@ -200,15 +201,26 @@ fn ctrl_c_on_one_rank_stops_both_and_the_state_resumes_in_one_process() {
     assert!(said.contains(&format!("Resume with: finetune --resume {}", out.display())), "{said}");
     assert_eq!(rank_1.status.code(), Some(130), "{}", common::text(&rank_1.stderr));
     assert!(!out.join("rank-1").exists(), "rank 1 wrote files");
-    let before = metrics(&out);
-    assert_eq!(before.len(), 2, "epoch 0 saved: {before:?}");
+    assert_eq!(metrics(&out).len(), 2, "epoch 0 saved: {:?}", metrics(&out));
 
+    // Resumed by two ranks: the numbers of an uninterrupted two-rank run.
     let mut resume = common::finetune();
-    resume.arg("--resume").arg(&out).args(["--epochs", "2"]);
+    resume.arg("--resume").arg(&out).args(["--epochs", "2", "--nproc", "2"]);
+    run(resume);
+    let uninterrupted = dir.path().join("uninterrupted");
+    let mut cmd = full_mode(&uninterrupted, 2);
+    cmd.args(["--nproc", "2"]);
+    run(cmd);
+    assert_eq!(metrics(&out), metrics(&uninterrupted), "resumed against uninterrupted");
+
+    // Resumed by one process: the state loads whole and training goes on.
+    let before = metrics(&out);
+    let mut resume = common::finetune();
+    resume.arg("--resume").arg(&out).args(["--epochs", "3"]);
     run(resume);
     let after = metrics(&out);
-    assert_eq!(after.len(), 4);
-    assert_eq!(after[..2], before[..], "the resumed run changed the epoch it loaded");
+    assert_eq!(after.len(), 6);
+    assert_eq!(after[..4], before[..], "the resumed run changed the epochs it loaded");
     assert_eq!(common::read_json(&out.join("summary.json"))["world_size"], 1);
 }
 

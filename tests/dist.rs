@@ -399,7 +399,7 @@ fn killed_store_host_fails_the_survivor() {
 #[test]
 fn slurm_variables_only() {
     let dir = common::temp_dir();
-    // A job id whose derived port (15000 + id mod 20000) is free now.
+    // A job id whose derived port (15000 + id mod 17000) is free now.
     let job_id = (0..20_000u64)
         .map(|k| 7_000_000 + (std::process::id() as u64 * 7 + k * 13) % 20_000)
         .find(|id| std::net::TcpListener::bind(("127.0.0.1", tchlab::dist::launch::port_for_job(*id))).is_ok())

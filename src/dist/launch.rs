@@ -200,10 +200,10 @@ fn slurm_port(vars: &Vars) -> Result<u16> {
     Ok(DEFAULT_MASTER_PORT)
 }
 
-/// `15000 + job id mod 20000`: above the well-known ports, below Linux's
+/// `15000 + job id mod 17000`: above the well-known ports, below Linux's
 /// ephemeral range (32768…), different for jobs that share a node.
 pub fn port_for_job(job_id: u64) -> u16 {
-    15000 + (job_id % 20000) as u16
+    15000 + (job_id % 17000) as u16
 }
 
 #[cfg(test)]
@@ -308,7 +308,7 @@ mod tests {
             world_size: 8,
             local_rank: 1,
             master_addr: "gpu07".into(),
-            master_port: 15000 + 3456,
+            master_port: 15000 + 4456,
             hosts_store: false,
             attempt: 0,
         };
@@ -372,7 +372,8 @@ mod tests {
     #[test]
     fn job_ports_stay_below_the_ephemeral_range() {
         assert_eq!(port_for_job(0), 15000);
-        assert_eq!(port_for_job(19_999), 34_999);
-        assert_eq!(port_for_job(20_000), 15000);
+        assert_eq!(port_for_job(16_999), 31_999);
+        assert!(port_for_job(16_999) < 32_768, "Linux's ephemeral ports start at 32768");
+        assert_eq!(port_for_job(17_000), 15000);
     }
 }

@@ -143,6 +143,8 @@ pub fn run(
     };
     let mut state = ranks.agree(state, "to load the run state")?;
     let splits = ranks.agree(Splits::decode(&folders, config, reporter), "to decode the images")?;
+    let same_data = "images differ from rank 0's (classes, images or labels of a split)";
+    ranks.check_same(&splits.fingerprint(), same_data)?;
     let strategy = strategy::for_mode(config, &model, &splits, (device, ranks), reporter)?;
     let mut task =
         Finetune { config, model: &model, strategy, grad_step, splits: &splits, device, ranks, val_probs: None };
@@ -163,7 +165,9 @@ pub fn run(
             Some(out) => save_epoch(config, out, state, task, &mut events, &mut best_val_probs),
             None => Ok(()),
         };
-        ranks.agree(saved, "to save the epoch")
+        ranks.agree(saved, "to save the epoch")?;
+        // Ctrl-C that reached any rank while rank 0 saved stops every rank here.
+        ranks.stop_requested(interrupt).map(|_| ())
     });
     let outcome = outcome.map_err(|e| match &out {
         Some(out) => out.explain(e, "finetune"),

@@ -38,6 +38,20 @@ pub struct Splits {
 }
 
 impl Splits {
+    /// What data-parallel ranks must agree on: the classes, the images of
+    /// each split, and a hash of their file names and labels.
+    pub fn fingerprint(&self) -> Tensor {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for split in [&self.train, &self.val] {
+            split.classes.hash(&mut hasher);
+            split.labels.hash(&mut hasher);
+            split.paths.iter().map(|p| p.file_name()).for_each(|name| name.hash(&mut hasher));
+        }
+        let counts = [self.train.classes.len(), self.train.len(), self.val.len()].map(|n| n as i64);
+        Tensor::from_slice(&[counts[0], counts[1], counts[2], hasher.finish() as i64])
+    }
+
     /// Decodes both folders (a bar from `reporter` counts the images), then
     /// reports the files skipped and what the data holds.
     pub fn decode(folders: &Folders, config: &FinetuneConfig, reporter: &dyn Reporter) -> Result<Self> {

@@ -217,8 +217,9 @@ impl Strategy for FeatureExtract {
         Ok(totals)
     }
 
-    fn val_probabilities(&self, model: &Classifier, _: &EpochContext) -> Result<Tensor> {
-        Ok(head_probabilities(model, &self.val_features))
+    fn val_probabilities(&self, model: &Classifier, ctx: &EpochContext) -> Result<Tensor> {
+        // Shared out and gathered, so every rank decides on the same numbers.
+        ctx.ranks.sharded_pass(&self.val_features, |share| head_probabilities(model, share))
     }
 }
 

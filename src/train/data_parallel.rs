@@ -84,7 +84,7 @@ impl Ranks {
     /// buffers before a forward pass). Gloo carries CPU tensors only.
     pub fn broadcast_from_leader(&self, tensors: &[Tensor]) -> Result<()> {
         match self.group() {
-            Some(group) => group.broadcast_(tensors, 0),
+            Some(group) => group.broadcast_(&by_kind(tensors), 0),
             None => Ok(()),
         }
     }
@@ -94,7 +94,7 @@ impl Ranks {
     pub fn mean_(&self, tensors: &[Tensor]) -> Result<()> {
         let (Some(member), Some(group)) = (self.0.as_deref(), self.group()) else { return Ok(()) };
         let started = Instant::now();
-        let averaged = group.all_reduce_mean_(tensors);
+        let averaged = group.all_reduce_mean_(&by_kind(tensors));
         member.averaging.set(member.averaging.get() + started.elapsed());
         averaged
     }
@@ -117,8 +117,8 @@ impl Ranks {
     pub fn stop_requested(&self, interrupt: &Interrupt) -> Result<bool> {
         let mut requested = [f64::from(u8::from(interrupt.requested()))];
         self.sum(&mut requested)?;
-        if requested[0] > 0.0 {
-            interrupt.request();
+        if requested[0] > 0.0 && !interrupt.requested() {
+            interrupt.pass_on();
         }
         Ok(requested[0] > 0.0)
     }
@@ -154,34 +154,28 @@ impl Ranks {
         Ok(interleaved.reshape(shape.as_slice()).narrow(0, 0, len as i64))
     }
 
-    /// An error unless `tensors` (the trained weights) are the same on every
-    /// rank, compared by a fingerprint of their values: what data-parallel
-    /// training must keep true, checked once at the end.
+    /// An error unless `tensors` (the trained weights) are bit for bit the
+    /// same on every rank, compared by an integer fingerprint of their bits:
+    /// what data-parallel training must keep true, checked once at the end.
     pub fn check_identical(&self, tensors: &[Tensor]) -> Result<()> {
+        let fingerprint = tch::no_grad(|| bits_fingerprint(tensors));
+        self.check_same(&fingerprint, "weights differ from rank 0's at the end of the run")
+    }
+
+    /// An error unless every rank has the same `values` (counts, sizes):
+    /// `what` says what differs.
+    pub fn check_same(&self, values: &Tensor, what: &str) -> Result<()> {
         let Some(group) = self.group() else { return Ok(()) };
-        let fingerprint = tch::no_grad(|| {
-            let values: Vec<Tensor> = tensors.iter().map(|t| t.to_kind(tch::Kind::Double).reshape([-1])).collect();
-            let all = Tensor::cat(&values, 0);
-            let weights = Tensor::arange(all.size()[0], (tch::Kind::Double, all.device())).remainder(7.0) + 1.0;
-            Tensor::stack(
-                &[
-                    all.sum(tch::Kind::Double),
-                    (&all * &all).sum(tch::Kind::Double),
-                    (&all * weights).sum(tch::Kind::Double),
-                ],
-                0,
-            )
-            .to_device(Device::Cpu)
-        });
-        let fingerprints = group.all_gather(&fingerprint)?;
-        match fingerprints.iter().position(|f| !f.equal(&fingerprints[0])) {
-            Some(rank) => bail!("rank {rank}'s weights differ from rank 0's at the end of the run"),
+        let all = group.all_gather(&values.to_device(Device::Cpu))?;
+        match all.iter().position(|v| !v.equal(&all[0])) {
+            Some(rank) => bail!("rank {rank}'s {what}"),
             None => Ok(()),
         }
     }
 
-    /// Ends the rank's part after every rank got here, so that rank 0, which
-    /// hosts the group's store, leaves last.
+    /// Ends the rank's part once every rank got here (a barrier), so that
+    /// rank 0, which hosts the group's store, does not leave while a peer
+    /// still talks to it.
     pub fn finish(self) -> Result<()> {
         match self.0.map(Rc::try_unwrap) {
             Some(Ok(member)) => member.group.finish(),
@@ -189,4 +183,35 @@ impl Ranks {
             None => Ok(()),
         }
     }
+}
+
+/// `tensors` grouped by dtype, keeping their order within a dtype (the same
+/// on every rank), so that the collectives' buckets are as few as possible,
+/// as DDP's `take_tensors` groups them.
+fn by_kind(tensors: &[Tensor]) -> Vec<Tensor> {
+    let mut sorted: Vec<Tensor> = tensors.iter().map(Tensor::shallow_clone).collect();
+    sorted.sort_by_key(|t| format!("{:?}", t.kind()));
+    sorted
+}
+
+/// A fingerprint of `tensors`' exact bits, computed in integers (no
+/// rounding that could depend on the thread count): the sums of the values'
+/// bit patterns, plain and position-weighted.
+fn bits_fingerprint(tensors: &[Tensor]) -> Tensor {
+    let bits: Vec<Tensor> = tensors
+        .iter()
+        .map(|t| {
+            let t = t.detach().contiguous().to_device(Device::Cpu);
+            let as_int = match t.kind() {
+                tch::Kind::Float => t.view_dtype(tch::Kind::Int),
+                tch::Kind::Double => t.view_dtype(tch::Kind::Int64),
+                tch::Kind::Half | tch::Kind::BFloat16 => t.view_dtype(tch::Kind::Int16),
+                _ => t,
+            };
+            as_int.to_kind(tch::Kind::Int64).reshape([-1])
+        })
+        .collect();
+    let all = Tensor::cat(&bits, 0);
+    let positions = Tensor::arange(all.size()[0], tch::kind::INT64_CPU).remainder(7) + 1;
+    Tensor::stack(&[all.sum(tch::Kind::Int64), (&all * positions).sum(tch::Kind::Int64)], 0)
 }

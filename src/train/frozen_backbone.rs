@@ -1,7 +1,7 @@
 //! Passes through the frozen, eval-mode backbone: the feature-extract epoch's
 //! augmented images, fixed image sets (val, `--cache-features`), and class
 //! probabilities for evaluation and prediction. On the CPU they run in lanes
-//! (`crate::accel::lanes`) over the model's read-only [`FrozenView`]; on CUDA
+//! (`crate::accel::eval_lanes`) over the model's read-only [`FrozenView`]; on CUDA
 //! in large batches.
 
 use super::amp::Autocast;
