@@ -247,12 +247,9 @@ fn train(args: TrainArgs, given: BTreeSet<String>) -> Result<()> {
     }
     let interrupt = Interrupt::new();
     tchlab::cli::stop_on_ctrl_c(&interrupt);
-    let summary = run::run(&config, (device, &ranks), start, &interrupt, reporter);
+    let summary = run::run(&config, (device, &ranks), start, &interrupt, reporter)?;
     let leads = ranks.leads();
-    // Every rank leaves together, also after an error they agreed on (rank 0 hosts the store).
-    let finished = ranks.finish();
-    let summary = summary?;
-    finished?;
+    ranks.finish()?;
     if !leads {
         return Ok(());
     }

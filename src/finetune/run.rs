@@ -102,9 +102,12 @@ impl Task for Finetune<'_> {
         epoch.reporter.line(&format!("val Loss: {loss:.4} Acc: {acc:.4}"));
         epoch.reporter.line("");
         self.val_probs = Some(probs);
-        // Every rank stops after this epoch when any of them was asked to.
-        ctx.stop_requested()?;
         Ok(Scores::from([(VAL_LOSS.to_owned(), loss), (VAL_ACC.to_owned(), acc), (VAL_SECONDS.to_owned(), seconds)]))
+    }
+
+    /// Every rank stops after this epoch when any of them was asked to.
+    fn stop_requested(&self, interrupt: &Interrupt) -> Result<bool> {
+        self.ranks.stop_requested(interrupt)
     }
 }
 
@@ -165,9 +168,7 @@ pub fn run(
             Some(out) => save_epoch(config, out, state, task, &mut events, &mut best_val_probs),
             None => Ok(()),
         };
-        ranks.agree(saved, "to save the epoch")?;
-        // Ctrl-C that reached any rank while rank 0 saved stops every rank here.
-        ranks.stop_requested(interrupt).map(|_| ())
+        ranks.agree(saved, "to save the epoch")
     });
     let outcome = outcome.map_err(|e| match &out {
         Some(out) => out.explain(e, "finetune"),

@@ -63,6 +63,12 @@ pub trait Task {
     fn train_epoch(&mut self, epoch: &Epoch, optimizer: &mut dyn Optimizer) -> Result<TrainPhase>;
     /// What the epoch's record keeps after training, by name.
     fn valid_epoch(&mut self, epoch: &Epoch) -> Result<Scores>;
+    /// Whether to stop after this epoch for `interrupt`: asked once per
+    /// epoch, after it is saved. A task of several processes decides it with
+    /// all of them (each may have been asked, or not).
+    fn stop_requested(&self, interrupt: &Interrupt) -> Result<bool> {
+        Ok(interrupt.requested())
+    }
 }
 
 /// One epoch, numbered from 0.
@@ -332,7 +338,7 @@ pub fn fit<T: Task>(
         state.epochs.push(record);
         after_epoch(state, task)?;
         let last = index + 1 == how.epochs;
-        if how.interrupt.requested() && !last {
+        if !last && task.stop_requested(how.interrupt)? {
             return Err(Interrupted(format!("{}: interrupted after epoch {index}", how.label)).into());
         }
         if !last && patience_ran_out(how, state, resumed_at) {
