@@ -22,7 +22,6 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -204,20 +203,6 @@ fn pytorch_ddp(dir: &Path) -> Vec<f64> {
     Vec::<f64>::try_from(losses.to_kind(Kind::Double)).unwrap()
 }
 
-/// Dies with the test process, so no rank outlives a failed test.
-fn die_with_parent(command: &mut Command) {
-    let parent = std::process::id();
-    // SAFETY: prctl and getppid are async-signal-safe; nothing is allocated.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || libc::getppid() as u32 != parent {
-                return Err(std::io::Error::other("the test exited"));
-            }
-            Ok(())
-        });
-    }
-}
-
 /// Rank `rank` of our run with `backprop`, its output into `dir/<backprop>-rank<rank>.out` and `.err`.
 fn start_rank(rank: usize, port: u16, dir: &Path, backprop: &str) -> Child {
     let mut command = Command::new(std::env::current_exe().unwrap());
@@ -234,7 +219,7 @@ fn start_rank(rank: usize, port: u16, dir: &Path, backprop: &str) -> Child {
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(dir.join(format!("{backprop}-rank{rank}.out"))).unwrap())
         .stderr(std::fs::File::create(dir.join(format!("{backprop}-rank{rank}.err"))).unwrap());
-    die_with_parent(&mut command);
+    common::die_with_parent(&mut command);
     command.spawn().unwrap()
 }
 

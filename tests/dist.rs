@@ -19,7 +19,6 @@
 mod common;
 
 use std::io::Write;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::AtomicUsize;
@@ -230,20 +229,6 @@ impl std::fmt::Debug for Ended {
     }
 }
 
-/// Dies with the test process, so no child outlives a failed test.
-fn die_with_parent(command: &mut Command) {
-    let parent = std::process::id();
-    // SAFETY: prctl and getppid are async-signal-safe; nothing is allocated.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || libc::getppid() as u32 != parent {
-                return Err(std::io::Error::other("the test exited"));
-            }
-            Ok(())
-        });
-    }
-}
-
 /// This test binary filtered to the child test `name`.
 fn child_command(name: &str) -> Command {
     let mut command = Command::new(std::env::current_exe().unwrap());
@@ -262,7 +247,7 @@ fn start(mut command: Command, dir: &Path, label: &str) -> Rank {
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&stdout).unwrap())
         .stderr(std::fs::File::create(&stderr).unwrap());
-    die_with_parent(&mut command);
+    common::die_with_parent(&mut command);
     Rank { child: command.spawn().unwrap(), stdout, stderr }
 }
 
