@@ -106,7 +106,7 @@ fn assert_same_metrics(two_ranks: &Path, one: &Path) {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    tchlab::dist::free_port().unwrap()
 }
 
 fn one_process_with_the_doubled_batch() -> &'static Path {

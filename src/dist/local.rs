@@ -58,6 +58,21 @@ pub fn free_port() -> Result<u16> {
     Ok(listener.local_addr().context("cannot find a free port on 127.0.0.1")?.port())
 }
 
+/// Makes `command`'s process die with this one (Linux's parent-death
+/// signal), so that no child outlives its parent.
+pub fn die_with_parent(command: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: prctl and getppid are async-signal-safe; nothing is allocated.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || libc::getppid() as u32 != parent {
+                return Err(std::io::Error::other("the parent exited"));
+            }
+            Ok(())
+        });
+    }
+}
+
 fn spawn_rank(program: &Path, args: &[OsString], rank: usize, n: usize, port: u16, threads: usize) -> Result<Child> {
     let mut command = Command::new(program);
     command.args(args).stdin(Stdio::null()).process_group(0);
@@ -72,16 +87,7 @@ fn spawn_rank(program: &Path, args: &[OsString], rank: usize, n: usize, port: u1
         .env("MASTER_ADDR", "127.0.0.1")
         .env("MASTER_PORT", port.to_string())
         .env("OMP_NUM_THREADS", threads.max(1).to_string());
-    let parent = std::process::id();
-    // SAFETY: prctl and getppid are async-signal-safe; nothing is allocated.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || libc::getppid() as u32 != parent {
-                return Err(std::io::Error::other("the parent exited"));
-            }
-            Ok(())
-        });
-    }
+    die_with_parent(&mut command);
     command.spawn().map_err(anyhow::Error::from)
 }
 

@@ -31,4 +31,4 @@ pub mod nodelist;
 
 pub use group::{Backend, GroupOptions, ProcessGroup, DEFAULT_BUCKET_BYTES, DEFAULT_TIMEOUT};
 pub use launch::{Launch, Launcher};
-pub use local::{free_port, spawn_local_ranks};
+pub use local::{die_with_parent, free_port, spawn_local_ranks};

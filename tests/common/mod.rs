@@ -65,17 +65,7 @@ pub fn parity_fixtures() -> &'static Path {
 /// Makes `command`'s process die with the test process, so that no child
 /// outlives a failed test.
 pub fn die_with_parent(command: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    let parent = std::process::id();
-    // SAFETY: prctl and getppid are async-signal-safe; nothing is allocated.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || libc::getppid() as u32 != parent {
-                return Err(std::io::Error::other("the test exited"));
-            }
-            Ok(())
-        });
-    }
+    tchlab::dist::die_with_parent(command);
 }
 
 /// Runs a command, panicking with its output when it fails.
