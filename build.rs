@@ -1,7 +1,8 @@
 //! Points the binaries at libtorch, records which libtorch that is (and
 //! where the OpenBLAS wheel beside it would be), and compiles the autocast shim
-//! (`csrc/autocast.cpp`, see `src/autocast.rs`) and the c10d shim
-//! (`csrc/c10d.cpp`, see `src/dist`) against its headers.
+//! (`csrc/autocast.cpp`, see `src/autocast.rs`) and the c10d shims
+//! (`csrc/c10d.cpp`, and where the CUDA header wheels are installed the
+//! NCCL shared object `csrc/c10d_nccl.cpp`; see `src/dist`) against its headers.
 //!
 //! `torch-sys` tells us where libtorch lives (`DEP_TCH_LIBTORCH_LIB`). We embed
 //! that directory as an rpath, so the binaries run without LD_LIBRARY_PATH.
@@ -21,6 +22,7 @@ fn main() {
         println!("cargo:rustc-link-arg=-Wl,-rpath={lib_dir}");
         compile_autocast_shim(std::path::Path::new(lib_dir));
         compile_c10d_shim(std::path::Path::new(lib_dir));
+        build_nccl_shim(std::path::Path::new(lib_dir));
         // The scipy-openblas32 wheel setup.sh installs beside torch (see src/accel/lapack.rs).
         let site_packages = std::path::Path::new(lib_dir).join("../..");
         let site_packages = std::fs::canonicalize(&site_packages).unwrap_or(site_packages);
@@ -124,6 +126,57 @@ fn compile_c10d_shim(lib_dir: &std::path::Path) {
         .flag_if_supported("-Wno-unused-parameter")
         .file("csrc/c10d.cpp")
         .compile("tchlab_c10d");
+}
+
+/// The NCCL process-group factory (`csrc/c10d_nccl.cpp`) as a shared object
+/// in `OUT_DIR`, built where the wheels it needs are installed beside torch
+/// (`scripts/setup.sh`: CUDA's runtime and NCCL headers come with torch, its
+/// `crt/` and `nv/target` headers with nvidia-cuda-crt and -cccl). Sets
+/// `cfg(tchlab_nccl)` and `TCHLAB_C10D_NCCL_SO`, the object's path from the
+/// profile folder (`target/release`), where `src/dist` looks for it beside
+/// the running binary. Linked to `torch_cuda`, so it is opened at run time
+/// only, never linked into the binaries.
+fn build_nccl_shim(lib_dir: &std::path::Path) {
+    println!("cargo:rustc-check-cfg=cfg(tchlab_nccl)");
+    println!("cargo:rerun-if-changed=csrc/c10d_nccl.cpp");
+    println!("cargo:rerun-if-changed=csrc/c10d_common.hpp");
+    let nvidia = lib_dir.join("../../nvidia");
+    let cuda_include = nvidia.join("cu13/include");
+    let nccl_include = nvidia.join("nccl/include");
+    if cuda_include.is_dir() {
+        println!("cargo:rerun-if-changed={}", cuda_include.display());
+    }
+    let needed = [cuda_include.join("crt/host_config.h"), cuda_include.join("nv/target"), nccl_include.join("nccl.h")];
+    if needed.iter().any(|path| !path.exists()) {
+        return;
+    }
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let object = out_dir.join("libtchlab_c10d_nccl.so");
+    let include = lib_dir.join("../include");
+    let compiler = cc::Build::new().cpp(true).get_compiler();
+    let status = compiler
+        .to_command()
+        .args(["-std=c++17", "-shared", "-fPIC", "-O2", "-w"])
+        .args(["-D_GLIBCXX_USE_CXX11_ABI=1", "-DUSE_C10D_NCCL", "-DUSE_CUDA"])
+        .arg(format!("-I{}", include.display()))
+        .arg(format!("-I{}", include.join("torch/csrc/api/include").display()))
+        .arg(format!("-I{}", cuda_include.display()))
+        .arg(format!("-I{}", nccl_include.display()))
+        .arg("csrc/c10d_nccl.cpp")
+        .arg("-o")
+        .arg(&object)
+        .arg(format!("-L{}", lib_dir.display()))
+        .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
+        .args(["-ltorch_cuda", "-lc10_cuda", "-ltorch_cpu", "-lc10"])
+        .status();
+    match status {
+        Ok(status) if status.success() => {}
+        other => panic!("compiling csrc/c10d_nccl.cpp into {} failed: {other:?}", object.display()),
+    }
+    // OUT_DIR is <profile>/build/<package>-<hash>/out.
+    let from_profile: std::path::PathBuf = object.iter().skip(object.iter().count() - 4).collect();
+    println!("cargo:rustc-env=TCHLAB_C10D_NCCL_SO={}", from_profile.display());
+    println!("cargo:rustc-cfg=tchlab_nccl");
 }
 
 /// `__version__ = '2.11.0+cpu'` → `2.11.0+cpu`.

@@ -1,6 +1,7 @@
 // C entry points to PyTorch's own c10d for `src/dist` (issue #28): a Gloo
 // process group (CPU tensors) over a TCPStore, and the collectives a
-// data-parallel run needs. Every collective goes through c10d's Backend.
+// data-parallel run needs, on any c10d Backend (also the NCCL groups that
+// csrc/c10d_nccl.cpp makes). Every collective goes through c10d's Backend.
 //
 // Compiled by build.rs against the wheel's headers with -DUSE_C10D_GLOO and
 // the parse-only gloo declarations in csrc/gloo_decls (the wheel ships no
@@ -16,52 +17,16 @@
 // issue collectives in different orders, and a peer that loses the store
 // host while still inside a collective. Callers keep the order identical on
 // every rank and end with a barrier.
-#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include "c10d_common.hpp"
+
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
-#include <c10/util/Logging.h>
-
-#include <algorithm>
-#include <chrono>
-#include <cstdlib>
-#include <cstring>
-#include <exception>
-#include <mutex>
-#include <string>
 #include <vector>
 
 namespace {
 
-// A process group and what it needs alive: the store it rendezvoused through.
-struct Group {
-  c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::Backend> backend;
-  std::chrono::milliseconds timeout;
-};
-
-void copy_message(const char* message, char* buffer, size_t capacity) {
-  if (buffer == nullptr || capacity == 0) return;
-  size_t length = std::min(std::strlen(message), capacity - 1);
-  std::memcpy(buffer, message, length);
-  buffer[length] = '\0';
-}
-
-// Runs `body`, turning any C++ exception into -1 and its message.
-template <typename Body>
-int guarded(char* error, size_t capacity, Body body) {
-  try {
-    body();
-    return 0;
-  } catch (const c10::Error& e) {
-    copy_message(e.what_without_backtrace(), error, capacity);
-  } catch (const std::exception& e) {
-    copy_message(e.what(), error, capacity);
-  } catch (...) {
-    copy_message("unknown C++ exception", error, capacity);
-  }
-  return -1;
-}
+using tchlab_c10d::Group;
+using tchlab_c10d::guarded;
 
 std::vector<at::Tensor> tensor_list(const at::Tensor* const* tensors, size_t count) {
   std::vector<at::Tensor> list;
@@ -83,32 +48,6 @@ void per_tensor(const Group& group, const at::Tensor* const* tensors, size_t cou
     works.push_back(issue(one));
   }
   for (auto& work : works) wait(work, group);
-}
-
-// c10d logs each connection retry and timeout on stderr, with a backtrace;
-// a run says its error in one line instead (the message returned here). As
-// in PyTorch, TORCH_CPP_LOG_LEVEL (INFO, WARNING, ERROR) brings them back.
-void quiet_c10d_logs() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    if (std::getenv("TORCH_CPP_LOG_LEVEL") != nullptr) {
-      c10::initLogging();
-    } else {
-      FLAGS_caffe2_log_level = c10::GLOG_FATAL;
-    }
-  });
-}
-
-c10::intrusive_ptr<c10d::Store> connect_store(const char* host, uint16_t port, int world_size, bool is_server,
-                                               std::chrono::milliseconds timeout, const char* prefix) {
-  c10d::TCPStoreOptions options;
-  options.port = port;
-  options.isServer = is_server;
-  options.numWorkers = static_cast<size_t>(world_size);
-  options.waitWorkers = true;
-  options.timeout = timeout;
-  auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host), options);
-  return c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), tcp);
 }
 
 c10::intrusive_ptr<c10d::ProcessGroupGloo::Options> gloo_options(const char* device_host,
@@ -133,9 +72,9 @@ int tchlab_c10d_gloo_new(const char* store_host, uint16_t port, int rank, int wo
                          int64_t timeout_ms, const char* prefix, const char* device_host, void** group, char* error,
                          size_t capacity) {
   return guarded(error, capacity, [&] {
-    quiet_c10d_logs();
+    tchlab_c10d::quiet_c10d_logs();
     auto timeout = std::chrono::milliseconds(timeout_ms);
-    auto store = connect_store(store_host, port, world_size, is_store_server, timeout, prefix);
+    auto store = tchlab_c10d::connect_store(store_host, port, world_size, is_store_server, timeout, prefix);
     auto options = gloo_options(device_host, timeout);
     auto backend = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world_size, options);
     *group = new Group{store, backend, timeout};
@@ -194,7 +133,9 @@ int tchlab_c10d_barrier(void* group, char* error, size_t capacity) {
 // closes the connections and the store.
 void tchlab_c10d_destroy(void* group) {
   try {
-    delete static_cast<Group*>(group);
+    auto* g = static_cast<Group*>(group);
+    if (g->shutdown) g->backend->shutdown();
+    delete g;
   } catch (...) {
   }
 }

@@ -3,18 +3,19 @@
 # one table: finetune (both modes, fp32 and --amp: s/epoch, data wait, best val), mnist cnn
 # (s/epoch, test acc; reference scripts/reference/mnist.py), caption train on the digit scenes
 # (RNN and LSTM: s/epoch, val BLEU-4), eigenfaces on LFW (PCA seconds, 95 % components), and a
-# 4-run mnist cnn sweep with all four sharing the device against one at a time (runs per hour).
+# 4-run mnist cnn sweep with all four sharing the device against one at a time (runs per hour),
+# and a full-mode finetune as one NCCL rank (world size 1) against the same run without a group.
 # Usage: scripts/cuda-check.sh [--device D] [--bin-dir DIR] [--quick] [--only LIST] [--weights FILE] [--data DIR] [--epochs N]
 #   defaults: --device cuda, target/release/, EfficientNet-Lite0's file in models/,
 #   data/hymenoptera_data, 25 finetune epochs (reference: 10). --quick: a few epochs on a
 #   subset each, to check the script itself (e.g. --device cpu --quick). --only: some of
-#   finetune,mnist,caption,eigenfaces,sweep [default: all]. On a machine with
+#   finetune,mnist,caption,eigenfaces,sweep,dist [default: all]. On a machine with
 #   torch but without this build, point LD_LIBRARY_PATH at torch/lib and --bin-dir at the
 #   carried binaries (finetune, mnist, caption, eigenfaces).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 WEIGHTS=models/efficientnet-lite0-57934424.pth; DATA=data/hymenoptera_data; EPOCHS=25; DEVICE=cuda
-BIN_DIR=target/release; QUICK=0; ONLY=finetune,mnist,caption,eigenfaces,sweep; PY=python3; [ -x .venv/bin/python ] && PY=.venv/bin/python
+BIN_DIR=target/release; QUICK=0; ONLY=finetune,mnist,caption,eigenfaces,sweep,dist; PY=python3; [ -x .venv/bin/python ] && PY=.venv/bin/python
 while [ $# -gt 0 ]; do
   case "$1" in
     --weights) WEIGHTS=$2; shift 2 ;;
@@ -25,7 +26,7 @@ while [ $# -gt 0 ]; do
     --bin) BIN_DIR=$(dirname "$2"); shift 2 ;;
     --quick) QUICK=1; shift ;;
     --only) ONLY=$2; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "cuda-check.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -132,5 +133,14 @@ wanted sweep && for jobs in 4 1; do
   fi
   echo "   $line"; row sweep "4 mnist cnn runs ($SWEEP_LIMIT images, 1 epoch), $jobs at once" "$line" ""
 done
+
+# --- data-parallel on NCCL at world size 1 (one GPU cannot hold two NCCL ranks) against a plain run
+if wanted dist; then
+  port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  finetune dist-plain --mode full
+  RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
+    finetune dist-nccl-world1 --mode full --dist-backend nccl
+  grep -o '"dist_backend": *"[a-z]*"' "$OUT_DIR/dist-nccl-world1/summary.json" || echo "   no nccl in the summary"
+fi
 
 echo; echo "device: $DEVICE"; cat "$TABLE"

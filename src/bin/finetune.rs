@@ -223,17 +223,20 @@ fn train(args: TrainArgs, given: BTreeSet<String>) -> Result<()> {
         }
         options = options.with_file(file, &given)?;
     }
+    let data_parallel = options.data_parallel();
+    // Before the group is joined, rank 0 (or a lone process) speaks for the run.
+    let early: &dyn Reporter = if data_parallel.speaks_for_the_run()? { &Terminal } else { &Silent };
     let (config, start) = match &args.resume {
         Some(dir) => {
             (FinetuneConfig::resume(&tchlab::run_dir::saved_config(dir)?, dir, &options, &given)?, Start::Resume)
         }
-        None => (FinetuneConfig::new_reporting(&options, &Terminal)?, Start::Fresh),
+        None => (FinetuneConfig::new_reporting(&options, early)?, Start::Fresh),
     };
-    let data_parallel = options.data_parallel();
     if let Some(n) = data_parallel.ranks_to_start() {
         return data_parallel.start_local_ranks(n, options.threads, device);
     }
-    tchlab::accel::init_threads(config.threads, config.workers, &Terminal);
+    tchlab::accel::init_threads(config.threads, config.workers, early);
+    let device = data_parallel.rank_device(device)?;
     let ranks = data_parallel.join(device)?;
     // Rank 0 speaks for the run; the others report only their errors.
     let reporter: &dyn Reporter = if ranks.leads() { &Terminal } else { &Silent };

@@ -41,13 +41,20 @@ impl DataParallel {
         self.nproc.filter(|_| matches!(Launch::from_env(), Ok(None)))
     }
 
+    /// Whether this process reports for the run: alone, or rank 0 of the
+    /// group its launcher describes (the others report only their errors).
+    pub fn speaks_for_the_run(&self) -> Result<bool> {
+        Ok(Launch::from_env()?.is_none_or(|launch| launch.rank == 0))
+    }
+
     /// Runs this program again as `n` local ranks and waits for them: Ok
     /// when all succeeded, [`Interrupted`] after Ctrl-C. `threads` (default:
     /// the cores) are split between the ranks, as compute threads and as
     /// loader workers.
     pub fn start_local_ranks(&self, n: usize, threads: Option<usize>, device: Device) -> Result<()> {
-        if device.is_cuda() {
-            bail!("--nproc on CUDA needs the nccl backend, which this build does not have yet; run on the CPU (--device cpu)");
+        let gpus = crate::device::cuda_count().max(0) as usize;
+        if device.is_cuda() && n > gpus {
+            bail!("--nproc {n} on CUDA needs a GPU per rank; this machine has {gpus} (use --nproc {gpus}, or --device cpu)");
         }
         let program = std::env::current_exe().context("cannot find this program to start its ranks")?;
         let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
@@ -63,21 +70,49 @@ impl DataParallel {
         }
     }
 
+    /// The device this rank computes on: under a launcher, a CUDA device
+    /// means this rank's own GPU, `cuda:LOCAL_RANK` (as DDP scripts
+    /// `set_device(LOCAL_RANK)`), or the one GPU a launcher that gives each
+    /// task its own (`srun --gpus-per-task=1`) left visible.
+    pub fn rank_device(&self, device: Device) -> Result<Device> {
+        match (Launch::from_env()?, device) {
+            (Some(launch), Device::Cuda(_)) => gpu_of(launch.local_rank, crate::device::cuda_count().max(0) as usize),
+            _ => Ok(device),
+        }
+    }
+
     /// Joins the process group this process's environment names (torchrun,
-    /// `srun`, `--nproc`'s ranks); alone when it names none.
+    /// `srun`, `--nproc`'s ranks) on `device` (see [`DataParallel::rank_device`]);
+    /// alone when it names none.
     pub fn join(&self, device: Device) -> Result<Ranks> {
         let Some(launch) = Launch::from_env()? else { return Ok(Ranks::single()) };
         let backend = match (self.backend, device.is_cuda()) {
             (BackendChoice::Gloo, false) | (BackendChoice::Auto, false) => Backend::Gloo,
             (BackendChoice::Gloo, true) => bail!("--dist-backend gloo carries CPU tensors only here; use --device cpu"),
-            (BackendChoice::Nccl, _) | (BackendChoice::Auto, true) => Backend::Nccl,
+            (BackendChoice::Nccl, false) => {
+                bail!("--dist-backend nccl carries CUDA tensors only; use --device cuda, or gloo on the CPU")
+            }
+            (BackendChoice::Nccl, true) | (BackendChoice::Auto, true) => Backend::Nccl,
         };
         let options = GroupOptions {
             backend,
             timeout: Duration::from_secs(self.timeout_s as u64),
             bucket_bytes: DEFAULT_BUCKET_BYTES,
+            device: if backend == Backend::Nccl { device } else { Device::Cpu },
         };
         Ok(Ranks::of(ProcessGroup::join(&launch, &options)?, backend))
+    }
+}
+
+/// The GPU of the rank with `local_rank` on a machine where `gpus` are visible.
+fn gpu_of(local_rank: usize, gpus: usize) -> Result<Device> {
+    match gpus {
+        0 => bail!("local rank {local_rank}: CUDA was asked for, but this machine shows no GPU"),
+        1 => Ok(Device::Cuda(0)),
+        n if local_rank < n => Ok(Device::Cuda(local_rank)),
+        n => bail!(
+            "local rank {local_rank} has no GPU of its own: this machine shows {n}; start at most {n} ranks per node"
+        ),
     }
 }
 
@@ -103,8 +138,20 @@ fn rank_args(args: impl Iterator<Item = OsString>, threads: usize) -> Vec<OsStri
 
 #[cfg(test)]
 mod tests {
-    use super::rank_args;
+    use super::{gpu_of, rank_args};
     use std::ffi::OsString;
+    use tch::Device;
+
+    #[test]
+    fn each_local_rank_has_its_own_gpu() {
+        assert_eq!(gpu_of(3, 4).unwrap(), Device::Cuda(3));
+        assert_eq!(gpu_of(3, 1).unwrap(), Device::Cuda(0));
+        assert_eq!(
+            gpu_of(4, 4).unwrap_err().to_string(),
+            "local rank 4 has no GPU of its own: this machine shows 4; start at most 4 ranks per node"
+        );
+        assert!(gpu_of(0, 0).unwrap_err().to_string().contains("shows no GPU"));
+    }
 
     #[test]
     fn a_local_rank_gets_the_arguments_with_its_share_of_the_threads() {

@@ -14,7 +14,7 @@ use anyhow::{bail, Result};
 use std::ffi::{c_void, CString};
 use std::ptr::NonNull;
 use std::time::Duration;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 use torch_sys::C_tensor;
 
 /// The default bound on a collective or the rendezvous: torch's (30 minutes).
@@ -28,7 +28,8 @@ pub const DEFAULT_BUCKET_BYTES: usize = 25 * 1024 * 1024;
 pub enum Backend {
     /// Gloo: CPU tensors, over TCP. Built on every machine.
     Gloo,
-    /// NCCL: CUDA tensors. Not built yet (issue #28, a shared object opened at run time).
+    /// NCCL: CUDA tensors. A shared object opened at run time, built where
+    /// `scripts/setup.sh` installed the CUDA header wheels (see `build.rs`).
     Nccl,
 }
 
@@ -61,11 +62,19 @@ pub struct GroupOptions {
     pub timeout: Duration,
     /// The most bytes of gradients flattened into one all-reduce.
     pub bucket_bytes: usize,
+    /// Where the group's own tensors live (metric sums, gathers): the CPU
+    /// for Gloo, this rank's GPU for NCCL, which it is bound to.
+    pub device: Device,
 }
 
 impl Default for GroupOptions {
     fn default() -> Self {
-        Self { backend: Backend::Gloo, timeout: DEFAULT_TIMEOUT, bucket_bytes: DEFAULT_BUCKET_BYTES }
+        Self {
+            backend: Backend::Gloo,
+            timeout: DEFAULT_TIMEOUT,
+            bucket_bytes: DEFAULT_BUCKET_BYTES,
+            device: Device::Cpu,
+        }
     }
 }
 
@@ -79,6 +88,7 @@ pub struct ProcessGroup {
     world_size: usize,
     timeout: Duration,
     bucket_bytes: usize,
+    device: Device,
 }
 
 // SAFETY: the C++ group (a c10d backend and its store) is not tied to the
@@ -89,11 +99,15 @@ impl ProcessGroup {
     /// Joins the group `launch` describes: connects to (or hosts) the store,
     /// then waits for every rank, at most `options.timeout`.
     pub fn join(launch: &Launch, options: &GroupOptions) -> Result<Self> {
-        if options.backend == Backend::Nccl {
-            bail!("the nccl distributed backend is not built yet (this build has gloo, for CPU tensors, only)");
-        }
         let who = format!("rank {} of {}", launch.rank, launch.world_size);
-        let handle = join_gloo(launch, options.timeout).map_err(|message| {
+        let handle = match (options.backend, options.device) {
+            (Backend::Gloo, _) => join_gloo(launch, options.timeout),
+            (Backend::Nccl, Device::Cuda(index)) => join_nccl(launch, options.timeout, index),
+            (Backend::Nccl, other) => {
+                bail!("{who}: the nccl backend carries CUDA tensors, not {} ones", crate::device::name(other))
+            }
+        };
+        let handle = handle.map_err(|message| {
             let store = format!("{}:{}", launch.master_addr, launch.master_port);
             anyhow::anyhow!("{who}: cannot join the process group at {store}{}", cause(&message, options.timeout))
         })?;
@@ -103,6 +117,7 @@ impl ProcessGroup {
             world_size: launch.world_size,
             timeout: options.timeout,
             bucket_bytes: options.bucket_bytes.max(1),
+            device: options.device,
         })
     }
 
@@ -175,17 +190,18 @@ impl ProcessGroup {
         if values.is_empty() {
             return Ok(());
         }
-        let tensor = Tensor::from_slice(values);
+        let tensor = Tensor::from_slice(values).to_device(self.device);
         self.all_reduce_sum(&[&tensor])?;
-        tensor.copy_data(values, values.len());
+        tensor.to_device(Device::Cpu).copy_data(values, values.len());
         Ok(())
     }
 
-    /// Every rank's `tensor`, in rank order (the tensors have the same shape
-    /// and dtype on every rank): cached features gathered from shards.
+    /// Every rank's `tensor`, in rank order, on `tensor`'s device (the
+    /// tensors have the same shape and dtype on every rank): cached features
+    /// gathered from shards.
     pub fn all_gather(&self, tensor: &Tensor) -> Result<Vec<Tensor>> {
         check_defined(tensor, &self.who(), "all-gather")?;
-        let input = tensor.contiguous();
+        let input = tensor.to_device(self.device).contiguous();
         let outputs: Vec<Tensor> = (0..self.world_size).map(|_| input.empty_like()).collect();
         let output_refs: Vec<&Tensor> = outputs.iter().collect();
         self.issue("all-gather", |error, capacity| {
@@ -202,7 +218,7 @@ impl ProcessGroup {
                 )
             }
         })?;
-        Ok(outputs)
+        Ok(outputs.into_iter().map(|output| output.to_device(tensor.device())).collect())
     }
 
     /// Returns when every rank has reached it.
@@ -258,17 +274,15 @@ impl ProcessGroup {
 
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
-        // SAFETY: the handle came from tchlab_c10d_gloo_new and is destroyed once.
+        // SAFETY: the handle came from a shim's factory and is destroyed once.
         unsafe { ffi::tchlab_c10d_destroy(self.handle.as_ptr()) }
     }
 }
 
 /// The Gloo group of `launch`, or the shim's message.
 fn join_gloo(launch: &Launch, timeout: Duration) -> std::result::Result<NonNull<c_void>, String> {
-    let text = |s: &str| CString::new(s).map_err(|_| format!("{s:?} holds a NUL byte"));
-    let host = text(&launch.master_addr)?;
-    let prefix = text(&launch.store_prefix())?;
-    let device_host = loopback(&launch.master_addr).map(text).transpose()?;
+    let (host, prefix) = store_address(launch)?;
+    let device_host = loopback(&launch.master_addr).map(c_text).transpose()?;
     let mut handle: *mut c_void = std::ptr::null_mut();
     ffi::call(|error, capacity| {
         // SAFETY: the strings outlive the call; `handle` is written on success only.
@@ -279,7 +293,7 @@ fn join_gloo(launch: &Launch, timeout: Duration) -> std::result::Result<NonNull<
                 launch.rank as i32,
                 launch.world_size as i32,
                 launch.hosts_store,
-                timeout.as_millis().min(i64::MAX as u128) as i64,
+                millis(timeout),
                 prefix.as_ptr(),
                 device_host.as_ref().map_or(std::ptr::null(), |h| h.as_ptr()),
                 &mut handle,
@@ -289,6 +303,46 @@ fn join_gloo(launch: &Launch, timeout: Duration) -> std::result::Result<NonNull<
         }
     })?;
     NonNull::new(handle).ok_or_else(|| "the shim returned no group".to_owned())
+}
+
+/// The NCCL group of `launch` on CUDA device `device_index`, or why not
+/// (this build has no NCCL shim, it does not open, or c10d's message).
+fn join_nccl(launch: &Launch, timeout: Duration, device_index: usize) -> std::result::Result<NonNull<c_void>, String> {
+    let nccl_new = ffi::nccl_factory()?;
+    let (host, prefix) = store_address(launch)?;
+    let mut handle: *mut c_void = std::ptr::null_mut();
+    ffi::call(|error, capacity| {
+        // SAFETY: the strings outlive the call; `handle` is written on success only.
+        unsafe {
+            nccl_new(
+                host.as_ptr(),
+                launch.master_port,
+                launch.rank as i32,
+                launch.world_size as i32,
+                launch.hosts_store,
+                millis(timeout),
+                prefix.as_ptr(),
+                device_index as i32,
+                &mut handle,
+                error,
+                capacity,
+            )
+        }
+    })?;
+    NonNull::new(handle).ok_or_else(|| "the shim returned no group".to_owned())
+}
+
+/// The store's host and this run's key prefix, as C strings.
+fn store_address(launch: &Launch) -> std::result::Result<(CString, CString), String> {
+    Ok((c_text(&launch.master_addr)?, c_text(&launch.store_prefix())?))
+}
+
+fn c_text(text: &str) -> std::result::Result<CString, String> {
+    CString::new(text).map_err(|_| format!("{text:?} holds a NUL byte"))
+}
+
+fn millis(timeout: Duration) -> i64 {
+    timeout.as_millis().min(i64::MAX as u128) as i64
 }
 
 /// The address Gloo binds to when every rank is on this machine (the store
@@ -365,22 +419,54 @@ mod tests {
         );
     }
 
+    /// Rank 0 of 1, its store on 127.0.0.1:`port`.
+    fn alone_at(port: &str) -> Launch {
+        let vars = [("RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", port)];
+        let value = |name: &str| vars.iter().find(|(key, _)| *key == name).map(|(_, value)| value.to_string());
+        Launch::from_vars(value).unwrap().unwrap()
+    }
+
+    /// A world-1 NCCL group on this machine's first GPU, through a store at a free port.
+    fn join_nccl_alone() -> Result<ProcessGroup> {
+        let launch = alone_at(&crate::dist::free_port()?.to_string());
+        let options = GroupOptions {
+            backend: Backend::Nccl,
+            timeout: Duration::from_secs(20),
+            device: Device::Cuda(0),
+            ..GroupOptions::default()
+        };
+        ProcessGroup::join(&launch, &options)
+    }
+
+    /// The NCCL shim opens and makes a group where there is a GPU, and gives
+    /// c10d's own error where there is none (this build machine).
+    #[cfg(tchlab_nccl)]
     #[test]
-    fn nccl_is_not_built_yet() {
-        let launch = Launch::from_vars(|name| {
-            let value = match name {
-                "RANK" => "0",
-                "WORLD_SIZE" => "1",
-                "MASTER_ADDR" => "127.0.0.1",
-                "MASTER_PORT" => "29999",
-                _ => return None,
-            };
-            Some(value.to_owned())
-        })
-        .unwrap()
-        .unwrap();
+    fn the_nccl_factory_opens_and_needs_a_gpu() {
+        if crate::device::cuda_available() {
+            let group = join_nccl_alone().unwrap();
+            let mut values = [1.5, 2.0];
+            group.all_reduce_sum_f64(&mut values).unwrap();
+            assert_eq!(values, [1.5, 2.0]);
+            group.finish().unwrap();
+        } else {
+            let error = join_nccl_alone().err().unwrap().to_string();
+            assert!(error.starts_with("rank 0 of 1: cannot join the process group at 127.0.0.1:"), "{error}");
+            assert!(error.contains("ProcessGroupNCCL is only supported with GPUs, no GPUs found"), "{error}");
+        }
+    }
+
+    #[cfg(not(tchlab_nccl))]
+    #[test]
+    fn a_build_without_the_nccl_shim_says_how_to_get_it() {
+        let error = join_nccl_alone().err().unwrap().to_string();
+        assert!(error.contains("this build has no nccl backend"), "{error}");
+    }
+
+    #[test]
+    fn nccl_carries_cuda_tensors_only() {
         let options = GroupOptions { backend: Backend::Nccl, ..GroupOptions::default() };
-        let error = ProcessGroup::join(&launch, &options).err().unwrap().to_string();
-        assert!(error.starts_with("the nccl distributed backend is not built yet"), "{error}");
+        let error = ProcessGroup::join(&alone_at("29999"), &options).err().unwrap().to_string();
+        assert_eq!(error, "rank 0 of 1: the nccl backend carries CUDA tensors, not cpu ones");
     }
 }

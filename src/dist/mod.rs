@@ -8,8 +8,8 @@
 //! - [`ProcessGroup`]: a c10d backend joined through a TCPStore, with
 //!   broadcast, bucketed gradient mean, metric sums, all-gather and barrier.
 //!   Gloo (CPU tensors) is built on every machine, by `build.rs` from
-//!   `csrc/c10d.cpp`; [`Backend::Nccl`] is the seam for CUDA tensors, not
-//!   built yet. Every collective is bounded by the group's timeout: a rank
+//!   `csrc/c10d.cpp`; [`Backend::Nccl`] (CUDA tensors) is a shared object
+//!   from `csrc/c10d_nccl.cpp` opened when a run asks for it. Every collective is bounded by the group's timeout: a rank
 //!   that dies or never arrives gives the others an error naming their rank
 //!   and the timeout, not a hang.
 //! - [`spawn_local_ranks`]: `--nproc N`, N ranks on this machine started by
