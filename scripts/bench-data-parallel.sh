@@ -6,10 +6,11 @@
 # world-1/world-2 pair by pair with the median (above 1: two ranks are
 # faster), and the share of rank 0's train phases spent averaging gradients.
 #
-#   bash scripts/bench-data-parallel.sh [PAIRS] [fe|full ...]
+#   bash scripts/bench-data-parallel.sh [PAIRS] [fe|full|full224 ...]
 #
 # fe: EfficientNet-Lite0 feature extraction (ImageNet weights), 3 epochs;
-# full: ResNet-18 full mode from random weights at 96 px, 2 epochs.
+# full: ResNet-18 full mode from random weights at 96 px, 2 epochs;
+# full224: the same at the tutorial's 224 px, 1 epoch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pairs=${1:-3}
@@ -26,7 +27,8 @@ recipe() {
   case $1 in
     fe) echo "--arch efficientnet-lite0 --mode feature-extract --epochs 3" ;;
     full) echo "--arch resnet18 --random-init --mode full --epochs 2 --image-size 96" ;;
-    *) echo "unknown run: $1 (fe, full)" >&2; exit 2 ;;
+    full224) echo "--arch resnet18 --random-init --mode full --epochs 1 --image-size 224" ;;
+    *) echo "unknown run: $1 (fe, full, full224)" >&2; exit 2 ;;
   esac
 }
 

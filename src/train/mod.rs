@@ -12,6 +12,8 @@
 //!   autocast forward passes run under, and the loss scaling fp16 needs;
 //! - [`data_parallel`]: a process's part in a data-parallel run (DDP's
 //!   semantics over `crate::dist`);
+//! - [`lr_range`]: the learning-rate range test's rates, smoothed loss,
+//!   stop rule and suggestions (fastai's `lr_find`);
 //! - [`augmented_batches`] and [`frozen_backbone`]: image batches to the device, passes of a
 //!   frozen classifier (features, probabilities).
 //!
@@ -24,6 +26,7 @@ pub mod amp;
 pub mod augmented_batches;
 pub mod data_parallel;
 pub mod engine;
+pub mod lr_range;
 pub mod frozen_backbone;
 pub mod minibatch;
 pub mod optim;
