@@ -12,8 +12,10 @@
 #       point is done, run `finetune report`, stop. Prints the measured times.
 #   scripts/slurm-local.sh run-dist
 #       start, sbatch a 2-task job whose `srun` runs one data-parallel finetune
-#       (two ranks joined through Slurm's variables), then a sweep whose one
-#       point is a data-parallel run (nproc = 2); check both, stop.
+#       (two ranks joined through Slurm's variables), then the two array jobs
+#       `finetune sweep --slurm` writes for a sweep of nproc = [1, 2]
+#       (sweep.sbatch: one task; sweep-nproc2.sbatch: 2 srun tasks, one rank
+#       each); check the runs' world sizes, stop.
 #
 # Everything lives under target/slurm-local (config, state, logs, pid files);
 # nothing is left running after stop or run-sweep.
@@ -225,7 +227,7 @@ EOF
   echo "slurm-local: the 2-task srun run finished in $((took_ms / 1000)) s"
 
   cat >"$out/sweep.toml" <<EOF
-# One point, a data-parallel run of two local ranks.
+# Two points: one process (nproc = 1), and a data-parallel run of two ranks (nproc = 2).
 [base]
 data = "$data"
 arch = "efficientnet-lite0"
@@ -236,15 +238,30 @@ epochs = 3
 batch-size = 2
 
 [grid]
-nproc = [2]
+nproc = [1, 2]
 EOF
-  "$finetune" sweep "$out/sweep.toml" --out "$out/sweep" --slurm --cpus-per-task 2 --time 0:10:00
-  job=$(sbatch --parsable "$out/sweep/sweep.sbatch")
-  echo "slurm-local: submitted sweep array job $job (one point, nproc = 2)"
-  wait_for_job "$job"
-  "$finetune" sweep "$out/sweep.toml" --out "$out/sweep" --list
-  check_world_size "$(dirname "$(find "$out/sweep" -name summary.json | head -1)")" 2
-  echo "slurm-local: the data-parallel sweep point finished"
+  local sweep=$out/sweep jobs=()
+  "$finetune" sweep "$out/sweep.toml" --out "$sweep" --slurm --cpus-per-task 1 --time 0:10:00
+  grep -qx '#SBATCH --ntasks-per-node=2' "$sweep/sweep-nproc2.sbatch"
+  grep -q '^exec srun --kill-on-bad-exit=1 ' "$sweep/sweep-nproc2.sbatch"
+  grep -qx '#SBATCH --ntasks=1' "$sweep/sweep.sbatch"
+  for script in sweep.sbatch sweep-nproc2.sbatch; do
+    jobs+=("$(sbatch --parsable "$sweep/$script")")
+    echo "slurm-local: submitted $script as array job ${jobs[-1]}"
+  done
+  for job in "${jobs[@]}"; do wait_for_job "$job"; done
+  echo "slurm-local: the nproc = 2 point's task log:"
+  cat "$sweep/slurm/${jobs[1]}_1.out"
+  "$finetune" sweep "$out/sweep.toml" --out "$sweep" --list
+  check_world_size "$sweep/nproc=1" 1
+  check_world_size "$sweep/nproc=2" 2
+  grep -q 'rank 1 joins rank 0' "$sweep/slurm/${jobs[1]}_1.out"
+  if ! grep -q '"attempts": 1,' "$sweep/nproc=2/exit.json" || ! grep -q '"outcome": "done"' "$sweep/nproc=2/exit.json"; then
+    echo "slurm-local: $sweep/nproc=2/exit.json: expected one attempt, done" >&2
+    cat "$sweep/nproc=2/exit.json" >&2
+    exit 1
+  fi
+  echo "slurm-local: the sweep's points finished: nproc=1 world_size 1, nproc=2 world_size 2 (srun, 2 tasks)"
 }
 
 case "${1:-}" in

@@ -245,24 +245,65 @@ fn a_lone_rank_stops_after_its_timeout_with_one_line() {
     assert!(said.contains("rank 1 of 2: cannot join") && said.contains("2000 ms"), "{said}");
 }
 
-#[test]
-fn a_sweep_point_may_be_a_data_parallel_run() {
-    let dir = common::temp_dir();
-    let file = dir.path().join("sweep.toml");
+/// A sweep file of one point, a two-rank run of [`feature_extract`]'s recipe.
+fn two_rank_sweep(dir: &Path) -> PathBuf {
+    let file = dir.join("sweep.toml");
     let data = small_data().display().to_string();
     let base = format!(
         "[base]\ndata = {data:?}\narch = \"resnet18\"\nrandom-init = true\nmode = \"feature-extract\"\ncache-features = true\nepochs = 3\nimage-size = 64\nlr = 0.01\nbatch-size = 4\n\n[grid]\nnproc = [2]\n"
     );
     std::fs::write(&file, base).unwrap();
+    file
+}
+
+#[test]
+fn a_sweep_point_may_be_a_data_parallel_run() {
+    let dir = common::temp_dir();
+    let file = two_rank_sweep(dir.path());
     let out = dir.path().join("runs");
     let mut sweep = common::finetune();
     sweep.arg("sweep").arg(&file).arg("--out").arg(&out).args(["--jobs", "1"]);
     run(sweep);
-    let point = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.join("summary.json").exists())
-        .expect("the point's run folder");
+    let point = out.join("nproc=2");
     assert_eq!(common::read_json(&point.join("summary.json"))["world_size"], 2);
     assert_same_metrics(&point, one_process_with_the_doubled_batch());
+}
+
+/// What `srun` of `sweep-nproc2.sbatch` starts: two sweeps of one point,
+/// ranks 0 and 1 by Slurm's variables.
+#[test]
+fn srun_tasks_of_a_sweep_run_its_point_as_ranks_and_rank_0_alone_records_it() {
+    let dir = common::temp_dir();
+    let file = two_rank_sweep(dir.path());
+    let out = dir.path().join("runs");
+    let port = free_port();
+    let tasks: Vec<Child> = (0..2)
+        .map(|rank| {
+            let mut sweep = common::finetune();
+            sweep.arg("sweep").arg(&file).arg("--out").arg(&out).args(["--index", "0"]);
+            sweep
+                .env("SLURM_STEP_ID", "0")
+                .env("SLURM_PROCID", rank.to_string())
+                .env("SLURM_NTASKS", "2")
+                .env("SLURM_LOCALID", rank.to_string())
+                .env("SLURM_JOB_NODELIST", "localhost")
+                .env("SLURM_CPUS_PER_TASK", "1")
+                .env("MASTER_PORT", port.to_string());
+            spawn(sweep)
+        })
+        .collect();
+    let outputs: Vec<Output> = tasks.into_iter().map(finish).collect();
+    for output in &outputs {
+        assert!(output.status.success(), "{}", common::text(&output.stderr));
+    }
+    assert!(common::stdout(&outputs[1]).contains("point 0 (nproc=2): rank 1 joins rank 0's run"));
+    let point = out.join("nproc=2");
+    assert_eq!(common::read_json(&point.join("summary.json"))["world_size"], 2);
+    assert_same_metrics(&point, one_process_with_the_doubled_batch());
+    let record = common::read_json(&point.join("exit.json"));
+    assert_eq!((record["outcome"].as_str(), record["attempts"].as_u64()), (Some("done"), Some(1)));
+    let log = std::fs::read_to_string(point.join("log.txt")).unwrap();
+    assert_eq!(log.matches("== finetune sweep: point 0").count(), 1, "one log header, rank 0's:\n{log}");
+    assert!(log.contains("data-parallel: 2 ranks"), "{log}");
+    assert!(!point.join("sweep.lock").exists());
 }

@@ -17,6 +17,7 @@ use tchlab::finetune::run::{self, Start};
 use tchlab::interrupt::Interrupt;
 use tchlab::report::{plots, Reporter, Silent, Terminal};
 use tchlab::run_dir::BEST_MODEL_FILE;
+use tchlab::sweep::rank::PointRank;
 use tchlab::sweep::report::Report;
 use tchlab::sweep::runner::Plan;
 use tchlab::sweep::{slurm, Sweep};
@@ -73,7 +74,7 @@ struct SweepArgs {
     /// Run this point only [default under Slurm: $SLURM_ARRAY_TASK_ID].
     #[arg(long, value_name = "I")]
     index: Option<usize>,
-    /// Runs at once [default: one per device; with --slurm, the array's tasks at once: all].
+    /// Runs at once [default: one per device; with --slurm, each array's tasks at once: all].
     #[arg(long, value_name = "N")]
     jobs: Option<usize>,
     /// Devices the runs share, comma-separated (cpu, cuda:0, …) [default: every GPU libtorch sees, else cpu].
@@ -82,7 +83,7 @@ struct SweepArgs {
     /// Runs at once on one device (small runs leave a GPU mostly idle) [default: --jobs spread over the devices].
     #[arg(long, value_name = "K")]
     jobs_per_device: Option<usize>,
-    /// Write DIR/sweep.sbatch, a Slurm array job over the points not done, and print the command that submits it.
+    /// Write DIR/sweep.sbatch, a Slurm array job over the points not done (DIR/sweep-nprocN.sbatch for points of nproc = N: N srun tasks each, one per rank), and print the commands that submit them.
     #[arg(long, conflicts_with_all = ["index", "report"])]
     slurm: bool,
     #[command(flatten)]
@@ -97,16 +98,16 @@ struct SlurmArgs {
     /// Slurm partition.
     #[arg(long, requires = "slurm", value_name = "P")]
     partition: Option<String>,
-    /// GPUs per array task (one point each).
+    /// GPUs per array task (one point each); per rank for points of nproc = N (--gpus-per-node N×G).
     #[arg(long, requires = "slurm", value_name = "G")]
     gpus_per_task: Option<u32>,
-    /// CPU cores per array task (its run's threads and loader workers).
+    /// CPU cores per array task (its run's threads and loader workers); per rank for points of nproc > 1.
     #[arg(long, requires = "slurm", value_name = "C")]
     cpus_per_task: Option<u32>,
     /// Time limit per task, as sbatch takes it (1:00:00).
     #[arg(long, requires = "slurm", value_name = "T")]
     time: Option<String>,
-    /// Memory per task, as sbatch takes it (16G).
+    /// Memory per task, as sbatch takes it (16G); N times as much (--mem is per node) for points of nproc = N.
     #[arg(long, requires = "slurm", value_name = "M")]
     mem: Option<String>,
     /// Slurm account to charge.
@@ -365,6 +366,9 @@ fn sweep(args: SweepArgs) -> Result<()> {
         None => slurm::task_index(std::env::var(slurm::TASK_ID_VAR).ok().as_deref())?,
     };
     let plan = Plan::new(args.devices.as_deref(), args.jobs, args.jobs_per_device)?;
+    if let Some(rank) = PointRank::of_this_process(&sweep, index)? {
+        return rank.run(&sweep, &plan, &tchlab::cli::count_ctrl_c(), &Terminal);
+    }
     let outcome = match sweep.to_run(index, &Terminal)? {
         Some(indices) => sweep.run(&indices, &plan, &tchlab::cli::count_ctrl_c(), &Terminal).map(|_| ()),
         None => Ok(()),
@@ -388,8 +392,13 @@ fn write_sbatch(sweep: &Sweep, args: &SweepArgs) -> Result<()> {
         extra: job.sbatch_option.clone(),
         at_once: args.jobs.unwrap_or(indices.len()),
     };
-    let path = slurm::write(sweep, &request, &indices)?;
-    tchlab::say!("wrote {} ({} task(s)); submit it with:\n  sbatch {}", path.display(), indices.len(), path.display());
+    let written = slurm::write(sweep, &request, &indices)?;
+    for script in &written {
+        let ranks = if script.nproc == 1 { String::new() } else { format!(" of {} ranks each (srun)", script.nproc) };
+        tchlab::say!("wrote {}: {} array task(s){ranks}", script.path.display(), script.tasks);
+    }
+    let submit: Vec<String> = written.iter().map(|script| format!("  sbatch {}", script.path.display())).collect();
+    tchlab::say!("submit {} with:\n{}", if written.len() == 1 { "it" } else { "them" }, submit.join("\n"));
     Ok(())
 }
 

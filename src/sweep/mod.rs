@@ -9,7 +9,9 @@
 //! - [`lock`]: the claim that keeps two processes off one run folder;
 //! - [`runner`]: runs points as child processes of the tool, several at
 //!   once over the devices, passing Ctrl-C on;
-//! - [`slurm`]: the `sweep.sbatch` array job and the task's point;
+//! - [`slurm`]: the `sweep.sbatch` array jobs (one per `nproc`) and the
+//!   task's point;
+//! - [`rank`]: a sweep started by `srun` as one rank of a point of several;
 //! - [`report`]: one table (Markdown, CSV, PNG) of the runs under folders.
 //!
 //! Training itself is the tool's own: a sweep starts the tool's binary once
@@ -18,6 +20,7 @@
 
 pub mod grid;
 pub mod lock;
+pub mod rank;
 pub mod report;
 pub mod runner;
 pub mod slurm;
@@ -77,10 +80,27 @@ impl Sweep {
         }
     }
 
+    /// The ranks `point` runs as: its `nproc` (1 when unset).
+    pub fn nproc(&self, point: &Point) -> usize {
+        let given = point.values.iter().find(|(key, _)| key == "nproc").map(|(_, value)| value);
+        let value = given.or_else(|| self.file.base.get("nproc"));
+        value.and_then(toml::Value::as_integer).and_then(|n| usize::try_from(n).ok()).unwrap_or(1).max(1)
+    }
+
     /// Where `point` stands. A run folder that holds a run of another recipe
     /// is an error naming the option that differs.
     pub fn status(&self, point: &Point) -> Result<Status> {
-        let folder = RunFolder::read(&self.dir(point))?;
+        self.status_of(point, RunFolder::read(&self.dir(point))?)
+    }
+
+    /// Where `point` stands whoever holds its folder: what a rank that joins
+    /// rank 0's run of it sees (rank 0 holds the folder).
+    pub fn status_unclaimed(&self, point: &Point) -> Result<Status> {
+        let folder = RunFolder { holder: None, ..RunFolder::read(&self.dir(point))? };
+        self.status_of(point, folder)
+    }
+
+    fn status_of(&self, point: &Point, folder: RunFolder) -> Result<Status> {
         let tool = self.file.tool;
         if let Some(held) = folder.tool.as_deref().filter(|held| *held != tool.name()) {
             bail!(
@@ -196,5 +216,20 @@ impl Sweep {
             }
         }
         Ok(tally)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fixture {
+    use super::{grid::SweepFile, Sweep};
+    use std::path::Path;
+
+    /// A `finetune` sweep of the `[grid]` lines `grid` under `out`, from
+    /// `/w/s.toml` (any folder does as its data; nothing runs).
+    pub fn sweep(grid: &str, out: &Path) -> Sweep {
+        let text = format!("[base]\ndata = \"/\"\nepochs = 1\nrandom-init = true\n\n[grid]\n{grid}\n");
+        let file = SweepFile::parse(&text, Path::new("/w/s.toml")).unwrap();
+        let points = file.points(out).unwrap();
+        Sweep { file, out: out.to_owned(), points }
     }
 }

@@ -67,6 +67,13 @@ impl Plan {
         Ok(Self { devices, per_device, jobs, cores: cores() })
     }
 
+    /// The plan of rank `local_rank` of a point's group on this node: one
+    /// run, on the device of that index (round-robin), with every core.
+    pub fn for_local_rank(&self, local_rank: usize) -> Self {
+        let device = self.devices[local_rank % self.devices.len()].clone();
+        Self { devices: vec![device], per_device: 1, jobs: 1, cores: self.cores }
+    }
+
     /// Threads (and loader workers) each concurrent run gets.
     pub fn threads_per_run(&self, concurrent: usize) -> usize {
         (self.cores / concurrent.max(1)).max(1)
@@ -239,13 +246,52 @@ fn launch(sweep: &Sweep, point: &Point, device: &str, threads: usize) -> Result<
         Claimed::Mine(claim) => claim,
         Claimed::Theirs(holder) => return Ok(Launch::Skipped(Status::Running(holder))),
     };
-    let status = sweep.status(point)?;
-    // A failed attempt resumes from what it saved, if anything.
-    let resume = match status {
-        Status::Done => return Ok(Launch::Skipped(Status::Done)),
-        Status::Partial { .. } => true,
-        _ => crate::run_dir::state_path(&dir).is_file(),
+    let Some(resume) = resumes(&sweep.status(point)?, &dir) else { return Ok(Launch::Skipped(Status::Done)) };
+    let tool = sweep.file.tool;
+    let mut command = point_command(sweep, point, device, threads, resume)?;
+    let previous = ExitRecord::read(&dir)?;
+    let record = ExitRecord {
+        outcome: Outcome::Started,
+        exit_code: None,
+        error: None,
+        seconds: previous.as_ref().map_or(0.0, |r| r.seconds),
+        attempts: previous.as_ref().map_or(0, |r| r.attempts) + 1,
+        host: lock::host_name(),
+        device: device.to_owned(),
+        index: point.index,
+        point: point.values.iter().map(|(k, v)| (k.clone(), super::grid::plain(v))).collect(),
+        tool: Some(tool.name().to_owned()),
     };
+    record.write(&dir)?;
+    let log = open_log(&dir, point, &record, tool, &command)?;
+    let child = spawn(&mut command, Some(log))
+        .with_context(|| format!("point {}: cannot start {}", point.index, tool.name()))?;
+    let started = Instant::now();
+    Ok(Launch::Started(Box::new(Running {
+        index: point.index,
+        device: device.to_owned(),
+        child,
+        record,
+        started,
+        _claim: claim,
+    })))
+}
+
+/// Whether a point that stands at `status` resumes (`None`: it is done).
+/// A failed attempt resumes from what it saved, if anything. The ranks of
+/// a point decide alike: what it depends on changes only when they all run.
+fn resumes(status: &Status, dir: &Path) -> Option<bool> {
+    match status {
+        Status::Done => None,
+        Status::Partial { .. } => Some(true),
+        _ => Some(crate::run_dir::state_path(dir).is_file()),
+    }
+}
+
+/// The tool's command for `point`: a fresh run into its folder, or the
+/// resumed run with the options it does not save given again.
+fn point_command(sweep: &Sweep, point: &Point, device: &str, threads: usize, resume: bool) -> Result<Command> {
+    let dir = sweep.dir(point);
     let tool = sweep.file.tool;
     let mut command = tool.command()?;
     if resume {
@@ -267,32 +313,41 @@ fn launch(sweep: &Sweep, point: &Point, device: &str, threads: usize) -> Result<
     for option in sweep.launched_options() {
         command.arg(format!("--{option}")).arg(threads.to_string());
     }
-    let previous = ExitRecord::read(&dir)?;
-    let record = ExitRecord {
-        outcome: Outcome::Started,
-        exit_code: None,
-        error: None,
-        seconds: previous.as_ref().map_or(0.0, |r| r.seconds),
-        attempts: previous.as_ref().map_or(0, |r| r.attempts) + 1,
-        host: lock::host_name(),
-        device: device.to_owned(),
-        index: point.index,
-        point: point.values.iter().map(|(k, v)| (k.clone(), super::grid::plain(v))).collect(),
-        tool: Some(tool.name().to_owned()),
-    };
-    record.write(&dir)?;
-    let log = open_log(&dir, point, &record, tool, &command)?;
-    let child =
-        spawn(&mut command, log).with_context(|| format!("point {}: cannot start {}", point.index, tool.name()))?;
-    let started = Instant::now();
-    Ok(Launch::Started(Box::new(Running {
-        index: point.index,
-        device: device.to_owned(),
-        child,
-        record,
-        started,
-        _claim: claim,
-    })))
+    Ok(command)
+}
+
+/// The command a rank other than 0 of a point's group runs: rank 0's,
+/// decided from the folder as rank 0 decides, whoever holds it; `None`
+/// when the point is done.
+pub(super) fn peer_command(sweep: &Sweep, point: &Point, device: &str, threads: usize) -> Result<Option<Command>> {
+    match resumes(&sweep.status_unclaimed(point)?, &sweep.dir(point)) {
+        Some(resume) => point_command(sweep, point, device, threads, resume).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Starts `command` as [`run`] starts a point's (dying with this process),
+/// its output this process's, and waits for it, passing Ctrl-C on.
+pub(super) fn run_attached(command: &mut Command, ctrl_c: &AtomicUsize) -> Result<std::process::ExitStatus> {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let mut child = spawn(command, None).with_context(|| format!("cannot start {program}"))?;
+    wait_passing_ctrl_c(&mut child, ctrl_c)
+}
+
+/// Waits for `child`, passing each Ctrl-C counted in `ctrl_c` on to it.
+fn wait_passing_ctrl_c(child: &mut Child, ctrl_c: &AtomicUsize) -> Result<std::process::ExitStatus> {
+    let mut passed_on = 0;
+    loop {
+        if let Some(exit) = child.try_wait().context("waiting for a run")? {
+            return Ok(exit);
+        }
+        let presses = ctrl_c.load(Ordering::SeqCst);
+        if presses > passed_on {
+            interrupt(child);
+            passed_on = presses;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// `log.txt`, appended to, opened with a header naming the attempt.
@@ -320,10 +375,14 @@ fn open_log(dir: &Path, point: &Point, record: &ExitRecord, tool: Tool, command:
 }
 
 /// Starts a child in its own process group (so the terminal's Ctrl-C reaches
-/// only the sweep, which passes it on once) that dies with the sweep.
-fn spawn(command: &mut Command, log: std::fs::File) -> std::io::Result<Child> {
+/// only the sweep, which passes it on once) that dies with the sweep; its
+/// output goes to `log`, or where the sweep's goes.
+fn spawn(command: &mut Command, log: Option<std::fs::File>) -> std::io::Result<Child> {
     let parent = std::process::id();
-    command.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0);
+    command.stdin(Stdio::null()).process_group(0);
+    if let Some(log) = log {
+        command.stdout(log.try_clone()?).stderr(log);
+    }
     // SAFETY: prctl and getppid are async-signal-safe; nothing is allocated.
     unsafe {
         command.pre_exec(move || {
