@@ -69,6 +69,7 @@ const DATA_SUITES: &[&str] = &[
     "reliability",
     "sweep_cli",
     "tool_runs",
+    "training_knobs",
 ];
 
 /// Sets `cfg(tchlab_data)` when every file of [`DATA_FILES`] is there, else

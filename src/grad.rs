@@ -123,6 +123,48 @@ impl Gradients {
     pub fn iter(&self) -> impl Iterator<Item = &Tensor> {
         self.0.iter()
     }
+
+    /// Adds `other` (gradients of the same parameters) in place: what
+    /// accumulating over several batches sums. A gradient defined in only
+    /// one of the two is taken as it is.
+    pub fn add_(&mut self, other: Gradients) {
+        tch::no_grad(|| {
+            for (sum, grad) in self.0.iter_mut().zip(other.0) {
+                match (sum.defined(), grad.defined()) {
+                    (true, true) => {
+                        let _ = sum.g_add_(&grad);
+                    }
+                    (false, true) => *sum = grad,
+                    _ => {}
+                }
+            }
+        });
+    }
+
+    /// The L2 norm of all the defined gradients taken as one vector (the
+    /// norm of their norms, as `torch.nn.utils.clip_grad_norm_` computes it),
+    /// as a scalar tensor; none when no gradient is defined.
+    pub fn total_norm(&self) -> Option<Tensor> {
+        let norms: Vec<Tensor> = self.0.iter().filter(|g| g.defined()).map(|g| g.detach().norm()).collect();
+        let device = norms.first()?.device();
+        let norms: Vec<Tensor> = norms.iter().map(|n| n.to_device(device)).collect();
+        Some(Tensor::stack(&norms, 0).norm())
+    }
+
+    /// `torch.nn.utils.clip_grad_norm_(max_norm)`: every gradient multiplied
+    /// by `min(1, max_norm / (total_norm + 1e-6))`, in place, without a
+    /// device sync. Returns the total norm before clipping.
+    pub fn clip_norm_(&mut self, max_norm: f64) -> Option<Tensor> {
+        let total = self.total_norm()?;
+        // As torch's `max_norm / (total + 1e-6)`: Python's reverse division is a reciprocal times.
+        let coefficient = ((&total + 1e-6).reciprocal() * max_norm).clamp_max(1.0);
+        tch::no_grad(|| {
+            for grad in self.0.iter_mut().filter(|g| g.defined()) {
+                let _ = grad.g_mul_(&coefficient.to_device(grad.device()).to_kind(grad.kind()));
+            }
+        });
+        Some(total)
+    }
 }
 
 /// What one forward and backward pass produced: logits and loss (detached:

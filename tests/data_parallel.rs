@@ -7,32 +7,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::{assert_same_metrics, cached_head_run as feature_extract, metrics, small_data};
+
 /// How long any run here may take before it is killed and the test fails.
 const BOUND: Duration = Duration::from_secs(120);
-
-fn small_data() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| common::small_ants_bees("small-ants-bees", 8))
-}
-
-/// A frozen random ResNet-18 with a new head on un-augmented cached
-/// features: no augmentation and no dropout, so the data order alone decides.
-fn feature_extract(batch: usize, out: &Path) -> Command {
-    let mut cmd = common::finetune();
-    cmd.args(["--arch", "resnet18", "--random-init", "--mode", "feature-extract", "--cache-features"])
-        .args(["--epochs", "3", "--image-size", "64", "--lr", "0.01", "--threads", "1"])
-        .args(["--batch-size", &batch.to_string()])
-        .arg("--data")
-        .arg(small_data())
-        .arg("--out")
-        .arg(out);
-    cmd
-}
 
 /// Full mode for `epochs` (6: long enough to be stopped in the second).
 fn full_mode(out: &Path, epochs: usize) -> Command {
@@ -80,31 +63,6 @@ fn run(cmd: Command) -> Output {
     output
 }
 
-/// (loss, acc) of every (epoch, phase) row of metrics.csv.
-fn metrics(out: &Path) -> Vec<(String, f64, f64)> {
-    let text = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
-    text.lines()
-        .skip(1)
-        .map(|line| {
-            let cells: Vec<&str> = line.split(',').collect();
-            (format!("{} {}", cells[0], cells[1]), cells[2].parse().unwrap(), cells[3].parse().unwrap())
-        })
-        .collect()
-}
-
-fn assert_close(a: f64, b: f64, what: &str) {
-    assert!((a - b).abs() <= 1e-5 * a.abs().max(b.abs()).max(1e-12), "{what}: {a} against {b}");
-}
-
-fn assert_same_metrics(two_ranks: &Path, one: &Path) {
-    let (two_ranks, one) = (metrics(two_ranks), metrics(one));
-    assert_eq!(two_ranks.len(), one.len());
-    for ((row, loss_2, acc_2), (_, loss_1, acc_1)) in two_ranks.iter().zip(&one) {
-        assert_close(*loss_2, *loss_1, &format!("{row} loss"));
-        assert_close(*acc_2, *acc_1, &format!("{row} acc"));
-    }
-}
-
 fn free_port() -> u16 {
     tchlab::dist::free_port().unwrap()
 }
@@ -127,15 +85,7 @@ fn two_ranks_train_what_one_process_trains_with_the_doubled_batch() {
     let output = run(cmd);
     assert!(common::stdout(&output).contains("data-parallel: 2 ranks, 8 images per step"));
     assert_same_metrics(two.path(), one_process_with_the_doubled_batch());
-    let weights = |dir: &Path| -> std::collections::BTreeMap<String, tch::Tensor> {
-        tch::Tensor::read_safetensors(dir.join("best_model.safetensors")).unwrap().into_iter().collect()
-    };
-    let (two_ranks, one) = (weights(two.path()), weights(one_process_with_the_doubled_batch()));
-    assert_eq!(two_ranks.keys().collect::<Vec<_>>(), one.keys().collect::<Vec<_>>());
-    for ((name, a), b) in two_ranks.iter().zip(one.values()) {
-        let difference = (a - b).abs().max().double_value(&[]);
-        assert!(difference <= 1e-5 * b.abs().max().double_value(&[]).max(1e-6), "{name}: {difference}");
-    }
+    common::assert_same_weights(two.path(), one_process_with_the_doubled_batch());
     let summary = common::read_json(&two.path().join("summary.json"));
     assert_eq!((summary["world_size"].as_u64(), summary["global_batch"].as_u64()), (Some(2), Some(8)));
     assert_eq!(summary["dist_backend"], "gloo");

@@ -2,6 +2,10 @@
 //! weight gradients from Winograd's transform: user code that calls a plain
 //! `backward()` on the model gets autograd's weight gradients, and the CPU
 //! training step (`WinogradBackprop`) gets the same ones, step after step.
+//! Gradient clipping (`--clip-grad-norm`) gives what PyTorch's
+//! `clip_grad_norm_` gives.
+
+mod common;
 
 use tch::{Device, Kind, Tensor};
 use tchlab::accel::conv3x3::WinogradBackprop;
@@ -68,4 +72,62 @@ fn plain_backward_and_the_winograd_step_train_resnet_to_the_same_weights() {
             assert!(error < 1e-4, "{name} after three steps: relative error {error}");
         }
     }
+}
+
+/// `--clip-grad-norm`: [`Gradients::clip_norm_`] against PyTorch's own
+/// `torch.nn.utils.clip_grad_norm_` (in the venv) on a fixture gradient set
+/// with a parameter that got no gradient: the total norm, and every clipped
+/// gradient, for a bound it exceeds and one it does not.
+#[test]
+fn clipping_the_gradient_norm_matches_pytorchs_clip_grad_norm() {
+    tch::manual_seed(29);
+    let shapes: [&[i64]; 3] = [&[3, 4], &[4], &[2, 2, 3]];
+    let grads: Vec<Tensor> = shapes.iter().map(|s| Tensor::randn(*s, (Kind::Float, Device::Cpu)) * 2.0).collect();
+    let max_norms = [1.0, 1e3];
+    let fixture = serde_json::json!({
+        "grads": grads.iter().map(|g| serde_json::json!({
+            "shape": g.size(),
+            "values": Vec::<f32>::try_from(&g.reshape([-1])).unwrap(),
+        })).collect::<Vec<_>>(),
+        "max_norms": max_norms,
+    });
+    let script = r#"
+import json, sys, torch
+case = json.load(sys.stdin)
+results = []
+for max_norm in case["max_norms"]:
+    params = []
+    for g in case["grads"]:
+        p = torch.zeros(g["shape"], requires_grad=True)
+        p.grad = torch.tensor(g["values"], dtype=torch.float32).reshape(g["shape"])
+        params.append(p)
+    params.insert(1, torch.zeros(5, requires_grad=True))  # no gradient
+    total = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    grads = [p.grad.reshape(-1).tolist() for p in params if p.grad is not None]
+    results.append({"total": total.item(), "grads": grads})
+print(json.dumps(results))
+"#;
+    let mut python = std::process::Command::new(common::python());
+    python.arg("-c").arg(script).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+    let mut child = python.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), fixture.to_string().as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let torch: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+    for (max_norm, theirs) in max_norms.iter().zip(&torch) {
+        let mut ours = Gradients(vec![grads[0].copy(), Tensor::new(), grads[1].copy(), grads[2].copy()]);
+        let total = ours.clip_norm_(*max_norm).unwrap().double_value(&[]);
+        let their_total = theirs["total"].as_f64().unwrap();
+        assert!((total - their_total).abs() <= 1e-6 * their_total, "total norm {total} against {their_total}");
+        let clipped: Vec<&Tensor> = ours.iter().filter(|g| g.defined()).collect();
+        for (i, (ours, theirs)) in clipped.iter().zip(theirs["grads"].as_array().unwrap()).enumerate() {
+            let theirs: Vec<f32> = theirs.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+            let error = max_relative_error(&ours.reshape([-1]), &Tensor::from_slice(&theirs));
+            assert!(error <= 1e-6, "max_norm {max_norm}, gradient {i}: {error}");
+        }
+        if total <= *max_norm {
+            assert!(clipped.iter().zip(&grads).all(|(a, b)| a.equal(b)), "an unclipped set changed");
+        }
+    }
+    assert!(torch[0]["total"].as_f64().unwrap() > max_norms[0], "the fixture must exceed the first bound");
 }

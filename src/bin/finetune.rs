@@ -245,7 +245,7 @@ fn train(args: TrainArgs, given: BTreeSet<String>) -> Result<()> {
         Banner { tool: "finetune", device, seed: Some(config.seed), out: Some(&config.out) }.print();
         tchlab::say!("{}", config.describe());
         if ranks.world_size() > 1 {
-            let global = config.batch_size * ranks.world_size();
+            let global = config.batch_size * ranks.world_size() * config.accumulate;
             tchlab::say!("data-parallel: {} ranks, {global} images per step", ranks.world_size());
         }
     }

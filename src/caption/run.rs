@@ -20,7 +20,7 @@ use crate::report::plots::{self, CaptionPanel, Chart, Series};
 use crate::report::tensorboard::LazyEvents;
 use crate::report::Reporter;
 use crate::run_dir::{RunDir, RunSummary, Start, BEST_MODEL_FILE, RUN_CONFIG_FILE, STATE_FILE};
-use crate::train::engine::{self, EpochRecord, KeepRule, StateCard, Task, TrainState};
+use crate::train::engine::{self, EpochRecord, KeepRule, Live, StateCard, Task, TrainState};
 use crate::train::minibatch::{Recipe, RowTask, Rows};
 use anyhow::{Context, Result};
 use plotters::prelude::{RGBColor, SeriesLabelPosition};
@@ -141,7 +141,7 @@ pub fn run(
     let mut state = match options.start {
         Start::Fresh => TrainState::new(optimizer),
         Start::Resume => {
-            let state = TrainState::load(&out.file(STATE_FILE), &rows.model(), rows.params(), optimizer)?;
+            let state = TrainState::load(&out.file(STATE_FILE), Live::model(&rows.model(), rows.params()), optimizer)?;
             let after = state.epochs_done().saturating_sub(1);
             reporter.line(&format!("resuming {} after epoch {after}", out.path().display()));
             state

@@ -10,13 +10,12 @@
 //! An epoch's record and the two rows of `metrics.csv` (train, val) are
 //! turned into each other here, and only here.
 
-use crate::grad::Params;
 use crate::metrics::{EpochRow, History};
 use crate::persist::model_card::ModelCard;
 use crate::persist::weights::read_named_tensors;
 use crate::persist::{card, safetensors};
 use crate::run_dir::state_path;
-use crate::train::engine::{EpochRecord, Kept, SavedProgress, Scores, StateCard, Task, TrainState};
+use crate::train::engine::{EpochRecord, Kept, KeptFrom, Live, SavedProgress, Scores, StateCard, Task, TrainState};
 use crate::train::optim::Optimizer;
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -31,6 +30,8 @@ pub const DATA_WAIT_SECONDS: &str = "data_wait_seconds";
 pub const VAL_LOSS: &str = "val_loss";
 pub const VAL_ACC: &str = "val_acc";
 pub const VAL_SECONDS: &str = "val_seconds";
+/// The phase of `metrics.csv`'s rows of the moving average's evaluation.
+pub const VAL_EMA_PHASE: &str = "val_ema";
 
 /// Writes the kept weights with their card to `path`.
 pub fn save_best(path: &Path, kept: &Kept, card: &ModelCard) -> Result<()> {
@@ -44,25 +45,20 @@ pub fn save_state(out: &Path, state: &TrainState, task: &dyn Task, config: &impl
     state.save(&state_path(out), task, &StateCard { history, ..StateCard::new(None, config)? })
 }
 
-/// The run state of `out`, copied into the live `model` tensors and
-/// `optimizer` (over `params`).
-pub fn load_state(
-    out: &Path,
-    model: &[(String, Tensor)],
-    params: &Params,
-    optimizer: Box<dyn Optimizer>,
-) -> Result<TrainState> {
+/// The run state of `out`, copied into the `live` tensors and `optimizer`.
+pub fn load_state(out: &Path, live: Live, optimizer: Box<dyn Optimizer>) -> Result<TrainState> {
     let path = state_path(out);
     let card: StateCard = card::read(&path)?;
     if card.progress.is_some() {
-        return TrainState::load(&path, model, params, optimizer);
+        return TrainState::load(&path, live, optimizer);
     }
     let progress = legacy_progress(&safetensors::read_metadata(&path)?, &path)?;
     let tensors = legacy_names(read_named_tensors(&path)?);
-    TrainState::from_saved(&path, progress, &tensors, (model, params), optimizer)
+    TrainState::from_saved(&path, progress, &tensors, live, optimizer)
 }
 
-/// `metrics.csv`'s rows of the epochs `records`: a train row and a val row each.
+/// `metrics.csv`'s rows of the epochs `records`: a train row and a val row
+/// each, and a `val_ema` row for an epoch that evaluated a moving average.
 pub fn history_of(records: &[EpochRecord]) -> History {
     let mut history = History::default();
     for r in records {
@@ -78,6 +74,10 @@ pub fn history_of(records: &[EpochRecord]) -> History {
         let data_wait = r.score(DATA_WAIT_SECONDS);
         history.push(row("train", r.train_loss, r.score(TRAIN_ACC), r.score(TRAIN_SECONDS), data_wait));
         history.push(row("val", r.score(VAL_LOSS), r.score(VAL_ACC), r.score(VAL_SECONDS), 0.0));
+        let ema = |name| KeptFrom::Ema.score_name(name);
+        if let Some(&acc) = r.scores.get(&ema(VAL_ACC)) {
+            history.push(row(VAL_EMA_PHASE, r.score(&ema(VAL_LOSS)), acc, 0.0, 0.0));
+        }
     }
     history
 }
@@ -117,7 +117,8 @@ fn legacy_progress(metadata: &HashMap<String, String>, path: &Path) -> Result<Sa
     };
     let best_epoch = best_epoch.or_else(|| history.best_val().map(|r| r.epoch));
     let epochs = records_of(&history);
-    Ok(SavedProgress { epochs, batch_losses: Vec::new(), kept: best_epoch.map(|epoch| (epoch, best_acc)) })
+    let kept = best_epoch.map(|epoch| (epoch, best_acc));
+    Ok(SavedProgress { epochs, batch_losses: Vec::new(), kept, kept_from: KeptFrom::Model })
 }
 
 /// An older state's tensor names as the engine's: `best.` was `kept.`, and

@@ -48,6 +48,14 @@ pub struct FinetuneConfig {
     pub warmup_epochs: usize,
     #[serde(default)]
     pub label_smoothing: f64,
+    /// Batches whose gradients each optimizer step sums (1 before `--accumulate`).
+    #[serde(default = "one")]
+    pub accumulate: usize,
+    #[serde(default)]
+    pub clip_grad_norm: Option<f64>,
+    /// The decay of the weights' moving average, when one is kept.
+    #[serde(default)]
+    pub ema: Option<f64>,
     #[serde(default)]
     pub early_stop: Option<usize>,
     #[serde(default = "default_image_size")]
@@ -81,6 +89,9 @@ fn default_optimizer() -> OptimizerKind {
 }
 fn default_scheduler() -> SchedulerKind {
     SchedulerKind::Step
+}
+fn one() -> usize {
+    1
 }
 fn default_image_size() -> i64 {
     crate::data::transforms::CROP_SIZE
@@ -163,6 +174,9 @@ impl FinetuneConfig {
             gamma: options.gamma,
             warmup_epochs: options.warmup_epochs,
             label_smoothing: options.label_smoothing,
+            accumulate: options.accumulate,
+            clip_grad_norm: options.clip_grad_norm,
+            ema: options.ema,
             early_stop: options.early_stop,
             image_size: options.image_size,
             seed: options.seed.seed,
@@ -254,6 +268,15 @@ impl FinetuneConfig {
         if self.label_smoothing > 0.0 {
             extras.push(format!("label smoothing {}", self.label_smoothing));
         }
+        if self.accumulate > 1 {
+            extras.push(format!("gradients of {} batches per step", self.accumulate));
+        }
+        if let Some(max_norm) = self.clip_grad_norm {
+            extras.push(format!("gradient norm clipped to {max_norm}"));
+        }
+        if let Some(decay) = self.ema {
+            extras.push(format!("EMA of the weights (decay {decay})"));
+        }
         if let Some(patience) = self.early_stop {
             extras.push(format!("early stop after {patience} epoch(s) without improvement"));
         }
@@ -296,7 +319,15 @@ fn validate(o: &TrainOptions) -> Result<()> {
     if !(0.0..1.0).contains(&o.label_smoothing) {
         bail!("--label-smoothing {}: must be at least 0 and below 1", o.label_smoothing);
     }
-    for (name, value) in [("epochs", o.epochs), ("batch-size", o.batch_size), ("step-size", o.step_size)] {
+    if let Some(max_norm) = o.clip_grad_norm {
+        positive("clip-grad-norm", max_norm)?;
+    }
+    if let Some(decay) = o.ema.filter(|d| !(*d > 0.0 && *d < 1.0)) {
+        bail!("--ema {decay}: the decay must be above 0 and below 1 (e.g. 0.999)");
+    }
+    for (name, value) in
+        [("epochs", o.epochs), ("batch-size", o.batch_size), ("step-size", o.step_size), ("accumulate", o.accumulate)]
+    {
         if value == 0 {
             bail!("--{name} 0: must be at least 1");
         }
@@ -341,4 +372,58 @@ fn output_folder(options: &TrainOptions, reporter: &dyn Reporter) -> Result<Path
 
 fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("{}: cannot make the path absolute", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new run's options with the training knobs, random weights, `--out` given.
+    fn knobs(accumulate: usize, clip_grad_norm: Option<f64>, ema: Option<f64>) -> TrainOptions {
+        let mut options = TrainOptions::defaults();
+        options.random_init = true;
+        options.out = Some(PathBuf::from("target/test-runs/knobs"));
+        (options.accumulate, options.clip_grad_norm, options.ema) = (accumulate, clip_grad_norm, ema);
+        options
+    }
+
+    #[test]
+    fn the_training_knobs_are_saved_and_a_config_saved_before_them_loads_without_them() {
+        let config = FinetuneConfig::new(&knobs(4, Some(1.5), Some(0.999))).unwrap();
+        let saved = serde_json::to_value(&config).unwrap();
+        let loaded: FinetuneConfig = serde_json::from_value(saved.clone()).unwrap();
+        assert_eq!((loaded.accumulate, loaded.clip_grad_norm, loaded.ema), (4, Some(1.5), Some(0.999)));
+        assert!(config.describe().contains("gradients of 4 batches per step"), "{}", config.describe());
+        let serde_json::Value::Object(mut older) = saved else { panic!("a config is an object") };
+        for key in ["accumulate", "clip_grad_norm", "ema"] {
+            older.remove(key).unwrap();
+        }
+        let loaded: FinetuneConfig = serde_json::from_value(serde_json::Value::Object(older)).unwrap();
+        assert_eq!((loaded.accumulate, loaded.clip_grad_norm, loaded.ema), (1, None, None));
+    }
+
+    #[test]
+    fn bad_knob_values_are_refused_in_one_line_naming_the_option() {
+        for (options, expected) in [
+            (knobs(0, None, None), "--accumulate 0: must be at least 1"),
+            (knobs(1, Some(0.0), None), "--clip-grad-norm 0: must be a positive number"),
+            (knobs(1, Some(f64::NAN), None), "--clip-grad-norm NaN: must be a positive number"),
+            (knobs(1, None, Some(1.0)), "--ema 1: the decay must be above 0 and below 1"),
+            (knobs(1, None, Some(0.0)), "--ema 0: the decay must be above 0 and below 1"),
+        ] {
+            let error = FinetuneConfig::new(&options).unwrap_err().to_string();
+            assert!(error.starts_with(expected), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_resumed_run_keeps_its_knobs() {
+        let config = FinetuneConfig::new(&knobs(2, None, Some(0.9))).unwrap();
+        let saved = serde_json::to_string(&config).unwrap();
+        let given = BTreeSet::from(["ema".to_owned()]);
+        let error = FinetuneConfig::resume(&saved, &config.out, &knobs(2, None, Some(0.5)), &given).unwrap_err();
+        assert!(error.to_string().contains("--ema cannot be given with it"), "{error}");
+        let resumed = FinetuneConfig::resume(&saved, &config.out, &TrainOptions::defaults(), &BTreeSet::new()).unwrap();
+        assert_eq!((resumed.accumulate, resumed.ema), (2, Some(0.9)));
+    }
 }

@@ -89,6 +89,15 @@ pub struct TrainOptions {
     /// Label smoothing of the training loss (as torch's CrossEntropyLoss).
     #[arg(long, value_name = "EPSILON", default_value_t = 0.0)]
     pub label_smoothing: f64,
+    /// Sum the gradients of N consecutive batches (each batch's loss scaled by 1/N, as PyTorch's `(loss / N).backward()`) before each optimizer step; an epoch's last, shorter group steps too. Batch norm still sees one batch at a time.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub accumulate: usize,
+    /// Clip each optimizer step's gradients to this total L2 norm, as torch.nn.utils.clip_grad_norm_ (after accumulation and the data-parallel average) [default: no clipping].
+    #[arg(long, value_name = "MAX_NORM")]
+    pub clip_grad_norm: Option<f64>,
+    /// Keep an exponential moving average of the weights and batch-norm statistics with this decay after every optimizer step (timm's ModelEmaV2, e.g. 0.999), evaluated on val beside the model each epoch; the best of either is kept [default: none].
+    #[arg(long, value_name = "DECAY")]
+    pub ema: Option<f64>,
     /// Stop when val accuracy has not improved for this many epochs [default: never, train every --epochs].
     #[arg(long, value_name = "PATIENCE")]
     pub early_stop: Option<usize>,

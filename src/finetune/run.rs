@@ -25,7 +25,9 @@ use crate::report::Reporter;
 pub use crate::run_dir::Start;
 use crate::run_dir::{RunDir, BEST_MODEL_FILE, METRICS_FILE, RUN_CONFIG_FILE, SUMMARY_FILE};
 use crate::train::data_parallel::Ranks;
-use crate::train::engine::{self, Epoch, EpochRecord, Fit, KeepRule, Scores, Task, TrainPhase, TrainState};
+use crate::train::engine::{
+    self, Epoch, EpochRecord, Fit, KeepRule, KeptFrom, Live, Scores, Task, TrainPhase, TrainState,
+};
 use crate::train::frozen_backbone::predict_probabilities;
 use crate::train::optim::{self, Optimizer};
 use crate::train::step::GradientStep;
@@ -42,8 +44,10 @@ struct Finetune<'a> {
     splits: &'a Splits,
     device: Device,
     ranks: &'a Ranks,
-    /// The val probabilities of the last evaluation.
+    /// The val probabilities of the last evaluation, of the model and of
+    /// its moving average.
     val_probs: Option<Tensor>,
+    ema_val_probs: Option<Tensor>,
 }
 
 impl<'a> Finetune<'a> {
@@ -95,20 +99,53 @@ impl Task for Finetune<'_> {
         let started = Instant::now();
         let ctx = self.context(epoch);
         let probs = self.strategy.val_probabilities(self.model, &ctx)?;
-        let labels = self.splits.val.labels_tensor();
-        let (loss, correct) = loss_and_correct(&probs, &labels);
-        let acc = correct as f64 / labels.size()[0].max(1) as f64;
-        let seconds = started.elapsed().as_secs_f64();
-        epoch.reporter.line(&format!("val Loss: {loss:.4} Acc: {acc:.4}"));
-        epoch.reporter.line("");
+        let mut scores = self.val_scores(&probs, KeptFrom::Model, epoch);
         self.val_probs = Some(probs);
-        Ok(Scores::from([(VAL_LOSS.to_owned(), loss), (VAL_ACC.to_owned(), acc), (VAL_SECONDS.to_owned(), seconds)]))
+        if let Some(ema) = self.grad_step.ema() {
+            let probs = ema.swapped_in(|| self.strategy.val_probabilities(self.model, &ctx))?;
+            scores.extend(self.val_scores(&probs, KeptFrom::Ema, epoch));
+            self.ema_val_probs = Some(probs);
+        }
+        epoch.reporter.line("");
+        scores.insert(VAL_SECONDS.to_owned(), started.elapsed().as_secs_f64());
+        Ok(scores)
     }
 
     /// Every rank stops after this epoch when any of them was asked to.
     fn stop_requested(&self, interrupt: &Interrupt) -> Result<bool> {
         self.ranks.stop_requested(interrupt)
     }
+
+    fn ema_model(&self) -> Option<Vec<(String, Tensor)>> {
+        self.grad_step.ema().map(|ema| ema.applied_to(self.model.named_tensors()))
+    }
+
+    fn carried(&self) -> Vec<(String, Tensor)> {
+        carried(&self.grad_step)
+    }
+}
+
+impl Finetune<'_> {
+    /// Val loss and accuracy of `probs`, the predictions of `from`'s
+    /// weights, said and scored under its names (`val_acc`, `ema_val_acc`).
+    fn val_scores(&self, probs: &Tensor, from: KeptFrom, epoch: &Epoch) -> Scores {
+        let labels = self.splits.val.labels_tensor();
+        let (loss, correct) = loss_and_correct(probs, &labels);
+        let acc = correct as f64 / labels.size()[0].max(1) as f64;
+        let who = match from {
+            KeptFrom::Model => "val",
+            KeptFrom::Ema => "val (EMA)",
+        };
+        epoch.reporter.line(&format!("{who} Loss: {loss:.4} Acc: {acc:.4}"));
+        Scores::from([(from.score_name(VAL_LOSS), loss), (from.score_name(VAL_ACC), acc)])
+    }
+}
+
+/// What the run carries between epochs besides the model: the moving
+/// average's values (`ema.<name>`), when kept.
+fn carried(grad_step: &GradientStep) -> Vec<(String, Tensor)> {
+    let averages = grad_step.ema().map(|ema| ema.averages()).unwrap_or_default();
+    averages.into_iter().map(|(name, t)| (format!("ema.{name}"), t)).collect()
 }
 
 /// The tutorial's rule: the epoch of the highest val accuracy, the first on ties.
@@ -134,23 +171,29 @@ pub fn run(
     ranks.broadcast_from_leader(&model.named_tensors().into_iter().map(|(_, t)| t).collect::<Vec<_>>())?;
     strategy::prepare_model(config.mode, &mut model);
     crate::accel::arrange_weights(&model.backbone_vs, config.precision == Precision::Bf16 && !config.amp);
-    let mut grad_step = GradientStep::new(model.trainable(), crate::accel::backprop(device)).over(ranks.clone());
-    if config.autocast(device).scales_loss() && strategy::backpropagates_through_backbone(config.mode) {
-        grad_step = grad_step.with_loss_scaling();
-    }
+    let grad_step = gradient_step(config, &model, (device, ranks));
     let optimizer = optim::build(config.optimizer, &grad_step.params, config.momentum, config.weight_decay);
     // A resumed state loads before any image is decoded (a wrong one fails in seconds).
     let state = match start {
         Start::Fresh => Ok(TrainState::new(optimizer)),
-        Start::Resume => restore_progress(config, &model, &grad_step.params, optimizer, reporter),
+        Start::Resume => restore_progress(config, &model, &grad_step, optimizer, reporter),
     };
     let mut state = ranks.agree(state, "to load the run state")?;
     let splits = ranks.agree(Splits::decode(&folders, config, reporter), "to decode the images")?;
     let same_data = "images differ from rank 0's (classes, images or labels of a split)";
     ranks.check_same(&splits.fingerprint(), same_data)?;
     let strategy = strategy::for_mode(config, &model, &splits, (device, ranks), reporter)?;
-    let mut task =
-        Finetune { config, model: &model, strategy, grad_step, splits: &splits, device, ranks, val_probs: None };
+    let mut task = Finetune {
+        config,
+        model: &model,
+        strategy,
+        grad_step,
+        splits: &splits,
+        device,
+        ranks,
+        val_probs: None,
+        ema_val_probs: None,
+    };
     let schedule = config.schedule();
     let fit = Fit {
         epochs: config.epochs,
@@ -196,7 +239,11 @@ fn save_epoch(
     let record = state.epochs.last().expect("an epoch ended");
     if let Some(kept) = state.kept.as_ref().filter(|k| k.epoch == record.epoch) {
         checkpoint::save_best(&out.file(BEST_MODEL_FILE), kept, &card(config, task.splits, kept.epoch, kept.score))?;
-        *best_val_probs = task.val_probs.as_ref().map(Tensor::shallow_clone);
+        let probs = match kept.from {
+            KeptFrom::Model => &task.val_probs,
+            KeptFrom::Ema => &task.ema_val_probs,
+        };
+        *best_val_probs = probs.as_ref().map(Tensor::shallow_clone);
     }
     history_of(&state.epochs).write_csv(&out.file(METRICS_FILE))?;
     log_epoch(events, &config.out, record)
@@ -210,6 +257,21 @@ fn summed_over(totals: PhaseTotals, ranks: &Ranks) -> Result<PhaseTotals> {
     let world = ranks.world_size() as f64;
     // Data wait is each rank's own time: their mean.
     Ok(PhaseTotals { loss_sum, correct: correct as i64, count: count as i64, data_wait_seconds: data_wait / world })
+}
+
+/// The run's training step on `model`: its backprop on `device`, averaged
+/// over `ranks`, with the recipe's loss scaling, accumulation, clipping and
+/// moving average.
+fn gradient_step(config: &FinetuneConfig, model: &Classifier, (device, ranks): (Device, &Ranks)) -> GradientStep {
+    let mut grad_step = GradientStep::new(model.trainable(), crate::accel::backprop(device)).over(ranks.clone());
+    if config.autocast(device).scales_loss() && strategy::backpropagates_through_backbone(config.mode) {
+        grad_step = grad_step.with_loss_scaling();
+    }
+    grad_step
+        .accumulating(config.accumulate)
+        .clipping(config.clip_grad_norm)
+        .with_buffers(strategy::trained_buffers(config.mode, model))
+        .with_ema(config.ema)
 }
 
 /// The classifier with its pretrained backbone loaded, before any image is
@@ -235,11 +297,13 @@ fn build_model(
 fn restore_progress(
     config: &FinetuneConfig,
     model: &Classifier,
-    params: &Params,
+    grad_step: &GradientStep,
     optimizer: Box<dyn Optimizer>,
     reporter: &dyn Reporter,
 ) -> Result<TrainState> {
-    let state = checkpoint::load_state(&config.out, &model.named_tensors(), params, optimizer)?;
+    let (model, carried) = (model.named_tensors(), carried(grad_step));
+    let live = Live { model: &model, carried: &carried, params: &grad_step.params };
+    let state = checkpoint::load_state(&config.out, live, optimizer)?;
     let (done, finished) = (state.epochs_done(), config.out.join(SUMMARY_FILE).exists());
     if done >= config.epochs && finished {
         anyhow::bail!(
@@ -281,6 +345,10 @@ fn log_epoch(events: &mut Option<EventWriter>, out: &std::path::Path, record: &E
     events.scalar("loss/val", record.score(VAL_LOSS), step)?;
     events.scalar("accuracy/train", record.score(TRAIN_ACC), step)?;
     events.scalar("accuracy/val", record.score(VAL_ACC), step)?;
+    if let Some(&acc) = record.scores.get(&KeptFrom::Ema.score_name(VAL_ACC)) {
+        events.scalar("loss/val_ema", record.score(&KeptFrom::Ema.score_name(VAL_LOSS)), step)?;
+        events.scalar("accuracy/val_ema", acc, step)?;
+    }
     events.scalar("learning_rate", record.lr, step)?;
     events.flush()
 }
@@ -309,11 +377,12 @@ fn finish(
 ) -> Result<FinetuneSummary> {
     let seconds = finished.started.elapsed().as_secs_f64();
     let history = history_of(&finished.state.epochs);
-    let best_acc = finished.state.kept.as_ref().context("no epoch was kept")?.score;
+    let kept = finished.state.kept.as_ref().context("no epoch was kept")?;
     reporter.line(&format!("Training complete in {}", format_minutes(seconds)));
-    reporter.line(&format!("Best val Acc: {best_acc:.6}"));
-    let kept = (best_acc, finished.stopped_early);
-    let summary = FinetuneSummary::new(config, device, splits, &history, kept, seconds, ranks)?;
+    let of_ema = if kept.from == KeptFrom::Ema { " (the moving average's weights)" } else { "" };
+    reporter.line(&format!("Best val Acc: {:.6}{of_ema}", kept.score));
+    let summary =
+        FinetuneSummary::new(config, device, splits, &history, (kept, finished.stopped_early), seconds, ranks)?;
     reporter.line(&format!(
         "data: {:.1} s of the train phases ({:.1} %) waiting for or augmenting batches{}",
         summary.data_wait_seconds,

@@ -54,8 +54,9 @@ impl EpochContext<'_> {
 
     fn step_failed(&self, error: StepError, batch: usize) -> anyhow::Error {
         match error {
-            StepError::NonFinite(value) => {
-                anyhow::anyhow!("non-finite loss ({value}) at epoch {}, batch {batch}; stopped", self.epoch)
+            StepError::NonFinite { loss, batches_before } => {
+                let batch = batch - batches_before;
+                anyhow::anyhow!("non-finite loss ({loss}) at epoch {}, batch {batch}; stopped", self.epoch)
             }
             StepError::Ranks(error) => error.context(format!("epoch {}, batch {batch}", self.epoch)),
         }
@@ -123,6 +124,15 @@ pub fn backpropagates_through_backbone(mode: Mode) -> bool {
     mode == Mode::Full
 }
 
+/// The buffers `mode`'s training changes (batch norm's running statistics
+/// in full mode; none of the frozen backbone's), by name.
+pub fn trained_buffers(mode: Mode, model: &Classifier) -> Vec<(String, Tensor)> {
+    match mode {
+        Mode::FeatureExtract => Vec::new(),
+        Mode::Full => model.named_buffers(),
+    }
+}
+
 /// Freezes what `mode` does not train; call before collecting parameters.
 pub fn prepare_model(mode: Mode, model: &mut Classifier) {
     if mode == Mode::FeatureExtract {
@@ -169,6 +179,7 @@ impl FeatureExtract {
         let n = features.size()[0];
         let batch = ctx.config.batch_size as i64;
         let mut totals = PhaseTotals::default();
+        let mut batches = 0;
         for (b, start) in (0..n).step_by(batch as usize).enumerate() {
             let len = batch.min(n - start);
             let (features, labels) = (features.narrow(0, start, len), labels.narrow(0, start, len));
@@ -176,7 +187,9 @@ impl FeatureExtract {
                 .step(optimizer, &mut || model.head_forward(&features, true), &ctx.loss(&labels), ctx.lr)
                 .map_err(|error| ctx.step_failed(error, b))?;
             totals.add(outcome.loss, correct(&outcome.logits, &labels), len);
+            batches = b + 1;
         }
+        grad_step.flush(optimizer, ctx.lr).map_err(|error| ctx.step_failed(error, batches.saturating_sub(1)))?;
         Ok(totals)
     }
 
@@ -236,14 +249,14 @@ impl Strategy for Full {
         let split = &ctx.splits.train;
         let plan = ctx.plan();
         let normalization = ctx.config.arch.normalization();
-        let buffers = model.buffers();
-        let bar = ctx.reporter.bar(plan.num_batches(ctx.config.batch_size) as u64, "train");
+        let batches = plan.num_batches(ctx.config.batch_size);
+        let bar = ctx.reporter.bar(batches as u64, "train");
         let mut totals = PhaseTotals::default();
         totals.data_wait_seconds =
             for_each_augmented_batch(&plan, split, ctx.config.batch_size, ctx.device, |b, images, labels| {
+                // Batch norm's running statistics are rank 0's after every
+                // update (the step broadcasts them, as DDP's broadcast_buffers).
                 let images = normalization.apply(&images);
-                // DDP's broadcast_buffers: batch norm's running statistics are rank 0's.
-                ctx.ranks.broadcast_from_leader(&buffers)?;
                 let autocast = ctx.config.autocast(ctx.device);
                 let mut forward = || autocast.run(|| model.forward(&images, true));
                 let outcome = grad_step
@@ -257,8 +270,9 @@ impl Strategy for Full {
                 Ok(())
             })?;
         bar.finish_and_clear();
-        // Evaluation and the saved state see rank 0's statistics on every rank.
-        ctx.ranks.broadcast_from_leader(&buffers)?;
+        // The epoch's last, shorter group; after it evaluation and the saved
+        // state see rank 0's statistics on every rank.
+        grad_step.flush(optimizer, ctx.lr).map_err(|error| ctx.step_failed(error, batches.saturating_sub(1)))?;
         Ok(totals)
     }
 

@@ -7,7 +7,8 @@ use super::splits::Splits;
 use crate::metrics::History;
 use crate::run_dir::{RunDir, SUMMARY_FILE};
 use crate::train::data_parallel::Ranks;
-use anyhow::{Context, Result};
+use crate::train::engine::{Kept, KeptFrom};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
@@ -33,16 +34,21 @@ pub struct FinetuneSummary {
     pub epochs: usize,
     pub epochs_run: usize,
     pub stopped_early: bool,
+    /// The kept epoch's val accuracy and epoch, and whose weights they are:
+    /// the model's, or (`--ema`) its moving average's (`model`, `ema`).
     pub best_val_acc: f64,
     pub best_epoch: usize,
+    #[serde(default)]
+    pub best_from: KeptFrom,
     pub seconds: f64,
     pub train_images: usize,
     pub val_images: usize,
     pub classes: Vec<String>,
     pub bad_files: Vec<String>,
     /// The processes that trained the run together (data-parallel ranks),
-    /// the c10d backend between them, and the images of one step over all
-    /// of them (`--batch-size` is per process, as in DDP).
+    /// the c10d backend between them, and the images of one optimizer step
+    /// over all of them (`--batch-size` is per process, as in DDP, times
+    /// `--accumulate`).
     #[serde(default = "one")]
     pub world_size: usize,
     #[serde(default)]
@@ -63,14 +69,14 @@ impl FinetuneSummary {
         device: Device,
         splits: &Splits,
         history: &History,
-        (best_val_acc, stopped_early): (f64, bool),
+        (kept, stopped_early): (&Kept, bool),
         seconds: f64,
         ranks: &Ranks,
     ) -> Result<Self> {
         let train = history.phase("train");
         let waited: f64 = train.iter().map(|r| r.data_wait_seconds).sum();
         let total: f64 = train.iter().map(|r| r.seconds).sum();
-        let best = history.best_val().context("no epoch was run")?;
+        anyhow::ensure!(!train.is_empty(), "no epoch was run");
         let bad_files = splits.train.bad_files.iter().chain(&splits.val.bad_files);
         Ok(Self {
             tool: finetune_tool(),
@@ -83,8 +89,9 @@ impl FinetuneSummary {
             epochs: config.epochs,
             epochs_run: train.len(),
             stopped_early,
-            best_val_acc,
-            best_epoch: best.epoch,
+            best_val_acc: kept.score,
+            best_epoch: kept.epoch,
+            best_from: kept.from,
             seconds,
             train_images: splits.train.len(),
             val_images: splits.val.len(),
@@ -92,7 +99,7 @@ impl FinetuneSummary {
             bad_files: bad_files.map(|b| format!("{}: {}", b.path.display(), b.reason)).collect(),
             world_size: ranks.world_size(),
             dist_backend: ranks.backend().map(|b| b.name().to_owned()),
-            global_batch: config.batch_size * ranks.world_size(),
+            global_batch: config.batch_size * ranks.world_size() * config.accumulate,
             gradient_averaging_seconds: ranks.averaging_seconds(),
             gradient_averaging_share: if total > 0.0 { ranks.averaging_seconds() / total } else { 0.0 },
         })

@@ -20,7 +20,7 @@ use crate::persist::card;
 use crate::report::tensorboard::LazyEvents;
 use crate::report::Reporter;
 use crate::run_dir::{RunDir, RunSummary, Start, STATE_FILE};
-use crate::train::engine::{self, EpochRecord, KeepRule, StateCard, Task, TrainState};
+use crate::train::engine::{self, EpochRecord, KeepRule, Live, StateCard, Task, TrainState};
 use crate::train::minibatch::{Recipe, RowTask, Rows};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -178,7 +178,7 @@ impl<'a> Run<'a> {
         let optimizer = self.spec.recipe.optimizer(rows.task.params());
         // Between stages the saved state holds no progress: the next starts afresh.
         if self.spec.start == Start::Resume && card::read::<StateCard>(&path)?.progress.is_some() {
-            let state = TrainState::load(&path, &rows.model(), rows.params(), optimizer)?;
+            let state = TrainState::load(&path, Live::model(&rows.model(), rows.params()), optimizer)?;
             let after = state.epochs_done().saturating_sub(1);
             self.reporter.line(&format!("resuming {} after epoch {after} of this stage", self.out.path().display()));
             return Ok(state);

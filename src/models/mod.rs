@@ -158,9 +158,14 @@ impl Classifier {
     /// The tensors a forward pass in training mode updates (batch norm's
     /// running statistics), in name order.
     pub fn buffers(&self) -> Vec<Tensor> {
+        self.named_buffers().into_iter().map(|(_, t)| t).collect()
+    }
+
+    /// [`Classifier::buffers`] with their names.
+    pub fn named_buffers(&self) -> Vec<(String, Tensor)> {
         const BUFFERS: [&str; 3] = ["running_mean", "running_var", "num_batches_tracked"];
         let is_buffer = |name: &str| BUFFERS.iter().any(|b| name.ends_with(b));
-        self.named_tensors().into_iter().filter(|(name, _)| is_buffer(name)).map(|(_, t)| t).collect()
+        self.named_tensors().into_iter().filter(|(name, _)| is_buffer(name)).collect()
     }
 }
 

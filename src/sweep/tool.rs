@@ -354,6 +354,23 @@ mod tests {
     }
 
     #[test]
+    fn a_finetune_point_varies_the_training_knobs_and_older_configs_compare_without_them() {
+        let data = env!("CARGO_MANIFEST_DIR");
+        let base: toml::Table = toml::from_str(&format!("random-init = true\ndata = {data:?}")).unwrap();
+        let point: toml::Table = toml::from_str("accumulate = 4\nclip-grad-norm = 2.0\nema = 0.99").unwrap();
+        let config = Tool::Finetune.resolve(&base, &point, Path::new("target/test-runs/point"), "point 0").unwrap();
+        assert_eq!((config["accumulate"].as_u64(), config["clip_grad_norm"].as_f64()), (Some(4), Some(2.0)));
+        assert_eq!(config["ema"].as_f64(), Some(0.99));
+        let plain = Tool::Finetune.resolve(&base, &toml::Table::new(), Path::new("p"), "point 1").unwrap();
+        let mut older = plain.clone();
+        for key in ["accumulate", "clip_grad_norm", "ema"] {
+            older.as_object_mut().unwrap().remove(key);
+        }
+        assert_eq!(Tool::Finetune.normalized(&older), Tool::Finetune.normalized(&plain));
+        assert_ne!(Tool::Finetune.normalized(&config)["accumulate"], Tool::Finetune.normalized(&plain)["accumulate"]);
+    }
+
+    #[test]
     fn headlines_come_from_each_tools_summary() {
         let mlp = serde_json::json!({"config": {"epochs": 2}, "test_acc": 0.97,
             "rows": [{"hidden": 10, "val_acc": 0.9, "seconds": 4.0}, {"hidden": 50, "val_acc": 0.95, "seconds": 8.0}]});

@@ -10,7 +10,11 @@
 //!
 //! The task supplies its train phase and its evaluation ([`Task`], as
 //! burn-train's `TrainStep`/`ValidStep`); the engine knows no network, no
-//! data set and no file name. In-memory row batching lives in
+//! data set and no file name. A task that keeps an exponential moving
+//! average of its weights (`super::ema`) scores it beside the live model
+//! (`ema_`-prefixed scores): the keep rule may then keep an epoch for the
+//! average's weights ([`KeptFrom`]), and the averages travel in the state
+//! as the task's [`Task::carried`] tensors. In-memory row batching lives in
 //! [`super::minibatch`]; a tool that streams images batches them itself.
 
 use super::optim::Optimizer;
@@ -69,6 +73,38 @@ pub trait Task {
     fn stop_requested(&self, interrupt: &Interrupt) -> Result<bool> {
         Ok(interrupt.requested())
     }
+    /// Every tensor of [`Task::model`] with the moving average's values in
+    /// place of the averaged ones, when the task keeps an average: what an
+    /// epoch kept for [`KeptFrom::Ema`] keeps.
+    fn ema_model(&self) -> Option<Vec<(String, Tensor)>> {
+        None
+    }
+    /// Tensors the task carries from one epoch to the next besides the model
+    /// and the optimizer (a moving average's values), by name: saved with the
+    /// state and copied back into these same tensors on resume.
+    fn carried(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+}
+
+/// Which weights of an epoch the keep rule kept: the live model's, or its
+/// moving average's (scored under the `ema_`-prefixed names).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeptFrom {
+    #[default]
+    Model,
+    Ema,
+}
+
+impl KeptFrom {
+    /// The name of score `name` of these weights (`val_acc`, `ema_val_acc`).
+    pub fn score_name(self, name: &str) -> String {
+        match self {
+            KeptFrom::Model => name.to_owned(),
+            KeptFrom::Ema => format!("ema_{name}"),
+        }
+    }
 }
 
 /// One epoch, numbered from 0.
@@ -104,14 +140,22 @@ pub enum KeepRule {
 }
 
 impl KeepRule {
-    /// The score of `record` to keep it by, when it beats `kept`.
-    fn improves(self, record: &EpochRecord, kept: Option<&Kept>) -> Option<f64> {
-        let (score, better) = match self {
-            KeepRule::Lowest(name) => (record.score(name), kept.is_none_or(|k| record.score(name) < k.score)),
-            KeepRule::Highest(name) => (record.score(name), kept.is_none_or(|k| record.score(name) > k.score)),
+    /// The weights of `record` to keep and their score, when they beat
+    /// `kept`: the live model's, or the moving average's where the record
+    /// scored it and it does better (the live model's on ties).
+    fn improves(self, record: &EpochRecord, kept: Option<&Kept>) -> Option<(KeptFrom, f64)> {
+        let (name, better): (&str, fn(f64, f64) -> bool) = match self {
+            KeepRule::Lowest(name) => (name, |a, b| a < b),
+            KeepRule::Highest(name) => (name, |a, b| a > b),
             KeepRule::Last => return None,
         };
-        better.then_some(score)
+        let mut best = (KeptFrom::Model, record.score(name));
+        if let Some(&ema) = record.scores.get(&KeptFrom::Ema.score_name(name)) {
+            if better(ema, best.1) {
+                best = (KeptFrom::Ema, ema);
+            }
+        }
+        kept.is_none_or(|k| better(best.1, k.score)).then_some(best)
     }
 
     /// The score named, in words (`val accuracy`), for messages.
@@ -123,10 +167,11 @@ impl KeepRule {
     }
 }
 
-/// The weights the [`KeepRule`] chose, with their epoch and score.
+/// The weights the [`KeepRule`] chose, with their epoch, score and source.
 pub struct Kept {
     pub epoch: usize,
     pub score: f64,
+    pub from: KeptFrom,
     pub tensors: Vec<(String, Tensor)>,
 }
 
@@ -145,6 +190,10 @@ pub struct SavedProgress {
     pub epochs: Vec<EpochRecord>,
     pub batch_losses: Vec<f64>,
     pub kept: Option<(usize, f64)>,
+    /// The kept epoch's weights: the model's (states saved before moving
+    /// averages) or its average's.
+    #[serde(default)]
+    pub kept_from: KeptFrom,
 }
 
 /// What a state file says besides its tensors, as a [`Card`]: the run's
@@ -204,12 +253,13 @@ impl TrainState {
         }
     }
 
-    /// Writes the state with a task's live tensors (its [`Task::model`] and
-    /// [`Task::params`]) to `path` atomically, with `card` (the caller's
-    /// fields) holding the engine's progress.
+    /// Writes the state with a task's live tensors (its [`Task::model`],
+    /// [`Task::carried`] and [`Task::params`]) to `path` atomically, with
+    /// `card` (the caller's fields) holding the engine's progress.
     pub fn save(&self, path: &Path, task: &dyn Task, card: &StateCard) -> Result<()> {
         let mut tensors: Vec<(String, Tensor)> =
             task.model().into_iter().map(|(name, t)| (format!("model.{name}"), t)).collect();
+        tensors.extend(task.carried().into_iter().map(|(name, t)| (format!("carried.{name}"), t)));
         let optimizer = self.optimizer.state(task.params());
         tensors.extend(optimizer.into_iter().map(|(n, t)| (format!("optimizer.{n}"), t)));
         if let Some(kept) = &self.kept {
@@ -219,33 +269,30 @@ impl TrainState {
             epochs: self.epochs.clone(),
             batch_losses: self.batch_losses.clone(),
             kept: self.kept.as_ref().map(|k| (k.epoch, k.score)),
+            kept_from: self.kept.as_ref().map_or(KeptFrom::Model, |k| k.from),
         };
         card::save(path, &tensors, &StateCard { progress: Some(progress), ..card.clone() })
     }
 
-    /// The state saved at `path`, its model copied into a task's live
-    /// `model` tensors and its optimizer's buffers (over `params`) into
-    /// `optimizer`. Strict: a missing or
-    /// misshapen tensor is an error naming it.
-    pub fn load(
-        path: &Path,
-        model: &[(String, Tensor)],
-        params: &Params,
-        optimizer: Box<dyn Optimizer>,
-    ) -> Result<Self> {
+    /// The state saved at `path`, its model and carried tensors copied into
+    /// a task's `live` ones and its optimizer's buffers (over `live.params`)
+    /// into `optimizer`. Strict: a missing or misshapen tensor is an error
+    /// naming it.
+    pub fn load(path: &Path, live: Live, optimizer: Box<dyn Optimizer>) -> Result<Self> {
         let card: StateCard = card::read(path)?;
         let progress =
             card.progress.with_context(|| format!("{}: the state holds no epoch's progress", path.display()))?;
-        Self::from_saved(path, progress, &read_named_tensors(path)?, (model, params), optimizer)
+        Self::from_saved(path, progress, &read_named_tensors(path)?, live, optimizer)
     }
 
     /// The state of `progress` and the tensors saved with it (`model.`,
-    /// `optimizer.` and `kept.` names), copied as [`TrainState::load`] does.
+    /// `carried.`, `optimizer.` and `kept.` names), copied as
+    /// [`TrainState::load`] does.
     pub fn from_saved(
         path: &Path,
         progress: SavedProgress,
         tensors: &[(String, Tensor)],
-        (model, params): (&[(String, Tensor)], &Params),
+        Live { model, carried, params }: Live,
         mut optimizer: Box<dyn Optimizer>,
     ) -> Result<Self> {
         let group = |prefix: &str| -> Vec<(String, Tensor)> {
@@ -256,12 +303,16 @@ impl TrainState {
         };
         let what = format!("resuming {}", path.display());
         copy_by_name(model, &group("model."), &what)?;
+        copy_by_name(carried, &group("carried."), &what)?;
         optimizer.load_state(params, &group("optimizer.")).with_context(|| what.clone())?;
         let kept = match progress.kept {
             Some((epoch, _)) if epoch >= progress.epochs.len() => {
                 bail!("{}: metadata progress keeps epoch {epoch} of {}", path.display(), progress.epochs.len())
             }
-            Some((epoch, score)) => Some(Kept { epoch, score, tensors: kept_tensors(model, group("kept."), &what)? }),
+            Some((epoch, score)) => {
+                let tensors = kept_tensors(model, group("kept."), &what)?;
+                Some(Kept { epoch, score, from: progress.kept_from, tensors })
+            }
             None => None,
         };
         Ok(Self { epochs: progress.epochs, batch_losses: progress.batch_losses, optimizer, kept })
@@ -274,6 +325,23 @@ impl TrainState {
             Some(kept) => copy_by_name(model, &kept.tensors, "the kept model"),
             None => Ok(()),
         }
+    }
+}
+
+/// A task's live tensors, which a state is loaded into.
+pub struct Live<'a> {
+    /// Every tensor of the model ([`Task::model`]).
+    pub model: &'a [(String, Tensor)],
+    /// What the task carries besides ([`Task::carried`]; none for most tasks).
+    pub carried: &'a [(String, Tensor)],
+    /// The parameters the optimizer's buffers are named by.
+    pub params: &'a Params,
+}
+
+impl<'a> Live<'a> {
+    /// The live tensors of a task that carries nothing besides its model.
+    pub fn model(model: &'a [(String, Tensor)], params: &'a Params) -> Self {
+        Self { model, carried: &[], params }
     }
 }
 
@@ -330,9 +398,9 @@ pub fn fit<T: Task>(
         scores.extend(train.scores);
         let seconds = started.elapsed().as_secs_f64();
         let record = EpochRecord { epoch: index, train_loss: train.loss, lr: epoch.lr, seconds, scores };
-        if let Some(score) = how.keep.improves(&record, state.kept.as_ref()) {
-            let tensors = task.model().into_iter().map(|(n, t)| (n, t.detach().copy())).collect();
-            state.kept = Some(Kept { epoch: index, score, tensors });
+        if let Some((from, score)) = how.keep.improves(&record, state.kept.as_ref()) {
+            let tensors = weights_of(task, from)?.into_iter().map(|(n, t)| (n, t.detach().copy())).collect();
+            state.kept = Some(Kept { epoch: index, score, from, tensors });
         }
         state.batch_losses.extend(train.batch_losses);
         state.epochs.push(record);
@@ -346,6 +414,14 @@ pub fn fit<T: Task>(
         }
     }
     Ok(Outcome { stopped_early: false })
+}
+
+/// Every tensor of `task`'s model as the weights `from` hold them (live).
+fn weights_of<T: Task>(task: &T, from: KeptFrom) -> Result<Vec<(String, Tensor)>> {
+    match from {
+        KeptFrom::Model => Ok(task.model()),
+        KeptFrom::Ema => task.ema_model().context("an ema_ score was recorded without a moving average"),
+    }
 }
 
 /// Whether `how.patience` epochs have passed since the kept epoch (or since
@@ -371,10 +447,13 @@ mod tests {
     use crate::report::Silent;
     use crate::train::optim::Sgd;
 
-    /// A task whose epochs score the values given, one a epoch.
+    /// A task whose epochs score the values given, one a epoch, and its
+    /// moving average those of `ema_acc` (when given); its one weight is 1,
+    /// its average's 2.
     struct Scripted {
         params: Params,
         val_acc: Vec<f64>,
+        ema_acc: Option<Vec<f64>>,
     }
 
     impl Task for Scripted {
@@ -382,18 +461,36 @@ mod tests {
             &self.params
         }
         fn model(&self) -> Vec<(String, Tensor)> {
-            Vec::new()
+            vec![("w".to_owned(), Tensor::from_slice(&[1.0f32]))]
         }
         fn train_epoch(&mut self, epoch: &Epoch, _: &mut dyn Optimizer) -> Result<TrainPhase> {
             Ok(TrainPhase { loss: epoch.lr, batch_losses: vec![epoch.lr], scores: Scores::new() })
         }
         fn valid_epoch(&mut self, epoch: &Epoch) -> Result<Scores> {
-            Ok(Scores::from([("val_acc".to_owned(), self.val_acc[epoch.index])]))
+            let mut scores = Scores::from([("val_acc".to_owned(), self.val_acc[epoch.index])]);
+            if let Some(ema_acc) = &self.ema_acc {
+                scores.insert("ema_val_acc".to_owned(), ema_acc[epoch.index]);
+            }
+            Ok(scores)
+        }
+        fn ema_model(&self) -> Option<Vec<(String, Tensor)>> {
+            self.ema_acc.as_ref().map(|_| vec![("w".to_owned(), Tensor::from_slice(&[2.0f32]))])
+        }
+        fn carried(&self) -> Vec<(String, Tensor)> {
+            vec![("ema.w".to_owned(), Tensor::from_slice(&[3.0f32]))]
         }
     }
 
     fn fit_scripted(val_acc: &[f64], patience: Option<usize>, interrupt: &Interrupt) -> (Result<Outcome>, TrainState) {
-        let mut task = Scripted { params: Params::new(Vec::new()), val_acc: val_acc.to_vec() };
+        fit_task(
+            Scripted { params: Params::new(Vec::new()), val_acc: val_acc.to_vec(), ema_acc: None },
+            patience,
+            interrupt,
+        )
+    }
+
+    fn fit_task(mut task: Scripted, patience: Option<usize>, interrupt: &Interrupt) -> (Result<Outcome>, TrainState) {
+        let val_acc = task.val_acc.clone();
         let mut state = TrainState::new(Box::new(Sgd::new(&task.params, 0.0, 0.0)));
         let how = Fit {
             epochs: val_acc.len(),
@@ -415,6 +512,42 @@ mod tests {
         assert_eq!(state.kept.as_ref().map(|k| (k.epoch, k.score)), Some((1, 0.8)));
         assert_eq!(state.epochs[2].lr, 0.1 / 3.0);
         assert_eq!(state.batch_losses.len(), 4);
+    }
+
+    #[test]
+    fn an_epoch_is_kept_for_the_moving_averages_weights_when_they_score_better() {
+        let (val_acc, ema_acc) = (vec![0.5, 0.6, 0.6, 0.8], vec![0.5, 0.7, 0.7, 0.8]);
+        let task = Scripted { params: Params::new(Vec::new()), val_acc, ema_acc: Some(ema_acc) };
+        let (outcome, state) = fit_task(task, None, &Interrupt::new());
+        outcome.unwrap();
+        let kept = state.kept.as_ref().unwrap();
+        assert_eq!((kept.epoch, kept.score, kept.from), (3, 0.8, KeptFrom::Model), "ties go to the model");
+        assert_eq!(kept.tensors[0].1.double_value(&[0]), 1.0);
+        let task = Scripted { params: Params::new(Vec::new()), val_acc: vec![0.5, 0.6], ema_acc: Some(vec![0.5, 0.7]) };
+        let (_, state) = fit_task(task, None, &Interrupt::new());
+        let kept = state.kept.as_ref().unwrap();
+        assert_eq!((kept.epoch, kept.score, kept.from), (1, 0.7, KeptFrom::Ema));
+        assert_eq!(kept.tensors[0].1.double_value(&[0]), 2.0, "the average's weights are kept");
+    }
+
+    #[test]
+    fn a_state_saves_the_carried_tensors_and_whose_weights_were_kept() {
+        let task = Scripted { params: Params::new(Vec::new()), val_acc: vec![0.5], ema_acc: Some(vec![0.7]) };
+        let (_, state) = fit_task(task, None, &Interrupt::new());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.safetensors");
+        let task = Scripted { params: Params::new(Vec::new()), val_acc: vec![], ema_acc: Some(vec![]) };
+        state.save(&path, &task, &StateCard::new(None, &"config").unwrap()).unwrap();
+        let zero = || Tensor::from_slice(&[0.0f32]);
+        let (model, carried) = (vec![("w".to_owned(), zero())], vec![("ema.w".to_owned(), zero())]);
+        let live = Live { model: &model, carried: &carried, params: &task.params };
+        let loaded = TrainState::load(&path, live, Box::new(Sgd::new(&task.params, 0.0, 0.0))).unwrap();
+        assert_eq!((model[0].1.double_value(&[0]), carried[0].1.double_value(&[0])), (1.0, 3.0));
+        let kept = loaded.kept.as_ref().unwrap();
+        assert_eq!((kept.from, kept.tensors[0].1.double_value(&[0])), (KeptFrom::Ema, 2.0));
+        let missing = Live { model: &model, carried: &[("ema.b".to_owned(), zero())], params: &task.params };
+        let error = TrainState::load(&path, missing, Box::new(Sgd::new(&task.params, 0.0, 0.0))).err().unwrap();
+        assert!(format!("{error:#}").contains("ema.b is missing"), "{error:#}");
     }
 
     #[test]

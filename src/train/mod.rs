@@ -6,8 +6,9 @@
 //! - [`minibatch`]: rows held in memory as the engine's task (`mnist`,
 //!   `caption`);
 //! - [`step`]: one training step (gradients as values from a
-//!   `crate::grad::Backprop`, unscaled by [`amp`], applied by an [`optim`]
-//!   optimizer);
+//!   `crate::grad::Backprop`, accumulated over batches, unscaled by [`amp`],
+//!   clipped, applied by an [`optim`] optimizer, followed by an [`ema`]);
+//! - [`ema`]: the exponential moving average of the weights (`--ema`);
 //! - [`amp`]: reduced precision (`--amp`, `--precision bf16`): which
 //!   autocast forward passes run under, and the loss scaling fp16 needs;
 //! - [`data_parallel`]: a process's part in a data-parallel run (DDP's
@@ -25,6 +26,7 @@
 pub mod amp;
 pub mod augmented_batches;
 pub mod data_parallel;
+pub mod ema;
 pub mod engine;
 pub mod lr_range;
 pub mod frozen_backbone;

@@ -281,3 +281,74 @@ pub fn small_ants_bees(name: &str, per_class: usize) -> PathBuf {
     }
     dir
 }
+
+/// The 8-images-per-class copy of ants/bees that quick `finetune` runs use.
+pub fn small_data() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| small_ants_bees("small-ants-bees", 8))
+}
+
+/// A quick `finetune` run into `out`, in batches of `batch`: a frozen random
+/// ResNet-18 with a new head on un-augmented cached features of
+/// [`small_data`], 3 epochs: no augmentation and no dropout, so the data
+/// order alone decides.
+pub fn cached_head_run(batch: usize, out: &Path) -> Command {
+    cached_head_epochs(3, batch, out)
+}
+
+/// [`cached_head_run`] for `epochs` epochs.
+pub fn cached_head_epochs(epochs: usize, batch: usize, out: &Path) -> Command {
+    let mut cmd = finetune();
+    cmd.args(["--arch", "resnet18", "--random-init", "--mode", "feature-extract", "--cache-features"])
+        .args(["--epochs", &epochs.to_string(), "--image-size", "64", "--lr", "0.01", "--threads", "1"])
+        .args(["--batch-size", &batch.to_string()])
+        .arg("--data")
+        .arg(small_data())
+        .arg("--out")
+        .arg(out);
+    cmd
+}
+
+/// (epoch and phase, loss, acc) of every row of a run's metrics.csv.
+pub fn metrics(out: &Path) -> Vec<(String, f64, f64)> {
+    let text = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|line| {
+            let cells: Vec<&str> = line.split(',').collect();
+            (format!("{} {}", cells[0], cells[1]), cells[2].parse().unwrap(), cells[3].parse().unwrap())
+        })
+        .collect()
+}
+
+/// Asserts that `a` and `b` agree to 1e-5 relative (`what` names them).
+pub fn assert_close(a: f64, b: f64, what: &str) {
+    assert!((a - b).abs() <= 1e-5 * a.abs().max(b.abs()).max(1e-12), "{what}: {a} against {b}");
+}
+
+/// Asserts that two runs' metrics.csv have the same rows, their losses and
+/// accuracies equal to 1e-5 relative.
+pub fn assert_same_metrics(a: &Path, b: &Path) {
+    let (a, b) = (metrics(a), metrics(b));
+    assert_eq!(a.iter().map(|r| &r.0).collect::<Vec<_>>(), b.iter().map(|r| &r.0).collect::<Vec<_>>());
+    for ((row, loss_a, acc_a), (_, loss_b, acc_b)) in a.iter().zip(&b) {
+        assert_close(*loss_a, *loss_b, &format!("{row} loss"));
+        assert_close(*acc_a, *acc_b, &format!("{row} acc"));
+    }
+}
+
+/// The tensors of a safetensors file by name.
+pub fn safetensors(path: &Path) -> std::collections::BTreeMap<String, tch::Tensor> {
+    tch::Tensor::read_safetensors(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into_iter().collect()
+}
+
+/// Asserts that two best models hold the same tensors, equal to 1e-5 of
+/// each tensor's largest value.
+pub fn assert_same_weights(a: &Path, b: &Path) {
+    let (a, b) = (safetensors(&a.join("best_model.safetensors")), safetensors(&b.join("best_model.safetensors")));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for ((name, a), b) in a.iter().zip(b.values()) {
+        let difference = (a - b).abs().max().double_value(&[]);
+        assert!(difference <= 1e-5 * b.abs().max().double_value(&[]).max(1e-6), "{name}: {difference}");
+    }
+}

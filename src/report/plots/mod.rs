@@ -190,13 +190,19 @@ pub fn training_curves(history: &History, out: &Path) -> Result<()> {
         ("accuracy.png", "Accuracy per epoch", "accuracy", |r| r.acc, SeriesLabelPosition::LowerRight),
     ];
     for (file, title, y_label, metric, legend) in charts {
+        let mut series = vec![
+            Series { name: "train", color: BLUE, points: points("train", metric) },
+            Series { name: "val", color: RED, points: points("val", metric) },
+        ];
+        // `--ema`: the moving average's val curve beside the model's.
+        let ema = points("val_ema", metric);
+        if !ema.is_empty() {
+            series.push(Series { name: "val (EMA)", color: GREEN, points: ema });
+        }
         line_chart(
             &out.join(file),
             &Chart { title, x_label: "epoch", y_label, log_x: false, legend },
-            &[
-                Series { name: "train", color: BLUE, points: points("train", metric) },
-                Series { name: "val", color: RED, points: points("val", metric) },
-            ],
+            &series,
             marker,
         )?;
     }
