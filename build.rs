@@ -63,6 +63,7 @@ const DATA_SUITES: &[&str] = &[
     "finetune_cli",
     "first_hour",
     "loader",
+    "lr_find",
     "mnist_cli",
     "parity",
     "pth_mutation",

@@ -21,6 +21,7 @@ use tchlab::sweep::rank::PointRank;
 use tchlab::sweep::report::Report;
 use tchlab::sweep::runner::Plan;
 use tchlab::sweep::{slurm, Sweep};
+use tchlab::train::lr_range::RangeTest;
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +51,40 @@ enum Command {
     Sweep(SweepArgs),
     /// One table of the runs under folders: results.md, results.csv, results.png.
     Report(ReportArgs),
+    /// The learning-rate range test on a recipe (fastai's lr_find): rates growing exponentially over a few hundred updates of the train phase, lr_find.png and lr_find.json in --out, the suggested rates printed; the model is left as it was.
+    #[command(name = "lr-find", after_help = LR_FIND_EXAMPLES)]
+    LrFind(LrFindArgs),
+}
+
+const LR_FIND_EXAMPLES: &str = "Examples:
+  finetune lr-find --mode full --arch efficientnet-lite0 --out runs/lr-find-full
+  finetune lr-find --mode feature-extract --cache-features --steps 200
+  finetune lr-find --config run.toml --start-lr 1e-6 --end-lr 1
+
+valley (fastai's default suggestion): two thirds down the longest descent of the smoothed loss;
+steep: where the loss falls fastest per decade of rate.";
+
+#[derive(Args)]
+struct LrFindArgs {
+    #[command(flatten)]
+    options: TrainOptions,
+    /// Read the recipe from a TOML file, as finetune --config; flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The rate of the first update.
+    #[arg(long, default_value_t = 1e-7, value_name = "LR")]
+    start_lr: f64,
+    /// The rate the updates grow toward (reached after --steps).
+    #[arg(long, default_value_t = 10.0, value_name = "LR")]
+    end_lr: f64,
+    /// Updates in the test (fastai's num_it); the train split is passed over as often as they need.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    steps: usize,
+    /// Run every step even after the smoothed loss passed 4 × its lowest.
+    #[arg(long)]
+    no_stop_div: bool,
+    #[command(flatten)]
+    device: DeviceArg,
 }
 
 const SWEEP_EXAMPLES: &str = "Examples:
@@ -200,6 +235,10 @@ fn main() {
             Some(Command::Eval(args)) => eval(args),
             Some(Command::Sweep(args)) => sweep(args),
             Some(Command::Report(args)) => report(&args.dirs, args.out.as_ref().unwrap_or(&args.dirs[0])),
+            Some(Command::LrFind(args)) => {
+                let sub = matches.subcommand_matches("lr-find").expect("the lr-find subcommand");
+                lr_find(args, given_options(sub))
+            }
             None => train(cli.train, given_options(&matches)),
         }
     });
@@ -213,6 +252,44 @@ fn given_options(matches: &clap::ArgMatches) -> BTreeSet<String> {
         .map(|arg| arg.get_id().to_string())
         .filter(|id| matches.value_source(id) == Some(ValueSource::CommandLine))
         .collect()
+}
+
+fn lr_find(args: LrFindArgs, given: BTreeSet<String>) -> Result<()> {
+    let test = RangeTest {
+        start_lr: args.start_lr,
+        end_lr: args.end_lr,
+        steps: args.steps,
+        stop_on_divergence: !args.no_stop_div,
+    };
+    test.check()?;
+    let device = args.device.select()?;
+    let options = match &args.config {
+        Some(file) => args.options.with_file(file, &given)?,
+        None => args.options,
+    };
+    let config = FinetuneConfig::new_reporting(&options, &Terminal)?;
+    tchlab::accel::init_threads(config.threads, config.workers, &Terminal);
+    Banner { tool: "finetune lr-find", device, seed: Some(config.seed), out: Some(&config.out) }.print();
+    let interrupt = Interrupt::new();
+    tchlab::cli::stop_on_ctrl_c(&interrupt);
+    let found = tchlab::finetune::lr_find::lr_find(&config, test, device, &interrupt, &Terminal)?;
+    let [json, png] = found.write(&config.out)?;
+    let steps = found.curve.lrs.len();
+    let last = found.curve.lrs.last().copied().unwrap_or(test.start_lr);
+    tchlab::say!("{steps} updates, rates {:.2e} to {last:.2e}", test.start_lr);
+    if let Some(why) = &found.curve.stopped {
+        tchlab::say!("stopped early: {why}");
+    }
+    match found.suggestions {
+        Some(s) => {
+            tchlab::say!("suggested rates: valley {:.2e} (fastai's default), steep {:.2e}", s.valley.lr, s.steep.lr)
+        }
+        None => {
+            tchlab::say!("no suggestion: the loss diverged before the curve could be judged; try a smaller --end-lr")
+        }
+    }
+    tchlab::say!("wrote {} and {}", png.display(), json.display());
+    Ok(())
 }
 
 fn train(args: TrainArgs, given: BTreeSet<String>) -> Result<()> {

@@ -8,12 +8,14 @@
 //! - [`checkpoint`]: the best model and state files, and an epoch's record
 //!   as `metrics.csv` rows; [`evaluate`]: loss and accuracy of predictions;
 //!   [`summary`] (with [`crate::metrics`]): what a run reports;
+//! - [`lr_find`]: the learning-rate range test on a run's recipe;
 //! - [`predict`]: a saved model used again (probabilities for image files,
 //!   evaluation of a split with a confusion matrix).
 
 pub mod checkpoint;
 pub mod config;
 pub mod evaluate;
+pub mod lr_find;
 pub mod options;
 pub mod predict;
 pub mod run;

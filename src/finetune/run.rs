@@ -262,7 +262,11 @@ fn summed_over(totals: PhaseTotals, ranks: &Ranks) -> Result<PhaseTotals> {
 /// The run's training step on `model`: its backprop on `device`, averaged
 /// over `ranks`, with the recipe's loss scaling, accumulation, clipping and
 /// moving average.
-fn gradient_step(config: &FinetuneConfig, model: &Classifier, (device, ranks): (Device, &Ranks)) -> GradientStep {
+pub(super) fn gradient_step(
+    config: &FinetuneConfig,
+    model: &Classifier,
+    (device, ranks): (Device, &Ranks),
+) -> GradientStep {
     let mut grad_step = GradientStep::new(model.trainable(), crate::accel::backprop(device)).over(ranks.clone());
     if config.autocast(device).scales_loss() && strategy::backpropagates_through_backbone(config.mode) {
         grad_step = grad_step.with_loss_scaling();
@@ -276,7 +280,7 @@ fn gradient_step(config: &FinetuneConfig, model: &Classifier, (device, ranks): (
 
 /// The classifier with its pretrained backbone loaded, before any image is
 /// decoded (a wrong weights file fails in seconds).
-fn build_model(
+pub(super) fn build_model(
     config: &FinetuneConfig,
     num_classes: usize,
     device: Device,

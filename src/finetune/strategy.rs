@@ -59,6 +59,7 @@ impl EpochContext<'_> {
                 anyhow::anyhow!("non-finite loss ({loss}) at epoch {}, batch {batch}; stopped", self.epoch)
             }
             StepError::Ranks(error) => error.context(format!("epoch {}, batch {batch}", self.epoch)),
+            StepError::RangeTestEnded => crate::train::lr_range::RangeTestEnded.into(),
         }
     }
 

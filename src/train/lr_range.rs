@@ -25,6 +25,20 @@ impl Default for RangeTest {
 }
 
 impl RangeTest {
+    /// An error naming the option at fault unless the sweep makes sense.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if !(self.start_lr > 0.0 && self.start_lr.is_finite()) {
+            anyhow::bail!("--start-lr {}: a rate above 0", self.start_lr);
+        }
+        if !(self.end_lr > self.start_lr && self.end_lr.is_finite()) {
+            anyhow::bail!("--end-lr {}: a rate above --start-lr {}", self.end_lr, self.start_lr);
+        }
+        if self.steps < 6 {
+            anyhow::bail!("--steps {}: at least 6 (the first tenth and the last 5 are not judged)", self.steps);
+        }
+        Ok(())
+    }
+
     /// The rate of step `step` (from 0): `start · (end / start)^(step / steps)`.
     pub fn lr(&self, step: usize) -> f64 {
         self.start_lr * (self.end_lr / self.start_lr).powf(step as f64 / self.steps as f64)
@@ -87,6 +101,19 @@ impl RangeRecorder {
         }
     }
 }
+
+/// The error a training phase ends with when the range test it ran has
+/// its curve (see `GradientStep::with_range_test`): not a failure.
+#[derive(Debug)]
+pub struct RangeTestEnded;
+
+impl std::fmt::Display for RangeTestEnded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the learning-rate range test ended")
+    }
+}
+
+impl std::error::Error for RangeTestEnded {}
 
 /// A suggested rate and the point of the curve it marks.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]

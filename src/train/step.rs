@@ -21,6 +21,7 @@
 use super::amp::LossScaler;
 use super::data_parallel::Ranks;
 use super::ema::Ema;
+use super::lr_range::{Next, RangeCurve, RangeRecorder, RangeTest};
 use super::optim::Optimizer;
 use crate::grad::{Backprop, Forward, Gradients, LossFn, Params};
 use tch::{Device, Kind, Tensor};
@@ -38,6 +39,8 @@ pub struct GradientStep {
     ema: Option<Ema>,
     /// The group of batches since the last update.
     pending: Option<Pending>,
+    /// An LR range test steering the updates (`finetune lr-find`).
+    range_test: Option<RangeRecorder>,
 }
 
 /// The summed gradients of the batches since the last update, and each
@@ -56,6 +59,8 @@ pub enum StepError {
     NonFinite { loss: f64, batches_before: usize },
     /// Averaging over the ranks failed (a rank died or timed out).
     Ranks(anyhow::Error),
+    /// The LR range test has its curve (its steps done, or the loss diverged).
+    RangeTestEnded,
 }
 
 /// What a step reports: the batch's logits and mean loss (averaged over the
@@ -78,6 +83,7 @@ impl GradientStep {
             buffers: Vec::new(),
             ema: None,
             pending: None,
+            range_test: None,
         }
     }
 
@@ -122,6 +128,20 @@ impl GradientStep {
             self.params.iter().chain(&self.buffers).map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
         self.ema = decay.map(|decay| Ema::new(decay, tracked));
         self
+    }
+
+    /// Runs each update at `test`'s next rate (the rate callers pass is
+    /// ignored) and records its loss, until the update after which the test
+    /// ends returns [`StepError::RangeTestEnded`]; a non-finite loss ends it
+    /// too, with nothing applied.
+    pub fn with_range_test(mut self, test: RangeTest) -> Self {
+        self.range_test = Some(RangeRecorder::new(test));
+        self
+    }
+
+    /// What the range test recorded so far.
+    pub fn range_curve(&self) -> Option<&RangeCurve> {
+        self.range_test.as_ref().map(|test| &test.curve)
     }
 
     /// The moving average of the weights, when kept.
@@ -178,6 +198,15 @@ impl GradientStep {
     fn update(&mut self, optimizer: &mut dyn Optimizer, lr: f64) -> Result<Vec<f64>, StepError> {
         let Pending { mut grads, losses } = self.pending.take().expect("a pending group");
         let losses = self.mean_over_ranks(&grads.0, losses).map_err(StepError::Ranks)?;
+        let lr = self.range_test.as_ref().map_or(lr, RangeRecorder::next_lr);
+        let mut ends_the_test = false;
+        if let Some(test) = &mut self.range_test {
+            let group_loss = losses.iter().sum::<f64>() / losses.len() as f64;
+            ends_the_test = test.record(group_loss) == Next::Stop;
+            if !group_loss.is_finite() {
+                return Err(StepError::RangeTestEnded);
+            }
+        }
         if let Some(bad) = losses.iter().position(|l| !l.is_finite()) {
             return Err(StepError::NonFinite { loss: losses[bad], batches_before: losses.len() - 1 - bad });
         }
@@ -191,6 +220,9 @@ impl GradientStep {
         self.sync_buffers().map_err(StepError::Ranks)?;
         if let Some(ema) = &mut self.ema {
             ema.update();
+        }
+        if ends_the_test {
+            return Err(StepError::RangeTestEnded);
         }
         Ok(losses)
     }
@@ -280,6 +312,31 @@ mod tests {
         assert_near(&values(&p), &[3.0]);
         step.flush(&mut sgd, 1.0).unwrap();
         assert_near(&values(&p), &[3.0]);
+    }
+
+    #[test]
+    fn a_range_test_runs_each_update_at_its_rate_and_ends_after_its_steps() {
+        let test = RangeTest { start_lr: 0.01, end_lr: 1.0, steps: 2, stop_on_divergence: true };
+        let (p, mut step) = quadratic(&[0.0], |s| s.with_range_test(test));
+        let mut sgd = Sgd::new(&step.params, 0.0, 0.0);
+        // Gradient p − 1 = −1 at p = 0: the first update moves p by its rate, 0.01.
+        batch(&mut step, &mut sgd, &p, &[1.0]).unwrap();
+        assert_near(&values(&p), &[0.01]);
+        // The second, at 0.01 · 100^(1/2) = 0.1, is the test's last.
+        assert!(matches!(batch(&mut step, &mut sgd, &p, &[1.0]), Err(StepError::RangeTestEnded)));
+        assert_near(&values(&p), &[0.01 + 0.1 * 0.99]);
+        let curve = step.range_curve().unwrap();
+        assert_near(&curve.lrs, &[0.01, 0.1]);
+        assert_near(&curve.smoothed_losses[..1], &[0.5]);
+    }
+
+    #[test]
+    fn a_range_test_ends_at_a_non_finite_loss_with_nothing_applied() {
+        let test = RangeTest { stop_on_divergence: false, ..RangeTest::default() };
+        let (p, mut step) = quadratic(&[0.0], |s| s.with_range_test(test));
+        let mut sgd = Sgd::new(&step.params, 0.0, 0.0);
+        assert!(matches!(batch(&mut step, &mut sgd, &p, &[f64::INFINITY]), Err(StepError::RangeTestEnded)));
+        assert_near(&values(&p), &[0.0]);
     }
 
     #[test]
