@@ -17,13 +17,20 @@ pub(super) struct XAxis {
     /// The data's range, padded so that no point (and no marker) sits on the frame.
     pub(super) range: (f64, f64),
     pub(super) ticks: Vec<f64>,
-    /// Digits after the point in the tick labels.
+    /// Digits after the point in the tick labels ([`SCIENTIFIC`]: none, in powers of ten).
     pub(super) decimals: usize,
 }
 
+/// [`XAxis::decimals`] of labels written as `1e-7`.
+pub(super) const SCIENTIFIC: usize = usize::MAX;
+
 impl XAxis {
+    /// A tick's label: fixed decimals, or `1e-7` on log axes reaching below 0.001.
     pub(super) fn label(&self, x: f64) -> String {
-        format!("{x:.*}", self.decimals)
+        match self.decimals {
+            SCIENTIFIC => format!("{x:.0e}"),
+            decimals => format!("{x:.decimals$}"),
+        }
     }
 }
 
@@ -40,7 +47,10 @@ pub(super) fn x_axis(xs: &[f64], log: bool) -> XAxis {
         let factor = if hi > lo { (hi / lo).powf(0.05) } else { 1.5 };
         let range = (lo / factor, hi * factor);
         let ticks = log_ticks(xs, range);
-        let decimals = ticks.iter().map(|&t| decimals_for(t)).max().unwrap_or(0);
+        let decimals = match lo < 1e-3 {
+            true => SCIENTIFIC,
+            false => ticks.iter().map(|&t| decimals_for(t)).max().unwrap_or(0),
+        };
         return XAxis { range, ticks, decimals };
     }
     let max_ticks = max_ticks_for(lo, hi, whole);

@@ -305,3 +305,14 @@ fn the_caption_loss_chart_marks_the_kept_epoch_beside_its_legend() {
     }
     assert!(kept_epoch_marker(&val(), epochs).is_none(), "an epoch not drawn is not marked");
 }
+
+#[test]
+fn log_axes_reaching_tiny_rates_label_powers_of_ten() {
+    let rates: Vec<f64> = (0..100).map(|i| 1e-7 * 1e8f64.powf(i as f64 / 100.0)).collect();
+    let axis = x_axis(&rates, true);
+    let labels: Vec<String> = axis.ticks.iter().map(|&t| axis.label(t)).collect();
+    assert!(labels.contains(&"1e-6".to_owned()) && labels.contains(&"1e0".to_owned()), "{labels:?}");
+    assert!(labels.iter().all(|l| l.len() <= 5), "{labels:?}");
+    let sizes = x_axis(&[16.0, 64.0, 256.0, 1024.0], true);
+    assert_eq!(sizes.label(64.0), "64");
+}
