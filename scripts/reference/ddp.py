@@ -116,7 +116,10 @@ def rank_main(rank, args, port):
         final = {f"final.{name}": t.detach().clone() for name, t in model.state_dict().items()}
         torch.save({"losses": torch.tensor(losses, dtype=torch.float64), **final}, args.out)
     dist.barrier()
-    dist.destroy_process_group()
+    # No teardown: in torch 2.11 it can deadlock (freeing DDP's Reducer joins
+    # Gloo's worker thread with the GIL held, while that thread waits for the
+    # GIL to free a finished collective's tensors). Nothing is left to do.
+    os._exit(0)
 
 
 def main():
