@@ -60,6 +60,8 @@ const MOMENTUM: f64 = 0.9;
 const LOSS_TOLERANCE: f64 = 1e-4;
 /// How long the two ranks may take before they are killed and the test fails.
 const BOUND: Duration = Duration::from_secs(120);
+/// How long one run of the PyTorch reference may take before it is killed (a hang in its teardown fails the test).
+const REFERENCE_BOUND: Duration = Duration::from_secs(300);
 
 // ---------------------------------------------------------------- the ranks
 
@@ -198,8 +200,11 @@ fn child_rank() {
 /// PyTorch DDP with `threads` per rank into `dir/<out>`: its losses, step by
 /// step. The first run writes the checkpoint and the inputs (`make`).
 fn pytorch_ddp(dir: &Path, out: &str, threads: usize, make: bool) -> Vec<f64> {
-    let mut command = Command::new(common::python());
+    // coreutils' timeout signals the script's whole process group (its ranks too).
+    let mut command = Command::new("timeout");
     command
+        .args(["--kill-after=10", &REFERENCE_BOUND.as_secs().to_string()])
+        .arg(common::python())
         .arg(common::repo().join("scripts/reference/ddp.py"))
         .args([dir.join("resnet18.pth"), dir.join("inputs.pth"), dir.join(out)])
         .args(["--steps", &STEPS.to_string(), "--batch", &BATCH.to_string(), "--size", &SIZE.to_string()])
