@@ -107,12 +107,7 @@ fn torchrun_and_slurms_variables_launch_the_same_run() {
     let ranks: Vec<Child> = (0..2)
         .map(|rank| {
             let mut cmd = feature_extract(4, slurm.path());
-            cmd.env("SLURM_STEP_ID", "0")
-                .env("SLURM_PROCID", rank.to_string())
-                .env("SLURM_NTASKS", "2")
-                .env("SLURM_LOCALID", rank.to_string())
-                .env("SLURM_JOB_NODELIST", "localhost")
-                .env("MASTER_PORT", port.to_string());
+            common::as_slurm_task(&mut cmd, rank).env("MASTER_PORT", port.to_string());
             spawn(cmd)
         })
         .collect();
@@ -231,12 +226,7 @@ fn srun_tasks_of_a_sweep_run_its_point_as_ranks_and_rank_0_alone_records_it() {
         .map(|rank| {
             let mut sweep = common::finetune();
             sweep.arg("sweep").arg(&file).arg("--out").arg(&out).args(["--index", "0"]);
-            sweep
-                .env("SLURM_STEP_ID", "0")
-                .env("SLURM_PROCID", rank.to_string())
-                .env("SLURM_NTASKS", "2")
-                .env("SLURM_LOCALID", rank.to_string())
-                .env("SLURM_JOB_NODELIST", "localhost")
+            common::as_slurm_task(&mut sweep, rank)
                 .env("SLURM_CPUS_PER_TASK", "1")
                 .env("MASTER_PORT", port.to_string());
             spawn(sweep)

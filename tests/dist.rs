@@ -392,13 +392,7 @@ fn slurm_variables_only() {
     let ranks = (0..2)
         .map(|rank| {
             let mut command = child_command("child_basic");
-            command
-                .env("SLURM_STEP_ID", "0")
-                .env("SLURM_PROCID", rank.to_string())
-                .env("SLURM_NTASKS", "2")
-                .env("SLURM_LOCALID", rank.to_string())
-                .env("SLURM_JOB_NODELIST", "localhost")
-                .env("SLURM_JOB_ID", job_id.to_string());
+            common::as_slurm_task(&mut command, rank).env("SLURM_JOB_ID", job_id.to_string());
             start(command, dir.path(), &format!("rank{rank}"))
         })
         .collect();

@@ -248,6 +248,17 @@ fn binary(path: &str) -> Command {
     cmd
 }
 
+/// Makes `command` task `rank` of a 2-task `srun` step on this one node, as
+/// Slurm's variables alone say it (no `RANK`/`WORLD_SIZE`).
+pub fn as_slurm_task(command: &mut Command, rank: usize) -> &mut Command {
+    command
+        .env("SLURM_STEP_ID", "0")
+        .env("SLURM_PROCID", rank.to_string())
+        .env("SLURM_NTASKS", "2")
+        .env("SLURM_LOCALID", rank.to_string())
+        .env("SLURM_JOB_NODELIST", "localhost")
+}
+
 /// A smaller copy of an image folder (symlinks): the first `per_class`
 /// images of every class in each split.
 pub fn subset(data: &Path, dest: &Path, per_class: usize) {
