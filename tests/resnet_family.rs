@@ -11,8 +11,9 @@ use clap::ValueEnum;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, Once};
+use std::time::Duration;
 use tch::{Device, Kind, Tensor};
 use tchlab::choice_names::Named;
 use tchlab::data::transforms::{Normalization, CROP_SIZE, RESIZE_SIZE};
@@ -22,14 +23,15 @@ use tchlab::persist::weights::load_all;
 use tchlab::train::optim::Sgd;
 use tchlab::train::step::GradientStep;
 
-/// The members tested here, with torchvision's builder names.
+/// The members tested here, with torchvision's builder names, in the
+/// order the test harness starts their tests (by name).
 const NEW_MEMBERS: [(Arch, &str); 6] = [
     (Arch::Resnet101, "resnet101"),
     (Arch::Resnet152, "resnet152"),
-    (Arch::Resnext50_32x4d, "resnext50_32x4d"),
-    (Arch::WideResnet50_2, "wide_resnet50_2"),
     (Arch::Resnext101_32x8d, "resnext101_32x8d"),
+    (Arch::Resnext50_32x4d, "resnext50_32x4d"),
     (Arch::WideResnet101_2, "wide_resnet101_2"),
+    (Arch::WideResnet50_2, "wide_resnet50_2"),
 ];
 
 /// Every ResNet `--arch` takes, with torchvision's builder names.
@@ -52,18 +54,56 @@ fn fixture_script() -> PathBuf {
     common::repo().join("tests/fixtures/make_resnet_family.py")
 }
 
-/// Checkpoints and reference passes of [`NEW_MEMBERS`], written once per
-/// test binary by one Python process.
-fn fixtures() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        // Tests run side by side, one per core: one libtorch thread each.
+fn fixture_dir() -> PathBuf {
+    common::repo().join("target/test-fixtures/resnet-family")
+}
+
+/// How the writer ended (`None` while it runs).
+static WRITER_ENDED: Mutex<Option<String>> = Mutex::new(None);
+
+/// Starts, once per test binary, the Python process that writes the
+/// fixtures of [`NEW_MEMBERS`] into a fresh [`fixture_dir`], one member
+/// after another in their tests' order, while the tests check the members
+/// it has written.
+fn start_writer() {
+    static START: Once = Once::new();
+    START.call_once(|| {
+        // Tests run side by side, one per core, beside the writer: one libtorch thread each.
         tch::set_num_threads(1);
-        let dir = common::repo().join("target/test-fixtures/resnet-family");
+        let dir = fixture_dir();
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
         let names = NEW_MEMBERS.map(|(_, name)| name);
-        common::run_ok(Command::new(common::python()).arg(fixture_script()).arg(&dir).arg("--build").args(names));
-        dir
-    })
+        let mut command = Command::new(common::python());
+        command.arg(fixture_script()).arg(&dir).arg("--build").args(names);
+        command.stdout(Stdio::null()).stderr(std::fs::File::create(dir.join("stderr.txt")).unwrap());
+        common::die_with_parent(&mut command);
+        // Spawned and waited for on a thread of its own: the parent-death
+        // signal follows the thread that spawns, which must outlive the tests.
+        std::thread::spawn(move || {
+            let ended = command.status().map_or_else(|e| format!("could not start: {e}"), |s| s.to_string());
+            *WRITER_ENDED.lock().unwrap() = Some(ended);
+        });
+    });
+}
+
+/// `name`'s checkpoint and reference passes, once the writer has written
+/// them (the passes last); a writer that ends without them fails the test
+/// with its stderr.
+fn member_fixtures(name: &str) -> (PathBuf, PathBuf) {
+    start_writer();
+    let (checkpoint, io) = (fixture_dir().join(format!("{name}.pth")), fixture_dir().join(format!("{name}_io.pth")));
+    loop {
+        let ended = WRITER_ENDED.lock().unwrap().clone();
+        if io.exists() {
+            return (checkpoint, io);
+        }
+        if let Some(ended) = ended {
+            let stderr = std::fs::read_to_string(fixture_dir().join("stderr.txt")).unwrap_or_default();
+            panic!("{} ended ({ended}) without writing {}:\n{stderr}", fixture_script().display(), io.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The largest difference over the largest magnitude of the reference.
@@ -92,11 +132,9 @@ fn running_statistics_difference(model: &Classifier, io: &HashMap<String, Tensor
 /// three SGD steps (momentum 0.9) through the trainer's own step
 /// (`GradientStep` with the CPU's backprop), and the loss after them.
 fn check_member(arch: Arch, name: &str) {
-    let dir = fixtures();
-    let io: HashMap<String, Tensor> =
-        read_state_dict(&dir.join(format!("{name}_io.pth"))).unwrap().into_iter().collect();
+    let (checkpoint, io) = member_fixtures(name);
+    let io: HashMap<String, Tensor> = read_state_dict(&io).unwrap().into_iter().collect();
     let mut model = Classifier::new(arch, 3, Device::Cpu);
-    let checkpoint = dir.join(format!("{name}.pth"));
     load_all(&mut model, &checkpoint).unwrap();
     std::fs::remove_file(&checkpoint).unwrap(); // up to 500 MB each, read once
     let (input, labels) = (&io["input"], &io["labels"]);
@@ -174,7 +212,9 @@ struct Row {
 }
 
 fn list_archs(models_dir: &Path) -> HashMap<String, Row> {
-    let output = common::run_ok(common::finetune().arg("--list-archs").arg("--models-dir").arg(models_dir));
+    // One thread, as it runs beside the other tests.
+    let output =
+        common::run_ok(common::finetune().args(["--list-archs", "--threads", "1", "--models-dir"]).arg(models_dir));
     let text = common::stdout(&output);
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();

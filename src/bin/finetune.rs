@@ -137,7 +137,7 @@ struct TrainArgs {
     /// Continue the run saved in this output folder with its own recipe (--epochs may extend it; --data, --workers, --threads, --cache-mb may change) [default: a new run].
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
-    /// Print every --arch: its parameters (the ImageNet model's), features, default weights file and whether that file is in --models-dir; then exit.
+    /// Print every --arch: its parameters (counted on its ImageNet model, built with --threads), features, default weights file and whether that file is in --models-dir; then exit.
     #[arg(long, conflicts_with_all = ["resume", "config"])]
     list_archs: bool,
     #[command(flatten)]
@@ -203,6 +203,7 @@ fn main() {
             Some(Command::Sweep(args)) => sweep(args),
             Some(Command::Report(args)) => report(&args.dirs, args.out.as_ref().unwrap_or(&args.dirs[0])),
             None if cli.train.list_archs => {
+                tchlab::cli::apply_threads(cli.train.options.threads);
                 tchlab::say!("{}", tchlab::models::arch_table(&cli.train.options.models_dir));
                 Ok(())
             }
