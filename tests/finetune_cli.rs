@@ -247,6 +247,28 @@ fn resnets_run_end_to_end_in_both_modes_with_torchvision_checkpoints() {
     }
 }
 
+/// ResNeXt (grouped convolutions, kept off the Winograd path) through the
+/// paths every ResNet takes: full mode, feature-extract mode on cached
+/// features, and eval of the saved model, which gives the run's val numbers.
+#[test]
+fn resnext_trains_in_both_modes_and_its_saved_model_evaluates_alike() {
+    let data = temp_dir();
+    common::subset(&common::ants_bees(), data.path(), 4);
+    for mode in [&["--mode", "full"][..], &["--mode", "feature-extract", "--cache-features"]] {
+        let out = temp_dir();
+        let recipe = ["--arch", "resnext50-32x4d", "--random-init", "--epochs", "1", "--image-size", "64"];
+        train(&[mode, &recipe].concat(), data.path(), out.path());
+        let rows = metrics(out.path());
+        let (_, val_loss, val_acc) = rows.iter().find(|r| r.0 == "val").unwrap();
+        let checkpoint = out.path().join("best_model.safetensors");
+        let eval = eval_accuracy(&checkpoint, &data.path().join("val"), &out.path().join("eval"));
+        assert_eq!(eval["images"], 8, "{mode:?}");
+        assert!((eval["accuracy"].as_f64().unwrap() - val_acc).abs() < 1e-9, "{mode:?}: {eval}");
+        let loss = eval["loss"].as_f64().unwrap();
+        assert!((loss - val_loss).abs() <= 1e-4 * val_loss, "{mode:?}: eval loss {loss}, run's {val_loss}");
+    }
+}
+
 #[test]
 fn the_same_seed_gives_the_same_metrics() {
     let data = temp_dir();

@@ -14,20 +14,27 @@ use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
 /// A 3×3 convolution with padding 1 and no bias (the variable is `weight`,
-/// as in `nn::conv2d`). With stride 1, inside [`WinogradBackprop::run`], on
-/// the CPU, it leaves its weight gradient to [`weight_gradient`]; otherwise it
-/// is an ordinary convolution. Its output must not be modified in place
-/// (autograd is asked for the gradient of that very tensor).
+/// as in `nn::conv2d`). With stride 1 and one group, inside
+/// [`WinogradBackprop::run`], on the CPU, it leaves its weight gradient to
+/// [`weight_gradient`]; otherwise (grouped, as ResNeXt's) it is an ordinary
+/// convolution. Its output must not be modified in place (autograd is asked
+/// for the gradient of that very tensor).
 #[derive(Debug)]
 pub struct Conv3x3 {
     pub ws: Tensor,
     stride: i64,
+    groups: i64,
 }
 
 impl Conv3x3 {
     pub fn new(p: nn::Path, c_in: i64, c_out: i64, stride: i64) -> Self {
-        let config = nn::ConvConfig { stride, padding: 1, bias: false, ..Default::default() };
-        Self { ws: nn::conv2d(p, c_in, c_out, 3, config).ws, stride }
+        Self::grouped(p, c_in, c_out, stride, 1)
+    }
+
+    /// The convolution in `groups` groups of `c_in / groups` input channels.
+    pub fn grouped(p: nn::Path, c_in: i64, c_out: i64, stride: i64, groups: i64) -> Self {
+        let config = nn::ConvConfig { stride, padding: 1, bias: false, groups, ..Default::default() };
+        Self { ws: nn::conv2d(p, c_in, c_out, 3, config).ws, stride, groups }
     }
 }
 
@@ -36,13 +43,14 @@ impl Module for Conv3x3 {
         let stride = [self.stride, self.stride];
         let deferred = Tape::is_recording()
             && self.stride == 1
+            && self.groups == 1
             && x.device() == Device::Cpu
             && x.kind() == Kind::Float
             && !crate::autocast::is_enabled(Device::Cpu)
             && x.requires_grad()
             && self.ws.requires_grad();
         if !deferred {
-            return x.conv2d(&self.ws, None::<Tensor>, stride, [1, 1], [1, 1], 1);
+            return x.conv2d(&self.ws, None::<Tensor>, stride, [1, 1], [1, 1], self.groups);
         }
         let y = x.conv2d(&self.ws.detach(), None::<Tensor>, [1, 1], [1, 1], [1, 1], 1);
         Tape::push(Deferred { weight: self.ws.shallow_clone(), input: x.shallow_clone(), output: y.shallow_clone() });
@@ -146,7 +154,10 @@ mod tests {
         use crate::grad::Autograd;
         use crate::models::{Arch, Classifier};
         tch::manual_seed(3);
-        for arch in [Arch::Resnet18, Arch::Resnet50] {
+        // Every stride-1 3×3 convolution: 4 + 3 + 3 + 3 in ResNet-18's basic blocks, and in
+        // ResNet-50's bottlenecks all but the three that downsample (16 − 3); none of
+        // ResNeXt's grouped ones.
+        for (arch, recorded) in [(Arch::Resnet18, 13), (Arch::Resnet50, 13), (Arch::Resnext50_32x4d, 0)] {
             let model = Classifier::new(arch, 3, Device::Cpu);
             let params = Params::new(model.named_tensors());
             // Odd sizes from layer 1 on (25×30), where the tiles overhang the edge.
@@ -155,9 +166,7 @@ mod tests {
             let loss = |logits: &Tensor| logits.cross_entropy_for_logits(&labels);
             let expected = Autograd.run(&mut || model.forward(&images, true), &loss, &params, 1.0).grads;
             let (_, tape) = Tape::record(|| model.forward(&images, true));
-            // Every stride-1 3×3 convolution: 4 + 3 + 3 + 3 in ResNet-18's basic blocks, and in
-            // ResNet-50's bottlenecks all but the three that downsample (16 − 3).
-            assert_eq!(tape.entries.len(), 13, "{arch:?}: convolutions recorded");
+            assert_eq!(tape.entries.len(), recorded, "{arch:?}: convolutions recorded");
             let ours = WinogradBackprop.run(&mut || model.forward(&images, true), &loss, &params, 1.0).grads;
             for ((name, _), (a, b)) in params.iter().zip(ours.iter().zip(expected.iter())) {
                 let error = max_relative_error(a, b);

@@ -2,7 +2,7 @@
 //! how fast a result comes, never what it is, and nothing outside asks how:
 //!
 //! - [`backprop`]: how a training step gets its gradients — on the CPU with
-//!   the weight gradients of ResNet's stride-1 3×3 convolutions by Winograd's
+//!   the weight gradients of ResNet's dense stride-1 3×3 convolutions by Winograd's
 //!   transform ([`winograd`], its transforms on libtorch's own OpenMP threads,
 //!   [`omp`]), except under bf16 autocast, where oneDNN's bf16 weight
 //!   gradients are kept; elsewhere plain autograd.

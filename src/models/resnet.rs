@@ -1,12 +1,60 @@
-//! ResNet-18/34/50 with torchvision's variable names (`conv1`, `bn1`,
-//! `layer1.0.conv1`, `layer2.0.downsample.0`, …), so torchvision checkpoints
-//! load by name. The backbone ends at global average pooling; the classifier
-//! (`fc`) is built by [`super::Classifier`].
+//! torchvision's ResNet family — ResNet-18/34/50/101/152, ResNeXt-50 32×4d,
+//! ResNeXt-101 32×8d, Wide ResNet-50-2 and Wide ResNet-101-2 — with its
+//! variable names (`conv1`, `bn1`, `layer1.0.conv1`, `layer2.0.downsample.0`,
+//! …), so torchvision checkpoints load by name. A member is a [`Config`]: its
+//! block and four stage depths, as torchvision's `ResNet(block, layers,
+//! groups=, width_per_group=)`. The backbone ends at global average pooling;
+//! the classifier (`fc`) is built by [`super::Classifier`].
 
 use crate::accel::conv3x3::Conv3x3;
 use crate::accel::pool::stem_pool_relu;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
+
+/// A residual block: two 3×3 convolutions (ResNet-18/34), or the bottleneck
+/// (1×1, 3×3, 1×1 to 4× the stage's planes) of the deeper members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Block {
+    Basic,
+    /// torchvision's `groups` and `width_per_group`: the 3×3 convolution has
+    /// `planes · width_per_group / 64 · groups` channels in `groups` groups
+    /// (ResNet: 1, 64; ResNeXt-50 32×4d: 32, 4; Wide ResNet-50-2: 1, 128).
+    Bottleneck {
+        groups: i64,
+        width_per_group: i64,
+    },
+}
+
+/// One member of the family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    pub block: Block,
+    /// Blocks in each of the four stages (`layer1` … `layer4`).
+    pub depths: [i64; 4],
+}
+
+impl Config {
+    pub const fn basic(depths: [i64; 4]) -> Self {
+        Self { block: Block::Basic, depths }
+    }
+
+    pub const fn bottleneck(depths: [i64; 4], groups: i64, width_per_group: i64) -> Self {
+        Self { block: Block::Bottleneck { groups, width_per_group }, depths }
+    }
+
+    /// Output channels of a block over its stage's planes.
+    fn expansion(self) -> i64 {
+        match self.block {
+            Block::Basic => 1,
+            Block::Bottleneck { .. } => 4,
+        }
+    }
+
+    /// Number of features the backbone emits.
+    pub fn feature_count(self) -> i64 {
+        512 * self.expansion()
+    }
+}
 
 fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, padding: i64) -> nn::Conv2D {
     let config = nn::ConvConfig { stride, padding, bias: false, ..Default::default() };
@@ -32,25 +80,34 @@ fn add_shortcut_relu(mut y: Tensor, shortcut: &Tensor) -> Tensor {
     y.relu_()
 }
 
-fn basic_block(p: nn::Path, c_in: i64, c_out: i64, stride: i64) -> impl ModuleT {
-    let conv1 = Conv3x3::new(&p / "conv1", c_in, c_out, stride);
-    let bn1 = bn(&p / "bn1", c_out);
-    let conv2 = Conv3x3::new(&p / "conv2", c_out, c_out, 1);
-    let bn2 = bn(&p / "bn2", c_out);
-    let shortcut = downsample(&p / "downsample", c_in, c_out, stride);
+fn basic_block(p: nn::Path, c_in: i64, planes: i64, stride: i64) -> impl ModuleT {
+    let conv1 = Conv3x3::new(&p / "conv1", c_in, planes, stride);
+    let bn1 = bn(&p / "bn1", planes);
+    let conv2 = Conv3x3::new(&p / "conv2", planes, planes, 1);
+    let bn2 = bn(&p / "bn2", planes);
+    let shortcut = downsample(&p / "downsample", c_in, planes, stride);
     nn::func_t(move |x, train| {
         let y = x.apply(&conv1).apply_t(&bn1, train).relu_().apply(&conv2).apply_t(&bn2, train);
         add_shortcut_relu(y, &x.apply_t(&shortcut, train))
     })
 }
 
-fn bottleneck_block(p: nn::Path, c_in: i64, c_mid: i64, stride: i64) -> impl ModuleT {
-    let c_out = c_mid * 4;
-    let conv1 = conv(&p / "conv1", c_in, c_mid, 1, 1, 0);
-    let bn1 = bn(&p / "bn1", c_mid);
-    let conv2 = Conv3x3::new(&p / "conv2", c_mid, c_mid, stride);
-    let bn2 = bn(&p / "bn2", c_mid);
-    let conv3 = conv(&p / "conv3", c_mid, c_out, 1, 1, 0);
+/// torchvision's `Bottleneck` (ResNet V1.5: the stride is on the 3×3).
+fn bottleneck_block(
+    p: nn::Path,
+    c_in: i64,
+    planes: i64,
+    stride: i64,
+    groups: i64,
+    width_per_group: i64,
+) -> impl ModuleT {
+    let width = planes * width_per_group / 64 * groups;
+    let c_out = planes * 4;
+    let conv1 = conv(&p / "conv1", c_in, width, 1, 1, 0);
+    let bn1 = bn(&p / "bn1", width);
+    let conv2 = Conv3x3::grouped(&p / "conv2", width, width, stride, groups);
+    let bn2 = bn(&p / "bn2", width);
+    let conv3 = conv(&p / "conv3", width, c_out, 1, 1, 0);
     let bn3 = bn(&p / "bn3", c_out);
     let shortcut = downsample(&p / "downsample", c_in, c_out, stride);
     nn::func_t(move |x, train| {
@@ -67,36 +124,26 @@ fn bottleneck_block(p: nn::Path, c_in: i64, c_mid: i64, stride: i64) -> impl Mod
     })
 }
 
-/// The convolutional trunk of a ResNet: `[N, 3, H, W]` → `[N, features]`.
-/// `blocks` are the four stage depths; `bottleneck` picks ResNet-50's block.
-pub fn backbone(p: &nn::Path, blocks: [i64; 4], bottleneck: bool) -> nn::SequentialT {
-    let expansion = if bottleneck { 4 } else { 1 };
+/// The convolutional trunk of `config`: `[N, 3, H, W]` → `[N, features]`.
+pub fn backbone(p: &nn::Path, config: Config) -> nn::SequentialT {
     let conv1 = conv(p / "conv1", 3, 64, 7, 2, 3);
     let bn1 = bn(p / "bn1", 64);
     let mut net = nn::seq_t().add(conv1).add(bn1).add_fn(stem_pool_relu);
     let mut c_in = 64;
-    for (stage, &depth) in blocks.iter().enumerate() {
-        let c_mid = 64 << stage;
+    for (stage, &depth) in config.depths.iter().enumerate() {
+        let planes = 64 << stage;
         let stage_path = p / format!("layer{}", stage + 1);
         for i in 0..depth {
             let stride = if stage > 0 && i == 0 { 2 } else { 1 };
             let block_path = &stage_path / i;
-            net = if bottleneck {
-                net.add(bottleneck_block(block_path, c_in, c_mid, stride))
-            } else {
-                net.add(basic_block(block_path, c_in, c_mid, stride))
+            net = match config.block {
+                Block::Basic => net.add(basic_block(block_path, c_in, planes, stride)),
+                Block::Bottleneck { groups, width_per_group } => {
+                    net.add(bottleneck_block(block_path, c_in, planes, stride, groups, width_per_group))
+                }
             };
-            c_in = c_mid * expansion;
+            c_in = planes * config.expansion();
         }
     }
     net.add_fn(|x| x.adaptive_avg_pool2d([1, 1]).flatten(1, -1))
-}
-
-/// Number of features the backbone emits.
-pub fn feature_count(bottleneck: bool) -> i64 {
-    if bottleneck {
-        2048
-    } else {
-        512
-    }
 }
