@@ -148,7 +148,12 @@ fn build_nccl_shim(lib_dir: &std::path::Path) {
     if cuda_include.is_dir() {
         println!("cargo:rerun-if-changed={}", cuda_include.display());
     }
-    let needed = [cuda_include.join("crt/host_config.h"), cuda_include.join("nv/target"), nccl_include.join("nccl.h")];
+    let needed = [
+        cuda_include.join("crt/host_config.h"),
+        cuda_include.join("nv/target"),
+        nccl_include.join("nccl.h"),
+        lib_dir.join("libtorch_cuda.so"),
+    ];
     if needed.iter().any(|path| !path.exists()) {
         return;
     }

@@ -14,6 +14,8 @@
 
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 
+#include <c10/cuda/CUDAFunctions.h>
+
 extern "C" {
 
 // Joins an NCCL process group through the TCPStore at host:port (hosted by
@@ -25,6 +27,8 @@ int tchlab_c10d_nccl_new(const char* store_host, uint16_t port, int rank, int wo
                          size_t capacity) {
   return tchlab_c10d::guarded(error, capacity, [&] {
     tchlab_c10d::quiet_c10d_logs();
+    // As torch.cuda.set_device(LOCAL_RANK): this rank's work defaults to its own GPU.
+    c10::cuda::set_device(static_cast<c10::DeviceIndex>(device_index));
     auto timeout = std::chrono::milliseconds(timeout_ms);
     auto store = tchlab_c10d::connect_store(store_host, port, world_size, is_store_server, timeout, prefix);
     auto options = c10d::ProcessGroupNCCL::Options::create();

@@ -135,7 +135,9 @@ wanted sweep && for jobs in 4 1; do
 done
 
 # --- data-parallel on NCCL at world size 1 (one GPU cannot hold two NCCL ranks) against a plain run
-if wanted dist; then
+if wanted dist && [[ $DEVICE == cpu ]]; then
+  echo "== dist: skipped (NCCL needs CUDA; --device cpu)"
+elif wanted dist; then
   port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   finetune dist-plain --mode full
   RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \

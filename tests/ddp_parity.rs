@@ -149,20 +149,15 @@ fn train(
     ranks: &Ranks,
     (images, labels): (&Tensor, &Tensor),
 ) {
-    let buffers = model.buffers();
     for k in 0..STEPS {
         let start = (k * BATCH) as i64;
         let (images, labels) = (images.narrow(0, start, BATCH as i64), labels.narrow(0, start, BATCH as i64));
-        // DDP's broadcast_buffers: batch norm's running statistics are rank 0's.
-        ranks.broadcast_from_leader(&buffers).unwrap();
         let loss = |logits: &Tensor| logits.cross_entropy_loss(&labels, None::<Tensor>, Reduction::Mean, -100, 0.0);
         let outcome = grad_step.step(optimizer, &mut || model.forward(&images, true), &loss, LR).unwrap();
         if ranks.leads() {
             report(&format!("loss {k} {:.9}", outcome.loss));
         }
     }
-    // As at the end of an epoch: every rank keeps rank 0's statistics.
-    ranks.broadcast_from_leader(&buffers).unwrap();
 }
 
 /// One rank of the run: what `finetune --mode full` does per batch, on fixed inputs.
@@ -178,7 +173,9 @@ fn child_rank() {
     ranks.broadcast_from_leader(&all).unwrap();
     let params = model.trainable();
     let mut optimizer = optim::build(OptimizerKind::Sgd, &params, MOMENTUM, 0.0);
-    let mut grad_step = GradientStep::new(params, backprop()).over(ranks.clone());
+    // As finetune's full mode: batch norm's running statistics are rank 0's after every update.
+    let mut grad_step =
+        GradientStep::new(params, backprop()).over(ranks.clone()).with_buffers(model.named_buffers());
     let (images, labels) = my_share(&dir, &ranks);
     if ranks.leads() && std::env::var("DDP_PARITY_BACKPROP").as_deref() == Ok("default") {
         let error = gradient_error(&dir, &images.narrow(0, 0, BATCH as i64), &labels.narrow(0, 0, BATCH as i64));

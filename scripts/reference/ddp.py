@@ -131,7 +131,7 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch", type=int, default=4, help="per rank, as DDP's")
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--lr", type=float, default=3e-5)
     parser.add_argument("--threads", type=int, default=1, help="per rank (another count sums in another order)")
     args = parser.parse_args()
     start = time.time()

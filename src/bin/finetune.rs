@@ -61,7 +61,7 @@ const LR_FIND_EXAMPLES: &str = "Examples:
   finetune lr-find --mode feature-extract --cache-features --steps 200
   finetune lr-find --config run.toml --start-lr 1e-6 --end-lr 1
 
-valley (fastai's default suggestion): two thirds down the longest descent of the smoothed loss;
+valley (fastai's default suggestion): halfway down the longest descent of the smoothed loss;
 steep: where the loss falls fastest per decade of rate.";
 
 #[derive(Args)]
@@ -270,6 +270,9 @@ fn lr_find(args: LrFindArgs, given: BTreeSet<String>) -> Result<()> {
         stop_on_divergence: !args.no_stop_div,
     };
     test.check()?;
+    if args.options.nproc.is_some() || tchlab::dist::Launch::from_env()?.is_some() {
+        bail!("lr-find runs in one process: drop --nproc, and run it outside torchrun or srun");
+    }
     let device = args.device.select()?;
     let options = match &args.config {
         Some(file) => args.options.with_file(file, &given)?,
@@ -292,9 +295,10 @@ fn lr_find(args: LrFindArgs, given: BTreeSet<String>) -> Result<()> {
         Some(s) => {
             tchlab::say!("suggested rates: valley {:.2e} (fastai's default), steep {:.2e}", s.valley.lr, s.steep.lr)
         }
-        None => {
-            tchlab::say!("no suggestion: the loss diverged before the curve could be judged; try a smaller --end-lr")
-        }
+        None => tchlab::say!(
+            "no suggestion: too few points to judge ({steps} updates; the first tenth and the last 5 are left out){}",
+            if found.curve.stopped.is_some() { "; try a smaller --end-lr" } else { "; try more --steps" }
+        ),
     }
     tchlab::say!("wrote {} and {}", png.display(), json.display());
     Ok(())

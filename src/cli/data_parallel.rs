@@ -54,7 +54,7 @@ impl DataParallel {
     pub fn start_local_ranks(&self, n: usize, threads: Option<usize>, device: Device) -> Result<()> {
         let gpus = crate::device::cuda_count().max(0) as usize;
         if device.is_cuda() && n > gpus {
-            bail!("--nproc {n} on CUDA needs a GPU per rank; this machine has {gpus} (use --nproc {gpus}, or --device cpu)");
+            bail!("--nproc {n} on CUDA needs a GPU per rank; this machine has {gpus} (fewer ranks, or --device cpu)");
         }
         let program = std::env::current_exe().context("cannot find this program to start its ranks")?;
         let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
@@ -104,12 +104,18 @@ impl DataParallel {
     }
 }
 
+/// Whether this rank is an `srun` task, which sees only the GPU Slurm bound
+/// to it (`--gpus-per-task=1`) as `cuda:0`.
+fn gpus_bound_per_task() -> bool {
+    std::env::var_os("SLURM_STEP_ID").is_some()
+}
+
 /// The GPU of the rank with `local_rank` on a machine where `gpus` are visible.
 fn gpu_of(local_rank: usize, gpus: usize) -> Result<Device> {
     match gpus {
         0 => bail!("local rank {local_rank}: CUDA was asked for, but this machine shows no GPU"),
-        1 => Ok(Device::Cuda(0)),
         n if local_rank < n => Ok(Device::Cuda(local_rank)),
+        1 if gpus_bound_per_task() => Ok(Device::Cuda(0)),
         n => bail!(
             "local rank {local_rank} has no GPU of its own: this machine shows {n}; start at most {n} ranks per node"
         ),
@@ -145,7 +151,8 @@ mod tests {
     #[test]
     fn each_local_rank_has_its_own_gpu() {
         assert_eq!(gpu_of(3, 4).unwrap(), Device::Cuda(3));
-        assert_eq!(gpu_of(3, 1).unwrap(), Device::Cuda(0));
+        assert_eq!(gpu_of(0, 1).unwrap(), Device::Cuda(0));
+        assert!(gpu_of(1, 1).unwrap_err().to_string().starts_with("local rank 1 has no GPU of its own"));
         assert_eq!(
             gpu_of(4, 4).unwrap_err().to_string(),
             "local rank 4 has no GPU of its own: this machine shows 4; start at most 4 ranks per node"

@@ -87,11 +87,15 @@ pub fn nccl_factory() -> Result<NcclNew, String> {
         .clone()
 }
 
-/// Where the NCCL shim of this build is: `TCHLAB_C10D_NCCL_SO` (a path from
-/// the profile folder) beside the running binary, which sits in that folder
-/// or one below it (`deps/` for tests).
+/// Where the NCCL shim of this build is: `$TCHLAB_NCCL_SHIM` when set (binaries
+/// copied elsewhere), else `TCHLAB_C10D_NCCL_SO` (a path from the profile
+/// folder) beside the running binary, which sits in that folder or one below
+/// it (`deps/` for tests).
 #[cfg(tchlab_nccl)]
 fn nccl_shim_path() -> Result<std::path::PathBuf, String> {
+    if let Some(path) = std::env::var_os("TCHLAB_NCCL_SHIM") {
+        return Ok(path.into());
+    }
     let from_profile = std::path::Path::new(env!("TCHLAB_C10D_NCCL_SO"));
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the running binary: {e}"))?;
     exe.ancestors()

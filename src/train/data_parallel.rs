@@ -1,9 +1,9 @@
 //! A training process's place in a data-parallel run, with the semantics of
 //! torch's `DistributedDataParallel` on a [`crate::dist::ProcessGroup`]:
 //! rank 0's weights broadcast at start, each epoch's order shared out as
-//! `DistributedSampler` does, gradients averaged over the ranks after every
-//! backward pass, batch-norm buffers broadcast from rank 0 before each
-//! forward pass, and the sums of metrics, the rows of sharded passes and
+//! `DistributedSampler` does, gradients averaged over the ranks once per
+//! optimizer step, batch-norm buffers broadcast from rank 0 after each
+//! step (so every forward pass sees rank 0's), and the sums of metrics, the rows of sharded passes and
 //! Ctrl-C agreed by every rank. A single process ([`Ranks::single`]) does
 //! none of it and issues no collective.
 //!
@@ -81,7 +81,7 @@ impl Ranks {
     }
 
     /// Makes `tensors` rank 0's on every rank (the model at start, batch-norm
-    /// buffers before a forward pass). Gloo carries CPU tensors only.
+    /// buffers after each update).
     pub fn broadcast_from_leader(&self, tensors: &[Tensor]) -> Result<()> {
         match self.group() {
             Some(group) => group.broadcast_(&by_kind(tensors), 0),

@@ -33,8 +33,8 @@ impl RangeTest {
         if !(self.end_lr > self.start_lr && self.end_lr.is_finite()) {
             anyhow::bail!("--end-lr {}: a rate above --start-lr {}", self.end_lr, self.start_lr);
         }
-        if self.steps < 6 {
-            anyhow::bail!("--steps {}: at least 6 (the first tenth and the last 5 are not judged)", self.steps);
+        if self.steps < 7 {
+            anyhow::bail!("--steps {}: at least 7 (the first tenth and the last 5 are not judged)", self.steps);
         }
         Ok(())
     }
@@ -91,7 +91,11 @@ impl RangeRecorder {
         self.curve.lrs.push(lr);
         self.curve.smoothed_losses.push(smoothed);
         self.best = self.best.min(smoothed);
-        if self.test.stop_on_divergence && (smoothed > 4.0 * self.best || !smoothed.is_finite()) {
+        if !smoothed.is_finite() {
+            self.curve.stopped = Some(format!("the loss was not finite at lr {lr:.3e}"));
+            return Next::Stop;
+        }
+        if self.test.stop_on_divergence && smoothed > 4.0 * self.best {
             self.curve.stopped = Some(format!("the smoothed loss diverged at lr {lr:.3e}"));
             return Next::Stop;
         }
@@ -125,7 +129,7 @@ pub struct Suggestion {
 /// fastai's two suggestions of a curve.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Suggestions {
-    /// Two thirds into the longest descending stretch (fastai's default).
+    /// Halfway down the longest descending stretch (fastai's default).
     pub valley: Suggestion,
     /// Where the loss falls fastest per decade of rate.
     pub steep: Suggestion,
@@ -146,8 +150,8 @@ pub fn suggest(curve: &RangeCurve, planned_steps: usize) -> Option<Suggestions> 
 }
 
 /// fastai's `valley`: the longest run of decreasing losses (as the longest
-/// decreasing subsequence ending at each point), and the point two thirds
-/// of the way down it.
+/// decreasing subsequence ending at each point), and the point a third plus
+/// a sixth (about half) of the way down it.
 fn valley(lrs: &[f64], losses: &[f64]) -> Suggestion {
     let n = losses.len();
     let mut run = vec![1usize; n];
@@ -234,6 +238,14 @@ mod tests {
         assert_eq!(suggestions.valley, Suggestion { lr: curve.lrs[13], loss: 1.0 });
         // The steepest fall is 2.4 → 1.0, from point 12.
         assert_eq!(suggestions.steep, Suggestion { lr: curve.lrs[12], loss: losses[12] });
+    }
+
+    #[test]
+    fn a_non_finite_loss_ends_the_test_and_says_so_even_without_the_divergence_rule() {
+        let mut recorder = RangeRecorder::new(RangeTest { stop_on_divergence: false, ..RangeTest::default() });
+        assert_eq!(recorder.record(1.0), Next::Step);
+        assert_eq!(recorder.record(f64::NAN), Next::Stop);
+        assert!(recorder.curve.stopped.as_deref().unwrap().starts_with("the loss was not finite at lr"));
     }
 
     #[test]
