@@ -174,8 +174,7 @@ fn child_rank() {
     let params = model.trainable();
     let mut optimizer = optim::build(OptimizerKind::Sgd, &params, MOMENTUM, 0.0);
     // As finetune's full mode: batch norm's running statistics are rank 0's after every update.
-    let mut grad_step =
-        GradientStep::new(params, backprop()).over(ranks.clone()).with_buffers(model.named_buffers());
+    let mut grad_step = GradientStep::new(params, backprop()).over(ranks.clone()).with_buffers(model.named_buffers());
     let (images, labels) = my_share(&dir, &ranks);
     if ranks.leads() && std::env::var("DDP_PARITY_BACKPROP").as_deref() == Ok("default") {
         let error = gradient_error(&dir, &images.narrow(0, 0, BATCH as i64), &labels.narrow(0, 0, BATCH as i64));
