@@ -28,7 +28,10 @@ int tchlab_c10d_nccl_new(const char* store_host, uint16_t port, int rank, int wo
   return tchlab_c10d::guarded(error, capacity, [&] {
     tchlab_c10d::quiet_c10d_logs();
     // As torch.cuda.set_device(LOCAL_RANK): this rank's work defaults to its own GPU.
-    c10::cuda::set_device(static_cast<c10::DeviceIndex>(device_index));
+    // Without a GPU, ProcessGroupNCCL's constructor says so in c10d's own words.
+    if (c10::cuda::device_count() > device_index) {
+      c10::cuda::set_device(static_cast<c10::DeviceIndex>(device_index));
+    }
     auto timeout = std::chrono::milliseconds(timeout_ms);
     auto store = tchlab_c10d::connect_store(store_host, port, world_size, is_store_server, timeout, prefix);
     auto options = c10d::ProcessGroupNCCL::Options::create();
