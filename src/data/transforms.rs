@@ -37,6 +37,27 @@ impl Normalization {
     }
 }
 
+/// How an image is resampled to the sizes the backbone expects (torchvision's
+/// `InterpolationMode`, both antialiased when shrinking).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Interpolation {
+    Bilinear,
+    Bicubic,
+}
+
+/// What a backbone's published weights expect of an evaluation image
+/// (torchvision's `weights.transforms()`): the shorter side resized to
+/// `resize`, the central `crop`², `interpolation`, then `normalization`.
+/// Training crops to `crop`² too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preprocessing {
+    pub resize: i64,
+    pub crop: i64,
+    pub interpolation: Interpolation,
+    pub normalization: Normalization,
+}
+
 /// A crop box in pixels: top, left, height, width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CropBox {

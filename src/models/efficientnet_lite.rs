@@ -25,6 +25,16 @@ const STAGES: [(i64, i64, i64, i64, i64, i64); 7] = [
     (1, 3, 1, 6, 192, 320),
 ];
 
+/// Number of MBConv blocks.
+pub fn block_count() -> usize {
+    STAGES.iter().map(|s| s.0 as usize).sum()
+}
+
+/// The block a parameter named `_blocks.N.…` belongs to; `None` outside them.
+pub fn block_of(name: &str) -> Option<usize> {
+    name.strip_prefix("_blocks.")?.split('.').next()?.parse().ok()
+}
+
 fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
     let config = nn::BatchNormConfig { eps: 1e-3, momentum: 0.01, ..Default::default() };
     nn::batch_norm2d(p, c, config)

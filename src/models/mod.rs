@@ -9,7 +9,7 @@ pub mod efficientnet_lite;
 pub mod resnet;
 
 use crate::accel::eval_lanes::SharedReadOnly;
-use crate::data::transforms::Normalization;
+use crate::data::transforms::{Interpolation, Normalization, Preprocessing};
 use std::path::{Path, PathBuf};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Tensor};
@@ -73,9 +73,48 @@ impl Arch {
 
     /// The input normalization the published weights were trained with.
     pub fn normalization(self) -> Normalization {
+        self.preprocessing().normalization
+    }
+
+    /// The evaluation transform of the published weights (torchvision's
+    /// `IMAGENET1K_V1` `transforms()`; Lite0's package uses the tutorial's).
+    pub fn preprocessing(self) -> Preprocessing {
+        let imagenet = |resize, crop, interpolation| Preprocessing {
+            resize,
+            crop,
+            interpolation,
+            normalization: Normalization::Imagenet,
+        };
         match self {
-            Arch::EfficientnetLite0 => Normalization::TfLite,
-            _ => Normalization::Imagenet,
+            Arch::EfficientnetLite0 => {
+                Preprocessing { normalization: Normalization::TfLite, ..imagenet(256, 224, Interpolation::Bilinear) }
+            }
+            _ => imagenet(256, 224, Interpolation::Bilinear),
+        }
+    }
+
+    /// Layer depths from the input: 0 for the stem, one per block, and the
+    /// last for what follows the blocks (head convolution, classifier). What
+    /// `--layer-decay` and `--lr-mult` scale rates by.
+    pub fn depth_count(self) -> usize {
+        match self.resnet() {
+            Some(config) => config.depths.iter().sum::<i64>() as usize + 2,
+            None => efficientnet_lite::block_count() + 2,
+        }
+    }
+
+    /// The layer depth (`0..depth_count()`) of a parameter or buffer, by its
+    /// name in the published checkpoint.
+    pub fn layer_depth(self, name: &str) -> usize {
+        let last = self.depth_count() - 1;
+        match self.resnet() {
+            Some(config) => {
+                resnet::block_of(config, name).map_or_else(|| if name.starts_with("fc.") { last } else { 0 }, |b| b + 1)
+            }
+            None => efficientnet_lite::block_of(name).map_or_else(
+                || if name.starts_with("_bn0.") || name.starts_with("_conv_stem.") { 0 } else { last },
+                |b| b + 1,
+            ),
         }
     }
 
@@ -161,7 +200,8 @@ impl Classifier {
         let bound = 1.0 / (arch.feature_count() as f64).sqrt();
         let init = nn::Init::Uniform { lo: -bound, up: bound };
         let config = nn::LinearConfig { ws_init: init, bs_init: Some(init), bias: true };
-        let head = nn::linear(head_vs.root() / arch.head_name(), arch.feature_count(), num_classes, config);
+        let head_path = arch.head_name().split('.').fold(head_vs.root(), |path, part| path / part);
+        let head = nn::linear(head_path, arch.feature_count(), num_classes, config);
         Self { arch, backbone_vs, head_vs, backbone, head }
     }
 
@@ -276,6 +316,28 @@ mod tests {
         }
         assert_eq!(Arch::Resnext50_32x4d.name(), "resnext50-32x4d");
         assert_eq!(Arch::WideResnet101_2.name(), "wide-resnet101-2");
+    }
+
+    #[test]
+    fn every_parameter_has_a_layer_depth_that_grows_from_stem_to_head() {
+        for &arch in Arch::value_variants() {
+            let model = tch::no_grad(|| Classifier::new(arch, 3, Device::Cpu));
+            let depths: Vec<(String, usize)> =
+                model.named_tensors().into_iter().map(|(name, _)| (name.clone(), arch.layer_depth(&name))).collect();
+            let last = arch.depth_count() - 1;
+            for (name, depth) in &depths {
+                assert!(*depth <= last, "{arch:?} {name}: depth {depth} past {last}");
+            }
+            let used: std::collections::BTreeSet<usize> = depths.iter().map(|(_, d)| *d).collect();
+            assert_eq!(used.len(), arch.depth_count(), "{arch:?}: every depth holds parameters");
+            let head = format!("{}.weight", arch.head_name());
+            assert_eq!(arch.layer_depth(&head), last, "{arch:?}: the head is last");
+        }
+        assert_eq!(Arch::Resnet18.layer_depth("conv1.weight"), 0);
+        assert_eq!(Arch::Resnet18.layer_depth("layer1.1.conv2.weight"), 2);
+        assert_eq!(Arch::Resnet18.layer_depth("layer2.0.downsample.0.weight"), 3);
+        assert_eq!(Arch::EfficientnetLite0.layer_depth("_blocks.0._bn1.bias"), 1);
+        assert_eq!(Arch::EfficientnetLite0.layer_depth("_bn1.bias"), 17);
     }
 
     #[test]

@@ -56,6 +56,16 @@ impl Config {
     }
 }
 
+/// The block (counted from 0 over all stages) that a parameter named
+/// `layerS.B.…` belongs to; `None` for the stem and the head.
+pub fn block_of(config: Config, name: &str) -> Option<usize> {
+    let mut parts = name.split('.');
+    let stage: usize = parts.next()?.strip_prefix("layer")?.parse().ok()?;
+    let block: usize = parts.next()?.parse().ok()?;
+    let before: i64 = config.depths.get(..stage.checked_sub(1)?)?.iter().sum();
+    Some(before as usize + block)
+}
+
 fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, padding: i64) -> nn::Conv2D {
     let config = nn::ConvConfig { stride, padding, bias: false, ..Default::default() };
     nn::conv2d(p, c_in, c_out, k, config)
