@@ -172,7 +172,7 @@ fn child_rank() {
     let all: Vec<Tensor> = model.named_tensors().into_iter().map(|(_, t)| t).collect();
     ranks.broadcast_from_leader(&all).unwrap();
     let params = model.trainable();
-    let mut optimizer = optim::build(OptimizerKind::Sgd, &params, MOMENTUM, 0.0);
+    let mut optimizer = optim::build(OptimizerKind::Sgd, &params, optim::Settings::new(MOMENTUM, 0.0));
     // As finetune's full mode: batch norm's running statistics are rank 0's after every update.
     let mut grad_step = GradientStep::new(params, backprop()).over(ranks.clone()).with_buffers(model.named_buffers());
     let (images, labels) = my_share(&dir, &ranks);

@@ -39,6 +39,15 @@ pub struct FinetuneConfig {
     pub lr: f64,
     pub momentum: f64,
     #[serde(default)]
+    pub nesterov: bool,
+    #[serde(default)]
+    pub lr_mult: Option<f64>,
+    #[serde(default)]
+    pub layer_decay: Option<f64>,
+    /// `--mode staged`: the epochs of the frozen stage.
+    #[serde(default = "one")]
+    pub freeze_epochs: usize,
+    #[serde(default)]
     pub weight_decay: f64,
     #[serde(default = "default_scheduler")]
     pub scheduler: SchedulerKind,
@@ -109,16 +118,68 @@ fn resumable() -> BTreeSet<String> {
     ids
 }
 
+/// A run's epochs that train the same weights under one schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stage {
+    pub first_epoch: usize,
+    pub epochs: usize,
+    /// Whether the backbone is frozen (the head alone trains).
+    pub frozen: bool,
+}
+
 impl FinetuneConfig {
-    /// The learning rate of each epoch.
-    pub fn schedule(&self) -> Schedule {
+    /// The stage `epoch` is in: the whole run, except in `--mode staged`
+    /// (the frozen epochs, then the rest).
+    pub fn stage(&self, epoch: usize) -> Stage {
+        let frozen_epochs = match self.mode {
+            Mode::Staged => self.freeze_epochs.min(self.epochs),
+            Mode::FeatureExtract | Mode::Full => 0,
+        };
+        match epoch < frozen_epochs {
+            true => Stage { first_epoch: 0, epochs: frozen_epochs, frozen: true },
+            false => {
+                let frozen = self.mode == Mode::FeatureExtract;
+                Stage { first_epoch: frozen_epochs, epochs: self.epochs - frozen_epochs, frozen }
+            }
+        }
+    }
+
+    /// The learning rate of each epoch of `stage`, counted from its start
+    /// (warm-up only where the backbone trains).
+    pub fn schedule(&self, stage: Stage) -> Schedule {
+        let staged_and_frozen = self.mode == Mode::Staged && stage.frozen;
         Schedule {
             base_lr: self.lr,
             kind: self.scheduler,
             step_size: self.step_size,
             gamma: self.gamma,
-            warmup_epochs: self.warmup_epochs,
-            epochs: self.epochs,
+            warmup_epochs: if staged_and_frozen { 0 } else { self.warmup_epochs },
+            epochs: stage.epochs,
+        }
+    }
+
+    /// The rate of batch `batch` of the `batches` in `epoch`.
+    pub fn lr_at(&self, epoch: usize, batch: usize, batches: usize) -> f64 {
+        let stage = self.stage(epoch);
+        self.schedule(stage).lr_at(epoch - stage.first_epoch, batch, batches)
+    }
+
+    /// The optimizer's settings over `params` (named as in the checkpoint):
+    /// each one's rate scaled by its layer depth under `--lr-mult` or
+    /// `--layer-decay`.
+    pub fn optimizer_settings(&self, params: &crate::grad::Params) -> crate::train::optim::Settings {
+        let last = (self.arch.depth_count() - 1) as f64;
+        let scale = |depth: usize| match (self.lr_mult, self.layer_decay) {
+            (Some(factor), _) => factor.powf((depth as f64 - last) / last),
+            (None, Some(decay)) => decay.powf(last - depth as f64),
+            (None, None) => 1.0,
+        };
+        let lr_scales = params.iter().map(|(name, _)| scale(self.arch.layer_depth(name))).collect();
+        crate::train::optim::Settings {
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            nesterov: self.nesterov,
+            lr_scales,
         }
     }
 
@@ -169,6 +230,10 @@ impl FinetuneConfig {
             optimizer: options.optimizer,
             lr: options.lr,
             momentum: options.momentum,
+            nesterov: options.nesterov,
+            lr_mult: options.lr_mult,
+            layer_decay: options.layer_decay,
+            freeze_epochs: options.freeze_epochs,
             weight_decay: options.weight_decay,
             scheduler: options.scheduler,
             step_size: options.step_size,
@@ -252,6 +317,7 @@ impl FinetuneConfig {
         let schedule = match self.scheduler {
             SchedulerKind::Step => format!("StepLR({}, {})", self.step_size, self.gamma),
             SchedulerKind::Cosine => "cosine".into(),
+            SchedulerKind::OneCycle => "one-cycle".into(),
         };
         let warmup = if self.warmup_epochs > 0 {
             format!(" after {} warm-up epoch(s)", self.warmup_epochs)
@@ -259,10 +325,21 @@ impl FinetuneConfig {
             String::new()
         };
         let optimizer = match self.optimizer {
+            OptimizerKind::Sgd if self.nesterov => format!("SGD lr {} Nesterov momentum {}", self.lr, self.momentum),
             OptimizerKind::Sgd => format!("SGD lr {} momentum {}", self.lr, self.momentum),
             OptimizerKind::Adamw => format!("AdamW lr {}", self.lr),
+            OptimizerKind::Rmsprop => format!("RMSprop lr {} momentum {}", self.lr, self.momentum),
         };
         let mut extras = Vec::new();
+        if self.mode == Mode::Staged {
+            extras.push(format!("backbone frozen for {} epoch(s)", self.freeze_epochs));
+        }
+        if let Some(factor) = self.lr_mult {
+            extras.push(format!("rates from lr/{factor} (stem) to lr (head)"));
+        }
+        if let Some(decay) = self.layer_decay {
+            extras.push(format!("layer decay {decay}"));
+        }
         if self.weight_decay > 0.0 {
             extras.push(format!("weight decay {}", self.weight_decay));
         }
@@ -338,8 +415,38 @@ fn validate(o: &TrainOptions) -> Result<()> {
             bail!("--{name} 0: must be at least 1");
         }
     }
-    if o.warmup_epochs > 0 && o.warmup_epochs >= o.epochs {
-        bail!("--warmup-epochs {}: must be fewer than --epochs {}", o.warmup_epochs, o.epochs);
+    let trained_epochs = match o.mode {
+        Mode::Staged if o.freeze_epochs >= o.epochs => {
+            bail!("--freeze-epochs {}: must be fewer than --epochs {} (the rest train every weight)", o.freeze_epochs, o.epochs)
+        }
+        Mode::Staged if o.freeze_epochs == 0 => bail!("--freeze-epochs 0: must be at least 1 (or use --mode full)"),
+        Mode::Staged => o.epochs - o.freeze_epochs,
+        Mode::FeatureExtract | Mode::Full => o.epochs,
+    };
+    if o.warmup_epochs > 0 && o.warmup_epochs >= trained_epochs {
+        bail!("--warmup-epochs {}: must be fewer than the {trained_epochs} epochs it warms up", o.warmup_epochs);
+    }
+    if o.warmup_epochs > 0 && o.scheduler == SchedulerKind::OneCycle {
+        bail!("--warmup-epochs {}: one-cycle warms up itself (its first 30 % of batches); leave it out", o.warmup_epochs);
+    }
+    if o.nesterov && (o.optimizer != OptimizerKind::Sgd || o.momentum == 0.0) {
+        bail!("--nesterov needs --optimizer sgd with a --momentum above 0");
+    }
+    if let Some(factor) = o.lr_mult {
+        if !(factor.is_finite() && factor >= 1.0) {
+            bail!("--lr-mult {factor}: must be 1 or more (the stem trains at --lr divided by it)");
+        }
+    }
+    if let Some(decay) = o.layer_decay {
+        if !(decay > 0.0 && decay <= 1.0) {
+            bail!("--layer-decay {decay}: must be above 0 and at most 1 (e.g. 0.75)");
+        }
+    }
+    if o.lr_mult.is_some() && o.layer_decay.is_some() {
+        bail!("--lr-mult and --layer-decay both scale rates by depth: give one of them");
+    }
+    if (o.lr_mult.is_some() || o.layer_decay.is_some()) && o.mode == Mode::FeatureExtract {
+        bail!("--lr-mult and --layer-decay scale the backbone's rates: they need --mode full or staged");
     }
     if o.seed.seed > i64::MAX as u64 {
         bail!("--seed {}: must be at most {}", o.seed.seed, i64::MAX);
@@ -358,8 +465,8 @@ fn validate(o: &TrainOptions) -> Result<()> {
     if o.amp && o.precision == Precision::Bf16 {
         bail!("--amp is fp16 mixed precision and --precision bf16 is bf16 autocast: give one of them");
     }
-    if o.cache_features && o.mode != Mode::FeatureExtract {
-        bail!("--cache-features needs --mode feature-extract (in full mode the features change every step)");
+    if o.cache_features && o.mode == Mode::Full {
+        bail!("--cache-features needs --mode feature-extract or staged (in full mode the features change every step)");
     }
     Ok(())
 }
@@ -415,6 +522,76 @@ mod tests {
             let error = FinetuneConfig::new(&options).unwrap_err().to_string();
             assert!(error.starts_with(expected), "{error}");
         }
+    }
+
+    fn staged(epochs: usize, freeze_epochs: usize) -> TrainOptions {
+        let mut options = knobs(1, None, None);
+        (options.mode, options.epochs, options.freeze_epochs) = (Mode::Staged, epochs, freeze_epochs);
+        options
+    }
+
+    #[test]
+    fn a_staged_run_restarts_its_schedule_where_the_backbone_unfreezes() {
+        let mut options = staged(10, 2);
+        (options.step_size, options.warmup_epochs) = (3, 1);
+        let config = FinetuneConfig::new(&options).unwrap();
+        assert_eq!(config.stage(1), Stage { first_epoch: 0, epochs: 2, frozen: true });
+        assert_eq!(config.stage(2), Stage { first_epoch: 2, epochs: 8, frozen: false });
+        let rates: Vec<f64> = (0..10).map(|epoch| config.lr_at(epoch, 0, 1) / config.lr).collect();
+        // Frozen: no warm-up, StepLR from the start; then a warm-up epoch, and StepLR counted after it.
+        let expected = [1.0, 1.0, 0.5, 1.0, 1.0, 1.0, 0.1, 0.1, 0.1, 0.01];
+        for (epoch, (rate, expected)) in rates.iter().zip(expected).enumerate() {
+            assert!((rate - expected).abs() < 1e-12, "epoch {epoch}: {rate} against {expected}");
+        }
+        assert!(config.describe().contains("backbone frozen for 2 epoch(s)"), "{}", config.describe());
+        let full = FinetuneConfig::new(&TrainOptions { mode: Mode::Full, ..options }).unwrap();
+        assert_eq!(full.stage(1), Stage { first_epoch: 0, epochs: 10, frozen: false });
+    }
+
+    #[test]
+    fn rates_scale_by_layer_depth_from_the_stem_to_the_head() {
+        let model = tch::no_grad(|| crate::models::Classifier::new(Arch::Resnet18, 2, Device::Cpu));
+        let params = model.trainable();
+        let scale_of = |config: &FinetuneConfig, name: &str| {
+            let settings = config.optimizer_settings(&params);
+            let index = params.iter().position(|(n, _)| n == name).unwrap();
+            settings.lr_scales[index]
+        };
+        let mut options = knobs(1, None, None);
+        (options.mode, options.lr_mult) = (Mode::Full, Some(100.0));
+        let config = FinetuneConfig::new(&options).unwrap();
+        // ResNet-18: the stem at depth 0, 8 blocks, the head at depth 9.
+        assert!((scale_of(&config, "conv1.weight") - 0.01).abs() < 1e-12);
+        assert!((scale_of(&config, "layer4.1.conv2.weight") - 100f64.powf(-1.0 / 9.0)).abs() < 1e-12);
+        assert_eq!(scale_of(&config, "fc.bias"), 1.0);
+        (options.lr_mult, options.layer_decay) = (None, Some(0.5));
+        let config = FinetuneConfig::new(&options).unwrap();
+        assert!((scale_of(&config, "bn1.weight") - 0.5f64.powi(9)).abs() < 1e-15);
+        assert!((scale_of(&config, "layer1.0.conv1.weight") - 0.5f64.powi(8)).abs() < 1e-15);
+        assert_eq!(scale_of(&config, "fc.weight"), 1.0);
+    }
+
+    #[test]
+    fn staged_and_rate_options_are_checked_in_one_line() {
+        let with = |change: &dyn Fn(&mut TrainOptions)| {
+            let mut options = staged(5, 1);
+            change(&mut options);
+            FinetuneConfig::new(&options).err().map(|e| e.to_string()).unwrap_or_default()
+        };
+        assert!(with(&|o| o.freeze_epochs = 5).starts_with("--freeze-epochs 5: must be fewer than --epochs 5"));
+        assert!(with(&|o| o.freeze_epochs = 0).starts_with("--freeze-epochs 0: must be at least 1"));
+        assert!(with(&|o| o.warmup_epochs = 4).starts_with("--warmup-epochs 4: must be fewer than the 4 epochs"));
+        assert!(with(&|o| o.lr_mult = Some(0.5)).starts_with("--lr-mult 0.5: must be 1 or more"));
+        assert!(with(&|o| o.layer_decay = Some(1.5)).starts_with("--layer-decay 1.5: must be above 0"));
+        let both = with(&|o| (o.lr_mult, o.layer_decay) = (Some(10.0), Some(0.7)));
+        assert!(both.starts_with("--lr-mult and --layer-decay both scale"), "{both}");
+        let frozen = with(&|o| (o.mode, o.layer_decay) = (Mode::FeatureExtract, Some(0.7)));
+        assert!(frozen.contains("need --mode full or staged"), "{frozen}");
+        let nesterov = with(&|o| (o.nesterov, o.optimizer) = (true, OptimizerKind::Adamw));
+        assert!(nesterov.starts_with("--nesterov needs --optimizer sgd"), "{nesterov}");
+        let cycle = with(&|o| (o.scheduler, o.warmup_epochs) = (SchedulerKind::OneCycle, 1));
+        assert!(cycle.contains("one-cycle warms up itself"), "{cycle}");
+        assert!(with(&|o| o.cache_features = true).is_empty(), "staged mode caches its frozen epochs' features");
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub fn lr_find(
     crate::accel::arrange_weights(&model.backbone_vs, config.precision == Precision::Bf16 && !config.amp);
     let ranks = Ranks::single();
     let mut grad_step = gradient_step(config, &model, (device, &ranks)).with_range_test(test);
-    let mut optimizer = optim::build(config.optimizer, &grad_step.params, config.momentum, config.weight_decay);
+    let mut optimizer = optim::build(config.optimizer, &grad_step.params, config.optimizer_settings(&grad_step.params));
     let splits = Splits::decode(&folders, config, reporter)?;
     let strategy = strategy::for_mode(config, &model, &splits, (device, &ranks), reporter)?;
     let before = snapshot(&model);

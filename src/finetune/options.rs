@@ -21,6 +21,8 @@ pub enum Mode {
     FeatureExtract,
     /// Every weight trained.
     Full,
+    /// fastai's fine_tune: the backbone frozen (as feature-extract) for --freeze-epochs, then every weight trained; the schedule restarts at the unfreezing.
+    Staged,
 }
 
 /// The options of a training run as a user gives them. Every field is also a
@@ -28,7 +30,7 @@ pub enum Mode {
 #[derive(Debug, Clone, clap::Args, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainOptions {
-    /// feature-extract: frozen backbone, new head; full: train every weight.
+    /// feature-extract: frozen backbone, new head; full: train every weight; staged: frozen for --freeze-epochs, then full.
     #[arg(long, value_enum, default_value = "feature-extract")]
     pub mode: Mode,
     /// The pretrained backbone.
@@ -68,13 +70,25 @@ pub struct TrainOptions {
     /// Learning rate (at the start, after any warm-up).
     #[arg(long, default_value_t = 0.001)]
     pub lr: f64,
-    /// SGD momentum.
+    /// SGD momentum (and RMSprop's).
     #[arg(long, default_value_t = 0.9)]
     pub momentum: f64,
+    /// SGD with Nesterov momentum (torch.optim.SGD's nesterov=True).
+    #[arg(long)]
+    pub nesterov: bool,
+    /// Discriminative rates: each layer depth (stem, every block, head) trains at a rate geometric from --lr/F at the stem to --lr at the head (fastai's lr_mult) [default: one rate].
+    #[arg(long, value_name = "F")]
+    pub lr_mult: Option<f64>,
+    /// Layer-wise rate decay: depth d of L trains at --lr·D^(L-1-d), the head at --lr (timm's --layer-decay) [default: one rate].
+    #[arg(long, value_name = "D")]
+    pub layer_decay: Option<f64>,
+    /// --mode staged: epochs with the backbone frozen, of --epochs (batch norm in eval mode while frozen).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub freeze_epochs: usize,
     /// Weight decay (SGD: L2 added to the gradient, as torch; AdamW: decoupled).
     #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f64,
-    /// Learning-rate schedule, per epoch.
+    /// Learning-rate schedule (per epoch; one-cycle per batch).
     #[arg(long, value_enum, default_value = "step")]
     pub scheduler: SchedulerKind,
     /// StepLR: multiply the learning rate by --gamma every this many epochs.

@@ -14,6 +14,7 @@ use super::splits::{Folders, Splits};
 use super::strategy::{self, EpochContext, Strategy};
 use super::summary::FinetuneSummary;
 use crate::choice_names::Named;
+use crate::data::loader::EpochPlan;
 use crate::grad::Params;
 use crate::interrupt::Interrupt;
 use crate::metrics::{format_minutes, History, PhaseTotals};
@@ -172,7 +173,7 @@ pub fn run(
     strategy::prepare_model(config.mode, &mut model);
     crate::accel::arrange_weights(&model.backbone_vs, config.precision == Precision::Bf16 && !config.amp);
     let grad_step = gradient_step(config, &model, (device, ranks));
-    let optimizer = optim::build(config.optimizer, &grad_step.params, config.momentum, config.weight_decay);
+    let optimizer = optim::build(config.optimizer, &grad_step.params, config.optimizer_settings(&grad_step.params));
     // A resumed state loads before any image is decoded (a wrong one fails in seconds).
     let state = match start {
         Start::Fresh => Ok(TrainState::new(optimizer)),
@@ -194,10 +195,10 @@ pub fn run(
         val_probs: None,
         ema_val_probs: None,
     };
-    let schedule = config.schedule();
+    let batches = ranks.share(EpochPlan::draw(&splits.train, config.seed, 0)).num_batches(config.batch_size);
     let fit = Fit {
         epochs: config.epochs,
-        lr: Box::new(move |epoch| schedule.lr(epoch)),
+        lr: Box::new(move |epoch| config.lr_at(epoch, 0, batches)),
         keep: KEEP,
         patience: config.early_stop,
         interrupt,

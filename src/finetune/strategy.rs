@@ -7,6 +7,10 @@
 //!   un-augmented train features once instead.
 //! - [`Full`]: every weight trains; each batch is a full forward and
 //!   backward pass.
+//! - [`Staged`]: feature extraction's epochs while the run's stage is frozen
+//!   (`--freeze-epochs`), then full ones. The optimizer holds every weight
+//!   from the start; a frozen epoch gives the backbone no gradient, so its
+//!   weights and batch-norm statistics stay as loaded.
 //!
 //! The fine-tuning task (`super::run`) asks a strategy for a train
 //! phase and for val probabilities, and knows nothing else of the mode.
@@ -69,6 +73,11 @@ impl EpochContext<'_> {
         self.ranks.stop_requested(self.interrupt)
     }
 
+    /// The rate of batch `batch` of the epoch's `batches`.
+    fn lr_at(&self, batch: usize, batches: usize) -> f64 {
+        self.config.lr_at(self.epoch, batch, batches)
+    }
+
     /// This process's share of the epoch's plan (all of it when alone).
     fn plan(&self) -> EpochPlan {
         self.ranks.share(EpochPlan::draw(&self.splits.train, self.config.seed, self.epoch))
@@ -115,6 +124,9 @@ pub fn for_mode(
     Ok(match config.mode {
         Mode::FeatureExtract => Box::new(FeatureExtract::new(config, model, splits, (device, ranks), reporter)?),
         Mode::Full => Box::new(Full),
+        Mode::Staged => {
+            Box::new(Staged { frozen: FeatureExtract::new(config, model, splits, (device, ranks), reporter)? })
+        }
     })
 }
 
@@ -122,15 +134,15 @@ pub fn for_mode(
 /// gradients need loss scaling under `--amp`); the head alone, trained in
 /// fp32, does not.
 pub fn backpropagates_through_backbone(mode: Mode) -> bool {
-    mode == Mode::Full
+    mode != Mode::FeatureExtract
 }
 
 /// The buffers `mode`'s training changes (batch norm's running statistics
-/// in full mode; none of the frozen backbone's), by name.
+/// in full and staged mode; none of the frozen backbone's), by name.
 pub fn trained_buffers(mode: Mode, model: &Classifier) -> Vec<(String, Tensor)> {
     match mode {
         Mode::FeatureExtract => Vec::new(),
-        Mode::Full => model.named_buffers(),
+        Mode::Full | Mode::Staged => model.named_buffers(),
     }
 }
 
@@ -179,18 +191,19 @@ impl FeatureExtract {
     ) -> Result<PhaseTotals> {
         let n = features.size()[0];
         let batch = ctx.config.batch_size as i64;
+        let batches = (n as usize).div_ceil(batch as usize);
         let mut totals = PhaseTotals::default();
-        let mut batches = 0;
         for (b, start) in (0..n).step_by(batch as usize).enumerate() {
             let len = batch.min(n - start);
             let (features, labels) = (features.narrow(0, start, len), labels.narrow(0, start, len));
+            let lr = ctx.lr_at(b, batches);
             let outcome = grad_step
-                .step(optimizer, &mut || model.head_forward(&features, true), &ctx.loss(&labels), ctx.lr)
+                .step(optimizer, &mut || model.head_forward(&features, true), &ctx.loss(&labels), lr)
                 .map_err(|error| ctx.step_failed(error, b))?;
             totals.add(outcome.loss, correct(&outcome.logits, &labels), len);
-            batches = b + 1;
         }
-        grad_step.flush(optimizer, ctx.lr).map_err(|error| ctx.step_failed(error, batches.saturating_sub(1)))?;
+        let last = batches.saturating_sub(1);
+        grad_step.flush(optimizer, ctx.lr_at(last, batches)).map_err(|error| ctx.step_failed(error, last))?;
         Ok(totals)
     }
 
@@ -261,7 +274,7 @@ impl Strategy for Full {
                 let autocast = ctx.config.autocast(ctx.device);
                 let mut forward = || autocast.run(|| model.forward(&images, true));
                 let outcome = grad_step
-                    .step(optimizer, &mut forward, &ctx.loss(&labels), ctx.lr)
+                    .step(optimizer, &mut forward, &ctx.loss(&labels), ctx.lr_at(b, batches))
                     .map_err(|error| ctx.step_failed(error, b))?;
                 totals.add(outcome.loss, correct(&outcome.logits, &labels), labels.size()[0]);
                 bar.inc(1);
@@ -273,7 +286,8 @@ impl Strategy for Full {
         bar.finish_and_clear();
         // The epoch's last, shorter group; after it evaluation and the saved
         // state see rank 0's statistics on every rank.
-        grad_step.flush(optimizer, ctx.lr).map_err(|error| ctx.step_failed(error, batches.saturating_sub(1)))?;
+        let last = batches.saturating_sub(1);
+        grad_step.flush(optimizer, ctx.lr_at(last, batches)).map_err(|error| ctx.step_failed(error, last))?;
         Ok(totals)
     }
 
@@ -281,5 +295,32 @@ impl Strategy for Full {
         ctx.ranks.sharded_pass(&ctx.splits.val_images, |share| {
             predict_probabilities(model, share, ctx.frozen_pass(), "val", ctx.reporter)
         })
+    }
+}
+
+pub struct Staged {
+    /// The frozen stage's strategy (its val features are the loaded backbone's).
+    frozen: FeatureExtract,
+}
+
+impl Strategy for Staged {
+    fn train_epoch(
+        &self,
+        model: &Classifier,
+        grad_step: &mut GradientStep,
+        optimizer: &mut dyn Optimizer,
+        ctx: &EpochContext,
+    ) -> Result<PhaseTotals> {
+        match ctx.config.stage(ctx.epoch).frozen {
+            true => self.frozen.train_epoch(model, grad_step, optimizer, ctx),
+            false => Full.train_epoch(model, grad_step, optimizer, ctx),
+        }
+    }
+
+    fn val_probabilities(&self, model: &Classifier, ctx: &EpochContext) -> Result<Tensor> {
+        match ctx.config.stage(ctx.epoch).frozen {
+            true => self.frozen.val_probabilities(model, ctx),
+            false => Full.val_probabilities(model, ctx),
+        }
     }
 }

@@ -1,8 +1,10 @@
 //! Optimizers that apply gradients given as values (`step(&params, &grads,
 //! lr)`), with state that a run saves and restores by parameter name:
-//! [`Sgd`] as `torch.optim.SGD` (momentum, no dampening, L2 weight decay
-//! added to the gradient) and [`AdamW`] as `torch.optim.AdamW`. They know
-//! nothing of how the gradients were computed.
+//! [`Sgd`] as `torch.optim.SGD` (momentum, optionally Nesterov, no
+//! dampening, L2 weight decay added to the gradient), [`RmsProp`] as
+//! `torch.optim.RMSprop` and [`AdamW`] as `torch.optim.AdamW`. Each
+//! parameter's rate may be scaled ([`Settings::lr_scales`], PyTorch's
+//! parameter groups). They know nothing of how the gradients were computed.
 
 use crate::grad::{Gradients, Params};
 use crate::persist::weights::check_complete;
@@ -17,6 +19,8 @@ pub enum OptimizerKind {
     Sgd,
     /// Adam with decoupled weight decay (torch.optim.AdamW).
     Adamw,
+    /// RMSprop (torch.optim.RMSprop: alpha 0.99, eps 1e-8) with --momentum.
+    Rmsprop,
 }
 
 pub trait Optimizer {
@@ -28,11 +32,61 @@ pub trait Optimizer {
     fn load_state(&mut self, params: &Params, saved: &[(String, Tensor)]) -> Result<()>;
 }
 
+/// What an optimizer is built with besides its kind.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// SGD's and RMSprop's momentum (AdamW has its betas).
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// SGD only: Nesterov momentum.
+    pub nesterov: bool,
+    /// Each parameter's rate as a multiple of the step's, in `params`'
+    /// order; empty: 1 for all.
+    pub lr_scales: Vec<f64>,
+}
+
+impl Settings {
+    pub fn new(momentum: f64, weight_decay: f64) -> Self {
+        Self { momentum, weight_decay, ..Self::default() }
+    }
+}
+
 /// The optimizer `kind` over `params`.
-pub fn build(kind: OptimizerKind, params: &Params, momentum: f64, weight_decay: f64) -> Box<dyn Optimizer> {
+pub fn build(kind: OptimizerKind, params: &Params, settings: Settings) -> Box<dyn Optimizer> {
+    let scales = LrScales::new(params, settings.lr_scales);
     match kind {
-        OptimizerKind::Sgd => Box::new(Sgd::new(params, momentum, weight_decay)),
-        OptimizerKind::Adamw => Box::new(AdamW::new(params, weight_decay)),
+        OptimizerKind::Sgd => {
+            let sgd = Sgd::new(params, settings.momentum, settings.weight_decay);
+            Box::new(Sgd { nesterov: settings.nesterov, scales, ..sgd })
+        }
+        OptimizerKind::Adamw => Box::new(AdamW { scales, ..AdamW::new(params, settings.weight_decay) }),
+        OptimizerKind::Rmsprop => {
+            Box::new(RmsProp { scales, ..RmsProp::new(params, settings.momentum, settings.weight_decay) })
+        }
+    }
+}
+
+/// Each parameter's multiple of the step's rate.
+struct LrScales(Vec<f64>);
+
+impl LrScales {
+    fn new(params: &Params, scales: Vec<f64>) -> Self {
+        match scales.is_empty() {
+            true => Self(vec![1.0; params.len()]),
+            false => {
+                assert_eq!(scales.len(), params.len(), "one rate scale per parameter");
+                Self(scales)
+            }
+        }
+    }
+
+    fn ones(params: &Params) -> Self {
+        Self(vec![1.0; params.len()])
+    }
+
+    /// The rate of parameter `index` at a step of rate `lr`.
+    fn lr(&self, index: usize, lr: f64) -> f64 {
+        lr * self.0[index]
     }
 }
 
@@ -57,32 +111,44 @@ fn load_named(prefix: &str, params: &Params, buffers: &mut [Tensor], saved: &[(S
     Ok(())
 }
 
-/// `buf = momentum·buf + (grad + wd·p)`, `p -= lr·buf`. A zero buffer makes
-/// the first step `buf = grad`, as torch's.
+/// `buf = momentum·buf + (grad + wd·p)`, `p -= lr·buf`; Nesterov:
+/// `p -= lr·((grad + wd·p) + momentum·buf)`. A zero buffer makes the first
+/// step `buf = grad`, as torch's.
 pub struct Sgd {
     momentum: f64,
     weight_decay: f64,
+    nesterov: bool,
+    scales: LrScales,
     buffers: Vec<Tensor>,
 }
 
 impl Sgd {
     pub fn new(params: &Params, momentum: f64, weight_decay: f64) -> Self {
-        Self { momentum, weight_decay, buffers: zeros_like(params) }
+        let scales = LrScales::ones(params);
+        Self { momentum, weight_decay, nesterov: false, scales, buffers: zeros_like(params) }
     }
 }
 
 impl Optimizer for Sgd {
     fn step(&mut self, params: &Params, grads: &Gradients, lr: f64) {
         tch::no_grad(|| {
-            for (((_, param), buffer), grad) in params.iter().zip(self.buffers.iter_mut()).zip(grads.iter()) {
+            for (index, (((_, param), buffer), grad)) in
+                params.iter().zip(self.buffers.iter_mut()).zip(grads.iter()).enumerate()
+            {
                 if !grad.defined() {
                     continue;
                 }
-                let _ = buffer.g_mul_scalar_(self.momentum).g_add_(grad);
-                if self.weight_decay > 0.0 {
-                    let _ = buffer.g_add_(&(param * self.weight_decay));
-                }
-                let _ = param.shallow_clone().g_sub_(&(&*buffer * lr));
+                let lr = self.scales.lr(index, lr);
+                let grad = match self.weight_decay > 0.0 {
+                    true => grad + param * self.weight_decay,
+                    false => grad.shallow_clone(),
+                };
+                let _ = buffer.g_mul_scalar_(self.momentum).g_add_(&grad);
+                let update = match self.nesterov {
+                    true => grad + &*buffer * self.momentum,
+                    false => buffer.shallow_clone(),
+                };
+                let _ = param.shallow_clone().g_sub_(&(update * lr));
             }
         });
     }
@@ -100,6 +166,7 @@ impl Optimizer for Sgd {
 /// weight decay is the run's `--weight-decay` (default 0, not torch's 0.01).
 pub struct AdamW {
     weight_decay: f64,
+    scales: LrScales,
     steps: i64,
     first: Vec<Tensor>,
     second: Vec<Tensor>,
@@ -111,7 +178,7 @@ const EPS: f64 = 1e-8;
 
 impl AdamW {
     pub fn new(params: &Params, weight_decay: f64) -> Self {
-        Self { weight_decay, steps: 0, first: zeros_like(params), second: zeros_like(params) }
+        Self { weight_decay, scales: LrScales::ones(params), steps: 0, first: zeros_like(params), second: zeros_like(params) }
     }
 }
 
@@ -121,12 +188,13 @@ impl Optimizer for AdamW {
         let correction1 = 1.0 - BETA1.powi(self.steps as i32);
         let correction2 = 1.0 - BETA2.powi(self.steps as i32);
         tch::no_grad(|| {
-            for (((_, param), grad), (m, v)) in
-                params.iter().zip(grads.iter()).zip(self.first.iter_mut().zip(self.second.iter_mut()))
+            for (index, (((_, param), grad), (m, v))) in
+                params.iter().zip(grads.iter()).zip(self.first.iter_mut().zip(self.second.iter_mut())).enumerate()
             {
                 if !grad.defined() {
                     continue;
                 }
+                let lr = self.scales.lr(index, lr);
                 let mut param = param.shallow_clone();
                 if self.weight_decay > 0.0 {
                     let _ = param.g_mul_scalar_(1.0 - lr * self.weight_decay);
@@ -156,6 +224,64 @@ impl Optimizer for AdamW {
         let (_, steps) = saved.iter().find(|(n, _)| n == "adamw_steps").expect("checked above");
         self.steps = steps.to_kind(Kind::Int64).int64_value(&[0]);
         Ok(())
+    }
+}
+
+/// torch's RMSprop (not centered): `sq = α·sq + (1-α)·g²`, `g' = g / (√sq + ε)`
+/// with `g = grad + wd·p`; with momentum `buf = momentum·buf + g'`, `p -= lr·buf`,
+/// else `p -= lr·g'`.
+pub struct RmsProp {
+    momentum: f64,
+    weight_decay: f64,
+    scales: LrScales,
+    square_averages: Vec<Tensor>,
+    buffers: Vec<Tensor>,
+}
+
+const RMSPROP_ALPHA: f64 = 0.99;
+
+impl RmsProp {
+    pub fn new(params: &Params, momentum: f64, weight_decay: f64) -> Self {
+        let (square_averages, buffers) = (zeros_like(params), zeros_like(params));
+        Self { momentum, weight_decay, scales: LrScales::ones(params), square_averages, buffers }
+    }
+}
+
+impl Optimizer for RmsProp {
+    fn step(&mut self, params: &Params, grads: &Gradients, lr: f64) {
+        tch::no_grad(|| {
+            let state = self.square_averages.iter_mut().zip(self.buffers.iter_mut());
+            for (index, (((_, param), grad), (square_average, buffer))) in
+                params.iter().zip(grads.iter()).zip(state).enumerate()
+            {
+                if !grad.defined() {
+                    continue;
+                }
+                let lr = self.scales.lr(index, lr);
+                let grad = match self.weight_decay > 0.0 {
+                    true => grad + param * self.weight_decay,
+                    false => grad.shallow_clone(),
+                };
+                let _ = square_average.g_mul_scalar_(RMSPROP_ALPHA).addcmul_(&(&grad * (1.0 - RMSPROP_ALPHA)), &grad);
+                let scaled = grad / (square_average.sqrt() + EPS);
+                let update = match self.momentum > 0.0 {
+                    true => buffer.g_mul_scalar_(self.momentum).g_add_(&scaled).shallow_clone(),
+                    false => scaled,
+                };
+                let _ = param.shallow_clone().g_sub_(&(update * lr));
+            }
+        });
+    }
+
+    fn state(&self, params: &Params) -> Vec<(String, Tensor)> {
+        let mut state = named("square_avg", params, &self.square_averages);
+        state.extend(named("momentum", params, &self.buffers));
+        state
+    }
+
+    fn load_state(&mut self, params: &Params, saved: &[(String, Tensor)]) -> Result<()> {
+        load_named("square_avg", params, &mut self.square_averages, saved)?;
+        load_named("momentum", params, &mut self.buffers, saved)
     }
 }
 
@@ -198,6 +324,53 @@ mod tests {
             x -= 0.1 * (m / (1.0 - 0.9f64.powi(t))) / ((v / (1.0 - 0.999f64.powi(t))).sqrt() + 1e-8);
         }
         assert!((p.double_value(&[0]) - x).abs() < 1e-12, "{} vs {x}", p.double_value(&[0]));
+    }
+
+    #[test]
+    fn nesterov_sgd_matches_torch() {
+        // torch.optim.SGD([p], lr=0.1, momentum=0.9, nesterov=True) on 0.5·p², p0 = 1:
+        // g1 = 1, buf1 = 1, p1 = 1 - 0.1·(1 + 0.9) = 0.81; g2 = 0.81, buf2 = 1.71,
+        // p2 = 0.81 - 0.1·(0.81 + 0.9·1.71) = 0.5751.
+        let p = Tensor::from_slice(&[1.0f64]).set_requires_grad(true);
+        let params = Params::new([("p".to_string(), p.shallow_clone())]);
+        let settings = Settings { nesterov: true, ..Settings::new(0.9, 0.0) };
+        minimise_half_square(build(OptimizerKind::Sgd, &params, settings).as_mut(), &p, 0.1, 2);
+        assert!((p.double_value(&[0]) - 0.5751).abs() < 1e-12, "{}", p.double_value(&[0]));
+    }
+
+    #[test]
+    fn rmsprop_matches_torch() {
+        // torch.optim.RMSprop([p], lr=0.01, momentum=0.9, weight_decay=0.1) on 0.5·p², p0 = 1,
+        // three steps of its update rule, by hand.
+        let p = Tensor::from_slice(&[1.0f64]).set_requires_grad(true);
+        let params = Params::new([("p".to_string(), p.shallow_clone())]);
+        minimise_half_square(build(OptimizerKind::Rmsprop, &params, Settings::new(0.9, 0.1)).as_mut(), &p, 0.01, 3);
+        let (mut x, mut square, mut buf) = (1.0f64, 0.0, 0.0);
+        for _ in 0..3 {
+            let g = x + 0.1 * x;
+            square = 0.99 * square + 0.01 * g * g;
+            buf = 0.9 * buf + g / (square.sqrt() + 1e-8);
+            x -= 0.01 * buf;
+        }
+        assert!((p.double_value(&[0]) - x).abs() < 1e-12, "{} vs {x}", p.double_value(&[0]));
+    }
+
+    #[test]
+    fn each_parameter_steps_at_its_scaled_rate() {
+        let (a, b) = (Tensor::from_slice(&[1.0f64]).set_requires_grad(true), Tensor::from_slice(&[1.0f64]).set_requires_grad(true));
+        let params = Params::new([("a".to_string(), a.shallow_clone()), ("b".to_string(), b.shallow_clone())]);
+        for kind in [OptimizerKind::Sgd, OptimizerKind::Adamw, OptimizerKind::Rmsprop] {
+            tch::no_grad(|| {
+                let _ = a.shallow_clone().fill_(1.0);
+                let _ = b.shallow_clone().fill_(1.0);
+            });
+            let settings = Settings { lr_scales: vec![0.5, 1.0], ..Settings::new(0.0, 0.0) };
+            let mut optimizer = build(kind, &params, settings);
+            let pass = Autograd.run(&mut || &a + &b, &|s| (s * s * 0.5).sum(Kind::Double), &params, 1.0);
+            optimizer.step(&params, &pass.grads, 0.1);
+            let (moved_a, moved_b) = (1.0 - a.double_value(&[0]), 1.0 - b.double_value(&[0]));
+            assert!(moved_b > 0.0 && (moved_a - 0.5 * moved_b).abs() < 1e-12, "{kind:?}: {moved_a} {moved_b}");
+        }
     }
 
     #[test]
