@@ -12,10 +12,8 @@ mod common;
 
 use common::{cached_head_epochs, cached_head_run, metrics, read_json, safetensors, small_data};
 use std::collections::BTreeMap;
-use std::io::BufRead;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 use tch::Tensor;
 
 fn run(mut cmd: Command) -> Output {
@@ -118,31 +116,11 @@ fn full_mode_with_every_knob(out: &Path) -> Command {
     cmd
 }
 
-/// Runs `cmd` until it starts epoch 1, then sends it Ctrl-C (SIGINT).
-fn interrupt_in_epoch_1(mut cmd: Command) -> Output {
-    common::die_with_parent(&mut cmd);
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.starts_with("Epoch 1/") {
-        line.clear();
-        assert!(stdout.read_line(&mut line).unwrap() > 0, "the run ended before epoch 1");
-    }
-    // SAFETY: signalling a child of this test.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(started.elapsed() < Duration::from_secs(60), "the run did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
-}
-
 #[test]
 fn an_interrupted_run_with_every_knob_resumes_to_the_uninterrupted_runs_numbers() {
     let dir = common::temp_dir();
     let (stopped, uninterrupted) = (dir.path().join("stopped"), dir.path().join("uninterrupted"));
-    let output = interrupt_in_epoch_1(full_mode_with_every_knob(&stopped));
+    let output = common::interrupt_in_epoch_1(full_mode_with_every_knob(&stopped));
     let said = common::stderr_after_banner(&output);
     assert_eq!(output.status.code(), Some(130), "{said}");
     assert!(said.contains("interrupted during epoch 1") && said.contains("Resume with: finetune --resume"), "{said}");

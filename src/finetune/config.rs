@@ -417,7 +417,11 @@ fn validate(o: &TrainOptions) -> Result<()> {
     }
     let trained_epochs = match o.mode {
         Mode::Staged if o.freeze_epochs >= o.epochs => {
-            bail!("--freeze-epochs {}: must be fewer than --epochs {} (the rest train every weight)", o.freeze_epochs, o.epochs)
+            bail!(
+                "--freeze-epochs {}: must be fewer than --epochs {} (the rest train every weight)",
+                o.freeze_epochs,
+                o.epochs
+            )
         }
         Mode::Staged if o.freeze_epochs == 0 => bail!("--freeze-epochs 0: must be at least 1 (or use --mode full)"),
         Mode::Staged => o.epochs - o.freeze_epochs,
@@ -427,7 +431,10 @@ fn validate(o: &TrainOptions) -> Result<()> {
         bail!("--warmup-epochs {}: must be fewer than the {trained_epochs} epochs it warms up", o.warmup_epochs);
     }
     if o.warmup_epochs > 0 && o.scheduler == SchedulerKind::OneCycle {
-        bail!("--warmup-epochs {}: one-cycle warms up itself (its first 30 % of batches); leave it out", o.warmup_epochs);
+        bail!(
+            "--warmup-epochs {}: one-cycle warms up itself (its first 30 % of batches); leave it out",
+            o.warmup_epochs
+        );
     }
     if o.nesterov && (o.optimizer != OptimizerKind::Sgd || o.momentum == 0.0) {
         bail!("--nesterov needs --optimizer sgd with a --momentum above 0");

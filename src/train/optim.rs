@@ -178,7 +178,13 @@ const EPS: f64 = 1e-8;
 
 impl AdamW {
     pub fn new(params: &Params, weight_decay: f64) -> Self {
-        Self { weight_decay, scales: LrScales::ones(params), steps: 0, first: zeros_like(params), second: zeros_like(params) }
+        Self {
+            weight_decay,
+            scales: LrScales::ones(params),
+            steps: 0,
+            first: zeros_like(params),
+            second: zeros_like(params),
+        }
     }
 }
 
@@ -357,7 +363,10 @@ mod tests {
 
     #[test]
     fn each_parameter_steps_at_its_scaled_rate() {
-        let (a, b) = (Tensor::from_slice(&[1.0f64]).set_requires_grad(true), Tensor::from_slice(&[1.0f64]).set_requires_grad(true));
+        let (a, b) = (
+            Tensor::from_slice(&[1.0f64]).set_requires_grad(true),
+            Tensor::from_slice(&[1.0f64]).set_requires_grad(true),
+        );
         let params = Params::new([("a".to_string(), a.shallow_clone()), ("b".to_string(), b.shallow_clone())]);
         for kind in [OptimizerKind::Sgd, OptimizerKind::Adamw, OptimizerKind::Rmsprop] {
             tch::no_grad(|| {

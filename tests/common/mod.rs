@@ -363,3 +363,23 @@ pub fn assert_same_weights(a: &Path, b: &Path) {
         assert!(difference <= 1e-5 * b.abs().max().double_value(&[]).max(1e-6), "{name}: {difference}");
     }
 }
+
+/// Runs `cmd` until it starts epoch 1, then sends it Ctrl-C (SIGINT).
+pub fn interrupt_in_epoch_1(mut cmd: Command) -> Output {
+    die_with_parent(&mut cmd);
+    let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("Epoch 1/") {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut stdout, &mut line).unwrap() > 0, "the run ended before epoch 1");
+    }
+    // SAFETY: signalling a child of this test.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "the run did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
