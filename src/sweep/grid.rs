@@ -1,6 +1,8 @@
 //! The sweep file and the points it crosses: `tool` names the tool every
 //! run is (`finetune` unless given; see [`Tool`]), `[base]` holds options
-//! every run shares, `[grid]` lists of values for options that vary. Keys
+//! every run shares, `[grid]` lists of values for options that vary, and
+//! `[recipes]` (optional) named sets of options, crossed with the grid as
+//! its first axis (`recipe=staged,seed=0`), each overriding `[base]`. Keys
 //! are the tool's option names, and every point is resolved by the tool's
 //! own option checks here ([`Tool::resolve`]), so a bad key or value is one
 //! line before any run starts. This module reads and names; it starts
@@ -68,14 +70,21 @@ impl Point {
     }
 }
 
-/// A parsed sweep file: the shared options and the grid.
+/// A parsed sweep file: the shared options, the recipes and the grid.
 #[derive(Debug, Clone)]
 pub struct SweepFile {
     pub path: PathBuf,
     pub tool: Tool,
     pub base: toml::Table,
+    /// Each recipe's name and options, in the file's order.
+    pub recipes: Vec<(String, toml::Table)>,
+    /// The grid's options in `--help` order, after the `recipe` axis when
+    /// the file has recipes.
     pub axes: Vec<Axis>,
 }
+
+/// The axis the recipes make.
+const RECIPE: &str = "recipe";
 
 impl SweepFile {
     pub fn read(path: &Path) -> Result<Self> {
@@ -95,18 +104,20 @@ impl SweepFile {
             .map_err(|e| anyhow::anyhow!("sweep file {name}: {}", crate::cli::options_file::one_line(&e)))?;
         let mut base = toml::Table::new();
         let mut grid = None;
+        let mut recipes = toml::Table::new();
         let mut tool = Tool::Finetune;
         for (key, value) in table {
             match (key.as_str(), value) {
                 ("base", toml::Value::Table(t)) => base = t,
                 ("grid", toml::Value::Table(t)) => grid = Some(t),
+                ("recipes", toml::Value::Table(t)) => recipes = t,
                 ("tool", toml::Value::String(t)) => {
                     tool = Tool::from_name(&t).map_err(|e| anyhow::anyhow!("sweep file {name}: {e}"))?
                 }
-                ("base" | "grid", _) => bail!("sweep file {name}: {key} must be a table ([{key}])"),
+                ("base" | "grid" | "recipes", _) => bail!("sweep file {name}: {key} must be a table ([{key}])"),
                 ("tool", _) => bail!("sweep file {name}: tool must be a name (e.g. tool = \"mnist mlp\")"),
                 (other, _) => bail!(
-                    "sweep file {name}: unknown key {other:?} (a sweep file has a tool name, a [base] and a [grid] table)"
+                    "sweep file {name}: unknown key {other:?} (a sweep file has a tool name, a [base], a [grid] and a [recipes] table)"
                 ),
             }
         }
@@ -128,7 +139,12 @@ impl SweepFile {
         if let Some(key) = grid.keys().find(|k| base.keys().any(|b| id(b) == id(k))) {
             bail!("sweep file {name}: {key:?} is in both [base] and [grid]; keep it in one");
         }
+        let recipes = recipe_list(recipes, &grid, (tool, &ids), folder, &format!("sweep file {name} [recipes]"))?;
         let mut axes = Vec::new();
+        if !recipes.is_empty() {
+            let names = recipes.iter().map(|(name, _)| toml::Value::String(name.clone())).collect();
+            axes.push(Axis { key: RECIPE.to_owned(), values: names });
+        }
         for option in &ids {
             if let Some((key, value)) = grid.iter().find(|(k, _)| id(k) == *option) {
                 axes.push(axis(key, value, &format!("sweep file {name} [grid]"))?);
@@ -138,7 +154,7 @@ impl SweepFile {
         if points.is_none() {
             bail!("sweep file {name}: the grid crosses to more than {MAX_POINTS} points");
         }
-        Ok(Self { path: path.to_owned(), tool, base, axes })
+        Ok(Self { path: path.to_owned(), tool, base, recipes, axes })
     }
 
     /// The number of points the grid crosses to.
@@ -168,7 +184,7 @@ impl SweepFile {
         let values = self.values_at(index);
         let label = values.iter().map(|(k, v)| format!("{k}={}", plain(v))).collect::<Vec<_>>().join(" ");
         let source = format!("sweep file {}, point {index} ({label})", self.path.display());
-        let table: toml::Table = values.iter().cloned().collect();
+        let table = self.options_of(&values);
         let name = folder_name(&values);
         if name.len() > MAX_NAME_BYTES {
             bail!(
@@ -180,6 +196,25 @@ impl SweepFile {
         let epochs = Tool::epochs(&config).with_context(|| format!("{source}: the resolved options have no epochs"))?;
         let flags = self.base.iter().chain(table.iter()).flat_map(|(k, v)| flag(k, v)).collect();
         Ok(Point { index, values, name, config, epochs, flags })
+    }
+
+    /// The options a point of grid `values` sets: its recipe's, then its
+    /// grid values.
+    fn options_of(&self, values: &[(String, toml::Value)]) -> toml::Table {
+        let mut options = toml::Table::new();
+        for (key, value) in values {
+            match key == RECIPE {
+                true => {
+                    let (_, recipe) =
+                        self.recipes.iter().find(|(name, _)| value.as_str() == Some(name)).expect("a listed recipe");
+                    options.extend(recipe.clone());
+                }
+                false => {
+                    options.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        options
     }
 
     /// The grid values of point `index` (the last axis varies fastest).
@@ -199,6 +234,37 @@ impl SweepFile {
         values.reverse();
         values
     }
+}
+
+/// The `[recipes]` table checked: each a table of the tool's recipe
+/// options (not how a run is carried out, nor an option of the grid), its
+/// name fit for a folder name; relative paths resolved against `folder`.
+fn recipe_list(
+    recipes: toml::Table,
+    grid: &toml::Table,
+    (tool, ids): (Tool, &[String]),
+    folder: &Path,
+    source: &str,
+) -> Result<Vec<(String, toml::Table)>> {
+    let mut list = Vec::new();
+    for (name, options) in recipes {
+        let toml::Value::Table(mut options) = options else {
+            bail!("{source}: {name} must be a table of options (e.g. {name} = {{ mode = \"full\" }})");
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || ".+-_".contains(c)) {
+            bail!("{source}: recipe name {name:?}: use letters, digits and .+-_ (it names run folders)");
+        }
+        check_keys(&options, ids, tool, &format!("{source} {name}"))?;
+        if let Some(key) = options.keys().find(|k| !tool.is_reported(&id(k))) {
+            bail!("{source} {name}: {key:?} says how runs are carried out, not a recipe; put it in [base]");
+        }
+        if let Some(key) = options.keys().find(|k| grid.keys().any(|g| id(g) == id(k))) {
+            bail!("{source} {name}: {key:?} is also in [grid]; keep it in one");
+        }
+        resolve_paths(&mut options, folder);
+        list.push((name, options));
+    }
+    Ok(list)
 }
 
 /// Options whose values are paths.
@@ -292,6 +358,37 @@ mod tests {
 
     // The data folder must exist; any folder will do for the grid.
     const FILE: &str = "[base]\ndata = \"/\"\nepochs = 2\nrandom-init = true\n\n[grid]\nseed = [0, 1]\nlr = [0.01, 0.001]\narch = [\"resnet18\", \"efficientnet-lite0\"]\n";
+
+    #[test]
+    fn recipes_are_the_first_axis_and_their_options_override_the_base() {
+        let text = "[base]\ndata = \"/\"\nepochs = 3\nrandom-init = true\nmode = \"feature-extract\"\n\n\
+                    [recipes]\nfe = {}\nstaged = { mode = \"staged\", lr-mult = 100.0, freeze-epochs = 2 }\n\n\
+                    [grid]\nseed = [0, 1]\n";
+        let file = parse(text).unwrap();
+        let points = file.points(Path::new("runs/s")).unwrap();
+        let names: Vec<&str> = points.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["recipe=fe,seed=0", "recipe=fe,seed=1", "recipe=staged,seed=0", "recipe=staged,seed=1"]);
+        assert_eq!(points[0].config["mode"], "feature-extract");
+        let staged = &points[3].config;
+        assert_eq!((staged["mode"].as_str(), staged["lr_mult"].as_f64()), (Some("staged"), Some(100.0)));
+        assert_eq!((staged["freeze_epochs"].as_u64(), staged["seed"].as_u64()), (Some(2), Some(1)));
+        assert!(points[3].flags.windows(2).any(|w| w == ["--mode", "staged"]), "{:?}", points[3].flags);
+        assert!(!points[3].flags.iter().any(|f| f.contains("recipe")), "{:?}", points[3].flags);
+        assert_eq!(points[3].label(), "recipe=staged seed=1");
+    }
+
+    #[test]
+    fn bad_recipes_are_refused_in_one_line() {
+        let with = |recipes: &str| error(&format!("[base]\ndata = \"/\"\n[recipes]\n{recipes}\n[grid]\nseed = [0]\n"));
+        assert!(with("a = 3").contains("[recipes]: a must be a table of options"), "{}", with("a = 3"));
+        assert!(with("\"a b\" = {}").contains("recipe name \"a b\": use letters"));
+        assert!(with("a = { lr-x = 1 }").contains("[recipes] a: unknown key \"lr-x\""));
+        assert!(with("a = { threads = 1 }").contains("\"threads\" says how runs are carried out"));
+        assert!(with("a = { seed = 1 }").contains("\"seed\" is also in [grid]"));
+        assert!(
+            with("a = { mode = \"staged\", epochs = 1 }").contains("--freeze-epochs 1: must be fewer than --epochs 1")
+        );
+    }
 
     #[test]
     fn the_grid_crosses_in_option_order_with_the_last_varying_fastest() {
