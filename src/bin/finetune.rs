@@ -46,6 +46,8 @@ enum Command {
     Predict(PredictArgs),
     /// Accuracy, per-class precision/recall and a confusion matrix on a split.
     Eval(EvalArgs),
+    /// Write a trained model for other runtimes: an ONNX graph (opset 17, any batch size) and its preprocessing as JSON beside it.
+    Export(ExportArgs),
     /// Many runs from a sweep file (finetune, mnist mlp|cnn or caption train): on this machine's GPUs or CPU, or as a Slurm array job.
     #[command(after_help = SWEEP_EXAMPLES)]
     Sweep(SweepArgs),
@@ -204,6 +206,19 @@ struct PredictArgs {
 }
 
 #[derive(Args)]
+struct ExportArgs {
+    /// A model written by finetune: its best_model.safetensors, or the run folder.
+    #[arg(long, value_name = "FILE|DIR")]
+    checkpoint: PathBuf,
+    /// The file format.
+    #[arg(long, value_enum, default_value = "onnx")]
+    format: tchlab::finetune::export::Format,
+    /// The file to write (its preprocessing goes to FILE.json) [default: model.onnx beside the model].
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct EvalArgs {
     /// A model written by finetune: its best_model.safetensors, or the run folder.
     #[arg(long, value_name = "FILE|DIR")]
@@ -236,6 +251,7 @@ fn main() {
         match cli.command {
             Some(Command::Predict(args)) => predict(args),
             Some(Command::Eval(args)) => eval(args),
+            Some(Command::Export(args)) => export(args),
             Some(Command::Sweep(args)) => sweep(args),
             Some(Command::Report(args)) => report(&args.dirs, args.out.as_ref().unwrap_or(&args.dirs[0])),
             Some(Command::LrFind(args)) => {
@@ -392,6 +408,26 @@ fn predict(args: PredictArgs) -> Result<()> {
             predictions.len()
         );
     }
+    Ok(())
+}
+
+fn export(args: ExportArgs) -> Result<()> {
+    let trained = TrainedModel::load(&args.checkpoint, tch::Device::Cpu)?;
+    let beside = trained.path.parent().unwrap_or(std::path::Path::new(".")).join("model.onnx");
+    let out = args.out.unwrap_or(beside);
+    let tchlab::finetune::export::Format::Onnx = args.format;
+    let exported = tchlab::finetune::export::export(&trained, &out)?;
+    tchlab::say!(
+        "wrote {} ({} nodes, opset {}, input {} [batch, 3, {size}, {size}], output {} [batch, {}]) and its preprocessing in {}",
+        exported.model.display(),
+        exported.nodes,
+        tchlab::persist::onnx::OPSET,
+        tchlab::models::onnx::INPUT,
+        tchlab::models::onnx::OUTPUT,
+        trained.classes.len(),
+        exported.card.display(),
+        size = trained.card.image_size
+    );
     Ok(())
 }
 

@@ -157,6 +157,15 @@ fn center_offset(size: i64, crop: i64) -> i64 {
     ((size - crop) as f64 / 2.0).round_ties_even() as i64
 }
 
+/// The shorter side validation resizes to before the central `size`² crop.
+pub fn val_resize_size(size: i64) -> i64 {
+    if size == CROP_SIZE {
+        RESIZE_SIZE
+    } else {
+        (size as f64 * 8.0 / 7.0).round() as i64
+    }
+}
+
 /// The validation transform of one `[3, H, W]` uint8 image: `Resize(256)`,
 /// `CenterCrop(224)`; returns float values in [0, 1].
 pub fn val_transform(image: &Tensor) -> Tensor {
@@ -167,7 +176,7 @@ pub fn val_transform(image: &Tensor) -> Tensor {
 /// `size·256/224` (the tutorial's proportion), then the central `size`².
 pub fn val_transform_sized(image: &Tensor, size: i64) -> Tensor {
     let (_, h, w) = image.size3().expect("an image tensor is [3, H, W]");
-    let resize_to = if size == CROP_SIZE { RESIZE_SIZE } else { (size as f64 * 8.0 / 7.0).round() as i64 };
+    let resize_to = val_resize_size(size);
     let (rh, rw) = resize_shorter_side(h, w, resize_to);
     let resized = resize_u8(image, rh, rw);
     let cropped = if rh < size || rw < size {

@@ -10,11 +10,13 @@
 //!   [`summary`] (with [`crate::metrics`]): what a run reports;
 //! - [`lr_find`]: the learning-rate range test on a run's recipe;
 //! - [`predict`]: a saved model used again (probabilities for image files,
-//!   evaluation of a split with a confusion matrix).
+//!   evaluation of a split with a confusion matrix); [`export`]: written as
+//!   ONNX for other runtimes.
 
 pub mod checkpoint;
 pub mod config;
 pub mod evaluate;
+pub mod export;
 pub mod lr_find;
 pub mod options;
 pub mod predict;

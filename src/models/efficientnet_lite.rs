@@ -8,6 +8,8 @@
 //! depth), as the package does. The classifier (`_fc`) is built by
 //! [`super::Classifier`].
 
+use super::onnx::{ConvShape, Weights};
+use crate::persist::onnx::Graph;
 use tch::nn::{self, ModuleT};
 use tch::{Kind, Tensor};
 
@@ -163,6 +165,42 @@ impl ModuleT for Backbone {
         y = self.head.forward(&y).apply_t(&self.bn1, train).relu6();
         y.adaptive_avg_pool2d([1, 1]).flatten(1, -1)
     }
+}
+
+/// The trunk as ONNX nodes over `input`, `[N, 3, size, size]` (eval mode;
+/// the "SAME" paddings are those of that size): the pooled features.
+pub fn emit_onnx(graph: &mut Graph, weights: &Weights, input: &str, size: i64) -> String {
+    let mut spatial = size;
+    let mut conv_bn_relu6 =
+        |graph: &mut Graph, x: &str, conv: &str, norm: &str, (kernel, stride, groups): (i64, i64, i64)| {
+            let (top, bottom) = same_padding(spatial, kernel, stride);
+            spatial = (spatial + stride - 1) / stride;
+            let shape = ConvShape { stride, pads: [top, top, bottom, bottom], groups };
+            let y = weights.conv(graph, x, conv, shape);
+            let y = weights.batch_norm(graph, &y, norm, 1e-3);
+            let (low, high) = (graph.constant(&[0.0], &[]), graph.constant(&[6.0], &[]));
+            graph.node("Clip", &[&y, &low, &high], vec![])
+        };
+    let mut x = conv_bn_relu6(graph, input, "_conv_stem", "_bn0", (3, 2, 1));
+    let mut index = 0;
+    for &(repeats, kernel, stride, expand_ratio, c_in, c_out) in STAGES.iter() {
+        for r in 0..repeats {
+            let p = format!("_blocks.{index}");
+            let (c_in, stride) = if r == 0 { (c_in, stride) } else { (c_out, 1) };
+            let mut y = x.clone();
+            if expand_ratio != 1 {
+                y = conv_bn_relu6(graph, &y, &format!("{p}._expand_conv"), &format!("{p}._bn0"), (1, 1, 1));
+            }
+            let depthwise = (kernel, stride, c_in * expand_ratio);
+            y = conv_bn_relu6(graph, &y, &format!("{p}._depthwise_conv"), &format!("{p}._bn1"), depthwise);
+            let projected = weights.conv(graph, &y, &format!("{p}._project_conv"), ConvShape::square(1, 0));
+            y = weights.batch_norm(graph, &projected, &format!("{p}._bn2"), 1e-3);
+            x = if r > 0 { graph.node("Add", &[&y, &x], vec![]) } else { y };
+            index += 1;
+        }
+    }
+    x = conv_bn_relu6(graph, &x, "_conv_head", "_bn1", (1, 1, 1));
+    super::onnx::pooled_features(graph, &x)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! does.
 
 pub mod efficientnet_lite;
+pub mod onnx;
 pub mod resnet;
 
 use crate::accel::eval_lanes::SharedReadOnly;

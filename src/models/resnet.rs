@@ -6,8 +6,10 @@
 //! groups=, width_per_group=)`. The backbone ends at global average pooling;
 //! the classifier (`fc`) is built by [`super::Classifier`].
 
+use super::onnx::{ConvShape, Weights};
 use crate::accel::conv3x3::Conv3x3;
 use crate::accel::pool::stem_pool_relu;
+use crate::persist::onnx::{Attribute, Graph};
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
@@ -156,4 +158,48 @@ pub fn backbone(p: &nn::Path, config: Config) -> nn::SequentialT {
         }
     }
     net.add_fn(|x| x.adaptive_avg_pool2d([1, 1]).flatten(1, -1))
+}
+
+/// The trunk of `config` as ONNX nodes over `input` (eval mode), reading
+/// the weights by their torchvision names: the pooled features `[N, features]`.
+pub fn emit_onnx(graph: &mut Graph, weights: &Weights, config: Config, input: &str) -> String {
+    let mut x = weights.conv(graph, input, "conv1", ConvShape::square(2, 3));
+    x = weights.batch_norm(graph, &x, "bn1", 1e-5);
+    x = graph.node("Relu", &[&x], vec![]);
+    let pool = vec![
+        ("kernel_shape", Attribute::Ints(vec![3, 3])),
+        ("strides", Attribute::Ints(vec![2, 2])),
+        ("pads", Attribute::Ints(vec![1; 4])),
+    ];
+    x = graph.node("MaxPool", &[&x], pool);
+    for (stage, &depth) in config.depths.iter().enumerate() {
+        for i in 0..depth {
+            let stride = if stage > 0 && i == 0 { 2 } else { 1 };
+            let p = format!("layer{}.{i}", stage + 1);
+            let shortcut = match weights.has(&format!("{p}.downsample.0.weight")) {
+                true => {
+                    let s = weights.conv(graph, &x, &format!("{p}.downsample.0"), ConvShape::square(stride, 0));
+                    weights.batch_norm(graph, &s, &format!("{p}.downsample.1"), 1e-5)
+                }
+                false => x.clone(),
+            };
+            let y = match config.block {
+                Block::Basic => {
+                    let y = weights.conv_bn_relu(graph, &x, &p, ("conv1", "bn1"), ConvShape::square(stride, 1));
+                    let y = weights.conv(graph, &y, &format!("{p}.conv2"), ConvShape::square(1, 1));
+                    weights.batch_norm(graph, &y, &format!("{p}.bn2"), 1e-5)
+                }
+                Block::Bottleneck { groups, .. } => {
+                    let y = weights.conv_bn_relu(graph, &x, &p, ("conv1", "bn1"), ConvShape::square(1, 0));
+                    let grouped = ConvShape { groups, ..ConvShape::square(stride, 1) };
+                    let y = weights.conv_bn_relu(graph, &y, &p, ("conv2", "bn2"), grouped);
+                    let y = weights.conv(graph, &y, &format!("{p}.conv3"), ConvShape::square(1, 0));
+                    weights.batch_norm(graph, &y, &format!("{p}.bn3"), 1e-5)
+                }
+            };
+            let sum = graph.node("Add", &[&y, &shortcut], vec![]);
+            x = graph.node("Relu", &[&sum], vec![]);
+        }
+    }
+    super::onnx::pooled_features(graph, &x)
 }
