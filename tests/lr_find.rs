@@ -55,9 +55,13 @@ fn the_range_test_sweeps_the_rates_over_passes_of_the_train_split_and_suggests_o
 #[test]
 fn bad_sweeps_are_one_line_errors_naming_the_option() {
     for (args, expected) in [
-        (["--steps", "6"], "--steps 6: at least 7"),
-        (["--end-lr", "1e-8"], "--end-lr 0.00000001: a rate above --start-lr"),
-        (["--start-lr", "0"], "--start-lr 0: a rate above 0"),
+        (&["--steps", "6"][..], "--steps 6: at least 7"),
+        (&["--end-lr", "1e-8"], "--end-lr 0.00000001: a rate above --start-lr"),
+        (&["--start-lr", "0"], "--start-lr 0: a rate above 0"),
+        (
+            &["--mode", "staged", "--random-init"],
+            "lr-find tests one stage's rates: --mode feature-extract for the frozen",
+        ),
     ] {
         let output = finetune().arg("lr-find").args(args).output().unwrap();
         assert_eq!(output.status.code(), Some(1));

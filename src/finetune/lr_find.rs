@@ -44,6 +44,11 @@ pub fn lr_find(
     interrupt: &Interrupt,
     reporter: &dyn Reporter,
 ) -> Result<LrFind> {
+    if config.mode == super::config::Mode::Staged {
+        anyhow::bail!(
+            "lr-find tests one stage's rates: --mode feature-extract for the frozen stage, --mode full for the rest"
+        );
+    }
     config.check_precision(device)?;
     let folders = Folders::scan(config)?;
     let mut model = build_model(config, folders.classes().len(), device, reporter)?;
