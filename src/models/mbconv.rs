@@ -6,7 +6,9 @@
 //! `InvertedResidual` and EfficientNet's `MBConv` (expand, depthwise,
 //! squeeze-excitation, project) and `FusedMBConv` (fused expand, project).
 //! Initialised as torchvision does (convolutions Kaiming-normal over fan-out,
-//! biases zero, batch norm ones and zeros).
+//! biases zero, batch norm ones and zeros). Eval-mode passes write no
+//! parameter or buffer (nothing in place on them), as [`super::FrozenView`]
+//! requires.
 
 use tch::nn::{self, ModuleT};
 use tch::{Kind, Tensor};

@@ -39,7 +39,7 @@ pub enum Arch {
     EfficientnetB2,
     EfficientnetB3,
     EfficientnetB4,
-    /// (clap would say `efficientnet-v2s`; serde says this.)
+    // clap alone would say `efficientnet-v2s`; serde says this.
     #[value(name = "efficientnet-v2-s")]
     EfficientnetV2S,
 }
