@@ -44,7 +44,7 @@ pub fn block_of(name: &str) -> Option<usize> {
     }
     let stage = layer / 2; // features.1 → 0, features.2 (merging) → 1, features.3 → 1, …
     let before: usize = DEPTHS.get(..stage)?.iter().sum();
-    if layer % 2 == 0 {
+    if layer.is_multiple_of(2) {
         Some(before)
     } else {
         Some(before + parts.next()?.parse::<usize>().ok()?)
@@ -267,7 +267,7 @@ pub fn backbone(p: &nn::Path) -> nn::SequentialT {
             net = net.add(PatchMerging { norm, reduction });
         }
         for i in 0..depth {
-            let shift = if i % 2 == 0 { 0 } else { WINDOW / 2 };
+            let shift = if i.is_multiple_of(2) { 0 } else { WINDOW / 2 };
             let drop_probability = STOCHASTIC_DEPTH * index as f64 / last;
             net = net.add(Block::new(&features / layer / i, dim, heads, shift, drop_probability));
             index += 1;
