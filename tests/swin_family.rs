@@ -85,10 +85,15 @@ fn check_member(arch: Arch, name: &str) {
     }
     let (input, labels) = (&io["input"], &io["labels"]);
 
+    let before: Vec<Tensor> = model.named_tensors().into_iter().map(|(_, t)| t.copy()).collect();
     let eval_of = |x: &Tensor| tch::no_grad(|| model.forward(x, false));
     let eval = max_relative_difference(&eval_of(input), &io["eval_logits"]);
     let odd = max_relative_difference(&eval_of(&io["eval_odd_input"]), &io["eval_odd_logits"]);
     let small = max_relative_difference(&eval_of(&io["eval_small_input"]), &io["eval_small_logits"]);
+    // Eval mode writes no tensor of the model (what `FrozenView`'s sharing rests on).
+    for ((name, after), before) in model.named_tensors().iter().zip(&before) {
+        assert!(after.equal(before), "{name} changed in eval mode");
+    }
 
     let lr = io["lr"].double_value(&[0]);
     let mut step = GradientStep::new(model.trainable(), tchlab::accel::backprop(Device::Cpu));
