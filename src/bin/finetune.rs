@@ -27,7 +27,7 @@ use tchlab::train::lr_range::RangeTest;
 #[command(
     name = "finetune",
     version,
-    about = "Fine-tune a pretrained ResNet (torchvision's family) or EfficientNet-Lite0 on an image folder (DIR/train/<class>/*, DIR/val/<class>/*)",
+    about = "Fine-tune a pretrained ResNet (torchvision's family), RegNetY, Swin-T or EfficientNet-Lite0 on an image folder (DIR/train/<class>/*, DIR/val/<class>/*)",
     long_about = None,
     args_conflicts_with_subcommands = true,
     allow_negative_numbers = true,

