@@ -50,7 +50,7 @@ pub fn block_of(config: Config, name: &str) -> Option<usize> {
     }
     let stage = (layer - 1) / 2;
     let before: usize = config.depths[..stage].iter().sum();
-    if layer % 2 == 0 {
+    if layer.is_multiple_of(2) {
         // The downsampling layer before stage `stage + 1`.
         return Some(before + config.depths[stage]);
     }
@@ -95,7 +95,7 @@ pub fn stochastic_depth(x: &Tensor, p: f64, train: bool) -> Tensor {
     let mut noise = Tensor::empty(shape.as_slice(), (Kind::Float, x.device()));
     let _ = noise.bernoulli_float_(survival);
     if survival > 0.0 {
-        noise = noise / survival;
+        noise /= survival;
     }
     x * noise.to_kind(x.kind())
 }
