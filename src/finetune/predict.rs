@@ -39,7 +39,7 @@ impl TrainedModel {
             );
         }
         let card = ModelCard::read(&path)?;
-        let mut model = Classifier::new(card.arch, card.classes.len() as i64, device);
+        let mut model = Classifier::for_images(card.arch, card.classes.len() as i64, card.image_size, device);
         crate::persist::weights::load_all(&mut model, &path)?;
         Ok(Self { model, classes: card.classes.clone(), card, path })
     }

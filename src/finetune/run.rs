@@ -288,7 +288,7 @@ pub(super) fn build_model(
     reporter: &dyn Reporter,
 ) -> Result<Classifier> {
     tch::manual_seed(config.seed as i64);
-    let mut model = Classifier::new(config.arch, num_classes as i64, device);
+    let mut model = Classifier::for_images(config.arch, num_classes as i64, config.image_size, device);
     match &config.weights {
         Some(weights) => {
             crate::persist::weights::load_backbone(&mut model, weights)?;

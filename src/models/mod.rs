@@ -1,13 +1,15 @@
 //! Pretrained backbones and the classifier built on them. Variable names
 //! follow the published checkpoints (torchvision for the ResNet family,
-//! RegNetY, MobileNetV3-Large, EfficientNet-B0–B4, EfficientNetV2-S and
-//! Swin-T, the `efficientnet-lite-pytorch` package for EfficientNet-Lite0),
-//! so weights load by name; the new head keeps the original head's name
-//! (`fc`, `_fc`, `classifier.1`, `classifier.3`, `head`). An [`Arch`] is a
-//! member of a [`Family`], which says how it is built.
+//! RegNetY, MobileNetV3-Large, EfficientNet-B0–B4, EfficientNetV2-S,
+//! Swin-T, ConvNeXt and ViT, the `efficientnet-lite-pytorch` package for
+//! EfficientNet-Lite0), so weights load by name; the new head keeps the
+//! original head's name (`fc`, `_fc`, `classifier.1`, `classifier.2`,
+//! `classifier.3`, `head`, `heads.head`). An [`Arch`] is a member of a
+//! [`Family`], which says how it is built.
 //! Models do not choose memory layouts or gradient paths: `crate::accel`
 //! does.
 
+pub mod convnext;
 pub mod efficientnet;
 pub mod efficientnet_lite;
 pub mod mbconv;
@@ -16,6 +18,7 @@ pub mod onnx;
 pub mod regnet;
 pub mod resnet;
 pub mod swin;
+pub mod vit;
 
 use crate::accel::eval_lanes::SharedReadOnly;
 use crate::data::transforms::{Interpolation, Normalization, Preprocessing};
@@ -53,11 +56,16 @@ pub enum Arch {
     #[value(name = "regnet-y-1-6gf")]
     #[serde(rename = "regnet-y-1-6gf")]
     RegnetY1_6gf,
+    ConvnextTiny,
+    ConvnextSmall,
+    #[value(name = "vit-b-16")]
+    #[serde(rename = "vit-b-16")]
+    VitB16,
 }
 
 /// How an architecture is built: its family, and the member's
 /// configuration where the family has several.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Family {
     Resnet(resnet::Config),
     Regnet(regnet::Config),
@@ -65,6 +73,8 @@ pub enum Family {
     MobilenetV3,
     EfficientnetLite0,
     Swin,
+    Convnext(convnext::Config),
+    Vit,
 }
 
 impl Arch {
@@ -97,6 +107,9 @@ impl Arch {
             Arch::SwinT => "swin_t-704ceda3.pth",
             Arch::RegnetY400mf => "regnet_y_400mf-c65dace8.pth",
             Arch::RegnetY1_6gf => "regnet_y_1_6gf-b11a554e.pth",
+            Arch::ConvnextTiny => "convnext_tiny-983f1562.pth",
+            Arch::ConvnextSmall => "convnext_small-0c510722.pth",
+            Arch::VitB16 => "vit_b_16-c867db91.pth",
         }
     }
 
@@ -125,6 +138,9 @@ impl Arch {
             Arch::MobilenetV3Large => Family::MobilenetV3,
             Arch::EfficientnetLite0 => Family::EfficientnetLite0,
             Arch::SwinT => Family::Swin,
+            Arch::ConvnextTiny => Family::Convnext(convnext::TINY),
+            Arch::ConvnextSmall => Family::Convnext(convnext::SMALL),
+            Arch::VitB16 => Family::Vit,
         }
     }
 
@@ -136,6 +152,13 @@ impl Arch {
         }
     }
 
+    /// The side of the patches a vision transformer cuts images into
+    /// (`--image-size` must be a multiple of it), or `None` (a CNN, which
+    /// takes any size).
+    pub fn patch_size(self) -> Option<i64> {
+        (self.family() == Family::Vit).then_some(vit::PATCH)
+    }
+
     /// The input normalization the published weights were trained with.
     pub fn normalization(self) -> Normalization {
         self.preprocessing().normalization
@@ -143,6 +166,7 @@ impl Arch {
 
     /// The evaluation transform of the published weights (torchvision's
     /// `IMAGENET1K_V1` `transforms()`; Lite0's package uses the tutorial's).
+    /// All are bilinear; ConvNeXt's resize sides are 236 (Tiny) and 230 (Small).
     pub fn preprocessing(self) -> Preprocessing {
         let imagenet = |resize, crop, interpolation| Preprocessing {
             resize,
@@ -161,6 +185,8 @@ impl Arch {
             Arch::EfficientnetB4 => imagenet(384, 380, Interpolation::Bicubic),
             Arch::EfficientnetV2S => imagenet(384, 384, Interpolation::Bilinear),
             Arch::SwinT => imagenet(232, 224, Interpolation::Bicubic),
+            Arch::ConvnextTiny => imagenet(236, 224, Interpolation::Bilinear),
+            Arch::ConvnextSmall => imagenet(230, 224, Interpolation::Bilinear),
             _ => imagenet(256, 224, Interpolation::Bilinear),
         }
     }
@@ -176,12 +202,18 @@ impl Arch {
             Family::MobilenetV3 => mobilenet_v3::block_count(),
             Family::EfficientnetLite0 => efficientnet_lite::block_count(),
             Family::Swin => swin::block_count(),
+            Family::Convnext(config) => config.block_count(),
+            Family::Vit => vit::LAYERS,
         };
         blocks + 2
     }
 
     /// The layer depth (`0..depth_count()`) of a parameter or buffer, by its
-    /// name in the published checkpoint.
+    /// name in the published checkpoint. Downsampling layers between stages
+    /// go with the block after them (as timm's layer-decay grouping does);
+    /// ViT's stem is `conv_proj`, `class_token` and `encoder.pos_embedding`. ConvNeXt's downsampling layers go
+    /// with the block after them (as timm's layer-decay grouping does);
+    /// ViT's stem is `conv_proj`, `class_token` and `encoder.pos_embedding`.
     pub fn layer_depth(self, name: &str) -> usize {
         let last = self.depth_count() - 1;
         let torchvision_stem = name.starts_with("features.0.");
@@ -191,6 +223,8 @@ impl Arch {
             Family::Efficientnet(member) => (efficientnet::block_of(member, name), torchvision_stem),
             Family::MobilenetV3 => (mobilenet_v3::block_of(name), torchvision_stem),
             Family::Swin => (swin::block_of(name), torchvision_stem),
+            Family::Convnext(config) => (convnext::block_of(config, name), torchvision_stem),
+            Family::Vit => (vit::layer_of(name), vit::is_stem(name)),
             Family::EfficientnetLite0 => {
                 (efficientnet_lite::block_of(name), name.starts_with("_bn0.") || name.starts_with("_conv_stem."))
             }
@@ -198,7 +232,8 @@ impl Arch {
         block.map_or(if stem { 0 } else { last }, |b| b + 1)
     }
 
-    /// The name of the classifier layer in the published checkpoint.
+    /// The name of the classifier layer (the last Linear) in the published
+    /// checkpoint.
     pub fn head_name(self) -> &'static str {
         match self.family() {
             Family::Resnet(_) | Family::Regnet(_) => "fc",
@@ -206,6 +241,8 @@ impl Arch {
             Family::MobilenetV3 => "classifier.3",
             Family::EfficientnetLite0 => "_fc",
             Family::Swin => "head",
+            Family::Convnext(_) => "classifier.2",
+            Family::Vit => "heads.head",
         }
     }
 
@@ -218,26 +255,31 @@ impl Arch {
             Family::MobilenetV3 => mobilenet_v3::FEATURES,
             Family::EfficientnetLite0 => efficientnet_lite::FEATURES,
             Family::Swin => swin::FEATURES,
+            Family::Convnext(_) => convnext::FEATURES,
+            Family::Vit => vit::FEATURES,
         }
     }
 
     /// Whether the network is built on depthwise convolutions (which run
-    /// fastest channels-last, also in training).
+    /// fastest channels-last, also in training): EfficientNet-Lite0's and
+    /// ConvNeXt's 7×7 ones.
     pub fn depthwise(self) -> bool {
         matches!(self.family(), Family::Efficientnet(_) | Family::MobilenetV3 | Family::EfficientnetLite0)
     }
 
-    /// Dropout before the classifier in training, as the original model has.
+    /// Dropout before the classifier in training, as the original model has
+    /// (none in torchvision's ResNets, ConvNeXts and ViT).
     pub fn head_dropout(self) -> f64 {
         match self.family() {
             Family::Efficientnet(member) => member.dropout(),
             Family::MobilenetV3 => mobilenet_v3::DROPOUT,
             Family::EfficientnetLite0 => 0.2,
-            Family::Resnet(_) | Family::Regnet(_) | Family::Swin => 0.0,
+            Family::Resnet(_) | Family::Regnet(_) | Family::Swin | Family::Convnext(_) | Family::Vit => 0.0,
         }
     }
 
-    fn build_backbone(self, p: &nn::Path) -> Box<dyn ModuleT> {
+    /// The backbone for `image_size`² images (only ViT's depends on it).
+    fn build_backbone(self, p: &nn::Path, image_size: i64) -> Box<dyn ModuleT> {
         match self.family() {
             Family::Resnet(config) => Box::new(resnet::backbone(p, config)),
             Family::Regnet(config) => Box::new(regnet::backbone(p, config)),
@@ -245,6 +287,8 @@ impl Arch {
             Family::MobilenetV3 => Box::new(mobilenet_v3::backbone(p)),
             Family::EfficientnetLite0 => Box::new(efficientnet_lite::backbone(p)),
             Family::Swin => Box::new(swin::backbone(p)),
+            Family::Convnext(config) => Box::new(convnext::backbone(p, config)),
+            Family::Vit => Box::new(vit::backbone(p, image_size)),
         }
     }
 }
@@ -287,12 +331,20 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    /// A classifier with freshly initialised weights; the head follows
+    /// A classifier with freshly initialised weights for the published
+    /// weights' image size (`arch.preprocessing().crop`); the head follows
     /// PyTorch's `nn.Linear` init (uniform ±1/√fan_in).
     pub fn new(arch: Arch, num_classes: i64, device: Device) -> Self {
+        Self::for_images(arch, num_classes, arch.preprocessing().crop, device)
+    }
+
+    /// [`Classifier::new`] for `image_size`² images: a ViT's position
+    /// embedding has one entry per patch (`image_size` a multiple of its
+    /// patch size); the CNNs take any size and are built the same.
+    pub fn for_images(arch: Arch, num_classes: i64, image_size: i64, device: Device) -> Self {
         let backbone_vs = nn::VarStore::new(device);
         let head_vs = nn::VarStore::new(device);
-        let backbone = arch.build_backbone(&backbone_vs.root());
+        let backbone = arch.build_backbone(&backbone_vs.root(), image_size);
         let bound = 1.0 / (arch.feature_count() as f64).sqrt();
         let init = nn::Init::Uniform { lo: -bound, up: bound };
         let config = nn::LinearConfig { ws_init: init, bs_init: Some(init), bias: true };
@@ -354,9 +406,42 @@ impl Classifier {
         all
     }
 
+    /// Fits published weights read from a file to this model before they
+    /// load: a ViT checkpoint's position embedding for another image size
+    /// (224 for the published one) is resized to this model's, as
+    /// torchvision's `interpolate_embeddings` does when it loads one.
+    /// Returns the names of the tensors it resized.
+    pub fn fit_pretrained(&self, tensors: &mut [(String, Tensor)]) -> Vec<String> {
+        const POS: &str = "encoder.pos_embedding";
+        let Some(image_size) = self.vit_image_size() else {
+            return Vec::new();
+        };
+        let mut resized = Vec::new();
+        for (name, tensor) in tensors.iter_mut().filter(|(name, _)| name == POS) {
+            let fits = tensor.dim() == 3 && tensor.size()[1] == vit::sequence_length(image_size);
+            let resizable = tensor.dim() == 3 && tensor.size()[0] == 1 && {
+                let side = ((tensor.size()[1] - 1) as f64).sqrt().round() as i64;
+                side * side + 1 == tensor.size()[1]
+            };
+            if !fits && resizable {
+                *tensor = tch::no_grad(|| vit::resize_pos_embedding(tensor, image_size));
+                resized.push(name.clone());
+            }
+        }
+        resized
+    }
+
+    /// The image side a ViT was built for (from its position embedding).
+    fn vit_image_size(&self) -> Option<i64> {
+        self.arch.patch_size()?;
+        let pos = self.backbone_vs.variables().remove("encoder.pos_embedding")?;
+        let side = ((pos.size()[1] - 1) as f64).sqrt().round() as i64;
+        Some(side * vit::PATCH)
+    }
+
     /// The tensors a forward pass in training mode updates (batch norm's
-    /// running statistics; none in Swin-T, whose only buffers, the
-    /// `relative_position_index`es, are constants), in name order.
+    /// running statistics; none in Swin-T, ConvNeXt and ViT: Swin's only
+    /// buffers, the `relative_position_index`es, are constants), in name order.
     pub fn buffers(&self) -> Vec<Tensor> {
         self.named_buffers().into_iter().map(|(_, t)| t).collect()
     }
@@ -422,6 +507,9 @@ mod tests {
         assert_eq!(Arch::SwinT.name(), "swin-t");
         assert_eq!(Arch::RegnetY400mf.name(), "regnet-y-400mf");
         assert_eq!(Arch::RegnetY1_6gf.name(), "regnet-y-1-6gf");
+        assert_eq!(Arch::ConvnextTiny.name(), "convnext-tiny");
+        assert_eq!(Arch::ConvnextSmall.name(), "convnext-small");
+        assert_eq!(Arch::VitB16.name(), "vit-b-16");
     }
 
     #[test]
@@ -458,6 +546,13 @@ mod tests {
         assert_eq!(Arch::RegnetY400mf.layer_depth("stem.1.running_mean"), 0);
         assert_eq!(Arch::RegnetY400mf.layer_depth("trunk_output.block2.block2-0.proj.0.weight"), 2);
         assert_eq!(Arch::RegnetY400mf.layer_depth("fc.bias"), 17);
+        assert_eq!(Arch::ConvnextTiny.layer_depth("features.0.1.weight"), 0);
+        assert_eq!(Arch::ConvnextTiny.layer_depth("features.2.1.weight"), 4);
+        assert_eq!(Arch::ConvnextTiny.layer_depth("features.3.0.layer_scale"), 4);
+        assert_eq!(Arch::ConvnextTiny.layer_depth("classifier.0.weight"), 19);
+        assert_eq!(Arch::VitB16.layer_depth("class_token"), 0);
+        assert_eq!(Arch::VitB16.layer_depth("encoder.layers.encoder_layer_11.mlp.3.bias"), 12);
+        assert_eq!(Arch::VitB16.layer_depth("encoder.ln.weight"), 13);
     }
 
     #[test]

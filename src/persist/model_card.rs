@@ -48,6 +48,13 @@ impl Card for ModelCard {
                 self.classes.len()
             );
         }
+        if let Some(patch) = self.arch.patch_size().filter(|patch| self.image_size % patch != 0) {
+            bail!(
+                "{}: model card has image_size {}, not a multiple of the arch's {patch}-pixel patches",
+                path.display(),
+                self.image_size
+            );
+        }
         Ok(())
     }
 

@@ -12,9 +12,11 @@ use tch::nn::VarStore;
 use tch::Tensor;
 
 /// Loads published backbone weights into `model` by name, ignoring the
-/// file's head.
+/// file's head; a ViT's position embedding is first fitted to the model's
+/// image size ([`Classifier::fit_pretrained`]).
 pub fn load_backbone(model: &mut Classifier, weights: &Path) -> Result<()> {
-    let tensors = read_named_tensors(weights)?;
+    let mut tensors = read_named_tensors(weights)?;
+    model.fit_pretrained(&mut tensors);
     load_into(&mut model.backbone_vs, &tensors, weights)?;
     let known: Vec<String> = model.backbone_vs.variables().into_keys().collect();
     let head_prefix = format!("{}.", model.arch.head_name());
