@@ -102,7 +102,8 @@ pub fn draw_epoch(recipe: &MixRecipe, batches: usize, size: i64, seed: u64, epoc
     if !recipe.mixes() {
         return vec![None; batches];
     }
-    let stream = seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64) ^ 0x6d69_7875_70;
+    // Its own stream, apart from the plan's (seed, epoch) one: "mixup" in ASCII.
+    let stream = seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64) ^ 0x006d_6978_7570;
     let mut rng = ChaCha8Rng::seed_from_u64(stream);
     (0..batches).map(|_| Some(draw_batch(recipe, size, &mut rng))).collect()
 }
