@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use tch::{Kind, Tensor};
-use tchlab::data::augment::draw::{op_of, Transform};
+use tchlab::data::augment::draw::{op_interpolated, op_of, AugMixDraw, Transform};
 use tchlab::data::augment::mix::BatchMix;
 use tchlab::data::augment::ops::Op;
-use tchlab::data::augment::{AugmentRecipe, Preset};
+use tchlab::data::augment::{augmix_mixture, AugmentRecipe, Preset};
 use tchlab::data::image_folder::ImageFolder;
 use tchlab::data::loader::{DecodedSplit, EpochPlan, PixelBudget};
 use tchlab::data::transforms::{val_transform_sized, Interpolation, Normalization, Sizing};
@@ -108,6 +108,35 @@ fn every_operation_matches_torchvision_v2_on_real_images() {
     println!("max |ours - torchvision v2| in grey levels, per operation: {worst_by_op:?}");
 }
 
+#[derive(Deserialize)]
+struct AugMixCase {
+    original: f32,
+    chains: Vec<(f32, Vec<(Transform, f64)>)>,
+}
+
+#[test]
+fn augmix_mixes_its_bilinear_chains_as_torchvision_v2() {
+    let fixtures = tensors("ops.pth");
+    let text = std::fs::read_to_string(fixtures_path("augmix.json")).unwrap();
+    let cases: Vec<AugMixCase> = serde_json::from_str(&text).unwrap();
+    let mut worst = 0;
+    for (k, case) in cases.iter().enumerate() {
+        let chains = case
+            .chains
+            .iter()
+            .map(|(w, ops)| (*w, ops.iter().map(|&(t, m)| op_interpolated(t, m, true)).collect()))
+            .collect();
+        let draw = AugMixDraw { original: case.original, chains };
+        for j in 0..4 {
+            let ours = augmix_mixture(&fixtures[&format!("input_{j}")], &draw);
+            let diff = max_grey_diff(&ours, &fixtures[&format!("augmix_{k}_{j}")]);
+            assert!(diff <= 1, "AugMix case {k} on image {j}: {diff} grey levels from torchvision");
+            worst = worst.max(diff);
+        }
+    }
+    println!("AugMix mixtures: max |ours - torchvision v2| = {worst} grey level(s)");
+}
+
 fn fixtures_path(name: &str) -> PathBuf {
     fixtures().join(name)
 }
@@ -126,7 +155,7 @@ fn split(recipe: AugmentRecipe, size: i64) -> DecodedSplit {
 
 #[test]
 fn a_seed_gives_the_same_augmented_images_on_any_number_of_workers() {
-    for preset in [Preset::Trivialaugment, Preset::Randaugment, Preset::Autoaugment] {
+    for preset in [Preset::Trivialaugment, Preset::Randaugment, Preset::Autoaugment, Preset::Augmix] {
         let recipe = AugmentRecipe {
             preset,
             color_jitter: Some([0.4, 0.4, 0.4, 0.1]),

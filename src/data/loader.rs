@@ -5,7 +5,7 @@
 //! deterministic.
 
 use super::augment::draw::{SampleDraw, Spaces};
-use super::augment::{apply_ops, AugmentRecipe};
+use super::augment::AugmentRecipe;
 use super::decode::{decode_rgb_bytes, read_and_decode};
 use super::image_folder::ImageFolder;
 use super::transforms::{draw_augmentation, train_pixels, train_transform, val_transform_sized, Augmentation, Sizing};
@@ -288,7 +288,7 @@ impl EpochPlan {
     fn augmented_pixels(&self, split: &DecodedSplit, k: usize) -> Tensor {
         let pixels = train_pixels(&image_tensor(&split.rgb(self.order[k])), &self.augmentations[k], &split.sizing);
         match self.extras.get(k) {
-            Some(extra) => apply_ops(pixels, &extra.ops),
+            Some(extra) => super::augment::apply(pixels, extra),
             None => pixels,
         }
     }

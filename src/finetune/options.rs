@@ -105,7 +105,7 @@ pub struct TrainOptions {
     /// Side of the square images the network sees; validation resizes in the backbone's proportion (256/224 for the ResNets), then crops [default: the backbone's published crop, 224 for the ResNets].
     #[arg(long, value_name = "PIXELS")]
     pub image_size: Option<i64>,
-    /// Augmentation after the random crop and flip, as torchvision v2's: tutorial (none), trivialaugment (TrivialAugmentWide), randaugment, autoaugment (ImageNet policy).
+    /// Augmentation after the random crop and flip, as torchvision v2's: tutorial (none), trivialaugment (TrivialAugmentWide), randaugment, autoaugment (ImageNet policy), augmix.
     #[arg(long, value_enum, default_value = "tutorial")]
     pub augment: Preset,
     /// RandAugment: operations per image.

@@ -33,17 +33,29 @@ pub enum Transform {
 }
 
 /// The operation torchvision's `_apply_image_or_video_transform` applies for
-/// `transform` at `magnitude`.
+/// `transform` at `magnitude`, nearest-neighbour (the presets' interpolation).
 pub fn op_of(transform: Transform, magnitude: f64) -> Op {
-    let shear = |x: f64, y: f64| Op::Affine { angle: 0.0, translate: [0, 0], shear: [x, y], center: Some([0.0, 0.0]) };
-    let translate = |x: i64, y: i64| Op::Affine { angle: 0.0, translate: [x, y], shear: [0.0, 0.0], center: None };
+    op_interpolated(transform, magnitude, false)
+}
+
+/// [`op_of`] with bilinear geometric operations where `bilinear` (AugMix's).
+pub fn op_interpolated(transform: Transform, magnitude: f64, bilinear: bool) -> Op {
+    let shear = |x: f64, y: f64| Op::Affine {
+        angle: 0.0,
+        translate: [0, 0],
+        shear: [x, y],
+        center: Some([0.0, 0.0]),
+        bilinear,
+    };
+    let translate =
+        |x: i64, y: i64| Op::Affine { angle: 0.0, translate: [x, y], shear: [0.0, 0.0], center: None, bilinear };
     match transform {
         Transform::Identity => Op::Identity,
         Transform::ShearX => shear(magnitude.atan().to_degrees(), 0.0),
         Transform::ShearY => shear(0.0, magnitude.atan().to_degrees()),
         Transform::TranslateX => translate(magnitude as i64, 0),
         Transform::TranslateY => translate(0, magnitude as i64),
-        Transform::Rotate => Op::Rotate { angle: magnitude },
+        Transform::Rotate => Op::Rotate { angle: magnitude, bilinear },
         Transform::Brightness => Op::Brightness { factor: 1.0 + magnitude },
         Transform::Color => Op::Saturation { factor: 1.0 + magnitude },
         Transform::Contrast => Op::Contrast { factor: 1.0 + magnitude },
@@ -83,12 +95,16 @@ enum SpaceKind {
     /// RandAugment's, AutoAugment's (with Invert) and AugMix's.
     RandAugment,
     AutoAugment,
+    AugMix,
 }
 
 /// A space's transforms in torchvision's order, for `bins` magnitude bins
 /// and `size`² images.
 fn space(kind: SpaceKind, bins: i64, size: i64) -> Vec<Entry> {
     use Transform::*;
+    if kind == SpaceKind::AugMix {
+        return augmix_space(bins, size);
+    }
     let wide = kind == SpaceKind::TrivialAugmentWide;
     let lin = |end: f64| Some(linspace(0.0, end, bins));
     let (shear, rotate, color) = if wide { (0.99, 135.0, 0.99) } else { (0.3, 30.0, 0.9) };
@@ -114,6 +130,83 @@ fn space(kind: SpaceKind, bins: i64, size: i64) -> Vec<Entry> {
         _ => entries.insert(0, (Identity, None, false)),
     }
     entries.into_iter().map(|(transform, magnitudes, signed)| Entry { transform, magnitudes, signed }).collect()
+}
+
+/// AugMix's space with all operations, in torchvision's order.
+fn augmix_space(bins: i64, size: i64) -> Vec<Entry> {
+    use Transform::*;
+    let lin = |end: f64| Some(linspace(0.0, end, bins));
+    let divisor = ((bins - 1) as f64 / 4.0) as f32;
+    let posterize = (0..bins).map(|k| (4.0f32 - k as f32 / divisor).round_ties_even() as f64);
+    let entries = vec![
+        (ShearX, lin(0.3), true),
+        (ShearY, lin(0.3), true),
+        (TranslateX, lin(size as f64 / 3.0), true),
+        (TranslateY, lin(size as f64 / 3.0), true),
+        (Rotate, lin(30.0), true),
+        (Posterize, Some(posterize.collect()), false),
+        (Solarize, Some(linspace(1.0, 0.0, bins)), false),
+        (AutoContrast, None, false),
+        (Equalize, None, false),
+        (Brightness, lin(0.9), true),
+        (Color, lin(0.9), true),
+        (Contrast, lin(0.9), true),
+        (Sharpness, lin(0.9), true),
+    ];
+    entries.into_iter().map(|(transform, magnitudes, signed)| Entry { transform, magnitudes, signed }).collect()
+}
+
+/// AugMix's defaults: severity (magnitude bins drawn from), chains, chain
+/// depth drawn from 1–3, Dirichlet/Beta α.
+const AUGMIX_SEVERITY: usize = 3;
+const AUGMIX_WIDTH: usize = 3;
+const AUGMIX_ALPHA: f64 = 1.0;
+
+/// One image's AugMix: the weight of the original and each chain's weight
+/// and operations (bilinear), as torchvision's `AugMix.forward` draws them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AugMixDraw {
+    pub original: f32,
+    pub chains: Vec<(f32, Vec<Op>)>,
+}
+
+/// A Dirichlet(α, …, α) draw of `n` weights.
+fn dirichlet(alpha: f64, n: usize, rng: &mut impl Rng) -> Vec<f64> {
+    let draws: Vec<f64> = (0..n).map(|_| super::mix::gamma(alpha, rng)).collect();
+    let total: f64 = draws.iter().sum();
+    draws.iter().map(|g| if total > 0.0 { g / total } else { 1.0 / n as f64 }).collect()
+}
+
+fn draw_augmix(entries: &[Entry], rng: &mut impl Rng) -> AugMixDraw {
+    let m = dirichlet(AUGMIX_ALPHA, 2, rng);
+    let weights = dirichlet(AUGMIX_ALPHA, AUGMIX_WIDTH, rng);
+    let chains = weights
+        .iter()
+        .map(|&w| {
+            let depth = rng.gen_range(1..=3);
+            let ops = (0..depth)
+                .map(|_| {
+                    let entry = &entries[rng.gen_range(0..entries.len())];
+                    let bin = entry.magnitudes.as_ref().map(|_| rng.gen_range(0..AUGMIX_SEVERITY));
+                    let op = signed_op(entry, bin, rng);
+                    with_bilinear(op)
+                })
+                .collect();
+            (w as f32 * m[1] as f32, ops)
+        })
+        .collect();
+    AugMixDraw { original: m[0] as f32, chains }
+}
+
+/// `op` with bilinear resampling where it resamples.
+fn with_bilinear(op: Op) -> Op {
+    match op {
+        Op::Affine { angle, translate, shear, center, .. } => {
+            Op::Affine { angle, translate, shear, center, bilinear: true }
+        }
+        Op::Rotate { angle, .. } => Op::Rotate { angle, bilinear: true },
+        other => other,
+    }
 }
 
 /// AutoAugment's ImageNet policy: pairs of (transform, probability, magnitude bin).
@@ -162,6 +255,7 @@ impl Spaces {
             Preset::Trivialaugment => space(SpaceKind::TrivialAugmentWide, 31, size),
             Preset::Randaugment => space(SpaceKind::RandAugment, 31, size),
             Preset::Autoaugment => space(SpaceKind::AutoAugment, 10, size),
+            Preset::Augmix => space(SpaceKind::AugMix, 10, size),
         };
         Self { recipe: recipe.clone(), entries }
     }
@@ -177,8 +271,10 @@ impl Spaces {
             Some(jitter) => color_jitter(jitter, rng),
             None => Vec::new(),
         };
+        let mut augmix = None;
         match self.recipe.preset {
             Preset::Tutorial => {}
+            Preset::Augmix => augmix = Some(draw_augmix(&self.entries, rng)),
             Preset::Trivialaugment => {
                 let entry = &self.entries[rng.gen_range(0..self.entries.len())];
                 let bin = entry.magnitudes.as_ref().map(|m| rng.gen_range(0..m.len()));
@@ -203,7 +299,7 @@ impl Spaces {
         } else {
             None
         };
-        SampleDraw { ops, erase }
+        SampleDraw { ops, augmix, erase }
     }
 }
 
@@ -262,9 +358,10 @@ pub fn erase_box(height: i64, width: i64, rng: &mut impl Rng) -> Option<CropBox>
 }
 
 /// What one sample gets after its crop and flip: uint8 operations in order,
-/// then an erased box of the normalized image.
+/// AugMix's mixture, then an erased box of the normalized image.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SampleDraw {
     pub ops: Vec<Op>,
+    pub augmix: Option<AugMixDraw>,
     pub erase: Option<CropBox>,
 }

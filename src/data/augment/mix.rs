@@ -135,7 +135,7 @@ pub fn beta(alpha: f64, rng: &mut impl Rng) -> f64 {
 }
 
 /// Gamma(shape, 1) by Marsaglia and Tsang, boosted for shapes below 1.
-fn gamma(shape: f64, rng: &mut impl Rng) -> f64 {
+pub(super) fn gamma(shape: f64, rng: &mut impl Rng) -> f64 {
     if shape < 1.0 {
         let u: f64 = rng.gen_range(f64::EPSILON..1.0);
         return gamma(shape + 1.0, rng) * u.powf(1.0 / shape);

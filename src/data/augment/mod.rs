@@ -1,5 +1,5 @@
 //! Training augmentation beyond the tutorial's crop and flip, with torchvision
-//! v2's semantics: the presets (`--augment trivialaugment|randaugment|autoaugment`),
+//! v2's semantics: the presets (`--augment trivialaugment|randaugment|autoaugment|augmix`),
 //! color jitter and random erasing; MixUp and CutMix over batches ([`mix`]). What a sample gets is drawn in the
 //! loader's draw phase ([`draw`]); the pixel work ([`ops`]) runs in the
 //! loader's workers on the cropped, flipped uint8 image, except erasing,
@@ -26,6 +26,8 @@ pub enum Preset {
     Randaugment,
     /// AutoAugment's ImageNet policy: one of 25 learned pairs of operations.
     Autoaugment,
+    /// AugMix: the image mixed with three chains of 1–3 random operations (severity 3, bilinear).
+    Augmix,
 }
 
 /// The augmentation options of a run.
@@ -60,6 +62,27 @@ impl AugmentRecipe {
 /// `pixels` (`[3, H, W]` uint8, cropped and flipped) through `ops` in order.
 pub fn apply_ops(pixels: Tensor, ops: &[ops::Op]) -> Tensor {
     ops.iter().fold(pixels, |image, op| op.apply(&image))
+}
+
+/// `pixels` (`[3, H, W]` uint8, cropped and flipped) through a sample's
+/// draws, before erasing: its operations, then AugMix's mixture.
+pub fn apply(pixels: Tensor, drawn: &draw::SampleDraw) -> Tensor {
+    let pixels = apply_ops(pixels, &drawn.ops);
+    match &drawn.augmix {
+        Some(augmix) => augmix_mixture(&pixels, augmix),
+        None => pixels,
+    }
+}
+
+/// AugMix's float32 mixture of the image and its chains, truncated to uint8
+/// as torchvision's `.to(torch.uint8)`.
+pub fn augmix_mixture(image: &Tensor, augmix: &draw::AugMixDraw) -> Tensor {
+    let original = image.to_kind(tch::Kind::Float) * augmix.original as f64;
+    let mixed = augmix.chains.iter().fold(original, |mix, (weight, ops)| {
+        let chain = apply_ops(image.shallow_clone(), ops);
+        mix + chain.to_kind(tch::Kind::Float) * *weight as f64
+    });
+    mixed.to_kind(tch::Kind::Uint8)
 }
 
 /// `images` (`[N, 3, H, W]` float) with each sample's `erase` box set to

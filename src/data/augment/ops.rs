@@ -13,16 +13,20 @@ use tch::{Device, Kind, Tensor};
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     Identity,
-    /// `F.affine(angle, translate, scale=1, shear, NEAREST, fill=None, center)`.
+    /// `F.affine(angle, translate, scale=1, shear, NEAREST or BILINEAR, fill=None, center)`.
     Affine {
         angle: f64,
         translate: [i64; 2],
         shear: [f64; 2],
         center: Option<[f64; 2]>,
+        #[serde(default)]
+        bilinear: bool,
     },
-    /// `F.rotate(angle, NEAREST, expand=False, fill=None)`.
+    /// `F.rotate(angle, NEAREST or BILINEAR, expand=False, fill=None)`.
     Rotate {
         angle: f64,
+        #[serde(default)]
+        bilinear: bool,
     },
     Brightness {
         factor: f64,
@@ -55,8 +59,10 @@ impl Op {
     pub fn apply(&self, image: &Tensor) -> Tensor {
         match *self {
             Op::Identity => image.shallow_clone(),
-            Op::Affine { angle, translate, shear, center } => affine(image, angle, translate, shear, center),
-            Op::Rotate { angle } => rotate(image, angle),
+            Op::Affine { angle, translate, shear, center, bilinear } => {
+                affine(image, angle, translate, shear, center, bilinear)
+            }
+            Op::Rotate { angle, bilinear } => rotate(image, angle, bilinear),
             Op::Brightness { factor } => to_u8(&(as_float(image) * factor).clamp(0.0, 255.0)),
             Op::Saturation { factor } => blend(image, &grayscale(image), factor),
             Op::Contrast { factor } => {
@@ -202,24 +208,34 @@ fn affine_grid(matrix: [f64; 6], h: i64, w: i64) -> Tensor {
     base.bmm(&rescaled).view([1, h, w, 2])
 }
 
-/// Nearest-neighbour resampling through `matrix`, zeros outside (`_apply_grid_transform`).
-fn grid_transform(image: &Tensor, matrix: [f64; 6]) -> Tensor {
+/// Nearest-neighbour (or bilinear) resampling through `matrix`, zeros
+/// outside (`_apply_grid_transform` without a fill).
+fn grid_transform(image: &Tensor, matrix: [f64; 6], bilinear: bool) -> Tensor {
     let (_, h, w) = image.size3().unwrap();
+    const BILINEAR: i64 = 0;
     const NEAREST: i64 = 1;
     const ZEROS: i64 = 0;
+    let mode = if bilinear { BILINEAR } else { NEAREST };
     let grid = affine_grid(matrix, h, w);
-    let sampled = Tensor::grid_sampler(&as_float(image).unsqueeze(0), &grid, NEAREST, ZEROS, false);
+    let sampled = Tensor::grid_sampler(&as_float(image).unsqueeze(0), &grid, mode, ZEROS, false);
     to_u8(&sampled.squeeze_dim(0).round())
 }
 
-fn affine(image: &Tensor, angle: f64, translate: [i64; 2], shear: [f64; 2], center: Option<[f64; 2]>) -> Tensor {
+fn affine(
+    image: &Tensor,
+    angle: f64,
+    translate: [i64; 2],
+    shear: [f64; 2],
+    center: Option<[f64; 2]>,
+    bilinear: bool,
+) -> Tensor {
     let (_, h, w) = image.size3().unwrap();
     let center = center.map_or([0.0, 0.0], |[x, y]| [x - w as f64 * 0.5, y - h as f64 * 0.5]);
     let matrix = inverse_affine_matrix(center, angle, [translate[0] as f64, translate[1] as f64], shear);
-    grid_transform(image, matrix)
+    grid_transform(image, matrix, bilinear)
 }
 
-fn rotate(image: &Tensor, angle: f64) -> Tensor {
+fn rotate(image: &Tensor, angle: f64, bilinear: bool) -> Tensor {
     let angle = angle.rem_euclid(360.0);
     let (_, h, w) = image.size3().unwrap();
     match angle {
@@ -229,7 +245,7 @@ fn rotate(image: &Tensor, angle: f64) -> Tensor {
         270.0 if h == w => return image.rot90(3, [1, 2]),
         _ => {}
     }
-    grid_transform(image, inverse_affine_matrix([0.0, 0.0], -angle, [0.0, 0.0], [0.0, 0.0]))
+    grid_transform(image, inverse_affine_matrix([0.0, 0.0], -angle, [0.0, 0.0], [0.0, 0.0]), bilinear)
 }
 
 /// Hue shifted by `factor` of a turn through HSV in float32 (`adjust_hue_image`).
