@@ -6,6 +6,7 @@
 //! image files ─► data::image_folder (classes, files; non-images reported; val folder or held-out split)
 //!             ─► data::loader (decode once within a memory budget, augment per epoch, batch, in parallel)
 //!             ─► data::transforms (torchvision's crops/resizes, normalization)
+//!                  └ data::augment (presets, color jitter, erasing, MixUp/CutMix: draws, then pixel ops)
 //!             ─► models (backbone built by name, new linear head)
 //!                  ◄─ persist (.pth / .safetensors weights loaded by name; persist::card, the one
 //!                     typed metadata format of every saved file)

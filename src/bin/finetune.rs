@@ -55,7 +55,7 @@ enum Command {
     Report(ReportArgs),
     /// The learning-rate range test on a recipe (fastai's lr_find): rates growing exponentially over a few hundred updates of the train phase, lr_find.png and lr_find.json in --out, the suggested rates printed; the model is left as it was.
     #[command(name = "lr-find", after_help = LR_FIND_EXAMPLES)]
-    LrFind(LrFindArgs),
+    LrFind(Box<LrFindArgs>),
 }
 
 const LR_FIND_EXAMPLES: &str = "Examples:
@@ -256,7 +256,7 @@ fn main() {
             Some(Command::Report(args)) => report(&args.dirs, args.out.as_ref().unwrap_or(&args.dirs[0])),
             Some(Command::LrFind(args)) => {
                 let sub = matches.subcommand_matches("lr-find").expect("the lr-find subcommand");
-                lr_find(args, given_options(sub))
+                lr_find(*args, given_options(sub))
             }
             None if cli.train.list_archs => {
                 tchlab::cli::apply_threads(cli.train.options.threads);

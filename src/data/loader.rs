@@ -4,11 +4,11 @@
 //! Validation images are transformed once, since their transform is
 //! deterministic.
 
+use super::augment::draw::{SampleDraw, Spaces};
+use super::augment::AugmentRecipe;
 use super::decode::{decode_rgb_bytes, read_and_decode};
 use super::image_folder::ImageFolder;
-use super::transforms::{
-    draw_augmentation, train_pixels, train_transform, val_transform_sized, Augmentation, CROP_SIZE,
-};
+use super::transforms::{draw_augmentation, train_pixels, train_transform, val_transform_sized, Augmentation, Sizing};
 use anyhow::{bail, Result};
 use image::RgbImage;
 use rand::seq::SliceRandom;
@@ -80,8 +80,12 @@ pub struct DecodedSplit {
     pub paths: Vec<PathBuf>,
     pub classes: Vec<String>,
     pub bad_files: Vec<BadFile>,
-    /// Side of the square images the transforms produce (`--image-size`).
-    pub image_size: i64,
+    /// How the transforms size images (`--image-size`, the backbone's resize and interpolation).
+    pub sizing: Sizing,
+    /// What training samples get beyond the crop and flip.
+    pub augment: AugmentRecipe,
+    /// The [0, 1] value of each channel that normalizes to 0 (random erasing's fill).
+    pub erase_fill: [f32; 3],
 }
 
 impl DecodedSplit {
@@ -101,7 +105,9 @@ impl DecodedSplit {
             paths: Vec::new(),
             classes: folder.classes.clone(),
             bad_files: Vec::new(),
-            image_size: CROP_SIZE,
+            sizing: Sizing::TUTORIAL,
+            augment: AugmentRecipe::TUTORIAL,
+            erase_fill: [0.0; 3],
         };
         for round in folder.samples.chunks(DECODE_ROUND) {
             let results: Vec<_> = round
@@ -185,7 +191,7 @@ impl DecodedSplit {
     pub fn val_tensor(&self) -> Tensor {
         let transformed: Vec<Tensor> = (0..self.len())
             .into_par_iter()
-            .map(|i| val_transform_sized(&image_tensor(&self.rgb(i)), self.image_size))
+            .map(|i| val_transform_sized(&image_tensor(&self.rgb(i)), &self.sizing))
             .collect();
         Tensor::stack(&transformed, 0)
     }
@@ -211,6 +217,9 @@ pub fn rank_share(len: usize, rank: usize, world: usize) -> Vec<usize> {
 pub struct EpochPlan {
     pub order: Vec<usize>,
     pub augmentations: Vec<Augmentation>,
+    /// Each sample's draws beyond the crop and flip; empty under the
+    /// tutorial recipe, which draws nothing more.
+    pub extras: Vec<SampleDraw>,
 }
 
 impl EpochPlan {
@@ -218,14 +227,17 @@ impl EpochPlan {
         let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
         let mut order: Vec<usize> = (0..split.len()).collect();
         order.shuffle(&mut rng);
-        let augmentations = order
-            .iter()
-            .map(|&i| {
-                let (w, h) = split.dimensions(i);
-                draw_augmentation(h as i64, w as i64, &mut rng)
-            })
-            .collect();
-        Self { order, augmentations }
+        let size = split.sizing.size;
+        let spaces = (!split.augment.is_tutorial()).then(|| Spaces::new(&split.augment, size));
+        let (mut augmentations, mut extras) = (Vec::new(), Vec::new());
+        for &i in &order {
+            let (w, h) = split.dimensions(i);
+            augmentations.push(draw_augmentation(h as i64, w as i64, &mut rng));
+            if let Some(spaces) = &spaces {
+                extras.push(spaces.draw(size, &mut rng));
+            }
+        }
+        Self { order, augmentations, extras }
     }
 
     /// The plan of process `rank` of `world` in a data-parallel run: its
@@ -236,6 +248,7 @@ impl EpochPlan {
         Self {
             order: share.iter().map(|&k| self.order[k]).collect(),
             augmentations: share.iter().map(|&k| self.augmentations[k]).collect(),
+            extras: share.iter().filter_map(|&k| self.extras.get(k).cloned()).collect(),
         }
     }
 
@@ -244,14 +257,18 @@ impl EpochPlan {
     pub fn batch(&self, split: &DecodedSplit, batch_size: usize, b: usize) -> (Tensor, Tensor) {
         let range = self.batch_range(batch_size, b);
         let images: Vec<Tensor> = range.clone().into_par_iter().map(|k| self.augmented(split, k)).collect();
-        (Tensor::stack(&images, 0), self.labels(split, range))
+        let mut images = Tensor::stack(&images, 0);
+        self.erase(split, &mut images, range.clone());
+        (images, self.labels(split, range))
     }
 
     /// [`EpochPlan::batch`] on the calling thread alone.
     pub fn batch_here(&self, split: &DecodedSplit, batch_size: usize, b: usize) -> (Tensor, Tensor) {
         let range = self.batch_range(batch_size, b);
         let images: Vec<Tensor> = range.clone().map(|k| self.augmented(split, k)).collect();
-        (Tensor::stack(&images, 0), self.labels(split, range))
+        let mut images = Tensor::stack(&images, 0);
+        self.erase(split, &mut images, range.clone());
+        (images, self.labels(split, range))
     }
 
     fn batch_range(&self, batch_size: usize, b: usize) -> std::ops::Range<usize> {
@@ -259,9 +276,31 @@ impl EpochPlan {
         start..(start + batch_size).min(self.order.len())
     }
 
-    /// The `k`-th image of the epoch, augmented.
+    /// The `k`-th image of the epoch, augmented (before erasing), in [0, 1].
     fn augmented(&self, split: &DecodedSplit, k: usize) -> Tensor {
-        train_transform(&image_tensor(&split.rgb(self.order[k])), &self.augmentations[k], split.image_size)
+        match self.extras.get(k) {
+            Some(_) => self.augmented_pixels(split, k).to_kind(Kind::Float) / 255.0,
+            None => train_transform(&image_tensor(&split.rgb(self.order[k])), &self.augmentations[k], &split.sizing),
+        }
+    }
+
+    /// The `k`-th image of the epoch, augmented (before erasing), as uint8.
+    fn augmented_pixels(&self, split: &DecodedSplit, k: usize) -> Tensor {
+        let pixels = train_pixels(&image_tensor(&split.rgb(self.order[k])), &self.augmentations[k], &split.sizing);
+        match self.extras.get(k) {
+            Some(extra) => super::augment::apply(pixels, extra),
+            None => pixels,
+        }
+    }
+
+    /// Random erasing of the epoch's images `range` (in plan order), given
+    /// as `images` in [0, 1]: each drawn box set to the value that normalizes to 0.
+    pub fn erase(&self, split: &DecodedSplit, images: &mut Tensor, range: std::ops::Range<usize>) {
+        if self.extras.is_empty() {
+            return;
+        }
+        let boxes: Vec<_> = range.map(|k| self.extras[k].erase).collect();
+        super::augment::erase(images, &boxes, split.erase_fill);
     }
 
     /// The labels of the epoch's images `range`, in plan order.
@@ -269,14 +308,11 @@ impl EpochPlan {
         Tensor::from_slice(&range.map(|k| split.labels[self.order[k]]).collect::<Vec<i64>>())
     }
 
-    /// The epoch's images `range` (in plan order) augmented, as `[N, 3, 224, 224]`
-    /// uint8 pixels (the 0–255 values [`train_transform`] scales to [0, 1]),
+    /// The epoch's images `range` (in plan order) augmented (before erasing:
+    /// [`EpochPlan::erase`]), as `[N, 3, 224, 224]` uint8 pixels (the 0–255 values [`train_transform`] scales to [0, 1]),
     /// computed on the rayon pool.
     pub fn pixels(&self, split: &DecodedSplit, range: std::ops::Range<usize>) -> Tensor {
-        let images: Vec<Tensor> = range
-            .into_par_iter()
-            .map(|k| train_pixels(&image_tensor(&split.rgb(self.order[k])), &self.augmentations[k], split.image_size))
-            .collect();
+        let images: Vec<Tensor> = range.into_par_iter().map(|k| self.augmented_pixels(split, k)).collect();
         Tensor::stack(&images, 0)
     }
 

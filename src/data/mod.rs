@@ -2,6 +2,7 @@
 //! torchvision-equivalent transforms, batching, MNIST's IDX files, NumPy
 //! `.npy` arrays and face sets.
 
+pub mod augment;
 pub mod decode;
 pub mod faces;
 pub mod image_folder;

@@ -1,8 +1,10 @@
 //! torchvision's transfer-learning transforms over decoded images, on tensors:
-//! `RandomResizedCrop(224)` + `RandomHorizontalFlip()` for training and
-//! `Resize(256)` + `CenterCrop(224)` for validation, bilinear with
-//! antialiasing (PIL's filter), rounded to 8-bit levels as PIL does, then the
-//! backbone's normalization. It never touches files.
+//! `RandomResizedCrop(crop)` + `RandomHorizontalFlip()` for training and
+//! `Resize(resize)` + `CenterCrop(crop)` for validation, with the backbone's
+//! antialiased interpolation (bilinear as PIL's filter, or bicubic as
+//! torchvision v2 on uint8 tensors), rounded to 8-bit levels, then the
+//! backbone's normalization. The presets beyond the crop and flip live in
+//! [`super::augment`]. It never touches files.
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -35,6 +37,15 @@ impl Normalization {
             Normalization::TfLite => (images * 255.0 - 127.0) / 128.0,
         }
     }
+
+    /// The value in [0, 1] of each channel that normalizes to 0 (random
+    /// erasing's fill).
+    pub fn zero_point(self) -> [f32; 3] {
+        match self {
+            Normalization::Imagenet => [0.485, 0.456, 0.406],
+            Normalization::TfLite => [127.0 / 255.0; 3],
+        }
+    }
 }
 
 /// How an image is resampled to the sizes the backbone expects (torchvision's
@@ -56,6 +67,37 @@ pub struct Preprocessing {
     pub crop: i64,
     pub interpolation: Interpolation,
     pub normalization: Normalization,
+}
+
+/// How a run's images are sized: the side of the square the network sees,
+/// the shorter side validation resizes to before its central crop, and the
+/// interpolation of every resize (training's too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sizing {
+    pub size: i64,
+    pub resize: i64,
+    pub interpolation: Interpolation,
+}
+
+impl Sizing {
+    /// The PyTorch tutorial's: 224 from 256, bilinear.
+    pub const TUTORIAL: Sizing =
+        Sizing { size: CROP_SIZE, resize: RESIZE_SIZE, interpolation: Interpolation::Bilinear };
+
+    /// `preprocessing` at `size`² (its crop unless given): validation resizes
+    /// to `resize·size/crop`, rounded, keeping the published proportion.
+    pub fn of(preprocessing: &Preprocessing, size: Option<i64>) -> Self {
+        let size = size.unwrap_or(preprocessing.crop);
+        let resize = (size as f64 * preprocessing.resize as f64 / preprocessing.crop as f64).round() as i64;
+        Sizing { size, resize, interpolation: preprocessing.interpolation }
+    }
+
+    /// The tutorial's proportion and interpolation at `size`²: what every run
+    /// and saved model used before backbones stated their own.
+    pub fn tutorial(size: i64) -> Self {
+        let resize = (size as f64 * RESIZE_SIZE as f64 / CROP_SIZE as f64).round() as i64;
+        Sizing { size, resize, interpolation: Interpolation::Bilinear }
+    }
 }
 
 /// A crop box in pixels: top, left, height, width.
@@ -111,30 +153,42 @@ pub fn draw_augmentation(height: i64, width: i64, rng: &mut impl Rng) -> Augment
 }
 
 /// Resizes a `[3, H, W]` uint8 image to `[3, out_h, out_w]` float values on the
-/// 0–255 grid, the way PIL's bilinear resize does (antialiased, rounded).
-fn resize_u8(image: &Tensor, out_h: i64, out_w: i64) -> Tensor {
+/// 0–255 grid, antialiased and rounded: bilinear as PIL's resize (float,
+/// rounded), bicubic as torchvision v2's on uint8 tensors (libtorch's native
+/// uint8 kernel, which torchvision calls for bicubic on the CPU).
+pub fn resize_u8(image: &Tensor, out_h: i64, out_w: i64, interpolation: Interpolation) -> Tensor {
     let (_, h, w) = image.size3().unwrap();
-    let as_float = image.to_kind(Kind::Float).unsqueeze(0);
+    let batch = image.unsqueeze(0);
     let resized = if (h, w) == (out_h, out_w) {
-        as_float
+        batch.to_kind(Kind::Float)
     } else {
-        as_float.internal_upsample_bilinear2d_aa([out_h, out_w], false, None, None)
+        match interpolation {
+            Interpolation::Bilinear => {
+                let resized =
+                    batch.to_kind(Kind::Float).internal_upsample_bilinear2d_aa([out_h, out_w], false, None, None);
+                resized.round().clamp(0.0, 255.0)
+            }
+            Interpolation::Bicubic => batch
+                .contiguous()
+                .internal_upsample_bicubic2d_aa([out_h, out_w], false, None, None)
+                .to_kind(Kind::Float),
+        }
     };
-    resized.squeeze_dim(0).round().clamp(0.0, 255.0)
+    resized.squeeze_dim(0)
 }
 
 /// The training transform of one `[3, H, W]` uint8 image: crop, resize to
 /// `size`² (224 in the tutorial), optional flip; returns float values in [0, 1].
-pub fn train_transform(image: &Tensor, aug: &Augmentation, size: i64) -> Tensor {
-    train_pixels(image, aug, size).to_kind(Kind::Float) / 255.0
+pub fn train_transform(image: &Tensor, aug: &Augmentation, sizing: &Sizing) -> Tensor {
+    train_pixels(image, aug, sizing).to_kind(Kind::Float) / 255.0
 }
 
 /// [`train_transform`] before the scaling to [0, 1]: `[3, size, size]` uint8
 /// (exact, since the resize rounds to the 0–255 grid as PIL does).
-pub fn train_pixels(image: &Tensor, aug: &Augmentation, size: i64) -> Tensor {
-    let c = aug.crop;
+pub fn train_pixels(image: &Tensor, aug: &Augmentation, sizing: &Sizing) -> Tensor {
+    let (c, size) = (aug.crop, sizing.size);
     let cropped = image.narrow(1, c.top, c.height).narrow(2, c.left, c.width);
-    let resized = resize_u8(&cropped, size, size).to_kind(Kind::Uint8);
+    let resized = resize_u8(&cropped, size, size, sizing.interpolation).to_kind(Kind::Uint8);
     if aug.flip {
         resized.flip([2])
     } else {
@@ -157,28 +211,19 @@ fn center_offset(size: i64, crop: i64) -> i64 {
     ((size - crop) as f64 / 2.0).round_ties_even() as i64
 }
 
-/// The shorter side validation resizes to before the central `size`² crop.
-pub fn val_resize_size(size: i64) -> i64 {
-    if size == CROP_SIZE {
-        RESIZE_SIZE
-    } else {
-        (size as f64 * 8.0 / 7.0).round() as i64
-    }
-}
-
 /// The validation transform of one `[3, H, W]` uint8 image: `Resize(256)`,
 /// `CenterCrop(224)`; returns float values in [0, 1].
 pub fn val_transform(image: &Tensor) -> Tensor {
-    val_transform_sized(image, CROP_SIZE)
+    val_transform_sized(image, &Sizing::TUTORIAL)
 }
 
-/// [`val_transform`] for `size`² inputs: the shorter side resized to
-/// `size·256/224` (the tutorial's proportion), then the central `size`².
-pub fn val_transform_sized(image: &Tensor, size: i64) -> Tensor {
+/// [`val_transform`] for a run's `sizing`: the shorter side resized to
+/// `sizing.resize`, then the central `sizing.size`².
+pub fn val_transform_sized(image: &Tensor, sizing: &Sizing) -> Tensor {
     let (_, h, w) = image.size3().expect("an image tensor is [3, H, W]");
-    let resize_to = val_resize_size(size);
-    let (rh, rw) = resize_shorter_side(h, w, resize_to);
-    let resized = resize_u8(image, rh, rw);
+    let size = sizing.size;
+    let (rh, rw) = resize_shorter_side(h, w, sizing.resize);
+    let resized = resize_u8(image, rh, rw, sizing.interpolation);
     let cropped = if rh < size || rw < size {
         // A very elongated image may resize below the crop: pad as torchvision does.
         let pad_h = (size - rh).max(0);
@@ -216,6 +261,26 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let c = random_resized_crop_box(100, 2000, &mut rng);
         assert_eq!(c, CropBox { top: 0, left: (2000 - 133) / 2, height: 100, width: 133 });
+    }
+
+    #[test]
+    fn sizing_keeps_the_published_proportion_and_the_tutorials_rounding() {
+        let tutorial = Preprocessing {
+            resize: 256,
+            crop: 224,
+            interpolation: Interpolation::Bilinear,
+            normalization: Normalization::Imagenet,
+        };
+        assert_eq!(Sizing::of(&tutorial, None), Sizing::TUTORIAL);
+        for size in 32..=1024 {
+            let old = (size as f64 * 8.0 / 7.0).round() as i64;
+            assert_eq!(Sizing::of(&tutorial, Some(size)).resize, old, "size {size}");
+        }
+        let bicubic = Preprocessing { resize: 232, interpolation: Interpolation::Bicubic, ..tutorial };
+        assert_eq!(
+            Sizing::of(&bicubic, Some(160)),
+            Sizing { size: 160, resize: 166, interpolation: Interpolation::Bicubic }
+        );
     }
 
     #[test]

@@ -6,9 +6,12 @@
 //! `--resume` replays it; [`FinetuneConfig::resume`] decides which options
 //! may change then.
 
-pub use super::options::{Mode, OptimizerKind, Precision, SchedulerKind, TrainOptions};
+pub use super::options::{Mode, OptimizerKind, Precision, Preset, SchedulerKind, TrainOptions};
 use crate::choice_names::Named;
 use crate::cli::options_file::BadValue;
+use crate::data::augment::mix::MixRecipe;
+use crate::data::augment::AugmentRecipe;
+use crate::data::transforms::Sizing;
 use crate::models::Arch;
 use crate::report::{Reporter, Silent};
 use crate::train::amp::Autocast;
@@ -69,6 +72,22 @@ pub struct FinetuneConfig {
     pub early_stop: Option<usize>,
     #[serde(default = "default_image_size")]
     pub image_size: i64,
+    #[serde(default = "default_augment")]
+    pub augment: Preset,
+    #[serde(default = "default_randaugment_n")]
+    pub randaugment_n: usize,
+    #[serde(default = "default_randaugment_m")]
+    pub randaugment_m: usize,
+    #[serde(default)]
+    pub random_erase: f64,
+    /// ColorJitter's four amounts, when jittered.
+    #[serde(default)]
+    pub color_jitter: Option<Vec<f64>>,
+    /// MixUp's and CutMix's α, when mixed.
+    #[serde(default)]
+    pub mixup: Option<f64>,
+    #[serde(default)]
+    pub cutmix: Option<f64>,
     pub seed: u64,
     pub out: PathBuf,
     pub workers: usize,
@@ -104,6 +123,15 @@ fn one() -> usize {
 }
 fn default_image_size() -> i64 {
     crate::data::transforms::CROP_SIZE
+}
+fn default_augment() -> Preset {
+    Preset::Tutorial
+}
+fn default_randaugment_n() -> usize {
+    AugmentRecipe::TUTORIAL.randaugment_n
+}
+fn default_randaugment_m() -> usize {
+    AugmentRecipe::TUTORIAL.randaugment_m
 }
 fn default_cache_mb() -> u64 {
     crate::data::loader::DEFAULT_PIXEL_BUDGET_MB
@@ -183,6 +211,28 @@ impl FinetuneConfig {
         }
     }
 
+    /// How the run's images are sized: `--image-size` with the backbone's
+    /// resize proportion and interpolation.
+    pub fn sizing(&self) -> Sizing {
+        Sizing::of(&self.arch.preprocessing(), Some(self.image_size))
+    }
+
+    /// What training samples get beyond the crop and flip.
+    pub fn augment_recipe(&self) -> AugmentRecipe {
+        AugmentRecipe {
+            preset: self.augment,
+            randaugment_n: self.randaugment_n,
+            randaugment_m: self.randaugment_m,
+            random_erase: self.random_erase,
+            color_jitter: self.color_jitter.as_deref().and_then(|amounts| amounts.try_into().ok()),
+        }
+    }
+
+    /// How training batches are mixed.
+    pub fn mix_recipe(&self) -> MixRecipe {
+        MixRecipe { mixup: self.mixup, cutmix: self.cutmix }
+    }
+
     /// The autocast of this run's forward passes on `device`.
     pub fn autocast(&self, device: Device) -> Autocast {
         Autocast::of(self.amp, self.precision, device)
@@ -244,7 +294,14 @@ impl FinetuneConfig {
             clip_grad_norm: options.clip_grad_norm,
             ema: options.ema,
             early_stop: options.early_stop,
-            image_size: options.image_size,
+            image_size: options.image_size.unwrap_or(options.arch.preprocessing().crop),
+            augment: options.augment,
+            randaugment_n: options.randaugment_n,
+            randaugment_m: options.randaugment_m,
+            random_erase: options.random_erase,
+            color_jitter: options.color_jitter.clone(),
+            mixup: options.mixup,
+            cutmix: options.cutmix,
             seed: options.seed.seed,
             out: output_folder(options, reporter)?,
             workers: options.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
@@ -340,6 +397,7 @@ impl FinetuneConfig {
         if let Some(decay) = self.layer_decay {
             extras.push(format!("layer decay {decay}"));
         }
+        extras.extend(self.describe_augmentation());
         if self.weight_decay > 0.0 {
             extras.push(format!("weight decay {}", self.weight_decay));
         }
@@ -378,6 +436,68 @@ impl FinetuneConfig {
     }
 }
 
+impl FinetuneConfig {
+    /// The augmentation beyond the crop and flip, in words (none under the tutorial's).
+    fn describe_augmentation(&self) -> Vec<String> {
+        let mut said = Vec::new();
+        if let Some(amounts) = &self.color_jitter {
+            let amounts: Vec<String> = amounts.iter().map(f64::to_string).collect();
+            said.push(format!("color jitter {}", amounts.join(",")));
+        }
+        match self.augment {
+            Preset::Tutorial => {}
+            Preset::Randaugment => {
+                said.push(format!("randaugment (n {}, m {})", self.randaugment_n, self.randaugment_m))
+            }
+            preset => said.push(preset.name()),
+        }
+        if self.random_erase > 0.0 {
+            said.push(format!("random erase {}", self.random_erase));
+        }
+        let mixes = [("mixup", self.mixup), ("cutmix", self.cutmix)];
+        said.extend(mixes.iter().filter_map(|(name, alpha)| alpha.map(|alpha| format!("{name} α {alpha}"))));
+        said
+    }
+}
+
+/// The augmentation options checked, with a one-line reason naming the option.
+fn validate_augmentation(o: &TrainOptions) -> Result<()> {
+    if o.randaugment_m > 30 {
+        bail!("--randaugment-m {}: must be a magnitude bin from 0 to 30", o.randaugment_m);
+    }
+    if !(0.0..=1.0).contains(&o.random_erase) {
+        bail!("--random-erase {}: must be in [0, 1]", o.random_erase);
+    }
+    if let Some(amounts) = &o.color_jitter {
+        let given = amounts.iter().map(f64::to_string).collect::<Vec<_>>().join(",");
+        if amounts.len() != 4 {
+            bail!("--color-jitter {given}: must be four amounts B,C,S,H (e.g. 0.4,0.4,0.4,0.1)");
+        }
+        if amounts.iter().any(|a| !(a.is_finite() && *a >= 0.0)) {
+            bail!("--color-jitter {given}: the amounts must be 0 or more");
+        }
+        if amounts[3] > 0.5 {
+            bail!("--color-jitter {given}: the hue amount must be at most 0.5");
+        }
+    }
+    for (name, alpha) in [("mixup", o.mixup), ("cutmix", o.cutmix)] {
+        match alpha {
+            Some(alpha) if !(alpha.is_finite() && alpha > 0.0) => {
+                bail!("--{name} {alpha}: α must be a positive number (e.g. 0.2 for mixup, 1.0 for cutmix)")
+            }
+            Some(_) if o.mode != Mode::Full => {
+                bail!("--{name} mixes the images of a training batch: it needs --mode full (feature-extract trains the head on features of unmixed images)")
+            }
+            _ => {}
+        }
+    }
+    let augments = o.augment != Preset::Tutorial || o.random_erase > 0.0 || o.color_jitter.is_some();
+    if o.cache_features && augments {
+        bail!("--cache-features trains on un-augmented features: it cannot take --augment, --random-erase or --color-jitter");
+    }
+    Ok(())
+}
+
 /// Every number checked, with a one-line reason naming the option.
 fn validate(o: &TrainOptions) -> Result<()> {
     let positive = |name: &str, value: f64| -> Result<()> {
@@ -387,6 +507,7 @@ fn validate(o: &TrainOptions) -> Result<()> {
         Ok(())
     };
     positive("lr", o.lr)?;
+    validate_augmentation(o)?;
     positive("gamma", o.gamma)?;
     if !(0.0..1.0).contains(&o.momentum) {
         bail!("--momentum {}: must be at least 0 and below 1", o.momentum);
@@ -458,13 +579,13 @@ fn validate(o: &TrainOptions) -> Result<()> {
     if o.seed.seed > i64::MAX as u64 {
         bail!("--seed {}: must be at most {}", o.seed.seed, i64::MAX);
     }
-    if !(32..=1024).contains(&o.image_size) {
-        bail!("--image-size {}: must be between 32 and 1024 pixels", o.image_size);
+    if let Some(size) = o.image_size.filter(|size| !(32..=1024).contains(size)) {
+        bail!("--image-size {size}: must be between 32 and 1024 pixels");
     }
-    if let Some(patch) = o.arch.patch_size().filter(|patch| o.image_size % patch != 0) {
+    let image_size = o.image_size.unwrap_or(o.arch.preprocessing().crop);
+    if let Some(patch) = o.arch.patch_size().filter(|patch| image_size % patch != 0) {
         bail!(
-            "--image-size {}: --arch {} cuts images into {patch}-pixel patches; give a multiple of {patch}",
-            o.image_size,
+            "--image-size {image_size}: --arch {} cuts images into {patch}-pixel patches; give a multiple of {patch}",
             o.arch.name()
         );
     }
@@ -617,5 +738,73 @@ mod tests {
         assert!(error.to_string().contains("--ema cannot be given with it"), "{error}");
         let resumed = FinetuneConfig::resume(&saved, &config.out, &TrainOptions::defaults(), &BTreeSet::new()).unwrap();
         assert_eq!((resumed.accumulate, resumed.ema), (2, Some(0.9)));
+    }
+
+    /// A new run's options with random weights, `--out` given, changed by `change`.
+    fn augmented(change: impl FnOnce(&mut TrainOptions)) -> TrainOptions {
+        let mut options = knobs(1, None, None);
+        change(&mut options);
+        options
+    }
+
+    #[test]
+    fn bad_augmentation_values_are_refused_in_one_line_naming_the_option() {
+        for (options, expected) in [
+            (augmented(|o| o.random_erase = 1.5), "--random-erase 1.5: must be in [0, 1]"),
+            (augmented(|o| o.randaugment_m = 31), "--randaugment-m 31: must be a magnitude bin from 0 to 30"),
+            (augmented(|o| o.color_jitter = Some(vec![0.4, 0.4])), "--color-jitter 0.4,0.4: must be four amounts"),
+            (augmented(|o| o.color_jitter = Some(vec![0.4, 0.4, 0.4, 0.6])), "--color-jitter 0.4,0.4,0.4,0.6: the hue"),
+            (augmented(|o| o.color_jitter = Some(vec![-1.0, 0.0, 0.0, 0.0])), "--color-jitter -1,0,0,0: the amounts"),
+            (augmented(|o| o.mixup = Some(0.0)), "--mixup 0: α must be a positive number"),
+            (
+                augmented(|o| o.cutmix = Some(1.0)),
+                "--cutmix mixes the images of a training batch: it needs --mode full",
+            ),
+            (
+                augmented(|o| (o.cache_features, o.augment) = (true, Preset::Randaugment)),
+                "--cache-features trains on un-augmented features",
+            ),
+        ] {
+            let error = FinetuneConfig::new(&options).unwrap_err().to_string();
+            assert!(error.starts_with(expected) && !error.contains('\n'), "{error}");
+        }
+    }
+
+    #[test]
+    fn augmentation_is_saved_resumed_and_absent_from_older_configs_as_the_tutorials() {
+        let options = augmented(|o| {
+            (o.mode, o.augment, o.random_erase, o.mixup, o.cutmix) =
+                (Mode::Full, Preset::Randaugment, 0.25, Some(0.2), Some(1.0));
+            o.color_jitter = Some(vec![0.4, 0.4, 0.4, 0.1]);
+        });
+        let config = FinetuneConfig::new(&options).unwrap();
+        let recipe = config.augment_recipe();
+        assert_eq!(
+            (recipe.preset, recipe.random_erase, recipe.color_jitter),
+            (Preset::Randaugment, 0.25, Some([0.4, 0.4, 0.4, 0.1]))
+        );
+        assert_eq!(config.mix_recipe(), MixRecipe { mixup: Some(0.2), cutmix: Some(1.0) });
+        assert!(config.describe().contains("randaugment (n 2, m 9)"), "{}", config.describe());
+        let saved = serde_json::to_string(&config).unwrap();
+        let resumed = FinetuneConfig::resume(&saved, &config.out, &TrainOptions::defaults(), &BTreeSet::new()).unwrap();
+        assert_eq!((resumed.augment_recipe(), resumed.mix_recipe()), (recipe, config.mix_recipe()));
+        let given = BTreeSet::from(["augment".to_owned()]);
+        let error = FinetuneConfig::resume(&saved, &config.out, &options, &given).unwrap_err();
+        assert!(error.to_string().contains("--augment cannot be given with it"), "{error}");
+        let serde_json::Value::Object(mut older) = serde_json::to_value(&config).unwrap() else { panic!("an object") };
+        for key in ["augment", "randaugment_n", "randaugment_m", "random_erase", "color_jitter", "mixup", "cutmix"] {
+            older.remove(key).unwrap();
+        }
+        let loaded: FinetuneConfig = serde_json::from_value(serde_json::Value::Object(older)).unwrap();
+        assert!(loaded.augment_recipe().is_tutorial() && !loaded.mix_recipe().mixes());
+        assert!(config.to_options_toml().unwrap().contains("augment = \"randaugment\""));
+    }
+
+    #[test]
+    fn the_image_size_defaults_to_the_backbones_crop_and_a_given_one_wins() {
+        let config = FinetuneConfig::new(&knobs(1, None, None)).unwrap();
+        assert_eq!(config.sizing(), Sizing::TUTORIAL);
+        let config = FinetuneConfig::new(&augmented(|o| o.image_size = Some(160))).unwrap();
+        assert_eq!(config.sizing(), Sizing::tutorial(160));
     }
 }

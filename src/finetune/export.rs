@@ -4,7 +4,8 @@
 //! its input needs as JSON. The graph itself is `crate::models::onnx`'s.
 
 use super::predict::TrainedModel;
-use crate::data::transforms::{val_resize_size, Normalization};
+use crate::choice_names::Named;
+use crate::data::transforms::Normalization;
 use crate::models::onnx::{INPUT, OUTPUT};
 use anyhow::Result;
 use serde::Serialize;
@@ -28,11 +29,11 @@ pub struct ExportCard {
     pub input_shape: (String, i64, i64, i64),
     pub output: String,
     /// The preprocessing of an image file: RGB, the shorter side resized
-    /// to `resize` (bilinear, antialiased), the central `crop`², values
-    /// scaled to [0, 1], then `normalize`.
+    /// to `resize` (`interpolation`, antialiased), the central `crop`²,
+    /// values scaled to [0, 1], then `normalize`.
     pub resize: i64,
     pub crop: i64,
-    pub interpolation: &'static str,
+    pub interpolation: String,
     pub normalize: String,
     /// The run's val accuracy with these weights, and the epoch they are from.
     pub val_acc: f64,
@@ -48,18 +49,19 @@ pub struct Exported {
 
 /// Writes `trained` as `out` (an `.onnx` file) and `out` + `.json`.
 pub fn export(trained: &TrainedModel, out: &Path) -> Result<Exported> {
-    let size = trained.card.image_size;
+    let sizing = trained.card.sizing();
+    let size = sizing.size;
     let mut graph = crate::models::onnx::graph(&trained.model, size)?;
     let card = ExportCard {
-        arch: crate::choice_names::Named::name(&trained.card.arch),
+        arch: trained.card.arch.name(),
         classes: trained.classes.clone(),
         opset: crate::persist::onnx::OPSET,
         input: INPUT.into(),
         input_shape: ("batch".into(), 3, size, size),
         output: OUTPUT.into(),
-        resize: val_resize_size(size),
+        resize: sizing.resize,
         crop: size,
-        interpolation: "bilinear",
+        interpolation: sizing.interpolation.name(),
         normalize: match trained.card.normalization {
             Normalization::Imagenet => "(x - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225] per channel".into(),
             Normalization::TfLite => "(255·x - 127) / 128".into(),

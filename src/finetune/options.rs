@@ -4,6 +4,7 @@
 //! them.
 
 use crate::cli::data_parallel::{BackendChoice, DataParallel};
+pub use crate::data::augment::Preset;
 use crate::models::Arch;
 pub use crate::train::amp::Precision;
 pub use crate::train::optim::OptimizerKind;
@@ -115,9 +116,30 @@ pub struct TrainOptions {
     /// Stop when val accuracy has not improved for this many epochs [default: never, train every --epochs].
     #[arg(long, value_name = "PATIENCE")]
     pub early_stop: Option<usize>,
-    /// Side of the square images the network sees (validation resizes to 8/7 of it, then crops).
-    #[arg(long, value_name = "PIXELS", default_value_t = 224)]
-    pub image_size: i64,
+    /// Side of the square images the network sees; validation resizes in the backbone's proportion (256/224 for the ResNets), then crops [default: the backbone's published crop, 224 for the ResNets].
+    #[arg(long, value_name = "PIXELS")]
+    pub image_size: Option<i64>,
+    /// Augmentation after the random crop and flip, as torchvision v2's: tutorial (none), trivialaugment (TrivialAugmentWide), randaugment, autoaugment (ImageNet policy), augmix.
+    #[arg(long, value_enum, default_value = "tutorial")]
+    pub augment: Preset,
+    /// RandAugment: operations per image.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub randaugment_n: usize,
+    /// RandAugment: the magnitude bin of the operations, 0 to 30.
+    #[arg(long, value_name = "M", default_value_t = 9)]
+    pub randaugment_m: usize,
+    /// Probability of erasing a random box of each normalized training image to 0, as torchvision's RandomErasing (scale 0.02–0.33, ratio 0.3–3.3).
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub random_erase: f64,
+    /// ColorJitter's brightness, contrast, saturation and hue amounts (hue at most 0.5), applied in random order after the flip, before --augment [default: none].
+    #[arg(long, value_name = "B,C,S,H", value_delimiter = ',')]
+    pub color_jitter: Option<Vec<f64>>,
+    /// MixUp each training batch with itself rolled by one, λ ~ Beta(ALPHA, ALPHA) per batch, as torchvision v2's MixUp (--mode full) [default: none].
+    #[arg(long, value_name = "ALPHA")]
+    pub mixup: Option<f64>,
+    /// CutMix each training batch with itself rolled by one, λ ~ Beta(ALPHA, ALPHA) per batch, as torchvision v2's CutMix; with --mixup, one of the two per batch at even odds (--mode full) [default: none].
+    #[arg(long, value_name = "ALPHA")]
+    pub cutmix: Option<f64>,
     #[command(flatten)]
     pub seed: crate::cli::SeedArg,
     #[arg(

@@ -53,7 +53,7 @@ impl TrainedModel {
 
     /// The model's input for one image file: `[3, S, S]` in [0, 1].
     fn input(&self, path: &Path) -> Result<Tensor> {
-        Ok(val_transform_sized(&image_tensor(&decode_rgb(path)?), self.card.image_size))
+        Ok(val_transform_sized(&image_tensor(&decode_rgb(path)?), &self.card.sizing()))
     }
 }
 
@@ -192,7 +192,7 @@ pub fn evaluate_split(
     let split_dir = &folder.root;
     let bar = reporter.bar(folder.samples.len() as u64, "decoding");
     let mut split = DecodedSplit::decode(folder, false, &mut PixelBudget::default(), &bar)?;
-    split.image_size = trained.card.image_size;
+    split.sizing = trained.card.sizing();
     bar.finish_and_clear();
     let probs = trained.probabilities(&split.val_tensor(), device, reporter);
     let labels = split.labels_tensor();

@@ -331,6 +331,8 @@ fn card(config: &FinetuneConfig, splits: &Splits, epoch: usize, val_acc: f64) ->
         classes: splits.train.classes.clone(),
         normalization: config.arch.normalization(),
         image_size: config.image_size,
+        resize: Some(config.sizing().resize),
+        interpolation: Some(config.sizing().interpolation),
         mode: config.mode.name(),
         epoch,
         val_acc,

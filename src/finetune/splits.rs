@@ -61,8 +61,10 @@ impl Splits {
         let mut train = DecodedSplit::decode(&folders.train, config.strict, &mut budget, &bar)?;
         let mut val = DecodedSplit::decode(&folders.val, config.strict, &mut budget, &bar)?;
         bar.finish_and_clear();
-        train.image_size = config.image_size;
-        val.image_size = config.image_size;
+        train.sizing = config.sizing();
+        train.augment = config.augment_recipe();
+        train.erase_fill = config.arch.normalization().zero_point();
+        val.sizing = config.sizing();
         for bad in train.bad_files.iter().chain(&val.bad_files) {
             reporter.warning(&format!("skipped {}: {}", bad.path.display(), bad.reason));
         }

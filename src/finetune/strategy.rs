@@ -6,7 +6,8 @@
 //!   recipe's small steps over their features; `--cache-features` computes
 //!   un-augmented train features once instead.
 //! - [`Full`]: every weight trains; each batch is a full forward and
-//!   backward pass.
+//!   backward pass, mixed first under `--mixup`/`--cutmix` (soft-target
+//!   cross-entropy; training accuracy counts each image's dominant label).
 //! - [`Staged`]: feature extraction's epochs while the run's stage is frozen
 //!   (`--freeze-epochs`), then full ones. The optimizer holds every weight
 //!   from the start; a frozen epoch gives the backbone no gradient, so its
@@ -18,6 +19,7 @@
 use super::config::{FinetuneConfig, Mode};
 use super::evaluate::correct;
 use super::splits::Splits;
+use crate::data::augment::mix;
 use crate::data::loader::{DecodedSplit, EpochPlan};
 use crate::interrupt::{Interrupt, Interrupted};
 use crate::metrics::PhaseTotals;
@@ -81,6 +83,16 @@ impl EpochContext<'_> {
     /// This process's share of the epoch's plan (all of it when alone).
     fn plan(&self) -> EpochPlan {
         self.ranks.share(EpochPlan::draw(&self.splits.train, self.config.seed, self.epoch))
+    }
+
+    /// The training loss of mixed batches: cross-entropy with soft `targets`
+    /// (`[B, classes]`, the smoothing already in them).
+    fn soft_loss(&self, targets: &Tensor) -> impl Fn(&Tensor) -> Tensor {
+        let targets = targets.shallow_clone();
+        move |logits: &Tensor| {
+            let log_probs = logits.to_kind(Kind::Float).log_softmax(-1, Kind::Float);
+            (-(&targets * log_probs).sum_dim_intlist(-1, false, Kind::Float)).mean(Kind::Float)
+        }
     }
 
     /// The training loss: cross-entropy with the run's label smoothing.
@@ -264,19 +276,34 @@ impl Strategy for Full {
         let plan = ctx.plan();
         let normalization = ctx.config.arch.normalization();
         let batches = plan.num_batches(ctx.config.batch_size);
+        let (config, classes) = (ctx.config, split.classes.len() as i64);
+        let mixes = mix::draw_epoch(&config.mix_recipe(), batches, config.image_size, config.seed, ctx.epoch);
         let bar = ctx.reporter.bar(batches as u64, "train");
         let mut totals = PhaseTotals::default();
         totals.data_wait_seconds =
             for_each_augmented_batch(&plan, split, ctx.config.batch_size, ctx.device, |b, images, labels| {
                 // Batch norm's running statistics are rank 0's after every
                 // update (the step broadcasts them, as DDP's broadcast_buffers).
-                let images = normalization.apply(&images);
+                let mixed = mixes[b].map(|mix| mix.images(&images));
+                let images = normalization.apply(mixed.as_ref().unwrap_or(&images));
                 let autocast = ctx.config.autocast(ctx.device);
                 let mut forward = || autocast.run(|| model.forward(&images, true));
-                let outcome = grad_step
-                    .step(optimizer, &mut forward, &ctx.loss(&labels), ctx.lr_at(b, batches))
-                    .map_err(|error| ctx.step_failed(error, b))?;
-                totals.add(outcome.loss, correct(&outcome.logits, &labels), labels.size()[0]);
+                let (outcome, counted) = match mixes[b] {
+                    None => (
+                        grad_step.step(optimizer, &mut forward, &ctx.loss(&labels), ctx.lr_at(b, batches)),
+                        labels.shallow_clone(),
+                    ),
+                    Some(mix) => {
+                        let targets = mix.targets(&labels, classes, config.label_smoothing);
+                        let loss = ctx.soft_loss(&targets);
+                        (
+                            grad_step.step(optimizer, &mut forward, &loss, ctx.lr_at(b, batches)),
+                            mix.dominant_labels(&labels),
+                        )
+                    }
+                };
+                let outcome = outcome.map_err(|error| ctx.step_failed(error, b))?;
+                totals.add(outcome.loss, correct(&outcome.logits, &counted), labels.size()[0]);
                 bar.inc(1);
                 if ctx.stop_requested()? {
                     return Err(ctx.interrupted());

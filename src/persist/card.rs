@@ -363,6 +363,8 @@ mod tests {
                 classes: vec!["ants".into(), "bees".into()],
                 normalization: Normalization::Imagenet,
                 image_size: 160,
+                resize: None,
+                interpolation: None,
                 mode: "feature-extract".into(),
                 epoch: 4,
                 val_acc: 0.9,

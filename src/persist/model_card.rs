@@ -1,10 +1,10 @@
 //! The card a saved model carries in its `.safetensors` metadata: what
 //! `predict` and `eval` need to use it (architecture, classes, input
-//! normalization and size) and how it was made. A [`Card`] of kind
+//! normalization, size, resize and interpolation) and how it was made. A [`Card`] of kind
 //! `finetune model`; older files, the same keys without the kind, still load.
 
 use super::card::{self, Card};
-use crate::data::transforms::Normalization;
+use crate::data::transforms::{Interpolation, Normalization, Sizing};
 use crate::models::Arch;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,13 @@ pub struct ModelCard {
     /// Side of the square input images (older files: 224).
     #[serde(default = "default_image_size")]
     pub image_size: i64,
+    /// The shorter side validation resizes to (older files: the tutorial's
+    /// `image_size·256/224`).
+    #[serde(default)]
+    pub resize: Option<i64>,
+    /// The resizes' interpolation (older files: bilinear).
+    #[serde(default)]
+    pub interpolation: Option<Interpolation>,
     pub mode: String,
     /// 0-based epoch whose weights these are.
     pub epoch: usize,
@@ -65,6 +72,16 @@ impl Card for ModelCard {
 }
 
 impl ModelCard {
+    /// How images are sized for this model, as it was trained.
+    pub fn sizing(&self) -> Sizing {
+        let tutorial = Sizing::tutorial(self.image_size);
+        Sizing {
+            size: self.image_size,
+            resize: self.resize.unwrap_or(tutorial.resize),
+            interpolation: self.interpolation.unwrap_or(tutorial.interpolation),
+        }
+    }
+
     /// The card as safetensors metadata.
     pub fn to_metadata(&self) -> Result<HashMap<String, String>> {
         card::to_metadata(self)
@@ -91,6 +108,8 @@ mod tests {
             classes: vec!["ants".into(), "bees".into()],
             normalization: Normalization::TfLite,
             image_size: 224,
+            resize: None,
+            interpolation: None,
             mode: "full".into(),
             epoch: 3,
             val_acc: 0.954248,
@@ -119,6 +138,16 @@ mod tests {
         assert_eq!(ModelCard::from_metadata(&older, Path::new("m")).unwrap(), card());
         let error = format!("{:#}", ModelCard::from_metadata(&HashMap::new(), Path::new("x")).unwrap_err());
         assert_eq!(error, "x: not a finetune model file (its metadata names no kind)");
+    }
+
+    #[test]
+    fn a_card_knows_its_sizing_and_an_older_one_reads_as_the_tutorials() {
+        assert_eq!(ModelCard { image_size: 160, ..card() }.sizing(), Sizing::tutorial(160));
+        assert_eq!(card().sizing(), Sizing::TUTORIAL);
+        let bicubic =
+            ModelCard { image_size: 380, resize: Some(384), interpolation: Some(Interpolation::Bicubic), ..card() };
+        let read = ModelCard::from_metadata(&bicubic.to_metadata().unwrap(), Path::new("m")).unwrap();
+        assert_eq!(read.sizing(), Sizing { size: 380, resize: 384, interpolation: Interpolation::Bicubic });
     }
 
     #[test]

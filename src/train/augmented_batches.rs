@@ -37,7 +37,9 @@ pub fn for_each_augmented_batch(
             preparing += start.elapsed().as_secs_f64();
             for (b, offset) in (first_batch..).zip((0..round.len()).step_by(batch_images)) {
                 let len = batch_images.min(round.len() - offset);
-                let images = pixels.narrow(0, offset as i64, len as i64).to_kind(Kind::Float) / 255.0;
+                let mut images = pixels.narrow(0, offset as i64, len as i64).to_kind(Kind::Float) / 255.0;
+                let first = round.start + offset;
+                plan.erase(split, &mut images, first..first + len);
                 consume(b, images, labels.narrow(0, offset as i64, len as i64))?;
             }
         }
