@@ -330,6 +330,16 @@ pub struct Staged {
     frozen: FeatureExtract,
 }
 
+impl Staged {
+    /// The strategy of the stage `ctx`'s epoch is in.
+    fn of_stage(&self, ctx: &EpochContext) -> &dyn Strategy {
+        match ctx.config.stage(ctx.epoch).frozen {
+            true => &self.frozen,
+            false => &Full,
+        }
+    }
+}
+
 impl Strategy for Staged {
     fn train_epoch(
         &self,
@@ -338,16 +348,10 @@ impl Strategy for Staged {
         optimizer: &mut dyn Optimizer,
         ctx: &EpochContext,
     ) -> Result<PhaseTotals> {
-        match ctx.config.stage(ctx.epoch).frozen {
-            true => self.frozen.train_epoch(model, grad_step, optimizer, ctx),
-            false => Full.train_epoch(model, grad_step, optimizer, ctx),
-        }
+        self.of_stage(ctx).train_epoch(model, grad_step, optimizer, ctx)
     }
 
     fn val_probabilities(&self, model: &Classifier, ctx: &EpochContext) -> Result<Tensor> {
-        match ctx.config.stage(ctx.epoch).frozen {
-            true => self.frozen.val_probabilities(model, ctx),
-            false => Full.val_probabilities(model, ctx),
-        }
+        self.of_stage(ctx).val_probabilities(model, ctx)
     }
 }

@@ -90,6 +90,14 @@ impl LrScales {
     }
 }
 
+/// `grad + weight_decay·param`: torch's L2 weight decay, added to the gradient.
+fn with_l2(grad: &Tensor, param: &Tensor, weight_decay: f64) -> Tensor {
+    match weight_decay > 0.0 {
+        true => grad + param * weight_decay,
+        false => grad.shallow_clone(),
+    }
+}
+
 /// Zero buffers shaped like every parameter.
 fn zeros_like(params: &Params) -> Vec<Tensor> {
     params.tensors().map(|p| p.zeros_like()).collect()
@@ -139,10 +147,7 @@ impl Optimizer for Sgd {
                     continue;
                 }
                 let lr = self.scales.lr(index, lr);
-                let grad = match self.weight_decay > 0.0 {
-                    true => grad + param * self.weight_decay,
-                    false => grad.shallow_clone(),
-                };
+                let grad = with_l2(grad, param, self.weight_decay);
                 let _ = buffer.g_mul_scalar_(self.momentum).g_add_(&grad);
                 let update = match self.nesterov {
                     true => grad + &*buffer * self.momentum,
@@ -264,10 +269,7 @@ impl Optimizer for RmsProp {
                     continue;
                 }
                 let lr = self.scales.lr(index, lr);
-                let grad = match self.weight_decay > 0.0 {
-                    true => grad + param * self.weight_decay,
-                    false => grad.shallow_clone(),
-                };
+                let grad = with_l2(grad, param, self.weight_decay);
                 let _ = square_average.g_mul_scalar_(RMSPROP_ALPHA).addcmul_(&(&grad * (1.0 - RMSPROP_ALPHA)), &grad);
                 let scaled = grad / (square_average.sqrt() + EPS);
                 let update = match self.momentum > 0.0 {
