@@ -194,7 +194,9 @@ impl SweepFile {
         }
         let config = self.tool.resolve(&self.base, &table, &out.join(&name), &source)?;
         let epochs = Tool::epochs(&config).with_context(|| format!("{source}: the resolved options have no epochs"))?;
-        let flags = self.base.iter().chain(table.iter()).flat_map(|(k, v)| flag(k, v)).collect();
+        // A recipe may override a base option: each option once, the point's value.
+        let base = self.base.iter().filter(|(key, _)| !table.keys().any(|k| id(k) == id(key)));
+        let flags = base.chain(table.iter()).flat_map(|(k, v)| flag(k, v)).collect();
         Ok(Point { index, values, name, config, epochs, flags })
     }
 
@@ -373,6 +375,11 @@ mod tests {
         assert_eq!((staged["mode"].as_str(), staged["lr_mult"].as_f64()), (Some("staged"), Some(100.0)));
         assert_eq!((staged["freeze_epochs"].as_u64(), staged["seed"].as_u64()), (Some(2), Some(1)));
         assert!(points[3].flags.windows(2).any(|w| w == ["--mode", "staged"]), "{:?}", points[3].flags);
+        assert_eq!(
+            points[3].flags.iter().filter(|f| *f == "--mode").count(),
+            1,
+            "the recipe's mode replaces the base's"
+        );
         assert!(!points[3].flags.iter().any(|f| f.contains("recipe")), "{:?}", points[3].flags);
         assert_eq!(points[3].label(), "recipe=staged seed=1");
     }
