@@ -27,11 +27,11 @@ use tchlab::train::lr_range::RangeTest;
 #[command(
     name = "finetune",
     version,
-    about = "Fine-tune a pretrained ResNet (torchvision's family), RegNetY, Swin-T or EfficientNet-Lite0 on an image folder (DIR/train/<class>/*, DIR/val/<class>/*)",
+    about = "Fine-tune a pretrained backbone (torchvision's ResNets, RegNetY, MobileNetV3, EfficientNets, ConvNeXt, ViT, Swin-T, or EfficientNet-Lite0; finetune --list-archs) on an image folder (DIR/train/<class>/*, DIR/val/<class>/*)",
     long_about = None,
     args_conflicts_with_subcommands = true,
     allow_negative_numbers = true,
-    after_help = "Examples:\n  finetune --mode feature-extract --arch efficientnet-lite0\n  finetune --list-archs\n  finetune --mode full --arch resnet18 --epochs 25 --out runs/r18-full\n  finetune --config run.toml --lr 0.01\n  finetune --resume runs/r18-full --epochs 30\n  finetune predict --checkpoint runs/r18-full photo.jpg\n  finetune eval --checkpoint runs/r18-full --data data/hymenoptera_data\n  finetune sweep examples/sweep.toml --jobs 2\n  finetune report runs/sweep"
+    after_help = "Examples:\n  finetune --mode feature-extract --arch efficientnet-lite0\n  finetune --list-archs\n  finetune --mode full --arch resnet18 --epochs 25 --out runs/r18-full\n  finetune --config run.toml --lr 0.01\n  finetune --resume runs/r18-full --epochs 30\n  finetune predict --checkpoint runs/r18-full photo.jpg\n  finetune eval --checkpoint runs/r18-full --data data/hymenoptera_data\n  finetune export --checkpoint runs/r18-full\n  finetune sweep examples/sweep.toml --jobs 2\n  finetune report runs/sweep"
 )]
 struct Cli {
     #[command(subcommand)]

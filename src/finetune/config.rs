@@ -335,6 +335,13 @@ impl FinetuneConfig {
         validate(&check).map_err(BadValue::wrap)?;
         if given.contains("epochs") {
             config.epochs = options.epochs;
+            if config.mode == Mode::Staged && config.epochs <= config.freeze_epochs {
+                bail!(
+                    "--epochs {}: this staged run freezes its backbone for {} epoch(s); give more to train every weight",
+                    config.epochs,
+                    config.freeze_epochs
+                );
+            }
         }
         if given.contains("data") {
             config.data = absolute(&options.data)?;
@@ -465,6 +472,9 @@ fn validate_augmentation(o: &TrainOptions) -> Result<()> {
     if o.randaugment_m > 30 {
         bail!("--randaugment-m {}: must be a magnitude bin from 0 to 30", o.randaugment_m);
     }
+    if o.randaugment_n > 16 {
+        bail!("--randaugment-n {}: at most 16 operations per image", o.randaugment_n);
+    }
     if !(0.0..=1.0).contains(&o.random_erase) {
         bail!("--random-erase {}: must be in [0, 1]", o.random_erase);
     }
@@ -486,7 +496,7 @@ fn validate_augmentation(o: &TrainOptions) -> Result<()> {
                 bail!("--{name} {alpha}: α must be a positive number (e.g. 0.2 for mixup, 1.0 for cutmix)")
             }
             Some(_) if o.mode != Mode::Full => {
-                bail!("--{name} mixes the images of a training batch: it needs --mode full (feature-extract trains the head on features of unmixed images)")
+                bail!("--{name} mixes the images of a training batch: it needs --mode full (feature-extract and staged's frozen epochs train the head on features of unmixed images)")
             }
             _ => {}
         }
@@ -555,6 +565,15 @@ fn validate(o: &TrainOptions) -> Result<()> {
         bail!(
             "--warmup-epochs {}: one-cycle warms up itself (its first 30 % of batches); leave it out",
             o.warmup_epochs
+        );
+    }
+    if o.mode != Mode::Staged && o.freeze_epochs != TrainOptions::defaults().freeze_epochs {
+        bail!("--freeze-epochs {}: only --mode staged freezes its backbone for some epochs", o.freeze_epochs);
+    }
+    if let (Mode::Staged, Some(patience)) = (o.mode, o.early_stop.filter(|p| *p <= o.freeze_epochs)) {
+        bail!(
+            "--early-stop {patience}: the backbone is frozen for --freeze-epochs {}; give a patience above it, or it may stop before the backbone trains",
+            o.freeze_epochs
         );
     }
     if o.nesterov && (o.optimizer != OptimizerKind::Sgd || o.momentum == 0.0) {
@@ -679,7 +698,7 @@ mod tests {
             assert!((rate - expected).abs() < 1e-12, "epoch {epoch}: {rate} against {expected}");
         }
         assert!(config.describe().contains("backbone frozen for 2 epoch(s)"), "{}", config.describe());
-        let full = FinetuneConfig::new(&TrainOptions { mode: Mode::Full, ..options }).unwrap();
+        let full = FinetuneConfig::new(&TrainOptions { mode: Mode::Full, freeze_epochs: 1, ..options }).unwrap();
         assert_eq!(full.stage(1), Stage { first_epoch: 0, epochs: 10, frozen: false });
     }
 
@@ -727,6 +746,10 @@ mod tests {
         let cycle = with(&|o| (o.scheduler, o.warmup_epochs) = (SchedulerKind::OneCycle, 1));
         assert!(cycle.contains("one-cycle warms up itself"), "{cycle}");
         assert!(with(&|o| o.cache_features = true).is_empty(), "staged mode caches its frozen epochs' features");
+        let early = with(&|o| (o.freeze_epochs, o.early_stop) = (2, Some(2)));
+        assert!(early.starts_with("--early-stop 2: the backbone is frozen for --freeze-epochs 2"), "{early}");
+        let not_staged = with(&|o| (o.mode, o.freeze_epochs) = (Mode::Full, 3));
+        assert!(not_staged.starts_with("--freeze-epochs 3: only --mode staged"), "{not_staged}");
     }
 
     #[test]
@@ -738,6 +761,16 @@ mod tests {
         assert!(error.to_string().contains("--ema cannot be given with it"), "{error}");
         let resumed = FinetuneConfig::resume(&saved, &config.out, &TrainOptions::defaults(), &BTreeSet::new()).unwrap();
         assert_eq!((resumed.accumulate, resumed.ema), (2, Some(0.9)));
+    }
+
+    #[test]
+    fn a_staged_run_cannot_be_resumed_to_end_frozen() {
+        let config = FinetuneConfig::new(&staged(5, 3)).unwrap();
+        let saved = serde_json::to_string(&config).unwrap();
+        let (epochs, given) =
+            (TrainOptions { epochs: 3, ..TrainOptions::defaults() }, BTreeSet::from(["epochs".to_owned()]));
+        let error = FinetuneConfig::resume(&saved, &config.out, &epochs, &given).unwrap_err().to_string();
+        assert!(error.starts_with("--epochs 3: this staged run freezes its backbone for 3 epoch(s)"), "{error}");
     }
 
     /// A new run's options with random weights, `--out` given, changed by `change`.

@@ -62,16 +62,7 @@ pub fn lr_find(
     let before = snapshot(&model);
     for epoch in 0.. {
         reporter.line(&format!("lr-find: pass {epoch} over the train split"));
-        let ctx = EpochContext {
-            config,
-            splits: &splits,
-            device,
-            interrupt,
-            ranks: &ranks,
-            epoch,
-            lr: test.start_lr,
-            reporter,
-        };
+        let ctx = EpochContext { config, splits: &splits, device, interrupt, ranks: &ranks, epoch, reporter };
         match strategy.train_epoch(&model, &mut grad_step, optimizer.as_mut(), &ctx) {
             Ok(_) => continue,
             Err(error) if error.is::<RangeTestEnded>() => break,

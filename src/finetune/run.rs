@@ -64,7 +64,6 @@ impl<'a> Finetune<'a> {
             interrupt: epoch.interrupt,
             ranks: self.ranks,
             epoch: epoch.index,
-            lr: epoch.lr,
             reporter: epoch.reporter,
         }
     }

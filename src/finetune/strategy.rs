@@ -44,7 +44,6 @@ pub struct EpochContext<'a> {
     /// The processes of a data-parallel run (or this one alone).
     pub ranks: &'a Ranks,
     pub epoch: usize,
-    pub lr: f64,
     /// Where the phases' progress bars come from.
     pub reporter: &'a dyn Reporter,
 }
@@ -78,6 +77,13 @@ impl EpochContext<'_> {
     /// The rate of batch `batch` of the epoch's `batches`.
     fn lr_at(&self, batch: usize, batches: usize) -> f64 {
         self.config.lr_at(self.epoch, batch, batches)
+    }
+
+    /// The step of the epoch's last, shorter group of accumulated batches,
+    /// at the last batch's rate.
+    fn flush(&self, grad_step: &mut GradientStep, optimizer: &mut dyn Optimizer, batches: usize) -> Result<()> {
+        let last = batches.saturating_sub(1);
+        grad_step.flush(optimizer, self.lr_at(last, batches)).map_err(|error| self.step_failed(error, last))
     }
 
     /// This process's share of the epoch's plan (all of it when alone).
@@ -214,8 +220,7 @@ impl FeatureExtract {
                 .map_err(|error| ctx.step_failed(error, b))?;
             totals.add(outcome.loss, correct(&outcome.logits, &labels), len);
         }
-        let last = batches.saturating_sub(1);
-        grad_step.flush(optimizer, ctx.lr_at(last, batches)).map_err(|error| ctx.step_failed(error, last))?;
+        ctx.flush(grad_step, optimizer, batches)?;
         Ok(totals)
     }
 
@@ -313,8 +318,7 @@ impl Strategy for Full {
         bar.finish_and_clear();
         // The epoch's last, shorter group; after it evaluation and the saved
         // state see rank 0's statistics on every rank.
-        let last = batches.saturating_sub(1);
-        grad_step.flush(optimizer, ctx.lr_at(last, batches)).map_err(|error| ctx.step_failed(error, last))?;
+        ctx.flush(grad_step, optimizer, batches)?;
         Ok(totals)
     }
 

@@ -166,7 +166,6 @@ impl Arch {
 
     /// The evaluation transform of the published weights (torchvision's
     /// `IMAGENET1K_V1` `transforms()`; Lite0's package uses the tutorial's).
-    /// All are bilinear; ConvNeXt's resize sides are 236 (Tiny) and 230 (Small).
     pub fn preprocessing(self) -> Preprocessing {
         let imagenet = |resize, crop, interpolation| Preprocessing {
             resize,
@@ -211,8 +210,6 @@ impl Arch {
     /// The layer depth (`0..depth_count()`) of a parameter or buffer, by its
     /// name in the published checkpoint. Downsampling layers between stages
     /// go with the block after them (as timm's layer-decay grouping does);
-    /// ViT's stem is `conv_proj`, `class_token` and `encoder.pos_embedding`. ConvNeXt's downsampling layers go
-    /// with the block after them (as timm's layer-decay grouping does);
     /// ViT's stem is `conv_proj`, `class_token` and `encoder.pos_embedding`.
     pub fn layer_depth(self, name: &str) -> usize {
         let last = self.depth_count() - 1;
@@ -261,10 +258,13 @@ impl Arch {
     }
 
     /// Whether the network is built on depthwise convolutions (which run
-    /// fastest channels-last, also in training): EfficientNet-Lite0's and
-    /// ConvNeXt's 7×7 ones.
+    /// fastest channels-last, also in training): the EfficientNets',
+    /// MobileNetV3's and ConvNeXt's.
     pub fn depthwise(self) -> bool {
-        matches!(self.family(), Family::Efficientnet(_) | Family::MobilenetV3 | Family::EfficientnetLite0)
+        matches!(
+            self.family(),
+            Family::Efficientnet(_) | Family::MobilenetV3 | Family::EfficientnetLite0 | Family::Convnext(_)
+        )
     }
 
     /// Dropout before the classifier in training, as the original model has

@@ -169,10 +169,13 @@ impl Optimizer for Sgd {
 
 /// torch's AdamW update with its betas (0.9, 0.999) and eps (1e-8); the
 /// weight decay is the run's `--weight-decay` (default 0, not torch's 0.01).
+/// Each parameter counts its own steps (its bias correction), as torch's
+/// per-parameter state does: one without a gradient (a frozen backbone)
+/// neither steps nor counts.
 pub struct AdamW {
     weight_decay: f64,
     scales: LrScales,
-    steps: i64,
+    steps: Vec<i64>,
     first: Vec<Tensor>,
     second: Vec<Tensor>,
 }
@@ -186,7 +189,7 @@ impl AdamW {
         Self {
             weight_decay,
             scales: LrScales::ones(params),
-            steps: 0,
+            steps: vec![0; params.len()],
             first: zeros_like(params),
             second: zeros_like(params),
         }
@@ -195,9 +198,6 @@ impl AdamW {
 
 impl Optimizer for AdamW {
     fn step(&mut self, params: &Params, grads: &Gradients, lr: f64) {
-        self.steps += 1;
-        let correction1 = 1.0 - BETA1.powi(self.steps as i32);
-        let correction2 = 1.0 - BETA2.powi(self.steps as i32);
         tch::no_grad(|| {
             for (index, (((_, param), grad), (m, v))) in
                 params.iter().zip(grads.iter()).zip(self.first.iter_mut().zip(self.second.iter_mut())).enumerate()
@@ -205,6 +205,9 @@ impl Optimizer for AdamW {
                 if !grad.defined() {
                     continue;
                 }
+                self.steps[index] += 1;
+                let correction1 = 1.0 - BETA1.powi(self.steps[index] as i32);
+                let correction2 = 1.0 - BETA2.powi(self.steps[index] as i32);
                 let lr = self.scales.lr(index, lr);
                 let mut param = param.shallow_clone();
                 if self.weight_decay > 0.0 {
@@ -224,16 +227,25 @@ impl Optimizer for AdamW {
     fn state(&self, params: &Params) -> Vec<(String, Tensor)> {
         let mut state = named("exp_avg", params, &self.first);
         state.extend(named("exp_avg_sq", params, &self.second));
-        state.push(("adamw_steps".into(), Tensor::from_slice(&[self.steps])));
+        state.push(("adamw_steps".into(), Tensor::from_slice(&self.steps)));
         state
     }
 
+    /// Restores the moments and the step counts: one per parameter, or one
+    /// for all (runs saved before the counts were per parameter).
     fn load_state(&mut self, params: &Params, saved: &[(String, Tensor)]) -> Result<()> {
         load_named("exp_avg", params, &mut self.first, saved)?;
         load_named("exp_avg_sq", params, &mut self.second, saved)?;
-        check_complete(saved, &[("adamw_steps".into(), vec![1])], "resuming the optimizer")?;
-        let (_, steps) = saved.iter().find(|(n, _)| n == "adamw_steps").expect("checked above");
-        self.steps = steps.to_kind(Kind::Int64).int64_value(&[0]);
+        let per_parameter = vec![params.len() as i64];
+        let steps = match saved.iter().find(|(n, _)| n == "adamw_steps") {
+            Some((_, steps)) if steps.size() == [1] => vec![steps.int64_value(&[0]); params.len()],
+            Some((_, steps)) if steps.size() == per_parameter => Vec::<i64>::try_from(&steps.to_kind(Kind::Int64))?,
+            _ => {
+                check_complete(saved, &[("adamw_steps".into(), per_parameter)], "resuming the optimizer")?;
+                unreachable!("check_complete refuses a missing or misshapen count")
+            }
+        };
+        self.steps = steps;
         Ok(())
     }
 }
@@ -382,6 +394,33 @@ mod tests {
             let (moved_a, moved_b) = (1.0 - a.double_value(&[0]), 1.0 - b.double_value(&[0]));
             assert!(moved_b > 0.0 && (moved_a - 0.5 * moved_b).abs() < 1e-12, "{kind:?}: {moved_a} {moved_b}");
         }
+    }
+
+    #[test]
+    fn adamw_counts_steps_per_parameter_as_torch() {
+        // A parameter without gradients for 5 steps (a frozen backbone), then with one:
+        // its first update is torch's first, lr·sign(g) (bias corrections of step 1).
+        let (frozen, head) = (
+            Tensor::from_slice(&[1.0f64]).set_requires_grad(true),
+            Tensor::from_slice(&[1.0f64]).set_requires_grad(true),
+        );
+        let params = Params::new([("a".to_string(), frozen.shallow_clone()), ("b".to_string(), head.shallow_clone())]);
+        let mut adamw = AdamW::new(&params, 0.0);
+        for step in 0..6 {
+            let unfrozen = step == 5;
+            let forward = || if unfrozen { &frozen + &head } else { frozen.detach() + &head };
+            let pass = Autograd.run(&mut || forward(), &|s| (s * s * 0.5).sum(Kind::Double), &params, 1.0);
+            adamw.step(&params, &pass.grads, 0.1);
+        }
+        assert!((frozen.double_value(&[0]) - 0.9).abs() < 1e-6, "{}", frozen.double_value(&[0]));
+        let state = adamw.state(&params);
+        let steps = &state.iter().find(|(n, _)| n == "adamw_steps").unwrap().1;
+        assert_eq!(Vec::<i64>::try_from(steps).unwrap(), [1, 6]);
+        let mut resumed = AdamW::new(&params, 0.0);
+        let mut older: Vec<(String, Tensor)> = state.into_iter().filter(|(n, _)| n != "adamw_steps").collect();
+        older.push(("adamw_steps".into(), Tensor::from_slice(&[4i64])));
+        resumed.load_state(&params, &older).unwrap();
+        assert_eq!(resumed.steps, [4, 4], "a run saved with one count gives it to every parameter");
     }
 
     #[test]
