@@ -118,3 +118,8 @@ fn efficientnet_v2_s_runs_in_onnxruntime_with_our_logits() {
     // Fused blocks in its first three stages.
     check(Arch::EfficientnetV2S, 64, 1.0);
 }
+
+#[test]
+fn regnet_y_400mf_runs_in_onnxruntime_with_our_logits() {
+    check(Arch::RegnetY400mf, 64, 2.0);
+}

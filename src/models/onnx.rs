@@ -220,8 +220,12 @@ pub fn pooled_features(graph: &mut Graph, x: &str) -> String {
 /// The families that can be written so far.
 pub fn exportable(arch: Arch) -> bool {
     match arch.family() {
-        Family::Resnet(_) | Family::EfficientnetLite0 | Family::MobilenetV3 | Family::Efficientnet(_) => true,
-        Family::Regnet(_) | Family::Convnext(_) | Family::Vit | Family::Swin => false,
+        Family::Resnet(_)
+        | Family::EfficientnetLite0
+        | Family::MobilenetV3
+        | Family::Efficientnet(_)
+        | Family::Regnet(_) => true,
+        Family::Convnext(_) | Family::Vit | Family::Swin => false,
     }
 }
 
