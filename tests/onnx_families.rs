@@ -123,3 +123,8 @@ fn efficientnet_v2_s_runs_in_onnxruntime_with_our_logits() {
 fn regnet_y_400mf_runs_in_onnxruntime_with_our_logits() {
     check(Arch::RegnetY400mf, 64, 2.0);
 }
+
+#[test]
+fn convnext_tiny_runs_in_onnxruntime_with_our_logits() {
+    check(Arch::ConvnextTiny, 64, 2.0);
+}

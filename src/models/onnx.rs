@@ -224,8 +224,9 @@ pub fn exportable(arch: Arch) -> bool {
         | Family::EfficientnetLite0
         | Family::MobilenetV3
         | Family::Efficientnet(_)
-        | Family::Regnet(_) => true,
-        Family::Convnext(_) | Family::Vit | Family::Swin => false,
+        | Family::Regnet(_)
+        | Family::Convnext(_) => true,
+        Family::Vit | Family::Swin => false,
     }
 }
 
