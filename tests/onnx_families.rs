@@ -128,3 +128,9 @@ fn regnet_y_400mf_runs_in_onnxruntime_with_our_logits() {
 fn convnext_tiny_runs_in_onnxruntime_with_our_logits() {
     check(Arch::ConvnextTiny, 64, 2.0);
 }
+
+#[test]
+fn vit_b_16_runs_in_onnxruntime_with_our_logits() {
+    // Built for 64 px: a 4×4 grid of patches and the class token.
+    check(Arch::VitB16, 64, 2.0);
+}

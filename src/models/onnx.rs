@@ -225,8 +225,9 @@ pub fn exportable(arch: Arch) -> bool {
         | Family::MobilenetV3
         | Family::Efficientnet(_)
         | Family::Regnet(_)
-        | Family::Convnext(_) => true,
-        Family::Vit | Family::Swin => false,
+        | Family::Convnext(_)
+        | Family::Vit => true,
+        Family::Swin => false,
     }
 }
 
