@@ -134,3 +134,10 @@ fn vit_b_16_runs_in_onnxruntime_with_our_logits() {
     // Built for 64 px: a 4×4 grid of patches and the class token.
     check(Arch::VitB16, 64, 2.0);
 }
+
+#[test]
+fn swin_t_runs_in_onnxruntime_with_our_logits() {
+    // 72 px: maps of 18, 9, 5 and 3 positions, padded to whole windows,
+    // shifted in the first two stages, merged from odd sizes.
+    check(Arch::SwinT, 72, 2.0);
+}

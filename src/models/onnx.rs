@@ -226,8 +226,8 @@ pub fn exportable(arch: Arch) -> bool {
         | Family::Efficientnet(_)
         | Family::Regnet(_)
         | Family::Convnext(_)
-        | Family::Vit => true,
-        Family::Swin => false,
+        | Family::Vit
+        | Family::Swin => true,
     }
 }
 
