@@ -14,17 +14,21 @@ use tchlab::models::{onnx, Arch, Classifier};
 
 const CLASSES: i64 = 5;
 
+/// Held while a test draws its model and inputs.
+static DRAWING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Gives the model values under which its logits depend on the image (a
 /// fresh model's batch norms are identities, its LayerNorms too, ConvNeXt's
 /// layer scale 1e-6, ViT's class token zero; torchvision's fan-out init
 /// makes depthwise kernels so small that the image is lost within a few
 /// blocks): norms' statistics, scales and shifts around their usual sizes,
 /// convolution kernels normal over their fan-in with variance `gain / fan_in`
-/// (`2 / fan_in` for depthwise ones): He's 2 keeps most trunks' signal, and
-/// EfficientNetV2-S's 40 blocks explode with it (logits ~1e6, where float
-/// rounding alone sets the two sides apart), 1 keeps them near 10.
+/// (`2 / fan_in` for depthwise ones). He's 2 keeps most trunks' signal; the
+/// deepest blow up with it (logits 1e2 to 1e6 from larger, cancelling
+/// features, where float rounding alone set the two sides 1e-4 to 0.5
+/// apart: EfficientNetV2-S, B4, RegNetY-1.6GF), and below it the image fades
+/// (B4 at 1.5: logits of two images 1 % apart), so each test picks its gain.
 fn randomize(model: &Classifier, gain: f64) {
-    tch::manual_seed(1);
     tch::no_grad(|| {
         for (name, mut tensor) in model.named_tensors() {
             if tensor.kind() != Kind::Float {
@@ -70,15 +74,18 @@ fn onnxruntime(model: &Path, inputs: &[Tensor], dir: &Path) -> (Vec<Tensor>, Str
 /// eval-mode logits.
 fn check(arch: Arch, size: i64, gain: f64) {
     let name = tchlab::choice_names::Named::name(&arch);
+    // One test at a time draws from the global generator: each draws the same values in any order.
+    let guard = DRAWING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    tch::manual_seed(0);
     let model = tch::no_grad(|| Classifier::for_images(arch, CLASSES, size, Device::Cpu));
     randomize(&model, gain);
+    let inputs: Vec<Tensor> =
+        [1, 3].iter().map(|&n| Tensor::randn([n, 3, size, size], (Kind::Float, Device::Cpu))).collect();
+    drop(guard);
+
     let dir = common::temp_dir();
     let path = dir.path().join("model.onnx");
     onnx::graph(&model, size).unwrap().write(&path).unwrap();
-
-    tch::manual_seed(0);
-    let inputs: Vec<Tensor> =
-        [1, 3].iter().map(|&n| Tensor::randn([n, 3, size, size], (Kind::Float, Device::Cpu))).collect();
     let (outputs, shapes) = onnxruntime(&path, &inputs, dir.path());
     assert!(
         shapes.contains("input images ['batch', 3,") && shapes.contains(&format!("output logits ['batch', {CLASSES}]")),
@@ -114,6 +121,19 @@ fn efficientnet_b0_runs_in_onnxruntime_with_our_logits() {
 }
 
 #[test]
+fn efficientnet_b1_to_b3_run_in_onnxruntime_with_our_logits() {
+    check(Arch::EfficientnetB1, 64, 2.0);
+    check(Arch::EfficientnetB2, 64, 2.0);
+    check(Arch::EfficientnetB3, 64, 1.5);
+}
+
+#[test]
+fn efficientnet_b4_runs_in_onnxruntime_with_our_logits() {
+    // 32 blocks.
+    check(Arch::EfficientnetB4, 64, 1.75);
+}
+
+#[test]
 fn efficientnet_v2_s_runs_in_onnxruntime_with_our_logits() {
     // Fused blocks in its first three stages.
     check(Arch::EfficientnetV2S, 64, 1.0);
@@ -125,8 +145,19 @@ fn regnet_y_400mf_runs_in_onnxruntime_with_our_logits() {
 }
 
 #[test]
+fn regnet_y_1_6gf_runs_in_onnxruntime_with_our_logits() {
+    // 27 blocks: gain 1, as V2-S.
+    check(Arch::RegnetY1_6gf, 64, 1.0);
+}
+
+#[test]
 fn convnext_tiny_runs_in_onnxruntime_with_our_logits() {
     check(Arch::ConvnextTiny, 64, 2.0);
+}
+
+#[test]
+fn convnext_small_runs_in_onnxruntime_with_our_logits() {
+    check(Arch::ConvnextSmall, 64, 2.0);
 }
 
 #[test]

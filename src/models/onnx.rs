@@ -247,6 +247,9 @@ pub fn graph(model: &Classifier, image_size: i64) -> Result<Graph> {
             names.join(", ")
         );
     }
+    if let Some(built) = model.vit_image_size().filter(|&built| built != image_size) {
+        bail!("this ViT was built for {built} px images (its position embedding), not {image_size}");
+    }
     let weights = Weights::of(model);
     let mut graph = Graph::new(&crate::choice_names::Named::name(&arch), INPUT, &[3, image_size, image_size]);
     let input = graph.input();
@@ -264,4 +267,18 @@ pub fn graph(model: &Classifier, image_size: i64) -> Result<Graph> {
     let classes = model.head_vs.variables().values().next().map_or(0, |t| t.size()[0]);
     graph.set_output(&logits, OUTPUT, &[classes]);
     Ok(graph)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    #[test]
+    fn a_vit_is_written_only_for_the_size_it_was_built_for() {
+        let model = tch::no_grad(|| Classifier::for_images(Arch::VitB16, 2, 32, Device::Cpu));
+        let error = graph(&model, 64).err().expect("a 32 px ViT at 64 px");
+        assert!(error.to_string().contains("built for 32 px"), "{error}");
+        assert!(graph(&model, 32).is_ok());
+    }
 }
