@@ -12,6 +12,8 @@
 //! and `classifier.0`; the classifier's Linear (`classifier.2`) is built by
 //! [`super::Classifier`].
 
+use super::onnx::{gelu, pooled_features, transpose, ConvShape, Weights};
+use crate::persist::onnx::Graph;
 use tch::nn::{self, ModuleT};
 use tch::{Kind, Tensor};
 
@@ -191,6 +193,49 @@ impl ModuleT for Backbone {
         }
         layer_norm_2d(&y.adaptive_avg_pool2d([1, 1]), &self.norm).flatten(1, -1)
     }
+}
+
+/// `LayerNorm2d` `prefix` (over channels of `[N, C, H, W]`) as ONNX nodes over `x`.
+fn emit_layer_norm_2d(graph: &mut Graph, weights: &Weights, x: &str, prefix: &str) -> String {
+    let channels_last = transpose(graph, x, &[0, 2, 3, 1]);
+    let normed = weights.layer_norm(graph, &channels_last, prefix, EPS as f32);
+    transpose(graph, &normed, &[0, 3, 1, 2])
+}
+
+/// [`Block`] `prefix` of `dim` channels as ONNX nodes over `x` (eval mode:
+/// no stochastic depth).
+fn emit_block(graph: &mut Graph, weights: &Weights, (prefix, x): (&str, &str), dim: i64) -> String {
+    let depthwise = ConvShape { groups: dim, ..ConvShape::square(1, 3) };
+    let y = weights.conv(graph, x, &format!("{prefix}.block.0"), depthwise);
+    let y = transpose(graph, &y, &[0, 2, 3, 1]);
+    let y = weights.layer_norm(graph, &y, &format!("{prefix}.block.2"), EPS as f32);
+    let y = weights.dense(graph, &y, &format!("{prefix}.block.3"));
+    let y = gelu(graph, &y);
+    let y = weights.dense(graph, &y, &format!("{prefix}.block.5"));
+    let y = transpose(graph, &y, &[0, 3, 1, 2]);
+    let scale = weights.value(graph, &format!("{prefix}.layer_scale"));
+    let y = graph.node("Mul", &[&scale, &y], vec![]);
+    graph.node("Add", &[&y, x], vec![])
+}
+
+/// The trunk of `config` as ONNX nodes over `input` (eval mode), reading
+/// the weights by their torchvision names: the pooled, normalised features
+/// `[N, 768]`.
+pub fn emit_onnx(graph: &mut Graph, weights: &Weights, config: Config, input: &str) -> String {
+    let mut x = weights.conv(graph, input, "features.0.0", ConvShape::square(4, 0));
+    x = emit_layer_norm_2d(graph, weights, &x, "features.0.1");
+    for (stage, &depth) in config.depths.iter().enumerate() {
+        for b in 0..depth {
+            x = emit_block(graph, weights, (&format!("features.{}.{b}", 2 * stage + 1), &x), WIDTHS[stage]);
+        }
+        if stage < 3 {
+            let down = format!("features.{}", 2 * stage + 2);
+            x = emit_layer_norm_2d(graph, weights, &x, &format!("{down}.0"));
+            x = weights.conv(graph, &x, &format!("{down}.1"), ConvShape::square(2, 0));
+        }
+    }
+    let pooled = pooled_features(graph, &x);
+    weights.layer_norm(graph, &pooled, "classifier.0", EPS as f32)
 }
 
 #[cfg(test)]

@@ -11,8 +11,11 @@
 //! torchvision's rates (0.2 · block index / blocks).
 
 use super::mbconv::{
-    make_divisible, Activation, Block, ConvNormActivation, InvertedResidualConfig, Norm, SqueezeConfig,
+    emit_block, emit_conv_norm_activation, make_divisible, Activation, Block, ConvNormActivation,
+    InvertedResidualConfig, Norm, SqueezeConfig,
 };
+use super::onnx::Weights;
+use crate::persist::onnx::Graph;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
@@ -145,16 +148,23 @@ pub struct Backbone {
     last_conv: ConvNormActivation,
 }
 
-pub fn backbone(p: &nn::Path, member: Member) -> Backbone {
-    let features = p / "features";
-    let (norm, silu) = (member.norm(), Activation::Silu);
-    let stages = member.stages();
-    let stem = ConvNormActivation::new(&features / 0, 3, stages[0].c_in, 3, 2, 1, norm, silu);
+/// A block of the trunk: its stage (from 1, as `features.S`), its index in
+/// the stage, its configuration, and whether it is a `FusedMBConv`.
+struct PlannedBlock {
+    stage: usize,
+    index: i64,
+    config: InvertedResidualConfig,
+    fused: bool,
+}
+
+/// Every block of `member`, in order.
+fn block_plan(member: Member) -> Vec<PlannedBlock> {
+    let norm = member.norm();
     let total = member.block_count();
-    let mut blocks = Vec::new();
-    for (s, stage) in stages.iter().enumerate() {
-        for i in 0..stage.blocks {
-            let (c_in, stride) = if i == 0 { (stage.c_in, stage.stride) } else { (stage.c_out, 1) };
+    let mut plan = Vec::new();
+    for (s, stage) in member.stages().iter().enumerate() {
+        for index in 0..stage.blocks {
+            let (c_in, stride) = if index == 0 { (stage.c_in, stage.stride) } else { (stage.c_out, 1) };
             let squeeze =
                 SqueezeConfig { channels: (c_in / 4).max(1), activation: Activation::Silu, scale: Activation::Sigmoid };
             let config = InvertedResidualConfig {
@@ -163,23 +173,50 @@ pub fn backbone(p: &nn::Path, member: Member) -> Backbone {
                 c_out: stage.c_out,
                 kernel: stage.kernel,
                 stride,
-                activation: silu,
+                activation: Activation::Silu,
                 squeeze: (!stage.fused).then_some(squeeze),
                 norm,
-                stochastic_depth: STOCHASTIC_DEPTH * blocks.len() as f64 / total as f64,
+                stochastic_depth: STOCHASTIC_DEPTH * plan.len() as f64 / total as f64,
             };
-            let path = &features / (s + 1) / i;
-            blocks.push(if stage.fused {
-                Block::fused(&path, config)
-            } else {
-                Block::inverted_residual(&path, config)
-            });
+            plan.push(PlannedBlock { stage: s + 1, index, config, fused: stage.fused });
         }
     }
+    plan
+}
+
+pub fn backbone(p: &nn::Path, member: Member) -> Backbone {
+    let features = p / "features";
+    let (norm, silu) = (member.norm(), Activation::Silu);
+    let stages = member.stages();
+    let stem = ConvNormActivation::new(&features / 0, 3, stages[0].c_in, 3, 2, 1, norm, silu);
+    let blocks = block_plan(member)
+        .into_iter()
+        .map(|planned| {
+            let path = &features / planned.stage / planned.index;
+            match planned.fused {
+                true => Block::fused(&path, planned.config),
+                false => Block::inverted_residual(&path, planned.config),
+            }
+        })
+        .collect();
     let c_last = stages.last().expect("stages").c_out;
     let last_conv =
         ConvNormActivation::pointwise(&features / (stages.len() + 1), c_last, member.feature_count(), norm, silu);
     Backbone { stem, blocks, last_conv }
+}
+
+/// The trunk of `member` as ONNX nodes over `input` (eval mode): the pooled
+/// features `[N, features]`.
+pub fn emit_onnx(graph: &mut Graph, weights: &Weights, member: Member, input: &str) -> String {
+    let (norm, silu) = (member.norm(), Activation::Silu);
+    let mut x = emit_conv_norm_activation(graph, weights, ("features.0", input), (3, 2, 1), norm, silu);
+    for planned in block_plan(member) {
+        let prefix = format!("features.{}.{}", planned.stage, planned.index);
+        x = emit_block(graph, weights, (&prefix, &x), planned.config, planned.fused);
+    }
+    let last = format!("features.{}", member.stages().len() + 1);
+    x = emit_conv_norm_activation(graph, weights, (&last, &x), (1, 1, 1), norm, silu);
+    super::onnx::pooled_features(graph, &x)
 }
 
 impl ModuleT for Backbone {

@@ -8,8 +8,10 @@
 //! Initialised as torchvision does (convolutions Kaiming-normal over fan-out,
 //! biases zero, batch norm ones and zeros). Eval-mode passes write no
 //! parameter or buffer (nothing in place on them), as [`super::FrozenView`]
-//! requires.
+//! requires. Each layer's eval-mode ONNX nodes (`emit_*`) sit beside it.
 
+use super::onnx::{ConvShape, Weights};
+use crate::persist::onnx::{Attribute, Graph};
 use tch::nn::{self, ModuleT};
 use tch::{Kind, Tensor};
 
@@ -33,6 +35,27 @@ impl Activation {
             Activation::Silu => x.silu(),
             Activation::Sigmoid => x.sigmoid(),
             Activation::Hardsigmoid => x.hardsigmoid(),
+        }
+    }
+}
+
+impl Activation {
+    /// The activation as ONNX nodes over `x` (torch's Hardsigmoid is
+    /// `relu6(x + 3) / 6`: ONNX's with α = 1/6; SiLU is `x·σ(x)`).
+    pub fn emit_onnx(self, graph: &mut Graph, x: &str) -> String {
+        match self {
+            Activation::None => x.to_owned(),
+            Activation::Relu => graph.node("Relu", &[x], vec![]),
+            Activation::Hardswish => graph.node("HardSwish", &[x], vec![]),
+            Activation::Silu => {
+                let gate = graph.node("Sigmoid", &[x], vec![]);
+                graph.node("Mul", &[x, &gate], vec![])
+            }
+            Activation::Sigmoid => graph.node("Sigmoid", &[x], vec![]),
+            Activation::Hardsigmoid => {
+                let attributes = vec![("alpha", Attribute::Float(1.0 / 6.0)), ("beta", Attribute::Float(0.5))];
+                graph.node("HardSigmoid", &[x], attributes)
+            }
         }
     }
 }
@@ -105,6 +128,21 @@ impl ModuleT for ConvNormActivation {
     }
 }
 
+/// [`ConvNormActivation`] `prefix` (`kernel`, `stride`, `groups`) as ONNX nodes over `x`.
+pub fn emit_conv_norm_activation(
+    graph: &mut Graph,
+    weights: &Weights,
+    (prefix, x): (&str, &str),
+    (kernel, stride, groups): (i64, i64, i64),
+    norm: Norm,
+    activation: Activation,
+) -> String {
+    let shape = ConvShape { groups, ..ConvShape::square(stride, (kernel - 1) / 2) };
+    let y = weights.conv(graph, x, &format!("{prefix}.0"), shape);
+    let y = weights.batch_norm(graph, &y, &format!("{prefix}.1"), norm.eps as f32);
+    activation.emit_onnx(graph, &y)
+}
+
 /// torchvision's `SqueezeExcitation`: the input scaled per channel by
 /// `scale(fc2(activation(fc1(mean over the image))))`.
 #[derive(Debug)]
@@ -128,6 +166,22 @@ impl ModuleT for SqueezeExcitation {
         let squeezed = self.activation.apply(x.adaptive_avg_pool2d([1, 1]).apply(&self.fc1));
         self.scale.apply(squeezed.apply(&self.fc2)) * x
     }
+}
+
+/// [`SqueezeExcitation`] `prefix` as ONNX nodes over `x`.
+pub fn emit_squeeze_excitation(
+    graph: &mut Graph,
+    weights: &Weights,
+    prefix: &str,
+    x: &str,
+    se: SqueezeConfig,
+) -> String {
+    let pooled = graph.node("GlobalAveragePool", &[x], vec![]);
+    let squeezed = weights.conv(graph, &pooled, &format!("{prefix}.fc1"), ConvShape::square(1, 0));
+    let squeezed = se.activation.emit_onnx(graph, &squeezed);
+    let scale = weights.conv(graph, &squeezed, &format!("{prefix}.fc2"), ConvShape::square(1, 0));
+    let scale = se.scale.emit_onnx(graph, &scale);
+    graph.node("Mul", &[&scale, x], vec![])
 }
 
 /// torchvision's `stochastic_depth(x, p, "row", train)`: in training, each
@@ -249,6 +303,54 @@ impl ModuleT for Block {
             return y;
         }
         stochastic_depth(y, self.stochastic_depth, train) + x
+    }
+}
+
+/// A layer of a block as [`emit_block`] writes it: a convolution
+/// (`kernel`, `stride`, `groups`) with its norm and activation, or a
+/// squeeze-excitation.
+enum Step {
+    Conv((i64, i64, i64), Activation),
+    Squeeze(SqueezeConfig),
+}
+
+/// The eval-mode [`Block`] at `prefix` (its layers `{prefix}.block.J`) as
+/// ONNX nodes over `x`: [`Block::inverted_residual`]'s layers, or
+/// [`Block::fused`]'s when `fused`, and the residual.
+pub fn emit_block(
+    graph: &mut Graph,
+    weights: &Weights,
+    (prefix, x): (&str, &str),
+    c: InvertedResidualConfig,
+    fused: bool,
+) -> String {
+    let act = c.activation;
+    let steps = if fused {
+        let full = Step::Conv((c.kernel, c.stride, 1), act);
+        match c.expanded != c.c_in {
+            true => vec![full, Step::Conv((1, 1, 1), Activation::None)],
+            false => vec![full],
+        }
+    } else {
+        let expand = (c.expanded != c.c_in).then_some(Step::Conv((1, 1, 1), act));
+        let depthwise = Step::Conv((c.kernel, c.stride, c.expanded), act);
+        let squeeze = c.squeeze.map(Step::Squeeze);
+        let project = Step::Conv((1, 1, 1), Activation::None);
+        [expand, Some(depthwise), squeeze, Some(project)].into_iter().flatten().collect()
+    };
+    let mut y = x.to_owned();
+    for (index, step) in steps.into_iter().enumerate() {
+        let path = format!("{prefix}.block.{index}");
+        y = match step {
+            Step::Squeeze(se) => emit_squeeze_excitation(graph, weights, &path, &y, se),
+            Step::Conv(shape, activation) => {
+                emit_conv_norm_activation(graph, weights, (&path, &y), shape, c.norm, activation)
+            }
+        };
+    }
+    match c.stride == 1 && c.c_in == c.c_out {
+        true => graph.node("Add", &[&y, x], vec![]),
+        false => y,
     }
 }
 

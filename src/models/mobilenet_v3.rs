@@ -8,8 +8,11 @@
 //! Batch norm has eps 1e-3 and momentum 0.01, as torchvision's `norm_layer`.
 
 use super::mbconv::{
-    make_divisible, Activation, Block, ConvNormActivation, InvertedResidualConfig, Norm, SqueezeConfig,
+    emit_block, emit_conv_norm_activation, make_divisible, Activation, Block, ConvNormActivation,
+    InvertedResidualConfig, Norm, SqueezeConfig,
 };
+use super::onnx::Weights;
+use crate::persist::onnx::Graph;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
@@ -61,20 +64,18 @@ pub struct Backbone {
     linear: nn::Linear,
 }
 
-pub fn backbone(p: &nn::Path) -> Backbone {
-    let features = p / "features";
-    let stem = ConvNormActivation::new(&features / 0, 3, 16, 3, 2, 1, NORM, Activation::Hardswish);
-    let blocks = BLOCKS
+/// Each inverted residual block's configuration, from [`BLOCKS`].
+fn block_configs() -> Vec<InvertedResidualConfig> {
+    BLOCKS
         .iter()
-        .enumerate()
-        .map(|(i, &(c_in, kernel, expanded, c_out, se, hardswish, stride))| {
+        .map(|&(c_in, kernel, expanded, c_out, se, hardswish, stride)| {
             let squeeze = se.then(|| SqueezeConfig {
                 channels: make_divisible((expanded / 4) as f64),
                 activation: Activation::Relu,
                 scale: Activation::Hardsigmoid,
             });
             let activation = if hardswish { Activation::Hardswish } else { Activation::Relu };
-            let config = InvertedResidualConfig {
+            InvertedResidualConfig {
                 c_in,
                 expanded,
                 c_out,
@@ -84,9 +85,18 @@ pub fn backbone(p: &nn::Path) -> Backbone {
                 squeeze,
                 norm: NORM,
                 stochastic_depth: 0.0,
-            };
-            Block::inverted_residual(&(&features / (i + 1)), config)
+            }
         })
+        .collect()
+}
+
+pub fn backbone(p: &nn::Path) -> Backbone {
+    let features = p / "features";
+    let stem = ConvNormActivation::new(&features / 0, 3, 16, 3, 2, 1, NORM, Activation::Hardswish);
+    let blocks = block_configs()
+        .into_iter()
+        .enumerate()
+        .map(|(i, config)| Block::inverted_residual(&(&features / (i + 1)), config))
         .collect();
     let last_conv =
         ConvNormActivation::pointwise(&features / (BLOCKS.len() + 1), 160, LAST_CONV, NORM, Activation::Hardswish);
@@ -109,4 +119,19 @@ impl ModuleT for Backbone {
         let pooled = self.last_conv.forward_t(&y, train).adaptive_avg_pool2d([1, 1]).flatten(1, -1);
         pooled.apply(&self.linear).hardswish()
     }
+}
+
+/// The trunk as ONNX nodes over `input` (eval mode): the features after
+/// `classifier.0` and its Hardswish, `[N, 1280]`.
+pub fn emit_onnx(graph: &mut Graph, weights: &Weights, input: &str) -> String {
+    let mut x =
+        emit_conv_norm_activation(graph, weights, ("features.0", input), (3, 2, 1), NORM, Activation::Hardswish);
+    for (i, config) in block_configs().into_iter().enumerate() {
+        x = emit_block(graph, weights, (&format!("features.{}", i + 1), &x), config, false);
+    }
+    let last = format!("features.{}", BLOCKS.len() + 1);
+    x = emit_conv_norm_activation(graph, weights, (&last, &x), (1, 1, 1), NORM, Activation::Hardswish);
+    let pooled = super::onnx::pooled_features(graph, &x);
+    let projected = weights.linear(graph, &pooled, "classifier.0");
+    Activation::Hardswish.emit_onnx(graph, &projected)
 }

@@ -5,7 +5,9 @@
 //! images `[batch, 3, S, S]` (the preprocessing is the model card's) and
 //! gives logits `[batch, classes]`.
 
-use super::{efficientnet_lite, resnet, Arch, Classifier};
+use super::{
+    convnext, efficientnet, efficientnet_lite, mobilenet_v3, regnet, resnet, swin, vit, Arch, Classifier, Family,
+};
 use crate::persist::onnx::{Attribute, Graph};
 use anyhow::{bail, Result};
 use std::collections::HashMap;
@@ -45,10 +47,15 @@ impl Weights {
         self.tensors.contains_key(name)
     }
 
+    /// The model's tensor `name` (the model was built by the crate: a
+    /// missing name is a bug of its emitter).
+    pub fn tensor(&self, name: &str) -> &Tensor {
+        self.tensors.get(name).unwrap_or_else(|| panic!("the model has no tensor {name}"))
+    }
+
     /// The initializer of tensor `name`.
-    fn value(&self, graph: &mut Graph, name: &str) -> String {
-        let tensor = self.tensors.get(name).unwrap_or_else(|| panic!("the model has no tensor {name}"));
-        graph.weight(name, tensor)
+    pub fn value(&self, graph: &mut Graph, name: &str) -> String {
+        graph.weight(name, self.tensor(name))
     }
 
     /// `Conv` with `{prefix}.weight` (and `{prefix}.bias` when the model has one).
@@ -93,12 +100,115 @@ impl Weights {
         graph.node("Relu", &[&y], vec![])
     }
 
+    /// `LayerNormalization` over the last axis with `{prefix}`'s weight and bias.
+    pub fn layer_norm(&self, graph: &mut Graph, x: &str, prefix: &str, eps: f32) -> String {
+        let scale = self.value(graph, &format!("{prefix}.weight"));
+        let bias = self.value(graph, &format!("{prefix}.bias"));
+        let attributes = vec![("axis", Attribute::Int(-1)), ("epsilon", Attribute::Float(eps))];
+        graph.node("LayerNormalization", &[x, &scale, &bias], attributes)
+    }
+
+    /// The linear layer `prefix` on the last axis of `x` (any rank):
+    /// `MatMul` by `Wᵀ`, then its bias when it has one.
+    pub fn dense(&self, graph: &mut Graph, x: &str, prefix: &str) -> String {
+        let weight = self.tensor(&format!("{prefix}.weight"));
+        let bias = self.tensors.get(&format!("{prefix}.bias"));
+        dense_of(graph, x, prefix, (weight, bias))
+    }
+
     /// `y = x·Wᵀ + b` of the linear layer `prefix`.
     pub fn linear(&self, graph: &mut Graph, x: &str, prefix: &str) -> String {
         let weight = self.value(graph, &format!("{prefix}.weight"));
         let bias = self.value(graph, &format!("{prefix}.bias"));
         graph.node("Gemm", &[x, &weight, &bias], vec![("transB", Attribute::Int(1))])
     }
+}
+
+/// `x·Wᵀ + b` on the last axis of `x`, `W` and `b` written as initializers
+/// named after `name`.
+pub fn dense_of(graph: &mut Graph, x: &str, name: &str, (weight, bias): (&Tensor, Option<&Tensor>)) -> String {
+    let transposed = graph.weight(&format!("{name}.weight_transposed"), &weight.tr());
+    let product = graph.node("MatMul", &[x, &transposed], vec![]);
+    match bias {
+        Some(bias) => {
+            let bias = graph.weight(&format!("{name}.bias"), bias);
+            graph.node("Add", &[&product, &bias], vec![])
+        }
+        None => product,
+    }
+}
+
+/// `Transpose` by `perm`.
+pub fn transpose(graph: &mut Graph, x: &str, perm: &[i64]) -> String {
+    graph.node("Transpose", &[x], vec![("perm", Attribute::Ints(perm.to_vec()))])
+}
+
+/// `Reshape` to `shape` (`0` keeps a dimension, `-1` infers one: the batch stays free).
+pub fn reshape(graph: &mut Graph, x: &str, shape: &[i64]) -> String {
+    let shape = graph.int_constant(shape);
+    graph.node("Reshape", &[x, &shape], vec![])
+}
+
+/// `Slice` of `x` along `axes` from `starts` to `ends` by `steps`.
+pub fn slice(graph: &mut Graph, x: &str, axes: &[i64], (starts, ends, steps): (&[i64], &[i64], &[i64])) -> String {
+    let inputs = [starts, ends, axes, steps].map(|values| graph.int_constant(values));
+    graph.node("Slice", &[x, &inputs[0], &inputs[1], &inputs[2], &inputs[3]], vec![])
+}
+
+/// `Concat` along `axis`.
+pub fn concat(graph: &mut Graph, inputs: &[&str], axis: i64) -> String {
+    graph.node("Concat", inputs, vec![("axis", Attribute::Int(axis))])
+}
+
+/// Exact GELU, `x·½·(1 + erf(x/√2))`.
+pub fn gelu(graph: &mut Graph, x: &str) -> String {
+    let inverse_sqrt2 = graph.constant(&[std::f32::consts::FRAC_1_SQRT_2], &[]);
+    let scaled = graph.node("Mul", &[x, &inverse_sqrt2], vec![]);
+    let erf = graph.node("Erf", &[&scaled], vec![]);
+    let one = graph.constant(&[1.0], &[]);
+    let shifted = graph.node("Add", &[&erf, &one], vec![]);
+    let half = graph.constant(&[0.5], &[]);
+    let halved = graph.node("Mul", &[x, &half], vec![]);
+    graph.node("Mul", &[&halved, &shifted], vec![])
+}
+
+/// Multi-head attention's projections of `x` (`[B, L, D]`) by a packed
+/// `[3D, D]` weight and `[3D]` bias (q, k, v stacked, as
+/// `nn.MultiheadAttention`'s `in_proj` and Swin's `qkv`), written as
+/// initializers named after `name`: q scaled by `1/√head_dim` as
+/// `[B, heads, L, head_dim]`, kᵀ as `[B, heads, head_dim, L]`, v as q.
+pub fn attention_projections(
+    graph: &mut Graph,
+    x: &str,
+    name: &str,
+    (weight, bias): (&Tensor, &Tensor),
+    heads: i64,
+) -> [String; 3] {
+    let dim = weight.size()[1];
+    let head_dim = dim / heads;
+    let scale = (head_dim as f64).powf(-0.5);
+    let project = |graph: &mut Graph, index: i64, part: &str, perm: &[i64]| {
+        let (mut w, mut b) = (weight.narrow(0, index * dim, dim), bias.narrow(0, index * dim, dim));
+        if index == 0 {
+            (w, b) = (w * scale, b * scale);
+        }
+        let y = dense_of(graph, x, &format!("{name}.{part}"), (&w, Some(&b)));
+        let y = reshape(graph, &y, &[0, 0, heads, head_dim]);
+        transpose(graph, &y, perm)
+    };
+    let q = project(graph, 0, "q", &[0, 2, 1, 3]);
+    let k = project(graph, 1, "k", &[0, 2, 3, 1]);
+    let v = project(graph, 2, "v", &[0, 2, 1, 3]);
+    [q, k, v]
+}
+
+/// Attention weights applied to `v` and the heads joined: `softmax(scores)·v`
+/// as `[B, L, dim]`.
+pub fn attend(graph: &mut Graph, scores: &str, v: &str, dim: i64) -> String {
+    let weights = graph.node("Softmax", &[scores], vec![("axis", Attribute::Int(-1))]);
+    let attended = graph.node("MatMul", &[&weights, v], vec![]);
+    let attended = transpose(graph, &attended, &[0, 2, 1, 3]);
+    reshape(graph, &attended, &[0, 0, dim])
 }
 
 /// Global average pooling, flattened: `[N, C, H, W]` → `[N, C]`.
@@ -109,7 +219,16 @@ pub fn pooled_features(graph: &mut Graph, x: &str) -> String {
 
 /// The families that can be written so far.
 pub fn exportable(arch: Arch) -> bool {
-    arch.resnet().is_some() || arch == Arch::EfficientnetLite0
+    match arch.family() {
+        Family::Resnet(_)
+        | Family::EfficientnetLite0
+        | Family::MobilenetV3
+        | Family::Efficientnet(_)
+        | Family::Regnet(_)
+        | Family::Convnext(_)
+        | Family::Vit
+        | Family::Swin => true,
+    }
 }
 
 /// `model` (eval mode) as a graph over `[batch, 3, image_size, image_size]`
@@ -128,15 +247,38 @@ pub fn graph(model: &Classifier, image_size: i64) -> Result<Graph> {
             names.join(", ")
         );
     }
+    if let Some(built) = model.vit_image_size().filter(|&built| built != image_size) {
+        bail!("this ViT was built for {built} px images (its position embedding), not {image_size}");
+    }
     let weights = Weights::of(model);
     let mut graph = Graph::new(&crate::choice_names::Named::name(&arch), INPUT, &[3, image_size, image_size]);
     let input = graph.input();
-    let features = match arch.resnet() {
-        Some(config) => resnet::emit_onnx(&mut graph, &weights, config, &input),
-        None => efficientnet_lite::emit_onnx(&mut graph, &weights, &input, image_size),
+    let features = match arch.family() {
+        Family::Resnet(config) => resnet::emit_onnx(&mut graph, &weights, config, &input),
+        Family::EfficientnetLite0 => efficientnet_lite::emit_onnx(&mut graph, &weights, &input, image_size),
+        Family::MobilenetV3 => mobilenet_v3::emit_onnx(&mut graph, &weights, &input),
+        Family::Efficientnet(member) => efficientnet::emit_onnx(&mut graph, &weights, member, &input),
+        Family::Regnet(config) => regnet::emit_onnx(&mut graph, &weights, config, &input),
+        Family::Convnext(config) => convnext::emit_onnx(&mut graph, &weights, config, &input),
+        Family::Vit => vit::emit_onnx(&mut graph, &weights, &input),
+        Family::Swin => swin::emit_onnx(&mut graph, &weights, &input, image_size),
     };
     let logits = weights.linear(&mut graph, &features, arch.head_name());
     let classes = model.head_vs.variables().values().next().map_or(0, |t| t.size()[0]);
     graph.set_output(&logits, OUTPUT, &[classes]);
     Ok(graph)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    #[test]
+    fn a_vit_is_written_only_for_the_size_it_was_built_for() {
+        let model = tch::no_grad(|| Classifier::for_images(Arch::VitB16, 2, 32, Device::Cpu));
+        let error = graph(&model, 64).err().expect("a 32 px ViT at 64 px");
+        assert!(error.to_string().contains("built for 32 px"), "{error}");
+        assert!(graph(&model, 32).is_ok());
+    }
 }

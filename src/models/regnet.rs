@@ -9,7 +9,9 @@
 //! The backbone ends at global average pooling; the classifier (`fc`) is
 //! built by [`super::Classifier`].
 
+use super::onnx::{ConvShape, Weights};
 use crate::accel::conv3x3::Conv3x3;
+use crate::persist::onnx::Graph;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
@@ -148,6 +150,51 @@ pub fn backbone(p: &nn::Path, config: Config) -> nn::SequentialT {
         }
     }
     net.add_fn(|x| x.adaptive_avg_pool2d([1, 1]).flatten(1, -1))
+}
+
+/// The trunk of `config` as ONNX nodes over `input` (eval mode), reading
+/// the weights by their torchvision names: the pooled features `[N, features]`.
+pub fn emit_onnx(graph: &mut Graph, weights: &Weights, config: Config, input: &str) -> String {
+    let mut x = weights.conv_bn_relu(graph, input, "stem", ("0", "1"), ConvShape::square(2, 1));
+    for (stage, (&depth, &width)) in config.depths.iter().zip(&config.widths).enumerate() {
+        for i in 0..depth {
+            let stride = if i == 0 { 2 } else { 1 };
+            let prefix = format!("trunk_output.block{0}.block{0}-{i}", stage + 1);
+            let groups = width / config.group_width;
+            x = emit_block(graph, weights, (&prefix, &x), stride, groups);
+        }
+    }
+    super::onnx::pooled_features(graph, &x)
+}
+
+/// [`Block`] `prefix` (`stride`, `groups` in its 3×3) as ONNX nodes over `x`.
+fn emit_block(graph: &mut Graph, weights: &Weights, (prefix, x): (&str, &str), stride: i64, groups: i64) -> String {
+    let f = format!("{prefix}.f");
+    let y = weights.conv_bn_relu(graph, x, &f, ("a.0", "a.1"), ConvShape::square(1, 0));
+    let grouped = ConvShape { groups, ..ConvShape::square(stride, 1) };
+    let y = weights.conv_bn_relu(graph, &y, &f, ("b.0", "b.1"), grouped);
+    let y = emit_squeeze_excitation(graph, weights, &format!("{f}.se"), &y);
+    let y = weights.conv(graph, &y, &format!("{f}.c.0"), ConvShape::square(1, 0));
+    let y = weights.batch_norm(graph, &y, &format!("{f}.c.1"), 1e-5);
+    let shortcut = match weights.has(&format!("{prefix}.proj.0.weight")) {
+        true => {
+            let s = weights.conv(graph, x, &format!("{prefix}.proj.0"), ConvShape::square(stride, 0));
+            weights.batch_norm(graph, &s, &format!("{prefix}.proj.1"), 1e-5)
+        }
+        false => x.to_owned(),
+    };
+    let sum = graph.node("Add", &[&shortcut, &y], vec![]);
+    graph.node("Relu", &[&sum], vec![])
+}
+
+/// [`SqueezeExcitation`] `prefix` as ONNX nodes over `x`.
+fn emit_squeeze_excitation(graph: &mut Graph, weights: &Weights, prefix: &str, x: &str) -> String {
+    let pooled = graph.node("GlobalAveragePool", &[x], vec![]);
+    let squeezed = weights.conv(graph, &pooled, &format!("{prefix}.fc1"), ConvShape::square(1, 0));
+    let squeezed = graph.node("Relu", &[&squeezed], vec![]);
+    let scale = weights.conv(graph, &squeezed, &format!("{prefix}.fc2"), ConvShape::square(1, 0));
+    let scale = graph.node("Sigmoid", &[&scale], vec![]);
+    graph.node("Mul", &[&scale, x], vec![])
 }
 
 #[cfg(test)]

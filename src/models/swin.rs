@@ -15,6 +15,8 @@
 //! LayerNorm and global average pooling; the classifier (`head`) is built by
 //! [`super::Classifier`].
 
+use super::onnx::{attend, attention_projections, concat, gelu, reshape, slice, transpose, ConvShape, Weights};
+use crate::persist::onnx::Graph;
 use tch::nn::{self, Module, ModuleT};
 use tch::{Kind, Tensor};
 
@@ -127,6 +129,14 @@ fn attention_mask(height: i64, width: i64, shift: (i64, i64), like: &Tensor) -> 
     Tensor::from_slice(&windows).view([-1, n, n]).to_device(like.device()).to_kind(like.kind())
 }
 
+/// The bias `table` (`[(2·window − 1)², heads]`) gives each pair of
+/// positions of a window through `index`: `[1, heads, window², window²]`.
+fn relative_position_bias(table: &Tensor, index: &Tensor) -> Tensor {
+    let n = WINDOW * WINDOW;
+    let bias = table.index(&[Some(index)]);
+    bias.view([n, n, -1]).permute([2, 0, 1]).contiguous().unsqueeze(0)
+}
+
 /// torchvision's `ShiftedWindowAttention`: multi-head self-attention within
 /// windows, with a learned bias per relative position; shifted windows
 /// (every second block) attend only within the regions the shift joins.
@@ -159,9 +169,7 @@ impl WindowAttention {
 
     /// `[1, heads, window², window²]`.
     fn relative_position_bias(&self) -> Tensor {
-        let n = WINDOW * WINDOW;
-        let bias = self.relative_position_bias_table.index(&[Some(&self.relative_position_index)]);
-        bias.view([n, n, -1]).permute([2, 0, 1]).contiguous().unsqueeze(0)
+        relative_position_bias(&self.relative_position_bias_table, &self.relative_position_index)
     }
 
     /// `[B, H, W, C]` → `[B, H, W, C]`, as torchvision's `shifted_window_attention`.
@@ -275,6 +283,148 @@ pub fn backbone(p: &nn::Path) -> nn::SequentialT {
     }
     let norm = layer_norm(p / "norm", FEATURES);
     net.add(norm).add_fn(|x| x.permute([0, 3, 1, 2]).adaptive_avg_pool2d([1, 1]).flatten(1, -1))
+}
+
+/// The side a `side`² map is padded to for whole windows.
+fn padded(side: i64) -> i64 {
+    side + (WINDOW - side % WINDOW) % WINDOW
+}
+
+/// `Pad` of a `[B, H, W, C]` value by `extra` rows and columns after its
+/// last (zeros; nothing when `extra` is 0).
+fn emit_pad(graph: &mut Graph, x: &str, extra: i64) -> String {
+    if extra == 0 {
+        return x.to_owned();
+    }
+    let pads = graph.int_constant(&[0, 0, 0, 0, 0, extra, extra, 0]);
+    graph.node("Pad", &[x, &pads], vec![])
+}
+
+/// `torch.roll` of a `[B, side, side, C]` value by `shift` along the
+/// rows and the columns, as a Slice and Concat per axis.
+fn emit_roll(graph: &mut Graph, x: &str, shift: i64, side: i64) -> String {
+    let split = side - shift.rem_euclid(side);
+    let mut y = x.to_owned();
+    for axis in [1, 2] {
+        let tail = slice(graph, &y, &[axis], (&[split], &[side], &[1]));
+        let head = slice(graph, &y, &[axis], (&[0], &[split], &[1]));
+        y = concat(graph, &[&tail, &head], axis);
+    }
+    y
+}
+
+/// The bias added to each window's attention scores, `[windows, heads,
+/// window², window²]`: the relative position bias of attention `prefix`,
+/// plus the shifted windows' mask where `shift` is not 0.
+fn window_bias(weights: &Weights, prefix: &str, padded_side: i64, shift: i64) -> Tensor {
+    let table = weights.tensor(&format!("{prefix}.relative_position_bias_table"));
+    let bias = relative_position_bias(table, &relative_position_index(WINDOW));
+    match shift {
+        0 => bias,
+        _ => bias + attention_mask(padded_side, padded_side, (shift, shift), table).unsqueeze(1),
+    }
+}
+
+/// [`WindowAttention`] `prefix` (`heads`, `shift`) as ONNX nodes over
+/// `x`, `[B, side, side, dim]`.
+fn emit_window_attention(
+    graph: &mut Graph,
+    weights: &Weights,
+    (prefix, x): (&str, &str),
+    (side, dim): (i64, i64),
+    (heads, shift): (i64, i64),
+) -> String {
+    let padded_side = padded(side);
+    let shift = if WINDOW >= padded_side { 0 } else { shift };
+    let (per_side, n) = (padded_side / WINDOW, WINDOW * WINDOW);
+    let mut y = emit_pad(graph, x, padded_side - side);
+    if shift > 0 {
+        y = emit_roll(graph, &y, -shift, padded_side);
+    }
+    y = reshape(graph, &y, &[-1, per_side, WINDOW, per_side, WINDOW, dim]);
+    y = transpose(graph, &y, &[0, 1, 3, 2, 4, 5]);
+    y = reshape(graph, &y, &[-1, n, dim]);
+
+    let packed = (weights.tensor(&format!("{prefix}.qkv.weight")), weights.tensor(&format!("{prefix}.qkv.bias")));
+    let [q, k, v] = attention_projections(graph, &y, &format!("{prefix}.qkv"), packed, heads);
+    let scores = graph.node("MatMul", &[&q, &k], vec![]);
+    let scores = reshape(graph, &scores, &[-1, per_side * per_side, heads, n, n]);
+    let bias = window_bias(weights, prefix, padded_side, shift);
+    let bias = graph.weight(&format!("{prefix}.window_bias"), &bias);
+    let scores = graph.node("Add", &[&scores, &bias], vec![]);
+    let scores = reshape(graph, &scores, &[-1, heads, n, n]);
+    y = attend(graph, &scores, &v, dim);
+    y = weights.dense(graph, &y, &format!("{prefix}.proj"));
+
+    y = reshape(graph, &y, &[-1, per_side, per_side, WINDOW, WINDOW, dim]);
+    y = transpose(graph, &y, &[0, 1, 3, 2, 4, 5]);
+    y = reshape(graph, &y, &[-1, padded_side, padded_side, dim]);
+    if shift > 0 {
+        y = emit_roll(graph, &y, shift, padded_side);
+    }
+    match padded_side > side {
+        true => slice(graph, &y, &[1, 2], (&[0, 0], &[side, side], &[1, 1])),
+        false => y,
+    }
+}
+
+/// [`Block`] `prefix` as ONNX nodes over `x`, `[B, side, side, dim]` (eval
+/// mode: no stochastic depth).
+fn emit_block(
+    graph: &mut Graph,
+    weights: &Weights,
+    (prefix, x): (&str, &str),
+    (side, dim): (i64, i64),
+    (heads, shift): (i64, i64),
+) -> String {
+    let y = weights.layer_norm(graph, x, &format!("{prefix}.norm1"), 1e-5);
+    let y = emit_window_attention(graph, weights, (&format!("{prefix}.attn"), &y), (side, dim), (heads, shift));
+    let x = graph.node("Add", &[x, &y], vec![]);
+    let y = weights.layer_norm(graph, &x, &format!("{prefix}.norm2"), 1e-5);
+    let y = weights.dense(graph, &y, &format!("{prefix}.mlp.0"));
+    let y = gelu(graph, &y);
+    let y = weights.dense(graph, &y, &format!("{prefix}.mlp.3"));
+    graph.node("Add", &[&x, &y], vec![])
+}
+
+/// [`PatchMerging`] `prefix` as ONNX nodes over `x`, `[B, side, side, C]`
+/// → `[B, ⌈side/2⌉, ⌈side/2⌉, 2C]`.
+fn emit_patch_merging(graph: &mut Graph, weights: &Weights, prefix: &str, x: &str, side: i64) -> String {
+    let x = emit_pad(graph, x, side % 2);
+    let end = side + side % 2;
+    let quarters: Vec<String> = [(0, 0), (1, 0), (0, 1), (1, 1)]
+        .iter()
+        .map(|&(row, column)| slice(graph, &x, &[1, 2], (&[row, column], &[end, end], &[2, 2])))
+        .collect();
+    let quarters: Vec<&str> = quarters.iter().map(String::as_str).collect();
+    let joined = concat(graph, &quarters, -1);
+    let normed = weights.layer_norm(graph, &joined, &format!("{prefix}.norm"), 1e-5);
+    weights.dense(graph, &normed, &format!("{prefix}.reduction"))
+}
+
+/// The trunk as ONNX nodes over `input`, `[N, 3, size, size]` (eval mode;
+/// paddings, shifts and masks are those of that size): the pooled features
+/// `[N, 768]`.
+pub fn emit_onnx(graph: &mut Graph, weights: &Weights, input: &str, size: i64) -> String {
+    let x = weights.conv(graph, input, "features.0.0", ConvShape::square(PATCH, 0));
+    let x = transpose(graph, &x, &[0, 2, 3, 1]);
+    let mut x = weights.layer_norm(graph, &x, "features.0.2", 1e-5);
+    let mut side = size / PATCH;
+    for (stage, (&depth, &heads)) in DEPTHS.iter().zip(&HEADS).enumerate() {
+        let dim = EMBED << stage;
+        let layer = 2 * stage + 1;
+        if stage > 0 {
+            x = emit_patch_merging(graph, weights, &format!("features.{}", layer - 1), &x, side);
+            side = (side + 1) / 2;
+        }
+        for i in 0..depth {
+            let shift = if i.is_multiple_of(2) { 0 } else { WINDOW / 2 };
+            x = emit_block(graph, weights, (&format!("features.{layer}.{i}"), &x), (side, dim), (heads, shift));
+        }
+    }
+    x = weights.layer_norm(graph, &x, "norm", 1e-5);
+    x = transpose(graph, &x, &[0, 3, 1, 2]);
+    super::onnx::pooled_features(graph, &x)
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@
 //! ends at the class token after `encoder.ln`; the classifier's Linear
 //! (`heads.head`) is built by [`super::Classifier`].
 
+use super::onnx::{attend, attention_projections, concat, gelu, slice, ConvShape, Weights};
+use crate::persist::onnx::{Attribute, Graph};
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
@@ -204,6 +206,51 @@ impl ModuleT for Backbone {
         }
         z.apply(&self.ln).select(1, 0)
     }
+}
+
+/// [`SelfAttention`] `prefix` as ONNX nodes over `x`, `[N, L, 768]`.
+fn emit_self_attention(graph: &mut Graph, weights: &Weights, prefix: &str, x: &str) -> String {
+    let packed =
+        (weights.tensor(&format!("{prefix}.in_proj_weight")), weights.tensor(&format!("{prefix}.in_proj_bias")));
+    let [q, k, v] = attention_projections(graph, x, &format!("{prefix}.in_proj"), packed, HEADS);
+    let scores = graph.node("MatMul", &[&q, &k], vec![]);
+    let attended = attend(graph, &scores, &v, FEATURES);
+    weights.dense(graph, &attended, &format!("{prefix}.out_proj"))
+}
+
+/// [`EncoderLayer`] `prefix` as ONNX nodes over `input`, `[N, L, 768]`.
+fn emit_encoder_layer(graph: &mut Graph, weights: &Weights, prefix: &str, input: &str) -> String {
+    let y = weights.layer_norm(graph, input, &format!("{prefix}.ln_1"), EPS as f32);
+    let y = emit_self_attention(graph, weights, &format!("{prefix}.self_attention"), &y);
+    let x = graph.node("Add", &[&y, input], vec![]);
+    let y = weights.layer_norm(graph, &x, &format!("{prefix}.ln_2"), EPS as f32);
+    let y = weights.dense(graph, &y, &format!("{prefix}.mlp.0"));
+    let y = gelu(graph, &y);
+    let y = weights.dense(graph, &y, &format!("{prefix}.mlp.3"));
+    graph.node("Add", &[&y, &x], vec![])
+}
+
+/// The trunk as ONNX nodes over `input`, `[N, 3, S, S]` for the image
+/// size the model's position embedding was built for: the class token
+/// after `encoder.ln`, `[N, 768]`.
+pub fn emit_onnx(graph: &mut Graph, weights: &Weights, input: &str) -> String {
+    let patches = weights.conv(graph, input, "conv_proj", ConvShape::square(PATCH, 0));
+    let patches = super::onnx::reshape(graph, &patches, &[0, FEATURES, -1]);
+    let patches = super::onnx::transpose(graph, &patches, &[0, 2, 1]);
+    let batch = graph.node("Shape", &[input], vec![("start", Attribute::Int(0)), ("end", Attribute::Int(1))]);
+    let token_shape = graph.int_constant(&[1, FEATURES]);
+    let token_shape = concat(graph, &[&batch, &token_shape], 0);
+    let class_token = weights.value(graph, "class_token");
+    let class_tokens = graph.node("Expand", &[&class_token, &token_shape], vec![]);
+    let tokens = concat(graph, &[&class_tokens, &patches], 1);
+    let position = weights.value(graph, "encoder.pos_embedding");
+    let mut z = graph.node("Add", &[&tokens, &position], vec![]);
+    for i in 0..LAYERS {
+        z = emit_encoder_layer(graph, weights, &format!("encoder.layers.encoder_layer_{i}"), &z);
+    }
+    z = weights.layer_norm(graph, &z, "encoder.ln", EPS as f32);
+    let class = slice(graph, &z, &[1], (&[0], &[1], &[1]));
+    graph.node("Flatten", &[&class], vec![("axis", Attribute::Int(1))])
 }
 
 #[cfg(test)]
