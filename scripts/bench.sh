@@ -4,8 +4,10 @@
 # wall time, peak RSS, best val accuracy and the ratio reference/ours.
 # Usage: scripts/bench.sh [--arch A] [--mode M|all] [--epochs N] [--reps R] [--weights FILE] [--precision P]
 #                        [--references "fp32 bf16"]
-#   defaults: efficientnet-lite0, both modes, 3 epochs, 1 repetition, the arch's file in models/, fp32
-#   (ResNet-18 speed needs no ImageNet weights: any torchvision-written resnet18 .pth works).
+#   defaults: efficientnet-lite0, both modes, 3 epochs, 1 repetition, the arch's file in models/, fp32.
+#   --arch: efficientnet-lite0, or a torchvision backbone the reference knows (resnet18, resnet50,
+#   mobilenet-v3-large, efficientnet-b0, convnext-tiny, vit-b-16, swin-t); speed needs no ImageNet
+#   weights, so without models/<its file> torchvision writes a random-init one to runs/bench/.
 #   --precision bf16: ours in bf16, then the reference in fp32 and under bf16 autocast, each mode
 #   (--references fp32 runs only the first, for long runs).
 set -euo pipefail
@@ -25,12 +27,15 @@ while [ $# -gt 0 ]; do
     *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
+[ -x target/release/finetune ] || bash scripts/setup.sh
+mkdir -p runs/bench
 if [ -z "$WEIGHTS" ]; then
-  case "$ARCH" in
-    efficientnet-lite0) WEIGHTS=models/efficientnet-lite0-57934424.pth ;;
-    resnet18) WEIGHTS=models/resnet18-f37072fd.pth ;;
-    *) echo "bench.sh: --arch resnet18 or efficientnet-lite0" >&2; exit 2 ;;
-  esac
+  WEIGHTS=$(target/release/finetune --list-archs --models-dir models | awk -v arch="$ARCH" '$1 == arch { print $4 }')
+  [ -n "$WEIGHTS" ] || { echo "bench.sh: unknown --arch $ARCH (finetune --list-archs)" >&2; exit 2; }
+  if [ ! -f "$WEIGHTS" ] && [ "$ARCH" != efficientnet-lite0 ]; then
+    WEIGHTS=runs/bench/$ARCH-random-init.pth
+    [ -f "$WEIGHTS" ] || .venv/bin/python scripts/reference/transfer_learning.py --arch "$ARCH" --write-random-init "$WEIGHTS"
+  fi
 fi
 [ -f "$WEIGHTS" ] || { echo "bench.sh: $WEIGHTS missing (scripts/fetch-models.sh, or --weights FILE)" >&2; exit 1; }
 case "$PRECISION" in
@@ -44,10 +49,9 @@ if [ -n "$REFERENCES" ]; then
   done
   REFERENCE_PRECISIONS=$REFERENCES
 fi
-[ -x target/release/finetune ] || bash scripts/setup.sh
 
 RESULTS=runs/bench/results.jsonl
-mkdir -p runs/bench; : > "$RESULTS"
+: > "$RESULTS"
 for rep in $(seq 1 "$REPS"); do
   for mode in $MODES; do
     out=runs/bench/ours-$ARCH-$mode

@@ -1,11 +1,16 @@
 """The PyTorch reference for `finetune`: the transfer-learning tutorial's recipe
 with torchvision (ImageFolder, RandomResizedCrop/flip and Resize/CenterCrop,
 DataLoader batch 4 with num_workers=2, SGD lr 0.001 momentum 0.9, StepLR 7/0.1),
-for ResNet-18 (torchvision) or EfficientNet-Lite0 (efficientnet-lite-pytorch,
-loading the same state_dict file as finetune with strict=True).
+for ResNet-18 and the torchvision backbones `finetune --list-archs` names (each with
+its torchvision `IMAGENET1K_V1` resize/crop/interpolation, as finetune's model card)
+or EfficientNet-Lite0 (efficientnet-lite-pytorch), loading the same state_dict file as
+finetune with strict=True.
 
     python transfer_learning.py --arch efficientnet-lite0 --mode full \
         --data data/hymenoptera_data --weights models/efficientnet-lite0-57934424.pth --epochs 25
+
+`--write-random-init FILE` writes a randomly initialised torchvision checkpoint of
+`--arch` (what the speed bench runs on where no ImageNet weights are at hand) and exits.
 
 `--precision bf16` runs the forward passes and the loss under
 `torch.autocast(device_type, dtype=torch.bfloat16)`, as a PyTorch user would.
@@ -26,28 +31,48 @@ import torchvision
 from torchvision import datasets, transforms
 
 parser = argparse.ArgumentParser()
-parser.add_argument("--arch", default="resnet18", choices=["resnet18", "efficientnet-lite0"])
+# our name -> (torchvision constructor, head attribute path, resize, crop, interpolation)
+TORCHVISION = {
+    "resnet18": ("resnet18", "fc", 256, 224, "bilinear"),
+    "resnet50": ("resnet50", "fc", 256, 224, "bilinear"),
+    "mobilenet-v3-large": ("mobilenet_v3_large", "classifier.3", 256, 224, "bilinear"),
+    "efficientnet-b0": ("efficientnet_b0", "classifier.1", 256, 224, "bicubic"),
+    "convnext-tiny": ("convnext_tiny", "classifier.2", 236, 224, "bilinear"),
+    "vit-b-16": ("vit_b_16", "heads.head", 256, 224, "bilinear"),
+    "swin-t": ("swin_t", "head", 232, 224, "bicubic"),
+}
+parser.add_argument("--arch", default="resnet18", choices=[*TORCHVISION, "efficientnet-lite0"])
+parser.add_argument("--write-random-init", metavar="FILE")
 parser.add_argument("--mode", default="feature-extract", choices=["feature-extract", "full"])
 parser.add_argument("--data", default="data/hymenoptera_data")
-parser.add_argument("--weights", required=True)
+parser.add_argument("--weights")
 parser.add_argument("--epochs", type=int, default=25)
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--workers", type=int, default=2)
 parser.add_argument("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
 parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
 args = parser.parse_args()
+if args.write_random_init:
+    torch.manual_seed(args.seed)
+    torch.save(getattr(torchvision.models, TORCHVISION[args.arch][0])(weights=None).state_dict(), args.write_random_init)
+    raise SystemExit(0)
+if not args.weights:
+    parser.error("--weights is required")
 device = torch.device(args.device)
 torch.manual_seed(args.seed)
 start = time.time()
 
-if args.arch == "resnet18":
+if args.arch in TORCHVISION:
     mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    _, _, resize, crop, interpolation = TORCHVISION[args.arch]
 else:  # TF-Lite input scaling, (255 x - 127) / 128, as a Normalize
     mean, std = [127 / 255] * 3, [128 / 255] * 3
+    resize, crop, interpolation = 256, 224, "bilinear"
 normalize = transforms.Normalize(mean, std)
+mode = transforms.InterpolationMode(interpolation)
 data_transforms = {
-    "train": transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalize]),
-    "val": transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(), normalize]),
+    "train": transforms.Compose([transforms.RandomResizedCrop(crop, interpolation=mode), transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalize]),
+    "val": transforms.Compose([transforms.Resize(resize, interpolation=mode), transforms.CenterCrop(crop), transforms.ToTensor(), normalize]),
 }
 image_datasets = {x: datasets.ImageFolder(f"{args.data}/{x}", data_transforms[x]) for x in ["train", "val"]}
 loaders = {
@@ -63,12 +88,20 @@ if args.weights.endswith(".safetensors"):
     state_dict = {k: v.float() if v.is_floating_point() else v for k, v in load_file(args.weights).items()}
 else:
     state_dict = torch.load(args.weights, map_location="cpu")
-if args.arch == "resnet18":
-    model = torchvision.models.resnet18(weights=None)
+if args.arch in TORCHVISION:
+    constructor, head_path, *_ = TORCHVISION[args.arch]
+    model = getattr(torchvision.models, constructor)(weights=None)
     model.load_state_dict(state_dict, strict=True)
-    backbone_params = [p for n, p in model.named_parameters() if not n.startswith("fc.")]
-    model.fc = nn.Linear(model.fc.in_features, num_classes)
-    head = model.fc
+    backbone_params = [p for n, p in model.named_parameters() if not n.startswith(head_path + ".")]
+    *parents, leaf = head_path.split(".")
+    parent = model
+    for name in parents:
+        parent = getattr(parent, name)
+    head = nn.Linear(getattr(parent, leaf).in_features, num_classes)
+    if leaf.isdigit():
+        parent[int(leaf)] = head
+    else:
+        setattr(parent, leaf, head)
 else:
     from efficientnet_lite_pytorch import EfficientNet
 
@@ -94,8 +127,9 @@ def set_train(training):
     if frozen and training:  # keep the frozen backbone's batch norm in eval mode
         model.eval()
         head.train()
-        if args.arch != "resnet18":
-            model._dropout.train()
+        for module in model.modules():  # the head's dropout trains, as finetune's does
+            if isinstance(module, nn.Dropout):
+                module.train()
 
 
 best_acc, best_wts, epoch_seconds = 0.0, None, []
