@@ -189,10 +189,14 @@ impl DecodedSplit {
     /// The whole split through the validation transform, `[N, 3, 224, 224]`
     /// in [0, 1] (before normalization).
     pub fn val_tensor(&self) -> Tensor {
-        let transformed: Vec<Tensor> = (0..self.len())
-            .into_par_iter()
-            .map(|i| val_transform_sized(&image_tensor(&self.rgb(i)), &self.sizing))
-            .collect();
+        self.val_tensor_of(&(0..self.len()).collect::<Vec<_>>())
+    }
+
+    /// Images `rows` (in that order) through the validation transform, as
+    /// [`DecodedSplit::val_tensor`].
+    pub fn val_tensor_of(&self, rows: &[usize]) -> Tensor {
+        let transformed: Vec<Tensor> =
+            rows.par_iter().map(|&i| val_transform_sized(&image_tensor(&self.rgb(i)), &self.sizing)).collect();
         Tensor::stack(&transformed, 0)
     }
 

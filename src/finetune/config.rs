@@ -96,6 +96,10 @@ pub struct FinetuneConfig {
     pub cache_features: bool,
     #[serde(default = "default_cache_mb")]
     pub cache_mb: u64,
+    /// The frozen features' on-disk cache, absolute (how the run is carried
+    /// out: it changes no result).
+    #[serde(default)]
+    pub feature_cache: Option<PathBuf>,
     pub strict: bool,
     #[serde(default)]
     pub amp: bool,
@@ -308,6 +312,7 @@ impl FinetuneConfig {
             threads: options.threads,
             cache_features: options.cache_features,
             cache_mb: options.cache_mb,
+            feature_cache: options.feature_cache.as_deref().map(absolute).transpose()?,
             strict: options.strict,
             amp: options.amp,
             precision: options.precision,
@@ -354,6 +359,12 @@ impl FinetuneConfig {
         }
         if given.contains("cache_mb") {
             config.cache_mb = options.cache_mb;
+        }
+        if given.contains("feature_cache") {
+            if config.mode == Mode::Full && options.feature_cache.is_some() {
+                bail!("--feature-cache keeps a frozen backbone's features: this run trains every weight (--mode full)");
+            }
+            config.feature_cache = options.feature_cache.as_deref().map(absolute).transpose()?;
         }
         config.force = options.force;
         config.out = absolute(out)?;
@@ -621,6 +632,9 @@ fn validate(o: &TrainOptions) -> Result<()> {
     }
     if o.cache_features && o.mode == Mode::Full {
         bail!("--cache-features needs --mode feature-extract or staged (in full mode the features change every step)");
+    }
+    if o.feature_cache.is_some() && o.mode == Mode::Full {
+        bail!("--feature-cache keeps a frozen backbone's features: it needs --mode feature-extract or staged");
     }
     Ok(())
 }

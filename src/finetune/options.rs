@@ -162,6 +162,9 @@ pub struct TrainOptions {
     /// are kept as file bytes and decoded at each use: slower, same results.
     #[arg(help_heading = crate::cli::HOW_IT_RUNS, long, value_name = "MB", default_value_t = crate::data::loader::DEFAULT_PIXEL_BUDGET_MB)]
     pub cache_mb: u64,
+    /// Keep the frozen backbone's features on disk in DIR (val images; train images too with --cache-features), keyed by backbone, weights file, image size, precision and each image's path, size and time: later runs, and a sweep's other points, load them instead of computing them (feature-extract and staged) [default: none].
+    #[arg(help_heading = crate::cli::HOW_IT_RUNS, long, value_name = "DIR")]
+    pub feature_cache: Option<PathBuf>,
     /// feature-extract only: compute train features once (no augmentation) and train the head on them.
     #[arg(long)]
     pub cache_features: bool,

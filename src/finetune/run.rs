@@ -29,6 +29,7 @@ use crate::train::data_parallel::Ranks;
 use crate::train::engine::{
     self, Epoch, EpochRecord, Fit, KeepRule, KeptFrom, Live, Scores, Task, TrainPhase, TrainState,
 };
+use crate::train::feature_cache::CacheUse;
 use crate::train::frozen_backbone::predict_probabilities;
 use crate::train::optim::{self, Optimizer};
 use crate::train::step::GradientStep;
@@ -183,6 +184,8 @@ pub fn run(
     let same_data = "images differ from rank 0's (classes, images or labels of a split)";
     ranks.check_same(&splits.fingerprint(), same_data)?;
     let strategy = strategy::for_mode(config, &model, &splits, (device, ranks, state.epochs.len()), reporter)?;
+    let startup = Startup { seconds: started.elapsed().as_secs_f64(), feature_cache: strategy.feature_cache_use() };
+    reporter.line(&startup.describe());
     let mut task = Finetune {
         config,
         model: &model,
@@ -218,7 +221,7 @@ pub fn run(
         None => e,
     })?;
     let grad_step = task.grad_step;
-    let finished = Finished { state: &state, best_val_probs, stopped_early: outcome.stopped_early, started };
+    let finished = Finished { state: &state, best_val_probs, stopped_early: outcome.stopped_early, started, startup };
     finish(config, out.as_ref(), (device, ranks), &model, &grad_step, &splits, finished, reporter)
 }
 
@@ -366,6 +369,24 @@ struct Finished<'a> {
     best_val_probs: Option<Tensor>,
     stopped_early: bool,
     started: Instant,
+    startup: Startup,
+}
+
+/// What came before the first training step: its seconds, and what the
+/// feature cache served.
+struct Startup {
+    seconds: f64,
+    feature_cache: Option<CacheUse>,
+}
+
+impl Startup {
+    fn describe(&self) -> String {
+        let cache = match &self.feature_cache {
+            Some(used) => format!(" (feature cache: {} loaded, {} computed)", used.loaded, used.computed),
+            None => String::new(),
+        };
+        format!("start-up: {:.1} s to the first training step{cache}", self.seconds)
+    }
 }
 
 /// After the last epoch: the tutorial's closing lines, the best model back
@@ -387,8 +408,10 @@ fn finish(
     reporter.line(&format!("Training complete in {}", format_minutes(seconds)));
     let of_ema = if kept.from == KeptFrom::Ema { " (the moving average's weights)" } else { "" };
     reporter.line(&format!("Best val Acc: {:.6}{of_ema}", kept.score));
-    let summary =
+    let mut summary =
         FinetuneSummary::new(config, device, splits, &history, (kept, finished.stopped_early), seconds, ranks)?;
+    summary.startup_seconds = Some(finished.startup.seconds);
+    summary.feature_cache = finished.startup.feature_cache;
     reporter.line(&format!(
         "data: {:.1} s of the train phases ({:.1} %) waiting for or augmenting batches{}",
         summary.data_wait_seconds,

@@ -4,7 +4,9 @@
 //!   features are computed once; each epoch the augmented train images go
 //!   through the backbone first (in CPU lanes) and the head then takes the
 //!   recipe's small steps over their features; `--cache-features` computes
-//!   un-augmented train features once instead.
+//!   un-augmented train features once instead. With `--feature-cache DIR`
+//!   those fixed features come from (and go to) the on-disk cache of the
+//!   backbone's [`FeatureSpace`].
 //! - [`Full`]: every weight trains; each batch is a full forward and
 //!   backward pass, mixed first under `--mixup`/`--cutmix` (soft-target
 //!   cross-entropy; training accuracy counts each image's dominant label).
@@ -19,6 +21,7 @@
 use super::config::{FinetuneConfig, Mode};
 use super::evaluate::correct;
 use super::splits::Splits;
+use crate::choice_names::Named;
 use crate::data::augment::mix;
 use crate::data::loader::{DecodedSplit, EpochPlan};
 use crate::interrupt::{Interrupt, Interrupted};
@@ -27,8 +30,9 @@ use crate::models::Classifier;
 use crate::report::Reporter;
 use crate::train::augmented_batches::for_each_augmented_batch;
 use crate::train::data_parallel::Ranks;
+use crate::train::feature_cache::{BackboneWeights, CacheUse, FeatureCache, FeatureSpace, FileStamp};
 use crate::train::frozen_backbone::{
-    augmented_features, backbone_features, head_probabilities, predict_probabilities, FrozenPass,
+    augmented_features, fixed_features, head_probabilities, predict_probabilities, FixedImages, FrozenPass,
 };
 use crate::train::optim::Optimizer;
 use crate::train::step::{GradientStep, StepError};
@@ -127,6 +131,10 @@ pub trait Strategy {
     ) -> Result<PhaseTotals>;
     /// Val-split class probabilities `[N, classes]` (on the CPU) of the model as it is.
     fn val_probabilities(&self, model: &Classifier, ctx: &EpochContext) -> Result<Tensor>;
+    /// What `--feature-cache` served this strategy's fixed features.
+    fn feature_cache_use(&self) -> Option<CacheUse> {
+        None
+    }
 }
 
 /// The strategy of `config.mode` for a `model` that [`prepare_model`] has
@@ -178,6 +186,8 @@ pub struct FeatureExtract {
     val_features: Tensor,
     /// Train images through the val transform (`--cache-features` only).
     cached_train_features: Option<Tensor>,
+    /// What `--feature-cache` served the two.
+    cache_use: Option<CacheUse>,
 }
 
 impl FeatureExtract {
@@ -189,15 +199,23 @@ impl FeatureExtract {
         reporter: &dyn Reporter,
     ) -> Result<Self> {
         let pass = frozen_pass(config, device);
-        let features = |images: &Tensor, label: &str| {
-            ranks.sharded_pass(images, |share| backbone_features(model, share, pass, label, reporter))
+        let cache = match &config.feature_cache {
+            Some(dir) => Some(FeatureCache::open(dir, feature_space(config, splits.train.classes.len(), device)?)?),
+            None => None,
         };
-        let val_features = features(&splits.val_images, "val features")?.to_device(device);
+        let features = |images: FixedImages| fixed_features(model, images, pass, (ranks, cache.as_ref()), reporter);
+        let val = FixedImages { split: &splits.val, transformed: Some(&splits.val_images), label: "val features" };
+        let (val_features, mut cache_use) = features(val)?;
         let cached_train_features = match config.cache_features {
-            true => Some(features(&splits.train.val_tensor(), "train features")?.to_device(device)),
+            true => {
+                let train = FixedImages { split: &splits.train, transformed: None, label: "train features" };
+                let (train_features, train_use) = features(train)?;
+                cache_use = cache_use.zip(train_use).map(|(val, train)| val.add(&train));
+                Some(train_features.to_device(device))
+            }
             false => None,
         };
-        Ok(Self { val_features, cached_train_features })
+        Ok(Self { val_features: val_features.to_device(device), cached_train_features, cache_use })
     }
 
     /// The head's steps over features already in the epoch's order, in
@@ -268,6 +286,30 @@ impl Strategy for FeatureExtract {
         // Shared out and gathered, so every rank decides on the same numbers.
         ctx.ranks.sharded_pass(&self.val_features, |share| head_probabilities(model, share))
     }
+
+    fn feature_cache_use(&self) -> Option<CacheUse> {
+        self.cache_use.clone()
+    }
+}
+
+/// What the run's frozen features depend on but the images: the backbone
+/// and its weights (the file's identity, or the seed and classes random
+/// weights are drawn from), the val transform, the autocast and the kind
+/// of device.
+fn feature_space(config: &FinetuneConfig, classes: usize, device: Device) -> Result<FeatureSpace> {
+    let weights = match &config.weights {
+        Some(path) => BackboneWeights::File(FileStamp::of(path)?),
+        None => BackboneWeights::RandomInit { seed: config.seed, classes },
+    };
+    Ok(FeatureSpace {
+        backbone: config.arch.name().to_owned(),
+        weights,
+        sizing: config.sizing(),
+        normalization: config.arch.normalization(),
+        autocast: config.autocast(device).name().to_owned(),
+        device: if device.is_cuda() { "cuda" } else { "cpu" }.to_owned(),
+        dim: config.arch.feature_count(),
+    })
 }
 
 pub struct Full;
@@ -362,5 +404,9 @@ impl Strategy for Staged {
 
     fn val_probabilities(&self, model: &Classifier, ctx: &EpochContext) -> Result<Tensor> {
         self.of_stage(ctx).val_probabilities(model, ctx)
+    }
+
+    fn feature_cache_use(&self) -> Option<CacheUse> {
+        self.frozen.as_ref().and_then(|frozen| frozen.feature_cache_use())
     }
 }

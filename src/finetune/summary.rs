@@ -8,6 +8,7 @@ use crate::metrics::History;
 use crate::run_dir::{RunDir, SUMMARY_FILE};
 use crate::train::data_parallel::Ranks;
 use crate::train::engine::{Kept, KeptFrom};
+use crate::train::feature_cache::CacheUse;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use tch::Device;
@@ -61,6 +62,14 @@ pub struct FinetuneSummary {
     pub gradient_averaging_seconds: f64,
     #[serde(default)]
     pub gradient_averaging_share: f64,
+    /// Seconds from the start of this process's run to its first training
+    /// step (the model, the images, the fixed features).
+    #[serde(default)]
+    pub startup_seconds: Option<f64>,
+    /// What `--feature-cache` served this process: features loaded from
+    /// it, and computed (then added to it).
+    #[serde(default)]
+    pub feature_cache: Option<CacheUse>,
 }
 
 impl FinetuneSummary {
@@ -102,6 +111,8 @@ impl FinetuneSummary {
             global_batch: config.batch_size * ranks.world_size() * config.accumulate,
             gradient_averaging_seconds: ranks.averaging_seconds(),
             gradient_averaging_share: if total > 0.0 { ranks.averaging_seconds() / total } else { 0.0 },
+            startup_seconds: None,
+            feature_cache: None,
         })
     }
 

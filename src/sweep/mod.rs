@@ -36,6 +36,10 @@ use status::{RunFolder, Status};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
 
+/// The folder under a sweep's `--out` where its frozen-backbone points
+/// share their features.
+pub const FEATURE_CACHE_DIR: &str = "feature-cache";
+
 /// A sweep: its file, the folder its runs go under, and its points.
 pub struct Sweep {
     pub file: SweepFile,
@@ -63,6 +67,16 @@ impl Sweep {
         let set_by_file =
             |option: &str| self.file.base.contains_key(option) || self.file.axes.iter().any(|a| a.key == option);
         self.file.tool.launcher_options().iter().copied().filter(|&option| !set_by_file(option)).collect()
+    }
+
+    /// The feature cache the sweep gives `point`'s run: `<out>/feature-cache`
+    /// for a `finetune` point whose backbone is frozen (feature-extract,
+    /// or staged for its first epochs), unless the sweep file sets
+    /// `feature-cache` itself (then the point's own options hold it).
+    pub fn feature_cache(&self, point: &Point) -> Option<PathBuf> {
+        let freezes = matches!(point.config["mode"].as_str(), Some("feature-extract" | "staged"));
+        let set_by_file = !point.config["feature_cache"].is_null();
+        (self.file.tool == tool::Tool::Finetune && freezes && !set_by_file).then(|| self.out.join(FEATURE_CACHE_DIR))
     }
 
     /// The run folder of `point`.

@@ -42,6 +42,10 @@ pub struct Run {
     /// Wall time of every attempt (the launcher's record, else the run's own).
     pub wall_seconds: Option<f64>,
     pub device: Option<String>,
+    /// Seconds to the first training step, and the frozen features loaded
+    /// from a feature cache and computed (`finetune`, last attempt).
+    pub startup_seconds: Option<f64>,
+    pub features: Option<(usize, usize)>,
 }
 
 /// Runs that differ only in their seed.
@@ -257,6 +261,7 @@ impl Report {
             if self.tool == Tool::Finetune { " (train and val phases)" } else { "" }
         );
         text += &markdown_table(&self.run_rows());
+        text += &self.startup_section();
         let not_done: Vec<&Run> = self.runs.iter().filter(|r| r.status != Status::Done).collect();
         if !not_done.is_empty() {
             text += "\n## Not done\n\n";
@@ -276,6 +281,33 @@ impl Report {
                 text += &format!("- `{}`\n", dir.display());
             }
         }
+        text
+    }
+
+    /// Each run's start-up (seconds to its first training step) and what a
+    /// feature cache served it, with how many runs loaded every feature
+    /// they needed from one; nothing when no run says.
+    fn startup_section(&self) -> String {
+        let runs: Vec<&Run> = self.runs.iter().filter(|r| r.startup_seconds.is_some()).collect();
+        if runs.is_empty() {
+            return String::new();
+        }
+        let mut rows = vec![["run", "start-up", "features loaded", "features computed"].map(String::from).to_vec()];
+        for run in &runs {
+            let (loaded, computed) =
+                run.features.map_or(("—".into(), "—".into()), |(l, c)| (l.to_string(), c.to_string()));
+            let startup = run.startup_seconds.map_or("—".into(), |s| format!("{s:.1} s"));
+            rows.push(vec![format!("`{}`", run.dir.display()), startup, loaded, computed]);
+        }
+        let cached = runs.iter().filter(|r| r.features.is_some()).count();
+        let reused = runs.iter().filter(|r| r.features.is_some_and(|(loaded, computed)| loaded > 0 && computed == 0));
+        let mut text = "\n## Start-up\n\n".to_owned();
+        text += &markdown_table(&rows);
+        text += &format!(
+            "\nStart-up: seconds from a run's start to its first training step (its last attempt). \
+             {} of {cached} run(s) with a feature cache loaded every frozen feature from it (computed none).\n",
+            reused.count()
+        );
         text
     }
 
@@ -422,6 +454,8 @@ fn read_run(tool: Tool, folder: &RunFolder, root: &Path, with_root: bool) -> Res
         device: text("device").or(folder.exit.as_ref().map(|e| e.device.clone())),
         status: folder.status(None),
         options: folder.config().map(|config| option_texts(tool, config)).transpose()?,
+        startup_seconds: headline.startup_seconds,
+        features: headline.features,
     };
     Ok((run, folder.exit.as_ref().map(|e| e.index)))
 }
@@ -504,6 +538,8 @@ mod tests {
             seconds_per_epoch: Some(1.5),
             wall_seconds: Some(4.0),
             device: Some("cpu".into()),
+            startup_seconds: None,
+            features: None,
         }
     }
 

@@ -37,6 +37,10 @@ pub struct Headline {
     pub test_acc: Option<f64>,
     /// Mean seconds of a training epoch, where the summary says.
     pub seconds_per_epoch: Option<f64>,
+    /// Seconds to the first training step (finetune).
+    pub startup_seconds: Option<f64>,
+    /// Frozen features the run loaded from its feature cache, and computed.
+    pub features: Option<(usize, usize)>,
 }
 
 impl Tool {
@@ -232,12 +236,17 @@ impl Tool {
         let count = |key: &str| summary.get(key).and_then(Value::as_u64).map(|n| n as usize);
         let epochs = summary.get("config").and_then(Tool::epochs).filter(|&e| e > 0);
         match self {
-            Tool::Finetune => Headline {
-                score: number("best_val_acc"),
-                best_epoch: count("best_epoch"),
-                test_acc: None,
-                seconds_per_epoch: None,
-            },
+            Tool::Finetune => {
+                let cache = summary.get("feature_cache").filter(|c| !c.is_null());
+                let cache_count = |key: &str| cache?.get(key)?.as_u64().map(|n| n as usize);
+                Headline {
+                    score: number("best_val_acc"),
+                    best_epoch: count("best_epoch"),
+                    startup_seconds: number("startup_seconds"),
+                    features: cache_count("loaded").zip(cache_count("computed")),
+                    ..Headline::default()
+                }
+            }
             Tool::MnistMlp => {
                 let rows = summary.get("rows").and_then(Value::as_array).cloned().unwrap_or_default();
                 let val = |row: &Value| row.get("val_acc").and_then(Value::as_f64);
@@ -247,6 +256,7 @@ impl Tool {
                     best_epoch: None,
                     test_acc: number("test_acc"),
                     seconds_per_epoch: epochs.filter(|_| !rows.is_empty()).map(|e| seconds / (e * rows.len()) as f64),
+                    ..Headline::default()
                 }
             }
             Tool::MnistCnn => Headline {
@@ -254,6 +264,7 @@ impl Tool {
                 best_epoch: None,
                 test_acc: number("test_acc"),
                 seconds_per_epoch: number("training_seconds").zip(epochs).map(|(s, e)| s / e as f64),
+                ..Headline::default()
             },
             Tool::CaptionTrain => Headline {
                 // The first BLEU row is the model's own (the others are baselines).
@@ -261,6 +272,7 @@ impl Tool {
                 best_epoch: count("kept_epoch"),
                 test_acc: None,
                 seconds_per_epoch: number("seconds_per_epoch"),
+                ..Headline::default()
             },
         }
     }
@@ -314,6 +326,7 @@ mod tests {
             "workers",
             "threads",
             "cache_mb",
+            "feature_cache",
             "force",
             "nproc",
             "dist_backend",

@@ -16,7 +16,9 @@
 //! - [`lr_range`]: the learning-rate range test's rates, smoothed loss,
 //!   stop rule and suggestions (fastai's `lr_find`);
 //! - [`augmented_batches`] and [`frozen_backbone`]: image batches to the device, passes of a
-//!   frozen classifier (features, probabilities).
+//!   frozen classifier (features, probabilities);
+//! - [`feature_cache`]: frozen-backbone features on disk, keyed by what
+//!   they depend on, shared by runs (`--feature-cache`).
 //!
 //! It knows no tool: the tools (`crate::finetune`, `crate::mnist`,
 //! `crate::caption`) supply their tasks. Models and data come in from
@@ -28,6 +30,7 @@ pub mod augmented_batches;
 pub mod data_parallel;
 pub mod ema;
 pub mod engine;
+pub mod feature_cache;
 pub mod frozen_backbone;
 pub mod lr_range;
 pub mod minibatch;
