@@ -778,6 +778,23 @@ mod tests {
     }
 
     #[test]
+    fn the_feature_cache_may_change_on_resume_and_needs_a_frozen_backbone() {
+        let config = FinetuneConfig::new(&knobs(1, None, None)).unwrap();
+        assert_eq!((config.mode, config.feature_cache.clone()), (Mode::FeatureExtract, None));
+        let saved = serde_json::to_string(&config).unwrap();
+        let options = TrainOptions { feature_cache: Some("target/test-runs/cache".into()), ..TrainOptions::defaults() };
+        let given = BTreeSet::from(["feature_cache".to_owned()]);
+        let resumed = FinetuneConfig::resume(&saved, &config.out, &options, &given).unwrap();
+        assert_eq!(resumed.feature_cache, Some(std::path::absolute("target/test-runs/cache").unwrap()));
+        let full = augmented(|o| (o.mode, o.feature_cache) = (Mode::Full, Some("cache".into())));
+        let error = FinetuneConfig::new(&full).unwrap_err().to_string();
+        assert!(error.starts_with("--feature-cache keeps a frozen backbone's features: it needs --mode"), "{error}");
+        let full = serde_json::to_string(&FinetuneConfig::new(&augmented(|o| o.mode = Mode::Full)).unwrap()).unwrap();
+        let error = FinetuneConfig::resume(&full, &config.out, &options, &given).unwrap_err().to_string();
+        assert!(error.contains("this run trains every weight"), "{error}");
+    }
+
+    #[test]
     fn a_staged_run_cannot_be_resumed_to_end_frozen() {
         let config = FinetuneConfig::new(&staged(5, 3)).unwrap();
         let saved = serde_json::to_string(&config).unwrap();

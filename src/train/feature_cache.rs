@@ -164,10 +164,15 @@ impl FeatureCache {
 
     /// What the cache holds of the images at `paths`. When some are
     /// missing, the look-up holds the writer lock (waited for, then the
-    /// store read again) until [`LookUp::complete`] adds them.
+    /// store read again) until [`LookUp::complete`] adds them. A store that
+    /// cannot be used is said once, in one warning line, and taken as empty.
     pub fn look_up(&self, paths: &[PathBuf], reporter: &dyn Reporter) -> Result<LookUp> {
         let stamps = paths.iter().map(|p| FileStamp::of(p)).collect::<Result<Vec<_>>>()?;
-        let look_up = LookUp::of(self, stamps, self.read(reporter), None);
+        let (store, unusable) = self.read();
+        if let Some(warning) = &unusable {
+            reporter.warning(warning);
+        }
+        let look_up = LookUp::of(self, stamps, store, None);
         if look_up.missing.is_empty() {
             return Ok(look_up);
         }
@@ -180,31 +185,36 @@ impl FeatureCache {
             ))
         })
         .context("--feature-cache: another run is writing the cache")?;
-        Ok(LookUp::of(self, look_up.stamps, self.read(reporter), Some(claim)))
+        let (store, still_unusable) = self.read();
+        if let (Some(warning), None) = (still_unusable, &unusable) {
+            reporter.warning(&warning);
+        }
+        Ok(LookUp::of(self, look_up.stamps, store, Some(claim)))
     }
 
-    /// The store as it is now: empty when there is none, or (with a
-    /// one-line warning) when it cannot be used.
-    fn read(&self, reporter: &dyn Reporter) -> Store {
+    /// The store as it is now: empty when there is none, or (with the
+    /// warning to give) when it cannot be used.
+    fn read(&self) -> (Store, Option<String>) {
         let path = self.store_path();
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Store::default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (Store::default(), None),
             Err(e) => {
-                reporter.warning(&format!(
-                    "warning: feature cache {}: cannot read ({e}); computing the features",
-                    path.display()
-                ));
-                return Store::default();
+                let warning =
+                    format!("warning: feature cache {}: cannot read ({e}); computing the features", path.display());
+                return (Store::default(), Some(warning));
             }
         };
-        Store::parse(&bytes, &self.space).unwrap_or_else(|reason| {
-            reporter.warning(&format!(
-                "warning: feature cache {}: {reason}; computing the features again and rewriting it",
-                path.display()
-            ));
-            Store::default()
-        })
+        match Store::parse(&bytes, &self.space) {
+            Ok(store) => (store, None),
+            Err(reason) => {
+                let warning = format!(
+                    "warning: feature cache {}: {reason}; computing the features again and rewriting it",
+                    path.display()
+                );
+                (Store::default(), Some(warning))
+            }
+        }
     }
 }
 
