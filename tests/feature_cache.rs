@@ -213,3 +213,29 @@ fn the_points_of_a_sweep_share_one_cache_under_its_folder() {
     let config = read_json(&out.join("lr=0.001/summary.json"))["config"].clone();
     assert_eq!(config["feature_cache"].as_str(), Some(out.join("feature-cache").to_str().unwrap()));
 }
+
+/// A two-rank run of a frozen random ResNet-18 on the small copy of
+/// ants/bees into `out`, with `cache` as its feature cache.
+fn two_ranks(out: &Path, cache: Option<&Path>) -> Command {
+    let mut command = common::cached_head_epochs(2, 4, out);
+    command.args(["--nproc", "2"]);
+    if let Some(cache) = cache {
+        command.arg("--feature-cache").arg(cache);
+    }
+    command
+}
+
+#[test]
+fn rank_0_of_a_data_parallel_run_reads_and_writes_the_cache() {
+    let dir = temp_dir();
+    let cache = dir.path().join("cache");
+    let [plain, first, second] = ["plain", "first", "second"].map(|n| dir.path().join(n));
+    run_ok(&mut two_ranks(&plain, None));
+    run_ok(&mut two_ranks(&first, Some(&cache)));
+    run_ok(&mut two_ranks(&second, Some(&cache)));
+    // 8 images per class and split: 32 in all, computed in shares by both ranks, then loaded.
+    assert_eq!((served(&first), served(&second)), ((0, 32), (32, 0)));
+    assert_eq!(metrics(&first), metrics(&plain));
+    assert_eq!(metrics(&second), metrics(&plain));
+    assert_eq!(read_json(&second.join("summary.json"))["world_size"], 2);
+}
