@@ -3,8 +3,9 @@
 //! 16 + 16 train and 8 + 8 val ants/bees images, 1–2 epochs. A run with the
 //! cache trains exactly as one without; the next run computes nothing; an
 //! edited image is computed again alone; a damaged cache file is a warning
-//! and a recompute; two runs started together compute each image once; a
-//! sweep's points share one cache.
+//! and a recompute; a resumed run may take the cache; two runs started
+//! together compute each image once; a data-parallel run's rank 0 reads
+//! and writes it; a sweep's points share one cache.
 // Needs the data tier (data/ and models/ fetched; see build.rs).
 #![cfg(tchlab_data)]
 
@@ -116,6 +117,15 @@ fn a_run_with_the_cache_trains_as_one_without_and_the_next_loads_every_feature()
         assert!(same_best_model(out, &plain), "{}: other weights", out.display());
     }
     assert!(read_json(&plain.join("summary.json"))["feature_cache"].is_null());
+    // The cache is how a run is carried out: a run resumed with it continues as it would have without.
+    let resumed = dir.path().join("resumed");
+    run_ok(&mut run(&data, &resumed, 1, None));
+    let mut resume = common::finetune();
+    resume.arg("--resume").arg(&resumed).args(["--epochs", "2"]).arg("--feature-cache").arg(&cache);
+    let said = stdout(&run_ok(&mut resume));
+    assert!(said.contains("(feature cache: 48 loaded, 0 computed)"), "{said}");
+    assert_eq!(metrics(&resumed), metrics(&plain));
+    assert!(same_best_model(&resumed, &plain));
     assert!(leftovers(&cache).is_empty(), "{:?}", leftovers(&cache));
     // A damaged store: one warning line, every feature computed again, the same results.
     let [store] = store_files(&cache).try_into().unwrap();
