@@ -210,7 +210,7 @@ impl FeatureExtract {
             true => {
                 let train = FixedImages { split: &splits.train, transformed: None, label: "train features" };
                 let (train_features, train_use) = features(train)?;
-                cache_use = cache_use.zip(train_use).map(|(val, train)| val.add(&train));
+                cache_use = cache_use.zip(train_use).map(|(val, train)| val.together_with(&train));
                 Some(train_features.to_device(device))
             }
             false => None,

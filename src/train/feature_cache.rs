@@ -119,7 +119,7 @@ pub struct CacheUse {
 
 impl CacheUse {
     /// The two passes' uses of one cache, together.
-    pub fn add(self, other: &CacheUse) -> CacheUse {
+    pub fn together_with(self, other: &CacheUse) -> CacheUse {
         CacheUse { loaded: self.loaded + other.loaded, computed: self.computed + other.computed, ..self }
     }
 }
@@ -425,7 +425,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let paths = images(dir.path(), 4);
         let cache = FeatureCache::open(&dir.path().join("cache"), space(3)).unwrap();
-        serve(&cache, &paths);
+        let _ = serve(&cache, &paths);
         let good = std::fs::read(cache.store_path()).unwrap();
         let mut flipped = good.clone();
         *flipped.last_mut().unwrap() ^= 1;
@@ -457,7 +457,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let paths = images(dir.path(), 2);
         let cache = FeatureCache::open(&dir.path().join("cache"), space(3)).unwrap();
-        serve(&cache, &paths);
+        let _ = serve(&cache, &paths);
         let bf16 = FeatureSpace { autocast: "bf16".into(), ..space(3) };
         let other = FeatureCache::open(cache.dir(), bf16.clone()).unwrap();
         assert_ne!(other.store_path(), cache.store_path(), "another space, another file");
@@ -483,7 +483,7 @@ mod tests {
         let error = format!("{error:#}");
         assert!(error.contains(&format!("{}: still held by pid", cache.lock_path().display())), "{error}");
         assert!(capture.lines().iter().any(|l| l.starts_with("feature cache: waiting for")), "{:?}", capture.lines());
-        first.complete(&features_of(&[0, 1])).unwrap();
+        let _ = first.complete(&features_of(&[0, 1])).unwrap();
         assert!(!cache.lock_path().exists(), "released when written");
         let hit = cache.look_up(&paths, &capture).unwrap();
         assert!(hit.missing().is_empty() && !cache.lock_path().exists(), "a full hit takes no lock");
