@@ -8,6 +8,9 @@
 //! - [`Full`]: every weight trains; each batch is a full forward and
 //!   backward pass, mixed first under `--mixup`/`--cutmix` (soft-target
 //!   cross-entropy; training accuracy counts each image's dominant label).
+//!
+//! Every mode's training loss is `crate::train::loss`'s, weighted per class
+//! under `--class-weights`.
 //! - [`Staged`]: feature extraction's epochs while the run's stage is frozen
 //!   (`--freeze-epochs`), then full ones. The optimizer holds every weight
 //!   from the start; a frozen epoch gives the backbone no gradient, so its
@@ -19,7 +22,7 @@
 use super::config::{FinetuneConfig, Mode};
 use super::evaluate::correct;
 use super::splits::Splits;
-use crate::data::augment::mix;
+use crate::data::augment::mix::{self, BatchMix};
 use crate::data::loader::{DecodedSplit, EpochPlan};
 use crate::interrupt::{Interrupt, Interrupted};
 use crate::metrics::PhaseTotals;
@@ -27,13 +30,14 @@ use crate::models::Classifier;
 use crate::report::Reporter;
 use crate::train::augmented_batches::for_each_augmented_batch;
 use crate::train::data_parallel::Ranks;
+use crate::train::loss::{cross_entropy, soft_cross_entropy, SoftWeighting};
 use crate::train::frozen_backbone::{
     augmented_features, backbone_features, head_probabilities, predict_probabilities, FrozenPass,
 };
 use crate::train::optim::Optimizer;
 use crate::train::step::{GradientStep, StepError};
 use anyhow::Result;
-use tch::{Device, Kind, Reduction, Tensor};
+use tch::{Device, Tensor};
 
 /// What an epoch's phases need besides the model and its gradient step.
 pub struct EpochContext<'a> {
@@ -46,6 +50,8 @@ pub struct EpochContext<'a> {
     pub epoch: usize,
     /// Where the phases' progress bars come from.
     pub reporter: &'a dyn Reporter,
+    /// The training loss's per-class weights `[classes]` on the device (`--class-weights`).
+    pub class_weights: Option<&'a Tensor>,
 }
 
 impl EpochContext<'_> {
@@ -91,23 +97,23 @@ impl EpochContext<'_> {
         self.ranks.share(EpochPlan::draw(&self.splits.train, self.config.seed, self.epoch))
     }
 
-    /// The training loss of mixed batches: cross-entropy with soft `targets`
-    /// (`[B, classes]`, the smoothing already in them).
-    fn soft_loss(&self, targets: &Tensor) -> impl Fn(&Tensor) -> Tensor {
-        let targets = targets.shallow_clone();
+    /// The training loss of a batch mixed by `mix`: cross-entropy with its
+    /// soft targets (the run's smoothing in them), weighted per class when
+    /// the run is.
+    fn soft_loss(&self, mix: &BatchMix, labels: &Tensor, classes: i64) -> impl Fn(&Tensor) -> Tensor + '_ {
+        let targets = mix.targets(labels, classes, self.config.label_smoothing);
+        let mixed_labels = self.class_weights.map(|_| mix.targets(labels, classes, 0.0));
         move |logits: &Tensor| {
-            let log_probs = logits.to_kind(Kind::Float).log_softmax(-1, Kind::Float);
-            (-(&targets * log_probs).sum_dim_intlist(-1, false, Kind::Float)).mean(Kind::Float)
+            let weighting = self.class_weights.zip(mixed_labels.as_ref());
+            let weighting = weighting.map(|(weights, mixed_labels)| SoftWeighting { weights, mixed_labels });
+            soft_cross_entropy(logits, &targets, weighting)
         }
     }
 
-    /// The training loss: cross-entropy with the run's label smoothing.
+    /// The training loss: cross-entropy with the run's label smoothing and class weights.
     fn loss(&self, labels: &Tensor) -> impl Fn(&Tensor) -> Tensor + '_ {
         let labels = labels.shallow_clone();
-        let smoothing = self.config.label_smoothing;
-        move |logits: &Tensor| {
-            logits.to_kind(Kind::Float).cross_entropy_loss(&labels, None::<Tensor>, Reduction::Mean, -100, smoothing)
-        }
+        move |logits: &Tensor| cross_entropy(logits, &labels, self.class_weights, self.config.label_smoothing)
     }
 }
 
@@ -299,8 +305,7 @@ impl Strategy for Full {
                         labels.shallow_clone(),
                     ),
                     Some(mix) => {
-                        let targets = mix.targets(&labels, classes, config.label_smoothing);
-                        let loss = ctx.soft_loss(&targets);
+                        let loss = ctx.soft_loss(&mix, &labels, classes);
                         (
                             grad_step.step(optimizer, &mut forward, &loss, ctx.lr_at(b, batches)),
                             mix.dominant_labels(&labels),
