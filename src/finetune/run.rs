@@ -46,7 +46,7 @@ struct Finetune<'a> {
     device: Device,
     ranks: &'a Ranks,
     /// The training loss's per-class weights on the device, when weighted.
-    class_weights: Option<Tensor>,
+    class_weights: Option<&'a Tensor>,
     /// The val probabilities of the last evaluation, of the model and of
     /// its moving average.
     val_probs: Option<Tensor>,
@@ -67,7 +67,7 @@ impl<'a> Finetune<'a> {
             ranks: self.ranks,
             epoch: epoch.index,
             reporter: epoch.reporter,
-            class_weights: self.class_weights.as_ref(),
+            class_weights: self.class_weights,
         }
     }
 }
@@ -194,6 +194,7 @@ pub fn run(
     if let Some(weights) = &class_weights {
         reporter.line(&weights.describe());
     }
+    let weights_tensor = class_weights.as_ref().map(|weights| weights.tensor(device));
     let strategy = strategy::for_mode(config, &model, &splits, (device, ranks), reporter)?;
     let mut task = Finetune {
         config,
@@ -203,7 +204,7 @@ pub fn run(
         splits: &splits,
         device,
         ranks,
-        class_weights: class_weights.as_ref().map(|w| w.tensor(device)),
+        class_weights: weights_tensor.as_ref(),
         val_probs: None,
         ema_val_probs: None,
     };
