@@ -170,7 +170,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("weights.csv");
         std::fs::write(&path, text).unwrap();
-        let in_dir = |e: anyhow::Error| anyhow::anyhow!("{}", e.to_string().replace(&*dir.path().to_string_lossy(), "DIR"));
+        let in_dir =
+            |e: anyhow::Error| anyhow::anyhow!("{}", e.to_string().replace(&*dir.path().to_string_lossy(), "DIR"));
         ClassWeights::read(&path, &classes()).map_err(in_dir)
     }
 
@@ -179,13 +180,19 @@ mod tests {
         let weights = read("# ants are common\nclass,weight\nbees, 4\n\nants,0.5\n").unwrap();
         assert_eq!(weights.weights, [0.5, 4.0]);
         let said = weights.describe();
-        assert!(said.starts_with("class weights (/") && said.ends_with("weights.csv): ants 0.5000, bees 4.0000"), "{said}");
+        assert!(
+            said.starts_with("class weights (/") && said.ends_with("weights.csv): ants 0.5000, bees 4.0000"),
+            "{said}"
+        );
     }
 
     #[test]
     fn a_bad_weights_file_is_one_line_naming_the_file_and_line() {
         for (text, expected) in [
-            ("ants,1\nwasps,2\n", "DIR/weights.csv:2: class \"wasps\" is not one of the training classes [\"ants\", \"bees\"]"),
+            (
+                "ants,1\nwasps,2\n",
+                "DIR/weights.csv:2: class \"wasps\" is not one of the training classes [\"ants\", \"bees\"]",
+            ),
             ("ants,1\n", "DIR/weights.csv: no line for class \"bees\" (every training class needs a weight)"),
             ("ants,1\nbees,0\n", "DIR/weights.csv:2: weight \"0\" of class \"bees\" must be a positive finite number"),
             ("ants,-1\nbees,1\n", "DIR/weights.csv:1: weight \"-1\" of class \"ants\""),

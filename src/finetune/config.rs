@@ -869,17 +869,28 @@ mod tests {
     #[test]
     fn the_imbalance_options_are_saved_refused_on_resume_and_default_in_older_configs() {
         let options = augmented(|o| {
-            (o.monitor, o.sampler, o.class_weights) = (Monitor::ValMacroF1, Sampler::Balanced, Some(ClassWeighting::Auto))
+            (o.monitor, o.sampler, o.class_weights) =
+                (Monitor::ValMacroF1, Sampler::Balanced, Some(ClassWeighting::Auto))
         });
         let config = FinetuneConfig::new(&options).unwrap();
         let said = config.describe();
-        assert!(said.contains("class weights auto, class-balanced sampler") && said.contains("best epoch by val_macro_f1"), "{said}");
+        assert!(
+            said.contains("class weights auto, class-balanced sampler") && said.contains("best epoch by val_macro_f1"),
+            "{said}"
+        );
         let saved = serde_json::to_string(&config).unwrap();
         let resumed = FinetuneConfig::resume(&saved, &config.out, &TrainOptions::defaults(), &BTreeSet::new()).unwrap();
-        assert_eq!((resumed.monitor, resumed.sampler, resumed.class_weights), (Monitor::ValMacroF1, Sampler::Balanced, Some(ClassWeighting::Auto)));
+        assert_eq!(
+            (resumed.monitor, resumed.sampler, resumed.class_weights),
+            (Monitor::ValMacroF1, Sampler::Balanced, Some(ClassWeighting::Auto))
+        );
         for id in ["monitor", "sampler", "class_weights"] {
-            let error = FinetuneConfig::resume(&saved, &config.out, &options, &BTreeSet::from([id.to_owned()])).unwrap_err();
-            assert!(error.to_string().contains(&format!("--{} cannot be given with it", id.replace('_', "-"))), "{error}");
+            let error =
+                FinetuneConfig::resume(&saved, &config.out, &options, &BTreeSet::from([id.to_owned()])).unwrap_err();
+            assert!(
+                error.to_string().contains(&format!("--{} cannot be given with it", id.replace('_', "-"))),
+                "{error}"
+            );
         }
         let toml = config.to_options_toml().unwrap();
         assert!(toml.contains("monitor = \"val_macro_f1\"") && toml.contains("class_weights = \"auto\""), "{toml}");

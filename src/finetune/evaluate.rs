@@ -15,8 +15,8 @@ pub fn loss_and_correct(probs: &Tensor, labels: &Tensor) -> (f64, i64) {
 
 /// The top-1 predictions of `probs` (`[N, classes]`) against `labels`.
 pub fn confusion(probs: &Tensor, labels: &Tensor) -> ConfusionMatrix {
-    let predicted: Vec<i64> = Vec::try_from(probs.argmax(-1, false).to_device(tch::Device::Cpu))
-        .expect("argmax gives int64 indices");
+    let predicted: Vec<i64> =
+        Vec::try_from(probs.argmax(-1, false).to_device(tch::Device::Cpu)).expect("argmax gives int64 indices");
     let truth: Vec<i64> = Vec::try_from(labels.to_device(tch::Device::Cpu)).expect("labels are int64 indices");
     ConfusionMatrix::of(&truth, &predicted, probs.size()[1] as usize)
 }

@@ -70,7 +70,8 @@ pub fn lr_find(
     for epoch in 0.. {
         reporter.line(&format!("lr-find: pass {epoch} over the train split"));
         let class_weights = class_weights.as_ref();
-        let ctx = EpochContext { config, splits: &splits, device, interrupt, ranks: &ranks, epoch, reporter, class_weights };
+        let ctx =
+            EpochContext { config, splits: &splits, device, interrupt, ranks: &ranks, epoch, reporter, class_weights };
         match strategy.train_epoch(&model, &mut grad_step, optimizer.as_mut(), &ctx) {
             Ok(_) => continue,
             Err(error) if error.is::<RangeTestEnded>() => break,

@@ -6,8 +6,8 @@
 //! kept on disk in [`super::checkpoint`].
 
 use super::checkpoint::{
-    self, history_of, DATA_WAIT_SECONDS, TRAIN_ACC, TRAIN_SECONDS, VAL_ACC, VAL_BALANCED_ACC, VAL_LOSS,
-    VAL_MACRO_F1, VAL_SECONDS,
+    self, history_of, DATA_WAIT_SECONDS, TRAIN_ACC, TRAIN_SECONDS, VAL_ACC, VAL_BALANCED_ACC, VAL_LOSS, VAL_MACRO_F1,
+    VAL_SECONDS,
 };
 use super::class_weights::{ClassWeights, ClassWeightsPlan};
 use super::config::{FinetuneConfig, Precision};

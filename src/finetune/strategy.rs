@@ -30,10 +30,10 @@ use crate::models::Classifier;
 use crate::report::Reporter;
 use crate::train::augmented_batches::for_each_augmented_batch;
 use crate::train::data_parallel::Ranks;
-use crate::train::loss::{cross_entropy, soft_cross_entropy, SoftWeighting};
 use crate::train::frozen_backbone::{
     augmented_features, backbone_features, head_probabilities, predict_probabilities, FrozenPass,
 };
+use crate::train::loss::{cross_entropy, soft_cross_entropy, SoftWeighting};
 use crate::train::optim::Optimizer;
 use crate::train::step::{GradientStep, StepError};
 use anyhow::Result;

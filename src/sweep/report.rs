@@ -276,7 +276,9 @@ impl Report {
             format!("# Results: {} run(s){of_tool} under {}, {done} done\n\n", self.runs.len(), roots.join(", "));
         text += &markdown_table(&self.configuration_rows());
         let scores = match self.has_class_balanced() {
-            true => format!("{}, {MACRO_F1_COLUMN} and {BALANCED_ACC_COLUMN} (at the best epoch)", self.tool.score_name()),
+            true => {
+                format!("{}, {MACRO_F1_COLUMN} and {BALANCED_ACC_COLUMN} (at the best epoch)", self.tool.score_name())
+            }
             false => self.tool.score_name().to_owned(),
         };
         text += &format!(
@@ -606,7 +608,10 @@ mod tests {
         assert_eq!(rows[1][1..4], ["0.8500 ± 0.0707", "0.6500 ± 0.0707", "0.7000 ± 0.0707"]);
         assert_eq!(r.run_rows()[1][3..6], ["0.8000", "0.6000", "0.6500"]);
         let csv = r.csv();
-        assert!(csv.starts_with("runs,done,best_val_acc_mean,best_val_acc_std,macro_f1_mean,balanced_acc_mean,"), "{csv}");
+        assert!(
+            csv.starts_with("runs,done,best_val_acc_mean,best_val_acc_std,macro_f1_mean,balanced_acc_mean,"),
+            "{csv}"
+        );
         assert!(csv.lines().nth(1).unwrap().starts_with("2,2,0.850000,0.070711,0.650000,0.700000,"), "{csv}");
     }
 }

@@ -113,7 +113,17 @@ fn history(n: usize) -> History {
             let (acc, seconds, data_wait_seconds) = (acc.min(0.99), 12.0, 1.0);
             let (macro_f1, balanced_acc) = (None, None);
             let lr = 0.001;
-            history.push(EpochRow { epoch, phase: phase.into(), loss, acc, seconds, data_wait_seconds, lr, macro_f1, balanced_acc });
+            history.push(EpochRow {
+                epoch,
+                phase: phase.into(),
+                loss,
+                acc,
+                seconds,
+                data_wait_seconds,
+                lr,
+                macro_f1,
+                balanced_acc,
+            });
         }
     }
     history
