@@ -65,7 +65,7 @@ pub fn lr_find(
         reporter.line(&weights.describe());
     }
     let class_weights = class_weights.map(|weights| weights.tensor(device));
-    let strategy = strategy::for_mode(config, &model, &splits, (device, &ranks), reporter)?;
+    let strategy = strategy::for_mode(config, &model, &splits, (device, &ranks, 0), reporter)?;
     let before = snapshot(&model);
     for epoch in 0.. {
         reporter.line(&format!("lr-find: pass {epoch} over the train split"));

@@ -195,7 +195,7 @@ pub fn run(
         reporter.line(&weights.describe());
     }
     let weights_tensor = class_weights.as_ref().map(|weights| weights.tensor(device));
-    let strategy = strategy::for_mode(config, &model, &splits, (device, ranks), reporter)?;
+    let strategy = strategy::for_mode(config, &model, &splits, (device, ranks, state.epochs.len()), reporter)?;
     let mut task = Finetune {
         config,
         model: &model,
