@@ -8,16 +8,15 @@
 //! - [`Full`]: every weight trains; each batch is a full forward and
 //!   backward pass, mixed first under `--mixup`/`--cutmix` (soft-target
 //!   cross-entropy; training accuracy counts each image's dominant label).
-//!
-//! Every mode's training loss is `crate::train::loss`'s, weighted per class
-//! under `--class-weights`.
 //! - [`Staged`]: feature extraction's epochs while the run's stage is frozen
 //!   (`--freeze-epochs`), then full ones. The optimizer holds every weight
 //!   from the start; a frozen epoch gives the backbone no gradient, so its
 //!   weights and batch-norm statistics stay as loaded.
 //!
-//! The fine-tuning task (`super::run`) asks a strategy for a train
-//! phase and for val probabilities, and knows nothing else of the mode.
+//! Every mode's training loss is `crate::train::loss`'s, weighted per class
+//! under `--class-weights`. The fine-tuning task (`super::run`) asks a
+//! strategy for a train phase and for val probabilities, and knows nothing
+//! else of the mode.
 
 use super::config::{FinetuneConfig, Mode};
 use super::evaluate::correct;
