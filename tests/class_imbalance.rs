@@ -169,12 +169,23 @@ fn the_balanced_sampler_draws_each_class_about_equally_and_the_same_for_a_seed()
 }
 
 /// A quick run on the imbalanced copy: a random-init ResNet-18's cached
-/// features at 64 px, the head trained for 3 epochs.
+/// features at 64 px, the head trained for `epochs` epochs.
 #[cfg(tchlab_data)]
-fn quick_run(out: &std::path::Path, extra: &[&str]) -> Command {
+fn quick_run(out: &std::path::Path, epochs: usize, extra: &[&str]) -> Command {
     let mut cmd = common::finetune();
     cmd.args(["--arch", "resnet18", "--random-init", "--mode", "feature-extract", "--cache-features"])
-        .args(["--epochs", "3", "--image-size", "64", "--lr", "0.01", "--threads", "1", "--batch-size", "8"])
+        .args([
+            "--epochs",
+            &epochs.to_string(),
+            "--image-size",
+            "64",
+            "--lr",
+            "0.01",
+            "--threads",
+            "1",
+            "--batch-size",
+            "8",
+        ])
         .args(extra)
         .arg("--data")
         .arg(imbalanced_ants_bees())
@@ -209,8 +220,8 @@ fn val_rows(out: &std::path::Path) -> Vec<(usize, f64, f64, f64, f64)> {
 fn monitor_val_loss_keeps_the_epoch_of_lowest_val_loss_and_eval_and_report_show_the_balanced_scores() {
     let dir = common::temp_dir();
     let (by_loss, by_acc) = (dir.path().join("by-loss"), dir.path().join("by-acc"));
-    let output = common::run_ok(&mut quick_run(&by_loss, &["--monitor", "val_loss"]));
-    common::run_ok(&mut quick_run(&by_acc, &[]));
+    let output = common::run_ok(&mut quick_run(&by_loss, 3, &["--monitor", "val_loss"]));
+    common::run_ok(&mut quick_run(&by_acc, 3, &[]));
     let said = common::stdout(&output);
     assert!(said.contains("Macro-F1: ") && said.contains("best epoch by val_loss"), "{said}");
     let rows = val_rows(&by_loss);
@@ -274,7 +285,7 @@ fn monitor_val_loss_keeps_the_epoch_of_lowest_val_loss_and_eval_and_report_show_
 fn class_weights_are_said_recorded_and_change_training_and_a_bad_file_is_one_line() {
     let dir = common::temp_dir();
     let (auto, file, sampled) = (dir.path().join("auto"), dir.path().join("file"), dir.path().join("sampled"));
-    let output = common::run_ok(&mut quick_run(&auto, &["--class-weights", "auto"]));
+    let output = common::run_ok(&mut quick_run(&auto, 1, &["--class-weights", "auto"]));
     // n / (classes · count): 75 / (2 · 60) and 75 / (2 · 15).
     assert!(
         common::stdout(&output).contains("class weights (auto): ants 0.6250, bees 2.5000"),
@@ -286,19 +297,19 @@ fn class_weights_are_said_recorded_and_change_training_and_a_bad_file_is_one_lin
     // The same weights from a file train the same numbers; none train others.
     let weights_file = dir.path().join("weights.csv");
     std::fs::write(&weights_file, "class,weight\nbees,2.5\nants,0.625\n").unwrap();
-    common::run_ok(&mut quick_run(&file, &["--class-weights", weights_file.to_str().unwrap()]));
+    common::run_ok(&mut quick_run(&file, 1, &["--class-weights", weights_file.to_str().unwrap()]));
     common::assert_same_metrics(&file, &auto);
     let unweighted = dir.path().join("unweighted");
-    common::run_ok(&mut quick_run(&unweighted, &[]));
+    common::run_ok(&mut quick_run(&unweighted, 1, &[]));
     assert_ne!(common::metrics(&unweighted)[0].1, common::metrics(&auto)[0].1, "the weights change the train loss");
     // The balanced sampler trains on other draws, and says so.
-    let output = common::run_ok(&mut quick_run(&sampled, &["--sampler", "balanced"]));
+    let output = common::run_ok(&mut quick_run(&sampled, 1, &["--sampler", "balanced"]));
     assert!(common::stdout(&output).contains("class-balanced sampler"), "{}", common::stdout(&output));
     assert_ne!(common::metrics(&sampled)[0], common::metrics(&unweighted)[0]);
 
     std::fs::write(&weights_file, "ants,0.5\nwasps,2\n").unwrap();
     let output =
-        quick_run(&dir.path().join("bad"), &["--class-weights", weights_file.to_str().unwrap()]).output().unwrap();
+        quick_run(&dir.path().join("bad"), 1, &["--class-weights", weights_file.to_str().unwrap()]).output().unwrap();
     let error = common::one_line_error(&output);
     let expected = format!("error: {}:2: class \"wasps\" is not one of the training classes", weights_file.display());
     assert!(error.starts_with(&expected), "{error}");
