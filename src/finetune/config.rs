@@ -906,20 +906,6 @@ mod tests {
     }
 
     #[test]
-    fn a_sweep_point_may_set_the_monitor_sampler_and_class_weights() {
-        let data = env!("CARGO_MANIFEST_DIR");
-        let base: toml::Table = toml::from_str(&format!("random-init = true\ndata = {data:?}")).unwrap();
-        let point: toml::Table =
-            toml::from_str("monitor = \"val_loss\"\nsampler = \"balanced\"\nclass-weights = \"auto\"").unwrap();
-        let tool = crate::sweep::tool::Tool::Finetune;
-        let config = tool.resolve(&base, &point, Path::new("target/test-runs/point"), "point 0").unwrap();
-        assert_eq!((config["monitor"].as_str(), config["sampler"].as_str()), (Some("val_loss"), Some("balanced")));
-        assert_eq!(config["class_weights"].as_str(), Some("auto"));
-        let flags = crate::sweep::tool::flag("monitor", &toml::Value::String("val_loss".into()));
-        assert_eq!(flags, ["--monitor", "val_loss"]);
-    }
-
-    #[test]
     fn the_image_size_defaults_to_the_backbones_crop_and_a_given_one_wins() {
         let config = FinetuneConfig::new(&knobs(1, None, None)).unwrap();
         assert_eq!(config.sizing(), Sizing::TUTORIAL);

@@ -380,6 +380,18 @@ mod tests {
     }
 
     #[test]
+    fn a_finetune_point_may_set_the_monitor_sampler_and_class_weights() {
+        let data = env!("CARGO_MANIFEST_DIR");
+        let base: toml::Table = toml::from_str(&format!("random-init = true\ndata = {data:?}")).unwrap();
+        let point: toml::Table =
+            toml::from_str("monitor = \"val_loss\"\nsampler = \"balanced\"\nclass-weights = \"auto\"").unwrap();
+        let config = Tool::Finetune.resolve(&base, &point, Path::new("target/test-runs/point"), "point 0").unwrap();
+        assert_eq!((config["monitor"].as_str(), config["sampler"].as_str()), (Some("val_loss"), Some("balanced")));
+        assert_eq!(config["class_weights"].as_str(), Some("auto"));
+        assert_eq!(flag("monitor", &point["monitor"]), ["--monitor", "val_loss"]);
+    }
+
+    #[test]
     fn headlines_come_from_each_tools_summary() {
         let mlp = serde_json::json!({"config": {"epochs": 2}, "test_acc": 0.97,
             "rows": [{"hidden": 10, "val_acc": 0.9, "seconds": 4.0}, {"hidden": 50, "val_acc": 0.95, "seconds": 8.0}]});
