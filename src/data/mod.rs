@@ -1,5 +1,5 @@
 //! Everything between files on disk and tensors: image folders, decoding,
-//! torchvision-equivalent transforms, batching, MNIST's IDX files, NumPy
+//! torchvision-equivalent transforms, epoch sampling, batching, MNIST's IDX files, NumPy
 //! `.npy` arrays and face sets.
 
 pub mod augment;
@@ -9,4 +9,5 @@ pub mod image_folder;
 pub mod loader;
 pub mod mnist;
 pub mod npy;
+pub mod sampler;
 pub mod transforms;

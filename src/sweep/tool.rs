@@ -41,6 +41,10 @@ pub struct Headline {
     pub startup_seconds: Option<f64>,
     /// Frozen features the run loaded from its feature cache, and computed.
     pub features: Option<(usize, usize)>,
+    /// Macro-F1 and balanced accuracy at the best epoch, where the tool
+    /// measures them (finetune).
+    pub macro_f1: Option<f64>,
+    pub balanced_acc: Option<f64>,
 }
 
 impl Tool {
@@ -242,6 +246,8 @@ impl Tool {
                 Headline {
                     score: number("best_val_acc"),
                     best_epoch: count("best_epoch"),
+                    macro_f1: number("best_val_macro_f1"),
+                    balanced_acc: number("best_val_balanced_acc"),
                     startup_seconds: number("startup_seconds"),
                     features: cache_count("loaded").zip(cache_count("computed")),
                     ..Headline::default()
@@ -381,6 +387,18 @@ mod tests {
         }
         assert_eq!(Tool::Finetune.normalized(&older), Tool::Finetune.normalized(&plain));
         assert_ne!(Tool::Finetune.normalized(&config)["accumulate"], Tool::Finetune.normalized(&plain)["accumulate"]);
+    }
+
+    #[test]
+    fn a_finetune_point_may_set_the_monitor_sampler_and_class_weights() {
+        let data = env!("CARGO_MANIFEST_DIR");
+        let base: toml::Table = toml::from_str(&format!("random-init = true\ndata = {data:?}")).unwrap();
+        let point: toml::Table =
+            toml::from_str("monitor = \"val_loss\"\nsampler = \"balanced\"\nclass-weights = \"auto\"").unwrap();
+        let config = Tool::Finetune.resolve(&base, &point, Path::new("target/test-runs/point"), "point 0").unwrap();
+        assert_eq!((config["monitor"].as_str(), config["sampler"].as_str()), (Some("val_loss"), Some("balanced")));
+        assert_eq!(config["class_weights"].as_str(), Some("auto"));
+        assert_eq!(flag("monitor", &point["monitor"]), ["--monitor", "val_loss"]);
     }
 
     #[test]
