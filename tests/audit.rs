@@ -53,7 +53,7 @@ fn the_audit_finds_every_planted_problem_and_nothing_else() {
             assert_eq!(count[split]["images"], files - bad, "{split}/{class}");
         }
     }
-    // 21 ants and 13 bees decode in train: flagged, with sklearn's weights.
+    // 22 ants and 13 bees decode in train: flagged, with scikit-learn's weights.
     let train_balance = &json["balance"][0];
     assert_eq!((&train_balance["split"], &train_balance["imbalanced"]), (&"train".into(), &true.into()));
     for weight in json["class_weights"].as_array().unwrap() {
@@ -94,11 +94,20 @@ fn the_audit_finds_every_planted_problem_and_nothing_else() {
     let near: Vec<&Value> = json["near_duplicates"].as_array().unwrap().iter().collect();
     let found: BTreeSet<(String, String)> = near.iter().map(|p| paths(p)).collect();
     let expected: BTreeSet<(String, String)> =
-        [pair_of(&manifest, "near_leak"), pair_of(&manifest, "near_within")].into();
+        ["near_leak", "near_cropped", "near_mirrored"].map(|key| pair_of(&manifest, key)).into();
     assert_eq!(found, expected, "{near:#?}");
-    for pair in &near {
-        assert!(pair["phash_distance"].as_u64().unwrap() <= 6 || pair["cosine"].as_f64().unwrap() >= 0.95, "{pair}");
-    }
+    // The resized and cropped copies are close by pHash; the mirrored one by features alone.
+    let found_by = |key: &str| {
+        let pair = near.iter().find(|p| paths(p) == pair_of(&manifest, key)).unwrap();
+        let tests = pair["found_by"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_owned()).collect();
+        (tests, pair["phash_distance"].as_u64().unwrap(), pair["cosine"].as_f64().unwrap())
+    };
+    let (tests, distance, _): (Vec<String>, _, _) = found_by("near_leak");
+    assert!(tests.contains(&"phash".into()) && distance <= 8, "{tests:?} {distance}");
+    let (tests, distance, _) = found_by("near_cropped");
+    assert!(tests.contains(&"phash".into()) && distance <= 8, "{tests:?} {distance}");
+    let (tests, distance, cosine) = found_by("near_mirrored");
+    assert!(tests == ["features"] && distance > 8 && cosine >= 0.9, "{tests:?} {distance} {cosine}");
 
     // Leakage: the exact copy and the near duplicate, the train file first.
     let leakage: BTreeSet<(String, String, String)> = json["leakage"]
@@ -112,14 +121,14 @@ fn the_audit_finds_every_planted_problem_and_nothing_else() {
         [("exact".into(), exact.0, exact.1), ("near".into(), near.0, near.1)].into();
     assert_eq!(leakage, expected);
 
-    // The terminal says it too, and the figure shows the 4 pairs (2 rows).
+    // The terminal says it too, and the figure shows the 5 pairs (3 rows).
     let said = stdout(&output);
     assert!(said.contains("leakage (train ↔ val): 2 pair(s)"), "{said}");
     assert!(said.contains(&format!("{}: cannot decode: truncated JPEG", manifest["truncated"].as_str().unwrap())), "{said}");
     assert!(said.contains("train is imbalanced"), "{said}");
     let figure = image::open(out.join("audit.png")).expect("audit.png decodes").to_rgb8();
     assert_eq!(figure.width(), 2 * 438);
-    assert_eq!(figure.height(), 60 + 2 * 298, "two rows of pairs under the title");
+    assert_eq!(figure.height(), 60 + 3 * 298, "three rows of pairs under the title");
 }
 
 #[test]

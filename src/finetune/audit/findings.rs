@@ -130,7 +130,7 @@ impl Findings {
         let near_duplicates: Vec<Pair> = similar.near.iter().map(|pair| near_pair(pair, &refer)).collect();
         let leakage = leakage(&similar.exact, &near_duplicates, &refer);
         let mut findings = Findings {
-            data: dataset.root.display().to_string(),
+            data: crate::run_dir::absolute(&dataset.root).unwrap_or_else(|_| dataset.root.clone()).display().to_string(),
             splits: dataset.val.describe(),
             classes: dataset.classes.clone(),
             counts,

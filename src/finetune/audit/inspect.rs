@@ -82,9 +82,10 @@ pub fn inspect(paths: &[PathBuf], model: Option<&FeatureModel>, reporter: &dyn R
     let bar = reporter.bar(paths.len() as u64, if model.is_some() { "features" } else { "hashes" });
     let mut files = Vec::with_capacity(paths.len());
     let mut features = Vec::new();
+    let sizing = model.map(|m| m.sizing);
     for chunk in paths.chunks(CHUNK) {
         let results: Vec<(Inspected, Option<Tensor>)> =
-            chunk.par_iter().map(|path| inspect_file(path, model.map(|m| &m.sizing))).collect();
+            chunk.par_iter().map(|path| inspect_file(path, sizing.as_ref())).collect();
         let pixels: Vec<Tensor> = results.iter().filter_map(|(_, pixels)| pixels.as_ref().map(|p| p.shallow_clone())).collect();
         if let (Some(model), false) = (model, pixels.is_empty()) {
             features.push(model.features(&Tensor::stack(&pixels, 0)));
