@@ -29,7 +29,10 @@ fn paths(pair: &Value) -> (String, String) {
 
 /// Image files (by extension, as training finds them) in `dir`.
 fn images_in(dir: &Path) -> usize {
-    std::fs::read_dir(dir).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "jpg")).count()
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "jpg"))
+        .count()
 }
 
 #[test]
@@ -73,7 +76,8 @@ fn the_audit_finds_every_planted_problem_and_nothing_else() {
         manifest["truncated"].as_str().unwrap().into(),
         "cannot decode: truncated JPEG (no end-of-image marker)".into()
     )));
-    assert!(unreadable.contains(&(manifest["text"].as_str().unwrap().into(), "not an image (unrecognised file header)".into())));
+    assert!(unreadable
+        .contains(&(manifest["text"].as_str().unwrap().into(), "not an image (unrecognised file header)".into())));
 
     // Exactly the planted exact copies, one of them across splits.
     let groups: BTreeSet<(String, Vec<String>)> = json["exact_duplicates"]
@@ -124,7 +128,10 @@ fn the_audit_finds_every_planted_problem_and_nothing_else() {
     // The terminal says it too, and the figure shows the 5 pairs (3 rows).
     let said = stdout(&output);
     assert!(said.contains("leakage (train ↔ val): 2 pair(s)"), "{said}");
-    assert!(said.contains(&format!("{}: cannot decode: truncated JPEG", manifest["truncated"].as_str().unwrap())), "{said}");
+    assert!(
+        said.contains(&format!("{}: cannot decode: truncated JPEG", manifest["truncated"].as_str().unwrap())),
+        "{said}"
+    );
     assert!(said.contains("train is imbalanced"), "{said}");
     let figure = image::open(out.join("audit.png")).expect("audit.png decodes").to_rgb8();
     assert_eq!(figure.width(), 2 * 438);
@@ -182,4 +189,30 @@ fn bad_options_and_folders_are_one_line_errors() {
     }
     let output = finetune().args(["audit", "--no-features"]).arg(tmp.path()).arg("--out").arg(&out).output().unwrap();
     assert!(one_line_error(&output).contains("train: folder not found"));
+}
+
+#[test]
+fn a_device_or_a_pipe_named_jpg_is_reported_not_read() {
+    let tmp = temp_dir();
+    let data = tmp.path().join("hostile");
+    common::subset(&common::ants_bees(), &data, 2);
+    std::os::unix::fs::symlink("/dev/zero", data.join("train/ants/zero.jpg")).unwrap();
+    let pipe = std::ffi::CString::new(data.join("val/bees/pipe.jpg").to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(pipe.as_ptr(), 0o644) }, 0);
+    let out = tmp.path().join("out");
+    run_ok(finetune().args(["audit", "--no-features"]).arg(&data).arg("--out").arg(&out));
+    let json = read_json(&out.join("audit.json"));
+    let unreadable: BTreeSet<(&str, &str)> = json["unreadable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["path"].as_str().unwrap(), u["reason"].as_str().unwrap()))
+        .collect();
+    let expected: BTreeSet<(&str, &str)> = [
+        ("train/ants/zero.jpg", "not a regular file: not read"),
+        ("val/bees/pipe.jpg", "not a regular file: not read"),
+    ]
+    .into();
+    assert_eq!(unreadable, expected);
 }

@@ -130,7 +130,10 @@ impl Findings {
         let near_duplicates: Vec<Pair> = similar.near.iter().map(|pair| near_pair(pair, &refer)).collect();
         let leakage = leakage(&similar.exact, &near_duplicates, &refer);
         let mut findings = Findings {
-            data: crate::run_dir::absolute(&dataset.root).unwrap_or_else(|_| dataset.root.clone()).display().to_string(),
+            data: crate::run_dir::absolute(&dataset.root)
+                .unwrap_or_else(|_| dataset.root.clone())
+                .display()
+                .to_string(),
             splits: dataset.val.describe(),
             classes: dataset.classes.clone(),
             counts,
@@ -152,7 +155,8 @@ impl Findings {
     fn flag_lines(&self) -> Vec<String> {
         let mut flags = Vec::new();
         for count in &self.counts {
-            let splits = std::iter::once((Split::Train, Some(count.train))).chain(count.val.map(|v| (Split::Val, Some(v))));
+            let splits =
+                std::iter::once((Split::Train, Some(count.train))).chain(count.val.map(|v| (Split::Val, Some(v))));
             for (split, n) in splits {
                 if n.is_some_and(|n| n.images == 0) {
                     flags.push(format!("class {} has no usable image in {}", count.class, split.name()));
@@ -198,7 +202,10 @@ impl Findings {
             .iter()
             .map(|w| format!("{} {}", w.class, w.weight.map_or("none (no train image)".into(), |w| format!("{w:.4}"))))
             .collect();
-        lines.push(format!("class weights of --class-weights auto (n / (classes · count) over train): {}", weights.join(", ")));
+        lines.push(format!(
+            "class weights of --class-weights auto (n / (classes · count) over train): {}",
+            weights.join(", ")
+        ));
         lines.push(format!("unreadable files: {}", self.unreadable.len()));
         listed(&mut lines, &self.unreadable, |u| format!("  {}: {}", u.file.path, u.reason));
         if !self.not_images.is_empty() {
@@ -210,8 +217,11 @@ impl Findings {
             let paths: Vec<&str> = g.files.iter().map(|f| f.path.as_str()).collect();
             format!("  {}: {}", g.scope, paths.join(" = "))
         });
-        let feature_test =
-            if with_features { format!(" or feature cosine ≥ {}", thresholds.feature_similarity) } else { String::new() };
+        let feature_test = if with_features {
+            format!(" or feature cosine ≥ {}", thresholds.feature_similarity)
+        } else {
+            String::new()
+        };
         lines.push(format!(
             "near duplicates (pHash distance ≤ {}{feature_test}): {} pair(s)",
             thresholds.phash_distance,
@@ -288,7 +298,11 @@ fn class_counts(dataset: &Dataset, files: &[Inspected]) -> Vec<ClassCount> {
     let mut counts: Vec<ClassCount> = dataset
         .classes
         .iter()
-        .map(|class| ClassCount { class: class.clone(), train: SplitCount::default(), val: has_val.then(SplitCount::default) })
+        .map(|class| ClassCount {
+            class: class.clone(),
+            train: SplitCount::default(),
+            val: has_val.then(SplitCount::default),
+        })
         .collect();
     for (sample, file) in dataset.samples.iter().zip(files) {
         let count = &mut counts[sample.class_index];

@@ -86,7 +86,8 @@ pub fn inspect(paths: &[PathBuf], model: Option<&FeatureModel>, reporter: &dyn R
     for chunk in paths.chunks(CHUNK) {
         let results: Vec<(Inspected, Option<Tensor>)> =
             chunk.par_iter().map(|path| inspect_file(path, sizing.as_ref())).collect();
-        let pixels: Vec<Tensor> = results.iter().filter_map(|(_, pixels)| pixels.as_ref().map(|p| p.shallow_clone())).collect();
+        let pixels: Vec<Tensor> =
+            results.iter().filter_map(|(_, pixels)| pixels.as_ref().map(|p| p.shallow_clone())).collect();
         if let (Some(model), false) = (model, pixels.is_empty()) {
             features.push(model.features(&Tensor::stack(&pixels, 0)));
         }
@@ -119,9 +120,17 @@ fn inspect_file(path: &Path, sizing: Option<&Sizing>) -> (Inspected, Option<Tens
     }
 }
 
-/// The file's bytes, refusing more than [`MAX_FILE_BYTES`] (read through a
-/// limit, so a file that grows or a device is bounded too).
-fn read_bounded(path: &Path) -> Result<Vec<u8>> {
+/// The file's bytes, refusing a file that is not a regular one (a device or
+/// a pipe named `.jpg` could be endless) or holds more than
+/// [`MAX_FILE_BYTES`] (read through that limit too, should it grow).
+pub fn read_bounded(path: &Path) -> Result<Vec<u8>> {
+    let metadata = std::fs::metadata(path).context("cannot read")?;
+    if !metadata.is_file() {
+        anyhow::bail!("not a regular file: not read");
+    }
+    if metadata.len() > MAX_FILE_BYTES {
+        anyhow::bail!("larger than {} MB: not read", MAX_FILE_BYTES >> 20);
+    }
     let file = std::fs::File::open(path).context("cannot open")?;
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).context("cannot read")?;

@@ -13,7 +13,7 @@ pub mod pairs;
 
 use crate::choice_names::Named;
 use crate::cli::SeedArg;
-use crate::data::decode::decode_rgb;
+use crate::data::decode::decode_rgb_bytes;
 use crate::models::Arch;
 use crate::persist::write_atomically;
 use crate::report::plots::{image_pairs, PairPanel};
@@ -145,7 +145,8 @@ pub fn audit(options: &AuditOptions, device: Device, reporter: &dyn Reporter) ->
         device: crate::device::name(device),
     };
     let json = out.join(JSON_FILE);
-    let file = AuditFile { tool: "finetune audit", version: env!("CARGO_PKG_VERSION"), config, seconds, findings: &findings };
+    let file =
+        AuditFile { tool: "finetune audit", version: env!("CARGO_PKG_VERSION"), config, seconds, findings: &findings };
     write_atomically(&json, serde_json::to_string_pretty(&file)?.as_bytes())?;
     for line in findings.summary(&thresholds, model.is_some()) {
         reporter.line(&line);
@@ -232,7 +233,10 @@ fn figure_pairs(findings: &Findings) -> Vec<(Pair, Option<usize>)> {
 /// `audit.png`: the most telling pairs side by side.
 fn draw(path: &Path, dataset: &Dataset, findings: &Findings) -> Result<()> {
     let shown = figure_pairs(findings);
-    let picture = |i: usize| decode_rgb(&dataset.samples[i].path).map_err(|e| format!("{e:#}"));
+    let picture = |i: usize| {
+        let bytes = inspect::read_bounded(&dataset.samples[i].path);
+        bytes.and_then(|bytes| decode_rgb_bytes(&bytes)).map_err(|e| format!("{e:#}"))
+    };
     let panels: Vec<PairPanel> = shown
         .iter()
         .enumerate()

@@ -90,7 +90,9 @@ pub fn find(files: &[Inspected], features: Option<&Tensor>, thresholds: Threshol
         .collect();
     near.sort_by(|a, b| {
         let (ca, cb) = (a.cosine.unwrap_or(0.0), b.cosine.unwrap_or(0.0));
-        cb.total_cmp(&ca).then(a.phash_distance.cmp(&b.phash_distance)).then((a.first, a.second).cmp(&(b.first, b.second)))
+        cb.total_cmp(&ca)
+            .then(a.phash_distance.cmp(&b.phash_distance))
+            .then((a.first, a.second).cmp(&(b.first, b.second)))
     });
     Similar { exact, near, truncated: phash_full || features_full }
 }
@@ -117,7 +119,9 @@ fn phash_pairs(hashes: &[u64], max_distance: u32) -> (Vec<(usize, usize)>, bool)
         let found: Vec<(usize, usize)> = block
             .par_iter()
             .flat_map_iter(|&p| {
-                (p + 1..hashes.len()).filter(move |&q| phash::distance(hashes[p], hashes[q]) <= max_distance).map(move |q| (p, q))
+                (p + 1..hashes.len())
+                    .filter(move |&q| phash::distance(hashes[p], hashes[q]) <= max_distance)
+                    .map(move |q| (p, q))
             })
             .collect();
         pairs.extend(found);
@@ -163,7 +167,8 @@ mod tests {
         let files = [file(1, Ok(0)), file(2, Ok(u64::MAX)), file(1, Ok(0)), file(3, Ok(0b111))];
         let found = find(&files, None, LOOSE);
         assert_eq!(found.exact, [vec![0, 2]]);
-        let pairs: Vec<(usize, usize, u32)> = found.near.iter().map(|p| (p.first, p.second, p.phash_distance)).collect();
+        let pairs: Vec<(usize, usize, u32)> =
+            found.near.iter().map(|p| (p.first, p.second, p.phash_distance)).collect();
         assert_eq!(pairs, [(0, 3, 3), (2, 3, 3)]);
         assert!(found.near.iter().all(|p| p.by_phash && !p.by_features && p.cosine.is_none()));
     }

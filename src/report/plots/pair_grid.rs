@@ -47,7 +47,8 @@ fn fit(text: &str) -> String {
 fn thumbnail(picture: &RgbImage) -> Vec<u8> {
     let (w, h) = picture.dimensions();
     let scale = THUMB as f64 / w.max(h).max(1) as f64;
-    let (nw, nh) = (((w as f64 * scale).round() as u32).clamp(1, THUMB), ((h as f64 * scale).round() as u32).clamp(1, THUMB));
+    let (nw, nh) =
+        (((w as f64 * scale).round() as u32).clamp(1, THUMB), ((h as f64 * scale).round() as u32).clamp(1, THUMB));
     let small = image::imageops::resize(picture, nw, nh, image::imageops::FilterType::Triangle);
     let mut canvas = RgbImage::from_pixel(THUMB, THUMB, image::Rgb([255, 255, 255]));
     image::imageops::overlay(&mut canvas, &small, ((THUMB - nw) / 2) as i64, ((THUMB - nh) / 2) as i64);
@@ -68,7 +69,13 @@ pub fn image_pairs(path: &Path, title: &[String], panels: &[PairPanel], empty: &
         let (x, y) = corner(slot);
         for (k, picture) in panel.pictures.iter().enumerate() {
             if let Ok(picture) = picture {
-                blit(&mut buffer, width, &thumbnail(picture), THUMB, (x + PAD + k as u32 * (THUMB + GAP), y + picture_top));
+                blit(
+                    &mut buffer,
+                    width,
+                    &thumbnail(picture),
+                    THUMB,
+                    (x + PAD + k as u32 * (THUMB + GAP), y + picture_top),
+                );
             }
         }
     }
@@ -87,7 +94,11 @@ pub fn image_pairs(path: &Path, title: &[String], panels: &[PairPanel], empty: &
             let (x, y) = ((x + PAD) as i32, y as i32);
             let color = if panel.alarm { RGBColor(200, 0, 0) } else { RGBColor(0, 60, 140) };
             for (k, line) in panel.lines.iter().take(TEXT_LINES).enumerate() {
-                let font = if k == 0 { (FONT, 15).into_font().style(FontStyle::Bold).color(&color) } else { (FONT, 14).into_font().color(&BLACK) };
+                let font = if k == 0 {
+                    (FONT, 15).into_font().style(FontStyle::Bold).color(&color)
+                } else {
+                    (FONT, 14).into_font().color(&BLACK)
+                };
                 root.draw(&Text::new(fit(line), (x, y + 4 + k as i32 * LINE as i32), font)).map_err(&err)?;
             }
             for (k, picture) in panel.pictures.iter().enumerate() {
