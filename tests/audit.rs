@@ -3,6 +3,8 @@
 //! planted exact and near duplicate (the cross-split ones as leakage), name
 //! the files that do not decode, flag the imbalance, give scikit-learn's
 //! balanced class weights, and find nothing among the untouched images.
+// Needs the data tier (data/ and models/ fetched; see build.rs).
+#![cfg(tchlab_data)]
 
 mod common;
 use common::{finetune, one_line_error, python, read_json, repo, run_ok, stdout, temp_dir};

@@ -65,7 +65,7 @@ enum Command {
 const AUDIT_EXAMPLES: &str = "Examples:
   finetune audit data/hymenoptera_data
   finetune audit data/my_photos --val-split 0.2 --seed 0      (only train/: the split training would hold out)
-  finetune audit data/hymenoptera_data --phash-distance 10 --feature-similarity 0.9 --out runs/audit-loose
+  finetune audit data/hymenoptera_data --phash-distance 12 --feature-similarity 0.85 --out runs/audit-loose
   finetune audit data/hymenoptera_data --no-features          (hashes only: no weights, seconds)";
 
 #[derive(Args)]

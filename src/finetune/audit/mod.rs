@@ -12,7 +12,6 @@ pub mod inspect;
 pub mod pairs;
 
 use crate::choice_names::Named;
-use crate::cli::SeedArg;
 use crate::data::decode::decode_rgb_bytes;
 use crate::models::Arch;
 use crate::persist::write_atomically;
@@ -51,8 +50,9 @@ pub struct AuditOptions {
     /// Audit the val split that finetune --val-split FRACTION --seed N holds out of train/ [default: the --val-dir folder, else train/ alone].
     #[arg(long, value_name = "FRACTION")]
     pub val_split: Option<f64>,
-    #[command(flatten)]
-    pub seed: SeedArg,
+    /// The --seed of the training run whose --val-split is audited.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = crate::cli::parse::seed, requires = "val_split")]
+    pub seed: u64,
     /// Near duplicates by perceptual hash: 64-bit DCT pHashes at most this many bits apart (re-encoded, resized, slightly cropped copies: 0–8; different ants/bees photos: 14 or more).
     #[arg(long, value_name = "BITS", default_value_t = DEFAULT_PHASH_DISTANCE, value_parser = clap::value_parser!(u32).range(0..=64))]
     pub phash_distance: u32,
@@ -119,7 +119,7 @@ pub fn audit(options: &AuditOptions, device: Device, reporter: &dyn Reporter) ->
     check(options)?;
     let weights = feature_weights(options)?;
     let out = output_folder(options)?;
-    let dataset = Dataset::from_folders(&options.data, &options.val_dir, options.val_split, options.seed.seed)?;
+    let dataset = Dataset::from_folders(&options.data, &options.val_dir, options.val_split, options.seed)?;
     let model = weights.as_deref().map(|w| FeatureModel::load(options.arch, w, device)).transpose()?;
     reporter.line(&format!(
         "auditing {} files of {} ({}){}",
