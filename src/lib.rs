@@ -42,7 +42,10 @@
 //! agreed Ctrl-C and failures), and `cli::data_parallel` starts local ranks
 //! or joins the launcher's. Rank 0 alone writes the run's files.
 //!
-//! A saved model is used again through `finetune::predict` (probabilities
+//! A data set is checked before training by `finetune::audit` (counts per
+//! class and split, files that do not decode, exact and near duplicates and
+//! the train/val leakage among them), through the same decode path and
+//! frozen pass. A saved model is used again through `finetune::predict` (probabilities
 //! for image files, evaluation of a split with a confusion matrix). Many
 //! runs at once are a [`sweep`]: a grid of options run as processes of one
 //! tool (`finetune`, `mnist mlp|cnn`, `caption train`) over the GPUs or CPU,

@@ -1,7 +1,8 @@
 //! `finetune`: transfer learning on an image folder, and using the result
 //! (`finetune predict`, `finetune eval`); many runs from a sweep file
-//! (`finetune sweep`) and one table of them (`finetune report`). Parses
-//! arguments, calls the library, reports.
+//! (`finetune sweep`) and one table of them (`finetune report`); a data
+//! set checked before training (`finetune audit`). Parses arguments, calls
+//! the library, reports.
 
 use anyhow::{bail, Result};
 use clap::parser::ValueSource;
@@ -31,7 +32,7 @@ use tchlab::train::lr_range::RangeTest;
     long_about = None,
     args_conflicts_with_subcommands = true,
     allow_negative_numbers = true,
-    after_help = "Examples:\n  finetune --mode feature-extract --arch efficientnet-lite0\n  finetune --list-archs\n  finetune --mode full --arch resnet18 --epochs 25 --out runs/r18-full\n  finetune --config run.toml --lr 0.01\n  finetune --resume runs/r18-full --epochs 30\n  finetune predict --checkpoint runs/r18-full photo.jpg\n  finetune eval --checkpoint runs/r18-full --data data/hymenoptera_data\n  finetune export --checkpoint runs/r18-full\n  finetune sweep examples/sweep.toml --jobs 2\n  finetune report runs/sweep"
+    after_help = "Examples:\n  finetune --mode feature-extract --arch efficientnet-lite0\n  finetune --list-archs\n  finetune --mode full --arch resnet18 --epochs 25 --out runs/r18-full\n  finetune --config run.toml --lr 0.01\n  finetune --resume runs/r18-full --epochs 30\n  finetune predict --checkpoint runs/r18-full photo.jpg\n  finetune eval --checkpoint runs/r18-full --data data/hymenoptera_data\n  finetune export --checkpoint runs/r18-full\n  finetune sweep examples/sweep.toml --jobs 2\n  finetune report runs/sweep\n  finetune audit data/hymenoptera_data"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -56,6 +57,25 @@ enum Command {
     /// The learning-rate range test on a recipe (fastai's lr_find): rates growing exponentially over a few hundred updates of the train phase, lr_find.png and lr_find.json in --out, the suggested rates printed; the model is left as it was.
     #[command(name = "lr-find", after_help = LR_FIND_EXAMPLES)]
     LrFind(Box<LrFindArgs>),
+    /// What is wrong with a data set before training on it: images per class and split (imbalance flagged), the class weights of --class-weights auto, files that do not decode, exact duplicates (same bytes) and near duplicates (perceptual hash or backbone features) within and across splits, the cross-split ones listed as leakage; audit.json and audit.png in --out.
+    #[command(after_help = AUDIT_EXAMPLES)]
+    Audit(Box<AuditArgs>),
+}
+
+const AUDIT_EXAMPLES: &str = "Examples:
+  finetune audit data/hymenoptera_data
+  finetune audit data/my_photos --val-split 0.2 --seed 0      (only train/: the split training would hold out)
+  finetune audit data/hymenoptera_data --phash-distance 12 --feature-similarity 0.85 --out runs/audit-loose
+  finetune audit data/hymenoptera_data --no-features          (hashes only: no weights, seconds)";
+
+#[derive(Args)]
+struct AuditArgs {
+    #[command(flatten)]
+    options: tchlab::finetune::audit::AuditOptions,
+    #[command(flatten)]
+    device: DeviceArg,
+    #[command(flatten)]
+    threads: tchlab::cli::ThreadsArg,
 }
 
 const LR_FIND_EXAMPLES: &str = "Examples:
@@ -254,6 +274,7 @@ fn main() {
             Some(Command::Export(args)) => export(args),
             Some(Command::Sweep(args)) => sweep(args),
             Some(Command::Report(args)) => report(&args.dirs, args.out.as_ref().unwrap_or(&args.dirs[0])),
+            Some(Command::Audit(args)) => audit(*args),
             Some(Command::LrFind(args)) => {
                 let sub = matches.subcommand_matches("lr-find").expect("the lr-find subcommand");
                 lr_find(*args, given_options(sub))
@@ -408,6 +429,15 @@ fn predict(args: PredictArgs) -> Result<()> {
             predictions.len()
         );
     }
+    Ok(())
+}
+
+fn audit(args: AuditArgs) -> Result<()> {
+    args.threads.apply();
+    let device = args.device.select()?;
+    Banner { tool: "finetune audit", device, seed: None, out: args.options.out.as_deref() }.print();
+    let written = tchlab::finetune::audit::audit(&args.options, device, &Terminal)?;
+    tchlab::say!("wrote {} and {}", written.json.display(), written.figure.display());
     Ok(())
 }
 

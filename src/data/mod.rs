@@ -1,6 +1,6 @@
 //! Everything between files on disk and tensors: image folders, decoding,
 //! torchvision-equivalent transforms, epoch sampling, batching, MNIST's IDX files, NumPy
-//! `.npy` arrays and face sets.
+//! `.npy` arrays and face sets, perceptual hashes of images.
 
 pub mod augment;
 pub mod decode;
@@ -9,5 +9,6 @@ pub mod image_folder;
 pub mod loader;
 pub mod mnist;
 pub mod npy;
+pub mod phash;
 pub mod sampler;
 pub mod transforms;

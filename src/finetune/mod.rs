@@ -14,8 +14,11 @@
 //! - [`lr_find`]: the learning-rate range test on a run's recipe;
 //! - [`predict`]: a saved model used again (probabilities for image files,
 //!   evaluation of a split with a confusion matrix); [`export`]: written as
-//!   ONNX for other runtimes.
+//!   ONNX for other runtimes;
+//! - [`audit`]: what is wrong with a data set before training on it (counts,
+//!   unreadable files, duplicates and train/val leakage).
 
+pub mod audit;
 pub mod checkpoint;
 pub mod class_weights;
 pub mod config;
