@@ -58,17 +58,24 @@ pub struct ClassWeights {
 /// The largest class-weights file read: one short line per class.
 const MAX_FILE_BYTES: u64 = 1 << 20;
 
+/// scikit-learn's `compute_class_weight("balanced")` for classes of
+/// `counts` samples: n_samples / (n_classes · count_c), `None` for a class
+/// without samples.
+pub fn balanced_weights(counts: &[usize]) -> Vec<Option<f64>> {
+    let per_class = counts.iter().sum::<usize>() as f64 / counts.len() as f64;
+    counts.iter().map(|&count| (count > 0).then(|| per_class / count as f64)).collect()
+}
+
 impl ClassWeights {
-    /// scikit-learn's `compute_class_weight("balanced")`: n_samples /
-    /// (n_classes · count_c) for samples labelled `labels` (class indices).
+    /// [`balanced_weights`] for samples labelled `labels` (class indices).
     pub fn balanced(classes: &[String], labels: &[i64]) -> Result<Self> {
         let mut counts = vec![0usize; classes.len()];
         labels.iter().for_each(|&label| counts[label as usize] += 1);
-        if let Some(empty) = counts.iter().position(|&count| count == 0) {
+        let weights: Option<Vec<f64>> = balanced_weights(&counts).into_iter().collect();
+        let Some(weights) = weights else {
+            let empty = counts.iter().position(|&count| count == 0).expect("a class without samples");
             bail!("--class-weights auto: class {:?} has no training images to weigh", classes[empty]);
-        }
-        let per_class = labels.len() as f64 / classes.len() as f64;
-        let weights = counts.iter().map(|&count| per_class / count as f64).collect();
+        };
         Ok(Self { classes: classes.to_vec(), weights, source: "auto".into() })
     }
 
