@@ -8,6 +8,7 @@
 //! - [`checkpoint`]: the best model and state files, and an epoch's record
 //!   as `metrics.csv` rows; [`evaluate`]: loss and accuracy of predictions;
 //!   [`summary`] (with [`crate::metrics`]): what a run reports;
+//!   [`outcomes`]: each val image's prediction at the kept epoch;
 //! - [`lr_find`]: the learning-rate range test on a run's recipe;
 //! - [`predict`]: a saved model used again (probabilities for image files,
 //!   evaluation of a split with a confusion matrix); [`export`]: written as
@@ -19,6 +20,7 @@ pub mod evaluate;
 pub mod export;
 pub mod lr_find;
 pub mod options;
+pub mod outcomes;
 pub mod predict;
 pub mod run;
 pub mod splits;
