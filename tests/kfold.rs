@@ -18,7 +18,11 @@ use tchlab::finetune::splits::Folders;
 use tchlab::stats;
 
 /// The (train, val) paths and classes of fold `fold` of `folds` over ants/bees.
-fn fold_of(folds: usize, fold: usize, change: impl Fn(&mut TrainOptions)) -> (Vec<(PathBuf, usize)>, Vec<(PathBuf, usize)>) {
+fn fold_of(
+    folds: usize,
+    fold: usize,
+    change: impl Fn(&mut TrainOptions),
+) -> (Vec<(PathBuf, usize)>, Vec<(PathBuf, usize)>) {
     let mut options = TrainOptions::defaults();
     (options.data, options.random_init) = (common::ants_bees(), true);
     (options.folds, options.fold) = (Some(folds), Some(fold));
@@ -48,7 +52,8 @@ fn five_folds_of_ants_and_bees_are_stratified_disjoint_covering_and_deterministi
     let mut class_counts = Vec::new();
     for fold in 0..5 {
         let (train, val) = fold_of(5, fold, |_| {});
-        let (train_set, val_set): (BTreeSet<_>, BTreeSet<_>) = (train.iter().cloned().collect(), val.iter().cloned().collect());
+        let (train_set, val_set): (BTreeSet<_>, BTreeSet<_>) =
+            (train.iter().cloned().collect(), val.iter().cloned().collect());
         assert!(train_set.is_disjoint(&val_set), "fold {fold} trains on a val image");
         assert_eq!(&train_set | &val_set, everything, "fold {fold} leaves images out");
         assert!(val.windows(2).all(|w| w[0].0 < w[1].0), "fold {fold}'s val images are not in path order");
@@ -103,7 +108,8 @@ fn outcomes_at(n: usize, rate: f64, seed: u64) -> Vec<bool> {
 
 #[test]
 fn mcnemar_and_the_bootstrap_equal_scipy_and_numpy() {
-    let counts = [(0u64, 1u64), (0, 7), (7, 0), (3, 12), (1, 2), (10, 10), (25, 40), (2000, 2100), (2400, 2600), (900, 1300)];
+    let counts =
+        [(0u64, 1u64), (0, 7), (7, 0), (3, 12), (1, 2), (10, 10), (25, 40), (2000, 2100), (2400, 2600), (900, 1300)];
     let (first, second) = (outcomes_at(300, 0.82, 1), outcomes_at(300, 0.74, 2));
     let (resamples, seed) = (10_000, 7);
     let answer = reference(&json!({
@@ -120,7 +126,10 @@ fn mcnemar_and_the_bootstrap_equal_scipy_and_numpy() {
     let interval = stats::paired_bootstrap(&first, &second, resamples, seed, 0.95).unwrap();
     let numpy = answer["bootstrap"].as_array().unwrap();
     let (low, high) = (numpy[0].as_f64().unwrap(), numpy[1].as_f64().unwrap());
-    assert!((interval.low - low).abs() < 1e-12 && (interval.high - high).abs() < 1e-12, "{interval:?} against numpy's [{low}, {high}]");
+    assert!(
+        (interval.low - low).abs() < 1e-12 && (interval.high - high).abs() < 1e-12,
+        "{interval:?} against numpy's [{low}, {high}]"
+    );
     assert!(interval.low < interval.high, "{interval:?}");
 }
 
@@ -145,7 +154,9 @@ fn a_kfold_sweep_writes_each_images_outcome_and_the_report_pairs_the_learning_ra
     let out = dir.path().join("runs");
     let file = kfold_sweep(dir.path(), &data);
     run_ok(finetune().arg("sweep").arg(&file).arg("--out").arg(&out).env_remove("SLURM_ARRAY_TASK_ID"));
-    let read = |fold: usize, lr: &str| outcomes::read(&out.join(format!("fold={fold},lr={lr}")).join("val_predictions.csv")).unwrap();
+    let read = |fold: usize, lr: &str| {
+        outcomes::read(&out.join(format!("fold={fold},lr={lr}")).join("val_predictions.csv")).unwrap()
+    };
     let mut b_and_c = (0, 0);
     let mut validated = BTreeSet::new();
     for fold in 0..2 {
@@ -155,13 +166,16 @@ fn a_kfold_sweep_writes_each_images_outcome_and_the_report_pairs_the_learning_ra
         let summary = common::read_json(&out.join(format!("fold={fold},lr=0.01/summary.json")));
         let accuracy = high.iter().filter(|o| o.correct).count() as f64 / high.len() as f64;
         assert_eq!(summary["val_images"].as_u64(), Some(high.len() as u64));
-        assert!((summary["best_val_acc"].as_f64().unwrap() - accuracy).abs() < 1e-9, "val_predictions.csv is not the kept epoch's");
+        assert!(
+            (summary["best_val_acc"].as_f64().unwrap() - accuracy).abs() < 1e-9,
+            "val_predictions.csv is not the kept epoch's"
+        );
         assert!(high.iter().all(|o| o.label == o.path.split('/').nth(1).unwrap()), "labels are not the class folders");
         b_and_c.0 += high.iter().zip(&low).filter(|(h, l)| h.correct && !l.correct).count() as u64;
         b_and_c.1 += high.iter().zip(&low).filter(|(h, l)| !h.correct && l.correct).count() as u64;
         validated.extend(paths(&high));
     }
-    assert_eq!(validated.len(), 64, "the 2 folds cover the 64 images of train/ and val/");
+    assert_eq!(validated.len(), 32, "the 2 folds cover the 32 images of train/ and val/");
 
     let report = stdout(&run_ok(finetune().arg("report").arg(&out).arg("--out").arg(dir.path())));
     assert!(report.contains("| lr | runs done | best val acc |"), "{report}");
@@ -171,10 +185,15 @@ fn a_kfold_sweep_writes_each_images_outcome_and_the_report_pairs_the_learning_ra
     let p = tchlab::sweep::paired::p_text(stats::mcnemar_exact(b, c));
     let row = format!("| {b} | {c} | {p} |");
     assert!(report.contains(&row), "no row ending {row}:\n{report}");
-    let verdict = report.lines().find(|l| l.starts_with("- `lr=0.01` vs `lr=0.0001`: ")).unwrap_or_else(|| panic!("{report}"));
+    let verdict =
+        report.lines().find(|l| l.starts_with("- `lr=0.01` vs `lr=0.0001`: ")).unwrap_or_else(|| panic!("{report}"));
     let significant = stats::mcnemar_exact(b, c) < 0.05;
-    assert_eq!(verdict.contains("significant at 0.05"), significant && !verdict.contains("no significant"), "{verdict}");
-    assert!(verdict.contains(&format!("b = {b}, c = {c} over 64 images")), "{verdict}");
+    assert_eq!(
+        verdict.contains("significant at 0.05"),
+        significant && !verdict.contains("no significant"),
+        "{verdict}"
+    );
+    assert!(verdict.contains(&format!("b = {b}, c = {c} over 32 images")), "{verdict}");
 
     // Resumed to more epochs, a point keeps its fold.
     let point = out.join("fold=1,lr=0.01");
@@ -182,7 +201,10 @@ fn a_kfold_sweep_writes_each_images_outcome_and_the_report_pairs_the_learning_ra
     run_ok(finetune().arg("--resume").arg(&point).args(["--epochs", "3"]));
     assert_eq!(paths(&read(1, "0.01")), paths(&before), "the resumed run validated on other images");
     let config = &common::read_json(&point.join("summary.json"))["config"];
-    assert_eq!((config["folds"].as_u64(), config["fold"].as_u64(), config["epochs"].as_u64()), (Some(2), Some(1), Some(3)));
+    assert_eq!(
+        (config["folds"].as_u64(), config["fold"].as_u64(), config["epochs"].as_u64()),
+        (Some(2), Some(1), Some(3))
+    );
 }
 
 fn paths(outcomes: &[ImageOutcome]) -> Vec<String> {
@@ -192,15 +214,25 @@ fn paths(outcomes: &[ImageOutcome]) -> Vec<String> {
 #[test]
 fn fold_options_are_checked_in_one_line() {
     let data = common::small_ants_bees("kfold-ants-bees", 8);
-    let cases: BTreeMap<&[&str], &str> = BTreeMap::from([
-        (&["--folds", "3", "--fold", "3"][..], "error: --fold 3: must be below --folds 3 (the folds are numbered 0 to 2)"),
-        (&["--folds", "3"][..], "error: --folds 3: give --fold I, the fold that validates (0 to 2)"),
-        (&["--fold", "1"][..], "error: --fold 1: needs --folds K, the number of folds"),
-        (&["--folds", "1", "--fold", "0"][..], "error: --folds 1: must be at least 2"),
-        (&["--folds", "2", "--fold", "0", "--val-split", "0.2"][..], "error: --folds and --val-split both choose the val images"),
-        (&["--folds", "17", "--fold", "0"][..], "class ants has 16 image(s); --folds 17 needs at least one per fold"),
+    // Bad values are usage errors (exit 2); a folder too small for the folds is found at its scan (exit 1).
+    let cases: BTreeMap<&[&str], (i32, &str)> = BTreeMap::from([
+        (
+            &["--folds", "3", "--fold", "3"][..],
+            (2, "error: --fold 3: must be below --folds 3 (the folds are numbered 0 to 2)"),
+        ),
+        (&["--folds", "3"][..], (2, "error: --folds 3: give --fold I, the fold that validates (0 to 2)")),
+        (&["--fold", "1"][..], (2, "error: --fold 1: needs --folds K, the number of folds")),
+        (&["--folds", "1", "--fold", "0"][..], (2, "error: --folds 1: must be at least 2")),
+        (
+            &["--folds", "2", "--fold", "0", "--val-split", "0.2"][..],
+            (2, "error: --folds and --val-split both choose the val images"),
+        ),
+        (
+            &["--folds", "17", "--fold", "0"][..],
+            (1, "class ants has 16 image(s); --folds 17 needs at least one per fold"),
+        ),
     ]);
-    for (args, expected) in cases {
+    for (args, (code, expected)) in cases {
         let dir = common::temp_dir();
         let output = finetune()
             .args(args)
@@ -210,7 +242,7 @@ fn fold_options_are_checked_in_one_line() {
             .arg(dir.path().join("run"))
             .output()
             .unwrap();
-        let error = common::one_line_error(&output);
+        let error = common::one_line_exit(&output, code);
         assert!(error.starts_with(expected) || error.contains(expected), "{args:?}: {error}");
     }
 }

@@ -28,9 +28,8 @@ impl KFold {
         let mut fold_of = vec![0; folder.samples.len()];
         let mut next_fold = 0;
         for (class_index, class) in folder.classes.iter().enumerate() {
-            let mut members: Vec<usize> = (0..folder.samples.len())
-                .filter(|&i| folder.samples[i].class_index == class_index)
-                .collect();
+            let mut members: Vec<usize> =
+                (0..folder.samples.len()).filter(|&i| folder.samples[i].class_index == class_index).collect();
             if members.len() < self.folds {
                 bail!(
                     "{}: class {class} has {} image(s); --folds {} needs at least one per fold",
@@ -64,7 +63,12 @@ impl KFold {
         let by_path = |a: &Sample, b: &Sample| a.path.cmp(&b.path);
         train.sort_by(by_path);
         val.sort_by(by_path);
-        let val = ImageFolder { root: folder.root.clone(), classes: folder.classes.clone(), samples: val, ignored: Vec::new() };
+        let val = ImageFolder {
+            root: folder.root.clone(),
+            classes: folder.classes.clone(),
+            samples: val,
+            ignored: Vec::new(),
+        };
         Ok((ImageFolder { samples: train, ..folder }, val))
     }
 }

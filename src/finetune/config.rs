@@ -7,11 +7,11 @@
 //! may change then.
 
 pub use super::options::{FoldsOver, Mode, OptimizerKind, Precision, Preset, SchedulerKind, TrainOptions};
-use crate::data::folds::KFold;
 use crate::choice_names::Named;
 use crate::cli::options_file::BadValue;
 use crate::data::augment::mix::MixRecipe;
 use crate::data::augment::AugmentRecipe;
+use crate::data::folds::KFold;
 use crate::data::transforms::Sizing;
 use crate::models::Arch;
 use crate::report::{Reporter, Silent};

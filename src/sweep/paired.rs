@@ -221,7 +221,12 @@ mod tests {
         assert!(c.significant() && c.interval.low > 0.0 && c.interval.high <= 1.0);
         let labels = ["lr=0.01".to_owned(), "lr=0.1".to_owned(), "lr=1".to_owned()];
         let text = markdown(&comparisons, &labels, 1);
-        assert!(text.contains("- `lr=0.01` vs `lr=0.1`: `lr=0.01` is more accurate than `lr=0.1`, significant at 0.05 (+76.9 points"), "{text}");
+        assert!(
+            text.contains(
+                "- `lr=0.01` vs `lr=0.1`: `lr=0.01` is more accurate than `lr=0.1`, significant at 0.05 (+76.9 points"
+            ),
+            "{text}"
+        );
         assert!(text.contains("1 done run(s) have no val_predictions.csv"), "{text}");
     }
 }
