@@ -17,12 +17,11 @@ use tchlab::finetune::outcomes::{self, ImageOutcome};
 use tchlab::finetune::splits::Folders;
 use tchlab::stats;
 
-/// The (train, val) paths and classes of fold `fold` of `folds` over ants/bees.
-fn fold_of(
-    folds: usize,
-    fold: usize,
-    change: impl Fn(&mut TrainOptions),
-) -> (Vec<(PathBuf, usize)>, Vec<(PathBuf, usize)>) {
+/// Images as (path, class index).
+type Images = Vec<(PathBuf, usize)>;
+
+/// The (train, val) images of fold `fold` of `folds` over ants/bees.
+fn fold_of(folds: usize, fold: usize, change: impl Fn(&mut TrainOptions)) -> (Images, Images) {
     let mut options = TrainOptions::defaults();
     (options.data, options.random_init) = (common::ants_bees(), true);
     (options.folds, options.fold) = (Some(folds), Some(fold));
