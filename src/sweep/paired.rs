@@ -128,10 +128,12 @@ pub fn markdown(comparisons: &[Comparison], labels: &[String], unpaired: usize) 
                  whose val_predictions.csv list the same images).\n";
     } else {
         text += &format!(
-            "Runs of two configurations are paired by fold and seed, and their val images by path; every \
-             paired image counts once. b: images only A got right, c: only B. McNemar: exact two-sided test \
-             on b and c. 95 % CI: paired bootstrap of A − B over the images ({RESAMPLES} resamples, seed \
-             {BOOTSTRAP_SEED}, percentile interval). No correction for multiple comparisons.\n\n"
+            "Runs of two configurations are paired by fold and seed, and their val images by path; each \
+             image of each run pair is one paired outcome (an image validated under several seeds counts once \
+             per seed, and those outcomes are not independent: p is then optimistic). b: images only A got \
+             right, c: only B. McNemar: exact two-sided test on b and c. 95 % CI: paired bootstrap of A − B \
+             over the paired outcomes ({RESAMPLES} resamples, seed {BOOTSTRAP_SEED}, percentile interval). \
+             No correction for multiple comparisons.\n\n"
         );
         text += "| A | B | run pairs | images | acc A | acc B | A − B | 95 % CI | b | c | McNemar p |\n";
         text += "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
