@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! image files ─► data::image_folder (classes, files; non-images reported; val folder or held-out split)
-//!             ─► data::loader (decode once within a memory budget, augment per epoch, batch, in parallel)
+//!             ─► data::loader (decode once within a memory budget, augment per epoch, batch, in parallel;
+//!                the epoch's samples drawn by data::sampler: shuffled, or class-balanced)
 //!             ─► data::transforms (torchvision's crops/resizes, normalization)
 //!                  └ data::augment (presets, color jitter, erasing, MixUp/CutMix: draws, then pixel ops)
 //!             ─► models (backbone built by name, new linear head)
@@ -13,11 +14,13 @@
 //!             ─► finetune::run (the tutorial's epochs as a task, configured by finetune::options → config)
 //!                  ├ finetune::strategy (what feature-extract and full mode train)
 //!                  ├ finetune::checkpoint (best model, state files) / finetune::summary (summary.json)
+//!                  ├ finetune::monitor (the val score that picks the best epoch) / finetune::class_weights
 //!                  └ train::engine (the one training loop of every tool: epochs, the keep rule,
 //!                    early stop, Ctrl-C, resumable state)
-//!                       └ train::step (forward, loss, grad::Backprop → gradients as values,
+//!                       └ train::step (forward, train::loss, grad::Backprop → gradients as values,
 //!                         train::amp unscales, train::optim applies at train::schedule's rate)
-//!             ─► metrics (metrics.csv) / report (plots, TensorBoard events; the reporter: lines, bars)
+//!             ─► metrics (metrics.csv; metrics::confusion: macro-F1, balanced accuracy)
+//!                / report (plots, TensorBoard events; the reporter: lines, bars)
 //! ```
 //!
 //! CPU speed code lives behind one seam, [`accel`]: Winograd weight

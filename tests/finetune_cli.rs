@@ -18,7 +18,7 @@ fn stderr(output: &Output) -> String {
 fn metrics(out: &Path) -> Vec<(String, f64, f64)> {
     let text = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     let mut lines = text.lines();
-    assert_eq!(lines.next(), Some("epoch,phase,loss,acc,lr,seconds,data_wait_seconds"));
+    assert_eq!(lines.next(), Some("epoch,phase,loss,acc,lr,seconds,data_wait_seconds,macro_f1,balanced_acc"));
     lines
         .map(|l| {
             let cells: Vec<&str> = l.split(',').collect();

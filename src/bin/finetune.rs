@@ -460,15 +460,17 @@ fn eval(args: EvalArgs) -> Result<()> {
         return Ok(());
     }
     tchlab::say!(
-        "{}: {} images, accuracy {:.4}, loss {:.4}",
+        "{}: {} images, accuracy {:.4}, macro-F1 {:.4}, balanced accuracy {:.4}, loss {:.4}",
         folder.root.display(),
         evaluation.images,
         evaluation.accuracy,
+        evaluation.macro_f1,
+        evaluation.balanced_accuracy,
         evaluation.loss
     );
-    tchlab::say!("{:<16} {:>9} {:>9} {:>8}", "class", "precision", "recall", "support");
+    tchlab::say!("{:<16} {:>9} {:>9} {:>9} {:>8}", "class", "precision", "recall", "f1", "support");
     for c in &evaluation.per_class {
-        tchlab::say!("{:<16} {:>9.4} {:>9.4} {:>8}", c.class, c.precision, c.recall, c.support);
+        tchlab::say!("{:<16} {:>9.4} {:>9.4} {:>9.4} {:>8}", c.class, c.precision, c.recall, c.f1, c.support);
     }
     tchlab::say!("confusion matrix (rows: true, columns: predicted):");
     for (class, row) in trained.classes.iter().zip(&evaluation.confusion) {

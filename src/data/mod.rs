@@ -1,6 +1,6 @@
 //! Everything between files on disk and tensors: image folders (and their
-//! stratified folds), decoding,
-//! torchvision-equivalent transforms, batching, MNIST's IDX files, NumPy
+//! stratified folds), decoding, torchvision-equivalent transforms, epoch
+//! sampling, batching, MNIST's IDX files, NumPy
 //! `.npy` arrays and face sets.
 
 pub mod augment;
@@ -11,4 +11,5 @@ pub mod image_folder;
 pub mod loader;
 pub mod mnist;
 pub mod npy;
+pub mod sampler;
 pub mod transforms;

@@ -6,7 +6,9 @@
 //! `--resume` replays it; [`FinetuneConfig::resume`] decides which options
 //! may change then.
 
-pub use super::options::{FoldsOver, Mode, OptimizerKind, Precision, Preset, SchedulerKind, TrainOptions};
+pub use super::options::{
+    ClassWeighting, FoldsOver, Mode, Monitor, OptimizerKind, Precision, Preset, Sampler, SchedulerKind, TrainOptions,
+};
 use crate::choice_names::Named;
 use crate::cli::options_file::BadValue;
 use crate::data::augment::mix::MixRecipe;
@@ -72,6 +74,11 @@ pub struct FinetuneConfig {
     pub warmup_epochs: usize,
     #[serde(default)]
     pub label_smoothing: f64,
+    /// The training loss's per-class weights (`auto`, or a file, absolute), when weighted.
+    #[serde(default)]
+    pub class_weights: Option<ClassWeighting>,
+    #[serde(default)]
+    pub sampler: Sampler,
     /// Batches whose gradients each optimizer step sums (1 before `--accumulate`).
     #[serde(default = "one")]
     pub accumulate: usize,
@@ -80,6 +87,9 @@ pub struct FinetuneConfig {
     /// The decay of the weights' moving average, when one is kept.
     #[serde(default)]
     pub ema: Option<f64>,
+    /// The val score that picks the best epoch and that early stopping watches.
+    #[serde(default)]
+    pub monitor: Monitor,
     #[serde(default)]
     pub early_stop: Option<usize>,
     #[serde(default = "default_image_size")]
@@ -306,9 +316,12 @@ impl FinetuneConfig {
             gamma: options.gamma,
             warmup_epochs: options.warmup_epochs,
             label_smoothing: options.label_smoothing,
+            class_weights: class_weights_file(options.class_weights.as_ref())?,
+            sampler: options.sampler,
             accumulate: options.accumulate,
             clip_grad_norm: options.clip_grad_norm,
             ema: options.ema,
+            monitor: options.monitor,
             early_stop: options.early_stop,
             image_size: options.image_size.unwrap_or(options.arch.preprocessing().crop),
             augment: options.augment,
@@ -440,6 +453,12 @@ impl FinetuneConfig {
         if self.label_smoothing > 0.0 {
             extras.push(format!("label smoothing {}", self.label_smoothing));
         }
+        if let Some(weighting) = &self.class_weights {
+            extras.push(format!("class weights {weighting}"));
+        }
+        if self.sampler == Sampler::Balanced {
+            extras.push("class-balanced sampler".into());
+        }
         if self.accumulate > 1 {
             extras.push(format!("gradients of {} batches per step", self.accumulate));
         }
@@ -448,6 +467,9 @@ impl FinetuneConfig {
         }
         if let Some(decay) = self.ema {
             extras.push(format!("EMA of the weights (decay {decay})"));
+        }
+        if self.monitor != Monitor::ValAcc {
+            extras.push(format!("best epoch by {}", self.monitor.name()));
         }
         if let Some(patience) = self.early_stop {
             extras.push(format!("early stop after {patience} epoch(s) without improvement"));
@@ -683,6 +705,17 @@ fn output_folder(options: &TrainOptions, reporter: &dyn Reporter) -> Result<Path
     crate::run_dir::choose(options.out.as_deref(), &base, options.overwrite, reporter)
 }
 
+/// `--class-weights` with its file made absolute, checked to be a file.
+fn class_weights_file(weighting: Option<&ClassWeighting>) -> Result<Option<ClassWeighting>> {
+    match weighting {
+        Some(ClassWeighting::File(path)) if !path.is_file() => {
+            bail!("--class-weights {}: no such file (give auto, or a file of class,weight lines)", path.display())
+        }
+        Some(ClassWeighting::File(path)) => Ok(Some(ClassWeighting::File(absolute(path)?))),
+        other => Ok(other.cloned()),
+    }
+}
+
 fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("{}: cannot make the path absolute", path.display()))
 }
@@ -882,6 +915,45 @@ mod tests {
         let loaded: FinetuneConfig = serde_json::from_value(serde_json::Value::Object(older)).unwrap();
         assert!(loaded.augment_recipe().is_tutorial() && !loaded.mix_recipe().mixes());
         assert!(config.to_options_toml().unwrap().contains("augment = \"randaugment\""));
+    }
+
+    #[test]
+    fn the_imbalance_options_are_saved_refused_on_resume_and_default_in_older_configs() {
+        let options = augmented(|o| {
+            (o.monitor, o.sampler, o.class_weights) =
+                (Monitor::ValMacroF1, Sampler::Balanced, Some(ClassWeighting::Auto))
+        });
+        let config = FinetuneConfig::new(&options).unwrap();
+        let said = config.describe();
+        assert!(
+            said.contains("class weights auto, class-balanced sampler") && said.contains("best epoch by val_macro_f1"),
+            "{said}"
+        );
+        let saved = serde_json::to_string(&config).unwrap();
+        let resumed = FinetuneConfig::resume(&saved, &config.out, &TrainOptions::defaults(), &BTreeSet::new()).unwrap();
+        assert_eq!(
+            (resumed.monitor, resumed.sampler, resumed.class_weights),
+            (Monitor::ValMacroF1, Sampler::Balanced, Some(ClassWeighting::Auto))
+        );
+        for id in ["monitor", "sampler", "class_weights"] {
+            let error =
+                FinetuneConfig::resume(&saved, &config.out, &options, &BTreeSet::from([id.to_owned()])).unwrap_err();
+            assert!(
+                error.to_string().contains(&format!("--{} cannot be given with it", id.replace('_', "-"))),
+                "{error}"
+            );
+        }
+        let toml = config.to_options_toml().unwrap();
+        assert!(toml.contains("monitor = \"val_macro_f1\"") && toml.contains("class_weights = \"auto\""), "{toml}");
+        let serde_json::Value::Object(mut older) = serde_json::to_value(&config).unwrap() else { panic!("an object") };
+        for key in ["monitor", "sampler", "class_weights"] {
+            older.remove(key).unwrap();
+        }
+        let loaded: FinetuneConfig = serde_json::from_value(serde_json::Value::Object(older)).unwrap();
+        assert_eq!((loaded.monitor, loaded.sampler, loaded.class_weights), (Monitor::ValAcc, Sampler::Shuffle, None));
+        let missing = augmented(|o| o.class_weights = Some(ClassWeighting::File("no/such/weights.csv".into())));
+        let error = FinetuneConfig::new(&missing).unwrap_err().to_string();
+        assert!(error.starts_with("--class-weights no/such/weights.csv: no such file"), "{error}");
     }
 
     #[test]

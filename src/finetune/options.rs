@@ -3,8 +3,11 @@
 //! with the same keys, flags winning. [`super::config`] checks and resolves
 //! them.
 
+pub use super::class_weights::ClassWeighting;
+pub use super::monitor::Monitor;
 use crate::cli::data_parallel::{BackendChoice, DataParallel};
 pub use crate::data::augment::Preset;
+pub use crate::data::sampler::Sampler;
 use crate::models::Arch;
 pub use crate::train::amp::Precision;
 pub use crate::train::optim::OptimizerKind;
@@ -127,6 +130,12 @@ pub struct TrainOptions {
     /// Label smoothing of the training loss (as torch's CrossEntropyLoss).
     #[arg(long, value_name = "EPSILON", default_value_t = 0.0)]
     pub label_smoothing: f64,
+    /// Weight the training loss per class, as torch's CrossEntropyLoss(weight=): auto (scikit-learn's "balanced", n_images / (n_classes · count) over the train split) or a FILE of class,weight lines [default: none].
+    #[arg(long, value_name = "auto|FILE")]
+    pub class_weights: Option<ClassWeighting>,
+    /// How an epoch draws its training images: shuffle (each once), or balanced (as many draws with replacement, each class equally likely: torch's WeightedRandomSampler with weights 1/count; data-parallel ranks share the draws out as DistributedSampler does).
+    #[arg(long, value_enum, default_value = "shuffle")]
+    pub sampler: Sampler,
     /// Sum the gradients of N consecutive batches (each batch's loss scaled by 1/N, as PyTorch's `(loss / N).backward()`) before each optimizer step; an epoch's last, shorter group steps too. Batch norm still sees one batch at a time.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub accumulate: usize,
@@ -136,7 +145,10 @@ pub struct TrainOptions {
     /// Keep an exponential moving average of the weights and batch-norm statistics with this decay after every optimizer step (timm's ModelEmaV2, e.g. 0.999), evaluated on val beside the model each epoch; the best of either is kept [default: none].
     #[arg(long, value_name = "DECAY")]
     pub ema: Option<f64>,
-    /// Stop when val accuracy has not improved for this many epochs [default: never, train every --epochs].
+    /// The val metric that picks the best epoch (the saved model, the summary) and that --early-stop watches; val_loss is minimised, the others maximised.
+    #[arg(long, value_enum, value_name = "METRIC", default_value = "val_acc")]
+    pub monitor: Monitor,
+    /// Stop when the --monitor metric has not improved for this many epochs [default: never, train every --epochs].
     #[arg(long, value_name = "PATIENCE")]
     pub early_stop: Option<usize>,
     /// Side of the square images the network sees; validation resizes in the backbone's proportion (256/224 for the ResNets), then crops [default: the backbone's published crop, 224 for the ResNets].

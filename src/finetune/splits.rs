@@ -80,6 +80,7 @@ impl Splits {
         train.sizing = config.sizing();
         train.augment = config.augment_recipe();
         train.erase_fill = config.arch.normalization().zero_point();
+        train.sampler = config.sampler;
         val.sizing = config.sizing();
         for bad in train.bad_files.iter().chain(&val.bad_files) {
             reporter.warning(&format!("skipped {}: {}", bad.path.display(), bad.reason));

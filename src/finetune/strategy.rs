@@ -13,13 +13,15 @@
 //!   from the start; a frozen epoch gives the backbone no gradient, so its
 //!   weights and batch-norm statistics stay as loaded.
 //!
-//! The fine-tuning task (`super::run`) asks a strategy for a train
-//! phase and for val probabilities, and knows nothing else of the mode.
+//! Every mode's training loss is `crate::train::loss`'s, weighted per class
+//! under `--class-weights`. The fine-tuning task (`super::run`) asks a
+//! strategy for a train phase and for val probabilities, and knows nothing
+//! else of the mode.
 
 use super::config::{FinetuneConfig, Mode};
 use super::evaluate::correct;
 use super::splits::Splits;
-use crate::data::augment::mix;
+use crate::data::augment::mix::{self, BatchMix};
 use crate::data::loader::{DecodedSplit, EpochPlan};
 use crate::interrupt::{Interrupt, Interrupted};
 use crate::metrics::PhaseTotals;
@@ -30,10 +32,11 @@ use crate::train::data_parallel::Ranks;
 use crate::train::frozen_backbone::{
     augmented_features, backbone_features, head_probabilities, predict_probabilities, FrozenPass,
 };
+use crate::train::loss::{cross_entropy, soft_cross_entropy, SoftWeighting};
 use crate::train::optim::Optimizer;
 use crate::train::step::{GradientStep, StepError};
 use anyhow::Result;
-use tch::{Device, Kind, Reduction, Tensor};
+use tch::{Device, Tensor};
 
 /// What an epoch's phases need besides the model and its gradient step.
 pub struct EpochContext<'a> {
@@ -46,6 +49,8 @@ pub struct EpochContext<'a> {
     pub epoch: usize,
     /// Where the phases' progress bars come from.
     pub reporter: &'a dyn Reporter,
+    /// The training loss's per-class weights `[classes]` on the device (`--class-weights`).
+    pub class_weights: Option<&'a Tensor>,
 }
 
 impl EpochContext<'_> {
@@ -91,23 +96,23 @@ impl EpochContext<'_> {
         self.ranks.share(EpochPlan::draw(&self.splits.train, self.config.seed, self.epoch))
     }
 
-    /// The training loss of mixed batches: cross-entropy with soft `targets`
-    /// (`[B, classes]`, the smoothing already in them).
-    fn soft_loss(&self, targets: &Tensor) -> impl Fn(&Tensor) -> Tensor {
-        let targets = targets.shallow_clone();
+    /// The training loss of a batch mixed by `mix`: cross-entropy with its
+    /// soft targets (the run's smoothing in them), weighted per class when
+    /// the run is.
+    fn soft_loss(&self, mix: &BatchMix, labels: &Tensor, classes: i64) -> impl Fn(&Tensor) -> Tensor + '_ {
+        let targets = mix.targets(labels, classes, self.config.label_smoothing);
+        let mixed_labels = self.class_weights.map(|_| mix.targets(labels, classes, 0.0));
         move |logits: &Tensor| {
-            let log_probs = logits.to_kind(Kind::Float).log_softmax(-1, Kind::Float);
-            (-(&targets * log_probs).sum_dim_intlist(-1, false, Kind::Float)).mean(Kind::Float)
+            let weighting = self.class_weights.zip(mixed_labels.as_ref());
+            let weighting = weighting.map(|(weights, mixed_labels)| SoftWeighting { weights, mixed_labels });
+            soft_cross_entropy(logits, &targets, weighting)
         }
     }
 
-    /// The training loss: cross-entropy with the run's label smoothing.
+    /// The training loss: cross-entropy with the run's label smoothing and class weights.
     fn loss(&self, labels: &Tensor) -> impl Fn(&Tensor) -> Tensor + '_ {
         let labels = labels.shallow_clone();
-        let smoothing = self.config.label_smoothing;
-        move |logits: &Tensor| {
-            logits.to_kind(Kind::Float).cross_entropy_loss(&labels, None::<Tensor>, Reduction::Mean, -100, smoothing)
-        }
+        move |logits: &Tensor| cross_entropy(logits, &labels, self.class_weights, self.config.label_smoothing)
     }
 }
 
@@ -130,20 +135,23 @@ pub trait Strategy {
 }
 
 /// The strategy of `config.mode` for a `model` that [`prepare_model`] has
-/// prepared (feature-extract mode computes its fixed val features here,
+/// prepared, training from `first_epoch` on (feature-extract mode, and a
+/// staged run still frozen then, computes its fixed val features here,
 /// shared out between `ranks`, with bars from `reporter`).
 pub fn for_mode(
     config: &FinetuneConfig,
     model: &Classifier,
     splits: &Splits,
-    (device, ranks): (Device, &Ranks),
+    (device, ranks, first_epoch): (Device, &Ranks, usize),
     reporter: &dyn Reporter,
 ) -> Result<Box<dyn Strategy>> {
+    let frozen = || FeatureExtract::new(config, model, splits, (device, ranks), reporter);
     Ok(match config.mode {
-        Mode::FeatureExtract => Box::new(FeatureExtract::new(config, model, splits, (device, ranks), reporter)?),
+        Mode::FeatureExtract => Box::new(frozen()?),
         Mode::Full => Box::new(Full),
         Mode::Staged => {
-            Box::new(Staged { frozen: FeatureExtract::new(config, model, splits, (device, ranks), reporter)? })
+            let frozen = config.stage(first_epoch).frozen.then(frozen).transpose()?;
+            Box::new(Staged { frozen })
         }
     })
 }
@@ -299,8 +307,7 @@ impl Strategy for Full {
                         labels.shallow_clone(),
                     ),
                     Some(mix) => {
-                        let targets = mix.targets(&labels, classes, config.label_smoothing);
-                        let loss = ctx.soft_loss(&targets);
+                        let loss = ctx.soft_loss(&mix, &labels, classes);
                         (
                             grad_step.step(optimizer, &mut forward, &loss, ctx.lr_at(b, batches)),
                             mix.dominant_labels(&labels),
@@ -330,16 +337,18 @@ impl Strategy for Full {
 }
 
 pub struct Staged {
-    /// The frozen stage's strategy (its val features are the loaded backbone's).
-    frozen: FeatureExtract,
+    /// The frozen stage's strategy (its val features are the loaded
+    /// backbone's), where the run starts in that stage.
+    frozen: Option<FeatureExtract>,
 }
 
 impl Staged {
     /// The strategy of the stage `ctx`'s epoch is in.
     fn of_stage(&self, ctx: &EpochContext) -> &dyn Strategy {
-        match ctx.config.stage(ctx.epoch).frozen {
-            true => &self.frozen,
-            false => &Full,
+        match (&self.frozen, ctx.config.stage(ctx.epoch).frozen) {
+            (Some(frozen), true) => frozen,
+            (None, true) => unreachable!("a staged run that starts unfrozen never returns to its frozen stage"),
+            (_, false) => &Full,
         }
     }
 }

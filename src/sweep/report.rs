@@ -3,9 +3,10 @@
 //! (the runs that differ only in `seed` and `fold`) the tool's score
 //! (`finetune`: best val accuracy; `mnist`: val accuracy; `caption train`:
 //! val BLEU-4) as mean ± std over the seeds and folds, test accuracy where
-//! the tool measures it, best epoch, seconds per epoch, wall time and
-//! device; for `finetune`, the paired tests between configurations scored
-//! on the same images ([`super::paired`]). Written as `results.md`,
+//! the tool measures it, val macro-F1 and balanced accuracy at the best
+//! epoch where the runs recorded them (`finetune`), best epoch, seconds per
+//! epoch, wall time and device; for `finetune`, the paired tests between
+//! configurations scored on the same images ([`super::paired`]). Written as `results.md`,
 //! `results.csv` and `results.png`. Runs that failed or are not finished are
 //! listed as such, not dropped; folders of other tools are named, not
 //! tabulated. Reads run folders through [`super::status`]; trains nothing.
@@ -27,6 +28,9 @@ const MAX_DEPTH: usize = 4;
 /// The options runs of one configuration differ in.
 const SEED: &str = "seed";
 const FOLD: &str = "fold";
+/// The columns of the class-balanced scores at the best epoch.
+const MACRO_F1_COLUMN: &str = "val macro-F1";
+const BALANCED_ACC_COLUMN: &str = "val balanced acc";
 
 /// One run folder, summed up.
 #[derive(Debug, Clone)]
@@ -41,6 +45,9 @@ pub struct Run {
     /// The tool's score (see [`Tool::score_name`]).
     pub score: Option<f64>,
     pub test_acc: Option<f64>,
+    /// Val macro-F1 and balanced accuracy at the best epoch (`finetune`).
+    pub macro_f1: Option<f64>,
+    pub balanced_acc: Option<f64>,
     pub best_epoch: Option<usize>,
     pub epochs_done: usize,
     pub epochs: Option<usize>,
@@ -207,6 +214,11 @@ impl Report {
         self.runs.iter().any(|r| r.test_acc.is_some())
     }
 
+    /// Whether any run has a macro-F1 and balanced accuracy (columns only then).
+    fn has_class_balanced(&self) -> bool {
+        self.runs.iter().any(|r| r.macro_f1.is_some() || r.balanced_acc.is_some())
+    }
+
     fn done(&self, configuration: &Configuration) -> Vec<&Run> {
         configuration.runs.iter().map(|&i| &self.runs[i]).filter(|r| r.status == Status::Done).collect()
     }
@@ -221,10 +233,13 @@ impl Report {
 
     /// The configurations table as Markdown rows (cells, header first).
     fn configuration_rows(&self) -> Vec<Vec<String>> {
-        let tests = self.has_test_acc();
+        let (tests, balanced) = (self.has_test_acc(), self.has_class_balanced());
         let mut header: Vec<String> = self.keys.clone();
         header.extend(["runs done".to_owned(), self.tool.score_name().to_owned()]);
         header.extend(tests.then(|| "test acc".to_owned()));
+        if balanced {
+            header.extend([MACRO_F1_COLUMN.to_owned(), BALANCED_ACC_COLUMN.to_owned()]);
+        }
         header.extend(["best epoch", "s/epoch", "wall", "device"].map(String::from));
         let mut rows = vec![header];
         for configuration in &self.configurations {
@@ -235,6 +250,10 @@ impl Report {
             row.push(spread_cell(&stat(|r| r.score)));
             if tests {
                 row.push(spread_cell(&stat(|r| r.test_acc)));
+            }
+            if balanced {
+                row.push(spread_cell(&stat(|r| r.macro_f1)));
+                row.push(spread_cell(&stat(|r| r.balanced_acc)));
             }
             row.push(mean_cell(&stat(|r| r.best_epoch.map(|e| e as f64)), 1, ""));
             row.push(mean_cell(&stat(|r| r.seconds_per_epoch), 3, ""));
@@ -248,13 +267,16 @@ impl Report {
 
     /// Every run as Markdown rows (cells, header first).
     fn run_rows(&self) -> Vec<Vec<String>> {
-        let tests = self.has_test_acc();
+        let (tests, balanced) = (self.has_test_acc(), self.has_class_balanced());
         let folds = self.has_folds();
         let mut header = vec!["run".to_owned(), "status".to_owned()];
         header.extend(self.keys.iter().cloned());
         header.extend(folds.then(|| FOLD.to_owned()));
         header.extend([SEED.to_owned(), self.tool.score_name().to_owned()]);
         header.extend(tests.then(|| "test acc".to_owned()));
+        if balanced {
+            header.extend([MACRO_F1_COLUMN.to_owned(), BALANCED_ACC_COLUMN.to_owned()]);
+        }
         header.extend(["best epoch", "epochs", "s/epoch", "wall", "device"].map(String::from));
         let mut rows = vec![header];
         let number = |value: Option<f64>| value.map_or("—".into(), |v| format!("{v:.4}"));
@@ -268,6 +290,9 @@ impl Report {
             row.push(number(run.score));
             if tests {
                 row.push(number(run.test_acc));
+            }
+            if balanced {
+                row.extend([number(run.macro_f1), number(run.balanced_acc)]);
             }
             row.push(run.best_epoch.map_or("—".into(), |e| e.to_string()));
             row.push(format!("{} of {}", run.epochs_done, run.epochs.map_or("?".into(), |e| e.to_string())));
@@ -292,10 +317,15 @@ impl Report {
         let mut text =
             format!("# Results: {} run(s){of_tool} under {}, {done} done\n\n", self.runs.len(), roots.join(", "));
         text += &markdown_table(&self.configuration_rows());
+        let scores = match self.has_class_balanced() {
+            true => {
+                format!("{}, {MACRO_F1_COLUMN} and {BALANCED_ACC_COLUMN} (at the best epoch)", self.tool.score_name())
+            }
+            false => self.tool.score_name().to_owned(),
+        };
         text += &format!(
-            "\n{}: mean ± standard deviation over the seeds{} of the done runs; best epoch, s/epoch{} and wall time \
+            "\n{scores}: mean ± standard deviation over the seeds{} of the done runs; best epoch, s/epoch{} and wall time \
              (every attempt): means over them.\n",
-            self.tool.score_name(),
             if self.has_folds() { " and folds" } else { "" },
             if self.tool == Tool::Finetune { " (train and val phases)" } else { "" }
         );
@@ -329,11 +359,14 @@ impl Report {
 
     /// `results.csv`: one row per configuration.
     pub fn csv(&self) -> String {
-        let tests = self.has_test_acc();
+        let (tests, balanced) = (self.has_test_acc(), self.has_class_balanced());
         let score = self.tool.score_key();
         let mut header: Vec<String> = self.keys.clone();
         header.extend(["runs".to_owned(), "done".to_owned(), format!("{score}_mean"), format!("{score}_std")]);
         header.extend(tests.then(|| "test_acc_mean".to_owned()));
+        if balanced {
+            header.extend(["macro_f1_mean".to_owned(), "balanced_acc_mean".to_owned()]);
+        }
         header.extend(["best_epoch_mean", "seconds_per_epoch", "wall_seconds", "devices"].map(String::from));
         let mut lines = vec![header.iter().map(|h| csv_field(h)).collect::<Vec<_>>().join(",")];
         for configuration in &self.configurations {
@@ -350,6 +383,10 @@ impl Report {
             cells.push(if scores.len() < 2 { String::new() } else { format!("{:.6}", mean_std(&scores).1) });
             if tests {
                 cells.push(number(&stat(|r| r.test_acc)));
+            }
+            if balanced {
+                cells.push(number(&stat(|r| r.macro_f1)));
+                cells.push(number(&stat(|r| r.balanced_acc)));
             }
             cells.push(number(&stat(|r| r.best_epoch.map(|e| e as f64))));
             cells.push(number(&stat(|r| r.seconds_per_epoch)));
@@ -463,6 +500,8 @@ fn read_run(tool: Tool, folder: &RunFolder, root: &Path, with_root: bool) -> Res
         folder: dir.clone(),
         score: headline.score,
         test_acc: headline.test_acc,
+        macro_f1: headline.macro_f1,
+        balanced_acc: headline.balanced_acc,
         best_epoch: headline.best_epoch,
         epochs_done: folder.saved.as_ref().map_or(0, |s| s.epochs_done),
         epochs: folder.config().and_then(Tool::epochs),
@@ -573,6 +612,8 @@ mod tests {
             options: Some(options),
             score: acc,
             test_acc: None,
+            macro_f1: None,
+            balanced_acc: None,
             best_epoch: acc.map(|_| 1),
             epochs_done: 2,
             epochs: Some(2),
@@ -629,5 +670,25 @@ mod tests {
         );
         assert_eq!(lines[1], "0.01,2,2,0.800000,0.070711,1.000000,1.500000,4.000000,cpu");
         assert_eq!(lines[2], "0.001,2,1,0.500000,,1.000000,1.500000,4.000000,cpu");
+    }
+
+    #[test]
+    fn runs_that_recorded_macro_f1_and_balanced_accuracy_get_their_columns() {
+        let scored = |seed: &str, acc: f64, f1: f64| Run {
+            macro_f1: Some(f1),
+            balanced_acc: Some(f1 + 0.05),
+            ..run("0.01", seed, Status::Done, Some(acc))
+        };
+        let r = report(vec![scored("0", 0.8, 0.6), scored("1", 0.9, 0.7)]);
+        let rows = r.configuration_rows();
+        assert_eq!(rows[0][1..4], ["best val acc", "val macro-F1", "val balanced acc"]);
+        assert_eq!(rows[1][1..4], ["0.8500 ± 0.0707", "0.6500 ± 0.0707", "0.7000 ± 0.0707"]);
+        assert_eq!(r.run_rows()[1][3..6], ["0.8000", "0.6000", "0.6500"]);
+        let csv = r.csv();
+        assert!(
+            csv.starts_with("runs,done,best_val_acc_mean,best_val_acc_std,macro_f1_mean,balanced_acc_mean,"),
+            "{csv}"
+        );
+        assert!(csv.lines().nth(1).unwrap().starts_with("2,2,0.850000,0.070711,0.650000,0.700000,"), "{csv}");
     }
 }

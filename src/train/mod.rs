@@ -8,6 +8,8 @@
 //! - [`step`]: one training step (gradients as values from a
 //!   `crate::grad::Backprop`, accumulated over batches, unscaled by [`amp`],
 //!   clipped, applied by an [`optim`] optimizer, followed by an [`ema`]);
+//! - [`loss`]: the classification losses of a step (cross-entropy, soft
+//!   targets of mixed batches), weighted per class when asked;
 //! - [`ema`]: the exponential moving average of the weights (`--ema`);
 //! - [`amp`]: reduced precision (`--amp`, `--precision bf16`): which
 //!   autocast forward passes run under, and the loss scaling fp16 needs;
@@ -29,6 +31,7 @@ pub mod data_parallel;
 pub mod ema;
 pub mod engine;
 pub mod frozen_backbone;
+pub mod loss;
 pub mod lr_range;
 pub mod minibatch;
 pub mod optim;
