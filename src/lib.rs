@@ -49,7 +49,11 @@
 //! for image files, evaluation of a split with a confusion matrix). Many
 //! runs at once are a [`sweep`]: a grid of options run as processes of one
 //! tool (`finetune`, `mnist mlp|cnn`, `caption train`) over the GPUs or CPU,
-//! or as a Slurm array, summed up in one report.
+//! or as a Slurm array, summed up in one report. Runs may validate on one
+//! fold of a stratified K-fold split (`data::folds`); each writes its
+//! outcome on every val image, so the report pairs configurations scored on
+//! the same images and tests their difference ([`stats`]: McNemar's exact
+//! test, a paired bootstrap interval).
 //!
 //! Every run writes into a [`run_dir`]: the one owner of the run files'
 //! names, the overwrite rule (a folder holding a run is refused without
@@ -113,5 +117,6 @@ pub mod persist;
 pub mod report;
 pub mod reporter;
 pub mod run_dir;
+pub mod stats;
 pub mod sweep;
 pub mod train;

@@ -176,6 +176,17 @@ fn feature_extract_on_real_data_then_eval_and_predict_agree() {
     assert_eq!(confusion_total, 153);
     let (w, h) = png_size(&out.path().join("confusion_matrix.png"));
     assert!(w > 200 && w == h);
+    // eval's outcome on each image is the run's at its kept epoch, image by image.
+    let read = |name: &str| tchlab::finetune::outcomes::read(&out.path().join(name)).unwrap();
+    let (kept, evaluated) = (read("val_predictions.csv"), read("predictions.csv"));
+    assert_eq!(kept.len(), 153);
+    for (kept, evaluated) in kept.iter().zip(&evaluated) {
+        assert_eq!(
+            (&kept.path, &kept.label, &kept.predicted),
+            (&evaluated.path, &evaluated.label, &evaluated.predicted)
+        );
+        assert!((kept.probability - evaluated.probability).abs() < 1e-4, "{kept:?} against {evaluated:?}");
+    }
 
     // predict on the same folder agrees with eval.
     let output =

@@ -7,12 +7,13 @@
 //! may change then.
 
 pub use super::options::{
-    ClassWeighting, Mode, Monitor, OptimizerKind, Precision, Preset, Sampler, SchedulerKind, TrainOptions,
+    ClassWeighting, FoldsOver, Mode, Monitor, OptimizerKind, Precision, Preset, Sampler, SchedulerKind, TrainOptions,
 };
 use crate::choice_names::Named;
 use crate::cli::options_file::BadValue;
 use crate::data::augment::mix::MixRecipe;
 use crate::data::augment::AugmentRecipe;
+use crate::data::folds::KFold;
 use crate::data::transforms::Sizing;
 use crate::models::Arch;
 use crate::report::{Reporter, Silent};
@@ -35,6 +36,17 @@ pub struct FinetuneConfig {
     pub val_dir: String,
     #[serde(default)]
     pub val_split: Option<f64>,
+    /// K-fold cross-validation: the number of folds, the one that
+    /// validates, the seed that deals them and the images dealt (none of
+    /// them saved by runs before `--folds`).
+    #[serde(default)]
+    pub folds: Option<usize>,
+    #[serde(default)]
+    pub fold: Option<usize>,
+    #[serde(default)]
+    pub fold_seed: u64,
+    #[serde(default)]
+    pub folds_over: FoldsOver,
     /// The pretrained weights, absolute; none for random init.
     pub weights: Option<PathBuf>,
     pub epochs: usize,
@@ -288,6 +300,10 @@ impl FinetuneConfig {
             data: absolute(&options.data)?,
             val_dir: options.val_dir.clone(),
             val_split: options.val_split,
+            folds: options.folds,
+            fold: options.fold,
+            fold_seed: options.fold_seed,
+            folds_over: options.folds_over,
             weights,
             epochs: options.epochs,
             batch_size: options.batch_size,
@@ -394,10 +410,23 @@ impl FinetuneConfig {
 
     /// The validation folder, or how it is split off.
     pub fn val_description(&self) -> String {
-        match self.val_split {
-            Some(fraction) => format!("{:.0} % of train/ held out", fraction * 100.0),
-            None => format!("{}/", self.val_dir),
+        match (self.val_split, self.kfold()) {
+            (Some(fraction), _) => format!("{:.0} % of train/ held out", fraction * 100.0),
+            (None, Some(kfold)) => {
+                let over = match self.folds_over {
+                    FoldsOver::TrainAndVal => format!("train/ and {}/", self.val_dir),
+                    FoldsOver::Train => "train/".to_owned(),
+                };
+                format!("fold {} of {} over {over}, fold seed {}", kfold.fold, kfold.folds, kfold.seed)
+            }
+            (None, None) => format!("{}/", self.val_dir),
         }
+    }
+
+    /// The K-fold cross-validation of the run, when it has one.
+    pub fn kfold(&self) -> Option<KFold> {
+        let (folds, fold) = self.folds.zip(self.fold)?;
+        Some(KFold { folds, fold, seed: self.fold_seed })
     }
 
     /// One line naming the recipe, printed at start.
@@ -646,6 +675,7 @@ fn validate(o: &TrainOptions) -> Result<()> {
             bail!("--val-split {fraction}: must be a fraction between 0 and 1 (e.g. 0.2)");
         }
     }
+    validate_folds(o)?;
     if o.val_dir.is_empty() || o.val_dir.contains(['/', '\\']) || o.val_dir == ".." || o.val_dir == "." {
         bail!("--val-dir {:?}: must be the name of a folder inside --data", o.val_dir);
     }
@@ -657,6 +687,27 @@ fn validate(o: &TrainOptions) -> Result<()> {
     }
     if o.feature_cache.is_some() && o.mode == Mode::Full {
         bail!("--feature-cache keeps a frozen backbone's features: it needs --mode feature-extract or staged");
+    }
+    Ok(())
+}
+
+/// The K-fold options checked, with a one-line reason naming the option.
+fn validate_folds(o: &TrainOptions) -> Result<()> {
+    match (o.folds, o.fold) {
+        (None, None) => {}
+        (None, Some(fold)) => bail!("--fold {fold}: needs --folds K, the number of folds"),
+        (Some(folds), _) if folds < 2 => bail!("--folds {folds}: must be at least 2"),
+        (Some(folds), None) => bail!("--folds {folds}: give --fold I, the fold that validates (0 to {})", folds - 1),
+        (Some(folds), Some(fold)) if fold >= folds => {
+            bail!("--fold {fold}: must be below --folds {folds} (the folds are numbered 0 to {})", folds - 1)
+        }
+        (Some(_), Some(_)) => {}
+    }
+    if o.folds.is_some() && o.val_split.is_some() {
+        bail!("--folds and --val-split both choose the val images: give one of them");
+    }
+    if o.fold_seed > i64::MAX as u64 {
+        bail!("--fold-seed {}: must be at most {}", o.fold_seed, i64::MAX);
     }
     Ok(())
 }

@@ -11,6 +11,7 @@
 //!   as `metrics.csv` rows; [`evaluate`]: loss, accuracy, macro-F1 and
 //!   balanced accuracy of predictions;
 //!   [`summary`] (with [`crate::metrics`]): what a run reports;
+//!   [`outcomes`]: each val image's prediction at the kept epoch;
 //! - [`lr_find`]: the learning-rate range test on a run's recipe;
 //! - [`predict`]: a saved model used again (probabilities for image files,
 //!   evaluation of a split with a confusion matrix); [`export`]: written as
@@ -27,6 +28,7 @@ pub mod export;
 pub mod lr_find;
 pub mod monitor;
 pub mod options;
+pub mod outcomes;
 pub mod predict;
 pub mod run;
 pub mod splits;

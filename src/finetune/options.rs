@@ -29,6 +29,17 @@ pub enum Mode {
     Staged,
 }
 
+/// The images `--folds` deals into folds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FoldsOver {
+    /// train/ and the --val-dir folder pooled.
+    #[default]
+    TrainAndVal,
+    /// train/ alone; the val folder is left untouched.
+    Train,
+}
+
 /// The options of a training run as a user gives them. Every field is also a
 /// key of a `--config` TOML file (`batch-size = 8`, or `batch_size`).
 #[derive(Debug, Clone, clap::Args, Serialize, Deserialize)]
@@ -53,6 +64,18 @@ pub struct TrainOptions {
     /// Hold out this fraction of train/ (per class, fixed by --seed) for validation, for folders without a val folder [default: none: the --val-dir folder].
     #[arg(long, value_name = "FRACTION")]
     pub val_split: Option<f64>,
+    /// Stratified K-fold cross-validation: the images of --folds-over dealt into K folds of the same class mix; --fold validates, the other K−1 train [default: none: the --val-dir folder validates].
+    #[arg(long, value_name = "K")]
+    pub folds: Option<usize>,
+    /// With --folds: the fold that validates, 0 to K−1 (a sweep's [grid] may list them all) [default: none; needed with --folds].
+    #[arg(long, value_name = "I")]
+    pub fold: Option<usize>,
+    /// With --folds: the seed of the fold assignment, apart from --seed, so runs of different seeds validate on the same images.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub fold_seed: u64,
+    /// With --folds: the images dealt into folds: train-and-val (train/ and the --val-dir folder pooled), or train (train/ alone, the val folder left untouched for a final finetune eval).
+    #[arg(long, value_enum, value_name = "IMAGES", default_value = "train-and-val")]
+    pub folds_over: FoldsOver,
     /// Pretrained weights (.pth state_dict or .safetensors) [default: the arch's file in --models-dir].
     #[arg(long, value_name = "FILE")]
     pub weights: Option<PathBuf>,

@@ -4,6 +4,7 @@
 //! accuracy, per-class precision, recall and F1, confusion matrix).
 
 use super::evaluate::{confusion, loss_and_correct};
+use super::outcomes::{self, ImageOutcome};
 use crate::data::decode::decode_rgb;
 use crate::data::image_folder::{ImageFolder, Sample};
 use crate::data::loader::{image_tensor, DecodedSplit, PixelBudget};
@@ -143,6 +144,10 @@ pub struct Evaluation {
     /// `confusion[true][predicted]`.
     pub confusion: Vec<Vec<i64>>,
     pub skipped: Vec<String>,
+    /// Each image's outcome, paths relative to the split folder's parent
+    /// (`val/ants/1.jpg` for a dataset's val split).
+    #[serde(skip)]
+    pub outcomes: Vec<ImageOutcome>,
 }
 
 /// The split folder to evaluate for `data`: `data` itself when its class
@@ -201,6 +206,7 @@ pub fn evaluate_split(
     let probs = trained.probabilities(&split.val_tensor(), device, reporter);
     let labels = split.labels_tensor();
     let (loss, correct) = loss_and_correct(&probs, &labels);
+    let outcomes = outcomes::of_split(&split, &probs, split_dir.parent().unwrap_or(split_dir))?;
     let matrix = confusion(&probs, &labels);
     let per_class = (0..matrix.classes())
         .map(|c| ClassReport {
@@ -222,5 +228,6 @@ pub fn evaluate_split(
         per_class,
         confusion: counts,
         skipped: split.bad_files.iter().map(|b| format!("{}: {}", b.path.display(), b.reason)).collect(),
+        outcomes,
     })
 }

@@ -12,6 +12,7 @@ use super::checkpoint::{
 use super::class_weights::{ClassWeights, ClassWeightsPlan};
 use super::config::{FinetuneConfig, Precision};
 use super::evaluate::ValScores;
+use super::outcomes;
 use super::splits::{Folders, Splits};
 use super::strategy::{self, EpochContext, Strategy};
 use super::summary::FinetuneSummary;
@@ -26,7 +27,7 @@ use crate::report::plots;
 use crate::report::tensorboard::EventWriter;
 use crate::report::Reporter;
 pub use crate::run_dir::Start;
-use crate::run_dir::{RunDir, BEST_MODEL_FILE, METRICS_FILE, RUN_CONFIG_FILE, SUMMARY_FILE};
+use crate::run_dir::{RunDir, BEST_MODEL_FILE, METRICS_FILE, RUN_CONFIG_FILE, SUMMARY_FILE, VAL_PREDICTIONS_FILE};
 use crate::train::data_parallel::Ranks;
 use crate::train::engine::{self, Epoch, EpochRecord, Fit, Kept, KeptFrom, Live, Scores, Task, TrainPhase, TrainState};
 use crate::train::feature_cache::CacheUse;
@@ -482,7 +483,8 @@ fn finish(
     Ok(summary)
 }
 
-/// The figures of the finished run (the kept model's) and summary.json.
+/// The figures of the finished run (the kept model's), its outcome on each
+/// val image and summary.json.
 fn write_results(
     config: &FinetuneConfig,
     out: &RunDir,
@@ -501,6 +503,8 @@ fn write_results(
         }
     };
     plots::prediction_grid(&splits.val, &val_probs, &config.out.join("val_predictions.png"))?;
+    let outcomes = outcomes::of_split(&splits.val, &val_probs, &config.data)?;
+    out.write(VAL_PREDICTIONS_FILE, outcomes::csv(&outcomes).as_bytes())?;
     summary.write(out)
 }
 

@@ -12,7 +12,9 @@
 //! - [`slurm`]: the `sweep.sbatch` array jobs (one per `nproc`) and the
 //!   task's point;
 //! - [`rank`]: a sweep started by `srun` as one rank of a point of several;
-//! - [`report`]: one table (Markdown, CSV, PNG) of the runs under folders.
+//! - [`report`]: one table (Markdown, CSV, PNG) of the runs under folders;
+//! - [`paired`]: its paired tests between configurations scored on the
+//!   same images (`finetune`'s per-image val outcomes).
 //!
 //! Training itself is the tool's own: a sweep starts the tool's binary once
 //! per point (`--out` its run folder, `--resume` for a partial one) and never
@@ -20,6 +22,7 @@
 
 pub mod grid;
 pub mod lock;
+pub mod paired;
 pub mod rank;
 pub mod report;
 pub mod runner;

@@ -1,28 +1,33 @@
 //! One table of all runs of one tool under some folders (a sweep's, or any
 //! run folders): the options that vary between them, and per configuration
-//! (the runs that differ only in `seed`) the tool's score (`finetune`: best
-//! val accuracy; `mnist`: val accuracy; `caption train`: val BLEU-4) as
-//! mean ± std over the seeds, test accuracy where the tool measures it,
-//! val macro-F1 and balanced accuracy at the best epoch where the runs
-//! recorded them (`finetune`), best epoch, seconds per epoch, wall time and device. Written as `results.md`,
+//! (the runs that differ only in `seed` and `fold`) the tool's score
+//! (`finetune`: best val accuracy; `mnist`: val accuracy; `caption train`:
+//! val BLEU-4) as mean ± std over the seeds and folds, test accuracy where
+//! the tool measures it, val macro-F1 and balanced accuracy at the best
+//! epoch where the runs recorded them (`finetune`), best epoch, seconds per
+//! epoch, wall time and device; for `finetune`, the paired tests between
+//! configurations scored on the same images ([`super::paired`]). Written as `results.md`,
 //! `results.csv` and `results.png`. Runs that failed or are not finished are
 //! listed as such, not dropped; folders of other tools are named, not
 //! tabulated. Reads run folders through [`super::status`]; trains nothing.
 
+use super::paired::{self, Comparison, PairableRun};
 use super::status::{RunFolder, Status};
 use super::tool::{Tool, TOOLS};
 use crate::metrics::mean_std;
 use crate::persist::write_atomically;
 use crate::report::csv_field;
 use crate::report::plots::{spread_chart, SpreadRow};
+use crate::run_dir::VAL_PREDICTIONS_FILE;
 use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// How deep under each given folder run folders are looked for.
 const MAX_DEPTH: usize = 4;
-/// The option runs of one configuration differ in.
+/// The options runs of one configuration differ in.
 const SEED: &str = "seed";
+const FOLD: &str = "fold";
 /// The columns of the class-balanced scores at the best epoch.
 const MACRO_F1_COLUMN: &str = "val macro-F1";
 const BALANCED_ACC_COLUMN: &str = "val balanced acc";
@@ -32,6 +37,8 @@ const BALANCED_ACC_COLUMN: &str = "val balanced acc";
 pub struct Run {
     /// The folder, relative to the folder given.
     pub dir: PathBuf,
+    /// The folder, as found (to read its files).
+    pub folder: PathBuf,
     pub status: Status,
     /// Every option of the run's config, as text (`None`: no config saved).
     pub options: Option<BTreeMap<String, String>>,
@@ -55,7 +62,7 @@ pub struct Run {
     pub features: Option<(usize, usize)>,
 }
 
-/// Runs that differ only in their seed.
+/// Runs that differ only in their seed and fold.
 #[derive(Debug, Clone)]
 pub struct Configuration {
     /// The varying options' values, in [`Report::keys`] order.
@@ -71,10 +78,14 @@ pub struct Report {
     pub roots: Vec<PathBuf>,
     /// The tool whose runs are tabulated.
     pub tool: Tool,
-    /// The options whose values differ between runs, but the seed.
+    /// The options whose values differ between runs, but the seed and fold.
     pub keys: Vec<String>,
     pub runs: Vec<Run>,
     pub configurations: Vec<Configuration>,
+    /// The configurations compared on the same images (`finetune`).
+    pub comparisons: Vec<Comparison>,
+    /// Done runs that cannot be paired: they have no per-image outcomes.
+    pub unpaired: usize,
     /// Run folders of the other tools (`mnist mlp`, …), left out: (folder, tool).
     pub skipped: Vec<(PathBuf, String)>,
     /// Run folders under a sweep's `--out` that are none of its points (an
@@ -135,7 +146,18 @@ impl Report {
         }
         let keys = varying_keys(tool, &runs);
         let configurations = group(&runs, &keys);
-        Ok(Self { roots: roots.to_vec(), tool, keys, runs, configurations, skipped, strays: Vec::new() })
+        let (comparisons, unpaired) = comparisons(tool, &runs, &configurations)?;
+        Ok(Self {
+            roots: roots.to_vec(),
+            tool,
+            keys,
+            runs,
+            configurations,
+            comparisons,
+            unpaired,
+            skipped,
+            strays: Vec::new(),
+        })
     }
 
     /// The runs of a sweep's points, every point one row in point order
@@ -171,7 +193,24 @@ impl Report {
         strays.extend(found.into_iter().filter(|dir| !points.contains(dir)));
         let keys = varying_keys(tool, &runs);
         let configurations = group(&runs, &keys);
-        Ok(Self { roots: vec![sweep.out.clone()], tool, keys, runs, configurations, skipped: Vec::new(), strays })
+        let (comparisons, unpaired) = comparisons(tool, &runs, &configurations)?;
+        Ok(Self {
+            roots: vec![sweep.out.clone()],
+            tool,
+            keys,
+            runs,
+            configurations,
+            comparisons,
+            unpaired,
+            skipped: Vec::new(),
+            strays,
+        })
+    }
+
+    /// Whether any run is one fold of a cross-validation (a column only then).
+    fn has_folds(&self) -> bool {
+        let fold = |run: &Run| run.options.as_ref().and_then(|o| o.get(FOLD).cloned());
+        self.runs.iter().any(|run| fold(run).is_some_and(|fold| fold != "—"))
     }
 
     /// Whether any run has a test accuracy (a column only then).
@@ -233,9 +272,11 @@ impl Report {
     /// Every run as Markdown rows (cells, header first).
     fn run_rows(&self) -> Vec<Vec<String>> {
         let (tests, balanced) = (self.has_test_acc(), self.has_class_balanced());
+        let folds = self.has_folds();
         let mut header = vec!["run".to_owned(), "status".to_owned()];
         header.extend(self.keys.iter().cloned());
-        header.extend(["seed".to_owned(), self.tool.score_name().to_owned()]);
+        header.extend(folds.then(|| FOLD.to_owned()));
+        header.extend([SEED.to_owned(), self.tool.score_name().to_owned()]);
         header.extend(tests.then(|| "test acc".to_owned()));
         if balanced {
             header.extend([MACRO_F1_COLUMN.to_owned(), BALANCED_ACC_COLUMN.to_owned()]);
@@ -248,6 +289,7 @@ impl Report {
                 |key: &str| run.options.as_ref().and_then(|o| o.get(key).cloned()).unwrap_or_else(|| "?".into());
             let mut row = vec![format!("`{}`", run.dir.display()), run.status.word().to_owned()];
             row.extend(self.keys.iter().map(|k| option(k)));
+            row.extend(folds.then(|| option(FOLD)));
             row.push(option(SEED));
             row.push(number(run.score));
             if tests {
@@ -286,10 +328,16 @@ impl Report {
             false => self.tool.score_name().to_owned(),
         };
         text += &format!(
-            "\n{scores}: mean ± standard deviation over the seeds of the done runs; best epoch, s/epoch{} and wall time \
-             (every attempt): means over them.\n\n## Runs\n\n",
+            "\n{scores}: mean ± standard deviation over the seeds{} of the done runs; best epoch, s/epoch{} and wall time \
+             (every attempt): means over them.\n",
+            if self.has_folds() { " and folds" } else { "" },
             if self.tool == Tool::Finetune { " (train and val phases)" } else { "" }
         );
+        if self.tool == Tool::Finetune && self.configurations.len() > 1 {
+            let labels: Vec<String> = self.configurations.iter().map(|c| self.label(c)).collect();
+            text += &paired::markdown(&self.comparisons, &labels, self.unpaired);
+        }
+        text += "\n## Runs\n\n";
         text += &markdown_table(&self.run_rows());
         text += &self.startup_section();
         let not_done: Vec<&Run> = self.runs.iter().filter(|r| r.status != Status::Done).collect();
@@ -481,6 +529,7 @@ fn read_run(tool: Tool, folder: &RunFolder, root: &Path, with_root: bool) -> Res
     let text = |key: &str| summary.and_then(|s| s.get(key)).and_then(serde_json::Value::as_str).map(str::to_owned);
     let run = Run {
         dir: name,
+        folder: dir.clone(),
         score: headline.score,
         test_acc: headline.test_acc,
         macro_f1: headline.macro_f1,
@@ -535,10 +584,35 @@ fn varying_keys(tool: Tool, runs: &[Run]) -> Vec<String> {
     let options: Vec<&BTreeMap<String, String>> = runs.iter().filter_map(|r| r.options.as_ref()).collect();
     let all: BTreeSet<&String> = options.iter().flat_map(|o| o.keys()).collect();
     let varies = |key: &String| options.iter().map(|o| o.get(key)).collect::<BTreeSet<_>>().len() > 1;
-    let mut keys: Vec<String> = all.into_iter().filter(|k| *k != SEED && varies(k)).cloned().collect();
+    let mut keys: Vec<String> = all.into_iter().filter(|k| *k != SEED && *k != FOLD && varies(k)).cloned().collect();
     let order: Vec<String> = tool.option_ids().iter().map(|id| id.replace('_', "-")).collect();
     keys.sort_by_key(|k| (order.iter().position(|o| o == k).unwrap_or(usize::MAX), k.clone()));
     keys
+}
+
+/// The paired comparisons between `configurations` of `finetune` runs (none
+/// for the other tools), and the done runs without per-image outcomes.
+fn comparisons(tool: Tool, runs: &[Run], configurations: &[Configuration]) -> Result<(Vec<Comparison>, usize)> {
+    if tool != Tool::Finetune || configurations.len() < 2 {
+        return Ok((Vec::new(), 0));
+    }
+    let mut unpaired = 0;
+    let mut pairable = Vec::new();
+    for configuration in configurations {
+        let mut of_configuration = Vec::new();
+        for run in configuration.runs.iter().map(|&i| &runs[i]).filter(|r| r.status == Status::Done) {
+            let file = run.folder.join(VAL_PREDICTIONS_FILE);
+            if !file.is_file() {
+                unpaired += 1;
+                continue;
+            }
+            let option = |key: &str| run.options.as_ref().and_then(|o| o.get(key).cloned()).unwrap_or_default();
+            let outcomes = crate::finetune::outcomes::read(&file)?;
+            of_configuration.push(PairableRun { fold: option(FOLD), seed: option(SEED), outcomes });
+        }
+        pairable.push(of_configuration);
+    }
+    Ok((paired::compare_all(&pairable), unpaired))
 }
 
 /// Runs with a config grouped by the values of `keys`, in order of first
@@ -567,6 +641,7 @@ mod tests {
             .collect();
         Run {
             dir: PathBuf::from(format!("lr={lr},seed={seed}")),
+            folder: PathBuf::from(format!("runs/s/lr={lr},seed={seed}")),
             status,
             options: Some(options),
             score: acc,
@@ -593,6 +668,8 @@ mod tests {
             keys,
             runs,
             configurations,
+            comparisons: Vec::new(),
+            unpaired: 0,
             skipped: Vec::new(),
             strays: Vec::new(),
         }
