@@ -5,7 +5,8 @@
 //! edited image is computed again alone; a damaged cache file is a warning
 //! and a recompute; a resumed run may take the cache; two runs started
 //! together compute each image once; a data-parallel run's rank 0 reads
-//! and writes it; a sweep's points share one cache.
+//! and writes it; the folds of a k-fold split and a sweep's points share
+//! one cache.
 // Needs the data tier (data/ and models/ fetched; see build.rs).
 #![cfg(tchlab_data)]
 
@@ -248,4 +249,21 @@ fn rank_0_of_a_data_parallel_run_reads_and_writes_the_cache() {
     assert_eq!(metrics(&first), metrics(&plain));
     assert_eq!(metrics(&second), metrics(&plain));
     assert_eq!(read_json(&second.join("summary.json"))["world_size"], 2);
+}
+
+#[test]
+fn the_folds_of_a_k_fold_split_are_served_from_one_cache() {
+    let dir = temp_dir();
+    let cache = dir.path().join("cache");
+    let fold = |index: usize| {
+        let out = dir.path().join(format!("fold{index}"));
+        let mut command = common::cached_head_epochs(1, 4, &out);
+        command.args(["--folds", "3", "--fold", &index.to_string()]).arg("--feature-cache").arg(&cache);
+        run_ok(&mut command);
+        served(&out)
+    };
+    // The 32 images of the small copy, dealt into 3 folds: fold 0 computes them all (train and
+    // val transforms are one), the next folds regroup them and load them.
+    assert_eq!(fold(0), (0, 32));
+    assert_eq!(fold(1), (32, 0));
 }
