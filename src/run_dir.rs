@@ -34,6 +34,8 @@ pub const BEST_MODEL_FILE: &str = "best_model.safetensors";
 pub const RUN_CONFIG_FILE: &str = "run.toml";
 /// `finetune`'s per-epoch rows.
 pub const METRICS_FILE: &str = "metrics.csv";
+/// `finetune`'s outcome on each val image at the kept epoch.
+pub const VAL_PREDICTIONS_FILE: &str = "val_predictions.csv";
 /// The run's output (stdout and stderr), as its launcher keeps it.
 pub const LOG_FILE: &str = "log.txt";
 /// The claim on the folder while a launcher runs it.
@@ -48,6 +50,7 @@ const TOOL_FILES: &[&str] = &[
     "loss.png",
     "accuracy.png",
     "val_predictions.png",
+    VAL_PREDICTIONS_FILE,
     // mnist
     "results.md",
     "results.csv",

@@ -1,8 +1,9 @@
 //! The data of a fine-tuning run: the train and val folders found (a val
-//! folder by name, or part of train/ held out), then decoded within the
+//! folder by name, part of train/ held out, or one fold of K over train/
+//! and val/ pooled or train/ alone: `crate::data::folds`), then decoded within the
 //! memory budget, with the val images transformed once.
 
-use super::config::FinetuneConfig;
+use super::config::{FinetuneConfig, FoldsOver};
 use crate::data::image_folder::ImageFolder;
 use crate::data::loader::{DecodedSplit, PixelBudget};
 use crate::report::Reporter;
@@ -17,11 +18,26 @@ pub struct Folders {
 
 impl Folders {
     pub fn scan(config: &FinetuneConfig) -> Result<Self> {
-        let (train, val) = match config.val_split {
-            Some(fraction) => ImageFolder::scan(&config.data.join("train"))?.split_off(fraction, config.seed)?,
-            None => ImageFolder::scan_train_and(&config.data, &config.val_dir)?,
+        let (train, val) = match (config.val_split, config.kfold()) {
+            (Some(fraction), _) => ImageFolder::scan(&config.data.join("train"))?.split_off(fraction, config.seed)?,
+            (None, Some(kfold)) => kfold.split(Self::fold_pool(config)?)?,
+            (None, None) => ImageFolder::scan_train_and(&config.data, &config.val_dir)?,
         };
         Ok(Self { train, val })
+    }
+
+    /// The images `--folds` deals: train/ alone, or pooled with the val
+    /// folder (named as the data folder).
+    fn fold_pool(config: &FinetuneConfig) -> Result<ImageFolder> {
+        match config.folds_over {
+            FoldsOver::Train => ImageFolder::scan(&config.data.join("train")),
+            FoldsOver::TrainAndVal => {
+                let (train, val) = ImageFolder::scan_train_and(&config.data, &config.val_dir)?;
+                let samples = train.samples.into_iter().chain(val.samples).collect();
+                let ignored = train.ignored.into_iter().chain(val.ignored).collect();
+                Ok(ImageFolder { root: config.data.clone(), classes: train.classes, samples, ignored })
+            }
+        }
     }
 
     pub fn classes(&self) -> &[String] {
@@ -64,6 +80,7 @@ impl Splits {
         train.sizing = config.sizing();
         train.augment = config.augment_recipe();
         train.erase_fill = config.arch.normalization().zero_point();
+        train.sampler = config.sampler;
         val.sizing = config.sizing();
         for bad in train.bad_files.iter().chain(&val.bad_files) {
             reporter.warning(&format!("skipped {}: {}", bad.path.display(), bad.reason));

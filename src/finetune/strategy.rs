@@ -4,7 +4,9 @@
 //!   features are computed once; each epoch the augmented train images go
 //!   through the backbone first (in CPU lanes) and the head then takes the
 //!   recipe's small steps over their features; `--cache-features` computes
-//!   un-augmented train features once instead.
+//!   un-augmented train features once instead. With `--feature-cache DIR`
+//!   those fixed features come from (and go to) the on-disk cache of the
+//!   backbone's [`FeatureSpace`].
 //! - [`Full`]: every weight trains; each batch is a full forward and
 //!   backward pass, mixed first under `--mixup`/`--cutmix` (soft-target
 //!   cross-entropy; training accuracy counts each image's dominant label).
@@ -13,13 +15,16 @@
 //!   from the start; a frozen epoch gives the backbone no gradient, so its
 //!   weights and batch-norm statistics stay as loaded.
 //!
-//! The fine-tuning task (`super::run`) asks a strategy for a train
-//! phase and for val probabilities, and knows nothing else of the mode.
+//! Every mode's training loss is `crate::train::loss`'s, weighted per class
+//! under `--class-weights`. The fine-tuning task (`super::run`) asks a
+//! strategy for a train phase and for val probabilities, and knows nothing
+//! else of the mode.
 
 use super::config::{FinetuneConfig, Mode};
 use super::evaluate::correct;
 use super::splits::Splits;
-use crate::data::augment::mix;
+use crate::choice_names::Named;
+use crate::data::augment::mix::{self, BatchMix};
 use crate::data::loader::{DecodedSplit, EpochPlan};
 use crate::interrupt::{Interrupt, Interrupted};
 use crate::metrics::PhaseTotals;
@@ -27,13 +32,15 @@ use crate::models::Classifier;
 use crate::report::Reporter;
 use crate::train::augmented_batches::for_each_augmented_batch;
 use crate::train::data_parallel::Ranks;
+use crate::train::feature_cache::{BackboneWeights, CacheUse, FeatureCache, FeatureSpace, FileStamp};
 use crate::train::frozen_backbone::{
-    augmented_features, backbone_features, head_probabilities, predict_probabilities, FrozenPass,
+    augmented_features, fixed_features, head_probabilities, predict_probabilities, FixedImages, FrozenPass,
 };
+use crate::train::loss::{cross_entropy, soft_cross_entropy, SoftWeighting};
 use crate::train::optim::Optimizer;
 use crate::train::step::{GradientStep, StepError};
 use anyhow::Result;
-use tch::{Device, Kind, Reduction, Tensor};
+use tch::{Device, Tensor};
 
 /// What an epoch's phases need besides the model and its gradient step.
 pub struct EpochContext<'a> {
@@ -46,6 +53,8 @@ pub struct EpochContext<'a> {
     pub epoch: usize,
     /// Where the phases' progress bars come from.
     pub reporter: &'a dyn Reporter,
+    /// The training loss's per-class weights `[classes]` on the device (`--class-weights`).
+    pub class_weights: Option<&'a Tensor>,
 }
 
 impl EpochContext<'_> {
@@ -91,23 +100,23 @@ impl EpochContext<'_> {
         self.ranks.share(EpochPlan::draw(&self.splits.train, self.config.seed, self.epoch))
     }
 
-    /// The training loss of mixed batches: cross-entropy with soft `targets`
-    /// (`[B, classes]`, the smoothing already in them).
-    fn soft_loss(&self, targets: &Tensor) -> impl Fn(&Tensor) -> Tensor {
-        let targets = targets.shallow_clone();
+    /// The training loss of a batch mixed by `mix`: cross-entropy with its
+    /// soft targets (the run's smoothing in them), weighted per class when
+    /// the run is.
+    fn soft_loss(&self, mix: &BatchMix, labels: &Tensor, classes: i64) -> impl Fn(&Tensor) -> Tensor + '_ {
+        let targets = mix.targets(labels, classes, self.config.label_smoothing);
+        let mixed_labels = self.class_weights.map(|_| mix.targets(labels, classes, 0.0));
         move |logits: &Tensor| {
-            let log_probs = logits.to_kind(Kind::Float).log_softmax(-1, Kind::Float);
-            (-(&targets * log_probs).sum_dim_intlist(-1, false, Kind::Float)).mean(Kind::Float)
+            let weighting = self.class_weights.zip(mixed_labels.as_ref());
+            let weighting = weighting.map(|(weights, mixed_labels)| SoftWeighting { weights, mixed_labels });
+            soft_cross_entropy(logits, &targets, weighting)
         }
     }
 
-    /// The training loss: cross-entropy with the run's label smoothing.
+    /// The training loss: cross-entropy with the run's label smoothing and class weights.
     fn loss(&self, labels: &Tensor) -> impl Fn(&Tensor) -> Tensor + '_ {
         let labels = labels.shallow_clone();
-        let smoothing = self.config.label_smoothing;
-        move |logits: &Tensor| {
-            logits.to_kind(Kind::Float).cross_entropy_loss(&labels, None::<Tensor>, Reduction::Mean, -100, smoothing)
-        }
+        move |logits: &Tensor| cross_entropy(logits, &labels, self.class_weights, self.config.label_smoothing)
     }
 }
 
@@ -127,23 +136,30 @@ pub trait Strategy {
     ) -> Result<PhaseTotals>;
     /// Val-split class probabilities `[N, classes]` (on the CPU) of the model as it is.
     fn val_probabilities(&self, model: &Classifier, ctx: &EpochContext) -> Result<Tensor>;
+    /// What `--feature-cache` served this strategy's fixed features.
+    fn feature_cache_use(&self) -> Option<CacheUse> {
+        None
+    }
 }
 
 /// The strategy of `config.mode` for a `model` that [`prepare_model`] has
-/// prepared (feature-extract mode computes its fixed val features here,
+/// prepared, training from `first_epoch` on (feature-extract mode, and a
+/// staged run still frozen then, computes its fixed val features here,
 /// shared out between `ranks`, with bars from `reporter`).
 pub fn for_mode(
     config: &FinetuneConfig,
     model: &Classifier,
     splits: &Splits,
-    (device, ranks): (Device, &Ranks),
+    (device, ranks, first_epoch): (Device, &Ranks, usize),
     reporter: &dyn Reporter,
 ) -> Result<Box<dyn Strategy>> {
+    let frozen = || FeatureExtract::new(config, model, splits, (device, ranks), reporter);
     Ok(match config.mode {
-        Mode::FeatureExtract => Box::new(FeatureExtract::new(config, model, splits, (device, ranks), reporter)?),
+        Mode::FeatureExtract => Box::new(frozen()?),
         Mode::Full => Box::new(Full),
         Mode::Staged => {
-            Box::new(Staged { frozen: FeatureExtract::new(config, model, splits, (device, ranks), reporter)? })
+            let frozen = config.stage(first_epoch).frozen.then(frozen).transpose()?;
+            Box::new(Staged { frozen })
         }
     })
 }
@@ -175,6 +191,8 @@ pub struct FeatureExtract {
     val_features: Tensor,
     /// Train images through the val transform (`--cache-features` only).
     cached_train_features: Option<Tensor>,
+    /// What `--feature-cache` served the two.
+    cache_use: Option<CacheUse>,
 }
 
 impl FeatureExtract {
@@ -186,15 +204,23 @@ impl FeatureExtract {
         reporter: &dyn Reporter,
     ) -> Result<Self> {
         let pass = frozen_pass(config, device);
-        let features = |images: &Tensor, label: &str| {
-            ranks.sharded_pass(images, |share| backbone_features(model, share, pass, label, reporter))
+        let cache = match &config.feature_cache {
+            Some(dir) => Some(FeatureCache::open(dir, feature_space(config, splits.train.classes.len(), device)?)?),
+            None => None,
         };
-        let val_features = features(&splits.val_images, "val features")?.to_device(device);
+        let features = |images: FixedImages| fixed_features(model, images, pass, (ranks, cache.as_ref()), reporter);
+        let val = FixedImages { split: &splits.val, transformed: Some(&splits.val_images), label: "val features" };
+        let (val_features, mut cache_use) = features(val)?;
         let cached_train_features = match config.cache_features {
-            true => Some(features(&splits.train.val_tensor(), "train features")?.to_device(device)),
+            true => {
+                let train = FixedImages { split: &splits.train, transformed: None, label: "train features" };
+                let (train_features, train_use) = features(train)?;
+                cache_use = cache_use.zip(train_use).map(|(val, train)| val.together_with(&train));
+                Some(train_features.to_device(device))
+            }
             false => None,
         };
-        Ok(Self { val_features, cached_train_features })
+        Ok(Self { val_features: val_features.to_device(device), cached_train_features, cache_use })
     }
 
     /// The head's steps over features already in the epoch's order, in
@@ -265,6 +291,30 @@ impl Strategy for FeatureExtract {
         // Shared out and gathered, so every rank decides on the same numbers.
         ctx.ranks.sharded_pass(&self.val_features, |share| head_probabilities(model, share))
     }
+
+    fn feature_cache_use(&self) -> Option<CacheUse> {
+        self.cache_use.clone()
+    }
+}
+
+/// What the run's frozen features depend on but the images: the backbone
+/// and its weights (the file's identity, or the seed and classes random
+/// weights are drawn from), the val transform, the autocast and the kind
+/// of device.
+fn feature_space(config: &FinetuneConfig, classes: usize, device: Device) -> Result<FeatureSpace> {
+    let weights = match &config.weights {
+        Some(path) => BackboneWeights::File(FileStamp::of(path)?),
+        None => BackboneWeights::RandomInit { seed: config.seed, classes },
+    };
+    Ok(FeatureSpace {
+        backbone: config.arch.name().to_owned(),
+        weights,
+        sizing: config.sizing(),
+        normalization: config.arch.normalization(),
+        autocast: config.autocast(device).name().to_owned(),
+        device: if device.is_cuda() { "cuda" } else { "cpu" }.to_owned(),
+        dim: config.arch.feature_count(),
+    })
 }
 
 pub struct Full;
@@ -299,8 +349,7 @@ impl Strategy for Full {
                         labels.shallow_clone(),
                     ),
                     Some(mix) => {
-                        let targets = mix.targets(&labels, classes, config.label_smoothing);
-                        let loss = ctx.soft_loss(&targets);
+                        let loss = ctx.soft_loss(&mix, &labels, classes);
                         (
                             grad_step.step(optimizer, &mut forward, &loss, ctx.lr_at(b, batches)),
                             mix.dominant_labels(&labels),
@@ -330,16 +379,18 @@ impl Strategy for Full {
 }
 
 pub struct Staged {
-    /// The frozen stage's strategy (its val features are the loaded backbone's).
-    frozen: FeatureExtract,
+    /// The frozen stage's strategy (its val features are the loaded
+    /// backbone's), where the run starts in that stage.
+    frozen: Option<FeatureExtract>,
 }
 
 impl Staged {
     /// The strategy of the stage `ctx`'s epoch is in.
     fn of_stage(&self, ctx: &EpochContext) -> &dyn Strategy {
-        match ctx.config.stage(ctx.epoch).frozen {
-            true => &self.frozen,
-            false => &Full,
+        match (&self.frozen, ctx.config.stage(ctx.epoch).frozen) {
+            (Some(frozen), true) => frozen,
+            (None, true) => unreachable!("a staged run that starts unfrozen never returns to its frozen stage"),
+            (_, false) => &Full,
         }
     }
 }
@@ -357,5 +408,9 @@ impl Strategy for Staged {
 
     fn val_probabilities(&self, model: &Classifier, ctx: &EpochContext) -> Result<Tensor> {
         self.of_stage(ctx).val_probabilities(model, ctx)
+    }
+
+    fn feature_cache_use(&self) -> Option<CacheUse> {
+        self.frozen.as_ref().and_then(|frozen| frozen.feature_cache_use())
     }
 }

@@ -332,18 +332,11 @@ fn balance(counts: &[ClassCount], split: Split) -> Balance {
     Balance { split, largest, smallest, ratio, imbalanced }
 }
 
-/// scikit-learn's `compute_class_weight("balanced", classes, y)` over the
-/// train images: n_samples / (n_classes · count_c).
+/// The weights `--class-weights auto` gives the train images.
 fn class_weights(counts: &[ClassCount]) -> Vec<ClassWeight> {
-    let n: usize = counts.iter().map(|c| c.train.images).sum();
-    let k = counts.len() as f64;
-    counts
-        .iter()
-        .map(|c| ClassWeight {
-            class: c.class.clone(),
-            weight: (c.train.images > 0).then(|| n as f64 / (k * c.train.images as f64)),
-        })
-        .collect()
+    let train: Vec<usize> = counts.iter().map(|c| c.train.images).collect();
+    let weights = crate::finetune::class_weights::balanced_weights(&train);
+    counts.iter().zip(weights).map(|(c, weight)| ClassWeight { class: c.class.clone(), weight }).collect()
 }
 
 /// "within train", "within val" or "across splits".
