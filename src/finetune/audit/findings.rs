@@ -11,6 +11,8 @@ use serde::Serialize;
 
 /// A split's largest class over its smallest at or above this is flagged.
 pub const IMBALANCE_RATIO: f64 = 1.5;
+/// The scope of a duplicate with files in train and in val.
+pub const ACROSS_SPLITS: &str = "across splits";
 /// Terminal lines per list (audit.json has every entry).
 const LISTED: usize = 20;
 
@@ -344,7 +346,7 @@ fn scope(splits: impl IntoIterator<Item = Split>) -> String {
     splits.dedup();
     match splits[..] {
         [one] => format!("within {}", one.name()),
-        _ => "across splits".to_owned(),
+        _ => ACROSS_SPLITS.to_owned(),
     }
 }
 

@@ -19,7 +19,7 @@ use crate::report::plots::{image_pairs, PairPanel};
 use crate::report::Reporter;
 use anyhow::{bail, Context, Result};
 use dataset::Dataset;
-use findings::{Findings, Pair};
+use findings::{Findings, Pair, ACROSS_SPLITS};
 use inspect::FeatureModel;
 use pairs::Thresholds;
 use serde::Serialize;
@@ -209,7 +209,7 @@ fn output_folder(options: &AuditOptions) -> Result<PathBuf> {
 /// then near ones by similarity), then one pair of each exact group within
 /// a split, then near pairs within a split.
 fn figure_pairs(findings: &Findings) -> Vec<(Pair, Option<usize>)> {
-    let within_exact = findings.exact_duplicates.iter().filter(|g| g.scope != "across splits");
+    let within_exact = findings.exact_duplicates.iter().filter(|g| g.scope != ACROSS_SPLITS);
     let exact_pairs = within_exact.map(|group| {
         let (a, b) = (group.files[0].clone(), group.files[1].clone());
         let pair = Pair {
@@ -226,7 +226,7 @@ fn figure_pairs(findings: &Findings) -> Vec<(Pair, Option<usize>)> {
         (pair, Some(group.files.len()))
     });
     let leakage = findings.leakage.iter().map(|p| (p.clone(), None));
-    let near_within = findings.near_duplicates.iter().filter(|p| p.scope != "across splits").map(|p| (p.clone(), None));
+    let near_within = findings.near_duplicates.iter().filter(|p| p.scope != ACROSS_SPLITS).map(|p| (p.clone(), None));
     leakage.chain(exact_pairs).chain(near_within).take(FIGURE_PAIRS).collect()
 }
 
@@ -243,12 +243,12 @@ fn draw(path: &Path, dataset: &Dataset, findings: &Findings) -> Result<()> {
         .map(|(k, (pair, group_size))| PairPanel {
             pictures: [picture(pair.files.0), picture(pair.files.1)],
             lines: panel_lines(k + 1, pair, *group_size),
-            alarm: pair.scope == "across splits" || pair.classes_differ,
+            alarm: pair.scope == ACROSS_SPLITS || pair.classes_differ,
         })
         .collect();
     let total = findings.leakage.len()
-        + findings.exact_duplicates.iter().filter(|g| g.scope != "across splits").count()
-        + findings.near_duplicates.iter().filter(|p| p.scope != "across splits").count();
+        + findings.exact_duplicates.iter().filter(|g| g.scope != ACROSS_SPLITS).count()
+        + findings.near_duplicates.iter().filter(|p| p.scope != ACROSS_SPLITS).count();
     let title = [
         format!(
             "Audit of {}: {} leakage pair(s), {} exact duplicate group(s), {} near-duplicate pair(s)",
@@ -273,7 +273,7 @@ fn panel_lines(rank: usize, pair: &Pair, group_size: Option<usize>) -> Vec<Strin
         ("exact", _) => "exact copy".to_owned(),
         _ => "near duplicate".to_owned(),
     };
-    let scope = if pair.scope == "across splits" { "LEAKAGE train ↔ val".to_owned() } else { pair.scope.clone() };
+    let scope = if pair.scope == ACROSS_SPLITS { "LEAKAGE train ↔ val".to_owned() } else { pair.scope.clone() };
     let classes = if pair.classes_differ { ", classes differ" } else { "" };
     let measures = match (pair.phash_distance, pair.cosine) {
         (None, _) => "identical bytes".to_owned(),
