@@ -1,4 +1,5 @@
-//! Everything between files on disk and tensors: image folders, decoding,
+//! Everything between files on disk and tensors: image folders and labels
+//! files (CSV/TSV, single- or multi-label), decoding,
 //! torchvision-equivalent transforms, batching, MNIST's IDX files, NumPy
 //! `.npy` arrays and face sets.
 
@@ -6,6 +7,7 @@ pub mod augment;
 pub mod decode;
 pub mod faces;
 pub mod image_folder;
+pub mod labels_file;
 pub mod loader;
 pub mod mnist;
 pub mod npy;

@@ -6,7 +6,7 @@
 //! `--resume` replays it; [`FinetuneConfig::resume`] decides which options
 //! may change then.
 
-pub use super::options::{Mode, OptimizerKind, Precision, Preset, SchedulerKind, TrainOptions};
+pub use super::options::{Mode, OptimizerKind, Precision, Preset, SchedulerKind, TrainOptions, DEFAULT_THRESHOLD};
 use crate::choice_names::Named;
 use crate::cli::options_file::BadValue;
 use crate::data::augment::mix::MixRecipe;
@@ -33,6 +33,20 @@ pub struct FinetuneConfig {
     pub val_dir: String,
     #[serde(default)]
     pub val_split: Option<f64>,
+    /// `--labels`: the labels file, absolute (its relative paths start at
+    /// `data`); none for the folder layout.
+    #[serde(default)]
+    pub labels: Option<PathBuf>,
+    /// The labels file's checksum when the run started: a run does not go
+    /// on over a changed file (its rows decide the classes and splits).
+    #[serde(default)]
+    pub labels_digest: Option<String>,
+    /// `--label-delim`: multi-label data, its labels separated by this.
+    #[serde(default)]
+    pub label_delim: Option<char>,
+    /// Multi-label runs: a label is predicted above this probability.
+    #[serde(default)]
+    pub threshold: Option<f64>,
     /// The pretrained weights, absolute; none for random init.
     pub weights: Option<PathBuf>,
     pub epochs: usize,
@@ -137,12 +151,15 @@ fn default_cache_mb() -> u64 {
     crate::data::loader::DEFAULT_PIXEL_BUDGET_MB
 }
 
+/// The image folder when neither `--data` nor `--labels` is given.
+pub const DEFAULT_DATA: &str = "data/hymenoptera_data";
+
 /// Options that may be given with `--resume`: how the run is carried out
-/// (`crate::cli::resumable`), and `--epochs` (which extends it) and
-/// `--data` (the same data where it now lives).
+/// (`crate::cli::resumable`), and `--epochs` (which extends it), `--data`
+/// and `--labels` (the same data where it now lives).
 fn resumable() -> BTreeSet<String> {
     let mut ids = crate::cli::resumable::<TrainOptions>();
-    ids.extend(["epochs".to_owned(), "data".to_owned()]);
+    ids.extend(["epochs".to_owned(), "data".to_owned(), "labels".to_owned()]);
     ids
 }
 
@@ -228,6 +245,17 @@ impl FinetuneConfig {
         }
     }
 
+    /// Whether images have sets of labels (`--label-delim`): sigmoid
+    /// outputs, binary cross-entropy, the epoch of the best val mAP kept.
+    pub fn multi_label(&self) -> bool {
+        self.label_delim.is_some()
+    }
+
+    /// The probability above which a multi-label run predicts a label.
+    pub fn label_threshold(&self) -> f64 {
+        self.threshold.unwrap_or(DEFAULT_THRESHOLD)
+    }
+
     /// How training batches are mixed.
     pub fn mix_recipe(&self) -> MixRecipe {
         MixRecipe { mixup: self.mixup, cutmix: self.cutmix }
@@ -268,12 +296,17 @@ impl FinetuneConfig {
             }
             Some(absolute(&path)?)
         };
+        let labels = options.labels.as_deref().map(absolute).transpose()?;
         Ok(Self {
             mode: options.mode,
             arch: options.arch,
-            data: absolute(&options.data)?,
+            data: data_folder(options.data.as_deref(), labels.as_deref())?,
             val_dir: options.val_dir.clone(),
             val_split: options.val_split,
+            labels_digest: labels.as_deref().map(crate::data::labels_file::digest).transpose()?,
+            labels,
+            label_delim: options.label_delim,
+            threshold: options.label_delim.map(|_| options.threshold),
             weights,
             epochs: options.epochs,
             batch_size: options.batch_size,
@@ -343,8 +376,14 @@ impl FinetuneConfig {
                 );
             }
         }
-        if given.contains("data") {
-            config.data = absolute(&options.data)?;
+        if let Some(data) = options.data.as_deref().filter(|_| given.contains("data")) {
+            config.data = absolute(data)?;
+        }
+        if let Some(labels) = options.labels.as_deref().filter(|_| given.contains("labels")) {
+            if config.labels.is_none() {
+                bail!("--labels: this run reads class folders (--data {}); it cannot be given with --resume", config.data.display());
+            }
+            config.labels = Some(absolute(labels)?);
         }
         if given.contains("workers") {
             config.workers = options.workers.unwrap_or(config.workers);
@@ -365,14 +404,18 @@ impl FinetuneConfig {
     pub fn to_options_toml(&self) -> Result<String> {
         let serde_json::Value::Object(mut fields) = serde_json::to_value(self)? else { bail!("config") };
         fields.insert("random_init".into(), self.weights.is_none().into());
+        // The checksum is the run's, not an option (a new run takes the file as it is then).
+        fields.remove("labels_digest");
         crate::run_dir::options_toml("finetune", &serde_json::Value::Object(fields))
     }
 
     /// The validation folder, or how it is split off.
     pub fn val_description(&self) -> String {
-        match self.val_split {
-            Some(fraction) => format!("{:.0} % of train/ held out", fraction * 100.0),
-            None => format!("{}/", self.val_dir),
+        match (&self.labels, self.val_split) {
+            (None, Some(fraction)) => format!("{:.0} % of train/ held out", fraction * 100.0),
+            (None, None) => format!("{}/", self.val_dir),
+            (Some(_), Some(fraction)) => format!("{:.0} % of the train rows held out", fraction * 100.0),
+            (Some(_), None) => "the val rows".into(),
         }
     }
 
@@ -395,6 +438,12 @@ impl FinetuneConfig {
             OptimizerKind::Rmsprop => format!("RMSprop lr {} momentum {}", self.lr, self.momentum),
         };
         let mut extras = Vec::new();
+        if let Some(labels) = &self.labels {
+            extras.push(format!("labels from {}", labels.display()));
+        }
+        if let Some(delim) = self.label_delim {
+            extras.push(format!("multi-label (labels split on {delim:?}, threshold {})", self.label_threshold()));
+        }
         if self.mode == Mode::Staged {
             extras.push(format!("backbone frozen for {} epoch(s)", self.freeze_epochs));
         }
@@ -508,6 +557,40 @@ fn validate_augmentation(o: &TrainOptions) -> Result<()> {
     Ok(())
 }
 
+/// The labels-file options checked, with a one-line reason naming the option.
+fn validate_labels(o: &TrainOptions) -> Result<()> {
+    if let Some(delim) = o.label_delim {
+        if o.labels.is_none() {
+            bail!("--label-delim {delim:?}: multi-label data comes from a labels file; give --labels FILE.csv");
+        }
+        if matches!(delim, '"' | '\n' | '\r') {
+            bail!("--label-delim {delim:?}: a quote or line break cannot separate labels");
+        }
+    }
+    if !(o.threshold > 0.0 && o.threshold < 1.0) {
+        bail!("--threshold {}: must be a probability between 0 and 1", o.threshold);
+    }
+    if o.label_delim.is_none() && o.threshold != DEFAULT_THRESHOLD {
+        bail!("--threshold {}: only multi-label runs (--label-delim) threshold their outputs", o.threshold);
+    }
+    if o.labels.is_some() && o.val_dir != default_val_dir() {
+        bail!("--val-dir {:?} names a folder of the folder layout; with --labels the split column says which rows are val (or give --val-split)", o.val_dir);
+    }
+    if o.label_delim.is_some() && o.label_smoothing > 0.0 {
+        bail!("--label-smoothing {}: smooths cross-entropy's one-hot targets; multi-label runs train binary cross-entropy", o.label_smoothing);
+    }
+    Ok(())
+}
+
+/// `--data` as given, or the labels file's folder, or [`DEFAULT_DATA`]: absolute.
+fn data_folder(data: Option<&Path>, labels: Option<&Path>) -> Result<PathBuf> {
+    match (data, labels.and_then(Path::parent)) {
+        (Some(data), _) => absolute(data),
+        (None, Some(labels_folder)) => Ok(labels_folder.to_owned()),
+        (None, None) => absolute(Path::new(DEFAULT_DATA)),
+    }
+}
+
 /// Every number checked, with a one-line reason naming the option.
 fn validate(o: &TrainOptions) -> Result<()> {
     let positive = |name: &str, value: f64| -> Result<()> {
@@ -518,6 +601,7 @@ fn validate(o: &TrainOptions) -> Result<()> {
     };
     positive("lr", o.lr)?;
     validate_augmentation(o)?;
+    validate_labels(o)?;
     positive("gamma", o.gamma)?;
     if !(0.0..1.0).contains(&o.momentum) {
         bail!("--momentum {}: must be at least 0 and below 1", o.momentum);

@@ -7,6 +7,7 @@
 //!   full mode train; [`splits`]: the run's data;
 //! - [`checkpoint`]: the best model and state files, and an epoch's record
 //!   as `metrics.csv` rows; [`evaluate`]: loss and accuracy of predictions;
+//!   [`multi_label`]: what a multi-label run measures (mAP, F1, exact match);
 //!   [`summary`] (with [`crate::metrics`]): what a run reports;
 //! - [`lr_find`]: the learning-rate range test on a run's recipe;
 //! - [`predict`]: a saved model used again (probabilities for image files,
@@ -18,6 +19,7 @@ pub mod config;
 pub mod evaluate;
 pub mod export;
 pub mod lr_find;
+pub mod multi_label;
 pub mod options;
 pub mod predict;
 pub mod run;

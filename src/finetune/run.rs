@@ -10,6 +10,7 @@ use super::checkpoint::{
 };
 use super::config::{FinetuneConfig, Precision};
 use super::evaluate::loss_and_correct;
+use super::multi_label::{self, VAL_MACRO_F1, VAL_MAP, VAL_MICRO_F1};
 use super::splits::{Folders, Splits};
 use super::strategy::{self, EpochContext, Strategy};
 use super::summary::FinetuneSummary;
@@ -19,15 +20,17 @@ use crate::grad::Params;
 use crate::interrupt::Interrupt;
 use crate::metrics::{format_minutes, History, PhaseTotals};
 use crate::models::Classifier;
-use crate::persist::model_card::ModelCard;
+use crate::persist::model_card::{ModelCard, MultiLabelCard};
 use crate::report::plots;
 use crate::report::tensorboard::EventWriter;
 use crate::report::Reporter;
 pub use crate::run_dir::Start;
-use crate::run_dir::{RunDir, BEST_MODEL_FILE, METRICS_FILE, RUN_CONFIG_FILE, SUMMARY_FILE};
+use crate::run_dir::{
+    RunDir, BEST_MODEL_FILE, METRICS_FILE, MULTILABEL_METRICS_FILE, RUN_CONFIG_FILE, SUMMARY_FILE, VAL_SCORES_FILE,
+};
 use crate::train::data_parallel::Ranks;
 use crate::train::engine::{
-    self, Epoch, EpochRecord, Fit, KeepRule, KeptFrom, Live, Scores, Task, TrainPhase, TrainState,
+    self, Epoch, EpochRecord, Fit, KeepRule, Kept, KeptFrom, Live, Scores, Task, TrainPhase, TrainState,
 };
 use crate::train::frozen_backbone::predict_probabilities;
 use crate::train::optim::{self, Optimizer};
@@ -129,6 +132,9 @@ impl Finetune<'_> {
     /// Val loss and accuracy of `probs`, the predictions of `from`'s
     /// weights, said and scored under its names (`val_acc`, `ema_val_acc`).
     fn val_scores(&self, probs: &Tensor, from: KeptFrom, epoch: &Epoch) -> Scores {
+        if self.config.multi_label() {
+            return self.multi_label_scores(probs, from, epoch);
+        }
         let labels = self.splits.val.labels_tensor();
         let (loss, correct) = loss_and_correct(probs, &labels);
         let acc = correct as f64 / labels.size()[0].max(1) as f64;
@@ -138,6 +144,24 @@ impl Finetune<'_> {
         };
         epoch.reporter.line(&format!("{who} Loss: {loss:.4} Acc: {acc:.4}"));
         Scores::from([(from.score_name(VAL_LOSS), loss), (from.score_name(VAL_ACC), acc)])
+    }
+
+    /// [`Finetune::val_scores`] of a multi-label run: the loss, mAP, F1
+    /// and the exact-match ratio (as `val_acc`).
+    fn multi_label_scores(&self, probs: &Tensor, from: KeptFrom, epoch: &Epoch) -> Scores {
+        let val = &self.splits.val;
+        let s = multi_label::score(probs, &val.labels_tensor(), &val.classes, self.config.label_threshold());
+        let who = match from {
+            KeptFrom::Model => "val",
+            KeptFrom::Ema => "val (EMA)",
+        };
+        epoch.reporter.line(&format!(
+            "{who} Loss: {:.4} mAP: {:.4} F1 macro: {:.4} micro: {:.4} exact match: {:.4}",
+            s.loss, s.map, s.macro_f1, s.micro_f1, s.exact_match
+        ));
+        let named = [(VAL_LOSS, s.loss), (VAL_ACC, s.exact_match), (VAL_MAP, s.map)];
+        let named = named.into_iter().chain([(VAL_MACRO_F1, s.macro_f1), (VAL_MICRO_F1, s.micro_f1)]);
+        named.map(|(name, value)| (from.score_name(name), value)).collect()
     }
 }
 
@@ -150,6 +174,16 @@ fn carried(grad_step: &GradientStep) -> Vec<(String, Tensor)> {
 
 /// The tutorial's rule: the epoch of the highest val accuracy, the first on ties.
 const KEEP: KeepRule = KeepRule::Highest(VAL_ACC);
+
+/// The epoch a run keeps (and early stopping watches). MULTI-LABEL: a
+/// multi-label run keeps the epoch of the highest val mAP, the first on
+/// ties (to become `--monitor val_map`).
+fn keep_rule(config: &FinetuneConfig) -> KeepRule {
+    match config.multi_label() {
+        true => KeepRule::Highest(VAL_MAP),
+        false => KEEP,
+    }
+}
 
 /// Runs (or resumes) the fine-tuning run `config` on `device`, as one of
 /// `ranks` (rank 0 alone writes the run's files), stopping at the next safe
@@ -198,7 +232,7 @@ pub fn run(
     let fit = Fit {
         epochs: config.epochs,
         lr: Box::new(move |epoch| config.lr_at(epoch, 0, batches)),
-        keep: KEEP,
+        keep: keep_rule(config),
         patience: config.early_stop,
         interrupt,
         label: "finetune",
@@ -238,14 +272,21 @@ fn save_epoch(
     out.write(RUN_CONFIG_FILE, config.to_options_toml()?.as_bytes())?;
     let record = state.epochs.last().expect("an epoch ended");
     if let Some(kept) = state.kept.as_ref().filter(|k| k.epoch == record.epoch) {
-        checkpoint::save_best(&out.file(BEST_MODEL_FILE), kept, &card(config, task.splits, kept.epoch, kept.score))?;
+        checkpoint::save_best(&out.file(BEST_MODEL_FILE), kept, &card(config, task.splits, record, kept))?;
         let probs = match kept.from {
             KeptFrom::Model => &task.val_probs,
             KeptFrom::Ema => &task.ema_val_probs,
         };
         *best_val_probs = probs.as_ref().map(Tensor::shallow_clone);
+        if let Some(probs) = probs.as_ref().filter(|_| config.multi_label()) {
+            let val = &task.splits.val;
+            multi_label::write_val_scores(&out.file(VAL_SCORES_FILE), &val.paths, &val.classes, &val.labels_tensor(), probs)?;
+        }
     }
     history_of(&state.epochs).write_csv(&out.file(METRICS_FILE))?;
+    if config.multi_label() {
+        multi_label::write_epochs(&out.file(MULTILABEL_METRICS_FILE), &multi_label_rows(&state.epochs))?;
+    }
     log_epoch(events, &config.out, record)
 }
 
@@ -288,6 +329,7 @@ pub(super) fn build_model(
 ) -> Result<Classifier> {
     tch::manual_seed(config.seed as i64);
     let mut model = Classifier::for_images(config.arch, num_classes as i64, config.image_size, device);
+    model.multi_label = config.multi_label();
     match &config.weights {
         Some(weights) => {
             crate::persist::weights::load_backbone(&mut model, weights)?;
@@ -324,7 +366,34 @@ fn restore_progress(
     Ok(state)
 }
 
-fn card(config: &FinetuneConfig, splits: &Splits, epoch: usize, val_acc: f64) -> ModelCard {
+/// The rows of `multilabel_metrics.csv`: each epoch's val scores, and its
+/// moving average's where evaluated.
+fn multi_label_rows(records: &[EpochRecord]) -> Vec<multi_label::EpochRow> {
+    let row = |r: &EpochRecord, from: KeptFrom, phase| multi_label::EpochRow {
+        epoch: r.epoch,
+        phase,
+        loss: r.score(&from.score_name(VAL_LOSS)),
+        map: r.score(&from.score_name(VAL_MAP)),
+        macro_f1: r.score(&from.score_name(VAL_MACRO_F1)),
+        micro_f1: r.score(&from.score_name(VAL_MICRO_F1)),
+        exact_match: r.score(&from.score_name(VAL_ACC)),
+    };
+    let ema = |r: &EpochRecord| r.scores.contains_key(&KeptFrom::Ema.score_name(VAL_MAP));
+    records
+        .iter()
+        .flat_map(|r| std::iter::once(row(r, KeptFrom::Model, "val")).chain(ema(r).then(|| row(r, KeptFrom::Ema, "val_ema"))))
+        .collect()
+}
+
+/// The card of the weights `kept` at the epoch `record`: its val accuracy
+/// (a multi-label run's exact-match ratio, its mAP beside it).
+fn card(config: &FinetuneConfig, splits: &Splits, record: &EpochRecord, kept: &Kept) -> ModelCard {
+    let val_acc = record.score(&kept.from.score_name(VAL_ACC));
+    let multi_label = config.label_delim.map(|label_delim| MultiLabelCard {
+        threshold: config.label_threshold(),
+        label_delim,
+        val_map: record.score(&kept.from.score_name(VAL_MAP)),
+    });
     ModelCard {
         arch: config.arch,
         classes: splits.train.classes.clone(),
@@ -333,9 +402,10 @@ fn card(config: &FinetuneConfig, splits: &Splits, epoch: usize, val_acc: f64) ->
         resize: Some(config.sizing().resize),
         interpolation: Some(config.sizing().interpolation),
         mode: config.mode.name(),
-        epoch,
+        epoch: kept.epoch,
         val_acc,
         precision: config.precision.name(),
+        multi_label,
     }
 }
 
@@ -351,6 +421,10 @@ fn log_epoch(events: &mut Option<EventWriter>, out: &std::path::Path, record: &E
     events.scalar("loss/val", record.score(VAL_LOSS), step)?;
     events.scalar("accuracy/train", record.score(TRAIN_ACC), step)?;
     events.scalar("accuracy/val", record.score(VAL_ACC), step)?;
+    if let Some(&map) = record.scores.get(VAL_MAP) {
+        events.scalar("map/val", map, step)?;
+        events.scalar("f1_macro/val", record.score(VAL_MACRO_F1), step)?;
+    }
     if let Some(&acc) = record.scores.get(&KeptFrom::Ema.score_name(VAL_ACC)) {
         events.scalar("loss/val_ema", record.score(&KeptFrom::Ema.score_name(VAL_LOSS)), step)?;
         events.scalar("accuracy/val_ema", acc, step)?;
@@ -386,9 +460,15 @@ fn finish(
     let kept = finished.state.kept.as_ref().context("no epoch was kept")?;
     reporter.line(&format!("Training complete in {}", format_minutes(seconds)));
     let of_ema = if kept.from == KeptFrom::Ema { " (the moving average's weights)" } else { "" };
-    reporter.line(&format!("Best val Acc: {:.6}{of_ema}", kept.score));
-    let summary =
+    let mut summary =
         FinetuneSummary::new(config, device, splits, &history, (kept, finished.stopped_early), seconds, ranks)?;
+    match summary.best_val_map {
+        Some(map) => reporter.line(&format!(
+            "Best val mAP: {map:.6} (exact match {:.4}){of_ema}",
+            summary.best_val_acc
+        )),
+        None => reporter.line(&format!("Best val Acc: {:.6}{of_ema}", kept.score)),
+    }
     reporter.line(&format!(
         "data: {:.1} s of the train phases ({:.1} %) waiting for or augmenting batches{}",
         summary.data_wait_seconds,
@@ -412,7 +492,7 @@ fn finish(
     finished.state.restore_kept(&model.named_tensors())?;
     let written = match out {
         Some(out) => {
-            let results = (&history, &summary);
+            let results = (&history, &mut summary);
             write_results(config, out, (device, model), splits, results, finished.best_val_probs, reporter)
         }
         None => Ok(()),
@@ -421,13 +501,14 @@ fn finish(
     Ok(summary)
 }
 
-/// The figures of the finished run (the kept model's) and summary.json.
+/// The figures of the finished run (the kept model's) and summary.json
+/// (with a multi-label run's scores of the kept model per class).
 fn write_results(
     config: &FinetuneConfig,
     out: &RunDir,
     (device, model): (Device, &Classifier),
     splits: &Splits,
-    (history, summary): (&History, &FinetuneSummary),
+    (history, summary): (&History, &mut FinetuneSummary),
     best_val_probs: Option<Tensor>,
     reporter: &dyn Reporter,
 ) -> Result<()> {
@@ -439,7 +520,14 @@ fn write_results(
             predict_probabilities(model, &splits.val_images, pass, "val grid", reporter)
         }
     };
-    plots::prediction_grid(&splits.val, &val_probs, &config.out.join("val_predictions.png"))?;
+    match config.multi_label() {
+        true => {
+            let val = &splits.val;
+            let scores = multi_label::score(&val_probs, &val.labels_tensor(), &val.classes, config.label_threshold());
+            summary.multi_label = Some(scores);
+        }
+        false => plots::prediction_grid(&splits.val, &val_probs, &config.out.join("val_predictions.png"))?,
+    }
     summary.write(out)
 }
 

@@ -18,6 +18,7 @@
 
 use super::config::{FinetuneConfig, Mode};
 use super::evaluate::correct;
+use super::multi_label::exact_matches;
 use super::splits::Splits;
 use crate::data::augment::mix;
 use crate::data::loader::{DecodedSplit, EpochPlan};
@@ -92,23 +93,49 @@ impl EpochContext<'_> {
     }
 
     /// The training loss of mixed batches: cross-entropy with soft `targets`
-    /// (`[B, classes]`, the smoothing already in them).
+    /// (`[B, classes]`, the smoothing already in them), or for multi-label
+    /// data binary cross-entropy with the mixed multi-hot targets.
     fn soft_loss(&self, targets: &Tensor) -> impl Fn(&Tensor) -> Tensor {
         let targets = targets.shallow_clone();
+        let multi_label = self.config.multi_label();
         move |logits: &Tensor| {
+            if multi_label {
+                return binary_cross_entropy(logits, &targets);
+            }
             let log_probs = logits.to_kind(Kind::Float).log_softmax(-1, Kind::Float);
             (-(&targets * log_probs).sum_dim_intlist(-1, false, Kind::Float)).mean(Kind::Float)
         }
     }
 
-    /// The training loss: cross-entropy with the run's label smoothing.
+    /// The training loss: cross-entropy with the run's label smoothing, or
+    /// for multi-label data (`labels` multi-hot) binary cross-entropy.
     fn loss(&self, labels: &Tensor) -> impl Fn(&Tensor) -> Tensor + '_ {
         let labels = labels.shallow_clone();
         let smoothing = self.config.label_smoothing;
-        move |logits: &Tensor| {
-            logits.to_kind(Kind::Float).cross_entropy_loss(&labels, None::<Tensor>, Reduction::Mean, -100, smoothing)
+        let multi_label = self.config.multi_label();
+        move |logits: &Tensor| match multi_label {
+            true => binary_cross_entropy(logits, &labels),
+            false => {
+                logits.to_kind(Kind::Float).cross_entropy_loss(&labels, None::<Tensor>, Reduction::Mean, -100, smoothing)
+            }
         }
     }
+
+    /// The images of a batch its `logits` get right: the top class, or for
+    /// multi-label data the whole label set at the run's threshold.
+    fn correct(&self, logits: &Tensor, labels: &Tensor) -> i64 {
+        match self.config.multi_label() {
+            true => exact_matches(logits, labels, self.config.label_threshold()),
+            false => correct(logits, labels),
+        }
+    }
+}
+
+/// Torch's `BCEWithLogitsLoss` (mean over images and classes) of `logits`
+/// against (possibly soft) multi-hot `targets`.
+fn binary_cross_entropy(logits: &Tensor, targets: &Tensor) -> Tensor {
+    let targets = targets.to_device(logits.device());
+    logits.to_kind(Kind::Float).binary_cross_entropy_with_logits(&targets, None::<Tensor>, None::<Tensor>, Reduction::Mean)
 }
 
 pub fn frozen_pass(config: &FinetuneConfig, device: Device) -> FrozenPass {
@@ -218,7 +245,7 @@ impl FeatureExtract {
             let outcome = grad_step
                 .step(optimizer, &mut || model.head_forward(&features, true), &ctx.loss(&labels), lr)
                 .map_err(|error| ctx.step_failed(error, b))?;
-            totals.add(outcome.loss, correct(&outcome.logits, &labels), len);
+            totals.add(outcome.loss, ctx.correct(&outcome.logits, &labels), len);
         }
         ctx.flush(grad_step, optimizer, batches)?;
         Ok(totals)
@@ -299,7 +326,10 @@ impl Strategy for Full {
                         labels.shallow_clone(),
                     ),
                     Some(mix) => {
-                        let targets = mix.targets(&labels, classes, config.label_smoothing);
+                        let targets = match config.multi_label() {
+                            true => mix.mixed_targets(&labels),
+                            false => mix.targets(&labels, classes, config.label_smoothing),
+                        };
                         let loss = ctx.soft_loss(&targets);
                         (
                             grad_step.step(optimizer, &mut forward, &loss, ctx.lr_at(b, batches)),
@@ -308,7 +338,7 @@ impl Strategy for Full {
                     }
                 };
                 let outcome = outcome.map_err(|error| ctx.step_failed(error, b))?;
-                totals.add(outcome.loss, correct(&outcome.logits, &counted), labels.size()[0]);
+                totals.add(outcome.loss, ctx.correct(&outcome.logits, &counted), labels.size()[0]);
                 bar.inc(1);
                 if ctx.stop_requested()? {
                     return Err(ctx.interrupted());

@@ -2,7 +2,9 @@
 //! resolved config with the results (the folder itself is
 //! [`crate::run_dir`]'s).
 
+use super::checkpoint::VAL_EMA_PHASE;
 use super::config::FinetuneConfig;
+use super::multi_label::MultiLabelScores;
 use super::splits::Splits;
 use crate::metrics::History;
 use crate::run_dir::{RunDir, SUMMARY_FILE};
@@ -36,8 +38,16 @@ pub struct FinetuneSummary {
     pub stopped_early: bool,
     /// The kept epoch's val accuracy and epoch, and whose weights they are:
     /// the model's, or (`--ema`) its moving average's (`model`, `ema`).
+    /// (A multi-label run's: the exact-match ratio; it keeps by mAP.)
     pub best_val_acc: f64,
     pub best_epoch: usize,
+    /// A multi-label run's kept val mAP (the score it keeps by).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_val_map: Option<f64>,
+    /// A multi-label run's scores of the kept model on val: mAP, F1, exact
+    /// match, and each class's average precision, precision, recall and F1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_label: Option<MultiLabelScores>,
     #[serde(default)]
     pub best_from: KeptFrom,
     pub seconds: f64,
@@ -45,6 +55,9 @@ pub struct FinetuneSummary {
     pub val_images: usize,
     pub classes: Vec<String>,
     pub bad_files: Vec<String>,
+    /// The labels file's rows left out, one line each (`FILE line N: why`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bad_rows: Vec<String>,
     /// The processes that trained the run together (data-parallel ranks),
     /// the c10d backend between them, and the images of one optimizer step
     /// over all of them (`--batch-size` is per process, as in DDP, times
@@ -89,14 +102,20 @@ impl FinetuneSummary {
             epochs: config.epochs,
             epochs_run: train.len(),
             stopped_early,
-            best_val_acc: kept.score,
+            best_val_acc: match config.multi_label() {
+                true => kept_val_acc(history, kept),
+                false => kept.score,
+            },
             best_epoch: kept.epoch,
+            best_val_map: config.multi_label().then_some(kept.score),
+            multi_label: None,
             best_from: kept.from,
             seconds,
             train_images: splits.train.len(),
             val_images: splits.val.len(),
             classes: splits.train.classes.clone(),
             bad_files: bad_files.map(|b| format!("{}: {}", b.path.display(), b.reason)).collect(),
+            bad_rows: splits.bad_rows.clone(),
             world_size: ranks.world_size(),
             dist_backend: ranks.backend().map(|b| b.name().to_owned()),
             global_batch: config.batch_size * ranks.world_size() * config.accumulate,
@@ -108,6 +127,17 @@ impl FinetuneSummary {
     pub fn write(&self, out: &RunDir) -> Result<()> {
         out.write(SUMMARY_FILE, serde_json::to_string_pretty(self)?.as_bytes())
     }
+}
+
+/// The val accuracy of the kept epoch's kept weights (the model's, or its
+/// moving average's row).
+fn kept_val_acc(history: &History, kept: &Kept) -> f64 {
+    let phase = match kept.from {
+        KeptFrom::Model => "val",
+        KeptFrom::Ema => VAL_EMA_PHASE,
+    };
+    let row = history.rows.iter().find(|r| r.epoch == kept.epoch && r.phase == phase);
+    row.map_or(f64::NAN, |r| r.acc)
 }
 
 fn one() -> usize {
