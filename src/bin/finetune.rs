@@ -497,7 +497,8 @@ fn eval(args: EvalArgs) -> Result<()> {
     });
     Banner { tool: "finetune eval", device, seed: None, out: Some(&out) }.print();
     let create_out = || {
-        std::fs::create_dir_all(&out).map_err(|e| anyhow::anyhow!("--out {}: cannot create the folder ({e})", out.display()))
+        std::fs::create_dir_all(&out)
+            .map_err(|e| anyhow::anyhow!("--out {}: cannot create the folder ({e})", out.display()))
     };
     if trained.threshold.is_some() {
         let evaluation = evaluate_multi_label(&trained, &folder, device, &Terminal)?;

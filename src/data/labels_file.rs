@@ -221,7 +221,11 @@ impl LabelsFile {
             let mut label_set = Vec::with_capacity(row.labels.len());
             for label in &row.labels {
                 let Some(&class) = index.get(label.as_str()) else {
-                    bail!("{} line {}: label {label:?} is not one of the classes {classes:?}", self.path.display(), row.line)
+                    bail!(
+                        "{} line {}: label {label:?} is not one of the classes {classes:?}",
+                        self.path.display(),
+                        row.line
+                    )
                 };
                 label_set.push(class);
             }
@@ -242,7 +246,11 @@ fn read_text(path: &Path) -> Result<String> {
         bail!("--labels {}: not a regular file", path.display());
     }
     if metadata.len() > MAX_FILE_BYTES {
-        bail!("--labels {}: {} bytes, more than a labels file may hold ({MAX_FILE_BYTES})", path.display(), metadata.len());
+        bail!(
+            "--labels {}: {} bytes, more than a labels file may hold ({MAX_FILE_BYTES})",
+            path.display(),
+            metadata.len()
+        );
     }
     let bytes = std::fs::read(path).with_context(|| format!("--labels {}: cannot read", path.display()))?;
     let text = String::from_utf8(bytes).map_err(|e| {
@@ -262,8 +270,10 @@ fn field_delimiter(path: &Path) -> Result<char> {
 }
 
 /// A checksum of a labels file's bytes, to tell whether it changed
-/// (`crc32c:` and 8 hex digits).
+/// (`crc32c:` and 8 hex digits); an error for a file that is not a
+/// readable `.csv` or `.tsv`.
 pub fn digest(path: &Path) -> Result<String> {
+    field_delimiter(path)?;
     let text = read_text(path)?;
     Ok(format!("crc32c:{:08x}", crc32c::crc32c(text.as_bytes())))
 }
@@ -280,7 +290,11 @@ impl Columns {
     fn of(header: &Record, file: &Path) -> Result<Self> {
         let names: Vec<String> = header.fields.iter().map(|f| f.trim().to_owned()).collect();
         let bad_header = |why: String| {
-            anyhow::anyhow!("{} line {}: {why} (the header names path and label, and optionally split)", file.display(), header.line)
+            anyhow::anyhow!(
+                "{} line {}: {why} (the header names path and label, and optionally split)",
+                file.display(),
+                header.line
+            )
         };
         if let Some(fault) = &header.fault {
             return Err(bad_header(fault.clone()));
@@ -437,7 +451,8 @@ impl Iterator for Records<'_> {
                     if !self.quoted(&mut field) {
                         record.fault.get_or_insert_with(|| "a quoted field is never closed".into());
                     }
-                    let rest_of_field = self.chars.peek().is_some_and(|&c| !matches!(c, '\n' | '\r') && c != self.delim);
+                    let rest_of_field =
+                        self.chars.peek().is_some_and(|&c| !matches!(c, '\n' | '\r') && c != self.delim);
                     if rest_of_field && !self.only_spaces_until_field_end() {
                         record.fault.get_or_insert_with(|| "text after a quoted field's closing quote".into());
                     }
@@ -486,7 +501,8 @@ mod tests {
         assert_eq!(got[2], (3, strings(&["c.jpg", "two\nlines"]), false));
         assert_eq!(got[3], (5, strings(&["d.jpg", "x"]), false));
         assert_eq!(got.len(), 4);
-        assert!(records("a,\"open\nb,c\n")[1].2, "an unclosed quote is a fault");
+        let unclosed = records("a,\"open\nb,c\n");
+        assert!(unclosed.len() == 1 && unclosed[0].2, "an unclosed quote runs to the end, a fault: {unclosed:?}");
         assert!(records("\"a\"b,c\n")[0].2, "text after a closing quote is a fault");
         assert_eq!(records("\"a\"  ,c")[0], (1, strings(&["a", "c"]), false));
         assert_eq!(records("a,,\n")[0].1, strings(&["a", "", ""]));

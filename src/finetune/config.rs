@@ -381,7 +381,10 @@ impl FinetuneConfig {
         }
         if let Some(labels) = options.labels.as_deref().filter(|_| given.contains("labels")) {
             if config.labels.is_none() {
-                bail!("--labels: this run reads class folders (--data {}); it cannot be given with --resume", config.data.display());
+                bail!(
+                    "--labels: this run reads class folders (--data {}); it cannot be given with --resume",
+                    config.data.display()
+                );
             }
             config.labels = Some(absolute(labels)?);
         }

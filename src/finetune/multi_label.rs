@@ -176,7 +176,13 @@ fn matrix(t: &Tensor) -> Vec<Vec<f64>> {
 /// Writes `path`: one row per image, its file, its true labels as 0/1
 /// columns (`true:<class>`) and its probabilities (`score:<class>`, each
 /// the shortest decimal that reads back as the same f32).
-pub fn write_val_scores(path: &Path, images: &[PathBuf], classes: &[String], targets: &Tensor, probs: &Tensor) -> Result<()> {
+pub fn write_val_scores(
+    path: &Path,
+    images: &[PathBuf],
+    classes: &[String],
+    targets: &Tensor,
+    probs: &Tensor,
+) -> Result<()> {
     let header: Vec<String> = std::iter::once("path".to_owned())
         .chain(classes.iter().map(|c| format!("true:{c}")))
         .chain(classes.iter().map(|c| format!("score:{c}")))

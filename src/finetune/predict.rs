@@ -280,7 +280,8 @@ pub fn resolve_labels(
     let (rows, note) = match val_rows.is_empty() {
         true => (file.rows.iter().collect(), None),
         false => {
-            let note = format!("{}: evaluating its {} val rows (of {})", labels.display(), val_rows.len(), file.rows.len());
+            let note =
+                format!("{}: evaluating its {} val rows (of {})", labels.display(), val_rows.len(), file.rows.len());
             (val_rows, Some(note))
         }
     };

@@ -280,7 +280,13 @@ fn save_epoch(
         *best_val_probs = probs.as_ref().map(Tensor::shallow_clone);
         if let Some(probs) = probs.as_ref().filter(|_| config.multi_label()) {
             let val = &task.splits.val;
-            multi_label::write_val_scores(&out.file(VAL_SCORES_FILE), &val.paths, &val.classes, &val.labels_tensor(), probs)?;
+            multi_label::write_val_scores(
+                &out.file(VAL_SCORES_FILE),
+                &val.paths,
+                &val.classes,
+                &val.labels_tensor(),
+                probs,
+            )?;
         }
     }
     history_of(&state.epochs).write_csv(&out.file(METRICS_FILE))?;
@@ -381,7 +387,9 @@ fn multi_label_rows(records: &[EpochRecord]) -> Vec<multi_label::EpochRow> {
     let ema = |r: &EpochRecord| r.scores.contains_key(&KeptFrom::Ema.score_name(VAL_MAP));
     records
         .iter()
-        .flat_map(|r| std::iter::once(row(r, KeptFrom::Model, "val")).chain(ema(r).then(|| row(r, KeptFrom::Ema, "val_ema"))))
+        .flat_map(|r| {
+            std::iter::once(row(r, KeptFrom::Model, "val")).chain(ema(r).then(|| row(r, KeptFrom::Ema, "val_ema")))
+        })
         .collect()
 }
 
@@ -463,10 +471,9 @@ fn finish(
     let mut summary =
         FinetuneSummary::new(config, device, splits, &history, (kept, finished.stopped_early), seconds, ranks)?;
     match summary.best_val_map {
-        Some(map) => reporter.line(&format!(
-            "Best val mAP: {map:.6} (exact match {:.4}){of_ema}",
-            summary.best_val_acc
-        )),
+        Some(map) => {
+            reporter.line(&format!("Best val mAP: {map:.6} (exact match {:.4}){of_ema}", summary.best_val_acc))
+        }
         None => reporter.line(&format!("Best val Acc: {:.6}{of_ema}", kept.score)),
     }
     reporter.line(&format!(

@@ -60,7 +60,10 @@ impl Folders {
             ),
         };
         let trained = |class: usize| {
-            train.samples.iter().any(|s| s.label_set.as_ref().map_or(s.class_index == class, |set| set.contains(&class)))
+            train
+                .samples
+                .iter()
+                .any(|s| s.label_set.as_ref().map_or(s.class_index == class, |set| set.contains(&class)))
         };
         if let Some(untrained) = (0..classes.len()).find(|&class| !trained(class)) {
             bail!(

@@ -115,9 +115,13 @@ impl EpochContext<'_> {
         let multi_label = self.config.multi_label();
         move |logits: &Tensor| match multi_label {
             true => binary_cross_entropy(logits, &labels),
-            false => {
-                logits.to_kind(Kind::Float).cross_entropy_loss(&labels, None::<Tensor>, Reduction::Mean, -100, smoothing)
-            }
+            false => logits.to_kind(Kind::Float).cross_entropy_loss(
+                &labels,
+                None::<Tensor>,
+                Reduction::Mean,
+                -100,
+                smoothing,
+            ),
         }
     }
 
@@ -135,7 +139,12 @@ impl EpochContext<'_> {
 /// against (possibly soft) multi-hot `targets`.
 fn binary_cross_entropy(logits: &Tensor, targets: &Tensor) -> Tensor {
     let targets = targets.to_device(logits.device());
-    logits.to_kind(Kind::Float).binary_cross_entropy_with_logits(&targets, None::<Tensor>, None::<Tensor>, Reduction::Mean)
+    logits.to_kind(Kind::Float).binary_cross_entropy_with_logits(
+        &targets,
+        None::<Tensor>,
+        None::<Tensor>,
+        Reduction::Mean,
+    )
 }
 
 pub fn frozen_pass(config: &FinetuneConfig, device: Device) -> FrozenPass {
