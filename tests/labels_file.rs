@@ -78,6 +78,22 @@ fn a_labels_file_trains_as_the_folder_layout_and_resumes_on_its_own() {
     let log = stdout(&output);
     assert!(log.contains("train 16 images, val 16 images (the val rows)"), "{log}");
     assert_eq!(metrics_without_timings(labels_run.path()), expected, "the labels file changed the run");
+    // eval takes the file's val rows: the folder layout's val split.
+    let eval = |source: &[&std::ffi::OsStr]| -> Value {
+        let output = run_ok(
+            common::finetune()
+                .args(["eval", "--json", "--checkpoint"])
+                .arg(labels_run.path())
+                .args(source)
+                .arg("--out")
+                .arg(temp_dir().path()),
+        );
+        serde_json::from_str(&stdout(&output)).unwrap()
+    };
+    let by_rows = eval(&["--labels".as_ref(), labels.as_os_str()]);
+    let by_folder = eval(&["--data".as_ref(), small_data().join("val").as_os_str()]);
+    assert_eq!((&by_rows["images"], &by_rows["confusion"]), (&by_folder["images"], &by_folder["confusion"]));
+    assert_eq!((&by_rows["accuracy"], &by_rows["loss"]), (&by_folder["accuracy"], &by_folder["loss"]));
 
     // A TSV with a byte-order mark, paths from --data; one epoch, then resumed with no option but the epochs.
     let tsv = dir.path().join("labels.tsv");

@@ -270,7 +270,7 @@ fn recipe_list(
 }
 
 /// Options whose values are paths.
-const PATH_OPTIONS: &[&str] = &["data", "weights", "models_dir", "image_dir"];
+const PATH_OPTIONS: &[&str] = &["data", "labels", "weights", "models_dir", "image_dir"];
 
 /// Relative paths in `table` made relative to `folder` (the sweep file's),
 /// so a sweep runs the same from any working folder.
