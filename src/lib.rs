@@ -3,7 +3,8 @@
 //! How data flows through the crate:
 //!
 //! ```text
-//! image files ─► data::image_folder (classes, files; non-images reported; val folder or held-out split)
+//! image files ─► data::image_folder (classes, files; non-images reported; val folder or held-out split),
+//!                or data::labels_file (a CSV/TSV of paths and labels, single- or multi-label; bad rows by line)
 //!             ─► data::loader (decode once within a memory budget, augment per epoch, batch, in parallel)
 //!             ─► data::transforms (torchvision's crops/resizes, normalization)
 //!                  └ data::augment (presets, color jitter, erasing, MixUp/CutMix: draws, then pixel ops)
@@ -13,6 +14,7 @@
 //!             ─► finetune::run (the tutorial's epochs as a task, configured by finetune::options → config)
 //!                  ├ finetune::strategy (what feature-extract and full mode train)
 //!                  ├ finetune::checkpoint (best model, state files) / finetune::summary (summary.json)
+//!                  ├ finetune::multi_label (mAP, F1, exact match of sigmoid outputs, as scikit-learn's)
 //!                  └ train::engine (the one training loop of every tool: epochs, the keep rule,
 //!                    early stop, Ctrl-C, resumable state)
 //!                       └ train::step (forward, loss, grad::Backprop → gradients as values,

@@ -247,7 +247,7 @@ struct EvalArgs {
     #[arg(
         long,
         value_name = "DIR",
-        help = "Where to write confusion_matrix.png and evaluation.json [default: eval-<split> beside the model]"
+        help = "Where to write confusion_matrix.png and evaluation.json (a multi-label model: evaluation.json and scores.csv) [default: eval-<split> beside the model]"
     )]
     out: Option<PathBuf>,
     /// Print the evaluation as JSON instead of tables.

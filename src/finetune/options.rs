@@ -176,7 +176,7 @@ pub struct TrainOptions {
     /// feature-extract only: compute train features once (no augmentation) and train the head on them.
     #[arg(long)]
     pub cache_features: bool,
-    /// Fail on the first undecodable image instead of skipping it.
+    /// Fail on the first undecodable image (or bad --labels row) instead of skipping it.
     #[arg(long)]
     pub strict: bool,
     /// Mixed precision on CUDA: fp16 autocast forward passes, loss scaling in full mode.

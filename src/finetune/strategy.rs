@@ -13,6 +13,10 @@
 //!   from the start; a frozen epoch gives the backbone no gradient, so its
 //!   weights and batch-norm statistics stay as loaded.
 //!
+//! Multi-label data (`--label-delim`) changes the loss alone: binary
+//! cross-entropy on multi-hot targets (mixed as the images are), training
+//! accuracy the exact-match ratio at the run's threshold.
+//!
 //! The fine-tuning task (`super::run`) asks a strategy for a train
 //! phase and for val probabilities, and knows nothing else of the mode.
 
