@@ -3,17 +3,20 @@
 # on the same data, arch, mode and epochs, run alternately; prints seconds per epoch (median),
 # wall time, peak RSS, best val accuracy and the ratio reference/ours.
 # Usage: scripts/bench.sh [--arch A] [--mode M|all] [--epochs N] [--reps R] [--weights FILE] [--precision P]
-#                        [--references "fp32 bf16"]
+#                        [--references "fp32 bf16"] [--data DIR] [--subset N]
 #   defaults: efficientnet-lite0, both modes, 3 epochs, 1 repetition, the arch's file in models/, fp32.
 #   --arch: efficientnet-lite0, or a torchvision backbone the reference knows (resnet18, resnet50,
 #   mobilenet-v3-large, efficientnet-b0, convnext-tiny, vit-b-16, swin-t); speed needs no ImageNet
 #   weights, so without models/<its file> torchvision writes a random-init one to runs/bench/.
 #   --precision bf16: ours in bf16, then the reference in fp32 and under bf16 autocast, each mode
 #   (--references fp32 runs only the first, for long runs).
+#   --data DIR: another image folder (default data/hymenoptera_data); --subset N: the first N images
+#   (by name) of each class in each split of it, linked into runs/bench/subset-N (for the big backbones).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ARCH=efficientnet-lite0; MODES="feature-extract full"; EPOCHS=3; REPS=1; WEIGHTS=""; PRECISION=fp32; REFERENCES=
+DATA=data/hymenoptera_data; SUBSET=
 while [ $# -gt 0 ]; do
   case "$1" in
     --arch) ARCH=$2; shift 2 ;;
@@ -23,6 +26,8 @@ while [ $# -gt 0 ]; do
     --weights) WEIGHTS=$2; shift 2 ;;
     --precision) PRECISION=$2; shift 2 ;;
     --references) REFERENCES=$2; shift 2 ;;
+    --data) DATA=$2; shift 2 ;;
+    --subset) SUBSET=$2; shift 2 ;;
     -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -49,6 +54,18 @@ if [ -n "$REFERENCES" ]; then
   done
   REFERENCE_PRECISIONS=$REFERENCES
 fi
+if [ -n "$SUBSET" ]; then
+  subset=runs/bench/subset-$SUBSET
+  rm -rf "$subset"
+  for class_dir in "$DATA"/*/*/; do
+    target=$subset/${class_dir#"$DATA"/}
+    mkdir -p "$target"
+    find "$class_dir" -maxdepth 1 -type f | sort | head -n "$SUBSET" | while read -r image; do
+      ln -s "$(realpath "$image")" "$target/"
+    done
+  done
+  DATA=$subset
+fi
 
 RESULTS=runs/bench/results.jsonl
 : > "$RESULTS"
@@ -57,7 +74,7 @@ for rep in $(seq 1 "$REPS"); do
     out=runs/bench/ours-$ARCH-$mode
     echo "== rep $rep: ours $ARCH $mode $PRECISION ($EPOCHS epochs) $(uptime | sed 's/.*load/load/')"
     /usr/bin/time -f "%e %M" -o runs/bench/time.txt target/release/finetune --arch "$ARCH" --mode "$mode" \
-      --epochs "$EPOCHS" --weights "$WEIGHTS" --precision "$PRECISION" --out "$out" --overwrite > runs/bench/ours.log 2>&1
+      --epochs "$EPOCHS" --weights "$WEIGHTS" --precision "$PRECISION" --data "$DATA" --out "$out" --overwrite > runs/bench/ours.log 2>&1
     read -r wall rss < runs/bench/time.txt
     python3 - "$out" "$wall" "$rss" "$mode" "$PRECISION" >> "$RESULTS" <<'PY'
 import csv, json, sys
@@ -73,7 +90,7 @@ PY
     for precision in $REFERENCE_PRECISIONS; do
       echo "== rep $rep: reference $ARCH $mode $precision ($EPOCHS epochs) $(uptime | sed 's/.*load/load/')"
       /usr/bin/time -f "%e %M" -o runs/bench/time.txt .venv/bin/python scripts/reference/transfer_learning.py --arch "$ARCH" \
-        --mode "$mode" --epochs "$EPOCHS" --weights "$WEIGHTS" --precision "$precision" > runs/bench/reference.log 2>&1
+        --mode "$mode" --epochs "$EPOCHS" --weights "$WEIGHTS" --precision "$precision" --data "$DATA" > runs/bench/reference.log 2>&1
       read -r wall rss < runs/bench/time.txt
       python3 - "$wall" "$rss" "$mode" "$precision" >> "$RESULTS" <<'PY'
 import json, sys
@@ -87,11 +104,11 @@ PY
   done
 done
 
-python3 - "$RESULTS" "$ARCH" "$EPOCHS" <<'PY'
+python3 - "$RESULTS" "$ARCH" "$EPOCHS" "$DATA" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 arch, epochs = sys.argv[2], sys.argv[3]
-print(f"\n{arch}, {epochs} epochs, CPU (reference: PyTorch + torchvision, DataLoader num_workers=2)")
+print(f"\n{arch}, {epochs} epochs on {sys.argv[4]}, CPU (reference: PyTorch + torchvision, DataLoader num_workers=2)")
 print(f"{'mode':<17}{'who':<16}{'s/epoch':>9}{'wall s':>9}{'peak RSS MB':>13}{'best val':>10}")
 for mode in dict.fromkeys(r["mode"] for r in rows):
     med = {}

@@ -8,7 +8,7 @@
 use crate::choice_names::Named;
 use crate::data::decode::decode_rgb;
 use crate::data::loader::image_tensor;
-use crate::data::transforms::val_transform;
+use crate::data::transforms::{val_transform_sized, Sizing};
 use crate::models::{Arch, Classifier};
 use crate::persist::{safetensors, weights};
 use crate::report::Reporter;
@@ -83,12 +83,13 @@ impl Extractor {
         weights::load_backbone(&mut model, &self.weights)?;
         let pass =
             FrozenPass { normalization: self.arch.normalization(), device: self.device, autocast: Autocast::Off };
+        let sizing = Sizing::of(&self.arch.preprocessing(), None);
         let (mut chunks, mut unreadable) = (Vec::new(), Vec::new());
         for (i, chunk) in images.chunks(CHUNK).enumerate() {
             let mut pixels = Vec::with_capacity(chunk.len());
             for (j, path) in chunk.iter().enumerate() {
                 match decode_rgb(path) {
-                    Ok(image) => pixels.push(val_transform(&image_tensor(&image))),
+                    Ok(image) => pixels.push(val_transform_sized(&image_tensor(&image), &sizing)),
                     Err(error) => unreadable.push(Unreadable { index: i * CHUNK + j, why: format!("{error:#}") }),
                 }
             }
@@ -117,8 +118,9 @@ impl Extractor {
         }
         let weights_len = std::fs::metadata(&self.weights).map(|m| m.len()).unwrap_or(0);
         format!(
-            "{} {} {weights_len} {} {:016x}",
+            "{} {:?} {} {weights_len} {} {:016x}",
             self.arch.name(),
+            Sizing::of(&self.arch.preprocessing(), None),
             self.weights.display(),
             images.len(),
             hasher.finish()

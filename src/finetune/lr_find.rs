@@ -58,7 +58,7 @@ pub fn lr_find(
     let mut grad_step = gradient_step(config, &model, (device, &ranks)).with_range_test(test);
     let mut optimizer = optim::build(config.optimizer, &grad_step.params, config.optimizer_settings(&grad_step.params));
     let splits = Splits::decode(&folders, config, reporter)?;
-    let strategy = strategy::for_mode(config, &model, &splits, (device, &ranks), reporter)?;
+    let strategy = strategy::for_mode(config, &model, &splits, (device, &ranks, 0), reporter)?;
     let before = snapshot(&model);
     for epoch in 0.. {
         reporter.line(&format!("lr-find: pass {epoch} over the train split"));

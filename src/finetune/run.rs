@@ -216,7 +216,7 @@ pub fn run(
     let splits = ranks.agree(Splits::decode(&folders, config, reporter), "to decode the images")?;
     let same_data = "images differ from rank 0's (classes, images or labels of a split)";
     ranks.check_same(&splits.fingerprint(), same_data)?;
-    let strategy = strategy::for_mode(config, &model, &splits, (device, ranks), reporter)?;
+    let strategy = strategy::for_mode(config, &model, &splits, (device, ranks, state.epochs.len()), reporter)?;
     let mut task = Finetune {
         config,
         model: &model,

@@ -170,20 +170,23 @@ pub trait Strategy {
 }
 
 /// The strategy of `config.mode` for a `model` that [`prepare_model`] has
-/// prepared (feature-extract mode computes its fixed val features here,
+/// prepared, training from `first_epoch` on (feature-extract mode, and a
+/// staged run still frozen then, computes its fixed val features here,
 /// shared out between `ranks`, with bars from `reporter`).
 pub fn for_mode(
     config: &FinetuneConfig,
     model: &Classifier,
     splits: &Splits,
-    (device, ranks): (Device, &Ranks),
+    (device, ranks, first_epoch): (Device, &Ranks, usize),
     reporter: &dyn Reporter,
 ) -> Result<Box<dyn Strategy>> {
+    let frozen = || FeatureExtract::new(config, model, splits, (device, ranks), reporter);
     Ok(match config.mode {
-        Mode::FeatureExtract => Box::new(FeatureExtract::new(config, model, splits, (device, ranks), reporter)?),
+        Mode::FeatureExtract => Box::new(frozen()?),
         Mode::Full => Box::new(Full),
         Mode::Staged => {
-            Box::new(Staged { frozen: FeatureExtract::new(config, model, splits, (device, ranks), reporter)? })
+            let frozen = config.stage(first_epoch).frozen.then(frozen).transpose()?;
+            Box::new(Staged { frozen })
         }
     })
 }
@@ -373,16 +376,18 @@ impl Strategy for Full {
 }
 
 pub struct Staged {
-    /// The frozen stage's strategy (its val features are the loaded backbone's).
-    frozen: FeatureExtract,
+    /// The frozen stage's strategy (its val features are the loaded
+    /// backbone's), where the run starts in that stage.
+    frozen: Option<FeatureExtract>,
 }
 
 impl Staged {
     /// The strategy of the stage `ctx`'s epoch is in.
     fn of_stage(&self, ctx: &EpochContext) -> &dyn Strategy {
-        match ctx.config.stage(ctx.epoch).frozen {
-            true => &self.frozen,
-            false => &Full,
+        match (&self.frozen, ctx.config.stage(ctx.epoch).frozen) {
+            (Some(frozen), true) => frozen,
+            (None, true) => unreachable!("a staged run that starts unfrozen never returns to its frozen stage"),
+            (_, false) => &Full,
         }
     }
 }

@@ -39,25 +39,10 @@ impl Config {
     }
 }
 
-/// The block (counted from 0 over all stages) that a parameter belongs to:
-/// a stage's block `features.{1,3,5,7}.B.…`, or the downsampling layer
-/// `features.{2,4,6}.…` before a stage, which goes with that stage's first
-/// block (as timm's layer-decay grouping does). `None` for the stem and what
-/// follows the blocks.
+/// The block (counted from 0 over all stages) that a parameter belongs to;
+/// `None` for the stem and what follows the blocks.
 pub fn block_of(config: Config, name: &str) -> Option<usize> {
-    let mut parts = name.strip_prefix("features.")?.split('.');
-    let layer: usize = parts.next()?.parse().ok()?;
-    if layer == 0 || layer > 7 {
-        return None;
-    }
-    let stage = (layer - 1) / 2;
-    let before: usize = config.depths[..stage].iter().sum();
-    if layer.is_multiple_of(2) {
-        // The downsampling layer before stage `stage + 1`.
-        return Some(before + config.depths[stage]);
-    }
-    let block: usize = parts.next()?.parse().ok()?;
-    Some(before + block)
+    super::staged_features_block(&config.depths, name)
 }
 
 fn layer_norm(p: nn::Path, dim: i64) -> nn::LayerNorm {

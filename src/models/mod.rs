@@ -312,6 +312,24 @@ pub fn arch_table(models_dir: &Path) -> String {
     lines.join("\n")
 }
 
+/// The block (counted from 0 over all stages) a parameter of a torchvision
+/// `features` sequence laid out stem, stage, downsampling, stage, … (ConvNeXt
+/// and Swin) belongs to: `features.{1,3,5,7}.B.…` is stage block B, and a
+/// downsampling layer `features.{2,4,6}.…` goes with the block after it (as
+/// timm's layer-decay grouping does). `None` for the stem and what follows.
+fn staged_features_block(depths: &[usize], name: &str) -> Option<usize> {
+    let mut parts = name.strip_prefix("features.")?.split('.');
+    let layer: usize = parts.next()?.parse().ok()?;
+    if layer == 0 || layer > 2 * depths.len() - 1 {
+        return None;
+    }
+    let before: usize = depths[..layer / 2].iter().sum();
+    match layer.is_multiple_of(2) {
+        true => Some(before),
+        false => Some(before + parts.next()?.parse::<usize>().ok()?),
+    }
+}
+
 /// `25557032` as `25,557,032`.
 fn thousands(n: i64) -> String {
     let digits = n.to_string();

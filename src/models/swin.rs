@@ -33,24 +33,11 @@ pub fn block_count() -> usize {
     DEPTHS.iter().sum()
 }
 
-/// The block (counted from 0 over all stages) a parameter belongs to:
-/// `features.S.B.…` for a block, and for a PatchMerging layer
-/// (`features.2`, `.4`, `.6`) the block that follows it, as timm's
-/// layer-decay grouping does; `None` for the patch embedding and the final
-/// norm.
+/// The block (counted from 0 over all stages) a parameter belongs to
+/// (a PatchMerging layer goes with the block after it); `None` for the
+/// patch embedding and the final norm.
 pub fn block_of(name: &str) -> Option<usize> {
-    let mut parts = name.strip_prefix("features.")?.split('.');
-    let layer: usize = parts.next()?.parse().ok()?;
-    if layer == 0 {
-        return None;
-    }
-    let stage = layer / 2; // features.1 → 0, features.2 (merging) → 1, features.3 → 1, …
-    let before: usize = DEPTHS.get(..stage)?.iter().sum();
-    if layer.is_multiple_of(2) {
-        Some(before)
-    } else {
-        Some(before + parts.next()?.parse::<usize>().ok()?)
-    }
+    super::staged_features_block(&DEPTHS, name)
 }
 
 /// For every pair of positions in a `window`² window (row-major), the row of

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod gradcheck;
+pub mod torchvision_parity;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
