@@ -54,6 +54,7 @@ const DATA_FILES: &[&str] = &[
 
 /// The test suites (`tests/NAME.rs`) that need them.
 const DATA_SUITES: &[&str] = &[
+    "audit",
     "bad_input",
     "bf16",
     "caption_cli",

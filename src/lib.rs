@@ -5,7 +5,8 @@
 //! ```text
 //! image files ─► data::image_folder (classes, files; non-images reported; val folder or held-out split),
 //!                or data::labels_file (a CSV/TSV of paths and labels, single- or multi-label; bad rows by line)
-//!             ─► data::loader (decode once within a memory budget, augment per epoch, batch, in parallel)
+//!             ─► data::loader (decode once within a memory budget, augment per epoch, batch, in parallel;
+//!                the epoch's samples drawn by data::sampler: shuffled, or class-balanced)
 //!             ─► data::transforms (torchvision's crops/resizes, normalization)
 //!                  └ data::augment (presets, color jitter, erasing, MixUp/CutMix: draws, then pixel ops)
 //!             ─► models (backbone built by name, new linear head)
@@ -14,12 +15,14 @@
 //!             ─► finetune::run (the tutorial's epochs as a task, configured by finetune::options → config)
 //!                  ├ finetune::strategy (what feature-extract and full mode train)
 //!                  ├ finetune::checkpoint (best model, state files) / finetune::summary (summary.json)
+//!                  ├ finetune::monitor (the val score that picks the best epoch) / finetune::class_weights
 //!                  ├ finetune::multi_label (mAP, F1, exact match of sigmoid outputs, as scikit-learn's)
 //!                  └ train::engine (the one training loop of every tool: epochs, the keep rule,
 //!                    early stop, Ctrl-C, resumable state)
-//!                       └ train::step (forward, loss, grad::Backprop → gradients as values,
+//!                       └ train::step (forward, train::loss, grad::Backprop → gradients as values,
 //!                         train::amp unscales, train::optim applies at train::schedule's rate)
-//!             ─► metrics (metrics.csv) / report (plots, TensorBoard events; the reporter: lines, bars)
+//!             ─► metrics (metrics.csv; metrics::confusion: macro-F1, balanced accuracy)
+//!                / report (plots, TensorBoard events; the reporter: lines, bars)
 //! ```
 //!
 //! CPU speed code lives behind one seam, [`accel`]: Winograd weight
@@ -41,11 +44,18 @@
 //! agreed Ctrl-C and failures), and `cli::data_parallel` starts local ranks
 //! or joins the launcher's. Rank 0 alone writes the run's files.
 //!
-//! A saved model is used again through `finetune::predict` (probabilities
+//! A data set is checked before training by `finetune::audit` (counts per
+//! class and split, files that do not decode, exact and near duplicates and
+//! the train/val leakage among them), through the same decode path and
+//! frozen pass. A saved model is used again through `finetune::predict` (probabilities
 //! for image files, evaluation of a split with a confusion matrix). Many
 //! runs at once are a [`sweep`]: a grid of options run as processes of one
 //! tool (`finetune`, `mnist mlp|cnn`, `caption train`) over the GPUs or CPU,
-//! or as a Slurm array, summed up in one report.
+//! or as a Slurm array, summed up in one report. Runs may validate on one
+//! fold of a stratified K-fold split (`data::folds`); each writes its
+//! outcome on every val image, so the report pairs configurations scored on
+//! the same images and tests their difference ([`stats`]: McNemar's exact
+//! test, a paired bootstrap interval).
 //!
 //! Every run writes into a [`run_dir`]: the one owner of the run files'
 //! names, the overwrite rule (a folder holding a run is refused without
@@ -109,5 +119,6 @@ pub mod persist;
 pub mod report;
 pub mod reporter;
 pub mod run_dir;
+pub mod stats;
 pub mod sweep;
 pub mod train;

@@ -1,6 +1,9 @@
 //! Per-epoch loss and accuracy rows, best-epoch tracking, and the file that
 //! records them (`metrics.csv`). Training fills them, reports draw them;
-//! [`mean_std`] sums up one metric over several runs.
+//! [`mean_std`] sums up one metric over several runs; [`confusion`] scores
+//! predictions (macro-F1, balanced accuracy) from a confusion matrix.
+
+pub mod confusion;
 
 use crate::persist::write_atomically;
 use anyhow::Result;
@@ -20,6 +23,12 @@ pub struct EpochRow {
     /// The learning rate of the epoch.
     #[serde(default)]
     pub lr: f64,
+    /// Macro-F1 and balanced accuracy of the phase's predictions (val
+    /// phases; none for train phases and rows saved before them).
+    #[serde(default)]
+    pub macro_f1: Option<f64>,
+    #[serde(default)]
+    pub balanced_acc: Option<f64>,
 }
 
 /// Running sums over one phase of one epoch.
@@ -70,11 +79,13 @@ impl History {
     }
 
     pub fn write_csv(&self, path: &Path) -> Result<()> {
-        let mut text = String::from("epoch,phase,loss,acc,lr,seconds,data_wait_seconds\n");
+        let mut text = String::from("epoch,phase,loss,acc,lr,seconds,data_wait_seconds,macro_f1,balanced_acc\n");
+        let cell = |value: Option<f64>| value.map_or(String::new(), |v| format!("{v:.6}"));
         for r in &self.rows {
             let (epoch, phase, loss, acc, lr, seconds, wait) =
                 (r.epoch, &r.phase, r.loss, r.acc, r.lr, r.seconds, r.data_wait_seconds);
-            text += &format!("{epoch},{phase},{loss:.6},{acc:.6},{lr:e},{seconds:.3},{wait:.3}\n");
+            let (f1, balanced) = (cell(r.macro_f1), cell(r.balanced_acc));
+            text += &format!("{epoch},{phase},{loss:.6},{acc:.6},{lr:e},{seconds:.3},{wait:.3},{f1},{balanced}\n");
         }
         write_atomically(path, text.as_bytes())
     }
@@ -113,6 +124,8 @@ mod tests {
                 seconds: 1.0,
                 data_wait_seconds: 0.0,
                 lr: 0.001,
+                macro_f1: None,
+                balanced_acc: None,
             });
         }
         assert_eq!(h.best_val().unwrap().epoch, 1);

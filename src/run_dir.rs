@@ -38,6 +38,8 @@ pub const METRICS_FILE: &str = "metrics.csv";
 pub const MULTILABEL_METRICS_FILE: &str = "multilabel_metrics.csv";
 /// A multi-label `finetune` run's per-image val probabilities of the kept epoch.
 pub const VAL_SCORES_FILE: &str = "val_scores.csv";
+/// `finetune`'s outcome on each val image at the kept epoch.
+pub const VAL_PREDICTIONS_FILE: &str = "val_predictions.csv";
 /// The run's output (stdout and stderr), as its launcher keeps it.
 pub const LOG_FILE: &str = "log.txt";
 /// The claim on the folder while a launcher runs it.
@@ -54,6 +56,7 @@ const TOOL_FILES: &[&str] = &[
     "loss.png",
     "accuracy.png",
     "val_predictions.png",
+    VAL_PREDICTIONS_FILE,
     // mnist
     "results.md",
     "results.csv",

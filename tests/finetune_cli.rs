@@ -18,7 +18,7 @@ fn stderr(output: &Output) -> String {
 fn metrics(out: &Path) -> Vec<(String, f64, f64)> {
     let text = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     let mut lines = text.lines();
-    assert_eq!(lines.next(), Some("epoch,phase,loss,acc,lr,seconds,data_wait_seconds"));
+    assert_eq!(lines.next(), Some("epoch,phase,loss,acc,lr,seconds,data_wait_seconds,macro_f1,balanced_acc"));
     lines
         .map(|l| {
             let cells: Vec<&str> = l.split(',').collect();
@@ -176,6 +176,17 @@ fn feature_extract_on_real_data_then_eval_and_predict_agree() {
     assert_eq!(confusion_total, 153);
     let (w, h) = png_size(&out.path().join("confusion_matrix.png"));
     assert!(w > 200 && w == h);
+    // eval's outcome on each image is the run's at its kept epoch, image by image.
+    let read = |name: &str| tchlab::finetune::outcomes::read(&out.path().join(name)).unwrap();
+    let (kept, evaluated) = (read("val_predictions.csv"), read("predictions.csv"));
+    assert_eq!(kept.len(), 153);
+    for (kept, evaluated) in kept.iter().zip(&evaluated) {
+        assert_eq!(
+            (&kept.path, &kept.label, &kept.predicted),
+            (&evaluated.path, &evaluated.label, &evaluated.predicted)
+        );
+        assert!((kept.probability - evaluated.probability).abs() < 1e-4, "{kept:?} against {evaluated:?}");
+    }
 
     // predict on the same folder agrees with eval.
     let output =

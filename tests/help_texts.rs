@@ -19,6 +19,10 @@ fn every_tool_describes_every_option_and_shows_its_default() {
         assert!(find("--early-stop").contains("[default: never"), "{options:?}");
         assert_help_describes_options(with(finetune(), &["predict", flag]), &["--checkpoint"]);
         assert_help_describes_options(with(finetune(), &["eval", flag]), &["--checkpoint", "--data"]);
+        assert_help_describes_options(
+            with(finetune(), &["audit", flag]),
+            &["--phash-distance", "--feature-similarity"],
+        );
         assert_help_describes_options(with(caption(), &["train", flag]), &[]);
         assert_help_describes_options(with(caption(), &["sample", flag]), &["--checkpoint"]);
         assert_help_describes_options(with(caption(), &["scenes", flag]), &[]);

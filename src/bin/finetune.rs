@@ -1,7 +1,8 @@
 //! `finetune`: transfer learning on an image folder, and using the result
 //! (`finetune predict`, `finetune eval`); many runs from a sweep file
-//! (`finetune sweep`) and one table of them (`finetune report`). Parses
-//! arguments, calls the library, reports.
+//! (`finetune sweep`) and one table of them (`finetune report`); a data
+//! set checked before training (`finetune audit`). Parses arguments, calls
+//! the library, reports.
 
 use anyhow::{bail, Result};
 use clap::parser::ValueSource;
@@ -18,7 +19,7 @@ use tchlab::finetune::predict::{
 use tchlab::finetune::run::{self, Start};
 use tchlab::interrupt::Interrupt;
 use tchlab::report::{plots, Reporter, Silent, Terminal};
-use tchlab::run_dir::BEST_MODEL_FILE;
+use tchlab::run_dir::{BEST_MODEL_FILE, VAL_PREDICTIONS_FILE};
 use tchlab::sweep::rank::PointRank;
 use tchlab::sweep::report::Report;
 use tchlab::sweep::runner::Plan;
@@ -33,7 +34,7 @@ use tchlab::train::lr_range::RangeTest;
     long_about = None,
     args_conflicts_with_subcommands = true,
     allow_negative_numbers = true,
-    after_help = "Examples:\n  finetune --mode feature-extract --arch efficientnet-lite0\n  finetune --list-archs\n  finetune --mode full --arch resnet18 --epochs 25 --out runs/r18-full\n  finetune --config run.toml --lr 0.01\n  finetune --resume runs/r18-full --epochs 30\n  finetune predict --checkpoint runs/r18-full photo.jpg\n  finetune eval --checkpoint runs/r18-full --data data/hymenoptera_data\n  finetune --labels photos.csv --label-delim ';' --out runs/tags   (multi-label)\n  finetune export --checkpoint runs/r18-full\n  finetune sweep examples/sweep.toml --jobs 2\n  finetune report runs/sweep"
+    after_help = "Examples:\n  finetune --mode feature-extract --arch efficientnet-lite0\n  finetune --list-archs\n  finetune --mode full --arch resnet18 --epochs 25 --out runs/r18-full\n  finetune --config run.toml --lr 0.01\n  finetune --cache-features --folds 5 --fold 0 --out runs/fold0      (fold 0 of 5 validates)\n  finetune --resume runs/r18-full --epochs 30\n  finetune predict --checkpoint runs/r18-full photo.jpg\n  finetune eval --checkpoint runs/r18-full --data data/hymenoptera_data\n  finetune --labels photos.csv --label-delim ';' --out runs/tags   (multi-label)\n  finetune export --checkpoint runs/r18-full\n  finetune sweep examples/sweep.toml --jobs 2\n  finetune sweep examples/kfold.toml --jobs 2                      (5 folds × 2 rates)\n  finetune report runs/sweep\n  finetune audit data/hymenoptera_data"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -53,11 +54,30 @@ enum Command {
     /// Many runs from a sweep file (finetune, mnist mlp|cnn or caption train): on this machine's GPUs or CPU, or as a Slurm array job.
     #[command(after_help = SWEEP_EXAMPLES)]
     Sweep(SweepArgs),
-    /// One table of the runs under folders: results.md, results.csv, results.png.
+    /// One table of the runs under folders (mean ± std over seeds and folds), with paired tests between configurations scored on the same images: results.md, results.csv, results.png.
     Report(ReportArgs),
     /// The learning-rate range test on a recipe (fastai's lr_find): rates growing exponentially over a few hundred updates of the train phase, lr_find.png and lr_find.json in --out, the suggested rates printed; the model is left as it was.
     #[command(name = "lr-find", after_help = LR_FIND_EXAMPLES)]
     LrFind(Box<LrFindArgs>),
+    /// What is wrong with a data set before training on it: images per class and split (imbalance flagged), the class weights of --class-weights auto, files that do not decode, exact duplicates (same bytes) and near duplicates (perceptual hash or backbone features) within and across splits, the cross-split ones listed as leakage; audit.json and audit.png in --out.
+    #[command(after_help = AUDIT_EXAMPLES)]
+    Audit(Box<AuditArgs>),
+}
+
+const AUDIT_EXAMPLES: &str = "Examples:
+  finetune audit data/hymenoptera_data
+  finetune audit data/my_photos --val-split 0.2 --seed 0      (only train/: the split training would hold out)
+  finetune audit data/hymenoptera_data --phash-distance 12 --feature-similarity 0.85 --out runs/audit-loose
+  finetune audit data/hymenoptera_data --no-features          (hashes only: no weights, seconds)";
+
+#[derive(Args)]
+struct AuditArgs {
+    #[command(flatten)]
+    options: tchlab::finetune::audit::AuditOptions,
+    #[command(flatten)]
+    device: DeviceArg,
+    #[command(flatten)]
+    threads: tchlab::cli::ThreadsArg,
 }
 
 const LR_FIND_EXAMPLES: &str = "Examples:
@@ -247,7 +267,7 @@ struct EvalArgs {
     #[arg(
         long,
         value_name = "DIR",
-        help = "Where to write confusion_matrix.png and evaluation.json (a multi-label model: evaluation.json and scores.csv) [default: eval-<split> beside the model]"
+        help = "Where to write confusion_matrix.png, evaluation.json and predictions.csv (each image's outcome; a multi-label model: evaluation.json and scores.csv) [default: eval-<split> beside the model]"
     )]
     out: Option<PathBuf>,
     /// Print the evaluation as JSON instead of tables.
@@ -259,6 +279,9 @@ struct EvalArgs {
     threads: tchlab::cli::ThreadsArg,
 }
 
+/// `finetune eval`'s outcome on each image, as a run's val_predictions.csv.
+const EVAL_PREDICTIONS_FILE: &str = "predictions.csv";
+
 fn main() {
     tchlab::cli::run_main(|| {
         let matches = tchlab::cli::matches::<Cli>();
@@ -269,6 +292,7 @@ fn main() {
             Some(Command::Export(args)) => export(args),
             Some(Command::Sweep(args)) => sweep(args),
             Some(Command::Report(args)) => report(&args.dirs, args.out.as_ref().unwrap_or(&args.dirs[0])),
+            Some(Command::Audit(args)) => audit(*args),
             Some(Command::LrFind(args)) => {
                 let sub = matches.subcommand_matches("lr-find").expect("the lr-find subcommand");
                 lr_find(*args, given_options(sub))
@@ -378,8 +402,8 @@ fn train(args: TrainArgs, given: BTreeSet<String>) -> Result<()> {
         return Ok(());
     }
     let per_image = match config.multi_label() {
-        true => "multilabel_metrics.csv, val_scores.csv",
-        false => "val_predictions.png",
+        true => "multilabel_metrics.csv, val_scores.csv".to_owned(),
+        false => format!("val_predictions.png, {VAL_PREDICTIONS_FILE}"),
     };
     tchlab::say!(
         "results in {}: metrics.csv, summary.json, {BEST_MODEL_FILE}, loss.png, accuracy.png, {per_image}, TensorBoard events (tensorboard --logdir {})",
@@ -437,6 +461,15 @@ fn predict(args: PredictArgs) -> Result<()> {
             predictions.len()
         );
     }
+    Ok(())
+}
+
+fn audit(args: AuditArgs) -> Result<()> {
+    args.threads.apply();
+    let device = args.device.select()?;
+    Banner { tool: "finetune audit", device, seed: None, out: args.options.out.as_deref() }.print();
+    let written = tchlab::finetune::audit::audit(&args.options, device, &Terminal)?;
+    tchlab::say!("wrote {} and {}", written.json.display(), written.figure.display());
     Ok(())
 }
 
@@ -511,27 +544,36 @@ fn eval(args: EvalArgs) -> Result<()> {
     plots::confusion_matrix(&evaluation.confusion, &trained.classes, &out.join("confusion_matrix.png"))?;
     let json = serde_json::to_string_pretty(&evaluation)?;
     tchlab::persist::write_atomically(&out.join("evaluation.json"), json.as_bytes())?;
+    let outcomes_csv = tchlab::finetune::outcomes::csv(&evaluation.outcomes);
+    tchlab::persist::write_atomically(&out.join(EVAL_PREDICTIONS_FILE), outcomes_csv.as_bytes())?;
     if args.json {
         tchlab::say!("{json}");
         return Ok(());
     }
     tchlab::say!(
-        "{}: {} images, accuracy {:.4}, loss {:.4}",
+        "{}: {} images, accuracy {:.4}, macro-F1 {:.4}, balanced accuracy {:.4}, loss {:.4}",
         folder.root.display(),
         evaluation.images,
         evaluation.accuracy,
+        evaluation.macro_f1,
+        evaluation.balanced_accuracy,
         evaluation.loss
     );
-    tchlab::say!("{:<16} {:>9} {:>9} {:>8}", "class", "precision", "recall", "support");
+    tchlab::say!("{:<16} {:>9} {:>9} {:>9} {:>8}", "class", "precision", "recall", "f1", "support");
     for c in &evaluation.per_class {
-        tchlab::say!("{:<16} {:>9.4} {:>9.4} {:>8}", c.class, c.precision, c.recall, c.support);
+        tchlab::say!("{:<16} {:>9.4} {:>9.4} {:>9.4} {:>8}", c.class, c.precision, c.recall, c.f1, c.support);
     }
     tchlab::say!("confusion matrix (rows: true, columns: predicted):");
     for (class, row) in trained.classes.iter().zip(&evaluation.confusion) {
         let cells: Vec<String> = row.iter().map(|v| format!("{v:>6}")).collect();
         tchlab::say!("{:<16}{}", class, cells.join(""));
     }
-    tchlab::say!("wrote {} and {}", out.join("confusion_matrix.png").display(), out.join("evaluation.json").display());
+    tchlab::say!(
+        "wrote {}, {} and {}",
+        out.join("confusion_matrix.png").display(),
+        out.join("evaluation.json").display(),
+        out.join(EVAL_PREDICTIONS_FILE).display()
+    );
     Ok(())
 }
 

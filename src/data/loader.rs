@@ -8,10 +8,10 @@ use super::augment::draw::{SampleDraw, Spaces};
 use super::augment::AugmentRecipe;
 use super::decode::{decode_rgb_bytes, read_and_decode};
 use super::image_folder::ImageFolder;
+use super::sampler::Sampler;
 use super::transforms::{draw_augmentation, train_pixels, train_transform, val_transform_sized, Augmentation, Sizing};
 use anyhow::{bail, Result};
 use image::RgbImage;
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -89,6 +89,8 @@ pub struct DecodedSplit {
     pub augment: AugmentRecipe,
     /// The [0, 1] value of each channel that normalizes to 0 (random erasing's fill).
     pub erase_fill: [f32; 3],
+    /// Which samples an epoch visits (`--sampler`).
+    pub sampler: Sampler,
 }
 
 impl DecodedSplit {
@@ -112,6 +114,7 @@ impl DecodedSplit {
             sizing: Sizing::TUTORIAL,
             augment: AugmentRecipe::TUTORIAL,
             erase_fill: [0.0; 3],
+            sampler: Sampler::Shuffle,
         };
         for round in folder.samples.chunks(DECODE_ROUND) {
             let results: Vec<_> = round
@@ -196,10 +199,14 @@ impl DecodedSplit {
     /// The whole split through the validation transform, `[N, 3, 224, 224]`
     /// in [0, 1] (before normalization).
     pub fn val_tensor(&self) -> Tensor {
-        let transformed: Vec<Tensor> = (0..self.len())
-            .into_par_iter()
-            .map(|i| val_transform_sized(&image_tensor(&self.rgb(i)), &self.sizing))
-            .collect();
+        self.val_tensor_of(&(0..self.len()).collect::<Vec<_>>())
+    }
+
+    /// Images `rows` (in that order) through the validation transform, as
+    /// [`DecodedSplit::val_tensor`].
+    pub fn val_tensor_of(&self, rows: &[usize]) -> Tensor {
+        let transformed: Vec<Tensor> =
+            rows.par_iter().map(|&i| val_transform_sized(&image_tensor(&self.rgb(i)), &self.sizing)).collect();
         Tensor::stack(&transformed, 0)
     }
 
@@ -242,9 +249,10 @@ pub fn rank_share(len: usize, rank: usize, world: usize) -> Vec<usize> {
     (0..per_rank).map(|i| (i * world + rank) % len.max(1)).collect()
 }
 
-/// One epoch's plan for the training split: the sample order and each
-/// sample's augmentation, all drawn from an RNG seeded by (seed, epoch), so
-/// that any epoch can be replayed exactly, e.g. after a resume.
+/// One epoch's plan for the training split: the samples in order (by the
+/// split's [`Sampler`]) and each one's augmentation, all drawn from an RNG
+/// seeded by (seed, epoch), so that any epoch can be replayed exactly, e.g.
+/// after a resume.
 pub struct EpochPlan {
     pub order: Vec<usize>,
     pub augmentations: Vec<Augmentation>,
@@ -256,8 +264,7 @@ pub struct EpochPlan {
 impl EpochPlan {
     pub fn draw(split: &DecodedSplit, seed: u64, epoch: usize) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
-        let mut order: Vec<usize> = (0..split.len()).collect();
-        order.shuffle(&mut rng);
+        let order = split.sampler.order(&split.labels, &mut rng);
         let size = split.sizing.size;
         let spaces = (!split.augment.is_tutorial()).then(|| Spaces::new(&split.augment, size));
         let (mut augmentations, mut extras) = (Vec::new(), Vec::new());

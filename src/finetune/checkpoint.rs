@@ -29,6 +29,8 @@ pub const TRAIN_SECONDS: &str = "train_seconds";
 pub const DATA_WAIT_SECONDS: &str = "data_wait_seconds";
 pub const VAL_LOSS: &str = "val_loss";
 pub const VAL_ACC: &str = "val_acc";
+pub const VAL_MACRO_F1: &str = "val_macro_f1";
+pub const VAL_BALANCED_ACC: &str = "val_balanced_acc";
 pub const VAL_SECONDS: &str = "val_seconds";
 /// The phase of `metrics.csv`'s rows of the moving average's evaluation.
 pub const VAL_EMA_PHASE: &str = "val_ema";
@@ -70,13 +72,22 @@ pub fn history_of(records: &[EpochRecord]) -> History {
             seconds,
             data_wait_seconds,
             lr: r.lr,
+            macro_f1: None,
+            balanced_acc: None,
+        };
+        // The class-balanced scores of `from`'s val predictions, where recorded.
+        let with_balanced = |row: EpochRow, from: KeptFrom| EpochRow {
+            macro_f1: r.scores.get(&from.score_name(VAL_MACRO_F1)).copied(),
+            balanced_acc: r.scores.get(&from.score_name(VAL_BALANCED_ACC)).copied(),
+            ..row
         };
         let data_wait = r.score(DATA_WAIT_SECONDS);
         history.push(row("train", r.train_loss, r.score(TRAIN_ACC), r.score(TRAIN_SECONDS), data_wait));
-        history.push(row("val", r.score(VAL_LOSS), r.score(VAL_ACC), r.score(VAL_SECONDS), 0.0));
+        let val = row("val", r.score(VAL_LOSS), r.score(VAL_ACC), r.score(VAL_SECONDS), 0.0);
+        history.push(with_balanced(val, KeptFrom::Model));
         let ema = |name| KeptFrom::Ema.score_name(name);
         if let Some(&acc) = r.scores.get(&ema(VAL_ACC)) {
-            history.push(row(VAL_EMA_PHASE, r.score(&ema(VAL_LOSS)), acc, 0.0, 0.0));
+            history.push(with_balanced(row(VAL_EMA_PHASE, r.score(&ema(VAL_LOSS)), acc, 0.0, 0.0), KeptFrom::Ema));
         }
     }
     history
@@ -88,19 +99,18 @@ fn records_of(history: &History) -> Vec<EpochRecord> {
     train
         .iter()
         .zip(val)
-        .map(|(t, v)| EpochRecord {
-            epoch: t.epoch,
-            train_loss: t.loss,
-            lr: t.lr,
-            seconds: t.seconds + v.seconds,
-            scores: Scores::from([
+        .map(|(t, v)| {
+            let mut scores = Scores::from([
                 (TRAIN_ACC.to_owned(), t.acc),
                 (TRAIN_SECONDS.to_owned(), t.seconds),
                 (DATA_WAIT_SECONDS.to_owned(), t.data_wait_seconds),
                 (VAL_LOSS.to_owned(), v.loss),
                 (VAL_ACC.to_owned(), v.acc),
                 (VAL_SECONDS.to_owned(), v.seconds),
-            ]),
+            ]);
+            let balanced = [(VAL_MACRO_F1, v.macro_f1), (VAL_BALANCED_ACC, v.balanced_acc)];
+            scores.extend(balanced.into_iter().filter_map(|(name, value)| Some((name.to_owned(), value?))));
+            EpochRecord { epoch: t.epoch, train_loss: t.loss, lr: t.lr, seconds: t.seconds + v.seconds, scores }
         })
         .collect()
 }
@@ -151,6 +161,8 @@ mod tests {
                 (DATA_WAIT_SECONDS.to_owned(), 0.25),
                 (VAL_LOSS.to_owned(), 0.4),
                 (VAL_ACC.to_owned(), val_acc),
+                (VAL_MACRO_F1.to_owned(), val_acc - 0.1),
+                (VAL_BALANCED_ACC.to_owned(), val_acc - 0.05),
                 (VAL_SECONDS.to_owned(), 1.0),
             ]),
         }
@@ -162,6 +174,7 @@ mod tests {
         let history = history_of(&records);
         assert_eq!(history.rows.len(), 4);
         assert_eq!((history.rows[1].phase.as_str(), history.rows[1].acc), ("val", 0.8));
+        assert_eq!((history.rows[1].macro_f1, history.rows[0].macro_f1), (Some(0.8 - 0.1), None));
         assert_eq!(history.best_val().map(|r| r.epoch), Some(1));
         assert_eq!(records_of(&history), records);
     }

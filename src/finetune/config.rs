@@ -6,11 +6,15 @@
 //! `--resume` replays it; [`FinetuneConfig::resume`] decides which options
 //! may change then.
 
-pub use super::options::{Mode, OptimizerKind, Precision, Preset, SchedulerKind, TrainOptions, DEFAULT_THRESHOLD};
+pub use super::options::{
+    ClassWeighting, FoldsOver, Mode, Monitor, OptimizerKind, Precision, Preset, Sampler, SchedulerKind, TrainOptions,
+    DEFAULT_THRESHOLD,
+};
 use crate::choice_names::Named;
 use crate::cli::options_file::BadValue;
 use crate::data::augment::mix::MixRecipe;
 use crate::data::augment::AugmentRecipe;
+use crate::data::folds::KFold;
 use crate::data::transforms::Sizing;
 use crate::models::Arch;
 use crate::report::{Reporter, Silent};
@@ -47,6 +51,17 @@ pub struct FinetuneConfig {
     /// Multi-label runs: a label is predicted above this probability.
     #[serde(default)]
     pub threshold: Option<f64>,
+    /// K-fold cross-validation: the number of folds, the one that
+    /// validates, the seed that deals them and the images dealt (none of
+    /// them saved by runs before `--folds`).
+    #[serde(default)]
+    pub folds: Option<usize>,
+    #[serde(default)]
+    pub fold: Option<usize>,
+    #[serde(default)]
+    pub fold_seed: u64,
+    #[serde(default)]
+    pub folds_over: FoldsOver,
     /// The pretrained weights, absolute; none for random init.
     pub weights: Option<PathBuf>,
     pub epochs: usize,
@@ -74,6 +89,11 @@ pub struct FinetuneConfig {
     pub warmup_epochs: usize,
     #[serde(default)]
     pub label_smoothing: f64,
+    /// The training loss's per-class weights (`auto`, or a file, absolute), when weighted.
+    #[serde(default)]
+    pub class_weights: Option<ClassWeighting>,
+    #[serde(default)]
+    pub sampler: Sampler,
     /// Batches whose gradients each optimizer step sums (1 before `--accumulate`).
     #[serde(default = "one")]
     pub accumulate: usize,
@@ -82,6 +102,9 @@ pub struct FinetuneConfig {
     /// The decay of the weights' moving average, when one is kept.
     #[serde(default)]
     pub ema: Option<f64>,
+    /// The val score that picks the best epoch and that early stopping watches.
+    #[serde(default)]
+    pub monitor: Monitor,
     #[serde(default)]
     pub early_stop: Option<usize>,
     #[serde(default = "default_image_size")]
@@ -110,6 +133,10 @@ pub struct FinetuneConfig {
     pub cache_features: bool,
     #[serde(default = "default_cache_mb")]
     pub cache_mb: u64,
+    /// The frozen features' on-disk cache, absolute (how the run is carried
+    /// out: it changes no result).
+    #[serde(default)]
+    pub feature_cache: Option<PathBuf>,
     pub strict: bool,
     #[serde(default)]
     pub amp: bool,
@@ -251,6 +278,15 @@ impl FinetuneConfig {
         self.label_delim.is_some()
     }
 
+    /// The val score that picks the best epoch: `--monitor`, whose default
+    /// (val accuracy) is val mAP for a multi-label run.
+    pub fn monitor(&self) -> Monitor {
+        match (self.multi_label(), self.monitor) {
+            (true, Monitor::ValAcc) => Monitor::ValMap,
+            (_, monitor) => monitor,
+        }
+    }
+
     /// The probability above which a multi-label run predicts a label.
     pub fn label_threshold(&self) -> f64 {
         self.threshold.unwrap_or(DEFAULT_THRESHOLD)
@@ -307,6 +343,10 @@ impl FinetuneConfig {
             labels,
             label_delim: options.label_delim,
             threshold: options.label_delim.map(|_| options.threshold),
+            folds: options.folds,
+            fold: options.fold,
+            fold_seed: options.fold_seed,
+            folds_over: options.folds_over,
             weights,
             epochs: options.epochs,
             batch_size: options.batch_size,
@@ -323,9 +363,12 @@ impl FinetuneConfig {
             gamma: options.gamma,
             warmup_epochs: options.warmup_epochs,
             label_smoothing: options.label_smoothing,
+            class_weights: class_weights_file(options.class_weights.as_ref())?,
+            sampler: options.sampler,
             accumulate: options.accumulate,
             clip_grad_norm: options.clip_grad_norm,
             ema: options.ema,
+            monitor: options.monitor,
             early_stop: options.early_stop,
             image_size: options.image_size.unwrap_or(options.arch.preprocessing().crop),
             augment: options.augment,
@@ -341,6 +384,7 @@ impl FinetuneConfig {
             threads: options.threads,
             cache_features: options.cache_features,
             cache_mb: options.cache_mb,
+            feature_cache: options.feature_cache.as_deref().map(absolute).transpose()?,
             strict: options.strict,
             amp: options.amp,
             precision: options.precision,
@@ -397,6 +441,12 @@ impl FinetuneConfig {
         if given.contains("cache_mb") {
             config.cache_mb = options.cache_mb;
         }
+        if given.contains("feature_cache") {
+            if config.mode == Mode::Full && options.feature_cache.is_some() {
+                bail!("--feature-cache keeps a frozen backbone's features: this run trains every weight (--mode full)");
+            }
+            config.feature_cache = options.feature_cache.as_deref().map(absolute).transpose()?;
+        }
         config.force = options.force;
         config.out = absolute(out)?;
         Ok(config)
@@ -414,12 +464,25 @@ impl FinetuneConfig {
 
     /// The validation folder, or how it is split off.
     pub fn val_description(&self) -> String {
-        match (&self.labels, self.val_split) {
-            (None, Some(fraction)) => format!("{:.0} % of train/ held out", fraction * 100.0),
-            (None, None) => format!("{}/", self.val_dir),
-            (Some(_), Some(fraction)) => format!("{:.0} % of the train rows held out", fraction * 100.0),
-            (Some(_), None) => "the val rows".into(),
+        match (&self.labels, self.val_split, self.kfold()) {
+            (None, Some(fraction), _) => format!("{:.0} % of train/ held out", fraction * 100.0),
+            (Some(_), Some(fraction), _) => format!("{:.0} % of the train rows held out", fraction * 100.0),
+            (_, None, Some(kfold)) => {
+                let over = match self.folds_over {
+                    FoldsOver::TrainAndVal => format!("train/ and {}/", self.val_dir),
+                    FoldsOver::Train => "train/".to_owned(),
+                };
+                format!("fold {} of {} over {over}, fold seed {}", kfold.fold, kfold.folds, kfold.seed)
+            }
+            (None, None, None) => format!("{}/", self.val_dir),
+            (Some(_), None, None) => "the val rows".into(),
         }
+    }
+
+    /// The K-fold cross-validation of the run, when it has one.
+    pub fn kfold(&self) -> Option<KFold> {
+        let (folds, fold) = self.folds.zip(self.fold)?;
+        Some(KFold { folds, fold, seed: self.fold_seed })
     }
 
     /// One line naming the recipe, printed at start.
@@ -463,6 +526,12 @@ impl FinetuneConfig {
         if self.label_smoothing > 0.0 {
             extras.push(format!("label smoothing {}", self.label_smoothing));
         }
+        if let Some(weighting) = &self.class_weights {
+            extras.push(format!("class weights {weighting}"));
+        }
+        if self.sampler == Sampler::Balanced {
+            extras.push("class-balanced sampler".into());
+        }
         if self.accumulate > 1 {
             extras.push(format!("gradients of {} batches per step", self.accumulate));
         }
@@ -471,6 +540,9 @@ impl FinetuneConfig {
         }
         if let Some(decay) = self.ema {
             extras.push(format!("EMA of the weights (decay {decay})"));
+        }
+        if self.monitor != Monitor::ValAcc {
+            extras.push(format!("best epoch by {}", self.monitor().name()));
         }
         if let Some(patience) = self.early_stop {
             extras.push(format!("early stop after {patience} epoch(s) without improvement"));
@@ -581,6 +653,22 @@ fn validate_labels(o: &TrainOptions) -> Result<()> {
     }
     if o.label_delim.is_some() && o.label_smoothing > 0.0 {
         bail!("--label-smoothing {}: smooths cross-entropy's one-hot targets; multi-label runs train binary cross-entropy", o.label_smoothing);
+    }
+    if o.label_delim.is_some() && o.class_weights.is_some() {
+        bail!("--class-weights: weighs cross-entropy's classes; multi-label runs train binary cross-entropy");
+    }
+    if o.label_delim.is_some() && o.sampler != Sampler::default() {
+        bail!("--sampler {}: balances single labels; a multi-label image has several", o.sampler.name());
+    }
+    match (o.label_delim.is_some(), o.monitor) {
+        (true, Monitor::ValBalancedAcc) => {
+            bail!("--monitor val_balanced_acc: multi-label runs measure val_map, val_macro_f1, val_acc (exact match) and val_loss")
+        }
+        (false, Monitor::ValMap) => bail!("--monitor val_map: only multi-label runs (--label-delim) measure mAP"),
+        _ => {}
+    }
+    if o.labels.is_some() && o.folds.is_some() {
+        bail!("--folds: deals the folder layout's images; with --labels give the split column (or --val-split)");
     }
     Ok(())
 }
@@ -700,6 +788,7 @@ fn validate(o: &TrainOptions) -> Result<()> {
             bail!("--val-split {fraction}: must be a fraction between 0 and 1 (e.g. 0.2)");
         }
     }
+    validate_folds(o)?;
     if o.val_dir.is_empty() || o.val_dir.contains(['/', '\\']) || o.val_dir == ".." || o.val_dir == "." {
         bail!("--val-dir {:?}: must be the name of a folder inside --data", o.val_dir);
     }
@@ -709,6 +798,30 @@ fn validate(o: &TrainOptions) -> Result<()> {
     if o.cache_features && o.mode == Mode::Full {
         bail!("--cache-features needs --mode feature-extract or staged (in full mode the features change every step)");
     }
+    if o.feature_cache.is_some() && o.mode == Mode::Full {
+        bail!("--feature-cache keeps a frozen backbone's features: it needs --mode feature-extract or staged");
+    }
+    Ok(())
+}
+
+/// The K-fold options checked, with a one-line reason naming the option.
+fn validate_folds(o: &TrainOptions) -> Result<()> {
+    match (o.folds, o.fold) {
+        (None, None) => {}
+        (None, Some(fold)) => bail!("--fold {fold}: needs --folds K, the number of folds"),
+        (Some(folds), _) if folds < 2 => bail!("--folds {folds}: must be at least 2"),
+        (Some(folds), None) => bail!("--folds {folds}: give --fold I, the fold that validates (0 to {})", folds - 1),
+        (Some(folds), Some(fold)) if fold >= folds => {
+            bail!("--fold {fold}: must be below --folds {folds} (the folds are numbered 0 to {})", folds - 1)
+        }
+        (Some(_), Some(_)) => {}
+    }
+    if o.folds.is_some() && o.val_split.is_some() {
+        bail!("--folds and --val-split both choose the val images: give one of them");
+    }
+    if o.fold_seed > i64::MAX as u64 {
+        bail!("--fold-seed {}: must be at most {}", o.fold_seed, i64::MAX);
+    }
     Ok(())
 }
 
@@ -717,6 +830,17 @@ fn validate(o: &TrainOptions) -> Result<()> {
 fn output_folder(options: &TrainOptions, reporter: &dyn Reporter) -> Result<PathBuf> {
     let base = format!("runs/{}-{}", options.arch.name(), options.mode.name());
     crate::run_dir::choose(options.out.as_deref(), &base, options.overwrite, reporter)
+}
+
+/// `--class-weights` with its file made absolute, checked to be a file.
+fn class_weights_file(weighting: Option<&ClassWeighting>) -> Result<Option<ClassWeighting>> {
+    match weighting {
+        Some(ClassWeighting::File(path)) if !path.is_file() => {
+            bail!("--class-weights {}: no such file (give auto, or a file of class,weight lines)", path.display())
+        }
+        Some(ClassWeighting::File(path)) => Ok(Some(ClassWeighting::File(absolute(path)?))),
+        other => Ok(other.cloned()),
+    }
 }
 
 fn absolute(path: &Path) -> Result<PathBuf> {
@@ -851,6 +975,23 @@ mod tests {
     }
 
     #[test]
+    fn the_feature_cache_may_change_on_resume_and_needs_a_frozen_backbone() {
+        let config = FinetuneConfig::new(&knobs(1, None, None)).unwrap();
+        assert_eq!((config.mode, config.feature_cache.clone()), (Mode::FeatureExtract, None));
+        let saved = serde_json::to_string(&config).unwrap();
+        let options = TrainOptions { feature_cache: Some("target/test-runs/cache".into()), ..TrainOptions::defaults() };
+        let given = BTreeSet::from(["feature_cache".to_owned()]);
+        let resumed = FinetuneConfig::resume(&saved, &config.out, &options, &given).unwrap();
+        assert_eq!(resumed.feature_cache, Some(std::path::absolute("target/test-runs/cache").unwrap()));
+        let full = augmented(|o| (o.mode, o.feature_cache) = (Mode::Full, Some("cache".into())));
+        let error = FinetuneConfig::new(&full).unwrap_err().to_string();
+        assert!(error.starts_with("--feature-cache keeps a frozen backbone's features: it needs --mode"), "{error}");
+        let full = serde_json::to_string(&FinetuneConfig::new(&augmented(|o| o.mode = Mode::Full)).unwrap()).unwrap();
+        let error = FinetuneConfig::resume(&full, &config.out, &options, &given).unwrap_err().to_string();
+        assert!(error.contains("this run trains every weight"), "{error}");
+    }
+
+    #[test]
     fn a_staged_run_cannot_be_resumed_to_end_frozen() {
         let config = FinetuneConfig::new(&staged(5, 3)).unwrap();
         let saved = serde_json::to_string(&config).unwrap();
@@ -918,6 +1059,45 @@ mod tests {
         let loaded: FinetuneConfig = serde_json::from_value(serde_json::Value::Object(older)).unwrap();
         assert!(loaded.augment_recipe().is_tutorial() && !loaded.mix_recipe().mixes());
         assert!(config.to_options_toml().unwrap().contains("augment = \"randaugment\""));
+    }
+
+    #[test]
+    fn the_imbalance_options_are_saved_refused_on_resume_and_default_in_older_configs() {
+        let options = augmented(|o| {
+            (o.monitor, o.sampler, o.class_weights) =
+                (Monitor::ValMacroF1, Sampler::Balanced, Some(ClassWeighting::Auto))
+        });
+        let config = FinetuneConfig::new(&options).unwrap();
+        let said = config.describe();
+        assert!(
+            said.contains("class weights auto, class-balanced sampler") && said.contains("best epoch by val_macro_f1"),
+            "{said}"
+        );
+        let saved = serde_json::to_string(&config).unwrap();
+        let resumed = FinetuneConfig::resume(&saved, &config.out, &TrainOptions::defaults(), &BTreeSet::new()).unwrap();
+        assert_eq!(
+            (resumed.monitor, resumed.sampler, resumed.class_weights),
+            (Monitor::ValMacroF1, Sampler::Balanced, Some(ClassWeighting::Auto))
+        );
+        for id in ["monitor", "sampler", "class_weights"] {
+            let error =
+                FinetuneConfig::resume(&saved, &config.out, &options, &BTreeSet::from([id.to_owned()])).unwrap_err();
+            assert!(
+                error.to_string().contains(&format!("--{} cannot be given with it", id.replace('_', "-"))),
+                "{error}"
+            );
+        }
+        let toml = config.to_options_toml().unwrap();
+        assert!(toml.contains("monitor = \"val_macro_f1\"") && toml.contains("class_weights = \"auto\""), "{toml}");
+        let serde_json::Value::Object(mut older) = serde_json::to_value(&config).unwrap() else { panic!("an object") };
+        for key in ["monitor", "sampler", "class_weights"] {
+            older.remove(key).unwrap();
+        }
+        let loaded: FinetuneConfig = serde_json::from_value(serde_json::Value::Object(older)).unwrap();
+        assert_eq!((loaded.monitor, loaded.sampler, loaded.class_weights), (Monitor::ValAcc, Sampler::Shuffle, None));
+        let missing = augmented(|o| o.class_weights = Some(ClassWeighting::File("no/such/weights.csv".into())));
+        let error = FinetuneConfig::new(&missing).unwrap_err().to_string();
+        assert!(error.starts_with("--class-weights no/such/weights.csv: no such file"), "{error}");
     }
 
     #[test]

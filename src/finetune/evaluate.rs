@@ -1,7 +1,8 @@
-//! Scoring class probabilities against labels: mean cross-entropy and
-//! top-1 accuracy, as the tutorial reports them each val phase.
+//! Scoring class probabilities against labels: mean cross-entropy, top-1
+//! accuracy, and the scores that see class imbalance (macro-F1, balanced
+//! accuracy, from `crate::metrics::confusion`), as each val phase reports them.
 
-use crate::metrics::EpochRow;
+use crate::metrics::confusion::ConfusionMatrix;
 use tch::{Kind, Tensor};
 
 /// Mean cross-entropy and number of correct top-1 predictions.
@@ -12,11 +13,30 @@ pub fn loss_and_correct(probs: &Tensor, labels: &Tensor) -> (f64, i64) {
     (loss, correct)
 }
 
-/// The val row of `epoch` from the val split's probabilities.
-pub fn val_row(probs: &Tensor, labels: &Tensor, epoch: usize, lr: f64, seconds: f64) -> EpochRow {
-    let (loss, correct) = loss_and_correct(probs, labels);
-    let acc = correct as f64 / labels.size()[0].max(1) as f64;
-    EpochRow { epoch, phase: "val".into(), loss, acc, lr, seconds, data_wait_seconds: 0.0 }
+/// The top-1 predictions of `probs` (`[N, classes]`) against `labels`.
+pub fn confusion(probs: &Tensor, labels: &Tensor) -> ConfusionMatrix {
+    let predicted: Vec<i64> =
+        Vec::try_from(probs.argmax(-1, false).to_device(tch::Device::Cpu)).expect("argmax gives int64 indices");
+    let truth: Vec<i64> = Vec::try_from(labels.to_device(tch::Device::Cpu)).expect("labels are int64 indices");
+    ConfusionMatrix::of(&truth, &predicted, probs.size()[1] as usize)
+}
+
+/// What a val phase reports of one model's predictions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ValScores {
+    pub loss: f64,
+    pub acc: f64,
+    pub macro_f1: f64,
+    pub balanced_acc: f64,
+}
+
+impl ValScores {
+    pub fn of(probs: &Tensor, labels: &Tensor) -> Self {
+        let (loss, correct) = loss_and_correct(probs, labels);
+        let acc = correct as f64 / labels.size()[0].max(1) as f64;
+        let confusion = confusion(probs, labels);
+        Self { loss, acc, macro_f1: confusion.macro_f1(), balanced_acc: confusion.balanced_accuracy() }
+    }
 }
 
 /// Number of correct top-1 predictions among `logits`.

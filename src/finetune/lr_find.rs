@@ -1,12 +1,13 @@
 //! `finetune lr-find`: the learning-rate range test (fastai's `lr_find`)
 //! on a run's recipe. The mode's own train phase runs (feature-extract or
-//! full, the recipe's augmentation, optimizer, accumulation and clipping)
-//! with every update at the test's next rate (`crate::train::lr_range`),
+//! full, the recipe's augmentation, sampler, class weights, optimizer,
+//! accumulation and clipping) with every update at the test's next rate (`crate::train::lr_range`),
 //! over as many epochs of the train split as its steps take, no validation;
 //! then the model's weights and buffers are put back as they were. What it
 //! writes: `lr_find.json` (the curve and the suggestions) and `lr_find.png`
 //! (the smoothed loss against the rate, the suggestions marked).
 
+use super::class_weights::ClassWeightsPlan;
 use super::config::{FinetuneConfig, Precision};
 use super::run::{build_model, gradient_step};
 use super::splits::{Folders, Splits};
@@ -51,6 +52,7 @@ pub fn lr_find(
     }
     config.check_precision(device)?;
     let folders = Folders::scan(config)?;
+    let weights_plan = ClassWeightsPlan::new(config.class_weights.as_ref(), folders.classes())?;
     let mut model = build_model(config, folders.classes().len(), device, reporter)?;
     strategy::prepare_model(config.mode, &mut model);
     crate::accel::arrange_weights(&model.backbone_vs, config.precision == Precision::Bf16 && !config.amp);
@@ -58,11 +60,18 @@ pub fn lr_find(
     let mut grad_step = gradient_step(config, &model, (device, &ranks)).with_range_test(test);
     let mut optimizer = optim::build(config.optimizer, &grad_step.params, config.optimizer_settings(&grad_step.params));
     let splits = Splits::decode(&folders, config, reporter)?;
+    let class_weights = weights_plan.resolve(&splits.train)?;
+    if let Some(weights) = &class_weights {
+        reporter.line(&weights.describe());
+    }
+    let class_weights = class_weights.map(|weights| weights.tensor(device));
     let strategy = strategy::for_mode(config, &model, &splits, (device, &ranks, 0), reporter)?;
     let before = snapshot(&model);
     for epoch in 0.. {
         reporter.line(&format!("lr-find: pass {epoch} over the train split"));
-        let ctx = EpochContext { config, splits: &splits, device, interrupt, ranks: &ranks, epoch, reporter };
+        let class_weights = class_weights.as_ref();
+        let ctx =
+            EpochContext { config, splits: &splits, device, interrupt, ranks: &ranks, epoch, reporter, class_weights };
         match strategy.train_epoch(&model, &mut grad_step, optimizer.as_mut(), &ctx) {
             Ok(_) => continue,
             Err(error) if error.is::<RangeTestEnded>() => break,

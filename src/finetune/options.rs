@@ -3,8 +3,11 @@
 //! with the same keys, flags winning. [`super::config`] checks and resolves
 //! them.
 
+pub use super::class_weights::ClassWeighting;
+pub use super::monitor::Monitor;
 use crate::cli::data_parallel::{BackendChoice, DataParallel};
 pub use crate::data::augment::Preset;
+pub use crate::data::sampler::Sampler;
 use crate::models::Arch;
 pub use crate::train::amp::Precision;
 pub use crate::train::optim::OptimizerKind;
@@ -27,6 +30,17 @@ pub enum Mode {
     Full,
     /// fastai's fine_tune: the backbone frozen (as feature-extract) for --freeze-epochs, then every weight trained; the schedule restarts at the unfreezing.
     Staged,
+}
+
+/// The images `--folds` deals into folds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FoldsOver {
+    /// train/ and the --val-dir folder pooled.
+    #[default]
+    TrainAndVal,
+    /// train/ alone; the val folder is left untouched.
+    Train,
 }
 
 /// The options of a training run as a user gives them. Every field is also a
@@ -61,6 +75,18 @@ pub struct TrainOptions {
     /// Hold out this fraction of train/ (per class, fixed by --seed) for validation, for folders without a val folder [default: none: the --val-dir folder].
     #[arg(long, value_name = "FRACTION")]
     pub val_split: Option<f64>,
+    /// Stratified K-fold cross-validation: the images of --folds-over dealt into K folds of the same class mix; --fold validates, the other K−1 train [default: none: the --val-dir folder validates].
+    #[arg(long, value_name = "K")]
+    pub folds: Option<usize>,
+    /// With --folds: the fold that validates, 0 to K−1 (a sweep's [grid] may list them all) [default: none; needed with --folds].
+    #[arg(long, value_name = "I")]
+    pub fold: Option<usize>,
+    /// With --folds: the seed of the fold assignment, apart from --seed, so runs of different seeds validate on the same images.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub fold_seed: u64,
+    /// With --folds: the images dealt into folds: train-and-val (train/ and the --val-dir folder pooled), or train (train/ alone, the val folder left untouched for a final finetune eval).
+    #[arg(long, value_enum, value_name = "IMAGES", default_value = "train-and-val")]
+    pub folds_over: FoldsOver,
     /// Pretrained weights (.pth state_dict or .safetensors) [default: the arch's file in --models-dir].
     #[arg(long, value_name = "FILE")]
     pub weights: Option<PathBuf>,
@@ -115,6 +141,12 @@ pub struct TrainOptions {
     /// Label smoothing of the training loss (as torch's CrossEntropyLoss).
     #[arg(long, value_name = "EPSILON", default_value_t = 0.0)]
     pub label_smoothing: f64,
+    /// Weight the training loss per class, as torch's CrossEntropyLoss(weight=): auto (scikit-learn's "balanced", n_images / (n_classes · count) over the train split) or a FILE of class,weight lines [default: none].
+    #[arg(long, value_name = "auto|FILE")]
+    pub class_weights: Option<ClassWeighting>,
+    /// How an epoch draws its training images: shuffle (each once), or balanced (as many draws with replacement, each class equally likely: torch's WeightedRandomSampler with weights 1/count; data-parallel ranks share the draws out as DistributedSampler does).
+    #[arg(long, value_enum, default_value = "shuffle")]
+    pub sampler: Sampler,
     /// Sum the gradients of N consecutive batches (each batch's loss scaled by 1/N, as PyTorch's `(loss / N).backward()`) before each optimizer step; an epoch's last, shorter group steps too. Batch norm still sees one batch at a time.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub accumulate: usize,
@@ -124,7 +156,10 @@ pub struct TrainOptions {
     /// Keep an exponential moving average of the weights and batch-norm statistics with this decay after every optimizer step (timm's ModelEmaV2, e.g. 0.999), evaluated on val beside the model each epoch; the best of either is kept [default: none].
     #[arg(long, value_name = "DECAY")]
     pub ema: Option<f64>,
-    /// Stop when val accuracy has not improved for this many epochs [default: never, train every --epochs].
+    /// The val metric that picks the best epoch (the saved model, the summary) and that --early-stop watches; val_loss is minimised, the others maximised.
+    #[arg(long, value_enum, value_name = "METRIC", default_value = "val_acc")]
+    pub monitor: Monitor,
+    /// Stop when the --monitor metric has not improved for this many epochs [default: never, train every --epochs].
     #[arg(long, value_name = "PATIENCE")]
     pub early_stop: Option<usize>,
     /// Side of the square images the network sees; validation resizes in the backbone's proportion (256/224 for the ResNets), then crops [default: the backbone's published crop, 224 for the ResNets].
@@ -173,6 +208,9 @@ pub struct TrainOptions {
     /// are kept as file bytes and decoded at each use: slower, same results.
     #[arg(help_heading = crate::cli::HOW_IT_RUNS, long, value_name = "MB", default_value_t = crate::data::loader::DEFAULT_PIXEL_BUDGET_MB)]
     pub cache_mb: u64,
+    /// Keep the frozen backbone's features on disk in DIR (val images; train images too with --cache-features), keyed by backbone, weights file, image size, precision and each image's path, size and time: later runs, and a sweep's other points, load them instead of computing them (feature-extract and staged) [default: none].
+    #[arg(help_heading = crate::cli::HOW_IT_RUNS, long, value_name = "DIR")]
+    pub feature_cache: Option<PathBuf>,
     /// feature-extract only: compute train features once (no augmentation) and train the head on them.
     #[arg(long)]
     pub cache_features: bool,

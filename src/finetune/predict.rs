@@ -2,11 +2,13 @@
 //! architecture, classes and normalization; predict class probabilities for
 //! image files (a multi-label model: every label above its threshold);
 //! evaluate a labelled split, a class folder or the rows of a labels file
-//! (accuracy, per-class precision and recall, confusion matrix; a
-//! multi-label model: mAP, F1, exact match, per-class average precision).
+//! (accuracy, macro-F1, balanced accuracy, per-class precision, recall and
+//! F1, confusion matrix; a multi-label model: mAP, F1, exact match,
+//! per-class average precision).
 
-use super::evaluate::loss_and_correct;
+use super::evaluate::{confusion, loss_and_correct};
 use super::multi_label::{self, MultiLabelScores};
+use super::outcomes::{self, ImageOutcome};
 use crate::data::decode::decode_rgb;
 use crate::data::image_folder::{ImageFolder, Sample};
 use crate::data::labels_file::{BadRows, LabelsFile, Reading, Split};
@@ -153,6 +155,7 @@ pub struct ClassReport {
     pub class: String,
     pub precision: f64,
     pub recall: f64,
+    pub f1: f64,
     pub support: i64,
 }
 
@@ -161,11 +164,18 @@ pub struct Evaluation {
     pub split: PathBuf,
     pub images: usize,
     pub accuracy: f64,
+    /// scikit-learn's `f1_score(average="macro")` and `balanced_accuracy_score`.
+    pub macro_f1: f64,
+    pub balanced_accuracy: f64,
     pub loss: f64,
     pub per_class: Vec<ClassReport>,
     /// `confusion[true][predicted]`.
     pub confusion: Vec<Vec<i64>>,
     pub skipped: Vec<String>,
+    /// Each image's outcome, paths relative to the split folder's parent
+    /// (`val/ants/1.jpg` for a dataset's val split).
+    #[serde(skip)]
+    pub outcomes: Vec<ImageOutcome>,
 }
 
 /// The split folder to evaluate for `data`: `data` itself when its class
@@ -224,33 +234,29 @@ pub fn evaluate_split(
     let probs = trained.probabilities(&split.val_tensor(), device, reporter);
     let labels = split.labels_tensor();
     let (loss, correct) = loss_and_correct(&probs, &labels);
-    let predicted: Vec<i64> = Vec::try_from(probs.argmax(-1, false))?;
-    let n = trained.classes.len();
-    let mut confusion = vec![vec![0i64; n]; n];
-    for (&truth, &pred) in split.labels.iter().zip(&predicted) {
-        confusion[truth as usize][pred as usize] += 1;
-    }
-    let per_class = (0..n)
-        .map(|c| {
-            let tp = confusion[c][c] as f64;
-            let predicted_c: i64 = confusion.iter().map(|row| row[c]).sum();
-            let support: i64 = confusion[c].iter().sum();
-            ClassReport {
-                class: trained.classes[c].clone(),
-                precision: if predicted_c > 0 { tp / predicted_c as f64 } else { 0.0 },
-                recall: if support > 0 { tp / support as f64 } else { 0.0 },
-                support,
-            }
+    let outcomes = outcomes::of_split(&split, &probs, split_dir.parent().unwrap_or(split_dir))?;
+    let matrix = confusion(&probs, &labels);
+    let per_class = (0..matrix.classes())
+        .map(|c| ClassReport {
+            class: trained.classes[c].clone(),
+            precision: matrix.precision(c),
+            recall: matrix.recall(c),
+            f1: matrix.f1(c),
+            support: matrix.support(c) as i64,
         })
         .collect();
+    let counts = matrix.counts.iter().map(|row| row.iter().map(|&n| n as i64).collect()).collect();
     Ok(Evaluation {
         split: split_dir.clone(),
         images: split.len(),
         accuracy: correct as f64 / split.len() as f64,
+        macro_f1: matrix.macro_f1(),
+        balanced_accuracy: matrix.balanced_accuracy(),
         loss,
         per_class,
-        confusion,
+        confusion: counts,
         skipped: split.bad_files.iter().map(|b| format!("{}: {}", b.path.display(), b.reason)).collect(),
+        outcomes,
     })
 }
 

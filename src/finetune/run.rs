@@ -6,11 +6,14 @@
 //! kept on disk in [`super::checkpoint`].
 
 use super::checkpoint::{
-    self, history_of, DATA_WAIT_SECONDS, TRAIN_ACC, TRAIN_SECONDS, VAL_ACC, VAL_LOSS, VAL_SECONDS,
+    self, history_of, DATA_WAIT_SECONDS, TRAIN_ACC, TRAIN_SECONDS, VAL_ACC, VAL_BALANCED_ACC, VAL_LOSS, VAL_MACRO_F1,
+    VAL_SECONDS,
 };
+use super::class_weights::{ClassWeights, ClassWeightsPlan};
 use super::config::{FinetuneConfig, Precision};
-use super::evaluate::loss_and_correct;
-use super::multi_label::{self, VAL_MACRO_F1, VAL_MAP, VAL_MICRO_F1};
+use super::evaluate::ValScores;
+use super::multi_label::{self, VAL_MAP, VAL_MICRO_F1};
+use super::outcomes;
 use super::splits::{Folders, Splits};
 use super::strategy::{self, EpochContext, Strategy};
 use super::summary::FinetuneSummary;
@@ -26,12 +29,12 @@ use crate::report::tensorboard::EventWriter;
 use crate::report::Reporter;
 pub use crate::run_dir::Start;
 use crate::run_dir::{
-    RunDir, BEST_MODEL_FILE, METRICS_FILE, MULTILABEL_METRICS_FILE, RUN_CONFIG_FILE, SUMMARY_FILE, VAL_SCORES_FILE,
+    RunDir, BEST_MODEL_FILE, METRICS_FILE, MULTILABEL_METRICS_FILE, RUN_CONFIG_FILE, SUMMARY_FILE,
+    VAL_PREDICTIONS_FILE, VAL_SCORES_FILE,
 };
 use crate::train::data_parallel::Ranks;
-use crate::train::engine::{
-    self, Epoch, EpochRecord, Fit, KeepRule, Kept, KeptFrom, Live, Scores, Task, TrainPhase, TrainState,
-};
+use crate::train::engine::{self, Epoch, EpochRecord, Fit, Kept, KeptFrom, Live, Scores, Task, TrainPhase, TrainState};
+use crate::train::feature_cache::CacheUse;
 use crate::train::frozen_backbone::predict_probabilities;
 use crate::train::optim::{self, Optimizer};
 use crate::train::step::GradientStep;
@@ -48,6 +51,8 @@ struct Finetune<'a> {
     splits: &'a Splits,
     device: Device,
     ranks: &'a Ranks,
+    /// The training loss's per-class weights on the device, when weighted.
+    class_weights: Option<&'a Tensor>,
     /// The val probabilities of the last evaluation, of the model and of
     /// its moving average.
     val_probs: Option<Tensor>,
@@ -68,6 +73,7 @@ impl<'a> Finetune<'a> {
             ranks: self.ranks,
             epoch: epoch.index,
             reporter: epoch.reporter,
+            class_weights: self.class_weights,
         }
     }
 }
@@ -129,21 +135,27 @@ impl Task for Finetune<'_> {
 }
 
 impl Finetune<'_> {
-    /// Val loss and accuracy of `probs`, the predictions of `from`'s
-    /// weights, said and scored under its names (`val_acc`, `ema_val_acc`).
+    /// Val loss, accuracy, macro-F1 and balanced accuracy of `probs`, the
+    /// predictions of `from`'s weights, said and scored under its names
+    /// (`val_acc`, `ema_val_acc`).
     fn val_scores(&self, probs: &Tensor, from: KeptFrom, epoch: &Epoch) -> Scores {
         if self.config.multi_label() {
             return self.multi_label_scores(probs, from, epoch);
         }
-        let labels = self.splits.val.labels_tensor();
-        let (loss, correct) = loss_and_correct(probs, &labels);
-        let acc = correct as f64 / labels.size()[0].max(1) as f64;
+        let ValScores { loss, acc, macro_f1, balanced_acc } = ValScores::of(probs, &self.splits.val.labels_tensor());
         let who = match from {
             KeptFrom::Model => "val",
             KeptFrom::Ema => "val (EMA)",
         };
-        epoch.reporter.line(&format!("{who} Loss: {loss:.4} Acc: {acc:.4}"));
-        Scores::from([(from.score_name(VAL_LOSS), loss), (from.score_name(VAL_ACC), acc)])
+        epoch.reporter.line(&format!(
+            "{who} Loss: {loss:.4} Acc: {acc:.4} Macro-F1: {macro_f1:.4} Balanced Acc: {balanced_acc:.4}"
+        ));
+        Scores::from([
+            (from.score_name(VAL_LOSS), loss),
+            (from.score_name(VAL_ACC), acc),
+            (from.score_name(VAL_MACRO_F1), macro_f1),
+            (from.score_name(VAL_BALANCED_ACC), balanced_acc),
+        ])
     }
 
     /// [`Finetune::val_scores`] of a multi-label run: the loss, mAP, F1
@@ -172,19 +184,6 @@ fn carried(grad_step: &GradientStep) -> Vec<(String, Tensor)> {
     averages.into_iter().map(|(name, t)| (format!("ema.{name}"), t)).collect()
 }
 
-/// The tutorial's rule: the epoch of the highest val accuracy, the first on ties.
-const KEEP: KeepRule = KeepRule::Highest(VAL_ACC);
-
-/// The epoch a run keeps (and early stopping watches). MULTI-LABEL: a
-/// multi-label run keeps the epoch of the highest val mAP, the first on
-/// ties (to become `--monitor val_map`).
-fn keep_rule(config: &FinetuneConfig) -> KeepRule {
-    match config.multi_label() {
-        true => KeepRule::Highest(VAL_MAP),
-        false => KEEP,
-    }
-}
-
 /// Runs (or resumes) the fine-tuning run `config` on `device`, as one of
 /// `ranks` (rank 0 alone writes the run's files), stopping at the next safe
 /// point when `interrupt` is set; its lines and bars go to `reporter`.
@@ -200,6 +199,8 @@ pub fn run(
     let out = ranks.leads().then(|| RunDir::prepare(&config.out, start, config.overwrite)).transpose();
     let out = ranks.agree(out, "to prepare the run folder")?;
     let folders = ranks.agree(Folders::scan(config), "to read the image folders")?;
+    let weights_plan = ClassWeightsPlan::new(config.class_weights.as_ref(), folders.classes());
+    let weights_plan = ranks.agree(weights_plan, "to read --class-weights")?;
     let model = build_model(config, folders.classes().len(), device, reporter);
     let mut model = ranks.agree(model, "to build the model")?;
     ranks.broadcast_from_leader(&model.named_tensors().into_iter().map(|(_, t)| t).collect::<Vec<_>>())?;
@@ -216,7 +217,14 @@ pub fn run(
     let splits = ranks.agree(Splits::decode(&folders, config, reporter), "to decode the images")?;
     let same_data = "images differ from rank 0's (classes, images or labels of a split)";
     ranks.check_same(&splits.fingerprint(), same_data)?;
+    let class_weights = ranks.agree(weights_plan.resolve(&splits.train), "to weigh the classes")?;
+    if let Some(weights) = &class_weights {
+        reporter.line(&weights.describe());
+    }
+    let weights_tensor = class_weights.as_ref().map(|weights| weights.tensor(device));
     let strategy = strategy::for_mode(config, &model, &splits, (device, ranks, state.epochs.len()), reporter)?;
+    let startup = Startup { seconds: started.elapsed().as_secs_f64(), feature_cache: strategy.feature_cache_use() };
+    reporter.line(&startup.describe());
     let mut task = Finetune {
         config,
         model: &model,
@@ -225,6 +233,7 @@ pub fn run(
         splits: &splits,
         device,
         ranks,
+        class_weights: weights_tensor.as_ref(),
         val_probs: None,
         ema_val_probs: None,
     };
@@ -232,7 +241,7 @@ pub fn run(
     let fit = Fit {
         epochs: config.epochs,
         lr: Box::new(move |epoch| config.lr_at(epoch, 0, batches)),
-        keep: keep_rule(config),
+        keep: config.monitor().keep_rule(),
         patience: config.early_stop,
         interrupt,
         label: "finetune",
@@ -252,7 +261,14 @@ pub fn run(
         None => e,
     })?;
     let grad_step = task.grad_step;
-    let finished = Finished { state: &state, best_val_probs, stopped_early: outcome.stopped_early, started };
+    let finished = Finished {
+        state: &state,
+        best_val_probs,
+        stopped_early: outcome.stopped_early,
+        started,
+        class_weights: class_weights.as_ref(),
+        startup,
+    };
     finish(config, out.as_ref(), (device, ranks), &model, &grad_step, &splits, finished, reporter)
 }
 
@@ -272,7 +288,7 @@ fn save_epoch(
     out.write(RUN_CONFIG_FILE, config.to_options_toml()?.as_bytes())?;
     let record = state.epochs.last().expect("an epoch ended");
     if let Some(kept) = state.kept.as_ref().filter(|k| k.epoch == record.epoch) {
-        checkpoint::save_best(&out.file(BEST_MODEL_FILE), kept, &card(config, task.splits, record, kept))?;
+        checkpoint::save_best(&out.file(BEST_MODEL_FILE), kept, &card(config, task.splits, kept, record))?;
         let probs = match kept.from {
             KeptFrom::Model => &task.val_probs,
             KeptFrom::Ema => &task.ema_val_probs,
@@ -395,8 +411,7 @@ fn multi_label_rows(records: &[EpochRecord]) -> Vec<multi_label::EpochRow> {
 
 /// The card of the weights `kept` at the epoch `record`: its val accuracy
 /// (a multi-label run's exact-match ratio, its mAP beside it).
-fn card(config: &FinetuneConfig, splits: &Splits, record: &EpochRecord, kept: &Kept) -> ModelCard {
-    let val_acc = record.score(&kept.from.score_name(VAL_ACC));
+fn card(config: &FinetuneConfig, splits: &Splits, kept: &Kept, record: &EpochRecord) -> ModelCard {
     let multi_label = config.label_delim.map(|label_delim| MultiLabelCard {
         threshold: config.label_threshold(),
         label_delim,
@@ -411,7 +426,7 @@ fn card(config: &FinetuneConfig, splits: &Splits, record: &EpochRecord, kept: &K
         interpolation: Some(config.sizing().interpolation),
         mode: config.mode.name(),
         epoch: kept.epoch,
-        val_acc,
+        val_acc: record.score(&kept.from.score_name(VAL_ACC)),
         precision: config.precision.name(),
         multi_label,
     }
@@ -429,10 +444,11 @@ fn log_epoch(events: &mut Option<EventWriter>, out: &std::path::Path, record: &E
     events.scalar("loss/val", record.score(VAL_LOSS), step)?;
     events.scalar("accuracy/train", record.score(TRAIN_ACC), step)?;
     events.scalar("accuracy/val", record.score(VAL_ACC), step)?;
-    if let Some(&map) = record.scores.get(VAL_MAP) {
-        events.scalar("map/val", map, step)?;
-        events.scalar("f1_macro/val", record.score(VAL_MACRO_F1), step)?;
+    match record.scores.get(VAL_MAP) {
+        Some(&map) => events.scalar("map/val", map, step)?,
+        None => events.scalar("balanced_accuracy/val", record.score(VAL_BALANCED_ACC), step)?,
     }
+    events.scalar("macro_f1/val", record.score(VAL_MACRO_F1), step)?;
     if let Some(&acc) = record.scores.get(&KeptFrom::Ema.score_name(VAL_ACC)) {
         events.scalar("loss/val_ema", record.score(&KeptFrom::Ema.score_name(VAL_LOSS)), step)?;
         events.scalar("accuracy/val_ema", acc, step)?;
@@ -448,6 +464,26 @@ struct Finished<'a> {
     best_val_probs: Option<Tensor>,
     stopped_early: bool,
     started: Instant,
+    /// The training loss's class weights, when weighted.
+    class_weights: Option<&'a ClassWeights>,
+    startup: Startup,
+}
+
+/// What came before the first training step: its seconds, and what the
+/// feature cache served.
+struct Startup {
+    seconds: f64,
+    feature_cache: Option<CacheUse>,
+}
+
+impl Startup {
+    fn describe(&self) -> String {
+        let cache = match &self.feature_cache {
+            Some(used) => format!(" (feature cache: {} loaded, {} computed)", used.loaded, used.computed),
+            None => String::new(),
+        };
+        format!("start-up: {:.1} s to the first training step{cache}", self.seconds)
+    }
 }
 
 /// After the last epoch: the tutorial's closing lines, the best model back
@@ -468,14 +504,32 @@ fn finish(
     let kept = finished.state.kept.as_ref().context("no epoch was kept")?;
     reporter.line(&format!("Training complete in {}", format_minutes(seconds)));
     let of_ema = if kept.from == KeptFrom::Ema { " (the moving average's weights)" } else { "" };
-    let mut summary =
-        FinetuneSummary::new(config, device, splits, &history, (kept, finished.stopped_early), seconds, ranks)?;
-    match summary.best_val_map {
-        Some(map) => {
-            reporter.line(&format!("Best val mAP: {map:.6} (exact match {:.4}){of_ema}", summary.best_val_acc))
+    let best = finished.state.epochs.get(kept.epoch).context("the kept epoch has no record")?;
+    let best_score = |name: &str| best.score(&kept.from.score_name(name));
+    match config.multi_label() {
+        true => reporter.line(&format!(
+            "Best val mAP: {:.6} (exact match {:.4}){of_ema}",
+            best_score(VAL_MAP),
+            best_score(VAL_ACC)
+        )),
+        false => {
+            reporter.line(&format!("Best val Acc: {:.6}{of_ema}", best_score(VAL_ACC)));
+            reporter.line(&format!(
+                "best epoch {} (by {}): val Loss {:.4} Acc {:.4} Macro-F1 {:.4} Balanced Acc {:.4}",
+                kept.epoch,
+                config.monitor().name(),
+                best_score(VAL_LOSS),
+                best_score(VAL_ACC),
+                best_score(VAL_MACRO_F1),
+                best_score(VAL_BALANCED_ACC)
+            ));
         }
-        None => reporter.line(&format!("Best val Acc: {:.6}{of_ema}", kept.score)),
     }
+    let kept_and_how = (kept, best, finished.stopped_early);
+    let mut summary = FinetuneSummary::new(config, device, splits, &history, kept_and_how, seconds, ranks)?
+        .with_class_weights(finished.class_weights);
+    summary.startup_seconds = Some(finished.startup.seconds);
+    summary.feature_cache = finished.startup.feature_cache;
     reporter.line(&format!(
         "data: {:.1} s of the train phases ({:.1} %) waiting for or augmenting batches{}",
         summary.data_wait_seconds,
@@ -508,8 +562,9 @@ fn finish(
     Ok(summary)
 }
 
-/// The figures of the finished run (the kept model's) and summary.json
-/// (with a multi-label run's scores of the kept model per class).
+/// The figures of the finished run (the kept model's), its outcome on each
+/// val image and summary.json (with a multi-label run's scores of the kept
+/// model per class).
 fn write_results(
     config: &FinetuneConfig,
     out: &RunDir,
@@ -533,7 +588,11 @@ fn write_results(
             let scores = multi_label::score(&val_probs, &val.labels_tensor(), &val.classes, config.label_threshold());
             summary.multi_label = Some(scores);
         }
-        false => plots::prediction_grid(&splits.val, &val_probs, &config.out.join("val_predictions.png"))?,
+        false => {
+            plots::prediction_grid(&splits.val, &val_probs, &config.out.join("val_predictions.png"))?;
+            let outcomes = outcomes::of_split(&splits.val, &val_probs, &config.data)?;
+            out.write(VAL_PREDICTIONS_FILE, outcomes::csv(&outcomes).as_bytes())?;
+        }
     }
     summary.write(out)
 }

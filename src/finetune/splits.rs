@@ -1,9 +1,10 @@
 //! The data of a fine-tuning run: the train and val folders found (a val
-//! folder by name, or part of train/ held out), or the rows of a labels
-//! file (its val rows, or part of its train rows held out), then decoded
-//! within the memory budget, with the val images transformed once.
+//! folder by name, part of train/ held out, or one fold of K over train/
+//! and val/ pooled or train/ alone: `crate::data::folds`), or the rows of a
+//! labels file (its val rows, or part of its train rows held out), then
+//! decoded within the memory budget, with the val images transformed once.
 
-use super::config::FinetuneConfig;
+use super::config::{FinetuneConfig, FoldsOver};
 use crate::data::image_folder::ImageFolder;
 use crate::data::labels_file::{self, BadRows, LabelsFile, Reading, Split};
 use crate::data::loader::{DecodedSplit, PixelBudget};
@@ -25,9 +26,10 @@ impl Folders {
         if let Some(labels) = &config.labels {
             return Self::from_labels(config, labels);
         }
-        let (train, val) = match config.val_split {
-            Some(fraction) => ImageFolder::scan(&config.data.join("train"))?.split_off(fraction, config.seed)?,
-            None => ImageFolder::scan_train_and(&config.data, &config.val_dir)?,
+        let (train, val) = match (config.val_split, config.kfold()) {
+            (Some(fraction), _) => ImageFolder::scan(&config.data.join("train"))?.split_off(fraction, config.seed)?,
+            (None, Some(kfold)) => kfold.split(Self::fold_pool(config)?)?,
+            (None, None) => ImageFolder::scan_train_and(&config.data, &config.val_dir)?,
         };
         Ok(Self { train, val, bad_rows: BadRows::default() })
     }
@@ -73,6 +75,20 @@ impl Folders {
             );
         }
         Ok(Self { train, val, bad_rows: file.bad_rows })
+    }
+
+    /// The images `--folds` deals: train/ alone, or pooled with the val
+    /// folder (named as the data folder).
+    fn fold_pool(config: &FinetuneConfig) -> Result<ImageFolder> {
+        match config.folds_over {
+            FoldsOver::Train => ImageFolder::scan(&config.data.join("train")),
+            FoldsOver::TrainAndVal => {
+                let (train, val) = ImageFolder::scan_train_and(&config.data, &config.val_dir)?;
+                let samples = train.samples.into_iter().chain(val.samples).collect();
+                let ignored = train.ignored.into_iter().chain(val.ignored).collect();
+                Ok(ImageFolder { root: config.data.clone(), classes: train.classes, samples, ignored })
+            }
+        }
     }
 
     pub fn classes(&self) -> &[String] {
@@ -121,6 +137,7 @@ impl Splits {
         train.sizing = config.sizing();
         train.augment = config.augment_recipe();
         train.erase_fill = config.arch.normalization().zero_point();
+        train.sampler = config.sampler;
         val.sizing = config.sizing();
         for bad in train.bad_files.iter().chain(&val.bad_files) {
             reporter.warning(&format!("skipped {}: {}", bad.path.display(), bad.reason));

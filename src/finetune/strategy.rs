@@ -4,7 +4,9 @@
 //!   features are computed once; each epoch the augmented train images go
 //!   through the backbone first (in CPU lanes) and the head then takes the
 //!   recipe's small steps over their features; `--cache-features` computes
-//!   un-augmented train features once instead.
+//!   un-augmented train features once instead. With `--feature-cache DIR`
+//!   those fixed features come from (and go to) the on-disk cache of the
+//!   backbone's [`FeatureSpace`].
 //! - [`Full`]: every weight trains; each batch is a full forward and
 //!   backward pass, mixed first under `--mixup`/`--cutmix` (soft-target
 //!   cross-entropy; training accuracy counts each image's dominant label).
@@ -13,18 +15,20 @@
 //!   from the start; a frozen epoch gives the backbone no gradient, so its
 //!   weights and batch-norm statistics stay as loaded.
 //!
-//! Multi-label data (`--label-delim`) changes the loss alone: binary
-//! cross-entropy on multi-hot targets (mixed as the images are), training
-//! accuracy the exact-match ratio at the run's threshold.
+//! Every mode's training loss is `crate::train::loss`'s, weighted per class
+//! under `--class-weights`; multi-label data (`--label-delim`) changes it to
+//! binary cross-entropy on multi-hot targets (mixed as the images are),
+//! training accuracy the exact-match ratio at the run's threshold.
 //!
-//! The fine-tuning task (`super::run`) asks a strategy for a train
-//! phase and for val probabilities, and knows nothing else of the mode.
+//! The fine-tuning task (`super::run`) asks a strategy for a train phase and
+//! for val probabilities, and knows nothing else of the mode.
 
 use super::config::{FinetuneConfig, Mode};
 use super::evaluate::correct;
 use super::multi_label::exact_matches;
 use super::splits::Splits;
-use crate::data::augment::mix;
+use crate::choice_names::Named;
+use crate::data::augment::mix::{self, BatchMix};
 use crate::data::loader::{DecodedSplit, EpochPlan};
 use crate::interrupt::{Interrupt, Interrupted};
 use crate::metrics::PhaseTotals;
@@ -32,9 +36,11 @@ use crate::models::Classifier;
 use crate::report::Reporter;
 use crate::train::augmented_batches::for_each_augmented_batch;
 use crate::train::data_parallel::Ranks;
+use crate::train::feature_cache::{BackboneWeights, CacheUse, FeatureCache, FeatureSpace, FileStamp};
 use crate::train::frozen_backbone::{
-    augmented_features, backbone_features, head_probabilities, predict_probabilities, FrozenPass,
+    augmented_features, fixed_features, head_probabilities, predict_probabilities, FixedImages, FrozenPass,
 };
+use crate::train::loss::{cross_entropy, soft_cross_entropy, SoftWeighting};
 use crate::train::optim::Optimizer;
 use crate::train::step::{GradientStep, StepError};
 use anyhow::Result;
@@ -51,6 +57,8 @@ pub struct EpochContext<'a> {
     pub epoch: usize,
     /// Where the phases' progress bars come from.
     pub reporter: &'a dyn Reporter,
+    /// The training loss's per-class weights `[classes]` on the device (`--class-weights`).
+    pub class_weights: Option<&'a Tensor>,
 }
 
 impl EpochContext<'_> {
@@ -96,36 +104,33 @@ impl EpochContext<'_> {
         self.ranks.share(EpochPlan::draw(&self.splits.train, self.config.seed, self.epoch))
     }
 
-    /// The training loss of mixed batches: cross-entropy with soft `targets`
-    /// (`[B, classes]`, the smoothing already in them), or for multi-label
-    /// data binary cross-entropy with the mixed multi-hot targets.
-    fn soft_loss(&self, targets: &Tensor) -> impl Fn(&Tensor) -> Tensor {
-        let targets = targets.shallow_clone();
-        let multi_label = self.config.multi_label();
-        move |logits: &Tensor| {
-            if multi_label {
-                return binary_cross_entropy(logits, &targets);
-            }
-            let log_probs = logits.to_kind(Kind::Float).log_softmax(-1, Kind::Float);
-            (-(&targets * log_probs).sum_dim_intlist(-1, false, Kind::Float)).mean(Kind::Float)
+    /// The training loss of a batch mixed by `mix`: cross-entropy with its
+    /// soft targets (the run's smoothing in them), weighted per class when
+    /// the run is; for multi-label data binary cross-entropy with the mixed
+    /// multi-hot targets.
+    fn soft_loss(&self, mix: &BatchMix, labels: &Tensor, classes: i64) -> Box<dyn Fn(&Tensor) -> Tensor + '_> {
+        if self.config.multi_label() {
+            let targets = mix.mixed_targets(labels);
+            return Box::new(move |logits: &Tensor| binary_cross_entropy(logits, &targets));
         }
+        let targets = mix.targets(labels, classes, self.config.label_smoothing);
+        let mixed_labels = self.class_weights.map(|_| mix.targets(labels, classes, 0.0));
+        Box::new(move |logits: &Tensor| {
+            let weighting = self.class_weights.zip(mixed_labels.as_ref());
+            let weighting = weighting.map(|(weights, mixed_labels)| SoftWeighting { weights, mixed_labels });
+            soft_cross_entropy(logits, &targets, weighting)
+        })
     }
 
-    /// The training loss: cross-entropy with the run's label smoothing, or
-    /// for multi-label data (`labels` multi-hot) binary cross-entropy.
+    /// The training loss: cross-entropy with the run's label smoothing and
+    /// class weights, or for multi-label data (`labels` multi-hot) binary
+    /// cross-entropy.
     fn loss(&self, labels: &Tensor) -> impl Fn(&Tensor) -> Tensor + '_ {
         let labels = labels.shallow_clone();
-        let smoothing = self.config.label_smoothing;
         let multi_label = self.config.multi_label();
         move |logits: &Tensor| match multi_label {
             true => binary_cross_entropy(logits, &labels),
-            false => logits.to_kind(Kind::Float).cross_entropy_loss(
-                &labels,
-                None::<Tensor>,
-                Reduction::Mean,
-                -100,
-                smoothing,
-            ),
+            false => cross_entropy(logits, &labels, self.class_weights, self.config.label_smoothing),
         }
     }
 
@@ -167,6 +172,10 @@ pub trait Strategy {
     ) -> Result<PhaseTotals>;
     /// Val-split class probabilities `[N, classes]` (on the CPU) of the model as it is.
     fn val_probabilities(&self, model: &Classifier, ctx: &EpochContext) -> Result<Tensor>;
+    /// What `--feature-cache` served this strategy's fixed features.
+    fn feature_cache_use(&self) -> Option<CacheUse> {
+        None
+    }
 }
 
 /// The strategy of `config.mode` for a `model` that [`prepare_model`] has
@@ -218,6 +227,8 @@ pub struct FeatureExtract {
     val_features: Tensor,
     /// Train images through the val transform (`--cache-features` only).
     cached_train_features: Option<Tensor>,
+    /// What `--feature-cache` served the two.
+    cache_use: Option<CacheUse>,
 }
 
 impl FeatureExtract {
@@ -229,15 +240,23 @@ impl FeatureExtract {
         reporter: &dyn Reporter,
     ) -> Result<Self> {
         let pass = frozen_pass(config, device);
-        let features = |images: &Tensor, label: &str| {
-            ranks.sharded_pass(images, |share| backbone_features(model, share, pass, label, reporter))
+        let cache = match &config.feature_cache {
+            Some(dir) => Some(FeatureCache::open(dir, feature_space(config, splits.train.classes.len(), device)?)?),
+            None => None,
         };
-        let val_features = features(&splits.val_images, "val features")?.to_device(device);
+        let features = |images: FixedImages| fixed_features(model, images, pass, (ranks, cache.as_ref()), reporter);
+        let val = FixedImages { split: &splits.val, transformed: Some(&splits.val_images), label: "val features" };
+        let (val_features, mut cache_use) = features(val)?;
         let cached_train_features = match config.cache_features {
-            true => Some(features(&splits.train.val_tensor(), "train features")?.to_device(device)),
+            true => {
+                let train = FixedImages { split: &splits.train, transformed: None, label: "train features" };
+                let (train_features, train_use) = features(train)?;
+                cache_use = cache_use.zip(train_use).map(|(val, train)| val.together_with(&train));
+                Some(train_features.to_device(device))
+            }
             false => None,
         };
-        Ok(Self { val_features, cached_train_features })
+        Ok(Self { val_features: val_features.to_device(device), cached_train_features, cache_use })
     }
 
     /// The head's steps over features already in the epoch's order, in
@@ -308,6 +327,30 @@ impl Strategy for FeatureExtract {
         // Shared out and gathered, so every rank decides on the same numbers.
         ctx.ranks.sharded_pass(&self.val_features, |share| head_probabilities(model, share))
     }
+
+    fn feature_cache_use(&self) -> Option<CacheUse> {
+        self.cache_use.clone()
+    }
+}
+
+/// What the run's frozen features depend on but the images: the backbone
+/// and its weights (the file's identity, or the seed and classes random
+/// weights are drawn from), the val transform, the autocast and the kind
+/// of device.
+fn feature_space(config: &FinetuneConfig, classes: usize, device: Device) -> Result<FeatureSpace> {
+    let weights = match &config.weights {
+        Some(path) => BackboneWeights::File(FileStamp::of(path)?),
+        None => BackboneWeights::RandomInit { seed: config.seed, classes },
+    };
+    Ok(FeatureSpace {
+        backbone: config.arch.name().to_owned(),
+        weights,
+        sizing: config.sizing(),
+        normalization: config.arch.normalization(),
+        autocast: config.autocast(device).name().to_owned(),
+        device: if device.is_cuda() { "cuda" } else { "cpu" }.to_owned(),
+        dim: config.arch.feature_count(),
+    })
 }
 
 pub struct Full;
@@ -342,11 +385,7 @@ impl Strategy for Full {
                         labels.shallow_clone(),
                     ),
                     Some(mix) => {
-                        let targets = match config.multi_label() {
-                            true => mix.mixed_targets(&labels),
-                            false => mix.targets(&labels, classes, config.label_smoothing),
-                        };
-                        let loss = ctx.soft_loss(&targets);
+                        let loss = ctx.soft_loss(&mix, &labels, classes);
                         (
                             grad_step.step(optimizer, &mut forward, &loss, ctx.lr_at(b, batches)),
                             mix.dominant_labels(&labels),
@@ -405,5 +444,9 @@ impl Strategy for Staged {
 
     fn val_probabilities(&self, model: &Classifier, ctx: &EpochContext) -> Result<Tensor> {
         self.of_stage(ctx).val_probabilities(model, ctx)
+    }
+
+    fn feature_cache_use(&self) -> Option<CacheUse> {
+        self.frozen.as_ref().and_then(|frozen| frozen.feature_cache_use())
     }
 }

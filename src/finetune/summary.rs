@@ -2,16 +2,19 @@
 //! resolved config with the results (the folder itself is
 //! [`crate::run_dir`]'s).
 
-use super::checkpoint::VAL_EMA_PHASE;
+use super::checkpoint::{VAL_ACC, VAL_BALANCED_ACC, VAL_LOSS, VAL_MACRO_F1};
+use super::class_weights::ClassWeights;
 use super::config::FinetuneConfig;
-use super::multi_label::MultiLabelScores;
+use super::multi_label::{MultiLabelScores, VAL_MAP};
 use super::splits::Splits;
 use crate::metrics::History;
 use crate::run_dir::{RunDir, SUMMARY_FILE};
 use crate::train::data_parallel::Ranks;
-use crate::train::engine::{Kept, KeptFrom};
+use crate::train::engine::{EpochRecord, Kept, KeptFrom};
+use crate::train::feature_cache::CacheUse;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use tch::Device;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,9 +39,10 @@ pub struct FinetuneSummary {
     pub epochs: usize,
     pub epochs_run: usize,
     pub stopped_early: bool,
-    /// The kept epoch's val accuracy and epoch, and whose weights they are:
-    /// the model's, or (`--ema`) its moving average's (`model`, `ema`).
-    /// (A multi-label run's: the exact-match ratio; it keeps by mAP.)
+    /// The kept epoch (the best by `config.monitor`; a multi-label run's by
+    /// mAP), its val accuracy (a multi-label run's: the exact-match ratio),
+    /// and whose weights they are: the model's, or (`--ema`) its moving
+    /// average's (`model`, `ema`).
     pub best_val_acc: f64,
     pub best_epoch: usize,
     /// A multi-label run's kept val mAP (the score it keeps by).
@@ -50,6 +54,17 @@ pub struct FinetuneSummary {
     pub multi_label: Option<MultiLabelScores>,
     #[serde(default)]
     pub best_from: KeptFrom,
+    /// The kept epoch's val loss, macro-F1 and balanced accuracy (none in
+    /// summaries written before they were measured).
+    #[serde(default)]
+    pub best_val_loss: Option<f64>,
+    #[serde(default)]
+    pub best_val_macro_f1: Option<f64>,
+    #[serde(default)]
+    pub best_val_balanced_acc: Option<f64>,
+    /// The training loss's weight of each class (`--class-weights`), when weighted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_weights: Option<BTreeMap<String, f64>>,
     pub seconds: f64,
     pub train_images: usize,
     pub val_images: usize,
@@ -74,6 +89,14 @@ pub struct FinetuneSummary {
     pub gradient_averaging_seconds: f64,
     #[serde(default)]
     pub gradient_averaging_share: f64,
+    /// Seconds from the start of this process's run to its first training
+    /// step (the model, the images, the fixed features).
+    #[serde(default)]
+    pub startup_seconds: Option<f64>,
+    /// What `--feature-cache` served this process: features loaded from
+    /// it, and computed (then added to it).
+    #[serde(default)]
+    pub feature_cache: Option<CacheUse>,
 }
 
 impl FinetuneSummary {
@@ -82,7 +105,7 @@ impl FinetuneSummary {
         device: Device,
         splits: &Splits,
         history: &History,
-        (kept, stopped_early): (&Kept, bool),
+        (kept, best, stopped_early): (&Kept, &EpochRecord, bool),
         seconds: f64,
         ranks: &Ranks,
     ) -> Result<Self> {
@@ -91,6 +114,7 @@ impl FinetuneSummary {
         let total: f64 = train.iter().map(|r| r.seconds).sum();
         anyhow::ensure!(!train.is_empty(), "no epoch was run");
         let bad_files = splits.train.bad_files.iter().chain(&splits.val.bad_files);
+        let best_score = |name: &str| best.scores.get(&kept.from.score_name(name)).copied();
         Ok(Self {
             tool: finetune_tool(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -102,14 +126,15 @@ impl FinetuneSummary {
             epochs: config.epochs,
             epochs_run: train.len(),
             stopped_early,
-            best_val_acc: match config.multi_label() {
-                true => kept_val_acc(history, kept),
-                false => kept.score,
-            },
+            best_val_acc: best_score(VAL_ACC).unwrap_or(f64::NAN),
             best_epoch: kept.epoch,
-            best_val_map: config.multi_label().then_some(kept.score),
+            best_val_map: best_score(VAL_MAP).filter(|_| config.multi_label()),
             multi_label: None,
             best_from: kept.from,
+            best_val_loss: best_score(VAL_LOSS),
+            best_val_macro_f1: best_score(VAL_MACRO_F1),
+            best_val_balanced_acc: best_score(VAL_BALANCED_ACC),
+            class_weights: None,
             seconds,
             train_images: splits.train.len(),
             val_images: splits.val.len(),
@@ -121,23 +146,19 @@ impl FinetuneSummary {
             global_batch: config.batch_size * ranks.world_size() * config.accumulate,
             gradient_averaging_seconds: ranks.averaging_seconds(),
             gradient_averaging_share: if total > 0.0 { ranks.averaging_seconds() / total } else { 0.0 },
+            startup_seconds: None,
+            feature_cache: None,
         })
+    }
+
+    /// This summary recording the class weights the run trained with.
+    pub fn with_class_weights(self, weights: Option<&ClassWeights>) -> Self {
+        Self { class_weights: weights.map(ClassWeights::by_class), ..self }
     }
 
     pub fn write(&self, out: &RunDir) -> Result<()> {
         out.write(SUMMARY_FILE, serde_json::to_string_pretty(self)?.as_bytes())
     }
-}
-
-/// The val accuracy of the kept epoch's kept weights (the model's, or its
-/// moving average's row).
-fn kept_val_acc(history: &History, kept: &Kept) -> f64 {
-    let phase = match kept.from {
-        KeptFrom::Model => "val",
-        KeptFrom::Ema => VAL_EMA_PHASE,
-    };
-    let row = history.rows.iter().find(|r| r.epoch == kept.epoch && r.phase == phase);
-    row.map_or(f64::NAN, |r| r.acc)
 }
 
 fn one() -> usize {

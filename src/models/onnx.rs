@@ -239,7 +239,7 @@ pub fn graph(model: &Classifier, image_size: i64) -> Result<Graph> {
         let names: Vec<String> = <Arch as clap::ValueEnum>::value_variants()
             .iter()
             .filter(|a| exportable(**a))
-            .map(|a| crate::choice_names::Named::name(a))
+            .map(crate::choice_names::Named::name)
             .collect();
         bail!(
             "--arch {}: ONNX export is written for {} so far",

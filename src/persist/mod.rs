@@ -3,11 +3,13 @@
 //! pickle), `.safetensors` files ([`safetensors`]), weights copied into a
 //! model by name ([`weights`]), the one typed format of a `.safetensors`
 //! file's metadata ([`card`]), the card a saved model carries
-//! ([`model_card`]), ONNX graphs ([`onnx`], written only) and atomic
-//! writes ([`atomic`]). It knows tensors and names, not training.
+//! ([`model_card`]), ONNX graphs ([`onnx`], written only), atomic
+//! writes ([`atomic`]) and lock files ([`lock`]: one process at a time).
+//! It knows tensors and names, not training.
 
 pub mod atomic;
 pub mod card;
+pub mod lock;
 pub mod model_card;
 pub mod onnx;
 pub mod pth;

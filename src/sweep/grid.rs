@@ -270,13 +270,17 @@ fn recipe_list(
 }
 
 /// Options whose values are paths.
-const PATH_OPTIONS: &[&str] = &["data", "labels", "weights", "models_dir", "image_dir"];
+const PATH_OPTIONS: &[&str] = &["data", "labels", "weights", "models_dir", "image_dir", "feature_cache"];
+/// Options whose values are paths but for one word (`class-weights auto`).
+const PATH_OR_WORD_OPTIONS: &[(&str, &str)] = &[("class_weights", "auto")];
 
 /// Relative paths in `table` made relative to `folder` (the sweep file's),
 /// so a sweep runs the same from any working folder.
 fn resolve_paths(table: &mut toml::Table, folder: &Path) {
     for (key, value) in table.iter_mut() {
-        if PATH_OPTIONS.contains(&id(key).as_str()) {
+        let word = PATH_OR_WORD_OPTIONS.iter().find(|(option, _)| *option == id(key)).map(|(_, word)| *word);
+        let is_word = word.is_some_and(|word| value.as_str() == Some(word));
+        if PATH_OPTIONS.contains(&id(key).as_str()) || (word.is_some() && !is_word) {
             resolve_path(value, folder);
         }
     }
@@ -438,6 +442,19 @@ mod tests {
         let b = parse(reordered).unwrap().points(Path::new("o")).unwrap();
         let names = |p: &[Point]| p.iter().map(|p| (p.index, p.name.clone())).collect::<Vec<_>>();
         assert_eq!(names(&a), names(&b));
+    }
+
+    #[test]
+    fn a_class_weights_file_starts_from_the_sweep_file_and_auto_stays_a_word() {
+        let mut table: toml::Table = toml::from_str("class-weights = \"w.csv\"\ndata = \"d\"").unwrap();
+        resolve_paths(&mut table, Path::new("/sweeps"));
+        assert_eq!(
+            (table["class-weights"].as_str(), table["data"].as_str()),
+            (Some("/sweeps/w.csv"), Some("/sweeps/d"))
+        );
+        let mut table: toml::Table = toml::from_str("class_weights = \"auto\"").unwrap();
+        resolve_paths(&mut table, Path::new("/sweeps"));
+        assert_eq!(table["class_weights"].as_str(), Some("auto"));
     }
 
     #[test]

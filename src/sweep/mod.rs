@@ -12,7 +12,9 @@
 //! - [`slurm`]: the `sweep.sbatch` array jobs (one per `nproc`) and the
 //!   task's point;
 //! - [`rank`]: a sweep started by `srun` as one rank of a point of several;
-//! - [`report`]: one table (Markdown, CSV, PNG) of the runs under folders.
+//! - [`report`]: one table (Markdown, CSV, PNG) of the runs under folders;
+//! - [`paired`]: its paired tests between configurations scored on the
+//!   same images (`finetune`'s per-image val outcomes).
 //!
 //! Training itself is the tool's own: a sweep starts the tool's binary once
 //! per point (`--out` its run folder, `--resume` for a partial one) and never
@@ -20,6 +22,7 @@
 
 pub mod grid;
 pub mod lock;
+pub mod paired;
 pub mod rank;
 pub mod report;
 pub mod runner;
@@ -35,6 +38,10 @@ use runner::{Plan, Tally};
 use status::{RunFolder, Status};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
+
+/// The folder under a sweep's `--out` where its frozen-backbone points
+/// share their features.
+pub const FEATURE_CACHE_DIR: &str = "feature-cache";
 
 /// A sweep: its file, the folder its runs go under, and its points.
 pub struct Sweep {
@@ -63,6 +70,16 @@ impl Sweep {
         let set_by_file =
             |option: &str| self.file.base.contains_key(option) || self.file.axes.iter().any(|a| a.key == option);
         self.file.tool.launcher_options().iter().copied().filter(|&option| !set_by_file(option)).collect()
+    }
+
+    /// The feature cache the sweep gives `point`'s run: `<out>/feature-cache`
+    /// for a `finetune` point whose backbone is frozen (feature-extract,
+    /// or staged for its first epochs), unless the sweep file sets
+    /// `feature-cache` itself (then the point's own options hold it).
+    pub fn feature_cache(&self, point: &Point) -> Option<PathBuf> {
+        let freezes = matches!(point.config["mode"].as_str(), Some("feature-extract" | "staged"));
+        let set_by_file = !point.config["feature_cache"].is_null();
+        (self.file.tool == tool::Tool::Finetune && freezes && !set_by_file).then(|| self.out.join(FEATURE_CACHE_DIR))
     }
 
     /// The run folder of `point`.

@@ -1,39 +1,53 @@
 //! One table of all runs of one tool under some folders (a sweep's, or any
 //! run folders): the options that vary between them, and per configuration
-//! (the runs that differ only in `seed`) the tool's score (`finetune`: best
-//! val accuracy; `mnist`: val accuracy; `caption train`: val BLEU-4) as
-//! mean ± std over the seeds, test accuracy where the tool measures it, best
-//! epoch, seconds per epoch, wall time and device. Written as `results.md`,
+//! (the runs that differ only in `seed` and `fold`) the tool's score
+//! (`finetune`: best val accuracy; `mnist`: val accuracy; `caption train`:
+//! val BLEU-4) as mean ± std over the seeds and folds, test accuracy where
+//! the tool measures it, val macro-F1 and balanced accuracy at the best
+//! epoch where the runs recorded them (`finetune`), best epoch, seconds per
+//! epoch, wall time and device; for `finetune`, the paired tests between
+//! configurations scored on the same images ([`super::paired`]). Written as `results.md`,
 //! `results.csv` and `results.png`. Runs that failed or are not finished are
 //! listed as such, not dropped; folders of other tools are named, not
 //! tabulated. Reads run folders through [`super::status`]; trains nothing.
 
+use super::paired::{self, Comparison, PairableRun};
 use super::status::{RunFolder, Status};
 use super::tool::{Tool, TOOLS};
 use crate::metrics::mean_std;
 use crate::persist::write_atomically;
 use crate::report::csv_field;
 use crate::report::plots::{spread_chart, SpreadRow};
+use crate::run_dir::VAL_PREDICTIONS_FILE;
 use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// How deep under each given folder run folders are looked for.
 const MAX_DEPTH: usize = 4;
-/// The option runs of one configuration differ in.
+/// The options runs of one configuration differ in.
 const SEED: &str = "seed";
+const FOLD: &str = "fold";
+/// The columns of the class-balanced scores at the best epoch.
+const MACRO_F1_COLUMN: &str = "val macro-F1";
+const BALANCED_ACC_COLUMN: &str = "val balanced acc";
 
 /// One run folder, summed up.
 #[derive(Debug, Clone)]
 pub struct Run {
     /// The folder, relative to the folder given.
     pub dir: PathBuf,
+    /// The folder, as found (to read its files).
+    pub folder: PathBuf,
     pub status: Status,
     /// Every option of the run's config, as text (`None`: no config saved).
     pub options: Option<BTreeMap<String, String>>,
     /// The tool's score (see [`Tool::score_name`]).
     pub score: Option<f64>,
     pub test_acc: Option<f64>,
+    /// Val macro-F1 and balanced accuracy at the best epoch (`finetune`).
+    pub macro_f1: Option<f64>,
+    pub balanced_acc: Option<f64>,
     pub best_epoch: Option<usize>,
     pub epochs_done: usize,
     pub epochs: Option<usize>,
@@ -42,9 +56,13 @@ pub struct Run {
     /// Wall time of every attempt (the launcher's record, else the run's own).
     pub wall_seconds: Option<f64>,
     pub device: Option<String>,
+    /// Seconds to the first training step, and the frozen features loaded
+    /// from a feature cache and computed (`finetune`, last attempt).
+    pub startup_seconds: Option<f64>,
+    pub features: Option<(usize, usize)>,
 }
 
-/// Runs that differ only in their seed.
+/// Runs that differ only in their seed and fold.
 #[derive(Debug, Clone)]
 pub struct Configuration {
     /// The varying options' values, in [`Report::keys`] order.
@@ -60,10 +78,14 @@ pub struct Report {
     pub roots: Vec<PathBuf>,
     /// The tool whose runs are tabulated.
     pub tool: Tool,
-    /// The options whose values differ between runs, but the seed.
+    /// The options whose values differ between runs, but the seed and fold.
     pub keys: Vec<String>,
     pub runs: Vec<Run>,
     pub configurations: Vec<Configuration>,
+    /// The configurations compared on the same images (`finetune`).
+    pub comparisons: Vec<Comparison>,
+    /// Done runs that cannot be paired: they have no per-image outcomes.
+    pub unpaired: usize,
     /// Run folders of the other tools (`mnist mlp`, …), left out: (folder, tool).
     pub skipped: Vec<(PathBuf, String)>,
     /// Run folders under a sweep's `--out` that are none of its points (an
@@ -124,7 +146,18 @@ impl Report {
         }
         let keys = varying_keys(tool, &runs);
         let configurations = group(&runs, &keys);
-        Ok(Self { roots: roots.to_vec(), tool, keys, runs, configurations, skipped, strays: Vec::new() })
+        let (comparisons, unpaired) = comparisons(tool, &runs, &configurations)?;
+        Ok(Self {
+            roots: roots.to_vec(),
+            tool,
+            keys,
+            runs,
+            configurations,
+            comparisons,
+            unpaired,
+            skipped,
+            strays: Vec::new(),
+        })
     }
 
     /// The runs of a sweep's points, every point one row in point order
@@ -160,12 +193,34 @@ impl Report {
         strays.extend(found.into_iter().filter(|dir| !points.contains(dir)));
         let keys = varying_keys(tool, &runs);
         let configurations = group(&runs, &keys);
-        Ok(Self { roots: vec![sweep.out.clone()], tool, keys, runs, configurations, skipped: Vec::new(), strays })
+        let (comparisons, unpaired) = comparisons(tool, &runs, &configurations)?;
+        Ok(Self {
+            roots: vec![sweep.out.clone()],
+            tool,
+            keys,
+            runs,
+            configurations,
+            comparisons,
+            unpaired,
+            skipped: Vec::new(),
+            strays,
+        })
+    }
+
+    /// Whether any run is one fold of a cross-validation (a column only then).
+    fn has_folds(&self) -> bool {
+        let fold = |run: &Run| run.options.as_ref().and_then(|o| o.get(FOLD).cloned());
+        self.runs.iter().any(|run| fold(run).is_some_and(|fold| fold != "—"))
     }
 
     /// Whether any run has a test accuracy (a column only then).
     fn has_test_acc(&self) -> bool {
         self.runs.iter().any(|r| r.test_acc.is_some())
+    }
+
+    /// Whether any run has a macro-F1 and balanced accuracy (columns only then).
+    fn has_class_balanced(&self) -> bool {
+        self.runs.iter().any(|r| r.macro_f1.is_some() || r.balanced_acc.is_some())
     }
 
     fn done(&self, configuration: &Configuration) -> Vec<&Run> {
@@ -182,10 +237,13 @@ impl Report {
 
     /// The configurations table as Markdown rows (cells, header first).
     fn configuration_rows(&self) -> Vec<Vec<String>> {
-        let tests = self.has_test_acc();
+        let (tests, balanced) = (self.has_test_acc(), self.has_class_balanced());
         let mut header: Vec<String> = self.keys.clone();
         header.extend(["runs done".to_owned(), self.tool.score_name().to_owned()]);
         header.extend(tests.then(|| "test acc".to_owned()));
+        if balanced {
+            header.extend([MACRO_F1_COLUMN.to_owned(), BALANCED_ACC_COLUMN.to_owned()]);
+        }
         header.extend(["best epoch", "s/epoch", "wall", "device"].map(String::from));
         let mut rows = vec![header];
         for configuration in &self.configurations {
@@ -196,6 +254,10 @@ impl Report {
             row.push(spread_cell(&stat(|r| r.score)));
             if tests {
                 row.push(spread_cell(&stat(|r| r.test_acc)));
+            }
+            if balanced {
+                row.push(spread_cell(&stat(|r| r.macro_f1)));
+                row.push(spread_cell(&stat(|r| r.balanced_acc)));
             }
             row.push(mean_cell(&stat(|r| r.best_epoch.map(|e| e as f64)), 1, ""));
             row.push(mean_cell(&stat(|r| r.seconds_per_epoch), 3, ""));
@@ -209,11 +271,16 @@ impl Report {
 
     /// Every run as Markdown rows (cells, header first).
     fn run_rows(&self) -> Vec<Vec<String>> {
-        let tests = self.has_test_acc();
+        let (tests, balanced) = (self.has_test_acc(), self.has_class_balanced());
+        let folds = self.has_folds();
         let mut header = vec!["run".to_owned(), "status".to_owned()];
         header.extend(self.keys.iter().cloned());
-        header.extend(["seed".to_owned(), self.tool.score_name().to_owned()]);
+        header.extend(folds.then(|| FOLD.to_owned()));
+        header.extend([SEED.to_owned(), self.tool.score_name().to_owned()]);
         header.extend(tests.then(|| "test acc".to_owned()));
+        if balanced {
+            header.extend([MACRO_F1_COLUMN.to_owned(), BALANCED_ACC_COLUMN.to_owned()]);
+        }
         header.extend(["best epoch", "epochs", "s/epoch", "wall", "device"].map(String::from));
         let mut rows = vec![header];
         let number = |value: Option<f64>| value.map_or("—".into(), |v| format!("{v:.4}"));
@@ -222,10 +289,14 @@ impl Report {
                 |key: &str| run.options.as_ref().and_then(|o| o.get(key).cloned()).unwrap_or_else(|| "?".into());
             let mut row = vec![format!("`{}`", run.dir.display()), run.status.word().to_owned()];
             row.extend(self.keys.iter().map(|k| option(k)));
+            row.extend(folds.then(|| option(FOLD)));
             row.push(option(SEED));
             row.push(number(run.score));
             if tests {
                 row.push(number(run.test_acc));
+            }
+            if balanced {
+                row.extend([number(run.macro_f1), number(run.balanced_acc)]);
             }
             row.push(run.best_epoch.map_or("—".into(), |e| e.to_string()));
             row.push(format!("{} of {}", run.epochs_done, run.epochs.map_or("?".into(), |e| e.to_string())));
@@ -250,13 +321,25 @@ impl Report {
         let mut text =
             format!("# Results: {} run(s){of_tool} under {}, {done} done\n\n", self.runs.len(), roots.join(", "));
         text += &markdown_table(&self.configuration_rows());
+        let scores = match self.has_class_balanced() {
+            true => {
+                format!("{}, {MACRO_F1_COLUMN} and {BALANCED_ACC_COLUMN} (at the best epoch)", self.tool.score_name())
+            }
+            false => self.tool.score_name().to_owned(),
+        };
         text += &format!(
-            "\n{}: mean ± standard deviation over the seeds of the done runs; best epoch, s/epoch{} and wall time \
-             (every attempt): means over them.\n\n## Runs\n\n",
-            self.tool.score_name(),
+            "\n{scores}: mean ± standard deviation over the seeds{} of the done runs; best epoch, s/epoch{} and wall time \
+             (every attempt): means over them.\n",
+            if self.has_folds() { " and folds" } else { "" },
             if self.tool == Tool::Finetune { " (train and val phases)" } else { "" }
         );
+        if self.tool == Tool::Finetune && self.configurations.len() > 1 {
+            let labels: Vec<String> = self.configurations.iter().map(|c| self.label(c)).collect();
+            text += &paired::markdown(&self.comparisons, &labels, self.unpaired);
+        }
+        text += "\n## Runs\n\n";
         text += &markdown_table(&self.run_rows());
+        text += &self.startup_section();
         let not_done: Vec<&Run> = self.runs.iter().filter(|r| r.status != Status::Done).collect();
         if !not_done.is_empty() {
             text += "\n## Not done\n\n";
@@ -279,13 +362,43 @@ impl Report {
         text
     }
 
+    /// Each run's start-up (seconds to its first training step) and what a
+    /// feature cache served it, with how many runs loaded every feature
+    /// they needed from one; nothing when no run says.
+    fn startup_section(&self) -> String {
+        let runs: Vec<&Run> = self.runs.iter().filter(|r| r.startup_seconds.is_some()).collect();
+        if runs.is_empty() {
+            return String::new();
+        }
+        let mut rows = vec![["run", "start-up", "features loaded", "features computed"].map(String::from).to_vec()];
+        for run in &runs {
+            let (loaded, computed) =
+                run.features.map_or(("—".into(), "—".into()), |(l, c)| (l.to_string(), c.to_string()));
+            let startup = run.startup_seconds.map_or("—".into(), |s| format!("{s:.1} s"));
+            rows.push(vec![format!("`{}`", run.dir.display()), startup, loaded, computed]);
+        }
+        let cached = runs.iter().filter(|r| r.features.is_some()).count();
+        let reused = runs.iter().filter(|r| r.features.is_some_and(|(loaded, computed)| loaded > 0 && computed == 0));
+        let mut text = "\n## Start-up\n\n".to_owned();
+        text += &markdown_table(&rows);
+        text += &format!(
+            "\nStart-up: seconds from a run's start to its first training step (its last attempt). \
+             {} of {cached} run(s) with a feature cache loaded every frozen feature from it (computed none).\n",
+            reused.count()
+        );
+        text
+    }
+
     /// `results.csv`: one row per configuration.
     pub fn csv(&self) -> String {
-        let tests = self.has_test_acc();
+        let (tests, balanced) = (self.has_test_acc(), self.has_class_balanced());
         let score = self.tool.score_key();
         let mut header: Vec<String> = self.keys.clone();
         header.extend(["runs".to_owned(), "done".to_owned(), format!("{score}_mean"), format!("{score}_std")]);
         header.extend(tests.then(|| "test_acc_mean".to_owned()));
+        if balanced {
+            header.extend(["macro_f1_mean".to_owned(), "balanced_acc_mean".to_owned()]);
+        }
         header.extend(["best_epoch_mean", "seconds_per_epoch", "wall_seconds", "devices"].map(String::from));
         let mut lines = vec![header.iter().map(|h| csv_field(h)).collect::<Vec<_>>().join(",")];
         for configuration in &self.configurations {
@@ -302,6 +415,10 @@ impl Report {
             cells.push(if scores.len() < 2 { String::new() } else { format!("{:.6}", mean_std(&scores).1) });
             if tests {
                 cells.push(number(&stat(|r| r.test_acc)));
+            }
+            if balanced {
+                cells.push(number(&stat(|r| r.macro_f1)));
+                cells.push(number(&stat(|r| r.balanced_acc)));
             }
             cells.push(number(&stat(|r| r.best_epoch.map(|e| e as f64))));
             cells.push(number(&stat(|r| r.seconds_per_epoch)));
@@ -412,8 +529,11 @@ fn read_run(tool: Tool, folder: &RunFolder, root: &Path, with_root: bool) -> Res
     let text = |key: &str| summary.and_then(|s| s.get(key)).and_then(serde_json::Value::as_str).map(str::to_owned);
     let run = Run {
         dir: name,
+        folder: dir.clone(),
         score: headline.score,
         test_acc: headline.test_acc,
+        macro_f1: headline.macro_f1,
+        balanced_acc: headline.balanced_acc,
         best_epoch: headline.best_epoch,
         epochs_done: folder.saved.as_ref().map_or(0, |s| s.epochs_done),
         epochs: folder.config().and_then(Tool::epochs),
@@ -422,6 +542,8 @@ fn read_run(tool: Tool, folder: &RunFolder, root: &Path, with_root: bool) -> Res
         device: text("device").or(folder.exit.as_ref().map(|e| e.device.clone())),
         status: folder.status(None),
         options: folder.config().map(|config| option_texts(tool, config)).transpose()?,
+        startup_seconds: headline.startup_seconds,
+        features: headline.features,
     };
     Ok((run, folder.exit.as_ref().map(|e| e.index)))
 }
@@ -462,10 +584,35 @@ fn varying_keys(tool: Tool, runs: &[Run]) -> Vec<String> {
     let options: Vec<&BTreeMap<String, String>> = runs.iter().filter_map(|r| r.options.as_ref()).collect();
     let all: BTreeSet<&String> = options.iter().flat_map(|o| o.keys()).collect();
     let varies = |key: &String| options.iter().map(|o| o.get(key)).collect::<BTreeSet<_>>().len() > 1;
-    let mut keys: Vec<String> = all.into_iter().filter(|k| *k != SEED && varies(k)).cloned().collect();
+    let mut keys: Vec<String> = all.into_iter().filter(|k| *k != SEED && *k != FOLD && varies(k)).cloned().collect();
     let order: Vec<String> = tool.option_ids().iter().map(|id| id.replace('_', "-")).collect();
     keys.sort_by_key(|k| (order.iter().position(|o| o == k).unwrap_or(usize::MAX), k.clone()));
     keys
+}
+
+/// The paired comparisons between `configurations` of `finetune` runs (none
+/// for the other tools), and the done runs without per-image outcomes.
+fn comparisons(tool: Tool, runs: &[Run], configurations: &[Configuration]) -> Result<(Vec<Comparison>, usize)> {
+    if tool != Tool::Finetune || configurations.len() < 2 {
+        return Ok((Vec::new(), 0));
+    }
+    let mut unpaired = 0;
+    let mut pairable = Vec::new();
+    for configuration in configurations {
+        let mut of_configuration = Vec::new();
+        for run in configuration.runs.iter().map(|&i| &runs[i]).filter(|r| r.status == Status::Done) {
+            let file = run.folder.join(VAL_PREDICTIONS_FILE);
+            if !file.is_file() {
+                unpaired += 1;
+                continue;
+            }
+            let option = |key: &str| run.options.as_ref().and_then(|o| o.get(key).cloned()).unwrap_or_default();
+            let outcomes = crate::finetune::outcomes::read(&file)?;
+            of_configuration.push(PairableRun { fold: option(FOLD), seed: option(SEED), outcomes });
+        }
+        pairable.push(of_configuration);
+    }
+    Ok((paired::compare_all(&pairable), unpaired))
 }
 
 /// Runs with a config grouped by the values of `keys`, in order of first
@@ -494,16 +641,21 @@ mod tests {
             .collect();
         Run {
             dir: PathBuf::from(format!("lr={lr},seed={seed}")),
+            folder: PathBuf::from(format!("runs/s/lr={lr},seed={seed}")),
             status,
             options: Some(options),
             score: acc,
             test_acc: None,
+            macro_f1: None,
+            balanced_acc: None,
             best_epoch: acc.map(|_| 1),
             epochs_done: 2,
             epochs: Some(2),
             seconds_per_epoch: Some(1.5),
             wall_seconds: Some(4.0),
             device: Some("cpu".into()),
+            startup_seconds: None,
+            features: None,
         }
     }
 
@@ -516,6 +668,8 @@ mod tests {
             keys,
             runs,
             configurations,
+            comparisons: Vec::new(),
+            unpaired: 0,
             skipped: Vec::new(),
             strays: Vec::new(),
         }
@@ -552,5 +706,25 @@ mod tests {
         );
         assert_eq!(lines[1], "0.01,2,2,0.800000,0.070711,1.000000,1.500000,4.000000,cpu");
         assert_eq!(lines[2], "0.001,2,1,0.500000,,1.000000,1.500000,4.000000,cpu");
+    }
+
+    #[test]
+    fn runs_that_recorded_macro_f1_and_balanced_accuracy_get_their_columns() {
+        let scored = |seed: &str, acc: f64, f1: f64| Run {
+            macro_f1: Some(f1),
+            balanced_acc: Some(f1 + 0.05),
+            ..run("0.01", seed, Status::Done, Some(acc))
+        };
+        let r = report(vec![scored("0", 0.8, 0.6), scored("1", 0.9, 0.7)]);
+        let rows = r.configuration_rows();
+        assert_eq!(rows[0][1..4], ["best val acc", "val macro-F1", "val balanced acc"]);
+        assert_eq!(rows[1][1..4], ["0.8500 ± 0.0707", "0.6500 ± 0.0707", "0.7000 ± 0.0707"]);
+        assert_eq!(r.run_rows()[1][3..6], ["0.8000", "0.6000", "0.6500"]);
+        let csv = r.csv();
+        assert!(
+            csv.starts_with("runs,done,best_val_acc_mean,best_val_acc_std,macro_f1_mean,balanced_acc_mean,"),
+            "{csv}"
+        );
+        assert!(csv.lines().nth(1).unwrap().starts_with("2,2,0.850000,0.070711,0.650000,0.700000,"), "{csv}");
     }
 }

@@ -310,6 +310,9 @@ fn point_command(sweep: &Sweep, point: &Point, device: &str, threads: usize, res
         command.args(&point.flags).arg("--out").arg(&dir);
     }
     command.args(["--device", device]);
+    if let Some(cache) = sweep.feature_cache(point) {
+        command.arg("--feature-cache").arg(cache);
+    }
     for option in sweep.launched_options() {
         command.arg(format!("--{option}")).arg(threads.to_string());
     }
@@ -422,8 +425,18 @@ fn finish(sweep: &Sweep, run: &mut Running, exit: std::process::ExitStatus, tall
             tally.done.push(run.index);
             let tool = sweep.file.tool;
             let summary = super::status::RunFolder::read(&dir)?.summary.unwrap_or_default();
-            let score = tool.headline(&summary).score.unwrap_or(f64::NAN);
-            format!("point {} ({}) done in {took}: {} {score:.4}", point.index, point.label(), tool.score_name())
+            let headline = tool.headline(&summary);
+            let score = headline.score.unwrap_or(f64::NAN);
+            let startup = headline.startup_seconds.map_or(String::new(), |s| format!(" · start-up {s:.1} s"));
+            let features = headline.features.map_or(String::new(), |(loaded, computed)| {
+                format!(" (features: {loaded} loaded, {computed} computed)")
+            });
+            format!(
+                "point {} ({}) done in {took}: {} {score:.4}{startup}{features}",
+                point.index,
+                point.label(),
+                tool.score_name()
+            )
         }
         Outcome::Interrupted => {
             tally.interrupted.push(run.index);

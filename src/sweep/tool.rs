@@ -37,6 +37,14 @@ pub struct Headline {
     pub test_acc: Option<f64>,
     /// Mean seconds of a training epoch, where the summary says.
     pub seconds_per_epoch: Option<f64>,
+    /// Seconds to the first training step (finetune).
+    pub startup_seconds: Option<f64>,
+    /// Frozen features the run loaded from its feature cache, and computed.
+    pub features: Option<(usize, usize)>,
+    /// Macro-F1 and balanced accuracy at the best epoch, where the tool
+    /// measures them (finetune).
+    pub macro_f1: Option<f64>,
+    pub balanced_acc: Option<f64>,
 }
 
 impl Tool {
@@ -233,12 +241,19 @@ impl Tool {
         let count = |key: &str| summary.get(key).and_then(Value::as_u64).map(|n| n as usize);
         let epochs = summary.get("config").and_then(Tool::epochs).filter(|&e| e > 0);
         match self {
-            Tool::Finetune => Headline {
-                score: number("best_val_acc"),
-                best_epoch: count("best_epoch"),
-                test_acc: None,
-                seconds_per_epoch: None,
-            },
+            Tool::Finetune => {
+                let cache = summary.get("feature_cache").filter(|c| !c.is_null());
+                let cache_count = |key: &str| cache?.get(key)?.as_u64().map(|n| n as usize);
+                Headline {
+                    score: number("best_val_acc"),
+                    best_epoch: count("best_epoch"),
+                    macro_f1: number("best_val_macro_f1"),
+                    balanced_acc: number("best_val_balanced_acc"),
+                    startup_seconds: number("startup_seconds"),
+                    features: cache_count("loaded").zip(cache_count("computed")),
+                    ..Headline::default()
+                }
+            }
             Tool::MnistMlp => {
                 let rows = summary.get("rows").and_then(Value::as_array).cloned().unwrap_or_default();
                 let val = |row: &Value| row.get("val_acc").and_then(Value::as_f64);
@@ -248,6 +263,7 @@ impl Tool {
                     best_epoch: None,
                     test_acc: number("test_acc"),
                     seconds_per_epoch: epochs.filter(|_| !rows.is_empty()).map(|e| seconds / (e * rows.len()) as f64),
+                    ..Headline::default()
                 }
             }
             Tool::MnistCnn => Headline {
@@ -255,6 +271,7 @@ impl Tool {
                 best_epoch: None,
                 test_acc: number("test_acc"),
                 seconds_per_epoch: number("training_seconds").zip(epochs).map(|(s, e)| s / e as f64),
+                ..Headline::default()
             },
             Tool::CaptionTrain => Headline {
                 // The first BLEU row is the model's own (the others are baselines).
@@ -262,6 +279,7 @@ impl Tool {
                 best_epoch: count("kept_epoch"),
                 test_acc: None,
                 seconds_per_epoch: number("seconds_per_epoch"),
+                ..Headline::default()
             },
         }
     }
@@ -315,6 +333,7 @@ mod tests {
             "workers",
             "threads",
             "cache_mb",
+            "feature_cache",
             "force",
             "nproc",
             "dist_backend",
@@ -369,6 +388,18 @@ mod tests {
         }
         assert_eq!(Tool::Finetune.normalized(&older), Tool::Finetune.normalized(&plain));
         assert_ne!(Tool::Finetune.normalized(&config)["accumulate"], Tool::Finetune.normalized(&plain)["accumulate"]);
+    }
+
+    #[test]
+    fn a_finetune_point_may_set_the_monitor_sampler_and_class_weights() {
+        let data = env!("CARGO_MANIFEST_DIR");
+        let base: toml::Table = toml::from_str(&format!("random-init = true\ndata = {data:?}")).unwrap();
+        let point: toml::Table =
+            toml::from_str("monitor = \"val_loss\"\nsampler = \"balanced\"\nclass-weights = \"auto\"").unwrap();
+        let config = Tool::Finetune.resolve(&base, &point, Path::new("target/test-runs/point"), "point 0").unwrap();
+        assert_eq!((config["monitor"].as_str(), config["sampler"].as_str()), (Some("val_loss"), Some("balanced")));
+        assert_eq!(config["class_weights"].as_str(), Some("auto"));
+        assert_eq!(flag("monitor", &point["monitor"]), ["--monitor", "val_loss"]);
     }
 
     #[test]

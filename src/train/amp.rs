@@ -54,6 +54,15 @@ impl Autocast {
         }
     }
 
+    /// The precision of the autocast regions' products: `fp32` (off), `fp16`, `bf16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Off => "fp32",
+            Self::On(_, Dtype::Fp16) => "fp16",
+            Self::On(_, Dtype::Bf16) => "bf16",
+        }
+    }
+
     /// Whether backward passes through autocast regions need a scaled loss
     /// (fp16 only).
     pub fn scales_loss(self) -> bool {

@@ -1,11 +1,14 @@
 //! Passes through the frozen, eval-mode backbone: the feature-extract epoch's
-//! augmented images, fixed image sets (val, `--cache-features`), and class
-//! probabilities for evaluation and prediction. On the CPU they run in lanes
-//! (`crate::accel::eval_lanes`) over the model's read-only [`FrozenView`]; on CUDA
-//! in large batches.
+//! augmented images, fixed image sets (val, `--cache-features`; shared out
+//! between data-parallel ranks, and through a [`FeatureCache`] when the run
+//! keeps one), and class probabilities for evaluation and prediction. On the
+//! CPU they run in lanes (`crate::accel::eval_lanes`) over the model's
+//! read-only [`FrozenView`]; on CUDA in large batches.
 
 use super::amp::Autocast;
 use super::augmented_batches::for_each_augmented_batch;
+use super::data_parallel::Ranks;
+use super::feature_cache::{CacheUse, FeatureCache};
 use crate::accel::eval_lanes::{lane_count, map_in_lanes};
 use crate::data::loader::{DecodedSplit, EpochPlan};
 use crate::data::transforms::Normalization;
@@ -13,6 +16,7 @@ use crate::interrupt::Interrupt;
 use crate::models::{Classifier, FrozenView};
 use crate::report::Reporter;
 use anyhow::Result;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -115,6 +119,94 @@ pub fn backbone_features(
     });
     bar.finish_and_clear();
     Tensor::cat(&chunks, 0)
+}
+
+/// A fixed set of images whose features a run computes once: a split
+/// through the val transform.
+pub struct FixedImages<'a> {
+    pub split: &'a DecodedSplit,
+    /// The whole split already through the val transform, when at hand.
+    pub transformed: Option<&'a Tensor>,
+    /// The bar's name (`val features`).
+    pub label: &'a str,
+}
+
+impl FixedImages<'_> {
+    fn all(&self) -> Tensor {
+        match self.transformed {
+            Some(images) => images.shallow_clone(),
+            None => self.split.val_tensor(),
+        }
+    }
+
+    fn rows(&self, rows: &[usize]) -> Tensor {
+        match self.transformed {
+            Some(images) => {
+                let rows: Vec<i64> = rows.iter().map(|&i| i as i64).collect();
+                images.index_select(0, &Tensor::from_slice(&rows).to_device(images.device()))
+            }
+            None => self.split.val_tensor_of(rows),
+        }
+    }
+
+    fn paths(&self) -> &[PathBuf] {
+        &self.split.paths
+    }
+}
+
+/// Frozen-backbone features `[N, dim]` of `images`, computed in a pass
+/// shared out between `ranks`; with a `cache`, rank 0 loads those it holds,
+/// only the others are computed (shared out the same way) and added to it,
+/// and every rank gets rank 0's features. Returns what the cache served.
+pub fn fixed_features(
+    model: &Classifier,
+    images: FixedImages,
+    pass: FrozenPass,
+    (ranks, cache): (&Ranks, Option<&FeatureCache>),
+    reporter: &dyn Reporter,
+) -> Result<(Tensor, Option<CacheUse>)> {
+    let compute = |inputs: &Tensor| {
+        ranks.sharded_pass(inputs, |share| backbone_features(model, share, pass, images.label, reporter))
+    };
+    let Some(cache) = cache else { return Ok((compute(&images.all())?, None)) };
+    let look_up = ranks.leads().then(|| cache.look_up(images.paths(), reporter)).transpose();
+    let look_up = ranks.agree(look_up, "to read the feature cache")?;
+    let missing = missing_on_every_rank(ranks, look_up.as_ref().map(|l| l.missing()))?;
+    let computed = match missing.len() {
+        0 => Tensor::zeros([0, cache.space().dim], (Kind::Float, Device::Cpu)),
+        _ => compute(&images.rows(&missing))?.to_device(Device::Cpu),
+    };
+    let served = look_up.map(|look_up| look_up.complete(&computed)).transpose();
+    let served = ranks.agree(served, "to write the feature cache")?;
+    let n = images.paths().len();
+    let (features, used) = served.unwrap_or_else(|| {
+        let used = CacheUse { dir: cache.dir().to_owned(), loaded: n - missing.len(), computed: missing.len() };
+        (Tensor::zeros([n as i64, cache.space().dim], (Kind::Float, Device::Cpu)), used)
+    });
+    ranks.broadcast_from_leader(&[features.shallow_clone()])?;
+    reporter.line(&format!(
+        "feature cache: {} of {n} images: {} loaded, {} computed ({})",
+        images.label,
+        used.loaded,
+        used.computed,
+        cache.store_path().display()
+    ));
+    Ok((features, Some(used)))
+}
+
+/// Rank 0's missing rows, on every rank (the others pass `None`).
+fn missing_on_every_rank(ranks: &Ranks, leaders: Option<&[usize]>) -> Result<Vec<usize>> {
+    let mut count = [leaders.map_or(0, <[usize]>::len) as f64];
+    ranks.sum(&mut count)?;
+    let rows: Vec<i64> = match leaders {
+        Some(rows) => rows.iter().map(|&i| i as i64).collect(),
+        None => vec![0; count[0] as usize],
+    };
+    let rows = Tensor::from_slice(&rows);
+    if count[0] > 0.0 {
+        ranks.broadcast_from_leader(&[rows.shallow_clone()])?;
+    }
+    Ok(Vec::<i64>::try_from(&rows)?.into_iter().map(|i| i as usize).collect())
 }
 
 /// Class probabilities `[N, classes]` (on the CPU) from features.

@@ -2,7 +2,8 @@
 //! the same on any machine): training curves with the best epoch marked, line
 //! charts for sweeps, a dot chart of runs per configuration, a grid of
 //! validation predictions, a confusion matrix, caption samples under their
-//! pictures, and the figures of a PCA of faces ([`faces`]).
+//! pictures, pairs of pictures side by side (a dataset audit's duplicates),
+//! and the figures of a PCA of faces ([`faces`]).
 
 use crate::data::loader::{image_tensor, DecodedSplit};
 use crate::data::transforms::val_transform;
@@ -17,12 +18,14 @@ mod axis;
 mod caption_grid;
 pub mod faces;
 mod legend;
+mod pair_grid;
 mod spread;
 #[cfg(test)]
 mod tests;
 
 use axis::*;
 pub use caption_grid::{caption_samples, CaptionPanel};
+pub use pair_grid::{image_pairs, PairPanel};
 pub use spread::{spread_chart, SpreadRow};
 
 const FONT: &str = "sans-serif";

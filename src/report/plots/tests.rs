@@ -111,7 +111,19 @@ fn history(n: usize) -> History {
             ("val", 0.34 - 0.12 * t + 0.1 * t * t + wobble, 0.86 + 0.09 * (3.0 * t).sin() / 1.5 + wobble),
         ] {
             let (acc, seconds, data_wait_seconds) = (acc.min(0.99), 12.0, 1.0);
-            history.push(EpochRow { epoch, phase: phase.into(), loss, acc, seconds, data_wait_seconds, lr: 0.001 });
+            let (macro_f1, balanced_acc) = (None, None);
+            let lr = 0.001;
+            history.push(EpochRow {
+                epoch,
+                phase: phase.into(),
+                loss,
+                acc,
+                seconds,
+                data_wait_seconds,
+                lr,
+                macro_f1,
+                balanced_acc,
+            });
         }
     }
     history
