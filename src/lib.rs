@@ -3,7 +3,8 @@
 //! How data flows through the crate:
 //!
 //! ```text
-//! image files ─► data::image_folder (classes, files; non-images reported; val folder or held-out split)
+//! image files ─► data::image_folder (classes, files; non-images reported; val folder or held-out split),
+//!                or data::labels_file (a CSV/TSV of paths and labels, single- or multi-label; bad rows by line)
 //!             ─► data::loader (decode once within a memory budget, augment per epoch, batch, in parallel;
 //!                the epoch's samples drawn by data::sampler: shuffled, or class-balanced)
 //!             ─► data::transforms (torchvision's crops/resizes, normalization)
@@ -15,6 +16,7 @@
 //!                  ├ finetune::strategy (what feature-extract and full mode train)
 //!                  ├ finetune::checkpoint (best model, state files) / finetune::summary (summary.json)
 //!                  ├ finetune::monitor (the val score that picks the best epoch) / finetune::class_weights
+//!                  ├ finetune::multi_label (mAP, F1, exact match of sigmoid outputs, as scikit-learn's)
 //!                  └ train::engine (the one training loop of every tool: epochs, the keep rule,
 //!                    early stop, Ctrl-C, resumable state)
 //!                       └ train::step (forward, train::loss, grad::Backprop → gradients as values,

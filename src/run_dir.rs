@@ -34,6 +34,10 @@ pub const BEST_MODEL_FILE: &str = "best_model.safetensors";
 pub const RUN_CONFIG_FILE: &str = "run.toml";
 /// `finetune`'s per-epoch rows.
 pub const METRICS_FILE: &str = "metrics.csv";
+/// A multi-label `finetune` run's per-epoch val mAP, F1 and exact match.
+pub const MULTILABEL_METRICS_FILE: &str = "multilabel_metrics.csv";
+/// A multi-label `finetune` run's per-image val probabilities of the kept epoch.
+pub const VAL_SCORES_FILE: &str = "val_scores.csv";
 /// `finetune`'s outcome on each val image at the kept epoch.
 pub const VAL_PREDICTIONS_FILE: &str = "val_predictions.csv";
 /// The run's output (stdout and stderr), as its launcher keeps it.
@@ -47,6 +51,8 @@ pub const EXIT_FILE: &str = "exit.json";
 /// `eval-*` folders); files of other names are left alone.
 const TOOL_FILES: &[&str] = &[
     // finetune
+    MULTILABEL_METRICS_FILE,
+    VAL_SCORES_FILE,
     "loss.png",
     "accuracy.png",
     "val_predictions.png",

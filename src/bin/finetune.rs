@@ -13,7 +13,9 @@ use tchlab::cli::Banner;
 use tchlab::data::image_folder::collect_images;
 use tchlab::device::DeviceArg;
 use tchlab::finetune::config::{FinetuneConfig, TrainOptions};
-use tchlab::finetune::predict::{evaluate_split, predict_files, resolve_split, TrainedModel};
+use tchlab::finetune::predict::{
+    evaluate_multi_label, evaluate_split, predict_files, resolve_labels, resolve_split, TrainedModel,
+};
 use tchlab::finetune::run::{self, Start};
 use tchlab::interrupt::Interrupt;
 use tchlab::report::{plots, Reporter, Silent, Terminal};
@@ -32,7 +34,7 @@ use tchlab::train::lr_range::RangeTest;
     long_about = None,
     args_conflicts_with_subcommands = true,
     allow_negative_numbers = true,
-    after_help = "Examples:\n  finetune --mode feature-extract --arch efficientnet-lite0\n  finetune --list-archs\n  finetune --mode full --arch resnet18 --epochs 25 --out runs/r18-full\n  finetune --config run.toml --lr 0.01\n  finetune --cache-features --folds 5 --fold 0 --out runs/fold0      (fold 0 of 5 validates)\n  finetune --resume runs/r18-full --epochs 30\n  finetune predict --checkpoint runs/r18-full photo.jpg\n  finetune eval --checkpoint runs/r18-full --data data/hymenoptera_data\n  finetune export --checkpoint runs/r18-full\n  finetune sweep examples/sweep.toml --jobs 2\n  finetune sweep examples/kfold.toml --jobs 2                      (5 folds × 2 rates)\n  finetune report runs/sweep\n  finetune audit data/hymenoptera_data"
+    after_help = "Examples:\n  finetune --mode feature-extract --arch efficientnet-lite0\n  finetune --list-archs\n  finetune --mode full --arch resnet18 --epochs 25 --out runs/r18-full\n  finetune --config run.toml --lr 0.01\n  finetune --cache-features --folds 5 --fold 0 --out runs/fold0      (fold 0 of 5 validates)\n  finetune --resume runs/r18-full --epochs 30\n  finetune predict --checkpoint runs/r18-full photo.jpg\n  finetune eval --checkpoint runs/r18-full --data data/hymenoptera_data\n  finetune --labels photos.csv --label-delim ';' --out runs/tags   (multi-label)\n  finetune export --checkpoint runs/r18-full\n  finetune sweep examples/sweep.toml --jobs 2\n  finetune sweep examples/kfold.toml --jobs 2                      (5 folds × 2 rates)\n  finetune report runs/sweep\n  finetune audit data/hymenoptera_data"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -192,7 +194,7 @@ struct TrainArgs {
     /// Read options from a TOML file (keys as the options: `lr = 0.01`, `batch-size = 8`); flags override it [default: none: the flags and their defaults].
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Continue the run saved in this output folder with its own recipe (--epochs may extend it; --data, --workers, --threads, --cache-mb may change) [default: a new run].
+    /// Continue the run saved in this output folder with its own recipe (--epochs may extend it; --data, --labels (the same file where it now lives), --workers, --threads, --cache-mb may change) [default: a new run].
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
     /// Print every --arch: its parameters (counted on its ImageNet model, built with --threads), features, default weights file and whether that file is in --models-dir; then exit.
@@ -210,9 +212,12 @@ struct PredictArgs {
     /// Image files or folders (searched recursively for image files).
     #[arg(required = true)]
     images: Vec<PathBuf>,
-    /// Classes to show per image [default: all].
+    /// Classes to show per image [default: all; a multi-label model's: all above its threshold].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     top_k: Option<u64>,
+    /// A multi-label model shows every label whose probability is above this [default: the model's, from its training run's --threshold].
+    #[arg(long, value_name = "T")]
+    threshold: Option<f64>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -246,13 +251,23 @@ struct EvalArgs {
     #[arg(
         long,
         value_name = "DIR",
-        help = "A split folder (DIR/<class>/<images>), or a dataset root (its val/ split is evaluated)"
+        required_unless_present = "labels",
+        help = "A split folder (DIR/<class>/<images>), or a dataset root (its val/ split is evaluated); with --labels, where the file's relative paths start [default with --labels: the labels file's folder]"
     )]
-    data: PathBuf,
+    data: Option<PathBuf>,
+    /// Evaluate the images of a .csv or .tsv labels file (header path,label[,split]): its val rows when it has any, else every row; a multi-label model needs one [default: none: --data's class folders].
+    #[arg(long, value_name = "FILE")]
+    labels: Option<PathBuf>,
+    /// The separator of a multi-label labels file's labels [default: the one the model was trained with].
+    #[arg(long, value_name = "C", requires = "labels")]
+    label_delim: Option<char>,
+    /// A multi-label model predicts a label above this probability (F1, exact match) [default: the model's, from its training run's --threshold].
+    #[arg(long, value_name = "T")]
+    threshold: Option<f64>,
     #[arg(
         long,
         value_name = "DIR",
-        help = "Where to write confusion_matrix.png, evaluation.json and predictions.csv (each image's outcome) [default: eval-<split> beside the model]"
+        help = "Where to write confusion_matrix.png, evaluation.json and predictions.csv (each image's outcome; a multi-label model: evaluation.json and scores.csv) [default: eval-<split> beside the model]"
     )]
     out: Option<PathBuf>,
     /// Print the evaluation as JSON instead of tables.
@@ -386,13 +401,20 @@ fn train(args: TrainArgs, given: BTreeSet<String>) -> Result<()> {
     if !leads {
         return Ok(());
     }
+    let per_image = match config.multi_label() {
+        true => "multilabel_metrics.csv, val_scores.csv".to_owned(),
+        false => format!("val_predictions.png, {VAL_PREDICTIONS_FILE}"),
+    };
     tchlab::say!(
-        "results in {}: metrics.csv, summary.json, {BEST_MODEL_FILE}, loss.png, accuracy.png, val_predictions.png, {VAL_PREDICTIONS_FILE}, TensorBoard events (tensorboard --logdir {})",
+        "results in {}: metrics.csv, summary.json, {BEST_MODEL_FILE}, loss.png, accuracy.png, {per_image}, TensorBoard events (tensorboard --logdir {})",
         config.out.display(),
         config.out.display()
     );
     if !summary.bad_files.is_empty() {
         tchlab::say!("{} file(s) were skipped (listed in summary.json)", summary.bad_files.len());
+    }
+    if !summary.bad_rows.is_empty() {
+        tchlab::say!("{} labels file row(s) were skipped (listed in summary.json)", summary.bad_rows.len());
     }
     Ok(())
 }
@@ -401,7 +423,10 @@ fn predict(args: PredictArgs) -> Result<()> {
     args.threads.apply();
     let device = args.device.select()?;
     Banner { tool: "finetune predict", device, seed: None, out: None }.print();
-    let trained = TrainedModel::load(&args.checkpoint, device)?;
+    let mut trained = TrainedModel::load(&args.checkpoint, device)?;
+    if let Some(threshold) = args.threshold {
+        trained.set_threshold(threshold)?;
+    }
     let (files, skipped) = collect_images(&args.images)?;
     if skipped > 0 {
         tchlab::say_err!("skipped {skipped} file(s) in the folders given that are not images by extension");
@@ -417,6 +442,10 @@ fn predict(args: PredictArgs) -> Result<()> {
         for p in &predictions {
             match &p.error {
                 Some(e) => tchlab::say!("{}  ERROR {e}", p.path.display()),
+                None if p.top.is_empty() => {
+                    let threshold = trained.threshold.unwrap_or_default();
+                    tchlab::say!("{}  (no label above {threshold})", p.path.display())
+                }
                 None => {
                     let cells: Vec<String> =
                         p.top.iter().map(|c| format!("{} {:.4}", c.class, c.probability)).collect();
@@ -467,19 +496,51 @@ fn export(args: ExportArgs) -> Result<()> {
 fn eval(args: EvalArgs) -> Result<()> {
     args.threads.apply();
     let device = args.device.select()?;
-    let trained = TrainedModel::load(&args.checkpoint, device)?;
-    let (folder, note) = resolve_split(&args.data, &trained.classes)?;
+    let mut trained = TrainedModel::load(&args.checkpoint, device)?;
+    if let Some(threshold) = args.threshold {
+        trained.set_threshold(threshold)?;
+    }
+    let (folder, note, bad_rows) = match (&args.labels, &args.data) {
+        (Some(labels), data) => {
+            let (folder, bad_rows, note) = resolve_labels(labels, data.as_deref(), &trained, args.label_delim)?;
+            (folder, note, bad_rows.report())
+        }
+        (None, Some(_)) if trained.threshold.is_some() => bail!(
+            "{} is a multi-label model: evaluate it on a labels file (--labels FILE.csv); class folders hold one label per image",
+            trained.path.display()
+        ),
+        (None, Some(data)) => {
+            let (folder, note) = resolve_split(data, &trained.classes)?;
+            (folder, note, Vec::new())
+        }
+        (None, None) => bail!("give --data DIR or --labels FILE.csv: the images to evaluate"),
+    };
     if let Some(note) = note {
         tchlab::say_err!("note: {note}");
     }
+    for line in &bad_rows {
+        tchlab::say_err!("{line}");
+    }
     let out = args.out.unwrap_or_else(|| {
-        let split_name = folder.root.file_name().map_or("split".into(), |n| n.to_string_lossy().into_owned());
+        let split_name = match &args.labels {
+            Some(labels) => labels.file_stem().map_or("labels".into(), |n| n.to_string_lossy().into_owned()),
+            None => folder.root.file_name().map_or("split".into(), |n| n.to_string_lossy().into_owned()),
+        };
         trained.path.parent().unwrap_or(std::path::Path::new(".")).join(format!("eval-{split_name}"))
     });
     Banner { tool: "finetune eval", device, seed: None, out: Some(&out) }.print();
+    let create_out = || {
+        std::fs::create_dir_all(&out)
+            .map_err(|e| anyhow::anyhow!("--out {}: cannot create the folder ({e})", out.display()))
+    };
+    if trained.threshold.is_some() {
+        let evaluation = evaluate_multi_label(&trained, &folder, device, &Terminal)?;
+        create_out()?;
+        evaluation.write_scores(&out.join("scores.csv"))?;
+        return report_multi_label_eval(&evaluation, &out, args.json);
+    }
     let evaluation = evaluate_split(&trained, &folder, device, &Terminal)?;
-    std::fs::create_dir_all(&out)
-        .map_err(|e| anyhow::anyhow!("--out {}: cannot create the folder ({e})", out.display()))?;
+    create_out()?;
     plots::confusion_matrix(&evaluation.confusion, &trained.classes, &out.join("confusion_matrix.png"))?;
     let json = serde_json::to_string_pretty(&evaluation)?;
     tchlab::persist::write_atomically(&out.join("evaluation.json"), json.as_bytes())?;
@@ -513,6 +574,47 @@ fn eval(args: EvalArgs) -> Result<()> {
         out.join("evaluation.json").display(),
         out.join(EVAL_PREDICTIONS_FILE).display()
     );
+    Ok(())
+}
+
+/// A multi-label evaluation: evaluation.json in `out`, and its numbers
+/// printed (as JSON with `json`).
+fn report_multi_label_eval(
+    evaluation: &tchlab::finetune::predict::MultiLabelEvaluation,
+    out: &std::path::Path,
+    json: bool,
+) -> Result<()> {
+    let text = serde_json::to_string_pretty(evaluation)?;
+    tchlab::persist::write_atomically(&out.join("evaluation.json"), text.as_bytes())?;
+    if json {
+        tchlab::say!("{text}");
+        return Ok(());
+    }
+    let s = &evaluation.scores;
+    tchlab::say!(
+        "{}: {} images, mAP {:.4}, F1 macro {:.4} micro {:.4}, exact match {:.4}, loss {:.4} (threshold {})",
+        evaluation.split.display(),
+        evaluation.images,
+        s.map,
+        s.macro_f1,
+        s.micro_f1,
+        s.exact_match,
+        s.loss,
+        s.threshold
+    );
+    tchlab::say!("{:<16} {:>9} {:>9} {:>9} {:>9} {:>8}", "class", "AP", "precision", "recall", "F1", "support");
+    for c in &s.per_class {
+        tchlab::say!(
+            "{:<16} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>8}",
+            c.class,
+            c.average_precision,
+            c.precision,
+            c.recall,
+            c.f1,
+            c.support
+        );
+    }
+    tchlab::say!("wrote {} and {}", out.join("evaluation.json").display(), out.join("scores.csv").display());
     Ok(())
 }
 

@@ -11,7 +11,11 @@ pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "ppm", "bmp", "pgm
 #[derive(Debug, Clone)]
 pub struct Sample {
     pub path: PathBuf,
+    /// The class (of multi-label data: the first of the sample's classes).
     pub class_index: usize,
+    /// Multi-label data (`--labels` with `--label-delim`): every class of the
+    /// sample, ascending; none for single-label data.
+    pub label_set: Option<Vec<usize>>,
 }
 
 /// One split of an image folder.
@@ -46,7 +50,7 @@ impl ImageFolder {
             let mut found = 0;
             for path in walk_files(&class_dir)? {
                 if has_image_extension(&path) {
-                    samples.push(Sample { path, class_index });
+                    samples.push(Sample { path, class_index, label_set: None });
                     found += 1;
                 } else {
                     ignored.push(path);
@@ -88,17 +92,30 @@ impl ImageFolder {
 }
 
 impl ImageFolder {
+    /// Whether the samples carry label sets (multi-label data).
+    pub fn is_multi_label(&self) -> bool {
+        self.samples.first().is_some_and(|s| s.label_set.is_some())
+    }
+
     /// Splits off `fraction` of each class's samples (at least one, never
     /// all) as a validation split, chosen by `seed`; the rest stay for
-    /// training. Both keep every class.
+    /// training. Both keep every class. Multi-label samples, which belong to
+    /// several classes, are held out from all of them at once.
     pub fn split_off(self, fraction: f64, seed: u64) -> Result<(Self, Self)> {
         use rand::seq::SliceRandom;
         use rand::SeedableRng;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0fa1);
         let (mut train, mut val) = (Vec::new(), Vec::new());
-        for (class_index, class) in self.classes.iter().enumerate() {
-            let mut samples: Vec<Sample> =
-                self.samples.iter().filter(|s| s.class_index == class_index).cloned().collect();
+        // One group per class; multi-label data is one group of every sample.
+        let groups: Vec<(&str, Vec<Sample>)> = match self.is_multi_label() {
+            true => vec![("(any, multi-label)", self.samples.clone())],
+            false => (self.classes.iter().enumerate())
+                .map(|(index, class)| {
+                    (class.as_str(), self.samples.iter().filter(|s| s.class_index == index).cloned().collect())
+                })
+                .collect(),
+        };
+        for (class, mut samples) in groups {
             if samples.len() < 2 {
                 bail!(
                     "{}: class {class} has {} image(s); --val-split needs at least 2 per class",

@@ -76,7 +76,10 @@ pub struct DecodedSplit {
     held: Vec<Held>,
     /// (width, height) of each image.
     dimensions: Vec<(u32, u32)>,
+    /// Each image's class (of multi-label data: its first class).
     pub labels: Vec<i64>,
+    /// Multi-label data: each image's classes, ascending; none for single-label data.
+    pub label_sets: Option<Vec<Vec<usize>>>,
     pub paths: Vec<PathBuf>,
     pub classes: Vec<String>,
     pub bad_files: Vec<BadFile>,
@@ -104,6 +107,7 @@ impl DecodedSplit {
             held: Vec::new(),
             dimensions: Vec::new(),
             labels: Vec::new(),
+            label_sets: folder.is_multi_label().then(Vec::new),
             paths: Vec::new(),
             classes: folder.classes.clone(),
             bad_files: Vec::new(),
@@ -132,6 +136,9 @@ impl DecodedSplit {
                         };
                         split.held.push(held);
                         split.labels.push(sample.class_index as i64);
+                        if let (Some(sets), Some(set)) = (&mut split.label_sets, &sample.label_set) {
+                            sets.push(set.clone());
+                        }
                         split.paths.push(sample.path.clone());
                     }
                     Err(err) => {
@@ -203,8 +210,32 @@ impl DecodedSplit {
         Tensor::stack(&transformed, 0)
     }
 
+    /// The split's targets: class indices `[N]` (int64), or for
+    /// multi-label data multi-hot rows `[N, classes]` (float, 1 where the
+    /// image has the class).
     pub fn labels_tensor(&self) -> Tensor {
-        Tensor::from_slice(&self.labels)
+        self.targets(0..self.len())
+    }
+
+    /// The targets of the images `indices`, as [`DecodedSplit::labels_tensor`].
+    pub fn targets(&self, indices: impl Iterator<Item = usize>) -> Tensor {
+        match &self.label_sets {
+            None => Tensor::from_slice(&indices.map(|i| self.labels[i]).collect::<Vec<i64>>()),
+            Some(sets) => {
+                let classes = self.classes.len();
+                let mut rows = Vec::new();
+                for i in indices {
+                    let start = rows.len();
+                    rows.resize(start + classes, 0f32);
+                    sets[i].iter().for_each(|&class| rows[start + class] = 1.0);
+                }
+                Tensor::from_slice(&rows).view([-1, classes as i64])
+            }
+        }
+    }
+
+    pub fn is_multi_label(&self) -> bool {
+        self.label_sets.is_some()
     }
 }
 
@@ -310,9 +341,10 @@ impl EpochPlan {
         super::augment::erase(images, &boxes, split.erase_fill);
     }
 
-    /// The labels of the epoch's images `range`, in plan order.
+    /// The targets of the epoch's images `range`, in plan order (as
+    /// [`DecodedSplit::labels_tensor`]).
     pub fn labels(&self, split: &DecodedSplit, range: std::ops::Range<usize>) -> Tensor {
-        Tensor::from_slice(&range.map(|k| split.labels[self.order[k]]).collect::<Vec<i64>>())
+        split.targets(range.map(|k| self.order[k]))
     }
 
     /// The epoch's images `range` (in plan order) augmented (before erasing:

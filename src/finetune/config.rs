@@ -8,6 +8,7 @@
 
 pub use super::options::{
     ClassWeighting, FoldsOver, Mode, Monitor, OptimizerKind, Precision, Preset, Sampler, SchedulerKind, TrainOptions,
+    DEFAULT_THRESHOLD,
 };
 use crate::choice_names::Named;
 use crate::cli::options_file::BadValue;
@@ -36,6 +37,20 @@ pub struct FinetuneConfig {
     pub val_dir: String,
     #[serde(default)]
     pub val_split: Option<f64>,
+    /// `--labels`: the labels file, absolute (its relative paths start at
+    /// `data`); none for the folder layout.
+    #[serde(default)]
+    pub labels: Option<PathBuf>,
+    /// The labels file's checksum when the run started: a run does not go
+    /// on over a changed file (its rows decide the classes and splits).
+    #[serde(default)]
+    pub labels_digest: Option<String>,
+    /// `--label-delim`: multi-label data, its labels separated by this.
+    #[serde(default)]
+    pub label_delim: Option<char>,
+    /// Multi-label runs: a label is predicted above this probability.
+    #[serde(default)]
+    pub threshold: Option<f64>,
     /// K-fold cross-validation: the number of folds, the one that
     /// validates, the seed that deals them and the images dealt (none of
     /// them saved by runs before `--folds`).
@@ -163,12 +178,15 @@ fn default_cache_mb() -> u64 {
     crate::data::loader::DEFAULT_PIXEL_BUDGET_MB
 }
 
+/// The image folder when neither `--data` nor `--labels` is given.
+pub const DEFAULT_DATA: &str = "data/hymenoptera_data";
+
 /// Options that may be given with `--resume`: how the run is carried out
-/// (`crate::cli::resumable`), and `--epochs` (which extends it) and
-/// `--data` (the same data where it now lives).
+/// (`crate::cli::resumable`), and `--epochs` (which extends it), `--data`
+/// and `--labels` (the same data where it now lives).
 fn resumable() -> BTreeSet<String> {
     let mut ids = crate::cli::resumable::<TrainOptions>();
-    ids.extend(["epochs".to_owned(), "data".to_owned()]);
+    ids.extend(["epochs".to_owned(), "data".to_owned(), "labels".to_owned()]);
     ids
 }
 
@@ -254,6 +272,26 @@ impl FinetuneConfig {
         }
     }
 
+    /// Whether images have sets of labels (`--label-delim`): sigmoid
+    /// outputs, binary cross-entropy, the epoch of the best val mAP kept.
+    pub fn multi_label(&self) -> bool {
+        self.label_delim.is_some()
+    }
+
+    /// The val score that picks the best epoch: `--monitor`, whose default
+    /// (val accuracy) is val mAP for a multi-label run.
+    pub fn monitor(&self) -> Monitor {
+        match (self.multi_label(), self.monitor) {
+            (true, Monitor::ValAcc) => Monitor::ValMap,
+            (_, monitor) => monitor,
+        }
+    }
+
+    /// The probability above which a multi-label run predicts a label.
+    pub fn label_threshold(&self) -> f64 {
+        self.threshold.unwrap_or(DEFAULT_THRESHOLD)
+    }
+
     /// How training batches are mixed.
     pub fn mix_recipe(&self) -> MixRecipe {
         MixRecipe { mixup: self.mixup, cutmix: self.cutmix }
@@ -294,12 +332,17 @@ impl FinetuneConfig {
             }
             Some(absolute(&path)?)
         };
+        let labels = options.labels.as_deref().map(absolute).transpose()?;
         Ok(Self {
             mode: options.mode,
             arch: options.arch,
-            data: absolute(&options.data)?,
+            data: data_folder(options.data.as_deref(), labels.as_deref())?,
             val_dir: options.val_dir.clone(),
             val_split: options.val_split,
+            labels_digest: labels.as_deref().map(crate::data::labels_file::digest).transpose()?,
+            labels,
+            label_delim: options.label_delim,
+            threshold: options.label_delim.map(|_| options.threshold),
             folds: options.folds,
             fold: options.fold,
             fold_seed: options.fold_seed,
@@ -377,8 +420,17 @@ impl FinetuneConfig {
                 );
             }
         }
-        if given.contains("data") {
-            config.data = absolute(&options.data)?;
+        if let Some(data) = options.data.as_deref().filter(|_| given.contains("data")) {
+            config.data = absolute(data)?;
+        }
+        if let Some(labels) = options.labels.as_deref().filter(|_| given.contains("labels")) {
+            if config.labels.is_none() {
+                bail!(
+                    "--labels: this run reads class folders (--data {}); it cannot be given with --resume",
+                    config.data.display()
+                );
+            }
+            config.labels = Some(absolute(labels)?);
         }
         if given.contains("workers") {
             config.workers = options.workers.unwrap_or(config.workers);
@@ -405,21 +457,25 @@ impl FinetuneConfig {
     pub fn to_options_toml(&self) -> Result<String> {
         let serde_json::Value::Object(mut fields) = serde_json::to_value(self)? else { bail!("config") };
         fields.insert("random_init".into(), self.weights.is_none().into());
+        // The checksum is the run's, not an option (a new run takes the file as it is then).
+        fields.remove("labels_digest");
         crate::run_dir::options_toml("finetune", &serde_json::Value::Object(fields))
     }
 
     /// The validation folder, or how it is split off.
     pub fn val_description(&self) -> String {
-        match (self.val_split, self.kfold()) {
-            (Some(fraction), _) => format!("{:.0} % of train/ held out", fraction * 100.0),
-            (None, Some(kfold)) => {
+        match (&self.labels, self.val_split, self.kfold()) {
+            (None, Some(fraction), _) => format!("{:.0} % of train/ held out", fraction * 100.0),
+            (Some(_), Some(fraction), _) => format!("{:.0} % of the train rows held out", fraction * 100.0),
+            (_, None, Some(kfold)) => {
                 let over = match self.folds_over {
                     FoldsOver::TrainAndVal => format!("train/ and {}/", self.val_dir),
                     FoldsOver::Train => "train/".to_owned(),
                 };
                 format!("fold {} of {} over {over}, fold seed {}", kfold.fold, kfold.folds, kfold.seed)
             }
-            (None, None) => format!("{}/", self.val_dir),
+            (None, None, None) => format!("{}/", self.val_dir),
+            (Some(_), None, None) => "the val rows".into(),
         }
     }
 
@@ -448,6 +504,12 @@ impl FinetuneConfig {
             OptimizerKind::Rmsprop => format!("RMSprop lr {} momentum {}", self.lr, self.momentum),
         };
         let mut extras = Vec::new();
+        if let Some(labels) = &self.labels {
+            extras.push(format!("labels from {}", labels.display()));
+        }
+        if let Some(delim) = self.label_delim {
+            extras.push(format!("multi-label (labels split on {delim:?}, threshold {})", self.label_threshold()));
+        }
         if self.mode == Mode::Staged {
             extras.push(format!("backbone frozen for {} epoch(s)", self.freeze_epochs));
         }
@@ -480,7 +542,7 @@ impl FinetuneConfig {
             extras.push(format!("EMA of the weights (decay {decay})"));
         }
         if self.monitor != Monitor::ValAcc {
-            extras.push(format!("best epoch by {}", self.monitor.name()));
+            extras.push(format!("best epoch by {}", self.monitor().name()));
         }
         if let Some(patience) = self.early_stop {
             extras.push(format!("early stop after {patience} epoch(s) without improvement"));
@@ -570,6 +632,56 @@ fn validate_augmentation(o: &TrainOptions) -> Result<()> {
     Ok(())
 }
 
+/// The labels-file options checked, with a one-line reason naming the option.
+fn validate_labels(o: &TrainOptions) -> Result<()> {
+    if let Some(delim) = o.label_delim {
+        if o.labels.is_none() {
+            bail!("--label-delim {delim:?}: multi-label data comes from a labels file; give --labels FILE.csv");
+        }
+        if matches!(delim, '"' | '\n' | '\r') {
+            bail!("--label-delim {delim:?}: a quote or line break cannot separate labels");
+        }
+    }
+    if !(o.threshold > 0.0 && o.threshold < 1.0) {
+        bail!("--threshold {}: must be a probability between 0 and 1", o.threshold);
+    }
+    if o.label_delim.is_none() && o.threshold != DEFAULT_THRESHOLD {
+        bail!("--threshold {}: only multi-label runs (--label-delim) threshold their outputs", o.threshold);
+    }
+    if o.labels.is_some() && o.val_dir != default_val_dir() {
+        bail!("--val-dir {:?} names a folder of the folder layout; with --labels the split column says which rows are val (or give --val-split)", o.val_dir);
+    }
+    if o.label_delim.is_some() && o.label_smoothing > 0.0 {
+        bail!("--label-smoothing {}: smooths cross-entropy's one-hot targets; multi-label runs train binary cross-entropy", o.label_smoothing);
+    }
+    if o.label_delim.is_some() && o.class_weights.is_some() {
+        bail!("--class-weights: weighs cross-entropy's classes; multi-label runs train binary cross-entropy");
+    }
+    if o.label_delim.is_some() && o.sampler != Sampler::default() {
+        bail!("--sampler {}: balances single labels; a multi-label image has several", o.sampler.name());
+    }
+    match (o.label_delim.is_some(), o.monitor) {
+        (true, Monitor::ValBalancedAcc) => {
+            bail!("--monitor val_balanced_acc: multi-label runs measure val_map, val_macro_f1, val_acc (exact match) and val_loss")
+        }
+        (false, Monitor::ValMap) => bail!("--monitor val_map: only multi-label runs (--label-delim) measure mAP"),
+        _ => {}
+    }
+    if o.labels.is_some() && o.folds.is_some() {
+        bail!("--folds: deals the folder layout's images; with --labels give the split column (or --val-split)");
+    }
+    Ok(())
+}
+
+/// `--data` as given, or the labels file's folder, or [`DEFAULT_DATA`]: absolute.
+fn data_folder(data: Option<&Path>, labels: Option<&Path>) -> Result<PathBuf> {
+    match (data, labels.and_then(Path::parent)) {
+        (Some(data), _) => absolute(data),
+        (None, Some(labels_folder)) => Ok(labels_folder.to_owned()),
+        (None, None) => absolute(Path::new(DEFAULT_DATA)),
+    }
+}
+
 /// Every number checked, with a one-line reason naming the option.
 fn validate(o: &TrainOptions) -> Result<()> {
     let positive = |name: &str, value: f64| -> Result<()> {
@@ -580,6 +692,7 @@ fn validate(o: &TrainOptions) -> Result<()> {
     };
     positive("lr", o.lr)?;
     validate_augmentation(o)?;
+    validate_labels(o)?;
     positive("gamma", o.gamma)?;
     if !(0.0..1.0).contains(&o.momentum) {
         bail!("--momentum {}: must be at least 0 and below 1", o.momentum);

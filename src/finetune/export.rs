@@ -38,6 +38,11 @@ pub struct ExportCard {
     /// The run's val accuracy with these weights, and the epoch they are from.
     pub val_acc: f64,
     pub epoch: usize,
+    /// A multi-label model's outputs: each logit's sigmoid is its label's
+    /// probability, a label predicted above the threshold (absent for a
+    /// single-label model: a softmax over the logits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multi_label: Option<crate::persist::model_card::MultiLabelCard>,
 }
 
 /// The files an export wrote.
@@ -68,6 +73,7 @@ pub fn export(trained: &TrainedModel, out: &Path) -> Result<Exported> {
         },
         val_acc: trained.card.val_acc,
         epoch: trained.card.epoch,
+        multi_label: trained.card.multi_label.clone(),
     };
     let card_json = serde_json::to_string_pretty(&card)?;
     graph.add_metadata("tchlab.preprocessing", &card_json);

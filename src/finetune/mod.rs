@@ -9,7 +9,8 @@
 //!   full mode train; [`splits`]: the run's data;
 //! - [`checkpoint`]: the best model and state files, and an epoch's record
 //!   as `metrics.csv` rows; [`evaluate`]: loss, accuracy, macro-F1 and
-//!   balanced accuracy of predictions;
+//!   balanced accuracy of predictions; [`multi_label`]: what a multi-label
+//!   run measures (mAP, F1, exact match);
 //!   [`summary`] (with [`crate::metrics`]): what a run reports;
 //!   [`outcomes`]: each val image's prediction at the kept epoch;
 //! - [`lr_find`]: the learning-rate range test on a run's recipe;
@@ -27,6 +28,7 @@ pub mod evaluate;
 pub mod export;
 pub mod lr_find;
 pub mod monitor;
+pub mod multi_label;
 pub mod options;
 pub mod outcomes;
 pub mod predict;

@@ -5,6 +5,7 @@
 //! metric is a variant, its score name, and the code that scores it.
 
 use super::checkpoint::{VAL_ACC, VAL_BALANCED_ACC, VAL_LOSS, VAL_MACRO_F1};
+use super::multi_label::VAL_MAP;
 use crate::train::engine::KeepRule;
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +25,9 @@ pub enum Monitor {
     /// Val cross-entropy, lowest.
     #[value(name = "val_loss")]
     ValLoss,
+    /// Val mean average precision (multi-label runs, whose default it is), highest.
+    #[value(name = "val_map")]
+    ValMap,
 }
 
 impl Monitor {
@@ -35,6 +39,7 @@ impl Monitor {
             Monitor::ValMacroF1 => VAL_MACRO_F1,
             Monitor::ValBalancedAcc => VAL_BALANCED_ACC,
             Monitor::ValLoss => VAL_LOSS,
+            Monitor::ValMap => VAL_MAP,
         }
     }
 
@@ -42,7 +47,9 @@ impl Monitor {
     pub fn keep_rule(self) -> KeepRule {
         match self {
             Monitor::ValLoss => KeepRule::Lowest(self.score()),
-            Monitor::ValAcc | Monitor::ValMacroF1 | Monitor::ValBalancedAcc => KeepRule::Highest(self.score()),
+            Monitor::ValAcc | Monitor::ValMacroF1 | Monitor::ValBalancedAcc | Monitor::ValMap => {
+                KeepRule::Highest(self.score())
+            }
         }
     }
 }

@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+/// `--threshold`'s default: a label is predicted when more likely than not.
+pub const DEFAULT_THRESHOLD: f64 = 0.5;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
@@ -54,10 +57,18 @@ pub struct TrainOptions {
     #[arg(
         long,
         value_name = "DIR",
-        default_value = "data/hymenoptera_data",
-        help = "Image folder: <DIR>/train/<class>/* and <DIR>/<val-dir>/<class>/*"
+        help = "Image folder: <DIR>/train/<class>/* and <DIR>/<val-dir>/<class>/*; with --labels, where its relative paths start [default: data/hymenoptera_data; with --labels, the labels file's folder]"
     )]
-    pub data: PathBuf,
+    pub data: Option<PathBuf>,
+    /// Labels from a .csv or .tsv file instead of class folders: a header row naming path and label (and optionally split: train or val, train when empty), one image per row, paths relative to the file's folder or to --data when given. Bad rows are reported by line and skipped (--strict: the first is an error) [default: none: the folder layout].
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+    /// Multi-label data: the label column of --labels holds labels separated by this character (e.g. ';' or ' '); trains sigmoid outputs with binary cross-entropy and keeps the epoch of the best val mAP [default: none: one label per image].
+    #[arg(long, value_name = "C")]
+    pub label_delim: Option<char>,
+    /// Multi-label: a label is predicted when its probability is above this (F1, exact match, predict).
+    #[arg(long, value_name = "T", default_value_t = DEFAULT_THRESHOLD)]
+    pub threshold: f64,
     /// Name of the validation folder inside --data.
     #[arg(long, value_name = "NAME", default_value = "val")]
     pub val_dir: String,
@@ -203,7 +214,7 @@ pub struct TrainOptions {
     /// feature-extract only: compute train features once (no augmentation) and train the head on them.
     #[arg(long)]
     pub cache_features: bool,
-    /// Fail on the first undecodable image instead of skipping it.
+    /// Fail on the first undecodable image (or bad --labels row) instead of skipping it.
     #[arg(long)]
     pub strict: bool,
     /// Mixed precision on CUDA: fp16 autocast forward passes, loss scaling in full mode.

@@ -1,12 +1,17 @@
 //! Using a trained model: load a `best_model.safetensors` with its recorded
 //! architecture, classes and normalization; predict class probabilities for
-//! image files; evaluate a labelled split (accuracy, macro-F1, balanced
-//! accuracy, per-class precision, recall and F1, confusion matrix).
+//! image files (a multi-label model: every label above its threshold);
+//! evaluate a labelled split, a class folder or the rows of a labels file
+//! (accuracy, macro-F1, balanced accuracy, per-class precision, recall and
+//! F1, confusion matrix; a multi-label model: mAP, F1, exact match,
+//! per-class average precision).
 
 use super::evaluate::{confusion, loss_and_correct};
+use super::multi_label::{self, MultiLabelScores};
 use super::outcomes::{self, ImageOutcome};
 use crate::data::decode::decode_rgb;
 use crate::data::image_folder::{ImageFolder, Sample};
+use crate::data::labels_file::{BadRows, LabelsFile, Reading, Split};
 use crate::data::loader::{image_tensor, DecodedSplit, PixelBudget};
 use crate::data::transforms::val_transform_sized;
 use crate::models::Classifier;
@@ -26,6 +31,9 @@ pub struct TrainedModel {
     pub classes: Vec<String>,
     /// The model file read (a run folder's best model when given the folder).
     pub path: PathBuf,
+    /// A multi-label model's threshold: its card's unless set otherwise;
+    /// none for a single-label model.
+    pub threshold: Option<f64>,
 }
 
 impl TrainedModel {
@@ -42,7 +50,22 @@ impl TrainedModel {
         let card = ModelCard::read(&path)?;
         let mut model = Classifier::for_images(card.arch, card.classes.len() as i64, card.image_size, device);
         crate::persist::weights::load_all(&mut model, &path)?;
-        Ok(Self { model, classes: card.classes.clone(), card, path })
+        model.multi_label = card.multi_label.is_some();
+        let threshold = card.multi_label.as_ref().map(|m| m.threshold);
+        Ok(Self { model, classes: card.classes.clone(), card, path, threshold })
+    }
+
+    /// Sets a multi-label model's threshold (`--threshold`); refused for a
+    /// single-label model, whose prediction is its top class.
+    pub fn set_threshold(&mut self, threshold: f64) -> Result<()> {
+        if self.threshold.is_none() {
+            bail!("--threshold {threshold}: {} is a single-label model (its prediction is the top class); only multi-label models threshold their outputs", self.path.display());
+        }
+        if !(threshold > 0.0 && threshold < 1.0) {
+            bail!("--threshold {threshold}: must be a probability between 0 and 1");
+        }
+        self.threshold = Some(threshold);
+        Ok(())
     }
 
     /// Probabilities `[N, classes]` for `[N, 3, S, S]` images in [0, 1]
@@ -67,13 +90,15 @@ pub struct ClassProbability {
 #[derive(Debug, Serialize)]
 pub struct Prediction {
     pub path: PathBuf,
-    /// Highest first; absent when the file could not be decoded.
+    /// Highest first (a multi-label model's: those above its threshold);
+    /// absent when the file could not be decoded.
     pub top: Vec<ClassProbability>,
     pub error: Option<String>,
 }
 
-/// The `top_k` classes of each file (a row with its error for a file that
-/// does not decode), with bars from `reporter`.
+/// The `top_k` classes of each file (a multi-label model's: of those above
+/// its threshold; a row with its error for a file that does not decode),
+/// with bars from `reporter`.
 pub fn predict_files(
     trained: &TrainedModel,
     files: &[PathBuf],
@@ -116,6 +141,9 @@ pub fn predict_files(
             })
             .collect();
         top.sort_by(|a, b| b.probability.total_cmp(&a.probability));
+        if let Some(threshold) = trained.threshold {
+            top.retain(|c| c.probability > threshold);
+        }
         top.truncate(top_k.max(1));
         predictions[slot].top = top;
     }
@@ -229,5 +257,93 @@ pub fn evaluate_split(
         confusion: counts,
         skipped: split.bad_files.iter().map(|b| format!("{}: {}", b.path.display(), b.reason)).collect(),
         outcomes,
+    })
+}
+
+/// The split to evaluate from a labels file (paths from `root`, or the
+/// file's folder): its val rows when it has any (a training run's file),
+/// else every row, labelled by the model's classes (a label the model does
+/// not know is an error naming its line). Also the rows left out, and a
+/// note saying which rows were taken. A multi-label model's rows split on
+/// `label_delim`, or on the delimiter it was trained with.
+pub fn resolve_labels(
+    labels: &Path,
+    root: Option<&Path>,
+    trained: &TrainedModel,
+    label_delim: Option<char>,
+) -> Result<(ImageFolder, BadRows, Option<String>)> {
+    let label_delim = match (label_delim, &trained.card.multi_label) {
+        (None, Some(multi_label)) => Some(multi_label.label_delim),
+        (Some(_), Some(_)) | (None, None) => label_delim,
+        (Some(delim), None) => bail!(
+            "--label-delim {delim:?}: {} is a single-label model; its labels file has one label per row",
+            trained.path.display()
+        ),
+    };
+    let root = root.or(labels.parent()).unwrap_or(Path::new("."));
+    let file = LabelsFile::read(labels, Reading { root, label_delim, strict: false })?;
+    let val_rows = file.rows_of(Split::Val);
+    let (rows, note) = match val_rows.is_empty() {
+        true => (file.rows.iter().collect(), None),
+        false => {
+            let note =
+                format!("{}: evaluating its {} val rows (of {})", labels.display(), val_rows.len(), file.rows.len());
+            (val_rows, Some(note))
+        }
+    };
+    let folder = file.folder(&rows, &trained.classes, trained.threshold.is_some())?;
+    Ok((folder, file.bad_rows.clone(), note))
+}
+
+/// A multi-label model's evaluation on a split.
+#[derive(Debug, Serialize)]
+pub struct MultiLabelEvaluation {
+    pub split: PathBuf,
+    pub images: usize,
+    #[serde(flatten)]
+    pub scores: MultiLabelScores,
+    pub skipped: Vec<String>,
+    /// Each image's file, multi-hot targets and probabilities.
+    #[serde(skip)]
+    paths: Vec<PathBuf>,
+    #[serde(skip)]
+    targets: Tensor,
+    #[serde(skip)]
+    probs: Tensor,
+}
+
+impl MultiLabelEvaluation {
+    /// Writes the per-image scores (`val_scores.csv`'s format) to `path`.
+    pub fn write_scores(&self, path: &Path) -> Result<()> {
+        let classes: Vec<String> = self.scores.per_class.iter().map(|c| c.class.clone()).collect();
+        multi_label::write_val_scores(path, &self.paths, &classes, &self.targets, &self.probs)
+    }
+}
+
+/// Evaluates a multi-label model on `folder` (multi-label samples, as
+/// [`resolve_labels`] gives them) at its threshold, with bars from `reporter`.
+pub fn evaluate_multi_label(
+    trained: &TrainedModel,
+    folder: &ImageFolder,
+    device: Device,
+    reporter: &dyn Reporter,
+) -> Result<MultiLabelEvaluation> {
+    let Some(threshold) = trained.threshold else {
+        bail!("{}: a single-label model (evaluate it with accuracy and a confusion matrix)", trained.path.display())
+    };
+    let bar = reporter.bar(folder.samples.len() as u64, "decoding");
+    let mut split = DecodedSplit::decode(folder, false, &mut PixelBudget::default(), &bar)?;
+    split.sizing = trained.card.sizing();
+    bar.finish_and_clear();
+    let probs = trained.probabilities(&split.val_tensor(), device, reporter);
+    let targets = split.labels_tensor();
+    Ok(MultiLabelEvaluation {
+        split: folder.root.clone(),
+        images: split.len(),
+        scores: multi_label::score(&probs, &targets, &trained.classes, threshold),
+        skipped: split.bad_files.iter().map(|b| format!("{}: {}", b.path.display(), b.reason)).collect(),
+        paths: split.paths.clone(),
+        targets,
+        probs,
     })
 }

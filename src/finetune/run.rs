@@ -12,6 +12,7 @@ use super::checkpoint::{
 use super::class_weights::{ClassWeights, ClassWeightsPlan};
 use super::config::{FinetuneConfig, Precision};
 use super::evaluate::ValScores;
+use super::multi_label::{self, VAL_MAP, VAL_MICRO_F1};
 use super::outcomes;
 use super::splits::{Folders, Splits};
 use super::strategy::{self, EpochContext, Strategy};
@@ -22,12 +23,15 @@ use crate::grad::Params;
 use crate::interrupt::Interrupt;
 use crate::metrics::{format_minutes, History, PhaseTotals};
 use crate::models::Classifier;
-use crate::persist::model_card::ModelCard;
+use crate::persist::model_card::{ModelCard, MultiLabelCard};
 use crate::report::plots;
 use crate::report::tensorboard::EventWriter;
 use crate::report::Reporter;
 pub use crate::run_dir::Start;
-use crate::run_dir::{RunDir, BEST_MODEL_FILE, METRICS_FILE, RUN_CONFIG_FILE, SUMMARY_FILE, VAL_PREDICTIONS_FILE};
+use crate::run_dir::{
+    RunDir, BEST_MODEL_FILE, METRICS_FILE, MULTILABEL_METRICS_FILE, RUN_CONFIG_FILE, SUMMARY_FILE,
+    VAL_PREDICTIONS_FILE, VAL_SCORES_FILE,
+};
 use crate::train::data_parallel::Ranks;
 use crate::train::engine::{self, Epoch, EpochRecord, Fit, Kept, KeptFrom, Live, Scores, Task, TrainPhase, TrainState};
 use crate::train::feature_cache::CacheUse;
@@ -135,6 +139,9 @@ impl Finetune<'_> {
     /// predictions of `from`'s weights, said and scored under its names
     /// (`val_acc`, `ema_val_acc`).
     fn val_scores(&self, probs: &Tensor, from: KeptFrom, epoch: &Epoch) -> Scores {
+        if self.config.multi_label() {
+            return self.multi_label_scores(probs, from, epoch);
+        }
         let ValScores { loss, acc, macro_f1, balanced_acc } = ValScores::of(probs, &self.splits.val.labels_tensor());
         let who = match from {
             KeptFrom::Model => "val",
@@ -149,6 +156,24 @@ impl Finetune<'_> {
             (from.score_name(VAL_MACRO_F1), macro_f1),
             (from.score_name(VAL_BALANCED_ACC), balanced_acc),
         ])
+    }
+
+    /// [`Finetune::val_scores`] of a multi-label run: the loss, mAP, F1
+    /// and the exact-match ratio (as `val_acc`).
+    fn multi_label_scores(&self, probs: &Tensor, from: KeptFrom, epoch: &Epoch) -> Scores {
+        let val = &self.splits.val;
+        let s = multi_label::score(probs, &val.labels_tensor(), &val.classes, self.config.label_threshold());
+        let who = match from {
+            KeptFrom::Model => "val",
+            KeptFrom::Ema => "val (EMA)",
+        };
+        epoch.reporter.line(&format!(
+            "{who} Loss: {:.4} mAP: {:.4} F1 macro: {:.4} micro: {:.4} exact match: {:.4}",
+            s.loss, s.map, s.macro_f1, s.micro_f1, s.exact_match
+        ));
+        let named = [(VAL_LOSS, s.loss), (VAL_ACC, s.exact_match), (VAL_MAP, s.map)];
+        let named = named.into_iter().chain([(VAL_MACRO_F1, s.macro_f1), (VAL_MICRO_F1, s.micro_f1)]);
+        named.map(|(name, value)| (from.score_name(name), value)).collect()
     }
 }
 
@@ -216,7 +241,7 @@ pub fn run(
     let fit = Fit {
         epochs: config.epochs,
         lr: Box::new(move |epoch| config.lr_at(epoch, 0, batches)),
-        keep: config.monitor.keep_rule(),
+        keep: config.monitor().keep_rule(),
         patience: config.early_stop,
         interrupt,
         label: "finetune",
@@ -269,8 +294,21 @@ fn save_epoch(
             KeptFrom::Ema => &task.ema_val_probs,
         };
         *best_val_probs = probs.as_ref().map(Tensor::shallow_clone);
+        if let Some(probs) = probs.as_ref().filter(|_| config.multi_label()) {
+            let val = &task.splits.val;
+            multi_label::write_val_scores(
+                &out.file(VAL_SCORES_FILE),
+                &val.paths,
+                &val.classes,
+                &val.labels_tensor(),
+                probs,
+            )?;
+        }
     }
     history_of(&state.epochs).write_csv(&out.file(METRICS_FILE))?;
+    if config.multi_label() {
+        multi_label::write_epochs(&out.file(MULTILABEL_METRICS_FILE), &multi_label_rows(&state.epochs))?;
+    }
     log_epoch(events, &config.out, record)
 }
 
@@ -313,6 +351,7 @@ pub(super) fn build_model(
 ) -> Result<Classifier> {
     tch::manual_seed(config.seed as i64);
     let mut model = Classifier::for_images(config.arch, num_classes as i64, config.image_size, device);
+    model.multi_label = config.multi_label();
     match &config.weights {
         Some(weights) => {
             crate::persist::weights::load_backbone(&mut model, weights)?;
@@ -349,8 +388,35 @@ fn restore_progress(
     Ok(state)
 }
 
-/// The card of the `kept` weights of epoch `record`.
+/// The rows of `multilabel_metrics.csv`: each epoch's val scores, and its
+/// moving average's where evaluated.
+fn multi_label_rows(records: &[EpochRecord]) -> Vec<multi_label::EpochRow> {
+    let row = |r: &EpochRecord, from: KeptFrom, phase| multi_label::EpochRow {
+        epoch: r.epoch,
+        phase,
+        loss: r.score(&from.score_name(VAL_LOSS)),
+        map: r.score(&from.score_name(VAL_MAP)),
+        macro_f1: r.score(&from.score_name(VAL_MACRO_F1)),
+        micro_f1: r.score(&from.score_name(VAL_MICRO_F1)),
+        exact_match: r.score(&from.score_name(VAL_ACC)),
+    };
+    let ema = |r: &EpochRecord| r.scores.contains_key(&KeptFrom::Ema.score_name(VAL_MAP));
+    records
+        .iter()
+        .flat_map(|r| {
+            std::iter::once(row(r, KeptFrom::Model, "val")).chain(ema(r).then(|| row(r, KeptFrom::Ema, "val_ema")))
+        })
+        .collect()
+}
+
+/// The card of the weights `kept` at the epoch `record`: its val accuracy
+/// (a multi-label run's exact-match ratio, its mAP beside it).
 fn card(config: &FinetuneConfig, splits: &Splits, kept: &Kept, record: &EpochRecord) -> ModelCard {
+    let multi_label = config.label_delim.map(|label_delim| MultiLabelCard {
+        threshold: config.label_threshold(),
+        label_delim,
+        val_map: record.score(&kept.from.score_name(VAL_MAP)),
+    });
     ModelCard {
         arch: config.arch,
         classes: splits.train.classes.clone(),
@@ -362,6 +428,7 @@ fn card(config: &FinetuneConfig, splits: &Splits, kept: &Kept, record: &EpochRec
         epoch: kept.epoch,
         val_acc: record.score(&kept.from.score_name(VAL_ACC)),
         precision: config.precision.name(),
+        multi_label,
     }
 }
 
@@ -377,8 +444,11 @@ fn log_epoch(events: &mut Option<EventWriter>, out: &std::path::Path, record: &E
     events.scalar("loss/val", record.score(VAL_LOSS), step)?;
     events.scalar("accuracy/train", record.score(TRAIN_ACC), step)?;
     events.scalar("accuracy/val", record.score(VAL_ACC), step)?;
+    match record.scores.get(VAL_MAP) {
+        Some(&map) => events.scalar("map/val", map, step)?,
+        None => events.scalar("balanced_accuracy/val", record.score(VAL_BALANCED_ACC), step)?,
+    }
     events.scalar("macro_f1/val", record.score(VAL_MACRO_F1), step)?;
-    events.scalar("balanced_accuracy/val", record.score(VAL_BALANCED_ACC), step)?;
     if let Some(&acc) = record.scores.get(&KeptFrom::Ema.score_name(VAL_ACC)) {
         events.scalar("loss/val_ema", record.score(&KeptFrom::Ema.score_name(VAL_LOSS)), step)?;
         events.scalar("accuracy/val_ema", acc, step)?;
@@ -436,16 +506,25 @@ fn finish(
     let of_ema = if kept.from == KeptFrom::Ema { " (the moving average's weights)" } else { "" };
     let best = finished.state.epochs.get(kept.epoch).context("the kept epoch has no record")?;
     let best_score = |name: &str| best.score(&kept.from.score_name(name));
-    reporter.line(&format!("Best val Acc: {:.6}{of_ema}", best_score(VAL_ACC)));
-    reporter.line(&format!(
-        "best epoch {} (by {}): val Loss {:.4} Acc {:.4} Macro-F1 {:.4} Balanced Acc {:.4}",
-        kept.epoch,
-        config.monitor.name(),
-        best_score(VAL_LOSS),
-        best_score(VAL_ACC),
-        best_score(VAL_MACRO_F1),
-        best_score(VAL_BALANCED_ACC)
-    ));
+    match config.multi_label() {
+        true => reporter.line(&format!(
+            "Best val mAP: {:.6} (exact match {:.4}){of_ema}",
+            best_score(VAL_MAP),
+            best_score(VAL_ACC)
+        )),
+        false => {
+            reporter.line(&format!("Best val Acc: {:.6}{of_ema}", best_score(VAL_ACC)));
+            reporter.line(&format!(
+                "best epoch {} (by {}): val Loss {:.4} Acc {:.4} Macro-F1 {:.4} Balanced Acc {:.4}",
+                kept.epoch,
+                config.monitor().name(),
+                best_score(VAL_LOSS),
+                best_score(VAL_ACC),
+                best_score(VAL_MACRO_F1),
+                best_score(VAL_BALANCED_ACC)
+            ));
+        }
+    }
     let kept_and_how = (kept, best, finished.stopped_early);
     let mut summary = FinetuneSummary::new(config, device, splits, &history, kept_and_how, seconds, ranks)?
         .with_class_weights(finished.class_weights);
@@ -474,7 +553,7 @@ fn finish(
     finished.state.restore_kept(&model.named_tensors())?;
     let written = match out {
         Some(out) => {
-            let results = (&history, &summary);
+            let results = (&history, &mut summary);
             write_results(config, out, (device, model), splits, results, finished.best_val_probs, reporter)
         }
         None => Ok(()),
@@ -484,13 +563,14 @@ fn finish(
 }
 
 /// The figures of the finished run (the kept model's), its outcome on each
-/// val image and summary.json.
+/// val image and summary.json (with a multi-label run's scores of the kept
+/// model per class).
 fn write_results(
     config: &FinetuneConfig,
     out: &RunDir,
     (device, model): (Device, &Classifier),
     splits: &Splits,
-    (history, summary): (&History, &FinetuneSummary),
+    (history, summary): (&History, &mut FinetuneSummary),
     best_val_probs: Option<Tensor>,
     reporter: &dyn Reporter,
 ) -> Result<()> {
@@ -502,9 +582,18 @@ fn write_results(
             predict_probabilities(model, &splits.val_images, pass, "val grid", reporter)
         }
     };
-    plots::prediction_grid(&splits.val, &val_probs, &config.out.join("val_predictions.png"))?;
-    let outcomes = outcomes::of_split(&splits.val, &val_probs, &config.data)?;
-    out.write(VAL_PREDICTIONS_FILE, outcomes::csv(&outcomes).as_bytes())?;
+    match config.multi_label() {
+        true => {
+            let val = &splits.val;
+            let scores = multi_label::score(&val_probs, &val.labels_tensor(), &val.classes, config.label_threshold());
+            summary.multi_label = Some(scores);
+        }
+        false => {
+            plots::prediction_grid(&splits.val, &val_probs, &config.out.join("val_predictions.png"))?;
+            let outcomes = outcomes::of_split(&splits.val, &val_probs, &config.data)?;
+            out.write(VAL_PREDICTIONS_FILE, outcomes::csv(&outcomes).as_bytes())?;
+        }
+    }
     summary.write(out)
 }
 

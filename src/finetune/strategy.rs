@@ -16,12 +16,16 @@
 //!   weights and batch-norm statistics stay as loaded.
 //!
 //! Every mode's training loss is `crate::train::loss`'s, weighted per class
-//! under `--class-weights`. The fine-tuning task (`super::run`) asks a
-//! strategy for a train phase and for val probabilities, and knows nothing
-//! else of the mode.
+//! under `--class-weights`; multi-label data (`--label-delim`) changes it to
+//! binary cross-entropy on multi-hot targets (mixed as the images are),
+//! training accuracy the exact-match ratio at the run's threshold.
+//!
+//! The fine-tuning task (`super::run`) asks a strategy for a train phase and
+//! for val probabilities, and knows nothing else of the mode.
 
 use super::config::{FinetuneConfig, Mode};
 use super::evaluate::correct;
+use super::multi_label::exact_matches;
 use super::splits::Splits;
 use crate::choice_names::Named;
 use crate::data::augment::mix::{self, BatchMix};
@@ -40,7 +44,7 @@ use crate::train::loss::{cross_entropy, soft_cross_entropy, SoftWeighting};
 use crate::train::optim::Optimizer;
 use crate::train::step::{GradientStep, StepError};
 use anyhow::Result;
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Reduction, Tensor};
 
 /// What an epoch's phases need besides the model and its gradient step.
 pub struct EpochContext<'a> {
@@ -102,22 +106,54 @@ impl EpochContext<'_> {
 
     /// The training loss of a batch mixed by `mix`: cross-entropy with its
     /// soft targets (the run's smoothing in them), weighted per class when
-    /// the run is.
-    fn soft_loss(&self, mix: &BatchMix, labels: &Tensor, classes: i64) -> impl Fn(&Tensor) -> Tensor + '_ {
+    /// the run is; for multi-label data binary cross-entropy with the mixed
+    /// multi-hot targets.
+    fn soft_loss(&self, mix: &BatchMix, labels: &Tensor, classes: i64) -> Box<dyn Fn(&Tensor) -> Tensor + '_> {
+        if self.config.multi_label() {
+            let targets = mix.mixed_targets(labels);
+            return Box::new(move |logits: &Tensor| binary_cross_entropy(logits, &targets));
+        }
         let targets = mix.targets(labels, classes, self.config.label_smoothing);
         let mixed_labels = self.class_weights.map(|_| mix.targets(labels, classes, 0.0));
-        move |logits: &Tensor| {
+        Box::new(move |logits: &Tensor| {
             let weighting = self.class_weights.zip(mixed_labels.as_ref());
             let weighting = weighting.map(|(weights, mixed_labels)| SoftWeighting { weights, mixed_labels });
             soft_cross_entropy(logits, &targets, weighting)
+        })
+    }
+
+    /// The training loss: cross-entropy with the run's label smoothing and
+    /// class weights, or for multi-label data (`labels` multi-hot) binary
+    /// cross-entropy.
+    fn loss(&self, labels: &Tensor) -> impl Fn(&Tensor) -> Tensor + '_ {
+        let labels = labels.shallow_clone();
+        let multi_label = self.config.multi_label();
+        move |logits: &Tensor| match multi_label {
+            true => binary_cross_entropy(logits, &labels),
+            false => cross_entropy(logits, &labels, self.class_weights, self.config.label_smoothing),
         }
     }
 
-    /// The training loss: cross-entropy with the run's label smoothing and class weights.
-    fn loss(&self, labels: &Tensor) -> impl Fn(&Tensor) -> Tensor + '_ {
-        let labels = labels.shallow_clone();
-        move |logits: &Tensor| cross_entropy(logits, &labels, self.class_weights, self.config.label_smoothing)
+    /// The images of a batch its `logits` get right: the top class, or for
+    /// multi-label data the whole label set at the run's threshold.
+    fn correct(&self, logits: &Tensor, labels: &Tensor) -> i64 {
+        match self.config.multi_label() {
+            true => exact_matches(logits, labels, self.config.label_threshold()),
+            false => correct(logits, labels),
+        }
     }
+}
+
+/// Torch's `BCEWithLogitsLoss` (mean over images and classes) of `logits`
+/// against (possibly soft) multi-hot `targets`.
+fn binary_cross_entropy(logits: &Tensor, targets: &Tensor) -> Tensor {
+    let targets = targets.to_device(logits.device());
+    logits.to_kind(Kind::Float).binary_cross_entropy_with_logits(
+        &targets,
+        None::<Tensor>,
+        None::<Tensor>,
+        Reduction::Mean,
+    )
 }
 
 pub fn frozen_pass(config: &FinetuneConfig, device: Device) -> FrozenPass {
@@ -244,7 +280,7 @@ impl FeatureExtract {
             let outcome = grad_step
                 .step(optimizer, &mut || model.head_forward(&features, true), &ctx.loss(&labels), lr)
                 .map_err(|error| ctx.step_failed(error, b))?;
-            totals.add(outcome.loss, correct(&outcome.logits, &labels), len);
+            totals.add(outcome.loss, ctx.correct(&outcome.logits, &labels), len);
         }
         ctx.flush(grad_step, optimizer, batches)?;
         Ok(totals)
@@ -357,7 +393,7 @@ impl Strategy for Full {
                     }
                 };
                 let outcome = outcome.map_err(|error| ctx.step_failed(error, b))?;
-                totals.add(outcome.loss, correct(&outcome.logits, &counted), labels.size()[0]);
+                totals.add(outcome.loss, ctx.correct(&outcome.logits, &counted), labels.size()[0]);
                 bar.inc(1);
                 if ctx.stop_requested()? {
                     return Err(ctx.interrupted());

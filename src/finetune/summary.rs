@@ -5,6 +5,7 @@
 use super::checkpoint::{VAL_ACC, VAL_BALANCED_ACC, VAL_LOSS, VAL_MACRO_F1};
 use super::class_weights::ClassWeights;
 use super::config::FinetuneConfig;
+use super::multi_label::{MultiLabelScores, VAL_MAP};
 use super::splits::Splits;
 use crate::metrics::History;
 use crate::run_dir::{RunDir, SUMMARY_FILE};
@@ -38,11 +39,19 @@ pub struct FinetuneSummary {
     pub epochs: usize,
     pub epochs_run: usize,
     pub stopped_early: bool,
-    /// The kept epoch (the best by `config.monitor`), its val accuracy, and
-    /// whose weights they are: the model's, or (`--ema`) its moving
+    /// The kept epoch (the best by `config.monitor`; a multi-label run's by
+    /// mAP), its val accuracy (a multi-label run's: the exact-match ratio),
+    /// and whose weights they are: the model's, or (`--ema`) its moving
     /// average's (`model`, `ema`).
     pub best_val_acc: f64,
     pub best_epoch: usize,
+    /// A multi-label run's kept val mAP (the score it keeps by).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_val_map: Option<f64>,
+    /// A multi-label run's scores of the kept model on val: mAP, F1, exact
+    /// match, and each class's average precision, precision, recall and F1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_label: Option<MultiLabelScores>,
     #[serde(default)]
     pub best_from: KeptFrom,
     /// The kept epoch's val loss, macro-F1 and balanced accuracy (none in
@@ -61,6 +70,9 @@ pub struct FinetuneSummary {
     pub val_images: usize,
     pub classes: Vec<String>,
     pub bad_files: Vec<String>,
+    /// The labels file's rows left out, one line each (`FILE line N: why`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bad_rows: Vec<String>,
     /// The processes that trained the run together (data-parallel ranks),
     /// the c10d backend between them, and the images of one optimizer step
     /// over all of them (`--batch-size` is per process, as in DDP, times
@@ -116,6 +128,8 @@ impl FinetuneSummary {
             stopped_early,
             best_val_acc: best_score(VAL_ACC).unwrap_or(f64::NAN),
             best_epoch: kept.epoch,
+            best_val_map: best_score(VAL_MAP).filter(|_| config.multi_label()),
+            multi_label: None,
             best_from: kept.from,
             best_val_loss: best_score(VAL_LOSS),
             best_val_macro_f1: best_score(VAL_MACRO_F1),
@@ -126,6 +140,7 @@ impl FinetuneSummary {
             val_images: splits.val.len(),
             classes: splits.train.classes.clone(),
             bad_files: bad_files.map(|b| format!("{}: {}", b.path.display(), b.reason)).collect(),
+            bad_rows: splits.bad_rows.clone(),
             world_size: ranks.world_size(),
             dist_backend: ranks.backend().map(|b| b.name().to_owned()),
             global_batch: config.batch_size * ranks.world_size() * config.accumulate,

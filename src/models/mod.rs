@@ -346,6 +346,9 @@ pub struct Classifier {
     pub head_vs: nn::VarStore,
     backbone: Box<dyn ModuleT>,
     head: nn::Linear,
+    /// Whether each class's probability is its own sigmoid (multi-label
+    /// data) instead of a softmax over the classes.
+    pub multi_label: bool,
 }
 
 impl Classifier {
@@ -368,7 +371,7 @@ impl Classifier {
         let config = nn::LinearConfig { ws_init: init, bs_init: Some(init), bias: true };
         let head_path = arch.head_name().split('.').fold(head_vs.root(), |path, part| path / part);
         let head = nn::linear(head_path, arch.feature_count(), num_classes, config);
-        Self { arch, backbone_vs, head_vs, backbone, head }
+        Self { arch, backbone_vs, head_vs, backbone, head, multi_label: false }
     }
 
     /// Pooled backbone features, `[N, features]`, the images in the memory
@@ -487,9 +490,16 @@ impl FrozenView<'_> {
         tch::no_grad(|| self.0.features(images, false).to_kind(tch::Kind::Float))
     }
 
-    /// Class probabilities from features.
+    /// Class probabilities from features: a softmax over the classes, or
+    /// each class's sigmoid for a multi-label model.
     pub fn probabilities(&self, features: &Tensor) -> Tensor {
-        tch::no_grad(|| self.0.head_forward(features, false).softmax(-1, tch::Kind::Float))
+        tch::no_grad(|| {
+            let logits = self.0.head_forward(features, false);
+            match self.0.multi_label {
+                true => logits.sigmoid(),
+                false => logits.softmax(-1, tch::Kind::Float),
+            }
+        })
     }
 }
 

@@ -369,6 +369,7 @@ mod tests {
                 epoch: 4,
                 val_acc: 0.9,
                 precision: "bf16".into(),
+                multi_label: None,
             };
             assert_eq!(read::<ModelCard>(&path).unwrap(), card);
             let error = one_line(read::<CaptionCard>(&path).unwrap_err());

@@ -33,6 +33,21 @@ pub struct ModelCard {
     /// How it was trained: `fp32`, or `bf16` autocast (the weights are fp32 either way; older files: fp32).
     #[serde(default = "default_precision")]
     pub precision: String,
+    /// A multi-label model's settings (sigmoid outputs); none for a
+    /// single-label one (a softmax over the classes; older files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_label: Option<MultiLabelCard>,
+}
+
+/// What using a multi-label model needs beside the classes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MultiLabelCard {
+    /// A label is predicted above this probability.
+    pub threshold: f64,
+    /// The separator of the labels in the training labels file's label column.
+    pub label_delim: char,
+    /// The kept epoch's val mAP (`val_acc` is its exact-match ratio).
+    pub val_map: f64,
 }
 
 fn default_precision() -> String {
@@ -114,6 +129,7 @@ mod tests {
             epoch: 3,
             val_acc: 0.954248,
             precision: "fp32".into(),
+            multi_label: None,
         }
     }
 

@@ -270,7 +270,7 @@ fn recipe_list(
 }
 
 /// Options whose values are paths.
-const PATH_OPTIONS: &[&str] = &["data", "weights", "models_dir", "image_dir", "feature_cache"];
+const PATH_OPTIONS: &[&str] = &["data", "labels", "weights", "models_dir", "image_dir", "feature_cache"];
 /// Options whose values are paths but for one word (`class-weights auto`).
 const PATH_OR_WORD_OPTIONS: &[(&str, &str)] = &[("class_weights", "auto")];
 

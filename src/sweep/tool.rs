@@ -147,9 +147,10 @@ impl Tool {
 
     /// Whether option `id` of a saved config is part of the run's recipe
     /// (what a sweep point must match), as opposed to how it is carried out,
-    /// where its data lives or, for a tool that extends runs, how long.
+    /// where its data lives (a labels file's content is: its checksum) or,
+    /// for a tool that extends runs, how long.
     pub fn is_recipe(self, id: &str) -> bool {
-        self.is_reported(id) && id != "data" && !(id == "epochs" && self.extends_runs())
+        self.is_reported(id) && !["data", "labels"].contains(&id) && !(id == "epochs" && self.extends_runs())
     }
 
     /// Whether option `id` is a column a report may show.

@@ -85,6 +85,13 @@ impl BatchMix {
         one_hot.roll([1], [0]) * (1.0 - lam) + one_hot * lam
     }
 
+    /// Multi-hot `targets` (`[B, classes]`, multi-label data) mixed as the
+    /// images are: λ·y + (1 − λ)·y rolled by one.
+    pub fn mixed_targets(&self, targets: &Tensor) -> Tensor {
+        let lam = self.lam();
+        targets.roll([1], [0]) * (1.0 - lam) + targets * lam
+    }
+
     /// The label counted for training accuracy: each image's own where its
     /// weight is at least 1/2, else its rolled partner's.
     pub fn dominant_labels(&self, labels: &Tensor) -> Tensor {
