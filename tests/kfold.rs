@@ -23,7 +23,7 @@ type Images = Vec<(PathBuf, usize)>;
 /// The (train, val) images of fold `fold` of `folds` over ants/bees.
 fn fold_of(folds: usize, fold: usize, change: impl Fn(&mut TrainOptions)) -> (Images, Images) {
     let mut options = TrainOptions::defaults();
-    (options.data, options.random_init) = (common::ants_bees(), true);
+    (options.data, options.random_init) = (Some(common::ants_bees()), true);
     (options.folds, options.fold) = (Some(folds), Some(fold));
     options.out = Some(common::repo().join("target/test-runs/kfold-unused"));
     change(&mut options);

@@ -84,7 +84,11 @@ mod tests {
         let mut samples = Vec::new();
         for (class_index, &count) in counts.iter().enumerate() {
             for i in 0..count {
-                samples.push(Sample { path: PathBuf::from(format!("img{i:03}-{class_index}.jpg")), class_index });
+                samples.push(Sample {
+                    path: PathBuf::from(format!("img{i:03}-{class_index}.jpg")),
+                    class_index,
+                    label_set: None,
+                });
             }
         }
         let classes = (0..counts.len()).map(|c| format!("class{c}")).collect();
