@@ -191,7 +191,10 @@ fn every_numeric_option_is_validated_in_one_line_and_negative_numbers_parse() {
         (vec!["--weight-decay", "-0.1"], "--weight-decay -0.1: must be 0 or more"),
         (vec!["--label-smoothing", "1"], "--label-smoothing 1: must be at least 0 and below 1"),
         (vec!["--val-split", "1.5"], "--val-split 1.5: must be a fraction between 0 and 1"),
-        (vec!["--warmup-epochs", "3", "--epochs", "3"], "--warmup-epochs 3: must be fewer than --epochs 3"),
+        (
+            vec!["--warmup-epochs", "3", "--epochs", "3"],
+            "--warmup-epochs 3: must be fewer than the 3 epochs it warms up",
+        ),
         (vec!["--image-size", "10"], "--image-size 10: must be between 32 and 1024"),
         (vec!["--early-stop", "0"], "--early-stop 0: must be at least 1"),
         (vec!["--val-dir", "../elsewhere"], "--val-dir \"../elsewhere\": must be the name of a folder"),
