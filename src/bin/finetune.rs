@@ -11,10 +11,12 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use tchlab::cli::Banner;
 use tchlab::data::image_folder::collect_images;
+use tchlab::data::tta::Tta;
 use tchlab::device::DeviceArg;
 use tchlab::finetune::config::{FinetuneConfig, TrainOptions};
 use tchlab::finetune::predict::{
-    evaluate_multi_label, evaluate_split, predict_files, resolve_labels, resolve_split, TrainedModel,
+    evaluate_multi_label, evaluate_split, predict_files, resolve_labels, resolve_split, Prediction, PredictionsCsv,
+    TrainedModel,
 };
 use tchlab::finetune::run::{self, Start};
 use tchlab::interrupt::Interrupt;
@@ -218,6 +220,12 @@ struct PredictArgs {
     /// A multi-label model shows every label whose probability is above this [default: the model's, from its training run's --threshold].
     #[arg(long, value_name = "T")]
     threshold: Option<f64>,
+    /// Average each image's probabilities over these views (torchvision's crops of the resized image).
+    #[arg(long, value_enum, default_value = "none")]
+    tta: Tta,
+    /// Also write one row per image to FILE as it is predicted (path, prediction, each class's probability, error).
+    #[arg(long, value_name = "FILE")]
+    csv: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -270,6 +278,9 @@ struct EvalArgs {
         help = "Where to write confusion_matrix.png, evaluation.json and predictions.csv (each image's outcome; a multi-label model: evaluation.json and scores.csv) [default: eval-<split> beside the model]"
     )]
     out: Option<PathBuf>,
+    /// Average each image's probabilities over these views (torchvision's crops of the resized image).
+    #[arg(long, value_enum, default_value = "none")]
+    tta: Tta,
     /// Print the evaluation as JSON instead of tables.
     #[arg(long)]
     json: bool,
@@ -434,34 +445,44 @@ fn predict(args: PredictArgs) -> Result<()> {
     if files.is_empty() {
         bail!("no image files found in {:?}", args.images);
     }
+    trained.tta = args.tta;
     let top_k = args.top_k.map_or(trained.classes.len(), |k| k as usize);
-    let predictions = predict_files(&trained, &files, top_k, device, &Terminal)?;
-    if args.json {
-        tchlab::say!("{}", serde_json::to_string_pretty(&predictions)?);
-    } else {
-        for p in &predictions {
-            match &p.error {
-                Some(e) => tchlab::say!("{}  ERROR {e}", p.path.display()),
-                None if p.top.is_empty() => {
-                    let threshold = trained.threshold.unwrap_or_default();
-                    tchlab::say!("{}  (no label above {threshold})", p.path.display())
-                }
-                None => {
-                    let cells: Vec<String> =
-                        p.top.iter().map(|c| format!("{} {:.4}", c.class, c.probability)).collect();
-                    tchlab::say!("{}  {}", p.path.display(), cells.join("  "));
-                }
-            }
+    let mut csv = args.csv.as_deref().map(|path| PredictionsCsv::create(path, &trained)).transpose()?;
+    let mut json = Vec::new();
+    let failed = predict_files(&trained, &files, top_k, device, &Terminal, &mut |prediction| {
+        if let Some(csv) = &mut csv {
+            csv.write(prediction)?;
         }
+        match args.json {
+            true => json.push(serde_json::to_value(prediction)?),
+            false => tchlab::say!("{}", prediction_line(prediction, trained.threshold)),
+        }
+        Ok(())
+    })?;
+    if args.json {
+        tchlab::say!("{}", serde_json::to_string_pretty(&json)?);
     }
-    let failed = predictions.iter().filter(|p| p.error.is_some()).count();
+    if let Some(path) = &args.csv {
+        tchlab::say_err!("wrote {}", path.display());
+    }
     if failed > 0 && !args.allow_errors {
-        bail!(
-            "{failed} of {} file(s) could not be read as images (--allow-errors to exit 0 anyway)",
-            predictions.len()
-        );
+        bail!("{failed} of {} file(s) could not be read as images (--allow-errors to exit 0 anyway)", files.len());
     }
     Ok(())
+}
+
+/// One file's row of `predict`'s table.
+fn prediction_line(prediction: &Prediction, threshold: Option<f64>) -> String {
+    let path = prediction.path.display();
+    match &prediction.error {
+        Some(e) => format!("{path}  ERROR {e}"),
+        None if prediction.top.is_empty() => format!("{path}  (no label above {})", threshold.unwrap_or_default()),
+        None => {
+            let cells: Vec<String> =
+                prediction.top.iter().map(|c| format!("{} {:.4}", c.class, c.probability)).collect();
+            format!("{path}  {}", cells.join("  "))
+        }
+    }
 }
 
 fn audit(args: AuditArgs) -> Result<()> {
@@ -500,6 +521,7 @@ fn eval(args: EvalArgs) -> Result<()> {
     if let Some(threshold) = args.threshold {
         trained.set_threshold(threshold)?;
     }
+    trained.tta = args.tta;
     let (folder, note, bad_rows) = match (&args.labels, &args.data) {
         (Some(labels), data) => {
             let (folder, bad_rows, note) = resolve_labels(labels, data.as_deref(), &trained, args.label_delim)?;
