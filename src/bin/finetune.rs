@@ -226,6 +226,9 @@ struct PredictArgs {
     /// Also write one row per image to FILE as it is predicted (path, prediction, each class's probability, error).
     #[arg(long, value_name = "FILE")]
     csv: Option<PathBuf>,
+    /// Also draw each image with the Grad-CAM map of its top class into DIR (ResNets and EfficientNets).
+    #[arg(long, value_name = "DIR")]
+    cam: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -281,6 +284,9 @@ struct EvalArgs {
     /// Average each image's probabilities over these views (torchvision's crops of the resized image).
     #[arg(long, value_enum, default_value = "none")]
     tta: Tta,
+    /// List the K images of highest loss in evaluation.json and draw them with the Grad-CAM map of the predicted class in top_losses.png (ResNets and EfficientNets).
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..=100))]
+    top_losses: Option<u64>,
     /// Print the evaluation as JSON instead of tables.
     #[arg(long)]
     json: bool,
@@ -446,6 +452,9 @@ fn predict(args: PredictArgs) -> Result<()> {
         bail!("no image files found in {:?}", args.images);
     }
     trained.tta = args.tta;
+    if args.cam.is_some() {
+        tchlab::finetune::cam::check_explainable(&trained, "--cam")?;
+    }
     let top_k = args.top_k.map_or(trained.classes.len(), |k| k as usize);
     let mut csv = args.csv.as_deref().map(|path| PredictionsCsv::create(path, &trained)).transpose()?;
     let mut json = Vec::new();
@@ -464,6 +473,10 @@ fn predict(args: PredictArgs) -> Result<()> {
     }
     if let Some(path) = &args.csv {
         tchlab::say_err!("wrote {}", path.display());
+    }
+    if let Some(dir) = &args.cam {
+        let written = tchlab::finetune::cam::write_class_maps(&trained, &files, dir, device)?;
+        tchlab::say_err!("wrote {written} class map(s) to {}", dir.display());
     }
     if failed > 0 && !args.allow_errors {
         bail!("{failed} of {} file(s) could not be read as images (--allow-errors to exit 0 anyway)", files.len());
@@ -522,6 +535,12 @@ fn eval(args: EvalArgs) -> Result<()> {
         trained.set_threshold(threshold)?;
     }
     trained.tta = args.tta;
+    if args.top_losses.is_some() {
+        if trained.threshold.is_some() {
+            bail!("--top-losses: {} is a multi-label model; its per-image scores are in scores.csv", trained.path.display());
+        }
+        tchlab::finetune::cam::check_explainable(&trained, "--top-losses")?;
+    }
     let (folder, note, bad_rows) = match (&args.labels, &args.data) {
         (Some(labels), data) => {
             let (folder, bad_rows, note) = resolve_labels(labels, data.as_deref(), &trained, args.label_delim)?;
@@ -561,8 +580,13 @@ fn eval(args: EvalArgs) -> Result<()> {
         evaluation.write_scores(&out.join("scores.csv"))?;
         return report_multi_label_eval(&evaluation, &out, args.json);
     }
-    let evaluation = evaluate_split(&trained, &folder, device, &Terminal)?;
+    let mut evaluation = evaluate_split(&trained, &folder, device, &Terminal)?;
     create_out()?;
+    if let Some(k) = args.top_losses {
+        evaluation.find_top_losses(k as usize, &trained.classes);
+        let figure = out.join("top_losses.png");
+        tchlab::finetune::cam::top_losses_figure(&trained, &evaluation.top_losses, device, &figure)?;
+    }
     plots::confusion_matrix(&evaluation.confusion, &trained.classes, &out.join("confusion_matrix.png"))?;
     let json = serde_json::to_string_pretty(&evaluation)?;
     tchlab::persist::write_atomically(&out.join("evaluation.json"), json.as_bytes())?;

@@ -7,6 +7,7 @@
 //! per-class average precision). Either may average each image's
 //! probabilities over test-time views (`--tta`, [`crate::data::tta`]).
 
+use super::cam::{top_losses, TopLoss};
 use super::evaluate::{confusion, loss_and_correct};
 use super::multi_label::{self, MultiLabelScores};
 use super::outcomes::{self, ImageOutcome};
@@ -266,10 +267,24 @@ pub struct Evaluation {
     /// `confusion[true][predicted]`.
     pub confusion: Vec<Vec<i64>>,
     pub skipped: Vec<String>,
+    /// The images of highest loss, when asked for ([`Evaluation::find_top_losses`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub top_losses: Vec<TopLoss>,
     /// Each image's outcome, paths relative to the split folder's parent
     /// (`val/ants/1.jpg` for a dataset's val split).
     #[serde(skip)]
     pub outcomes: Vec<ImageOutcome>,
+    /// Each image's file, class index and probabilities.
+    #[serde(skip)]
+    scored: (Vec<PathBuf>, Vec<i64>, Tensor),
+}
+
+impl Evaluation {
+    /// Fills [`Evaluation::top_losses`] with the `k` images of highest loss.
+    pub fn find_top_losses(&mut self, k: usize, classes: &[String]) {
+        let (paths, labels, probs) = &self.scored;
+        self.top_losses = top_losses(paths, labels, probs, classes, k);
+    }
 }
 
 /// The split folder to evaluate for `data`: `data` itself when its class
@@ -351,7 +366,9 @@ pub fn evaluate_split(
         per_class,
         confusion: counts,
         skipped: split.bad_files.iter().map(|b| format!("{}: {}", b.path.display(), b.reason)).collect(),
+        top_losses: Vec::new(),
         outcomes,
+        scored: (split.paths.clone(), split.labels.clone(), probs),
     })
 }
 
