@@ -216,6 +216,15 @@ impl Extractor {
     }
 }
 
+/// The picture `arch`'s features see of the image at `path` (its val
+/// transform: resized, centre-cropped), `[3, H, W]` uint8: where a grid of
+/// its features lies.
+pub fn seen_picture(path: &Path, arch: Arch) -> Result<Tensor> {
+    let sizing = Sizing::of(&arch.preprocessing(), None);
+    let pixels = val_transform_sized(&image_tensor(&decode_rgb(path)?), &sizing);
+    Ok((pixels * 255.0).round().clamp(0.0, 255.0).to_kind(Kind::Uint8))
+}
+
 /// An image of the list that does not decode: its index and why.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Unreadable {
