@@ -212,6 +212,42 @@ fn feature_extract_on_real_data_then_eval_and_predict_agree() {
         predictions[0]["top"].as_array().unwrap().iter().map(|c| c["probability"].as_f64().unwrap()).sum();
     assert!((probability_sum - 1.0).abs() < 1e-5);
     predict_csv_and_test_time_views(&checkpoint, &predictions, out.path());
+    top_losses_and_class_maps(&checkpoint, &val, &kept, out.path());
+}
+
+/// `eval --top-losses K` lists the K images of highest loss, each loss
+/// `−ln p(true class)` of eval's own outcome, and draws them; `predict
+/// --cam DIR` draws one picture per image.
+fn top_losses_and_class_maps(
+    checkpoint: &Path,
+    val: &Path,
+    outcomes: &[tchlab::finetune::outcomes::ImageOutcome],
+    out: &Path,
+) {
+    let eval_out = out.join("eval-top");
+    let mut command = common::finetune();
+    command.args(["eval", "--top-losses", "5", "--json", "--checkpoint"]).arg(checkpoint).arg("--data").arg(val);
+    common::run_ok(command.arg("--out").arg(&eval_out));
+    let evaluation: Value =
+        serde_json::from_str(&std::fs::read_to_string(eval_out.join("evaluation.json")).unwrap()).unwrap();
+    let top = evaluation["top_losses"].as_array().unwrap();
+    assert_eq!(top.len(), 5);
+    let losses: Vec<f64> = top.iter().map(|t| t["loss"].as_f64().unwrap()).collect();
+    assert!(losses.windows(2).all(|w| w[0] >= w[1]), "{losses:?}");
+    // The worst image's loss from its outcome: p(true) is p(predicted) when right, 1 − it (two classes) when wrong.
+    let p_true =
+        |o: &tchlab::finetune::outcomes::ImageOutcome| if o.correct { o.probability } else { 1.0 - o.probability };
+    let worst = outcomes.iter().map(|o| -p_true(o).ln()).fold(f64::MIN, f64::max);
+    assert!((losses[0] - worst).abs() < 1e-3, "top loss {} against the outcomes' {worst}", losses[0]);
+    let (w, h) = png_size(&eval_out.join("top_losses.png"));
+    assert!(w > 300 && h > 5 * 150, "{w}×{h}");
+    let cam_dir = out.join("cam");
+    let first = top[0]["path"].as_str().unwrap();
+    common::run_ok(
+        common::finetune().args(["predict", "--cam"]).arg(&cam_dir).arg("--checkpoint").arg(checkpoint).arg(first),
+    );
+    let written: Vec<_> = std::fs::read_dir(&cam_dir).unwrap().collect();
+    assert_eq!(written.len(), 1);
 }
 
 /// `predict --csv` writes predict's probabilities, one row per file, and

@@ -15,7 +15,7 @@ use crate::choice_names::Named;
 use crate::data::decode::decode_rgb;
 use crate::data::loader::image_tensor;
 use crate::data::transforms::val_transform_sized;
-use crate::models::GridLayer;
+use crate::models::{Classifier, GridLayer};
 use crate::report::plots::{attention_maps, AttentionPanel};
 use anyhow::{bail, Result};
 use serde::Serialize;
@@ -32,13 +32,11 @@ pub fn check_explainable(trained: &TrainedModel, option: &str) -> Result<()> {
     Ok(())
 }
 
-/// Grad-CAM maps `[N, h, w]` of `images` (`[N, 3, S, S]` in [0, 1]) for
-/// `classes` (one per image); an error for a backbone without a
-/// convolutional map.
-pub fn class_maps(trained: &TrainedModel, images: &Tensor, classes: &[i64], device: Device) -> Result<Tensor> {
-    let model = &trained.model;
-    let normalized = trained.card.normalization.apply(&images.to_device(device));
-    let Some(map) = tch::no_grad(|| model.feature_map(&normalized, GridLayer::Last)) else {
+/// Grad-CAM maps `[N, h, w]` (on the CPU) of `normalized` images
+/// `[N, 3, S, S]` for `classes` (one per image); an error for a backbone
+/// without a convolutional map.
+pub fn class_maps(model: &Classifier, normalized: &Tensor, classes: &[i64]) -> Result<Tensor> {
+    let Some(map) = tch::no_grad(|| model.feature_map(normalized, GridLayer::Last)) else {
         bail!("{}: no convolutional map to explain (a ResNet or an EfficientNet has one)", model.arch.name())
     };
     let map = map.to_kind(Kind::Float);
@@ -46,7 +44,14 @@ pub fn class_maps(trained: &TrainedModel, images: &Tensor, classes: &[i64], devi
     let rows = Tensor::from_slice(classes).to_device(map.device());
     let weights = model.head_weight().to_kind(Kind::Float).index_select(0, &rows);
     let weighted = map * weights.unsqueeze(-1).unsqueeze(-1);
-    Ok((weighted.sum_dim_intlist([1i64].as_slice(), false, Kind::Float) / (h * w) as f64).relu().to_device(Device::Cpu))
+    let summed = weighted.sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+    Ok((summed / (h * w) as f64).relu().to_device(Device::Cpu))
+}
+
+/// The Grad-CAM map `[1, h, w]` of one input `[3, S, S]` in [0, 1] for `class`.
+fn class_map(trained: &TrainedModel, input: &Tensor, class: i64, device: Device) -> Result<Tensor> {
+    let normalized = trained.card.normalization.apply(&input.unsqueeze(0).to_device(device));
+    class_maps(&trained.model, &normalized, &[class])
 }
 
 /// One image the model scored worst: `−log p(true class)`.
@@ -100,11 +105,14 @@ pub fn top_losses_figure(trained: &TrainedModel, rows: &[TopLoss], device: Devic
     for row in rows {
         let (input, picture) = seen(trained, &row.path)?;
         let class = trained.classes.iter().position(|c| *c == row.predicted).unwrap_or_default() as i64;
-        let map = class_maps(trained, &input.unsqueeze(0), &[class], device)?;
+        let map = class_map(trained, &input, class, device)?;
         let words = vec![format!("{} {:.2} ({})", row.predicted, row.probability, row.label)];
         panels.push(AttentionPanel { picture, words, weights: map });
     }
-    let title = format!("The {} val images of highest loss: Grad-CAM of the predicted class (true class in brackets)", rows.len());
+    let title = format!(
+        "The {} val images of highest loss: Grad-CAM of the predicted class (true class in brackets)",
+        rows.len()
+    );
     attention_maps(out, &title, &panels)
 }
 
@@ -112,13 +120,14 @@ pub fn top_losses_figure(trained: &TrainedModel, rows: &[TopLoss], device: Devic
 /// its place among the files given), the picture and its Grad-CAM map for
 /// the top class. Returns how many were written.
 pub fn write_class_maps(trained: &TrainedModel, files: &[PathBuf], dir: &Path, device: Device) -> Result<usize> {
-    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("--cam {}: cannot create the folder ({e})", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("--cam {}: cannot create the folder ({e})", dir.display()))?;
     let mut written = 0;
     for (index, path) in files.iter().enumerate() {
         let Ok((input, picture)) = seen(trained, path) else { continue };
         let probs = trained.probabilities(&input.unsqueeze(0), device, &crate::report::Silent);
         let class = probs.argmax(-1, false).int64_value(&[0]);
-        let map = class_maps(trained, &input.unsqueeze(0), &[class], device)?;
+        let map = class_map(trained, &input, class, device)?;
         let probability = probs.double_value(&[0, class]);
         let name = path.file_stem().map_or("image".into(), |s| s.to_string_lossy().into_owned());
         let panel = AttentionPanel {
