@@ -33,8 +33,8 @@ fn overfit(cell: &str, max_final_loss: f64) {
     }
     // Features only: the figure says so and still shows the captions.
     assert!(out.join("samples_train.png").is_file() && out.join("loss.png").is_file());
-    let bleu = summary["bleu"].as_array().unwrap();
-    assert_eq!(bleu.len(), 3, "ours and two baselines");
+    let scores = summary["scores"].as_array().unwrap();
+    assert_eq!(scores.len(), 3, "ours and two baselines");
 }
 
 #[test]
