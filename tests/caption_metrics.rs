@@ -52,22 +52,34 @@ fn edge_cases() -> Corpus {
     }
 }
 
-/// Captions of 0 to 13 words from a small vocabulary (so that n-grams
-/// recur across images), 1 to 5 references each, from a fixed LCG.
+/// A fixed linear congruential sequence (Knuth's MMIX constants).
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, bound: usize) -> usize {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((self.0 >> 33) % bound as u64) as usize
+    }
+
+    /// `min_words` to 13 words from a small vocabulary, so that n-grams recur across images.
+    fn caption(&mut self, min_words: usize) -> String {
+        const WORDS: [&str; 14] =
+            ["a", "an", "seven", "two", "eight", "to", "the", "left", "right", "of", "above", "below", "then", "from"];
+        let length = min_words + self.below(14 - min_words);
+        (0..length).map(|_| WORDS[self.below(WORDS.len())]).collect::<Vec<_>>().join(" ")
+    }
+}
+
+/// Hypotheses of 0 to 13 words, each with 1 to 5 references of 1 to 13.
 fn generated(images: usize) -> Corpus {
-    const WORDS: [&str; 14] =
-        ["a", "an", "seven", "two", "eight", "to", "the", "left", "right", "of", "above", "below", "then", "from"];
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = |below: usize| {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((state >> 33) % below as u64) as usize
-    };
-    let mut caption = |min_words: usize| {
-        let length = min_words + next(14 - min_words);
-        (0..length).map(|_| WORDS[next(WORDS.len())]).collect::<Vec<_>>().join(" ")
-    };
-    let hypotheses: Vec<String> = (0..images).map(|_| caption(0)).collect();
-    let references = (0..images).map(|_| (0..1 + next(5)).map(|_| caption(1)).collect()).collect();
+    let mut lcg = Lcg(0x9e37_79b9_7f4a_7c15);
+    let hypotheses: Vec<String> = (0..images).map(|_| lcg.caption(0)).collect();
+    let references = (0..images)
+        .map(|_| {
+            let count = 1 + lcg.below(5);
+            (0..count).map(|_| lcg.caption(1)).collect()
+        })
+        .collect();
     Corpus { name: "generated", hypotheses, references }
 }
 

@@ -11,9 +11,10 @@
 //! exp(−δ²/2σ²), σ = 6; the image's score is the mean over n, averaged over
 //! its references, times 10; the corpus score is the mean over images.
 //!
-//! δ is the difference of the two captions' bigram counts, as that scorer
-//! counts "length" (which is the word-count difference unless one caption
-//! is empty). Words are split at whitespace, as the scorer splits its
+//! δ is the difference of the two captions' lengths in words. (The scorer
+//! counts bigrams as "length", which differs only for an empty caption,
+//! whose similarity is 0 whatever the penalty.) Words are split at
+//! whitespace, as the scorer splits its
 //! pre-tokenised strings; our captions are already lowercased and free of
 //! punctuation (what the COCO evaluation's PTB tokenizer would do).
 
@@ -25,12 +26,11 @@ const SIGMA: f64 = 6.0;
 
 type Gram<'a> = &'a [&'a str];
 
-/// A caption's TF-IDF vector for each n, their norms, and its length as
-/// the scorer counts it.
+/// A caption's TF-IDF vector for each n, their norms, and its length in words.
 struct Weighted<'a> {
     grams: [HashMap<Gram<'a>, f64>; MAX_N],
     norms: [f64; MAX_N],
-    bigrams: usize,
+    words: usize,
 }
 
 /// Document frequencies over the reference sets, and ln of their count.
@@ -70,13 +70,13 @@ impl<'a> Idf<'a> {
             }
             *norm = norm.sqrt();
         }
-        Weighted { grams, norms, bigrams: words.len().saturating_sub(1) }
+        Weighted { grams, norms, words: words.len() }
     }
 }
 
 /// The clipped cosine similarity for each n, with the length penalty.
 fn similarity(hypothesis: &Weighted, reference: &Weighted) -> [f64; MAX_N] {
-    let delta = hypothesis.bigrams as f64 - reference.bigrams as f64;
+    let delta = hypothesis.words as f64 - reference.words as f64;
     let penalty = (-(delta * delta) / (2.0 * SIGMA * SIGMA)).exp();
     let mut scores = [0.0; MAX_N];
     for n in 0..MAX_N {
