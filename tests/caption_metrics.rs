@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 use tchlab::caption::bleu::corpus_bleu;
-use tchlab::caption::cider::{corpus_cider_d, cider_d_per_image};
+use tchlab::caption::cider::{cider_d_per_image, corpus_cider_d};
 use tchlab::caption::rouge::{corpus_rouge_l, rouge_l_per_image};
 
 mod common;
@@ -41,7 +41,10 @@ fn edge_cases() -> Corpus {
         ("a seven above a three", &["a seven above a three", "a three below a seven"]),
         (
             "a three then an eight then a five from left to right",
-            &["a three then an eight then a five from left to right", "a five then an eight then a three from right to left"],
+            &[
+                "a three then an eight then a five from left to right",
+                "a five then an eight then a three from right to left",
+            ],
         ),
         ("a two to the right of a seven", &["a two to the right of a seven"]),
     ];

@@ -81,10 +81,8 @@ fn similarity(hypothesis: &Weighted, reference: &Weighted) -> [f64; MAX_N] {
     let mut scores = [0.0; MAX_N];
     for n in 0..MAX_N {
         let reference_grams = &reference.grams[n];
-        let mut dot: f64 = hypothesis.grams[n]
-            .iter()
-            .map(|(gram, &h)| reference_grams.get(gram).map_or(0.0, |&r| h.min(r) * r))
-            .sum();
+        let mut dot: f64 =
+            hypothesis.grams[n].iter().map(|(gram, &h)| reference_grams.get(gram).map_or(0.0, |&r| h.min(r) * r)).sum();
         if hypothesis.norms[n] != 0.0 && reference.norms[n] != 0.0 {
             dot /= hypothesis.norms[n] * reference.norms[n];
         }
@@ -125,11 +123,17 @@ mod tests {
     #[test]
     fn a_hypothesis_equal_to_its_only_reference_scores_ten() {
         // Two images with nothing in common: every n-gram weighs ln 2.
-        let hyps = vec![words("a cat sat on it"), words("two dogs ran")];
-        let refs = vec![vec![words("a cat sat on it")], vec![words("two dogs ran")]];
+        let hyps = vec![words("a cat sat on it"), words("two dogs ran off")];
+        let refs = vec![vec![words("a cat sat on it")], vec![words("two dogs ran off")]];
         for score in cider_d_per_image(&hyps, &refs) {
             assert!((score - 10.0).abs() < 1e-12, "{score}");
         }
+        // Three words have no 4-gram: the mean over n = 1…4 is 3/4 of 10.
+        let scores = cider_d_per_image(
+            &[words("two dogs ran"), words("a cat")],
+            &[vec![words("two dogs ran")], vec![words("a cat")]],
+        );
+        assert!((scores[0] - 7.5).abs() < 1e-12, "{scores:?}");
     }
 
     #[test]

@@ -378,8 +378,7 @@ fn results_markdown(s: &RunResults, device: Device, seconds_total: f64) -> Strin
              the true digits (in any order), or are word for word a true caption; and of their {} digits, \
              how many a caption with the true layout names in their own place:\n\n\
              | method | layout right | digits right | exact true caption | digits in place |\n|---|---|---|---|---|\n",
-            scenes.scenes,
-            scenes.digits,
+            scenes.scenes, scenes.digits,
         );
         for row in &s.scores {
             let Some(t) = row.scenes else { continue };

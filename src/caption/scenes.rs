@@ -345,18 +345,15 @@ mod tests {
             .map(|(digits, horizontal)| captions(digits, *horizontal))
             .collect();
         let sampled: Vec<String> = [
-            "a two to the right of a seven", // exact (the second caption)
+            "a two to the right of a seven",   // exact (the second caption)
             "a nine above a four above a one", // layout, digits, one digit in place (the four)
-            "a three to the left of a one",  // neither layout nor digits
+            "a three to the left of a one",    // neither layout nor digits
         ]
         .map(String::from)
         .to_vec();
         let tally = tally_scenes(&sampled, &truths).unwrap();
         assert_eq!(tally.scenes, 3);
-        assert_eq!(
-            (tally.layout_right.count, tally.digits_right.count, tally.exact_caption.count),
-            (2, 2, 1)
-        );
+        assert_eq!((tally.layout_right.count, tally.digits_right.count, tally.exact_caption.count), (2, 2, 1));
         assert_eq!((tally.digits_in_place.count, tally.digits_in_place.fraction), (3, 3.0 / 7.0));
         assert!((tally.layout_right.fraction - 2.0 / 3.0).abs() < 1e-15);
         // True captions that are not scene captions: no tally.
