@@ -78,17 +78,15 @@ impl<'a> Idf<'a> {
 fn similarity(hypothesis: &Weighted, reference: &Weighted) -> [f64; MAX_N] {
     let delta = hypothesis.words as f64 - reference.words as f64;
     let penalty = (-(delta * delta) / (2.0 * SIGMA * SIGMA)).exp();
-    let mut scores = [0.0; MAX_N];
-    for n in 0..MAX_N {
+    std::array::from_fn(|n| {
         let reference_grams = &reference.grams[n];
         let mut dot: f64 =
             hypothesis.grams[n].iter().map(|(gram, &h)| reference_grams.get(gram).map_or(0.0, |&r| h.min(r) * r)).sum();
         if hypothesis.norms[n] != 0.0 && reference.norms[n] != 0.0 {
             dot /= hypothesis.norms[n] * reference.norms[n];
         }
-        scores[n] = dot * penalty;
-    }
-    scores
+        dot * penalty
+    })
 }
 
 /// CIDEr-D of each hypothesis against its own references, with the
