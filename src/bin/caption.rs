@@ -205,7 +205,7 @@ fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
         let b = row.bleu;
         let (rouge, cider) = (row.rouge_l, row.cider_d);
         tchlab::say!(
-            "{:<48} {:.4}  {:.4}  {:.4}  {:.4}  {rouge:.4}   {cider:<7.4}",
+            "{:<48} {:.4}  {:.4}  {:.4}  {:.4}  {rouge:.4}   {cider:.4}",
             row.method,
             b[0],
             b[1],
