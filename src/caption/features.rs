@@ -75,7 +75,7 @@ impl FeatureShape {
         if let FeatureShape::Grid(_) = self {
             if !arch.has_grid() {
                 bail!(
-                    "{}: no convolutional grid of features for attention (the ResNets and EfficientNets have one, e.g. efficientnet-lite0)",
+                    "{}: no convolutional grid of features for attention (the CNNs have one, e.g. efficientnet-lite0)",
                     arch.name()
                 );
             }
