@@ -123,7 +123,8 @@ impl Backbone {
 
 impl ModuleT for Backbone {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let pooled = self.last_conv.forward_t(&self.blocks_t(x, train), train).adaptive_avg_pool2d([1, 1]).flatten(1, -1);
+        let pooled =
+            self.last_conv.forward_t(&self.blocks_t(x, train), train).adaptive_avg_pool2d([1, 1]).flatten(1, -1);
         pooled.apply(&self.linear).hardswish()
     }
 }
