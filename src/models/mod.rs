@@ -466,6 +466,11 @@ impl Classifier {
         FrozenView(self)
     }
 
+    /// The head's weights `[classes, D]`.
+    pub fn head_weight(&self) -> &Tensor {
+        &self.head.ws
+    }
+
     /// Every tensor of the model, named as in the published checkpoint.
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
         let mut all: Vec<(String, Tensor)> =
