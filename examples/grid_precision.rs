@@ -22,9 +22,13 @@ use tchlab::train::frozen_backbone::{backbone_grid, FrozenPass};
 
 const ARCH: Arch = Arch::EfficientnetLite0;
 
+/// Lite0's weights, by the absolute path `caption train` keys its caches by.
+fn weights() -> PathBuf {
+    std::path::absolute(ARCH.default_weights(Path::new("models"))).expect("a current folder")
+}
+
 fn load(data: &Path, shape: FeatureShape) -> anyhow::Result<CaptionData> {
-    let extractor =
-        Extractor { arch: ARCH, weights: ARCH.default_weights(Path::new("models")), device: Device::Cpu, shape };
+    let extractor = Extractor { arch: ARCH, weights: weights(), device: Device::Cpu, shape };
     coco_json::load(data, TextOptions { min_count: 1, max_words: 15 }, &extractor, &Terminal)
 }
 
@@ -48,7 +52,7 @@ fn channel_statistics(grid: &Tensor) -> (Tensor, Tensor) {
 /// The f32 grid of `images`.
 fn f32_grid(images: &[PathBuf]) -> anyhow::Result<Tensor> {
     let mut model = Classifier::new(ARCH, 1, Device::Cpu);
-    tchlab::persist::weights::load_backbone(&mut model, &ARCH.default_weights(Path::new("models")))?;
+    tchlab::persist::weights::load_backbone(&mut model, &weights())?;
     let sizing = Sizing::of(&ARCH.preprocessing(), None);
     let pixels: Vec<Tensor> = images
         .iter()
