@@ -2,15 +2,23 @@
 //! Tell) against autograd (f64, relative error ≤ 1e-8) and central finite
 //! differences (≤ 1e-6), for every input and parameter: the additive
 //! attention, the gate, the initial state, the attention LSTM's step and
-//! sequence, the deep output, the doubly stochastic penalty.
+//! sequence, the deep output, the doubly stochastic penalty; then the
+//! attention captioning network: its gradients both ways, its decoding
+//! steps against its loss, its standardization, beam 1 against greedy, and
+//! the overfit check on 50 captions.
 
 use std::sync::{Mutex, MutexGuard};
 use tch::nn;
 use tch::{Device, Kind, Tensor};
+use tchlab::caption::attend::AttentionNet;
+use tchlab::caption::decoder::{beam_search, greedy, greedy_with_attention, Captioner};
+use tchlab::caption::model::{Dims, SpecialTokens};
+use tchlab::grad::{gradients, GradMode, HandDerived, Params};
 use tchlab::layers::attention::{
     attention_penalty, attention_penalty_autograd, AdditiveAttention, AttentionLstm, ContextGate, DeepOutput,
     GridGradient, InitialState,
 };
+use tchlab::train::optim::{AdamW, Optimizer};
 
 mod common;
 use common::gradcheck::rel_error;
@@ -20,11 +28,14 @@ const FD_TOLERANCE: f64 = 1e-6;
 const AUTOGRAD_TOLERANCE: f64 = 1e-8;
 
 /// libtorch's random generator is one for the process: each test holds
-/// this lock while it draws, so that its draws do not depend on the others.
+/// this lock while it draws, so that its draws do not depend on the others
+/// (and runs on one thread: on a busy machine libtorch's pool makes these
+/// small operations many times slower).
 static RANDOM: Mutex<()> = Mutex::new(());
 
 fn seeded() -> MutexGuard<'static, ()> {
     let guard = RANDOM.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    tch::set_num_threads(1);
     tch::manual_seed(0);
     guard
 }
@@ -65,11 +76,14 @@ fn finite_difference_error(target: &Tensor, exact: &Tensor, upstream: &Tensor, f
     for k in 0..12.min(count) {
         let i = (k * 7919) % count;
         let original = values.double_value(&[i]);
-        let _ = values.get(i).fill_(original + h);
+        let set = |value: f64| {
+            let _ = tch::no_grad(|| values.get(i).fill_(value));
+        };
+        set(original + h);
         let plus = value_at();
-        let _ = values.get(i).fill_(original - h);
+        set(original - h);
         let minus = value_at();
-        let _ = values.get(i).fill_(original);
+        set(original);
         numeric.push((plus - minus) / (2.0 * h));
         analytic.push(exact.reshape([-1]).double_value(&[i]));
     }
@@ -107,9 +121,7 @@ fn additive_attention_backward_matches_autograd_and_finite_differences() {
     assert!(rel_error(&weights_sum, &weights_sum.ones_like()) < 1e-15, "the weights of each query sum to 1");
     let (d_context, d_weights) = (randn(&[n, t, c]), randn(&[n, t, l]));
     let upstream = flat(&[&d_context, &d_weights]);
-    let g = tch::no_grad(|| {
-        layer.backward(&grid, &layer.project(&grid), &queries, &attended, &d_context, &d_weights)
-    });
+    let g = tch::no_grad(|| layer.backward(&grid, &layer.project(&grid), &queries, &attended, &d_context, &d_weights));
     let wrt = [
         ("grid", &grid, &g.grid),
         ("h", &queries, &g.hidden),
@@ -191,9 +203,8 @@ fn check_attention_lstm(n: i64, t: i64) {
         let s = layer.forward(&grid, &words);
         flat(&[&s.h, &s.gated, &s.weights])
     };
-    let names = [
-        "W_h0", "b_h0", "W_c0", "b_c0", "W_a", "W_h", "b_att", "w_att", "w_beta", "b_beta", "Wx", "Wh", "b_lstm",
-    ];
+    let names =
+        ["W_h0", "b_h0", "W_c0", "b_c0", "W_a", "W_h", "b_att", "w_att", "w_beta", "b_beta", "Wx", "Wh", "b_lstm"];
     let params = layer.parameters();
     assert_eq!((params.len(), g.params.len()), (names.len(), names.len()));
     let mut wrt = vec![("grid", &grid, d_grid), ("x", &words, &g.words)];
@@ -307,4 +318,158 @@ fn attention_penalty_counts_only_masked_in_steps_and_matches_autograd() {
     );
     let masked = d_weights.masked_select(&mask.logical_not().unsqueeze(-1).expand_as(&d_weights));
     assert_eq!(masked.abs().sum(Kind::Double).double_value(&[]), 0.0, "steps not counted get no gradient");
+}
+
+const TOKENS: SpecialTokens = SpecialTokens { null: 0, start: 1, end: 2 };
+
+/// A small attention network in f64: C 5, W 6, H 7, V 11, A 4.
+fn small_net(dropout: f64, attention_penalty: f64) -> (AttentionNet, nn::VarStore) {
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let dims = Dims { attention: 4, dropout, attention_penalty, ..Dims::recurrent(5, 6, 7, 11) };
+    let net = AttentionNet::new(&vs.root(), dims, TOKENS);
+    vs.double();
+    (net, vs)
+}
+
+/// Captions `[n, t]` from `<START>`, some ending early in `<NULL>` padding.
+fn padded_captions(n: i64, t: i64, vocabulary: i64) -> Tensor {
+    let captions = Tensor::randint_low(3, vocabulary, [n, t], (Kind::Int64, Device::Cpu));
+    let _ = captions.narrow(1, 0, 1).fill_(TOKENS.start);
+    let _ = captions.get(1).narrow(0, t - 3, 3).fill_(TOKENS.null);
+    let _ = captions.get(1).narrow(0, t - 4, 1).fill_(TOKENS.end);
+    captions
+}
+
+#[test]
+fn attention_network_explicit_gradients_equal_autograd_with_dropout_and_penalty() {
+    let _random = seeded();
+    let (net, _vs) = small_net(0.3, 0.8);
+    let grid = randn(&[4, 6, 5]) * 3.0 + 1.0;
+    let captions = padded_captions(4, 8, 11);
+    let params: Vec<Tensor> = net.named_parameters().into_iter().map(|(_, p)| p).collect();
+    // The same dropout mask both ways: the same seed before each draw.
+    tch::manual_seed(11);
+    let (loss, explicit) = tch::no_grad(|| net.loss_and_gradients(&grid, &captions));
+    tch::manual_seed(11);
+    let wrt: Vec<&Tensor> = params.iter().collect();
+    let reference = autograd_of(&|| net.loss(&grid, &captions), &wrt, &Tensor::ones([], F64));
+    tch::manual_seed(11);
+    let autograd_loss = net.loss(&grid, &captions).double_value(&[]);
+    assert!((loss.double_value(&[]) - autograd_loss).abs() < 1e-12, "{} vs {autograd_loss}", loss.double_value(&[]));
+    let no_dropout_loss = tch::no_grad(|| net.loss(&grid, &captions)).double_value(&[]);
+    assert!((no_dropout_loss - autograd_loss).abs() > 1e-6, "the val loss (no_grad) has no dropout");
+    assert_eq!(explicit.len(), reference.len());
+    for ((name, _), (e, r)) in net.named_parameters().iter().zip(explicit.iter().zip(&reference)) {
+        let err = rel_error(e, r);
+        assert!(err <= AUTOGRAD_TOLERANCE, "{name}: relative error {err:e} against autograd");
+    }
+}
+
+#[test]
+fn attention_network_explicit_gradients_equal_central_differences() {
+    let _random = seeded();
+    let (net, _vs) = small_net(0.0, 0.8);
+    let grid = randn(&[3, 6, 5]) * 3.0 + 1.0;
+    let captions = padded_captions(3, 7, 11);
+    let (_, explicit) = tch::no_grad(|| net.loss_and_gradients(&grid, &captions));
+    let one = Tensor::ones([], F64);
+    for ((name, param), grad) in net.named_parameters().iter().zip(&explicit) {
+        let err = finite_difference_error(param, grad, &one, &|| net.loss(&grid, &captions));
+        assert!(err <= FD_TOLERANCE, "{name}: relative error {err:e} against central differences");
+    }
+}
+
+#[test]
+fn decoding_steps_give_the_teacher_forced_loss_and_attention_weights() {
+    let _random = seeded();
+    let (net, _vs) = small_net(0.0, 0.0);
+    let grid = randn(&[3, 6, 5]);
+    let captions = padded_captions(3, 7, 11);
+    // Feed the caption's words one by one: Σ −log p(next word) over counted
+    // words / N is the loss (no penalty, no dropout).
+    let mut state = net.begin(&grid);
+    let mut total = Tensor::zeros([3], F64);
+    for t in 0..6 {
+        let step = net.step(&state, &captions.select(1, t));
+        let weights = step.attention.expect("the attention network gives its weights");
+        assert_eq!(weights.size(), [3, 6]);
+        let sums = weights.sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
+        assert!(rel_error(&sums, &sums.ones_like()) < 1e-14);
+        let target = captions.select(1, t + 1);
+        let picked = step.log_probs.gather(1, &target.unsqueeze(1), false).squeeze_dim(1);
+        total -= picked * target.ne(TOKENS.null).to_kind(Kind::Double);
+        state = step.state;
+    }
+    let stepped = total.sum(Kind::Double).double_value(&[]) / 3.0;
+    let loss = tch::no_grad(|| net.loss(&grid, &captions)).double_value(&[]);
+    assert!((stepped - loss).abs() < 1e-12, "stepped {stepped} vs loss {loss}");
+}
+
+#[test]
+fn attention_network_features_are_standardized_per_channel() {
+    let _random = seeded();
+    let (mut net, vs) = small_net(0.0, 0.0);
+    let scale = Tensor::from_slice(&[1.0, 10.0, 0.1, 3.0, 0.0]);
+    let train = randn(&[600, 6, 5]) * &scale + Tensor::from_slice(&[5.0, -2.0, 0.0, 1.0, 7.0]);
+    net.standardize_features(&train);
+    let stored = vs.variables();
+    let (mean, std) = (&stored["feature_mean"], &stored["feature_std"]);
+    let flat = train.reshape([-1, 5]);
+    let want_mean = flat.mean_dim([0i64].as_slice(), false, Kind::Double);
+    let want_std = flat.std_dim([0i64].as_slice(), false, false);
+    assert!(rel_error(mean, &want_mean) < 1e-12, "mean over images and locations");
+    assert!(rel_error(&std.narrow(0, 0, 4), &want_std.narrow(0, 0, 4)) < 1e-12);
+    assert_eq!(std.double_value(&[4]), 1.0, "a constant channel is only centred");
+}
+
+#[test]
+fn attention_network_beam_search_with_one_hypothesis_is_greedy() {
+    let _random = seeded();
+    let (net, _vs) = small_net(0.0, 0.0);
+    let grid = randn(&[30, 6, 5]) * 4.0;
+    let (greedy_captions, weights) = greedy_with_attention(&net, &grid, 9);
+    assert_eq!(greedy_captions, beam_search(&net, &grid, 1, 9));
+    let weights = weights.expect("attention weights");
+    assert_eq!((weights.size()[0], weights.size()[2]), (30, 6));
+    let distinct = greedy_captions.unique_dim(0, false, false, false).0.size()[0];
+    assert!(distinct > 5, "only {distinct} distinct captions, too few to compare");
+}
+
+/// The overfit check: 50 random captions (3 to 6 words and
+/// `<END>`) of 50 random grids (L 9, C 12), Adam, 100 epochs of two
+/// minibatches; the loss falls near zero and every greedy caption is its
+/// training caption.
+#[test]
+fn attention_network_overfits_fifty_captions() {
+    let _random = seeded();
+    let (n, t, vocabulary) = (50, 9, 14);
+    let store = nn::VarStore::new(Device::Cpu);
+    // No penalty: its floor (Σ_t α cannot be 1 at all 9 locations in 3–6 steps) would hide the fit.
+    let dims = Dims { attention: 32, dropout: 0.0, attention_penalty: 0.0, ..Dims::recurrent(12, 32, 64, vocabulary) };
+    let net = AttentionNet::new(&store.root(), dims, TOKENS);
+    let grid = Tensor::randn([n, 9, 12], (Kind::Float, Device::Cpu));
+    let words = Tensor::randint_low(3, vocabulary, [n, t - 2], (Kind::Int64, Device::Cpu));
+    let lengths = Tensor::randint_low(3, t - 2, [n], (Kind::Int64, Device::Cpu));
+    let positions = Tensor::arange(t - 2, (Kind::Int64, Device::Cpu)).unsqueeze(0);
+    let body = words.where_self(&positions.lt_tensor(&lengths.unsqueeze(1)), &Tensor::from(TOKENS.null));
+    let body = body.masked_fill(&positions.eq_tensor(&lengths.unsqueeze(1)), TOKENS.end);
+    let start = Tensor::full([n, 1], TOKENS.start, (Kind::Int64, Device::Cpu));
+    let end = Tensor::full([n, 1], TOKENS.null, (Kind::Int64, Device::Cpu));
+    let captions = Tensor::cat(&[&start, &body, &end], 1);
+    let params = Params::new(net.named_parameters());
+    let mut adam = AdamW::new(&params, 0.0);
+    let mut loss = f64::INFINITY;
+    for epoch in 0..100 {
+        for rows in Tensor::randperm(n, (Kind::Int64, Device::Cpu)).split(25, 0) {
+            let (features, batch) = (grid.index_select(0, &rows), captions.index_select(0, &rows));
+            let (batch_loss, grads) = gradients(GradMode::Manual, &net, &params, &features, &batch);
+            adam.step(&params, &grads, 2e-2 * 0.98f64.powi(epoch));
+            loss = batch_loss.double_value(&[]);
+        }
+    }
+    assert!(loss < 0.05, "final minibatch loss {loss}");
+    let sampled = greedy(&net, &grid, (t - 1) as usize);
+    let truth = captions.narrow(1, 1, t - 1);
+    let wrong = sampled.ne_tensor(&truth).any_dim(1, false).sum(Kind::Int64).int64_value(&[]);
+    assert_eq!(wrong, 0, "{wrong} of {n} greedy captions differ from their training caption");
 }
