@@ -211,6 +211,45 @@ fn feature_extract_on_real_data_then_eval_and_predict_agree() {
     let probability_sum: f64 =
         predictions[0]["top"].as_array().unwrap().iter().map(|c| c["probability"].as_f64().unwrap()).sum();
     assert!((probability_sum - 1.0).abs() < 1e-5);
+    predict_csv_and_test_time_views(&checkpoint, &predictions, out.path());
+}
+
+/// `predict --csv` writes predict's probabilities, one row per file, and
+/// `--tta flip` averages the model's probabilities of the centre crop and
+/// its mirror image.
+fn predict_csv_and_test_time_views(checkpoint: &Path, plain: &[Value], out: &Path) {
+    let files: Vec<&str> = plain.iter().step_by(20).map(|p| p["path"].as_str().unwrap()).collect();
+    let predict_csv = |tta: &str, csv: &Path| {
+        let mut command = common::finetune();
+        command.args(["predict", "--tta", tta, "--csv"]).arg(csv).arg("--checkpoint").arg(checkpoint).args(&files);
+        common::run_ok(&mut command);
+        let text = std::fs::read_to_string(csv).unwrap();
+        let rows: Vec<Vec<String>> =
+            tchlab::report::csv_records(&text).unwrap().into_iter().map(|(_, fields)| fields).collect();
+        assert_eq!(rows[0], ["path", "prediction", "ants", "bees", "error"]);
+        rows[1..].to_vec()
+    };
+    let rows = predict_csv("none", &out.join("plain.csv"));
+    assert_eq!(rows.len(), files.len());
+    for (row, prediction) in rows.iter().zip(plain.iter().step_by(20)) {
+        assert_eq!(row[0], prediction["path"].as_str().unwrap());
+        assert_eq!(row[1], prediction["top"][0]["class"].as_str().unwrap());
+        let top = prediction["top"][0]["probability"].as_f64().unwrap();
+        let column = if row[1] == "ants" { 2 } else { 3 };
+        assert!((row[column].parse::<f64>().unwrap() - top).abs() < 1e-6, "{row:?} against {prediction}");
+    }
+    let flipped = predict_csv("flip", &out.join("flip.csv"));
+    let trained = tchlab::finetune::predict::TrainedModel::load(checkpoint, tch::Device::Cpu).unwrap();
+    let reporter = tchlab::report::Silent;
+    for (row, file) in flipped.iter().zip(&files) {
+        let image = tchlab::data::loader::image_tensor(&tchlab::data::decode::decode_rgb(Path::new(file)).unwrap());
+        let views = tchlab::data::tta::views(&image, &trained.card.sizing(), tchlab::data::tta::Tta::Flip);
+        let centre = trained.probabilities(&views.narrow(0, 0, 1), tch::Device::Cpu, &reporter);
+        let mirror = trained.probabilities(&views.narrow(0, 1, 1), tch::Device::Cpu, &reporter);
+        let ants = (centre.double_value(&[0, 0]) + mirror.double_value(&[0, 0])) / 2.0;
+        assert!((row[2].parse::<f64>().unwrap() - ants).abs() < 1e-5, "{file}: {row:?} against {ants}");
+        assert!(centre.double_value(&[0, 0]) != mirror.double_value(&[0, 0]), "{file}: the mirror changed nothing");
+    }
 }
 
 #[test]

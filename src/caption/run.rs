@@ -5,7 +5,8 @@
 //! captions the val images with it and writes the loss history (CSV, PNG),
 //! BLEU against the two baselines (`results.md`, `summary.json`) and the
 //! caption sample figures for train and val images (and their text, for
-//! more images, in `samples.json`).
+//! more images, in `samples.json`), and for a network that attends, where
+//! each word of its val captions looked (`attention_val.png`).
 
 use super::dataset::{CaptionData, CaptionSplit, ImageSource};
 use super::decoder::Captioner;
@@ -127,8 +128,7 @@ pub fn run(
     tch::manual_seed(options.schedule.seed as i64);
     let store = VarStore::new(options.device);
     let dims = Dims {
-        // The channel count: the last dimension, of a pooled vector or a grid.
-        features: *data.train.features.size().last().expect("features with channels"),
+        features: data.train.feature_width(),
         wordvec: options.wordvec,
         hidden: options.hidden,
         vocabulary: data.vocab.len() as i64,
@@ -206,6 +206,7 @@ pub fn run(
     let bleu = bleu_table(&format!("{} (ours)", method_name(options)), &val, data);
     sample_figure(&*net, data, &data.train, options, &out)?;
     sample_figure(&*net, data, &data.val, options, &out)?;
+    attention_figure(&*net, data, options, &out, reporter)?;
     let mut samples = spread_samples(&*net, data, &data.train, SAMPLES_IN_JSON, options).1;
     samples.extend(spread_samples(&*net, data, &data.val, SAMPLES_IN_JSON, options).1);
     out.write("samples.json", serde_json::to_string_pretty(&samples)?.as_bytes())?;
@@ -402,4 +403,48 @@ fn results_markdown(s: &RunResults, device: Device, seconds_total: f64) -> Strin
         text += &format!("| {} | {:.4} | {:.4} | {:.4} | {:.4} |\n", row.method, b[0], b[1], b[2], b[3]);
     }
     text
+}
+
+/// Val images in the attention figure.
+const ATTENTION_IMAGES: usize = 4;
+
+/// `attention_val.png`, for a network that attends: images spread over the
+/// val split, each with its greedy caption word by word and where each word
+/// looked (the grid's weights over the picture the backbone saw).
+fn attention_figure(
+    net: &dyn Captioner,
+    data: &CaptionData,
+    options: &RunOptions,
+    out: &RunDir,
+    reporter: &dyn Reporter,
+) -> Result<()> {
+    let FeatureSource::Backbone { arch, .. } = options.features else { return Ok(()) };
+    let captioned = data.val.captioned_images();
+    let count = captioned.len().min(ATTENTION_IMAGES);
+    let picks: Vec<i64> = (0..count).map(|k| captioned[k * captioned.len() / count.max(1)]).collect();
+    let features = data.val.features.index_select(0, &Tensor::from_slice(&picks));
+    let features = features.to_device(options.device).to_kind(tch::Kind::Float);
+    let (tokens, Some(attention)) = super::decoder::greedy_with_attention(net, &features, super::evaluate::MAX_SAMPLE_WORDS) else {
+        return Ok(());
+    };
+    let (tokens, attention) = (tokens.to_device(Device::Cpu), attention.to_device(Device::Cpu));
+    let (_, steps, locations) = attention.size3()?;
+    let side = (locations as f64).sqrt().round() as i64;
+    if side * side != locations {
+        reporter.warning(&format!("no attention figure: a grid of {locations} locations is not square"));
+        return Ok(());
+    }
+    let mut panels = Vec::with_capacity(picks.len());
+    for (row, image) in picks.iter().enumerate() {
+        let ImageSource::File(path) = &data.val.sources[*image as usize] else { continue };
+        let row = row as i64;
+        let words = data.vocab.decode_words(&Vec::<i64>::try_from(tokens.get(row))?);
+        panels.push(plots::AttentionPanel {
+            picture: super::features::seen_picture(path, arch)?,
+            words: words.into_iter().map(String::from).collect(),
+            weights: attention.get(row).reshape([steps, side, side]),
+        });
+    }
+    let title = format!("Where {} looked for each word of its greedy val captions", method_name(options));
+    plots::attention_maps(&out.file("attention_val.png"), &title, &panels)
 }
