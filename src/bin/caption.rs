@@ -194,6 +194,9 @@ fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
         wordvec: args.wordvec,
         heads: args.heads,
         layers: args.layers,
+        attention_width: args.attention_width,
+        dropout: args.dropout,
+        attention_penalty: args.attention_penalty,
         beam: args.beam,
         schedule: Recipe {
             epochs: args.epochs,

@@ -4,7 +4,9 @@
 
 use super::model::CellKind;
 use super::run::Keep;
-use crate::cli::parse::{at_least_one, beam_width, decay_factor, hidden_size, layer_count, learning_rate};
+use crate::cli::parse::{
+    at_least_one, beam_width, decay_factor, dropout_rate, hidden_size, layer_count, learning_rate, non_negative,
+};
 use crate::cli::RunArgs;
 use crate::grad::GradMode;
 use crate::models::{Arch, GridLayer};
@@ -27,6 +29,15 @@ pub struct TrainArgs {
     /// transformer: decoder layers.
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = layer_count, allow_negative_numbers = true)]
     pub layers: i64,
+    /// attention: the width A of the attention's hidden layer (tanh(a·W_a + h·W_h + b), A wide).
+    #[arg(long, value_name = "A", default_value_t = 256, value_parser = hidden_size, allow_negative_numbers = true)]
+    pub attention_width: i64,
+    /// attention: dropout rate on the deep output layer while training.
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = dropout_rate, allow_negative_numbers = true)]
+    pub dropout: f64,
+    /// attention: λ of the doubly stochastic penalty λ·Σ_l (1 − Σ_t α_tl)² per caption.
+    #[arg(long, value_name = "λ", default_value_t = 1.0, value_parser = non_negative, allow_negative_numbers = true)]
+    pub attention_penalty: f64,
     /// Hypotheses kept per image by beam search when the val images are captioned (1: greedy).
     #[arg(long, value_name = "K", default_value_t = 1, value_parser = beam_width, allow_negative_numbers = true)]
     pub beam: usize,

@@ -68,6 +68,11 @@ pub struct RunOptions {
     /// The Transformer's attention heads and decoder layers (0 otherwise).
     pub heads: i64,
     pub layers: i64,
+    /// The attention network's attention width, deep-output dropout and
+    /// doubly stochastic penalty λ (unused by the other cells).
+    pub attention_width: i64,
+    pub dropout: f64,
+    pub attention_penalty: f64,
     /// Hypotheses per image when captioning for the results and figures (1: greedy).
     pub beam: usize,
     pub schedule: Recipe,
@@ -131,6 +136,7 @@ pub fn run(
         vocabulary: data.vocab.len() as i64,
         heads: options.heads,
         layers: options.layers,
+        ..attention_dims(options)
     };
     let mut net = build(&store.root(), dims, options.cell, data.vocab.tokens)?;
     // The course's PCA features are used as published; backbone features,
@@ -327,6 +333,19 @@ fn sample_figure(
     let name = &split.name;
     let title = format!("{} captions of {name} images (blue: sampled, black: a true caption)", method_name(options));
     plots::caption_samples(&out.file(&format!("samples_{name}.png")), &title, &panels)
+}
+
+/// The attention network's own sizes and regularisers (none for the other cells).
+fn attention_dims(options: &RunOptions) -> Dims {
+    match options.cell {
+        CellKind::Attention => Dims {
+            attention: options.attention_width,
+            dropout: options.dropout,
+            attention_penalty: options.attention_penalty,
+            ..Dims::default()
+        },
+        _ => Dims::default(),
+    }
 }
 
 /// "LSTM", or "TRANSFORMER, beam 3".
