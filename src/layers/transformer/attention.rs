@@ -109,7 +109,13 @@ impl MultiHeadAttention {
     /// `dx`, `dmemory` and the parameters' gradients from the inputs, the
     /// forward's states and `dy` `[N, S, E]`. For self-attention (memory = x)
     /// the caller adds `input` and `memory`.
-    pub fn backward(&self, x: &Tensor, memory: &Tensor, states: &AttentionStates, upstream: &Tensor) -> DecoderGradients {
+    pub fn backward(
+        &self,
+        x: &Tensor,
+        memory: &Tensor,
+        states: &AttentionStates,
+        upstream: &Tensor,
+    ) -> DecoderGradients {
         let output = self.output.backward(&states.context, upstream);
         let d_context = self.split_heads(&output.input);
         let weights = &states.weights;

@@ -96,7 +96,13 @@ impl DecoderLayer {
         Self {
             self_attention: MultiHeadAttention::new(&(p / "self_attention"), width, width, heads, weight_scale),
             self_norm: LayerNorm::new(p / "self_norm", width),
-            cross_attention: MultiHeadAttention::new(&(p / "cross_attention"), width, memory_width, heads, weight_scale),
+            cross_attention: MultiHeadAttention::new(
+                &(p / "cross_attention"),
+                width,
+                memory_width,
+                heads,
+                weight_scale,
+            ),
             cross_norm: LayerNorm::new(p / "cross_norm", width),
             feed_forward: FeedForward::new(&(p / "feed_forward"), width, feed_forward, weight_scale),
             feed_forward_norm: LayerNorm::new(p / "feed_forward_norm", width),
@@ -118,7 +124,10 @@ impl DecoderLayer {
             norm("cross_norm"),
             affine("feed_forward", &["first", "second"]),
             norm("feed_forward_norm"),
-        ].into_iter().flatten().collect()
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     /// Self-attention's, its norm's, cross-attention's, its norm's, the
@@ -131,13 +140,22 @@ impl DecoderLayer {
             self.cross_norm.parameters(),
             self.feed_forward.parameters(),
             self.feed_forward_norm.parameters(),
-        ].into_iter().flatten().collect()
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     /// The layer over `x` `[N, S, E]` attending to `memory` `[N, L, M]`;
     /// `self_mask` `[S, S]` (normally [`super::causal_mask`]); dropout
     /// masks drawn when `training`.
-    pub fn forward_states(&self, x: &Tensor, memory: &Tensor, self_mask: Option<&Tensor>, training: bool) -> DecoderLayerStates {
+    pub fn forward_states(
+        &self,
+        x: &Tensor,
+        memory: &Tensor,
+        self_mask: Option<&Tensor>,
+        training: bool,
+    ) -> DecoderLayerStates {
         let self_attention = self.self_attention.forward_states(x, x, self_mask);
         let self_block = block(x, &self_attention.output, &self.self_norm, &self.dropout, training);
         let attended = &self_block.norm.output;
@@ -145,8 +163,16 @@ impl DecoderLayer {
         let cross_block = block(attended, &cross_attention.output, &self.cross_norm, &self.dropout, training);
         let informed = &cross_block.norm.output;
         let feed_forward = self.feed_forward.forward_states(informed);
-        let feed_forward_block = block(informed, &feed_forward.output, &self.feed_forward_norm, &self.dropout, training);
-        DecoderLayerStates { self_attention, self_block, cross_attention, cross_block, feed_forward, feed_forward_block }
+        let feed_forward_block =
+            block(informed, &feed_forward.output, &self.feed_forward_norm, &self.dropout, training);
+        DecoderLayerStates {
+            self_attention,
+            self_block,
+            cross_attention,
+            cross_block,
+            feed_forward,
+            feed_forward_block,
+        }
     }
 
     pub fn forward(&self, x: &Tensor, memory: &Tensor, self_mask: Option<&Tensor>, training: bool) -> Tensor {
@@ -155,7 +181,13 @@ impl DecoderLayer {
 
     /// `dx`, `dmemory` and every parameter's gradient (in
     /// [`DecoderLayer::parameters`] order) from the forward's states and `dy`.
-    pub fn backward(&self, x: &Tensor, memory: &Tensor, states: &DecoderLayerStates, upstream: &Tensor) -> DecoderGradients {
+    pub fn backward(
+        &self,
+        x: &Tensor,
+        memory: &Tensor,
+        states: &DecoderLayerStates,
+        upstream: &Tensor,
+    ) -> DecoderGradients {
         let attended = &states.self_block.norm.output;
         let informed = &states.cross_block.norm.output;
 
@@ -173,7 +205,10 @@ impl DecoderLayer {
         DecoderGradients {
             input: d_x + own.input + own.memory,
             memory: cross.memory,
-            params: [own.params, self_norm, cross.params, cross_norm, feed_forward.params, feed_forward_norm].into_iter().flatten().collect(),
+            params: [own.params, self_norm, cross.params, cross_norm, feed_forward.params, feed_forward_norm]
+                .into_iter()
+                .flatten()
+                .collect(),
         }
     }
 }

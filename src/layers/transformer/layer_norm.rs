@@ -55,7 +55,8 @@ impl LayerNorm {
         let d_bias = sum_but_last(upstream);
         let d_normalized = upstream * &self.weight;
         let mean_last = |t: &Tensor| t.mean_dim([-1i64].as_slice(), true, t.kind());
-        let centred = &d_normalized - mean_last(&d_normalized) - &normalized * mean_last(&(&d_normalized * &normalized));
+        let centred =
+            &d_normalized - mean_last(&d_normalized) - &normalized * mean_last(&(&d_normalized * &normalized));
         LayerGradients { input: centred * &states.inverse_std, params: vec![d_weight, d_bias] }
     }
 }
