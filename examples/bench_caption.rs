@@ -17,7 +17,7 @@ fn main() {
     let feature_width: i64 = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(1280);
     tch::manual_seed(0);
     let store = VarStore::new(Device::Cpu);
-    let dims = Dims { features: feature_width, wordvec: 256, hidden: 512, vocabulary };
+    let dims = Dims::recurrent(feature_width, 256, 512, vocabulary);
     let net = CaptioningNet::new(&store.root(), dims, cell, SpecialTokens { null: 0, start: 1, end: 2 });
     let params = Params::new(net.named_parameters());
     let features = Tensor::randn([25, feature_width], (Kind::Float, Device::Cpu));

@@ -312,6 +312,24 @@ pub mod parse {
         }
     }
 
+    /// A whole number from 1 to `max`.
+    fn up_to(s: &str, max: usize) -> Result<usize, String> {
+        match at_least_one(s)? {
+            n if n > max => Err(format!("at most {max}")),
+            n => Ok(n),
+        }
+    }
+
+    /// Beam search's hypotheses per image: 1 to 100.
+    pub fn beam_width(s: &str) -> Result<usize, String> {
+        up_to(s, 100)
+    }
+
+    /// Attention heads or decoder layers: 1 to 64.
+    pub fn layer_count(s: &str) -> Result<i64, String> {
+        up_to(s, 64).map(|n| n as i64)
+    }
+
     /// A hidden-layer width: a whole number of at least 1.
     pub fn hidden_size(s: &str) -> Result<i64, String> {
         let n = at_least_one(s).map_err(|e| format!("hidden sizes: {e}"))?;

@@ -7,6 +7,7 @@ use clap::{Args, FromArgMatches, Parser, Subcommand};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use tchlab::caption::coco_json::{self, TextOptions};
+use tchlab::caption::decoder::decode;
 use tchlab::caption::features::Extractor;
 use tchlab::caption::options::TrainArgs;
 use tchlab::caption::run::{self, RunOptions};
@@ -14,7 +15,7 @@ use tchlab::caption::saved::{self, FeatureSource};
 use tchlab::caption::scenes::{self, SceneCounts};
 use tchlab::caption::{coco_h5, evaluate};
 use tchlab::choice_names::Named;
-use tchlab::cli::parse::at_least_one;
+use tchlab::cli::parse::{at_least_one, beam_width};
 use tchlab::cli::{options_file, Banner};
 use tchlab::interrupt::Interrupt;
 use tchlab::models::Arch;
@@ -55,6 +56,9 @@ struct SampleArgs {
     /// The backbone's weights [default: the file the model was trained with].
     #[arg(long, value_name = "FILE")]
     weights: Option<PathBuf>,
+    /// Hypotheses kept per image by beam search (1: greedy).
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = beam_width, allow_negative_numbers = true)]
+    beam: usize,
     /// Print a JSON list of {image, caption} ({image, error} for a file that cannot be read).
     #[arg(long)]
     json: bool,
@@ -179,6 +183,9 @@ fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
         cell: args.cell,
         hidden: args.hidden,
         wordvec: args.wordvec,
+        heads: args.heads,
+        layers: args.layers,
+        beam: args.beam,
         schedule: Recipe {
             epochs: args.epochs,
             batch_size: args.batch_size,
@@ -231,7 +238,7 @@ fn sample(args: SampleArgs) -> Result<()> {
     }
     let extractor = Extractor { arch, weights, device };
     let (features, unreadable) = extractor.compute_readable(&files, "images", &Terminal)?;
-    let sampled = tch::no_grad(|| net.sample(&features.to_device(device), evaluate::MAX_SAMPLE_WORDS));
+    let sampled = decode(&*net, &features.to_device(device), args.beam, evaluate::MAX_SAMPLE_WORDS);
     let mut captions =
         (0..sampled.size()[0]).map(|i| vocab.decode(&Vec::<i64>::try_from(sampled.get(i)).expect("tokens")));
     let rows: Vec<(&PathBuf, Result<String, String>)> = files

@@ -1,4 +1,4 @@
-//! Captions on a split and how good they are: greedy samples for every
+//! Captions on a split and how good they are: greedy or beam-search samples for every
 //! captioned image, corpus BLEU-1…4 against all of the image's captions, and
 //! two baselines computed the same way — the most frequent training caption
 //! for every image, and the caption of the nearest training image in
@@ -6,7 +6,7 @@
 
 use super::bleu::{corpus_bleu, MAX_N};
 use super::dataset::{CaptionData, CaptionSplit};
-use super::model::CaptioningNet;
+use super::decoder::{decode, Captioner};
 use super::vocab::Vocabulary;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -30,19 +30,21 @@ pub struct SplitCaptions {
     pub truths: Vec<Vec<String>>,
 }
 
-/// Greedy captions of `images` of `split`, in chunks.
+/// Captions of `images` of `split` by beam search with `beam` hypotheses
+/// (1: greedy), in chunks.
 pub fn sample_images(
-    net: &CaptioningNet,
+    net: &dyn Captioner,
     split: &CaptionSplit,
     images: &[i64],
     vocab: &Vocabulary,
+    beam: usize,
     device: Device,
 ) -> Vec<String> {
     let mut captions = Vec::with_capacity(images.len());
     for chunk in images.chunks(500) {
         let features =
             split.features.index_select(0, &Tensor::from_slice(chunk)).to_device(device).to_kind(Kind::Float);
-        let tokens = net.sample(&features, MAX_SAMPLE_WORDS).to_device(Device::Cpu);
+        let tokens = decode(net, &features, beam, MAX_SAMPLE_WORDS).to_device(Device::Cpu);
         for row in 0..chunk.len() as i64 {
             let row: Vec<i64> = Vec::try_from(tokens.get(row)).expect("int64 tokens");
             captions.push(vocab.decode(&row));
@@ -52,9 +54,15 @@ pub fn sample_images(
 }
 
 /// Samples and the decoded true captions of every captioned image of `split`.
-pub fn caption_split(net: &CaptioningNet, split: &CaptionSplit, vocab: &Vocabulary, device: Device) -> SplitCaptions {
+pub fn caption_split(
+    net: &dyn Captioner,
+    split: &CaptionSplit,
+    vocab: &Vocabulary,
+    beam: usize,
+    device: Device,
+) -> SplitCaptions {
     let images = split.captioned_images();
-    let sampled = sample_images(net, split, &images, vocab, device);
+    let sampled = sample_images(net, split, &images, vocab, beam, device);
     let rows = split.rows_by_image();
     let truths = images.iter().map(|i| split.decode(&rows[i], vocab)).collect();
     SplitCaptions { images, sampled, truths }

@@ -1,5 +1,5 @@
-//! Image captioning, the assignment's fourth part: a recurrent network
-//! ([`model`]) built from the hand-derived layers in [`crate::layers`]
+//! Image captioning, the assignment's fourth part: a network ([`model`],
+//! decoded greedily or by beam search through [`decoder`]) built from the hand-derived layers in [`crate::layers`]
 //! (embedding, RNN/LSTM, temporal affine, masked temporal softmax loss),
 //! trained on image features from either the course's `coco_captioning/`
 //! folder ([`coco_h5`]) or an image folder with a COCO-format captions file
@@ -9,6 +9,7 @@ pub mod bleu;
 pub mod coco_h5;
 pub mod coco_json;
 pub mod dataset;
+pub mod decoder;
 pub mod evaluate;
 pub mod features;
 pub mod model;

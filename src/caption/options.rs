@@ -4,7 +4,7 @@
 
 use super::model::CellKind;
 use super::run::Keep;
-use crate::cli::parse::{at_least_one, decay_factor, hidden_size, learning_rate};
+use crate::cli::parse::{at_least_one, beam_width, decay_factor, hidden_size, layer_count, learning_rate};
 use crate::cli::RunArgs;
 use crate::grad::GradMode;
 use crate::models::Arch;
@@ -18,9 +18,18 @@ pub struct TrainArgs {
     /// annotations/captions_train*.json, annotations/captions_val*.json, train*/ and val*/.
     #[arg(long, value_name = "DIR", default_value = "data/mnist-scenes")]
     pub data: PathBuf,
-    /// Recurrent cell.
+    /// The network: rnn and lstm over the pooled image feature (the course's), attention and transformer over the grid.
     #[arg(long, value_enum, default_value = "rnn")]
     pub cell: CellKind,
+    /// transformer: attention heads (they divide --wordvec).
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = layer_count, allow_negative_numbers = true)]
+    pub heads: i64,
+    /// transformer: decoder layers.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = layer_count, allow_negative_numbers = true)]
+    pub layers: i64,
+    /// Hypotheses kept per image by beam search when the val images are captioned (1: greedy).
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = beam_width, allow_negative_numbers = true)]
+    pub beam: usize,
     /// Hidden state width.
     #[arg(long, value_name = "H", default_value_t = 512, value_parser = hidden_size, allow_negative_numbers = true)]
     pub hidden: i64,

@@ -8,8 +8,9 @@
 //! more images, in `samples.json`).
 
 use super::dataset::{CaptionData, CaptionSplit, ImageSource};
+use super::decoder::Captioner;
 use super::evaluate::{bleu_table, caption_split, sample_images, BleuRow};
-use super::model::{CaptioningNet, CellKind, Dims};
+use super::model::{build, CellKind, Dims};
 use super::saved::{self, CaptionCard, FeatureSource};
 use super::task::Captioning;
 use crate::choice_names::Named;
@@ -62,6 +63,11 @@ pub struct RunOptions {
     pub cell: CellKind,
     pub hidden: i64,
     pub wordvec: i64,
+    /// The Transformer's attention heads and decoder layers (0 otherwise).
+    pub heads: i64,
+    pub layers: i64,
+    /// Hypotheses per image when captioning for the results and figures (1: greedy).
+    pub beam: usize,
     pub schedule: Recipe,
     pub device: Device,
     pub keep: Keep,
@@ -80,6 +86,7 @@ pub struct RunOptions {
 #[derive(Debug, Serialize)]
 pub struct RunResults {
     pub cell: String,
+    pub beam: usize,
     pub data: String,
     pub hidden: i64,
     pub wordvec: i64,
@@ -119,8 +126,10 @@ pub fn run(
         wordvec: options.wordvec,
         hidden: options.hidden,
         vocabulary: data.vocab.len() as i64,
+        heads: options.heads,
+        layers: options.layers,
     };
-    let mut net = CaptioningNet::new(&store.root(), dims, options.cell, data.vocab.tokens);
+    let mut net = build(&store.root(), dims, options.cell, data.vocab.tokens)?;
     // The course's PCA features are used as published; backbone features,
     // far from zero mean and unit variance, are standardized.
     if let FeatureSource::Backbone { .. } = options.features {
@@ -135,7 +144,7 @@ pub fn run(
         epoch,
         val_loss,
     };
-    let task = Captioning::new(&net, &data.train, &data.val, options.schedule.batch_size, options.device);
+    let task = Captioning::new(&*net, &data.train, &data.val, options.schedule.batch_size, options.device);
     let mut rows = Rows::new(&task, &options.schedule, "caption")?;
     let optimizer = options.schedule.optimizer(task.params());
     let mut state = match options.start {
@@ -186,15 +195,16 @@ pub fn run(
     // Saved again from the kept weights: a run stopped between saving its
     // state and its model resumes to the same file.
     saved::save(&out.file(BEST_MODEL_FILE), &store, &card(kept_epoch, kept_val_loss))?;
-    let val = caption_split(&net, &data.val, &data.vocab, options.device);
-    let bleu = bleu_table(&format!("{} (ours)", options.cell.name().to_uppercase()), &val, data);
-    sample_figure(&net, data, &data.train, options, &out)?;
-    sample_figure(&net, data, &data.val, options, &out)?;
-    let mut samples = spread_samples(&net, data, &data.train, SAMPLES_IN_JSON, options.device).1;
-    samples.extend(spread_samples(&net, data, &data.val, SAMPLES_IN_JSON, options.device).1);
+    let val = caption_split(&*net, &data.val, &data.vocab, options.beam, options.device);
+    let bleu = bleu_table(&format!("{} (ours)", method_name(options)), &val, data);
+    sample_figure(&*net, data, &data.train, options, &out)?;
+    sample_figure(&*net, data, &data.val, options, &out)?;
+    let mut samples = spread_samples(&*net, data, &data.train, SAMPLES_IN_JSON, options).1;
+    samples.extend(spread_samples(&*net, data, &data.val, SAMPLES_IN_JSON, options).1);
     out.write("samples.json", serde_json::to_string_pretty(&samples)?.as_bytes())?;
     let results = RunResults {
         cell: options.cell.name().to_string(),
+        beam: options.beam,
         data: options.data.clone(),
         hidden: options.hidden,
         wordvec: options.wordvec,
@@ -257,7 +267,7 @@ fn write_history(log: &TrainState, kept: usize, out: &RunDir) -> Result<()> {
     plots::line_chart(&out.file("loss.png"), &chart, &series, marker.as_ref().map(|(x, label)| (*x, label.as_str())))
 }
 
-/// Greedy captions of up to `count` captioned images spread over `split`.
+/// Captions of up to `count` captioned images spread over `split`.
 #[derive(Debug, Serialize)]
 pub struct Sample {
     pub split: String,
@@ -267,16 +277,16 @@ pub struct Sample {
 }
 
 fn spread_samples(
-    net: &CaptioningNet,
+    net: &dyn Captioner,
     data: &CaptionData,
     split: &CaptionSplit,
     count: usize,
-    device: Device,
+    options: &RunOptions,
 ) -> (Vec<i64>, Vec<Sample>) {
     let captioned = split.captioned_images();
     let count = captioned.len().min(count);
     let picks: Vec<i64> = (0..count).map(|k| captioned[k * captioned.len() / count.max(1)]).collect();
-    let sampled = sample_images(net, split, &picks, &data.vocab, device);
+    let sampled = sample_images(net, split, &picks, &data.vocab, options.beam, options.device);
     let rows = split.rows_by_image();
     let samples = picks
         .iter()
@@ -291,16 +301,16 @@ fn spread_samples(
     (picks, samples)
 }
 
-/// `samples_<split>.png`: greedy captions of images spread over the split,
+/// `samples_<split>.png`: captions of images spread over the split,
 /// each with its first true caption.
 fn sample_figure(
-    net: &CaptioningNet,
+    net: &dyn Captioner,
     data: &CaptionData,
     split: &CaptionSplit,
     options: &RunOptions,
     out: &RunDir,
 ) -> Result<()> {
-    let (picks, samples) = spread_samples(net, data, split, SAMPLES_PER_FIGURE, options.device);
+    let (picks, samples) = spread_samples(net, data, split, SAMPLES_PER_FIGURE, options);
     let panels: Vec<CaptionPanel> = picks
         .iter()
         .zip(samples)
@@ -311,11 +321,17 @@ fn sample_figure(
         })
         .collect();
     let name = &split.name;
-    let title = format!(
-        "{} captions of {name} images (blue: sampled, black: a true caption)",
-        options.cell.name().to_uppercase()
-    );
+    let title = format!("{} captions of {name} images (blue: sampled, black: a true caption)", method_name(options));
     plots::caption_samples(&out.file(&format!("samples_{name}.png")), &title, &panels)
+}
+
+/// "LSTM", or "TRANSFORMER, beam 3".
+fn method_name(options: &RunOptions) -> String {
+    let cell = options.cell.name().to_uppercase();
+    match options.beam {
+        1 => cell,
+        beam => format!("{cell}, beam {beam}"),
+    }
 }
 
 fn describe(source: &ImageSource) -> String {

@@ -4,7 +4,8 @@
 //! where its image features come from. Files from before the card (one
 //! `caption_card` entry of JSON) still load.
 
-use super::model::{CaptioningNet, CellKind, Dims};
+use super::decoder::Captioner;
+use super::model::{build, CellKind, Dims};
 use super::vocab::Vocabulary;
 use crate::models::Arch;
 use crate::persist::card::{self, Card};
@@ -67,12 +68,12 @@ pub fn save(path: &Path, net_store: &VarStore, card: &CaptionCard) -> Result<()>
 }
 
 /// A saved network, its vocabulary and its card, on `device`.
-pub fn load(path: &Path, device: Device) -> Result<(CaptioningNet, VarStore, Vocabulary, CaptionCard)> {
+pub fn load(path: &Path, device: Device) -> Result<(Box<dyn Captioner>, VarStore, Vocabulary, CaptionCard)> {
     let card: CaptionCard = card::read(path)?;
     let vocab = Vocabulary::from_words(card.words.clone(), &path.display().to_string())?;
     let d = card.dims;
     let mut store = VarStore::new(device);
-    let net = CaptioningNet::new(&store.root(), d, card.cell, vocab.tokens);
+    let net = build(&store.root(), d, card.cell, vocab.tokens)?;
     let tensors = weights::read_named_tensors(path)?;
     weights::load_into(&mut store, &tensors, path)?;
     let known: Vec<String> = store.variables().into_keys().collect();

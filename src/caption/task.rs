@@ -4,6 +4,7 @@
 //! (`crate::grad::gradients`); after every epoch the val loss is measured.
 
 use super::dataset::CaptionSplit;
+use super::decoder::Captioner;
 use super::model::CaptioningNet;
 use crate::grad::{self, GradMode, Gradients, HandDerived, Params};
 use crate::train::minibatch::RowTask;
@@ -40,7 +41,7 @@ impl OnDevice {
 }
 
 pub struct Captioning<'a> {
-    net: &'a CaptioningNet,
+    net: &'a dyn Captioner,
     params: Params,
     train: OnDevice,
     val: OnDevice,
@@ -50,7 +51,7 @@ pub struct Captioning<'a> {
 
 impl<'a> Captioning<'a> {
     pub fn new(
-        net: &'a CaptioningNet,
+        net: &'a dyn Captioner,
         train: &CaptionSplit,
         val: &CaptionSplit,
         batch_size: usize,
@@ -100,7 +101,7 @@ impl HandDerived for CaptioningNet {
 }
 
 /// The mean per-caption loss over a whole split, in chunks.
-fn mean_loss(net: &CaptioningNet, split: &OnDevice, chunk: usize) -> f64 {
+fn mean_loss(net: &dyn Captioner, split: &OnDevice, chunk: usize) -> f64 {
     tch::no_grad(|| {
         let n = split.len();
         let mut total = 0.0;

@@ -379,7 +379,7 @@ mod tests {
         fn caption_card(features: FeatureSource) -> CaptionCard {
             let words = ["<NULL>", "<START>", "<END>", "<UNK>", "cat"];
             CaptionCard {
-                dims: Dims { features: 4, wordvec: 3, hidden: 5, vocabulary: 5 },
+                dims: Dims::recurrent(4, 3, 5, 5),
                 cell: CellKind::Lstm,
                 words: words.map(String::from).to_vec(),
                 max_words: 16,
