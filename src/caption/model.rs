@@ -7,6 +7,7 @@
 //! [`Captioner`] seam. [`build`] makes the network a [`CellKind`] names.
 
 use super::decoder::{Captioner, DecodeState, Step};
+use super::transformer::TransformerNet;
 use crate::choice_names::Named;
 use crate::layers::recurrent::{Lstm, LstmStates, Rnn, SequenceGradients};
 use crate::layers::temporal::{temporal_softmax_loss, temporal_softmax_loss_autograd};
@@ -38,11 +39,15 @@ impl CellKind {
     }
 }
 
+/// The Transformer's dropout rate, the course's.
+const TRANSFORMER_DROPOUT: f64 = 0.1;
+
 /// The network `cell` names, its variables under `p`.
 pub fn build(p: &nn::Path, dims: Dims, cell: CellKind, tokens: SpecialTokens) -> anyhow::Result<Box<dyn Captioner>> {
     match cell {
         CellKind::Rnn | CellKind::Lstm => Ok(Box::new(CaptioningNet::new(p, dims, cell, tokens))),
-        CellKind::Attention | CellKind::Transformer => anyhow::bail!("--cell {}: not built yet", cell.name()),
+        CellKind::Transformer => Ok(Box::new(TransformerNet::new(p, dims, tokens, TRANSFORMER_DROPOUT)?)),
+        CellKind::Attention => anyhow::bail!("--cell {}: not built yet", cell.name()),
     }
 }
 

