@@ -82,7 +82,7 @@ fn check_vanishing(
     let flat = target.view([-1]);
     for i in 0..flat.numel() as i64 {
         let original = flat.double_value(&[i]);
-        let mut at = |value: f64| {
+        let at = |value: f64| {
             let _ = flat.get(i).fill_(value);
             tch::no_grad(|| (forward() * upstream).sum(Kind::Double).double_value(&[]))
         };
@@ -264,9 +264,9 @@ fn dropout_draws_a_seeded_scaled_mask_and_its_backward_uses_it() {
     let dropout = Dropout::new(0.25);
     let x = Tensor::randn([20, 50], F64);
     tch::manual_seed(3);
-    let mask = dropout.mask(&x, true);
+    let mask = dropout.mask(&x);
     tch::manual_seed(3);
-    let same = dropout.mask(&x, true);
+    let same = dropout.mask(&x);
     let drawn = mask.0.as_ref().expect("a mask in training");
     assert!(drawn.equal(same.0.as_ref().unwrap()), "the same seed draws the same mask");
     // Each entry is 0 or 1/(1 − 0.25), about a quarter of them 0.
@@ -274,8 +274,8 @@ fn dropout_draws_a_seeded_scaled_mask_and_its_backward_uses_it() {
     assert_eq!(drawn.masked_select(&kept).ne(1.0 / 0.75).any().int64_value(&[]), 0);
     let dropped = 1.0 - kept.to_kind(Kind::Double).mean(Kind::Double).double_value(&[]);
     assert!((0.18..0.32).contains(&dropped), "dropped {dropped} of the entries at rate 0.25");
-    assert!(dropout.mask(&x, false).apply(&x).equal(&x), "the identity in evaluation");
-    assert!(Dropout::new(0.0).mask(&x, true).0.is_none());
+    assert!(Dropout::NONE.mask(&x).apply(&x).equal(&x), "the identity in evaluation");
+    assert!(Dropout::NONE.mask(&x).0.is_none());
     let upstream = Tensor::randn([20, 50], F64);
     check_gradients(&|| mask.apply(&x), &[("x", &x)], &[&mask.backward(&upstream)], &upstream, "dropout");
 }
@@ -283,7 +283,7 @@ fn dropout_draws_a_seeded_scaled_mask_and_its_backward_uses_it() {
 fn decoder_layer_check(dropout: f64, what: &str) {
     let (n, s, l, e, m, heads, ff) = (2, 5, 6, 8, 5, 2, 12);
     let (_generator, mut vs) = f64_store();
-    let dims = DecoderLayerDims { width: e, memory_width: m, heads, feed_forward: ff, dropout };
+    let dims = DecoderLayerDims { width: e, memory_width: m, heads, feed_forward: ff };
     let layer = DecoderLayer::new(&(vs.root() / "layer"), dims, 0.5);
     randomize(&mut vs);
     let x = Tensor::randn([n, s, e], F64);
@@ -292,7 +292,7 @@ fn decoder_layer_check(dropout: f64, what: &str) {
     // The same dropout masks on every pass: the seed is set before each.
     let forward_states = || {
         tch::manual_seed(11);
-        layer.forward_states(&x, &memory, Some(&mask), true)
+        layer.forward_states(&x, &memory, Some(&mask), Dropout::new(dropout))
     };
     let states = forward_states();
     let upstream = Tensor::randn([n, s, e], F64);
@@ -318,7 +318,7 @@ fn decoder_layer_backward_with_dropout_uses_the_forward_masks() {
 #[test]
 fn decoder_layer_parameters_are_named_as_stored() {
     let (_generator, vs) = f64_store();
-    let dims = DecoderLayerDims { width: 8, memory_width: 5, heads: 2, feed_forward: 12, dropout: 0.1 };
+    let dims = DecoderLayerDims { width: 8, memory_width: 5, heads: 2, feed_forward: 12 };
     let layer = DecoderLayer::new(&(vs.root() / "layer"), dims, 0.5);
     let stored = vs.variables();
     for (name, param) in DecoderLayer::parameter_names().iter().zip(layer.parameters()) {

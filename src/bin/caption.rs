@@ -185,6 +185,7 @@ fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
         wordvec: args.wordvec,
         heads: args.heads,
         layers: args.layers,
+        dropout: args.dropout,
         beam: args.beam,
         schedule: Recipe {
             epochs: args.epochs,

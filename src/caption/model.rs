@@ -39,14 +39,11 @@ impl CellKind {
     }
 }
 
-/// The Transformer's dropout rate, the course's.
-const TRANSFORMER_DROPOUT: f64 = 0.1;
-
 /// The network `cell` names, its variables under `p`.
 pub fn build(p: &nn::Path, dims: Dims, cell: CellKind, tokens: SpecialTokens) -> anyhow::Result<Box<dyn Captioner>> {
     match cell {
         CellKind::Rnn | CellKind::Lstm => Ok(Box::new(CaptioningNet::new(p, dims, cell, tokens))),
-        CellKind::Transformer => Ok(Box::new(TransformerNet::new(p, dims, tokens, TRANSFORMER_DROPOUT)?)),
+        CellKind::Transformer => Ok(Box::new(TransformerNet::new(p, dims, tokens)?)),
         CellKind::Attention => anyhow::bail!("--cell {}: not built yet", cell.name()),
     }
 }

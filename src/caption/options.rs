@@ -4,13 +4,23 @@
 
 use super::model::CellKind;
 use super::run::Keep;
-use crate::cli::parse::{at_least_one, beam_width, decay_factor, hidden_size, layer_count, learning_rate};
+use crate::cli::parse::{
+    at_least_one, beam_width, decay_factor, dropout_rate, hidden_size, layer_count, learning_rate,
+};
 use crate::cli::RunArgs;
 use crate::grad::GradMode;
 use crate::models::Arch;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+
+/// The Transformer's dropout rate, the course's.
+const DEFAULT_DROPOUT: f64 = 0.1;
+
+/// Runs saved before `--dropout` existed had the course's rate.
+fn default_dropout() -> f64 {
+    DEFAULT_DROPOUT
+}
 
 #[derive(Args, Serialize, Deserialize)]
 pub struct TrainArgs {
@@ -27,6 +37,10 @@ pub struct TrainArgs {
     /// transformer: decoder layers.
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = layer_count, allow_negative_numbers = true)]
     pub layers: i64,
+    /// transformer: dropout rate of the embedded words and every sublayer's output while training.
+    #[arg(long, value_name = "P", default_value_t = DEFAULT_DROPOUT, value_parser = dropout_rate, allow_negative_numbers = true)]
+    #[serde(default = "default_dropout")]
+    pub dropout: f64,
     /// Hypotheses kept per image by beam search when the val images are captioned (1: greedy).
     #[arg(long, value_name = "K", default_value_t = 1, value_parser = beam_width, allow_negative_numbers = true)]
     pub beam: usize,

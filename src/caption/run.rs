@@ -66,6 +66,8 @@ pub struct RunOptions {
     /// The Transformer's attention heads and decoder layers (0 otherwise).
     pub heads: i64,
     pub layers: i64,
+    /// The dropout rate while training (the Transformer's; the others have none).
+    pub dropout: f64,
     /// Hypotheses per image when captioning for the results and figures (1: greedy).
     pub beam: usize,
     pub schedule: Recipe,
@@ -144,7 +146,8 @@ pub fn run(
         epoch,
         val_loss,
     };
-    let task = Captioning::new(&*net, &data.train, &data.val, options.schedule.batch_size, options.device);
+    let task =
+        Captioning::new(&*net, &data.train, &data.val, options.schedule.batch_size, options.dropout, options.device);
     let mut rows = Rows::new(&task, &options.schedule, "caption")?;
     let optimizer = options.schedule.optimizer(task.params());
     let mut state = match options.start {

@@ -47,6 +47,8 @@ pub struct Captioning<'a> {
     val: OnDevice,
     /// Captions per val chunk (at least the training batch).
     val_chunk: usize,
+    /// The dropout rate of training steps (networks without dropout ignore it).
+    dropout: f64,
 }
 
 impl<'a> Captioning<'a> {
@@ -55,6 +57,7 @@ impl<'a> Captioning<'a> {
         train: &CaptionSplit,
         val: &CaptionSplit,
         batch_size: usize,
+        dropout: f64,
         device: Device,
     ) -> Self {
         Self {
@@ -63,6 +66,7 @@ impl<'a> Captioning<'a> {
             train: OnDevice::new(train, device),
             val: OnDevice::new(val, device),
             val_chunk: batch_size.max(VAL_CHUNK),
+            dropout,
         }
     }
 }
@@ -78,9 +82,9 @@ impl RowTask for Captioning<'_> {
 
     fn train_step(&self, rows: &Tensor, grad: GradMode) -> (Tensor, Gradients) {
         let (features, captions) = self.train.batch(rows);
-        self.net.set_training(true);
+        self.net.set_dropout(self.dropout);
         let step = grad::gradients(grad, self.net, &self.params, &features, &captions);
-        self.net.set_training(false);
+        self.net.set_dropout(0.0);
         step
     }
 

@@ -14,8 +14,8 @@
 //! Gradients by the layers' explicit backward passes
 //! ([`TransformerNet::loss_and_gradients`]) or by autograd over
 //! [`TransformerNet::loss`], both through the same forward pass. Dropout is
-//! on only while [`Captioner::set_training`] says so (during training
-//! steps). Decoding recomputes the decoder over the words so far at every
+//! on only at the rate [`Captioner::set_dropout`] last set (the run's
+//! `--dropout` during training steps, else 0). Decoding recomputes the decoder over the words so far at every
 //! step (captions are short); the memory is projected once, in `begin`.
 
 use super::decoder::{Captioner, DecodeState, Step};
@@ -26,7 +26,7 @@ use crate::layers::transformer::{
     causal_mask, DecoderLayer, DecoderLayerDims, DecoderLayerStates, Dropout, DropoutMask, PositionalEncoding,
 };
 use crate::layers::{Embedding, TemporalAffine};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
@@ -45,10 +45,11 @@ pub struct TransformerNet {
     feature_std: Tensor,
     proj: TemporalAffine,
     embed: Embedding,
-    dropout: Dropout,
     layers: Vec<DecoderLayer>,
     vocab: TemporalAffine,
-    training: AtomicBool,
+    /// The dropout rate of the passes that follow (f64 bits; 0 unless a
+    /// training step set it through [`Captioner::set_dropout`]).
+    dropout: AtomicU64,
 }
 
 /// What the explicit backward pass needs of the forward pass.
@@ -69,11 +70,10 @@ impl ForwardStates {
 
 impl TransformerNet {
     /// A network of `dims.layers` decoder layers of width `dims.wordvec`
-    /// with `dims.heads` heads and feed-forward width `dims.hidden`, and
-    /// `dropout` on the embedded words and every sublayer's output; its
+    /// with `dims.heads` heads and feed-forward width `dims.hidden`; its
     /// variables under `p` named `proj.*`, `embed.weight`,
     /// `layers.K.<layer's names>`, `vocab.*`, `feature_mean`, `feature_std`.
-    pub fn new(p: &nn::Path, dims: Dims, tokens: SpecialTokens, dropout: f64) -> anyhow::Result<Self> {
+    pub fn new(p: &nn::Path, dims: Dims, tokens: SpecialTokens) -> anyhow::Result<Self> {
         let width = dims.wordvec;
         anyhow::ensure!(dims.heads >= 1 && dims.layers >= 1, "a transformer needs heads and layers, not {dims:?}");
         anyhow::ensure!(
@@ -81,8 +81,7 @@ impl TransformerNet {
             "--heads {} must divide the model width --wordvec {width}",
             dims.heads
         );
-        let layer_dims =
-            DecoderLayerDims { width, memory_width: width, heads: dims.heads, feed_forward: dims.hidden, dropout };
+        let layer_dims = DecoderLayerDims { width, memory_width: width, heads: dims.heads, feed_forward: dims.hidden };
         let layers = (0..dims.layers).map(|k| DecoderLayer::new(&(p / "layers" / k), layer_dims, WEIGHT_STD)).collect();
         Ok(Self {
             dims,
@@ -91,10 +90,9 @@ impl TransformerNet {
             feature_std: p.ones_no_train("feature_std", &[dims.features]),
             proj: TemporalAffine::new(p / "proj", dims.features, width, WEIGHT_STD),
             embed: Embedding::new(p / "embed", dims.vocabulary, width),
-            dropout: Dropout::new(dropout),
             layers,
             vocab: TemporalAffine::new(p / "vocab", width, dims.vocabulary, WEIGHT_STD),
-            training: AtomicBool::new(false),
+            dropout: AtomicU64::new(0f64.to_bits()),
         })
     }
 
@@ -102,13 +100,19 @@ impl TransformerNet {
     /// gradients: the projection's, the embedding's, each layer's, the output's.
     pub fn parameters(&self) -> Vec<Tensor> {
         let layers = self.layers.iter().flat_map(DecoderLayer::parameters);
-        self.proj.parameters().into_iter().chain(self.embed.parameters()).chain(layers).chain(self.vocab.parameters()).collect()
+        self.proj
+            .parameters()
+            .into_iter()
+            .chain(self.embed.parameters())
+            .chain(layers)
+            .chain(self.vocab.parameters())
+            .collect()
     }
 
     /// [`TransformerNet::parameters`] with their variable names.
     pub fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let layer_names =
-            (0..self.layers.len()).flat_map(|k| DecoderLayer::parameter_names().into_iter().map(move |n| format!("layers.{k}.{n}")));
+        let layer_names = (0..self.layers.len())
+            .flat_map(|k| DecoderLayer::parameter_names().into_iter().map(move |n| format!("layers.{k}.{n}")));
         let names = ["proj.weight", "proj.bias", "embed.weight"]
             .into_iter()
             .map(String::from)
@@ -117,8 +121,8 @@ impl TransformerNet {
         names.zip(self.parameters()).collect()
     }
 
-    fn is_training(&self) -> bool {
-        self.training.load(Ordering::Relaxed)
+    fn dropout(&self) -> Dropout {
+        Dropout::new(f64::from_bits(self.dropout.load(Ordering::Relaxed)))
     }
 
     /// The features as a grid `[N, L, C]`, standardized per channel.
@@ -139,14 +143,14 @@ impl TransformerNet {
     /// The decoder over the words `[N, T]` attending to `memory` `[N, L, E]`.
     /// Dropout masks are drawn in a fixed order (the words, then each layer's).
     fn forward_states(&self, memory: Tensor, words: &Tensor) -> ForwardStates {
-        let training = self.is_training();
+        let dropout = self.dropout();
         let embedded = PositionalEncoding.forward(&self.embed.forward(words));
-        let embedding_mask = self.dropout.mask(&embedded, training);
+        let embedding_mask = dropout.mask(&embedded);
         let mut layer_inputs = vec![embedding_mask.apply(&embedded)];
         let causal = causal_mask(words.size()[1], words.device());
         let mut layers = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
-            let states = layer.forward_states(layer_inputs.last().unwrap(), &memory, Some(&causal), training);
+            let states = layer.forward_states(layer_inputs.last().unwrap(), &memory, Some(&causal), dropout);
             layer_inputs.push(states.output().shallow_clone());
             layers.push(states);
         }
@@ -184,7 +188,11 @@ impl TransformerNet {
         // The features need no gradient: only the projection's parameters'.
         let rows = |t: &Tensor| t.reshape([-1, *t.size().last().unwrap()]);
         let proj_grads = self.proj.0.parameter_gradients(&rows(&grid), &rows(&d_memory));
-        let grads = proj_grads.into_iter().chain(embed_grads).chain(layer_grads.into_iter().flatten()).chain(vocab_grads.params);
+        let grads = proj_grads
+            .into_iter()
+            .chain(embed_grads)
+            .chain(layer_grads.into_iter().flatten())
+            .chain(vocab_grads.params);
         (loss, grads.collect())
     }
 
@@ -228,8 +236,8 @@ impl Captioner for TransformerNet {
         self.tokens
     }
 
-    fn set_training(&self, training: bool) {
-        self.training.store(training, Ordering::Relaxed);
+    fn set_dropout(&self, rate: f64) {
+        self.dropout.store(Dropout::new(rate).rate.to_bits(), Ordering::Relaxed);
     }
 
     /// Channels that never vary are only centred.

@@ -26,7 +26,6 @@ pub struct DecoderLayer {
     pub cross_norm: LayerNorm,
     pub feed_forward: FeedForward,
     pub feed_forward_norm: LayerNorm,
-    pub dropout: Dropout,
 }
 
 /// A residual block's states: the dropout mask on the sublayer's output,
@@ -69,11 +68,10 @@ pub struct DecoderLayerDims {
     pub heads: i64,
     /// The feed-forward block's hidden width F.
     pub feed_forward: i64,
-    pub dropout: f64,
 }
 
-fn block(residual: &Tensor, sublayer: &Tensor, norm: &LayerNorm, dropout: &Dropout, training: bool) -> BlockStates {
-    let mask = dropout.mask(sublayer, training);
+fn block(residual: &Tensor, sublayer: &Tensor, norm: &LayerNorm, dropout: Dropout) -> BlockStates {
+    let mask = dropout.mask(sublayer);
     let sum = residual + mask.apply(sublayer);
     let norm = norm.forward_states(&sum);
     BlockStates { mask, sum, norm }
@@ -92,7 +90,7 @@ impl DecoderLayer {
     /// variables `self_attention.*`, `self_norm.*`, `cross_attention.*`,
     /// `cross_norm.*`, `feed_forward.*`, `feed_forward_norm.*`.
     pub fn new(p: &nn::Path, dims: DecoderLayerDims, weight_scale: f64) -> Self {
-        let DecoderLayerDims { width, memory_width, heads, feed_forward, dropout } = dims;
+        let DecoderLayerDims { width, memory_width, heads, feed_forward } = dims;
         Self {
             self_attention: MultiHeadAttention::new(&(p / "self_attention"), width, width, heads, weight_scale),
             self_norm: LayerNorm::new(p / "self_norm", width),
@@ -106,7 +104,6 @@ impl DecoderLayer {
             cross_norm: LayerNorm::new(p / "cross_norm", width),
             feed_forward: FeedForward::new(&(p / "feed_forward"), width, feed_forward, weight_scale),
             feed_forward_norm: LayerNorm::new(p / "feed_forward_norm", width),
-            dropout: Dropout::new(dropout),
         }
     }
 
@@ -147,24 +144,23 @@ impl DecoderLayer {
     }
 
     /// The layer over `x` `[N, S, E]` attending to `memory` `[N, L, M]`;
-    /// `self_mask` `[S, S]` (normally [`super::causal_mask`]); dropout
-    /// masks drawn when `training`.
+    /// `self_mask` `[S, S]` (normally [`super::causal_mask`]); `dropout`
+    /// on each sublayer's output (its masks drawn in the blocks' order).
     pub fn forward_states(
         &self,
         x: &Tensor,
         memory: &Tensor,
         self_mask: Option<&Tensor>,
-        training: bool,
+        dropout: Dropout,
     ) -> DecoderLayerStates {
         let self_attention = self.self_attention.forward_states(x, x, self_mask);
-        let self_block = block(x, &self_attention.output, &self.self_norm, &self.dropout, training);
+        let self_block = block(x, &self_attention.output, &self.self_norm, dropout);
         let attended = &self_block.norm.output;
         let cross_attention = self.cross_attention.forward_states(attended, memory, None);
-        let cross_block = block(attended, &cross_attention.output, &self.cross_norm, &self.dropout, training);
+        let cross_block = block(attended, &cross_attention.output, &self.cross_norm, dropout);
         let informed = &cross_block.norm.output;
         let feed_forward = self.feed_forward.forward_states(informed);
-        let feed_forward_block =
-            block(informed, &feed_forward.output, &self.feed_forward_norm, &self.dropout, training);
+        let feed_forward_block = block(informed, &feed_forward.output, &self.feed_forward_norm, dropout);
         DecoderLayerStates {
             self_attention,
             self_block,
@@ -175,8 +171,8 @@ impl DecoderLayer {
         }
     }
 
-    pub fn forward(&self, x: &Tensor, memory: &Tensor, self_mask: Option<&Tensor>, training: bool) -> Tensor {
-        self.forward_states(x, memory, self_mask, training).output().shallow_clone()
+    pub fn forward(&self, x: &Tensor, memory: &Tensor, self_mask: Option<&Tensor>, dropout: Dropout) -> Tensor {
+        self.forward_states(x, memory, self_mask, dropout).output().shallow_clone()
     }
 
     /// `dx`, `dmemory` and every parameter's gradient (in

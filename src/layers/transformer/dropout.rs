@@ -1,6 +1,8 @@
-//! Inverted dropout: in training each element is kept with probability
-//! `1 − rate` and scaled by `1 / (1 − rate)`, else zeroed; in evaluation it
-//! is the identity. The mask is drawn once, in the forward pass, from
+//! Inverted dropout: each element is kept with probability `1 − rate` and
+//! scaled by `1 / (1 − rate)`, else zeroed; at rate 0 (evaluation) it is
+//! the identity. The rate belongs to the pass, not the layer: a network
+//! passes its training rate to training steps and 0 to the rest. The mask
+//! is drawn once, in the forward pass, from
 //! torch's generator (seeded by the run's `--seed`), and the same
 //! [`DropoutMask`] value is handed to the backward pass: `dx = dy ⊙ mask`.
 //! Drawing every mask of a pass in one fixed order makes a pass repeatable
@@ -9,8 +11,8 @@
 
 use tch::Tensor;
 
-/// The dropout rate of a layer.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// The dropout rate of a pass.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Dropout {
     pub rate: f64,
 }
@@ -24,9 +26,12 @@ impl Dropout {
         Self { rate }
     }
 
-    /// A mask shaped like `x`: drawn when `training` and the rate is not 0.
-    pub fn mask(&self, x: &Tensor, training: bool) -> DropoutMask {
-        if !training || self.rate == 0.0 {
+    /// No dropout: the identity.
+    pub const NONE: Dropout = Dropout { rate: 0.0 };
+
+    /// A mask shaped like `x`: drawn unless the rate is 0.
+    pub fn mask(&self, x: &Tensor) -> DropoutMask {
+        if self.rate == 0.0 {
             return DropoutMask(None);
         }
         let keep = 1.0 - self.rate;
