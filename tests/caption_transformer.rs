@@ -177,3 +177,29 @@ fn transformer_overfits_fifty_training_captions_over_a_grid() {
     let wrong = sampled.ne_tensor(&truths).any_dim(1, false).sum(Kind::Int64).int64_value(&[]);
     assert_eq!(wrong, 0, "{wrong} of {images} greedy captions differ from their training caption");
 }
+
+/// The same through the tool, on the course's fixture (pooled features: a
+/// grid of one location): `caption train --cell transformer` learns its 50
+/// training captions by heart.
+#[cfg(tchlab_data)]
+#[test]
+fn the_tool_trains_a_transformer_that_reproduces_fifty_captions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("coco_captioning");
+    common::course_fixture(&data, &[]);
+    let out = tmp.path().join("run");
+    let recipe = "--cell transformer --max-train 50 --epochs 60 --batch-size 25 --lr 5e-3 --lr-decay 1 \
+                  --wordvec 64 --hidden 128 --heads 2 --layers 2 --dropout 0 --keep last --threads 1";
+    common::run_ok(
+        common::caption().args(["train", "--data"]).arg(&data).args(recipe.split_whitespace()).arg("--out").arg(&out),
+    );
+    let summary = common::read_json(&out.join("summary.json"));
+    let final_loss = summary["final_train_loss"].as_f64().unwrap();
+    assert!(final_loss < 0.2, "final training loss {final_loss}");
+    let samples = common::read_json(&out.join("samples.json"));
+    let train: Vec<&serde_json::Value> = samples.as_array().unwrap().iter().filter(|s| s["split"] == "train").collect();
+    assert_eq!(train.len(), 50, "every training image sampled");
+    for s in &train {
+        assert_eq!(s["sampled"], s["truths"][0], "greedy sample of a training image ({})", s["image"]);
+    }
+}
