@@ -2,7 +2,8 @@
 //! captioned image, corpus BLEU-1…4 against all of the image's captions, and
 //! two baselines computed the same way — the most frequent training caption
 //! for every image, and the caption of the nearest training image in
-//! feature space (Euclidean; its first caption).
+//! feature space (Euclidean over pooled features, a grid averaged over its
+//! locations; its first caption).
 
 use super::bleu::{corpus_bleu, MAX_N};
 use super::dataset::{CaptionData, CaptionSplit};
@@ -107,10 +108,10 @@ pub fn nearest_neighbour_captions(
 ) -> Vec<String> {
     let rows = train.rows_by_image();
     let candidates = train.captioned_images();
-    let candidate_features = train.features.index_select(0, &Tensor::from_slice(&candidates)).to_kind(Kind::Float);
+    let candidate_features = train.pooled_features(&candidates);
     let mut captions = Vec::with_capacity(images.len());
     for chunk in images.chunks(256) {
-        let queries = val.features.index_select(0, &Tensor::from_slice(chunk)).to_kind(Kind::Float);
+        let queries = val.pooled_features(chunk);
         let nearest = Tensor::cdist(&queries, &candidate_features, 2.0, None).argmin(1, false);
         for k in 0..chunk.len() as i64 {
             let image = candidates[nearest.int64_value(&[k]) as usize];

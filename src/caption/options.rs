@@ -9,7 +9,7 @@ use crate::cli::parse::{
 };
 use crate::cli::RunArgs;
 use crate::grad::GradMode;
-use crate::models::Arch;
+use crate::models::{Arch, GridLayer};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -76,6 +76,9 @@ pub struct TrainArgs {
     /// Image folder: backbone that computes the image features (frozen, ImageNet weights).
     #[arg(long, value_enum, default_value = "efficientnet-lite0")]
     pub arch: Arch,
+    /// Image folder, --cell attention|transformer: the backbone's map whose grid they attend over: last (the map the pooled feature averages: Lite0's and the EfficientNets' 1280-channel head, ResNet layer4) or penultimate (Lite0's 320-channel last stage, ResNet layer3) [default: last].
+    #[arg(long, value_enum, value_name = "LAYER")]
+    pub feature_grid: Option<GridLayer>,
     /// Image folder: the backbone's weights [default: its file in models/].
     #[arg(long, value_name = "FILE")]
     pub weights: Option<PathBuf>,

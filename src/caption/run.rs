@@ -124,7 +124,7 @@ pub fn run(
     tch::manual_seed(options.schedule.seed as i64);
     let store = VarStore::new(options.device);
     let dims = Dims {
-        features: data.train.features.size()[1],
+        features: data.train.feature_width(),
         wordvec: options.wordvec,
         hidden: options.hidden,
         vocabulary: data.vocab.len() as i64,

@@ -5,6 +5,7 @@
 //! `caption_card` entry of JSON) still load.
 
 use super::decoder::Captioner;
+use super::features::FeatureShape;
 use super::model::{build, CellKind, Dims};
 use super::vocab::Vocabulary;
 use crate::models::Arch;
@@ -24,8 +25,14 @@ const LEGACY_KEY: &str = "caption_card";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FeatureSource {
-    /// One of this crate's backbones with these weights: any image can be captioned.
-    Backbone { arch: Arch, weights: PathBuf },
+    /// One of this crate's backbones with these weights, pooled or as a
+    /// grid (a file from before grids is pooled): any image can be captioned.
+    Backbone {
+        arch: Arch,
+        weights: PathBuf,
+        #[serde(default)]
+        shape: FeatureShape,
+    },
     /// The course's precomputed VGG-16 fc7 PCA features: only those images.
     CourseFeatures,
 }

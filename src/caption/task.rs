@@ -24,7 +24,8 @@ struct OnDevice {
 impl OnDevice {
     fn new(split: &CaptionSplit, device: Device) -> Self {
         Self {
-            features: split.features.to_device(device).to_kind(Kind::Float),
+            // Grid features stay f16 (half the memory); a batch is made f32.
+            features: split.features.to_device(device),
             captions: split.captions.to_device(device),
             image_of_caption: split.image_of_caption.to_device(device),
         }
@@ -32,7 +33,7 @@ impl OnDevice {
 
     fn batch(&self, rows: &Tensor) -> (Tensor, Tensor) {
         let images = self.image_of_caption.index_select(0, rows);
-        (self.features.index_select(0, &images), self.captions.index_select(0, rows))
+        (self.features.index_select(0, &images).to_kind(Kind::Float), self.captions.index_select(0, rows))
     }
 
     fn len(&self) -> i64 {

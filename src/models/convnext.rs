@@ -167,6 +167,9 @@ impl std::fmt::Debug for Backbone {
     }
 }
 
+/// No grid: pooled features only ([`super::Arch::has_grid`]).
+impl super::Trunk for Backbone {}
+
 impl ModuleT for Backbone {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         let mut y = layer_norm_2d(&x.apply(&self.stem.0), &self.stem.1);

@@ -110,6 +110,9 @@ pub fn backbone(p: &nn::Path) -> Backbone {
     Backbone { stem, blocks, last_conv, linear }
 }
 
+/// No grid: pooled features only ([`super::Arch::has_grid`]).
+impl super::Trunk for Backbone {}
+
 impl ModuleT for Backbone {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         let mut y = self.stem.forward_t(x, train);

@@ -398,7 +398,9 @@ mod tests {
             );
             let path = file(&dir, "backbone.safetensors", &[("caption_card", &backbone)]);
             let weights = "models/r50.pth".into();
-            let expected = caption_card(FeatureSource::Backbone { arch: Arch::Resnet50, weights });
+            // A card from before grids reads as pooled features.
+            let shape = crate::caption::features::FeatureShape::Pooled;
+            let expected = caption_card(FeatureSource::Backbone { arch: Arch::Resnet50, weights, shape });
             assert_eq!(read::<CaptionCard>(&path).unwrap(), expected);
 
             let course = format!(r#"{{{fields},"features":"course-features","epoch":2,"val_loss":1.25}}"#);
