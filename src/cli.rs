@@ -344,20 +344,20 @@ pub mod parse {
         }
     }
 
+    /// A dropout rate: at least 0, below 1.
+    pub fn dropout_rate(s: &str) -> Result<f64, String> {
+        match s.trim().parse::<f64>() {
+            Ok(x) if (0.0..1.0).contains(&x) => Ok(x),
+            Ok(_) => Err("must be in [0, 1): the fraction of activations dropped while training".into()),
+            Err(_) => Err("expected a number in [0, 1), such as 0.1".into()),
+        }
+    }
+
     pub fn decay_factor(s: &str) -> Result<f64, String> {
         match s.trim().parse::<f64>() {
             Ok(x) if x > 0.0 && x <= 1.0 => Ok(x),
             Ok(_) => Err("must be in (0, 1]: the learning rate is multiplied by it after every epoch".into()),
             Err(_) => Err("expected a number in (0, 1], such as 0.9".into()),
-        }
-    }
-
-    /// A dropout rate: a number in [0, 1).
-    pub fn dropout_rate(s: &str) -> Result<f64, String> {
-        match s.trim().parse::<f64>() {
-            Ok(x) if (0.0..1.0).contains(&x) => Ok(x),
-            Ok(_) => Err("must be in [0, 1): the probability of dropping a unit".into()),
-            Err(_) => Err("expected a number in [0, 1), such as 0.5".into()),
         }
     }
 

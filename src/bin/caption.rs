@@ -195,7 +195,7 @@ fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
         heads: args.heads,
         layers: args.layers,
         attention_width: args.attention_width,
-        dropout: args.dropout,
+        dropout: args.dropout_rate(),
         attention_penalty: args.attention_penalty,
         beam: args.beam,
         schedule: Recipe {

@@ -25,4 +25,5 @@ pub mod run;
 pub mod saved;
 pub mod scenes;
 pub mod task;
+pub mod transformer;
 pub mod vocab;

@@ -8,6 +8,7 @@
 
 use super::attend::AttentionNet;
 use super::decoder::{Captioner, DecodeState, Step};
+use super::transformer::TransformerNet;
 use crate::choice_names::Named;
 use crate::layers::recurrent::{Lstm, LstmStates, Rnn, SequenceGradients};
 use crate::layers::temporal::{temporal_softmax_loss, temporal_softmax_loss_autograd};
@@ -44,7 +45,7 @@ pub fn build(p: &nn::Path, dims: Dims, cell: CellKind, tokens: SpecialTokens) ->
     match cell {
         CellKind::Rnn | CellKind::Lstm => Ok(Box::new(CaptioningNet::new(p, dims, cell, tokens))),
         CellKind::Attention => Ok(Box::new(AttentionNet::new(p, dims, tokens))),
-        CellKind::Transformer => anyhow::bail!("--cell {}: not built yet", cell.name()),
+        CellKind::Transformer => Ok(Box::new(TransformerNet::new(p, dims, tokens)?)),
     }
 }
 

@@ -32,9 +32,9 @@ pub struct TrainArgs {
     /// attention: the width A of the attention's hidden layer (tanh(a·W_a + h·W_h + b), A wide).
     #[arg(long, value_name = "A", default_value_t = 256, value_parser = hidden_size, allow_negative_numbers = true)]
     pub attention_width: i64,
-    /// attention: dropout rate on the deep output layer while training.
-    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = dropout_rate, allow_negative_numbers = true)]
-    pub dropout: f64,
+    /// Dropout rate while training: attention's on its deep output, transformer's on the embedded words and every sublayer's output [default: attention 0, transformer 0.1].
+    #[arg(long, value_name = "P", value_parser = dropout_rate, allow_negative_numbers = true)]
+    pub dropout: Option<f64>,
     /// attention: λ of the doubly stochastic penalty λ·Σ_l (1 − Σ_t α_tl)² per caption.
     #[arg(long, value_name = "λ", default_value_t = 1.0, value_parser = non_negative, allow_negative_numbers = true)]
     pub attention_penalty: f64,
@@ -100,6 +100,12 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
+    /// `--dropout`, or the cell's default: none for the attention LSTM, the
+    /// course's 0.1 for the Transformer (and runs saved before the option).
+    pub fn dropout_rate(&self) -> f64 {
+        self.dropout.unwrap_or(if self.cell == CellKind::Transformer { 0.1 } else { 0.0 })
+    }
+
     /// The paths as a fresh run saves them: absolute (so that the run
     /// resumes from any folder), and for an image folder the backbone's
     /// default weights file named. The binary and a sweep's points both

@@ -68,8 +68,9 @@ pub struct RunOptions {
     /// The Transformer's attention heads and decoder layers (0 otherwise).
     pub heads: i64,
     pub layers: i64,
-    /// The attention network's attention width, deep-output dropout and
-    /// doubly stochastic penalty λ (unused by the other cells).
+    /// The attention network's attention width, dropout while training (the
+    /// attention network's deep output, the Transformer's sublayers) and
+    /// the attention network's doubly stochastic penalty λ.
     pub attention_width: i64,
     pub dropout: f64,
     pub attention_penalty: f64,
@@ -153,7 +154,8 @@ pub fn run(
         epoch,
         val_loss,
     };
-    let task = Captioning::new(&*net, &data.train, &data.val, options.schedule.batch_size, options.device);
+    let task =
+        Captioning::new(&*net, &data.train, &data.val, options.schedule.batch_size, options.dropout, options.device);
     let mut rows = Rows::new(&task, &options.schedule, "caption")?;
     let optimizer = options.schedule.optimizer(task.params());
     let mut state = match options.start {

@@ -16,6 +16,7 @@ pub mod maxpool;
 pub mod recurrent;
 pub mod relu;
 pub mod temporal;
+pub mod transformer;
 
 pub use affine::Affine;
 pub use conv::Conv2d;
