@@ -38,7 +38,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train a captioning network, then caption the val images (BLEU against two baselines) and draw samples.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Caption image files with a trained network.
     Sample(SampleArgs),
     /// Make a captioned image set from MNIST: scenes of two or three digits, captioned from what is where.
@@ -223,14 +223,7 @@ fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
     for row in &summary.scores {
         let b = row.bleu;
         let (rouge, cider) = (row.rouge_l, row.cider_d);
-        tchlab::say!(
-            "{:<48} {:.4}  {:.4}  {:.4}  {:.4}  {rouge:.4}   {cider:.4}",
-            row.method,
-            b[0],
-            b[1],
-            b[2],
-            b[3]
-        );
+        tchlab::say!("{:<48} {:.4}  {:.4}  {:.4}  {:.4}  {rouge:.4}   {cider:.4}", row.method, b[0], b[1], b[2], b[3]);
     }
     if let Some(first) = summary.scores.first().and_then(|row| row.scenes) {
         let header = format!("Val scenes ({} scenes, {} digits)", first.scenes, first.digits);
@@ -317,7 +310,7 @@ fn main() {
         let given = tchlab::cli::given_to_subcommand::<Cli>(&matches);
         match Cli::from_arg_matches(&matches)?.command {
             Command::Train(args) => {
-                let (args, start) = resolve(args, &given)?;
+                let (args, start) = resolve(*args, &given)?;
                 train(args, start, &interrupt)
             }
             Command::Sample(args) => sample(args),

@@ -151,14 +151,13 @@ impl AdditiveAttention {
     }
 
     /// `[dW_a, dW_h, db, dw]` and, when wanted, dL/dgrid, from the queries
-    /// `h` `[N, T, H]` and their stacked [`QueryGradients`].
+    /// `h` `[N, T, H]`, the forward's attention weights, tanh activations and
+    /// score slopes, and their stacked [`QueryGradients`].
     fn parameter_gradients(
         &self,
         grid: &Tensor,
         h: &Tensor,
-        weights: &Tensor,
-        activations: &Tensor,
-        slopes: &Tensor,
+        (weights, activations, slopes): (&Tensor, &Tensor, &Tensor),
         d: &QueryGradients,
         grid_gradient: GridGradient,
     ) -> (Option<Tensor>, Vec<Tensor>) {
@@ -192,7 +191,7 @@ impl AdditiveAttention {
         let d = Self::query_gradients(grid, &attended.weights, &slopes, d_context.shallow_clone(), d_weights);
         let d_h = d.hidden_terms.matmul(&self.hidden_weight.transpose(0, 1));
         let (d_grid, params) =
-            self.parameter_gradients(grid, h, &attended.weights, &activations, &slopes, &d, GridGradient::Wanted);
+            self.parameter_gradients(grid, h, (&attended.weights, &activations, &slopes), &d, GridGradient::Wanted);
         AttentionGradients { grid: d_grid.expect("wanted"), hidden: d_h, params }
     }
 }
@@ -534,9 +533,7 @@ impl AttentionLstm {
         let (d_grid_attention, attention_params) = self.attention.parameter_gradients(
             grid,
             &h_prev,
-            &states.weights,
-            &activations,
-            &attention_slopes,
+            (&states.weights, &activations, &attention_slopes),
             &d_attention,
             grid_gradient,
         );
