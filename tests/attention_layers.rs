@@ -21,7 +21,7 @@ use tchlab::layers::attention::{
 use tchlab::train::optim::{AdamW, Optimizer};
 
 mod common;
-use common::gradcheck::rel_error;
+use common::gradcheck::{autograd_of, rel_error};
 
 const F64: (Kind, Device) = (Kind::Double, Device::Cpu);
 const FD_TOLERANCE: f64 = 1e-6;
@@ -47,19 +47,6 @@ fn randn(shape: &[i64]) -> Tensor {
 /// Several outputs as one flat tensor, so that one upstream weighs them all.
 fn flat(outputs: &[&Tensor]) -> Tensor {
     Tensor::cat(&outputs.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(), 0)
-}
-
-/// Autograd's gradients of `Σ forward()·upstream` with respect to `wrt`.
-fn autograd_of(forward: &dyn Fn() -> Tensor, wrt: &[&Tensor], upstream: &Tensor) -> Vec<Tensor> {
-    for t in wrt {
-        let _ = t.shallow_clone().set_requires_grad(true);
-    }
-    let out = (forward() * upstream).sum(Kind::Double);
-    let grads = Tensor::run_backward(&[&out], wrt, false, false);
-    for t in wrt {
-        let _ = t.shallow_clone().set_requires_grad(false);
-    }
-    grads
 }
 
 /// Central differences of `Σ forward()·upstream` (h = 1e-6) at a dozen
