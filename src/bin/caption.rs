@@ -204,14 +204,7 @@ fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
     for row in &summary.scores {
         let b = row.bleu;
         let (rouge, cider) = (row.rouge_l, row.cider_d);
-        tchlab::say!(
-            "{:<48} {:.4}  {:.4}  {:.4}  {:.4}  {rouge:.4}   {cider:.4}",
-            row.method,
-            b[0],
-            b[1],
-            b[2],
-            b[3]
-        );
+        tchlab::say!("{:<48} {:.4}  {:.4}  {:.4}  {:.4}  {rouge:.4}   {cider:.4}", row.method, b[0], b[1], b[2], b[3]);
     }
     if let Some(first) = summary.scores.first().and_then(|row| row.scenes) {
         let header = format!("Val scenes ({} scenes, {} digits)", first.scenes, first.digits);
