@@ -312,6 +312,24 @@ pub mod parse {
         }
     }
 
+    /// A whole number from 1 to `max`.
+    fn up_to(s: &str, max: usize) -> Result<usize, String> {
+        match at_least_one(s)? {
+            n if n > max => Err(format!("at most {max}")),
+            n => Ok(n),
+        }
+    }
+
+    /// Beam search's hypotheses per image: 1 to 100.
+    pub fn beam_width(s: &str) -> Result<usize, String> {
+        up_to(s, 100)
+    }
+
+    /// Attention heads or decoder layers: 1 to 64.
+    pub fn layer_count(s: &str) -> Result<i64, String> {
+        up_to(s, 64).map(|n| n as i64)
+    }
+
     /// A hidden-layer width: a whole number of at least 1.
     pub fn hidden_size(s: &str) -> Result<i64, String> {
         let n = at_least_one(s).map_err(|e| format!("hidden sizes: {e}"))?;
@@ -326,11 +344,29 @@ pub mod parse {
         }
     }
 
+    /// A dropout rate: at least 0, below 1.
+    pub fn dropout_rate(s: &str) -> Result<f64, String> {
+        match s.trim().parse::<f64>() {
+            Ok(x) if (0.0..1.0).contains(&x) => Ok(x),
+            Ok(_) => Err("must be in [0, 1): the fraction of activations dropped while training".into()),
+            Err(_) => Err("expected a number in [0, 1), such as 0.1".into()),
+        }
+    }
+
     pub fn decay_factor(s: &str) -> Result<f64, String> {
         match s.trim().parse::<f64>() {
             Ok(x) if x > 0.0 && x <= 1.0 => Ok(x),
             Ok(_) => Err("must be in (0, 1]: the learning rate is multiplied by it after every epoch".into()),
             Err(_) => Err("expected a number in (0, 1], such as 0.9".into()),
+        }
+    }
+
+    /// A regulariser's weight: a finite number of at least 0.
+    pub fn non_negative(s: &str) -> Result<f64, String> {
+        match s.trim().parse::<f64>() {
+            Ok(x) if x >= 0.0 && x.is_finite() => Ok(x),
+            Ok(_) => Err("must be a finite number of at least 0".into()),
+            Err(_) => Err("expected a number such as 1.0".into()),
         }
     }
 

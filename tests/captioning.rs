@@ -157,7 +157,7 @@ fn lstm_backward_through_time_matches_autograd_and_finite_differences() {
 /// numpy's layout; N, D, W, H, T = 10, 20, 30, 40, 13; V = 3.
 fn published_check_net(cell: CellKind) -> (CaptioningNet, nn::VarStore) {
     let mut vs = f64_store();
-    let dims = Dims { features: 20, wordvec: 30, hidden: 40, vocabulary: 3 };
+    let dims = Dims::recurrent(20, 30, 40, 3);
     let tokens = SpecialTokens { null: 0, start: 1, end: 2 };
     let net = CaptioningNet::new(&vs.root(), dims, cell, tokens);
     vs.double();
@@ -200,7 +200,7 @@ fn lstm_captioning_loss_equals_the_published_value() {
 fn whole_network_explicit_gradients_equal_autograd() {
     for cell in [CellKind::Rnn, CellKind::Lstm] {
         let mut vs = f64_store();
-        let dims = Dims { features: 8, wordvec: 6, hidden: 5, vocabulary: 11 };
+        let dims = Dims::recurrent(8, 6, 5, 11);
         let net = CaptioningNet::new(&vs.root(), dims, cell, SpecialTokens { null: 0, start: 1, end: 2 });
         vs.double();
         let features = Tensor::randn([4, 8], F64);

@@ -7,14 +7,15 @@ use clap::{Args, FromArgMatches, Parser, Subcommand};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use tchlab::caption::coco_json::{self, TextOptions};
-use tchlab::caption::features::Extractor;
+use tchlab::caption::decoder::decode;
+use tchlab::caption::features::{Extractor, FeatureShape};
 use tchlab::caption::options::TrainArgs;
 use tchlab::caption::run::{self, RunOptions};
 use tchlab::caption::saved::{self, FeatureSource};
 use tchlab::caption::scenes::{self, SceneCounts};
 use tchlab::caption::{coco_h5, evaluate};
 use tchlab::choice_names::Named;
-use tchlab::cli::parse::at_least_one;
+use tchlab::cli::parse::{at_least_one, beam_width};
 use tchlab::cli::{options_file, Banner};
 use tchlab::interrupt::Interrupt;
 use tchlab::models::Arch;
@@ -37,7 +38,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train a captioning network, then caption the val images (BLEU, ROUGE-L, CIDEr-D against two baselines) and draw samples.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Caption image files with a trained network.
     Sample(SampleArgs),
     /// Make a captioned image set from MNIST: scenes of two or three digits, captioned from what is where.
@@ -55,6 +56,9 @@ struct SampleArgs {
     /// The backbone's weights [default: the file the model was trained with].
     #[arg(long, value_name = "FILE")]
     weights: Option<PathBuf>,
+    /// Hypotheses kept per image by beam search (1: greedy).
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = beam_width, allow_negative_numbers = true)]
+    beam: usize,
     /// Print a JSON list of {image, caption} ({image, error} for a file that cannot be read).
     #[arg(long)]
     json: bool,
@@ -141,6 +145,13 @@ fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
         if let Some(dir) = args.image_dir.as_deref().filter(|d| !d.is_dir()) {
             bail!("--image-dir {}: no such folder", dir.display());
         }
+        if args.cell.takes_grid() {
+            bail!(
+                "--cell {}: attends over a grid of image features; {} holds pooled VGG-16 vectors (give an image folder)",
+                args.cell.name(),
+                args.data.display()
+            );
+        }
         let data = coco_h5::load(&args.data, args.max_train, args.seed.seed, args.image_dir.as_deref())?;
         (data, FeatureSource::CourseFeatures, format!("{} (VGG-16 fc7 PCA features)", args.data.display()))
     } else {
@@ -156,13 +167,15 @@ fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
                 );
             }
         }
+        let shape = FeatureShape::for_network(args.cell.takes_grid(), args.feature_grid)?;
+        shape.check(args.arch)?;
         let weights = backbone_weights(args.arch, args.weights.clone())?;
-        let extractor = Extractor { arch: args.arch, weights: weights.clone(), device };
+        let extractor = Extractor { arch: args.arch, weights: weights.clone(), device, shape };
         let text = TextOptions { min_count: args.min_count, max_words: args.max_words };
         let data = coco_json::load(&args.data, text, &extractor, &Terminal)?;
         (
             data,
-            FeatureSource::Backbone { arch: args.arch, weights },
+            FeatureSource::Backbone { arch: args.arch, weights, shape },
             format!("{} ({} features)", args.data.display(), args.arch.name()),
         )
     };
@@ -173,12 +186,18 @@ fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
         data.val.num_captions(),
         data.val.captioned_images().len(),
         data.vocab.len(),
-        data.train.features.size()[1]
+        data.train.feature_width()
     );
     let options = RunOptions {
         cell: args.cell,
         hidden: args.hidden,
         wordvec: args.wordvec,
+        heads: args.heads,
+        layers: args.layers,
+        attention_width: args.attention_width,
+        dropout: args.dropout_rate(),
+        attention_penalty: args.attention_penalty,
+        beam: args.beam,
         schedule: Recipe {
             epochs: args.epochs,
             batch_size: args.batch_size,
@@ -225,7 +244,7 @@ fn sample(args: SampleArgs) -> Result<()> {
     Banner { tool: "caption sample", device, seed: None, out: None }.print();
     let path = if args.checkpoint.is_dir() { args.checkpoint.join(BEST_MODEL_FILE) } else { args.checkpoint.clone() };
     let (net, _store, vocab, card) = saved::load(&path, device)?;
-    let FeatureSource::Backbone { arch, weights } = card.features else {
+    let FeatureSource::Backbone { arch, weights, shape } = card.features else {
         bail!(
             "{}: trained on the course's precomputed VGG-16 features, so it cannot caption new image files",
             path.display()
@@ -242,9 +261,10 @@ fn sample(args: SampleArgs) -> Result<()> {
     if files.is_empty() {
         bail!("no image files found in {:?}", args.images);
     }
-    let extractor = Extractor { arch, weights, device };
+    let extractor = Extractor { arch, weights, device, shape };
     let (features, unreadable) = extractor.compute_readable(&files, "images", &Terminal)?;
-    let sampled = tch::no_grad(|| net.sample(&features.to_device(device), evaluate::MAX_SAMPLE_WORDS));
+    let features = features.to_device(device).to_kind(tch::Kind::Float);
+    let sampled = decode(&*net, &features, args.beam, evaluate::MAX_SAMPLE_WORDS);
     let mut captions =
         (0..sampled.size()[0]).map(|i| vocab.decode(&Vec::<i64>::try_from(sampled.get(i)).expect("tokens")));
     let rows: Vec<(&PathBuf, Result<String, String>)> = files
@@ -290,7 +310,7 @@ fn main() {
         let given = tchlab::cli::given_to_subcommand::<Cli>(&matches);
         match Cli::from_arg_matches(&matches)?.command {
             Command::Train(args) => {
-                let (args, start) = resolve(args, &given)?;
+                let (args, start) = resolve(*args, &given)?;
                 train(args, start, &interrupt)
             }
             Command::Sample(args) => sample(args),

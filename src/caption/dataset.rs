@@ -1,6 +1,7 @@
 //! A captioning dataset in memory, whichever way it came in: per split, one
-//! feature row per image, the captions as fixed-length token rows, the image
-//! of each caption, and where each image can be seen (for figures).
+//! feature row per image (a vector, or a grid of locations), the captions as
+//! fixed-length token rows, the image of each caption, and where each image
+//! can be seen (for figures).
 
 use super::vocab::Vocabulary;
 use anyhow::{bail, Result};
@@ -21,7 +22,8 @@ pub enum ImageSource {
 
 pub struct CaptionSplit {
     pub name: String,
-    /// `[images, D]`, f32.
+    /// `[images, D]` pooled features (f32), or `[images, L, C]` grid
+    /// features over L locations (f16, made f32 per batch where used).
     pub features: Tensor,
     /// `[captions, T]` token rows, int64.
     pub captions: Tensor,
@@ -48,6 +50,31 @@ impl CaptionSplit {
         self.features.size()[0] as usize
     }
 
+    /// The width of a feature vector: D, or a grid location's C.
+    pub fn feature_width(&self) -> i64 {
+        *self.features.size().last().expect("features with dimensions")
+    }
+
+    /// Pooled f32 features `[rows, D]` of the images `rows`: a grid is
+    /// averaged over its locations (in chunks, so only a chunk of the grid
+    /// is ever f32 at once).
+    pub fn pooled_features(&self, rows: &[i64]) -> Tensor {
+        let pooled: Vec<Tensor> = rows
+            .chunks(POOL_CHUNK)
+            .map(|chunk| {
+                let features = self.features.index_select(0, &Tensor::from_slice(chunk)).to_kind(Kind::Float);
+                match features.dim() {
+                    3 => features.mean_dim([1i64].as_slice(), false, Kind::Float),
+                    _ => features,
+                }
+            })
+            .collect();
+        match pooled.is_empty() {
+            true => Tensor::zeros([0, self.feature_width()], (Kind::Float, self.features.device())),
+            false => Tensor::cat(&pooled, 0),
+        }
+    }
+
     /// Every token a valid vocabulary index and every image index a row of
     /// `features`: checked once, so training can index without fear.
     pub fn validate(&self, vocab: &Vocabulary) -> Result<()> {
@@ -62,8 +89,9 @@ impl CaptionSplit {
                 self.captions.size()[0]
             );
         }
-        if self.features.dim() != 2 {
-            bail!("{name} features: expected [images, D], found {:?}", self.features.size());
+        let size = self.features.size();
+        if !(2..=3).contains(&size.len()) || size[1..].contains(&0) {
+            bail!("{name} features: expected [images, D] or [images, locations, C], found {size:?}");
         }
         if self.sources.len() != self.num_images() {
             bail!("{name}: {} image sources for {} feature rows", self.sources.len(), self.num_images());
@@ -114,6 +142,9 @@ impl CaptionSplit {
         rows.iter().map(|&r| vocab.decode(&Vec::<i64>::try_from(self.captions.get(r)).expect("int64 tokens"))).collect()
     }
 }
+
+/// Images whose grid is made f32 at once by [`CaptionSplit::pooled_features`].
+const POOL_CHUNK: usize = 256;
 
 fn check_range(values: &Tensor, bound: i64, what: &str, bound_name: &str) -> Result<()> {
     if values.numel() == 0 {

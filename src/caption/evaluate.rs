@@ -1,15 +1,16 @@
-//! Captions on a split and how good they are: greedy samples for every
-//! captioned image, scored against all of the image's captions as the COCO
-//! caption evaluation scores them (corpus BLEU-1…4, ROUGE-L, CIDEr-D) and,
-//! on the digit scenes, by what they say is where; and two baselines scored
-//! the same way — the most frequent training caption for every image, and
-//! the caption of the nearest training image in feature space (Euclidean;
-//! its first caption).
+//! Captions on a split and how good they are: greedy or beam-search samples
+//! for every captioned image, scored against all of the image's captions as
+//! the COCO caption evaluation scores them (corpus BLEU-1…4, ROUGE-L,
+//! CIDEr-D) and, on the digit scenes, by what they say is where; and two
+//! baselines scored the same way — the most frequent training caption for
+//! every image, and the caption of the nearest training image in feature
+//! space (Euclidean over pooled features, a grid averaged over its
+//! locations; its first caption).
 
 use super::bleu::{corpus_bleu, MAX_N};
 use super::cider::corpus_cider_d;
 use super::dataset::{CaptionData, CaptionSplit};
-use super::model::CaptioningNet;
+use super::decoder::{decode, Captioner};
 use super::rouge::corpus_rouge_l;
 use super::scenes::{tally_scenes, SceneTally};
 use super::vocab::Vocabulary;
@@ -40,19 +41,21 @@ pub struct SplitCaptions {
     pub truths: Vec<Vec<String>>,
 }
 
-/// Greedy captions of `images` of `split`, in chunks.
+/// Captions of `images` of `split` by beam search with `beam` hypotheses
+/// (1: greedy), in chunks.
 pub fn sample_images(
-    net: &CaptioningNet,
+    net: &dyn Captioner,
     split: &CaptionSplit,
     images: &[i64],
     vocab: &Vocabulary,
+    beam: usize,
     device: Device,
 ) -> Vec<String> {
     let mut captions = Vec::with_capacity(images.len());
     for chunk in images.chunks(500) {
         let features =
             split.features.index_select(0, &Tensor::from_slice(chunk)).to_device(device).to_kind(Kind::Float);
-        let tokens = net.sample(&features, MAX_SAMPLE_WORDS).to_device(Device::Cpu);
+        let tokens = decode(net, &features, beam, MAX_SAMPLE_WORDS).to_device(Device::Cpu);
         for row in 0..chunk.len() as i64 {
             let row: Vec<i64> = Vec::try_from(tokens.get(row)).expect("int64 tokens");
             captions.push(vocab.decode(&row));
@@ -62,9 +65,15 @@ pub fn sample_images(
 }
 
 /// Samples and the decoded true captions of every captioned image of `split`.
-pub fn caption_split(net: &CaptioningNet, split: &CaptionSplit, vocab: &Vocabulary, device: Device) -> SplitCaptions {
+pub fn caption_split(
+    net: &dyn Captioner,
+    split: &CaptionSplit,
+    vocab: &Vocabulary,
+    beam: usize,
+    device: Device,
+) -> SplitCaptions {
     let images = split.captioned_images();
-    let sampled = sample_images(net, split, &images, vocab, device);
+    let sampled = sample_images(net, split, &images, vocab, beam, device);
     let rows = split.rows_by_image();
     let truths = images.iter().map(|i| split.decode(&rows[i], vocab)).collect();
     SplitCaptions { images, sampled, truths }
@@ -116,10 +125,10 @@ pub fn nearest_neighbour_captions(
 ) -> Vec<String> {
     let rows = train.rows_by_image();
     let candidates = train.captioned_images();
-    let candidate_features = train.features.index_select(0, &Tensor::from_slice(&candidates)).to_kind(Kind::Float);
+    let candidate_features = train.pooled_features(&candidates);
     let mut captions = Vec::with_capacity(images.len());
     for chunk in images.chunks(256) {
-        let queries = val.features.index_select(0, &Tensor::from_slice(chunk)).to_kind(Kind::Float);
+        let queries = val.pooled_features(chunk);
         let nearest = Tensor::cdist(&queries, &candidate_features, 2.0, None).argmin(1, false);
         for k in 0..chunk.len() as i64 {
             let image = candidates[nearest.int64_value(&[k]) as usize];

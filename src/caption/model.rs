@@ -3,24 +3,50 @@
 //! affine → scores `[N, T, V]`; loss against the words but the first, where
 //! they are not `<NULL>`. Gradients by the layers' explicit backward passes
 //! ([`CaptioningNet::loss_and_gradients`]) or by autograd over
-//! [`CaptioningNet::loss`]; greedy sampling from `<START>`.
+//! [`CaptioningNet::loss`]; decoding one word at a time through the
+//! [`Captioner`] seam. [`build`] makes the network a [`CellKind`] names.
 
+use super::attend::AttentionNet;
+use super::decoder::{Captioner, DecodeState, Step};
+use super::transformer::TransformerNet;
 use crate::choice_names::Named;
 use crate::layers::recurrent::{Lstm, LstmStates, Rnn, SequenceGradients};
 use crate::layers::temporal::{temporal_softmax_loss, temporal_softmax_loss_autograd};
 use crate::layers::{Affine, Embedding, TemporalAffine};
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
-/// Which recurrent cell the network uses.
+/// Which network captions: the course's recurrent cells over one pooled
+/// feature vector, or a decoder that attends over the grid of features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CellKind {
-    /// Vanilla tanh RNN.
+    /// Vanilla tanh RNN over the pooled feature.
     Rnn,
-    /// LSTM (gates i, f, o, g).
+    /// LSTM (gates i, f, o, g) over the pooled feature.
     Lstm,
+    /// LSTM with soft attention over the feature grid (Show, Attend and Tell).
+    Attention,
+    /// Transformer decoder over the feature grid.
+    Transformer,
+}
+
+impl CellKind {
+    /// Whether the network takes the grid of features `[N, L, C]` rather
+    /// than the pooled vector `[N, D]`.
+    pub fn takes_grid(self) -> bool {
+        matches!(self, CellKind::Attention | CellKind::Transformer)
+    }
+}
+
+/// The network `cell` names, its variables under `p`.
+pub fn build(p: &nn::Path, dims: Dims, cell: CellKind, tokens: SpecialTokens) -> anyhow::Result<Box<dyn Captioner>> {
+    match cell {
+        CellKind::Rnn | CellKind::Lstm => Ok(Box::new(CaptioningNet::new(p, dims, cell, tokens))),
+        CellKind::Attention => Ok(Box::new(AttentionNet::new(p, dims, tokens))),
+        CellKind::Transformer => Ok(Box::new(TransformerNet::new(p, dims, tokens)?)),
+    }
 }
 
 /// The indices of the vocabulary's special words.
@@ -31,8 +57,9 @@ pub struct SpecialTokens {
     pub end: i64,
 }
 
-/// The sizes of a captioning network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The sizes of a captioning network (and the attention network's two
+/// training-time regularisers).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Dims {
     /// Image feature width D.
     pub features: i64,
@@ -42,6 +69,29 @@ pub struct Dims {
     pub hidden: i64,
     /// Vocabulary size V.
     pub vocabulary: i64,
+    /// The Transformer's attention heads (0 for the other cells).
+    #[serde(default)]
+    pub heads: i64,
+    /// The Transformer's decoder layers (0 for the other cells).
+    #[serde(default)]
+    pub layers: i64,
+    /// The attention network's attention width A (0 for the other cells).
+    #[serde(default)]
+    pub attention: i64,
+    /// The attention network's dropout rate on its deep output, while
+    /// training (0 for none).
+    #[serde(default)]
+    pub dropout: f64,
+    /// λ of the attention network's doubly stochastic penalty.
+    #[serde(default)]
+    pub attention_penalty: f64,
+}
+
+impl Dims {
+    /// The sizes of a recurrent network (no heads, no layers).
+    pub fn recurrent(features: i64, wordvec: i64, hidden: i64, vocabulary: i64) -> Self {
+        Self { features, wordvec, hidden, vocabulary, ..Self::default() }
+    }
 }
 
 enum Cell {
@@ -117,7 +167,8 @@ impl CaptioningNet {
         let scale = |fan_in: i64| 1.0 / (fan_in as f64).sqrt();
         let cell = match cell_kind {
             CellKind::Rnn => Cell::Rnn(Rnn::new(&(p / "rnn"), dims.wordvec, dims.hidden)),
-            CellKind::Lstm => Cell::Lstm(Lstm::new(&(p / "lstm"), dims.wordvec, dims.hidden)),
+            // `build` gives the other kinds their own networks.
+            _ => Cell::Lstm(Lstm::new(&(p / "lstm"), dims.wordvec, dims.hidden)),
         };
         Self {
             dims,
@@ -202,35 +253,32 @@ impl CaptioningNet {
         let proj_grads = self.proj.parameter_gradients(&features, &cell_grads.h0);
         (loss, [proj_grads, embed_grads, cell_grads.params, vocab_grads.params].into_iter().flatten().collect())
     }
+}
 
-    /// Greedy captions `[N, max_length]` from `<START>`: at each step the most
-    /// likely word is fed back in. Stops early once every caption has produced
-    /// `<END>`; what follows a caption's `<END>` is `<NULL>`.
-    pub fn sample(&self, features: &Tensor, max_length: usize) -> Tensor {
-        tch::no_grad(|| {
-            let n = features.size()[0];
-            let mut h = self.proj.forward(&self.standardized(features));
-            let mut c = h.zeros_like();
-            let mut word = Tensor::full([n], self.tokens.start, (Kind::Int64, features.device()));
-            let mut finished = Tensor::zeros([n], (Kind::Bool, features.device()));
-            let mut words = Vec::new();
-            for _ in 0..max_length {
-                let x = self.embed.forward(&word);
-                (h, c) = match &self.cell {
-                    Cell::Rnn(rnn) => (rnn.step(&x, &h), c),
-                    Cell::Lstm(lstm) => lstm.step(&x, &h, &c),
-                };
-                word = self.vocab.0.forward(&h).argmax(-1, false);
-                words.push(word.masked_fill(&finished, self.tokens.null));
-                finished = finished.logical_or(&word.eq(self.tokens.end));
-                if finished.all().int64_value(&[]) == 1 {
-                    break;
-                }
-            }
-            let sampled = Tensor::stack(&words, 1);
-            let padded = Tensor::full([n, max_length as i64], self.tokens.null, (Kind::Int64, features.device()));
-            padded.narrow(1, 0, sampled.size()[1]).copy_(&sampled);
-            padded
-        })
+impl Captioner for CaptioningNet {
+    fn tokens(&self) -> SpecialTokens {
+        self.tokens
+    }
+
+    fn standardize_features(&mut self, train_features: &Tensor) {
+        CaptioningNet::standardize_features(self, train_features)
+    }
+
+    /// `[h0, c0]` (`c0` unused by the RNN).
+    fn begin(&self, features: &Tensor) -> DecodeState {
+        let h = self.proj.forward(&self.standardized(features));
+        let c = h.zeros_like();
+        DecodeState(vec![h, c])
+    }
+
+    fn step(&self, state: &DecodeState, words: &Tensor) -> Step {
+        let [h, c] = [&state.0[0], &state.0[1]];
+        let x = self.embed.forward(words);
+        let (h, c) = match &self.cell {
+            Cell::Rnn(rnn) => (rnn.step(&x, h), c.shallow_clone()),
+            Cell::Lstm(lstm) => lstm.step(&x, h, c),
+        };
+        let log_probs = self.vocab.0.forward(&h).log_softmax(-1, h.kind());
+        Step { log_probs, state: DecodeState(vec![h, c]), attention: None }
     }
 }

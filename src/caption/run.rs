@@ -6,11 +6,13 @@
 //! BLEU, ROUGE-L, CIDEr-D and (on digit scenes) what the captions got
 //! right, against the two baselines (`results.md`, `summary.json`), and the
 //! caption sample figures for train and val images (and their text, for
-//! more images, in `samples.json`).
+//! more images, in `samples.json`), and for a network that attends, where
+//! each word of its val captions looked (`attention_val.png`).
 
 use super::dataset::{CaptionData, CaptionSplit, ImageSource};
+use super::decoder::Captioner;
 use super::evaluate::{caption_split, sample_images, score_table, ScoreRow};
-use super::model::{CaptioningNet, CellKind, Dims};
+use super::model::{build, CellKind, Dims};
 use super::saved::{self, CaptionCard, FeatureSource};
 use super::task::Captioning;
 use crate::choice_names::Named;
@@ -63,6 +65,17 @@ pub struct RunOptions {
     pub cell: CellKind,
     pub hidden: i64,
     pub wordvec: i64,
+    /// The Transformer's attention heads and decoder layers (0 otherwise).
+    pub heads: i64,
+    pub layers: i64,
+    /// The attention network's attention width, dropout while training (the
+    /// attention network's deep output, the Transformer's sublayers) and
+    /// the attention network's doubly stochastic penalty λ.
+    pub attention_width: i64,
+    pub dropout: f64,
+    pub attention_penalty: f64,
+    /// Hypotheses per image when captioning for the results and figures (1: greedy).
+    pub beam: usize,
     pub schedule: Recipe,
     pub device: Device,
     pub keep: Keep,
@@ -81,6 +94,7 @@ pub struct RunOptions {
 #[derive(Debug, Serialize)]
 pub struct RunResults {
     pub cell: String,
+    pub beam: usize,
     pub data: String,
     pub hidden: i64,
     pub wordvec: i64,
@@ -117,12 +131,15 @@ pub fn run(
     tch::manual_seed(options.schedule.seed as i64);
     let store = VarStore::new(options.device);
     let dims = Dims {
-        features: data.train.features.size()[1],
+        features: data.train.feature_width(),
         wordvec: options.wordvec,
         hidden: options.hidden,
         vocabulary: data.vocab.len() as i64,
+        heads: options.heads,
+        layers: options.layers,
+        ..attention_dims(options)
     };
-    let mut net = CaptioningNet::new(&store.root(), dims, options.cell, data.vocab.tokens);
+    let mut net = build(&store.root(), dims, options.cell, data.vocab.tokens)?;
     // The course's PCA features are used as published; backbone features,
     // far from zero mean and unit variance, are standardized.
     if let FeatureSource::Backbone { .. } = options.features {
@@ -137,7 +154,8 @@ pub fn run(
         epoch,
         val_loss,
     };
-    let task = Captioning::new(&net, &data.train, &data.val, options.schedule.batch_size, options.device);
+    let task =
+        Captioning::new(&*net, &data.train, &data.val, options.schedule.batch_size, options.dropout, options.device);
     let mut rows = Rows::new(&task, &options.schedule, "caption")?;
     let optimizer = options.schedule.optimizer(task.params());
     let mut state = match options.start {
@@ -188,15 +206,17 @@ pub fn run(
     // Saved again from the kept weights: a run stopped between saving its
     // state and its model resumes to the same file.
     saved::save(&out.file(BEST_MODEL_FILE), &store, &card(kept_epoch, kept_val_loss))?;
-    let val = caption_split(&net, &data.val, &data.vocab, options.device);
-    let scores = score_table(&format!("{} (ours)", options.cell.name().to_uppercase()), &val, data);
-    sample_figure(&net, data, &data.train, options, &out)?;
-    sample_figure(&net, data, &data.val, options, &out)?;
-    let mut samples = spread_samples(&net, data, &data.train, SAMPLES_IN_JSON, options.device).1;
-    samples.extend(spread_samples(&net, data, &data.val, SAMPLES_IN_JSON, options.device).1);
+    let val = caption_split(&*net, &data.val, &data.vocab, options.beam, options.device);
+    let scores = score_table(&format!("{} (ours)", method_name(options)), &val, data);
+    sample_figure(&*net, data, &data.train, options, &out)?;
+    sample_figure(&*net, data, &data.val, options, &out)?;
+    attention_figure(&*net, data, options, &out, reporter)?;
+    let mut samples = spread_samples(&*net, data, &data.train, SAMPLES_IN_JSON, options).1;
+    samples.extend(spread_samples(&*net, data, &data.val, SAMPLES_IN_JSON, options).1);
     out.write("samples.json", serde_json::to_string_pretty(&samples)?.as_bytes())?;
     let results = RunResults {
         cell: options.cell.name().to_string(),
+        beam: options.beam,
         data: options.data.clone(),
         hidden: options.hidden,
         wordvec: options.wordvec,
@@ -259,7 +279,7 @@ fn write_history(log: &TrainState, kept: usize, out: &RunDir) -> Result<()> {
     plots::line_chart(&out.file("loss.png"), &chart, &series, marker.as_ref().map(|(x, label)| (*x, label.as_str())))
 }
 
-/// Greedy captions of up to `count` captioned images spread over `split`.
+/// Captions of up to `count` captioned images spread over `split`.
 #[derive(Debug, Serialize)]
 pub struct Sample {
     pub split: String,
@@ -269,16 +289,16 @@ pub struct Sample {
 }
 
 fn spread_samples(
-    net: &CaptioningNet,
+    net: &dyn Captioner,
     data: &CaptionData,
     split: &CaptionSplit,
     count: usize,
-    device: Device,
+    options: &RunOptions,
 ) -> (Vec<i64>, Vec<Sample>) {
     let captioned = split.captioned_images();
     let count = captioned.len().min(count);
     let picks: Vec<i64> = (0..count).map(|k| captioned[k * captioned.len() / count.max(1)]).collect();
-    let sampled = sample_images(net, split, &picks, &data.vocab, device);
+    let sampled = sample_images(net, split, &picks, &data.vocab, options.beam, options.device);
     let rows = split.rows_by_image();
     let samples = picks
         .iter()
@@ -293,16 +313,16 @@ fn spread_samples(
     (picks, samples)
 }
 
-/// `samples_<split>.png`: greedy captions of images spread over the split,
+/// `samples_<split>.png`: captions of images spread over the split,
 /// each with its first true caption.
 fn sample_figure(
-    net: &CaptioningNet,
+    net: &dyn Captioner,
     data: &CaptionData,
     split: &CaptionSplit,
     options: &RunOptions,
     out: &RunDir,
 ) -> Result<()> {
-    let (picks, samples) = spread_samples(net, data, split, SAMPLES_PER_FIGURE, options.device);
+    let (picks, samples) = spread_samples(net, data, split, SAMPLES_PER_FIGURE, options);
     let panels: Vec<CaptionPanel> = picks
         .iter()
         .zip(samples)
@@ -313,11 +333,30 @@ fn sample_figure(
         })
         .collect();
     let name = &split.name;
-    let title = format!(
-        "{} captions of {name} images (blue: sampled, black: a true caption)",
-        options.cell.name().to_uppercase()
-    );
+    let title = format!("{} captions of {name} images (blue: sampled, black: a true caption)", method_name(options));
     plots::caption_samples(&out.file(&format!("samples_{name}.png")), &title, &panels)
+}
+
+/// The attention network's own sizes and regularisers (none for the other cells).
+fn attention_dims(options: &RunOptions) -> Dims {
+    match options.cell {
+        CellKind::Attention => Dims {
+            attention: options.attention_width,
+            dropout: options.dropout,
+            attention_penalty: options.attention_penalty,
+            ..Dims::default()
+        },
+        _ => Dims::default(),
+    }
+}
+
+/// "LSTM", or "TRANSFORMER, beam 3".
+fn method_name(options: &RunOptions) -> String {
+    let cell = options.cell.name().to_uppercase();
+    match options.beam {
+        1 => cell,
+        beam => format!("{cell}, beam {beam}"),
+    }
 }
 
 fn describe(source: &ImageSource) -> String {
@@ -394,4 +433,50 @@ fn results_markdown(s: &RunResults, device: Device, seconds_total: f64) -> Strin
         }
     }
     text
+}
+
+/// Val images in the attention figure.
+const ATTENTION_IMAGES: usize = 4;
+
+/// `attention_val.png`, for a network that attends: images spread over the
+/// val split, each with its greedy caption word by word and where each word
+/// looked (the grid's weights over the picture the backbone saw).
+fn attention_figure(
+    net: &dyn Captioner,
+    data: &CaptionData,
+    options: &RunOptions,
+    out: &RunDir,
+    reporter: &dyn Reporter,
+) -> Result<()> {
+    let FeatureSource::Backbone { arch, .. } = options.features else { return Ok(()) };
+    let captioned = data.val.captioned_images();
+    let count = captioned.len().min(ATTENTION_IMAGES);
+    let picks: Vec<i64> = (0..count).map(|k| captioned[k * captioned.len() / count.max(1)]).collect();
+    let features = data.val.features.index_select(0, &Tensor::from_slice(&picks));
+    let features = features.to_device(options.device).to_kind(tch::Kind::Float);
+    let (tokens, Some(attention)) =
+        super::decoder::greedy_with_attention(net, &features, super::evaluate::MAX_SAMPLE_WORDS)
+    else {
+        return Ok(());
+    };
+    let (tokens, attention) = (tokens.to_device(Device::Cpu), attention.to_device(Device::Cpu));
+    let (_, steps, locations) = attention.size3()?;
+    let side = (locations as f64).sqrt().round() as i64;
+    if side * side != locations {
+        reporter.warning(&format!("no attention figure: a grid of {locations} locations is not square"));
+        return Ok(());
+    }
+    let mut panels = Vec::with_capacity(picks.len());
+    for (row, image) in picks.iter().enumerate() {
+        let ImageSource::File(path) = &data.val.sources[*image as usize] else { continue };
+        let row = row as i64;
+        let words = data.vocab.decode_words(&Vec::<i64>::try_from(tokens.get(row))?);
+        panels.push(plots::AttentionPanel {
+            picture: super::features::seen_picture(path, arch)?,
+            words: words.into_iter().map(String::from).collect(),
+            weights: attention.get(row).reshape([steps, side, side]),
+        });
+    }
+    let title = format!("Where {} looked for each word of its greedy val captions", method_name(options));
+    plots::attention_maps(&out.file("attention_val.png"), &title, &panels)
 }

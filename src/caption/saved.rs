@@ -4,7 +4,9 @@
 //! where its image features come from. Files from before the card (one
 //! `caption_card` entry of JSON) still load.
 
-use super::model::{CaptioningNet, CellKind, Dims};
+use super::decoder::Captioner;
+use super::features::FeatureShape;
+use super::model::{build, CellKind, Dims};
 use super::vocab::Vocabulary;
 use crate::models::Arch;
 use crate::persist::card::{self, Card};
@@ -23,8 +25,14 @@ const LEGACY_KEY: &str = "caption_card";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FeatureSource {
-    /// One of this crate's backbones with these weights: any image can be captioned.
-    Backbone { arch: Arch, weights: PathBuf },
+    /// One of this crate's backbones with these weights, pooled or as a
+    /// grid (a file from before grids is pooled): any image can be captioned.
+    Backbone {
+        arch: Arch,
+        weights: PathBuf,
+        #[serde(default)]
+        shape: FeatureShape,
+    },
     /// The course's precomputed VGG-16 fc7 PCA features: only those images.
     CourseFeatures,
 }
@@ -67,12 +75,12 @@ pub fn save(path: &Path, net_store: &VarStore, card: &CaptionCard) -> Result<()>
 }
 
 /// A saved network, its vocabulary and its card, on `device`.
-pub fn load(path: &Path, device: Device) -> Result<(CaptioningNet, VarStore, Vocabulary, CaptionCard)> {
+pub fn load(path: &Path, device: Device) -> Result<(Box<dyn Captioner>, VarStore, Vocabulary, CaptionCard)> {
     let card: CaptionCard = card::read(path)?;
     let vocab = Vocabulary::from_words(card.words.clone(), &path.display().to_string())?;
     let d = card.dims;
     let mut store = VarStore::new(device);
-    let net = CaptioningNet::new(&store.root(), d, card.cell, vocab.tokens);
+    let net = build(&store.root(), d, card.cell, vocab.tokens)?;
     let tensors = weights::read_named_tensors(path)?;
     weights::load_into(&mut store, &tensors, path)?;
     let known: Vec<String> = store.variables().into_keys().collect();

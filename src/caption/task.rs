@@ -4,6 +4,7 @@
 //! (`crate::grad::gradients`); after every epoch the val loss is measured.
 
 use super::dataset::CaptionSplit;
+use super::decoder::Captioner;
 use super::model::CaptioningNet;
 use crate::grad::{self, GradMode, Gradients, HandDerived, Params};
 use crate::train::minibatch::RowTask;
@@ -23,7 +24,8 @@ struct OnDevice {
 impl OnDevice {
     fn new(split: &CaptionSplit, device: Device) -> Self {
         Self {
-            features: split.features.to_device(device).to_kind(Kind::Float),
+            // Grid features stay f16 (half the memory); a batch is made f32.
+            features: split.features.to_device(device),
             captions: split.captions.to_device(device),
             image_of_caption: split.image_of_caption.to_device(device),
         }
@@ -31,7 +33,7 @@ impl OnDevice {
 
     fn batch(&self, rows: &Tensor) -> (Tensor, Tensor) {
         let images = self.image_of_caption.index_select(0, rows);
-        (self.features.index_select(0, &images), self.captions.index_select(0, rows))
+        (self.features.index_select(0, &images).to_kind(Kind::Float), self.captions.index_select(0, rows))
     }
 
     fn len(&self) -> i64 {
@@ -40,20 +42,23 @@ impl OnDevice {
 }
 
 pub struct Captioning<'a> {
-    net: &'a CaptioningNet,
+    net: &'a dyn Captioner,
     params: Params,
     train: OnDevice,
     val: OnDevice,
     /// Captions per val chunk (at least the training batch).
     val_chunk: usize,
+    /// The dropout rate of training steps (networks without dropout ignore it).
+    dropout: f64,
 }
 
 impl<'a> Captioning<'a> {
     pub fn new(
-        net: &'a CaptioningNet,
+        net: &'a dyn Captioner,
         train: &CaptionSplit,
         val: &CaptionSplit,
         batch_size: usize,
+        dropout: f64,
         device: Device,
     ) -> Self {
         Self {
@@ -62,6 +67,7 @@ impl<'a> Captioning<'a> {
             train: OnDevice::new(train, device),
             val: OnDevice::new(val, device),
             val_chunk: batch_size.max(VAL_CHUNK),
+            dropout,
         }
     }
 }
@@ -77,7 +83,10 @@ impl RowTask for Captioning<'_> {
 
     fn train_step(&self, rows: &Tensor, grad: GradMode) -> (Tensor, Gradients) {
         let (features, captions) = self.train.batch(rows);
-        grad::gradients(grad, self.net, &self.params, &features, &captions)
+        self.net.set_dropout(self.dropout);
+        let step = grad::gradients(grad, self.net, &self.params, &features, &captions);
+        self.net.set_dropout(0.0);
+        step
     }
 
     fn valid_step(&self) -> BTreeMap<String, f64> {
@@ -100,7 +109,7 @@ impl HandDerived for CaptioningNet {
 }
 
 /// The mean per-caption loss over a whole split, in chunks.
-fn mean_loss(net: &CaptioningNet, split: &OnDevice, chunk: usize) -> f64 {
+fn mean_loss(net: &dyn Captioner, split: &OnDevice, chunk: usize) -> f64 {
     tch::no_grad(|| {
         let n = split.len();
         let mut total = 0.0;

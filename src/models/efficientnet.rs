@@ -219,13 +219,30 @@ pub fn emit_onnx(graph: &mut Graph, weights: &Weights, member: Member, input: &s
     super::onnx::pooled_features(graph, &x)
 }
 
-impl ModuleT for Backbone {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+impl Backbone {
+    /// The stem and every block: the last stage's map.
+    fn blocks_t(&self, x: &Tensor, train: bool) -> Tensor {
         let mut y = self.stem.forward_t(x, train);
         for block in &self.blocks {
             y = block.forward_t(&y, train);
         }
-        self.last_conv.forward_t(&y, train).adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+        y
+    }
+}
+
+impl ModuleT for Backbone {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.last_conv.forward_t(&self.blocks_t(x, train), train).adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+    }
+}
+
+impl super::Trunk for Backbone {
+    fn feature_map(&self, images: &Tensor, layer: super::GridLayer) -> Option<Tensor> {
+        let blocks = self.blocks_t(images, false);
+        Some(match layer {
+            super::GridLayer::Last => self.last_conv.forward_t(&blocks, false),
+            super::GridLayer::Penultimate => blocks,
+        })
     }
 }
 

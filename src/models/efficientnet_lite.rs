@@ -109,7 +109,8 @@ impl MbConvBlock {
     }
 }
 
-/// The EfficientNet-Lite0 trunk: `[N, 3, H, W]` → `[N, 1280]`.
+/// The EfficientNet-Lite0 trunk: `[N, 3, H, W]` → `[N, 1280]` (the mean of
+/// the head's 1280-channel map, which [`super::Trunk::feature_map`] returns).
 pub struct Backbone {
     stem: SameConv,
     bn0: nn::BatchNorm,
@@ -156,14 +157,35 @@ impl std::fmt::Debug for Backbone {
     }
 }
 
-impl ModuleT for Backbone {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+impl Backbone {
+    /// The stem and every block: the last stage's 320-channel map.
+    fn blocks_t(&self, x: &Tensor, train: bool) -> Tensor {
         let mut y = self.stem.forward(x).apply_t(&self.bn0, train).relu6();
         for block in &self.blocks {
             y = block.forward_t(&y, train);
         }
-        y = self.head.forward(&y).apply_t(&self.bn1, train).relu6();
-        y.adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+        y
+    }
+
+    /// The head convolution's 1280-channel map.
+    fn head_t(&self, blocks: &Tensor, train: bool) -> Tensor {
+        self.head.forward(blocks).apply_t(&self.bn1, train).relu6()
+    }
+}
+
+impl ModuleT for Backbone {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.head_t(&self.blocks_t(x, train), train).adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+    }
+}
+
+impl super::Trunk for Backbone {
+    fn feature_map(&self, images: &Tensor, layer: super::GridLayer) -> Option<Tensor> {
+        let blocks = self.blocks_t(images, false);
+        Some(match layer {
+            super::GridLayer::Last => self.head_t(&blocks, false),
+            super::GridLayer::Penultimate => blocks,
+        })
     }
 }
 

@@ -278,8 +278,15 @@ impl Arch {
         }
     }
 
+    /// Whether the backbone keeps a convolutional map that
+    /// [`Classifier::feature_map`] can return: every CNN does; Swin-T and
+    /// ViT (transformers) do not.
+    pub fn has_grid(self) -> bool {
+        !matches!(self.family(), Family::Swin | Family::Vit)
+    }
+
     /// The backbone for `image_size`² images (only ViT's depends on it).
-    fn build_backbone(self, p: &nn::Path, image_size: i64) -> Box<dyn ModuleT> {
+    fn build_backbone(self, p: &nn::Path, image_size: i64) -> Box<dyn Trunk> {
         match self.family() {
             Family::Resnet(config) => Box::new(resnet::backbone(p, config)),
             Family::Regnet(config) => Box::new(regnet::backbone(p, config)),
@@ -292,6 +299,38 @@ impl Arch {
         }
     }
 }
+
+/// Which convolutional map of a backbone stands for the image as a grid of
+/// locations (captioning's spatial features); `--feature-grid` takes its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GridLayer {
+    /// The last convolutional map, which the backbone pools: Lite0's and
+    /// the EfficientNets' head convolution (1280 channels, 7×7 at 224 px),
+    /// the ResNets' `layer4` (512 or 2048 channels, 7×7), the RegNets' and
+    /// ConvNeXts' last stage, MobileNetV3's last convolution (960). The
+    /// pooled features are its mean (MobileNetV3 and ConvNeXt transform the
+    /// mean further).
+    Last,
+    /// The map below it: the EfficientNets' and MobileNetV3's last block
+    /// (Lite0: 320 channels, 7×7), the ResNets' `layer3` (256 or 1024
+    /// channels, 14×14), the RegNets' and ConvNeXts' stage before the last
+    /// (14×14).
+    Penultimate,
+}
+
+/// A backbone: pooled features (`forward_t`), and for the convolutional
+/// ones ([`Arch::has_grid`]) the spatial map a layer ends with.
+pub trait Trunk: ModuleT {
+    /// The eval-mode `[N, C, h, w]` map `layer` ends with; `None` for a
+    /// backbone without one.
+    fn feature_map(&self, _images: &Tensor, _layer: GridLayer) -> Option<Tensor> {
+        None
+    }
+}
+
+/// Swin-T's trunk: tokens, not a convolutional map.
+impl Trunk for nn::SequentialT {}
 
 /// Every architecture, one line each: its name (as `--arch` takes it), the
 /// parameters of its ImageNet model (counted on the built model), the
@@ -344,7 +383,7 @@ pub struct Classifier {
     pub arch: Arch,
     pub backbone_vs: nn::VarStore,
     pub head_vs: nn::VarStore,
-    backbone: Box<dyn ModuleT>,
+    backbone: Box<dyn Trunk>,
     head: nn::Linear,
     /// Whether each class's probability is its own sigmoid (multi-label
     /// data) instead of a softmax over the classes.
@@ -379,6 +418,14 @@ impl Classifier {
     pub fn features(&self, images: &Tensor, train: bool) -> Tensor {
         let images = crate::accel::arrange_input(images, train, self.arch.depthwise());
         self.backbone.forward_t(&images, train)
+    }
+
+    /// The eval-mode `[N, C, h, w]` map `layer` ends with, the images in the
+    /// layout [`crate::accel::arrange_input`] picks; `None` unless
+    /// [`Arch::has_grid`].
+    pub fn feature_map(&self, images: &Tensor, layer: GridLayer) -> Option<Tensor> {
+        let images = crate::accel::arrange_input(images, false, self.arch.depthwise());
+        self.backbone.feature_map(&images, layer)
     }
 
     /// The backbone on `images` in whatever memory layout they have (for benchmarks).
@@ -417,6 +464,11 @@ impl Classifier {
     /// The eval-mode, no-autograd view of this model that lanes may share.
     pub fn frozen(&self) -> FrozenView<'_> {
         FrozenView(self)
+    }
+
+    /// The head's weights `[classes, D]`.
+    pub fn head_weight(&self) -> &Tensor {
+        &self.head.ws
     }
 
     /// Every tensor of the model, named as in the published checkpoint.
@@ -488,6 +540,16 @@ impl FrozenView<'_> {
     /// Pooled backbone features in fp32, `[N, features]`.
     pub fn features(&self, images: &Tensor) -> Tensor {
         tch::no_grad(|| self.0.features(images, false).to_kind(tch::Kind::Float))
+    }
+
+    /// Grid features in fp32, `[N, h·w, C]` (row-major locations), of the
+    /// map `layer` ends with; `None` unless [`Arch::has_grid`].
+    pub fn grid(&self, images: &Tensor, layer: GridLayer) -> Option<Tensor> {
+        tch::no_grad(|| {
+            let map = self.0.feature_map(images, layer)?.to_kind(tch::Kind::Float);
+            let (n, c, h, w) = map.size4().expect("a [N, C, h, w] map");
+            Some(map.permute([0, 2, 3, 1]).reshape([n, h * w, c]))
+        })
     }
 
     /// Class probabilities from features: a softmax over the classes, or

@@ -136,28 +136,62 @@ fn bottleneck_block(
     })
 }
 
-/// The convolutional trunk of `config`: `[N, 3, H, W]` → `[N, features]`.
-pub fn backbone(p: &nn::Path, config: Config) -> nn::SequentialT {
+/// The convolutional trunk of a member: the stem (`conv1`, `bn1`, max pool
+/// and ReLU), then `layer1` … `layer4`; `[N, 3, H, W]` → `[N, features]`.
+#[derive(Debug)]
+pub struct Backbone {
+    stem: nn::SequentialT,
+    stages: Vec<nn::SequentialT>,
+}
+
+pub fn backbone(p: &nn::Path, config: Config) -> Backbone {
     let conv1 = conv(p / "conv1", 3, 64, 7, 2, 3);
     let bn1 = bn(p / "bn1", 64);
-    let mut net = nn::seq_t().add(conv1).add(bn1).add_fn(stem_pool_relu);
+    let stem = nn::seq_t().add(conv1).add(bn1).add_fn(stem_pool_relu);
+    let mut stages = Vec::with_capacity(config.depths.len());
     let mut c_in = 64;
     for (stage, &depth) in config.depths.iter().enumerate() {
         let planes = 64 << stage;
         let stage_path = p / format!("layer{}", stage + 1);
+        let mut blocks = nn::seq_t();
         for i in 0..depth {
             let stride = if stage > 0 && i == 0 { 2 } else { 1 };
             let block_path = &stage_path / i;
-            net = match config.block {
-                Block::Basic => net.add(basic_block(block_path, c_in, planes, stride)),
+            blocks = match config.block {
+                Block::Basic => blocks.add(basic_block(block_path, c_in, planes, stride)),
                 Block::Bottleneck { groups, width_per_group } => {
-                    net.add(bottleneck_block(block_path, c_in, planes, stride, groups, width_per_group))
+                    blocks.add(bottleneck_block(block_path, c_in, planes, stride, groups, width_per_group))
                 }
             };
             c_in = planes * config.expansion();
         }
+        stages.push(blocks);
     }
-    net.add_fn(|x| x.adaptive_avg_pool2d([1, 1]).flatten(1, -1))
+    Backbone { stem, stages }
+}
+
+impl Backbone {
+    /// The map after the first `stages` stages (`layer1` … `layerS`).
+    fn map_after(&self, x: &Tensor, stages: usize, train: bool) -> Tensor {
+        self.stages[..stages].iter().fold(x.apply_t(&self.stem, train), |y, stage| y.apply_t(stage, train))
+    }
+}
+
+impl ModuleT for Backbone {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.map_after(x, self.stages.len(), train).adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+    }
+}
+
+impl super::Trunk for Backbone {
+    /// `layer4`'s map (`Last`) or `layer3`'s (`Penultimate`).
+    fn feature_map(&self, images: &Tensor, layer: super::GridLayer) -> Option<Tensor> {
+        let stages = match layer {
+            super::GridLayer::Last => self.stages.len(),
+            super::GridLayer::Penultimate => self.stages.len() - 1,
+        };
+        Some(self.map_after(images, stages, false))
+    }
 }
 
 /// The trunk of `config` as ONNX nodes over `input` (eval mode), reading

@@ -193,6 +193,9 @@ impl std::fmt::Debug for Backbone {
     }
 }
 
+/// No grid: pooled features only ([`super::Arch::has_grid`]).
+impl super::Trunk for Backbone {}
+
 impl ModuleT for Backbone {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         let (n, _, h, w) = x.size4().unwrap();

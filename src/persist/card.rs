@@ -379,7 +379,7 @@ mod tests {
         fn caption_card(features: FeatureSource) -> CaptionCard {
             let words = ["<NULL>", "<START>", "<END>", "<UNK>", "cat"];
             CaptionCard {
-                dims: Dims { features: 4, wordvec: 3, hidden: 5, vocabulary: 5 },
+                dims: Dims::recurrent(4, 3, 5, 5),
                 cell: CellKind::Lstm,
                 words: words.map(String::from).to_vec(),
                 max_words: 16,
@@ -398,7 +398,9 @@ mod tests {
             );
             let path = file(&dir, "backbone.safetensors", &[("caption_card", &backbone)]);
             let weights = "models/r50.pth".into();
-            let expected = caption_card(FeatureSource::Backbone { arch: Arch::Resnet50, weights });
+            // A card from before grids reads as pooled features.
+            let shape = crate::caption::features::FeatureShape::Pooled;
+            let expected = caption_card(FeatureSource::Backbone { arch: Arch::Resnet50, weights, shape });
             assert_eq!(read::<CaptionCard>(&path).unwrap(), expected);
 
             let course = format!(r#"{{{fields},"features":"course-features","epoch":2,"val_loss":1.25}}"#);

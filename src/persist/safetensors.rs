@@ -20,6 +20,8 @@ pub fn save(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String,
                 tch::Kind::Float => ::safetensors::Dtype::F32,
                 tch::Kind::Double => ::safetensors::Dtype::F64,
                 tch::Kind::Int64 => ::safetensors::Dtype::I64,
+                tch::Kind::Half => ::safetensors::Dtype::F16,
+                tch::Kind::BFloat16 => ::safetensors::Dtype::BF16,
                 other => bail!("tensor {name}: cannot save kind {other:?}"),
             };
             let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
@@ -46,25 +48,81 @@ pub fn save(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String,
 /// Reads the string metadata of a `.safetensors` file.
 /// Only the header is read (a run state can be hundreds of MB).
 pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
-    use std::io::Read;
-    let not_safetensors = |why: &str| anyhow::anyhow!("{}: not a .safetensors file ({why})", path.display());
-    let mut file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let file_len = file.metadata().with_context(|| format!("reading {}", path.display()))?.len();
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len).map_err(|_| not_safetensors("shorter than its header length"))?;
-    let header_len = u64::from_le_bytes(len);
-    if header_len > MAX_HEADER_BYTES || header_len > file_len.saturating_sub(8) {
-        return Err(not_safetensors("header length past the file"));
-    }
-    let mut header = Vec::new();
-    file.take(header_len).read_to_end(&mut header).with_context(|| format!("reading {}", path.display()))?;
-    let header: serde_json::Value =
-        serde_json::from_slice(&header).map_err(|e| not_safetensors(&format!("header: {e}")))?;
+    let (_, header) = read_header(path)?;
     match header.get("__metadata__") {
         None => Ok(HashMap::new()),
         Some(metadata) => serde_json::from_value(metadata.clone())
-            .map_err(|e| not_safetensors(&format!("metadata is not a map of strings: {e}"))),
+            .map_err(|e| not_safetensors(path, &format!("metadata is not a map of strings: {e}"))),
     }
+}
+
+/// The tensor `name` of a `.safetensors` file, read straight into its own
+/// memory (`Tensor::read_safetensors` holds the whole file and a copy at
+/// once; a cache of grid features is hundreds of MB). Its entry is checked
+/// against the file: a known dtype, a shape whose bytes are its span, a
+/// span inside the file.
+pub fn read_tensor(path: &Path, name: &str) -> Result<Tensor> {
+    use std::io::{Read, Seek, SeekFrom};
+    let (data_start, header) = read_header(path)?;
+    let entry = header.get(name).ok_or_else(|| anyhow::anyhow!("{}: no tensor {name}", path.display()))?;
+    let entry: TensorEntry =
+        serde_json::from_value(entry.clone()).map_err(|e| not_safetensors(path, &format!("entry {name}: {e}")))?;
+    let kind = match entry.dtype.as_str() {
+        "F32" => tch::Kind::Float,
+        "F64" => tch::Kind::Double,
+        "F16" => tch::Kind::Half,
+        "BF16" => tch::Kind::BFloat16,
+        "I64" => tch::Kind::Int64,
+        other => bail!("{}: tensor {name} has dtype {other}, which this reader does not take", path.display()),
+    };
+    let [begin, end] = entry.data_offsets;
+    let file_len = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.len();
+    let bytes = entry.shape.iter().try_fold(kind.elt_size_in_bytes() as u64, |n, &d| n.checked_mul(d));
+    if begin > end || Some(end - begin) != bytes || data_start + end > file_len {
+        return Err(not_safetensors(path, &format!("tensor {name}'s bytes do not fit its shape or the file")));
+    }
+    let shape: Vec<i64> = entry.shape.iter().map(|&d| d as i64).collect();
+    let tensor = Tensor::empty(shape.as_slice(), (kind, tch::Device::Cpu));
+    if end > begin {
+        let mut file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+        file.seek(SeekFrom::Start(data_start + begin)).with_context(|| format!("reading {}", path.display()))?;
+        // SAFETY: `tensor` is a fresh contiguous CPU tensor of exactly
+        // `end - begin` bytes (checked above), owned here and written only
+        // through this slice.
+        let memory = unsafe { std::slice::from_raw_parts_mut(tensor.data_ptr() as *mut u8, (end - begin) as usize) };
+        file.read_exact(memory).with_context(|| format!("reading {}", path.display()))?;
+    }
+    Ok(tensor)
+}
+
+/// One tensor's entry in a `.safetensors` header.
+#[derive(serde::Deserialize)]
+struct TensorEntry {
+    dtype: String,
+    shape: Vec<u64>,
+    data_offsets: [u64; 2],
+}
+
+/// Where a `.safetensors` file's data starts, and its JSON header. Only the
+/// header is read.
+fn read_header(path: &Path) -> Result<(u64, serde_json::Value)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let file_len = file.metadata().with_context(|| format!("reading {}", path.display()))?.len();
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(|_| not_safetensors(path, "shorter than its header length"))?;
+    let header_len = u64::from_le_bytes(len);
+    if header_len > MAX_HEADER_BYTES || header_len > file_len.saturating_sub(8) {
+        return Err(not_safetensors(path, "header length past the file"));
+    }
+    let mut header = Vec::new();
+    file.take(header_len).read_to_end(&mut header).with_context(|| format!("reading {}", path.display()))?;
+    let header = serde_json::from_slice(&header).map_err(|e| not_safetensors(path, &format!("header: {e}")))?;
+    Ok((8 + header_len, header))
+}
+
+fn not_safetensors(path: &Path, why: &str) -> anyhow::Error {
+    anyhow::anyhow!("{}: not a .safetensors file ({why})", path.display())
 }
 
 /// The safetensors format's own limit on its JSON header.
@@ -85,6 +143,26 @@ mod tests {
         std::fs::write(&path, &bytes[..5]).unwrap();
         let error = read_metadata(&path).unwrap_err().to_string();
         assert!(error.contains("m.safetensors: not a .safetensors file"), "{error}");
+    }
+
+    #[test]
+    fn one_tensor_reads_back_in_its_kind_and_a_truncated_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.safetensors");
+        let grid = Tensor::arange(24, (tch::Kind::Float, tch::Device::Cpu)).reshape([2, 3, 4]) / 7.0;
+        let tensors = [
+            ("a".to_string(), Tensor::ones([5], tch::kind::FLOAT_CPU)),
+            ("g".to_string(), grid.to_kind(tch::Kind::Half)),
+        ];
+        save(&path, &tensors, HashMap::new()).unwrap();
+        let read = read_tensor(&path, "g").unwrap();
+        assert_eq!((read.kind(), read.size()), (tch::Kind::Half, vec![2, 3, 4]));
+        assert_eq!(read, grid.to_kind(tch::Kind::Half));
+        assert!(read_tensor(&path, "missing").unwrap_err().to_string().contains("no tensor missing"));
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 2]).unwrap();
+        let error = read_tensor(&path, "g").unwrap_err().to_string();
+        assert!(error.contains("h.safetensors: not a .safetensors file (tensor g's bytes"), "{error}");
     }
 
     /// Issue 27, defect: an empty tensor's null data pointer was made into a

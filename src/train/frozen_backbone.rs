@@ -10,10 +10,11 @@ use super::augmented_batches::for_each_augmented_batch;
 use super::data_parallel::Ranks;
 use super::feature_cache::{CacheUse, FeatureCache};
 use crate::accel::eval_lanes::{lane_count, map_in_lanes};
+use crate::choice_names::Named;
 use crate::data::loader::{DecodedSplit, EpochPlan};
 use crate::data::transforms::Normalization;
 use crate::interrupt::Interrupt;
-use crate::models::{Classifier, FrozenView};
+use crate::models::{Classifier, FrozenView, GridLayer};
 use crate::report::Reporter;
 use anyhow::Result;
 use std::path::PathBuf;
@@ -34,6 +35,11 @@ impl FrozenPass {
     /// Fp32 features of `[N, 3, H, W]` images in [0, 1].
     fn features(&self, model: &FrozenView, images: &Tensor) -> Tensor {
         self.autocast.run(|| model.features(&self.normalization.apply(images)))
+    }
+
+    /// Fp32 grid features `[N, h·w, C]` of `[N, 3, H, W]` images in [0, 1].
+    fn grid(&self, model: &FrozenView, images: &Tensor, layer: GridLayer) -> Option<Tensor> {
+        self.autocast.run(|| model.grid(&self.normalization.apply(images), layer))
     }
 }
 
@@ -107,13 +113,44 @@ pub fn backbone_features(
     label: &str,
     reporter: &dyn Reporter,
 ) -> Tensor {
+    in_lanes(model, images, pass, (label, reporter), |view, images| pass.features(view, images))
+}
+
+/// Frozen-backbone grid features `[N, h·w, C]` of `[N, 3, H, W]` images in
+/// [0, 1] at `layer`, counted by `reporter`'s bar `label`; an error for a
+/// backbone without a grid ([`crate::models::Arch::has_grid`]).
+pub fn backbone_grid(
+    model: &Classifier,
+    images: &Tensor,
+    (pass, layer): (FrozenPass, GridLayer),
+    label: &str,
+    reporter: &dyn Reporter,
+) -> Result<Tensor> {
+    let arch = model.arch;
+    if !arch.has_grid() {
+        anyhow::bail!("{}: no convolutional grid of features (a CNN has one)", arch.name());
+    }
+    Ok(in_lanes(model, images, pass, (label, reporter), |view, images| {
+        pass.grid(view, images, layer).expect("a backbone with a grid")
+    }))
+}
+
+/// `per_batch` over frozen-pass batches of `images`, in lanes on the CPU,
+/// concatenated; a bar counts the batches.
+fn in_lanes(
+    model: &Classifier,
+    images: &Tensor,
+    pass: FrozenPass,
+    (label, reporter): (&str, &dyn Reporter),
+    per_batch: impl Fn(&FrozenView, &Tensor) -> Tensor + Sync,
+) -> Tensor {
     let view = model.frozen();
     let n = images.size()[0];
     let batch = frozen_batch(pass.device) as i64;
     let bar = reporter.bar(((n + batch - 1) / batch) as u64, label);
     let batches: Vec<Tensor> = (0..n).step_by(batch as usize).map(|s| images.narrow(0, s, batch.min(n - s))).collect();
     let chunks = map_in_lanes(&view, batches, lane_count(pass.device), |view, images| {
-        let features = pass.features(view, &images.to_device(pass.device));
+        let features = per_batch(view, &images.to_device(pass.device));
         bar.inc(1);
         features
     });
