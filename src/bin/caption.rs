@@ -37,7 +37,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a captioning network, then caption the val images (BLEU against two baselines) and draw samples.
+    /// Train a captioning network, then caption the val images (BLEU, ROUGE-L, CIDEr-D against two baselines) and draw samples.
     Train(Box<TrainArgs>),
     /// Caption image files with a trained network.
     Sample(SampleArgs),

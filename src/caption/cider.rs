@@ -26,11 +26,20 @@ const SIGMA: f64 = 6.0;
 
 type Gram<'a> = &'a [&'a str];
 
-/// A caption's TF-IDF vector for each n, their norms, and its length in words.
+/// A caption's TF-IDF vector for each n (its n-grams in the order they
+/// first occur, so that every sum over them is taken in one order, the
+/// scorer's), their norms, and its length in words.
 struct Weighted<'a> {
-    grams: [HashMap<Gram<'a>, f64>; MAX_N],
+    grams: [Vec<(Gram<'a>, f64)>; MAX_N],
+    positions: [HashMap<Gram<'a>, usize>; MAX_N],
     norms: [f64; MAX_N],
     words: usize,
+}
+
+impl Weighted<'_> {
+    fn weight(&self, n: usize, gram: Gram) -> Option<f64> {
+        self.positions[n].get(gram).map(|&k| self.grams[n][k].1)
+    }
 }
 
 /// Document frequencies over the reference sets, and ln of their count.
@@ -55,10 +64,15 @@ impl<'a> Idf<'a> {
     }
 
     fn weigh(&self, words: &'a [&'a str]) -> Weighted<'a> {
-        let mut grams: [HashMap<Gram<'a>, f64>; MAX_N] = Default::default();
-        for (n, counts) in grams.iter_mut().enumerate() {
+        let mut grams: [Vec<(Gram<'a>, f64)>; MAX_N] = Default::default();
+        let mut positions: [HashMap<Gram<'a>, usize>; MAX_N] = Default::default();
+        for (n, (counts, position)) in grams.iter_mut().zip(&mut positions).enumerate() {
             for gram in words.windows(n + 1) {
-                *counts.entry(gram).or_default() += 1.0;
+                let k = *position.entry(gram).or_insert_with(|| {
+                    counts.push((gram, 0.0));
+                    counts.len() - 1
+                });
+                counts[k].1 += 1.0;
             }
         }
         let mut norms = [0.0; MAX_N];
@@ -70,18 +84,17 @@ impl<'a> Idf<'a> {
             }
             *norm = norm.sqrt();
         }
-        Weighted { grams, norms, words: words.len() }
+        Weighted { grams, positions, norms, words: words.len() }
     }
 }
 
 /// The clipped cosine similarity for each n, with the length penalty.
 fn similarity(hypothesis: &Weighted, reference: &Weighted) -> [f64; MAX_N] {
     let delta = hypothesis.words as f64 - reference.words as f64;
-    let penalty = (-(delta * delta) / (2.0 * SIGMA * SIGMA)).exp();
+    let penalty = std::f64::consts::E.powf(-(delta * delta) / (2.0 * SIGMA * SIGMA));
     std::array::from_fn(|n| {
-        let reference_grams = &reference.grams[n];
         let mut dot: f64 =
-            hypothesis.grams[n].iter().map(|(gram, &h)| reference_grams.get(gram).map_or(0.0, |&r| h.min(r) * r)).sum();
+            hypothesis.grams[n].iter().map(|&(gram, h)| reference.weight(n, gram).map_or(0.0, |r| h.min(r) * r)).sum();
         if hypothesis.norms[n] != 0.0 && reference.norms[n] != 0.0 {
             dot /= hypothesis.norms[n] * reference.norms[n];
         }
@@ -99,8 +112,13 @@ pub fn cider_d_per_image(hypotheses: &[Vec<&str>], references: &[Vec<Vec<&str>>]
         .zip(references)
         .map(|(hypothesis, refs)| {
             let hypothesis = idf.weigh(hypothesis);
-            let summed: f64 = refs.iter().map(|r| similarity(&hypothesis, &idf.weigh(r)).iter().sum::<f64>()).sum();
-            summed / MAX_N as f64 / refs.len().max(1) as f64 * 10.0
+            let mut per_n = [0.0; MAX_N];
+            for reference in refs {
+                for (total, score) in per_n.iter_mut().zip(similarity(&hypothesis, &idf.weigh(reference))) {
+                    *total += score;
+                }
+            }
+            per_n.iter().sum::<f64>() / MAX_N as f64 / refs.len().max(1) as f64 * 10.0
         })
         .collect()
 }
