@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use tchlab::caption::coco_json::{self, TextOptions};
 use tchlab::caption::decoder::decode;
 use tchlab::caption::features::{Extractor, FeatureShape};
+use tchlab::caption::model::CellKind;
 use tchlab::caption::options::TrainArgs;
 use tchlab::caption::run::{self, RunOptions};
 use tchlab::caption::saved::{self, FeatureSource};
@@ -145,10 +146,12 @@ fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
         if let Some(dir) = args.image_dir.as_deref().filter(|d| !d.is_dir()) {
             bail!("--image-dir {}: no such folder", dir.display());
         }
-        if args.cell.takes_grid() {
+        // The Transformer reads a pooled vector as a memory of one location,
+        // as the course's CaptioningTransformer does; attention over one
+        // location would have nothing to choose between.
+        if args.cell == CellKind::Attention {
             bail!(
-                "--cell {}: attends over a grid of image features; {} holds pooled VGG-16 vectors (give an image folder)",
-                args.cell.name(),
+                "--cell attention: attends over a grid of image features; {} holds one pooled VGG-16 vector per image (give an image folder, or --cell transformer)",
                 args.data.display()
             );
         }

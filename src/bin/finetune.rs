@@ -223,10 +223,10 @@ struct PredictArgs {
     /// Average each image's probabilities over these views (torchvision's crops of the resized image).
     #[arg(long, value_enum, default_value = "none")]
     tta: Tta,
-    /// Also write one row per image to FILE as it is predicted (path, prediction, each class's probability, error).
+    /// Also write one row per image to FILE as it is predicted (path, prediction, each class's probability, error) [default: none].
     #[arg(long, value_name = "FILE")]
     csv: Option<PathBuf>,
-    /// Also draw each image with the Grad-CAM map of its top class into DIR (ResNets and EfficientNets).
+    /// Also draw each image with the Grad-CAM map of its top class into DIR (ResNets and EfficientNets) [default: none].
     #[arg(long, value_name = "DIR")]
     cam: Option<PathBuf>,
     /// Print JSON instead of a table.
@@ -284,7 +284,7 @@ struct EvalArgs {
     /// Average each image's probabilities over these views (torchvision's crops of the resized image).
     #[arg(long, value_enum, default_value = "none")]
     tta: Tta,
-    /// List the K images of highest loss in evaluation.json and draw them with the Grad-CAM map of the predicted class in top_losses.png (ResNets and EfficientNets).
+    /// List the K images of highest loss in evaluation.json and draw them with the Grad-CAM map of the predicted class in top_losses.png (ResNets and EfficientNets) [default: none].
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..=100))]
     top_losses: Option<u64>,
     /// Print the evaluation as JSON instead of tables.
