@@ -64,7 +64,7 @@ fn a_grid_averaged_over_its_locations_is_the_pooled_feature() {
         (random(Arch::ConvnextTiny), [49, 768], [196, 384], false),
     ];
     for (model, last, penultimate, pooled_is_mean) in cases {
-        assert!(model.arch.has_grid());
+        assert!(model.arch.has_grid() && model.arch.pools_grid_mean() == pooled_is_mean);
         let input = model_input(model.arch, &images);
         let view = model.frozen();
         let grid = view.grid(&input, GridLayer::Last).expect("a CNN has a grid");
