@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 use tchlab::caption::coco_json::{self, TextOptions};
 use tchlab::caption::dataset::{CaptionData, ImageSource};
-use tchlab::caption::evaluate::{bleu_table, SplitCaptions};
+use tchlab::caption::evaluate::{score_table, SplitCaptions};
 use tchlab::caption::features::{Extractor, FeatureShape};
 use tchlab::data::decode::decode_rgb;
 use tchlab::data::loader::image_tensor;
@@ -69,7 +69,7 @@ fn nearest_neighbour(data: &CaptionData) -> (Vec<String>, f64) {
     let truths = images.iter().map(|i| data.val.decode(&rows[i], &data.vocab)).collect();
     let val = SplitCaptions { images: images.clone(), sampled: vec![String::new(); images.len()], truths };
     let captions = tchlab::caption::evaluate::nearest_neighbour_captions(&data.train, &data.val, &images, &data.vocab);
-    (captions, bleu_table("", &val, data)[2].bleu[3])
+    (captions, score_table("", &val, data)[2].bleu[3])
 }
 
 fn main() -> anyhow::Result<()> {

@@ -344,11 +344,29 @@ pub mod parse {
         }
     }
 
+    /// A dropout rate: at least 0, below 1.
+    pub fn dropout_rate(s: &str) -> Result<f64, String> {
+        match s.trim().parse::<f64>() {
+            Ok(x) if (0.0..1.0).contains(&x) => Ok(x),
+            Ok(_) => Err("must be in [0, 1): the fraction of activations dropped while training".into()),
+            Err(_) => Err("expected a number in [0, 1), such as 0.1".into()),
+        }
+    }
+
     pub fn decay_factor(s: &str) -> Result<f64, String> {
         match s.trim().parse::<f64>() {
             Ok(x) if x > 0.0 && x <= 1.0 => Ok(x),
             Ok(_) => Err("must be in (0, 1]: the learning rate is multiplied by it after every epoch".into()),
             Err(_) => Err("expected a number in (0, 1], such as 0.9".into()),
+        }
+    }
+
+    /// A regulariser's weight: a finite number of at least 0.
+    pub fn non_negative(s: &str) -> Result<f64, String> {
+        match s.trim().parse::<f64>() {
+            Ok(x) if x >= 0.0 && x.is_finite() => Ok(x),
+            Ok(_) => Err("must be a finite number of at least 0".into()),
+            Err(_) => Err("expected a number such as 1.0".into()),
         }
     }
 

@@ -39,6 +39,10 @@ pub trait Captioner: HandDerived {
     /// dimension) mean and deviation of `train_features`; kept with the
     /// weights, not trained.
     fn standardize_features(&mut self, train_features: &Tensor);
+    /// The dropout rate of the passes that follow: the run's rate for
+    /// training steps, 0 for the rest (evaluation, decoding: the default).
+    /// Networks without dropout ignore it.
+    fn set_dropout(&self, _rate: f64) {}
     /// The state after seeing the images: `features` `[N, D]` pooled or
     /// `[N, L, C]` a grid, as the network takes them.
     fn begin(&self, features: &Tensor) -> DecodeState;

@@ -48,6 +48,8 @@ pub struct Captioning<'a> {
     val: OnDevice,
     /// Captions per val chunk (at least the training batch).
     val_chunk: usize,
+    /// The dropout rate of training steps (networks without dropout ignore it).
+    dropout: f64,
 }
 
 impl<'a> Captioning<'a> {
@@ -56,6 +58,7 @@ impl<'a> Captioning<'a> {
         train: &CaptionSplit,
         val: &CaptionSplit,
         batch_size: usize,
+        dropout: f64,
         device: Device,
     ) -> Self {
         Self {
@@ -64,6 +67,7 @@ impl<'a> Captioning<'a> {
             train: OnDevice::new(train, device),
             val: OnDevice::new(val, device),
             val_chunk: batch_size.max(VAL_CHUNK),
+            dropout,
         }
     }
 }
@@ -79,7 +83,10 @@ impl RowTask for Captioning<'_> {
 
     fn train_step(&self, rows: &Tensor, grad: GradMode) -> (Tensor, Gradients) {
         let (features, captions) = self.train.batch(rows);
-        grad::gradients(grad, self.net, &self.params, &features, &captions)
+        self.net.set_dropout(self.dropout);
+        let step = grad::gradients(grad, self.net, &self.params, &features, &captions);
+        self.net.set_dropout(0.0);
+        step
     }
 
     fn valid_step(&self) -> BTreeMap<String, f64> {

@@ -7,6 +7,7 @@
 //! instead of caching it, so a layer carries no hidden state.
 
 pub mod affine;
+pub mod attention;
 pub mod conv;
 pub mod embedding;
 pub mod flatten;
@@ -15,6 +16,7 @@ pub mod maxpool;
 pub mod recurrent;
 pub mod relu;
 pub mod temporal;
+pub mod transformer;
 
 pub use affine::Affine;
 pub use conv::Conv2d;

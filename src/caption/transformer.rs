@@ -1,0 +1,275 @@
+//! The Transformer captioning network (`--cell transformer`), the course's
+//! successor `CaptioningTransformer` over a grid of image features:
+//!
+//! - memory: the grid `[N, L, C]` (a pooled `[N, C]` is a grid of one
+//!   location), standardized per channel, projected to d_model E = `wordvec`;
+//! - words: the caption's words but the last → embedding (E) → + sinusoidal
+//!   positional encoding → dropout;
+//! - K = `layers` post-norm decoder layers (masked self-attention over the
+//!   words, cross-attention to the memory, feed-forward of width F =
+//!   `hidden`), H = `heads` heads;
+//! - temporal affine to the V words and the masked temporal softmax loss
+//!   against the words but the first.
+//!
+//! Gradients by the layers' explicit backward passes
+//! ([`TransformerNet::loss_and_gradients`]) or by autograd over
+//! [`TransformerNet::loss`], both through the same forward pass. Dropout is
+//! on only at the rate [`Captioner::set_dropout`] last set (the run's
+//! `--dropout` during training steps, else 0). Decoding recomputes the decoder over the words so far at every
+//! step (captions are short); the memory is projected once, in `begin`.
+
+use super::decoder::{Captioner, DecodeState, Step};
+use super::model::{Dims, SpecialTokens};
+use crate::grad::HandDerived;
+use crate::layers::temporal::{temporal_softmax_loss, temporal_softmax_loss_autograd};
+use crate::layers::transformer::{
+    causal_mask, DecoderLayer, DecoderLayerDims, DecoderLayerStates, Dropout, DropoutMask, PositionalEncoding,
+};
+use crate::layers::{Embedding, TemporalAffine};
+use std::sync::atomic::{AtomicU64, Ordering};
+use tch::nn::{self, Module};
+use tch::{Kind, Tensor};
+
+/// The standard deviation of every initial weight, as the course's
+/// `CaptioningTransformer` initialises its linear layers (biases 0, norms 1 and 0).
+const WEIGHT_STD: f64 = 0.02;
+/// Images per chunk when the per-channel statistics are summed.
+const STATISTICS_CHUNK: i64 = 256;
+
+pub struct TransformerNet {
+    pub dims: Dims,
+    pub tokens: SpecialTokens,
+    /// `(f − mean) / std` per channel before the projection (identity
+    /// unless standardized); saved with the weights, not trained.
+    feature_mean: Tensor,
+    feature_std: Tensor,
+    proj: TemporalAffine,
+    embed: Embedding,
+    layers: Vec<DecoderLayer>,
+    vocab: TemporalAffine,
+    /// The dropout rate of the passes that follow (f64 bits; 0 unless a
+    /// training step set it through [`Captioner::set_dropout`]).
+    dropout: AtomicU64,
+}
+
+/// What the explicit backward pass needs of the forward pass.
+struct ForwardStates {
+    /// The projected memory `[N, L, E]`.
+    memory: Tensor,
+    embedding_mask: DropoutMask,
+    /// The input of each decoder layer, then the last layer's output.
+    layer_inputs: Vec<Tensor>,
+    layers: Vec<DecoderLayerStates>,
+}
+
+impl ForwardStates {
+    fn output(&self) -> &Tensor {
+        self.layer_inputs.last().expect("the embedded words at least")
+    }
+}
+
+impl TransformerNet {
+    /// A network of `dims.layers` decoder layers of width `dims.wordvec`
+    /// with `dims.heads` heads and feed-forward width `dims.hidden`; its
+    /// variables under `p` named `proj.*`, `embed.weight`,
+    /// `layers.K.<layer's names>`, `vocab.*`, `feature_mean`, `feature_std`.
+    pub fn new(p: &nn::Path, dims: Dims, tokens: SpecialTokens) -> anyhow::Result<Self> {
+        let width = dims.wordvec;
+        anyhow::ensure!(dims.heads >= 1 && dims.layers >= 1, "a transformer needs heads and layers, not {dims:?}");
+        anyhow::ensure!(
+            width % dims.heads == 0,
+            "--heads {} must divide the model width --wordvec {width}",
+            dims.heads
+        );
+        let layer_dims = DecoderLayerDims { width, memory_width: width, heads: dims.heads, feed_forward: dims.hidden };
+        let layers = (0..dims.layers).map(|k| DecoderLayer::new(&(p / "layers" / k), layer_dims, WEIGHT_STD)).collect();
+        Ok(Self {
+            dims,
+            tokens,
+            feature_mean: p.zeros_no_train("feature_mean", &[dims.features]),
+            feature_std: p.ones_no_train("feature_std", &[dims.features]),
+            proj: TemporalAffine::new(p / "proj", dims.features, width, WEIGHT_STD),
+            embed: Embedding::new(p / "embed", dims.vocabulary, width),
+            layers,
+            vocab: TemporalAffine::new(p / "vocab", width, dims.vocabulary, WEIGHT_STD),
+            dropout: AtomicU64::new(0f64.to_bits()),
+        })
+    }
+
+    /// Every parameter, in the order of [`TransformerNet::loss_and_gradients`]'
+    /// gradients: the projection's, the embedding's, each layer's, the output's.
+    pub fn parameters(&self) -> Vec<Tensor> {
+        let layers = self.layers.iter().flat_map(DecoderLayer::parameters);
+        self.proj
+            .parameters()
+            .into_iter()
+            .chain(self.embed.parameters())
+            .chain(layers)
+            .chain(self.vocab.parameters())
+            .collect()
+    }
+
+    /// [`TransformerNet::parameters`] with their variable names.
+    pub fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let layer_names = (0..self.layers.len())
+            .flat_map(|k| DecoderLayer::parameter_names().into_iter().map(move |n| format!("layers.{k}.{n}")));
+        let names = ["proj.weight", "proj.bias", "embed.weight"]
+            .into_iter()
+            .map(String::from)
+            .chain(layer_names)
+            .chain(["vocab.weight".to_owned(), "vocab.bias".to_owned()]);
+        names.zip(self.parameters()).collect()
+    }
+
+    fn dropout(&self) -> Dropout {
+        Dropout::new(f64::from_bits(self.dropout.load(Ordering::Relaxed)))
+    }
+
+    /// The features as a grid `[N, L, C]`, standardized per channel.
+    fn standardized_grid(&self, features: &Tensor) -> Tensor {
+        let grid = if features.dim() == 2 { features.unsqueeze(1) } else { features.shallow_clone() };
+        (grid.to_kind(self.feature_mean.kind()) - &self.feature_mean) / &self.feature_std
+    }
+
+    /// The words fed in (all but the last), the words to predict (all but
+    /// the first) and where those count (not `<NULL>`).
+    fn split_captions(&self, captions: &Tensor) -> (Tensor, Tensor, Tensor) {
+        let steps = captions.size()[1] - 1;
+        let targets = captions.narrow(1, 1, steps);
+        let mask = targets.ne(self.tokens.null);
+        (captions.narrow(1, 0, steps), targets, mask)
+    }
+
+    /// The decoder over the words `[N, T]` attending to `memory` `[N, L, E]`.
+    /// Dropout masks are drawn in a fixed order (the words, then each layer's).
+    fn forward_states(&self, memory: Tensor, words: &Tensor) -> ForwardStates {
+        let dropout = self.dropout();
+        let embedded = PositionalEncoding.forward(&self.embed.forward(words));
+        let embedding_mask = dropout.mask(&embedded);
+        let mut layer_inputs = vec![embedding_mask.apply(&embedded)];
+        let causal = causal_mask(words.size()[1], words.device());
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let states = layer.forward_states(layer_inputs.last().unwrap(), &memory, Some(&causal), dropout);
+            layer_inputs.push(states.output().shallow_clone());
+            layers.push(states);
+        }
+        ForwardStates { memory, embedding_mask, layer_inputs, layers }
+    }
+
+    /// The loss by tensor operations only (what autograd differentiates).
+    pub fn loss(&self, features: &Tensor, captions: &Tensor) -> Tensor {
+        let (inputs, targets, mask) = self.split_captions(captions);
+        let memory = self.proj.forward(&self.standardized_grid(features));
+        let states = self.forward_states(memory, &inputs);
+        temporal_softmax_loss_autograd(&self.vocab.forward(states.output()), &targets, &mask)
+    }
+
+    /// The loss and every parameter's gradient (in [`TransformerNet::parameters`]
+    /// order) by the explicit backward passes.
+    pub fn loss_and_gradients(&self, features: &Tensor, captions: &Tensor) -> (Tensor, Vec<Tensor>) {
+        let (inputs, targets, mask) = self.split_captions(captions);
+        let grid = self.standardized_grid(features);
+        let states = self.forward_states(self.proj.forward(&grid), &inputs);
+        let (loss, d_scores) = temporal_softmax_loss(&self.vocab.forward(states.output()), &targets, &mask);
+        let vocab_grads = self.vocab.backward(states.output(), &d_scores);
+        let mut d_x = vocab_grads.input;
+        let mut d_memory = states.memory.zeros_like();
+        let mut layer_grads = Vec::with_capacity(self.layers.len());
+        for (k, layer) in self.layers.iter().enumerate().rev() {
+            let g = layer.backward(&states.layer_inputs[k], &states.memory, &states.layers[k], &d_x);
+            d_x = g.input;
+            d_memory += g.memory;
+            layer_grads.push(g.params);
+        }
+        layer_grads.reverse();
+        let d_embedded = PositionalEncoding.backward(&states.embedding_mask.backward(&d_x));
+        let embed_grads = self.embed.parameter_gradients(&inputs, &d_embedded);
+        // The features need no gradient: only the projection's parameters'.
+        let rows = |t: &Tensor| t.reshape([-1, *t.size().last().unwrap()]);
+        let proj_grads = self.proj.0.parameter_gradients(&rows(&grid), &rows(&d_memory));
+        let grads = proj_grads
+            .into_iter()
+            .chain(embed_grads)
+            .chain(layer_grads.into_iter().flatten())
+            .chain(vocab_grads.params);
+        (loss, grads.collect())
+    }
+
+    /// Per-channel mean and (population) deviation of `features` `[N, …, C]`,
+    /// summed in f64 over chunks of images so that a large grid is never
+    /// copied whole.
+    fn channel_statistics(features: &Tensor) -> (Tensor, Tensor) {
+        let channels = *features.size().last().expect("features with a channel dimension");
+        let images = features.size()[0];
+        let options = (Kind::Double, features.device());
+        let (mut sum, mut squares) = (Tensor::zeros([channels], options), Tensor::zeros([channels], options));
+        for start in (0..images).step_by(STATISTICS_CHUNK as usize) {
+            let chunk = features.narrow(0, start, STATISTICS_CHUNK.min(images - start)).to_kind(Kind::Double);
+            let rows = chunk.reshape([-1, channels]);
+            sum += rows.sum_dim_intlist([0i64].as_slice(), false, Kind::Double);
+            squares += rows.square().sum_dim_intlist([0i64].as_slice(), false, Kind::Double);
+        }
+        let count = (features.numel() as i64 / channels.max(1)).max(1) as f64;
+        let mean = sum / count;
+        let variance = (squares / count - mean.square()).clamp_min(0.0);
+        (mean, variance.sqrt())
+    }
+}
+
+impl HandDerived for TransformerNet {
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        TransformerNet::named_parameters(self)
+    }
+
+    fn loss(&self, features: &Tensor, captions: &Tensor) -> Tensor {
+        TransformerNet::loss(self, features, captions)
+    }
+
+    fn loss_and_gradients(&self, features: &Tensor, captions: &Tensor) -> (Tensor, Vec<Tensor>) {
+        TransformerNet::loss_and_gradients(self, features, captions)
+    }
+}
+
+impl Captioner for TransformerNet {
+    fn tokens(&self) -> SpecialTokens {
+        self.tokens
+    }
+
+    fn set_dropout(&self, rate: f64) {
+        self.dropout.store(Dropout::new(rate).rate.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Channels that never vary are only centred.
+    fn standardize_features(&mut self, train_features: &Tensor) {
+        let (mean, std) = Self::channel_statistics(train_features);
+        let std = std.where_self(&std.gt(1e-6), &std.ones_like());
+        let kind = self.feature_mean.kind();
+        let device = self.feature_mean.device();
+        tch::no_grad(|| {
+            self.feature_mean.copy_(&mean.to_kind(kind).to_device(device));
+            self.feature_std.copy_(&std.to_kind(kind).to_device(device));
+        });
+    }
+
+    /// `[memory [N, L, E], words so far [N, t]]`.
+    fn begin(&self, features: &Tensor) -> DecodeState {
+        let memory = self.proj.forward(&self.standardized_grid(features));
+        let words = Tensor::zeros([features.size()[0], 0], (Kind::Int64, features.device()));
+        DecodeState(vec![memory, words])
+    }
+
+    /// The decoder over every word so far; the last position's distribution,
+    /// and the last layer's cross-attention weights there, averaged over heads.
+    fn step(&self, state: &DecodeState, words: &Tensor) -> Step {
+        let [memory, so_far] = [&state.0[0], &state.0[1]];
+        let words = Tensor::cat(&[so_far, &words.unsqueeze(1)], 1);
+        let states = self.forward_states(memory.shallow_clone(), &words);
+        let last = words.size()[1] - 1;
+        let output = states.output().select(1, last);
+        let log_probs = self.vocab.0.forward(&output).log_softmax(-1, output.kind());
+        let weights = states.layers.last().expect("at least one layer").cross_weights();
+        let attention = weights.select(2, last).mean_dim([1i64].as_slice(), false, weights.kind());
+        Step { log_probs, state: DecodeState(vec![memory.shallow_clone(), words]), attention: Some(attention) }
+    }
+}
