@@ -145,13 +145,6 @@ fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
         if let Some(dir) = args.image_dir.as_deref().filter(|d| !d.is_dir()) {
             bail!("--image-dir {}: no such folder", dir.display());
         }
-        if args.cell.takes_grid() {
-            bail!(
-                "--cell {}: attends over a grid of image features; {} holds pooled VGG-16 vectors (give an image folder)",
-                args.cell.name(),
-                args.data.display()
-            );
-        }
         let data = coco_h5::load(&args.data, args.max_train, args.seed.seed, args.image_dir.as_deref())?;
         (data, FeatureSource::CourseFeatures, format!("{} (VGG-16 fc7 PCA features)", args.data.display()))
     } else {
