@@ -58,6 +58,7 @@ const DATA_SUITES: &[&str] = &[
     "bad_input",
     "bf16",
     "caption_cli",
+    "caption_grid",
     "data_parallel",
     "ddp_parity",
     "eigenfaces",

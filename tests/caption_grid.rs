@@ -1,12 +1,14 @@
 //! Grid features for captioning (issue 31): the frozen backbone's last
 //! convolutional maps as `[images, L, C]`, their cache keyed by the layer,
 //! and 3-D features through the dataset's checks and the nearest-neighbour
-//! baseline. A few real images (ants and bees, digit scenes), Lite0's real
-//! weights; the other families at random initialisation.
+//! baseline, a network that attends trained and used by the tool over them.
+//! A few real images (ants and bees, digit scenes), Lite0's real weights;
+//! the other families at random initialisation.
+#![cfg(tchlab_data)]
 
 mod common;
 
-use common::{ants_bees, lite0_weights, mnist_dir};
+use common::{ants_bees, caption, lite0_weights, mnist_dir, one_line_error, run_ok};
 use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 use tchlab::caption::coco_json::{self, TextOptions};
@@ -64,7 +66,7 @@ fn a_grid_averaged_over_its_locations_is_the_pooled_feature() {
         (random(Arch::ConvnextTiny), [49, 768], [196, 384], false),
     ];
     for (model, last, penultimate, pooled_is_mean) in cases {
-        assert!(model.arch.has_grid());
+        assert!(model.arch.has_grid() && model.arch.pools_grid_mean() == pooled_is_mean);
         let input = model_input(model.arch, &images);
         let view = model.frozen();
         let grid = view.grid(&input, GridLayer::Last).expect("a CNN has a grid");
@@ -200,4 +202,36 @@ fn a_caption_folder_loads_with_grid_features() {
     let nearest = nearest_neighbour_captions(&loaded.train, &loaded.val, &[0, 1], &loaded.vocab);
     assert_eq!(nearest.len(), 2);
     assert!(nearest.iter().all(|caption| caption.starts_with("a ")), "{nearest:?}");
+}
+
+/// `caption train --cell attention` reads the grid of the layer asked for,
+/// draws where each word looked, and `caption sample` computes the grid of
+/// a new image for the saved model; a grid for a pooled cell or from a
+/// backbone without one is one line.
+#[test]
+fn the_tool_trains_on_grids_draws_attention_and_captions_new_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("scenes");
+    make_scenes(&mnist_dir(), &data, SceneCounts { train: 6, val: 3, seed: 2 }, false, &Silent).unwrap();
+    let out = tmp.path().join("run");
+    let train = || {
+        let mut command = caption();
+        command.args(["train", "--epochs", "1", "--hidden", "16", "--wordvec", "16", "--threads", "1", "--data"]);
+        command.arg(&data).arg("--out").arg(&out);
+        command
+    };
+    run_ok(train().args(["--cell", "attention", "--feature-grid", "penultimate"]));
+    assert!(data.join("features/efficientnet-lite0-grid-penultimate-train.safetensors").is_file());
+    assert_eq!(common::png_size(&out.join("attention_val.png")).0, 1254, "eight panels across");
+    let image = data.join("val/scene_000001.png");
+    let sampled = run_ok(caption().args(["sample", "--json", "--checkpoint"]).arg(&out).arg(&image));
+    let rows: serde_json::Value = serde_json::from_slice(&sampled.stdout).unwrap();
+    assert!(rows[0]["caption"].is_string(), "{rows}");
+
+    let error =
+        one_line_error(&train().args(["--cell", "lstm", "--feature-grid", "last", "--overwrite"]).output().unwrap());
+    assert!(error.contains("--feature-grid is for --cell attention|transformer"), "{error}");
+    let error =
+        one_line_error(&train().args(["--cell", "attention", "--arch", "vit-b-16", "--overwrite"]).output().unwrap());
+    assert!(error.contains("vit-b-16: no convolutional grid of features"), "{error}");
 }

@@ -100,9 +100,9 @@ const CHUNK: usize = 64;
 impl Extractor {
     /// Features of the readable ones of `images`, with the index and the
     /// reason of each that does not decode; from `cache` when it holds
-    /// exactly these (same backbone, weights and files), computed and cached
-    /// otherwise. Where they came from, a cache that cannot be written and
-    /// the bars go to `reporter`.
+    /// exactly these (same backbone, weights, sizing, shape and files),
+    /// computed and cached otherwise. Where they came from, a cache that is
+    /// damaged or cannot be written, and the bars go to `reporter`.
     pub fn features(
         &self,
         images: &[PathBuf],

@@ -26,7 +26,7 @@ use tch::{Device, Kind, Tensor};
 /// convolutional map to explain.
 pub fn check_explainable(trained: &TrainedModel, option: &str) -> Result<()> {
     let arch = trained.model.arch;
-    if !arch.has_grid() {
+    if !arch.pools_grid_mean() {
         bail!("{option}: {} has no convolutional map to explain (a ResNet or an EfficientNet has one)", arch.name());
     }
     Ok(())
@@ -36,9 +36,11 @@ pub fn check_explainable(trained: &TrainedModel, option: &str) -> Result<()> {
 /// `[N, 3, S, S]` for `classes` (one per image); an error for a backbone
 /// without a convolutional map.
 pub fn class_maps(model: &Classifier, normalized: &Tensor, classes: &[i64]) -> Result<Tensor> {
-    let Some(map) = tch::no_grad(|| model.feature_map(normalized, GridLayer::Last)) else {
+    // Only where the pooled feature is the map's mean is the head's row Grad-CAM's weights.
+    if !model.arch.pools_grid_mean() {
         bail!("{}: no convolutional map to explain (a ResNet or an EfficientNet has one)", model.arch.name())
-    };
+    }
+    let map = tch::no_grad(|| model.feature_map(normalized, GridLayer::Last)).expect("a CNN's last map");
     let map = map.to_kind(Kind::Float);
     let (_, _, h, w) = map.size4()?;
     let rows = Tensor::from_slice(classes).to_device(map.device());

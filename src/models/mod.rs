@@ -285,6 +285,17 @@ impl Arch {
         !matches!(self.family(), Family::Swin | Family::Vit)
     }
 
+    /// Whether the pooled features are exactly the mean of the last map
+    /// over its locations (so a linear head's class scores are the map's,
+    /// averaged): the ResNets', RegNets' and EfficientNets'. MobileNetV3
+    /// and ConvNeXt transform the mean further.
+    pub fn pools_grid_mean(self) -> bool {
+        matches!(
+            self.family(),
+            Family::Resnet(_) | Family::Regnet(_) | Family::Efficientnet(_) | Family::EfficientnetLite0
+        )
+    }
+
     /// The backbone for `image_size`² images (only ViT's depends on it).
     fn build_backbone(self, p: &nn::Path, image_size: i64) -> Box<dyn Trunk> {
         match self.family() {

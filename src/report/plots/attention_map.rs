@@ -4,6 +4,11 @@
 //! upsampled (bilinear) to the picture and laid over it, the picture lit
 //! where the weights are high and dimmed where they are low, the word
 //! underneath. A long caption wraps onto more rows under the words.
+//!
+//! The light is on one scale for every map, not stretched to each map's
+//! peak: a location is fully lit at [`FULL_SHARE`] times the uniform weight
+//! 1/L and above, so a map spread evenly over the grid stays dim and a
+//! peaked one shines.
 
 use super::{blit, plot_err, register_fonts, FONT};
 use anyhow::{bail, Context, Result};
@@ -30,9 +35,11 @@ const COLS: u32 = 8;
 const TITLE: u32 = 40;
 const IMAGE_GAP: u32 = 14;
 /// The picture's share of brightness where the weights are 0; the rest of
-/// the range, and a white glow, where they peak.
+/// the range, and a white glow, where they are fully lit.
 const DIM: f64 = 0.35;
 const GLOW: f64 = 0.45;
+/// A weight this many times the uniform 1/L is fully lit.
+pub const FULL_SHARE: f64 = 4.0;
 
 const CELL_WIDTH: u32 = PANEL + GAP;
 const LINE_HEIGHT: u32 = PANEL + WORD;
@@ -53,10 +60,10 @@ fn corner(top: u32, slot: usize) -> (u32, u32) {
     (GAP + col * CELL_WIDTH, top + line * LINE_HEIGHT)
 }
 
-/// `picture` `[3, h, w]` (0–255) lit by `map` `[h, w]` scaled to its peak.
-fn lit(picture: &Tensor, map: &Tensor) -> Tensor {
-    let peak = map.max().clamp_min(1e-12);
-    let weight = (map / peak).clamp(0.0, 1.0).unsqueeze(0);
+/// `picture` `[3, h, w]` (0–255) lit by `map` `[h, w]`, the weights of a
+/// grid of `locations`.
+fn lit(picture: &Tensor, map: &Tensor, locations: i64) -> Tensor {
+    let weight = (map * (locations as f64 / FULL_SHARE)).clamp(0.0, 1.0).unsqueeze(0);
     (picture * (&weight * (1.0 - DIM) + DIM) + &weight * (255.0 * GLOW)).clamp(0.0, 255.0)
 }
 
@@ -65,7 +72,7 @@ fn lit(picture: &Tensor, map: &Tensor) -> Tensor {
 /// lit by each word's map.
 fn image_panels(image: &AttentionPanel) -> Result<Vec<Vec<u8>>> {
     let (_, h, w) = image.picture.size3().context("an attention picture is [3, H, W]")?;
-    let (steps, _, _) = image.weights.size3().context("attention weights are [T, h, w]")?;
+    let (steps, grid_h, grid_w) = image.weights.size3().context("attention weights are [T, h, w]")?;
     if (steps as usize) < image.words.len() {
         bail!("{} words but attention weights for {steps} steps", image.words.len());
     }
@@ -89,7 +96,7 @@ fn image_panels(image: &AttentionPanel) -> Result<Vec<Vec<u8>>> {
     };
     let mut panels = vec![on_canvas(picture.shallow_clone())?];
     for t in 0..image.words.len() as i64 {
-        panels.push(on_canvas(lit(&picture, &maps.get(t)))?);
+        panels.push(on_canvas(lit(&picture, &maps.get(t), grid_h * grid_w))?);
     }
     Ok(panels)
 }
@@ -128,11 +135,12 @@ pub fn attention_maps(path: &Path, title: &str, images: &[AttentionPanel]) -> Re
 mod tests {
     use super::*;
 
-    /// Weights `[T, 7, 7]`, each step all on one cell.
+    /// Weights `[T, 7, 7]`, each step 0.07 on one cell (3.4 times the
+    /// uniform share, short of full light) and the rest spread evenly.
     fn peaked(cells: &[(i64, i64)]) -> Tensor {
-        let weights = Tensor::zeros([cells.len() as i64, 7, 7], tch::kind::FLOAT_CPU);
+        let weights = Tensor::full([cells.len() as i64, 7, 7], 0.93 / 48.0, tch::kind::FLOAT_CPU);
         for (t, &(row, col)) in cells.iter().enumerate() {
-            let _ = weights.get(t as i64).get(row).get(col).fill_(1.0);
+            let _ = weights.get(t as i64).get(row).get(col).fill_(0.07);
         }
         weights
     }
@@ -181,10 +189,18 @@ mod tests {
                 assert!(brightness > plain + 150, "the peak is lit: {brightness} against the picture's {plain}");
             }
         }
+        // A map spread evenly over the grid is dim everywhere.
+        let uniform = Tensor::full([1, 7, 7], 1.0 / 49.0, tch::kind::FLOAT_CPU);
+        let grey = Tensor::full([3, 224, 224], 128, (Kind::Uint8, tch::Device::Cpu));
+        let spread = AttentionPanel { picture: grey, words: vec!["a".into()], weights: uniform };
+        let spread_path = dir.path().join("spread.png");
+        attention_maps(&spread_path, "spread", &[spread]).unwrap();
+        let (_, brightness) = brightest_cell(&image::open(&spread_path).unwrap().into_rgb8(), corner(TITLE, 1));
+        assert!(brightness < 128 * 3, "a uniform map is not lit: {brightness}");
         // The picture's far corner is dimmed in a panel whose peak is elsewhere.
         let (x, y) = corner(TITLE, 1);
         let far = figure.get_pixel(x + PANEL - 3, y + PANEL - 3).0;
-        assert!(far.iter().all(|&c| c < 70), "{far:?}");
+        assert!(far.iter().all(|&c| c < 100), "{far:?}");
         let short = AttentionPanel {
             picture: Tensor::zeros([3, 8, 8], (Kind::Uint8, tch::Device::Cpu)),
             words,
