@@ -1,26 +1,47 @@
-//! Seconds per training step of the captioning network, explicit backward
+//! Seconds per training step of a captioning network, explicit backward
 //! against autograd, alternating, at the course's sizes (N 25, T 17, D 1280,
 //! W 256, H 512, V 25 by default; `cargo run --release --example
-//! bench_caption -- [rnn|lstm] [repeats] [vocabulary] [features]`).
+//! bench_caption -- [rnn|lstm|attention] [repeats] [vocabulary] [features]`).
+//! `attention` takes a grid of L 49 locations of C = `features` channels
+//! (Lite0's 7×7×1280 head map), attention width A 256, penalty λ 1 and
+//! dropout 0.5 (environment `ATTENTION_WIDTH`, `DROPOUT` to change them).
 
 use std::time::Instant;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
-use tchlab::caption::model::{CaptioningNet, CellKind, Dims, SpecialTokens};
+use tchlab::caption::model::{build, CellKind, Dims, SpecialTokens};
 use tchlab::grad::{backward, Params};
+
+/// Grid locations of the attention network's features (7×7).
+const LOCATIONS: i64 = 49;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let cell = if args.get(1).is_some_and(|a| a == "lstm") { CellKind::Lstm } else { CellKind::Rnn };
+    let cell = match args.get(1).map(String::as_str) {
+        Some("lstm") => CellKind::Lstm,
+        Some("attention") => CellKind::Attention,
+        _ => CellKind::Rnn,
+    };
     let repeats: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(50);
     let vocabulary: i64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(25);
     let feature_width: i64 = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(1280);
+    let env = |name: &str, default: f64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     tch::manual_seed(0);
     let store = VarStore::new(Device::Cpu);
-    let dims = Dims::recurrent(feature_width, 256, 512, vocabulary);
-    let net = CaptioningNet::new(&store.root(), dims, cell, SpecialTokens { null: 0, start: 1, end: 2 });
+    let mut dims = Dims::recurrent(feature_width, 256, 512, vocabulary);
+    let mut feature_shape = vec![25, feature_width];
+    if cell == CellKind::Attention {
+        dims = Dims {
+            attention: env("ATTENTION_WIDTH", 256.0) as i64,
+            dropout: env("DROPOUT", 0.5),
+            attention_penalty: 1.0,
+            ..dims
+        };
+        feature_shape.insert(1, LOCATIONS);
+    }
+    let net = build(&store.root(), dims, cell, SpecialTokens { null: 0, start: 1, end: 2 }).expect("a network");
     let params = Params::new(net.named_parameters());
-    let features = Tensor::randn([25, feature_width], (Kind::Float, Device::Cpu));
+    let features = Tensor::randn(feature_shape, (Kind::Float, Device::Cpu));
     let captions = Tensor::randint_low(1, vocabulary, [25, 17], (Kind::Int64, Device::Cpu));
     let manual = || {
         let _ = tch::no_grad(|| net.loss_and_gradients(&features, &captions));

@@ -31,7 +31,8 @@ fn load(data: &Path, shape: FeatureShape) -> anyhow::Result<CaptionData> {
 /// Per-channel mean and deviation of `[images, L, C]` over images and locations, in chunks.
 fn channel_statistics(grid: &Tensor) -> (Tensor, Tensor) {
     let channels = grid.size()[2];
-    let (mut sum, mut squares) = (Tensor::zeros([channels], tch::kind::DOUBLE_CPU), Tensor::zeros([channels], tch::kind::DOUBLE_CPU));
+    let (mut sum, mut squares) =
+        (Tensor::zeros([channels], tch::kind::DOUBLE_CPU), Tensor::zeros([channels], tch::kind::DOUBLE_CPU));
     let mut count = 0;
     for chunk in grid.split(256, 0) {
         let values = chunk.to_kind(Kind::Double).reshape([-1, channels]);

@@ -537,7 +537,10 @@ fn eval(args: EvalArgs) -> Result<()> {
     trained.tta = args.tta;
     if args.top_losses.is_some() {
         if trained.threshold.is_some() {
-            bail!("--top-losses: {} is a multi-label model; its per-image scores are in scores.csv", trained.path.display());
+            bail!(
+                "--top-losses: {} is a multi-label model; its per-image scores are in scores.csv",
+                trained.path.display()
+            );
         }
         tchlab::finetune::cam::check_explainable(&trained, "--top-losses")?;
     }

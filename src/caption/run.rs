@@ -424,7 +424,9 @@ fn attention_figure(
     let picks: Vec<i64> = (0..count).map(|k| captioned[k * captioned.len() / count.max(1)]).collect();
     let features = data.val.features.index_select(0, &Tensor::from_slice(&picks));
     let features = features.to_device(options.device).to_kind(tch::Kind::Float);
-    let (tokens, Some(attention)) = super::decoder::greedy_with_attention(net, &features, super::evaluate::MAX_SAMPLE_WORDS) else {
+    let (tokens, Some(attention)) =
+        super::decoder::greedy_with_attention(net, &features, super::evaluate::MAX_SAMPLE_WORDS)
+    else {
         return Ok(());
     };
     let (tokens, attention) = (tokens.to_device(Device::Cpu), attention.to_device(Device::Cpu));

@@ -104,7 +104,10 @@ pub fn top_losses_figure(trained: &TrainedModel, rows: &[TopLoss], device: Devic
         let words = vec![format!("{} {:.2} ({})", row.predicted, row.probability, row.label)];
         panels.push(AttentionPanel { picture, words, weights: map });
     }
-    let title = format!("The {} val images of highest loss: Grad-CAM of the predicted class (true class in brackets)", rows.len());
+    let title = format!(
+        "The {} val images of highest loss: Grad-CAM of the predicted class (true class in brackets)",
+        rows.len()
+    );
     attention_maps(out, &title, &panels)
 }
 
@@ -112,7 +115,8 @@ pub fn top_losses_figure(trained: &TrainedModel, rows: &[TopLoss], device: Devic
 /// its place among the files given), the picture and its Grad-CAM map for
 /// the top class. Returns how many were written.
 pub fn write_class_maps(trained: &TrainedModel, files: &[PathBuf], dir: &Path, device: Device) -> Result<usize> {
-    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("--cam {}: cannot create the folder ({e})", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("--cam {}: cannot create the folder ({e})", dir.display()))?;
     let mut written = 0;
     for (index, path) in files.iter().enumerate() {
         let Ok((input, picture)) = seen(trained, path) else { continue };

@@ -330,6 +330,9 @@ pub struct AttentionLstmStates {
     pub gate: Tensor,
     /// ẑ = β·z `[N, T, C]`, what the LSTM read.
     pub gated: Tensor,
+    /// The LSTM's activated gates i, f, o, g `[N, T, 4H]` (kept: recomputing
+    /// them would cost the backward pass the forward's largest product).
+    pub gates: Tensor,
 }
 
 /// One decoding step's outputs (`[N, …]`, no time dimension).
@@ -426,7 +429,7 @@ impl AttentionLstm {
         word_terms: &Tensor,
         h: &Tensor,
         c: &Tensor,
-    ) -> (AttentionStep, Tensor, Tensor) {
+    ) -> (AttentionStep, [Tensor; 3]) {
         let width = self.attention.width();
         let products = h.matmul(recurrent_weights);
         let attended = self.attention.attend(grid, projected, &products.narrow(1, 0, width).unsqueeze(1));
@@ -435,9 +438,9 @@ impl AttentionLstm {
         let gated = &gate * &context;
         let recurrent = products.narrow(1, width + 1, 4 * self.hidden());
         let [i, f, o, g] = self.gates(&(word_terms + gated.matmul(&self.context_weight()) + recurrent));
-        let c_next = f * c + i * g;
-        let h_next = o * c_next.tanh();
-        (AttentionStep { h: h_next, c: c_next, weights, gated }, context, gate)
+        let c_next = &f * c + &i * &g;
+        let h_next = &o * c_next.tanh();
+        (AttentionStep { h: h_next, c: c_next, weights, gated }, [context, gate, Tensor::cat(&[i, f, o, g], -1)])
     }
 
     /// One decoding step for the word vectors `x` `[N, W]` from `(h, c)`.
@@ -451,17 +454,18 @@ impl AttentionLstm {
         let word_terms = self.word_terms(words);
         let recurrent_weights = self.recurrent_weights();
         let (mut h, mut c) = (h0.shallow_clone(), c0.shallow_clone());
-        let mut steps: [Vec<Tensor>; 6] = Default::default();
+        let mut steps: [Vec<Tensor>; 7] = Default::default();
         for t in 0..words.size()[1] {
-            let (step, context, gate) =
+            let (step, [context, gate, gates]) =
                 self.step_from_terms(grid, &projected, &recurrent_weights, &word_terms.select(1, t), &h, &c);
             (h, c) = (step.h.shallow_clone(), step.c.shallow_clone());
-            for (list, value) in steps.iter_mut().zip([step.h, step.c, step.weights, context, gate, step.gated]) {
+            let values = [step.h, step.c, step.weights, context, gate, step.gated, gates];
+            for (list, value) in steps.iter_mut().zip(values) {
                 list.push(value);
             }
         }
-        let [h, c, weights, context, gate, gated] = steps.map(|list| Tensor::stack(&list, 1));
-        AttentionLstmStates { h0, c0, h, c, weights, context, gate, gated }
+        let [h, c, weights, context, gate, gated, gates] = steps.map(|list| Tensor::stack(&list, 1));
+        AttentionLstmStates { h0, c0, h, c, weights, context, gate, gated, gates }
     }
 
     /// Backward through time from the upstream gradients of the hidden
@@ -483,11 +487,12 @@ impl AttentionLstm {
         let inputs = Tensor::cat(&[words, &states.gated], -1);
         let recurrent_weights = self.recurrent_weights();
         let lstm = &self.lstm.0;
-        let [i, f, o, g] = self.gates(&(inputs.matmul(&lstm.wx) + &lstm.b + h_prev.matmul(&lstm.wh)));
+        let gates = states.gates.chunk(4, -1);
+        let [i, f, o, g] = [&gates[0], &gates[1], &gates[2], &gates[3]];
         let tanh_c = states.c.tanh();
-        let dc_from_dh = &o * (1f64 - tanh_c.square());
+        let dc_from_dh = o * (1f64 - tanh_c.square());
         let lstm_slopes = Tensor::cat(
-            &[&i * (1f64 - &i) * &g, &f * (1f64 - &f) * &c_prev, &o * (1f64 - &o) * &tanh_c, (1f64 - g.square()) * &i],
+            &[i * (1f64 - i) * g, f * (1f64 - f) * &c_prev, o * (1f64 - o) * &tanh_c, (1f64 - g.square()) * i],
             -1,
         );
         let projected = self.attention.project(grid);
@@ -516,7 +521,7 @@ impl AttentionLstm {
             );
             let d_products = Tensor::cat(&[&d_attention.hidden_terms, &d_gate_logit, &d_pre], -1);
             dh_next = d_products.matmul(&recurrent_weights_t).squeeze_dim(1);
-            dc_next = (dc_t * at(&f)).squeeze_dim(1);
+            dc_next = (dc_t * at(f)).squeeze_dim(1);
             let step = [d_pre, d_gate_logit, d_attention.context, d_attention.scores, d_attention.hidden_terms];
             for (list, value) in per_step.iter_mut().zip(step) {
                 list.push(value);

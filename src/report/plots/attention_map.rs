@@ -161,7 +161,8 @@ mod tests {
         // so that only the weights make a spot bright.
         let picture = Tensor::full([3, 224, 224], 128, (Kind::Uint8, tch::Device::Cpu));
         let _ = picture.narrow(1, 100, 24).narrow(2, 30, 24).fill_(20);
-        let words: Vec<String> = ["a", "seven", "to", "the", "left", "of", "a", "two", "<END>"].map(String::from).into();
+        let words: Vec<String> =
+            ["a", "seven", "to", "the", "left", "of", "a", "two", "<END>"].map(String::from).into();
         let cells = [(0, 0), (1, 5), (2, 2), (3, 3), (4, 1), (5, 6), (6, 0), (6, 6), (3, 0)];
         let images = [
             AttentionPanel { picture: picture.shallow_clone(), words: words.clone(), weights: peaked(&cells) },
@@ -184,7 +185,11 @@ mod tests {
         let (x, y) = corner(TITLE, 1);
         let far = figure.get_pixel(x + PANEL - 3, y + PANEL - 3).0;
         assert!(far.iter().all(|&c| c < 70), "{far:?}");
-        let short = AttentionPanel { picture: Tensor::zeros([3, 8, 8], (Kind::Uint8, tch::Device::Cpu)), words, weights: peaked(&[(0, 0)]) };
+        let short = AttentionPanel {
+            picture: Tensor::zeros([3, 8, 8], (Kind::Uint8, tch::Device::Cpu)),
+            words,
+            weights: peaked(&[(0, 0)]),
+        };
         let error = format!("{:#}", attention_maps(&path, "x", &[short]).unwrap_err());
         assert!(error.ends_with("9 words but attention weights for 1 steps"), "{error}");
     }

@@ -25,8 +25,8 @@ mod spread;
 #[cfg(test)]
 mod tests;
 
-use axis::*;
 pub use attention_map::{attention_maps, AttentionPanel};
+use axis::*;
 pub use caption_grid::{caption_samples, CaptionPanel};
 pub use pair_grid::{image_pairs, PairPanel};
 pub use spread::{spread_chart, SpreadRow};
