@@ -38,7 +38,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train a captioning network, then caption the val images (BLEU against two baselines) and draw samples.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Caption image files with a trained network.
     Sample(SampleArgs),
     /// Make a captioned image set from MNIST: scenes of two or three digits, captioned from what is where.
@@ -297,7 +297,7 @@ fn main() {
         let given = tchlab::cli::given_to_subcommand::<Cli>(&matches);
         match Cli::from_arg_matches(&matches)?.command {
             Command::Train(args) => {
-                let (args, start) = resolve(args, &given)?;
+                let (args, start) = resolve(*args, &given)?;
                 train(args, start, &interrupt)
             }
             Command::Sample(args) => sample(args),

@@ -76,6 +76,14 @@ pub struct QueryGradients {
     pub hidden_terms: Tensor,
 }
 
+/// What the scores' backward pass needs of the forward's activations
+/// `u = tanh(a·W_a + h·W_h + b)` `[N, T, L, A]`.
+struct ScoreTerms {
+    activations: Tensor,
+    /// `w ⊙ (1 − u²)`.
+    slopes: Tensor,
+}
+
 /// Additive attention's parameters: `W_a` `[C, A]`, `W_h` `[H, A]`, `b`
 /// `[A]`, `w` `[A]`.
 #[derive(Debug)]
@@ -129,9 +137,12 @@ impl AdditiveAttention {
         self.attend(grid, projected, &h.matmul(&self.hidden_weight))
     }
 
-    /// `w ⊙ (1 − u²)` `[N, T, L, A]`: d e / d(h·W_h + b) per location.
-    fn score_slopes(&self, activations: &Tensor) -> Tensor {
-        (1f64 - activations.square()) * &self.score
+    /// The activations `u` of queries with products `h·W_h` `[N, T, A]`,
+    /// and their slopes `w ⊙ (1 − u²)`: d e / d(h·W_h + b) per location.
+    fn score_terms(&self, projected: &Tensor, hidden_product: &Tensor) -> ScoreTerms {
+        let activations = self.activations(projected, hidden_product);
+        let slopes = (1f64 - activations.square()) * &self.score;
+        ScoreTerms { activations, slopes }
     }
 
     /// Backward from the context's and the weights' upstream gradients to
@@ -157,13 +168,13 @@ impl AdditiveAttention {
         grid: &Tensor,
         h: &Tensor,
         weights: &Tensor,
-        activations: &Tensor,
-        slopes: &Tensor,
+        terms: &ScoreTerms,
         d: &QueryGradients,
         grid_gradient: GridGradient,
     ) -> (Option<Tensor>, Vec<Tensor>) {
+        let slopes = &terms.slopes;
         let d_projected = (d.scores.unsqueeze(-1) * slopes).sum_dim_intlist([1i64].as_slice(), false, slopes.kind());
-        let d_score = d.scores.reshape([1, -1]).matmul(&rows(activations)).squeeze_dim(0);
+        let d_score = d.scores.reshape([1, -1]).matmul(&rows(&terms.activations)).squeeze_dim(0);
         let params = vec![
             weight_gradient(grid, &d_projected),
             weight_gradient(h, &d.hidden_terms),
@@ -187,12 +198,10 @@ impl AdditiveAttention {
         d_context: &Tensor,
         d_weights: &Tensor,
     ) -> AttentionGradients {
-        let activations = self.activations(projected, &h.matmul(&self.hidden_weight));
-        let slopes = self.score_slopes(&activations);
-        let d = Self::query_gradients(grid, &attended.weights, &slopes, d_context.shallow_clone(), d_weights);
+        let terms = self.score_terms(projected, &h.matmul(&self.hidden_weight));
+        let d = Self::query_gradients(grid, &attended.weights, &terms.slopes, d_context.shallow_clone(), d_weights);
         let d_h = d.hidden_terms.matmul(&self.hidden_weight.transpose(0, 1));
-        let (d_grid, params) =
-            self.parameter_gradients(grid, h, &attended.weights, &activations, &slopes, &d, GridGradient::Wanted);
+        let (d_grid, params) = self.parameter_gradients(grid, h, &attended.weights, &terms, &d, GridGradient::Wanted);
         AttentionGradients { grid: d_grid.expect("wanted"), hidden: d_h, params }
     }
 }
@@ -486,7 +495,6 @@ impl AttentionLstm {
         let c_prev = previous(&states.c0, &states.c);
         let inputs = Tensor::cat(&[words, &states.gated], -1);
         let recurrent_weights = self.recurrent_weights();
-        let lstm = &self.lstm.0;
         let gates = states.gates.chunk(4, -1);
         let [i, f, o, g] = [&gates[0], &gates[1], &gates[2], &gates[3]];
         let tanh_c = states.c.tanh();
@@ -496,8 +504,7 @@ impl AttentionLstm {
             -1,
         );
         let projected = self.attention.project(grid);
-        let activations = self.attention.activations(&projected, &h_prev.matmul(&self.attention.hidden_weight));
-        let attention_slopes = self.attention.score_slopes(&activations);
+        let score_terms = self.attention.score_terms(&projected, &h_prev.matmul(&self.attention.hidden_weight));
         let context_weight_t = self.context_weight().transpose(0, 1);
         let recurrent_weights_t = recurrent_weights.transpose(0, 1);
 
@@ -515,7 +522,7 @@ impl AttentionLstm {
             let d_attention = AdditiveAttention::query_gradients(
                 grid,
                 &at(&states.weights),
-                &at(&attention_slopes),
+                &at(&score_terms.slopes),
                 d_context,
                 &at(d_weights),
             );
@@ -540,8 +547,7 @@ impl AttentionLstm {
             grid,
             &h_prev,
             &states.weights,
-            &activations,
-            &attention_slopes,
+            &score_terms,
             &d_attention,
             grid_gradient,
         );
