@@ -1,51 +1,57 @@
 //! Seconds per training step of a captioning network, explicit backward
 //! against autograd, alternating. The recurrent cells at the course's sizes
-//! (N 25, T 17, D 1280, W 256, H 512, V 25 by default); the Transformer at
-//! the scenes' (N 25, T 17, a grid of L 49 locations of C 1280 channels,
-//! d_model 256, 4 heads, 2 layers, feed-forward 512, dropout 0.1, V 25).
-//! `cargo run --release --example bench_caption -- [rnn|lstm|transformer]
+//! (N 25, T 17, D 1280, W 256, H 512, V 25 by default); `attention` and
+//! `transformer` over a grid of L 49 locations of C = `features` channels
+//! (Lite0's 7×7×1280 head map): attention width A 256, penalty λ 1, dropout
+//! 0.5 for the attention LSTM; d_model 256, 4 heads, 2 layers, feed-forward
+//! 512, dropout 0.1 for the Transformer (environment `ATTENTION_WIDTH`,
+//! `DROPOUT` change the width and the dropout).
+//! `cargo run --release --example bench_caption -- [rnn|lstm|attention|transformer]
 //! [repeats] [vocabulary] [features]`.
 
 use std::time::Instant;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
-use tchlab::caption::decoder::Captioner;
-use tchlab::caption::model::{CaptioningNet, CellKind, Dims, SpecialTokens};
-use tchlab::caption::transformer::TransformerNet;
-use tchlab::grad::{backward, HandDerived, Params};
+use tchlab::caption::model::{build, CellKind, Dims, SpecialTokens};
+use tchlab::grad::{backward, Params};
 
-const TOKENS: SpecialTokens = SpecialTokens { null: 0, start: 1, end: 2 };
-const BATCH: i64 = 25;
-const CAPTION_TOKENS: i64 = 17;
-const GRID_LOCATIONS: i64 = 49;
+/// Grid locations of the attending networks' features (7×7).
+const LOCATIONS: i64 = 49;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let cell = match args.get(1).map(String::as_str) {
         Some("lstm") => CellKind::Lstm,
+        Some("attention") => CellKind::Attention,
         Some("transformer") => CellKind::Transformer,
         _ => CellKind::Rnn,
     };
     let repeats: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(50);
     let vocabulary: i64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(25);
     let feature_width: i64 = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(1280);
+    let env = |name: &str, default: f64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     tch::manual_seed(0);
     let store = VarStore::new(Device::Cpu);
-    let (net, features): (Box<dyn HandDerived>, Tensor) = match cell {
-        CellKind::Transformer => {
-            let dims = Dims { heads: 4, layers: 2, ..Dims::recurrent(feature_width, 256, 512, vocabulary) };
-            let net = TransformerNet::new(&store.root(), dims, TOKENS).expect("the bench's sizes");
-            net.set_dropout(0.1);
-            (Box::new(net), Tensor::randn([BATCH, GRID_LOCATIONS, feature_width], (Kind::Float, Device::Cpu)))
-        }
-        _ => {
-            let dims = Dims::recurrent(feature_width, 256, 512, vocabulary);
-            let net = CaptioningNet::new(&store.root(), dims, cell, TOKENS);
-            (Box::new(net), Tensor::randn([BATCH, feature_width], (Kind::Float, Device::Cpu)))
-        }
+    let recurrent = Dims::recurrent(feature_width, 256, 512, vocabulary);
+    let dims = match cell {
+        CellKind::Attention => Dims {
+            attention: env("ATTENTION_WIDTH", 256.0) as i64,
+            dropout: env("DROPOUT", 0.5),
+            attention_penalty: 1.0,
+            ..recurrent
+        },
+        CellKind::Transformer => Dims { heads: 4, layers: 2, dropout: env("DROPOUT", 0.1), ..recurrent },
+        _ => recurrent,
     };
+    let mut feature_shape = vec![25, feature_width];
+    if cell.takes_grid() {
+        feature_shape.insert(1, LOCATIONS);
+    }
+    let net = build(&store.root(), dims, cell, SpecialTokens { null: 0, start: 1, end: 2 }).expect("a network");
+    net.set_dropout(dims.dropout);
     let params = Params::new(net.named_parameters());
-    let captions = Tensor::randint_low(1, vocabulary, [BATCH, CAPTION_TOKENS], (Kind::Int64, Device::Cpu));
+    let features = Tensor::randn(feature_shape, (Kind::Float, Device::Cpu));
+    let captions = Tensor::randint_low(1, vocabulary, [25, 17], (Kind::Int64, Device::Cpu));
     let manual = || {
         let _ = tch::no_grad(|| net.loss_and_gradients(&features, &captions));
     };

@@ -76,6 +76,14 @@ pub struct QueryGradients {
     pub hidden_terms: Tensor,
 }
 
+/// What the scores' backward pass needs of the forward's activations
+/// `u = tanh(a·W_a + h·W_h + b)` `[N, T, L, A]`.
+struct ScoreTerms {
+    activations: Tensor,
+    /// `w ⊙ (1 − u²)`.
+    slopes: Tensor,
+}
+
 /// Additive attention's parameters: `W_a` `[C, A]`, `W_h` `[H, A]`, `b`
 /// `[A]`, `w` `[A]`.
 #[derive(Debug)]
@@ -129,9 +137,12 @@ impl AdditiveAttention {
         self.attend(grid, projected, &h.matmul(&self.hidden_weight))
     }
 
-    /// `w ⊙ (1 − u²)` `[N, T, L, A]`: d e / d(h·W_h + b) per location.
-    fn score_slopes(&self, activations: &Tensor) -> Tensor {
-        (1f64 - activations.square()) * &self.score
+    /// The activations `u` of queries with products `h·W_h` `[N, T, A]`,
+    /// and their slopes `w ⊙ (1 − u²)`: d e / d(h·W_h + b) per location.
+    fn score_terms(&self, projected: &Tensor, hidden_product: &Tensor) -> ScoreTerms {
+        let activations = self.activations(projected, hidden_product);
+        let slopes = (1f64 - activations.square()) * &self.score;
+        ScoreTerms { activations, slopes }
     }
 
     /// Backward from the context's and the weights' upstream gradients to
@@ -151,18 +162,19 @@ impl AdditiveAttention {
     }
 
     /// `[dW_a, dW_h, db, dw]` and, when wanted, dL/dgrid, from the queries
-    /// `h` `[N, T, H]`, the forward's attention weights, tanh activations and
-    /// score slopes, and their stacked [`QueryGradients`].
+    /// `h` `[N, T, H]` and their stacked [`QueryGradients`].
     fn parameter_gradients(
         &self,
         grid: &Tensor,
         h: &Tensor,
-        (weights, activations, slopes): (&Tensor, &Tensor, &Tensor),
+        weights: &Tensor,
+        terms: &ScoreTerms,
         d: &QueryGradients,
         grid_gradient: GridGradient,
     ) -> (Option<Tensor>, Vec<Tensor>) {
+        let slopes = &terms.slopes;
         let d_projected = (d.scores.unsqueeze(-1) * slopes).sum_dim_intlist([1i64].as_slice(), false, slopes.kind());
-        let d_score = d.scores.reshape([1, -1]).matmul(&rows(activations)).squeeze_dim(0);
+        let d_score = d.scores.reshape([1, -1]).matmul(&rows(&terms.activations)).squeeze_dim(0);
         let params = vec![
             weight_gradient(grid, &d_projected),
             weight_gradient(h, &d.hidden_terms),
@@ -186,12 +198,10 @@ impl AdditiveAttention {
         d_context: &Tensor,
         d_weights: &Tensor,
     ) -> AttentionGradients {
-        let activations = self.activations(projected, &h.matmul(&self.hidden_weight));
-        let slopes = self.score_slopes(&activations);
-        let d = Self::query_gradients(grid, &attended.weights, &slopes, d_context.shallow_clone(), d_weights);
+        let terms = self.score_terms(projected, &h.matmul(&self.hidden_weight));
+        let d = Self::query_gradients(grid, &attended.weights, &terms.slopes, d_context.shallow_clone(), d_weights);
         let d_h = d.hidden_terms.matmul(&self.hidden_weight.transpose(0, 1));
-        let (d_grid, params) =
-            self.parameter_gradients(grid, h, (&attended.weights, &activations, &slopes), &d, GridGradient::Wanted);
+        let (d_grid, params) = self.parameter_gradients(grid, h, &attended.weights, &terms, &d, GridGradient::Wanted);
         AttentionGradients { grid: d_grid.expect("wanted"), hidden: d_h, params }
     }
 }
@@ -329,6 +339,9 @@ pub struct AttentionLstmStates {
     pub gate: Tensor,
     /// ẑ = β·z `[N, T, C]`, what the LSTM read.
     pub gated: Tensor,
+    /// The LSTM's activated gates i, f, o, g `[N, T, 4H]` (kept: recomputing
+    /// them would cost the backward pass the forward's largest product).
+    pub gates: Tensor,
 }
 
 /// One decoding step's outputs (`[N, …]`, no time dimension).
@@ -425,7 +438,7 @@ impl AttentionLstm {
         word_terms: &Tensor,
         h: &Tensor,
         c: &Tensor,
-    ) -> (AttentionStep, Tensor, Tensor) {
+    ) -> (AttentionStep, [Tensor; 3]) {
         let width = self.attention.width();
         let products = h.matmul(recurrent_weights);
         let attended = self.attention.attend(grid, projected, &products.narrow(1, 0, width).unsqueeze(1));
@@ -434,9 +447,9 @@ impl AttentionLstm {
         let gated = &gate * &context;
         let recurrent = products.narrow(1, width + 1, 4 * self.hidden());
         let [i, f, o, g] = self.gates(&(word_terms + gated.matmul(&self.context_weight()) + recurrent));
-        let c_next = f * c + i * g;
-        let h_next = o * c_next.tanh();
-        (AttentionStep { h: h_next, c: c_next, weights, gated }, context, gate)
+        let c_next = &f * c + &i * &g;
+        let h_next = &o * c_next.tanh();
+        (AttentionStep { h: h_next, c: c_next, weights, gated }, [context, gate, Tensor::cat(&[i, f, o, g], -1)])
     }
 
     /// One decoding step for the word vectors `x` `[N, W]` from `(h, c)`.
@@ -450,17 +463,18 @@ impl AttentionLstm {
         let word_terms = self.word_terms(words);
         let recurrent_weights = self.recurrent_weights();
         let (mut h, mut c) = (h0.shallow_clone(), c0.shallow_clone());
-        let mut steps: [Vec<Tensor>; 6] = Default::default();
+        let mut steps: [Vec<Tensor>; 7] = Default::default();
         for t in 0..words.size()[1] {
-            let (step, context, gate) =
+            let (step, [context, gate, gates]) =
                 self.step_from_terms(grid, &projected, &recurrent_weights, &word_terms.select(1, t), &h, &c);
             (h, c) = (step.h.shallow_clone(), step.c.shallow_clone());
-            for (list, value) in steps.iter_mut().zip([step.h, step.c, step.weights, context, gate, step.gated]) {
+            let values = [step.h, step.c, step.weights, context, gate, step.gated, gates];
+            for (list, value) in steps.iter_mut().zip(values) {
                 list.push(value);
             }
         }
-        let [h, c, weights, context, gate, gated] = steps.map(|list| Tensor::stack(&list, 1));
-        AttentionLstmStates { h0, c0, h, c, weights, context, gate, gated }
+        let [h, c, weights, context, gate, gated, gates] = steps.map(|list| Tensor::stack(&list, 1));
+        AttentionLstmStates { h0, c0, h, c, weights, context, gate, gated, gates }
     }
 
     /// Backward through time from the upstream gradients of the hidden
@@ -481,17 +495,16 @@ impl AttentionLstm {
         let c_prev = previous(&states.c0, &states.c);
         let inputs = Tensor::cat(&[words, &states.gated], -1);
         let recurrent_weights = self.recurrent_weights();
-        let lstm = &self.lstm.0;
-        let [i, f, o, g] = self.gates(&(inputs.matmul(&lstm.wx) + &lstm.b + h_prev.matmul(&lstm.wh)));
+        let gates = states.gates.chunk(4, -1);
+        let [i, f, o, g] = [&gates[0], &gates[1], &gates[2], &gates[3]];
         let tanh_c = states.c.tanh();
-        let dc_from_dh = &o * (1f64 - tanh_c.square());
+        let dc_from_dh = o * (1f64 - tanh_c.square());
         let lstm_slopes = Tensor::cat(
-            &[&i * (1f64 - &i) * &g, &f * (1f64 - &f) * &c_prev, &o * (1f64 - &o) * &tanh_c, (1f64 - g.square()) * &i],
+            &[i * (1f64 - i) * g, f * (1f64 - f) * &c_prev, o * (1f64 - o) * &tanh_c, (1f64 - g.square()) * i],
             -1,
         );
         let projected = self.attention.project(grid);
-        let activations = self.attention.activations(&projected, &h_prev.matmul(&self.attention.hidden_weight));
-        let attention_slopes = self.attention.score_slopes(&activations);
+        let score_terms = self.attention.score_terms(&projected, &h_prev.matmul(&self.attention.hidden_weight));
         let context_weight_t = self.context_weight().transpose(0, 1);
         let recurrent_weights_t = recurrent_weights.transpose(0, 1);
 
@@ -509,13 +522,13 @@ impl AttentionLstm {
             let d_attention = AdditiveAttention::query_gradients(
                 grid,
                 &at(&states.weights),
-                &at(&attention_slopes),
+                &at(&score_terms.slopes),
                 d_context,
                 &at(d_weights),
             );
             let d_products = Tensor::cat(&[&d_attention.hidden_terms, &d_gate_logit, &d_pre], -1);
             dh_next = d_products.matmul(&recurrent_weights_t).squeeze_dim(1);
-            dc_next = (dc_t * at(&f)).squeeze_dim(1);
+            dc_next = (dc_t * at(f)).squeeze_dim(1);
             let step = [d_pre, d_gate_logit, d_attention.context, d_attention.scores, d_attention.hidden_terms];
             for (list, value) in per_step.iter_mut().zip(step) {
                 list.push(value);
@@ -533,7 +546,8 @@ impl AttentionLstm {
         let (d_grid_attention, attention_params) = self.attention.parameter_gradients(
             grid,
             &h_prev,
-            (&states.weights, &activations, &attention_slopes),
+            &states.weights,
+            &score_terms,
             &d_attention,
             grid_gradient,
         );
