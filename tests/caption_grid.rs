@@ -72,7 +72,10 @@ fn a_grid_averaged_over_its_locations_is_the_pooled_feature() {
         assert_eq!(below.size(), [3, penultimate[0], penultimate[1]], "{:?}", model.arch);
     }
     let swin = random(Arch::SwinT);
-    assert!(!Arch::SwinT.has_grid() && swin.frozen().grid(&Tensor::zeros([1, 3, 64, 64], tch::kind::FLOAT_CPU), GridLayer::Last).is_none());
+    assert!(
+        !Arch::SwinT.has_grid()
+            && swin.frozen().grid(&Tensor::zeros([1, 3, 64, 64], tch::kind::FLOAT_CPU), GridLayer::Last).is_none()
+    );
 
     // Stored in f16, the grid still averages to the pooled feature to f16's precision.
     let pooled = lite0(FeatureShape::Pooled).compute(&images, "ants", &Silent).unwrap();
@@ -96,7 +99,11 @@ fn the_grid_cache_is_keyed_by_layer_and_a_damaged_one_is_computed_again() {
     let last_cache = last.shape.cache_file(tmp.path(), arch, "train");
     let penultimate_cache = penultimate.shape.cache_file(tmp.path(), arch, "train");
     let pooled_cache = FeatureShape::Pooled.cache_file(tmp.path(), arch, "train");
-    assert_eq!(pooled_cache.file_name().unwrap(), "efficientnet-lite0-train.safetensors", "the pooled cache keeps its name");
+    assert_eq!(
+        pooled_cache.file_name().unwrap(),
+        "efficientnet-lite0-train.safetensors",
+        "the pooled cache keeps its name"
+    );
     assert_ne!(last_cache, penultimate_cache);
     let from_cache = "train: 2 image features from";
     let features = |extractor: &Extractor, cache: &PathBuf| {

@@ -252,8 +252,9 @@ impl Extractor {
         metadata: &HashMap<String, String>,
         images: usize,
     ) -> Result<(Tensor, Vec<Unreadable>)> {
-        let unreadable: Vec<Unreadable> = serde_json::from_str(metadata.get("unreadable").map_or("", |s| s.as_str()))
-            .map_err(|e| anyhow::anyhow!("{}: its list of unreadable images: {e}", cache.display()))?;
+        let unreadable: Vec<Unreadable> =
+            serde_json::from_str(metadata.get("unreadable").map_or("", |s| s.as_str()))
+                .map_err(|e| anyhow::anyhow!("{}: its list of unreadable images: {e}", cache.display()))?;
         let features = safetensors::read_tensor(cache, "features")?;
         let dims = match self.shape {
             FeatureShape::Pooled => 2,

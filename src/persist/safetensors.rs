@@ -65,8 +65,8 @@ pub fn read_tensor(path: &Path, name: &str) -> Result<Tensor> {
     use std::io::{Read, Seek, SeekFrom};
     let (data_start, header) = read_header(path)?;
     let entry = header.get(name).ok_or_else(|| anyhow::anyhow!("{}: no tensor {name}", path.display()))?;
-    let entry: TensorEntry = serde_json::from_value(entry.clone())
-        .map_err(|e| not_safetensors(path, &format!("entry {name}: {e}")))?;
+    let entry: TensorEntry =
+        serde_json::from_value(entry.clone()).map_err(|e| not_safetensors(path, &format!("entry {name}: {e}")))?;
     let kind = match entry.dtype.as_str() {
         "F32" => tch::Kind::Float,
         "F64" => tch::Kind::Double,
@@ -150,7 +150,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h.safetensors");
         let grid = Tensor::arange(24, (tch::Kind::Float, tch::Device::Cpu)).reshape([2, 3, 4]) / 7.0;
-        let tensors = [("a".to_string(), Tensor::ones([5], tch::kind::FLOAT_CPU)), ("g".to_string(), grid.to_kind(tch::Kind::Half))];
+        let tensors = [
+            ("a".to_string(), Tensor::ones([5], tch::kind::FLOAT_CPU)),
+            ("g".to_string(), grid.to_kind(tch::Kind::Half)),
+        ];
         save(&path, &tensors, HashMap::new()).unwrap();
         let read = read_tensor(&path, "g").unwrap();
         assert_eq!((read.kind(), read.size()), (tch::Kind::Half, vec![2, 3, 4]));

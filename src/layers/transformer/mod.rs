@@ -24,7 +24,7 @@ pub mod feed_forward;
 pub mod layer_norm;
 pub mod positional;
 
-pub use attention::{causal_mask, AttentionStates, MultiHeadAttention};
+pub use attention::{causal_mask, AttentionStates, MultiHeadAttention, ProjectedMemory};
 pub use decoder_layer::{DecoderLayer, DecoderLayerDims, DecoderLayerStates};
 pub use dropout::{Dropout, DropoutMask};
 pub use feed_forward::{FeedForward, FeedForwardStates};
