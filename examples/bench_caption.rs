@@ -33,7 +33,7 @@ fn main() {
     let store = VarStore::new(Device::Cpu);
     let (net, features): (Box<dyn HandDerived>, Tensor) = match cell {
         CellKind::Transformer => {
-            let dims = Dims { features: feature_width, wordvec: 256, hidden: 512, vocabulary, heads: 4, layers: 2 };
+            let dims = Dims { heads: 4, layers: 2, ..Dims::recurrent(feature_width, 256, 512, vocabulary) };
             let net = TransformerNet::new(&store.root(), dims, TOKENS).expect("the bench's sizes");
             net.set_dropout(0.1);
             (Box::new(net), Tensor::randn([BATCH, GRID_LOCATIONS, feature_width], (Kind::Float, Device::Cpu)))

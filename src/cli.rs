@@ -361,6 +361,15 @@ pub mod parse {
         }
     }
 
+    /// A regulariser's weight: a finite number of at least 0.
+    pub fn non_negative(s: &str) -> Result<f64, String> {
+        match s.trim().parse::<f64>() {
+            Ok(x) if x >= 0.0 && x.is_finite() => Ok(x),
+            Ok(_) => Err("must be a finite number of at least 0".into()),
+            Err(_) => Err("expected a number such as 1.0".into()),
+        }
+    }
+
     /// A seed: 0 to `i64::MAX` (libtorch's seed is an i64, and run.toml's
     /// TOML integers are).
     pub fn seed(s: &str) -> Result<u64, String> {

@@ -76,8 +76,10 @@
 //! `caption::coco_json` with features from this crate's frozen backbones,
 //! `caption::features`) ─► [`caption`]'s network of hand-derived recurrent
 //! `layers` (embedding, RNN/LSTM, temporal affine and loss), trained by
-//! `train::engine` on `caption::task`'s rows, evaluated by BLEU against two baselines
-//! (`caption::evaluate`), written by `caption::run`.
+//! `train::engine` on `caption::task`'s rows, evaluated against two baselines
+//! (`caption::evaluate`: BLEU, ROUGE-L and CIDEr-D as the COCO caption
+//! evaluation computes them, and on the digit scenes what each caption says
+//! is where, read back by `caption::scenes`), written by `caption::run`.
 //!
 //! Eigenfaces: `data::npy` / `data::faces` (a `.npy` array or an image
 //! folder, one subfolder per person for recognition) ─► [`pca`] (centre,

@@ -6,6 +6,7 @@
 
 use serde_json::Value;
 use std::path::PathBuf;
+use tchlab::caption::scenes::read_caption;
 
 mod common;
 use common::{caption, course_fixture, read_json, repo, run_ok};
@@ -33,8 +34,8 @@ fn overfit(cell: &str, max_final_loss: f64) {
     }
     // Features only: the figure says so and still shows the captions.
     assert!(out.join("samples_train.png").is_file() && out.join("loss.png").is_file());
-    let bleu = summary["bleu"].as_array().unwrap();
-    assert_eq!(bleu.len(), 3, "ours and two baselines");
+    let scores = summary["scores"].as_array().unwrap();
+    assert_eq!(scores.len(), 3, "ours and two baselines");
 }
 
 #[test]
@@ -82,6 +83,41 @@ fn scenes() -> PathBuf {
     dir
 }
 
+/// The scene counts of `summary.json` (ours and both baselines) are over
+/// all 10 val scenes, and ours are what `samples.json` (which lists every
+/// val scene of this small set) says.
+fn scene_counts_cover_every_val_scene(out: &std::path::Path) {
+    let summary = read_json(&out.join("summary.json"));
+    let scores = summary["scores"].as_array().unwrap();
+    for row in scores {
+        assert!(row["rouge_l"].as_f64().is_some() && row["cider_d"].as_f64().is_some(), "{row}");
+        assert_eq!(row["scenes"]["scenes"], 10, "{row}");
+        assert_eq!(row["scenes"]["digits"], scores[0]["scenes"]["digits"]);
+    }
+    let samples = read_json(&out.join("samples.json"));
+    let val: Vec<&Value> = samples.as_array().unwrap().iter().filter(|s| s["split"] == "val").collect();
+    assert_eq!(val.len(), 10);
+    let (mut layout, mut digits, mut exact) = (0, 0, 0);
+    for sample in val {
+        let sampled = sample["sampled"].as_str().unwrap();
+        exact += sample["truths"].as_array().unwrap().iter().any(|t| t == sampled) as usize;
+        let truth = read_caption(sample["truths"][0].as_str().unwrap()).expect("a scene caption");
+        let Some(read) = read_caption(sampled) else { continue };
+        layout += (read.layout() == truth.layout()) as usize;
+        let sorted = |mut d: Vec<u8>| {
+            d.sort();
+            d
+        };
+        digits += (sorted(read.digits) == sorted(truth.digits)) as usize;
+    }
+    let ours = &scores[0]["scenes"];
+    assert_eq!(ours["exact_caption"]["count"], exact, "{ours}");
+    assert_eq!(ours["layout_right"]["count"], layout, "{ours}");
+    assert_eq!(ours["digits_right"]["count"], digits, "{ours}");
+    let results = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(results.contains("| ROUGE-L | CIDEr-D |") && results.contains("Of the 10 val scenes"), "{results}");
+}
+
 #[test]
 fn image_folder_trains_on_backbone_features_and_captions_new_images() {
     let data = scenes();
@@ -122,6 +158,7 @@ fn image_folder_trains_on_backbone_features_and_captions_new_images() {
     let summary = read_json(&out.join("summary.json"));
     assert_eq!(summary["train_captions"], 80, "two captions per scene");
     assert_eq!(summary["val_images"], 10);
+    scene_counts_cover_every_val_scene(&out);
     // The second run (replacing the first) reads the cached features.
     let second = train(&["--overwrite"]);
     assert!(String::from_utf8_lossy(&second.stderr).contains("40 image features from"), "cache not used");

@@ -31,7 +31,7 @@ fn seeded(seed: i64) -> MutexGuard<'static, ()> {
 }
 
 fn dims(features: i64, width: i64, vocabulary: i64) -> Dims {
-    Dims { features, wordvec: width, hidden: 2 * width, vocabulary, heads: 2, layers: 2 }
+    Dims { heads: 2, layers: 2, ..Dims::recurrent(features, width, 2 * width, vocabulary) }
 }
 
 /// `n` captions of `steps` tokens: `<START>`, words, `<END>`, `<NULL>`s,

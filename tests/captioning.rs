@@ -12,7 +12,7 @@ use tchlab::layers::temporal::{temporal_softmax_loss, temporal_softmax_loss_auto
 use tchlab::layers::{Embedding, TemporalAffine};
 
 mod common;
-use common::gradcheck::{finite_difference_check, rel_error};
+use common::gradcheck::{autograd_of, finite_difference_check, rel_error};
 
 const F64: (Kind, Device) = (Kind::Double, Device::Cpu);
 const FD_TOLERANCE: f64 = 1e-6;
@@ -21,19 +21,6 @@ const AUTOGRAD_TOLERANCE: f64 = 1e-8;
 fn f64_store() -> nn::VarStore {
     tch::manual_seed(0);
     nn::VarStore::new(Device::Cpu)
-}
-
-/// Autograd's gradients of `Σ forward()·upstream` with respect to `wrt`.
-fn autograd_of(forward: &dyn Fn() -> Tensor, wrt: &[&Tensor], upstream: &Tensor) -> Vec<Tensor> {
-    for t in wrt {
-        let _ = t.shallow_clone().set_requires_grad(true);
-    }
-    let out = (forward() * upstream).sum(Kind::Double);
-    let grads = Tensor::run_backward(&[&out], wrt, false, false);
-    for t in wrt {
-        let _ = t.shallow_clone().set_requires_grad(false);
-    }
-    grads
 }
 
 /// Each explicit gradient equals autograd's and central differences.

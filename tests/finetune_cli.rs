@@ -211,6 +211,81 @@ fn feature_extract_on_real_data_then_eval_and_predict_agree() {
     let probability_sum: f64 =
         predictions[0]["top"].as_array().unwrap().iter().map(|c| c["probability"].as_f64().unwrap()).sum();
     assert!((probability_sum - 1.0).abs() < 1e-5);
+    predict_csv_and_test_time_views(&checkpoint, &predictions, out.path());
+    top_losses_and_class_maps(&checkpoint, &val, &kept, out.path());
+}
+
+/// `eval --top-losses K` lists the K images of highest loss, each loss
+/// `−ln p(true class)` of eval's own outcome, and draws them; `predict
+/// --cam DIR` draws one picture per image.
+fn top_losses_and_class_maps(
+    checkpoint: &Path,
+    val: &Path,
+    outcomes: &[tchlab::finetune::outcomes::ImageOutcome],
+    out: &Path,
+) {
+    let eval_out = out.join("eval-top");
+    let mut command = common::finetune();
+    command.args(["eval", "--top-losses", "5", "--json", "--checkpoint"]).arg(checkpoint).arg("--data").arg(val);
+    common::run_ok(command.arg("--out").arg(&eval_out));
+    let evaluation: Value =
+        serde_json::from_str(&std::fs::read_to_string(eval_out.join("evaluation.json")).unwrap()).unwrap();
+    let top = evaluation["top_losses"].as_array().unwrap();
+    assert_eq!(top.len(), 5);
+    let losses: Vec<f64> = top.iter().map(|t| t["loss"].as_f64().unwrap()).collect();
+    assert!(losses.windows(2).all(|w| w[0] >= w[1]), "{losses:?}");
+    // The worst image's loss from its outcome: p(true) is p(predicted) when right, 1 − it (two classes) when wrong.
+    let p_true =
+        |o: &tchlab::finetune::outcomes::ImageOutcome| if o.correct { o.probability } else { 1.0 - o.probability };
+    let worst = outcomes.iter().map(|o| -p_true(o).ln()).fold(f64::MIN, f64::max);
+    assert!((losses[0] - worst).abs() < 1e-3, "top loss {} against the outcomes' {worst}", losses[0]);
+    let (w, h) = png_size(&eval_out.join("top_losses.png"));
+    assert!(w > 300 && h > 5 * 150, "{w}×{h}");
+    let cam_dir = out.join("cam");
+    let first = top[0]["path"].as_str().unwrap();
+    common::run_ok(
+        common::finetune().args(["predict", "--cam"]).arg(&cam_dir).arg("--checkpoint").arg(checkpoint).arg(first),
+    );
+    let written: Vec<_> = std::fs::read_dir(&cam_dir).unwrap().collect();
+    assert_eq!(written.len(), 1);
+}
+
+/// `predict --csv` writes predict's probabilities, one row per file, and
+/// `--tta flip` averages the model's probabilities of the centre crop and
+/// its mirror image.
+fn predict_csv_and_test_time_views(checkpoint: &Path, plain: &[Value], out: &Path) {
+    let files: Vec<&str> = plain.iter().step_by(20).map(|p| p["path"].as_str().unwrap()).collect();
+    let predict_csv = |tta: &str, csv: &Path| {
+        let mut command = common::finetune();
+        command.args(["predict", "--tta", tta, "--csv"]).arg(csv).arg("--checkpoint").arg(checkpoint).args(&files);
+        common::run_ok(&mut command);
+        let text = std::fs::read_to_string(csv).unwrap();
+        let rows: Vec<Vec<String>> =
+            tchlab::report::csv_records(&text).unwrap().into_iter().map(|(_, fields)| fields).collect();
+        assert_eq!(rows[0], ["path", "prediction", "ants", "bees", "error"]);
+        rows[1..].to_vec()
+    };
+    let rows = predict_csv("none", &out.join("plain.csv"));
+    assert_eq!(rows.len(), files.len());
+    for (row, prediction) in rows.iter().zip(plain.iter().step_by(20)) {
+        assert_eq!(row[0], prediction["path"].as_str().unwrap());
+        assert_eq!(row[1], prediction["top"][0]["class"].as_str().unwrap());
+        let top = prediction["top"][0]["probability"].as_f64().unwrap();
+        let column = if row[1] == "ants" { 2 } else { 3 };
+        assert!((row[column].parse::<f64>().unwrap() - top).abs() < 1e-6, "{row:?} against {prediction}");
+    }
+    let flipped = predict_csv("flip", &out.join("flip.csv"));
+    let trained = tchlab::finetune::predict::TrainedModel::load(checkpoint, tch::Device::Cpu).unwrap();
+    let reporter = tchlab::report::Silent;
+    for (row, file) in flipped.iter().zip(&files) {
+        let image = tchlab::data::loader::image_tensor(&tchlab::data::decode::decode_rgb(Path::new(file)).unwrap());
+        let views = tchlab::data::tta::views(&image, &trained.card.sizing(), tchlab::data::tta::Tta::Flip);
+        let centre = trained.probabilities(&views.narrow(0, 0, 1), tch::Device::Cpu, &reporter);
+        let mirror = trained.probabilities(&views.narrow(0, 1, 1), tch::Device::Cpu, &reporter);
+        let ants = (centre.double_value(&[0, 0]) + mirror.double_value(&[0, 0])) / 2.0;
+        assert!((row[2].parse::<f64>().unwrap() - ants).abs() < 1e-5, "{file}: {row:?} against {ants}");
+        assert!(centre.double_value(&[0, 0]) != mirror.double_value(&[0, 0]), "{file}: the mirror changed nothing");
+    }
 }
 
 #[test]

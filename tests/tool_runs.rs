@@ -184,7 +184,7 @@ fn caption_train(data: &Path, out: &Path, epochs: &str) -> Command {
 
 /// Every number of a `caption train` summary but the timings.
 fn caption_numbers(summary: &Value) -> Vec<Value> {
-    let mut numbers = vec![summary["kept_epoch"].clone(), summary["kept_val_loss"].clone(), summary["bleu"].clone()];
+    let mut numbers = vec![summary["kept_epoch"].clone(), summary["kept_val_loss"].clone(), summary["scores"].clone()];
     for epoch in summary["epochs"].as_array().unwrap() {
         numbers.extend([epoch["train_loss"].clone(), epoch["val_loss"].clone(), epoch["lr"].clone()]);
     }

@@ -12,7 +12,7 @@ use tchlab::layers::transformer::{
 };
 
 mod common;
-use common::gradcheck::{finite_difference_check, rel_error};
+use common::gradcheck::{autograd_of, finite_difference_check, rel_error};
 
 const F64: (Kind, Device) = (Kind::Double, Device::Cpu);
 const FD_TOLERANCE: f64 = 1e-6;
@@ -42,19 +42,6 @@ fn randomize(vs: &mut nn::VarStore) {
             var.copy_(&(Tensor::randn(var.size(), F64) * std + centre));
         }
     });
-}
-
-/// Autograd's gradients of `Σ forward()·upstream` with respect to `wrt`.
-fn autograd_of(forward: &dyn Fn() -> Tensor, wrt: &[&Tensor], upstream: &Tensor) -> Vec<Tensor> {
-    for t in wrt {
-        let _ = t.shallow_clone().set_requires_grad(true);
-    }
-    let out = (forward() * upstream).sum(Kind::Double);
-    let grads = Tensor::run_backward(&[&out], wrt, false, false);
-    for t in wrt {
-        let _ = t.shallow_clone().set_requires_grad(false);
-    }
-    grads
 }
 
 /// Whether a parameter's gradient is zero whatever the input: an

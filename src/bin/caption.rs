@@ -38,7 +38,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train a captioning network, then caption the val images (BLEU against two baselines) and draw samples.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Caption image files with a trained network.
     Sample(SampleArgs),
     /// Make a captioned image set from MNIST: scenes of two or three digits, captioned from what is where.
@@ -194,7 +194,9 @@ fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
         wordvec: args.wordvec,
         heads: args.heads,
         layers: args.layers,
-        dropout: args.dropout,
+        attention_width: args.attention_width,
+        dropout: args.dropout_rate(),
+        attention_penalty: args.attention_penalty,
         beam: args.beam,
         schedule: Recipe {
             epochs: args.epochs,
@@ -214,10 +216,23 @@ fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
         config,
     };
     let summary = run::run(&data, &options, interrupt, &Terminal)?;
-    tchlab::say!("\n{:<48} BLEU-1  BLEU-2  BLEU-3  BLEU-4", "Val BLEU (corpus, COCO scorer)");
-    for row in &summary.bleu {
+    tchlab::say!(
+        "\n{:<48} BLEU-1  BLEU-2  BLEU-3  BLEU-4  ROUGE-L  CIDEr-D",
+        "Val BLEU, ROUGE-L, CIDEr-D (COCO scorers)"
+    );
+    for row in &summary.scores {
         let b = row.bleu;
-        tchlab::say!("{:<48} {:.4}  {:.4}  {:.4}  {:.4}", row.method, b[0], b[1], b[2], b[3]);
+        let (rouge, cider) = (row.rouge_l, row.cider_d);
+        tchlab::say!("{:<48} {:.4}  {:.4}  {:.4}  {:.4}  {rouge:.4}   {cider:.4}", row.method, b[0], b[1], b[2], b[3]);
+    }
+    if let Some(first) = summary.scores.first().and_then(|row| row.scenes) {
+        let header = format!("Val scenes ({} scenes, {} digits)", first.scenes, first.digits);
+        tchlab::say!("\n{header:<48} layout  digits  exact   digits in place");
+        for row in &summary.scores {
+            let Some(t) = row.scenes else { continue };
+            let (layout, digits, exact) = (t.layout_right.count, t.digits_right.count, t.exact_caption.count);
+            tchlab::say!("{:<48} {layout:<7} {digits:<7} {exact:<7} {}", row.method, t.digits_in_place.count);
+        }
     }
     tchlab::say!("Results in {}", options.out.display());
     Ok(())
@@ -295,7 +310,7 @@ fn main() {
         let given = tchlab::cli::given_to_subcommand::<Cli>(&matches);
         match Cli::from_arg_matches(&matches)?.command {
             Command::Train(args) => {
-                let (args, start) = resolve(args, &given)?;
+                let (args, start) = resolve(*args, &given)?;
                 train(args, start, &interrupt)
             }
             Command::Sample(args) => sample(args),

@@ -11,10 +11,12 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use tchlab::cli::Banner;
 use tchlab::data::image_folder::collect_images;
+use tchlab::data::tta::Tta;
 use tchlab::device::DeviceArg;
 use tchlab::finetune::config::{FinetuneConfig, TrainOptions};
 use tchlab::finetune::predict::{
-    evaluate_multi_label, evaluate_split, predict_files, resolve_labels, resolve_split, TrainedModel,
+    evaluate_multi_label, evaluate_split, predict_files, resolve_labels, resolve_split, Prediction, PredictionsCsv,
+    TrainedModel,
 };
 use tchlab::finetune::run::{self, Start};
 use tchlab::interrupt::Interrupt;
@@ -218,6 +220,15 @@ struct PredictArgs {
     /// A multi-label model shows every label whose probability is above this [default: the model's, from its training run's --threshold].
     #[arg(long, value_name = "T")]
     threshold: Option<f64>,
+    /// Average each image's probabilities over these views (torchvision's crops of the resized image).
+    #[arg(long, value_enum, default_value = "none")]
+    tta: Tta,
+    /// Also write one row per image to FILE as it is predicted (path, prediction, each class's probability, error).
+    #[arg(long, value_name = "FILE")]
+    csv: Option<PathBuf>,
+    /// Also draw each image with the Grad-CAM map of its top class into DIR (ResNets and EfficientNets).
+    #[arg(long, value_name = "DIR")]
+    cam: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -270,6 +281,12 @@ struct EvalArgs {
         help = "Where to write confusion_matrix.png, evaluation.json and predictions.csv (each image's outcome; a multi-label model: evaluation.json and scores.csv) [default: eval-<split> beside the model]"
     )]
     out: Option<PathBuf>,
+    /// Average each image's probabilities over these views (torchvision's crops of the resized image).
+    #[arg(long, value_enum, default_value = "none")]
+    tta: Tta,
+    /// List the K images of highest loss in evaluation.json and draw them with the Grad-CAM map of the predicted class in top_losses.png (ResNets and EfficientNets).
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..=100))]
+    top_losses: Option<u64>,
     /// Print the evaluation as JSON instead of tables.
     #[arg(long)]
     json: bool,
@@ -434,34 +451,51 @@ fn predict(args: PredictArgs) -> Result<()> {
     if files.is_empty() {
         bail!("no image files found in {:?}", args.images);
     }
-    let top_k = args.top_k.map_or(trained.classes.len(), |k| k as usize);
-    let predictions = predict_files(&trained, &files, top_k, device, &Terminal)?;
-    if args.json {
-        tchlab::say!("{}", serde_json::to_string_pretty(&predictions)?);
-    } else {
-        for p in &predictions {
-            match &p.error {
-                Some(e) => tchlab::say!("{}  ERROR {e}", p.path.display()),
-                None if p.top.is_empty() => {
-                    let threshold = trained.threshold.unwrap_or_default();
-                    tchlab::say!("{}  (no label above {threshold})", p.path.display())
-                }
-                None => {
-                    let cells: Vec<String> =
-                        p.top.iter().map(|c| format!("{} {:.4}", c.class, c.probability)).collect();
-                    tchlab::say!("{}  {}", p.path.display(), cells.join("  "));
-                }
-            }
-        }
+    trained.tta = args.tta;
+    if args.cam.is_some() {
+        tchlab::finetune::cam::check_explainable(&trained, "--cam")?;
     }
-    let failed = predictions.iter().filter(|p| p.error.is_some()).count();
+    let top_k = args.top_k.map_or(trained.classes.len(), |k| k as usize);
+    let mut csv = args.csv.as_deref().map(|path| PredictionsCsv::create(path, &trained)).transpose()?;
+    let mut json = Vec::new();
+    let failed = predict_files(&trained, &files, top_k, device, &Terminal, &mut |prediction| {
+        if let Some(csv) = &mut csv {
+            csv.write(prediction)?;
+        }
+        match args.json {
+            true => json.push(serde_json::to_value(prediction)?),
+            false => tchlab::say!("{}", prediction_line(prediction, trained.threshold)),
+        }
+        Ok(())
+    })?;
+    if args.json {
+        tchlab::say!("{}", serde_json::to_string_pretty(&json)?);
+    }
+    if let Some(path) = &args.csv {
+        tchlab::say_err!("wrote {}", path.display());
+    }
+    if let Some(dir) = &args.cam {
+        let written = tchlab::finetune::cam::write_class_maps(&trained, &files, dir, device)?;
+        tchlab::say_err!("wrote {written} class map(s) to {}", dir.display());
+    }
     if failed > 0 && !args.allow_errors {
-        bail!(
-            "{failed} of {} file(s) could not be read as images (--allow-errors to exit 0 anyway)",
-            predictions.len()
-        );
+        bail!("{failed} of {} file(s) could not be read as images (--allow-errors to exit 0 anyway)", files.len());
     }
     Ok(())
+}
+
+/// One file's row of `predict`'s table.
+fn prediction_line(prediction: &Prediction, threshold: Option<f64>) -> String {
+    let path = prediction.path.display();
+    match &prediction.error {
+        Some(e) => format!("{path}  ERROR {e}"),
+        None if prediction.top.is_empty() => format!("{path}  (no label above {})", threshold.unwrap_or_default()),
+        None => {
+            let cells: Vec<String> =
+                prediction.top.iter().map(|c| format!("{} {:.4}", c.class, c.probability)).collect();
+            format!("{path}  {}", cells.join("  "))
+        }
+    }
 }
 
 fn audit(args: AuditArgs) -> Result<()> {
@@ -499,6 +533,16 @@ fn eval(args: EvalArgs) -> Result<()> {
     let mut trained = TrainedModel::load(&args.checkpoint, device)?;
     if let Some(threshold) = args.threshold {
         trained.set_threshold(threshold)?;
+    }
+    trained.tta = args.tta;
+    if args.top_losses.is_some() {
+        if trained.threshold.is_some() {
+            bail!(
+                "--top-losses: {} is a multi-label model; its per-image scores are in scores.csv",
+                trained.path.display()
+            );
+        }
+        tchlab::finetune::cam::check_explainable(&trained, "--top-losses")?;
     }
     let (folder, note, bad_rows) = match (&args.labels, &args.data) {
         (Some(labels), data) => {
@@ -539,8 +583,13 @@ fn eval(args: EvalArgs) -> Result<()> {
         evaluation.write_scores(&out.join("scores.csv"))?;
         return report_multi_label_eval(&evaluation, &out, args.json);
     }
-    let evaluation = evaluate_split(&trained, &folder, device, &Terminal)?;
+    let mut evaluation = evaluate_split(&trained, &folder, device, &Terminal)?;
     create_out()?;
+    if let Some(k) = args.top_losses {
+        evaluation.find_top_losses(k as usize, &trained.classes);
+        let figure = out.join("top_losses.png");
+        tchlab::finetune::cam::top_losses_figure(&trained, &evaluation.top_losses, device, &figure)?;
+    }
     plots::confusion_matrix(&evaluation.confusion, &trained.classes, &out.join("confusion_matrix.png"))?;
     let json = serde_json::to_string_pretty(&evaluation)?;
     tchlab::persist::write_atomically(&out.join("evaluation.json"), json.as_bytes())?;
@@ -574,6 +623,13 @@ fn eval(args: EvalArgs) -> Result<()> {
         out.join("evaluation.json").display(),
         out.join(EVAL_PREDICTIONS_FILE).display()
     );
+    if !evaluation.top_losses.is_empty() {
+        tchlab::say!(
+            "the {} images of highest loss: {}",
+            evaluation.top_losses.len(),
+            out.join("top_losses.png").display()
+        );
+    }
     Ok(())
 }
 

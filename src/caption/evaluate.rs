@@ -1,13 +1,18 @@
-//! Captions on a split and how good they are: greedy or beam-search samples for every
-//! captioned image, corpus BLEU-1…4 against all of the image's captions, and
-//! two baselines computed the same way — the most frequent training caption
-//! for every image, and the caption of the nearest training image in
-//! feature space (Euclidean over pooled features, a grid averaged over its
+//! Captions on a split and how good they are: greedy or beam-search samples
+//! for every captioned image, scored against all of the image's captions as
+//! the COCO caption evaluation scores them (corpus BLEU-1…4, ROUGE-L,
+//! CIDEr-D) and, on the digit scenes, by what they say is where; and two
+//! baselines scored the same way — the most frequent training caption for
+//! every image, and the caption of the nearest training image in feature
+//! space (Euclidean over pooled features, a grid averaged over its
 //! locations; its first caption).
 
 use super::bleu::{corpus_bleu, MAX_N};
+use super::cider::corpus_cider_d;
 use super::dataset::{CaptionData, CaptionSplit};
 use super::decoder::{decode, Captioner};
+use super::rouge::corpus_rouge_l;
+use super::scenes::{tally_scenes, SceneTally};
 use super::vocab::Vocabulary;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -16,10 +21,15 @@ use tch::{Device, Kind, Tensor};
 /// Greedy sampling stops after this many words.
 pub const MAX_SAMPLE_WORDS: usize = 30;
 
+/// One captioning method's scores on the val images.
 #[derive(Debug, Clone, Serialize)]
-pub struct BleuRow {
+pub struct ScoreRow {
     pub method: String,
     pub bleu: [f64; MAX_N],
+    pub rouge_l: f64,
+    pub cider_d: f64,
+    /// Over every val scene, when every true caption is a digit-scene caption.
+    pub scenes: Option<SceneTally>,
 }
 
 /// What the model said for each captioned image of a split, in
@@ -69,21 +79,28 @@ pub fn caption_split(
     SplitCaptions { images, sampled, truths }
 }
 
-fn bleu_of(method: &str, hypotheses: &[String], truths: &[Vec<String>]) -> BleuRow {
+/// The scores of `hypotheses`, each against its image's `truths`.
+pub fn score_row(method: &str, hypotheses: &[String], truths: &[Vec<String>]) -> ScoreRow {
     let hyps: Vec<Vec<&str>> = hypotheses.iter().map(|h| h.split_whitespace().collect()).collect();
     let refs: Vec<Vec<Vec<&str>>> =
         truths.iter().map(|t| t.iter().map(|r| r.split_whitespace().collect()).collect()).collect();
-    BleuRow { method: method.to_string(), bleu: corpus_bleu(&hyps, &refs) }
+    ScoreRow {
+        method: method.to_string(),
+        bleu: corpus_bleu(&hyps, &refs),
+        rouge_l: corpus_rouge_l(&hyps, &refs),
+        cider_d: corpus_cider_d(&hyps, &refs),
+        scenes: tally_scenes(hypotheses, truths),
+    }
 }
 
-/// BLEU of the model's val captions and of the two baselines.
-pub fn bleu_table(model_name: &str, val: &SplitCaptions, data: &CaptionData) -> Vec<BleuRow> {
+/// The scores of the model's val captions and of the two baselines.
+pub fn score_table(model_name: &str, val: &SplitCaptions, data: &CaptionData) -> Vec<ScoreRow> {
     let frequent = most_frequent_caption(&data.train, &data.vocab);
     let nearest = nearest_neighbour_captions(&data.train, &data.val, &val.images, &data.vocab);
     vec![
-        bleu_of(model_name, &val.sampled, &val.truths),
-        bleu_of("baseline: most frequent training caption", &vec![frequent; val.images.len()], &val.truths),
-        bleu_of("baseline: caption of the nearest training image", &nearest, &val.truths),
+        score_row(model_name, &val.sampled, &val.truths),
+        score_row("baseline: most frequent training caption", &vec![frequent; val.images.len()], &val.truths),
+        score_row("baseline: caption of the nearest training image", &nearest, &val.truths),
     ]
 }
 

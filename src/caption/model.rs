@@ -6,6 +6,7 @@
 //! [`CaptioningNet::loss`]; decoding one word at a time through the
 //! [`Captioner`] seam. [`build`] makes the network a [`CellKind`] names.
 
+use super::attend::AttentionNet;
 use super::decoder::{Captioner, DecodeState, Step};
 use super::transformer::TransformerNet;
 use crate::choice_names::Named;
@@ -43,8 +44,8 @@ impl CellKind {
 pub fn build(p: &nn::Path, dims: Dims, cell: CellKind, tokens: SpecialTokens) -> anyhow::Result<Box<dyn Captioner>> {
     match cell {
         CellKind::Rnn | CellKind::Lstm => Ok(Box::new(CaptioningNet::new(p, dims, cell, tokens))),
+        CellKind::Attention => Ok(Box::new(AttentionNet::new(p, dims, tokens))),
         CellKind::Transformer => Ok(Box::new(TransformerNet::new(p, dims, tokens)?)),
-        CellKind::Attention => anyhow::bail!("--cell {}: not built yet", cell.name()),
     }
 }
 
@@ -56,8 +57,9 @@ pub struct SpecialTokens {
     pub end: i64,
 }
 
-/// The sizes of a captioning network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The sizes of a captioning network (and the attention network's two
+/// training-time regularisers).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Dims {
     /// Image feature width D.
     pub features: i64,
@@ -73,12 +75,22 @@ pub struct Dims {
     /// The Transformer's decoder layers (0 for the other cells).
     #[serde(default)]
     pub layers: i64,
+    /// The attention network's attention width A (0 for the other cells).
+    #[serde(default)]
+    pub attention: i64,
+    /// The attention network's dropout rate on its deep output, while
+    /// training (0 for none).
+    #[serde(default)]
+    pub dropout: f64,
+    /// λ of the attention network's doubly stochastic penalty.
+    #[serde(default)]
+    pub attention_penalty: f64,
 }
 
 impl Dims {
     /// The sizes of a recurrent network (no heads, no layers).
     pub fn recurrent(features: i64, wordvec: i64, hidden: i64, vocabulary: i64) -> Self {
-        Self { features, wordvec, hidden, vocabulary, heads: 0, layers: 0 }
+        Self { features, wordvec, hidden, vocabulary, ..Self::default() }
     }
 }
 

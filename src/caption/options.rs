@@ -5,7 +5,7 @@
 use super::model::CellKind;
 use super::run::Keep;
 use crate::cli::parse::{
-    at_least_one, beam_width, decay_factor, dropout_rate, hidden_size, layer_count, learning_rate,
+    at_least_one, beam_width, decay_factor, dropout_rate, hidden_size, layer_count, learning_rate, non_negative,
 };
 use crate::cli::RunArgs;
 use crate::grad::GradMode;
@@ -13,14 +13,6 @@ use crate::models::{Arch, GridLayer};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-
-/// The Transformer's dropout rate, the course's.
-const DEFAULT_DROPOUT: f64 = 0.1;
-
-/// Runs saved before `--dropout` existed had the course's rate.
-fn default_dropout() -> f64 {
-    DEFAULT_DROPOUT
-}
 
 #[derive(Args, Serialize, Deserialize)]
 pub struct TrainArgs {
@@ -37,10 +29,15 @@ pub struct TrainArgs {
     /// transformer: decoder layers.
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = layer_count, allow_negative_numbers = true)]
     pub layers: i64,
-    /// transformer: dropout rate of the embedded words and every sublayer's output while training.
-    #[arg(long, value_name = "P", default_value_t = DEFAULT_DROPOUT, value_parser = dropout_rate, allow_negative_numbers = true)]
-    #[serde(default = "default_dropout")]
-    pub dropout: f64,
+    /// attention: the width A of the attention's hidden layer (tanh(a·W_a + h·W_h + b), A wide).
+    #[arg(long, value_name = "A", default_value_t = 256, value_parser = hidden_size, allow_negative_numbers = true)]
+    pub attention_width: i64,
+    /// Dropout rate while training: attention's on its deep output, transformer's on the embedded words and every sublayer's output [default: attention 0, transformer 0.1].
+    #[arg(long, value_name = "P", value_parser = dropout_rate, allow_negative_numbers = true)]
+    pub dropout: Option<f64>,
+    /// attention: λ of the doubly stochastic penalty λ·Σ_l (1 − Σ_t α_tl)² per caption.
+    #[arg(long, value_name = "λ", default_value_t = 1.0, value_parser = non_negative, allow_negative_numbers = true)]
+    pub attention_penalty: f64,
     /// Hypotheses kept per image by beam search when the val images are captioned (1: greedy).
     #[arg(long, value_name = "K", default_value_t = 1, value_parser = beam_width, allow_negative_numbers = true)]
     pub beam: usize,
@@ -76,7 +73,7 @@ pub struct TrainArgs {
     /// Image folder: backbone that computes the image features (frozen, ImageNet weights).
     #[arg(long, value_enum, default_value = "efficientnet-lite0")]
     pub arch: Arch,
-    /// Image folder, --cell attention|transformer: the backbone's map whose grid they attend over: last (the map the pooled feature averages: Lite0's and the EfficientNets' 1280-channel head, ResNet layer4) or penultimate (Lite0's 320-channel last stage, ResNet layer3) [default: last].
+    /// Image folder, --cell attention|transformer: the backbone's convolutional map whose grid of locations they attend over [default: last].
     #[arg(long, value_enum, value_name = "LAYER")]
     pub feature_grid: Option<GridLayer>,
     /// Image folder: the backbone's weights [default: its file in models/].
@@ -103,6 +100,12 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
+    /// `--dropout`, or the cell's default: none for the attention LSTM, the
+    /// course's 0.1 for the Transformer (and runs saved before the option).
+    pub fn dropout_rate(&self) -> f64 {
+        self.dropout.unwrap_or(if self.cell == CellKind::Transformer { 0.1 } else { 0.0 })
+    }
+
     /// The paths as a fresh run saves them: absolute (so that the run
     /// resumes from any folder), and for an image folder the backbone's
     /// default weights file named. The binary and a sweep's points both

@@ -3,13 +3,15 @@
 //! (`best_model.safetensors` either way, as `finetune` names it), saving
 //! the run state after every epoch (a stopped run resumes), then
 //! captions the val images with it and writes the loss history (CSV, PNG),
-//! BLEU against the two baselines (`results.md`, `summary.json`) and the
+//! BLEU, ROUGE-L, CIDEr-D and (on digit scenes) what the captions got
+//! right, against the two baselines (`results.md`, `summary.json`), and the
 //! caption sample figures for train and val images (and their text, for
-//! more images, in `samples.json`).
+//! more images, in `samples.json`), and for a network that attends, where
+//! each word of its val captions looked (`attention_val.png`).
 
 use super::dataset::{CaptionData, CaptionSplit, ImageSource};
 use super::decoder::Captioner;
-use super::evaluate::{bleu_table, caption_split, sample_images, BleuRow};
+use super::evaluate::{caption_split, sample_images, score_table, ScoreRow};
 use super::model::{build, CellKind, Dims};
 use super::saved::{self, CaptionCard, FeatureSource};
 use super::task::Captioning;
@@ -66,8 +68,12 @@ pub struct RunOptions {
     /// The Transformer's attention heads and decoder layers (0 otherwise).
     pub heads: i64,
     pub layers: i64,
-    /// The dropout rate while training (the Transformer's; the others have none).
+    /// The attention network's attention width, dropout while training (the
+    /// attention network's deep output, the Transformer's sublayers) and
+    /// the attention network's doubly stochastic penalty λ.
+    pub attention_width: i64,
     pub dropout: f64,
+    pub attention_penalty: f64,
     /// Hypotheses per image when captioning for the results and figures (1: greedy).
     pub beam: usize,
     pub schedule: Recipe,
@@ -100,7 +106,8 @@ pub struct RunResults {
     pub kept_epoch: usize,
     pub kept_val_loss: f64,
     pub final_train_loss: f64,
-    pub bleu: Vec<BleuRow>,
+    /// Ours and the two baselines on the val images.
+    pub scores: Vec<ScoreRow>,
     pub seconds_training: f64,
     pub seconds_per_epoch: f64,
     pub peak_memory_mb: Option<f64>,
@@ -130,6 +137,7 @@ pub fn run(
         vocabulary: data.vocab.len() as i64,
         heads: options.heads,
         layers: options.layers,
+        ..attention_dims(options)
     };
     let mut net = build(&store.root(), dims, options.cell, data.vocab.tokens)?;
     // The course's PCA features are used as published; backbone features,
@@ -199,9 +207,10 @@ pub fn run(
     // state and its model resumes to the same file.
     saved::save(&out.file(BEST_MODEL_FILE), &store, &card(kept_epoch, kept_val_loss))?;
     let val = caption_split(&*net, &data.val, &data.vocab, options.beam, options.device);
-    let bleu = bleu_table(&format!("{} (ours)", method_name(options)), &val, data);
+    let scores = score_table(&format!("{} (ours)", method_name(options)), &val, data);
     sample_figure(&*net, data, &data.train, options, &out)?;
     sample_figure(&*net, data, &data.val, options, &out)?;
+    attention_figure(&*net, data, options, &out, reporter)?;
     let mut samples = spread_samples(&*net, data, &data.train, SAMPLES_IN_JSON, options).1;
     samples.extend(spread_samples(&*net, data, &data.val, SAMPLES_IN_JSON, options).1);
     out.write("samples.json", serde_json::to_string_pretty(&samples)?.as_bytes())?;
@@ -218,7 +227,7 @@ pub fn run(
         kept_epoch,
         kept_val_loss,
         final_train_loss: state.batch_losses.last().copied().unwrap_or(f64::NAN),
-        bleu,
+        scores,
         seconds_training: state.epochs.iter().map(|e| e.seconds).sum(),
         seconds_per_epoch: state.epochs.iter().map(|e| e.seconds).sum::<f64>() / state.epochs.len().max(1) as f64,
         peak_memory_mb: peak_memory_mb(),
@@ -328,6 +337,19 @@ fn sample_figure(
     plots::caption_samples(&out.file(&format!("samples_{name}.png")), &title, &panels)
 }
 
+/// The attention network's own sizes and regularisers (none for the other cells).
+fn attention_dims(options: &RunOptions) -> Dims {
+    match options.cell {
+        CellKind::Attention => Dims {
+            attention: options.attention_width,
+            dropout: options.dropout,
+            attention_penalty: options.attention_penalty,
+            ..Dims::default()
+        },
+        _ => Dims::default(),
+    }
+}
+
 /// "LSTM", or "TRANSFORMER, beam 3".
 fn method_name(options: &RunOptions) -> String {
     let cell = options.cell.name().to_uppercase();
@@ -365,8 +387,10 @@ fn results_markdown(s: &RunResults, device: Device, seconds_total: f64) -> Strin
     let mut text = format!(
         "# Captioning: {} on {}\n\nweights of epoch {} ({:?}: val loss {:.4}); {} training captions, {} val images, vocabulary {}; \
          {:.1} s per epoch, {:.0} s in all, peak memory {} MB, {}.\n\n\
-         Val corpus BLEU (COCO caption evaluation's scorer: closest reference length, no smoothing):\n\n\
-         | method | BLEU-1 | BLEU-2 | BLEU-3 | BLEU-4 |\n|---|---|---|---|---|\n",
+         Val scores as the COCO caption evaluation computes them (corpus BLEU: closest reference length, no smoothing; \
+         ROUGE-L: LCS F-measure, β = 1.2, mean over images; CIDEr-D: TF-IDF of 1- to 4-grams over the val references, \
+         clipped, σ = 6 length penalty, ×10, mean over images):\n\n\
+         | method | BLEU-1 | BLEU-2 | BLEU-3 | BLEU-4 | ROUGE-L | CIDEr-D |\n|---|---|---|---|---|---|---|\n",
         s.cell.to_uppercase(),
         s.data,
         s.kept_epoch,
@@ -380,9 +404,79 @@ fn results_markdown(s: &RunResults, device: Device, seconds_total: f64) -> Strin
         s.peak_memory_mb.map_or("?".into(), |m| format!("{m:.0}")),
         crate::device::name(device)
     );
-    for row in &s.bleu {
+    for row in &s.scores {
         let b = row.bleu;
-        text += &format!("| {} | {:.4} | {:.4} | {:.4} | {:.4} |\n", row.method, b[0], b[1], b[2], b[3]);
+        text += &format!(
+            "| {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} |\n",
+            row.method, b[0], b[1], b[2], b[3], row.rouge_l, row.cider_d
+        );
+    }
+    if let Some(scenes) = s.scores.first().and_then(|row| row.scenes) {
+        text += &format!(
+            "\nOf the {} val scenes, how many captions have the true layout (how many digits, row or column), \
+             the true digits (in any order), or are word for word a true caption; and of their {} digits, \
+             how many a caption with the true layout names in their own place:\n\n\
+             | method | layout right | digits right | exact true caption | digits in place |\n|---|---|---|---|---|\n",
+            scenes.scenes, scenes.digits,
+        );
+        for row in &s.scores {
+            let Some(t) = row.scenes else { continue };
+            let share = |s: super::scenes::Share| format!("{} ({:.1}%)", s.count, 100.0 * s.fraction);
+            text += &format!(
+                "| {} | {} | {} | {} | {} |\n",
+                row.method,
+                share(t.layout_right),
+                share(t.digits_right),
+                share(t.exact_caption),
+                share(t.digits_in_place)
+            );
+        }
     }
     text
+}
+
+/// Val images in the attention figure.
+const ATTENTION_IMAGES: usize = 4;
+
+/// `attention_val.png`, for a network that attends: images spread over the
+/// val split, each with its greedy caption word by word and where each word
+/// looked (the grid's weights over the picture the backbone saw).
+fn attention_figure(
+    net: &dyn Captioner,
+    data: &CaptionData,
+    options: &RunOptions,
+    out: &RunDir,
+    reporter: &dyn Reporter,
+) -> Result<()> {
+    let FeatureSource::Backbone { arch, .. } = options.features else { return Ok(()) };
+    let captioned = data.val.captioned_images();
+    let count = captioned.len().min(ATTENTION_IMAGES);
+    let picks: Vec<i64> = (0..count).map(|k| captioned[k * captioned.len() / count.max(1)]).collect();
+    let features = data.val.features.index_select(0, &Tensor::from_slice(&picks));
+    let features = features.to_device(options.device).to_kind(tch::Kind::Float);
+    let (tokens, Some(attention)) =
+        super::decoder::greedy_with_attention(net, &features, super::evaluate::MAX_SAMPLE_WORDS)
+    else {
+        return Ok(());
+    };
+    let (tokens, attention) = (tokens.to_device(Device::Cpu), attention.to_device(Device::Cpu));
+    let (_, steps, locations) = attention.size3()?;
+    let side = (locations as f64).sqrt().round() as i64;
+    if side * side != locations {
+        reporter.warning(&format!("no attention figure: a grid of {locations} locations is not square"));
+        return Ok(());
+    }
+    let mut panels = Vec::with_capacity(picks.len());
+    for (row, image) in picks.iter().enumerate() {
+        let ImageSource::File(path) = &data.val.sources[*image as usize] else { continue };
+        let row = row as i64;
+        let words = data.vocab.decode_words(&Vec::<i64>::try_from(tokens.get(row))?);
+        panels.push(plots::AttentionPanel {
+            picture: super::features::seen_picture(path, arch)?,
+            words: words.into_iter().map(String::from).collect(),
+            weights: attention.get(row).reshape([steps, side, side]),
+        });
+    }
+    let title = format!("Where {} looked for each word of its greedy val captions", method_name(options));
+    plots::attention_maps(&out.file("attention_val.png"), &title, &panels)
 }

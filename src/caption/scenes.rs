@@ -7,6 +7,11 @@
 //! "a nine below a four below a one"; "a three then an eight then a five from
 //! left to right" and its reverse. Train scenes use MNIST's training digits,
 //! val scenes its test digits.
+//!
+//! It also reads such a caption back ([`read_caption`]: how many digits, in a
+//! row or a column, which, in what order) and counts how many sampled
+//! captions have the true layout, the true digits, or are a true caption
+//! ([`tally_scenes`]).
 
 use crate::data::mnist::{read_pair, RawDigits};
 use crate::report::Reporter;
@@ -14,6 +19,7 @@ use anyhow::{Context, Result};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
 use serde_json::json;
 use std::path::Path;
 
@@ -140,6 +146,118 @@ fn captions(labels: &[u8], horizontal: bool) -> Vec<String> {
     }
 }
 
+/// What a scene caption says: the digits in reading order (left to right,
+/// or top to bottom) and whether they stand in a row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SceneReading {
+    pub digits: Vec<u8>,
+    pub horizontal: bool,
+}
+
+impl SceneReading {
+    /// How many digits, and whether in a row.
+    pub fn layout(&self) -> (usize, bool) {
+        (self.digits.len(), self.horizontal)
+    }
+}
+
+/// The scene a caption describes, if it is one of the sentences the scene
+/// writer makes (articles included); None for anything else.
+pub fn read_caption(caption: &str) -> Option<SceneReading> {
+    let words: Vec<&str> = caption.split_whitespace().collect();
+    let caption = words.join(" ");
+    let mut digits: Vec<u8> =
+        words.iter().filter_map(|w| DIGIT_WORDS.iter().position(|d| d == w)).map(|d| d as u8).collect();
+    let (horizontal, backwards) = if caption.contains(" to the left of ") || caption.ends_with(" from left to right") {
+        (true, false)
+    } else if caption.contains(" to the right of ") || caption.ends_with(" from right to left") {
+        (true, true)
+    } else if caption.contains(" above ") {
+        (false, false)
+    } else if caption.contains(" below ") {
+        (false, true)
+    } else {
+        return None;
+    };
+    if backwards {
+        digits.reverse();
+    }
+    // Whatever else the words say, the writer's own sentence for the scene must be this one.
+    let written = (2..=3).contains(&digits.len()) && captions(&digits, horizontal).contains(&caption);
+    written.then_some(SceneReading { digits, horizontal })
+}
+
+/// A count out of a whole, and the fraction it is.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Share {
+    pub count: usize,
+    pub fraction: f64,
+}
+
+impl Share {
+    fn of(count: usize, whole: usize) -> Self {
+        Self { count, fraction: if whole == 0 { 0.0 } else { count as f64 / whole as f64 } }
+    }
+}
+
+/// What sampled captions of digit scenes got right, over every scene.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SceneTally {
+    pub scenes: usize,
+    /// All the scenes' digits.
+    pub digits: usize,
+    /// How many digits and row or column, as the scene.
+    pub layout_right: Share,
+    /// The scene's digits, as a multiset (in any order).
+    pub digits_right: Share,
+    /// Word for word one of the scene's captions.
+    pub exact_caption: Share,
+    /// Digits (out of all the scenes' digits) named in their own place of
+    /// a caption with the right layout.
+    pub digits_in_place: Share,
+}
+
+/// Counts over every scene, given each scene's sampled caption and its true
+/// captions; None unless every true caption is a scene caption and each
+/// scene's captions describe one scene.
+pub fn tally_scenes(sampled: &[String], truths: &[Vec<String>]) -> Option<SceneTally> {
+    assert_eq!(sampled.len(), truths.len(), "one set of true captions per sampled caption");
+    let scenes: Vec<SceneReading> = truths.iter().map(|t| scene_of(t)).collect::<Option<_>>()?;
+    let (mut layout, mut digits, mut exact, mut in_place) = (0, 0, 0, 0);
+    for ((caption, truth), scene) in sampled.iter().zip(truths).zip(&scenes) {
+        let words: Vec<&str> = caption.split_whitespace().collect();
+        exact += truth.iter().any(|t| t.split_whitespace().eq(words.iter().copied())) as usize;
+        let Some(read) = read_caption(caption) else { continue };
+        digits += (sorted(&read.digits) == sorted(&scene.digits)) as usize;
+        if read.layout() == scene.layout() {
+            layout += 1;
+            in_place += read.digits.iter().zip(&scene.digits).filter(|(a, b)| a == b).count();
+        }
+    }
+    let all_digits: usize = scenes.iter().map(|s| s.digits.len()).sum();
+    let count = scenes.len();
+    Some(SceneTally {
+        scenes: count,
+        digits: all_digits,
+        layout_right: Share::of(layout, count),
+        digits_right: Share::of(digits, count),
+        exact_caption: Share::of(exact, count),
+        digits_in_place: Share::of(in_place, all_digits),
+    })
+}
+
+/// The one scene all of an image's captions describe.
+fn scene_of(captions: &[String]) -> Option<SceneReading> {
+    let first = read_caption(captions.first()?)?;
+    captions[1..].iter().all(|c| read_caption(c).as_ref() == Some(&first)).then_some(first)
+}
+
+fn sorted(digits: &[u8]) -> Vec<u8> {
+    let mut digits = digits.to_vec();
+    digits.sort_unstable();
+    digits
+}
+
 /// What a scene set consists of inside its folder (and the feature cache
 /// `caption train` keeps beside it).
 const SCENE_SET: &[&str] = &["train", "val", "annotations", "features"];
@@ -171,7 +289,7 @@ fn clear_out(out: &Path, overwrite: bool) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::captions;
+    use super::{captions, read_caption, tally_scenes, SceneReading};
 
     #[test]
     fn captions_say_what_is_where_both_ways() {
@@ -185,5 +303,60 @@ mod tests {
             ]
         );
         assert_eq!(captions(&[1, 4, 9], false), ["a one above a four above a nine", "a nine below a four below a one"]);
+    }
+
+    #[test]
+    fn every_sentence_the_writer_makes_reads_back_as_its_scene() {
+        let mut scenes: Vec<Vec<u8>> = (0..100).map(|k| vec![k / 10, k % 10]).collect();
+        scenes.extend((0..1000).map(|k| vec![(k / 100) as u8, (k / 10 % 10) as u8, (k % 10) as u8]));
+        for digits in scenes {
+            for horizontal in [true, false] {
+                let expected = SceneReading { digits: digits.clone(), horizontal };
+                for caption in captions(&digits, horizontal) {
+                    assert_eq!(read_caption(&caption), Some(expected.clone()), "{caption}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sentences_the_writer_does_not_make_read_as_none() {
+        for caption in [
+            "",
+            "a seven",
+            "a seven to the left of an two",
+            "a seven to the left of a two to the left of a one",
+            "a seven then a two from left to right",
+            "a one above a four below a nine",
+            "a one above a four above a nine above a two",
+            "a seven to the left of a cat",
+            "a photo of a cat",
+        ] {
+            assert_eq!(read_caption(caption), None, "{caption:?}");
+        }
+        let reading = read_caption("a five then an eight then a three from right to left").unwrap();
+        assert_eq!(reading, SceneReading { digits: vec![3, 8, 5], horizontal: true });
+    }
+
+    #[test]
+    fn tally_counts_layout_digits_and_exact_captions_over_every_scene() {
+        let truths: Vec<Vec<String>> = [(vec![7, 2], true), (vec![1, 4, 9], false), (vec![3, 8], false)]
+            .iter()
+            .map(|(digits, horizontal)| captions(digits, *horizontal))
+            .collect();
+        let sampled: Vec<String> = [
+            "a two to the right of a seven",   // exact (the second caption)
+            "a nine above a four above a one", // layout, digits, one digit in place (the four)
+            "a three to the left of a one",    // neither layout nor digits
+        ]
+        .map(String::from)
+        .to_vec();
+        let tally = tally_scenes(&sampled, &truths).unwrap();
+        assert_eq!(tally.scenes, 3);
+        assert_eq!((tally.layout_right.count, tally.digits_right.count, tally.exact_caption.count), (2, 2, 1));
+        assert_eq!((tally.digits_in_place.count, tally.digits_in_place.fraction), (3, 3.0 / 7.0));
+        assert!((tally.layout_right.fraction - 2.0 / 3.0).abs() < 1e-15);
+        // True captions that are not scene captions: no tally.
+        assert_eq!(tally_scenes(&sampled[..1], &[vec!["a cat on a mat".to_string()]]), None);
     }
 }

@@ -16,3 +16,4 @@ pub mod npy;
 pub mod phash;
 pub mod sampler;
 pub mod transforms;
+pub mod tta;

@@ -207,7 +207,7 @@ pub fn resize_shorter_side(height: i64, width: i64, target: i64) -> (i64, i64) {
 }
 
 /// torchvision's `CenterCrop` offsets: `int(round((size - crop) / 2))`.
-fn center_offset(size: i64, crop: i64) -> i64 {
+pub fn center_offset(size: i64, crop: i64) -> i64 {
     ((size - crop) as f64 / 2.0).round_ties_even() as i64
 }
 
@@ -220,21 +220,32 @@ pub fn val_transform(image: &Tensor) -> Tensor {
 /// [`val_transform`] for a run's `sizing`: the shorter side resized to
 /// `sizing.resize`, then the central `sizing.size`².
 pub fn val_transform_sized(image: &Tensor, sizing: &Sizing) -> Tensor {
+    let resized = resized_for_crop(image, sizing);
+    let (_, h, w) = resized.size3().expect("[3, H, W]");
+    let size = sizing.size;
+    crop(&resized, center_offset(h, size), center_offset(w, size), size) / 255.0
+}
+
+/// `image` `[3, H, W]` (u8) with its shorter side resized to
+/// `sizing.resize`, then padded as torchvision pads a crop larger than the
+/// picture (a very elongated image may resize below the crop), so that a
+/// `sizing.size`² crop fits.
+pub fn resized_for_crop(image: &Tensor, sizing: &Sizing) -> Tensor {
     let (_, h, w) = image.size3().expect("an image tensor is [3, H, W]");
     let size = sizing.size;
     let (rh, rw) = resize_shorter_side(h, w, sizing.resize);
     let resized = resize_u8(image, rh, rw, sizing.interpolation);
-    let cropped = if rh < size || rw < size {
-        // A very elongated image may resize below the crop: pad as torchvision does.
-        let pad_h = (size - rh).max(0);
-        let pad_w = (size - rw).max(0);
-        let padded = resized.constant_pad_nd([pad_w / 2, pad_w - pad_w / 2, pad_h / 2, pad_h - pad_h / 2]);
-        let (ph, pw) = (rh.max(size), rw.max(size));
-        padded.narrow(1, center_offset(ph, size), size).narrow(2, center_offset(pw, size), size)
-    } else {
-        resized.narrow(1, center_offset(rh, size), size).narrow(2, center_offset(rw, size), size)
-    };
-    cropped / 255.0
+    if rh >= size && rw >= size {
+        return resized;
+    }
+    let pad_h = (size - rh).max(0);
+    let pad_w = (size - rw).max(0);
+    resized.constant_pad_nd([pad_w / 2, pad_w - pad_w / 2, pad_h / 2, pad_h - pad_h / 2])
+}
+
+/// The `size`² square of `image` `[3, H, W]` at `top`, `left`.
+pub fn crop(image: &Tensor, top: i64, left: i64, size: i64) -> Tensor {
+    image.narrow(1, top, size).narrow(2, left, size)
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@
 //!   unreadable files, duplicates and train/val leakage).
 
 pub mod audit;
+pub mod cam;
 pub mod checkpoint;
 pub mod class_weights;
 pub mod config;

@@ -4,8 +4,10 @@
 //! evaluate a labelled split, a class folder or the rows of a labels file
 //! (accuracy, macro-F1, balanced accuracy, per-class precision, recall and
 //! F1, confusion matrix; a multi-label model: mAP, F1, exact match,
-//! per-class average precision).
+//! per-class average precision). Either may average each image's
+//! probabilities over test-time views (`--tta`, [`crate::data::tta`]).
 
+use super::cam::{top_losses, TopLoss};
 use super::evaluate::{confusion, loss_and_correct};
 use super::multi_label::{self, MultiLabelScores};
 use super::outcomes::{self, ImageOutcome};
@@ -13,17 +15,18 @@ use crate::data::decode::decode_rgb;
 use crate::data::image_folder::{ImageFolder, Sample};
 use crate::data::labels_file::{BadRows, LabelsFile, Reading, Split};
 use crate::data::loader::{image_tensor, DecodedSplit, PixelBudget};
-use crate::data::transforms::val_transform_sized;
+use crate::data::tta::{self, Tta};
 use crate::models::Classifier;
 use crate::persist::model_card::ModelCard;
-use crate::report::Reporter;
+use crate::report::{csv_field, Reporter, Silent};
 use crate::run_dir::BEST_MODEL_FILE;
 use crate::train::amp::Autocast;
 use crate::train::frozen_backbone::{predict_probabilities, FrozenPass};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 pub struct TrainedModel {
     pub model: Classifier,
@@ -34,6 +37,8 @@ pub struct TrainedModel {
     /// A multi-label model's threshold: its card's unless set otherwise;
     /// none for a single-label model.
     pub threshold: Option<f64>,
+    /// The views of each image whose probabilities are averaged.
+    pub tta: Tta,
 }
 
 impl TrainedModel {
@@ -52,7 +57,7 @@ impl TrainedModel {
         crate::persist::weights::load_all(&mut model, &path)?;
         model.multi_label = card.multi_label.is_some();
         let threshold = card.multi_label.as_ref().map(|m| m.threshold);
-        Ok(Self { model, classes: card.classes.clone(), card, path, threshold })
+        Ok(Self { model, classes: card.classes.clone(), card, path, threshold, tta: Tta::None })
     }
 
     /// Sets a multi-label model's threshold (`--threshold`); refused for a
@@ -75,11 +80,39 @@ impl TrainedModel {
         predict_probabilities(&self.model, images, pass, "predict", reporter)
     }
 
-    /// The model's input for one image file: `[3, S, S]` in [0, 1].
-    fn input(&self, path: &Path) -> Result<Tensor> {
-        Ok(val_transform_sized(&image_tensor(&decode_rgb(path)?), &self.card.sizing()))
+    /// Probabilities `[N, classes]` of `images` (`[3, H, W]` u8 each, as
+    /// decoded), averaged over each one's [`TrainedModel::tta`] views.
+    pub fn probabilities_of(&self, images: &[Tensor], device: Device, reporter: &dyn Reporter) -> Tensor {
+        let sizing = self.card.sizing();
+        let views: Vec<Tensor> = images.iter().map(|image| tta::views(image, &sizing, self.tta)).collect();
+        let probs = self.probabilities(&Tensor::cat(&views, 0), device, reporter);
+        let per_view = probs.view([images.len() as i64, self.tta.views() as i64, -1]);
+        per_view.mean_dim([1i64].as_slice(), false, Kind::Float)
+    }
+
+    /// The probabilities of every image of `split` (bars from `reporter`).
+    fn split_probabilities(&self, split: &DecodedSplit, device: Device, reporter: &dyn Reporter) -> Tensor {
+        if self.tta == Tta::None {
+            return self.probabilities(&split.val_tensor(), device, reporter);
+        }
+        let rows: Vec<usize> = (0..split.len()).collect();
+        let bar = reporter.bar(split.len() as u64, &format!("predict ({} views each)", self.tta.views()));
+        let chunks: Vec<Tensor> = rows
+            .chunks(PREDICT_CHUNK)
+            .map(|chunk| {
+                let images: Vec<Tensor> = chunk.iter().map(|&i| image_tensor(&split.rgb(i))).collect();
+                let probs = self.probabilities_of(&images, device, &Silent);
+                bar.inc(chunk.len() as u64);
+                probs
+            })
+            .collect();
+        bar.finish_and_clear();
+        Tensor::cat(&chunks, 0)
     }
 }
+
+/// Images decoded and scored at a time when predicting files or averaging views.
+const PREDICT_CHUNK: usize = 32;
 
 #[derive(Debug, Serialize)]
 pub struct ClassProbability {
@@ -94,60 +127,120 @@ pub struct Prediction {
     /// absent when the file could not be decoded.
     pub top: Vec<ClassProbability>,
     pub error: Option<String>,
+    /// Every class's probability, in the model's class order (empty when
+    /// the file could not be decoded).
+    #[serde(skip)]
+    pub probabilities: Vec<f64>,
 }
 
-/// The `top_k` classes of each file (a multi-label model's: of those above
-/// its threshold; a row with its error for a file that does not decode),
-/// with bars from `reporter`.
-pub fn predict_files(
-    trained: &TrainedModel,
-    files: &[PathBuf],
-    top_k: usize,
-    device: Device,
-    reporter: &dyn Reporter,
-) -> Result<Vec<Prediction>> {
-    let mut predictions = Vec::new();
-    let mut decoded = Vec::new();
-    let mut decoded_at = Vec::new();
-    let bar = reporter.bar(files.len() as u64, "decoding");
-    for path in files {
-        match trained.input(path) {
-            Ok(image) => {
-                decoded.push(image);
-                decoded_at.push(predictions.len());
-                predictions.push(Prediction { path: path.clone(), top: Vec::new(), error: None });
-            }
-            Err(e) => predictions.push(Prediction {
-                path: path.clone(),
-                top: Vec::new(),
-                error: Some(e.root_cause().to_string()),
-            }),
-        }
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    if decoded.is_empty() {
-        return Ok(predictions);
-    }
-    let probs = trained.probabilities(&Tensor::stack(&decoded, 0), device, reporter);
-    for (row, &slot) in decoded_at.iter().enumerate() {
+impl Prediction {
+    fn of(trained: &TrainedModel, path: &Path, probabilities: Vec<f64>, top_k: usize) -> Self {
         let mut top: Vec<ClassProbability> = trained
             .classes
             .iter()
-            .enumerate()
-            .map(|(c, class)| ClassProbability {
-                class: class.clone(),
-                probability: probs.double_value(&[row as i64, c as i64]),
-            })
+            .zip(&probabilities)
+            .map(|(class, &probability)| ClassProbability { class: class.clone(), probability })
             .collect();
         top.sort_by(|a, b| b.probability.total_cmp(&a.probability));
         if let Some(threshold) = trained.threshold {
             top.retain(|c| c.probability > threshold);
         }
         top.truncate(top_k.max(1));
-        predictions[slot].top = top;
+        Self { path: path.to_owned(), top, error: None, probabilities }
     }
-    Ok(predictions)
+
+    fn failed(path: &Path, error: &anyhow::Error) -> Self {
+        let error = Some(error.root_cause().to_string());
+        Self { path: path.to_owned(), top: Vec::new(), error, probabilities: Vec::new() }
+    }
+}
+
+/// Predicts `files` a chunk at a time and hands each file's row to `emit`,
+/// in order: its `top_k` classes (a multi-label model's: of those above its
+/// threshold) and every class's probability, or the error of a file that
+/// does not decode. Only one chunk of images is held at a time. Returns how
+/// many files failed; a bar from `reporter` counts the files.
+pub fn predict_files(
+    trained: &TrainedModel,
+    files: &[PathBuf],
+    top_k: usize,
+    device: Device,
+    reporter: &dyn Reporter,
+    emit: &mut dyn FnMut(&Prediction) -> Result<()>,
+) -> Result<usize> {
+    let bar = reporter.bar(files.len() as u64, "predict");
+    let mut failed = 0;
+    for chunk in files.chunks(PREDICT_CHUNK) {
+        let decoded: Vec<Result<Tensor>> = chunk.par_iter().map(|path| Ok(image_tensor(&decode_rgb(path)?))).collect();
+        let images: Vec<Tensor> = decoded.iter().flatten().map(Tensor::shallow_clone).collect();
+        let probs = match images.is_empty() {
+            true => Tensor::new(),
+            false => trained.probabilities_of(&images, device, &Silent).to_kind(Kind::Double),
+        };
+        let mut row = 0;
+        for (path, image) in chunk.iter().zip(&decoded) {
+            let prediction = match image {
+                Ok(_) => {
+                    row += 1;
+                    Prediction::of(trained, path, Vec::<f64>::try_from(probs.get(row - 1))?, top_k)
+                }
+                Err(error) => {
+                    failed += 1;
+                    Prediction::failed(path, error)
+                }
+            };
+            emit(&prediction)?;
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(failed)
+}
+
+/// `predict --csv`: one row per file as it is predicted — `path`, the
+/// prediction (the top class; a multi-label model's labels above its
+/// threshold, joined by its label delimiter), each class's probability,
+/// and the error of a file that does not decode — flushed row by row, so
+/// a run stopped halfway keeps what it predicted.
+pub struct PredictionsCsv {
+    file: std::io::BufWriter<std::fs::File>,
+    path: PathBuf,
+    classes: usize,
+    label_delim: Option<char>,
+}
+
+impl PredictionsCsv {
+    pub fn create(path: &Path, trained: &TrainedModel) -> Result<Self> {
+        let file =
+            std::fs::File::create(path).with_context(|| format!("--csv {}: cannot create it", path.display()))?;
+        let label_delim = trained.card.multi_label.as_ref().map(|m| m.label_delim);
+        let classes = trained.classes.len();
+        let mut csv = Self { file: std::io::BufWriter::new(file), path: path.to_owned(), classes, label_delim };
+        let header: Vec<String> = trained.classes.iter().map(|c| csv_field(c)).collect();
+        csv.line(&format!("path,prediction,{},error", header.join(",")))?;
+        Ok(csv)
+    }
+
+    pub fn write(&mut self, prediction: &Prediction) -> Result<()> {
+        let predicted: Vec<&str> = prediction.top.iter().map(|c| c.class.as_str()).collect();
+        let predicted = match self.label_delim {
+            Some(delim) => predicted.join(&delim.to_string()),
+            None => predicted.first().copied().unwrap_or_default().to_owned(),
+        };
+        let probabilities = match &prediction.error {
+            Some(_) => vec![String::new(); self.classes],
+            None => prediction.probabilities.iter().map(|p| format!("{p:.6}")).collect(),
+        };
+        let path = csv_field(&prediction.path.display().to_string());
+        let error = csv_field(prediction.error.as_deref().unwrap_or_default());
+        self.line(&format!("{path},{},{},{error}", csv_field(&predicted), probabilities.join(",")))
+    }
+
+    fn line(&mut self, line: &str) -> Result<()> {
+        use std::io::Write;
+        let written = writeln!(self.file, "{line}").and_then(|()| self.file.flush());
+        written.with_context(|| format!("--csv {}: cannot write", self.path.display()))
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -168,14 +261,30 @@ pub struct Evaluation {
     pub macro_f1: f64,
     pub balanced_accuracy: f64,
     pub loss: f64,
+    /// The views each image's probabilities were averaged over.
+    pub tta: Tta,
     pub per_class: Vec<ClassReport>,
     /// `confusion[true][predicted]`.
     pub confusion: Vec<Vec<i64>>,
     pub skipped: Vec<String>,
+    /// The images of highest loss, when asked for ([`Evaluation::find_top_losses`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub top_losses: Vec<TopLoss>,
     /// Each image's outcome, paths relative to the split folder's parent
     /// (`val/ants/1.jpg` for a dataset's val split).
     #[serde(skip)]
     pub outcomes: Vec<ImageOutcome>,
+    /// Each image's file, class index and probabilities.
+    #[serde(skip)]
+    scored: (Vec<PathBuf>, Vec<i64>, Tensor),
+}
+
+impl Evaluation {
+    /// Fills [`Evaluation::top_losses`] with the `k` images of highest loss.
+    pub fn find_top_losses(&mut self, k: usize, classes: &[String]) {
+        let (paths, labels, probs) = &self.scored;
+        self.top_losses = top_losses(paths, labels, probs, classes, k);
+    }
 }
 
 /// The split folder to evaluate for `data`: `data` itself when its class
@@ -231,7 +340,7 @@ pub fn evaluate_split(
     let mut split = DecodedSplit::decode(folder, false, &mut PixelBudget::default(), &bar)?;
     split.sizing = trained.card.sizing();
     bar.finish_and_clear();
-    let probs = trained.probabilities(&split.val_tensor(), device, reporter);
+    let probs = trained.split_probabilities(&split, device, reporter);
     let labels = split.labels_tensor();
     let (loss, correct) = loss_and_correct(&probs, &labels);
     let outcomes = outcomes::of_split(&split, &probs, split_dir.parent().unwrap_or(split_dir))?;
@@ -253,10 +362,13 @@ pub fn evaluate_split(
         macro_f1: matrix.macro_f1(),
         balanced_accuracy: matrix.balanced_accuracy(),
         loss,
+        tta: trained.tta,
         per_class,
         confusion: counts,
         skipped: split.bad_files.iter().map(|b| format!("{}: {}", b.path.display(), b.reason)).collect(),
+        top_losses: Vec::new(),
         outcomes,
+        scored: (split.paths.clone(), split.labels.clone(), probs),
     })
 }
 
@@ -300,6 +412,8 @@ pub fn resolve_labels(
 pub struct MultiLabelEvaluation {
     pub split: PathBuf,
     pub images: usize,
+    /// The views each image's probabilities were averaged over.
+    pub tta: Tta,
     #[serde(flatten)]
     pub scores: MultiLabelScores,
     pub skipped: Vec<String>,
@@ -335,11 +449,12 @@ pub fn evaluate_multi_label(
     let mut split = DecodedSplit::decode(folder, false, &mut PixelBudget::default(), &bar)?;
     split.sizing = trained.card.sizing();
     bar.finish_and_clear();
-    let probs = trained.probabilities(&split.val_tensor(), device, reporter);
+    let probs = trained.split_probabilities(&split, device, reporter);
     let targets = split.labels_tensor();
     Ok(MultiLabelEvaluation {
         split: folder.root.clone(),
         images: split.len(),
+        tta: trained.tta,
         scores: multi_label::score(&probs, &targets, &trained.classes, threshold),
         skipped: split.bad_files.iter().map(|b| format!("{}: {}", b.path.display(), b.reason)).collect(),
         paths: split.paths.clone(),

@@ -7,6 +7,7 @@
 //! instead of caching it, so a layer carries no hidden state.
 
 pub mod affine;
+pub mod attention;
 pub mod conv;
 pub mod embedding;
 pub mod flatten;

@@ -167,19 +167,39 @@ impl std::fmt::Debug for Backbone {
     }
 }
 
-/// No grid: pooled features only ([`super::Arch::has_grid`]).
-impl super::Trunk for Backbone {}
-
-impl ModuleT for Backbone {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+impl Backbone {
+    /// The stem and the first `layers` of `self.layers`.
+    fn layers_t(&self, x: &Tensor, layers: usize, train: bool) -> Tensor {
         let mut y = layer_norm_2d(&x.apply(&self.stem.0), &self.stem.1);
-        for layer in &self.layers {
+        for layer in &self.layers[..layers] {
             y = match layer {
                 Layer::Block(block) => block.forward_t(&y, train),
                 Layer::Downsample(norm, conv) => layer_norm_2d(&y, norm).apply(conv),
             };
         }
+        y
+    }
+}
+
+impl ModuleT for Backbone {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let y = self.layers_t(x, self.layers.len(), train);
         layer_norm_2d(&y.adaptive_avg_pool2d([1, 1]), &self.norm).flatten(1, -1)
+    }
+}
+
+impl super::Trunk for Backbone {
+    /// The last stage's 768-channel map (`Last`; the pooled features are
+    /// its mean, layer-normed), or the stage before's 384-channel one (at
+    /// twice the side).
+    fn feature_map(&self, images: &Tensor, layer: super::GridLayer) -> Option<Tensor> {
+        let layers = match layer {
+            super::GridLayer::Last => self.layers.len(),
+            super::GridLayer::Penultimate => {
+                self.layers.iter().rposition(|l| matches!(l, Layer::Downsample(..))).expect("downsampling layers")
+            }
+        };
+        Some(self.layers_t(images, layers, false))
     }
 }
 

@@ -110,17 +110,34 @@ pub fn backbone(p: &nn::Path) -> Backbone {
     Backbone { stem, blocks, last_conv, linear }
 }
 
-/// No grid: pooled features only ([`super::Arch::has_grid`]).
-impl super::Trunk for Backbone {}
-
-impl ModuleT for Backbone {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+impl Backbone {
+    /// The stem and every block: the last block's 160-channel map.
+    fn blocks_t(&self, x: &Tensor, train: bool) -> Tensor {
         let mut y = self.stem.forward_t(x, train);
         for block in &self.blocks {
             y = block.forward_t(&y, train);
         }
-        let pooled = self.last_conv.forward_t(&y, train).adaptive_avg_pool2d([1, 1]).flatten(1, -1);
+        y
+    }
+}
+
+impl ModuleT for Backbone {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let pooled =
+            self.last_conv.forward_t(&self.blocks_t(x, train), train).adaptive_avg_pool2d([1, 1]).flatten(1, -1);
         pooled.apply(&self.linear).hardswish()
+    }
+}
+
+impl super::Trunk for Backbone {
+    /// The last convolution's 960-channel map (`Last`; the pooled features
+    /// are its mean through `classifier.0`), or the blocks' 160-channel one.
+    fn feature_map(&self, images: &Tensor, layer: super::GridLayer) -> Option<Tensor> {
+        let blocks = self.blocks_t(images, false);
+        Some(match layer {
+            super::GridLayer::Last => self.last_conv.forward_t(&blocks, false),
+            super::GridLayer::Penultimate => blocks,
+        })
     }
 }
 

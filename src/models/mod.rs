@@ -279,10 +279,10 @@ impl Arch {
     }
 
     /// Whether the backbone keeps a convolutional map that
-    /// [`Classifier::feature_map`] can return (the ResNets and the
-    /// EfficientNets); Swin, ConvNeXt, RegNet, MobileNetV3 and ViT do not.
+    /// [`Classifier::feature_map`] can return: every CNN does; Swin-T and
+    /// ViT (transformers) do not.
     pub fn has_grid(self) -> bool {
-        matches!(self.family(), Family::Resnet(_) | Family::Efficientnet(_) | Family::EfficientnetLite0)
+        !matches!(self.family(), Family::Swin | Family::Vit)
     }
 
     /// The backbone for `image_size`² images (only ViT's depends on it).
@@ -305,12 +305,17 @@ impl Arch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum GridLayer {
-    /// The map the pooled features are the mean of: Lite0's and the
-    /// EfficientNets' head convolution (1280 channels, 7×7 at 224 px), the
-    /// ResNets' `layer4` (512 or 2048 channels, 7×7).
+    /// The last convolutional map, which the backbone pools: Lite0's and
+    /// the EfficientNets' head convolution (1280 channels, 7×7 at 224 px),
+    /// the ResNets' `layer4` (512 or 2048 channels, 7×7), the RegNets' and
+    /// ConvNeXts' last stage, MobileNetV3's last convolution (960). The
+    /// pooled features are its mean (MobileNetV3 and ConvNeXt transform the
+    /// mean further).
     Last,
-    /// The map below it: the EfficientNets' last stage of blocks (Lite0:
-    /// 320 channels, 7×7), the ResNets' `layer3` (256 or 1024 channels, 14×14).
+    /// The map below it: the EfficientNets' and MobileNetV3's last block
+    /// (Lite0: 320 channels, 7×7), the ResNets' `layer3` (256 or 1024
+    /// channels, 14×14), the RegNets' and ConvNeXts' stage before the last
+    /// (14×14).
     Penultimate,
 }
 
@@ -324,6 +329,7 @@ pub trait Trunk: ModuleT {
     }
 }
 
+/// Swin-T's trunk: tokens, not a convolutional map.
 impl Trunk for nn::SequentialT {}
 
 /// Every architecture, one line each: its name (as `--arch` takes it), the
@@ -458,6 +464,11 @@ impl Classifier {
     /// The eval-mode, no-autograd view of this model that lanes may share.
     pub fn frozen(&self) -> FrozenView<'_> {
         FrozenView(self)
+    }
+
+    /// The head's weights `[classes, D]`.
+    pub fn head_weight(&self) -> &Tensor {
+        &self.head.ws
     }
 
     /// Every tensor of the model, named as in the published checkpoint.

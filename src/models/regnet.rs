@@ -132,24 +132,58 @@ impl ModuleT for Block {
     }
 }
 
-/// The trunk of `config`: `[N, 3, H, W]` → `[N, features]`.
-pub fn backbone(p: &nn::Path, config: Config) -> nn::SequentialT {
-    let stem = p / "stem";
-    let mut net = nn::seq_t()
-        .add(Conv3x3::grouped(&stem / 0, 3, STEM_WIDTH, 2, 1))
-        .add(bn(&stem / 1, STEM_WIDTH))
+/// The trunk of a member: the stem, then `trunk_output.block1` …
+/// `block4`; `[N, 3, H, W]` → `[N, features]`.
+#[derive(Debug)]
+pub struct Backbone {
+    stem: nn::SequentialT,
+    stages: Vec<nn::SequentialT>,
+}
+
+pub fn backbone(p: &nn::Path, config: Config) -> Backbone {
+    let stem_path = p / "stem";
+    let stem = nn::seq_t()
+        .add(Conv3x3::grouped(&stem_path / 0, 3, STEM_WIDTH, 2, 1))
+        .add(bn(&stem_path / 1, STEM_WIDTH))
         .add_fn(|x| x.relu());
+    let mut stages = Vec::with_capacity(config.depths.len());
     let mut c_in = STEM_WIDTH;
     for (stage, (&depth, &width)) in config.depths.iter().zip(&config.widths).enumerate() {
         let stage_path = p / "trunk_output" / format!("block{}", stage + 1);
+        let mut blocks = nn::seq_t();
         for i in 0..depth {
             let stride = if i == 0 { 2 } else { 1 };
             let block_path = &stage_path / format!("block{}-{i}", stage + 1);
-            net = net.add(Block::new(block_path, c_in, width, stride, config.group_width));
+            blocks = blocks.add(Block::new(block_path, c_in, width, stride, config.group_width));
             c_in = width;
         }
+        stages.push(blocks);
     }
-    net.add_fn(|x| x.adaptive_avg_pool2d([1, 1]).flatten(1, -1))
+    Backbone { stem, stages }
+}
+
+impl Backbone {
+    /// The map after the first `stages` stages.
+    fn map_after(&self, x: &Tensor, stages: usize, train: bool) -> Tensor {
+        self.stages[..stages].iter().fold(x.apply_t(&self.stem, train), |y, stage| y.apply_t(stage, train))
+    }
+}
+
+impl ModuleT for Backbone {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.map_after(x, self.stages.len(), train).adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+    }
+}
+
+impl super::Trunk for Backbone {
+    /// The last stage's map (`Last`), or the one before's (twice the side).
+    fn feature_map(&self, images: &Tensor, layer: super::GridLayer) -> Option<Tensor> {
+        let stages = match layer {
+            super::GridLayer::Last => self.stages.len(),
+            super::GridLayer::Penultimate => self.stages.len() - 1,
+        };
+        Some(self.map_after(images, stages, false))
+    }
 }
 
 /// The trunk of `config` as ONNX nodes over `input` (eval mode), reading

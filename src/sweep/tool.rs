@@ -274,8 +274,8 @@ impl Tool {
                 ..Headline::default()
             },
             Tool::CaptionTrain => Headline {
-                // The first BLEU row is the model's own (the others are baselines).
-                score: summary.pointer("/bleu/0/bleu/3").and_then(Value::as_f64),
+                // The first score row is the model's own (the others are baselines).
+                score: summary.pointer("/scores/0/bleu/3").and_then(Value::as_f64),
                 best_epoch: count("kept_epoch"),
                 test_acc: None,
                 seconds_per_epoch: number("seconds_per_epoch"),
@@ -411,7 +411,7 @@ mod tests {
             (headline.score, headline.test_acc, headline.seconds_per_epoch),
             (Some(0.95), Some(0.97), Some(3.0))
         );
-        let caption = serde_json::json!({"kept_epoch": 4, "bleu": [{"bleu": [0.9, 0.8, 0.7, 0.6]}, {"bleu": [0.1, 0.1, 0.1, 0.1]}]});
+        let caption = serde_json::json!({"kept_epoch": 4, "scores": [{"bleu": [0.9, 0.8, 0.7, 0.6]}, {"bleu": [0.1, 0.1, 0.1, 0.1]}]});
         assert_eq!(Tool::CaptionTrain.headline(&caption).score, Some(0.6));
         assert_eq!(Tool::CaptionTrain.headline(&caption).best_epoch, Some(4));
     }

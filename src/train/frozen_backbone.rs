@@ -128,7 +128,7 @@ pub fn backbone_grid(
 ) -> Result<Tensor> {
     let arch = model.arch;
     if !arch.has_grid() {
-        anyhow::bail!("{}: no convolutional grid of features (a ResNet or an EfficientNet has one)", arch.name());
+        anyhow::bail!("{}: no convolutional grid of features (a CNN has one)", arch.name());
     }
     Ok(in_lanes(model, images, pass, (label, reporter), |view, images| {
         pass.grid(view, images, layer).expect("a backbone with a grid")

@@ -51,3 +51,16 @@ pub fn finite_difference_check(
         assert!(rel < tolerance, "{what}[{i}]: finite difference {numeric} vs explicit {exact} (rel {rel:e})");
     }
 }
+
+/// Autograd's gradients of `Σ forward()·upstream` with respect to `wrt`.
+pub fn autograd_of(forward: &dyn Fn() -> Tensor, wrt: &[&Tensor], upstream: &Tensor) -> Vec<Tensor> {
+    for t in wrt {
+        let _ = t.shallow_clone().set_requires_grad(true);
+    }
+    let out = (forward() * upstream).sum(Kind::Double);
+    let grads = Tensor::run_backward(&[&out], wrt, false, false);
+    for t in wrt {
+        let _ = t.shallow_clone().set_requires_grad(false);
+    }
+    grads
+}

@@ -2,8 +2,9 @@
 //! the same on any machine): training curves with the best epoch marked, line
 //! charts for sweeps, a dot chart of runs per configuration, a grid of
 //! validation predictions, a confusion matrix, caption samples under their
-//! pictures, pairs of pictures side by side (a dataset audit's duplicates),
-//! and the figures of a PCA of faces ([`faces`]).
+//! pictures, where a captioning network attended word by word, pairs of
+//! pictures side by side (a dataset audit's duplicates), and the figures of
+//! a PCA of faces ([`faces`]).
 
 use crate::data::loader::{image_tensor, DecodedSplit};
 use crate::data::transforms::val_transform;
@@ -14,6 +15,7 @@ use std::path::Path;
 use std::sync::Once;
 use tch::{Kind, Tensor};
 
+mod attention_map;
 mod axis;
 mod caption_grid;
 pub mod faces;
@@ -23,6 +25,7 @@ mod spread;
 #[cfg(test)]
 mod tests;
 
+pub use attention_map::{attention_maps, AttentionPanel};
 use axis::*;
 pub use caption_grid::{caption_samples, CaptionPanel};
 pub use pair_grid::{image_pairs, PairPanel};
