@@ -2,7 +2,10 @@
 //! successor `CaptioningTransformer` over a grid of image features:
 //!
 //! - memory: the grid `[N, L, C]` (a pooled `[N, C]` is a grid of one
-//!   location), standardized per channel, projected to d_model E = `wordvec`;
+//!   location), standardized per channel, projected to d_model E = `wordvec`,
+//!   plus a two-dimensional sinusoidal encoding of each location (DETR's:
+//!   attention alone does not know where a location is, and the captions
+//!   say where each digit is);
 //! - words: the caption's words but the last → embedding (E) → + sinusoidal
 //!   positional encoding → dropout;
 //! - K = `layers` post-norm decoder layers (masked self-attention over the
@@ -25,8 +28,8 @@ use super::model::{Dims, SpecialTokens};
 use crate::grad::HandDerived;
 use crate::layers::temporal::{temporal_softmax_loss, temporal_softmax_loss_autograd};
 use crate::layers::transformer::{
-    causal_mask, DecoderLayer, DecoderLayerDims, DecoderLayerStates, Dropout, DropoutMask, PositionalEncoding,
-    ProjectedMemory,
+    causal_mask, DecoderLayer, DecoderLayerDims, DecoderLayerStates, Dropout, DropoutMask, GridPositionalEncoding,
+    PositionalEncoding, ProjectedMemory,
 };
 use crate::layers::{Embedding, TemporalAffine};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -173,7 +176,7 @@ impl TransformerNet {
 
     /// The network over the grid `[N, L, C]` (standardized) and the words `[N, T]`.
     fn forward_states(&self, grid: &Tensor, words: &Tensor) -> ForwardStates {
-        let memory = self.proj.forward(grid);
+        let memory = GridPositionalEncoding.forward(&self.proj.forward(grid));
         let decoder = self.decode_words(&self.project_memory(&memory), words);
         ForwardStates { memory, decoder }
     }
@@ -207,7 +210,8 @@ impl TransformerNet {
         let embed_grads = self.embed.parameter_gradients(&inputs, &d_embedded);
         // The features need no gradient: only the projection's parameters'.
         let rows = |t: &Tensor| t.reshape([-1, *t.size().last().unwrap()]);
-        let proj_grads = self.proj.0.parameter_gradients(&rows(&grid), &rows(&d_memory));
+        let d_projected = GridPositionalEncoding.backward(&d_memory);
+        let proj_grads = self.proj.0.parameter_gradients(&rows(&grid), &rows(&d_projected));
         let grads = proj_grads
             .into_iter()
             .chain(embed_grads)
@@ -275,7 +279,7 @@ impl Captioner for TransformerNet {
     /// `[words so far [N, t], then each layer's cross-attention keys and
     /// values [N, H, L, E/H]]`: the memory is projected once per image.
     fn begin(&self, features: &Tensor) -> DecodeState {
-        let memory = self.proj.forward(&self.standardized_grid(features));
+        let memory = GridPositionalEncoding.forward(&self.proj.forward(&self.standardized_grid(features)));
         let words = Tensor::zeros([features.size()[0], 0], (Kind::Int64, features.device()));
         let projected = self.project_memory(&memory).into_iter().flat_map(|m| [m.keys, m.values]);
         DecodeState(std::iter::once(words).chain(projected).collect())

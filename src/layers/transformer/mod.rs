@@ -10,7 +10,9 @@
 //!   ([`causal_mask`] for self-attention);
 //! - [`LayerNorm`]: normalisation over the last dimension with its affine;
 //! - [`FeedForward`]: position-wise affine–ReLU–affine;
-//! - [`PositionalEncoding`]: the fixed sinusoids added to the word vectors;
+//! - [`PositionalEncoding`]: the fixed sinusoids added to the word vectors,
+//!   and [`GridPositionalEncoding`]: their two-dimensional kind, added to
+//!   the image grid;
 //! - [`Dropout`]: a mask drawn in the forward pass ([`DropoutMask`]) and
 //!   handed to the backward pass;
 //! - [`DecoderLayer`]: masked self-attention, cross-attention to a memory
@@ -29,7 +31,7 @@ pub use decoder_layer::{DecoderLayer, DecoderLayerDims, DecoderLayerStates};
 pub use dropout::{Dropout, DropoutMask};
 pub use feed_forward::{FeedForward, FeedForwardStates};
 pub use layer_norm::{LayerNorm, LayerNormStates};
-pub use positional::PositionalEncoding;
+pub use positional::{GridPositionalEncoding, PositionalEncoding};
 
 use tch::Tensor;
 
