@@ -265,7 +265,13 @@ fn grid_encoding_gives_each_location_its_row_and_column_sinusoids() {
     assert_eq!(GridPositionalEncoding::shape(12), (1, 12));
     let upstream = Tensor::randn([2, side * side, width], F64);
     let d_memory = GridPositionalEncoding.backward(&upstream);
-    check_gradients(&|| GridPositionalEncoding.forward(&memory), &[("memory", &memory)], &[&d_memory], &upstream, "grid encoding");
+    check_gradients(
+        &|| GridPositionalEncoding.forward(&memory),
+        &[("memory", &memory)],
+        &[&d_memory],
+        &upstream,
+        "grid encoding",
+    );
 }
 
 #[test]
