@@ -2,7 +2,8 @@
 //! gradients equal autograd's (f64, dropout on), decoding one word at a
 //! time gives the teacher-forced distributions, features are standardized
 //! per channel, and it overfits 50 training captions over a feature grid
-//! (greedy samples reproduce them), through the library and the tool.
+//! (greedy samples reproduce them), in the library on random grids and
+//! through the tool on digit scenes' Lite0 grids.
 
 use std::sync::{Mutex, MutexGuard};
 use tch::nn::VarStore;
@@ -178,28 +179,43 @@ fn transformer_overfits_fifty_training_captions_over_a_grid() {
     assert_eq!(wrong, 0, "{wrong} of {images} greedy captions differ from their training caption");
 }
 
-/// The same through the tool, on the course's fixture (pooled features: a
-/// grid of one location): `caption train --cell transformer` learns its 50
-/// training captions by heart.
+/// Through the tool on real images: 25 digit scenes (two captions each)
+/// with Lite0's grid (its 320-channel last stage); `caption train --cell
+/// transformer` learns most of them (a caption is one of its image's two),
+/// and `caption sample` captions a training image from the saved model as
+/// the run did.
 #[cfg(tchlab_data)]
 #[test]
-fn the_tool_trains_a_transformer_that_reproduces_fifty_captions() {
+fn the_tool_trains_a_transformer_on_scene_grids_and_samples_from_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("coco_captioning");
-    common::course_fixture(&data, &[]);
+    let data = tmp.path().join("scenes");
+    common::run_ok(
+        common::caption().args(["scenes", "--train", "25", "--val", "5", "--seed", "3", "--out"]).arg(&data),
+    );
     let out = tmp.path().join("run");
-    let recipe = "--cell transformer --max-train 50 --epochs 60 --batch-size 25 --lr 5e-3 --lr-decay 1 \
+    let recipe = "--cell transformer --feature-grid penultimate --epochs 60 --batch-size 25 --lr 2e-3 --lr-decay 1 \
                   --wordvec 64 --hidden 128 --heads 2 --layers 2 --dropout 0 --keep last --threads 1";
     common::run_ok(
         common::caption().args(["train", "--data"]).arg(&data).args(recipe.split_whitespace()).arg("--out").arg(&out),
     );
     let summary = common::read_json(&out.join("summary.json"));
+    let first_loss = summary["epochs"][0]["train_loss"].as_f64().unwrap();
     let final_loss = summary["final_train_loss"].as_f64().unwrap();
-    assert!(final_loss < 0.2, "final training loss {final_loss}");
+    assert!(final_loss < first_loss / 5.0, "training loss from {first_loss} to only {final_loss}");
     let samples = common::read_json(&out.join("samples.json"));
     let train: Vec<&serde_json::Value> = samples.as_array().unwrap().iter().filter(|s| s["split"] == "train").collect();
-    assert_eq!(train.len(), 50, "every training image sampled");
-    for s in &train {
-        assert_eq!(s["sampled"], s["truths"][0], "greedy sample of a training image ({})", s["image"]);
-    }
+    assert_eq!(train.len(), 25, "every training image sampled");
+    let true_captions = train.iter().filter(|s| s["truths"].as_array().unwrap().contains(&s["sampled"])).count();
+    assert!(true_captions >= 13, "only {true_captions} of 25 greedy captions of training scenes are true");
+    let first =
+        train.iter().find(|s| s["image"].as_str().unwrap().ends_with("scene_000000.png")).expect("the first scene");
+    let sampled = common::caption()
+        .args(["sample", "--json", "--checkpoint"])
+        .arg(&out)
+        .arg(data.join("train/scene_000000.png"))
+        .output()
+        .unwrap();
+    assert!(sampled.status.success(), "{}", String::from_utf8_lossy(&sampled.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&sampled.stdout).unwrap();
+    assert_eq!(rows[0]["caption"], first["sampled"], "the saved model captions as the run did");
 }

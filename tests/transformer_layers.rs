@@ -8,7 +8,8 @@ use tch::nn;
 use tch::{Device, Kind, Tensor};
 use tchlab::layers::transformer::decoder_layer::DecoderLayerDims;
 use tchlab::layers::transformer::{
-    causal_mask, DecoderLayer, Dropout, FeedForward, LayerNorm, MultiHeadAttention, PositionalEncoding,
+    causal_mask, DecoderLayer, Dropout, FeedForward, GridPositionalEncoding, LayerNorm, MultiHeadAttention,
+    PositionalEncoding,
 };
 
 mod common;
@@ -244,6 +245,33 @@ fn positional_encoding_is_the_sinusoid_table_and_passes_gradients_through() {
     let upstream = Tensor::randn([2, steps, width], F64);
     let d_x = PositionalEncoding.backward(&upstream);
     check_gradients(&|| PositionalEncoding.forward(&x), &[("x", &x)], &[&d_x], &upstream, "positional encoding");
+}
+
+#[test]
+fn grid_encoding_gives_each_location_its_row_and_column_sinusoids() {
+    let (side, width) = (7, 10);
+    let memory = Tensor::randn([2, side * side, width], F64);
+    let table = GridPositionalEncoding.forward(&memory) - &memory;
+    let steps = PositionalEncoding::table(side, width / 2, &memory);
+    for (row, column) in [(0, 0), (0, 6), (3, 2), (6, 5)] {
+        let location = table.get(1).get(row * side + column);
+        assert!(rel_error(&location.narrow(0, 0, 5), &steps.get(row)) < 1e-15, "row part at ({row}, {column})");
+        assert!(rel_error(&location.narrow(0, 5, 5), &steps.get(column)) < 1e-15, "column part at ({row}, {column})");
+    }
+    // Every location is told apart; a length that is no square is one row.
+    let distinct = table.get(0).unique_dim(0, false, false, false).0.size()[0];
+    assert_eq!(distinct, side * side);
+    assert_eq!(GridPositionalEncoding::shape(49), (7, 7));
+    assert_eq!(GridPositionalEncoding::shape(12), (1, 12));
+    let upstream = Tensor::randn([2, side * side, width], F64);
+    let d_memory = GridPositionalEncoding.backward(&upstream);
+    check_gradients(
+        &|| GridPositionalEncoding.forward(&memory),
+        &[("memory", &memory)],
+        &[&d_memory],
+        &upstream,
+        "grid encoding",
+    );
 }
 
 #[test]

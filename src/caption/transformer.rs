@@ -2,7 +2,10 @@
 //! successor `CaptioningTransformer` over a grid of image features:
 //!
 //! - memory: the grid `[N, L, C]` (a pooled `[N, C]` is a grid of one
-//!   location), standardized per channel, projected to d_model E = `wordvec`;
+//!   location), standardized per channel, projected to d_model E = `wordvec`,
+//!   plus a two-dimensional sinusoidal encoding of each location (DETR's:
+//!   attention alone does not know where a location is, and the captions
+//!   say where each digit is);
 //! - words: the caption's words but the last → embedding (E) → + sinusoidal
 //!   positional encoding → dropout;
 //! - K = `layers` post-norm decoder layers (masked self-attention over the
@@ -15,15 +18,18 @@
 //! ([`TransformerNet::loss_and_gradients`]) or by autograd over
 //! [`TransformerNet::loss`], both through the same forward pass. Dropout is
 //! on only at the rate [`Captioner::set_dropout`] last set (the run's
-//! `--dropout` during training steps, else 0). Decoding recomputes the decoder over the words so far at every
-//! step (captions are short); the memory is projected once, in `begin`.
+//! `--dropout` during training steps, else 0). Decoding recomputes the
+//! decoder over the words so far at every step (captions are short); the
+//! memory and each layer's cross-attention keys and values are computed
+//! once, in `begin`.
 
 use super::decoder::{Captioner, DecodeState, Step};
 use super::model::{Dims, SpecialTokens};
 use crate::grad::HandDerived;
 use crate::layers::temporal::{temporal_softmax_loss, temporal_softmax_loss_autograd};
 use crate::layers::transformer::{
-    causal_mask, DecoderLayer, DecoderLayerDims, DecoderLayerStates, Dropout, DropoutMask, PositionalEncoding,
+    causal_mask, DecoderLayer, DecoderLayerDims, DecoderLayerStates, Dropout, DropoutMask, GridPositionalEncoding,
+    PositionalEncoding, ProjectedMemory,
 };
 use crate::layers::{Embedding, TemporalAffine};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,20 +58,25 @@ pub struct TransformerNet {
     dropout: AtomicU64,
 }
 
-/// What the explicit backward pass needs of the forward pass.
-struct ForwardStates {
-    /// The projected memory `[N, L, E]`.
-    memory: Tensor,
+/// The decoder's pass over the words.
+struct DecoderStates {
     embedding_mask: DropoutMask,
     /// The input of each decoder layer, then the last layer's output.
     layer_inputs: Vec<Tensor>,
     layers: Vec<DecoderLayerStates>,
 }
 
-impl ForwardStates {
+impl DecoderStates {
     fn output(&self) -> &Tensor {
         self.layer_inputs.last().expect("the embedded words at least")
     }
+}
+
+/// What the explicit backward pass needs of the forward pass.
+struct ForwardStates {
+    /// The projected memory `[N, L, E]`.
+    memory: Tensor,
+    decoder: DecoderStates,
 }
 
 impl TransformerNet {
@@ -140,29 +151,41 @@ impl TransformerNet {
         (captions.narrow(1, 0, steps), targets, mask)
     }
 
-    /// The decoder over the words `[N, T]` attending to `memory` `[N, L, E]`.
-    /// Dropout masks are drawn in a fixed order (the words, then each layer's).
-    fn forward_states(&self, memory: Tensor, words: &Tensor) -> ForwardStates {
+    /// Each layer's cross-attention keys and values of `memory` `[N, L, E]`.
+    fn project_memory(&self, memory: &Tensor) -> Vec<ProjectedMemory> {
+        self.layers.iter().map(|layer| layer.cross_attention.project_memory(memory)).collect()
+    }
+
+    /// The decoder over the words `[N, T]` attending to each layer's
+    /// projected memory. Dropout masks are drawn in a fixed order (the
+    /// words, then each layer's).
+    fn decode_words(&self, memories: &[ProjectedMemory], words: &Tensor) -> DecoderStates {
         let dropout = self.dropout();
         let embedded = PositionalEncoding.forward(&self.embed.forward(words));
         let embedding_mask = dropout.mask(&embedded);
         let mut layer_inputs = vec![embedding_mask.apply(&embedded)];
         let causal = causal_mask(words.size()[1], words.device());
         let mut layers = Vec::with_capacity(self.layers.len());
-        for layer in &self.layers {
-            let states = layer.forward_states(layer_inputs.last().unwrap(), &memory, Some(&causal), dropout);
+        for (layer, memory) in self.layers.iter().zip(memories) {
+            let states = layer.forward_projected(layer_inputs.last().unwrap(), memory, Some(&causal), dropout);
             layer_inputs.push(states.output().shallow_clone());
             layers.push(states);
         }
-        ForwardStates { memory, embedding_mask, layer_inputs, layers }
+        DecoderStates { embedding_mask, layer_inputs, layers }
+    }
+
+    /// The network over the grid `[N, L, C]` (standardized) and the words `[N, T]`.
+    fn forward_states(&self, grid: &Tensor, words: &Tensor) -> ForwardStates {
+        let memory = GridPositionalEncoding.forward(&self.proj.forward(grid));
+        let decoder = self.decode_words(&self.project_memory(&memory), words);
+        ForwardStates { memory, decoder }
     }
 
     /// The loss by tensor operations only (what autograd differentiates).
     pub fn loss(&self, features: &Tensor, captions: &Tensor) -> Tensor {
         let (inputs, targets, mask) = self.split_captions(captions);
-        let memory = self.proj.forward(&self.standardized_grid(features));
-        let states = self.forward_states(memory, &inputs);
-        temporal_softmax_loss_autograd(&self.vocab.forward(states.output()), &targets, &mask)
+        let states = self.forward_states(&self.standardized_grid(features), &inputs);
+        temporal_softmax_loss_autograd(&self.vocab.forward(states.decoder.output()), &targets, &mask)
     }
 
     /// The loss and every parameter's gradient (in [`TransformerNet::parameters`]
@@ -170,24 +193,25 @@ impl TransformerNet {
     pub fn loss_and_gradients(&self, features: &Tensor, captions: &Tensor) -> (Tensor, Vec<Tensor>) {
         let (inputs, targets, mask) = self.split_captions(captions);
         let grid = self.standardized_grid(features);
-        let states = self.forward_states(self.proj.forward(&grid), &inputs);
-        let (loss, d_scores) = temporal_softmax_loss(&self.vocab.forward(states.output()), &targets, &mask);
-        let vocab_grads = self.vocab.backward(states.output(), &d_scores);
+        let ForwardStates { memory, decoder } = self.forward_states(&grid, &inputs);
+        let (loss, d_scores) = temporal_softmax_loss(&self.vocab.forward(decoder.output()), &targets, &mask);
+        let vocab_grads = self.vocab.backward(decoder.output(), &d_scores);
         let mut d_x = vocab_grads.input;
-        let mut d_memory = states.memory.zeros_like();
+        let mut d_memory = memory.zeros_like();
         let mut layer_grads = Vec::with_capacity(self.layers.len());
         for (k, layer) in self.layers.iter().enumerate().rev() {
-            let g = layer.backward(&states.layer_inputs[k], &states.memory, &states.layers[k], &d_x);
+            let g = layer.backward(&decoder.layer_inputs[k], &memory, &decoder.layers[k], &d_x);
             d_x = g.input;
             d_memory += g.memory;
             layer_grads.push(g.params);
         }
         layer_grads.reverse();
-        let d_embedded = PositionalEncoding.backward(&states.embedding_mask.backward(&d_x));
+        let d_embedded = PositionalEncoding.backward(&decoder.embedding_mask.backward(&d_x));
         let embed_grads = self.embed.parameter_gradients(&inputs, &d_embedded);
         // The features need no gradient: only the projection's parameters'.
         let rows = |t: &Tensor| t.reshape([-1, *t.size().last().unwrap()]);
-        let proj_grads = self.proj.0.parameter_gradients(&rows(&grid), &rows(&d_memory));
+        let d_projected = GridPositionalEncoding.backward(&d_memory);
+        let proj_grads = self.proj.0.parameter_gradients(&rows(&grid), &rows(&d_projected));
         let grads = proj_grads
             .into_iter()
             .chain(embed_grads)
@@ -252,24 +276,31 @@ impl Captioner for TransformerNet {
         });
     }
 
-    /// `[memory [N, L, E], words so far [N, t]]`.
+    /// `[words so far [N, t], then each layer's cross-attention keys and
+    /// values [N, H, L, E/H]]`: the memory is projected once per image.
     fn begin(&self, features: &Tensor) -> DecodeState {
-        let memory = self.proj.forward(&self.standardized_grid(features));
+        let memory = GridPositionalEncoding.forward(&self.proj.forward(&self.standardized_grid(features)));
         let words = Tensor::zeros([features.size()[0], 0], (Kind::Int64, features.device()));
-        DecodeState(vec![memory, words])
+        let projected = self.project_memory(&memory).into_iter().flat_map(|m| [m.keys, m.values]);
+        DecodeState(std::iter::once(words).chain(projected).collect())
     }
 
     /// The decoder over every word so far; the last position's distribution,
     /// and the last layer's cross-attention weights there, averaged over heads.
     fn step(&self, state: &DecodeState, words: &Tensor) -> Step {
-        let [memory, so_far] = [&state.0[0], &state.0[1]];
+        let (so_far, projected) = state.0.split_first().expect("the words so far");
+        let memories: Vec<ProjectedMemory> = projected
+            .chunks(2)
+            .map(|kv| ProjectedMemory { keys: kv[0].shallow_clone(), values: kv[1].shallow_clone() })
+            .collect();
         let words = Tensor::cat(&[so_far, &words.unsqueeze(1)], 1);
-        let states = self.forward_states(memory.shallow_clone(), &words);
+        let decoder = self.decode_words(&memories, &words);
         let last = words.size()[1] - 1;
-        let output = states.output().select(1, last);
+        let output = decoder.output().select(1, last);
         let log_probs = self.vocab.0.forward(&output).log_softmax(-1, output.kind());
-        let weights = states.layers.last().expect("at least one layer").cross_weights();
+        let weights = decoder.layers.last().expect("at least one layer").cross_weights();
         let attention = weights.select(2, last).mean_dim([1i64].as_slice(), false, weights.kind());
-        Step { log_probs, state: DecodeState(vec![memory.shallow_clone(), words]), attention: Some(attention) }
+        let state = std::iter::once(words).chain(projected.iter().map(Tensor::shallow_clone)).collect();
+        Step { log_probs, state: DecodeState(state), attention: Some(attention) }
     }
 }

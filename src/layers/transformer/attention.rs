@@ -42,6 +42,12 @@ pub struct AttentionStates {
     pub output: Tensor,
 }
 
+/// A memory's keys and values, `[N, H, L, E/H]` each.
+pub struct ProjectedMemory {
+    pub keys: Tensor,
+    pub values: Tensor,
+}
+
 /// The mask of self-attention over `steps` positions: `[S, S]`, true where
 /// a query may attend to a key (itself and the positions before it).
 pub fn causal_mask(steps: i64, device: Device) -> Tensor {
@@ -85,12 +91,25 @@ impl MultiHeadAttention {
         x.transpose(1, 2).reshape([size[0], size[2], -1])
     }
 
+    /// The keys and values of `memory` `[N, L, M]`, split into heads: what
+    /// cross-attention computes once per image when decoding word by word.
+    pub fn project_memory(&self, memory: &Tensor) -> ProjectedMemory {
+        ProjectedMemory {
+            keys: self.split_heads(&self.key.forward(memory)),
+            values: self.split_heads(&self.value.forward(memory)),
+        }
+    }
+
     /// Attention of `x` `[N, S, E]` to `memory` `[N, L, M]`; `mask` `[S, L]`
     /// (true where a query may attend to a key; every row needs one).
     pub fn forward_states(&self, x: &Tensor, memory: &Tensor, mask: Option<&Tensor>) -> AttentionStates {
+        self.attend(x, &self.project_memory(memory), mask)
+    }
+
+    /// [`MultiHeadAttention::forward_states`] with the memory already projected.
+    pub fn attend(&self, x: &Tensor, memory: &ProjectedMemory, mask: Option<&Tensor>) -> AttentionStates {
         let queries = self.split_heads(&self.query.forward(x));
-        let keys = self.split_heads(&self.key.forward(memory));
-        let values = self.split_heads(&self.value.forward(memory));
+        let (keys, values) = (memory.keys.shallow_clone(), memory.values.shallow_clone());
         let scale = 1.0 / (self.head_width() as f64).sqrt();
         let mut scores = queries.matmul(&keys.transpose(-2, -1)) * scale;
         if let Some(mask) = mask {

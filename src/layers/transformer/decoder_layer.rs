@@ -10,7 +10,7 @@
 //! Backward runs the blocks in reverse: through each norm, then the
 //! residual's gradient plus the sublayer's through the same dropout mask.
 
-use super::attention::{AttentionStates, MultiHeadAttention};
+use super::attention::{AttentionStates, MultiHeadAttention, ProjectedMemory};
 use super::dropout::{Dropout, DropoutMask};
 use super::feed_forward::{FeedForward, FeedForwardStates};
 use super::layer_norm::{LayerNorm, LayerNormStates};
@@ -153,10 +153,22 @@ impl DecoderLayer {
         self_mask: Option<&Tensor>,
         dropout: Dropout,
     ) -> DecoderLayerStates {
+        self.forward_projected(x, &self.cross_attention.project_memory(memory), self_mask, dropout)
+    }
+
+    /// [`DecoderLayer::forward_states`] from the memory's keys and values
+    /// for cross-attention ([`MultiHeadAttention::project_memory`]).
+    pub fn forward_projected(
+        &self,
+        x: &Tensor,
+        memory: &ProjectedMemory,
+        self_mask: Option<&Tensor>,
+        dropout: Dropout,
+    ) -> DecoderLayerStates {
         let self_attention = self.self_attention.forward_states(x, x, self_mask);
         let self_block = block(x, &self_attention.output, &self.self_norm, dropout);
         let attended = &self_block.norm.output;
-        let cross_attention = self.cross_attention.forward_states(attended, memory, None);
+        let cross_attention = self.cross_attention.attend(attended, memory, None);
         let cross_block = block(attended, &cross_attention.output, &self.cross_norm, dropout);
         let informed = &cross_block.norm.output;
         let feed_forward = self.feed_forward.forward_states(informed);

@@ -10,7 +10,9 @@
 //!   ([`causal_mask`] for self-attention);
 //! - [`LayerNorm`]: normalisation over the last dimension with its affine;
 //! - [`FeedForward`]: position-wise affine–ReLU–affine;
-//! - [`PositionalEncoding`]: the fixed sinusoids added to the word vectors;
+//! - [`PositionalEncoding`]: the fixed sinusoids added to the word vectors,
+//!   and [`GridPositionalEncoding`]: their two-dimensional kind, added to
+//!   the image grid;
 //! - [`Dropout`]: a mask drawn in the forward pass ([`DropoutMask`]) and
 //!   handed to the backward pass;
 //! - [`DecoderLayer`]: masked self-attention, cross-attention to a memory
@@ -24,12 +26,12 @@ pub mod feed_forward;
 pub mod layer_norm;
 pub mod positional;
 
-pub use attention::{causal_mask, AttentionStates, MultiHeadAttention};
+pub use attention::{causal_mask, AttentionStates, MultiHeadAttention, ProjectedMemory};
 pub use decoder_layer::{DecoderLayer, DecoderLayerDims, DecoderLayerStates};
 pub use dropout::{Dropout, DropoutMask};
 pub use feed_forward::{FeedForward, FeedForwardStates};
 pub use layer_norm::{LayerNorm, LayerNormStates};
-pub use positional::PositionalEncoding;
+pub use positional::{GridPositionalEncoding, PositionalEncoding};
 
 use tch::Tensor;
 
