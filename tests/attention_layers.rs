@@ -92,6 +92,7 @@ fn check_gradients(forward: &dyn Fn() -> Tensor, wrt: &[(&str, &Tensor, &Tensor)
 
 #[test]
 fn additive_attention_backward_matches_autograd_and_finite_differences() {
+    let _rng = common::seeded(0);
     let (n, t, l, c, h, a) = (3, 2, 5, 4, 6, 7);
     let _random = seeded();
     let mut vs = nn::VarStore::new(Device::Cpu);
@@ -122,6 +123,7 @@ fn additive_attention_backward_matches_autograd_and_finite_differences() {
 
 #[test]
 fn context_gate_backward_matches_autograd_and_finite_differences() {
+    let _rng = common::seeded(0);
     let (n, t, h, c) = (4, 3, 5, 6);
     let _random = seeded();
     let mut vs = nn::VarStore::new(Device::Cpu);
@@ -145,6 +147,7 @@ fn context_gate_backward_matches_autograd_and_finite_differences() {
 
 #[test]
 fn initial_state_backward_matches_autograd_and_finite_differences() {
+    let _rng = common::seeded(0);
     let (n, l, c, h) = (3, 4, 5, 6);
     let _random = seeded();
     let mut vs = nn::VarStore::new(Device::Cpu);
@@ -206,6 +209,7 @@ fn check_attention_lstm(n: i64, t: i64) {
 
 #[test]
 fn attention_lstm_step_backward_matches_autograd_and_finite_differences() {
+    let _rng = common::seeded(0);
     // One step: the sequence's backward at T = 1 is the step's backward.
     check_attention_lstm(1, 1);
     check_attention_lstm(3, 1);
@@ -213,11 +217,13 @@ fn attention_lstm_step_backward_matches_autograd_and_finite_differences() {
 
 #[test]
 fn attention_lstm_sequence_backward_through_time_matches_autograd_and_finite_differences() {
+    let _rng = common::seeded(0);
     check_attention_lstm(3, 6);
 }
 
 #[test]
 fn the_decoding_step_is_the_sequence_step() {
+    let _rng = common::seeded(0);
     let (n, t, l, c, w, h, a) = (2, 4, 5, 4, 3, 6, 7);
     let _random = seeded();
     let mut vs = nn::VarStore::new(Device::Cpu);
@@ -245,6 +251,7 @@ fn the_decoding_step_is_the_sequence_step() {
 
 #[test]
 fn deep_output_backward_matches_autograd_and_finite_differences_with_and_without_dropout() {
+    let _rng = common::seeded(0);
     let (n, t, w, c, h, v) = (3, 4, 5, 6, 7, 8);
     let _random = seeded();
     let mut vs = nn::VarStore::new(Device::Cpu);
@@ -278,6 +285,7 @@ fn deep_output_backward_matches_autograd_and_finite_differences_with_and_without
 
 #[test]
 fn attention_penalty_counts_only_masked_in_steps_and_matches_autograd() {
+    let _rng = common::seeded(0);
     let (n, t, l) = (3, 5, 4);
     let _random = seeded();
     let weights = randn(&[n, t, l]).softmax(-1, Kind::Double);
@@ -329,6 +337,7 @@ fn padded_captions(n: i64, t: i64, vocabulary: i64) -> Tensor {
 
 #[test]
 fn attention_network_explicit_gradients_equal_autograd_with_dropout_and_penalty() {
+    let _rng = common::seeded(0);
     let _random = seeded();
     let (net, _vs) = small_net(0.3, 0.8);
     let grid = randn(&[4, 6, 5]) * 3.0 + 1.0;
@@ -354,6 +363,7 @@ fn attention_network_explicit_gradients_equal_autograd_with_dropout_and_penalty(
 
 #[test]
 fn attention_network_explicit_gradients_equal_central_differences() {
+    let _rng = common::seeded(0);
     let _random = seeded();
     let (net, _vs) = small_net(0.0, 0.8);
     let grid = randn(&[3, 6, 5]) * 3.0 + 1.0;
@@ -368,6 +378,7 @@ fn attention_network_explicit_gradients_equal_central_differences() {
 
 #[test]
 fn decoding_steps_give_the_teacher_forced_loss_and_attention_weights() {
+    let _rng = common::seeded(0);
     let _random = seeded();
     let (net, _vs) = small_net(0.0, 0.0);
     let grid = randn(&[3, 6, 5]);
@@ -394,6 +405,7 @@ fn decoding_steps_give_the_teacher_forced_loss_and_attention_weights() {
 
 #[test]
 fn attention_network_features_are_standardized_per_channel() {
+    let _rng = common::seeded(0);
     let _random = seeded();
     let (mut net, vs) = small_net(0.0, 0.0);
     let scale = Tensor::from_slice(&[1.0, 10.0, 0.1, 3.0, 0.0]);
@@ -411,6 +423,7 @@ fn attention_network_features_are_standardized_per_channel() {
 
 #[test]
 fn attention_network_beam_search_with_one_hypothesis_is_greedy() {
+    let _rng = common::seeded(0);
     let _random = seeded();
     let (net, _vs) = small_net(0.0, 0.0);
     let grid = randn(&[30, 6, 5]) * 4.0;
@@ -428,6 +441,7 @@ fn attention_network_beam_search_with_one_hypothesis_is_greedy() {
 /// training caption.
 #[test]
 fn attention_network_overfits_fifty_captions() {
+    let _rng = common::seeded(0);
     let _random = seeded();
     let (n, t, vocabulary) = (50, 9, 14);
     let store = nn::VarStore::new(Device::Cpu);

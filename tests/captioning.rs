@@ -44,6 +44,7 @@ fn check_gradients(
 
 #[test]
 fn embedding_backward_scatter_adds_into_the_used_rows() {
+    let _rng = common::seeded(0);
     let mut vs = f64_store();
     let layer = Embedding::new(vs.root() / "embed", 7, 5);
     vs.double();
@@ -57,6 +58,7 @@ fn embedding_backward_scatter_adds_into_the_used_rows() {
 
 #[test]
 fn temporal_affine_backward_matches_autograd_and_finite_differences() {
+    let _rng = common::seeded(0);
     let mut vs = f64_store();
     let layer = TemporalAffine::new(vs.root() / "t", 6, 4, 0.5);
     vs.double();
@@ -69,6 +71,7 @@ fn temporal_affine_backward_matches_autograd_and_finite_differences() {
 
 #[test]
 fn temporal_softmax_loss_counts_only_unmasked_words_and_divides_by_the_batch() {
+    let _rng = common::seeded(0);
     tch::manual_seed(0);
     let (n, t, v) = (4, 6, 9);
     let scores = Tensor::randn([n, t, v], F64);
@@ -103,6 +106,7 @@ fn temporal_softmax_loss_counts_only_unmasked_words_and_divides_by_the_batch() {
 
 #[test]
 fn rnn_backward_through_time_matches_autograd_and_finite_differences() {
+    let _rng = common::seeded(0);
     for (n, t, d, h) in [(1, 1, 3, 4), (3, 7, 5, 6)] {
         let mut vs = f64_store();
         let rnn = Rnn::new(&(vs.root() / "rnn"), d, h);
@@ -124,6 +128,7 @@ fn rnn_backward_through_time_matches_autograd_and_finite_differences() {
 
 #[test]
 fn lstm_backward_through_time_matches_autograd_and_finite_differences() {
+    let _rng = common::seeded(0);
     for (n, t, d, h) in [(1, 1, 3, 4), (3, 7, 5, 6)] {
         let mut vs = f64_store();
         let lstm = Lstm::new(&(vs.root() / "lstm"), d, h);
@@ -185,6 +190,7 @@ fn lstm_captioning_loss_equals_the_published_value() {
 
 #[test]
 fn whole_network_explicit_gradients_equal_autograd() {
+    let _rng = common::seeded(0);
     for cell in [CellKind::Rnn, CellKind::Lstm] {
         let mut vs = f64_store();
         let dims = Dims::recurrent(8, 6, 5, 11);

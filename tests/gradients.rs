@@ -36,6 +36,7 @@ fn copy_weights(from: &Classifier, to: &Classifier) {
 
 #[test]
 fn plain_backward_and_the_winograd_step_train_resnet_to_the_same_weights() {
+    let _rng = common::seeded(0);
     tch::manual_seed(7);
     let plain = Classifier::new(Arch::Resnet18, 3, Device::Cpu);
     let winograd = Classifier::new(Arch::Resnet18, 3, Device::Cpu);

@@ -112,6 +112,7 @@ fn named<'a>(names: &'a [String], params: &'a [Tensor]) -> Vec<(&'a str, &'a Ten
 
 #[test]
 fn layer_norm_backward_matches_autograd_and_finite_differences() {
+    let _rng = common::seeded(0);
     let (_generator, mut vs) = f64_store();
     let norm = LayerNorm::new(vs.root() / "norm", 6);
     randomize(&mut vs);
@@ -130,6 +131,7 @@ fn layer_norm_backward_matches_autograd_and_finite_differences() {
 
 #[test]
 fn feed_forward_backward_matches_autograd_and_finite_differences() {
+    let _rng = common::seeded(0);
     let (_generator, mut vs) = f64_store();
     let block = FeedForward::new(&(vs.root() / "ff"), 5, 7, 0.5);
     randomize(&mut vs);
@@ -155,6 +157,7 @@ fn attention_names() -> Vec<String> {
 
 #[test]
 fn masked_self_attention_backward_matches_autograd_and_finite_differences() {
+    let _rng = common::seeded(0);
     let (n, s, e, heads) = (2, 5, 8, 2);
     let (_generator, mut vs) = f64_store();
     let attention = MultiHeadAttention::new(&(vs.root() / "attn"), e, e, heads, 0.5);
@@ -180,6 +183,7 @@ fn masked_self_attention_backward_matches_autograd_and_finite_differences() {
 
 #[test]
 fn a_causal_row_sees_no_future_word() {
+    let _rng = common::seeded(0);
     let (n, s, e, heads) = (2, 6, 8, 4);
     let (_generator, mut vs) = f64_store();
     let attention = MultiHeadAttention::new(&(vs.root() / "attn"), e, e, heads, 0.5);
@@ -208,6 +212,7 @@ fn a_causal_row_sees_no_future_word() {
 
 #[test]
 fn cross_attention_backward_matches_autograd_and_finite_differences() {
+    let _rng = common::seeded(0);
     // A memory narrower than the model and longer than the sequence, as the image grid is.
     let (n, s, l, e, m, heads) = (2, 4, 6, 8, 5, 4);
     let (_generator, mut vs) = f64_store();
@@ -229,6 +234,7 @@ fn cross_attention_backward_matches_autograd_and_finite_differences() {
 
 #[test]
 fn positional_encoding_is_the_sinusoid_table_and_passes_gradients_through() {
+    let _rng = common::seeded(0);
     let (steps, width) = (7, 6);
     let x = Tensor::randn([2, steps, width], F64);
     let encoded = PositionalEncoding.forward(&x);
@@ -249,6 +255,7 @@ fn positional_encoding_is_the_sinusoid_table_and_passes_gradients_through() {
 
 #[test]
 fn grid_encoding_gives_each_location_its_row_and_column_sinusoids() {
+    let _rng = common::seeded(0);
     let (side, width) = (7, 10);
     let memory = Tensor::randn([2, side * side, width], F64);
     let table = GridPositionalEncoding.forward(&memory) - &memory;
@@ -276,6 +283,7 @@ fn grid_encoding_gives_each_location_its_row_and_column_sinusoids() {
 
 #[test]
 fn dropout_draws_a_seeded_scaled_mask_and_its_backward_uses_it() {
+    let _rng = common::seeded(0);
     let dropout = Dropout::new(0.25);
     let x = Tensor::randn([20, 50], F64);
     tch::manual_seed(3);
@@ -322,16 +330,19 @@ fn decoder_layer_check(dropout: f64, what: &str) {
 
 #[test]
 fn decoder_layer_backward_matches_autograd_and_finite_differences() {
+    let _rng = common::seeded(0);
     decoder_layer_check(0.0, "decoder layer");
 }
 
 #[test]
 fn decoder_layer_backward_with_dropout_uses_the_forward_masks() {
+    let _rng = common::seeded(0);
     decoder_layer_check(0.3, "decoder layer with dropout");
 }
 
 #[test]
 fn decoder_layer_parameters_are_named_as_stored() {
+    let _rng = common::seeded(0);
     let (_generator, vs) = f64_store();
     let dims = DecoderLayerDims { width: 8, memory_width: 5, heads: 2, feed_forward: 12 };
     let layer = DecoderLayer::new(&(vs.root() / "layer"), dims, 0.5);

@@ -9,7 +9,7 @@ pub mod torchvision_parity;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -383,4 +383,15 @@ pub fn interrupt_in_epoch_1(mut cmd: Command) -> Output {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     child.wait_with_output().unwrap()
+}
+
+/// Holds libtorch's global random generator, seeded with `seed`, until the
+/// guard drops. Tests of one binary run in parallel threads and share that
+/// generator; a test that draws its inputs (or replays a dropout mask by
+/// seeding twice) under this guard draws the same numbers every run.
+pub fn seeded(seed: i64) -> MutexGuard<'static, ()> {
+    static GENERATOR: Mutex<()> = Mutex::new(());
+    let guard = GENERATOR.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    tch::manual_seed(seed);
+    guard
 }
