@@ -162,6 +162,16 @@ fn image_folder_trains_on_backbone_features_and_captions_new_images() {
     // The second run (replacing the first) reads the cached features.
     let second = train(&["--overwrite"]);
     assert!(String::from_utf8_lossy(&second.stderr).contains("40 image features from"), "cache not used");
+    // `caption eval` scores the kept model again: greedy as the run scored
+    // it, and beam search into a file of its own.
+    let greedy = run_ok(caption().args(["eval", "--threads", "1", "--checkpoint"]).arg(&out));
+    assert!(String::from_utf8_lossy(&greedy.stdout).contains("LSTM (ours)"));
+    let evaluation = read_json(&out.join("evaluation-beam1.json"));
+    assert_eq!(evaluation["scores"], summary["scores"], "eval's greedy scores are the run's");
+    run_ok(caption().args(["eval", "--threads", "1", "--beam", "3", "--checkpoint"]).arg(&out));
+    let beam = read_json(&out.join("evaluation-beam3.json"));
+    assert_eq!(beam["scores"][0]["method"], "LSTM, beam 3 (ours)");
+    assert_eq!(beam["scores"][1], summary["scores"][1], "the baselines do not depend on the beam");
     // The saved model captions image files: words of its own vocabulary only.
     let image = data.join("val/scene_000000.png");
     let output = run_ok(caption().args(["sample", "--json", "--checkpoint"]).arg(&out).arg(&image));

@@ -2,19 +2,21 @@
 //! on the course's `coco_captioning/` features or on an image folder with
 //! COCO-format captions. Parses and checks arguments, then calls the library.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, FromArgMatches, Parser, Subcommand};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use tchlab::caption::coco_h5;
 use tchlab::caption::coco_json::{self, TextOptions};
+use tchlab::caption::dataset::CaptionData;
 use tchlab::caption::decoder::decode;
+use tchlab::caption::evaluate::{self, ScoreRow};
 use tchlab::caption::features::{Extractor, FeatureShape};
 use tchlab::caption::model::CellKind;
 use tchlab::caption::options::TrainArgs;
 use tchlab::caption::run::{self, RunOptions};
 use tchlab::caption::saved::{self, FeatureSource};
 use tchlab::caption::scenes::{self, SceneCounts};
-use tchlab::caption::{coco_h5, evaluate};
 use tchlab::choice_names::Named;
 use tchlab::cli::parse::{at_least_one, beam_width};
 use tchlab::cli::{options_file, Banner};
@@ -29,7 +31,7 @@ use tchlab::train::minibatch::Recipe;
     name = "caption",
     version,
     about = "Image captioning with hand-derived RNN and LSTM layers",
-    after_help = "Examples:\n  caption scenes                                   # make the MNIST digit-scene set (data/mnist-scenes)\n  caption train --cell lstm --epochs 20            # train on it, Lite0 features\n  caption train --data data/coco_captioning --max-train 50 --epochs 50   # the course's overfit check\n  caption train --resume runs/caption-lstm           # continue a stopped run\n  caption sample --checkpoint runs/caption-lstm photo.jpg\n\n`caption train --help` lists every option with its default."
+    after_help = "Examples:\n  caption scenes                                   # make the MNIST digit-scene set (data/mnist-scenes)\n  caption train --cell lstm --epochs 20            # train on it, Lite0 features\n  caption train --data data/coco_captioning --max-train 50 --epochs 50   # the course's overfit check\n  caption train --resume runs/caption-lstm           # continue a stopped run\n  caption eval --checkpoint runs/caption-lstm --beam 3   # score its val captions by beam search\n  caption sample --checkpoint runs/caption-lstm photo.jpg\n\n`caption train --help` lists every option with its default."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -40,10 +42,27 @@ struct Cli {
 enum Command {
     /// Train a captioning network, then caption the val images (BLEU, ROUGE-L, CIDEr-D against two baselines) and draw samples.
     Train(Box<TrainArgs>),
+    /// Caption the val images again with a trained network (greedy or beam search) and score them as `train` does.
+    Eval(EvalArgs),
     /// Caption image files with a trained network.
     Sample(SampleArgs),
     /// Make a captioned image set from MNIST: scenes of two or three digits, captioned from what is where.
     Scenes(ScenesArgs),
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// A run folder of `caption train`: its model, and its options say which data and features.
+    #[arg(long, value_name = "DIR")]
+    checkpoint: PathBuf,
+    /// Hypotheses kept per image by beam search (1: greedy).
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = beam_width, allow_negative_numbers = true)]
+    beam: usize,
+    /// libtorch's compute threads [default: libtorch's choice, one per core].
+    #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true)]
+    threads: Option<usize>,
+    #[command(flatten)]
+    device: tchlab::device::DeviceArg,
 }
 
 #[derive(Args)]
@@ -142,46 +161,7 @@ fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
     let out = args.out.clone().expect("resolved");
     tchlab::run_dir::check(&out, start, args.run.overwrite)?;
     Banner { tool: "caption train", device, seed: Some(args.seed.seed), out: Some(&out) }.print();
-    let (data, features, described) = if coco_h5::is_course_folder(&args.data) {
-        if let Some(dir) = args.image_dir.as_deref().filter(|d| !d.is_dir()) {
-            bail!("--image-dir {}: no such folder", dir.display());
-        }
-        // The Transformer reads a pooled vector as a memory of one location,
-        // as the course's CaptioningTransformer does; attention over one
-        // location would have nothing to choose between.
-        if args.cell == CellKind::Attention {
-            bail!(
-                "--cell attention: attends over a grid of image features; {} holds one pooled VGG-16 vector per image (give an image folder, or --cell transformer)",
-                args.data.display()
-            );
-        }
-        let data = coco_h5::load(&args.data, args.max_train, args.seed.seed, args.image_dir.as_deref())?;
-        (data, FeatureSource::CourseFeatures, format!("{} (VGG-16 fc7 PCA features)", args.data.display()))
-    } else {
-        if !args.data.is_dir() {
-            bail!("{}: no such folder (make the digit-scene set with `caption scenes`)", args.data.display());
-        }
-        // The course folder's options, which an image folder would silently ignore.
-        for (given, option) in [(args.max_train.is_some(), "--max-train"), (args.image_dir.is_some(), "--image-dir")] {
-            if given {
-                bail!(
-                    "{option} is for the course's coco_captioning folder; {} is an image folder",
-                    args.data.display()
-                );
-            }
-        }
-        let shape = FeatureShape::for_network(args.cell.takes_grid(), args.feature_grid)?;
-        shape.check(args.arch)?;
-        let weights = backbone_weights(args.arch, args.weights.clone())?;
-        let extractor = Extractor { arch: args.arch, weights: weights.clone(), device, shape };
-        let text = TextOptions { min_count: args.min_count, max_words: args.max_words };
-        let data = coco_json::load(&args.data, text, &extractor, &Terminal)?;
-        (
-            data,
-            FeatureSource::Backbone { arch: args.arch, weights, shape },
-            format!("{} ({} features)", args.data.display(), args.arch.name()),
-        )
-    };
+    let (data, features, described) = load_data(&args, device)?;
     tchlab::say!(
         "{} training captions of {} images, {} val captions of {} images, vocabulary {} words, feature width {}",
         data.train.num_captions(),
@@ -219,25 +199,104 @@ fn train(args: TrainArgs, start: Start, interrupt: &Interrupt) -> Result<()> {
         config,
     };
     let summary = run::run(&data, &options, interrupt, &Terminal)?;
+    print_scores(&summary.scores);
+    tchlab::say!("Results in {}", options.out.display());
+    Ok(())
+}
+
+/// The captions and image features a run of `args` trains on, where the
+/// features come from, and the data described for the results.
+fn load_data(args: &TrainArgs, device: tch::Device) -> Result<(CaptionData, FeatureSource, String)> {
+    if coco_h5::is_course_folder(&args.data) {
+        if let Some(dir) = args.image_dir.as_deref().filter(|d| !d.is_dir()) {
+            bail!("--image-dir {}: no such folder", dir.display());
+        }
+        // The Transformer reads a pooled vector as a memory of one location,
+        // as the course's CaptioningTransformer does; attention over one
+        // location would have nothing to choose between.
+        if args.cell == CellKind::Attention {
+            bail!(
+                "--cell attention: attends over a grid of image features; {} holds one pooled VGG-16 vector per image (give an image folder, or --cell transformer)",
+                args.data.display()
+            );
+        }
+        let data = coco_h5::load(&args.data, args.max_train, args.seed.seed, args.image_dir.as_deref())?;
+        Ok((data, FeatureSource::CourseFeatures, format!("{} (VGG-16 fc7 PCA features)", args.data.display())))
+    } else {
+        if !args.data.is_dir() {
+            bail!("{}: no such folder (make the digit-scene set with `caption scenes`)", args.data.display());
+        }
+        // The course folder's options, which an image folder would silently ignore.
+        for (given, option) in [(args.max_train.is_some(), "--max-train"), (args.image_dir.is_some(), "--image-dir")] {
+            if given {
+                bail!(
+                    "{option} is for the course's coco_captioning folder; {} is an image folder",
+                    args.data.display()
+                );
+            }
+        }
+        let shape = FeatureShape::for_network(args.cell.takes_grid(), args.feature_grid)?;
+        shape.check(args.arch)?;
+        let weights = backbone_weights(args.arch, args.weights.clone())?;
+        let extractor = Extractor { arch: args.arch, weights: weights.clone(), device, shape };
+        let text = TextOptions { min_count: args.min_count, max_words: args.max_words };
+        let data = coco_json::load(&args.data, text, &extractor, &Terminal)?;
+        Ok((
+            data,
+            FeatureSource::Backbone { arch: args.arch, weights, shape },
+            format!("{} ({} features)", args.data.display(), args.arch.name()),
+        ))
+    }
+}
+
+/// The score table of ours and the baselines, and on digit scenes the counts.
+fn print_scores(scores: &[ScoreRow]) {
     tchlab::say!(
         "\n{:<48} BLEU-1  BLEU-2  BLEU-3  BLEU-4  ROUGE-L  CIDEr-D",
         "Val BLEU, ROUGE-L, CIDEr-D (COCO scorers)"
     );
-    for row in &summary.scores {
+    for row in scores {
         let b = row.bleu;
         let (rouge, cider) = (row.rouge_l, row.cider_d);
         tchlab::say!("{:<48} {:.4}  {:.4}  {:.4}  {:.4}  {rouge:.4}   {cider:.4}", row.method, b[0], b[1], b[2], b[3]);
     }
-    if let Some(first) = summary.scores.first().and_then(|row| row.scenes) {
+    if let Some(first) = scores.first().and_then(|row| row.scenes) {
         let header = format!("Val scenes ({} scenes, {} digits)", first.scenes, first.digits);
         tchlab::say!("\n{header:<48} layout  digits  exact   digits in place");
-        for row in &summary.scores {
+        for row in scores {
             let Some(t) = row.scenes else { continue };
             let (layout, digits, exact) = (t.layout_right.count, t.digits_right.count, t.exact_caption.count);
             tchlab::say!("{:<48} {layout:<7} {digits:<7} {exact:<7} {}", row.method, t.digits_in_place.count);
         }
     }
-    tchlab::say!("Results in {}", options.out.display());
+}
+
+/// Captions the val images of a finished run's data with its kept model
+/// and writes the scores into the run folder (`evaluation-beam<K>.json`).
+fn eval(args: EvalArgs) -> Result<()> {
+    tchlab::cli::apply_threads(args.threads);
+    let device = args.device.select()?;
+    let dir = &args.checkpoint;
+    Banner { tool: "caption eval", device, seed: None, out: Some(dir) }.print();
+    let trained: TrainArgs = tchlab::cli::resumed_options(dir, "caption train", &BTreeSet::new(), &BTreeSet::new())?;
+    let (net, _store, vocab, card) = saved::load(&dir.join(BEST_MODEL_FILE), device)?;
+    let (data, _, _) = load_data(&trained, device)?;
+    if data.vocab.words() != vocab.words() {
+        bail!(
+            "{}: the model's vocabulary is not the one the captions of {} give now (were they changed?)",
+            dir.display(),
+            trained.data.display()
+        );
+    }
+    let val = evaluate::caption_split(&*net, &data.val, &data.vocab, args.beam, device);
+    let scores = evaluate::score_table(&format!("{} (ours)", run::method_name(card.cell, args.beam)), &val, &data);
+    print_scores(&scores);
+    let report =
+        serde_json::json!({"beam": args.beam, "epoch": card.epoch, "val_loss": card.val_loss, "scores": scores});
+    let file = dir.join(format!("evaluation-beam{}.json", args.beam));
+    std::fs::write(&file, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("{}: cannot write", file.display()))?;
+    tchlab::say!("Scores in {}", file.display());
     Ok(())
 }
 
@@ -316,6 +375,7 @@ fn main() {
                 let (args, start) = resolve(*args, &given)?;
                 train(args, start, &interrupt)
             }
+            Command::Eval(args) => eval(args),
             Command::Sample(args) => sample(args),
             Command::Scenes(args) => {
                 let counts = SceneCounts { train: args.train, val: args.val, seed: args.seed.seed };

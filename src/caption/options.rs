@@ -10,11 +10,14 @@ use crate::cli::parse::{
 use crate::cli::RunArgs;
 use crate::grad::GradMode;
 use crate::models::{Arch, GridLayer};
-use clap::Args;
+use clap::{Args, FromArgMatches};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// A saved run's options that an older version did not know take the
+/// option's default (`Default` is the command line with no flags).
 #[derive(Args, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TrainArgs {
     /// The course's coco_captioning/ folder (coco2014_captions.h5, …), or an image folder with
     /// annotations/captions_train*.json, annotations/captions_val*.json, train*/ and val*/.
@@ -97,6 +100,14 @@ pub struct TrainArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub device: crate::device::DeviceArg,
+}
+
+impl Default for TrainArgs {
+    fn default() -> Self {
+        let command = Self::augment_args(clap::Command::new("caption train"));
+        let matches = command.get_matches_from(["caption train"]);
+        Self::from_arg_matches(&matches).expect("the defaults of caption train's options parse")
+    }
 }
 
 impl TrainArgs {

@@ -207,7 +207,7 @@ pub fn run(
     // state and its model resumes to the same file.
     saved::save(&out.file(BEST_MODEL_FILE), &store, &card(kept_epoch, kept_val_loss))?;
     let val = caption_split(&*net, &data.val, &data.vocab, options.beam, options.device);
-    let scores = score_table(&format!("{} (ours)", method_name(options)), &val, data);
+    let scores = score_table(&format!("{} (ours)", method_name(options.cell, options.beam)), &val, data);
     sample_figure(&*net, data, &data.train, options, &out)?;
     sample_figure(&*net, data, &data.val, options, &out)?;
     attention_figure(&*net, data, options, &out, reporter)?;
@@ -333,7 +333,10 @@ fn sample_figure(
         })
         .collect();
     let name = &split.name;
-    let title = format!("{} captions of {name} images (blue: sampled, black: a true caption)", method_name(options));
+    let title = format!(
+        "{} captions of {name} images (blue: sampled, black: a true caption)",
+        method_name(options.cell, options.beam)
+    );
     plots::caption_samples(&out.file(&format!("samples_{name}.png")), &title, &panels)
 }
 
@@ -351,9 +354,9 @@ fn attention_dims(options: &RunOptions) -> Dims {
 }
 
 /// "LSTM", or "TRANSFORMER, beam 3".
-fn method_name(options: &RunOptions) -> String {
-    let cell = options.cell.name().to_uppercase();
-    match options.beam {
+pub fn method_name(cell: CellKind, beam: usize) -> String {
+    let cell = cell.name().to_uppercase();
+    match beam {
         1 => cell,
         beam => format!("{cell}, beam {beam}"),
     }
@@ -477,6 +480,7 @@ fn attention_figure(
             weights: attention.get(row).reshape([steps, side, side]),
         });
     }
-    let title = format!("Where {} looked for each word of its greedy val captions", method_name(options));
+    let title =
+        format!("Where {} looked for each word of its greedy val captions", method_name(options.cell, options.beam));
     plots::attention_maps(&out.file("attention_val.png"), &title, &panels)
 }
