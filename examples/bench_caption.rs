@@ -33,22 +33,20 @@ fn main() {
     tch::manual_seed(0);
     let store = VarStore::new(Device::Cpu);
     let recurrent = Dims::recurrent(feature_width, 256, 512, vocabulary);
-    let dims = match cell {
-        CellKind::Attention => Dims {
-            attention: env("ATTENTION_WIDTH", 256.0) as i64,
-            dropout: env("DROPOUT", 0.5),
-            attention_penalty: 1.0,
-            ..recurrent
-        },
-        CellKind::Transformer => Dims { heads: 4, layers: 2, dropout: env("DROPOUT", 0.1), ..recurrent },
-        _ => recurrent,
+    let (dims, dropout) = match cell {
+        CellKind::Attention => {
+            let attention = env("ATTENTION_WIDTH", 256.0) as i64;
+            (Dims { attention, attention_penalty: 1.0, ..recurrent }, env("DROPOUT", 0.5))
+        }
+        CellKind::Transformer => (Dims { heads: 4, layers: 2, ..recurrent }, env("DROPOUT", 0.1)),
+        _ => (recurrent, 0.0),
     };
     let mut feature_shape = vec![25, feature_width];
     if cell.takes_grid() {
         feature_shape.insert(1, LOCATIONS);
     }
     let net = build(&store.root(), dims, cell, SpecialTokens { null: 0, start: 1, end: 2 }).expect("a network");
-    net.set_dropout(dims.dropout);
+    net.set_dropout(dropout);
     let params = Params::new(net.named_parameters());
     let features = Tensor::randn(feature_shape, (Kind::Float, Device::Cpu));
     let captions = Tensor::randint_low(1, vocabulary, [25, 17], (Kind::Int64, Device::Cpu));

@@ -17,6 +17,7 @@
 
 use super::decoder::{Captioner, DecodeState, Step};
 use super::model::{Dims, SpecialTokens};
+use super::net_parts::{DropoutRate, FeatureScaler};
 use crate::grad::HandDerived;
 use crate::layers::attention::{
     attention_penalty, attention_penalty_autograd, dropout_mask, AttentionLstm, DeepOutput, GridGradient,
@@ -24,22 +25,17 @@ use crate::layers::attention::{
 use crate::layers::temporal::{temporal_softmax_loss, temporal_softmax_loss_autograd};
 use crate::layers::Embedding;
 use tch::nn::{self, Module};
-use tch::{Kind, Tensor};
-
-/// Images per chunk when the per-channel statistics are computed (a grid
-/// set in f32 at once would take gigabytes).
-const STATISTICS_CHUNK: i64 = 256;
+use tch::Tensor;
 
 pub struct AttentionNet {
     pub dims: Dims,
     pub tokens: SpecialTokens,
-    /// Per-channel `(f − mean) / std` of the grid (identity unless
-    /// [`Captioner::standardize_features`]); saved with the weights, not trained.
-    feature_mean: Tensor,
-    feature_std: Tensor,
+    scaler: FeatureScaler,
     embed: Embedding,
     decoder: AttentionLstm,
     output: DeepOutput,
+    /// The deep output's, set through [`Captioner::set_dropout`].
+    dropout: DropoutRate,
 }
 
 /// The names of [`AttentionNet::parameters`], in order.
@@ -73,11 +69,11 @@ impl AttentionNet {
         Self {
             dims,
             tokens,
-            feature_mean: p.zeros_no_train("feature_mean", &[channels]),
-            feature_std: p.ones_no_train("feature_std", &[channels]),
+            scaler: FeatureScaler::new(p, channels),
             embed: Embedding::new(p / "embed", vocabulary, wordvec),
             decoder: AttentionLstm::new(p, wordvec, channels, hidden, attention),
             output: DeepOutput::new(p, wordvec, channels, hidden, vocabulary),
+            dropout: DropoutRate::default(),
         }
     }
 
@@ -88,7 +84,7 @@ impl AttentionNet {
     }
 
     fn standardized(&self, features: &Tensor) -> Tensor {
-        (features.to_kind(self.feature_mean.kind()) - &self.feature_mean) / &self.feature_std
+        self.scaler.apply(features)
     }
 
     /// The words fed in (all but the last), the words to predict (all but
@@ -102,24 +98,23 @@ impl AttentionNet {
 
     /// The deep output's dropout mask for word vectors like `words`, or `None`.
     fn dropout(&self, words: &Tensor) -> Option<Tensor> {
-        dropout_mask(words, self.dims.dropout)
+        dropout_mask(words, self.dropout.get())
     }
 
-    /// The loss by tensor operations only (what autograd differentiates).
-    /// Dropout applies when autograd records (training by `--grad
-    /// autograd`), not under `no_grad` (the val loss).
+    /// The loss by tensor operations only (what autograd differentiates),
+    /// with dropout at the rate last set.
     pub fn loss(&self, features: &Tensor, captions: &Tensor) -> Tensor {
         let (inputs, targets, mask) = self.split_captions(captions);
         let grid = self.standardized(features);
         let words = self.embed.forward(&inputs);
         let states = self.decoder.forward(&grid, &words);
-        let keep = if recording_gradients() { self.dropout(&words) } else { None };
+        let keep = self.dropout(&words);
         let scores = self.output.forward(&words, &states.h, &states.gated, keep.as_ref()).scores;
         temporal_softmax_loss_autograd(&scores, &targets, &mask)
             + attention_penalty_autograd(&states.weights, &mask, self.dims.attention_penalty)
     }
 
-    /// The loss (with dropout: this is a training step) and every
+    /// The loss (with dropout at the rate last set) and every
     /// parameter's gradient, in [`AttentionNet::parameters`] order, by the
     /// explicit backward passes.
     pub fn loss_and_gradients(&self, features: &Tensor, captions: &Tensor) -> (Tensor, Vec<Tensor>) {
@@ -141,47 +136,17 @@ impl AttentionNet {
     }
 }
 
-/// Whether autograd is recording operations now (false under `no_grad`).
-fn recording_gradients() -> bool {
-    let probe = Tensor::zeros([], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
-    (probe * 1.0).requires_grad()
-}
-
-/// The per-channel mean and standard deviation of `features` `[…, C]`,
-/// chunk by chunk along the first dimension, in f64.
-fn channel_statistics(features: &Tensor) -> (Tensor, Tensor) {
-    let channels = *features.size().last().expect("features with channels");
-    let images = features.size()[0];
-    let chunks = || {
-        (0..images).step_by(STATISTICS_CHUNK as usize).map(move |start| {
-            let rows = features.narrow(0, start, STATISTICS_CHUNK.min(images - start));
-            rows.to_kind(Kind::Double).reshape([-1, channels])
-        })
-    };
-    let count = (features.numel() as i64 / channels).max(1) as f64;
-    let zeros = || Tensor::zeros([channels], (Kind::Double, features.device()));
-    let sum = chunks().fold(zeros(), |acc, rows| acc + rows.sum_dim_intlist([0i64].as_slice(), false, Kind::Double));
-    let mean = sum / count;
-    let squares = chunks().fold(zeros(), |acc, rows| {
-        acc + (rows - &mean).square().sum_dim_intlist([0i64].as_slice(), false, Kind::Double)
-    });
-    (mean, (squares / count).sqrt())
-}
-
 impl Captioner for AttentionNet {
     fn tokens(&self) -> SpecialTokens {
         self.tokens
     }
 
-    /// Channels that never vary are only centred.
     fn standardize_features(&mut self, train_features: &Tensor) {
-        let (mean, std) = channel_statistics(train_features);
-        let std = std.where_self(&std.gt(1e-6), &std.ones_like());
-        let (kind, device) = (self.feature_mean.kind(), self.feature_mean.device());
-        tch::no_grad(|| {
-            self.feature_mean.copy_(&mean.to_kind(kind).to_device(device));
-            self.feature_std.copy_(&std.to_kind(kind).to_device(device));
-        });
+        self.scaler.fit(train_features);
+    }
+
+    fn set_dropout(&self, rate: f64) {
+        self.dropout.set(rate);
     }
 
     /// `[grid, a·W_a, h0, c0]`.

@@ -19,6 +19,7 @@ pub mod decoder;
 pub mod evaluate;
 pub mod features;
 pub mod model;
+pub mod net_parts;
 pub mod options;
 pub mod rouge;
 pub mod run;

@@ -78,10 +78,6 @@ pub struct Dims {
     /// The attention network's attention width A (0 for the other cells).
     #[serde(default)]
     pub attention: i64,
-    /// The attention network's dropout rate on its deep output, while
-    /// training (0 for none).
-    #[serde(default)]
-    pub dropout: f64,
     /// λ of the attention network's doubly stochastic penalty.
     #[serde(default)]
     pub attention_penalty: f64,

@@ -68,9 +68,10 @@ pub struct RunOptions {
     /// The Transformer's attention heads and decoder layers (0 otherwise).
     pub heads: i64,
     pub layers: i64,
-    /// The attention network's attention width, dropout while training (the
-    /// attention network's deep output, the Transformer's sublayers) and
-    /// the attention network's doubly stochastic penalty λ.
+    /// The attention network's attention width, the dropout rate of
+    /// training steps (the attention network's deep output, the
+    /// Transformer's sublayers; recurrent cells have none) and the
+    /// attention network's doubly stochastic penalty λ.
     pub attention_width: i64,
     pub dropout: f64,
     pub attention_penalty: f64,
@@ -343,12 +344,9 @@ fn sample_figure(
 /// The attention network's own sizes and regularisers (none for the other cells).
 fn attention_dims(options: &RunOptions) -> Dims {
     match options.cell {
-        CellKind::Attention => Dims {
-            attention: options.attention_width,
-            dropout: options.dropout,
-            attention_penalty: options.attention_penalty,
-            ..Dims::default()
-        },
+        CellKind::Attention => {
+            Dims { attention: options.attention_width, attention_penalty: options.attention_penalty, ..Dims::default() }
+        }
         _ => Dims::default(),
     }
 }

@@ -25,6 +25,7 @@
 
 use super::decoder::{Captioner, DecodeState, Step};
 use super::model::{Dims, SpecialTokens};
+use super::net_parts::{DropoutRate, FeatureScaler};
 use crate::grad::HandDerived;
 use crate::layers::temporal::{temporal_softmax_loss, temporal_softmax_loss_autograd};
 use crate::layers::transformer::{
@@ -32,30 +33,25 @@ use crate::layers::transformer::{
     PositionalEncoding, ProjectedMemory,
 };
 use crate::layers::{Embedding, TemporalAffine};
-use std::sync::atomic::{AtomicU64, Ordering};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
 /// The standard deviation of every initial weight, as the course's
 /// `CaptioningTransformer` initialises its linear layers (biases 0, norms 1 and 0).
 const WEIGHT_STD: f64 = 0.02;
-/// Images per chunk when the per-channel statistics are summed.
-const STATISTICS_CHUNK: i64 = 256;
 
 pub struct TransformerNet {
     pub dims: Dims,
     pub tokens: SpecialTokens,
     /// `(f − mean) / std` per channel before the projection (identity
     /// unless standardized); saved with the weights, not trained.
-    feature_mean: Tensor,
-    feature_std: Tensor,
+    scaler: FeatureScaler,
     proj: TemporalAffine,
     embed: Embedding,
     layers: Vec<DecoderLayer>,
     vocab: TemporalAffine,
-    /// The dropout rate of the passes that follow (f64 bits; 0 unless a
-    /// training step set it through [`Captioner::set_dropout`]).
-    dropout: AtomicU64,
+    /// Set through [`Captioner::set_dropout`].
+    dropout: DropoutRate,
 }
 
 /// The decoder's pass over the words.
@@ -97,13 +93,12 @@ impl TransformerNet {
         Ok(Self {
             dims,
             tokens,
-            feature_mean: p.zeros_no_train("feature_mean", &[dims.features]),
-            feature_std: p.ones_no_train("feature_std", &[dims.features]),
+            scaler: FeatureScaler::new(p, dims.features),
             proj: TemporalAffine::new(p / "proj", dims.features, width, WEIGHT_STD),
             embed: Embedding::new(p / "embed", dims.vocabulary, width),
             layers,
             vocab: TemporalAffine::new(p / "vocab", width, dims.vocabulary, WEIGHT_STD),
-            dropout: AtomicU64::new(0f64.to_bits()),
+            dropout: DropoutRate::default(),
         })
     }
 
@@ -133,13 +128,13 @@ impl TransformerNet {
     }
 
     fn dropout(&self) -> Dropout {
-        Dropout::new(f64::from_bits(self.dropout.load(Ordering::Relaxed)))
+        Dropout::new(self.dropout.get())
     }
 
     /// The features as a grid `[N, L, C]`, standardized per channel.
     fn standardized_grid(&self, features: &Tensor) -> Tensor {
         let grid = if features.dim() == 2 { features.unsqueeze(1) } else { features.shallow_clone() };
-        (grid.to_kind(self.feature_mean.kind()) - &self.feature_mean) / &self.feature_std
+        self.scaler.apply(&grid)
     }
 
     /// The words fed in (all but the last), the words to predict (all but
@@ -219,26 +214,6 @@ impl TransformerNet {
             .chain(vocab_grads.params);
         (loss, grads.collect())
     }
-
-    /// Per-channel mean and (population) deviation of `features` `[N, …, C]`,
-    /// summed in f64 over chunks of images so that a large grid is never
-    /// copied whole.
-    fn channel_statistics(features: &Tensor) -> (Tensor, Tensor) {
-        let channels = *features.size().last().expect("features with a channel dimension");
-        let images = features.size()[0];
-        let options = (Kind::Double, features.device());
-        let (mut sum, mut squares) = (Tensor::zeros([channels], options), Tensor::zeros([channels], options));
-        for start in (0..images).step_by(STATISTICS_CHUNK as usize) {
-            let chunk = features.narrow(0, start, STATISTICS_CHUNK.min(images - start)).to_kind(Kind::Double);
-            let rows = chunk.reshape([-1, channels]);
-            sum += rows.sum_dim_intlist([0i64].as_slice(), false, Kind::Double);
-            squares += rows.square().sum_dim_intlist([0i64].as_slice(), false, Kind::Double);
-        }
-        let count = (features.numel() as i64 / channels.max(1)).max(1) as f64;
-        let mean = sum / count;
-        let variance = (squares / count - mean.square()).clamp_min(0.0);
-        (mean, variance.sqrt())
-    }
 }
 
 impl HandDerived for TransformerNet {
@@ -261,19 +236,11 @@ impl Captioner for TransformerNet {
     }
 
     fn set_dropout(&self, rate: f64) {
-        self.dropout.store(Dropout::new(rate).rate.to_bits(), Ordering::Relaxed);
+        self.dropout.set(rate);
     }
 
-    /// Channels that never vary are only centred.
     fn standardize_features(&mut self, train_features: &Tensor) {
-        let (mean, std) = Self::channel_statistics(train_features);
-        let std = std.where_self(&std.gt(1e-6), &std.ones_like());
-        let kind = self.feature_mean.kind();
-        let device = self.feature_mean.device();
-        tch::no_grad(|| {
-            self.feature_mean.copy_(&mean.to_kind(kind).to_device(device));
-            self.feature_std.copy_(&std.to_kind(kind).to_device(device));
-        });
+        self.scaler.fit(train_features);
     }
 
     /// `[words so far [N, t], then each layer's cross-attention keys and
