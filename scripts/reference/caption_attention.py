@@ -13,27 +13,19 @@ gradients, no optimizer update) at the scenes' sizes, CPU, one thread:
 Prints one line prefixed `RESULT ` with the milliseconds per step.
 """
 import argparse
-import json
-import time
 
 import torch
 
+from caption_step import setup, step_arguments, time_step
+
 parser = argparse.ArgumentParser()
-parser.add_argument("--repeats", type=int, default=50)
-parser.add_argument("--batch", type=int, default=25)
-parser.add_argument("--steps", type=int, default=17, help="caption length T (words fed in: T − 1)")
-parser.add_argument("--locations", type=int, default=49)
-parser.add_argument("--channels", type=int, default=1280)
+step_arguments(parser, dropout=0.5)
 parser.add_argument("--wordvec", type=int, default=256)
 parser.add_argument("--hidden", type=int, default=512)
 parser.add_argument("--attention-width", type=int, default=256)
-parser.add_argument("--vocabulary", type=int, default=25)
-parser.add_argument("--dropout", type=float, default=0.5)
 parser.add_argument("--penalty", type=float, default=1.0)
-parser.add_argument("--threads", type=int, default=1)
 args = parser.parse_args()
-torch.set_num_threads(args.threads)
-torch.manual_seed(0)
+setup(args)
 
 C, W, H, A, V = args.channels, args.wordvec, args.hidden, args.attention_width, args.vocabulary
 
@@ -88,7 +80,7 @@ def loss_of(grid, captions):
 
 
 grid = torch.randn(args.batch, args.locations, C)
-captions = torch.randint(1, V, (args.batch, args.steps))
+captions = torch.randint(1, V, (args.batch, args.tokens))
 params = list(p.values())
 
 
@@ -97,10 +89,4 @@ def step():
     torch.autograd.grad(loss, params)
 
 
-for _ in range(3):
-    step()
-start = time.perf_counter()
-for _ in range(args.repeats):
-    step()
-ms = (time.perf_counter() - start) / args.repeats * 1e3
-print(f"RESULT {json.dumps({'ms_per_step': round(ms, 2), 'threads': args.threads, 'torch': torch.__version__})}")
+time_step(step, args, network="attention")

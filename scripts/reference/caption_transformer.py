@@ -15,31 +15,23 @@ dropout on the attention weights and inside the feed-forward block).
 Prints one JSON line prefixed `RESULT `.
 """
 import argparse
-import json
 import math
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from caption_step import setup, step_arguments, time_step
+
 parser = argparse.ArgumentParser()
+step_arguments(parser, dropout=0.1)
 parser.add_argument("--impl", choices=["hand", "nn"], default="hand")
-parser.add_argument("--repeats", type=int, default=50)
-parser.add_argument("--threads", type=int, default=1)
-parser.add_argument("--batch", type=int, default=25)
-parser.add_argument("--tokens", type=int, default=17, help="caption tokens; T = tokens - 1 steps")
-parser.add_argument("--locations", type=int, default=49)
-parser.add_argument("--channels", type=int, default=1280)
 parser.add_argument("--width", type=int, default=256)
 parser.add_argument("--heads", type=int, default=4)
 parser.add_argument("--layers", type=int, default=2)
 parser.add_argument("--feed-forward", type=int, default=512)
-parser.add_argument("--vocabulary", type=int, default=25)
-parser.add_argument("--dropout", type=float, default=0.1)
 args = parser.parse_args()
-torch.set_num_threads(args.threads)
-torch.manual_seed(0)
+setup(args)
 
 
 def positional_encoding(steps, width):
@@ -130,11 +122,4 @@ def step():
     model.loss(features, captions).backward()
 
 
-for _ in range(3):
-    step()
-start = time.perf_counter()
-for _ in range(args.repeats):
-    step()
-ms = (time.perf_counter() - start) / args.repeats * 1e3
-print(f"transformer step ({args.impl}, PyTorch {torch.__version__}, {args.threads} thread(s)): {ms:.2f} ms")
-print("RESULT " + json.dumps({"impl": args.impl, "ms_per_step": ms, "threads": args.threads, "repeats": args.repeats}))
+time_step(step, args, network="transformer", impl=args.impl)
