@@ -3,7 +3,9 @@
 //! generated word with that step's attention weights over the feature grid
 //! upsampled (bilinear) to the picture and laid over it, the picture lit
 //! where the weights are high and dimmed where they are low, the word
-//! underneath. A long caption wraps onto more rows under the words.
+//! underneath. A long caption wraps onto more rows under the words; images
+//! of one map each (a class map per image) sit side by side, four pairs to
+//! a row, and the figure is as wide as its widest row.
 //!
 //! The light is on one scale for every map, not stretched to each map's
 //! peak: a location is fully lit at [`FULL_SHARE`] times the uniform weight
@@ -33,6 +35,8 @@ const GAP: u32 = 6;
 const WORD: u32 = 24;
 const COLS: u32 = 8;
 const TITLE: u32 = 40;
+/// What one character of the title takes at most, in pixels (20 px type).
+const TITLE_CHAR_WIDTH: u32 = 12;
 const IMAGE_GAP: u32 = 14;
 /// The picture's share of brightness where the weights are 0; the rest of
 /// the range, and a white glow, where they are fully lit.
@@ -49,15 +53,44 @@ fn lines(words: usize) -> u32 {
     (words as u32).div_ceil(COLS - 1).max(1)
 }
 
+/// Where an image's panels start: the top of its block and its first column.
+#[derive(Clone, Copy)]
+struct Block {
+    top: u32,
+    column: u32,
+}
+
+/// The block of each image, the figure's columns and the blocks' total
+/// height: one image per block row, or when no image has more than one
+/// word, `COLS / 2` of them side by side.
+fn layout(images: &[AttentionPanel]) -> (Vec<Block>, u32, u32) {
+    let side_by_side = images.iter().all(|image| image.words.len() <= 1);
+    let per_row = if side_by_side { (COLS / 2) as usize } else { 1 };
+    let mut blocks = Vec::with_capacity(images.len());
+    let mut top = TITLE;
+    for row in images.chunks(per_row) {
+        for k in 0..row.len() as u32 {
+            blocks.push(Block { top, column: 2 * k });
+        }
+        top += row.iter().map(|image| lines(image.words.len())).max().unwrap_or(1) * LINE_HEIGHT + IMAGE_GAP;
+    }
+    let widest_caption = images.iter().map(|image| image.words.len() as u32).max().unwrap_or(1);
+    let columns = match side_by_side {
+        true => 2 * images.len().clamp(1, per_row) as u32,
+        false => 1 + widest_caption.min(COLS - 1),
+    };
+    (blocks, columns, top - TITLE)
+}
+
 /// The top-left corner of panel `slot` (0: the picture, then the words) of
-/// an image whose block starts at `top`.
-fn corner(top: u32, slot: usize) -> (u32, u32) {
+/// an image's `block`.
+fn corner(block: Block, slot: usize) -> (u32, u32) {
     let slot = slot as u32;
     let (line, col) = match slot {
         0 => (0, 0),
         _ => ((slot - 1) / (COLS - 1), 1 + (slot - 1) % (COLS - 1)),
     };
-    (GAP + col * CELL_WIDTH, top + line * LINE_HEIGHT)
+    (GAP + (block.column + col) * CELL_WIDTH, block.top + line * LINE_HEIGHT)
 }
 
 /// `picture` `[3, h, w]` (0–255) lit by `map` `[h, w]`, the weights of a
@@ -104,23 +137,24 @@ fn image_panels(image: &AttentionPanel) -> Result<Vec<Vec<u8>>> {
 /// The figure of `images` under `title`, written to `path`.
 pub fn attention_maps(path: &Path, title: &str, images: &[AttentionPanel]) -> Result<()> {
     register_fonts();
-    let heights: Vec<u32> = images.iter().map(|i| lines(i.words.len()) * LINE_HEIGHT + IMAGE_GAP).collect();
-    let tops: Vec<u32> = heights.iter().scan(TITLE, |top, h| Some(std::mem::replace(top, *top + h))).collect();
-    let (width, height) = (GAP + COLS * CELL_WIDTH, TITLE + heights.iter().sum::<u32>().max(LINE_HEIGHT));
+    let (blocks, columns, blocks_height) = layout(images);
+    let title_width = 16 + TITLE_CHAR_WIDTH * title.chars().count() as u32;
+    let width = (GAP + columns * CELL_WIDTH).max(title_width);
+    let height = TITLE + blocks_height.max(LINE_HEIGHT);
     let mut buffer = vec![255u8; (width * height * 3) as usize];
-    for (image, &top) in images.iter().zip(&tops) {
+    for (image, &block) in images.iter().zip(&blocks) {
         let panels = image_panels(image).with_context(|| format!("drawing {}", path.display()))?;
         for (slot, panel) in panels.iter().enumerate() {
-            blit(&mut buffer, width, panel, PANEL, corner(top, slot));
+            blit(&mut buffer, width, panel, PANEL, corner(block, slot));
         }
     }
     {
         let err = plot_err(path);
         let root = BitMapBackend::with_buffer(&mut buffer, (width, height)).into_drawing_area();
         root.draw(&Text::new(title.to_string(), (8, 9), (FONT, 20))).map_err(&err)?;
-        for (image, &top) in images.iter().zip(&tops) {
+        for (image, &block) in images.iter().zip(&blocks) {
             for (k, word) in image.words.iter().enumerate() {
-                let (x, y) = corner(top, k + 1);
+                let (x, y) = corner(block, k + 1);
                 let at = (x as i32 + 4, (y + PANEL + 3) as i32);
                 root.draw(&Text::new(word.clone(), at, (FONT, 17))).map_err(&err)?;
             }
@@ -182,9 +216,10 @@ mod tests {
         assert_eq!(lines(9), 2, "nine words wrap onto a second row");
         assert_eq!(figure.dimensions(), (GAP + COLS * CELL_WIDTH, TITLE + first_height + LINE_HEIGHT + IMAGE_GAP));
         for (top, expected) in [(TITLE, &cells[..]), (TITLE + first_height, &[(6, 6), (0, 3)][..])] {
-            let ((_, _), plain) = brightest_cell(&figure, corner(top, 0));
+            let block = Block { top, column: 0 };
+            let ((_, _), plain) = brightest_cell(&figure, corner(block, 0));
             for (k, &(row, col)) in expected.iter().enumerate() {
-                let (cell, brightness) = brightest_cell(&figure, corner(top, k + 1));
+                let (cell, brightness) = brightest_cell(&figure, corner(block, k + 1));
                 assert_eq!(cell, (row as u32, col as u32), "word {k} at top {top}");
                 assert!(brightness > plain + 150, "the peak is lit: {brightness} against the picture's {plain}");
             }
@@ -195,10 +230,16 @@ mod tests {
         let spread = AttentionPanel { picture: grey, words: vec!["a".into()], weights: uniform };
         let spread_path = dir.path().join("spread.png");
         attention_maps(&spread_path, "spread", &[spread]).unwrap();
-        let (_, brightness) = brightest_cell(&image::open(&spread_path).unwrap().into_rgb8(), corner(TITLE, 1));
+        let spread_figure = image::open(&spread_path).unwrap().into_rgb8();
+        assert_eq!(
+            spread_figure.dimensions(),
+            (GAP + 2 * CELL_WIDTH, TITLE + LINE_HEIGHT + IMAGE_GAP),
+            "one pair wide"
+        );
+        let (_, brightness) = brightest_cell(&spread_figure, corner(Block { top: TITLE, column: 0 }, 1));
         assert!(brightness < 128 * 3, "a uniform map is not lit: {brightness}");
         // The picture's far corner is dimmed in a panel whose peak is elsewhere.
-        let (x, y) = corner(TITLE, 1);
+        let (x, y) = corner(Block { top: TITLE, column: 0 }, 1);
         let far = figure.get_pixel(x + PANEL - 3, y + PANEL - 3).0;
         assert!(far.iter().all(|&c| c < 100), "{far:?}");
         let short = AttentionPanel {
@@ -208,5 +249,30 @@ mod tests {
         };
         let error = format!("{:#}", attention_maps(&path, "x", &[short]).unwrap_err());
         assert!(error.ends_with("9 words but attention weights for 1 steps"), "{error}");
+    }
+
+    #[test]
+    fn images_of_one_map_each_sit_four_pairs_to_a_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("top_losses.png");
+        let picture = Tensor::full([3, 224, 224], 128, (Kind::Uint8, tch::Device::Cpu));
+        let cells = [(0, 0), (1, 5), (2, 2), (3, 3), (4, 1), (5, 6)];
+        let images: Vec<AttentionPanel> = cells
+            .iter()
+            .map(|&cell| AttentionPanel {
+                picture: picture.shallow_clone(),
+                words: vec!["bees 0.80 (ants)".into()],
+                weights: peaked(&[cell]),
+            })
+            .collect();
+        attention_maps(&path, "top losses", &images).unwrap();
+        let figure = image::open(&path).unwrap().into_rgb8();
+        let row_height = LINE_HEIGHT + IMAGE_GAP;
+        assert_eq!(figure.dimensions(), (GAP + COLS * CELL_WIDTH, TITLE + 2 * row_height), "six pairs in two rows");
+        for (k, &(row, col)) in cells.iter().enumerate() {
+            let block = Block { top: TITLE + (k as u32 / 4) * row_height, column: 2 * (k as u32 % 4) };
+            let (cell, _) = brightest_cell(&figure, corner(block, 1));
+            assert_eq!(cell, (row as u32, col as u32), "image {k}'s map");
+        }
     }
 }
