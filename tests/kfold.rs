@@ -85,6 +85,34 @@ fn folds_over_train_leave_the_val_folder_untouched() {
     assert_eq!(seen, train_images);
 }
 
+#[test]
+fn folds_over_a_labels_file_that_lists_the_folder_are_the_folders_folds() {
+    let root = std::path::absolute(common::ants_bees()).unwrap();
+    let dir = common::temp_dir();
+    let labels = dir.path().join("labels.csv");
+    let mut rows = String::from("path,label,split\n");
+    for split in ["train", "val"] {
+        for (path, class) in images_of(&[split]) {
+            let relative = path.strip_prefix(&root).unwrap().display().to_string();
+            rows += &format!("{relative},{},{split}\n", ["ants", "bees"][class]);
+        }
+    }
+    std::fs::write(&labels, rows).unwrap();
+    let with_labels = |o: &mut TrainOptions| o.labels = Some(labels.clone());
+    for fold in 0..3 {
+        assert_eq!(fold_of(3, fold, with_labels), fold_of(3, fold, |_| {}), "fold {fold} of 3 over every row");
+    }
+    let over_train_rows = |o: &mut TrainOptions| (o.labels, o.folds_over) = (Some(labels.clone()), FoldsOver::Train);
+    let over_train = |o: &mut TrainOptions| o.folds_over = FoldsOver::Train;
+    assert_eq!(fold_of(3, 1, over_train_rows), fold_of(3, 1, over_train), "fold 1 of 3 over the train rows");
+    // The rows decide: a file of the train rows alone deals only those.
+    let text = std::fs::read_to_string(&labels).unwrap();
+    std::fs::write(&labels, text.lines().filter(|l| !l.ends_with(",val")).collect::<Vec<_>>().join("\n")).unwrap();
+    let (train, val) = fold_of(3, 0, with_labels);
+    let dealt: BTreeSet<_> = train.into_iter().chain(val).collect();
+    assert_eq!(dealt, images_of(&["train"]));
+}
+
 /// A request for tests/fixtures/paired_stats.py, answered.
 fn reference(request: &Value) -> Value {
     let dir = common::temp_dir();

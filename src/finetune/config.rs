@@ -467,10 +467,12 @@ impl FinetuneConfig {
         match (&self.labels, self.val_split, self.kfold()) {
             (None, Some(fraction), _) => format!("{:.0} % of train/ held out", fraction * 100.0),
             (Some(_), Some(fraction), _) => format!("{:.0} % of the train rows held out", fraction * 100.0),
-            (_, None, Some(kfold)) => {
-                let over = match self.folds_over {
-                    FoldsOver::TrainAndVal => format!("train/ and {}/", self.val_dir),
-                    FoldsOver::Train => "train/".to_owned(),
+            (labels, None, Some(kfold)) => {
+                let over = match (labels, self.folds_over) {
+                    (None, FoldsOver::TrainAndVal) => format!("train/ and {}/", self.val_dir),
+                    (None, FoldsOver::Train) => "train/".to_owned(),
+                    (Some(_), FoldsOver::TrainAndVal) => "every row of the labels file".to_owned(),
+                    (Some(_), FoldsOver::Train) => "the train rows of the labels file".to_owned(),
                 };
                 format!("fold {} of {} over {over}, fold seed {}", kfold.fold, kfold.folds, kfold.seed)
             }
@@ -666,9 +668,6 @@ fn validate_labels(o: &TrainOptions) -> Result<()> {
         }
         (false, Monitor::ValMap) => bail!("--monitor val_map: only multi-label runs (--label-delim) measure mAP"),
         _ => {}
-    }
-    if o.labels.is_some() && o.folds.is_some() {
-        bail!("--folds: deals the folder layout's images; with --labels give the split column (or --val-split)");
     }
     Ok(())
 }

@@ -36,10 +36,10 @@ pub enum Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FoldsOver {
-    /// train/ and the --val-dir folder pooled.
+    /// train/ and the --val-dir folder pooled (a labels file: all its rows).
     #[default]
     TrainAndVal,
-    /// train/ alone; the val folder is left untouched.
+    /// train/ alone; the val folder is left untouched (a labels file: its train rows).
     Train,
 }
 
@@ -84,7 +84,7 @@ pub struct TrainOptions {
     /// With --folds: the seed of the fold assignment, apart from --seed, so runs of different seeds validate on the same images.
     #[arg(long, value_name = "S", default_value_t = 0)]
     pub fold_seed: u64,
-    /// With --folds: the images dealt into folds: train-and-val (train/ and the --val-dir folder pooled), or train (train/ alone, the val folder left untouched for a final finetune eval).
+    /// With --folds: the images dealt into folds: train-and-val (train/ and the --val-dir folder pooled; with --labels every row), or train (train/ alone, the val folder left untouched for a final finetune eval; with --labels the train rows).
     #[arg(long, value_enum, value_name = "IMAGES", default_value = "train-and-val")]
     pub folds_over: FoldsOver,
     /// Pretrained weights (.pth state_dict or .safetensors) [default: the arch's file in --models-dir].

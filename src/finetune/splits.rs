@@ -1,7 +1,8 @@
 //! The data of a fine-tuning run: the train and val folders found (a val
 //! folder by name, part of train/ held out, or one fold of K over train/
 //! and val/ pooled or train/ alone: `crate::data::folds`), or the rows of a
-//! labels file (its val rows, or part of its train rows held out), then
+//! labels file (its val rows, part of its train rows held out, or one fold
+//! of K over its rows, all of them or the train rows alone), then
 //! decoded within the memory budget, with the val images transformed once.
 
 use super::config::{FinetuneConfig, FoldsOver};
@@ -50,6 +51,14 @@ impl Folders {
         let folder = |split| file.folder(&file.rows_of(split), &classes, config.multi_label());
         let has_val_rows = !file.rows_of(Split::Val).is_empty();
         let (train, val) = match (config.val_split, has_val_rows) {
+            (None, _) if config.kfold().is_some() => {
+                let pooled = match config.folds_over {
+                    FoldsOver::TrainAndVal => file.rows.iter().collect(),
+                    FoldsOver::Train => file.rows_of(Split::Train),
+                };
+                let pool = file.folder(&pooled, &classes, config.multi_label())?;
+                config.kfold().expect("checked").split(pool)?
+            }
             (None, true) => (folder(Split::Train)?, folder(Split::Val)?),
             (Some(fraction), false) => folder(Split::Train)?.split_off(fraction, config.seed)?,
             (Some(fraction), true) => bail!(
