@@ -343,6 +343,38 @@ pub trait Trunk: ModuleT {
 /// Swin-T's trunk: tokens, not a convolutional map.
 impl Trunk for nn::SequentialT {}
 
+/// A stem, then stages of blocks, then global average pooling (the ResNets'
+/// `layer1` … `layer4`, the RegNets' `block1` … `block4`); its grids are the
+/// last stage's map (`Last`) and the one before's (`Penultimate`, twice the side).
+#[derive(Debug)]
+pub struct StagedTrunk {
+    pub stem: nn::SequentialT,
+    pub stages: Vec<nn::SequentialT>,
+}
+
+impl StagedTrunk {
+    /// The map after the first `stages` stages.
+    fn map_after(&self, x: &Tensor, stages: usize, train: bool) -> Tensor {
+        self.stages[..stages].iter().fold(x.apply_t(&self.stem, train), |y, stage| y.apply_t(stage, train))
+    }
+}
+
+impl ModuleT for StagedTrunk {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.map_after(x, self.stages.len(), train).adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+    }
+}
+
+impl Trunk for StagedTrunk {
+    fn feature_map(&self, images: &Tensor, layer: GridLayer) -> Option<Tensor> {
+        let stages = match layer {
+            GridLayer::Last => self.stages.len(),
+            GridLayer::Penultimate => self.stages.len() - 1,
+        };
+        Some(self.map_after(images, stages, false))
+    }
+}
+
 /// Every architecture, one line each: its name (as `--arch` takes it), the
 /// parameters of its ImageNet model (counted on the built model), the
 /// features its backbone emits, its default weights file in `models_dir` and

@@ -10,6 +10,7 @@
 //! built by [`super::Classifier`].
 
 use super::onnx::{ConvShape, Weights};
+use super::StagedTrunk;
 use crate::accel::conv3x3::Conv3x3;
 use crate::persist::onnx::Graph;
 use tch::nn::{self, ModuleT};
@@ -134,13 +135,7 @@ impl ModuleT for Block {
 
 /// The trunk of a member: the stem, then `trunk_output.block1` …
 /// `block4`; `[N, 3, H, W]` → `[N, features]`.
-#[derive(Debug)]
-pub struct Backbone {
-    stem: nn::SequentialT,
-    stages: Vec<nn::SequentialT>,
-}
-
-pub fn backbone(p: &nn::Path, config: Config) -> Backbone {
+pub fn backbone(p: &nn::Path, config: Config) -> StagedTrunk {
     let stem_path = p / "stem";
     let stem = nn::seq_t()
         .add(Conv3x3::grouped(&stem_path / 0, 3, STEM_WIDTH, 2, 1))
@@ -159,31 +154,7 @@ pub fn backbone(p: &nn::Path, config: Config) -> Backbone {
         }
         stages.push(blocks);
     }
-    Backbone { stem, stages }
-}
-
-impl Backbone {
-    /// The map after the first `stages` stages.
-    fn map_after(&self, x: &Tensor, stages: usize, train: bool) -> Tensor {
-        self.stages[..stages].iter().fold(x.apply_t(&self.stem, train), |y, stage| y.apply_t(stage, train))
-    }
-}
-
-impl ModuleT for Backbone {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        self.map_after(x, self.stages.len(), train).adaptive_avg_pool2d([1, 1]).flatten(1, -1)
-    }
-}
-
-impl super::Trunk for Backbone {
-    /// The last stage's map (`Last`), or the one before's (twice the side).
-    fn feature_map(&self, images: &Tensor, layer: super::GridLayer) -> Option<Tensor> {
-        let stages = match layer {
-            super::GridLayer::Last => self.stages.len(),
-            super::GridLayer::Penultimate => self.stages.len() - 1,
-        };
-        Some(self.map_after(images, stages, false))
-    }
+    StagedTrunk { stem, stages }
 }
 
 /// The trunk of `config` as ONNX nodes over `input` (eval mode), reading

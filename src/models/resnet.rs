@@ -7,6 +7,7 @@
 //! the classifier (`fc`) is built by [`super::Classifier`].
 
 use super::onnx::{ConvShape, Weights};
+use super::StagedTrunk;
 use crate::accel::conv3x3::Conv3x3;
 use crate::accel::pool::stem_pool_relu;
 use crate::persist::onnx::{Attribute, Graph};
@@ -138,13 +139,7 @@ fn bottleneck_block(
 
 /// The convolutional trunk of a member: the stem (`conv1`, `bn1`, max pool
 /// and ReLU), then `layer1` … `layer4`; `[N, 3, H, W]` → `[N, features]`.
-#[derive(Debug)]
-pub struct Backbone {
-    stem: nn::SequentialT,
-    stages: Vec<nn::SequentialT>,
-}
-
-pub fn backbone(p: &nn::Path, config: Config) -> Backbone {
+pub fn backbone(p: &nn::Path, config: Config) -> StagedTrunk {
     let conv1 = conv(p / "conv1", 3, 64, 7, 2, 3);
     let bn1 = bn(p / "bn1", 64);
     let stem = nn::seq_t().add(conv1).add(bn1).add_fn(stem_pool_relu);
@@ -167,31 +162,7 @@ pub fn backbone(p: &nn::Path, config: Config) -> Backbone {
         }
         stages.push(blocks);
     }
-    Backbone { stem, stages }
-}
-
-impl Backbone {
-    /// The map after the first `stages` stages (`layer1` … `layerS`).
-    fn map_after(&self, x: &Tensor, stages: usize, train: bool) -> Tensor {
-        self.stages[..stages].iter().fold(x.apply_t(&self.stem, train), |y, stage| y.apply_t(stage, train))
-    }
-}
-
-impl ModuleT for Backbone {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        self.map_after(x, self.stages.len(), train).adaptive_avg_pool2d([1, 1]).flatten(1, -1)
-    }
-}
-
-impl super::Trunk for Backbone {
-    /// `layer4`'s map (`Last`) or `layer3`'s (`Penultimate`).
-    fn feature_map(&self, images: &Tensor, layer: super::GridLayer) -> Option<Tensor> {
-        let stages = match layer {
-            super::GridLayer::Last => self.stages.len(),
-            super::GridLayer::Penultimate => self.stages.len() - 1,
-        };
-        Some(self.map_after(images, stages, false))
-    }
+    StagedTrunk { stem, stages }
 }
 
 /// The trunk of `config` as ONNX nodes over `input` (eval mode), reading
