@@ -22,23 +22,30 @@ while [ $# -gt 0 ]; do
     *) echo "reproduce-caption.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
+recipe() {
+  case "$1" in
+    rnn|lstm) echo "--lr 1e-3 --epochs 3" ;;
+    attention) echo "--feature-grid penultimate --attention-penalty 0 --lr 1e-3 --epochs 20 --batch-size 50" ;;
+    transformer) echo "--feature-grid penultimate --lr 5e-4 --epochs 25 --batch-size 50" ;;
+    *) return 1 ;;
+  esac
+}
+for cell in $CELLS; do
+  recipe "$cell" >/dev/null || { echo "reproduce-caption.sh: unknown cell $cell (rnn, lstm, attention, transformer)" >&2; exit 2; }
+done
+
 bash scripts/setup.sh
-bash scripts/fetch-data.sh "${DATA_ARGS[@]}"
+bash scripts/fetch-data.sh ${DATA_ARGS[@]+"${DATA_ARGS[@]}"}
 bash scripts/fetch-models.sh efficientnet-lite0
 
 C=target/release/caption
 SCENES=data/mnist-scenes
 OUT=runs/reproduce-caption
 [ -f $SCENES/annotations/captions_val.json ] || $C scenes --out $SCENES
-
-recipe() {
-  case "$1" in
-    rnn|lstm) echo "--lr 1e-3 --epochs 3" ;;
-    attention) echo "--feature-grid penultimate --attention-penalty 0 --lr 1e-3 --epochs 20 --batch-size 50" ;;
-    transformer) echo "--feature-grid penultimate --lr 5e-4 --epochs 25 --batch-size 50" ;;
-    *) echo "reproduce-caption.sh: unknown cell $1" >&2; exit 2 ;;
-  esac
-}
+if [ "$(ls $SCENES/train | wc -l) $(ls $SCENES/val | wc -l)" != "4000 500" ]; then
+  echo "reproduce-caption.sh: $SCENES is not the default scene set (4000 train, 500 val); move it away and re-run" >&2
+  exit 1
+fi
 
 for cell in $CELLS; do
   echo "=== $cell: caption train $(recipe "$cell")"
