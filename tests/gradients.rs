@@ -81,9 +81,11 @@ fn plain_backward_and_the_winograd_step_train_resnet_to_the_same_weights() {
 /// gradient, for a bound it exceeds and one it does not.
 #[test]
 fn clipping_the_gradient_norm_matches_pytorchs_clip_grad_norm() {
-    tch::manual_seed(29);
-    let shapes: [&[i64]; 3] = [&[3, 4], &[4], &[2, 2, 3]];
-    let grads: Vec<Tensor> = shapes.iter().map(|s| Tensor::randn(*s, (Kind::Float, Device::Cpu)) * 2.0).collect();
+    let grads: Vec<Tensor> = {
+        let _rng = common::seeded(29);
+        let shapes: [&[i64]; 3] = [&[3, 4], &[4], &[2, 2, 3]];
+        shapes.iter().map(|s| Tensor::randn(*s, (Kind::Float, Device::Cpu)) * 2.0).collect()
+    };
     let max_norms = [1.0, 1e3];
     let fixture = serde_json::json!({
         "grads": grads.iter().map(|g| serde_json::json!({

@@ -52,7 +52,7 @@ enum Command {
 
 #[derive(Args)]
 struct EvalArgs {
-    /// A run folder of `caption train`: its model, and its options say which data and features.
+    /// A run folder of `caption train` (or its best_model.safetensors): its model, and its options say which data and features.
     #[arg(long, value_name = "DIR")]
     checkpoint: PathBuf,
     /// Hypotheses kept per image by beam search (1: greedy).
@@ -276,16 +276,28 @@ fn print_scores(scores: &[ScoreRow]) {
 fn eval(args: EvalArgs) -> Result<()> {
     tchlab::cli::apply_threads(args.threads);
     let device = args.device.select()?;
-    let dir = &args.checkpoint;
+    let dir = match args.checkpoint.file_name().is_some_and(|name| name == BEST_MODEL_FILE) {
+        true => args.checkpoint.parent().unwrap_or(Path::new(".")),
+        false => args.checkpoint.as_path(),
+    };
     Banner { tool: "caption eval", device, seed: None, out: Some(dir) }.print();
+    let saved_by = tchlab::run_dir::saved_tool(dir).ok().flatten();
+    if saved_by.as_deref() != Some("caption train") {
+        bail!("{}: not a run folder of `caption train` (caption eval reads its options and its model)", dir.display());
+    }
     let trained: TrainArgs = tchlab::cli::resumed_options(dir, "caption train", &BTreeSet::new(), &BTreeSet::new())?;
+    let data_folder = trained.data.clone();
     let (net, _store, vocab, card) = saved::load(&dir.join(BEST_MODEL_FILE), device)?;
-    let (data, _, _) = load_data(&trained, device)?;
+    // The pictures of a course run's figures are not needed here.
+    let (data, features, _) = load_data(&TrainArgs { image_dir: None, ..trained }, device)?;
+    if features != card.features {
+        bail!("{}: the model read other features than the run's options give now", dir.display());
+    }
     if data.vocab.words() != vocab.words() {
         bail!(
             "{}: the model's vocabulary is not the one the captions of {} give now (were they changed?)",
             dir.display(),
-            trained.data.display()
+            data_folder.display()
         );
     }
     let val = evaluate::caption_split(&*net, &data.val, &data.vocab, args.beam, device);

@@ -105,7 +105,7 @@ pub struct TrainArgs {
 impl Default for TrainArgs {
     fn default() -> Self {
         let command = Self::augment_args(clap::Command::new("caption train"));
-        let matches = command.get_matches_from(["caption train"]);
+        let matches = command.try_get_matches_from(["caption train"]).expect("caption train takes no required option");
         Self::from_arg_matches(&matches).expect("the defaults of caption train's options parse")
     }
 }

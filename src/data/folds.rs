@@ -30,7 +30,9 @@ impl KFold {
         for (class_index, class) in folder.classes.iter().enumerate() {
             let mut members: Vec<usize> =
                 (0..folder.samples.len()).filter(|&i| folder.samples[i].class_index == class_index).collect();
-            if members.len() < self.folds {
+            // A multi-label sample is dealt by its first class: a label that
+            // is never first has no members of its own.
+            if !members.is_empty() && members.len() < self.folds {
                 bail!(
                     "{}: class {class} has {} image(s); --folds {} needs at least one per fold",
                     folder.root.display(),
@@ -123,6 +125,16 @@ mod tests {
         let (_, val_reversed) = kfold.split(reversed).unwrap();
         let paths = |f: &ImageFolder| f.samples.iter().map(|s| s.path.clone()).collect::<Vec<_>>();
         assert_eq!(paths(&val), paths(&val_reversed));
+    }
+
+    #[test]
+    fn a_label_that_is_no_images_first_does_not_stop_multi_label_folds() {
+        let mut data = folder(&[6, 0]);
+        for sample in &mut data.samples {
+            sample.label_set = Some(vec![0, 1]);
+        }
+        let fold_of = KFold { folds: 3, fold: 0, seed: 0 }.assign(&data).unwrap();
+        assert_eq!((0..3).map(|f| fold_of.iter().filter(|&&k| k == f).count()).collect::<Vec<_>>(), [2, 2, 2]);
     }
 
     #[test]

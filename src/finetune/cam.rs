@@ -38,7 +38,10 @@ pub fn check_explainable(trained: &TrainedModel, option: &str) -> Result<()> {
 pub fn class_maps(model: &Classifier, normalized: &Tensor, classes: &[i64]) -> Result<Tensor> {
     // Only where the pooled feature is the map's mean is the head's row Grad-CAM's weights.
     if !model.arch.pools_grid_mean() {
-        bail!("{}: no convolutional map to explain (a ResNet or an EfficientNet has one)", model.arch.name())
+        bail!(
+            "{}: its pooled feature is not the mean of its last convolutional map, so its head does not weigh that map (Grad-CAM here takes a ResNet, RegNet or EfficientNet)",
+            model.arch.name()
+        )
     }
     let map = tch::no_grad(|| model.feature_map(normalized, GridLayer::Last)).expect("a CNN's last map");
     let map = map.to_kind(Kind::Float);
@@ -51,9 +54,13 @@ pub fn class_maps(model: &Classifier, normalized: &Tensor, classes: &[i64]) -> R
 }
 
 /// The Grad-CAM map `[1, h, w]` of one input `[3, S, S]` in [0, 1] for `class`.
+/// The map as shares of its sum, the scale the figure lights (as attention
+/// weights are): a peaked map shines, one spread over the image stays dim.
 fn class_map(trained: &TrainedModel, input: &Tensor, class: i64, device: Device) -> Result<Tensor> {
     let normalized = trained.card.normalization.apply(&input.unsqueeze(0).to_device(device));
-    class_maps(&trained.model, &normalized, &[class])
+    let map = class_maps(&trained.model, &normalized, &[class])?;
+    let total = map.sum_dim_intlist([1i64, 2].as_slice(), true, Kind::Float).clamp_min(1e-12);
+    Ok(map / total)
 }
 
 /// One image the model scored worst: `−log p(true class)`.

@@ -37,6 +37,8 @@ const COLS: u32 = 8;
 const TITLE: u32 = 40;
 /// What one character of the title takes at most, in pixels (20 px type).
 const TITLE_CHAR_WIDTH: u32 = 12;
+/// The characters of a word label that fit under its panel (17 px type).
+const LABEL_CHARS: usize = 16;
 const IMAGE_GAP: u32 = 14;
 /// The picture's share of brightness where the weights are 0; the rest of
 /// the range, and a white glow, where they are fully lit.
@@ -91,6 +93,15 @@ fn corner(block: Block, slot: usize) -> (u32, u32) {
         _ => ((slot - 1) / (COLS - 1), 1 + (slot - 1) % (COLS - 1)),
     };
     (GAP + (block.column + col) * CELL_WIDTH, block.top + line * LINE_HEIGHT)
+}
+
+/// `word`, cut to [`LABEL_CHARS`] with an ellipsis when longer, so that a
+/// label never runs under the next panel.
+fn fitted(word: &str) -> String {
+    match word.chars().count() > LABEL_CHARS {
+        true => word.chars().take(LABEL_CHARS - 1).chain(['…']).collect(),
+        false => word.to_owned(),
+    }
 }
 
 /// `picture` `[3, h, w]` (0–255) lit by `map` `[h, w]`, the weights of a
@@ -156,7 +167,7 @@ pub fn attention_maps(path: &Path, title: &str, images: &[AttentionPanel]) -> Re
             for (k, word) in image.words.iter().enumerate() {
                 let (x, y) = corner(block, k + 1);
                 let at = (x as i32 + 4, (y + PANEL + 3) as i32);
-                root.draw(&Text::new(word.clone(), at, (FONT, 17))).map_err(&err)?;
+                root.draw(&Text::new(fitted(word), at, (FONT, 17))).map_err(&err)?;
             }
         }
         root.present().map_err(&err)?;
