@@ -77,7 +77,7 @@ fn bf16_frozen_features_and_logits_stay_within_6_percent_of_fp32_on_real_images(
 /// weights, ResNet-18 from random init); at each step the loss and gradients
 /// at the same weights in bf16 and in fp32.
 fn bf16_steps_against_fp32(arch: Arch, images: &Tensor, labels: &Tensor) -> Vec<[(f64, Vec<Tensor>); 2]> {
-    tch::manual_seed(7);
+    let _rng = common::seeded(7);
     let mut model = Classifier::new(arch, 2, Device::Cpu);
     if arch == Arch::EfficientnetLite0 {
         tchlab::persist::weights::load_backbone(&mut model, &common::lite0_weights()).unwrap();

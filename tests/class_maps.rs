@@ -50,7 +50,7 @@ fn check(model: &Classifier, arch: Arch) {
 
 #[test]
 fn lite0_class_maps_are_grad_cam() {
-    tch::manual_seed(0);
+    let _rng = common::seeded(0);
     let mut model = Classifier::new(Arch::EfficientnetLite0, 2, Device::Cpu);
     tchlab::persist::weights::load_backbone(&mut model, &common::lite0_weights()).unwrap();
     check(&model, Arch::EfficientnetLite0);
@@ -58,6 +58,6 @@ fn lite0_class_maps_are_grad_cam() {
 
 #[test]
 fn resnet18_class_maps_are_grad_cam() {
-    tch::manual_seed(0);
+    let _rng = common::seeded(0);
     check(&Classifier::new(Arch::Resnet18, 2, Device::Cpu), Arch::Resnet18);
 }

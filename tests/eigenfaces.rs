@@ -51,9 +51,11 @@ struct Synthetic {
 }
 
 fn synthetic(faces: i64, divisor: Divisor, seed: i64) -> Synthetic {
-    tch::manual_seed(seed);
     let known = VARIANCES.len() as i64;
-    let coefficients = Tensor::randn([faces, known], (Kind::Double, Device::Cpu));
+    let coefficients = {
+        let _rng = common::seeded(seed);
+        Tensor::randn([faces, known], (Kind::Double, Device::Cpu))
+    };
     let centred = &coefficients - coefficients.mean_dim(0, true, Kind::Double);
     let (orthonormal, _) = Tensor::linalg_qr(&centred, "reduced");
     let spread: Vec<f64> = VARIANCES.iter().map(|v| (v * divisor.of(faces)).sqrt()).collect();
@@ -261,7 +263,7 @@ fn the_covariance_path_is_used_when_pixels_do_not_outnumber_faces() {
 /// A folder of synthetic identities, one subfolder per person (`s1 …`),
 /// as PGM files: each person a fixed pattern, each face that plus noise.
 fn identities(root: &Path, people: usize, per_person: usize) {
-    tch::manual_seed(17);
+    let _rng = common::seeded(17);
     let (h, w) = (16u32, 14u32);
     for person in 0..people {
         let pattern = Tensor::rand([(h * w) as i64], (Kind::Double, Device::Cpu)) * 160.0 + 48.0;
