@@ -277,7 +277,7 @@ fn eval(args: EvalArgs) -> Result<()> {
     tchlab::cli::apply_threads(args.threads);
     let device = args.device.select()?;
     let dir = match args.checkpoint.file_name().is_some_and(|name| name == BEST_MODEL_FILE) {
-        true => args.checkpoint.parent().unwrap_or(Path::new(".")),
+        true => args.checkpoint.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")),
         false => args.checkpoint.as_path(),
     };
     Banner { tool: "caption eval", device, seed: None, out: Some(dir) }.print();
