@@ -28,7 +28,7 @@ fn weights() -> PathBuf {
 }
 
 fn load(data: &Path, shape: FeatureShape) -> anyhow::Result<CaptionData> {
-    let extractor = Extractor { arch: ARCH, weights: weights(), device: Device::Cpu, shape };
+    let extractor = Extractor { arch: ARCH, weights: weights(), image_size: None, device: Device::Cpu, shape };
     coco_json::load(data, TextOptions { min_count: 1, max_words: 15 }, &extractor, &Terminal)
 }
 

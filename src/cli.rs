@@ -336,6 +336,14 @@ pub mod parse {
         i64::try_from(n).map_err(|_| "too large".into())
     }
 
+    /// The side of the square image a backbone sees: 32 to 1024 pixels.
+    pub fn image_side(s: &str) -> Result<i64, String> {
+        match at_least_one(s) {
+            Ok(n) if (32..=1024).contains(&n) => Ok(n as i64),
+            _ => Err("expected a side in pixels from 32 to 1024".into()),
+        }
+    }
+
     pub fn learning_rate(s: &str) -> Result<f64, String> {
         match s.trim().parse::<f64>() {
             Ok(x) if x > 0.0 && x.is_finite() => Ok(x),

@@ -46,7 +46,7 @@ fn max_relative_difference(a: &Tensor, b: &Tensor) -> f64 {
 }
 
 fn lite0(shape: FeatureShape) -> Extractor {
-    Extractor { arch: Arch::EfficientnetLite0, weights: lite0_weights(), device: Device::Cpu, shape }
+    Extractor { arch: Arch::EfficientnetLite0, weights: lite0_weights(), image_size: None, device: Device::Cpu, shape }
 }
 
 #[test]
@@ -103,10 +103,9 @@ fn the_grid_cache_is_keyed_by_layer_and_a_damaged_one_is_computed_again() {
     let tmp = tempfile::tempdir().unwrap();
     let last = lite0(FeatureShape::Grid(GridLayer::Last));
     let penultimate = lite0(FeatureShape::Grid(GridLayer::Penultimate));
-    let arch = Arch::EfficientnetLite0;
-    let last_cache = last.shape.cache_file(tmp.path(), arch, "train");
-    let penultimate_cache = penultimate.shape.cache_file(tmp.path(), arch, "train");
-    let pooled_cache = FeatureShape::Pooled.cache_file(tmp.path(), arch, "train");
+    let last_cache = last.cache_file(tmp.path(), "train");
+    let penultimate_cache = penultimate.cache_file(tmp.path(), "train");
+    let pooled_cache = lite0(FeatureShape::Pooled).cache_file(tmp.path(), "train");
     assert_eq!(
         pooled_cache.file_name().unwrap(),
         "efficientnet-lite0-train.safetensors",
@@ -133,6 +132,15 @@ fn the_grid_cache_is_keyed_by_layer_and_a_damaged_one_is_computed_again() {
     let (below_again, warnings) = features(&penultimate, &last_cache);
     assert!(!warnings.contains(from_cache), "a cache of another layer is a miss: {warnings}");
     assert_eq!(below_again, below);
+
+    // A larger input has its own file and a finer grid: 448 px doubles Lite0's side.
+    let finer = Extractor { image_size: Some(448), ..lite0(FeatureShape::Grid(GridLayer::Penultimate)) };
+    let finer_cache = finer.cache_file(tmp.path(), "train");
+    assert_eq!(finer_cache.file_name().unwrap(), "efficientnet-lite0-448px-grid-penultimate-train.safetensors");
+    let (fine, warnings) = features(&finer, &penultimate_cache);
+    assert!(!warnings.contains(from_cache) && fine.size() == [2, 196, 320], "another size is a miss: {warnings}");
+    let published = Extractor { image_size: Some(224), ..penultimate.clone() };
+    assert_eq!(published.cache_file(tmp.path(), "train"), penultimate_cache, "the published size keeps the name");
 
     // A file cut short (its header whole) is computed again, and cached again.
     let (_, _) = features(&last, &last_cache);

@@ -214,6 +214,12 @@ fn load_data(args: &TrainArgs, device: tch::Device) -> Result<(CaptionData, Feat
         // The Transformer reads a pooled vector as a memory of one location,
         // as the course's CaptioningTransformer does; attention over one
         // location would have nothing to choose between.
+        if let Some(size) = args.image_size {
+            bail!(
+                "--image-size {size}: sizes the images a backbone sees; {} holds precomputed VGG-16 features",
+                args.data.display()
+            );
+        }
         if args.cell == CellKind::Attention {
             bail!(
                 "--cell attention: attends over a grid of image features; {} holds one pooled VGG-16 vector per image (give an image folder, or --cell transformer)",
@@ -238,12 +244,13 @@ fn load_data(args: &TrainArgs, device: tch::Device) -> Result<(CaptionData, Feat
         let shape = FeatureShape::for_network(args.cell.takes_grid(), args.feature_grid)?;
         shape.check(args.arch)?;
         let weights = backbone_weights(args.arch, args.weights.clone())?;
-        let extractor = Extractor { arch: args.arch, weights: weights.clone(), device, shape };
+        let image_size = args.image_size;
+        let extractor = Extractor { arch: args.arch, weights: weights.clone(), image_size, device, shape };
         let text = TextOptions { min_count: args.min_count, max_words: args.max_words };
         let data = coco_json::load(&args.data, text, &extractor, &Terminal)?;
         Ok((
             data,
-            FeatureSource::Backbone { arch: args.arch, weights, shape },
+            FeatureSource::Backbone { arch: args.arch, weights, shape, image_size },
             format!("{} ({} features)", args.data.display(), args.arch.name()),
         ))
     }
@@ -318,7 +325,7 @@ fn sample(args: SampleArgs) -> Result<()> {
     Banner { tool: "caption sample", device, seed: None, out: None }.print();
     let path = if args.checkpoint.is_dir() { args.checkpoint.join(BEST_MODEL_FILE) } else { args.checkpoint.clone() };
     let (net, _store, vocab, card) = saved::load(&path, device)?;
-    let FeatureSource::Backbone { arch, weights, shape } = card.features else {
+    let FeatureSource::Backbone { arch, weights, shape, image_size } = card.features else {
         bail!(
             "{}: trained on the course's precomputed VGG-16 features, so it cannot caption new image files",
             path.display()
@@ -335,7 +342,7 @@ fn sample(args: SampleArgs) -> Result<()> {
     if files.is_empty() {
         bail!("no image files found in {:?}", args.images);
     }
-    let extractor = Extractor { arch, weights, device, shape };
+    let extractor = Extractor { arch, weights, image_size, device, shape };
     let (features, unreadable) = extractor.compute_readable(&files, "images", &Terminal)?;
     let features = features.to_device(device).to_kind(tch::Kind::Float);
     let sampled = decode(&*net, &features, args.beam, evaluate::MAX_SAMPLE_WORDS);

@@ -57,7 +57,7 @@ pub fn load(dir: &Path, text: TextOptions, extractor: &Extractor, reporter: &dyn
     let mut read = Vec::new();
     for name in ["train", "val"] {
         let raw = read_split(dir, name)?;
-        let cache = extractor.shape.cache_file(&cache_dir, extractor.arch, name);
+        let cache = extractor.cache_file(&cache_dir, name);
         let (features, unreadable) = extractor.features(&raw.images, &cache, name, reporter)?;
         read.push((name, raw.without(&unreadable, reporter), features));
     }

@@ -48,15 +48,6 @@ impl FeatureShape {
         }
     }
 
-    /// The cache file of `arch`'s features of `split` in `dir`: the pooled
-    /// ones keep the name they always had.
-    pub fn cache_file(self, dir: &Path, arch: Arch, split: &str) -> PathBuf {
-        match self {
-            FeatureShape::Pooled => dir.join(format!("{}-{split}.safetensors", arch.name())),
-            FeatureShape::Grid(layer) => dir.join(format!("{}-grid-{}-{split}.safetensors", arch.name(), layer.name())),
-        }
-    }
-
     /// The features a network reads: the grid of `layer` (by default the
     /// last map) when it `takes_grid`, the pooled vector otherwise (where a
     /// layer is refused: the course's cells keep their pooled path).
@@ -84,12 +75,15 @@ impl FeatureShape {
     }
 }
 
-/// Which backbone computes the features, with which weights, where, and
-/// their shape.
+/// Which backbone computes the features, with which weights, at which
+/// input size, where, and their shape.
 #[derive(Debug, Clone)]
 pub struct Extractor {
     pub arch: Arch,
     pub weights: PathBuf,
+    /// The side of the square the backbone sees (its published crop when
+    /// `None`); a larger side gives a finer grid.
+    pub image_size: Option<i64>,
     pub device: Device,
     pub shape: FeatureShape,
 }
@@ -98,6 +92,25 @@ pub struct Extractor {
 const CHUNK: usize = 64;
 
 impl Extractor {
+    /// How an image is resized and cropped for the backbone.
+    pub fn sizing(&self) -> Sizing {
+        Sizing::of(&self.arch.preprocessing(), self.image_size)
+    }
+
+    /// The cache file of this extractor's features of `split` in `dir`: the
+    /// pooled ones at the published size keep the name they always had.
+    pub fn cache_file(&self, dir: &Path, split: &str) -> PathBuf {
+        let size = match self.image_size {
+            Some(size) if size != self.arch.preprocessing().crop => format!("-{size}px"),
+            _ => String::new(),
+        };
+        let name = self.arch.name();
+        dir.join(match self.shape {
+            FeatureShape::Pooled => format!("{name}{size}-{split}.safetensors"),
+            FeatureShape::Grid(layer) => format!("{name}{size}-grid-{}-{split}.safetensors", layer.name()),
+        })
+    }
+
     /// Features of the readable ones of `images`, with the index and the
     /// reason of each that does not decode; from `cache` when it holds
     /// exactly these (same backbone, weights, sizing, shape and files),
@@ -155,7 +168,7 @@ impl Extractor {
         weights::load_backbone(&mut model, &self.weights)?;
         let pass =
             FrozenPass { normalization: self.arch.normalization(), device: self.device, autocast: Autocast::Off };
-        let sizing = Sizing::of(&self.arch.preprocessing(), None);
+        let sizing = self.sizing();
         let (mut features, mut rows, mut unreadable) = (None::<Tensor>, 0, Vec::new());
         for (i, chunk) in images.chunks(CHUNK).enumerate() {
             let mut pixels = Vec::with_capacity(chunk.len());
@@ -208,7 +221,7 @@ impl Extractor {
         format!(
             "{}{shape} {:?} {} {weights_len} {} {:016x}",
             self.arch.name(),
-            Sizing::of(&self.arch.preprocessing(), None),
+            self.sizing(),
             self.weights.display(),
             images.len(),
             hasher.finish()
@@ -216,12 +229,11 @@ impl Extractor {
     }
 }
 
-/// The picture `arch`'s features see of the image at `path` (its val
-/// transform: resized, centre-cropped), `[3, H, W]` uint8: where a grid of
-/// its features lies.
-pub fn seen_picture(path: &Path, arch: Arch) -> Result<Tensor> {
-    let sizing = Sizing::of(&arch.preprocessing(), None);
-    let pixels = val_transform_sized(&image_tensor(&decode_rgb(path)?), &sizing);
+/// The picture a backbone sized by `sizing` sees of the image at `path`
+/// (its val transform: resized, centre-cropped), `[3, H, W]` uint8: where
+/// a grid of its features lies.
+pub fn seen_picture(path: &Path, sizing: &Sizing) -> Result<Tensor> {
+    let pixels = val_transform_sized(&image_tensor(&decode_rgb(path)?), sizing);
     Ok((pixels * 255.0).round().clamp(0.0, 255.0).to_kind(Kind::Uint8))
 }
 

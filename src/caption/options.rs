@@ -79,6 +79,9 @@ pub struct TrainArgs {
     /// Image folder, --cell attention|transformer: the backbone's convolutional map whose grid of locations they attend over [default: last].
     #[arg(long, value_enum, value_name = "LAYER")]
     pub feature_grid: Option<GridLayer>,
+    /// Image folder: the side of the square image the backbone sees (448 doubles the grid to 14×14) [default: its published crop, 224].
+    #[arg(long, value_name = "PIXELS", value_parser = crate::cli::parse::image_side, allow_negative_numbers = true)]
+    pub image_size: Option<i64>,
     /// Image folder: the backbone's weights [default: its file in models/].
     #[arg(long, value_name = "FILE")]
     pub weights: Option<PathBuf>,

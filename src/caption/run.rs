@@ -449,7 +449,8 @@ fn attention_figure(
     out: &RunDir,
     reporter: &dyn Reporter,
 ) -> Result<()> {
-    let FeatureSource::Backbone { arch, .. } = options.features else { return Ok(()) };
+    let FeatureSource::Backbone { arch, image_size, .. } = options.features else { return Ok(()) };
+    let sizing = crate::data::transforms::Sizing::of(&arch.preprocessing(), image_size);
     let captioned = data.val.captioned_images();
     let count = captioned.len().min(ATTENTION_IMAGES);
     let picks: Vec<i64> = (0..count).map(|k| captioned[k * captioned.len() / count.max(1)]).collect();
@@ -473,7 +474,7 @@ fn attention_figure(
         let row = row as i64;
         let words = data.vocab.decode_words(&Vec::<i64>::try_from(tokens.get(row))?);
         panels.push(plots::AttentionPanel {
-            picture: super::features::seen_picture(path, arch)?,
+            picture: super::features::seen_picture(path, &sizing)?,
             words: words.into_iter().map(String::from).collect(),
             weights: attention.get(row).reshape([steps, side, side]),
         });

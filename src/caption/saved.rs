@@ -32,6 +32,10 @@ pub enum FeatureSource {
         weights: PathBuf,
         #[serde(default)]
         shape: FeatureShape,
+        /// The backbone's input side when not its published crop (a file
+        /// from before the option has none).
+        #[serde(default)]
+        image_size: Option<i64>,
     },
     /// The course's precomputed VGG-16 fc7 PCA features: only those images.
     CourseFeatures,

@@ -398,9 +398,10 @@ mod tests {
             );
             let path = file(&dir, "backbone.safetensors", &[("caption_card", &backbone)]);
             let weights = "models/r50.pth".into();
-            // A card from before grids reads as pooled features.
+            // A card from before grids reads as pooled features at the published size.
             let shape = crate::caption::features::FeatureShape::Pooled;
-            let expected = caption_card(FeatureSource::Backbone { arch: Arch::Resnet50, weights, shape });
+            let expected =
+                caption_card(FeatureSource::Backbone { arch: Arch::Resnet50, weights, shape, image_size: None });
             assert_eq!(read::<CaptionCard>(&path).unwrap(), expected);
 
             let course = format!(r#"{{{fields},"features":"course-features","epoch":2,"val_loss":1.25}}"#);
