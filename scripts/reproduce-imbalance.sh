@@ -10,18 +10,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DATA_ARGS=()
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --data-from) DATA_ARGS=(--from "$2"); shift 2 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
-    *) echo "reproduce-imbalance.sh: unknown option $1" >&2; exit 2 ;;
-  esac
-done
-
-bash scripts/setup.sh
-bash scripts/fetch-data.sh ${DATA_ARGS[@]+"${DATA_ARGS[@]}"}
-bash scripts/fetch-models.sh efficientnet-lite0
+case "${1:-}" in
+  -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+  ""|--data-from) ;;
+  *) echo "reproduce-imbalance.sh: unknown option $1" >&2; exit 2 ;;
+esac
+bash scripts/prepare.sh "$@"
 
 SOURCE=$(realpath data/hymenoptera_data)
 TARGET=data/hymenoptera-imbalanced
