@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Reproduces the README's class-imbalance table: ants/bees cut to 4:1 (the first
-# files by name of each class folder: train 120 ants and 30 bees, val 70 and 17, as
+# JPEG files by name of each class folder: train 120 ants and 30 bees, val 70 and 17, as
 # symbolic links in data/hymenoptera-imbalanced), then examples/imbalance.toml:
 # Lite0 feature extraction, 5 epochs, plain / --class-weights auto / --sampler
 # balanced, seeds 0-2. `finetune report` prints each recipe's mean ± std of the best
 # epoch's val accuracy, macro-F1 and balanced accuracy (the best epoch by val accuracy).
 # Usage: scripts/reproduce-imbalance.sh [--data-from DIR]
-# Results: runs/imbalance/ (one folder per point, results.md). About 8 min on this 2-core CPU.
+# Results: runs/imbalance/ (made anew: one folder per point, results.md). About 8 min on this 2-core CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,11 +23,12 @@ rm -rf "$TARGET"
 for cut in "train ants 120" "train bees 30" "val ants 70" "val bees 17"; do
   read -r split class count <<<"$cut"
   mkdir -p "$TARGET/$split/$class"
-  find "$SOURCE/$split/$class" -maxdepth 1 -type f -printf '%f\n' | LC_ALL=C sort | head -n "$count" |
+  find "$SOURCE/$split/$class" -maxdepth 1 -type f -name '*.jpg' -printf '%f\n' | LC_ALL=C sort | head -n "$count" |
     while read -r name; do ln -s "$SOURCE/$split/$class/$name" "$TARGET/$split/$class/$name"; done
 done
 
 F=target/release/finetune
+rm -rf runs/imbalance   # this script's own results, made again from the new folder
 $F sweep examples/imbalance.toml --jobs 1
 $F report runs/imbalance
 
