@@ -95,6 +95,9 @@ fn a_grid_averaged_over_its_locations_is_the_pooled_feature() {
     let error = lite0(FeatureShape::Grid(GridLayer::Last));
     let error = Extractor { arch: Arch::SwinT, ..error }.compute(&images, "ants", &Silent).unwrap_err().to_string();
     assert!(error.starts_with("swin-t: no convolutional grid of features"), "{error}");
+    let vit = Extractor { arch: Arch::VitB16, image_size: Some(100), ..lite0(FeatureShape::Pooled) };
+    let error = vit.compute(&images, "ants", &Silent).unwrap_err().to_string();
+    assert_eq!(error, "--image-size 100: vit-b-16 cuts images into 16-pixel patches; give a multiple of 16");
 }
 
 #[test]

@@ -164,11 +164,18 @@ impl Extractor {
         reporter: &dyn Reporter,
     ) -> Result<(Tensor, Vec<Unreadable>)> {
         self.shape.check(self.arch)?;
-        let mut model = Classifier::new(self.arch, 1, self.device);
+        let sizing = self.sizing();
+        if let Some(patch) = self.arch.patch_size().filter(|patch| sizing.size % patch != 0) {
+            bail!(
+                "--image-size {}: {} cuts images into {patch}-pixel patches; give a multiple of {patch}",
+                sizing.size,
+                self.arch.name()
+            );
+        }
+        let mut model = Classifier::for_images(self.arch, 1, sizing.size, self.device);
         weights::load_backbone(&mut model, &self.weights)?;
         let pass =
             FrozenPass { normalization: self.arch.normalization(), device: self.device, autocast: Autocast::Off };
-        let sizing = self.sizing();
         let (mut features, mut rows, mut unreadable) = (None::<Tensor>, 0, Vec::new());
         for (i, chunk) in images.chunks(CHUNK).enumerate() {
             let mut pixels = Vec::with_capacity(chunk.len());
