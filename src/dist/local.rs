@@ -88,7 +88,22 @@ fn spawn_rank(program: &Path, args: &[OsString], rank: usize, n: usize, port: u1
         .env("MASTER_PORT", port.to_string())
         .env("OMP_NUM_THREADS", threads.max(1).to_string());
     die_with_parent(&mut command);
+    take_ctrl_c_by_default(&mut command);
     command.spawn().map_err(anyhow::Error::from)
+}
+
+/// Gives `command`'s process SIGINT's default action: a launcher started in
+/// the background by a non-interactive shell ignores SIGINT, and a rank
+/// would inherit that, so a Ctrl-C passed on before it sets its handler
+/// (or to one without a handler) would be lost.
+fn take_ctrl_c_by_default(command: &mut Command) {
+    // SAFETY: signal() is async-signal-safe; nothing is allocated.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
 }
 
 /// The running ranks and how each ended.
